@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs what vpnlab needs on a Debian/Ubuntu machine: Debian packages and a virtual
+# environment (.venv) with the package and its Python dependencies. Safe to run again: it only
+# installs what is missing. Sourced by netns-lab.sh and test.sh; also runnable on its own.
+set -euo pipefail
+
+VPNLAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$VPNLAB_ROOT/.venv"
+DEB_PACKAGES=(iproute2 nftables tshark tcpdump iperf3 conntrack procps python3-venv)
+
+say() { printf '\033[1m[vpnlab]\033[0m %s\n' "$*"; }
+die() { printf '[vpnlab] error: %s\n' "$*" >&2; exit 1; }
+
+require_root() {
+  [ "$(id -u)" -eq 0 ] || die "this needs root (namespaces, tun0, nftables): run it with sudo"
+}
+
+install_debian_packages() {
+  local missing=() p
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && { say "Debian packages: all present"; return; }
+  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: install them by hand"
+  say "Debian packages: installing ${missing[*]} (apt-get, a minute or two)"
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; we always capture as root: answer no.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -q 2>&1 | tail -n 1
+  apt-get install -y -q --no-install-recommends "${missing[@]}" 2>&1 \
+    | grep -E '^(Setting up|E:)' | sed 's/^/    /' || true
+  for p in "${missing[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+      || die "apt-get could not install $p"
+  done
+}
+
+pick_python() {
+  local py
+  for py in python3.13 python3.12 python3.11 python3.10 python3; do
+    if command -v "$py" >/dev/null && "$py" -c \
+      'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] < (3, 14)))' 2>/dev/null; then
+      echo "$py"; return
+    fi
+  done
+  die "vpnlab needs Python 3.10 to 3.13 (pyshark does not run on 3.14 yet)"
+}
+
+create_venv() {
+  local extras=${1:-} stamp="$VENV/.vpnlab-installed" want
+  want="$(sha256sum "$VPNLAB_ROOT/pyproject.toml" | cut -c1-16)$extras"
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    say "Python environment: $VENV is up to date"; return
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    local py; py=$(pick_python)
+    say "Python environment: creating $VENV with $($py --version)"
+    "$py" -m venv "$VENV" || die "could not create $VENV ($py -m venv failed)"
+  fi
+  say "Python environment: installing vpnlab${extras:+[$extras]} and its dependencies (pip)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^\[notice\]' || true
+  "$VENV/bin/python" -m pip install -q -e "$VPNLAB_ROOT${extras:+[$extras]}" \
+    || die "pip could not install vpnlab's Python dependencies"
+  echo "$want" > "$stamp"
+}
+
+# setup [EXTRAS]: everything, in order.
+setup() {
+  require_root
+  install_debian_packages
+  create_venv "${1:-}"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  setup "${1:-}"
+fi

@@ -1,0 +1,39 @@
+"""The ``vpnlab`` command: the daemons (server, client), the lab, keys and captures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import VpnlabError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vpnlab",
+        description="A teaching UDP VPN (tun0 <-> UDP 4500) and the namespace lab it runs in.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .daemon_cli import register as register_daemons
+    from .lab.cli import register as register_lab
+
+    register_daemons(sub)
+    register_lab(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run one subcommand; errors are one line on stderr and a non-zero exit."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VpnlabError as exc:
+        print(f"vpnlab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

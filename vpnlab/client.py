@@ -1,0 +1,150 @@
+"""ClientConnection: the VPN client daemon, in the order of the design notes.
+
+Init(PORT)          UDP socket bound to port 4500
+ClientConnection    Hello to the server; select() on the socket for up to 2.5 s
+                      answer       -> continue
+                      no answer    -> "server unreachable", release resources, exit 3
+CreateTunDev        tun0 (IFF_TUN | IFF_NO_PI)
+Ifconfig            the address the server gave us, MTU, up
+SetRouting(1)       everything through tun0, the server via our own gateway
+loop                TunSelected / SockSelected; keepalive when idle; 6 s without a word
+                    from the server -> "peer lost", exit 4
+CleanUp             Bye, routes restored, tun0 and the socket closed (also on SIGINT/SIGTERM)
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from .constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
+from .formats import Format
+from .report import Reporter
+from .routing import ClientRouting, refuse_host_changes
+from .session import ClientCore, State
+from .tun import create_tun_dev, ifconfig
+from .tunnel import SignalPipe, Tunnel, init_socket, send_queued
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 3
+EXIT_PEER_LOST = 4
+EXIT_SERVER_CLOSED = 5
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Everything ``vpnlab client`` can be told."""
+
+    server: IPv4Address
+    format: Format
+    port: int = PORT
+    local_address: str = "0.0.0.0"
+    local_port: int = PORT
+    tun_name: str = TUN_NAME
+    mtu: int = TUN_MTU
+    status_file: Path | None = None
+    allow_host_changes: bool = False
+
+
+def client_connection(
+    core: ClientCore, sock: socket.socket, signals: SignalPipe, reporter: Reporter
+) -> bool:
+    """ClientConnection: send Hello and wait (select with a timeout) for the server's answer.
+
+    Returns:
+        True once the handshake completed; False on the 2.5 s timeout or a signal.
+    """
+    reporter.state("connecting", f"server {core.server[0]}:{core.server[1]}")
+    now = time.monotonic()
+    core.connect(now)
+    while core.state is State.CONNECTING and signals.received is None:
+        send_queued(core, sock)
+        deadline = core.next_timer()
+        timeout = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        readable, _, _ = select.select([sock, signals.reader], [], [], timeout)
+        now = time.monotonic()
+        if sock in readable:
+            try:
+                datagram, peer = sock.recvfrom(65535)
+            except OSError:  # ICMP port unreachable from a previous send, for example
+                continue
+            for event in core.receive_datagram(datagram, peer[:2], now):
+                reporter.event(event)
+        elif deadline is not None and now >= deadline:
+            for event in core.handle_timer(now):
+                reporter.event(event)
+    send_queued(core, sock)
+    return core.state is State.CONNECTED
+
+
+def run_client(options: ClientOptions, reporter: Reporter) -> int:
+    """The client daemon from Init to CleanUp; returns the process exit code.
+
+    Raises:
+        SetupError: a local step (socket, tun0, routes) failed; CleanUp has run.
+    """
+    refuse_host_changes(options.allow_host_changes)
+    server = (str(options.server), options.port)
+    signals = SignalPipe()
+    sock = None
+    tun_fd = None
+    routing = None
+    core = ClientCore(server, options.format.client_handshake(os.urandom))
+    try:
+        sock = init_socket(options.local_address, options.local_port)
+        if not client_connection(core, sock, signals, reporter):
+            if signals.received is not None:
+                return EXIT_OK
+            reporter.log(
+                f"server unreachable: no answer from {server[0]}:{server[1]} "
+                f"within {CONNECT_TIMEOUT_S} s"
+            )
+            return EXIT_UNREACHABLE
+        assert core.session is not None
+        address = core.session.tunnel_address
+        tun_fd, tun_name = create_tun_dev(options.tun_name)
+        ifconfig(tun_name, address, options.mtu)
+        routing = ClientRouting(options.server, tun_name)
+        routing.apply()
+        reporter.update(tunnel_address=str(address), tun=tun_name)
+        reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
+        Tunnel(core, tun_fd, sock, reporter, signals).run()
+        if core.close_reason == "peer lost":
+            reporter.log("peer lost: no datagram from the server for 6 s")
+            return EXIT_PEER_LOST
+        if core.close_reason == "bye":
+            reporter.log("the server closed the session (Bye)")
+            return EXIT_SERVER_CLOSED
+        return EXIT_OK
+    finally:
+        clean_up(core, sock, tun_fd, routing, signals, reporter)
+
+
+def clean_up(
+    core: ClientCore,
+    sock: socket.socket | None,
+    tun_fd: int | None,
+    routing: ClientRouting | None,
+    signals: SignalPipe,
+    reporter: Reporter,
+) -> None:
+    """CleanUp: Bye to the server, routes restored, tun0 and the socket closed."""
+    now = time.monotonic()
+    for event in core.close(now):
+        reporter.event(event)
+    if sock is not None:
+        send_queued(core, sock)
+        sock.close()
+    if routing is not None:
+        routing.restore()
+    if tun_fd is not None:
+        os.close(tun_fd)
+    signals.close()
+    reporter.update(**core.describe(now))
+    reporter.state("closed", f"cleaned up ({core.close_reason})")
+    reporter.log(f"counters {core.counters.as_dict()}")

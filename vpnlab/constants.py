@@ -1,0 +1,29 @@
+"""Every number the design notes name, in one place (as wireguard-go's device/constants.go)."""
+
+PORT = 4500
+"""UDP port of the tunnel (RFC 3948's NAT-T port, hence Wireshark's ``udpencap`` label)."""
+
+CONNECT_TIMEOUT_S = 2.5
+"""ClientConnection: how long the client waits for the server's Hello before giving up."""
+
+HELLO_RETRY_S = 0.5
+"""ClientConnection: the Hello is sent again this often within the connect timeout."""
+
+LIVENESS_TIMEOUT_S = 6.0
+"""Both sides: no datagram from the peer for this long ends the session."""
+
+KEEPALIVE_INTERVAL_S = 2.0
+"""Both sides: after this long without sending anything, send a keepalive."""
+
+TUN_NAME = "tun0"
+TUN_MTU = 1400
+"""MTU of tun0: room for the outer IPv4 (20) + UDP (8) + the format's own overhead."""
+
+TUNNEL_NETWORK = "10.8.0.0/24"
+SERVER_TUNNEL_ADDRESS = "10.8.0.1/24"
+
+MAX_DATAGRAM = 65535
+"""Largest UDP payload we ever read."""
+
+NAT_TABLE = "vpnlab"
+"""Name of the nftables table that holds the server's NAT rule (inside r2's namespace)."""

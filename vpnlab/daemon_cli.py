@@ -1,0 +1,126 @@
+"""``vpnlab server`` and ``vpnlab client``: parse the options, run the daemon, map errors."""
+
+from __future__ import annotations
+
+import argparse
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+
+from .client import ClientOptions, run_client
+from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
+from .errors import VpnlabError
+from .formats import CIPHERS, DEFAULT_CIPHER, make_format
+from .report import Reporter
+
+
+def read_psk(path: Path | None) -> bytes | None:
+    """The pre-shared key: a file of hex (or raw) bytes that only its owner may read."""
+    if path is None:
+        return None
+    try:
+        mode = path.stat().st_mode
+        text = path.read_bytes().strip()
+    except OSError as exc:
+        raise VpnlabError(f"cannot read the pre-shared key {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise VpnlabError(f"{path} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = text
+    if len(key) < 16:
+        raise VpnlabError(f"the pre-shared key in {path} is shorter than 16 bytes")
+    return key
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=PORT, help="UDP port (default %(default)s)")
+    parser.add_argument("--tun", default=TUN_NAME, help="TUN interface name (default %(default)s)")
+    parser.add_argument("--mtu", type=int, default=TUN_MTU, help="tun MTU (default %(default)s)")
+    parser.add_argument(
+        "--cipher",
+        choices=CIPHERS,
+        default=DEFAULT_CIPHER,
+        help="wire format (default %(default)s)",
+    )
+    parser.add_argument("--psk-file", type=Path, help="pre-shared key file (mode 600), for ESP")
+    parser.add_argument("--status-file", type=Path, help="JSON status, rewritten every second")
+    parser.add_argument(
+        "--allow-host-changes",
+        action="store_true",
+        help="allow routes/NAT changes in the host's own network namespace (off: refuse)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    server = sub.add_parser(
+        "server",
+        help="run the VPN server (ServerConnection)",
+        description="The VPN server: Init, CreateTunDev, Ifconfig, SetRouting(0), the loop.",
+    )
+    server.add_argument("--listen", default="0.0.0.0", help="address to bind (default: all)")
+    server.add_argument(
+        "--tunnel-address",
+        type=IPv4Interface,
+        default=IPv4Interface(SERVER_TUNNEL_ADDRESS),
+        help="the server's tun0 address; clients get the others (default %(default)s)",
+    )
+    server.add_argument(
+        "--external-interface", help="masquerade tunnel traffic leaving here (omit: no NAT)"
+    )
+    server.add_argument(
+        "--nft-file",
+        type=Path,
+        default=Path("/run/vpnlab/server-nat.nft"),
+        help="where the NAT ruleset file is written before `nft -f` (default %(default)s)",
+    )
+    server.add_argument(
+        "--once", action="store_true", help="exit when the first client leaves (the notes)"
+    )
+    add_common(server)
+    server.set_defaults(func=server_main)
+
+    client = sub.add_parser(
+        "client",
+        help="run the VPN client (ClientConnection)",
+        description="The VPN client: Init, ClientConnection, CreateTunDev, Ifconfig, "
+        "SetRouting(1), the loop. Exit codes: 0 stopped by a signal, 1 error, "
+        "3 server unreachable, 4 peer lost (6 s of silence), 5 the server said Bye.",
+    )
+    client.add_argument("--server", type=IPv4Address, required=True, help="server address")
+    client.add_argument("--local-port", type=int, default=PORT, help="local UDP port")
+    add_common(client)
+    client.set_defaults(func=client_main)
+
+
+def server_main(args: argparse.Namespace) -> int:
+    from .server import ServerOptions, run_server
+
+    options = ServerOptions(
+        format=make_format(args.cipher, read_psk(args.psk_file)),
+        listen=args.listen,
+        port=args.port,
+        tunnel_address=args.tunnel_address,
+        tun_name=args.tun,
+        mtu=args.mtu,
+        external_interface=args.external_interface,
+        nft_file=args.nft_file,
+        status_file=args.status_file,
+        once=args.once,
+        allow_host_changes=args.allow_host_changes,
+    )
+    return run_server(options, Reporter("server", args.status_file))
+
+
+def client_main(args: argparse.Namespace) -> int:
+    options = ClientOptions(
+        server=args.server,
+        format=make_format(args.cipher, read_psk(args.psk_file)),
+        port=args.port,
+        local_port=args.local_port,
+        tun_name=args.tun,
+        mtu=args.mtu,
+        status_file=args.status_file,
+        allow_host_changes=args.allow_host_changes,
+    )
+    return run_client(options, Reporter("client", args.status_file))

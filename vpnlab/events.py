@@ -1,0 +1,45 @@
+"""What the sans-IO cores report back to the I/O shell (past tense, as h11's events)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+
+Address = tuple[str, int]
+
+
+class Event:
+    """Base class of everything a core returns."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted(Event):
+    """The Hello exchange finished: ``peer`` now has ``tunnel_address``."""
+
+    peer: Address
+    tunnel_address: IPv4Interface
+
+
+@dataclass(frozen=True, slots=True)
+class PacketReceived(Event):
+    """SockSelected: an inner IP packet arrived and should be written to tun0."""
+
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramDropped(Event):
+    """A datagram (or a packet from tun0) was refused; ``reason`` is its counter key."""
+
+    reason: str
+    peer: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed(Event):
+    """A session ended: "peer lost" (liveness), "bye", "server unreachable", "closed"."""
+
+    peer: Address
+    reason: str

@@ -1,0 +1,105 @@
+"""The wire-format interface: how a handshake produces keys and how keys seal packets.
+
+Every ``--cipher`` value (``plain``, ``esp-null``, ``esp-aes-gcm``) is a :class:`Format`. The
+sans-IO cores in ``session.py`` only talk to these interfaces, so a new format never touches the
+select loop. All of it is pure: bytes in, bytes out, time and randomness passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+from typing import Protocol
+
+from .errors import VpnlabError
+
+RandomBytes = Callable[[int], bytes]
+"""A source of randomness, ``os.urandom`` in the daemons and a seeded one in tests."""
+
+CIPHERS = ("plain", "esp-null", "esp-aes-gcm")
+DEFAULT_CIPHER = "plain"
+
+
+class Kind(enum.Enum):
+    """What an opened datagram turned out to carry."""
+
+    PACKET = "packet"
+    KEEPALIVE = "keepalive"
+    BYE = "bye"
+
+
+class Protection(Protocol):
+    """One session's keys: seal inner packets into datagrams and open them again."""
+
+    overhead_bytes: int
+    """Largest number of bytes a datagram adds to the inner packet it carries."""
+
+    def seal(self, packet: bytes) -> bytes: ...
+
+    def seal_keepalive(self) -> bytes: ...
+
+    def seal_bye(self) -> bytes: ...
+
+    def open(self, datagram: bytes) -> tuple[Kind, bytes]:
+        """Return what ``datagram`` carries; raise RemoteProtocolError(reason) if it is bad."""
+        ...
+
+
+@dataclass(frozen=True)
+class Established:
+    """A finished handshake: the session's keys and the client's tunnel address."""
+
+    protection: Protection
+    client_address: IPv4Interface
+
+
+class ClientHandshake(Protocol):
+    """ClientConnection's half of the Hello exchange."""
+
+    def hello(self, now: float) -> bytes:
+        """The Hello datagram; called again (same bytes) for a retry."""
+        ...
+
+    def receive(self, datagram: bytes, now: float) -> Established:
+        """The server's answer; raise RemoteProtocolError(reason) if it is not one."""
+        ...
+
+
+class ServerHandshake(Protocol):
+    """ServerConnection's half of the Hello exchange (one object for all clients)."""
+
+    def respond(
+        self, datagram: bytes, client_address: IPv4Interface, now: float
+    ) -> tuple[bytes, Protection]:
+        """Answer a Hello; raise RemoteProtocolError(reason) and send nothing if it is bad."""
+        ...
+
+
+class Format(Protocol):
+    """One ``--cipher`` value."""
+
+    name: str
+    overhead_bytes: int
+
+    def is_hello(self, datagram: bytes) -> bool: ...
+
+    def client_handshake(self, random_bytes: RandomBytes) -> ClientHandshake: ...
+
+    def server_handshake(self, random_bytes: RandomBytes) -> ServerHandshake: ...
+
+
+def make_format(name: str, psk: bytes | None = None) -> Format:
+    """Return the Format for ``--cipher name``; the ESP formats need the pre-shared key."""
+    if name == "plain":
+        from .plain import PLAIN
+
+        return PLAIN
+    if name in ("esp-null", "esp-aes-gcm"):
+        from .handshake import esp_format
+
+        if not psk:
+            raise VpnlabError(f"cipher {name} needs a pre-shared key (--psk-file)")
+        return esp_format(name, psk)
+    raise VpnlabError(f"unknown cipher {name!r}; choose one of: {', '.join(CIPHERS)}")

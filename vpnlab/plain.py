@@ -1,0 +1,103 @@
+"""The design notes' own format: the inner IP packet is the whole UDP payload.
+
+Control messages are one line of ASCII text that starts with ``VPNLAB/1`` (the notes' "Hello
+message"). Their first byte, ``V`` (0x56), has the high nibble 5, so they can never be taken for
+an IPv4 (4) or IPv6 (6) packet. Nothing here is protected: anyone on the path can read and forge
+it, which is exactly what the ESP formats fix.
+
+    client -> server   VPNLAB/1 HELLO
+    server -> client   VPNLAB/1 WELCOME 10.8.0.2/24
+    either way         VPNLAB/1 KEEPALIVE          (when idle)
+    either way         VPNLAB/1 BYE                (on CleanUp)
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+
+from .errors import RemoteProtocolError
+from .formats import Established, Kind, Protection, RandomBytes
+
+MAGIC = b"VPNLAB/1 "
+HELLO = MAGIC + b"HELLO\n"
+KEEPALIVE = MAGIC + b"KEEPALIVE\n"
+BYE = MAGIC + b"BYE\n"
+WELCOME = MAGIC + b"WELCOME "
+MAX_CONTROL = 64
+
+
+def ip_version(packet: bytes) -> int:
+    """The IP version nibble of ``packet`` (0 when empty)."""
+    return packet[0] >> 4 if packet else 0
+
+
+class PlainProtection:
+    """No protection at all: seal returns the packet, open checks it looks like IP."""
+
+    overhead_bytes = 0
+
+    def seal(self, packet: bytes) -> bytes:
+        return packet
+
+    def seal_keepalive(self) -> bytes:
+        return KEEPALIVE
+
+    def seal_bye(self) -> bytes:
+        return BYE
+
+    def open(self, datagram: bytes) -> tuple[Kind, bytes]:
+        if datagram.startswith(MAGIC):
+            if datagram == KEEPALIVE:
+                return Kind.KEEPALIVE, b""
+            if datagram == BYE:
+                return Kind.BYE, b""
+            raise RemoteProtocolError("unexpected control message")
+        if ip_version(datagram) not in (4, 6) or len(datagram) < 20:
+            raise RemoteProtocolError("not an ip packet")
+        return Kind.PACKET, datagram
+
+
+class PlainClientHandshake:
+    """ClientConnection: send ``HELLO``, accept ``WELCOME <address>``."""
+
+    def hello(self, now: float) -> bytes:
+        return HELLO
+
+    def receive(self, datagram: bytes, now: float) -> Established:
+        if not datagram.startswith(WELCOME) or len(datagram) > MAX_CONTROL:
+            raise RemoteProtocolError("not a welcome")
+        try:
+            address = IPv4Interface(datagram[len(WELCOME) :].decode("ascii").strip())
+        except ValueError:
+            raise RemoteProtocolError("bad welcome address") from None
+        return Established(PlainProtection(), address)
+
+
+class PlainServerHandshake:
+    """ServerConnection: answer ``HELLO`` with the client's tunnel address."""
+
+    def respond(
+        self, datagram: bytes, client_address: IPv4Interface, now: float
+    ) -> tuple[bytes, Protection]:
+        if datagram != HELLO:
+            raise RemoteProtocolError("not a hello")
+        return WELCOME + str(client_address).encode("ascii") + b"\n", PlainProtection()
+
+
+class PlainFormat:
+    """``--cipher plain``: the design notes' format."""
+
+    name = "plain"
+    overhead_bytes = 0
+
+    def is_hello(self, datagram: bytes) -> bool:
+        return datagram == HELLO
+
+    def client_handshake(self, random_bytes: RandomBytes) -> PlainClientHandshake:
+        return PlainClientHandshake()
+
+    def server_handshake(self, random_bytes: RandomBytes) -> PlainServerHandshake:
+        return PlainServerHandshake()
+
+
+PLAIN = PlainFormat()

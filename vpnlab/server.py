@@ -1,0 +1,93 @@
+"""ServerConnection: the VPN server daemon, in the order of the design notes.
+
+    Init(PORT)          UDP socket bound to port 4500
+    CreateTunDev        tun0 (IFF_TUN | IFF_NO_PI)
+    Ifconfig            10.8.0.1/24, MTU, up
+    SetRouting(0)       forwarding on, the NAT rule (nftables) for the tunnel network
+    ServerConnection    loop: Hellos from clients are answered with a tunnel address;
+                        TunSelected / SockSelected carry their packets; a client silent for
+                        6 s is dropped ("peer lost")
+    CleanUp             Bye to every client, NAT rule removed, forwarding restored, tun0 and
+                        the socket closed (on SIGINT/SIGTERM, or with --once when the client
+                        leaves, as in the notes)
+
+The notes' server answers one client and ends with it; ours keeps listening for the next
+one unless ``--once`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
+from .formats import Format
+from .report import Reporter
+from .routing import ServerRouting, refuse_host_changes
+from .session import ServerCore
+from .tun import create_tun_dev, ifconfig
+from .tunnel import SignalPipe, Tunnel, init_socket, send_queued
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Everything ``vpnlab server`` can be told."""
+
+    format: Format
+    listen: str = "0.0.0.0"
+    port: int = PORT
+    tunnel_address: IPv4Interface = IPv4Interface(SERVER_TUNNEL_ADDRESS)
+    tun_name: str = TUN_NAME
+    mtu: int = TUN_MTU
+    external_interface: str | None = None
+    nft_file: Path = Path("/run/vpnlab/server-nat.nft")
+    status_file: Path | None = None
+    once: bool = False
+    allow_host_changes: bool = False
+
+
+def run_server(options: ServerOptions, reporter: Reporter) -> int:
+    """The server daemon from Init to CleanUp; returns the process exit code.
+
+    Raises:
+        SetupError: a local step (socket, tun0, forwarding, nftables) failed; CleanUp has run.
+    """
+    refuse_host_changes(options.allow_host_changes)
+    signals = SignalPipe()
+    sock = None
+    tun_fd = None
+    routing = ServerRouting(
+        options.tunnel_address.network, options.external_interface, options.nft_file
+    )
+    core = ServerCore(options.format, options.tunnel_address, os.urandom, once=options.once)
+    try:
+        sock = init_socket(options.listen, options.port)
+        tun_fd, tun_name = create_tun_dev(options.tun_name)
+        ifconfig(tun_name, options.tunnel_address, options.mtu)
+        routing.apply()
+        nat = f"NAT out of {options.external_interface}" if routing.nat_applied else "no NAT"
+        reporter.update(tun=tun_name, tunnel_address=str(options.tunnel_address))
+        reporter.state(
+            "listening",
+            f"udp {options.listen}:{options.port}, {tun_name} {options.tunnel_address}, "
+            f"cipher {options.format.name}, forwarding on, {nat}",
+        )
+        Tunnel(core, tun_fd, sock, reporter, signals).run()
+        return 0
+    finally:
+        now = time.monotonic()
+        for event in core.close(now):
+            reporter.event(event)
+        if sock is not None:
+            send_queued(core, sock)
+            sock.close()
+        routing.restore()
+        if tun_fd is not None:
+            os.close(tun_fd)
+        signals.close()
+        reporter.update(**{k: v for k, v in core.describe(now).items() if k != "state"})
+        reporter.state("closed", "cleaned up: NAT rule removed, forwarding restored")
+        reporter.log(f"counters {core.counters.as_dict()}")

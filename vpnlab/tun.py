@@ -1,0 +1,93 @@
+"""CreateTunDev and Ifconfig: the virtual interface tun0.
+
+The kernel gives us a TUN device through one ioctl on ``/dev/net/tun``: we pass a ``struct
+ifreq`` (the interface name, 16 bytes, then the flags, a short) and the kernel fills the name in.
+
+    struct ifreq {                       40 bytes on Linux
+        char  ifr_name[IFNAMSIZ];        16: "tun0", NUL-padded (so at most 15 characters)
+        short ifr_flags;                  2: IFF_TUN | IFF_NO_PI
+        ...                              22: the rest of the union, zero
+    };
+
+``IFF_TUN`` asks for layer 3 (IP packets; ``IFF_TAP`` would give Ethernet frames) and
+``IFF_NO_PI`` drops the 4-byte packet-information header the kernel would otherwise put in front
+of every packet, so a read returns exactly one IP packet. (pyroute2's tuntap helper turns packet
+information on, which is why we build the ifreq ourselves.)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from ipaddress import IPv4Interface
+
+from .errors import SetupError
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFNAMSIZ = 16
+IFREQ = struct.Struct("16sH22x")
+
+
+def ifreq(name: str, flags: int) -> bytes:
+    """CreateTunDev: the ``struct ifreq`` for TUNSETIFF (shown byte by byte in notebook 1).
+
+    Raises:
+        SetupError: the name is empty, not ASCII or longer than 15 characters.
+    """
+    raw = name.encode("ascii", "replace")
+    if not raw or len(raw) >= IFNAMSIZ or b"/" in raw or b" " in raw or b"?" in raw:
+        raise SetupError(
+            f"bad interface name {name!r}: 1 to {IFNAMSIZ - 1} ASCII characters, no '/' or space"
+        )
+    return IFREQ.pack(raw, flags)
+
+
+def create_tun_dev(name: str = "tun0", flags: int = IFF_TUN | IFF_NO_PI) -> tuple[int, str]:
+    """CreateTunDev: open /dev/net/tun and ioctl(TUNSETIFF); return (tunfd, actual name).
+
+    The fd is non-blocking so the select loop can drain it. A name template such as
+    ``tun%d`` gets the next free number from the kernel.
+
+    Raises:
+        SetupError: no /dev/net/tun, no permission, or the kernel refused the request.
+    """
+    request = ifreq(name, flags)
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SetupError("/dev/net/tun does not exist (load the tun module)") from None
+    except PermissionError:
+        raise SetupError("no permission to open /dev/net/tun: run as root") from None
+    try:
+        answer = fcntl.ioctl(fd, TUNSETIFF, request)
+    except OSError as exc:
+        os.close(fd)
+        raise SetupError(f"ioctl(TUNSETIFF, {name!r}) failed: {exc.strerror}") from None
+    os.set_blocking(fd, False)
+    actual = IFREQ.unpack(answer)[0].rstrip(b"\0").decode("ascii")
+    return fd, actual
+
+
+def ifconfig(name: str, address: IPv4Interface, mtu: int) -> None:
+    """Ifconfig: give tun0 its address and MTU and bring it up (``ip addr/link`` via netlink).
+
+    Raises:
+        SetupError: netlink refused (for example, the interface vanished).
+    """
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with IPRoute() as ipr:
+            (index,) = ipr.link_lookup(ifname=name)
+            ipr.link("set", index=index, mtu=mtu)
+            ipr.addr(
+                "replace", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+            )
+            ipr.link("set", index=index, state="up")
+    except (NetlinkError, ValueError) as exc:
+        raise SetupError(f"ifconfig {name} {address} mtu {mtu} failed: {exc}") from None

@@ -1,0 +1,196 @@
+"""TunSelected / SockSelected: the select loop that both daemons run (the notes' while loop).
+
+    1. ask the core for its next deadline (a keepalive to send, or the liveness timeout)
+    2. select() on tun0, the UDP socket and the signal pipe, until that deadline
+    3. TunSelected: read every packet waiting on tun0, hand each to the core (it seals them)
+    4. SockSelected: receive every datagram waiting on the socket, hand each to the core,
+       write the packets it opened to tun0
+    5. deadline passed: let the core send its keepalive or declare the peer lost
+    6. send what the core queued; stop when the core is closed or a signal arrived
+
+This module moves bytes and nothing else: what a datagram means is decided in ``session.py``.
+Tests hand it one end of a ``socket.socketpair()`` in place of tun0.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import time
+from types import FrameType
+from typing import Protocol
+
+from .constants import MAX_DATAGRAM
+from .errors import SetupError
+from .events import Address, Event, PacketReceived
+from .report import Reporter
+from .session import Counters, State
+
+BATCH = 64
+"""Packets drained per wake-up from each file descriptor before looking at the other."""
+
+
+class Core(Protocol):
+    """What the loop needs of ClientCore and ServerCore."""
+
+    state: State
+    counters: Counters
+
+    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]: ...
+    def send_packet(self, packet: bytes, now: float) -> list[Event]: ...
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]: ...
+    def next_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> list[Event]: ...
+    def close(self, now: float) -> list[Event]: ...
+    def describe(self, now: float) -> dict[str, object]: ...
+
+
+def init_socket(address: str, port: int) -> socket.socket:
+    """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
+
+    UDP needs no listen() or accept(): datagrams from any peer simply arrive (see the notes).
+
+    Raises:
+        SetupError: the address is not ours, or the port is taken.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise SetupError(f"cannot bind UDP {address}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def send_queued(core: Core, sock: socket.socket) -> None:
+    """Send every datagram the core queued; a refused send is counted, not raised."""
+    for datagram, peer in core.datagrams_to_send():
+        try:
+            sock.sendto(datagram, peer)
+        except OSError as exc:
+            core.counters.drops[f"send: {exc.strerror}"] += 1
+
+
+class SignalPipe:
+    """SIGINT/SIGTERM wake the select loop through a socket pair instead of raising."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.reader, self.writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self.writer.setblocking(False)
+        self.received: int | None = None
+        self._old = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
+        self._old_fd = signal.set_wakeup_fd(self.writer.fileno())
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._old_fd)
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self.reader.close()
+        self.writer.close()
+
+
+class Tunnel:
+    """The select loop: moves packets between tun0 and the socket through a core.
+
+    Args:
+        core: ClientCore or ServerCore.
+        tun_fd: tun0 (non-blocking), or one end of a socket pair in tests.
+        sock: the UDP socket from Init (non-blocking).
+        reporter: log and status file.
+        signals: the signal pipe; the loop ends when it fires.
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        tun_fd: int,
+        sock: socket.socket,
+        reporter: Reporter,
+        signals: SignalPipe,
+    ) -> None:
+        self.core = core
+        self.tun_fd = tun_fd
+        self.sock = sock
+        self.reporter = reporter
+        self.signals = signals
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(tun_fd, selectors.EVENT_READ, self.tun_selected)
+        self.selector.register(sock, selectors.EVENT_READ, self.sock_selected)
+        self.selector.register(signals.reader, selectors.EVENT_READ, self._drain_signals)
+        self._status_at = 0.0
+
+    def run(self) -> None:
+        """Loop until the core closes (peer lost, Bye) or a signal asks us to stop."""
+        core = self.core
+        while core.state is not State.CLOSED and self.signals.received is None:
+            deadline = core.next_timer()
+            now = time.monotonic()
+            timeout = None if deadline is None else max(0.0, deadline - now)
+            for key, _ in self.selector.select(min(timeout, 1.0) if timeout is not None else 1.0):
+                key.data(time.monotonic())
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.dispatch(core.handle_timer(now))
+            self.flush()
+            if now >= self._status_at:
+                self.report_status(now)
+                self._status_at = now + 1.0
+        self.selector.close()
+
+    def tun_selected(self, now: float) -> None:
+        """TunSelected: read packets from tun0, hand them to the core to seal and send."""
+        for _ in range(BATCH):
+            try:
+                packet = os.read(self.tun_fd, MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.core.counters.drops[f"tun read: {exc.strerror}"] += 1
+                return
+            self.dispatch(self.core.send_packet(packet, now))
+
+    def sock_selected(self, now: float) -> None:
+        """SockSelected: receive datagrams, hand them to the core, write packets to tun0."""
+        for _ in range(BATCH):
+            try:
+                datagram, peer = self.sock.recvfrom(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                self.core.counters.drops[f"socket: {exc.strerror}"] += 1
+                continue
+            self.dispatch(self.core.receive_datagram(datagram, peer[:2], now))
+
+    def dispatch(self, events: list[Event]) -> None:
+        """Write opened packets to tun0; everything else goes to the log."""
+        for event in events:
+            if type(event) is PacketReceived:
+                try:
+                    os.write(self.tun_fd, event.packet)
+                except OSError as exc:
+                    self.core.counters.drops[f"tun write: {exc.strerror}"] += 1
+            else:
+                self.reporter.event(event)
+
+    def flush(self) -> None:
+        send_queued(self.core, self.sock)
+
+    def report_status(self, now: float) -> None:
+        self.reporter.update(**self.core.describe(now))
+        self.reporter.write_status(force=True)
+
+    def _drain_signals(self, now: float) -> None:
+        try:
+            while self.signals.reader.recv(64):
+                pass
+        except BlockingIOError:
+            pass

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what is missing (as netns-lab.sh does), then runs
+# ruff and the whole test suite: unit tests (no root needed) and lab tests (root: real network
+# namespaces, each removed again even when a test fails). Extra arguments go to pytest,
+# e.g. `sudo scripts/test.sh tests/unit -x`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+setup test
+cd "$VPNLAB_ROOT"
+say "ruff check"
+"$VENV/bin/ruff" check vpnlab tests
+say "pytest ${*:-(the whole suite)}"
+"$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,266 @@
+"""Security associations: the two ESP transforms, the anti-replay window and the key schedule.
+
+Framing (SPI, sequence number, padding, next header) lives in ``esp.py``; this module only
+knows how one SA turns ``SPI || seq || plaintext`` into authenticated bytes and back, in the
+style of aioquic's ``quic/crypto.py`` next to ``quic/packet.py``.
+
+    esp-null      RFC 2410 NULL encryption + RFC 4868 HMAC-SHA-256-128 (32-byte key)
+    esp-aes-gcm   RFC 4106 AES-GCM-128, 16-byte ICV (20 bytes: 16-byte key || 4-byte salt)
+
+Key schedule of a handshake (``handshake.py`` has the messages)::
+
+    hello_key = HKDF-SHA256(salt="vpnlab/1 psk", ikm=PSK, info="vpnlab/1 hello")        (32 B)
+    okm       = HKDF-SHA256(salt=PSK, ikm=X25519(eph_c, eph_s),
+                            info="vpnlab/1 session " || cipher || SHA256(Hello || Welcome*))
+              = spi_c2s (4) | spi_s2c (4) | key_c2s | key_s2c | confirm_key (32)
+
+``Welcome*`` is the Welcome without its tag. Pure code: no socket, no clock, no os.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+
+ESP_HEADER = struct.Struct("!II")
+"""SPI, sequence number (RFC 4303 section 2.1 and 2.2)."""
+
+ESP_HEADER_IV = struct.Struct("!IIQ")
+"""SPI, sequence number, 8-byte explicit IV (RFC 4106 section 3.1): one pack per packet."""
+
+ICV_BYTES = 16
+MAX_SEQ = 0xFFFFFFFF
+"""Largest 32-bit sequence number; the sender refuses to wrap (RFC 4303 section 3.3.3)."""
+
+REPLAY_WINDOW_BITS = 1024
+"""Anti-replay window (RFC 4303 section 3.4.3 asks for at least 64)."""
+
+LABEL = b"vpnlab/1 "
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One ESP transform: its sizes and its names in Wireshark and in ``ip xfrm``."""
+
+    name: str
+    key_bytes: int
+    iv_bytes: int
+    tshark_encryption: str
+    tshark_authentication: str
+
+    @property
+    def overhead_bytes(self) -> int:
+        """ESP header (8) + IV + largest padding (3) + pad length and next header (2) + ICV."""
+        return ESP_HEADER.size + self.iv_bytes + 3 + 2 + ICV_BYTES
+
+    def xfrm_args(self, key: bytes) -> list[str]:
+        """The algorithm part of ``ip xfrm state add`` for this transform and ``key``."""
+        if self.name == "esp-aes-gcm":
+            return ["aead", "rfc4106(gcm(aes))", "0x" + key.hex(), str(ICV_BYTES * 8)]
+        return ["enc", "cipher_null", "", "auth-trunc", "hmac(sha256)", "0x" + key.hex(), "128"]
+
+
+ALGORITHMS = {
+    "esp-null": Algorithm("esp-null", 32, 0, "NULL", "HMAC-SHA-256-128 [RFC4868]"),
+    "esp-aes-gcm": Algorithm("esp-aes-gcm", 20, 8, "AES-GCM with 16 octet ICV [RFC4106]", "NULL"),
+}
+"""The ``--cipher`` values this module protects, by name."""
+
+
+def algorithm(name: str) -> Algorithm:
+    """The ESP transform named ``name``.
+
+    Raises:
+        VpnlabError: ``name`` is not an ESP cipher.
+    """
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise VpnlabError(f"not an ESP cipher: {name!r}") from None
+
+
+@dataclass(frozen=True)
+class SaKeys:
+    """One direction's security association: its SPI and its key material."""
+
+    spi: int
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not 256 <= self.spi <= MAX_SEQ:
+            raise VpnlabError(f"SPI {self.spi:#x} outside 0x100..0xffffffff (RFC 4303 2.1)")
+
+
+def hmac_sha256_128(key: bytes, data: bytes) -> bytes:
+    """RFC 4868 HMAC-SHA-256-128: HMAC-SHA-256 truncated to its first 128 bits."""
+    return hmac.digest(key, data, "sha256")[:ICV_BYTES]
+
+
+class NullHmacSha256:
+    """RFC 2410 NULL encryption with RFC 4868 HMAC-SHA-256-128 over the whole ESP packet.
+
+    Args:
+        key: the 32-byte HMAC key.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def protect(self, spi: int, seq: int, plaintext: bytes) -> bytes:
+        """ESP packet: ``SPI || seq || plaintext || ICV``; the plaintext stays readable."""
+        header = ESP_HEADER.pack(spi, seq)
+        mac = self._mac.copy()
+        mac.update(header)
+        mac.update(plaintext)
+        return b"".join((header, plaintext, mac.digest()[:ICV_BYTES]))
+
+    def unprotect(self, datagram: bytes) -> bytes:
+        """Check the ICV and return the plaintext after the 8-byte header.
+
+        Raises:
+            RemoteProtocolError: "bad icv".
+        """
+        mac = self._mac.copy()
+        mac.update(datagram[:-ICV_BYTES])
+        if not hmac.compare_digest(mac.digest()[:ICV_BYTES], datagram[-ICV_BYTES:]):
+            raise RemoteProtocolError("bad icv")
+        return datagram[ESP_HEADER.size : -ICV_BYTES]
+
+
+class AesGcm128:
+    """RFC 4106 AES-GCM: nonce = salt || explicit IV, AAD = SPI || seq (32-bit, no ESN).
+
+    The explicit IV is the sequence number as 64 bits, so it never repeats under one key while
+    the sender refuses to wrap the counter.
+
+    Args:
+        key: 20 bytes of key material: the 16-byte AES key, then the 4-byte salt.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key[:16])
+        self._salt = key[16:]
+
+    def protect(self, spi: int, seq: int, plaintext: bytes) -> bytes:
+        """ESP packet: ``SPI || seq || IV || ciphertext || ICV``."""
+        header = ESP_HEADER_IV.pack(spi, seq, seq)
+        return header + self._aead.encrypt(self._salt + header[8:], plaintext, header[:8])
+
+    def unprotect(self, datagram: bytes) -> bytes:
+        """Verify and decrypt; the explicit IV is whatever the sender put after ``seq``.
+
+        Raises:
+            RemoteProtocolError: "bad icv".
+        """
+        try:
+            return self._aead.decrypt(self._salt + datagram[8:16], datagram[16:], datagram[:8])
+        except InvalidTag:
+            raise RemoteProtocolError("bad icv") from None
+
+
+Transform = NullHmacSha256 | AesGcm128
+
+
+def make_transform(name: str, key: bytes) -> Transform:
+    """The transform of ``--cipher name`` keyed with ``key``.
+
+    Raises:
+        VpnlabError: unknown cipher, or a key of the wrong length.
+    """
+    algo = algorithm(name)
+    if len(key) != algo.key_bytes:
+        raise VpnlabError(f"{name} needs a {algo.key_bytes}-byte key, got {len(key)}")
+    return AesGcm128(key) if name == "esp-aes-gcm" else NullHmacSha256(key)
+
+
+class ReplayWindow:
+    """RFC 4303 section 3.4.3 anti-replay window, a sliding bitmap as wireguard-go replay.go.
+
+    Bit ``i`` of the bitmap says ``highest - i`` was received. Call :meth:`accept` only after
+    the ICV verified, so forged packets never move the window.
+
+    Args:
+        size_bits: how far behind the highest sequence number a packet may arrive.
+    """
+
+    def __init__(self, size_bits: int = REPLAY_WINDOW_BITS) -> None:
+        if size_bits < 64:
+            raise LocalProtocolError("RFC 4303 asks for a window of at least 64")
+        self.size_bits = size_bits
+        self.highest = 0
+        self._mask = (1 << size_bits) - 1
+        self._bitmap = 0
+
+    def accept(self, seq: int) -> bool:
+        """Record ``seq`` and return True, or return False for a duplicate or a too-old one."""
+        if seq <= 0:
+            return False
+        shift = seq - self.highest
+        if shift > 0:
+            if shift < self.size_bits:
+                self._bitmap = ((self._bitmap << shift) | 1) & self._mask
+            else:
+                self._bitmap = 1
+            self.highest = seq
+            return True
+        if -shift >= self.size_bits:
+            return False
+        bit = 1 << -shift
+        if self._bitmap & bit:
+            return False
+        self._bitmap |= bit
+        return True
+
+
+def _hkdf(length: int, salt: bytes, ikm: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def hello_key(psk: bytes) -> bytes:
+    """ClientConnection: the key that authenticates a Hello, derived from the PSK alone."""
+    return _hkdf(32, LABEL + b"psk", psk, LABEL + b"hello")
+
+
+def spi_from(raw: bytes) -> int:
+    """A pseudo-random SPI from 4 bytes, mapped into 0x100..0xffffffff (1-255 are reserved)."""
+    return int.from_bytes(raw, "big") % (MAX_SEQ + 1 - 256) + 256
+
+
+@dataclass(frozen=True)
+class SessionKeys:
+    """What one handshake derives: both directions' SAs and the Welcome's confirmation key."""
+
+    client_to_server: SaKeys
+    server_to_client: SaKeys
+    confirm_key: bytes = field(repr=False)
+
+
+def session_keys(name: str, psk: bytes, dh_secret: bytes, transcript: bytes) -> SessionKeys:
+    """ServerConnection/ClientConnection: HKDF over DH secret, PSK and both messages.
+
+    Args:
+        name: the cipher, which fixes the key lengths and is bound into the keys.
+        psk: the pre-shared key (the HKDF salt).
+        dh_secret: the X25519 shared secret (the HKDF input keying material).
+        transcript: Hello || Welcome without its tag.
+
+    Returns:
+        Both SAs (SPIs and keys) and the 32-byte key of the Welcome's tag.
+    """
+    klen = algorithm(name).key_bytes
+    info = LABEL + b"session " + name.encode() + hashlib.sha256(transcript).digest()
+    okm = _hkdf(8 + 2 * klen + 32, psk, dh_secret, info)
+    return SessionKeys(
+        SaKeys(spi_from(okm[0:4]), okm[8 : 8 + klen]),
+        SaKeys(spi_from(okm[4:8]), okm[8 + klen : 8 + 2 * klen]),
+        okm[8 + 2 * klen :],
+    )

@@ -14,11 +14,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="A teaching UDP VPN (tun0 <-> UDP 4500) and the namespace lab it runs in.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .capture import register as register_capture
     from .daemon_cli import register as register_daemons
     from .lab.cli import register as register_lab
 
     register_daemons(sub)
     register_lab(sub)
+    register_capture(sub)
     return parser
 
 

@@ -94,7 +94,11 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
     sock = None
     tun_fd = None
     routing = None
-    core = ClientCore(server, options.format.client_handshake(os.urandom))
+    core = ClientCore(
+        server,
+        options.format.client_handshake(os.urandom),
+        clock_offset_s=time.time() - time.monotonic(),
+    )
     try:
         sock = init_socket(options.local_address, options.local_port)
         if not client_connection(core, sock, signals, reporter):

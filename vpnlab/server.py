@@ -62,7 +62,13 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
     routing = ServerRouting(
         options.tunnel_address.network, options.external_interface, options.nft_file
     )
-    core = ServerCore(options.format, options.tunnel_address, os.urandom, once=options.once)
+    core = ServerCore(
+        options.format,
+        options.tunnel_address,
+        os.urandom,
+        once=options.once,
+        clock_offset_s=time.time() - time.monotonic(),
+    )
     try:
         sock = init_socket(options.listen, options.port)
         tun_fd, tun_name = create_tun_dev(options.tun_name)

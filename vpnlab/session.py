@@ -136,7 +136,11 @@ class Session:
         self.outbox: list[bytes] = []
 
     def send_packet(self, packet: bytes, now: float) -> None:
-        """TunSelected: seal one packet read from tun0 for the peer."""
+        """TunSelected: seal one packet read from tun0 for the peer.
+
+        Raises:
+            LocalProtocolError: the packet cannot be sealed (too large for the format).
+        """
         self.outbox.append(self.protection.seal(packet))
         self.last_sent = now
         self.counters.packets_from_tun += 1
@@ -184,6 +188,8 @@ class ClientCore:
         server: the server's UDP address; datagrams from anywhere else are dropped.
         handshake: the format's client handshake, or None with ``established`` (static keys).
         established: static keys: skip the handshake.
+        clock_offset_s: added to ``now`` to get wall-clock time for the handshake's
+            timestamps, which the server compares with its own clock.
     """
 
     def __init__(
@@ -193,6 +199,7 @@ class ClientCore:
         *,
         established: Established | None = None,
         timeouts: Timeouts = Timeouts(),
+        clock_offset_s: float = 0.0,
     ) -> None:
         if (handshake is None) == (established is None):
             raise LocalProtocolError("give exactly one of handshake or established")
@@ -200,6 +207,7 @@ class ClientCore:
         self.handshake = handshake
         self.static = established
         self.timeouts = timeouts
+        self.clock_offset_s = clock_offset_s
         self.state = State.CONNECTING
         self.counters = Counters()
         self.session: Session | None = None
@@ -214,7 +222,7 @@ class ClientCore:
         if self.static is not None:
             return self._established(self.static, now)
         assert self.handshake is not None
-        self._hello = self.handshake.hello(now)
+        self._hello = self.handshake.hello(now + self.clock_offset_s)
         self._outbox.append(self._hello)
         self._connect_deadline = now + self.timeouts.connect_s
         self._retry_at = now + self.timeouts.hello_retry_s
@@ -241,7 +249,7 @@ class ClientCore:
         if self.state is State.CONNECTING:
             assert self.handshake is not None
             try:
-                established = self.handshake.receive(datagram, now)
+                established = self.handshake.receive(datagram, now + self.clock_offset_s)
             except RemoteProtocolError as exc:
                 return self._drop(exc.reason, peer)
             return self._established(established, now)
@@ -265,7 +273,10 @@ class ClientCore:
             return self._drop("not connected")
         if ipv4_source(packet) is None:
             return self._drop("tun: not ipv4")
-        self.session.send_packet(packet, now)
+        try:
+            self.session.send_packet(packet, now)
+        except LocalProtocolError as exc:
+            return self._drop(f"tun: {exc}")
         return []
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
@@ -349,6 +360,7 @@ class ServerCore:
         server_address: the server's own tunnel address, e.g. 10.8.0.1/24.
         random_bytes: randomness for the handshake.
         once: the design notes' behaviour: finish when the first client's session ends.
+        clock_offset_s: added to ``now`` to get wall-clock time for the handshake.
     """
 
     def __init__(
@@ -359,8 +371,10 @@ class ServerCore:
         *,
         once: bool = False,
         timeouts: Timeouts = Timeouts(),
+        clock_offset_s: float = 0.0,
     ) -> None:
         self.format = format
+        self.clock_offset_s = clock_offset_s
         self.handshake = format.server_handshake(random_bytes)
         self.pool = AddressPool(server_address)
         self.once = once
@@ -414,7 +428,7 @@ class ServerCore:
         if address is None:
             return self._drop("address pool exhausted", peer)
         try:
-            reply, protection = self.handshake.respond(hello, address, now)
+            reply, protection = self.handshake.respond(hello, address, now + self.clock_offset_s)
         except RemoteProtocolError as exc:
             if old is None:
                 self.pool.give_back(address)
@@ -448,7 +462,10 @@ class ServerCore:
         session = self.by_address.get(destination)
         if session is None:
             return self._drop("tun: no client for destination")
-        session.send_packet(packet, now)
+        try:
+            session.send_packet(packet, now)
+        except LocalProtocolError as exc:
+            return self._drop(f"tun: {exc}")
         return []
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:

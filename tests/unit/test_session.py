@@ -9,22 +9,32 @@ import pytest
 from vpnlab.constants import CONNECT_TIMEOUT_S, KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
 from vpnlab.errors import LocalProtocolError
 from vpnlab.events import DatagramDropped, HandshakeCompleted, PacketReceived, SessionClosed
+from vpnlab.formats import make_format
 from vpnlab.plain import PLAIN
 from vpnlab.session import AddressPool, ClientCore, State, next_state
 
 from .helpers import CLIENT, SERVER, CorePair, ipv4_packet
 
+PSK = bytes(range(32))
+FORMATS = [PLAIN, make_format("esp-null", PSK), make_format("esp-aes-gcm", PSK)]
 
-def test_ClientCore_handshake_assigns_first_address():
-    pair = CorePair(PLAIN)
+
+@pytest.fixture(params=FORMATS, ids=lambda f: f.name)
+def fmt(request):
+    """Every core test runs in every wire format."""
+    return request.param
+
+
+def test_ClientCore_handshake_assigns_first_address(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     assert pair.client.state is State.CONNECTED
     assert pair.client_events == [HandshakeCompleted(SERVER, IPv4Interface("10.8.0.2/24"))]
     assert pair.server_events == [HandshakeCompleted(CLIENT, IPv4Interface("10.8.0.2/24"))]
 
 
-def test_ClientCore_gives_up_after_connect_timeout():
-    pair = CorePair(PLAIN)
+def test_ClientCore_gives_up_after_connect_timeout(fmt):
+    pair = CorePair(fmt)
     pair.client.connect(0.0)
     sent = 0
     now = 0.0
@@ -37,8 +47,8 @@ def test_ClientCore_gives_up_after_connect_timeout():
     assert sent == 5  # the Hello at 0 and retries at 0.5, 1.0, 1.5, 2.0
 
 
-def test_ClientCore_retried_hello_gets_same_session():
-    pair = CorePair(PLAIN)
+def test_ClientCore_retried_hello_gets_same_session(fmt):
+    pair = CorePair(fmt)
     pair.client.connect(0.0)
     pair.client_to_server()
     pair.server_to_client(drop=True)  # the Welcome is lost
@@ -48,8 +58,8 @@ def test_ClientCore_retried_hello_gets_same_session():
     assert pair.client.session.tunnel_address == IPv4Interface("10.8.0.2/24")
 
 
-def test_Session_packets_cross_both_ways():
-    pair = CorePair(PLAIN)
+def test_Session_packets_cross_both_ways(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     up = ipv4_packet("10.8.0.2", "203.0.113.10")
     assert pair.client.send_packet(up, pair.now) == []
@@ -64,8 +74,8 @@ def test_Session_packets_cross_both_ways():
     assert pair.server.counters.packets_to_tun == 1
 
 
-def test_Session_idle_sides_send_keepalives_and_stay_up():
-    pair = CorePair(PLAIN)
+def test_Session_idle_sides_send_keepalives_and_stay_up(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     pair.advance(60.0)
     assert pair.client.state is State.CONNECTED
@@ -75,8 +85,8 @@ def test_Session_idle_sides_send_keepalives_and_stay_up():
     assert pair.server.counters.keepalives_received == pair.client.counters.keepalives_sent
 
 
-def test_ClientCore_detects_dead_server_after_liveness_timeout():
-    pair = CorePair(PLAIN)
+def test_ClientCore_detects_dead_server_after_liveness_timeout(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     start = pair.now
     client = pair.client
@@ -89,8 +99,8 @@ def test_ClientCore_detects_dead_server_after_liveness_timeout():
     assert events == [SessionClosed(SERVER, "peer lost")]
 
 
-def test_ServerCore_drops_silent_client_and_frees_its_address():
-    pair = CorePair(PLAIN)
+def test_ServerCore_drops_silent_client_and_frees_its_address(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     server = pair.server
     now = pair.now
@@ -104,8 +114,8 @@ def test_ServerCore_drops_silent_client_and_frees_its_address():
     assert len(server.pool) == 253
 
 
-def test_ServerCore_once_finishes_with_its_client():
-    pair = CorePair(PLAIN, once=True)
+def test_ServerCore_once_finishes_with_its_client(fmt):
+    pair = CorePair(fmt, once=True)
     pair.connect()
     pair.client.close(pair.now)
     pair.client_to_server()
@@ -113,8 +123,8 @@ def test_ServerCore_once_finishes_with_its_client():
     assert pair.server.state is State.CLOSED
 
 
-def test_ClientCore_bye_from_server_closes_at_once():
-    pair = CorePair(PLAIN)
+def test_ClientCore_bye_from_server_closes_at_once(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     pair.server.close(pair.now)
     pair.server_to_client()
@@ -122,8 +132,8 @@ def test_ClientCore_bye_from_server_closes_at_once():
     assert pair.client.close_reason == "bye"
 
 
-def test_ServerCore_drops_spoofed_inner_source():
-    pair = CorePair(PLAIN)
+def test_ServerCore_drops_spoofed_inner_source(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     pair.client.send_packet(ipv4_packet("10.8.0.77", "203.0.113.10"), pair.now)
     pair.client_to_server()
@@ -135,8 +145,8 @@ def test_ServerCore_drops_spoofed_inner_source():
     "garbage",
     [b"", b"\x00", b"hello\n", b"\xff", b"VPNLAB/1 WHAT\n", b"\x45" + b"\x00" * 5, bytes(1500)],
 )
-def test_ServerCore_counts_garbage_from_unknown_and_known_peers(garbage):
-    pair = CorePair(PLAIN)
+def test_ServerCore_counts_garbage_from_unknown_and_known_peers(garbage, fmt):
+    pair = CorePair(fmt)
     pair.connect()
     events = pair.server.receive_datagram(garbage, ("192.0.2.99", 1234), pair.now)
     assert events == [DatagramDropped("unknown peer", ("192.0.2.99", 1234))]
@@ -145,8 +155,8 @@ def test_ServerCore_counts_garbage_from_unknown_and_known_peers(garbage):
     assert pair.server.sessions  # still connected
 
 
-def test_ServerCore_nat_keepalive_is_not_liveness():
-    pair = CorePair(PLAIN)
+def test_ServerCore_nat_keepalive_is_not_liveness(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     server = pair.server
     for t in range(1, 7):  # a 0xFF every second: the client must still be declared lost
@@ -157,8 +167,8 @@ def test_ServerCore_nat_keepalive_is_not_liveness():
     assert server.handle_timer(LIVENESS_TIMEOUT_S) == [SessionClosed(CLIENT, "peer lost")]
 
 
-def test_ClientCore_drops_datagrams_from_strangers_and_non_ipv4_from_tun():
-    pair = CorePair(PLAIN)
+def test_ClientCore_drops_datagrams_from_strangers_and_non_ipv4_from_tun(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     assert pair.client.receive_datagram(b"x", ("203.0.113.66", 4500), pair.now) == [
         DatagramDropped("unknown peer", ("203.0.113.66", 4500))
@@ -169,8 +179,8 @@ def test_ClientCore_drops_datagrams_from_strangers_and_non_ipv4_from_tun():
     ]
 
 
-def test_ServerCore_routes_by_destination_and_drops_unknown():
-    pair = CorePair(PLAIN)
+def test_ServerCore_routes_by_destination_and_drops_unknown(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     events = pair.server.send_packet(ipv4_packet("203.0.113.10", "10.8.0.99"), pair.now)
     assert events == [DatagramDropped("tun: no client for destination")]
@@ -200,8 +210,8 @@ def test_ClientCore_needs_exactly_one_of_handshake_or_keys():
         ClientCore(SERVER, None)
 
 
-def test_describe_reports_state_and_counters():
-    pair = CorePair(PLAIN)
+def test_describe_reports_state_and_counters(fmt):
+    pair = CorePair(fmt)
     pair.connect()
     client = pair.client.describe(pair.now)
     assert client["state"] == "connected" and client["tunnel_address"] == "10.8.0.2/24"

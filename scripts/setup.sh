@@ -6,7 +6,8 @@ set -euo pipefail
 
 VPNLAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$VPNLAB_ROOT/.venv"
-DEB_PACKAGES=(iproute2 nftables tshark tcpdump iperf3 conntrack procps python3-venv)
+DEB_PACKAGES=(iproute2 nftables tshark tcpdump iperf3 conntrack procps iputils-ping curl
+  python3-venv)
 
 say() { printf '\033[1m[vpnlab]\033[0m %s\n' "$*"; }
 die() { printf '[vpnlab] error: %s\n' "$*" >&2; exit 1; }
@@ -58,9 +59,12 @@ create_venv() {
     "$py" -m venv "$VENV" || die "could not create $VENV ($py -m venv failed)"
   fi
   say "Python environment: installing vpnlab${extras:+[$extras]} and its dependencies (pip)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^\[notice\]' || true
-  "$VENV/bin/python" -m pip install -q -e "$VPNLAB_ROOT${extras:+[$extras]}" \
-    || die "pip could not install vpnlab's Python dependencies"
+  local log="$VENV/pip.log"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+      && "$VENV/bin/python" -m pip install -e "$VPNLAB_ROOT${extras:+[$extras]}"; } >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    die "pip could not install vpnlab's Python dependencies (full log: $log)"
+  fi
   echo "$want" > "$stamp"
 }
 

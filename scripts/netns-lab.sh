@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The vpnlab namespace lab in one command (DESIGN §3): r1 (VPN client) -- isp -- r2 (VPN server),
+# and web (who-am-I) behind the isp. Sealed: no link to this machine's network.
+#
+#   sudo scripts/netns-lab.sh [up [--cipher C] [--no-vpn] [--clients N]]   build, start, verify
+#   sudo scripts/netns-lab.sh down                                         remove everything
+#   sudo scripts/netns-lab.sh status                                       nodes, routes, daemons
+#   sudo scripts/netns-lab.sh exec NODE CMD...                             run CMD inside NODE
+#   sudo scripts/netns-lab.sh verify                                       ping + who-am-I from r1
+#
+# VPNLAB_PREFIX (default vpnlab-) names the namespaces: vpnlab-r1, vpnlab-isp, ...
+# Re-running `up` is safe: it removes the previous lab first.
+set -euo pipefail
+
+# shellcheck source=setup.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+
+usage() {
+  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  exit "${1:-0}"
+}
+
+summary() {
+  local prefix=${VPNLAB_PREFIX:-vpnlab-} me="scripts/netns-lab.sh"
+  local state="${VPNLAB_STATE_DIR:-/run/vpnlab}/$prefix"
+  cat <<EOF
+
+$(say "The lab is up (namespaces ${prefix}r1, ${prefix}isp, ${prefix}r2, ${prefix}web)")
+  r1   192.0.2.2      VPN client (tun0), all its traffic goes through the tunnel
+  isp  192.0.2.1 | 198.51.100.1 | 203.0.113.1   the lab's "internet" (a router)
+  r2   198.51.100.2   VPN server (tun0 10.8.0.1), NAT out of eth0
+  web  203.0.113.10   who-am-I on port 80: it answers with the address it sees
+
+Look inside:
+  sudo $me exec r1 ip route                          r1's routes (via tun0)
+  sudo $me exec r1 curl -s http://203.0.113.10/      who am I? (r2's address with the VPN)
+  sudo $me exec r2 tcpdump -ni eth0 udp port 4500    the tunnel on the wire
+  sudo $me exec r1 tcpdump -ni tun0                  the packets inside it
+  sudo $me status                                    nodes, routes, daemons, counters
+  logs and status files: $state/logs/, $state/*.json
+
+Stop: sudo $me down
+EOF
+}
+
+main() {
+  local cmd=${1:-up}
+  [ $# -gt 0 ] && shift
+  case "$cmd" in
+    -h | --help | help) usage 0 ;;
+    up | down | status | exec | verify) ;;
+    *) printf 'unknown command: %s\n\n' "$cmd" >&2; usage 2 ;;
+  esac
+  setup test
+  local vpnlab="$VENV/bin/vpnlab"
+  [ -x "$vpnlab" ] || die "$vpnlab is missing: setup did not install vpnlab"
+  case "$cmd" in
+    up)
+      say "Lab: removing any previous lab"
+      "$vpnlab" lab down >/dev/null
+      say "Lab: building namespaces, links, routes; starting who-am-I and the VPN"
+      "$vpnlab" lab up "$@" >/dev/null
+      say "Lab: verifying"
+      "$vpnlab" lab verify
+      summary
+      ;;
+    down) "$vpnlab" lab down "$@" ;;
+    status) "$vpnlab" lab status "$@" ;;
+    verify) "$vpnlab" lab verify "$@" ;;
+    exec)
+      [ $# -ge 2 ] || die "usage: $0 exec NODE CMD [ARGS...]"
+      local node=$1; shift
+      exec "$vpnlab" lab exec "$node" -- "$@"
+      ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,259 @@
+"""Apply a :class:`~vpnlab.lab.topology.Topology` to real namespaces (pyroute2), start daemons.
+
+Nothing here touches the root namespace: namespaces are created empty, each veth is created
+inside one lab namespace with its peer placed directly in the other (``net_ns_fd``), and
+forwarding is switched on with ``sysctl`` run *inside* the router's namespace (/proc/sys/net is
+per namespace of the process that opens it). Every namespace is written to the record before it
+is created, so a crash half way leaves nothing that ``down`` cannot find.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import LabError
+from . import state
+from .topology import Link, Topology
+
+REQUIRED_TOOLS = ("ip", "sysctl")
+
+
+def check_environment() -> None:
+    """LabError (one line) unless we are root and have iproute2 and pyroute2."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces): run it with sudo")
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
+    try:
+        import pyroute2  # noqa: F401
+    except ImportError:
+        raise LabError("pyroute2 is not installed (run scripts/setup.sh)") from None
+
+
+def _ipr(ns: str):
+    """An IPRoute bound to namespace ``ns``; flags=0 so a typo never creates a namespace."""
+    from pyroute2 import IPRoute
+
+    return IPRoute(netns=ns, flags=0)
+
+
+def build(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
+    """Create every namespace, veth, address, route and sysctl of ``topo``.
+
+    Args:
+        prefix: namespace prefix (``vpnlab-``): node ``r1`` lives in ``vpnlab-r1``.
+        topo: the description to apply.
+        record: the state record; namespaces are added (and saved) before they exist.
+    Raises:
+        LabError: a namespace already exists, or the kernel refused a step.
+    """
+    from pyroute2 import netns
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        for node in topo.nodes:
+            ns = state.namespace(prefix, node.name)
+            if state.ns_exists(ns):
+                raise LabError(f"namespace {ns} already exists (run: vpnlab lab down)")
+            record["namespaces"].append(ns)
+            state.save(record)
+            netns.create(ns)
+            if not topo.ipv6:
+                off = "net.ipv6.conf.{}.disable_ipv6=1"
+                run_in(ns, ["sysctl", "-qw", off.format("all"), off.format("default")])
+        for node in topo.nodes:
+            ns = state.namespace(prefix, node.name)
+            with _ipr(ns) as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                for bridge in node.bridges:
+                    ipr.link("add", ifname=bridge, kind="bridge")
+        for link in topo.links:
+            _add_link(prefix, topo, link)
+        for node in topo.nodes:
+            _configure(prefix, node)
+    except (NetlinkError, OSError) as exc:
+        raise LabError(f"building the lab failed: {exc}") from None
+
+
+def _end_name(topo: Topology, end: tuple[str, str], peer: tuple[str, str]) -> tuple[str, str]:
+    """Interface name for one veth end, and the bridge it joins ('' if none)."""
+    node, ifname = end
+    if ifname in topo.node(node).bridges:
+        return f"{ifname}-{peer[0]}"[:15], ifname
+    return ifname, ""
+
+
+def _add_link(prefix: str, topo: Topology, link: Link) -> None:
+    """One veth pair, made in ``a``'s namespace with the peer created straight in ``b``'s."""
+    a_name, a_bridge = _end_name(topo, link.a, link.b)
+    b_name, b_bridge = _end_name(topo, link.b, link.a)
+    ns_a = state.namespace(prefix, link.a[0])
+    ns_b = state.namespace(prefix, link.b[0])
+    with _ipr(ns_a) as ipr:
+        ipr.link(
+            "add",
+            ifname=a_name,
+            kind="veth",
+            peer={"ifname": b_name, "net_ns_fd": str(state.NETNS_DIR / ns_b)},
+        )
+    for ns, name, bridge in ((ns_a, a_name, a_bridge), (ns_b, b_name, b_bridge)):
+        if bridge:
+            with _ipr(ns) as ipr:
+                ipr.link(
+                    "set",
+                    index=ipr.link_lookup(ifname=name)[0],
+                    master=ipr.link_lookup(ifname=bridge)[0],
+                )
+
+
+def _configure(prefix: str, node) -> None:
+    """Ifconfig for one node: addresses, links up, default route, forwarding."""
+    ns = state.namespace(prefix, node.name)
+    with _ipr(ns) as ipr:
+        for link in ipr.get_links():
+            if link.get("ifname") != "lo":
+                ipr.link("set", index=link["index"], state="up")
+        for itf in node.interfaces:
+            idx = ipr.link_lookup(ifname=itf.name)
+            if not idx:
+                raise LabError(f"{node.name} has an address on {itf.name} but no such link")
+            ip, _, plen = itf.address.partition("/")
+            ipr.addr("add", index=idx[0], address=ip, prefixlen=int(plen or 32))
+        if node.gateway:
+            ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway)
+    if node.forwarding:
+        run_in(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+
+
+def run_in(ns: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run ``argv`` inside namespace ``ns`` (``ip netns exec``), output captured by default."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    check = kwargs.pop("check", False)
+    result = subprocess.run(["ip", "netns", "exec", ns, *argv], check=False, **kwargs)
+    if check and result.returncode != 0:
+        err = (result.stderr or result.stdout or "").strip().splitlines()
+        raise LabError(f"{' '.join(argv)} in {ns} failed: {err[-1] if err else result.returncode}")
+    return result
+
+
+def start_daemon(prefix: str, record: dict[str, Any], name: str, node: str, argv: list[str]) -> int:
+    """Start a long-running ``argv`` inside ``node``; log to ``{state}/logs/{name}.log``.
+
+    The PID (``ip netns exec`` execs the program, so it is the daemon's own) is recorded with
+    argv and log path before this returns. Returns the PID.
+    """
+    ns = state.namespace(prefix, node)
+    if not state.ns_exists(ns):
+        raise LabError(f"no namespace {ns}: is the lab up?")
+    logs = state.state_dir(prefix) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    with open(log_path, "ab") as log:
+        log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    state.register_child(proc)
+    record["daemons"][name] = {
+        "node": node,
+        "argv": argv,
+        "pid": proc.pid,
+        "log": str(log_path),
+        "started": time.time(),
+    }
+    state.save(record)
+    return proc.pid
+
+
+def log_tail(path: str | Path, lines: int = 8) -> str:
+    """The last lines of a log, for error messages."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(tail) or "(empty log)"
+
+
+def wait_for(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
+def listening(pid: int, port: int) -> bool:
+    """True if some TCP socket in PID's namespace listens on ``port`` (/proc/PID/net/tcp)."""
+    try:
+        lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):
+            return True
+    return False
+
+
+def inspect_node(ns: str) -> dict[str, Any]:
+    """Links (state, addresses) and IPv4 main-table routes of one namespace, as plain data."""
+    import socket
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    if not state.ns_exists(ns):
+        return {"exists": False, "interfaces": {}, "routes": []}
+    try:
+        with _ipr(ns) as ipr:
+            names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+            interfaces = {
+                link.get("ifname"): {
+                    "state": link.get("state"),
+                    "mtu": link.get("mtu"),
+                    "addresses": [],
+                }
+                for link in ipr.get_links()
+            }
+            for addr in ipr.get_addr(family=socket.AF_INET):
+                name = names.get(addr["index"])
+                if name in interfaces:
+                    cidr = f"{addr.get('address')}/{addr['prefixlen']}"
+                    interfaces[name]["addresses"].append(cidr)
+            routes = [
+                _route_text(route, names)
+                for route in ipr.get_routes(family=socket.AF_INET, table=254)
+            ]
+    except (NetlinkError, OSError) as exc:
+        return {"exists": state.ns_exists(ns), "error": str(exc), "interfaces": {}, "routes": []}
+    return {"exists": True, "interfaces": interfaces, "routes": routes}
+
+
+def _route_text(route, names: dict[int, str]) -> str:
+    """``ip route``-like one-liner for a route message."""
+    dst = route.get("dst")
+    text = f"{dst}/{route['dst_len']}" if dst else "default"
+    if route.get("gateway"):
+        text += f" via {route.get('gateway')}"
+    if route.get("oif") in names:
+        text += f" dev {names[route.get('oif')]}"
+    if route.get("prefsrc"):
+        text += f" src {route.get('prefsrc')}"
+    return text

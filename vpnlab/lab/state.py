@@ -1,0 +1,271 @@
+"""CleanUp for the lab: what it created is recorded here, and undone from here.
+
+One state folder per prefix (``/run/vpnlab/{prefix}``, or ``$VPNLAB_STATE_DIR/{prefix}``) holds
+``lab.json`` (namespaces, daemons with PIDs and logs, files), the daemons' logs, status files and
+the PSK. :func:`teardown` works from that record and, failing it, from the prefix alone, the way
+wireguard-go's ``tests/netns.sh`` only kills PIDs in its own namespaces: nothing is killed by
+name, nothing outside the lab's namespaces is touched, and every step tolerates things that are
+already gone, so ``down`` also works after a ``kill -9`` of anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import LabError
+
+DEFAULT_PREFIX = "vpnlab-"
+DEFAULT_BASE_DIR = "/run/vpnlab"
+NETNS_DIR = Path("/run/netns")
+TERM_GRACE_S = 3.0
+"""CleanUp: how long daemons get between SIGTERM and SIGKILL."""
+
+_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,19}-$")
+_NODE = r"[a-z][a-z0-9]*"
+
+_children: dict[int, subprocess.Popen] = {}
+"""Daemons started by this process, so they can be reaped (no zombies in long-lived callers)."""
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is a valid lab prefix (``[a-z][a-z0-9]*-``), else LabError."""
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        raise LabError(
+            f"bad prefix {prefix!r}: use lowercase letters and digits ending in '-', "
+            "e.g. 'vpnlab-' (at most 21 characters)"
+        )
+    return prefix
+
+
+def base_dir() -> Path:
+    return Path(os.environ.get("VPNLAB_STATE_DIR") or DEFAULT_BASE_DIR)
+
+
+def state_dir(prefix: str) -> Path:
+    """The lab's state folder: record, logs, status files, PSK."""
+    return base_dir() / check_prefix(prefix)
+
+
+def namespace(prefix: str, node: str) -> str:
+    return f"{prefix}{node}"
+
+
+# --- the record ---------------------------------------------------------------------------------
+
+
+def load(prefix: str) -> dict[str, Any] | None:
+    """The lab's record, or None if there is none (or it is unreadable)."""
+    try:
+        data = json.loads((state_dir(prefix) / "lab.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def new_record(prefix: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "prefix": prefix,
+        "created": time.time(),
+        "namespaces": [],
+        "daemons": {},
+        "files": [],
+        **fields,
+    }
+
+
+def save(record: dict[str, Any]) -> None:
+    """Write the record atomically (write-ahead: called before each thing is created)."""
+    folder = state_dir(record["prefix"])
+    folder.mkdir(parents=True, exist_ok=True, mode=0o755)
+    tmp = folder / "lab.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    os.replace(tmp, folder / "lab.json")
+
+
+# --- namespaces and processes -------------------------------------------------------------------
+
+
+def prefix_namespaces(prefix: str) -> list[str]:
+    """Namespaces that look like this lab's: ``{prefix}{node}`` in /run/netns."""
+    pattern = re.compile(re.escape(check_prefix(prefix)) + _NODE + "$")
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if pattern.match(n))
+    except OSError:
+        return []
+
+
+def ns_exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def ns_ids(names: list[str]) -> dict[tuple[int, int], str]:
+    """(device, inode) of each existing namespace file: what /proc/PID/ns/net also shows."""
+    ids = {}
+    for name in names:
+        try:
+            st = os.stat(NETNS_DIR / name)
+        except OSError:
+            continue
+        ids[(st.st_dev, st.st_ino)] = name
+    return ids
+
+
+def pid_ns_id(pid: int) -> tuple[int, int] | None:
+    """(device, inode) of PID's network namespace, None if it is gone or a zombie."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def pids_in(ids: dict[tuple[int, int], str]) -> list[int]:
+    """Every process whose network namespace is one of ``ids`` (never us or our parents)."""
+    spare = _self_and_ancestors()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in spare and pid_ns_id(int(entry)) in ids:
+            found.append(int(entry))
+    return found
+
+
+def _self_and_ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def alive(pid: int | None) -> bool:
+    """True if PID runs (zombies count as dead; our own children get reaped on the way)."""
+    if not pid:
+        return False
+    _reap(pid)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _reap(pid: int) -> None:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            _children.pop(pid, None)
+        return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def register_child(proc: subprocess.Popen) -> None:
+    _children[proc.pid] = proc
+
+
+def stop_pids(pids: list[int], grace_s: float | None = None) -> list[int]:
+    """CleanUp: SIGTERM, wait up to ``grace_s`` (TERM_GRACE_S), then SIGKILL what is left.
+
+    Returns the PIDs that were running.
+    """
+    grace_s = TERM_GRACE_S if grace_s is None else grace_s
+    pids = [p for p in pids if alive(p)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stubborn = [p for p in pids if alive(p)]
+    for pid in stubborn:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 1.0
+    while any(alive(p) for p in stubborn) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pids
+
+
+def stop_daemons(record: dict[str, Any], names: list[str] | None = None) -> list[str]:
+    """Stop recorded daemons (all, or ``names``) whose PID still runs in a lab namespace."""
+    ids = ns_ids(record.get("namespaces", []) or prefix_namespaces(record["prefix"]))
+    daemons = record.get("daemons", {})
+    chosen = [n for n in daemons if names is None or n in names]
+    chosen.sort(key=lambda n: daemons[n].get("started", 0), reverse=True)  # last started first
+    done = []
+    for name in chosen:
+        pid = daemons[name].get("pid")
+        if pid and alive(pid) and pid_ns_id(pid) in ids:
+            stop_pids([pid])
+            done.append(f"stopped {name} (pid {pid})")
+    return done
+
+
+def remove_namespace(name: str) -> bool:
+    """Delete one namespace (its veths, routes and nft tables go with it). False if absent."""
+    path = NETNS_DIR / name
+    if not path.exists():
+        return False
+    from pyroute2 import netns  # imported late: `vpnlab lab --help` should not need it
+
+    try:
+        netns.remove(name)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        # the fallback iproute2 uses: lazy unmount then unlink, by hand
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+    return not path.exists()
+
+
+def teardown(prefix: str) -> list[str]:
+    """CleanUp: undo everything of the lab ``prefix``; returns what was done, one line each.
+
+    1. recorded daemons: TERM then KILL, only if the PID still runs in a lab namespace;
+    2. any other process left in a lab namespace (orphans of a killed ``up``): the same;
+    3. the namespaces, from the record and from the prefix;
+    4. the state folder.
+    Never raises for things already gone.
+    """
+    check_prefix(prefix)
+    record = load(prefix) or new_record(prefix)
+    names = sorted(set(record.get("namespaces", [])) | set(prefix_namespaces(prefix)))
+    record["namespaces"] = names
+    done = stop_daemons(record)
+    for _ in range(5):  # again if a namespace appears meanwhile (orphan of a killed `up`)
+        ids = ns_ids(names)
+        orphans = stop_pids(pids_in(ids)) if ids else []
+        if orphans:
+            done.append(f"stopped {len(orphans)} other process(es) in the lab: {orphans}")
+        for name in reversed(names):
+            if remove_namespace(name):
+                done.append(f"deleted namespace {name}")
+        time.sleep(0.02 if names else 0)
+        late = prefix_namespaces(prefix)
+        if not late:
+            break
+        names = late
+    leftover = [n for n in names if ns_exists(n)]
+    folder = state_dir(prefix)
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        done.append(f"removed {folder}")
+    if base_dir() == Path(DEFAULT_BASE_DIR):
+        with contextlib.suppress(OSError):
+            base_dir().rmdir()  # only if empty: other labs keep it
+    if leftover:
+        raise LabError(f"could not delete namespaces {leftover}")
+    return done

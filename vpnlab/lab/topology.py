@@ -1,0 +1,282 @@
+"""The lab topology as data: nodes, links and the tunnel, never built here.
+
+As mininet's ``Topo.build()`` only records hosts and links, this module only describes the lab;
+``build.py`` applies a description to real namespaces. A course can change names and addresses by
+building another :class:`Topology` (or loading one from TOML with :func:`load_topology`), and
+:func:`make_topology` adds more VPN clients (r1, r3, r4, ...) behind a bridge in the isp node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..constants import SERVER_TUNNEL_ADDRESS, TUNNEL_NETWORK
+from ..errors import LabError
+
+_NODE_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+"""Node names: short, no dash (so a prefix's namespaces are ``{prefix}[a-z][a-z0-9]*``)."""
+_IF_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")
+"""Interface names: at most 15 characters (IFNAMSIZ - 1)."""
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One addressed interface of a node: ``eth0`` with ``192.0.2.2/24``."""
+
+    name: str
+    address: str
+    """IPv4 address with prefix length (CIDR)."""
+
+    @property
+    def ip(self) -> str:
+        """The address without its prefix length."""
+        return str(ipaddress.IPv4Interface(self.address).ip)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One namespace of the lab: its interfaces, default gateway, and whether it forwards."""
+
+    name: str
+    interfaces: tuple[Interface, ...]
+    gateway: str | None = None
+    forwarding: bool = False
+    bridges: tuple[str, ...] = ()
+    """Interfaces of this node that are bridges: links ending on them become bridge ports."""
+    role: str = "host"
+    """What the node plays: "client", "router", "server" or "web" (informational)."""
+
+    def interface(self, name: str) -> Interface | None:
+        """The interface called ``name``, if the node has an address on it."""
+        return next((i for i in self.interfaces if i.name == name), None)
+
+    def address(self, name: str = "eth0") -> str:
+        """The IP (no prefix length) on interface ``name``."""
+        itf = self.interface(name)
+        if itf is None:
+            raise LabError(f"node {self.name} has no address on {name}")
+        return itf.ip
+
+
+@dataclass(frozen=True)
+class Link:
+    """A veth pair: ``a`` and ``b`` are ``(node, interface)`` ends."""
+
+    a: tuple[str, str]
+    b: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """The VPN overlay: network, server address, and which nodes run server and clients."""
+
+    network: str = TUNNEL_NETWORK
+    server_address: str = SERVER_TUNNEL_ADDRESS
+    server: str = "r2"
+    external_interface: str = "eth0"
+    """The server's interface towards the isp: where it listens and masquerades."""
+    clients: tuple[str, ...] = ("r1",)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A whole lab: nodes, veth links, the tunnel, and where the who-am-I service runs."""
+
+    nodes: tuple[Node, ...]
+    links: tuple[Link, ...]
+    tunnel: Tunnel = field(default_factory=Tunnel)
+    web: str = "web"
+    web_port: int = 80
+    ipv6: bool = False
+    """False: IPv6 is switched off in every node, so captures show no RS/MLD noise."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``; LabError naming the valid ones otherwise."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        names = ", ".join(n.name for n in self.nodes)
+        raise LabError(f"no node {name!r} in this lab (nodes: {names})")
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.nodes)
+
+    @property
+    def server_ip(self) -> str:
+        """Public address of the VPN server (what clients dial, what NAT shows)."""
+        return self.node(self.tunnel.server).address(self.tunnel.external_interface)
+
+    @property
+    def web_ip(self) -> str:
+        return self.node(self.web).address("eth0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (recorded in the state folder, read back by :func:`from_dict`)."""
+        return asdict(self)
+
+
+def validate(topo: Topology) -> None:
+    """Raise LabError if names are bad, links dangle, or the tunnel names unknown nodes."""
+    names = [n.name for n in topo.nodes]
+    if len(set(names)) != len(names):
+        raise LabError(f"duplicate node names in {names}")
+    for node in topo.nodes:
+        if not _NODE_NAME.match(node.name):
+            raise LabError(f"bad node name {node.name!r}: use [a-z][a-z0-9]*, at most 10 chars")
+        for itf in node.interfaces:
+            if not _IF_NAME.match(itf.name):
+                raise LabError(f"bad interface name {itf.name!r} on {node.name}")
+            try:
+                ipaddress.IPv4Interface(itf.address)
+            except ValueError as exc:
+                raise LabError(f"bad address {itf.address!r} on {node.name}: {exc}") from None
+    known = set(names)
+    for link in topo.links:
+        for end in (link.a, link.b):
+            if end[0] not in known:
+                raise LabError(f"link end {end} names an unknown node")
+            if not _IF_NAME.match(end[1]):
+                raise LabError(f"bad interface name {end[1]!r} in link {link}")
+    for name in (topo.tunnel.server, topo.web, *topo.tunnel.clients):
+        if name not in known:
+            raise LabError(f"tunnel/web names unknown node {name!r}")
+    ipaddress.IPv4Network(topo.tunnel.network)
+    ipaddress.IPv4Interface(topo.tunnel.server_address)
+
+
+def from_dict(data: dict[str, Any]) -> Topology:
+    """Inverse of :meth:`Topology.to_dict` (also the shape of a TOML topology file)."""
+    try:
+        nodes = tuple(
+            Node(
+                name=n["name"],
+                interfaces=tuple(_interfaces(n.get("interfaces", ()))),
+                gateway=n.get("gateway"),
+                forwarding=bool(n.get("forwarding", False)),
+                bridges=tuple(n.get("bridges", ())),
+                role=n.get("role", "host"),
+            )
+            for n in data["nodes"]
+        )
+        links = tuple(Link(a=_end(link["a"]), b=_end(link["b"])) for link in data.get("links", ()))
+        tunnel = data.get("tunnel", {})
+        tunnel = Tunnel(**{**tunnel, "clients": tuple(tunnel.get("clients", ("r1",)))})
+        return Topology(
+            nodes=nodes,
+            links=links,
+            tunnel=tunnel,
+            web=data.get("web", "web"),
+            web_port=int(data.get("web_port", 80)),
+            ipv6=bool(data.get("ipv6", False)),
+        )
+    except (KeyError, TypeError) as exc:
+        raise LabError(f"bad topology description: {exc!r}") from None
+
+
+def _interfaces(raw: Any) -> list[Interface]:
+    if isinstance(raw, dict):  # TOML: interfaces = { eth0 = "192.0.2.2/24" }
+        return [Interface(name, addr) for name, addr in raw.items()]
+    return [Interface(i["name"], i["address"]) for i in raw]
+
+
+def _end(raw: Any) -> tuple[str, str]:
+    if isinstance(raw, str):  # TOML: a = "isp:eth0"
+        node, _, ifname = raw.partition(":")
+        return (node, ifname or "eth0")
+    return (raw[0], raw[1])
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read a topology from a TOML file (same keys as :meth:`Topology.to_dict`).
+
+    Example::
+
+        web = "web"
+        [tunnel]
+        server = "r2"
+        clients = ["r1"]
+        [[nodes]]
+        name = "r1"
+        gateway = "192.0.2.1"
+        interfaces = { eth0 = "192.0.2.2/24" }
+        [[links]]
+        a = "isp:eth0"
+        b = "r1:eth0"
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise LabError("reading a TOML topology needs Python 3.11+ or tomli") from None
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read topology {path}: {exc}") from None
+    return from_dict(data)
+
+
+def make_topology(clients: int = 1) -> Topology:
+    """The default lab of DESIGN §3, with ``clients`` VPN clients (r1, then r3, r4, ...).
+
+    One client: a plain veth isp:eth0 -- r1:eth0. More clients: isp's eth0 becomes a bridge
+    (still 192.0.2.1/24) and each client's veth end in the isp is a port of it, so every client
+    sits on 192.0.2.0/24 at 192.0.2.2, .3, ...
+    """
+    if not 1 <= clients <= 200:
+        raise LabError("clients must be between 1 and 200")
+    names = ["r1"] + [f"r{i}" for i in range(3, clients + 2)]
+    client_nodes = tuple(
+        Node(
+            name=name,
+            interfaces=(Interface("eth0", f"192.0.2.{2 + i}/24"),),
+            gateway="192.0.2.1",
+            role="client",
+        )
+        for i, name in enumerate(names)
+    )
+    isp = Node(
+        name="isp",
+        interfaces=(
+            Interface("eth0", "192.0.2.1/24"),
+            Interface("eth1", "198.51.100.1/24"),
+            Interface("eth2", "203.0.113.1/24"),
+        ),
+        forwarding=True,
+        bridges=("eth0",) if clients > 1 else (),
+        role="router",
+    )
+    r2 = Node(
+        name="r2",
+        interfaces=(Interface("eth0", "198.51.100.2/24"),),
+        gateway="198.51.100.1",
+        role="server",
+    )
+    web = Node(
+        name="web",
+        interfaces=(Interface("eth0", "203.0.113.10/24"),),
+        gateway="203.0.113.1",
+        role="web",
+    )
+    links = tuple(Link(("isp", "eth0"), (name, "eth0")) for name in names) + (
+        Link(("isp", "eth1"), ("r2", "eth0")),
+        Link(("isp", "eth2"), ("web", "eth0")),
+    )
+    return Topology(
+        nodes=(*client_nodes, isp, r2, web),
+        links=links,
+        tunnel=Tunnel(clients=tuple(names)),
+    )
+
+
+DEFAULT_TOPOLOGY = make_topology(1)
+"""DESIGN §3: r1 (client) -- isp -- r2 (server), web behind the isp; tunnel 10.8.0.0/24."""

@@ -1,0 +1,77 @@
+"""The lab's "who am I" web service: it answers with the address it sees the request come from.
+
+Runs on the web node (``python -m vpnlab.whoami --listen 203.0.113.10 --port 80``). Before the
+VPN, r1 is seen as 192.0.2.2; through the tunnel, the server's NAT rule makes it 198.51.100.2.
+
+- ``GET /``      -> ``you are 192.0.2.2`` (text/plain)
+- ``GET /json``  -> ``{"you": "192.0.2.2", "port": 51234, "server": "203.0.113.10:80"}``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class WhoAmIHandler(BaseHTTPRequestHandler):
+    """Answers every GET with the client's address; ``/json`` in JSON."""
+
+    server_version = "vpnlab-whoami/1"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        host, port = self.client_address[:2]
+        if self.path.split("?", 1)[0].rstrip("/") == "/json":
+            server_host, server_port = self.server.server_address[:2]
+            body = (
+                json.dumps(
+                    {"you": host, "port": port, "server": f"{server_host}:{server_port}"}
+                ).encode()
+                + b"\n"
+            )
+            ctype = "application/json"
+        else:
+            body = f"you are {host}\n".encode()
+            ctype = "text/plain; charset=utf-8"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, then close the socket and exit 0."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vpnlab.whoami", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--listen", default="0.0.0.0", help="address to bind (default: all)")
+    parser.add_argument("--port", type=int, default=80, help="TCP port (default: 80)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server = ThreadingHTTPServer((args.listen, args.port), WhoAmIHandler)
+    except OSError as exc:
+        print(f"whoami: cannot listen on {args.listen}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    server.daemon_threads = True
+    print(f"whoami: listening on {args.listen}:{args.port}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        server.server_close()
+    print("whoami: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

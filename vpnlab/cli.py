@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 
 from .errors import VpnlabError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and a hint), not the whole usage text."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vpnlab",
         description="A teaching UDP VPN (tun0 <-> UDP 4500) and the namespace lab it runs in.",
     )

@@ -1,8 +1,8 @@
 """SetRouting(1) for the client, SetRouting(0) for the server, and the NAT rule.
 
 Both daemons run inside a lab namespace (``ip netns exec``), so every route, sysctl and nftables
-table they touch belongs to that namespace. As a safety net they refuse to touch the routing of
-the machine's own (initial) network namespace unless told that is really meant.
+table they touch belongs to that namespace. As a safety net they refuse to start anywhere but in
+a named namespace (one of ``/run/netns``) unless told that the host is really meant.
 
 Client (SetRouting(1)):
     1. host route to the server's public address via r1's own gateway, so the tunnel's own
@@ -34,17 +34,25 @@ from .errors import SetupError
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
-def in_initial_netns() -> bool:
-    """True when this process shares its network namespace with PID 1 (the host's)."""
+NAMED_NETNS_DIR = Path("/run/netns")
+
+
+def in_named_netns() -> bool:
+    """True when this process runs in a namespace made with ``ip netns add`` (a lab node).
+
+    Fails closed: if the namespaces cannot be inspected, the answer is False.
+    """
     try:
-        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+        ours = os.stat("/proc/self/ns/net").st_ino
+        named = {entry.stat().st_ino for entry in NAMED_NETNS_DIR.iterdir()}
     except OSError:
         return False
+    return ours in named
 
 
 def refuse_host_changes(allow_host: bool) -> None:
-    """Raise unless we run in a namespace of our own (or the user insisted)."""
-    if not allow_host and in_initial_netns():
+    """Raise unless we run inside a named namespace (or the user insisted)."""
+    if not allow_host and not in_named_netns():
         raise SetupError(
             "refusing to change the host's own routes: run the daemon inside a lab node "
             "(vpnlab lab exec r1 ...), or pass --allow-host-changes if you really mean it"

@@ -20,10 +20,6 @@ from vpnlab.lab import cli as lab_cli
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, from_dict, load_topology, make_topology
 
 needs_root = pytest.mark.lab
-needs_daemons = pytest.mark.skipif(
-    not (Path(lab.__file__).parent.parent / "daemon_cli.py").exists(),
-    reason="vpnlab/daemon_cli.py (the VPN daemons) is not there yet",
-)
 
 
 # --- topology as data (no root) -----------------------------------------------------------------
@@ -343,11 +339,10 @@ def test_two_clients_behind_a_bridge(prefix):
     assert answers == {"r1": "you are 192.0.2.2", "r3": "you are 192.0.2.3"}
 
 
-# --- with the VPN daemons (once vpnlab/daemon_cli.py exists) -----------------------------------
+# --- with the VPN daemons -----------------------------------
 
 
 @needs_root
-@needs_daemons
 @pytest.mark.parametrize("vpn_lab", ["plain", "esp-null", "esp-aes-gcm"], indirect=True)
 def test_up_with_vpn_and_verify(vpn_lab):
     prefix = vpn_lab.prefix
@@ -366,7 +361,6 @@ def test_up_with_vpn_and_verify(vpn_lab):
 
 
 @needs_root
-@needs_daemons
 def test_two_clients_through_one_server(prefix):
     lab.up(prefix=prefix, topology=make_topology(2))
     checks = lab.verify(prefix)["checks"]

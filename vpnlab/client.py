@@ -23,7 +23,9 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from .constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
+from .esp import EspSession, StaticKeys, esp_sa_rows
 from .formats import Format
+from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ClientRouting, refuse_host_changes
 from .session import ClientCore, State
@@ -41,7 +43,9 @@ class ClientOptions:
     """Everything ``vpnlab client`` can be told."""
 
     server: IPv4Address
-    format: Format
+    format: Format | None
+    static_keys: StaticKeys | None = None
+    esp_sa_file: Path | None = None
     port: int = PORT
     local_address: str = "0.0.0.0"
     local_port: int = PORT
@@ -94,11 +98,15 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
     sock = None
     tun_fd = None
     routing = None
-    core = ClientCore(
-        server,
-        options.format.client_handshake(os.urandom),
-        clock_offset_s=time.time() - time.monotonic(),
-    )
+    if options.static_keys is not None:
+        core = ClientCore(server, None, established=options.static_keys.client())
+    else:
+        assert options.format is not None
+        core = ClientCore(
+            server,
+            options.format.client_handshake(os.urandom),
+            clock_offset_s=time.time() - time.monotonic(),
+        )
     try:
         sock = init_socket(options.local_address, options.local_port)
         if not client_connection(core, sock, signals, reporter):
@@ -111,6 +119,10 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
             return EXIT_UNREACHABLE
         assert core.session is not None
         address = core.session.tunnel_address
+        protection = core.session.protection
+        if options.esp_sa_file and isinstance(protection, EspSession):
+            rows = esp_sa_rows(protection, "*", server[0])
+            write_secret(options.esp_sa_file, esp_sa_text(rows))
         tun_fd, tun_name = create_tun_dev(options.tun_name)
         ifconfig(tun_name, address, options.mtu)
         routing = ClientRouting(options.server, tun_name)

@@ -8,29 +8,10 @@ from pathlib import Path
 
 from .client import ClientOptions, run_client
 from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
-from .errors import VpnlabError
-from .formats import CIPHERS, DEFAULT_CIPHER, make_format
+from .esp import StaticKeys, load_static_keys
+from .formats import CIPHERS, DEFAULT_CIPHER, Format, make_format
+from .keys import read_psk, read_secret
 from .report import Reporter
-
-
-def read_psk(path: Path | None) -> bytes | None:
-    """The pre-shared key: a file of hex (or raw) bytes that only its owner may read."""
-    if path is None:
-        return None
-    try:
-        mode = path.stat().st_mode
-        text = path.read_bytes().strip()
-    except OSError as exc:
-        raise VpnlabError(f"cannot read the pre-shared key {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise VpnlabError(f"{path} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
-    try:
-        key = bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = text
-    if len(key) < 16:
-        raise VpnlabError(f"the pre-shared key in {path} is shorter than 16 bytes")
-    return key
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +25,16 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         help="wire format (default %(default)s)",
     )
     parser.add_argument("--psk-file", type=Path, help="pre-shared key file (mode 600), for ESP")
+    parser.add_argument(
+        "--static-keys",
+        type=Path,
+        help="static-key mode: SPIs and keys from this JSON file (mode 600), no handshake",
+    )
+    parser.add_argument(
+        "--esp-sa-file",
+        type=Path,
+        help="keep tshark esp_sa rows for the live sessions here (mode 600), for decryption",
+    )
     parser.add_argument("--status-file", type=Path, help="JSON status, rewritten every second")
     parser.add_argument(
         "--allow-host-changes",
@@ -93,11 +84,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     client.set_defaults(func=client_main)
 
 
+def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
+    """The format of ``--cipher`` (with its PSK), or the static keys that replace it."""
+    if args.static_keys is not None:
+        return None, load_static_keys(read_secret(args.static_keys, "static key file"))
+    return make_format(args.cipher, read_psk(args.psk_file)), None
+
+
 def server_main(args: argparse.Namespace) -> int:
     from .server import ServerOptions, run_server
 
+    format, static = wire(args)
     options = ServerOptions(
-        format=make_format(args.cipher, read_psk(args.psk_file)),
+        format=format,
+        static_keys=static,
+        esp_sa_file=args.esp_sa_file,
         listen=args.listen,
         port=args.port,
         tunnel_address=args.tunnel_address,
@@ -113,9 +114,12 @@ def server_main(args: argparse.Namespace) -> int:
 
 
 def client_main(args: argparse.Namespace) -> int:
+    format, static = wire(args)
     options = ClientOptions(
         server=args.server,
-        format=make_format(args.cipher, read_psk(args.psk_file)),
+        format=format,
+        static_keys=static,
+        esp_sa_file=args.esp_sa_file,
         port=args.port,
         local_port=args.local_port,
         tun_name=args.tun,

@@ -19,7 +19,7 @@ RandomBytes = Callable[[int], bytes]
 """A source of randomness, ``os.urandom`` in the daemons and a seeded one in tests."""
 
 CIPHERS = ("plain", "esp-null", "esp-aes-gcm")
-DEFAULT_CIPHER = "plain"
+DEFAULT_CIPHER = "esp-aes-gcm"
 
 
 class Kind(enum.Enum):

@@ -24,7 +24,10 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 
 from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
-from .formats import Format
+from .esp import EspSession, StaticKeys, esp_sa_rows
+from .events import Event, HandshakeCompleted, SessionClosed
+from .formats import Established, Format
+from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ServerRouting, refuse_host_changes
 from .session import ServerCore
@@ -36,7 +39,9 @@ from .tunnel import SignalPipe, Tunnel, init_socket, send_queued
 class ServerOptions:
     """Everything ``vpnlab server`` can be told."""
 
-    format: Format
+    format: Format | None
+    static_keys: StaticKeys | None = None
+    esp_sa_file: Path | None = None
     listen: str = "0.0.0.0"
     port: int = PORT
     tunnel_address: IPv4Interface = IPv4Interface(SERVER_TUNNEL_ADDRESS)
@@ -47,6 +52,16 @@ class ServerOptions:
     status_file: Path | None = None
     once: bool = False
     allow_host_changes: bool = False
+
+
+def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
+    """Key export: tshark esp_sa rows for every ESP session that is up (both directions)."""
+    local = "*" if listen == "0.0.0.0" else listen
+    rows = []
+    for (peer, _), session in core.sessions.items():
+        if isinstance(session.protection, EspSession):
+            rows += esp_sa_rows(session.protection, local, peer)
+    write_secret(path, esp_sa_text(rows))
 
 
 def run_server(options: ServerOptions, reporter: Reporter) -> int:
@@ -62,13 +77,21 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
     routing = ServerRouting(
         options.tunnel_address.network, options.external_interface, options.nft_file
     )
+    static = options.static_keys
     core = ServerCore(
         options.format,
         options.tunnel_address,
         os.urandom,
         once=options.once,
         clock_offset_s=time.time() - time.monotonic(),
+        static=Established(static.server(), static.client_address) if static else None,
     )
+    cipher = f"static keys, {static.cipher}" if static else f"cipher {options.format.name}"
+
+    def on_event(event: Event) -> None:
+        if options.esp_sa_file and isinstance(event, (HandshakeCompleted, SessionClosed)):
+            write_esp_sa(options.esp_sa_file, core, options.listen)
+
     try:
         sock = init_socket(options.listen, options.port)
         tun_fd, tun_name = create_tun_dev(options.tun_name)
@@ -79,9 +102,9 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         reporter.state(
             "listening",
             f"udp {options.listen}:{options.port}, {tun_name} {options.tunnel_address}, "
-            f"cipher {options.format.name}, forwarding on, {nat}",
+            f"{cipher}, forwarding on, {nat}",
         )
-        Tunnel(core, tun_fd, sock, reporter, signals).run()
+        Tunnel(core, tun_fd, sock, reporter, signals, on_event).run()
         return 0
     finally:
         now = time.monotonic()

@@ -356,26 +356,32 @@ class ServerCore:
     """ServerConnection: answer Hellos, give each client an address, carry its packets.
 
     Args:
-        format: the wire format (``--cipher``).
+        format: the wire format (``--cipher``); None with ``static``.
         server_address: the server's own tunnel address, e.g. 10.8.0.1/24.
         random_bytes: randomness for the handshake.
         once: the design notes' behaviour: finish when the first client's session ends.
         clock_offset_s: added to ``now`` to get wall-clock time for the handshake.
+        static: static keys (no handshake): the first datagram that opens with them binds
+            the one client's UDP address.
     """
 
     def __init__(
         self,
-        format: Format,
+        format: Format | None,
         server_address: IPv4Interface,
         random_bytes: RandomBytes,
         *,
         once: bool = False,
         timeouts: Timeouts = Timeouts(),
         clock_offset_s: float = 0.0,
+        static: Established | None = None,
     ) -> None:
         self.format = format
         self.clock_offset_s = clock_offset_s
-        self.handshake = format.server_handshake(random_bytes)
+        self.static = static
+        if (format is None) == (static is None):
+            raise LocalProtocolError("give exactly one of format or static")
+        self.handshake = format.server_handshake(random_bytes) if format else None
         self.pool = AddressPool(server_address)
         self.once = once
         self.timeouts = timeouts
@@ -399,15 +405,21 @@ class ServerCore:
 
     def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
         """SockSelected: a Hello from a new client, or a datagram from a known one."""
-        if self.format.is_hello(datagram):
-            return self._receive_hello(datagram, peer, now)
         session = self.sessions.get(peer)
+        if session is None and self.static is not None and not self.sessions:
+            return self._receive_static(datagram, peer, now)
+        if self.format is not None and self.format.is_hello(datagram):
+            return self._receive_hello(datagram, peer, now)
         if session is None:
             return self._drop("unknown peer", peer)
         try:
             kind, packet = session.receive_datagram(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
+        return self._deliver(session, kind, packet)
+
+    def _deliver(self, session: Session, kind: Kind, packet: bytes) -> list[Event]:
+        peer = session.peer
         if kind is Kind.BYE:
             return self._end(session, "bye")
         if kind is Kind.KEEPALIVE:
@@ -418,6 +430,19 @@ class ServerCore:
         self.counters.bytes_to_tun += len(packet)
         return [PacketReceived(packet)]
 
+    def _receive_static(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+        """Static keys: a datagram that opens with them makes its sender the client."""
+        assert self.static is not None
+        session = Session(peer, self.static, now, self.counters, self.timeouts)
+        try:
+            kind, packet = session.receive_datagram(datagram, now)
+        except RemoteProtocolError as exc:
+            return self._drop(exc.reason, peer)
+        self.sessions[peer] = session
+        self.by_address[session.tunnel_address.ip] = session
+        events: list[Event] = [HandshakeCompleted(peer, session.tunnel_address)]
+        return events + self._deliver(session, kind, packet)
+
     def _receive_hello(self, hello: bytes, peer: Address, now: float) -> list[Event]:
         cached = self._replies.get(peer)
         if cached is not None and cached[0] == hello:
@@ -427,6 +452,7 @@ class ServerCore:
         address = old.tunnel_address if old is not None else self.pool.take()
         if address is None:
             return self._drop("address pool exhausted", peer)
+        assert self.handshake is not None
         try:
             reply, protection = self.handshake.respond(hello, address, now + self.clock_offset_s)
         except RemoteProtocolError as exc:
@@ -449,7 +475,8 @@ class ServerCore:
 
     def _end(self, session: Session, reason: str) -> list[Event]:
         self._forget(session)
-        self.pool.give_back(session.tunnel_address)
+        if self.static is None:
+            self.pool.give_back(session.tunnel_address)
         if self.once:
             self.finished = True
         return [SessionClosed(session.peer, reason)]

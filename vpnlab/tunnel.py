@@ -19,6 +19,7 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
@@ -107,6 +108,8 @@ class Tunnel:
         sock: the UDP socket from Init (non-blocking).
         reporter: log and status file.
         signals: the signal pipe; the loop ends when it fires.
+        on_event: called with every event that is not a packet (a handshake, a closed
+            session, a drop), after the reporter has logged it.
     """
 
     def __init__(
@@ -116,8 +119,10 @@ class Tunnel:
         sock: socket.socket,
         reporter: Reporter,
         signals: SignalPipe,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.core = core
+        self.on_event = on_event
         self.tun_fd = tun_fd
         self.sock = sock
         self.reporter = reporter
@@ -180,6 +185,8 @@ class Tunnel:
                     self.core.counters.drops[f"tun write: {exc.strerror}"] += 1
             else:
                 self.reporter.event(event)
+                if self.on_event is not None:
+                    self.on_event(event)
 
     def flush(self) -> None:
         send_queued(self.core, self.sock)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vpnlab import lab
+from vpnlab import keys, lab
 from vpnlab.errors import LabError
 from vpnlab.lab import build, state
 from vpnlab.lab import cli as lab_cli
@@ -113,7 +113,7 @@ def test_check_prefix_rejects(bad):
 
 def test_psk_is_created_0600(tmp_path):
     path = tmp_path / "psk"
-    lab._write_psk(path)
+    keys.new_psk(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(bytes.fromhex(path.read_text().strip())) == 32
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabError
+from ..esp import generate_static_keys
 from ..formats import CIPHERS, DEFAULT_CIPHER
+from ..keys import new_psk, write_secret
 from . import build, state
 from .cli import format_status, format_verify
 from .state import DEFAULT_PREFIX
@@ -117,30 +118,31 @@ def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
 # --- the VPN daemons ----------------------------------------------------------------------------
 
 
-def _server_argv(topo: Topology, folder: Path, cipher: str, psk: Path | None) -> list[str]:
+def _server_argv(topo: Topology, folder: Path, key_args: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "vpnlab", "server", "--listen", topo.server_ip]
     argv += ["--tunnel-address", topo.tunnel.server_address]
-    argv += ["--external-interface", topo.tunnel.external_interface, "--cipher", cipher]
-    if psk is not None:
-        argv += ["--psk-file", str(psk)]
+    argv += ["--external-interface", topo.tunnel.external_interface, *key_args]
     argv += ["--status-file", str(folder / "server.json")]
+    argv += ["--esp-sa-file", str(folder / "esp_sa")]
     return argv + ["--nft-file", str(folder / f"{topo.tunnel.server}-nat.nft")]
 
 
-def _client_argv(topo: Topology, node: str, folder: Path, cipher: str, psk: Path | None):
-    argv = [sys.executable, "-m", "vpnlab", "client", "--server", topo.server_ip]
-    argv += ["--cipher", cipher]
-    if psk is not None:
-        argv += ["--psk-file", str(psk)]
+def _client_argv(topo: Topology, node: str, folder: Path, key_args: list[str]) -> list[str]:
+    argv = [sys.executable, "-m", "vpnlab", "client", "--server", topo.server_ip, *key_args]
     return argv + ["--status-file", str(folder / f"client-{node}.json")]
 
 
-def _write_psk(path: Path) -> None:
-    """32 random bytes, hex, readable by root only (created 0600, never widened)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+def _key_args(folder: Path, cipher: str, static_keys: bool) -> tuple[list[str], Path | None]:
+    """The daemons' key options, and the key file written for them (None for plain)."""
+    if static_keys:
+        path = folder / "static-keys.json"
+        write_secret(path, generate_static_keys(cipher, os.urandom).to_json())
+        return ["--static-keys", str(path)], path
+    if cipher == "plain":
+        return ["--cipher", cipher], None
+    path = folder / "psk"
+    new_psk(path)
+    return ["--cipher", cipher, "--psk-file", str(path)], path
 
 
 def read_status_file(path: str | Path) -> dict[str, Any] | None:
@@ -152,8 +154,13 @@ def read_status_file(path: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def start_vpn(prefix: str = DEFAULT_PREFIX, cipher: str | None = None) -> dict[str, Any]:
+def start_vpn(
+    prefix: str = DEFAULT_PREFIX, cipher: str | None = None, static_keys: bool = False
+) -> dict[str, Any]:
     """ServerConnection + ClientConnection in the lab: start the server, then each client.
+
+    With ``static_keys`` (an ESP cipher only) the daemons skip the handshake and read SPIs
+    and keys from one file, as ``ip xfrm`` manual keying does (one client only).
 
     Stops VPN daemons already running first. Waits until every client's status file says
     ``connected`` (at most ``CONNECT_WAIT_S``). Returns the tunnel part of :func:`status`.
@@ -168,10 +175,9 @@ def start_vpn(prefix: str = DEFAULT_PREFIX, cipher: str | None = None) -> dict[s
     record = _record(prefix)
     topo = _topology(prefix)
     folder = state.state_dir(prefix)
-    psk = None
-    if cipher != "plain":
-        psk = folder / "psk"
-        _write_psk(psk)
+    if static_keys and (cipher == "plain" or len(topo.tunnel.clients) != 1):
+        raise LabError("static keys need an ESP cipher and exactly one client")
+    key_args, key_file = _key_args(folder, cipher, static_keys)
     record.update(cipher=cipher, vpn=True)
     status_files = [folder / "server.json"] + [
         folder / f"client-{node}.json" for node in topo.tunnel.clients
@@ -179,11 +185,11 @@ def start_vpn(prefix: str = DEFAULT_PREFIX, cipher: str | None = None) -> dict[s
     for path in status_files:
         path.unlink(missing_ok=True)
     nft_file = folder / f"{topo.tunnel.server}-nat.nft"
-    made = {str(p) for p in [*status_files, nft_file, *([psk] if psk else [])]}
+    made = {str(p) for p in [*status_files, nft_file, *([key_file] if key_file else [])]}
     record["files"] = sorted(set(record["files"]) | made)
     server = topo.tunnel.server
     pid = build.start_daemon(
-        prefix, record, "server", server, _server_argv(topo, folder, cipher, psk)
+        prefix, record, "server", server, _server_argv(topo, folder, key_args)
     )
     build.wait_for(lambda: status_files[0].exists() or not state.alive(pid), SERVER_WAIT_S)
     if not state.alive(pid):
@@ -191,7 +197,7 @@ def start_vpn(prefix: str = DEFAULT_PREFIX, cipher: str | None = None) -> dict[s
         raise LabError(f"the VPN server on {server} exited:\n{build.log_tail(log)}")
     for node, path in zip(topo.tunnel.clients, status_files[1:], strict=True):
         name = f"client-{node}"
-        argv = _client_argv(topo, node, folder, cipher, psk)
+        argv = _client_argv(topo, node, folder, key_args)
         pid = build.start_daemon(prefix, record, name, node, argv)
 
         def connected(pid=pid, path=path) -> bool:

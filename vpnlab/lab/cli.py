@@ -3,7 +3,7 @@
     vpnlab lab up [--prefix P] [--cipher C] [--no-vpn] [--clients N] [--topology FILE.toml]
     vpnlab lab down | status [--json] | verify [--json]
     vpnlab lab exec NODE [--] CMD...
-    vpnlab lab start-vpn [--cipher C] | stop-vpn
+    vpnlab lab start-vpn [--cipher C] [--static-keys] | stop-vpn
 
 Errors are LabError: ``vpnlab.cli.main`` prints them as one line and exits 1.
 """
@@ -63,6 +63,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("start-vpn", parents=[common], help="(re)start the VPN server and clients")
     p.add_argument("--cipher", default=None, choices=CIPHERS)
+    p.add_argument(
+        "--static-keys", action="store_true", help="no handshake: SPIs and keys from a file"
+    )
     p.set_defaults(func=cmd_start_vpn)
 
     p = sub.add_parser("stop-vpn", parents=[common], help="stop the VPN daemons only")
@@ -118,7 +121,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_start_vpn(args: argparse.Namespace) -> int:
     from . import start_vpn, status
 
-    start_vpn(args.prefix, args.cipher)
+    start_vpn(args.prefix, args.cipher, static_keys=args.static_keys)
     print(format_status(status(args.prefix)))
     return 0
 

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from .client_core import ClientCore
 from .constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
 from .esp import EspSession, StaticKeys, esp_sa_rows
 from .formats import Format
 from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ClientRouting, refuse_host_changes
-from .session import ClientCore, State
+from .session import State
 from .tun import create_tun_dev, ifconfig
 from .tunnel import SignalPipe, Tunnel, init_socket, send_queued
 

@@ -30,7 +30,7 @@ from .formats import Established, Format
 from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ServerRouting, refuse_host_changes
-from .session import ServerCore
+from .server_core import ServerCore
 from .tun import create_tun_dev, ifconfig
 from .tunnel import SignalPipe, Tunnel, init_socket, send_queued
 

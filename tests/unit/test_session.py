@@ -6,12 +6,14 @@ from ipaddress import IPv4Interface
 
 import pytest
 
+from vpnlab.client_core import ClientCore
 from vpnlab.constants import CONNECT_TIMEOUT_S, KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
 from vpnlab.errors import LocalProtocolError
 from vpnlab.events import DatagramDropped, HandshakeCompleted, PacketReceived, SessionClosed
 from vpnlab.formats import make_format
 from vpnlab.plain import PLAIN
-from vpnlab.session import AddressPool, ClientCore, State, next_state
+from vpnlab.server_core import AddressPool
+from vpnlab.session import State, next_state
 
 from .helpers import CLIENT, SERVER, CorePair, ipv4_packet
 

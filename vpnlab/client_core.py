@@ -1,0 +1,164 @@
+"""ClientConnection, sans-IO: the Hello, the 2.5 s connect timeout, then one Session."""
+
+from __future__ import annotations
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    Address,
+    DatagramDropped,
+    Event,
+    HandshakeCompleted,
+    PacketReceived,
+    SessionClosed,
+)
+from .formats import ClientHandshake, Established, Kind
+from .session import DEFAULT_TIMEOUTS, Counters, Session, State, Timeouts, ipv4_source, next_state
+
+
+class ClientCore:
+    """ClientConnection: Hello, wait up to 2.5 s for the answer, then carry packets.
+
+    Args:
+        server: the server's UDP address; datagrams from anywhere else are dropped.
+        handshake: the format's client handshake, or None with ``established`` (static keys).
+        established: static keys: skip the handshake.
+        clock_offset_s: added to ``now`` to get wall-clock time for the handshake's
+            timestamps, which the server compares with its own clock.
+    """
+
+    def __init__(
+        self,
+        server: Address,
+        handshake: ClientHandshake | None,
+        *,
+        established: Established | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        clock_offset_s: float = 0.0,
+    ) -> None:
+        if (handshake is None) == (established is None):
+            raise LocalProtocolError("give exactly one of handshake or established")
+        self.server = server
+        self.handshake = handshake
+        self.static = established
+        self.timeouts = timeouts
+        self.clock_offset_s = clock_offset_s
+        self.state = State.CONNECTING
+        self.counters = Counters()
+        self.session: Session | None = None
+        self.close_reason: str | None = None
+        self._outbox: list[bytes] = []
+        self._hello = b""
+        self._connect_deadline = 0.0
+        self._retry_at = 0.0
+
+    def connect(self, now: float) -> list[Event]:
+        """ClientConnection: send the Hello and start the 2.5 s connect timer."""
+        if self.static is not None:
+            return self._established(self.static, now)
+        assert self.handshake is not None
+        self._hello = self.handshake.hello(now + self.clock_offset_s)
+        self._outbox.append(self._hello)
+        self._connect_deadline = now + self.timeouts.connect_s
+        self._retry_at = now + self.timeouts.hello_retry_s
+        return []
+
+    def _established(self, established: Established, now: float) -> list[Event]:
+        self.state = next_state(self.state, "welcome")
+        self.session = Session(self.server, established, now, self.counters, self.timeouts)
+        return [HandshakeCompleted(self.server, established.client_address)]
+
+    def _close(self, reason: str) -> list[Event]:
+        self.state = next_state(self.state, reason)
+        self.close_reason = reason
+        return [SessionClosed(self.server, reason)]
+
+    def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
+        self.counters.drops[reason] += 1
+        return [DatagramDropped(reason, peer)]
+
+    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+        """SockSelected: one datagram from the socket."""
+        if peer != self.server:
+            return self._drop("unknown peer", peer)
+        if self.state is State.CONNECTING:
+            assert self.handshake is not None
+            try:
+                established = self.handshake.receive(datagram, now + self.clock_offset_s)
+            except RemoteProtocolError as exc:
+                return self._drop(exc.reason, peer)
+            return self._established(established, now)
+        if self.state is State.CLOSED or self.session is None:
+            return self._drop("session closed", peer)
+        try:
+            kind, packet = self.session.receive_datagram(datagram, now)
+        except RemoteProtocolError as exc:
+            return self._drop(exc.reason, peer)
+        if kind is Kind.PACKET:
+            self.counters.packets_to_tun += 1
+            self.counters.bytes_to_tun += len(packet)
+            return [PacketReceived(packet)]
+        if kind is Kind.BYE:
+            return self._close("bye")
+        return []
+
+    def send_packet(self, packet: bytes, now: float) -> list[Event]:
+        """TunSelected: one packet read from tun0; only IPv4 enters the tunnel."""
+        if self.session is None or self.state is not State.CONNECTED:
+            return self._drop("not connected")
+        if ipv4_source(packet) is None:
+            return self._drop("tun: not ipv4")
+        try:
+            self.session.send_packet(packet, now)
+        except LocalProtocolError as exc:
+            return self._drop(f"tun: {exc}")
+        return []
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Everything queued since the last call, with its destination."""
+        queued = self._outbox
+        if self.session is not None:
+            queued += self.session.outbox
+            self.session.outbox = []
+        self._outbox = []
+        return [(datagram, self.server) for datagram in queued]
+
+    def next_timer(self) -> float | None:
+        """When ``handle_timer`` must run next (None: nothing pending)."""
+        if self.state is State.CONNECTING and self.static is None:
+            return min(self._retry_at, self._connect_deadline)
+        if self.state is State.CONNECTED and self.session is not None:
+            return self.session.next_timer()
+        return None
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Connect timeout and Hello retries; then keepalives and the liveness timeout."""
+        if self.state is State.CONNECTING:
+            if now >= self._connect_deadline:
+                return self._close("server unreachable")
+            if now >= self._retry_at:
+                self._outbox.append(self._hello)
+                self._retry_at = now + self.timeouts.hello_retry_s
+            return []
+        session = self.session
+        if self.state is State.CONNECTED and session and not session.handle_timer(now):
+            return self._close("peer lost")
+        return []
+
+    def describe(self, now: float) -> dict[str, object]:
+        """The status file's fields: state, addresses, counters."""
+        session = self.session
+        return {
+            "state": self.state.value,
+            "server": f"{self.server[0]}:{self.server[1]}",
+            "tunnel_address": str(session.tunnel_address) if session else None,
+            "close_reason": self.close_reason,
+            "counters": self.counters.as_dict(),
+        }
+
+    def close(self, now: float) -> list[Event]:
+        """CleanUp: say Bye if connected, and close."""
+        if self.state is State.CLOSED:
+            return []
+        if self.state is State.CONNECTED and self.session is not None:
+            self.session.close()
+        return self._close("closed")

@@ -1,0 +1,242 @@
+"""ServerConnection, sans-IO: answer Hellos, give each client an address, carry its packets."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Interface
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    Address,
+    DatagramDropped,
+    Event,
+    HandshakeCompleted,
+    PacketReceived,
+    SessionClosed,
+)
+from .formats import Established, Format, Kind, RandomBytes
+from .session import (
+    DEFAULT_TIMEOUTS,
+    Counters,
+    Session,
+    State,
+    Timeouts,
+    ipv4_destination,
+    ipv4_source,
+)
+
+
+class AddressPool:
+    """Tunnel addresses for clients: every host of the server's network but its own."""
+
+    def __init__(self, server_address: IPv4Interface) -> None:
+        self.server_address = server_address
+        network = server_address.network
+        self._free = [
+            IPv4Interface(f"{host}/{network.prefixlen}")
+            for host in network.hosts()
+            if host != server_address.ip
+        ]
+
+    def take(self) -> IPv4Interface | None:
+        return self._free.pop(0) if self._free else None
+
+    def give_back(self, address: IPv4Interface) -> None:
+        self._free.insert(0, address)
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+
+class ServerCore:
+    """ServerConnection: answer Hellos, give each client an address, carry its packets.
+
+    Args:
+        format: the wire format (``--cipher``); None with ``static``.
+        server_address: the server's own tunnel address, e.g. 10.8.0.1/24.
+        random_bytes: randomness for the handshake.
+        once: the design notes' behaviour: finish when the first client's session ends.
+        clock_offset_s: added to ``now`` to get wall-clock time for the handshake.
+        static: static keys (no handshake): the first datagram that opens with them binds
+            the one client's UDP address.
+    """
+
+    def __init__(
+        self,
+        format: Format | None,
+        server_address: IPv4Interface,
+        random_bytes: RandomBytes,
+        *,
+        once: bool = False,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        clock_offset_s: float = 0.0,
+        static: Established | None = None,
+    ) -> None:
+        self.format = format
+        self.clock_offset_s = clock_offset_s
+        self.static = static
+        if (format is None) == (static is None):
+            raise LocalProtocolError("give exactly one of format or static")
+        self.handshake = format.server_handshake(random_bytes) if format else None
+        self.pool = AddressPool(server_address)
+        self.once = once
+        self.timeouts = timeouts
+        self.counters = Counters()
+        self.sessions: dict[Address, Session] = {}
+        self.by_address: dict[IPv4Address, Session] = {}
+        self.finished = False
+        self._replies: dict[Address, tuple[bytes, bytes]] = {}  # peer -> (hello, reply)
+        self._outbox: list[tuple[bytes, Address]] = []
+
+    @property
+    def state(self) -> State:
+        """CONNECTED while at least one client is, else CONNECTING (waiting for a Hello)."""
+        if self.finished:
+            return State.CLOSED
+        return State.CONNECTED if self.sessions else State.CONNECTING
+
+    def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
+        self.counters.drops[reason] += 1
+        return [DatagramDropped(reason, peer)]
+
+    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+        """SockSelected: a Hello from a new client, or a datagram from a known one."""
+        session = self.sessions.get(peer)
+        if session is None and self.static is not None and not self.sessions:
+            return self._receive_static(datagram, peer, now)
+        if self.format is not None and self.format.is_hello(datagram):
+            return self._receive_hello(datagram, peer, now)
+        if session is None:
+            return self._drop("unknown peer", peer)
+        try:
+            kind, packet = session.receive_datagram(datagram, now)
+        except RemoteProtocolError as exc:
+            return self._drop(exc.reason, peer)
+        return self._deliver(session, kind, packet)
+
+    def _deliver(self, session: Session, kind: Kind, packet: bytes) -> list[Event]:
+        peer = session.peer
+        if kind is Kind.BYE:
+            return self._end(session, "bye")
+        if kind is Kind.KEEPALIVE:
+            return []
+        if ipv4_source(packet) != session.tunnel_address.ip:
+            return self._drop("spoofed source", peer)
+        self.counters.packets_to_tun += 1
+        self.counters.bytes_to_tun += len(packet)
+        return [PacketReceived(packet)]
+
+    def _receive_static(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+        """Static keys: a datagram that opens with them makes its sender the client."""
+        assert self.static is not None
+        session = Session(peer, self.static, now, self.counters, self.timeouts)
+        try:
+            kind, packet = session.receive_datagram(datagram, now)
+        except RemoteProtocolError as exc:
+            return self._drop(exc.reason, peer)
+        self.sessions[peer] = session
+        self.by_address[session.tunnel_address.ip] = session
+        events: list[Event] = [HandshakeCompleted(peer, session.tunnel_address)]
+        return events + self._deliver(session, kind, packet)
+
+    def _receive_hello(self, hello: bytes, peer: Address, now: float) -> list[Event]:
+        cached = self._replies.get(peer)
+        if cached is not None and cached[0] == hello:
+            self._outbox.append((cached[1], peer))  # our answer was lost: the same again
+            return []
+        old = self.sessions.get(peer)
+        address = old.tunnel_address if old is not None else self.pool.take()
+        if address is None:
+            return self._drop("address pool exhausted", peer)
+        assert self.handshake is not None
+        try:
+            reply, protection = self.handshake.respond(hello, address, now + self.clock_offset_s)
+        except RemoteProtocolError as exc:
+            if old is None:
+                self.pool.give_back(address)
+            return self._drop(exc.reason, peer)
+        if old is not None:  # the client restarted from the same port: a fresh session
+            self._forget(old)
+        session = Session(peer, Established(protection, address), now, self.counters, self.timeouts)
+        self.sessions[peer] = session
+        self.by_address[address.ip] = session
+        self._replies[peer] = (hello, reply)
+        self._outbox.append((reply, peer))
+        return [HandshakeCompleted(peer, address)]
+
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.peer, None)
+        self.by_address.pop(session.tunnel_address.ip, None)
+        self._replies.pop(session.peer, None)
+
+    def _end(self, session: Session, reason: str) -> list[Event]:
+        self._forget(session)
+        if self.static is None:
+            self.pool.give_back(session.tunnel_address)
+        if self.once:
+            self.finished = True
+        return [SessionClosed(session.peer, reason)]
+
+    def send_packet(self, packet: bytes, now: float) -> list[Event]:
+        """TunSelected: route one packet from tun0 to the client that owns its destination."""
+        destination = ipv4_destination(packet)
+        if destination is None:
+            return self._drop("tun: not ipv4")
+        session = self.by_address.get(destination)
+        if session is None:
+            return self._drop("tun: no client for destination")
+        try:
+            session.send_packet(packet, now)
+        except LocalProtocolError as exc:
+            return self._drop(f"tun: {exc}")
+        return []
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Everything queued since the last call, with its destination."""
+        queued = self._outbox
+        self._outbox = []
+        for session in self.sessions.values():
+            if session.outbox:
+                queued.extend((datagram, session.peer) for datagram in session.outbox)
+                session.outbox = []
+        return queued
+
+    def next_timer(self) -> float | None:
+        """The earliest deadline over all sessions (None while no client is connected)."""
+        return min((s.next_timer() for s in self.sessions.values()), default=None)
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Keepalives for idle sessions; drop the clients silent for 6 s."""
+        events: list[Event] = []
+        for session in list(self.sessions.values()):
+            if not session.handle_timer(now):
+                self._outbox.extend((d, session.peer) for d in session.outbox)
+                events += self._end(session, "peer lost")
+        return events
+
+    def describe(self, now: float) -> dict[str, object]:
+        """The status file's fields: every client's address and silence, and the counters."""
+        state = "closed" if self.finished else "connected" if self.sessions else "listening"
+        return {
+            "state": state,
+            "clients": [
+                {
+                    "peer": f"{peer[0]}:{peer[1]}",
+                    "tunnel_address": str(session.tunnel_address),
+                    "silent_s": round(now - session.last_received, 1),
+                }
+                for peer, session in self.sessions.items()
+            ],
+            "free_addresses": len(self.pool),
+            "counters": self.counters.as_dict(),
+        }
+
+    def close(self, now: float) -> list[Event]:
+        """CleanUp: Bye to every client."""
+        events: list[Event] = []
+        for session in list(self.sessions.values()):
+            session.close()
+            self._outbox.extend((d, session.peer) for d in session.outbox)
+            session.outbox = []
+            events += self._end(session, "closed")
+        self.finished = True
+        return events

@@ -24,9 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from .capture import register as register_capture
     from .daemon_cli import register as register_daemons
+    from .keys import register as register_keys
     from .lab.cli import register as register_lab
 
     register_daemons(sub)
+    register_keys(sub)
     register_lab(sub)
     register_capture(sub)
     return parser

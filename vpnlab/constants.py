@@ -27,3 +27,12 @@ MAX_DATAGRAM = 65535
 
 NAT_TABLE = "vpnlab"
 """Name of the nftables table that holds the server's NAT rule (inside r2's namespace)."""
+
+HELLO_RATE_PER_S = 10.0
+"""ServerConnection: Hellos answered per second from one source address (a token bucket)..."""
+
+HELLO_BURST = 20
+"""... with bursts of this many (a classroom behind one NAT starting at once)."""
+
+RATE_LIMIT_SOURCES = 4096
+"""Source addresses the Hello rate limiter remembers; the least recently seen go first."""

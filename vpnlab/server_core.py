@@ -14,6 +14,7 @@ from .events import (
     SessionClosed,
 )
 from .formats import Established, Format, Kind, RandomBytes
+from .ratelimit import HelloRateLimiter
 from .session import (
     DEFAULT_TIMEOUTS,
     Counters,
@@ -85,6 +86,7 @@ class ServerCore:
         self.by_address: dict[IPv4Address, Session] = {}
         self.finished = False
         self._replies: dict[Address, tuple[bytes, bytes]] = {}  # peer -> (hello, reply)
+        self.limiter = HelloRateLimiter()
         self._outbox: list[tuple[bytes, Address]] = []
 
     @property
@@ -143,6 +145,8 @@ class ServerCore:
         if cached is not None and cached[0] == hello:
             self._outbox.append((cached[1], peer))  # our answer was lost: the same again
             return []
+        if not self.limiter.allow(peer[0], now):
+            return self._drop("hello rate limit", peer)
         old = self.sessions.get(peer)
         address = old.tunnel_address if old is not None else self.pool.take()
         if address is None:

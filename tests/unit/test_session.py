@@ -220,3 +220,39 @@ def test_describe_reports_state_and_counters(fmt):
     server = pair.server.describe(pair.now)
     assert server["state"] == "connected"
     assert server["clients"][0]["tunnel_address"] == "10.8.0.2/24"
+
+
+def test_ServerCore_hello_flood_from_one_source_is_rate_limited():
+    """Plain Hellos are not authenticated: without a limit, one host could take every address."""
+    pair = CorePair(PLAIN)
+    server = pair.server
+    for port in range(10_000):
+        server.receive_datagram(b"VPNLAB/1 HELLO\n", ("203.0.113.66", 1024 + port), 0.0)
+    assert len(server.sessions) == 20
+    assert server.counters.drops["hello rate limit"] == 10_000 - 20
+    assert len(server.datagrams_to_send()) == 20
+
+
+@pytest.mark.parametrize("fmt", FORMATS[1:], ids=lambda f: f.name)  # plain has no MAC to forge
+def test_ServerCore_forged_hellos_leave_no_state(fmt):
+    pair = CorePair(fmt)
+    server = pair.server
+    hello = fmt.client_handshake(lambda n: bytes(n)).hello(0.0)
+    for n in range(5_000):
+        forged = bytearray(hello)
+        forged[-1 - n % 16] ^= 1 + n % 255  # a wrong MAC
+        server.receive_datagram(bytes(forged), (f"198.51.100.{n % 200}", n), 0.0)
+    assert not server.sessions and not server._replies
+    assert server.datagrams_to_send() == []
+    assert sum(server.counters.drops.values()) == 5_000
+
+
+def test_ServerCore_retransmitted_hello_costs_no_token(fmt):
+    pair = CorePair(fmt)
+    pair.client.connect(0.0)
+    ((hello, _),) = pair.client.datagrams_to_send()
+    for _ in range(200):
+        pair.server.receive_datagram(hello, CLIENT, 0.0)
+    assert len(pair.server.sessions) == 1
+    assert pair.server.counters.drops["hello rate limit"] == 0
+    assert len(pair.server.datagrams_to_send()) == 200  # the same Welcome, again and again

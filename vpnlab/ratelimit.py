@@ -1,0 +1,46 @@
+"""ServerConnection under a Hello flood: a token bucket per source address, in bounded memory.
+
+Answering a Hello costs the server an X25519 exchange and (for plain) a tunnel address, so a
+source may only start so many handshakes per second. Sans-IO: the time is passed in.
+
+    tokens(source) = min(burst, tokens + rate * elapsed)   one Hello costs one token
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from . import constants
+
+
+class HelloRateLimiter:
+    """At most ``rate_per_s`` Hellos per second from one source, in bursts of ``burst``.
+
+    The table holds at most ``max_sources`` sources; when full, the least recently seen one is
+    forgotten (it starts again with a full bucket, which bounds the memory, not the rate, of a
+    flood from very many spoofed addresses: that is bounded by the work per Hello instead).
+    """
+
+    def __init__(
+        self,
+        rate_per_s: float = constants.HELLO_RATE_PER_S,
+        burst: int = constants.HELLO_BURST,
+        max_sources: int = constants.RATE_LIMIT_SOURCES,
+    ) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_sources = max_sources
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
+
+    def allow(self, source: str, now: float) -> bool:
+        """Take a token for one Hello from ``source``; False if its bucket is empty."""
+        tokens, then = self._buckets.pop(source, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate_per_s)
+        allowed = tokens >= 1.0
+        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_sources:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -1,0 +1,153 @@
+"""The captures, fresh from the lab: the notes' two stacks in every cipher mode, FTP both ways.
+
+One lab for the module (``shared_lab``); for each cipher the VPN is restarted in it, and one
+traffic run (passive FTP, active FTP, a ping in the tunnel) is captured at once on r1 eth0,
+r1 tun0 and r2 eth0. The tests then only read those files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vpnlab import capture, ftp, lab
+from vpnlab.errors import VpnlabError
+from vpnlab.formats import CIPHERS, make_format
+
+pytestmark = pytest.mark.lab
+
+ENDPOINTS = {"192.0.2.2", "198.51.100.2"}
+TUN_STACKS = {"raw:ip:tcp", "raw:ip:tcp:ftp", "raw:ip:tcp:ftp-data", "raw:ip:icmp:data",
+              "raw:ip:tcp:ftp-data:data-text-lines"}  # the last: the anonymous get of a text
+
+
+def not_implemented(cipher: str) -> str | None:
+    """Why ``cipher`` cannot run yet, or None if ``make_format`` accepts it."""
+    try:
+        make_format(cipher, b"k" * 32)
+    except (VpnlabError, ImportError, NotImplementedError) as exc:
+        return f"{cipher} not implemented yet: {exc}"
+    return None
+
+
+@dataclass
+class Run:
+    cipher: str
+    files: dict[str, Path]
+    transfers: dict[str, dict]
+    keys: list[str] | None
+
+
+@pytest.fixture(scope="module", params=CIPHERS)
+def run(request, shared_lab, tmp_path_factory) -> Run:
+    cipher = request.param
+    reason = not_implemented(cipher)
+    if reason:
+        pytest.skip(reason)
+    prefix = shared_lab.prefix
+    lab.start_vpn(prefix, cipher)
+    out = tmp_path_factory.mktemp(cipher)
+    places = {"r1-eth0": ("r1", "eth0"), "r1-tun0": ("r1", "tun0"), "r2-eth0": ("r2", "eth0")}
+    files = {name: out / f"{name}.pcapng" for name in places}
+    transfers = {}
+    with ftp.lab_server(prefix) as server:
+        (server.root / "motd.txt").write_text("anonymous can read this\n")
+        caps = [capture.start_capture(prefix, node, itf, files[name], count=500, duration_s=30)
+                for name, (node, itf) in places.items()]
+        try:
+            for mode in ftp.MODES:
+                transfers[mode] = ftp.lab_transfer(prefix, mode=mode, size_bytes=3000)
+            argv = [sys.executable, "-m", "vpnlab.ftp", "get", "--name", "motd.txt"]
+            done = lab.exec_in(prefix, "r1", argv, capture_output=True, text=True, timeout=20)
+            transfers["anonymous"] = json.loads(done.stdout or "{}")
+            ping = ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.8.0.1"]
+            lab.exec_in(prefix, "r1", ping, check=True, capture_output=True, timeout=10)
+        finally:
+            for cap in caps:
+                cap.stop()
+    keys = capture.lab_keys(prefix) or None  # while the session is up: it goes with it
+    yield Run(cipher, files, transfers, keys)
+    lab.stop_vpn(prefix)
+
+
+def external_stacks(path: Path, keys: list[str] | None = None) -> list[str]:
+    """Stacks on an external interface, without ARP (the kernel's neighbour checks)."""
+    return [s for s in capture.stacks(path, keys) if s != "eth:ethertype:arp"]
+
+
+def test_external_interface_shows_the_notes_stack(run):
+    stacks = external_stacks(run.files["r1-eth0"])
+    assert len(stacks) > 40
+    assert set(stacks) == {capture.EXTERNAL_STACK}
+
+
+def test_tun0_shows_ftp_and_ftp_data(run):
+    stacks = set(capture.stacks(run.files["r1-tun0"]))
+    assert {"raw:ip:tcp:ftp", "raw:ip:tcp:ftp-data", "raw:ip:icmp:data"} <= stacks
+    assert stacks <= TUN_STACKS
+
+
+@pytest.mark.parametrize("side", ["r1-eth0", "r2-eth0"])
+def test_only_udp_4500_between_the_endpoints_on_the_external_side(run, side):
+    names = ["eth.type", "ip.proto", "ip.src", "ip.dst", "udp.srcport", "udp.dstport"]
+    rows = capture.fields(run.files[side], names)
+    ip_rows = [row for row in rows if row[0] == "0x0800"]
+    assert len(ip_rows) > 40
+    assert all(row[0] in ("0x0800", "0x0806") for row in rows)  # IPv4, or ARP
+    for _, proto, src, dst, sport, dport in ip_rows:
+        assert (proto, sport, dport) == ("17", "4500", "4500")
+        assert {src, dst} == ENDPOINTS
+
+
+def test_ftp_checksums_match_in_passive_and_active_mode(run):
+    for mode in ftp.MODES:
+        result = run.transfers[mode]
+        assert result["ok"] and result["bytes"] == 3000
+        assert result["sha256_sent"] == result["sha256_received"]
+    anonymous = run.transfers["anonymous"]
+    assert anonymous["bytes"] == 24
+    assert anonymous["sha256"] == ftp.sha256(b"anonymous can read this\n")
+
+
+def test_each_ping_crosses_eth0_wrapped_in_the_expected_bytes(run):
+    tun = [int(row[0]) for row in capture.fields(run.files["r1-tun0"], ["frame.len"], None,
+                                                 "icmp")]
+    assert tun == [84] * 6
+    eth = [int(row[0]) for row in capture.fields(run.files["r1-eth0"], ["frame.len"])]
+    assert eth.count(84 + _wrap(run.cipher, 84)) >= 6
+
+
+def _wrap(cipher: str, inner: int) -> int:
+    """Bytes around one inner packet: Ethernet + IPv4 + UDP, then ESP's own (RFC 4303)."""
+    if cipher == "plain":
+        return 42
+    iv = 8 if cipher == "esp-aes-gcm" else 0
+    pad = -(inner + 2) % 4
+    return 42 + 8 + iv + pad + 2 + 16
+
+
+def test_esp_capture_decrypts_to_the_inner_icmp_and_tcp(run):
+    if run.cipher == "plain":
+        pytest.skip("plain: nothing to decrypt, tun0's packet is already the UDP payload")
+    if not run.keys:
+        pytest.fail("the lab exported no esp_sa rows for the ESP session")
+    assert set(external_stacks(run.files["r1-eth0"])) == {capture.EXTERNAL_STACK}
+    stacks = set(external_stacks(run.files["r1-eth0"], run.keys))
+    assert capture.EXTERNAL_STACK + ":ip:icmp:data" in stacks
+    assert capture.EXTERNAL_STACK + ":ip:tcp:ftp" in stacks
+    good = capture.fields(run.files["r1-eth0"], ["esp.icv_good"], run.keys, "esp")
+    assert {row[0] for row in good} == {"1"}
+
+
+def test_capture_errors_are_one_line(shared_lab, tmp_path):
+    with pytest.raises(capture.CaptureError, match="nope0"):
+        capture.start_capture(shared_lab.prefix, "r1", "nope0", tmp_path / "x.pcapng")
+    with pytest.raises(capture.CaptureError, match="does not exist"):
+        capture.start_capture(shared_lab.prefix, "r9", "eth0", tmp_path / "x.pcapng")
+    wrong = ftp.lab_server(shared_lab.prefix, "r2", "10.8.0.99")  # not r2's: bind fails
+    with pytest.raises(VpnlabError, match="did not start"), wrong:
+        pass

@@ -1,0 +1,317 @@
+"""The captures, without root: the committed reference captures, the decoders and the byte math.
+
+Reading a capture file with tshark works as any user; only capturing needs root (tests/lab).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vpnlab import capture, cli
+from vpnlab.capture import CaptureError, Field, Layer, Packet
+from vpnlab.formats import make_format
+
+CAPTURES = Path(__file__).resolve().parents[2] / "captures"
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+
+
+def readme_rows() -> list[tuple[str, str | None, dict[str, int]]]:
+    """(capture, keys file or None, {stack: packets}) for each row of the README's table."""
+    text = (CAPTURES / "README.md").read_text()
+    table = re.search(r"<!-- table -->(.*?)<!-- /table -->", text, re.S).group(1)
+    rows = []
+    for line in table.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        names = re.findall(r"`([^`]+)`", cells[0])
+        stacks = {s: int(n) for s, n in re.findall(r"`([^`]+)` \((\d+)\)", cells[-1])}
+        rows.append((names[0], names[1] if len(names) > 1 else None, stacks))
+    return rows
+
+
+ROWS = readme_rows()
+
+
+def test_README_table_lists_every_reference_capture_and_they_are_small():
+    listed = {name for name, _, _ in ROWS}
+    files = {p.name for p in CAPTURES.glob("*.pcapng")}
+    assert files and listed == files
+    for name in files:
+        assert (CAPTURES / name).stat().st_size < 16_000, f"{name} is not tiny"
+    for cipher in ("plain", "esp-null", "esp-aes-gcm"):
+        assert {
+            f"{cipher}-{what}-{side}.pcapng"
+            for what in ("ping", "ftp")
+            for side in ("eth0", "tun0")
+        } <= files
+
+
+@needs_tshark
+@pytest.mark.parametrize(
+    "name,keys,expected", ROWS, ids=[f"{n}+keys" if k else n for n, k, _ in ROWS]
+)
+def test_reference_capture_decodes_to_the_README_stacks(name, keys, expected):
+    assert capture.stack_counts(CAPTURES / name, keys and CAPTURES / keys) == expected
+
+
+@needs_tshark
+@pytest.mark.parametrize("cipher", ["plain", "esp-null", "esp-aes-gcm"])
+def test_reference_captures_have_the_notes_stacks(cipher):
+    eth = set(capture.stacks(CAPTURES / f"{cipher}-ftp-eth0.pcapng"))
+    assert eth == {capture.EXTERNAL_STACK}
+    tun = set(capture.stacks(CAPTURES / f"{cipher}-ftp-tun0.pcapng"))
+    assert capture.TUN_STACK in tun
+    assert any(s.startswith("raw:ip:tcp:ftp-data") for s in tun)
+    assert all(s.startswith("raw:ip:tcp") for s in tun)
+
+
+@needs_tshark
+def test_plain_format_bogus_SPI_is_the_first_bytes_of_the_inner_IPv4_header():
+    from scapy.all import rdpcap
+
+    inner = [bytes(p) for p in rdpcap(str(CAPTURES / "plain-ping-tun0.pcapng"))]
+    outer = capture.fields(CAPTURES / "plain-ping-eth0.pcapng", ["esp.spi", "esp.sequence"])
+    assert len(inner) == len(outer) == 6
+    for packet, (spi, seq) in zip(inner, outer, strict=True):
+        assert int(spi, 16) == int.from_bytes(packet[0:4], "big")
+        assert int(seq) == int.from_bytes(packet[4:8], "big")
+        assert spi == "0x45000054"  # IPv4, header 20 bytes, total length 84: an echo
+
+
+@needs_tshark
+@pytest.mark.parametrize("cipher,overhead", [("plain", 42), ("esp-null", 70), ("esp-aes-gcm", 78)])
+def test_tunnel_overhead_of_a_ping(cipher, overhead):
+    """Outer frame minus inner packet: Ethernet 14 + IPv4 20 + UDP 8, plus what ESP adds."""
+    eth = capture.decode(CAPTURES / f"{cipher}-ping-eth0.pcapng")
+    tun = capture.decode(CAPTURES / f"{cipher}-ping-tun0.pcapng")
+    sizes = {capture.tunnel_overhead(o.length, i.length) for o, i in zip(eth, tun, strict=True)}
+    assert sizes == {overhead}
+    esp_bytes = overhead - 42
+    limit = make_format(cipher, b"k" * 32).overhead_bytes
+    assert esp_bytes <= limit
+    assert [o.layer for o in capture.layer_overhead(eth[0])] == ["eth", "ip", "udp", "esp"]
+
+
+@needs_tshark
+@pytest.mark.parametrize("cipher", ["esp-null", "esp-aes-gcm"])
+def test_real_ESP_has_one_SPI_per_direction_and_counting_sequence_numbers(cipher):
+    rows = capture.fields(
+        CAPTURES / f"{cipher}-ftp-eth0.pcapng", ["ip.src", "esp.spi", "esp.sequence"]
+    )
+    by_spi: dict[str, list[int]] = {}
+    sources: dict[str, set[str]] = {}
+    for src, spi, seq in rows:
+        by_spi.setdefault(spi, []).append(int(seq))
+        sources.setdefault(spi, set()).add(src)
+    assert len(by_spi) == 2 and all(len(s) == 1 for s in sources.values())
+    for seqs in by_spi.values():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert not any(spi.startswith("0x4500") for spi in by_spi)
+
+
+@needs_tshark
+@pytest.mark.parametrize("cipher", ["esp-null", "esp-aes-gcm"])
+def test_reference_ESP_decrypts_with_its_published_keys_and_every_ICV_checks(cipher):
+    keys = CAPTURES / f"{cipher}.esp_sa"
+    path = CAPTURES / f"{cipher}-ftp-eth0.pcapng"
+    rows = capture.fields(path, ["esp.icv_good", "ip.src", "ftp.request.command"], keys)
+    assert {row[0] for row in rows} == {"1"}
+    assert all(row[1].split(",")[1].startswith("10.8.0.") for row in rows)  # inner addresses
+    assert {"USER", "PASS", "STOR", "RETR", "QUIT"} <= {row[2] for row in rows}
+
+
+# --- decoders on synthetic input ----------------------------------------------------------------
+
+
+def test_layer_overhead_counts_headers_and_the_ESP_trailer():
+    def layer(name, pos, size, *fields):
+        return Layer(name, pos, size, tuple(Field(n, n, "", p, s) for n, p, s in fields))
+
+    gcm = Packet(
+        1,
+        162,
+        "eth:ethertype:ip:udp:udpencap:esp:ip:icmp:data",
+        (
+            layer("eth", 0, 14),
+            layer("ip", 14, 20),
+            layer("udp", 34, 8),
+            layer("udpencap", 42, 0),
+            layer(
+                "esp",
+                42,
+                120,
+                ("esp.spi", 42, 4),
+                ("esp.iv", 50, 8),
+                ("esp.encrypted_data", 58, 88),
+                ("esp.decrypted_data", 0, 88),
+            ),
+            layer("ip", 0, 20),
+            layer("icmp", 20, 64),
+        ),
+    )
+    got = [(o.layer, o.header_bytes, o.trailer_bytes) for o in capture.layer_overhead(gcm)]
+    assert got == [
+        ("eth", 14, 0),
+        ("ip", 20, 0),
+        ("udp", 8, 0),
+        ("esp", 16, 20),
+        ("ip", 20, 0),
+        ("icmp", 64, 0),
+    ]
+    plain = Packet(
+        1,
+        126,
+        capture.EXTERNAL_STACK,
+        (layer("eth", 0, 14), layer("ip", 14, 20), layer("udp", 34, 8), layer("esp", 42, 84)),
+    )
+    assert [o.header_bytes for o in capture.layer_overhead(plain)] == [14, 20, 8, 84]
+    tun = Packet(
+        1,
+        65,
+        "raw:ip:tcp:ftp",
+        (layer("raw", 0, 65), layer("ip", 0, 20), layer("tcp", 20, 32), layer("ftp", 52, 13)),
+    )
+    assert [o.header_bytes + o.trailer_bytes for o in capture.layer_overhead(tun)] == [
+        0,
+        20,
+        32,
+        13,
+    ]
+
+
+def test_tunnel_overhead_rejects_impossible_sizes():
+    assert capture.tunnel_overhead(126, 84) == 42
+    for outer, inner in ((10, 84), (84, 0)):
+        with pytest.raises(CaptureError):
+            capture.tunnel_overhead(outer, inner)
+
+
+PDML = """<?xml version="1.0"?><pdml>
+<packet>
+  <proto name="geninfo" pos="0" size="61"/>
+  <proto name="frame" pos="0" size="61">
+    <field name="frame.number" show="7" pos="0" size="0"/>
+    <field name="frame.len" show="61" pos="0" size="0"/>
+    <field name="frame.protocols" show="eth:ethertype:ip:udp:udpencap:esp" pos="0" size="0"/>
+  </proto>
+  <proto name="eth" pos="0" size="14"><field name="eth.type" showname="Type: IPv4"
+     show="0x0800" pos="12" size="2"/></proto>
+  <proto name="esp" pos="42" size="19">
+    <field name="esp.spi" showname="ESP SPI" show="0x56504e4c" pos="42" size="4"/>
+    <field name="" show="group"><field name="esp.hidden" hide="yes" show="x" pos="0" size="0"/>
+      <field name="esp.nested" show="y" pos="46" size="4"/></field>
+  </proto>
+</packet></pdml>"""
+
+
+def test_parse_pdml_keeps_stack_layers_and_field_bytes():
+    [pkt] = capture.parse_pdml(PDML)
+    assert (pkt.number, pkt.length, pkt.stack) == (7, 61, capture.EXTERNAL_STACK)
+    assert [(x.name, x.pos, x.size) for x in pkt.layers] == [("eth", 0, 14), ("esp", 42, 19)]
+    assert [f.name for f in pkt.layer("esp").fields] == ["esp.spi", "esp.nested"]
+    rows = capture.layer_table([pkt])
+    assert rows[1] == {
+        "packet": 7,
+        "layer": "esp",
+        "field": "esp.spi",
+        "value": "0x56504e4c",
+        "pos": 42,
+        "size": 4,
+    }
+    assert "esp.spi" in capture.format_table(rows)
+    with pytest.raises(CaptureError):
+        pkt.layer("ip")
+    with pytest.raises(CaptureError):
+        capture.parse_pdml("<pdml><packet>")
+
+
+def test_load_keys_reads_rows_files_and_static_key_files(tmp_path):
+    from vpnlab.esp import generate_static_keys
+
+    rows = tmp_path / "esp_sa"
+    rows.write_text('# comment\n\n"IPv4","*","*","0x00000101","NULL","","NULL",""\n')
+    assert capture.load_keys(rows) == ['"IPv4","*","*","0x00000101","NULL","","NULL",""']
+    assert capture.load_keys(None) == [] and capture.tshark_options(None) == []
+    static = tmp_path / "keys.json"
+    static.write_text(generate_static_keys("esp-aes-gcm", os.urandom).to_json())
+    assert len(capture.load_keys(static)) == 2
+    opts = capture.tshark_options(static)
+    assert "esp.enable_encryption_decode:TRUE" in opts and opts.count("-o") == 4
+    with pytest.raises(CaptureError):
+        capture.load_keys(tmp_path / "missing")
+
+
+@needs_tshark
+@pytest.mark.parametrize("cipher,header", [("esp-null", 8), ("esp-aes-gcm", 16)])
+def test_tshark_decrypts_vpnlab_ESP_with_exported_rows(tmp_path, cipher, header):
+    """Decryption plumbing: vpnlab seals, tshark opens with esp_sa rows, the ICV is good."""
+    from scapy.all import ICMP, IP, UDP, Ether, Raw, wrpcap
+
+    from vpnlab.esp import esp_sa_rows, generate_static_keys
+
+    keys = generate_static_keys(cipher, os.urandom)
+    inner = bytes(IP(src="10.8.0.2", dst="203.0.113.10") / ICMP() / Raw(b"x" * 56))
+    outer = Ether() / IP(src="192.0.2.2", dst="198.51.100.2") / UDP(sport=4500, dport=4500)
+    path = tmp_path / "esp.pcap"
+    wrpcap(str(path), [outer / Raw(keys.client().protection.seal(inner))])
+    rows = esp_sa_rows(keys.server())
+    assert capture.stacks(path) == [capture.EXTERNAL_STACK]
+    assert capture.stacks(path, rows) == [capture.EXTERNAL_STACK + ":ip:icmp:data"]
+    [pkt] = capture.decode(path, rows)
+    assert {f.name: f.value for f in pkt.layer("esp").fields}["esp.icv_good"] == "1"
+    esp = next(o for o in capture.layer_overhead(pkt) if o.layer == "esp")
+    assert (esp.header_bytes, esp.trailer_bytes) == (header, 20)  # pad 2 + 2 + ICV 16
+
+
+# --- pyshark and the command line ---------------------------------------------------------------
+
+
+@needs_tshark
+def test_pyshark_async_decoding_matches_tshark():
+    path = CAPTURES / "plain-ftp-tun0.pcapng"
+    packets = asyncio.run(capture.read_packets_async(path))
+    assert [p.frame_info.protocols for p in packets] == capture.stacks(path)
+    rows = capture.layer_table(packets)
+    commands = [r for r in rows if r["field"] == "ftp.request.command"]
+    assert commands and commands[0]["value"] == "USER" and commands[0]["size"] == 4
+    assert len(capture.read_packets(path, limit=3)) == 3
+
+
+def test_sync_pyshark_refuses_a_running_event_loop():
+    async def inside_jupyter():
+        capture.read_packets(CAPTURES / "plain-ping-eth0.pcapng")
+
+    with pytest.raises(CaptureError, match="await"):
+        asyncio.run(inside_jupyter())
+
+
+@needs_tshark
+def test_cli_decode_prints_stacks_and_overhead(capsys):
+    assert (
+        cli.main(["capture", "decode", str(CAPTURES / "plain-ping-eth0.pcapng"), "--overhead"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count(capture.EXTERNAL_STACK) == 6 and "esp 84+0" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["capture", "decode", "/nonexistent.pcapng"],
+        ["capture", "decode"],
+        ["capture", "r1", "eth0"],
+        ["capture", "--prefix", "vnotalab-", "r1", "eth0", "-w", "/tmp/x.pcapng"],
+        ["capture", "--count", "0", "r1", "eth0", "-w", "/tmp/x.pcapng"],
+    ],
+)
+def test_cli_errors_are_one_line(capsys, argv):
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vpnlab capture: error: ") and err.count("\n") == 1

@@ -1,0 +1,536 @@
+"""The captures: the notes' ``[eth:ip:udp:udpencap:esp]`` and ``[raw:ip:tcp:ftp]``, made, decoded.
+
+Capturing runs dumpcap inside a lab node (pyshark's LiveCapture cannot see another network
+namespace), bounded by a packet count, a duration and a file size::
+
+    with start_capture("vpnlab-", "r2", "eth0", "eth.pcapng", count=50, duration_s=10):
+        ...                                   # traffic; dumpcap is already capturing here
+    stacks("eth.pcapng")                      # ['eth:ethertype:ip:udp:udpencap:esp', ...]
+
+Decoding: tshark in a subprocess (:func:`stacks`, :func:`fields`, :func:`decode` with every
+layer's and field's bytes) is fast and works anywhere, Jupyter included; pyshark
+(:func:`read_packets_async`) is ``async`` because its synchronous API fails inside Jupyter's
+running event loop (pyshark issues 360, 542). ESP decrypts with ``esp_sa`` rows (``keys=``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import VpnlabError
+
+MAX_PACKETS = 10_000
+MAX_DURATION_S = 300.0
+MAX_FILE_KB = 20_000
+READY_TIMEOUT_S = 5.0
+SETTLE_S = 0.3
+"""After the traffic, how long a capture keeps running so the last replies are in the file."""
+TSHARK_TIMEOUT_S = 60.0
+EXTERNAL_STACK = "eth:ethertype:ip:udp:udpencap:esp"
+"""The notes' external-interface stack, as tshark names it (``ethertype`` included)."""
+TUN_STACK = "raw:ip:tcp:ftp"
+META_PROTOS = {"geninfo", "frame", "fake-field-wrapper"}
+
+Keys = str | Path | Sequence[str] | None
+"""esp_sa rows: a file (rows, one a line, or a static-key JSON file), or the rows themselves."""
+
+
+class CaptureError(VpnlabError):
+    """A capture could not be started or stopped, or tshark could not read a file."""
+
+
+# --- capturing ----------------------------------------------------------------------------------
+
+
+def _namespace(prefix: str, node: str) -> str:
+    from .lab import state
+
+    ns = state.namespace(state.check_prefix(prefix), node)
+    if not state.ns_exists(ns):
+        raise CaptureError(f"namespace {ns} does not exist: is the lab up? (vpnlab lab up)")
+    return ns
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_line(text: str) -> str:
+    """The error in a tool's stderr, on one line (without its greetings)."""
+    noise = ("Running as user", "Capturing on", "File: ")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(noise)]
+    return " ".join(lines[-2:]) if lines else "no output"
+
+
+@dataclass
+class Capture:
+    """A running dumpcap inside a lab node; as a context manager it stops on exit."""
+
+    path: Path
+    namespace: str
+    interface: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout_s: float | None = None) -> Path:
+        """Wait until dumpcap stops by itself (count or duration reached); returns the file."""
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise CaptureError(f"capture still running after {timeout_s} s") from None
+        return self._finish()
+
+    def stop(self, settle_s: float = SETTLE_S) -> Path:
+        """CleanUp: let late packets in for ``settle_s``, then SIGINT dumpcap (closes the file)."""
+        if self.running:
+            time.sleep(settle_s)
+        if self.running:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5.0)
+        return self._finish()
+
+    def _finish(self) -> Path:
+        text = _read(self.log_path)
+        self.log_path.unlink(missing_ok=True)
+        if not self.path.exists():
+            raise CaptureError(f"dumpcap wrote no file: {_last_line(text)}")
+        with contextlib.suppress(OSError):
+            self.path.chmod(0o644)  # dumpcap writes 0600; a notebook may not run as root
+        return self.path
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_capture(
+    prefix: str,
+    node: str,
+    interface: str,
+    path: str | Path,
+    count: int = 100,
+    duration_s: float = 10.0,
+    capture_filter: str | None = None,
+) -> Capture:
+    """The captures: start dumpcap on ``interface`` of ``{prefix}{node}``, writing ``path``.
+
+    Returns once dumpcap really captures (it printed ``File:``, which it does after opening the
+    interface; its ``Capturing on`` comes earlier). dumpcap stops by itself after ``count``
+    packets or ``duration_s`` seconds, whichever comes first.
+
+    Raises:
+        CaptureError: no such namespace or interface, limits out of range, dumpcap failed.
+    """
+    if not 1 <= count <= MAX_PACKETS:
+        raise CaptureError(f"count must be 1..{MAX_PACKETS}, not {count}")
+    if not 1 <= duration_s <= MAX_DURATION_S:
+        raise CaptureError(f"duration must be 1..{MAX_DURATION_S:.0f} s, not {duration_s}")
+    ns = _namespace(prefix, node)
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    argv = ["ip", "netns", "exec", ns, "dumpcap", "-q", "-i", interface, "-w", str(path)]
+    argv += ["-c", str(count), "-a", f"duration:{round(duration_s)}"]
+    argv += ["-a", f"filesize:{MAX_FILE_KB}"] + (["-f", capture_filter] if capture_filter else [])
+    fd, log_name = tempfile.mkstemp(prefix="vpnlab-dumpcap-", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=log, start_new_session=True)
+    cap = Capture(path, ns, interface, proc, Path(log_name))
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        exited = not cap.running  # read the log after this: it may say File: and then exit
+        text = _read(cap.log_path)
+        if re.search(r"^File: ", text, re.M):
+            return cap
+        if exited:
+            cap.log_path.unlink(missing_ok=True)
+            raise CaptureError(f"dumpcap on {ns} {interface}: {_last_line(text)}")
+        time.sleep(0.02)
+    with contextlib.suppress(CaptureError):
+        cap.stop(settle_s=0)
+    raise CaptureError(f"dumpcap on {ns} {interface} not capturing after {READY_TIMEOUT_S} s")
+
+
+def capture(prefix: str, node: str, interface: str, path: str | Path, count: int = 100,
+            duration_s: float = 10.0, capture_filter: str | None = None) -> Path:
+    """The captures, blocking: until ``count`` packets or ``duration_s``; returns the file."""
+    cap = start_capture(prefix, node, interface, path, count, duration_s, capture_filter)
+    try:
+        return cap.wait(duration_s + 10)
+    finally:
+        if cap.running:
+            cap.stop(settle_s=0)
+
+
+# --- keys and tshark ----------------------------------------------------------------------------
+
+
+def load_keys(keys: Keys) -> list[str]:
+    """esp_sa rows from ``keys``: rows, a file of rows (``#`` comments), or a static-key JSON."""
+    if keys is None:
+        return []
+    if isinstance(keys, (list, tuple)):
+        return [str(row) for row in keys]
+    try:
+        text = Path(keys).read_text()
+    except OSError as exc:
+        raise CaptureError(f"cannot read keys {keys}: {exc.strerror}") from None
+    if text.lstrip().startswith("{"):
+        from .esp import esp_sa_rows, load_static_keys
+
+        return esp_sa_rows(load_static_keys(text).server())
+    rows = [line.strip() for line in text.splitlines()]
+    return [row for row in rows if row and not row.startswith("#")]
+
+
+def lab_keys(prefix: str) -> list[str]:
+    """The esp_sa rows of a lab's live ESP sessions (the server's export; [] if none)."""
+    from .lab import state
+
+    path = state.state_dir(prefix) / "esp_sa"
+    return load_keys(path) if path.exists() else []
+
+
+def tshark_options(keys: Keys = None) -> list[str]:
+    """tshark ``-o`` options that decrypt ESP and check its ICV with ``keys`` (none: [])."""
+    rows = load_keys(keys)
+    if not rows:
+        return []
+    opts = ["-o", "esp.enable_encryption_decode:TRUE", "-o", "esp.enable_authentication_check:TRUE"]
+    for row in rows:
+        opts += ["-o", f"uat:esp_sa:{row}"]
+    return opts
+
+
+def _tshark(path: str | Path, args: list[str], keys: Keys = None) -> str:
+    if not Path(path).is_file():
+        raise CaptureError(f"no capture file {path}")
+    argv = ["tshark", "-n", "-r", str(path), *tshark_options(keys), *args]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S)
+    except FileNotFoundError:
+        raise CaptureError("tshark not found: apt-get install tshark") from None
+    except subprocess.TimeoutExpired:
+        raise CaptureError(f"tshark took over {TSHARK_TIMEOUT_S} s on {path}") from None
+    if done.returncode != 0:
+        raise CaptureError(f"tshark on {path}: {_last_line(done.stderr)}")
+    return done.stdout
+
+
+def fields(path: str | Path, names: Sequence[str], keys: Keys = None,
+           display_filter: str | None = None) -> list[list[str]]:
+    """``tshark -T fields``: per packet, the values of ``names`` (repeats joined by ',')."""
+    args = ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]
+    args += [arg for name in names for arg in ("-e", name)]
+    args += ["-Y", display_filter] if display_filter else []
+    return [line.split("\t") for line in _tshark(path, args, keys).splitlines()]
+
+
+def stacks(path: str | Path, keys: Keys = None, display_filter: str | None = None) -> list[str]:
+    """The captures: each packet's protocol stack (``frame.protocols``), in order."""
+    return [row[0] for row in fields(path, ["frame.protocols"], keys, display_filter)]
+
+
+def stack_counts(path: str | Path, keys: Keys = None) -> dict[str, int]:
+    """How many packets have each stack, in order of first appearance."""
+    return dict(collections.Counter(stacks(path, keys)))
+
+
+# --- decoding: layers and fields with their bytes -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """One decoded field: its name, what Wireshark shows, its bytes' position and size."""
+
+    name: str
+    showname: str
+    value: str
+    pos: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One protocol layer: where its bytes are, and its fields (nested ones flattened)."""
+
+    name: str
+    pos: int
+    size: int
+    fields: tuple[Field, ...] = ()
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One decoded packet: number, length, ``frame.protocols`` stack and layers."""
+
+    number: int
+    length: int
+    stack: str
+    layers: tuple[Layer, ...] = ()
+
+    def layer(self, name: str, index: int = 0) -> Layer:
+        """The ``index``-th layer called ``name`` (a decrypted ESP packet has two ``ip``)."""
+        found = [layer for layer in self.layers if layer.name == name]
+        if len(found) <= index:
+            raise CaptureError(f"packet {self.number} has no {name} layer #{index}")
+        return found[index]
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _fields(element: ET.Element) -> list[Field]:
+    out = []
+    for child in element.findall("field"):
+        name = child.get("name", "")
+        if name and child.get("hide") != "yes":
+            out.append(Field(name, child.get("showname", name), child.get("show", ""),
+                             _int(child.get("pos")), _int(child.get("size"))))
+        out.extend(_fields(child))
+    return out
+
+
+def parse_pdml(text: str) -> list[Packet]:
+    """Packets from tshark's ``-T pdml`` output (pure: no tshark needed)."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise CaptureError(f"unreadable PDML: {exc}") from None
+    packets = []
+    for pkt in root.iter("packet"):
+        frame: dict[str, str] = {}
+        layers = []
+        for proto in pkt.findall("proto"):
+            name = proto.get("name", "")
+            if name == "frame":
+                frame = {f.name: f.value for f in _fields(proto)}
+            elif name not in META_PROTOS:
+                layers.append(Layer(name, _int(proto.get("pos")), _int(proto.get("size")),
+                                    tuple(_fields(proto))))
+        packets.append(Packet(_int(frame.get("frame.number")), _int(frame.get("frame.len")),
+                              frame.get("frame.protocols", ""), tuple(layers)))
+    return packets
+
+
+def decode(path: str | Path, keys: Keys = None, display_filter: str | None = None,
+           count: int | None = None) -> list[Packet]:
+    """The captures, decoded: every packet's stack, layers and fields (``tshark -T pdml``)."""
+    args = ["-T", "pdml"] + (["-Y", display_filter] if display_filter else [])
+    return parse_pdml(_tshark(path, args + (["-c", str(count)] if count else []), keys))
+
+
+def layer_table(packets: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per field: packet, layer, field, value, pos, size (records for a DataFrame).
+
+    Takes :class:`Packet` (from :func:`decode`) or pyshark packets (from
+    :func:`read_packets_async` in its default XML mode, whose fields keep pos and size).
+    Positions inside a decrypted ESP payload count from the start of the decrypted bytes.
+    """
+    rows = []
+    for i, pkt in enumerate(packets, 1):
+        if isinstance(pkt, Packet):
+            number, layers = pkt.number, [(layer.name, layer.fields) for layer in pkt.layers]
+        else:
+            number = _int(getattr(pkt, "number", i))
+            layers = [(layer.layer_name, _pyshark_fields(layer)) for layer in pkt.layers]
+        rows += [{"packet": number, "layer": name, "field": f.name, "value": f.value,
+                  "pos": f.pos, "size": f.size} for name, layer_fields in layers
+                 for f in layer_fields]
+    return rows
+
+
+def _pyshark_fields(layer: Any) -> list[Field]:
+    out = []
+    for name in layer.field_names:
+        container = layer.get_field(name)
+        for f in getattr(container, "all_fields", [container]):
+            if getattr(f, "name", "") and getattr(f, "hide", None) != "yes":
+                out.append(Field(f.name, f.showname or f.name, f.show or f.raw_value or "",
+                                 _int(f.pos), _int(f.size)))
+    return out
+
+
+def format_table(rows: Sequence[dict[str, Any]], limit: int | None = None) -> str:
+    """:func:`layer_table` rows as fixed-width text."""
+    lines = [f"{'pkt':>4} {'layer':<9} {'pos':>4} {'size':>4}  {'field':<28} value"]
+    for row in rows[:limit]:
+        value = str(row["value"])
+        value = value if len(value) <= 48 else value[:45] + "..."
+        lines.append(f"{row['packet']:>4} {row['layer']:<9} {row['pos']:>4} {row['size']:>4}  "
+                     f"{row['field']:<28} {value}")
+    return "\n".join(lines)
+
+
+# --- overhead -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """Bytes one layer adds around what it carries: header before it, trailer after it."""
+
+    layer: str
+    header_bytes: int
+    trailer_bytes: int
+
+
+def layer_overhead(packet: Packet) -> list[Overhead]:
+    """The captures: each layer's header and trailer bytes, as tshark parsed the packet.
+
+    A layer's header runs from its start to the next layer's start, its trailer from the end of
+    the layers inside it to its own end. The last layer's bytes all count as its own (for the
+    plain format that is tshark's bogus ``esp``: really the whole inner packet). Decrypted ESP
+    carries its inner packet in a new buffer (positions restart at 0): there the header ends
+    where the ciphertext field starts and the trailer (padding, pad length, next header, ICV)
+    is the rest of what the inner packet does not fill. Zero-size labels (``udpencap``) skip.
+    """
+    layers = [layer for layer in packet.layers if layer.size > 0]
+    out = []
+    for i, layer in enumerate(layers):
+        inner = layers[i + 1:]
+        if not inner:
+            out.append(Overhead(layer.name, layer.size, 0))
+            continue
+        same = list(_same_buffer(layer.pos, inner))
+        if same:
+            end = max(x.pos + x.size for x in same)
+            trailer = max(0, layer.pos + layer.size - end)
+            out.append(Overhead(layer.name, inner[0].pos - layer.pos, trailer))
+            continue
+        new = list(_same_buffer(inner[0].pos, inner))
+        own = layer.size - (max(x.pos + x.size for x in new) - inner[0].pos)
+        mine = [f for f in layer.fields if layer.pos <= f.pos < layer.pos + layer.size]
+        payload = max(mine, key=lambda f: f.size, default=None)  # the ciphertext
+        header = min(own, payload.pos - layer.pos) if payload else own
+        out.append(Overhead(layer.name, header, own - header))
+    return out
+
+
+def _same_buffer(start: int, layers: list[Layer]):
+    """The leading ``layers`` whose positions do not jump back before ``start``."""
+    last = start
+    for layer in layers:
+        if layer.pos < last:
+            return
+        last = layer.pos
+        yield layer
+
+
+def tunnel_overhead(outer_bytes: int, inner_bytes: int) -> int:
+    """Bytes the tunnel adds to one inner packet: outer frame length minus inner IP length."""
+    if inner_bytes <= 0 or outer_bytes < inner_bytes:
+        raise CaptureError(f"outer {outer_bytes} B cannot carry an inner {inner_bytes} B packet")
+    return outer_bytes - inner_bytes
+
+
+# --- decoding with pyshark (async: Jupyter's loop is already running) ----------------------------
+
+
+async def read_packets_async(path: str | Path, keys: Keys = None,
+                             display_filter: str | None = None, limit: int = 1000,
+                             use_json: bool = False) -> list[Any]:
+    """The captures with pyshark: up to ``limit`` pyshark packets of ``path``.
+
+    ``await`` it in a notebook. ``pkt.frame_info.protocols`` is the stack, ``pkt.layers`` the
+    layers, ``pkt.esp.spi`` a field; :func:`layer_table` turns them into rows.
+    """
+    import pyshark
+
+    if not Path(path).is_file():
+        raise CaptureError(f"no capture file {path}")
+    cap = pyshark.FileCapture(str(path), display_filter=display_filter, use_json=use_json,
+                              custom_parameters=tshark_options(keys) or None)
+    packets: list[Any] = []
+    try:
+        await cap.packets_from_tshark(packets.append, packet_count=limit, close_tshark=False)
+    finally:
+        await cap.close_async()
+    return packets
+
+
+def read_packets(path: str | Path, keys: Keys = None, display_filter: str | None = None,
+                 limit: int = 1000) -> list[Any]:
+    """:func:`read_packets_async` for scripts; inside Jupyter ``await`` the async one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(read_packets_async(path, keys, display_filter, limit))
+    raise CaptureError("an event loop is running (Jupyter?): "
+                       "use `await vpnlab.capture.read_packets_async(...)`")
+
+
+# --- vpnlab capture -----------------------------------------------------------------------------
+
+USAGE = """vpnlab capture [--prefix P] NODE IFACE [--count N] [--duration S] [-f BPF] -w FILE
+       vpnlab capture decode FILE [--keys FILE] [--overhead] [--table]"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``vpnlab capture``: capture in a lab node, or decode a capture file."""
+    p = sub.add_parser("capture", usage=USAGE, help="capture in a lab node, or decode a file",
+                       description="The captures: dumpcap in a lab node; tshark to decode.")
+    p.add_argument("target", nargs="+", metavar="NODE IFACE | decode FILE")
+    p.add_argument("--prefix", default=os.environ.get("VPNLAB_PREFIX", "vpnlab-"))
+    p.add_argument("--count", type=int, default=100, help="stop after N packets (%(default)s)")
+    p.add_argument("--duration", type=float, default=10, help="stop after S s (%(default)s)")
+    p.add_argument("-w", "--write", type=Path, help="the pcapng file to write")
+    p.add_argument("-f", "--filter", help="capture filter (BPF)")
+    p.add_argument("--keys", help="decode: esp_sa rows (or a static-key file) to decrypt ESP")
+    p.add_argument("--overhead", action="store_true", help="decode: header+trailer per layer")
+    p.add_argument("--table", action="store_true", help="decode: every field with its bytes")
+    p.set_defaults(func=cli_main)
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    if args.target[0] == "decode":
+        if len(args.target) != 2:
+            raise CaptureError("usage: vpnlab capture decode FILE [--keys FILE]")
+        packets = decode(args.target[1], args.keys)
+        for pkt in packets:
+            print(f"{pkt.number:>4} {pkt.length:>5} B  {pkt.stack}")
+            if args.overhead:
+                print("      " + "  ".join(f"{o.layer} {o.header_bytes}+{o.trailer_bytes}"
+                                           for o in layer_overhead(pkt)))
+        if args.table:
+            print(format_table(layer_table(packets)))
+        return 0
+    if len(args.target) != 2 or args.write is None:
+        raise CaptureError("usage: vpnlab capture [--prefix P] NODE IFACE ... -w FILE")
+    path = capture(args.prefix, *args.target, args.write, args.count, args.duration, args.filter)
+    counts = stack_counts(path)
+    print(f"{path}: {sum(counts.values())} packets")
+    for stack, n in counts.items():
+        print(f"  {n:>4}  {stack}")
+    return 0

@@ -24,19 +24,23 @@ from pathlib import Path
 
 from .client_core import ClientCore
 from .constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
+from .errors import SetupError
 from .esp import EspSession, StaticKeys, esp_sa_rows
+from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel, tun_flags
 from .formats import Format
 from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ClientRouting, refuse_host_changes
 from .session import State
 from .tun import create_tun_dev, ifconfig
-from .tunnel import SignalPipe, Tunnel, init_socket, send_queued
+from .tunnel import SignalPipe, init_socket, send_queued
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 3
 EXIT_PEER_LOST = 4
 EXIT_SERVER_CLOSED = 5
+RETRY_ON = (EXIT_UNREACHABLE, EXIT_PEER_LOST, EXIT_SERVER_CLOSED)
+RECONNECT_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class ClientOptions:
     mtu: int = TUN_MTU
     status_file: Path | None = None
     allow_host_changes: bool = False
+    reconnect: bool = False
+    datapath: str = "simple"
 
 
 def client_connection(
@@ -88,14 +94,31 @@ def client_connection(
 
 
 def run_client(options: ClientOptions, reporter: Reporter) -> int:
-    """The client daemon from Init to CleanUp; returns the process exit code.
+    """The client daemon: one session from Init to CleanUp, or (``--reconnect``) one after
+    another while the server is lost or unreachable. Returns the process exit code.
 
     Raises:
         SetupError: a local step (socket, tun0, routes) failed; CleanUp has run.
     """
     refuse_host_changes(options.allow_host_changes)
-    server = (str(options.server), options.port)
+    if options.reconnect and options.static_keys is not None:
+        raise SetupError("--reconnect needs the handshake: static keys must not be reused")
     signals = SignalPipe()
+    try:
+        while True:
+            code = one_session(options, reporter, signals)
+            if not options.reconnect or signals.received is not None or code not in RETRY_ON:
+                return code
+            reporter.log(f"reconnecting in {RECONNECT_PAUSE_S} s (--reconnect)")
+            if select.select([signals.reader], [], [], RECONNECT_PAUSE_S)[0]:
+                return EXIT_OK
+    finally:
+        signals.close()
+
+
+def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe) -> int:
+    """Init, ClientConnection, CreateTunDev, Ifconfig, SetRouting(1), the loop, CleanUp."""
+    server = (str(options.server), options.port)
     sock = None
     tun_fd = None
     routing = None
@@ -124,13 +147,17 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
         if options.esp_sa_file and isinstance(protection, EspSession):
             rows = esp_sa_rows(protection, "*", server[0])
             write_secret(options.esp_sa_file, esp_sa_text(rows))
-        tun_fd, tun_name = create_tun_dev(options.tun_name)
+        tun_fd, tun_name = create_tun_dev(options.tun_name, tun_flags(options.datapath))
         ifconfig(tun_name, address, options.mtu)
         routing = ClientRouting(options.server, tun_name)
         routing.apply()
         reporter.update(tunnel_address=str(address), tun=tun_name)
         reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
-        Tunnel(core, tun_fd, sock, reporter, signals).run()
+        tunnel = make_tunnel(
+            options.datapath, core, tun_fd, tun_name, sock, reporter, signals,
+            mss_clamp=options.mtu - TCP_IP_HEADERS_BYTES,
+        )
+        tunnel.run()
         if core.close_reason == "peer lost":
             reporter.log("peer lost: no datagram from the server for 6 s")
             return EXIT_PEER_LOST
@@ -139,7 +166,7 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
             return EXIT_SERVER_CLOSED
         return EXIT_OK
     finally:
-        clean_up(core, sock, tun_fd, routing, signals, reporter)
+        clean_up(core, sock, tun_fd, routing, reporter)
 
 
 def clean_up(
@@ -147,7 +174,6 @@ def clean_up(
     sock: socket.socket | None,
     tun_fd: int | None,
     routing: ClientRouting | None,
-    signals: SignalPipe,
     reporter: Reporter,
 ) -> None:
     """CleanUp: Bye to the server, routes restored, tun0 and the socket closed."""
@@ -161,7 +187,6 @@ def clean_up(
         routing.restore()
     if tun_fd is not None:
         os.close(tun_fd)
-    signals.close()
     reporter.update(**core.describe(now))
     reporter.state("closed", f"cleaned up ({core.close_reason})")
     reporter.log(f"counters {core.counters.as_dict()}")

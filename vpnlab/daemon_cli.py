@@ -7,8 +7,10 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 from .client import ClientOptions, run_client
-from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
+from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME, tun_mtu
+from .crypto import algorithm
 from .esp import StaticKeys, load_static_keys
+from .fastpath import DATAPATHS, DEFAULT_DATAPATH
 from .formats import CIPHERS, DEFAULT_CIPHER, Format, make_format
 from .keys import read_psk, read_secret
 from .report import Reporter
@@ -17,7 +19,19 @@ from .report import Reporter
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=PORT, help="UDP port (default %(default)s)")
     parser.add_argument("--tun", default=TUN_NAME, help="TUN interface name (default %(default)s)")
-    parser.add_argument("--mtu", type=int, default=TUN_MTU, help="tun MTU (default %(default)s)")
+    parser.add_argument(
+        "--mtu",
+        type=int,
+        help="tun MTU (default: derived from the cipher, 1500 - 28 - its overhead; "
+        f"{TUN_MTU} fits every cipher)",
+    )
+    parser.add_argument(
+        "--datapath",
+        choices=DATAPATHS,
+        default=DEFAULT_DATAPATH,
+        help="simple: the select loop of the design notes; fast: TUN offloads, UDP GSO/GRO "
+        "(default %(default)s)",
+    )
     parser.add_argument(
         "--cipher",
         choices=CIPHERS,
@@ -80,6 +94,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     client.add_argument("--server", type=IPv4Address, required=True, help="server address")
     client.add_argument("--local-port", type=int, default=PORT, help="local UDP port")
+    client.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="when the server is lost or unreachable, start again instead of exiting",
+    )
     add_common(client)
     client.set_defaults(func=client_main)
 
@@ -89,6 +108,14 @@ def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
     if args.static_keys is not None:
         return None, load_static_keys(read_secret(args.static_keys, "static key file"))
     return make_format(args.cipher, read_psk(args.psk_file)), None
+
+
+def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys | None) -> int:
+    """Ifconfig: ``--mtu``, or the largest that lets the cipher's datagrams fit 1500 bytes."""
+    if args.mtu:
+        return args.mtu
+    overhead = algorithm(static.cipher).overhead_bytes if static else format.overhead_bytes
+    return tun_mtu(overhead)
 
 
 def server_main(args: argparse.Namespace) -> int:
@@ -103,7 +130,8 @@ def server_main(args: argparse.Namespace) -> int:
         port=args.port,
         tunnel_address=args.tunnel_address,
         tun_name=args.tun,
-        mtu=args.mtu,
+        mtu=mtu_of(args, format, static),
+        datapath=args.datapath,
         external_interface=args.external_interface,
         nft_file=args.nft_file,
         status_file=args.status_file,
@@ -122,8 +150,10 @@ def client_main(args: argparse.Namespace) -> int:
         esp_sa_file=args.esp_sa_file,
         port=args.port,
         local_port=args.local_port,
+        reconnect=args.reconnect,
         tun_name=args.tun,
-        mtu=args.mtu,
+        mtu=mtu_of(args, format, static),
+        datapath=args.datapath,
         status_file=args.status_file,
         allow_host_changes=args.allow_host_changes,
     )

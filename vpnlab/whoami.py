@@ -5,15 +5,38 @@ VPN, r1 is seen as 192.0.2.2; through the tunnel, the server's NAT rule makes it
 
 - ``GET /``      -> ``you are 192.0.2.2`` (text/plain)
 - ``GET /json``  -> ``{"you": "192.0.2.2", "port": 51234, "server": "203.0.113.10:80"}``
+- ``GET /bytes/N`` -> N bytes (at most 100 MB) that ``pattern(N)`` also makes, so a download
+  through the tunnel can be checked byte for byte (``sha256sum`` against ``pattern_sha256``)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import random
+import re
 import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_BYTES = 100 * 1024 * 1024
+CHUNK = 64 * 1024
+
+
+def pattern_chunks(size: int):
+    """The bytes of ``/bytes/<size>``, in chunks: a PRNG seeded with the size."""
+    rng = random.Random(size)
+    for offset in range(0, size, CHUNK):
+        yield rng.randbytes(min(CHUNK, size - offset))
+
+
+def pattern_sha256(size: int) -> str:
+    """What ``sha256sum`` of a correct ``/bytes/<size>`` download prints."""
+    digest = hashlib.sha256()
+    for chunk in pattern_chunks(size):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 class WhoAmIHandler(BaseHTTPRequestHandler):
@@ -23,6 +46,10 @@ class WhoAmIHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         host, port = self.client_address[:2]
+        sized = re.fullmatch(r"/bytes/(\d{1,9})", self.path)
+        if sized and int(sized.group(1)) <= MAX_BYTES:
+            self.send_bytes(int(sized.group(1)))
+            return
         if self.path.split("?", 1)[0].rstrip("/") == "/json":
             server_host, server_port = self.server.server_address[:2]
             body = (
@@ -41,6 +68,15 @@ class WhoAmIHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
+
+    def send_bytes(self, size: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for chunk in pattern_chunks(size):
+            self.wfile.write(chunk)
 
 
 def _stop(signum: int, frame: object) -> None:

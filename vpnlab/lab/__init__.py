@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +156,21 @@ def read_status_file(path: str | Path) -> dict[str, Any] | None:
 
 
 def start_vpn(
-    prefix: str = DEFAULT_PREFIX, cipher: str | None = None, static_keys: bool = False
+    prefix: str = DEFAULT_PREFIX,
+    cipher: str | None = None,
+    static_keys: bool = False,
+    reconnect: bool = False,
+    server_args: Sequence[str] = (),
+    client_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """ServerConnection + ClientConnection in the lab: start the server, then each client.
 
+    ``server_args`` and ``client_args`` are extra daemon options, e.g. ``["--datapath",
+    "simple"]`` or ``["--mtu", "1400"]`` (the benchmark and the fast-path tests use them).
+
     With ``static_keys`` (an ESP cipher only) the daemons skip the handshake and read SPIs
-    and keys from one file, as ``ip xfrm`` manual keying does (one client only).
+    and keys from one file, as ``ip xfrm`` manual keying does (one client only). With
+    ``reconnect`` the clients start again when they lose the server instead of exiting.
 
     Stops VPN daemons already running first. Waits until every client's status file says
     ``connected`` (at most ``CONNECT_WAIT_S``). Returns the tunnel part of :func:`status`.
@@ -189,7 +199,7 @@ def start_vpn(
     record["files"] = sorted(set(record["files"]) | made)
     server = topo.tunnel.server
     pid = build.start_daemon(
-        prefix, record, "server", server, _server_argv(topo, folder, key_args)
+        prefix, record, "server", server, [*_server_argv(topo, folder, key_args), *server_args]
     )
     build.wait_for(lambda: status_files[0].exists() or not state.alive(pid), SERVER_WAIT_S)
     if not state.alive(pid):
@@ -197,7 +207,8 @@ def start_vpn(
         raise LabError(f"the VPN server on {server} exited:\n{build.log_tail(log)}")
     for node, path in zip(topo.tunnel.clients, status_files[1:], strict=True):
         name = f"client-{node}"
-        argv = _client_argv(topo, node, folder, key_args)
+        argv = _client_argv(topo, node, folder, key_args) + (["--reconnect"] if reconnect else [])
+        argv += client_args
         pid = build.start_daemon(prefix, record, name, node, argv)
 
         def connected(pid=pid, path=path) -> bool:

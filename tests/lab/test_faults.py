@@ -230,7 +230,8 @@ def test_tunnel_comes_up_and_tcp_completes_under_loss(prefix):
     (Five Hellos in 2.5 s all failing at 10 % loss each way: about 1 in 4,000.)
     """
     lab.up(prefix=prefix, vpn=False)
-    impair.set_loss(prefix, 10)
+    cli = [sys.executable, "-m", "vpnlab", "lab", "impair", "--prefix", prefix, "--loss", "10"]
+    assert "10 % of forwarded packets dropped" in subprocess.check_output(cli, text=True)
     lab.start_vpn(prefix, "esp-aes-gcm")
     size = 1_000_000
     started = time.monotonic()

@@ -4,6 +4,7 @@
     vpnlab lab down | status [--json] | verify [--json]
     vpnlab lab exec NODE [--] CMD...
     vpnlab lab start-vpn [--cipher C] [--static-keys] | stop-vpn
+    vpnlab lab impair --loss PERCENT
 
 Errors are LabError: ``vpnlab.cli.main`` prints them as one line and exits 1.
 """
@@ -70,7 +71,19 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("stop-vpn", parents=[common], help="stop the VPN daemons only")
     p.set_defaults(func=cmd_stop_vpn)
+
+    p = sub.add_parser("impair", parents=[common], help="lose packets on the isp router")
+    p.add_argument("--loss", type=float, default=0.0, help="percent dropped, both ways (0: none)")
+    p.set_defaults(func=cmd_impair)
     return lab
+
+
+def cmd_impair(args: argparse.Namespace) -> int:
+    from .impair import set_loss
+
+    set_loss(args.prefix, args.loss)
+    print(f"isp: {args.loss:g} % of forwarded packets dropped" if args.loss else "isp: no loss")
+    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:

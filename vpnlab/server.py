@@ -51,6 +51,7 @@ class ServerOptions:
     nft_file: Path = Path("/run/vpnlab/server-nat.nft")
     status_file: Path | None = None
     once: bool = False
+    isolate_clients: bool = False
     allow_host_changes: bool = False
 
 
@@ -85,6 +86,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         once=options.once,
         clock_offset_s=time.time() - time.monotonic(),
         static=Established(static.server(), static.client_address) if static else None,
+        isolate_clients=options.isolate_clients,
     )
     cipher = f"static keys, {static.cipher}" if static else f"cipher {options.format.name}"
 

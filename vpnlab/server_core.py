@@ -59,6 +59,8 @@ class ServerCore:
         clock_offset_s: added to ``now`` to get wall-clock time for the handshake.
         static: static keys (no handshake): the first datagram that opens with them binds
             the one client's UDP address.
+        isolate_clients: drop packets from one client to another (otherwise they cross the
+            server: into tun0, routed by the kernel, out of tun0 to the other client).
     """
 
     def __init__(
@@ -71,8 +73,10 @@ class ServerCore:
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         clock_offset_s: float = 0.0,
         static: Established | None = None,
+        isolate_clients: bool = False,
     ) -> None:
         self.format = format
+        self.isolate_clients = isolate_clients
         self.clock_offset_s = clock_offset_s
         self.static = static
         if (format is None) == (static is None):
@@ -123,6 +127,8 @@ class ServerCore:
             return []
         if ipv4_source(packet) != session.tunnel_address.ip:
             return self._drop("spoofed source", peer)
+        if self.isolate_clients and ipv4_destination(packet) in self.by_address:
+            return self._drop("client to client denied", peer)
         self.counters.packets_to_tun += 1
         self.counters.bytes_to_tun += len(packet)
         return [PacketReceived(packet)]

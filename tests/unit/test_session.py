@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 
@@ -15,7 +15,7 @@ from vpnlab.plain import PLAIN
 from vpnlab.server_core import AddressPool
 from vpnlab.session import State, next_state
 
-from .helpers import CLIENT, SERVER, CorePair, ipv4_packet
+from .helpers import CLIENT, SERVER, CorePair, ipv4_packet, seeded_random
 
 PSK = bytes(range(32))
 FORMATS = [PLAIN, make_format("esp-null", PSK), make_format("esp-aes-gcm", PSK)]
@@ -256,3 +256,29 @@ def test_ServerCore_retransmitted_hello_costs_no_token(fmt):
     assert len(pair.server.sessions) == 1
     assert pair.server.counters.drops["hello rate limit"] == 0
     assert len(pair.server.datagrams_to_send()) == 200  # the same Welcome, again and again
+
+
+def second_client(pair: CorePair, fmt, peer=("192.0.2.3", 4500)) -> ClientCore:
+    """Another client of the pair's server, connected."""
+    client = ClientCore(SERVER, fmt.client_handshake(seeded_random(3)))
+    client.connect(pair.now)
+    for datagram, _ in client.datagrams_to_send():
+        pair.server.receive_datagram(datagram, peer, pair.now)
+    for datagram, to in pair.server.datagrams_to_send():
+        assert to == peer
+        client.receive_datagram(datagram, SERVER, pair.now)
+    assert client.state is State.CONNECTED
+    return client
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_ServerCore_client_to_client_allowed_or_isolated(fmt, isolate):
+    pair = CorePair(fmt, isolate_clients=isolate)
+    pair.connect()
+    second_client(pair, fmt)
+    assert set(pair.server.by_address) == {IPv4Address("10.8.0.2"), IPv4Address("10.8.0.3")}
+    pair.client.send_packet(ipv4_packet("10.8.0.2", "10.8.0.3"), pair.now)
+    pair.client.send_packet(ipv4_packet("10.8.0.2", "10.8.0.1"), pair.now)  # the server: fine
+    pair.client_to_server()
+    assert pair.server.counters.drops["client to client denied"] == (1 if isolate else 0)
+    assert pair.server.counters.packets_to_tun == (1 if isolate else 2)

@@ -12,6 +12,7 @@ Notebooks call the same through ``vpnlab lab ...`` in a subprocess.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -72,10 +73,12 @@ def up(
     topology: Topology | None = None,
     cipher: str = DEFAULT_CIPHER,
     vpn: bool = True,
+    nat: bool = True,
 ) -> dict[str, Any]:
     """Build the lab (replacing any lab of the same prefix) and start its services.
 
     Starts who-am-I on the web node and, unless ``vpn=False``, the VPN server and clients.
+    ``nat=False``: the server forwards without masquerading (see :func:`route_back`).
     Returns :func:`status`. Raises LabError; a failed build is removed again, a VPN that does not
     connect is left running so its logs and state can be inspected.
     """
@@ -86,7 +89,7 @@ def up(
         raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
     if state.load(prefix) is not None or state.prefix_namespaces(prefix):
         state.teardown(prefix)
-    record = state.new_record(prefix, topology=topo.to_dict(), cipher=cipher, vpn=False)
+    record = state.new_record(prefix, topology=topo.to_dict(), cipher=cipher, vpn=False, nat=nat)
     state.save(record)
     try:
         build.build(prefix, topo, record)
@@ -119,10 +122,11 @@ def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
 # --- the VPN daemons ----------------------------------------------------------------------------
 
 
-def _server_argv(topo: Topology, folder: Path, key_args: list[str]) -> list[str]:
+def _server_argv(topo: Topology, folder: Path, key_args: list[str], nat: bool) -> list[str]:
     argv = [sys.executable, "-m", "vpnlab", "server", "--listen", topo.server_ip]
-    argv += ["--tunnel-address", topo.tunnel.server_address]
-    argv += ["--external-interface", topo.tunnel.external_interface, *key_args]
+    argv += ["--tunnel-address", topo.tunnel.server_address, *key_args]
+    if nat:
+        argv += ["--external-interface", topo.tunnel.external_interface]
     argv += ["--status-file", str(folder / "server.json")]
     argv += ["--esp-sa-file", str(folder / "esp_sa")]
     return argv + ["--nft-file", str(folder / f"{topo.tunnel.server}-nat.nft")]
@@ -162,6 +166,7 @@ def start_vpn(
     reconnect: bool = False,
     server_args: Sequence[str] = (),
     client_args: Sequence[str] = (),
+    nat: bool | None = None,
 ) -> dict[str, Any]:
     """ServerConnection + ClientConnection in the lab: start the server, then each client.
 
@@ -171,6 +176,7 @@ def start_vpn(
     With ``static_keys`` (an ESP cipher only) the daemons skip the handshake and read SPIs
     and keys from one file, as ``ip xfrm`` manual keying does (one client only). With
     ``reconnect`` the clients start again when they lose the server instead of exiting.
+    ``nat`` (default: as the lab was built) turns the server's masquerade rule on or off.
 
     Stops VPN daemons already running first. Waits until every client's status file says
     ``connected`` (at most ``CONNECT_WAIT_S``). Returns the tunnel part of :func:`status`.
@@ -189,6 +195,8 @@ def start_vpn(
         raise LabError("static keys need an ESP cipher and exactly one client")
     key_args, key_file = _key_args(folder, cipher, static_keys)
     record.update(cipher=cipher, vpn=True)
+    if nat is not None:
+        record["nat"] = nat
     status_files = [folder / "server.json"] + [
         folder / f"client-{node}.json" for node in topo.tunnel.clients
     ]
@@ -199,7 +207,11 @@ def start_vpn(
     record["files"] = sorted(set(record["files"]) | made)
     server = topo.tunnel.server
     pid = build.start_daemon(
-        prefix, record, "server", server, [*_server_argv(topo, folder, key_args), *server_args]
+        prefix,
+        record,
+        "server",
+        server,
+        [*_server_argv(topo, folder, key_args, record.get("nat", True)), *server_args],
     )
     build.wait_for(lambda: status_files[0].exists() or not state.alive(pid), SERVER_WAIT_S)
     if not state.alive(pid):
@@ -221,6 +233,24 @@ def start_vpn(
             why = "exited" if not state.alive(pid) else f"not connected after {CONNECT_WAIT_S} s"
             raise LabError(f"VPN client on {node} {why}:\n{build.log_tail(log)}")
     return status(prefix)["tunnel"]
+
+
+def route_back(prefix: str = DEFAULT_PREFIX, add: bool = True) -> str:
+    """Routing without NAT: teach the isp the way back to the tunnel network (via the server).
+
+    Without NAT, web answers 10.8.0.2 itself; the isp has no route to 10.8.0.0/24 and drops
+    the answer. This adds (or, with ``add=False``, removes) ``10.8.0.0/24 via 198.51.100.2``
+    on the isp. Returns the route as ``ip route`` would write it.
+    """
+    topo = _topology(prefix)
+    router = next(n.name for n in topo.nodes if n.role == "router")
+    network = str(ipaddress.IPv4Interface(topo.tunnel.server_address).network)
+    route = f"{network} via {topo.server_ip}"
+    verb = "replace" if add else "del"
+    argv = ["ip", "route", verb, *route.split()]
+    if add or route in build.run_in(state.namespace(prefix, router), ["ip", "route"]).stdout:
+        build.run_in(state.namespace(prefix, router), argv, check=True)
+    return route
 
 
 def stop_vpn(prefix: str = DEFAULT_PREFIX) -> list[str]:
@@ -328,8 +358,9 @@ _FETCH = (
 def verify(prefix: str = DEFAULT_PREFIX, check: bool = True) -> dict[str, Any]:
     """Proof that it works, from each client: ping the web host, read who-am-I, check the route.
 
-    With the VPN connected, who-am-I must say the server's address (the NAT rule) and the route
-    to the web host must leave through tun0; without it, the client's own address and eth0.
+    With the VPN connected, who-am-I must say the server's address (the NAT rule; without NAT
+    the client's tunnel address) and the route to the web host must leave through tun0;
+    without the VPN, the client's own address and eth0.
     Returns ``{"ok": bool, "vpn": bool, "checks": [{"node", "name", "ok", "detail"}]}``;
     with ``check`` (default) a failed check raises LabError.
     """
@@ -375,7 +406,12 @@ def verify(prefix: str = DEFAULT_PREFIX, check: bool = True) -> dict[str, Any]:
             answer = fetch.stdout.strip() or errors[-1]
         except subprocess.TimeoutExpired:
             answer = "timed out"
-        want = topo.server_ip if vpn else topo.node(client).address("eth0")
+        if not vpn:
+            want = topo.node(client).address("eth0")
+        elif record.get("nat", True):
+            want = topo.server_ip
+        else:  # no NAT: web sees the tunnel address (if the isp knows the way back)
+            want = str(tunnel.get("tunnel_address", "?")).split("/")[0]
         add(client, f"who-am-I says {want}", answer == f"you are {want}", answer)
     ok = all(c["ok"] for c in checks)
     result = {"ok": ok, "vpn": vpn, "checks": checks}

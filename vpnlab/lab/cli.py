@@ -4,7 +4,7 @@
     vpnlab lab down | status [--json] | verify [--json]
     vpnlab lab exec NODE [--] CMD...
     vpnlab lab start-vpn [--cipher C] [--static-keys] | stop-vpn
-    vpnlab lab impair --loss PERCENT
+    vpnlab lab impair --loss PERCENT | route-back [--remove]
 
 Errors are LabError: ``vpnlab.cli.main`` prints them as one line and exits 1.
 """
@@ -44,6 +44,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=1, help="number of VPN clients (r1, r3, ...)")
     p.add_argument("--topology", metavar="FILE.toml", help="topology description (TOML)")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument(
+        "--nat", choices=("on", "off"), default="on", help="the server's masquerade rule"
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", parents=[common], help="stop everything, delete the namespaces")
@@ -67,7 +70,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--static-keys", action="store_true", help="no handshake: SPIs and keys from a file"
     )
+    p.add_argument("--nat", choices=("on", "off"), help="the masquerade rule (default: as built)")
     p.set_defaults(func=cmd_start_vpn)
+
+    p = sub.add_parser(
+        "route-back", parents=[common], help="without NAT: route the tunnel network via r2"
+    )
+    p.add_argument("--remove", action="store_true", help="remove the route again")
+    p.set_defaults(func=cmd_route_back)
 
     p = sub.add_parser("stop-vpn", parents=[common], help="stop the VPN daemons only")
     p.set_defaults(func=cmd_stop_vpn)
@@ -76,6 +86,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--loss", type=float, default=0.0, help="percent dropped, both ways (0: none)")
     p.set_defaults(func=cmd_impair)
     return lab
+
+
+def cmd_route_back(args: argparse.Namespace) -> int:
+    from . import route_back
+
+    route = route_back(args.prefix, add=not args.remove)
+    print(f"isp: {'removed' if args.remove else 'added'} route {route}")
+    return 0
 
 
 def cmd_impair(args: argparse.Namespace) -> int:
@@ -90,7 +108,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from . import load_topology, make_topology, up
 
     topo = load_topology(args.topology) if args.topology else make_topology(args.clients)
-    info = up(prefix=args.prefix, topology=topo, cipher=args.cipher, vpn=args.vpn)
+    nat = args.nat == "on"
+    info = up(prefix=args.prefix, topology=topo, cipher=args.cipher, vpn=args.vpn, nat=nat)
     print(json.dumps(info, indent=2) if args.json else format_status(info))
     return 0
 
@@ -134,7 +153,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_start_vpn(args: argparse.Namespace) -> int:
     from . import start_vpn, status
 
-    start_vpn(args.prefix, args.cipher, static_keys=args.static_keys)
+    nat = None if args.nat is None else args.nat == "on"
+    start_vpn(args.prefix, args.cipher, static_keys=args.static_keys, nat=nat)
     print(format_status(status(args.prefix)))
     return 0
 

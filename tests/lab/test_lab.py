@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from vpnlab import keys, lab
+from vpnlab import cli, keys, lab
 from vpnlab.errors import LabError
 from vpnlab.lab import build, state
-from vpnlab.lab import cli as lab_cli
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, from_dict, load_topology, make_topology
 
 needs_root = pytest.mark.lab
@@ -194,7 +193,7 @@ def test_the_lab_is_sealed(shared_lab):
 def test_bad_node_is_a_LabError(shared_lab, capsys):
     with pytest.raises(LabError, match="no node 'r9'.*r1, isp, r2, web"):
         lab.exec_in(shared_lab.prefix, "r9", ["true"])
-    rc = lab_cli.main(["lab", "exec", "--prefix", shared_lab.prefix, "r9", "--", "ip", "a"])
+    rc = cli.main(["lab", "exec", "--prefix", shared_lab.prefix, "r9", "--", "ip", "a"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "no node 'r9'" in err and "Traceback" not in err
 
@@ -202,12 +201,12 @@ def test_bad_node_is_a_LabError(shared_lab, capsys):
 @needs_root
 def test_cli_exec_status_verify(shared_lab, capfd):
     p = ["--prefix", shared_lab.prefix]
-    assert lab_cli.main(["lab", "exec", *p, "r1", "--", "ip", "route"]) == 0
+    assert cli.main(["lab", "exec", *p, "r1", "--", "ip", "route"]) == 0
     assert "default via 192.0.2.1" in capfd.readouterr().out
-    assert lab_cli.main(["lab", "exec", *p, "r1", "false"]) == 1
-    assert lab_cli.main(["lab", "status", *p, "--json"]) == 0
+    assert cli.main(["lab", "exec", *p, "r1", "false"]) == 1
+    assert cli.main(["lab", "status", *p, "--json"]) == 0
     assert json.loads(capfd.readouterr().out)["prefix"] == shared_lab.prefix
-    assert lab_cli.main(["lab", "verify", *p]) == 0
+    assert cli.main(["lab", "verify", *p]) == 0
     assert "all checks passed" in capfd.readouterr().out
 
 
@@ -292,7 +291,7 @@ def test_down_after_kill9_of_up(prefix, check_gone):
     """kill -9 of ``vpnlab lab up`` at some point of the build: down still removes it all."""
     for delay_s in (0.05, 0.25):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vpnlab.lab.cli", "lab", "up", "--no-vpn", "--prefix", prefix],
+            [sys.executable, "-m", "vpnlab", "lab", "up", "--no-vpn", "--prefix", prefix],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import LabError, VpnlabError
+from ..errors import LabError
 from ..formats import CIPHERS, DEFAULT_CIPHER
 from .state import DEFAULT_PREFIX
 
@@ -235,21 +235,3 @@ def format_verify(result: dict[str, Any]) -> str:
     ]
     head = "verify: all checks passed" if result["ok"] else "verify: some checks FAILED"
     return "\n".join([f"{head} (vpn {'on' if result['vpn'] else 'off'})", *lines])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vpnlab.lab.cli ...``: the lab commands alone (same as ``vpnlab lab ...``)."""
-    parser = argparse.ArgumentParser(prog="vpnlab")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except VpnlabError as exc:
-        print(f"vpnlab lab: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

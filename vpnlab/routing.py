@@ -9,7 +9,8 @@ Client (SetRouting(1)):
        datagrams never enter the tunnel (without it: a routing loop);
     2. 0.0.0.0/1 and 128.0.0.0/1 via tun0: together they cover everything and, being more
        specific than the default route, win without deleting it.
-    CleanUp deletes exactly these routes again.
+    CleanUp deletes exactly these routes again. Site to site (``--route NET``): only NET goes
+    through tun0, and the client forwards for the LAN behind it (ip_forward=1, restored).
 
 Server (SetRouting(0)):
     1. net.ipv4.ip_forward = 1 (the previous value is restored on exit);
@@ -17,6 +18,7 @@ Server (SetRouting(0)):
     3. the NAT rule of the notes, as an nftables ruleset file applied with ``nft -f``: source in
        the tunnel network, destination outside it, leaving through the external interface:
        masquerade.
+    Site to site (``--client-network``): the networks behind clients are routed into tun0.
 """
 
 from __future__ import annotations
@@ -59,52 +61,102 @@ def refuse_host_changes(allow_host: bool) -> None:
         )
 
 
+def set_forwarding(on: bool) -> str:
+    """net.ipv4.ip_forward in our own namespace; returns the value it had.
+
+    Raises:
+        SetupError: /proc refused (not root).
+    """
+    try:
+        previous = IP_FORWARD.read_text().strip()
+        IP_FORWARD.write_text("1\n" if on else "0\n")
+    except OSError as exc:
+        raise SetupError(f"cannot set ip_forward: {exc.strerror}") from None
+    return previous
+
+
+def restore_forwarding(previous: str | None) -> None:
+    if previous is not None:
+        with contextlib.suppress(OSError):
+            IP_FORWARD.write_text(previous + "\n")
+
+
+def add_routes(routes: list[dict[str, object]], added: list[dict[str, object]]) -> None:
+    """``ip route replace`` each route, remembering it in ``added`` for CleanUp."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for route in routes:
+            ipr.route("replace", **route)
+            added.append(route)
+
+
+def delete_routes(added: list[dict[str, object]]) -> None:
+    """CleanUp: delete the routes we added, newest first; routes already gone are fine."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        for route in reversed(added):
+            # tun0 may be closed already, and its routes gone with it
+            with contextlib.suppress(NetlinkError):
+                ipr.route("del", **route)
+    added.clear()
+
+
+def tun_index(name: str) -> int:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=name)
+    return index
+
+
 @dataclass
 class ClientRouting:
-    """SetRouting(1): everything through tun0 except the way to the server."""
+    """SetRouting(1): everything through tun0 except the way to the server.
+
+    With ``networks`` (site to site) only those networks go through tun0, and the client
+    forwards for the LAN behind it.
+    """
 
     server: IPv4Address
     tun_name: str
+    networks: tuple[IPv4Network, ...] = ()
     added: list[dict[str, object]] = field(default_factory=list)
+    previous_forward: str | None = None
 
     def apply(self) -> None:
-        """SetRouting(1): add the host route and the two halves of the address space."""
+        """SetRouting(1): the host route and the two halves of the address space (or the
+        site-to-site networks) via tun0."""
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
         try:
+            tun = tun_index(self.tun_name)
+            if self.networks:
+                self.previous_forward = set_forwarding(True)
+                add_routes([{"dst": str(net), "oif": tun} for net in self.networks], self.added)
+                return
             with IPRoute() as ipr:
                 (path,) = ipr.route("get", dst=str(self.server))[:1]
-                gateway = path.get("RTA_GATEWAY")
-                host_route: dict[str, object] = {
-                    "dst": f"{self.server}/32",
-                    "oif": path.get("RTA_OIF"),
-                }
-                if gateway:
-                    host_route["gateway"] = gateway
-                (tun_index,) = ipr.link_lookup(ifname=self.tun_name)
-                for route in (
-                    host_route,
-                    {"dst": "0.0.0.0/1", "oif": tun_index},
-                    {"dst": "128.0.0.0/1", "oif": tun_index},
-                ):
-                    ipr.route("replace", **route)
-                    self.added.append(route)
+            host_route: dict[str, object] = {
+                "dst": f"{self.server}/32",
+                "oif": path.get("RTA_OIF"),
+            }
+            if path.get("RTA_GATEWAY"):
+                host_route["gateway"] = path.get("RTA_GATEWAY")
+            everything = [{"dst": "0.0.0.0/1", "oif": tun}, {"dst": "128.0.0.0/1", "oif": tun}]
+            add_routes([host_route, *everything], self.added)
         except (NetlinkError, ValueError) as exc:
             self.restore()
             raise SetupError(f"SetRouting(1) failed: {exc}") from None
 
     def restore(self) -> None:
-        """CleanUp: delete the routes apply() added, newest first; gone ones are fine."""
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        with IPRoute() as ipr:
-            for route in reversed(self.added):
-                # tun0 may be closed already, and its routes gone with it
-                with contextlib.suppress(NetlinkError):
-                    ipr.route("del", **route)
-        self.added.clear()
+        """CleanUp: delete the routes apply() added; forwarding as it was."""
+        delete_routes(self.added)
+        restore_forwarding(self.previous_forward)
+        self.previous_forward = None
 
 
 def nat_ruleset(network: IPv4Network, external_interface: str) -> str:
@@ -136,21 +188,32 @@ def run_nft(*args: str) -> None:
 
 @dataclass
 class ServerRouting:
-    """SetRouting(0): forwarding on and the masquerade rule for the tunnel network."""
+    """SetRouting(0): forwarding on and the masquerade rule for the tunnel network.
+
+    With ``client_networks`` (site to site) the networks behind the clients are routed into
+    tun0 (``tun_name``) too.
+    """
 
     network: IPv4Network
     external_interface: str | None
     ruleset_file: Path
+    tun_name: str = "tun0"
+    client_networks: tuple[IPv4Network, ...] = ()
     previous_forward: str | None = None
     nat_applied: bool = False
+    added: list[dict[str, object]] = field(default_factory=list)
 
     def apply(self) -> None:
-        """SetRouting(0): ip_forward=1, then ``nft -f`` the NAT ruleset file."""
-        try:
-            self.previous_forward = IP_FORWARD.read_text().strip()
-            IP_FORWARD.write_text("1\n")
-        except OSError as exc:
-            raise SetupError(f"cannot turn on ip_forward: {exc.strerror}") from None
+        """SetRouting(0): ip_forward=1, routes to client networks, ``nft -f`` the NAT file."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        self.previous_forward = set_forwarding(True)
+        if self.client_networks:
+            try:
+                tun = tun_index(self.tun_name)
+                add_routes([{"dst": str(n), "oif": tun} for n in self.client_networks], self.added)
+            except (NetlinkError, ValueError) as exc:
+                raise SetupError(f"SetRouting(0) failed: {exc}") from None
         if self.external_interface:
             self.ruleset_file.parent.mkdir(parents=True, exist_ok=True)
             self.ruleset_file.write_text(nat_ruleset(self.network, self.external_interface))
@@ -158,13 +221,12 @@ class ServerRouting:
             self.nat_applied = True
 
     def restore(self) -> None:
-        """CleanUp: remove our nftables table and put ip_forward back as it was."""
+        """CleanUp: remove our nftables table and routes, put ip_forward back as it was."""
         if self.nat_applied:
             # already gone if someone ran `nft flush ruleset`
             with contextlib.suppress(SetupError):
                 run_nft("delete", "table", "ip", NAT_TABLE)
             self.nat_applied = False
-        if self.previous_forward is not None:
-            with contextlib.suppress(OSError):
-                IP_FORWARD.write_text(self.previous_forward + "\n")
-            self.previous_forward = None
+        delete_routes(self.added)
+        restore_forwarding(self.previous_forward)
+        self.previous_forward = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
@@ -61,6 +62,9 @@ class ServerCore:
             the one client's UDP address.
         isolate_clients: drop packets from one client to another (otherwise they cross the
             server: into tun0, routed by the kernel, out of tun0 to the other client).
+        client_networks: site to site: the networks behind each client (by its tunnel
+            address, as OpenVPN's iroute): packets to them go to that client, and that
+            client may send from them.
     """
 
     def __init__(
@@ -74,9 +78,15 @@ class ServerCore:
         clock_offset_s: float = 0.0,
         static: Established | None = None,
         isolate_clients: bool = False,
+        client_networks: Mapping[IPv4Address, Sequence[IPv4Network]] | None = None,
     ) -> None:
         self.format = format
         self.isolate_clients = isolate_clients
+        # site to site: networks behind a client, by its tunnel address, most specific first
+        self.client_networks = sorted(
+            ((net, client) for client, nets in (client_networks or {}).items() for net in nets),
+            key=lambda route: -route[0].prefixlen,
+        )
         self.clock_offset_s = clock_offset_s
         self.static = static
         if (format is None) == (static is None):
@@ -125,10 +135,13 @@ class ServerCore:
             return self._end(session, "bye")
         if kind is Kind.KEEPALIVE:
             return []
-        if ipv4_source(packet) != session.tunnel_address.ip:
+        source = ipv4_source(packet)
+        if source != session.tunnel_address.ip and self._owner(source) is not session:
             return self._drop("spoofed source", peer)
-        if self.isolate_clients and ipv4_destination(packet) in self.by_address:
-            return self._drop("client to client denied", peer)
+        if self.isolate_clients:
+            target = self._route(ipv4_destination(packet))
+            if target is not None and target is not session:
+                return self._drop("client to client denied", peer)
         self.counters.packets_to_tun += 1
         self.counters.bytes_to_tun += len(packet)
         return [PacketReceived(packet)]
@@ -186,12 +199,27 @@ class ServerCore:
             self.finished = True
         return [SessionClosed(session.peer, reason)]
 
+    def _route(self, destination: IPv4Address | None) -> Session | None:
+        """The client a packet to ``destination`` goes to: its tunnel address, or its network."""
+        if destination is None:
+            return None
+        return self.by_address.get(destination) or self._owner(destination)
+
+    def _owner(self, address: IPv4Address | None) -> Session | None:
+        """The connected client whose network (site to site) holds ``address``."""
+        if address is None:
+            return None
+        for network, client in self.client_networks:
+            if address in network:
+                return self.by_address.get(client)
+        return None
+
     def send_packet(self, packet: bytes, now: float) -> list[Event]:
         """TunSelected: route one packet from tun0 to the client that owns its destination."""
         destination = ipv4_destination(packet)
         if destination is None:
             return self._drop("tun: not ipv4")
-        session = self.by_address.get(destination)
+        session = self._route(destination)
         if session is None:
             return self._drop("tun: no client for destination")
         try:

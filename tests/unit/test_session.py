@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
@@ -282,3 +282,21 @@ def test_ServerCore_client_to_client_allowed_or_isolated(fmt, isolate):
     pair.client_to_server()
     assert pair.server.counters.drops["client to client denied"] == (1 if isolate else 0)
     assert pair.server.counters.packets_to_tun == (1 if isolate else 2)
+
+
+def test_ServerCore_site_to_site_routes_client_networks(fmt):
+    """The network behind a client (as OpenVPN's iroute): routed to it, allowed from it."""
+    lan = IPv4Network("172.16.1.0/24")
+    pair = CorePair(fmt, client_networks={IPv4Address("10.8.0.2"): [lan]})
+    pair.connect()
+    pair.client.send_packet(ipv4_packet("172.16.1.10", "172.16.2.10"), pair.now)  # h1 -> h2
+    pair.client.send_packet(ipv4_packet("172.16.9.10", "172.16.2.10"), pair.now)  # not its LAN
+    pair.client_to_server()
+    assert pair.server.counters.packets_to_tun == 1
+    assert pair.server.counters.drops["spoofed source"] == 1
+    assert pair.server.send_packet(ipv4_packet("172.16.2.10", "172.16.1.10"), pair.now) == []
+    assert pair.server.send_packet(ipv4_packet("172.16.2.10", "172.16.3.1"), pair.now) == [
+        DatagramDropped("tun: no client for destination")
+    ]
+    pair.server_to_client()
+    assert pair.client_events[-1] == PacketReceived(ipv4_packet("172.16.2.10", "172.16.1.10"))

@@ -26,13 +26,14 @@ from .client_core import ClientCore
 from .constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
 from .errors import SetupError
 from .esp import EspSession, StaticKeys, esp_sa_rows
+from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel, tun_flags
 from .formats import Format
 from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ClientRouting, refuse_host_changes
 from .session import State
 from .tun import create_tun_dev, ifconfig
-from .tunnel import SignalPipe, Tunnel, init_socket, send_queued
+from .tunnel import SignalPipe, init_socket, send_queued
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 3
@@ -58,6 +59,7 @@ class ClientOptions:
     status_file: Path | None = None
     allow_host_changes: bool = False
     reconnect: bool = False
+    datapath: str = "simple"
 
 
 def client_connection(
@@ -145,13 +147,17 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
         if options.esp_sa_file and isinstance(protection, EspSession):
             rows = esp_sa_rows(protection, "*", server[0])
             write_secret(options.esp_sa_file, esp_sa_text(rows))
-        tun_fd, tun_name = create_tun_dev(options.tun_name)
+        tun_fd, tun_name = create_tun_dev(options.tun_name, tun_flags(options.datapath))
         ifconfig(tun_name, address, options.mtu)
         routing = ClientRouting(options.server, tun_name)
         routing.apply()
         reporter.update(tunnel_address=str(address), tun=tun_name)
         reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
-        Tunnel(core, tun_fd, sock, reporter, signals).run()
+        tunnel = make_tunnel(
+            options.datapath, core, tun_fd, tun_name, sock, reporter, signals,
+            mss_clamp=options.mtu - TCP_IP_HEADERS_BYTES,
+        )
+        tunnel.run()
         if core.close_reason == "peer lost":
             reporter.log("peer lost: no datagram from the server for 6 s")
             return EXIT_PEER_LOST

@@ -17,7 +17,20 @@ KEEPALIVE_INTERVAL_S = 2.0
 
 TUN_NAME = "tun0"
 TUN_MTU = 1400
-"""MTU of tun0: room for the outer IPv4 (20) + UDP (8) + the format's own overhead."""
+"""A tun0 MTU that fits every format; the daemons derive their own with ``tun_mtu``."""
+
+EXTERNAL_MTU = 1500
+"""MTU of the path between the peers (Ethernet): the outer packets must fit it."""
+OUTER_HEADERS_BYTES = 28
+"""Outer IPv4 (20) + UDP (8) in front of every datagram."""
+
+
+def tun_mtu(overhead_bytes: int, external_mtu: int = EXTERNAL_MTU) -> int:
+    """Ifconfig: the largest inner packet whose datagram still fits ``external_mtu``.
+
+    esp-aes-gcm: 1500 - 28 - 37 = 1435; esp-null: 1443; plain: 1472.
+    """
+    return external_mtu - OUTER_HEADERS_BYTES - overhead_bytes
 
 TUNNEL_NETWORK = "10.8.0.0/24"
 SERVER_TUNNEL_ADDRESS = "10.8.0.1/24"

@@ -7,8 +7,10 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 from .client import ClientOptions, run_client
-from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
+from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME, tun_mtu
+from .crypto import algorithm
 from .esp import StaticKeys, load_static_keys
+from .fastpath import DATAPATHS, DEFAULT_DATAPATH
 from .formats import CIPHERS, DEFAULT_CIPHER, Format, make_format
 from .keys import read_psk, read_secret
 from .report import Reporter
@@ -17,7 +19,19 @@ from .report import Reporter
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=PORT, help="UDP port (default %(default)s)")
     parser.add_argument("--tun", default=TUN_NAME, help="TUN interface name (default %(default)s)")
-    parser.add_argument("--mtu", type=int, default=TUN_MTU, help="tun MTU (default %(default)s)")
+    parser.add_argument(
+        "--mtu",
+        type=int,
+        help="tun MTU (default: derived from the cipher, 1500 - 28 - its overhead; "
+        f"{TUN_MTU} fits every cipher)",
+    )
+    parser.add_argument(
+        "--datapath",
+        choices=DATAPATHS,
+        default=DEFAULT_DATAPATH,
+        help="simple: the select loop of the design notes; fast: TUN offloads, UDP GSO/GRO "
+        "(default %(default)s)",
+    )
     parser.add_argument(
         "--cipher",
         choices=CIPHERS,
@@ -99,6 +113,14 @@ def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
     return make_format(args.cipher, read_psk(args.psk_file)), None
 
 
+def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys | None) -> int:
+    """Ifconfig: ``--mtu``, or the largest that lets the cipher's datagrams fit 1500 bytes."""
+    if args.mtu:
+        return args.mtu
+    overhead = algorithm(static.cipher).overhead_bytes if static else format.overhead_bytes
+    return tun_mtu(overhead)
+
+
 def server_main(args: argparse.Namespace) -> int:
     from .server import ServerOptions, run_server
 
@@ -111,7 +133,8 @@ def server_main(args: argparse.Namespace) -> int:
         port=args.port,
         tunnel_address=args.tunnel_address,
         tun_name=args.tun,
-        mtu=args.mtu,
+        mtu=mtu_of(args, format, static),
+        datapath=args.datapath,
         external_interface=args.external_interface,
         nft_file=args.nft_file,
         status_file=args.status_file,
@@ -133,7 +156,8 @@ def client_main(args: argparse.Namespace) -> int:
         local_port=args.local_port,
         reconnect=args.reconnect,
         tun_name=args.tun,
-        mtu=args.mtu,
+        mtu=mtu_of(args, format, static),
+        datapath=args.datapath,
         status_file=args.status_file,
         allow_host_changes=args.allow_host_changes,
     )

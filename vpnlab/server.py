@@ -26,13 +26,14 @@ from pathlib import Path
 from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
 from .esp import EspSession, StaticKeys, esp_sa_rows
 from .events import Event, HandshakeCompleted, SessionClosed
+from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel, tun_flags
 from .formats import Established, Format
 from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ServerRouting, refuse_host_changes
 from .server_core import ServerCore
 from .tun import create_tun_dev, ifconfig
-from .tunnel import SignalPipe, Tunnel, init_socket, send_queued
+from .tunnel import SignalPipe, init_socket, send_queued
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class ServerOptions:
     once: bool = False
     isolate_clients: bool = False
     allow_host_changes: bool = False
+    datapath: str = "simple"
 
 
 def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
@@ -96,7 +98,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
 
     try:
         sock = init_socket(options.listen, options.port)
-        tun_fd, tun_name = create_tun_dev(options.tun_name)
+        tun_fd, tun_name = create_tun_dev(options.tun_name, tun_flags(options.datapath))
         ifconfig(tun_name, options.tunnel_address, options.mtu)
         routing.apply()
         nat = f"NAT out of {options.external_interface}" if routing.nat_applied else "no NAT"
@@ -106,7 +108,11 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             f"udp {options.listen}:{options.port}, {tun_name} {options.tunnel_address}, "
             f"{cipher}, forwarding on, {nat}",
         )
-        Tunnel(core, tun_fd, sock, reporter, signals, on_event).run()
+        tunnel = make_tunnel(
+            options.datapath, core, tun_fd, tun_name, sock, reporter, signals, on_event,
+            mss_clamp=options.mtu - TCP_IP_HEADERS_BYTES,
+        )
+        tunnel.run()
         return 0
     finally:
         now = time.monotonic()

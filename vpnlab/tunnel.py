@@ -27,6 +27,7 @@ from .constants import MAX_DATAGRAM
 from .errors import SetupError
 from .events import Address, Event, PacketReceived
 from .report import Reporter
+from .segment import clamp_mss
 from .session import Counters, State
 
 BATCH = 64
@@ -110,6 +111,7 @@ class Tunnel:
         signals: the signal pipe; the loop ends when it fires.
         on_event: called with every event that is not a packet (a handshake, a closed
             session, a drop), after the reporter has logged it.
+        mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (None: leave it).
     """
 
     def __init__(
@@ -120,8 +122,11 @@ class Tunnel:
         reporter: Reporter,
         signals: SignalPipe,
         on_event: Callable[[Event], None] | None = None,
+        *,
+        mss_clamp: int | None = None,
     ) -> None:
         self.core = core
+        self.mss_clamp = mss_clamp
         self.on_event = on_event
         self.tun_fd = tun_fd
         self.sock = sock
@@ -161,6 +166,8 @@ class Tunnel:
             except OSError as exc:
                 self.core.counters.drops[f"tun read: {exc.strerror}"] += 1
                 return
+            if self.mss_clamp:
+                packet = clamp_mss(packet, self.mss_clamp)
             self.dispatch(self.core.send_packet(packet, now))
 
     def sock_selected(self, now: float) -> None:

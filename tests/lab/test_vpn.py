@@ -52,6 +52,15 @@ def whoami(handle, node: str = "r1") -> str:
     return handle.run(node, "curl", "-s", "--max-time", "3", WEB).stdout.strip()
 
 
+def derived_mtu(handle) -> int:
+    """The daemons' default tun MTU: 1500 - 28 - the cipher's overhead (constants.tun_mtu)."""
+    from vpnlab.constants import tun_mtu
+    from vpnlab.crypto import algorithm
+
+    cipher = lab.status(handle.prefix)["cipher"]
+    return tun_mtu(0 if cipher == "plain" else algorithm(cipher).overhead_bytes)
+
+
 def server_counters(handle) -> dict:
     return lab.status(handle.prefix)["tunnel"]["server"]["counters"]
 
@@ -63,7 +72,7 @@ def test_tunnel_carries_ping_and_http_through_nat(vpn_lab):
     assert "0.0.0.0/1 dev tun0" in table and "128.0.0.0/1 dev tun0" in table
     assert f"{SERVER_IP} via 192.0.2.1 dev eth0" in table  # the host route to the server
     link = vpn_lab.run("r1", "ip", "-d", "link", "show", "tun0").stdout
-    assert "tun type tun pi off" in link and "mtu 1400" in link
+    assert "tun type tun pi off" in link and f"mtu {derived_mtu(vpn_lab)}" in link
     ping = vpn_lab.run("r1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "203.0.113.10")
     assert ping.returncode == 0, ping.stdout
     assert whoami(vpn_lab) == f"you are {SERVER_IP}"

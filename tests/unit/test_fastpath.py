@@ -1,0 +1,106 @@
+"""batch.py and the fast path's pieces: UDP GSO grouping, GRO batches through a real core.
+
+A GRO batch is opened by a ClientCore with static keys, as the daemon does: one bad ICV in the
+middle drops and counts that datagram only.
+"""
+
+from __future__ import annotations
+
+import random
+
+from scapy.layers.inet import IP, TCP
+
+from vpnlab.batch import gso_batches, open_batch, split_gro
+from vpnlab.client_core import ClientCore
+from vpnlab.constants import tun_mtu
+from vpnlab.crypto import algorithm
+from vpnlab.esp import generate_static_keys
+from vpnlab.events import DatagramDropped
+from vpnlab.fastpath import tun_flags
+from vpnlab.offload import IFF_VNET_HDR, gro_segment_size, gso_control
+from vpnlab.plain import PLAIN
+
+SERVER = ("198.51.100.2", 4500)
+
+
+def test_tun_mtu_is_derived_from_each_formats_overhead():
+    assert tun_mtu(algorithm("esp-aes-gcm").overhead_bytes) == 1435
+    assert tun_mtu(algorithm("esp-null").overhead_bytes) == 1443
+    assert tun_mtu(PLAIN.overhead_bytes) == 1472
+    # the largest inner packet still gives a 1500-byte outer packet, never more
+    keys = generate_static_keys("esp-aes-gcm", random.Random(1).randbytes)
+    session = keys.server()
+    inner = bytes(IP(dst="10.8.0.2") / TCP() / bytes(1435 - 40))
+    assert 20 + 8 + len(session.seal(inner)) <= 1500
+
+
+def test_tun_flags_add_vnet_hdr_only_on_the_fast_path():
+    assert tun_flags("fast") & IFF_VNET_HDR
+    assert not tun_flags("simple") & IFF_VNET_HDR
+
+
+def test_gso_batches_same_size_then_a_shorter_last():
+    peer = ("192.0.2.2", 4500)
+    sizes = [100, 100, 100, 60, 100, 100, 120, 50]
+    queued = [(bytes(n), peer) for n in sizes]
+    batches = gso_batches(queued)
+    assert [(size, [len(d) for d in run]) for _, size, run in batches] == [
+        (100, [100, 100, 100, 60]),
+        (100, [100, 100]),
+        (120, [120, 50]),
+    ]
+    assert [d for _, _, run in batches for d in run] == [d for d, _ in queued]  # order kept
+
+
+def test_gso_batches_split_by_peer_count_and_bytes():
+    a, b = ("192.0.2.2", 4500), ("192.0.2.3", 4500)
+    queued = [(bytes(10), a)] * 3 + [(bytes(10), b)] * 2
+    assert [(p, len(r)) for p, _, r in gso_batches(queued)] == [(a, 3), (b, 2)]
+    many = [(bytes(1000), a)] * 150
+    runs = gso_batches(many, max_segments=64, max_bytes=65000)
+    assert [len(r) for _, _, r in runs] == [64, 64, 22]
+    big = gso_batches([(bytes(1400), a)] * 50, max_bytes=65000)
+    assert [len(r) for _, _, r in big] == [46, 4]
+
+
+def test_split_gro_and_the_control_messages():
+    buffer = bytes(range(250))
+    assert [len(d) for d in split_gro(buffer, 100)] == [100, 100, 50]
+    assert split_gro(buffer, 0) == [buffer]
+    assert split_gro(buffer, 250) == [buffer]
+    assert gro_segment_size([(17, 104, (1472).to_bytes(4, "little"))]) == 1472
+    assert gro_segment_size([]) == 0
+    assert gso_control(1472) == [(17, 103, (1472).to_bytes(2, "little"))]
+
+
+def test_open_batch_bad_icv_in_mid_batch_drops_only_that_one():
+    keys = generate_static_keys("esp-aes-gcm", random.Random(7).randbytes)
+    server = keys.server()
+    client = ClientCore(SERVER, None, established=keys.client())
+    client.connect(0.0)
+    packets = [
+        bytes(IP(src="203.0.113.10", dst="10.8.0.2", id=i) / TCP() / bytes(1000))
+        for i in range(5)
+    ]
+    datagrams = [server.seal(p) for p in packets]
+    bad = bytearray(datagrams[2])
+    bad[-1] ^= 1
+    datagrams[2] = bytes(bad)
+    size = len(datagrams[0])
+    assert all(len(d) == size for d in datagrams)
+    opened, events = open_batch(client, b"".join(datagrams), size, SERVER, 1.0)
+    assert opened == packets[:2] + packets[3:]
+    assert events == [DatagramDropped("bad icv", SERVER)]
+    assert client.counters.drops["bad icv"] == 1
+    assert client.counters.packets_to_tun == 4
+
+
+def test_open_batch_short_last_datagram():
+    keys = generate_static_keys("esp-null", random.Random(8).randbytes)
+    server = keys.server()
+    client = ClientCore(SERVER, None, established=keys.client())
+    client.connect(0.0)
+    packets = [bytes(IP(dst="10.8.0.2") / TCP() / bytes(n)) for n in (1200, 1200, 1200, 40)]
+    datagrams = [server.seal(p) for p in packets]
+    opened, events = open_batch(client, b"".join(datagrams), len(datagrams[0]), SERVER, 1.0)
+    assert opened == packets and events == []

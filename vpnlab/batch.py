@@ -1,0 +1,100 @@
+"""UDP GSO and GRO batches, sans-IO: many ESP datagrams per system call, the same bytes on the wire.
+
+Sending (UDP GSO, ``UDP_SEGMENT``): one ``sendmsg`` hands the kernel a buffer and a segment
+size; the kernel cuts it into datagrams of that size (the last may be shorter). So a batch is a
+run of datagrams to one peer that all have the same size except the last, which is no longer.
+:func:`gso_batches` groups what a core queued that way, in order.
+
+Receiving (``UDP_GRO``): one ``recvmsg`` returns datagrams of one sender glued together and
+their size in a control message; :func:`split_gro` cuts them apart again and
+:func:`open_batch` hands each to the core: one bad datagram (a bad ICV, a replay) is dropped and
+counted on its own, the others of the batch still arrive. Pure code: no socket, no os.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .events import Address, Event, PacketReceived
+
+MAX_SEGMENTS = 64
+"""Datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels)."""
+MAX_GSO_BYTES = 65000
+"""Bytes per UDP GSO send: one IPv4 datagram's worth, less room for its headers."""
+
+
+class Receiver(Protocol):
+    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]: ...
+
+
+def gso_batches(
+    datagrams: list[tuple[bytes, Address]],
+    max_segments: int = MAX_SEGMENTS,
+    max_bytes: int = MAX_GSO_BYTES,
+) -> list[tuple[Address, int, list[bytes]]]:
+    """Group queued datagrams, in order, into UDP GSO sends.
+
+    Args:
+        datagrams: what the core queued, with each destination.
+        max_segments: most datagrams in one send.
+        max_bytes: most bytes in one send.
+
+    Returns:
+        ``(peer, segment size, datagrams)`` per send: all datagrams have the segment size
+        except the last, which may be shorter. A single datagram is a batch of one.
+    """
+    batches: list[tuple[Address, int, list[bytes]]] = []
+    peer: Address | None = None
+    size = 0
+    run: list[bytes] = []
+    total = 0
+    closed = True
+    for datagram, to in datagrams:
+        n = len(datagram)
+        if (
+            closed
+            or to != peer
+            or n > size
+            or len(run) >= max_segments
+            or total + n > max_bytes
+        ):
+            if run:
+                batches.append((peer, size, run))  # type: ignore[arg-type]
+            peer, size, run, total, closed = to, n, [datagram], n, False
+            continue
+        run.append(datagram)
+        total += n
+        closed = n < size
+    if run:
+        batches.append((peer, size, run))  # type: ignore[arg-type]
+    return batches
+
+
+def split_gro(buffer: bytes, segment_size: int) -> list[bytes]:
+    """The datagrams of one UDP_GRO receive: ``segment_size`` bytes each, the last shorter.
+
+    A ``segment_size`` of 0 (no control message: GRO off or a single datagram) means one.
+    """
+    if segment_size <= 0 or segment_size >= len(buffer):
+        return [buffer]
+    return [buffer[at : at + segment_size] for at in range(0, len(buffer), segment_size)]
+
+
+def open_batch(
+    core: Receiver, buffer: bytes, segment_size: int, peer: Address, now: float
+) -> tuple[list[bytes], list[Event]]:
+    """SockSelected for a GRO batch: each datagram to the core on its own.
+
+    Returns:
+        The inner packets to write to tun0, in order, and every other event (drops,
+        handshakes, closed sessions) for the log.
+    """
+    packets: list[bytes] = []
+    events: list[Event] = []
+    for datagram in split_gro(buffer, segment_size):
+        for event in core.receive_datagram(datagram, peer, now):
+            if type(event) is PacketReceived:
+                packets.append(event.packet)
+            else:
+                events.append(event)
+    return packets, events

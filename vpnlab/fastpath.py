@@ -1,0 +1,219 @@
+"""TunSelected / SockSelected, batched: the fast data path (``--datapath fast``).
+
+The same loop, the same cores, the same ESP-in-UDP bytes as ``tunnel.py``; what changes is how
+many packets each system call moves:
+
+    1. TunSelected: one read from tun0 returns a virtio_net_hdr and a TCP super-packet of up to
+       60 KB (TSO); ``segment.split`` cuts it into MSS-sized packets with full checksums
+    2. the core seals each packet into its own ESP datagram, exactly as on the simple path
+    3. ``batch.gso_batches`` groups the datagrams (same size, the last no longer) and one
+       sendmsg with a UDP_SEGMENT control message sends a whole group (UDP GSO)
+    4. SockSelected: one recvmsg returns many datagrams of the peer (UDP_GRO); the core opens
+       each; a bad one is dropped and counted on its own
+    5. ``segment.coalesce`` joins consecutive TCP segments into super-packets, and one writev
+       with a GSO virtio_net_hdr hands each to the kernel (coalesced tun writes)
+
+Where the kernel refuses an offload (``offload.py``) the daemon logs it once and does without.
+Read ``tunnel.py`` first: this module only overrides its four I/O methods.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+
+from . import offload
+from .batch import gso_batches, open_batch
+from .errors import LocalProtocolError
+from .events import Event, PacketReceived
+from .report import Reporter
+from .segment import NO_OFFLOAD, VNET_HDR_LEN, clamp_mss, coalesce, split
+from .session import ipv4_destination
+from .tun import IFF_NO_PI, IFF_TUN
+from .tunnel import BATCH, Core, SignalPipe, Tunnel
+
+DATAPATHS = ("simple", "fast")
+DEFAULT_DATAPATH = "simple"
+"""The reference loop stays the default: on veths a UDP GSO batch is one 64 KB frame until a
+real NIC would cut it, so captures taken inside the lab would show batches, not datagrams."""
+READ_BYTES = VNET_HDR_LEN + 65535
+RECV_BYTES = 65535
+RECV_ANCILLARY = socket.CMSG_SPACE(4)
+TCP_IP_HEADERS_BYTES = 40
+"""IPv4 (20) + TCP (20): the MSS clamp is the tun MTU less these."""
+GSO_REFUSED = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+
+
+def tun_flags(datapath: str) -> int:
+    """CreateTunDev: the TUNSETIFF flags of a data path (the fast one adds IFF_VNET_HDR)."""
+    flags = IFF_TUN | IFF_NO_PI
+    return flags | offload.IFF_VNET_HDR if datapath == "fast" else flags
+
+
+def make_tunnel(
+    datapath: str,
+    core: Core,
+    tun_fd: int,
+    tun_name: str,
+    sock: socket.socket,
+    reporter: Reporter,
+    signals: SignalPipe,
+    on_event: Callable[[Event], None] | None = None,
+    mss_clamp: int | None = None,
+) -> Tunnel:
+    """The loop of ``datapath``: ``simple`` is tunnel.Tunnel, ``fast`` is :class:`FastTunnel`.
+
+    The fast path switches its offloads on here and logs each one the kernel refused.
+    """
+    if datapath != "fast":
+        return Tunnel(core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp)
+    offloads = offload.Offloads()
+    offload.enable_tun(tun_fd, tun_name, offloads)
+    offload.enable_socket(sock, offloads)
+    for refusal in offloads.refused:
+        reporter.log(f"fast path: kernel refused {refusal}; doing without")
+    reporter.log(f"datapath fast: {offloads.describe()}")
+    return FastTunnel(
+        core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp, offloads=offloads
+    )
+
+
+class FastTunnel(Tunnel):
+    """The select loop of ``tunnel.py`` with batched I/O (see the module docstring).
+
+    Args:
+        offloads: what ``offload.enable_*`` obtained; the rest as for ``Tunnel``.
+    """
+
+    def __init__(self, *args, offloads: offload.Offloads, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.offloads = offloads
+        self.stats: Counter[str] = Counter()
+
+    def tun_selected(self, now: float) -> None:
+        """TunSelected: read (super-)packets, split them, seal each, send them in batches."""
+        core = self.core
+        for _ in range(BATCH):
+            try:
+                data = os.read(self.tun_fd, READ_BYTES)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                core.counters.drops[f"tun read: {exc.strerror}"] += 1
+                return
+            if not self.offloads.vnet_hdr:
+                packets = [data]
+            elif data[:VNET_HDR_LEN] == NO_OFFLOAD:
+                packets = [data[VNET_HDR_LEN:]]
+            else:
+                try:
+                    packets = split(data[:VNET_HDR_LEN], data[VNET_HDR_LEN:])
+                except (LocalProtocolError, IndexError) as exc:
+                    core.counters.drops[f"tun: {exc}"] += 1
+                    continue
+                self.stats["super_packets"] += len(packets) > 1
+            if self.mss_clamp and len(packets) == 1:
+                packets[0] = clamp_mss(packets[0], self.mss_clamp)
+            events = core.send_packet(packets[0], now)
+            if events:
+                self.dispatch(events)
+            elif len(packets) > 1:
+                self.send_rest(packets, now)
+            self.flush()
+
+    def send_rest(self, packets: list[bytes], now: float) -> None:
+        """The other segments of a super-packet go to the session the core chose for the first.
+
+        They share its addresses, so the core's checks (connected? which client?) need not
+        run again: the session seals and counts them as it does any packet.
+        """
+        session = getattr(self.core, "session", None)  # ClientCore: its one session
+        if session is None:  # ServerCore: the client that owns the destination
+            session = getattr(self.core, "by_address", {}).get(ipv4_destination(packets[0]))
+        for packet in packets[1:]:
+            if session is None:
+                self.dispatch(self.core.send_packet(packet, now))
+                continue
+            try:
+                session.send_packet(packet, now)
+            except LocalProtocolError as exc:
+                self.core.counters.drops[f"tun: {exc}"] += 1
+
+    def sock_selected(self, now: float) -> None:
+        """SockSelected: GRO batches of datagrams in, coalesced super-packets out to tun0."""
+        packets: list[bytes] = []
+        for _ in range(BATCH):
+            try:
+                data, ancillary, _, peer = self.sock.recvmsg(RECV_BYTES, RECV_ANCILLARY)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                self.core.counters.drops[f"socket: {exc.strerror}"] += 1
+                continue
+            segment_size = offload.gro_segment_size(ancillary)
+            self.stats["gro_batches"] += segment_size > 0
+            opened, events = open_batch(self.core, data, segment_size, peer[:2], now)
+            packets += opened
+            if events:
+                self.dispatch(events)
+        if packets:
+            self.write_packets(packets)
+
+    def write_packets(self, packets: list[bytes]) -> None:
+        """Coalesced tun writes: one writev per super-packet (or per packet without offloads)."""
+        if not self.offloads.vnet_hdr:
+            writes = [[packet] for packet in packets]
+        elif self.offloads.tso:
+            writes = coalesce(packets)
+        else:
+            writes = [[NO_OFFLOAD, packet] for packet in packets]
+        for buffers in writes:
+            try:
+                os.writev(self.tun_fd, buffers)
+            except OSError as exc:
+                self.core.counters.drops[f"tun write: {exc.strerror}"] += 1
+        self.stats["tun_writes"] += len(writes)
+
+    def dispatch(self, events: list[Event]) -> None:
+        """Packets go to tun0 (with a header), everything else to the log."""
+        packets = [event.packet for event in events if type(event) is PacketReceived]
+        if packets:
+            self.write_packets(packets)
+        others = [event for event in events if type(event) is not PacketReceived]
+        if others:
+            super().dispatch(others)
+
+    def flush(self) -> None:
+        """Send what the core queued: one sendmsg with UDP_SEGMENT per batch (UDP GSO)."""
+        queued = self.core.datagrams_to_send()
+        if not queued:
+            return
+        drops = self.core.counters.drops
+        for peer, size, run in gso_batches(queued):
+            if len(run) > 1 and self.offloads.udp_gso:
+                try:
+                    self.sock.sendmsg(run, offload.gso_control(size), 0, peer)
+                    self.stats["gso_sends"] += 1
+                    continue
+                except BlockingIOError:
+                    drops["send: no buffer space"] += len(run)
+                    continue
+                except OSError as exc:
+                    if exc.errno not in GSO_REFUSED:
+                        drops[f"send: {exc.strerror}"] += len(run)
+                        continue
+                    self.offloads.udp_gso = False
+                    self.reporter.log(f"fast path: UDP GSO send refused ({exc.strerror}); off")
+            for datagram in run:
+                try:
+                    self.sock.sendto(datagram, peer)
+                except OSError as exc:
+                    drops[f"send: {exc.strerror}"] += 1
+
+    def report_status(self, now: float) -> None:
+        self.reporter.update(datapath="fast", offloads=self.offloads.describe())
+        self.reporter.update(fastpath=dict(self.stats))
+        super().report_status(now)

@@ -51,13 +51,7 @@ def gso_batches(
     closed = True
     for datagram, to in datagrams:
         n = len(datagram)
-        if (
-            closed
-            or to != peer
-            or n > size
-            or len(run) >= max_segments
-            or total + n > max_bytes
-        ):
+        if closed or to != peer or n > size or len(run) >= max_segments or total + n > max_bytes:
             if run:
                 batches.append((peer, size, run))  # type: ignore[arg-type]
             peer, size, run, total, closed = to, n, [datagram], n, False

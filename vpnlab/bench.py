@@ -184,6 +184,7 @@ class Bench:
                 "client": daemons["client-r1"]["pid"],
                 "server": daemons["server"]["pid"],
             }
+
         def reaches() -> bool:  # routes may follow "connected" by a moment
             return self.run_in("r1", ["ping", "-c", "1", "-W", "1", WEB]).returncode == 0
 

@@ -161,8 +161,13 @@ def start_capture(
     argv += ["-a", f"filesize:{MAX_FILE_KB}"] + (["-f", capture_filter] if capture_filter else [])
     fd, log_name = tempfile.mkstemp(prefix="vpnlab-dumpcap-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=log, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     cap = Capture(path, ns, interface, proc, Path(log_name))
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -179,8 +184,15 @@ def start_capture(
     raise CaptureError(f"dumpcap on {ns} {interface} not capturing after {READY_TIMEOUT_S} s")
 
 
-def capture(prefix: str, node: str, interface: str, path: str | Path, count: int = 100,
-            duration_s: float = 10.0, capture_filter: str | None = None) -> Path:
+def capture(
+    prefix: str,
+    node: str,
+    interface: str,
+    path: str | Path,
+    count: int = 100,
+    duration_s: float = 10.0,
+    capture_filter: str | None = None,
+) -> Path:
     """The captures, blocking: until ``count`` packets or ``duration_s``; returns the file."""
     cap = start_capture(prefix, node, interface, path, count, duration_s, capture_filter)
     try:
@@ -245,8 +257,9 @@ def _tshark(path: str | Path, args: list[str], keys: Keys = None) -> str:
     return done.stdout
 
 
-def fields(path: str | Path, names: Sequence[str], keys: Keys = None,
-           display_filter: str | None = None) -> list[list[str]]:
+def fields(
+    path: str | Path, names: Sequence[str], keys: Keys = None, display_filter: str | None = None
+) -> list[list[str]]:
     """``tshark -T fields``: per packet, the values of ``names`` (repeats joined by ',')."""
     args = ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]
     args += [arg for name in names for arg in ("-e", name)]
@@ -317,8 +330,15 @@ def _fields(element: ET.Element) -> list[Field]:
     for child in element.findall("field"):
         name = child.get("name", "")
         if name and child.get("hide") != "yes":
-            out.append(Field(name, child.get("showname", name), child.get("show", ""),
-                             _int(child.get("pos")), _int(child.get("size"))))
+            out.append(
+                Field(
+                    name,
+                    child.get("showname", name),
+                    child.get("show", ""),
+                    _int(child.get("pos")),
+                    _int(child.get("size")),
+                )
+            )
         out.extend(_fields(child))
     return out
 
@@ -338,15 +358,25 @@ def parse_pdml(text: str) -> list[Packet]:
             if name == "frame":
                 frame = {f.name: f.value for f in _fields(proto)}
             elif name not in META_PROTOS:
-                layers.append(Layer(name, _int(proto.get("pos")), _int(proto.get("size")),
-                                    tuple(_fields(proto))))
-        packets.append(Packet(_int(frame.get("frame.number")), _int(frame.get("frame.len")),
-                              frame.get("frame.protocols", ""), tuple(layers)))
+                layers.append(
+                    Layer(
+                        name, _int(proto.get("pos")), _int(proto.get("size")), tuple(_fields(proto))
+                    )
+                )
+        packets.append(
+            Packet(
+                _int(frame.get("frame.number")),
+                _int(frame.get("frame.len")),
+                frame.get("frame.protocols", ""),
+                tuple(layers),
+            )
+        )
     return packets
 
 
-def decode(path: str | Path, keys: Keys = None, display_filter: str | None = None,
-           count: int | None = None) -> list[Packet]:
+def decode(
+    path: str | Path, keys: Keys = None, display_filter: str | None = None, count: int | None = None
+) -> list[Packet]:
     """The captures, decoded: every packet's stack, layers and fields (``tshark -T pdml``)."""
     args = ["-T", "pdml"] + (["-Y", display_filter] if display_filter else [])
     return parse_pdml(_tshark(path, args + (["-c", str(count)] if count else []), keys))
@@ -366,9 +396,18 @@ def layer_table(packets: Sequence[Any]) -> list[dict[str, Any]]:
         else:
             number = _int(getattr(pkt, "number", i))
             layers = [(layer.layer_name, _pyshark_fields(layer)) for layer in pkt.layers]
-        rows += [{"packet": number, "layer": name, "field": f.name, "value": f.value,
-                  "pos": f.pos, "size": f.size} for name, layer_fields in layers
-                 for f in layer_fields]
+        rows += [
+            {
+                "packet": number,
+                "layer": name,
+                "field": f.name,
+                "value": f.value,
+                "pos": f.pos,
+                "size": f.size,
+            }
+            for name, layer_fields in layers
+            for f in layer_fields
+        ]
     return rows
 
 
@@ -378,8 +417,15 @@ def _pyshark_fields(layer: Any) -> list[Field]:
         container = layer.get_field(name)
         for f in getattr(container, "all_fields", [container]):
             if getattr(f, "name", "") and getattr(f, "hide", None) != "yes":
-                out.append(Field(f.name, f.showname or f.name, f.show or f.raw_value or "",
-                                 _int(f.pos), _int(f.size)))
+                out.append(
+                    Field(
+                        f.name,
+                        f.showname or f.name,
+                        f.show or f.raw_value or "",
+                        _int(f.pos),
+                        _int(f.size),
+                    )
+                )
     return out
 
 
@@ -389,8 +435,10 @@ def format_table(rows: Sequence[dict[str, Any]], limit: int | None = None) -> st
     for row in rows[:limit]:
         value = str(row["value"])
         value = value if len(value) <= 48 else value[:45] + "..."
-        lines.append(f"{row['packet']:>4} {row['layer']:<9} {row['pos']:>4} {row['size']:>4}  "
-                     f"{row['field']:<28} {value}")
+        lines.append(
+            f"{row['packet']:>4} {row['layer']:<9} {row['pos']:>4} {row['size']:>4}  "
+            f"{row['field']:<28} {value}"
+        )
     return "\n".join(lines)
 
 
@@ -419,7 +467,7 @@ def layer_overhead(packet: Packet) -> list[Overhead]:
     layers = [layer for layer in packet.layers if layer.size > 0]
     out = []
     for i, layer in enumerate(layers):
-        inner = layers[i + 1:]
+        inner = layers[i + 1 :]
         if not inner:
             out.append(Overhead(layer.name, layer.size, 0))
             continue
@@ -458,9 +506,13 @@ def tunnel_overhead(outer_bytes: int, inner_bytes: int) -> int:
 # --- decoding with pyshark (async: Jupyter's loop is already running) ----------------------------
 
 
-async def read_packets_async(path: str | Path, keys: Keys = None,
-                             display_filter: str | None = None, limit: int = 1000,
-                             use_json: bool = False) -> list[Any]:
+async def read_packets_async(
+    path: str | Path,
+    keys: Keys = None,
+    display_filter: str | None = None,
+    limit: int = 1000,
+    use_json: bool = False,
+) -> list[Any]:
     """The captures with pyshark: up to ``limit`` pyshark packets of ``path``.
 
     ``await`` it in a notebook. ``pkt.frame_info.protocols`` is the stack, ``pkt.layers`` the
@@ -470,8 +522,12 @@ async def read_packets_async(path: str | Path, keys: Keys = None,
 
     if not Path(path).is_file():
         raise CaptureError(f"no capture file {path}")
-    cap = pyshark.FileCapture(str(path), display_filter=display_filter, use_json=use_json,
-                              custom_parameters=tshark_options(keys) or None)
+    cap = pyshark.FileCapture(
+        str(path),
+        display_filter=display_filter,
+        use_json=use_json,
+        custom_parameters=tshark_options(keys) or None,
+    )
     packets: list[Any] = []
     try:
         await cap.packets_from_tshark(packets.append, packet_count=limit, close_tshark=False)
@@ -480,15 +536,17 @@ async def read_packets_async(path: str | Path, keys: Keys = None,
     return packets
 
 
-def read_packets(path: str | Path, keys: Keys = None, display_filter: str | None = None,
-                 limit: int = 1000) -> list[Any]:
+def read_packets(
+    path: str | Path, keys: Keys = None, display_filter: str | None = None, limit: int = 1000
+) -> list[Any]:
     """:func:`read_packets_async` for scripts; inside Jupyter ``await`` the async one."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(read_packets_async(path, keys, display_filter, limit))
-    raise CaptureError("an event loop is running (Jupyter?): "
-                       "use `await vpnlab.capture.read_packets_async(...)`")
+    raise CaptureError(
+        "an event loop is running (Jupyter?): use `await vpnlab.capture.read_packets_async(...)`"
+    )
 
 
 # --- vpnlab capture -----------------------------------------------------------------------------
@@ -499,8 +557,12 @@ USAGE = """vpnlab capture [--prefix P] NODE IFACE [--count N] [--duration S] [-f
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``vpnlab capture``: capture in a lab node, or decode a capture file."""
-    p = sub.add_parser("capture", usage=USAGE, help="capture in a lab node, or decode a file",
-                       description="The captures: dumpcap in a lab node; tshark to decode.")
+    p = sub.add_parser(
+        "capture",
+        usage=USAGE,
+        help="capture in a lab node, or decode a file",
+        description="The captures: dumpcap in a lab node; tshark to decode.",
+    )
     p.add_argument("target", nargs="+", metavar="NODE IFACE | decode FILE")
     p.add_argument("--prefix", default=os.environ.get("VPNLAB_PREFIX", "vpnlab-"))
     p.add_argument("--count", type=int, default=100, help="stop after N packets (%(default)s)")
@@ -521,8 +583,12 @@ def cli_main(args: argparse.Namespace) -> int:
         for pkt in packets:
             print(f"{pkt.number:>4} {pkt.length:>5} B  {pkt.stack}")
             if args.overhead:
-                print("      " + "  ".join(f"{o.layer} {o.header_bytes}+{o.trailer_bytes}"
-                                           for o in layer_overhead(pkt)))
+                print(
+                    "      "
+                    + "  ".join(
+                        f"{o.layer} {o.header_bytes}+{o.trailer_bytes}" for o in layer_overhead(pkt)
+                    )
+                )
         if args.table:
             print(format_table(layer_table(packets)))
         return 0

@@ -32,6 +32,7 @@ def tun_mtu(overhead_bytes: int, external_mtu: int = EXTERNAL_MTU) -> int:
     """
     return external_mtu - OUTER_HEADERS_BYTES - overhead_bytes
 
+
 TUNNEL_NETWORK = "10.8.0.0/24"
 SERVER_TUNNEL_ADDRESS = "10.8.0.1/24"
 

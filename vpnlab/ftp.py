@@ -395,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args.listen, args.root, args.port, args.lifetime)
         if args.command == "transfer":
             data = args.file.read_bytes() if args.file else None
-            result = transfer(args.server, args.mode, data, args.size, port=args.port,
-                              timeout_s=args.timeout)
+            result = transfer(
+                args.server, args.mode, data, args.size, port=args.port, timeout_s=args.timeout
+            )
         else:
             result = get(args.server, args.name, args.mode, args.port, args.timeout)
     except (VpnlabError, OSError) as exc:

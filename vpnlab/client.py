@@ -19,7 +19,7 @@ import select
 import socket
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from .client_core import ClientCore
@@ -59,6 +59,8 @@ class ClientOptions:
     status_file: Path | None = None
     allow_host_changes: bool = False
     reconnect: bool = False
+    routes: tuple[IPv4Network, ...] = ()
+    """Site to site: only these networks go through the tunnel (default: everything)."""
     datapath: str = "simple"
 
 
@@ -149,12 +151,18 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             write_secret(options.esp_sa_file, esp_sa_text(rows))
         tun_fd, tun_name = create_tun_dev(options.tun_name, tun_flags(options.datapath))
         ifconfig(tun_name, address, options.mtu)
-        routing = ClientRouting(options.server, tun_name)
+        routing = ClientRouting(options.server, tun_name, options.routes)
         routing.apply()
         reporter.update(tunnel_address=str(address), tun=tun_name)
         reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
         tunnel = make_tunnel(
-            options.datapath, core, tun_fd, tun_name, sock, reporter, signals,
+            options.datapath,
+            core,
+            tun_fd,
+            tun_name,
+            sock,
+            reporter,
+            signals,
             mss_clamp=options.mtu - TCP_IP_HEADERS_BYTES,
         )
         tunnel.run()

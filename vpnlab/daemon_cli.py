@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from .client import ClientOptions, run_client
@@ -85,6 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     server.add_argument(
         "--isolate-clients", action="store_true", help="drop traffic from one client to another"
     )
+    server.add_argument(
+        "--client-network",
+        type=client_network,
+        action="append",
+        default=[],
+        metavar="ADDRESS=NETWORK",
+        help="site to site: NETWORK is behind the client with tunnel ADDRESS (repeatable)",
+    )
     add_common(server)
     server.set_defaults(func=server_main)
 
@@ -102,8 +110,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="when the server is lost or unreachable, start again instead of exiting",
     )
+    client.add_argument(
+        "--route",
+        type=IPv4Network,
+        action="append",
+        default=[],
+        metavar="NETWORK",
+        help="site to site: send only NETWORK through the tunnel (repeatable; default: all)",
+    )
     add_common(client)
     client.set_defaults(func=client_main)
+
+
+def client_network(text: str) -> tuple[IPv4Address, IPv4Network]:
+    """``10.8.0.2=172.16.1.0/24`` -> (client's tunnel address, the network behind it)."""
+    address, _, network = text.partition("=")
+    try:
+        return IPv4Address(address), IPv4Network(network)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (want ADDRESS=NETWORK)") from None
 
 
 def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
@@ -140,6 +165,7 @@ def server_main(args: argparse.Namespace) -> int:
         status_file=args.status_file,
         once=args.once,
         isolate_clients=args.isolate_clients,
+        client_networks=tuple(args.client_network),
         allow_host_changes=args.allow_host_changes,
     )
     return run_server(options, Reporter("server", args.status_file))
@@ -155,6 +181,7 @@ def client_main(args: argparse.Namespace) -> int:
         port=args.port,
         local_port=args.local_port,
         reconnect=args.reconnect,
+        routes=tuple(args.route),
         tun_name=args.tun,
         mtu=mtu_of(args, format, static),
         datapath=args.datapath,

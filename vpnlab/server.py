@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
@@ -53,6 +53,7 @@ class ServerOptions:
     status_file: Path | None = None
     once: bool = False
     isolate_clients: bool = False
+    client_networks: tuple[tuple[IPv4Address, IPv4Network], ...] = ()
     allow_host_changes: bool = False
     datapath: str = "simple"
 
@@ -77,8 +78,14 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
     signals = SignalPipe()
     sock = None
     tun_fd = None
+    networks: dict[IPv4Address, list[IPv4Network]] = {}
+    for client, network in options.client_networks:
+        networks.setdefault(client, []).append(network)
     routing = ServerRouting(
-        options.tunnel_address.network, options.external_interface, options.nft_file
+        options.tunnel_address.network,
+        options.external_interface,
+        options.nft_file,
+        client_networks=tuple(network for _, network in options.client_networks),
     )
     static = options.static_keys
     core = ServerCore(
@@ -89,6 +96,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         clock_offset_s=time.time() - time.monotonic(),
         static=Established(static.server(), static.client_address) if static else None,
         isolate_clients=options.isolate_clients,
+        client_networks=networks,
     )
     cipher = f"static keys, {static.cipher}" if static else f"cipher {options.format.name}"
 
@@ -100,6 +108,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         sock = init_socket(options.listen, options.port)
         tun_fd, tun_name = create_tun_dev(options.tun_name, tun_flags(options.datapath))
         ifconfig(tun_name, options.tunnel_address, options.mtu)
+        routing.tun_name = tun_name
         routing.apply()
         nat = f"NAT out of {options.external_interface}" if routing.nat_applied else "no NAT"
         reporter.update(tun=tun_name, tunnel_address=str(options.tunnel_address))
@@ -109,7 +118,14 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             f"{cipher}, forwarding on, {nat}",
         )
         tunnel = make_tunnel(
-            options.datapath, core, tun_fd, tun_name, sock, reporter, signals, on_event,
+            options.datapath,
+            core,
+            tun_fd,
+            tun_name,
+            sock,
+            reporter,
+            signals,
+            on_event,
             mss_clamp=options.mtu - TCP_IP_HEADERS_BYTES,
         )
         tunnel.run()

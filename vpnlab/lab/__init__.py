@@ -26,6 +26,7 @@ from ..errors import LabError
 from ..esp import generate_static_keys
 from ..formats import CIPHERS, DEFAULT_CIPHER
 from ..keys import new_psk, write_secret
+from ..server_core import AddressPool
 from . import build, state
 from .cli import format_status, format_verify
 from .state import DEFAULT_PREFIX
@@ -137,6 +138,25 @@ def _client_argv(topo: Topology, node: str, folder: Path, key_args: list[str]) -
     return argv + ["--status-file", str(folder / f"client-{node}.json")]
 
 
+def _lan_args(topo: Topology) -> tuple[list[str], dict[str, list[str]]]:
+    """Site to site: the server's ``--client-network`` options and each client's ``--route``s.
+
+    Clients start one after another and get 10.8.0.2, .3, ... in that order, so the lab knows
+    which tunnel address stands for which LAN (as OpenVPN's iroute names a client).
+    """
+    pool = AddressPool(ipaddress.IPv4Interface(topo.tunnel.server_address))
+    addresses = {client: pool.take() for client in topo.tunnel.clients}
+    server_args: list[str] = []
+    client_args: dict[str, list[str]] = {client: [] for client in topo.tunnel.clients}
+    for gateway, network in topo.tunnel.lans:
+        if gateway in addresses:
+            server_args += ["--client-network", f"{addresses[gateway].ip}={network}"]
+        for client in topo.tunnel.clients:
+            if client != gateway:
+                client_args[client] += ["--route", network]
+    return server_args, client_args
+
+
 def _key_args(folder: Path, cipher: str, static_keys: bool) -> tuple[list[str], Path | None]:
     """The daemons' key options, and the key file written for them (None for plain)."""
     if static_keys:
@@ -206,12 +226,17 @@ def start_vpn(
     made = {str(p) for p in [*status_files, nft_file, *([key_file] if key_file else [])]}
     record["files"] = sorted(set(record["files"]) | made)
     server = topo.tunnel.server
+    lan_server_args, lan_client_args = _lan_args(topo)
     pid = build.start_daemon(
         prefix,
         record,
         "server",
         server,
-        [*_server_argv(topo, folder, key_args, record.get("nat", True)), *server_args],
+        [
+            *_server_argv(topo, folder, key_args, record.get("nat", True)),
+            *server_args,
+            *lan_server_args,
+        ],
     )
     build.wait_for(lambda: status_files[0].exists() or not state.alive(pid), SERVER_WAIT_S)
     if not state.alive(pid):
@@ -220,7 +245,7 @@ def start_vpn(
     for node, path in zip(topo.tunnel.clients, status_files[1:], strict=True):
         name = f"client-{node}"
         argv = _client_argv(topo, node, folder, key_args) + (["--reconnect"] if reconnect else [])
-        argv += client_args
+        argv += [*client_args, *lan_client_args[node]]
         pid = build.start_daemon(prefix, record, name, node, argv)
 
         def connected(pid=pid, path=path) -> bool:

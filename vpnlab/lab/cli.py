@@ -1,6 +1,7 @@
 """``vpnlab lab ...``: build, inspect, enter, verify and remove the namespace lab.
 
     vpnlab lab up [--prefix P] [--cipher C] [--no-vpn] [--clients N] [--topology FILE.toml]
+                  [--site-to-site] [--nat on|off]
     vpnlab lab down | status [--json] | verify [--json]
     vpnlab lab exec NODE [--] CMD...
     vpnlab lab start-vpn [--cipher C] [--static-keys] | stop-vpn
@@ -43,6 +44,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-vpn", dest="vpn", action="store_false", help="only build the lab")
     p.add_argument("--clients", type=int, default=1, help="number of VPN clients (r1, r3, ...)")
     p.add_argument("--topology", metavar="FILE.toml", help="topology description (TOML)")
+    p.add_argument(
+        "--site-to-site",
+        action="store_true",
+        help="a LAN behind each gateway: h1 behind r1, h2 behind r2, joined by the tunnel",
+    )
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument(
         "--nat", choices=("on", "off"), default="on", help="the server's masquerade rule"
@@ -107,7 +113,10 @@ def cmd_impair(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from . import load_topology, make_topology, up
 
-    topo = load_topology(args.topology) if args.topology else make_topology(args.clients)
+    if args.topology:
+        topo = load_topology(args.topology)
+    else:
+        topo = make_topology(args.clients, site_to_site=args.site_to_site)
     nat = args.nat == "on"
     info = up(prefix=args.prefix, topology=topo, cipher=args.cipher, vpn=args.vpn, nat=nat)
     print(json.dumps(info, indent=2) if args.json else format_status(info))

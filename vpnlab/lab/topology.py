@@ -80,6 +80,9 @@ class Tunnel:
     external_interface: str = "eth0"
     """The server's interface towards the isp: where it listens and masquerades."""
     clients: tuple[str, ...] = ("r1",)
+    lans: tuple[tuple[str, str], ...] = ()
+    """Site to site: ``(gateway node, network)`` of each LAN the tunnel joins, e.g.
+    ``(("r1", "172.16.1.0/24"), ("r2", "172.16.2.0/24"))``; empty: the notes' road warrior."""
 
 
 @dataclass(frozen=True)
@@ -145,9 +148,14 @@ def validate(topo: Topology) -> None:
                 raise LabError(f"link end {end} names an unknown node")
             if not _IF_NAME.match(end[1]):
                 raise LabError(f"bad interface name {end[1]!r} in link {link}")
-    for name in (topo.tunnel.server, topo.web, *topo.tunnel.clients):
+    lan_gateways = [gateway for gateway, _ in topo.tunnel.lans]
+    for name in (topo.tunnel.server, topo.web, *topo.tunnel.clients, *lan_gateways):
         if name not in known:
             raise LabError(f"tunnel/web names unknown node {name!r}")
+    for gateway, network in topo.tunnel.lans:
+        if gateway not in (topo.tunnel.server, *topo.tunnel.clients):
+            raise LabError(f"LAN {network} is behind {gateway}, which is no tunnel end")
+        ipaddress.IPv4Network(network)
     ipaddress.IPv4Network(topo.tunnel.network)
     ipaddress.IPv4Interface(topo.tunnel.server_address)
 
@@ -168,7 +176,13 @@ def from_dict(data: dict[str, Any]) -> Topology:
         )
         links = tuple(Link(a=_end(link["a"]), b=_end(link["b"])) for link in data.get("links", ()))
         tunnel = data.get("tunnel", {})
-        tunnel = Tunnel(**{**tunnel, "clients": tuple(tunnel.get("clients", ("r1",)))})
+        tunnel = Tunnel(
+            **{
+                **tunnel,
+                "clients": tuple(tunnel.get("clients", ("r1",))),
+                "lans": tuple(tuple(lan) for lan in tunnel.get("lans", ())),
+            }
+        )
         return Topology(
             nodes=nodes,
             links=links,
@@ -225,12 +239,15 @@ def load_topology(path: str | Path) -> Topology:
     return from_dict(data)
 
 
-def make_topology(clients: int = 1) -> Topology:
+def make_topology(clients: int = 1, site_to_site: bool = False) -> Topology:
     """The default lab of DESIGN §3, with ``clients`` VPN clients (r1, then r3, r4, ...).
 
     One client: a plain veth isp:eth0 -- r1:eth0. More clients: isp's eth0 becomes a bridge
     (still 192.0.2.1/24) and each client's veth end in the isp is a port of it, so every client
     sits on 192.0.2.0/24 at 192.0.2.2, .3, ...
+
+    ``site_to_site``: a private LAN behind each gateway, joined by the tunnel (no NAT):
+    h1 172.16.1.10 behind r1 (eth1 172.16.1.1), h2 172.16.2.10 behind r2 (eth1 172.16.2.1).
     """
     if not 1 <= clients <= 200:
         raise LabError("clients must be between 1 and 200")
@@ -271,10 +288,28 @@ def make_topology(clients: int = 1) -> Topology:
         Link(("isp", "eth1"), ("r2", "eth0")),
         Link(("isp", "eth2"), ("web", "eth0")),
     )
+    if not site_to_site:
+        return Topology(
+            nodes=(*client_nodes, isp, r2, web),
+            links=links,
+            tunnel=Tunnel(clients=tuple(names)),
+        )
+    if clients != 1:
+        raise LabError("the site-to-site lab has one client gateway (r1)")
+    lan1, lan2 = "172.16.1", "172.16.2"
+    r1 = client_nodes[0]
+    r1 = Node(
+        r1.name, (*r1.interfaces, Interface("eth1", f"{lan1}.1/24")), r1.gateway, role="client"
+    )
+    r2 = Node(
+        r2.name, (*r2.interfaces, Interface("eth1", f"{lan2}.1/24")), r2.gateway, role="server"
+    )
+    h1 = Node("h1", (Interface("eth0", f"{lan1}.10/24"),), f"{lan1}.1", role="host")
+    h2 = Node("h2", (Interface("eth0", f"{lan2}.10/24"),), f"{lan2}.1", role="host")
     return Topology(
-        nodes=(*client_nodes, isp, r2, web),
-        links=links,
-        tunnel=Tunnel(clients=tuple(names)),
+        nodes=(r1, isp, r2, web, h1, h2),
+        links=(*links, Link(("r1", "eth1"), ("h1", "eth0")), Link(("r2", "eth1"), ("h2", "eth0"))),
+        tunnel=Tunnel(clients=("r1",), lans=(("r1", f"{lan1}.0/24"), ("r2", f"{lan2}.0/24"))),
     )
 
 

@@ -7,6 +7,7 @@
 #   sudo scripts/netns-lab.sh status                                       nodes, routes, daemons
 #   sudo scripts/netns-lab.sh exec NODE CMD...                             run CMD inside NODE
 #   sudo scripts/netns-lab.sh verify                                       ping + who-am-I from r1
+#   sudo scripts/netns-lab.sh notebook [--port N]                          the course (JupyterLab)
 #
 # VPNLAB_PREFIX (default vpnlab-) names the namespaces: vpnlab-r1, vpnlab-isp, ...
 # Re-running `up` is safe: it removes the previous lab first.
@@ -16,7 +17,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-0}"
 }
 
@@ -48,7 +49,7 @@ main() {
   [ $# -gt 0 ] && shift
   case "$cmd" in
     -h | --help | help) usage 0 ;;
-    up | down | status | exec | verify) ;;
+    up | down | status | exec | verify | notebook) ;;
     *) printf 'unknown command: %s\n\n' "$cmd" >&2; usage 2 ;;
   esac
   setup test
@@ -67,6 +68,19 @@ main() {
     down) "$vpnlab" lab down "$@" ;;
     status) "$vpnlab" lab status "$@" ;;
     verify) "$vpnlab" lab verify "$@" ;;
+    notebook)
+      # The course: JupyterLab on the loopback only, with a token, as root (the notebooks build
+      # labs: namespaces need root). Each notebook builds its own lab (VPNLAB_PREFIX, default
+      # nb-) and removes it at its end.
+      local port=8888
+      if [ "${1:-}" = "--port" ]; then port=${2:?usage: notebook [--port N]}; shift 2; fi
+      say "Course: JupyterLab on http://127.0.0.1:$port/ (open the URL with the token below)"
+      say "On a VM: ssh -L $port:127.0.0.1:$port USER@VM, then open that URL on your machine"
+      cd "$VPNLAB_ROOT/notebooks"
+      exec "$VENV/bin/jupyter" lab --allow-root --no-browser --ip 127.0.0.1 --port "$port" \
+        --ServerApp.root_dir="$VPNLAB_ROOT/notebooks" \
+        --LabApp.default_url=/lab/tree/00_setup_topology.ipynb "$@"
+      ;;
     exec)
       [ $# -ge 2 ] || die "usage: $0 exec NODE CMD [ARGS...]"
       local node=$1; shift

@@ -1,0 +1,232 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2. Handshake, timeouts and the select loop
+#
+# From the design notes:
+#
+# > **Server**: Init(PORT) (UDP socket, bind) - CreateTunDev - Ifconfig - ServerConnection:
+# > recvfrom() client Hello, sendto() client server Hello, SetRouting(0), while loop:
+# > select on tunfd and the socket: TunSelected? read, encapsulate, sendto peer.
+# > SockSelected? receive from socket, write to tun0. - CleanUp()
+# >
+# > **Client**: Init(PORT) - ClientConnection: set timeout for 2.5 seconds, sendto() server
+# > client Hello, select() on sockfd till timeout: if recvfrom() server during this time,
+# > continue, else terminate! - CreateTunDev - Ifconfig - SetRouting(1) - set timeout for 6
+# > seconds - while loop: select on tunfd and socket; TunSelected / SockSelected; watch for
+# > server response timeout - CleanUp()
+#
+# UDP has no `listen()`/`accept()`: the server's socket is bound to port 4500 and datagrams
+# from anyone simply arrive; the Hello is what makes a "connection". In the code:
+# `tunnel.init_socket` (Init), `client.client_connection` (the Hello and the 2.5 s wait),
+# `server_core.ServerCore` (ServerConnection), `tunnel.Tunnel` (the select loop),
+# `constants.py` (2.5 s, 6 s, the 2 s keepalive).
+#
+# We watch it all on the wire: dumpcap runs **inside** `r1` (`vpnlab.capture.start_capture`).
+
+# %%
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from vpnlab import capture, course
+from vpnlab.constants import CONNECT_TIMEOUT_S, HELLO_RETRY_S, KEEPALIVE_INTERVAL_S
+
+lab = course.CourseLab("02_handshake_timeouts")
+lab.up(vpn=False, cipher="plain")
+work = Path("work")
+work.mkdir(exist_ok=True)
+print("timers:", CONNECT_TIMEOUT_S, "s connect,", HELLO_RETRY_S, "s Hello retry,",
+      KEEPALIVE_INTERVAL_S, "s keepalive")
+
+# %% [markdown]
+# ## The plain handshake: a Hello and its answer
+# The `plain` wire format is the notes' own: a text Hello, and then every inner IP packet as
+# the whole UDP payload. We capture r1's `eth0` (UDP 4500 only), start the server and the
+# client, and once the tunnel is up we also capture r1's `tun0`; then two pings, and 5 s of
+# silence so that we see the keepalives.
+
+# %%
+def payload_kind(hexpayload: str) -> str:
+    """What one plain datagram is: a control message (text) or an inner IP packet."""
+    data = bytes.fromhex(hexpayload or "")
+    if data.startswith(b"VPNLAB/1 "):
+        return data[9:].split()[0].decode()  # HELLO, WELCOME, KEEPALIVE, BYE
+    return "IP packet" if data[:1] and data[0] >> 4 == 4 else "other"
+
+
+eth = capture.start_capture(lab.prefix, "r1", "eth0", work / "plain-eth0.pcapng", count=200,
+                            duration_s=30, capture_filter="udp port 4500")
+lab.start_vpn("plain")
+tun = capture.start_capture(lab.prefix, "r1", "tun0", work / "plain-tun0.pcapng", count=200,
+                            duration_s=30)
+lab.sh("r1", "ping -c 2 -i 0.3 203.0.113.10")
+time.sleep(5.0)
+tun_file, eth_file = tun.stop(), eth.stop()
+
+rows = capture.fields(eth_file, ["frame.time_epoch", "ip.src", "ip.dst", "udp.length",
+                                 "udp.payload"])
+t0 = float(rows[0][0])
+wire = [(float(t) - t0, src, dst, int(n) - 8, payload_kind(p)) for t, src, dst, n, p in rows]
+for t, src, dst, size, kind in wire:
+    print(f"{t:7.3f} s  {src:>13} -> {dst:<13} {size:4} B  {kind}")
+first = bytes.fromhex(rows[0][4])
+print("\nthe first datagram, byte by byte:")
+print(course.hexdump(first))
+lab.record("plain_first_kinds", [w[4] for w in wire[:2]])
+lab.record("plain_kinds", sorted({w[4] for w in wire}))
+
+# %% [markdown]
+# The first two datagrams are the handshake: `VPNLAB/1 HELLO` from r1, `VPNLAB/1 WELCOME
+# 10.8.0.2/24` from r2 (the server assigns the client its tunnel address). Then the pings as
+# `IP packet`s, and while nothing else is sent, a `KEEPALIVE` every 2 s from each side.
+#
+# ## The select loop, on a timeline
+# Each daemon is one loop (`vpnlab/tunnel.py`):
+# 1. ask the core for its next deadline (a keepalive to send, or the 6 s liveness timeout);
+# 2. `select()` on `tun0` and the socket until that deadline;
+# 3. **TunSelected**: read the packets waiting on `tun0`, seal them, `sendto()` the peer;
+# 4. **SockSelected**: `recvfrom()` the datagrams waiting, open them, `write()` them to `tun0`;
+# 5. deadline passed: send a keepalive (or declare the peer lost).
+#
+# The figure puts the two captures on one time axis, from the client's point of view.
+
+# %%
+tun_rows = capture.fields(tun_file, ["frame.time_epoch", "ip.src"])
+events = []
+for t, src, dst, size, kind in wire:
+    if src == "192.0.2.2":
+        lane = "sendto (eth0 out)"
+        label = "data sealed" if kind == "IP packet" else f"{kind} sent"
+        if kind == "KEEPALIVE":
+            events.append((t, "timer deadline", "keepalive timer"))
+    else:
+        lane = "SockSelected (eth0 in)"
+        label = "data opened" if kind == "IP packet" else f"{kind} received"
+    events.append((t, lane, label))
+for t, src in tun_rows:
+    if src == "10.8.0.2":
+        events.append((float(t) - t0, "TunSelected (tun0 read)", "ping request read"))
+    else:
+        events.append((float(t) - t0, "tun0 write", "ping reply written"))
+lanes = ["TunSelected (tun0 read)", "sendto (eth0 out)", "SockSelected (eth0 in)",
+         "tun0 write", "timer deadline"]
+connected = next(t for t, *_, kind in wire if kind == "WELCOME")
+course.draw_timeline(events, lanes, "the client's select loop (plain format)",
+                     marks=[(connected, "connected")])
+plt.show()
+keepalive_times = [t for t, src, *_, kind in wire if kind == "KEEPALIVE" and src == "192.0.2.2"]
+gaps = [round(b - a, 1) for a, b in zip(keepalive_times, keepalive_times[1:])]
+print("client keepalives at", [round(t, 2) for t in keepalive_times], "gaps", gaps)
+lab.record("keepalive_gaps", gaps)
+
+# %% [markdown]
+# ## The ESP handshake
+# With the default `esp-aes-gcm` (and `esp-null`), the Hello carries an X25519 public key and
+# is authenticated with the pre-shared key; both sides derive fresh ESP keys from it. Its
+# datagrams start with four zero bytes, the RFC 3948 "non-ESP marker", so Wireshark shows
+# them as IKE (`isakmp`) and never mistakes them for ESP.
+
+# %%
+lab.stop_vpn()
+esp = capture.start_capture(lab.prefix, "r1", "eth0", work / "esp-eth0.pcapng", count=50,
+                            duration_s=20, capture_filter="udp port 4500")
+lab.start_vpn("esp-aes-gcm")
+lab.sh("r1", "ping -c 1 203.0.113.10")
+esp_file = esp.stop()
+esp_rows = capture.fields(esp_file, ["ip.src", "udp.length", "frame.protocols", "udp.payload"])
+for src, n, stack, p in esp_rows:
+    print(f"{src:>13} {int(n) - 8:4} B  {stack:<40} {p[:16]}...")
+lab.record("esp_handshake_stacks", [row[2] for row in esp_rows[:2]])
+lab.record("esp_data_stack", esp_rows[2][2] if len(esp_rows) > 2 else None)
+
+# %% [markdown]
+# ## Server down: the 2.5 s connect timeout
+# Now we stop both daemons and run the client alone, in the foreground, in `r1`. It sends its
+# Hello (again every 0.5 s), `select()`s on the socket, and after 2.5 s without an answer it
+# gives up: "server unreachable", exit code 3, nothing left behind (no tun0, no routes).
+# The kernel of r2 answers each Hello with ICMP "port unreachable": nobody listens on 4500.
+
+# %%
+lab.stop_vpn()
+down = capture.start_capture(lab.prefix, "r1", "eth0", work / "down-eth0.pcapng", count=50,
+                             duration_s=20, capture_filter="udp port 4500 or icmp")
+start = time.monotonic()
+done = lab.run("r1", [sys.executable, "-m", "vpnlab", "client", "--server", "198.51.100.2",
+                     "--cipher", "plain"], timeout_s=20)
+took = time.monotonic() - start
+down_file = down.stop()
+print(done.stdout + done.stderr)
+print(f"exit code {done.returncode} after {took:.2f} s")
+lab.record("unreachable_rc", done.returncode)
+lab.record("unreachable_s", round(took, 2))
+lab.record("unreachable_msg", "server unreachable" in done.stdout + done.stderr)
+lab.sh("r1", "ip -br link")
+
+# %%
+rows = capture.fields(down_file, ["frame.time_epoch", "ip.src", "frame.protocols"])
+t0 = float(rows[0][0])
+events = [(float(t) - t0, "r1 sends" if src == "192.0.2.2" else "r2 answers",
+           "Hello" if src == "192.0.2.2" else "ICMP port unreachable") for t, src, _ in rows]
+hellos = [e for e in events if e[2] == "Hello"]
+course.draw_timeline(events, ["r1 sends", "r2 answers"], "server down: Hello, retries, timeout",
+                     marks=[(CONNECT_TIMEOUT_S, "2.5 s: give up")])
+plt.show()
+print(len(hellos), "Hellos at", [round(e[0], 2) for e in hellos])
+lab.record("unreachable_hellos", len(hellos))
+
+# %% [markdown]
+# ## Exercises
+# **2.1** How many bytes is the plain `VPNLAB/1 HELLO` datagram's UDP payload? (Count the
+# hexdump above, or `len()` it.)
+#
+# **2.2** With the server down, how many Hellos did the client send before giving up? Work it
+# out from the timers: one at once, then one every `HELLO_RETRY_S` while less than
+# `CONNECT_TIMEOUT_S` has passed.
+#
+# **2.3** Which exit code means "server unreachable"?
+#
+# **2.4** When the tunnel is idle, how often (seconds) does each side send a keepalive?
+
+# %%
+answer_2_1 = ...
+course.check("2.1", answer_2_1, expected=len(first), hint="VPNLAB/1 HELLO plus a newline?")
+
+# %%
+answer_2_2 = ...
+course.check("2.2", answer_2_2, expected=len(hellos), hint="0, 0.5, 1.0, ... < 2.5")
+
+# %%
+answer_2_3 = ...
+course.check("2.3", answer_2_3, expected=done.returncode, hint="vpnlab client --help")
+
+# %%
+answer_2_4 = ...
+course.check("2.4", answer_2_4, expected=KEEPALIVE_INTERVAL_S, hint="look at the gaps")
+
+# %%
+lab.down()
+
+# %% [markdown]
+# ## What you learned
+# - **Init**: a UDP socket bound to port 4500; no listen/accept. **ClientConnection**: a Hello,
+#   then `select()` with a timeout; the server's answer assigns the tunnel address.
+# - With the server down the client retries every 0.5 s and gives up after **2.5 s** (exit 3)
+#   without creating `tun0` or touching routes.
+# - The ESP handshake travels behind a non-ESP marker (`udpencap:isakmp`), the data as ESP.
+# - One **select loop** per daemon: TunSelected (tun0 -> seal -> sendto), SockSelected
+#   (recvfrom -> open -> tun0), and a timer for keepalives (every 2 s when idle) and for the
+#   6 s liveness timeout (notebook 6).

@@ -1,0 +1,160 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. NAT: the masquerade rule
+#
+# From the design notes:
+#
+# > All traffic with source address of tunnel not destined for tunnel, send to external
+# > interface and masquerade.
+# >
+# > r1 sends all its traffic to r2 (vpn server) which masquerades all traffic not belonging to
+# > the vpn subnet, out the external interface, to host and out - can browse the web.
+#
+# Packets from the tunnel carry the source 10.8.0.2, an address only r1 and r2 know: the web
+# host could not answer them (the isp has no route to 10.8.0.0/24). So r2 **masquerades**:
+# it rewrites the source to its own public address 198.51.100.2 on the way out, remembers the
+# translation in its **conntrack** table, and rewrites the answers back.
+# In the code: `routing.nat_ruleset` and `routing.ServerRouting` (SetRouting(0)).
+#
+# The web node runs a tiny "who am I" HTTP service that answers with the client address it
+# sees: the perfect NAT detector.
+
+# %%
+import re
+
+from vpnlab import course
+from vpnlab.routing import nat_ruleset
+
+lab = course.CourseLab("04_nat")
+lab.up(vpn=False)
+before = lab.whoami("r1")
+print("who-am-I from r1, no VPN:", before)
+lab.record("whoami_before", before)
+
+# %% [markdown]
+# Without the VPN, the web host sees r1's own address. Now the VPN:
+
+# %%
+lab.start_vpn()
+after = lab.whoami("r1")
+print("who-am-I from r1, VPN on:", after)
+lab.record("whoami_after", after)
+
+# %% [markdown]
+# ## The rule
+# SetRouting(0) writes this nftables ruleset to a file and loads it with `nft -f` inside r2:
+
+# %%
+from ipaddress import IPv4Network
+
+print(nat_ruleset(IPv4Network("10.8.0.0/24"), "eth0"))
+table = lab.sh("r2", "nft list table ip vpnlab")
+
+# %% [markdown]
+# Read the rule from left to right: in the `postrouting` hook (after routing decided the way
+# out, just before the packet leaves), with `type nat ... priority srcnat` (source NAT):
+# if the source is in 10.8.0.0/24 **and** the destination is not, **and** the packet leaves
+# through `eth0`, then count it and `masquerade` (source := the address of `eth0`).
+#
+# The `counter` shows how many connections used it: NAT looks only at the first packet of
+# each connection; conntrack translates the rest.
+
+# %%
+def nat_packets():
+    text = lab.run("r2", "nft list table ip vpnlab").stdout
+    return int(re.search(r"counter packets (\d+)", text).group(1))
+
+
+n0 = nat_packets()
+lab.sh("r1", "ping -c 3 -i 0.2 203.0.113.10")
+n1 = nat_packets()
+print(f"rule counter: {n0} -> {n1} (3 pings = 1 ICMP 'connection')")
+lab.record("counter_delta_3_pings", n1 - n0)
+
+# %% [markdown]
+# ## The conntrack table
+# Each line is one connection: first the **original** direction as it arrived (from
+# 10.8.0.2), then the **reply** direction as r2 expects it back: to 198.51.100.2. That
+# second half is the translation.
+
+# %%
+lab.whoami("r1")
+ct = lab.sh("r2", "conntrack -L -p tcp --dport 80")
+lab.sh("r2", "conntrack -L -p icmp")
+m = re.search(r"src=(\S+) dst=(\S+) sport=\d+ dport=80 src=(\S+) dst=(\S+)", ct)
+orig_src, orig_dst, reply_src, reply_dst = m.groups()
+print(f"original: {orig_src} -> {orig_dst}; reply expected: {reply_src} -> {reply_dst}")
+lab.record("conntrack", [orig_src, orig_dst, reply_src, reply_dst])
+
+# %% [markdown]
+# ## Without the rule
+# What if r2 forwarded without masquerading? We delete the table for a moment: the request
+# reaches the web host with source 10.8.0.2, its answer goes to the isp, which has no route to
+# 10.8.0.0/24 and drops it. curl gives up after 2 s. Then we load the ruleset file again.
+
+# %%
+nft_file = lab.state_dir() / "r2-nat.nft"
+try:
+    lab.sh("r2", "nft delete table ip vpnlab")
+    lab.run("r2", "conntrack -F")  # forget the old translations
+    no_nat = lab.run("r1", "curl -s -m 2 http://203.0.113.10/")
+    print("curl exit code without NAT:", no_nat.returncode, "(28 = timed out)")
+    lab.sh("isp", "ip route get 10.8.0.2")
+finally:
+    lab.sh("r2", f"nft -f {nft_file}")
+lab.record("no_nat_rc", no_nat.returncode)
+lab.record("whoami_restored", lab.whoami("r1"))
+print("with the rule back:", lab.whoami("r1"))
+
+# %% [markdown]
+# (The isp's `ip route get 10.8.0.2` fails: "Network is unreachable". Issue 12 of the course
+# shows the other fix: a route back to the tunnel network instead of NAT.)
+#
+# ## Exercises
+# **4.1** Which address did the web host see without the VPN?
+#
+# **4.2** And with it?
+#
+# **4.3** In the conntrack entry of the HTTP connection, what is the destination address of
+# the **reply** direction?
+#
+# **4.4** In which nftables hook does masquerading happen?
+
+# %%
+answer_4_1 = ...
+course.check("4.1", answer_4_1, expected="192.0.2.2", hint="r1's eth0")
+
+# %%
+answer_4_2 = ...
+course.check("4.2", answer_4_2, expected="198.51.100.2", hint="r2's eth0")
+
+# %%
+answer_4_3 = ...
+course.check("4.3", answer_4_3, expected=reply_dst, hint="the second src=/dst= pair")
+
+# %%
+answer_4_4 = ...
+course.check("4.4", answer_4_4, expected="postrouting", hint="after the routing decision")
+
+# %%
+lab.down()
+
+# %% [markdown]
+# ## What you learned
+# - The server **masquerades** traffic from the tunnel network leaving `eth0`: the world
+#   sees r2's address, so the answers come back to r2, which sends them into the tunnel.
+# - One nftables rule in the `postrouting` hook does it; **conntrack** remembers each
+#   connection's translation (original vs reply direction) and applies it to every packet.
+# - Without NAT the answers die at the first router that does not know 10.8.0.0/24.

@@ -1,0 +1,208 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Captures: what the tunnel looks like on the wire
+#
+# From the design notes:
+#
+# > Example of frame protocols encapsulation (using wireshark) visible on external interface
+# > and tun0: Captured on external interface **[eth:ip:udp:udpencap:esp]**: Frame, IP packet
+# > with internal addresses of client/server, udp datagram, udpencap - udp encapsulated packet,
+# > esp - encapsulating security payload - IP packet encapsulated (not encrypted).
+# > Captured on tun0 **[raw:ip:tcp:ftp]**: Frame, IP packet with tunnel addresses, tcp
+# > segment, ftp - application. Client can for example, ftp to server on the tunnel.
+#
+# We reproduce both, with dumpcap running inside r1 on `eth0` and `tun0` at the same time
+# (`vpnlab.capture`), an FTP server on r2's tunnel address (`vpnlab.ftp`), and decode with
+# tshark and pyshark. Then the three wire formats side by side, and ESP decryption with the
+# keys the server exports.
+
+# %%
+import matplotlib.pyplot as plt
+
+from vpnlab import capture, course, ftp
+from vpnlab.formats import CIPHERS
+
+lab = course.CourseLab("05_captures")
+lab.up(cipher="plain")
+print("wire formats:", CIPHERS)
+
+# %% [markdown]
+# ## eth0 and tun0 at once: a ping and an FTP session (format `plain`)
+
+# %%
+eth = capture.start_capture(lab.prefix, "r1", "eth0", "work/c05-plain-eth0.pcapng", count=300,
+                            duration_s=30, capture_filter="not arp")
+tun = capture.start_capture(lab.prefix, "r1", "tun0", "work/c05-plain-tun0.pcapng", count=300,
+                            duration_s=30)
+lab.sh("r1", "ping -c 3 -i 0.2 203.0.113.10")
+with ftp.lab_server(lab.prefix, "r2", listen="10.8.0.1"):
+    result = ftp.lab_transfer(lab.prefix, "r1", server="10.8.0.1", size_bytes=2000)
+print("FTP:", result)
+tun_file, eth_file = tun.stop(), eth.stop()
+eth_stacks, tun_stacks = capture.stack_counts(eth_file), capture.stack_counts(tun_file)
+print("eth0:", eth_stacks)
+print("tun0:", tun_stacks)
+lab.record("ftp_ok", result["ok"])
+lab.record("eth_stacks", sorted(eth_stacks))
+lab.record("tun_stacks", sorted(tun_stacks))
+
+# %% [markdown]
+# On `eth0` every packet is `eth:ethertype:ip:udp:udpencap:esp`, the notes' external stack
+# (tshark names the EtherType layer too). On `tun0` there is no Ethernet: `raw:ip:...`, and
+# the FTP control connection is the notes' `raw:ip:tcp:ftp`.
+#
+# Why "esp" for the plain format, which is not ESP at all? UDP port 4500 is IPsec's NAT
+# traversal port (RFC 3948): Wireshark decodes everything on it as ESP unless it starts with
+# four zero bytes. The "SPI" it shows is really the first four bytes of the inner IPv4 header:
+
+# %%
+spis = capture.fields(eth_file, ["esp.spi", "frame.len"], display_filter="frame.len == 126")
+print("SPI of the plain ping datagrams:", {row[0] for row in spis})
+lab.record("plain_ping_spi", spis[0][0] if spis else None)
+
+# %% [markdown]
+# ## pyshark
+# pyshark wraps tshark and gives Python objects. Its synchronous API fails inside Jupyter
+# (an event loop is already running), so we `await` the async reader.
+
+# %%
+packets = await capture.read_packets_async(tun_file, display_filter="ftp", limit=300)  # noqa: F704
+print(len(packets), "FTP control packets; the first 8:")
+for pkt in packets[:8]:
+    line = getattr(pkt.ftp, "request_command", None) or getattr(pkt.ftp, "response_code", "")
+    print(f"{pkt.frame_info.protocols:<18} {pkt.ip.src:>9} -> {pkt.ip.dst:<9} "
+          f"{[layer.layer_name for layer in pkt.layers]}  {line}")
+lab.record("pyshark_stacks", sorted({p.frame_info.protocols for p in packets}))
+
+# %% [markdown]
+# ## One encapsulated packet, layer by layer
+# The first ping on `eth0`: which bytes belong to which layer (`tshark -T pdml` gives each
+# layer's position and size), and what each layer costs.
+
+# %%
+ping_pkt = capture.decode(eth_file, display_filter="frame.len == 126", count=1)[0]
+course.draw_layers(ping_pkt, title="plain: one ping on r1's eth0")
+plt.show()
+for o in capture.layer_overhead(ping_pkt):
+    print(f"{o.layer:<6} header {o.header_bytes:3} B  trailer {o.trailer_bytes:3} B")
+print(capture.format_table(capture.layer_table([ping_pkt]), limit=25))
+
+# %% [markdown]
+# (For `plain`, tshark's "esp" layer is the whole inner 84-byte IPv4 packet.)
+#
+# ## plain vs esp-null vs esp-aes-gcm
+# For each format: restart the VPN with it, capture one ping on `eth0`, and take the
+# session's keys from the server's export (`vpnlab keys export`, the lab's `esp_sa` file) so
+# that tshark can decrypt.
+
+# %%
+by_cipher = {}
+for cipher in CIPHERS:
+    lab.start_vpn(cipher)
+    with capture.start_capture(lab.prefix, "r1", "eth0", f"work/c05-{cipher}-eth0.pcapng", count=20,
+                               duration_s=10, capture_filter="udp port 4500") as cap:
+        lab.run("r1", "ping -c 1 203.0.113.10")
+    keys = capture.lab_keys(lab.prefix)  # the esp_sa rows of the live session ([] for plain)
+    big = max(capture.decode(cap.path), key=lambda p: p.length)  # the echo request/reply
+    decrypted = max(capture.decode(cap.path, keys=keys), key=lambda p: p.length)
+    by_cipher[cipher] = {"file": cap.path, "keys": keys, "frame_len": big.length,
+                         "stack": big.stack, "decrypted_stack": decrypted.stack,
+                         "packet": decrypted}
+    print(f"{cipher:<12} {big.length} B on the wire for 84 B inside;  without keys: {big.stack}"
+          f"\n{'':<12} with keys: {decrypted.stack}")
+lab.record("frame_len", {c: v["frame_len"] for c, v in by_cipher.items()})
+lab.record("stacks_without_keys", {c: v["stack"] for c, v in by_cipher.items()})
+lab.record("stacks_with_keys", {c: v["decrypted_stack"] for c, v in by_cipher.items()})
+
+# %% [markdown]
+# The exported keys (throwaway lab keys: one `esp_sa` row per direction, in Wireshark's
+# format, ready for `tshark -o uat:esp_sa:...` or Wireshark's ESP preferences):
+
+# %%
+print(lab.vpnlab("keys", "export", show=False))
+
+# %% [markdown]
+# The decrypted `esp-aes-gcm` ping, layer by layer: after the 8-byte ESP header (SPI,
+# sequence) comes the 8-byte IV, then the inner IPv4 packet, then padding, pad length, next
+# header (4 = IPv4) and the 16-byte ICV.
+
+# %%
+gcm = by_cipher["esp-aes-gcm"]["packet"]
+course.draw_layers(gcm, title="esp-aes-gcm, decrypted with the exported keys")
+plt.show()
+overhead = {c: [(o.layer, o.header_bytes, o.trailer_bytes)
+                for o in capture.layer_overhead(v["packet"])] for c, v in by_cipher.items()}
+for c, rows in overhead.items():
+    print(f"{c:<12}", "  ".join(f"{name} {h}+{t}" for name, h, t in rows))
+lab.record("esp_aes_gcm_overhead", overhead["esp-aes-gcm"])
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3))
+names = list(by_cipher)
+added = [by_cipher[c]["frame_len"] - 84 for c in names]
+ax.barh(names, [14] * 3, label="Ethernet 14", color="C0")
+ax.barh(names, [28] * 3, left=[14] * 3, label="outer IPv4 20 + UDP 8", color="C1")
+ax.barh(names, [a - 42 for a in added], left=[42] * 3, label="ESP header, IV, trailer, ICV",
+        color="C3")
+for y, a in enumerate(added):
+    ax.text(a + 1, y, f"{a} B", va="center")
+ax.set_xlabel("bytes added on the wire to one 84-byte ping")
+ax.set_xlim(0, max(added) + 15)
+ax.legend(loc="lower right", fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ## Exercises
+# **5.1** How many bytes does the `plain` format add on the wire (Ethernet included) to an
+# 84-byte ping?
+#
+# **5.2** How long is the `esp-aes-gcm` frame carrying that ping?
+#
+# **5.3** Which protocol stack does tshark give the FTP control packets on `tun0`?
+#
+# **5.4** What "SPI" does tshark show for a plain ping datagram? (Hint: the first four bytes of
+# an IPv4 header of 84 bytes; give it as tshark writes it, a hex string.)
+
+# %%
+answer_5_1 = ...
+course.check("5.1", answer_5_1, expected=by_cipher["plain"]["frame_len"] - 84,
+             hint="14 + 20 + 8")
+
+# %%
+answer_5_2 = ...
+course.check("5.2", answer_5_2, expected=by_cipher["esp-aes-gcm"]["frame_len"],
+             hint="84 + 42 + 8 (ESP header) + 8 (IV) + padding + 2 + 16 (ICV)")
+
+# %%
+answer_5_3 = ...
+course.check("5.3", answer_5_3, expected="raw:ip:tcp:ftp", hint="the design notes say it")
+
+# %%
+answer_5_4 = ...
+course.check("5.4", answer_5_4, expected=spis[0][0], hint="45 00 00 54")
+
+# %%
+lab.down()
+
+# %% [markdown]
+# ## What you learned
+# - On the external interface the tunnel is `eth:ethertype:ip:udp:udpencap:esp`; on `tun0`
+#   the same traffic is `raw:ip:...` (no link layer), e.g. `raw:ip:tcp:ftp`.
+# - The `plain` format is "ESP" only by port number; `esp-null` is real ESP, authenticated but
+#   readable; `esp-aes-gcm` is encrypted: without keys only SPI, sequence and sizes show.
+# - Each layer costs bytes: 42 for Ethernet + IPv4 + UDP, 28 more for esp-null's header,
+#   trailer and ICV, 8 more for AES-GCM's IV.
+# - With the session's exported keys (`vpnlab keys export`) tshark decrypts ESP and the stack
+#   continues into the inner packet.

@@ -1,0 +1,191 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6. Liveness and CleanUp
+#
+# From the design notes:
+#
+# > - **client watch for timeout from server during active connection**
+# >   - server closed connection? client terminate and release resources.
+# > - **server watch for timeout from client during active connection**
+# >   - client closed connection? server terminate and release resources.
+# >
+# > set timeout for 6 seconds [...] watch for server response timeout: no response and
+# > timeout? release resources and terminate. - CleanUp()
+#
+# UDP has no connection to break: a dead peer is simply silent. So each side sends a
+# **keepalive** after 2 s without sending anything, and a peer silent for **6 s** is declared
+# lost. In the code: `session.Session.next_timer/handle_timer`, `constants.LIVENESS_TIMEOUT_S`,
+# `client.clean_up`, the `finally` of `server.run_server`.
+#
+# We kill daemons with `SIGKILL` (`kill -9`: no chance to say goodbye) and with `SIGTERM`
+# (CleanUp runs, the peer is told with a **Bye**), and watch the other side.
+
+# %%
+import os
+import signal
+import time
+
+import matplotlib.pyplot as plt
+
+from vpnlab import capture, course
+from vpnlab.constants import KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
+
+lab = course.CourseLab("06_liveness_cleanup")
+lab.up()
+print("keepalive after", KEEPALIVE_INTERVAL_S, "s idle; peer lost after", LIVENESS_TIMEOUT_S, "s")
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+# %% [markdown]
+# ## kill -9 the server: the client notices after 6 s
+# We capture r1's `eth0` meanwhile, to see the client's keepalives go unanswered (r2's kernel
+# answers them with ICMP "port unreachable": nobody listens on 4500 any more).
+
+# %%
+client_pid, server_pid = lab.daemon_pid("client-r1"), lab.daemon_pid("server")
+cap = capture.start_capture(lab.prefix, "r1", "eth0", "work/liveness-eth0.pcapng", count=100,
+                            duration_s=20, capture_filter="udp port 4500 or icmp")
+killed = time.time()
+os.kill(server_pid, signal.SIGKILL)
+course.wait_for(lambda: not alive(client_pid), timeout_s=LIVENESS_TIMEOUT_S + 4)
+noticed_s = time.time() - killed
+cap_file = cap.stop()
+print(f"server killed; client gone after {noticed_s:.1f} s")
+log = lab.log("client-r1")
+print(log[-700:])
+lab.record("client_noticed_s", round(noticed_s, 1))
+lab.record("client_peer_lost", "peer lost" in log and "cleaned up (peer lost)" in log)
+
+# %%
+rows = capture.fields(cap_file, ["frame.time_epoch", "ip.src", "icmp.type"])
+events = []
+for t, src, icmp_type in rows:
+    t = float(t) - killed
+    if src == "192.0.2.2":
+        events.append((t, "r1 sends", "keepalive (or data)"))
+    elif icmp_type:
+        events.append((t, "r2 answers", "ICMP port unreachable"))
+    else:
+        events.append((t, "r2 answers", "datagram from the server"))
+course.draw_timeline(events, ["r1 sends", "r2 answers"], "the server is killed at 0 s",
+                     marks=[(0.0, "kill -9"), (noticed_s, "client: peer lost")])
+plt.show()
+lab.record("keepalives_after_kill", sum(e[0] > 0 and e[1] == "r1 sends" for e in events))
+
+# %% [markdown]
+# The client's CleanUp ran: its routes are gone and so is `tun0`. The server's did **not**
+# (kill -9): r2 still has forwarding on and its NAT table. That is why the lab's `stop-vpn`
+# and `down` clean up after dead daemons too.
+
+# %%
+lab.sh("r1", "ip route")
+left = lab.sh("r2", "nft list tables")
+lab.record("nat_left_after_kill9", "vpnlab" in left)
+lab.stop_vpn()
+lab.record("nat_after_stop_vpn", "vpnlab" in lab.run("r2", "nft list tables").stdout)
+
+# %% [markdown]
+# ## kill -9 the client: the server drops it after 6 s
+# The server serves many clients, so it does not exit: it drops the silent client's session.
+
+# %%
+lab.start_vpn()
+client_pid = lab.daemon_pid("client-r1")
+killed = time.time()
+os.kill(client_pid, signal.SIGKILL)
+course.wait_for(lambda: "closed: peer lost" in lab.log("server"),
+                timeout_s=LIVENESS_TIMEOUT_S + 4, interval_s=0.2)
+dropped_s = time.time() - killed
+print(f"client killed; server dropped it after {dropped_s:.1f} s")
+print("\n".join(lab.log("server").splitlines()[-3:]))
+lab.record("server_dropped_s", round(dropped_s, 1))
+lab.sh("r1", "ip route")
+
+# %% [markdown]
+# r1 kept one route: the host route to the server (the /1 routes died with `tun0`, which the
+# kernel removed when the killed process's fd was closed). Another thing CleanUp would have
+# done.
+#
+# ## SIGTERM the client: Bye, and the server knows at once
+
+# %%
+lab.start_vpn()
+client_pid = lab.daemon_pid("client-r1")
+stopped = time.time()
+os.kill(client_pid, signal.SIGTERM)
+course.wait_for(lambda: "closed: bye" in lab.log("server"), timeout_s=5, interval_s=0.05)
+bye_s = time.time() - stopped
+print(f"client stopped with SIGTERM; server knew after {bye_s:.2f} s")
+print("\n".join(lab.log("client-r1").splitlines()[-3:]))
+lab.record("bye_s", round(bye_s, 2))
+lab.record("r1_routes_after_sigterm", lab.run("r1", "ip route").stdout.strip())
+
+# %% [markdown]
+# ## CleanUp of the whole lab
+
+# %%
+lab.down()
+left = [ln for ln in os.popen("ip netns list").read().splitlines() if ln.startswith(lab.prefix)]
+print("namespaces left:", left)
+lab.record("namespaces_left", left)
+
+# %% [markdown]
+# ## Exercises
+# **6.1** How many seconds of silence make a peer "lost"?
+#
+# **6.2** After the server was killed, how many datagrams did the client still send before it
+# gave up? Estimate it from the timers (one keepalive per `KEEPALIVE_INTERVAL_S` of silence,
+# within `LIVENESS_TIMEOUT_S`), then compare with the capture: a range is fine, give the
+# number the capture shows.
+#
+# **6.3** Which makes the server notice a leaving client faster: `"SIGTERM"` or `"SIGKILL"`?
+#
+# **6.4** What did kill -9 of the server leave behind in r2? Give the name of the nftables
+# table.
+
+# %%
+answer_6_1 = ...
+course.check("6.1", answer_6_1, expected=LIVENESS_TIMEOUT_S, hint="constants.py")
+
+# %%
+answer_6_2 = ...
+course.check("6.2", answer_6_2, test=lambda a: abs(a - sum(e[1] == "r1 sends" and e[0] > 0
+                                                          for e in events)) <= 1,
+             hint="count the dots of 'r1 sends' after 0 s")
+
+# %%
+answer_6_3 = ...
+course.check("6.3", answer_6_3, expected="SIGTERM", hint="which one lets CleanUp send a Bye?")
+
+# %%
+answer_6_4 = ...
+course.check("6.4", answer_6_4, expected="vpnlab", hint="nft list tables in r2")
+
+# %% [markdown]
+# ## What you learned
+# - Over UDP, liveness is a timer: keepalives every 2 s of idleness, and **6 s** of silence
+#   ends the session (client: exit 4 and CleanUp; server: drop that client).
+# - A clean stop (SIGTERM) runs **CleanUp**: Bye to the peer (which reacts at once), routes,
+#   NAT table, forwarding and `tun0` restored.
+# - kill -9 skips CleanUp: the kernel closes the fds (so `tun0` and its routes vanish) but
+#   host routes, NAT tables and sysctls stay until someone (`vpnlab lab stop-vpn`/`down`)
+#   removes them.

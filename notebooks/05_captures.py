@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -31,7 +33,7 @@
 # %%
 import matplotlib.pyplot as plt
 
-from vpnlab import capture, course, ftp
+from vpnlab import capture, course, decode, ftp
 from vpnlab.formats import CIPHERS
 
 lab = course.CourseLab("05_captures")
@@ -78,7 +80,7 @@ lab.record("plain_ping_spi", spis[0][0] if spis else None)
 # (an event loop is already running), so we `await` the async reader.
 
 # %%
-packets = await capture.read_packets_async(tun_file, display_filter="ftp", limit=300)  # noqa: F704
+packets = await decode.read_packets_async(tun_file, display_filter="ftp", limit=300)  # noqa: F704
 print(len(packets), "FTP control packets; the first 8:")
 for pkt in packets[:8]:
     line = getattr(pkt.ftp, "request_command", None) or getattr(pkt.ftp, "response_code", "")
@@ -92,12 +94,12 @@ lab.record("pyshark_stacks", sorted({p.frame_info.protocols for p in packets}))
 # layer's position and size), and what each layer costs.
 
 # %%
-ping_pkt = capture.decode(eth_file, display_filter="frame.len == 126", count=1)[0]
+ping_pkt = decode.decode(eth_file, display_filter="frame.len == 126", count=1)[0]
 course.draw_layers(ping_pkt, title="plain: one ping on r1's eth0")
 plt.show()
-for o in capture.layer_overhead(ping_pkt):
+for o in decode.layer_overhead(ping_pkt):
     print(f"{o.layer:<6} header {o.header_bytes:3} B  trailer {o.trailer_bytes:3} B")
-print(capture.format_table(capture.layer_table([ping_pkt]), limit=25))
+print(decode.format_table(decode.layer_table([ping_pkt]), limit=25))
 
 # %% [markdown]
 # (For `plain`, tshark's "esp" layer is the whole inner 84-byte IPv4 packet.)
@@ -115,8 +117,8 @@ for cipher in CIPHERS:
                                duration_s=10, capture_filter="udp port 4500") as cap:
         lab.run("r1", "ping -c 1 203.0.113.10")
     keys = capture.lab_keys(lab.prefix)  # the esp_sa rows of the live session ([] for plain)
-    big = max(capture.decode(cap.path), key=lambda p: p.length)  # the echo request/reply
-    decrypted = max(capture.decode(cap.path, keys=keys), key=lambda p: p.length)
+    big = max(decode.decode(cap.path), key=lambda p: p.length)  # the echo request/reply
+    decrypted = max(decode.decode(cap.path, keys=keys), key=lambda p: p.length)
     by_cipher[cipher] = {"file": cap.path, "keys": keys, "frame_len": big.length,
                          "stack": big.stack, "decrypted_stack": decrypted.stack,
                          "packet": decrypted}
@@ -143,7 +145,7 @@ gcm = by_cipher["esp-aes-gcm"]["packet"]
 course.draw_layers(gcm, title="esp-aes-gcm, decrypted with the exported keys")
 plt.show()
 overhead = {c: [(o.layer, o.header_bytes, o.trailer_bytes)
-                for o in capture.layer_overhead(v["packet"])] for c, v in by_cipher.items()}
+                for o in decode.layer_overhead(v["packet"])] for c, v in by_cipher.items()}
 for c, rows in overhead.items():
     print(f"{c:<12}", "  ".join(f"{name} {h}+{t}" for name, h, t in rows))
 lab.record("esp_aes_gcm_overhead", overhead["esp-aes-gcm"])

@@ -344,7 +344,7 @@ def draw_timeline(events: Sequence[tuple[float, str, str]], lanes: Sequence[str]
 
 
 def draw_layers(packet: Any, ax=None, title: str = ""):
-    """A layer/byte diagram of one decoded packet (``vpnlab.capture.Packet``).
+    """A layer/byte diagram of one decoded packet (``vpnlab.decode.Packet``).
 
     One bar per layer, from its first to its last byte; decrypted ESP contents (whose byte
     positions restart at 0) are drawn inside the ESP layer's payload.

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from vpnlab import capture, cli
-from vpnlab.capture import CaptureError, Field, Layer, Packet
+from vpnlab import capture, cli, decode
+from vpnlab.capture import CaptureError
+from vpnlab.decode import Field, Layer, Packet
 from vpnlab.formats import make_format
 
 CAPTURES = Path(__file__).resolve().parents[2] / "captures"
@@ -89,14 +90,14 @@ def test_plain_format_bogus_SPI_is_the_first_bytes_of_the_inner_IPv4_header():
 @pytest.mark.parametrize("cipher,overhead", [("plain", 42), ("esp-null", 70), ("esp-aes-gcm", 78)])
 def test_tunnel_overhead_of_a_ping(cipher, overhead):
     """Outer frame minus inner packet: Ethernet 14 + IPv4 20 + UDP 8, plus what ESP adds."""
-    eth = capture.decode(CAPTURES / f"{cipher}-ping-eth0.pcapng")
-    tun = capture.decode(CAPTURES / f"{cipher}-ping-tun0.pcapng")
-    sizes = {capture.tunnel_overhead(o.length, i.length) for o, i in zip(eth, tun, strict=True)}
+    eth = decode.decode(CAPTURES / f"{cipher}-ping-eth0.pcapng")
+    tun = decode.decode(CAPTURES / f"{cipher}-ping-tun0.pcapng")
+    sizes = {decode.tunnel_overhead(o.length, i.length) for o, i in zip(eth, tun, strict=True)}
     assert sizes == {overhead}
     esp_bytes = overhead - 42
     limit = make_format(cipher, b"k" * 32).overhead_bytes
     assert esp_bytes <= limit
-    assert [o.layer for o in capture.layer_overhead(eth[0])] == ["eth", "ip", "udp", "esp"]
+    assert [o.layer for o in decode.layer_overhead(eth[0])] == ["eth", "ip", "udp", "esp"]
 
 
 @needs_tshark
@@ -156,7 +157,7 @@ def test_layer_overhead_counts_headers_and_the_ESP_trailer():
             layer("icmp", 20, 64),
         ),
     )
-    got = [(o.layer, o.header_bytes, o.trailer_bytes) for o in capture.layer_overhead(gcm)]
+    got = [(o.layer, o.header_bytes, o.trailer_bytes) for o in decode.layer_overhead(gcm)]
     assert got == [
         ("eth", 14, 0),
         ("ip", 20, 0),
@@ -171,14 +172,14 @@ def test_layer_overhead_counts_headers_and_the_ESP_trailer():
         capture.EXTERNAL_STACK,
         (layer("eth", 0, 14), layer("ip", 14, 20), layer("udp", 34, 8), layer("esp", 42, 84)),
     )
-    assert [o.header_bytes for o in capture.layer_overhead(plain)] == [14, 20, 8, 84]
+    assert [o.header_bytes for o in decode.layer_overhead(plain)] == [14, 20, 8, 84]
     tun = Packet(
         1,
         65,
         "raw:ip:tcp:ftp",
         (layer("raw", 0, 65), layer("ip", 0, 20), layer("tcp", 20, 32), layer("ftp", 52, 13)),
     )
-    assert [o.header_bytes + o.trailer_bytes for o in capture.layer_overhead(tun)] == [
+    assert [o.header_bytes + o.trailer_bytes for o in decode.layer_overhead(tun)] == [
         0,
         20,
         32,
@@ -187,10 +188,10 @@ def test_layer_overhead_counts_headers_and_the_ESP_trailer():
 
 
 def test_tunnel_overhead_rejects_impossible_sizes():
-    assert capture.tunnel_overhead(126, 84) == 42
+    assert decode.tunnel_overhead(126, 84) == 42
     for outer, inner in ((10, 84), (84, 0)):
         with pytest.raises(CaptureError):
-            capture.tunnel_overhead(outer, inner)
+            decode.tunnel_overhead(outer, inner)
 
 
 PDML = """<?xml version="1.0"?><pdml>
@@ -212,11 +213,11 @@ PDML = """<?xml version="1.0"?><pdml>
 
 
 def test_parse_pdml_keeps_stack_layers_and_field_bytes():
-    [pkt] = capture.parse_pdml(PDML)
+    [pkt] = decode.parse_pdml(PDML)
     assert (pkt.number, pkt.length, pkt.stack) == (7, 61, capture.EXTERNAL_STACK)
     assert [(x.name, x.pos, x.size) for x in pkt.layers] == [("eth", 0, 14), ("esp", 42, 19)]
     assert [f.name for f in pkt.layer("esp").fields] == ["esp.spi", "esp.nested"]
-    rows = capture.layer_table([pkt])
+    rows = decode.layer_table([pkt])
     assert rows[1] == {
         "packet": 7,
         "layer": "esp",
@@ -225,11 +226,11 @@ def test_parse_pdml_keeps_stack_layers_and_field_bytes():
         "pos": 42,
         "size": 4,
     }
-    assert "esp.spi" in capture.format_table(rows)
+    assert "esp.spi" in decode.format_table(rows)
     with pytest.raises(CaptureError):
         pkt.layer("ip")
     with pytest.raises(CaptureError):
-        capture.parse_pdml("<pdml><packet>")
+        decode.parse_pdml("<pdml><packet>")
 
 
 def test_load_keys_reads_rows_files_and_static_key_files(tmp_path):
@@ -264,9 +265,9 @@ def test_tshark_decrypts_vpnlab_ESP_with_exported_rows(tmp_path, cipher, header)
     rows = esp_sa_rows(keys.server())
     assert capture.stacks(path) == [capture.EXTERNAL_STACK]
     assert capture.stacks(path, rows) == [capture.EXTERNAL_STACK + ":ip:icmp:data"]
-    [pkt] = capture.decode(path, rows)
+    [pkt] = decode.decode(path, rows)
     assert {f.name: f.value for f in pkt.layer("esp").fields}["esp.icv_good"] == "1"
-    esp = next(o for o in capture.layer_overhead(pkt) if o.layer == "esp")
+    esp = next(o for o in decode.layer_overhead(pkt) if o.layer == "esp")
     assert (esp.header_bytes, esp.trailer_bytes) == (header, 20)  # pad 2 + 2 + ICV 16
 
 
@@ -276,17 +277,17 @@ def test_tshark_decrypts_vpnlab_ESP_with_exported_rows(tmp_path, cipher, header)
 @needs_tshark
 def test_pyshark_async_decoding_matches_tshark():
     path = CAPTURES / "plain-ftp-tun0.pcapng"
-    packets = asyncio.run(capture.read_packets_async(path))
+    packets = asyncio.run(decode.read_packets_async(path))
     assert [p.frame_info.protocols for p in packets] == capture.stacks(path)
-    rows = capture.layer_table(packets)
+    rows = decode.layer_table(packets)
     commands = [r for r in rows if r["field"] == "ftp.request.command"]
     assert commands and commands[0]["value"] == "USER" and commands[0]["size"] == 4
-    assert len(capture.read_packets(path, limit=3)) == 3
+    assert len(decode.read_packets(path, limit=3)) == 3
 
 
 def test_sync_pyshark_refuses_a_running_event_loop():
     async def inside_jupyter():
-        capture.read_packets(CAPTURES / "plain-ping-eth0.pcapng")
+        decode.read_packets(CAPTURES / "plain-ping-eth0.pcapng")
 
     with pytest.raises(CaptureError, match="await"):
         asyncio.run(inside_jupyter())

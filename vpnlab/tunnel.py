@@ -14,6 +14,7 @@ Tests hand it one end of a ``socket.socketpair()`` in place of tun0.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -29,6 +30,9 @@ from .events import Address, Event, PacketReceived
 from .report import Reporter
 from .segment import clamp_mss
 from .session import Counters, State
+
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # linux/socket.h: as root, past net.core.*mem_max
 
 BATCH = 64
 """Packets drained per wake-up from each file descriptor before looking at the other."""
@@ -58,6 +62,10 @@ def init_socket(address: str, port: int) -> socket.socket:
         SetupError: the address is not ours, or the port is taken.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
+        # a burst must not overflow the socket: each datagram dropped is a retransmit inside
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
     try:
         sock.bind((address, port))
     except OSError as exc:

@@ -17,6 +17,7 @@ import json
 import random
 import re
 import signal
+import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -79,6 +80,19 @@ class WhoAmIHandler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
 
 
+class WhoAmIServer(ThreadingHTTPServer):
+    """http.server without the reverse DNS lookup of its own address in ``server_bind``.
+
+    The sealed lab has no DNS: the lookup would wait for its timeout (about 10 s) first.
+    """
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -93,11 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        server = ThreadingHTTPServer((args.listen, args.port), WhoAmIHandler)
+        server = WhoAmIServer((args.listen, args.port), WhoAmIHandler)
     except OSError as exc:
         print(f"whoami: cannot listen on {args.listen}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    server.daemon_threads = True
     print(f"whoami: listening on {args.listen}:{args.port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -26,14 +26,16 @@ from .client_core import ClientCore
 from .constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
 from .errors import SetupError
 from .esp import EspSession, StaticKeys, esp_sa_rows
-from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel, tun_flags
+from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel
 from .formats import Format
 from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ClientRouting, refuse_host_changes
 from .session import State
+from .tap import device_flags
+from .transport import open_transport
 from .tun import create_tun_dev, ifconfig
-from .tunnel import SignalPipe, init_socket, send_queued
+from .tunnel import SignalPipe, send_queued
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 3
@@ -62,6 +64,10 @@ class ClientOptions:
     routes: tuple[IPv4Network, ...] = ()
     """Site to site: only these networks go through the tunnel (default: everything)."""
     datapath: str = "simple"
+    transport: str = "udp"
+    """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
+    mode: str = "tun"
+    """tun (the notes: IP packets), or tap: Ethernet frames on tap0 (``tap.py``)."""
 
 
 def client_connection(
@@ -103,6 +109,8 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
         SetupError: a local step (socket, tun0, routes) failed; CleanUp has run.
     """
     refuse_host_changes(options.allow_host_changes)
+    if options.transport == "tcp" and options.datapath == "fast":
+        raise SetupError("--transport tcp runs the simple data path only")
     if options.reconnect and options.static_keys is not None:
         raise SetupError("--reconnect needs the handshake: static keys must not be reused")
     signals = SignalPipe()
@@ -124,17 +132,27 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
     sock = None
     tun_fd = None
     routing = None
+    layer2 = options.mode == "tap"
     if options.static_keys is not None:
-        core = ClientCore(server, None, established=options.static_keys.client())
+        core = ClientCore(
+            server, None, established=options.static_keys.client(), layer2=layer2
+        )
     else:
         assert options.format is not None
         core = ClientCore(
             server,
             options.format.client_handshake(os.urandom),
             clock_offset_s=time.time() - time.monotonic(),
+            layer2=layer2,
         )
     try:
-        sock = init_socket(options.local_address, options.local_port)
+        sock = open_transport(
+            options.transport,
+            options.local_address,
+            options.local_port,
+            server=server,
+            drops=core.counters.drops,
+        )
         if not client_connection(core, sock, signals, reporter):
             if signals.received is not None:
                 return EXIT_OK
@@ -149,9 +167,12 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
         if options.esp_sa_file and isinstance(protection, EspSession):
             rows = esp_sa_rows(protection, "*", server[0])
             write_secret(options.esp_sa_file, esp_sa_text(rows))
-        tun_fd, tun_name = create_tun_dev(options.tun_name, tun_flags(options.datapath))
+        flags = device_flags(options.mode, options.datapath)
+        tun_fd, tun_name = create_tun_dev(options.tun_name, flags)
         ifconfig(tun_name, address, options.mtu)
-        routing = ClientRouting(options.server, tun_name, options.routes)
+        # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
+        gateway = next(address.network.hosts()) if layer2 else None
+        routing = ClientRouting(options.server, tun_name, options.routes, gateway=gateway)
         routing.apply()
         reporter.update(tunnel_address=str(address), tun=tun_name)
         reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
@@ -163,7 +184,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             sock,
             reporter,
             signals,
-            mss_clamp=options.mtu - TCP_IP_HEADERS_BYTES,
+            mss_clamp=None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES,
         )
         tunnel.run()
         if core.close_reason == "peer lost":

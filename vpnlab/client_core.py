@@ -24,6 +24,7 @@ class ClientCore:
         established: static keys: skip the handshake.
         clock_offset_s: added to ``now`` to get wall-clock time for the handshake's
             timestamps, which the server compares with its own clock.
+        layer2: ``--mode tap``: carry Ethernet frames from tap0 instead of IPv4 packets.
     """
 
     def __init__(
@@ -34,7 +35,9 @@ class ClientCore:
         established: Established | None = None,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         clock_offset_s: float = 0.0,
+        layer2: bool = False,
     ) -> None:
+        self.layer2 = layer2
         if (handshake is None) == (established is None):
             raise LocalProtocolError("give exactly one of handshake or established")
         self.server = server
@@ -64,7 +67,9 @@ class ClientCore:
 
     def _established(self, established: Established, now: float) -> list[Event]:
         self.state = next_state(self.state, "welcome")
-        self.session = Session(self.server, established, now, self.counters, self.timeouts)
+        self.session = Session(
+            self.server, established, now, self.counters, self.timeouts, self.layer2
+        )
         return [HandshakeCompleted(self.server, established.client_address)]
 
     def _close(self, reason: str) -> list[Event]:
@@ -102,10 +107,13 @@ class ClientCore:
         return []
 
     def send_packet(self, packet: bytes, now: float) -> list[Event]:
-        """TunSelected: one packet read from tun0; only IPv4 enters the tunnel."""
+        """TunSelected: one packet read from tun0; only IPv4 enters the tunnel.
+
+        In TAP mode: one Ethernet frame from tap0, whatever it carries (ARP, IPv4, IPv6).
+        """
         if self.session is None or self.state is not State.CONNECTED:
             return self._drop("not connected")
-        if ipv4_source(packet) is None:
+        if not self.layer2 and ipv4_source(packet) is None:
             return self._drop("tun: not ipv4")
         try:
             self.session.send_packet(packet, now)

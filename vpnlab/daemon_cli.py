@@ -14,6 +14,8 @@ from .fastpath import DATAPATHS, DEFAULT_DATAPATH
 from .formats import CIPHERS, DEFAULT_CIPHER, Format, make_format
 from .keys import read_psk, read_secret
 from .report import Reporter
+from .tap import DEFAULT_MODE, MODES, device_mtu, device_name
+from .transport import DEFAULT_TRANSPORT, TRANSPORTS
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +33,22 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_DATAPATH,
         help="simple: the select loop of the design notes; fast: TUN offloads, UDP GSO/GRO "
         "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=DEFAULT_MODE,
+        help="tun: IP packets on tun0 (the notes); tap: Ethernet frames on tap0, the server "
+        "switches them by MAC, ARP crosses the tunnel (simple data path only) "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=DEFAULT_TRANSPORT,
+        help="udp: the notes' tunnel; tcp: length-prefixed frames over one TCP connection, "
+        "the TCP-over-TCP counter-example the notes warn about (TCP meltdown; simple data path "
+        "only) (default %(default)s)",
     )
     parser.add_argument(
         "--cipher",
@@ -139,11 +157,12 @@ def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
 
 
 def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys | None) -> int:
-    """Ifconfig: ``--mtu``, or the largest that lets the cipher's datagrams fit 1500 bytes."""
+    """Ifconfig: ``--mtu``, or the largest that lets the cipher's datagrams fit 1500 bytes
+    (in TAP mode 14 bytes less: the Ethernet header travels too)."""
     if args.mtu:
         return args.mtu
     overhead = algorithm(static.cipher).overhead_bytes if static else format.overhead_bytes
-    return tun_mtu(overhead)
+    return device_mtu(args.mode, tun_mtu(overhead))
 
 
 def server_main(args: argparse.Namespace) -> int:
@@ -157,9 +176,11 @@ def server_main(args: argparse.Namespace) -> int:
         listen=args.listen,
         port=args.port,
         tunnel_address=args.tunnel_address,
-        tun_name=args.tun,
+        tun_name=device_name(args.mode, args.tun),
         mtu=mtu_of(args, format, static),
+        mode=args.mode,
         datapath=args.datapath,
+        transport=args.transport,
         external_interface=args.external_interface,
         nft_file=args.nft_file,
         status_file=args.status_file,
@@ -182,9 +203,11 @@ def client_main(args: argparse.Namespace) -> int:
         local_port=args.local_port,
         reconnect=args.reconnect,
         routes=tuple(args.route),
-        tun_name=args.tun,
+        tun_name=device_name(args.mode, args.tun),
         mtu=mtu_of(args, format, static),
+        mode=args.mode,
         datapath=args.datapath,
+        transport=args.transport,
         status_file=args.status_file,
         allow_host_changes=args.allow_host_changes,
     )

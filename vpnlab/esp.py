@@ -27,9 +27,10 @@ encrypts (payload to next header); the IV only goes into the nonce (salt || IV).
 (esp-null): what the HMAC covers; nothing is encrypted, so captures show the inner packet.
 
 Next Header: 4 an IPv4 packet, 41 an IPv6 packet, 59 a dummy packet (our keepalive, empty),
-253 (RFC 3692 experimental) with payload ``BYE`` (CleanUp). A datagram that starts with four
-zero bytes is a control message (RFC 3948 non-ESP marker: see ``handshake.py``), the single
-byte 0xFF an RFC 3948 NAT-keepalive: neither is ESP.
+253 (RFC 3692 experimental) with payload ``BYE`` (CleanUp), 143 an Ethernet frame (``--mode
+tap``: ``seal_frame``/``open_frame``; tshark decodes it as ``esp:eth``). A datagram that
+starts with four zero bytes is a control message (RFC 3948 non-ESP marker: see
+``handshake.py``), the single byte 0xFF an RFC 3948 NAT-keepalive: neither is ESP.
 
 Static keys (manual keying, as ``ip xfrm state add`` does) come from a JSON file::
 
@@ -68,6 +69,12 @@ NH_NONE = 59
 """RFC 4303 section 2.6: a dummy packet; ours is the keepalive."""
 NH_BYE = 253
 """RFC 3692 experimental protocol number, used for the authenticated Bye."""
+NH_ETHERNET = 143
+"""``--mode tap``: the payload is a whole Ethernet frame (IANA protocol 143 "Ethernet", RFC 8986).
+
+Tested with tshark 4.0: after decryption it shows ``...:esp:eth:ethertype:arp``. EtherIP (97,
+RFC 3378) decodes too (``esp:etherip:eth``) but needs a 2-byte header in front of the frame."""
+ETHERNET_HEADER_BYTES = 14
 BYE_PAYLOAD = b"BYE"
 NAT_KEEPALIVE = b"\xff"
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
@@ -77,7 +84,7 @@ PADDING = tuple(bytes(range(1, n + 1)) for n in range(256))
 _TRAILERS = {
     (pad, nh): PADDING[pad] + bytes((pad, nh))
     for pad in range(4)
-    for nh in (NH_IPV4, NH_IPV6, NH_NONE, NH_BYE)
+    for nh in (NH_IPV4, NH_IPV6, NH_NONE, NH_BYE, NH_ETHERNET)
 }
 
 
@@ -152,6 +159,19 @@ class EspSession:
             raise LocalProtocolError("oversize")
         return self._seal(packet, nh)
 
+    def seal_frame(self, frame: bytes) -> bytes:
+        """TunSelected in TAP mode: one Ethernet frame from tap0 (next header 143).
+
+        Raises:
+            LocalProtocolError: shorter than an Ethernet header, too large, or the counter
+                would wrap.
+        """
+        if len(frame) < ETHERNET_HEADER_BYTES:
+            raise LocalProtocolError("runt frame")
+        if len(frame) > self.max_packet_bytes:
+            raise LocalProtocolError("oversize")
+        return self._seal(frame, NH_ETHERNET)
+
     def seal_keepalive(self) -> bytes:
         """Keepalive when idle: an authenticated dummy packet (next header 59, no payload)."""
         return self._seal(b"", NH_NONE)
@@ -176,6 +196,35 @@ class EspSession:
             RemoteProtocolError: "nat keepalive", "control message", "oversize", "truncated",
                 "unknown spi", "bad icv", "bad padding", "replayed", "bad next header".
         """
+        plaintext, end = self._authentic(datagram)
+        nh = plaintext[-1]
+        if nh in (NH_IPV4, NH_IPV6):
+            if end == 0 or plaintext[0] >> 4 != (4 if nh == NH_IPV4 else 6):
+                raise RemoteProtocolError("bad next header")
+            return Kind.PACKET, plaintext[:end]
+        return self._control(nh, plaintext[:end])
+
+    def open_frame(self, datagram: bytes) -> tuple[Kind, bytes]:
+        """SockSelected in TAP mode: as :meth:`open`, but the payload must be an Ethernet frame
+        (next header 143, at least 14 bytes); it is returned as ``(Kind.PACKET, frame)``."""
+        plaintext, end = self._authentic(datagram)
+        nh = plaintext[-1]
+        if nh == NH_ETHERNET:
+            if end < ETHERNET_HEADER_BYTES:
+                raise RemoteProtocolError("bad next header")
+            return Kind.PACKET, plaintext[:end]
+        return self._control(nh, plaintext[:end])
+
+    @staticmethod
+    def _control(nh: int, payload: bytes) -> tuple[Kind, bytes]:
+        if nh == NH_NONE:
+            return Kind.KEEPALIVE, b""
+        if nh == NH_BYE and payload == BYE_PAYLOAD:
+            return Kind.BYE, b""
+        raise RemoteProtocolError("bad next header")
+
+    def _authentic(self, datagram: bytes) -> tuple[bytes, int]:
+        """Shape, SPI, ICV, padding, replay window: the plaintext and where its payload ends."""
         size = len(datagram)
         if size < self._min_datagram:
             if datagram == NAT_KEEPALIVE:
@@ -197,16 +246,7 @@ class EspSession:
             raise RemoteProtocolError("bad padding")
         if not self.window.accept(seq):
             raise RemoteProtocolError("replayed")
-        nh = plaintext[-1]
-        if nh in (NH_IPV4, NH_IPV6):
-            if end == 0 or plaintext[0] >> 4 != (4 if nh == NH_IPV4 else 6):
-                raise RemoteProtocolError("bad next header")
-            return Kind.PACKET, plaintext[:end]
-        if nh == NH_NONE:
-            return Kind.KEEPALIVE, b""
-        if nh == NH_BYE and plaintext[:end] == BYE_PAYLOAD:
-            return Kind.BYE, b""
-        raise RemoteProtocolError("bad next header")
+        return plaintext, end
 
 
 def esp_spi(datagram: bytes) -> int | None:

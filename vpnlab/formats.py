@@ -38,12 +38,20 @@ class Protection(Protocol):
 
     def seal(self, packet: bytes) -> bytes: ...
 
+    def seal_frame(self, frame: bytes) -> bytes:
+        """``--mode tap``: seal an Ethernet frame (ESP next header 143, plain: the raw frame)."""
+        ...
+
     def seal_keepalive(self) -> bytes: ...
 
     def seal_bye(self) -> bytes: ...
 
     def open(self, datagram: bytes) -> tuple[Kind, bytes]:
         """Return what ``datagram`` carries; raise RemoteProtocolError(reason) if it is bad."""
+        ...
+
+    def open_frame(self, datagram: bytes) -> tuple[Kind, bytes]:
+        """``--mode tap``: as ``open``, but a PACKET is an Ethernet frame."""
         ...
 
 

@@ -9,13 +9,19 @@ it, which is exactly what the ESP formats fix.
     server -> client   VPNLAB/1 WELCOME 10.8.0.2/24
     either way         VPNLAB/1 KEEPALIVE          (when idle)
     either way         VPNLAB/1 BYE                (on CleanUp)
+
+``--mode tap``: the UDP payload is the raw Ethernet frame instead. Wireshark still labels it
+``udpencap:esp`` (port 4500), with the first four bytes of the destination MAC as "SPI"
+(``0xffffffff`` for a broadcast ARP request); ``tshark -d udp.port==4500,eth`` shows the frame.
+A control message cannot be mistaken for a frame: its bytes 6 to 11 (``/1 HEL``...) would be a
+source MAC with the group bit set (0x2f), which no frame carries.
 """
 
 from __future__ import annotations
 
 from ipaddress import IPv4Interface
 
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .formats import Established, Kind, Protection, RandomBytes
 
 MAGIC = b"VPNLAB/1 "
@@ -24,6 +30,7 @@ KEEPALIVE = MAGIC + b"KEEPALIVE\n"
 BYE = MAGIC + b"BYE\n"
 WELCOME = MAGIC + b"WELCOME "
 MAX_CONTROL = 64
+ETHERNET_HEADER_BYTES = 14
 
 
 def ip_version(packet: bytes) -> int:
@@ -38,6 +45,11 @@ class PlainProtection:
 
     def seal(self, packet: bytes) -> bytes:
         return packet
+
+    def seal_frame(self, frame: bytes) -> bytes:
+        if len(frame) < ETHERNET_HEADER_BYTES:
+            raise LocalProtocolError("runt frame")
+        return frame
 
     def seal_keepalive(self) -> bytes:
         return KEEPALIVE
@@ -54,6 +66,14 @@ class PlainProtection:
             raise RemoteProtocolError("unexpected control message")
         if ip_version(datagram) not in (4, 6) or len(datagram) < 20:
             raise RemoteProtocolError("not an ip packet")
+        return Kind.PACKET, datagram
+
+    def open_frame(self, datagram: bytes) -> tuple[Kind, bytes]:
+        """TAP mode: a control message, or else an Ethernet frame of at least 14 bytes."""
+        if datagram.startswith(MAGIC):
+            return self.open(datagram)
+        if len(datagram) < ETHERNET_HEADER_BYTES:
+            raise RemoteProtocolError("runt frame")
         return Kind.PACKET, datagram
 
 

@@ -117,7 +117,9 @@ class ClientRouting:
     """SetRouting(1): everything through tun0 except the way to the server.
 
     With ``networks`` (site to site) only those networks go through tun0, and the client
-    forwards for the LAN behind it.
+    forwards for the LAN behind it. With ``gateway`` (``--mode tap``: tap0 is an Ethernet
+    segment, so a route needs a next hop whose MAC ARP can find) the routes go via the
+    server's tunnel address instead of straight out of the device.
     """
 
     server: IPv4Address
@@ -125,6 +127,7 @@ class ClientRouting:
     networks: tuple[IPv4Network, ...] = ()
     added: list[dict[str, object]] = field(default_factory=list)
     previous_forward: str | None = None
+    gateway: IPv4Address | None = None
 
     def apply(self) -> None:
         """SetRouting(1): the host route and the two halves of the address space (or the
@@ -134,9 +137,11 @@ class ClientRouting:
 
         try:
             tun = tun_index(self.tun_name)
+            via = {"gateway": str(self.gateway)} if self.gateway else {}
             if self.networks:
                 self.previous_forward = set_forwarding(True)
-                add_routes([{"dst": str(net), "oif": tun} for net in self.networks], self.added)
+                nets = [{"dst": str(net), "oif": tun, **via} for net in self.networks]
+                add_routes(nets, self.added)
                 return
             with IPRoute() as ipr:
                 (path,) = ipr.route("get", dst=str(self.server))[:1]
@@ -146,7 +151,10 @@ class ClientRouting:
             }
             if path.get("RTA_GATEWAY"):
                 host_route["gateway"] = path.get("RTA_GATEWAY")
-            everything = [{"dst": "0.0.0.0/1", "oif": tun}, {"dst": "128.0.0.0/1", "oif": tun}]
+            everything = [
+                {"dst": "0.0.0.0/1", "oif": tun, **via},
+                {"dst": "128.0.0.0/1", "oif": tun, **via},
+            ]
             add_routes([host_route, *everything], self.added)
         except (NetlinkError, ValueError) as exc:
             self.restore()

@@ -24,16 +24,19 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
+from .errors import SetupError
 from .esp import EspSession, StaticKeys, esp_sa_rows
 from .events import Event, HandshakeCompleted, SessionClosed
-from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel, tun_flags
+from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel
 from .formats import Established, Format
 from .keys import esp_sa_text, write_secret
 from .report import Reporter
 from .routing import ServerRouting, refuse_host_changes
 from .server_core import ServerCore
+from .tap import device_flags, mac_address
+from .transport import open_transport
 from .tun import create_tun_dev, ifconfig
-from .tunnel import SignalPipe, init_socket, send_queued
+from .tunnel import SignalPipe, send_queued
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class ServerOptions:
     client_networks: tuple[tuple[IPv4Address, IPv4Network], ...] = ()
     allow_host_changes: bool = False
     datapath: str = "simple"
+    transport: str = "udp"
+    """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
+    mode: str = "tun"
+    """tun (the notes: IP packets), or tap: Ethernet frames, clients switched by MAC."""
 
 
 def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
@@ -97,6 +104,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         static=Established(static.server(), static.client_address) if static else None,
         isolate_clients=options.isolate_clients,
         client_networks=networks,
+        layer2=options.mode == "tap",
     )
     cipher = f"static keys, {static.cipher}" if static else f"cipher {options.format.name}"
 
@@ -105,16 +113,24 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             write_esp_sa(options.esp_sa_file, core, options.listen)
 
     try:
-        sock = init_socket(options.listen, options.port)
-        tun_fd, tun_name = create_tun_dev(options.tun_name, tun_flags(options.datapath))
+        if options.transport == "tcp" and options.datapath == "fast":
+            raise SetupError("--transport tcp runs the simple data path only")
+        sock = open_transport(
+            options.transport, options.listen, options.port, drops=core.counters.drops
+        )
+        flags = device_flags(options.mode, options.datapath)
+        tun_fd, tun_name = create_tun_dev(options.tun_name, flags)
         ifconfig(tun_name, options.tunnel_address, options.mtu)
+        if options.mode == "tap":
+            core.set_local_mac(mac_address(tun_name))
         routing.tun_name = tun_name
         routing.apply()
         nat = f"NAT out of {options.external_interface}" if routing.nat_applied else "no NAT"
         reporter.update(tun=tun_name, tunnel_address=str(options.tunnel_address))
         reporter.state(
             "listening",
-            f"udp {options.listen}:{options.port}, {tun_name} {options.tunnel_address}, "
+            f"{options.transport} {options.listen}:{options.port}, "
+            f"{tun_name} {options.tunnel_address}, "
             f"{cipher}, forwarding on, {nat}",
         )
         tunnel = make_tunnel(
@@ -126,7 +142,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             reporter,
             signals,
             on_event,
-            mss_clamp=options.mtu - TCP_IP_HEADERS_BYTES,
+            mss_clamp=None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES,
         )
         tunnel.run()
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from .bridge import ETHERNET_HEADER_BYTES, LOCAL, Switch, frame_macs, is_group
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     Address,
@@ -65,6 +66,8 @@ class ServerCore:
         client_networks: site to site: the networks behind each client (by its tunnel
             address, as OpenVPN's iroute): packets to them go to that client, and that
             client may send from them.
+        layer2: ``--mode tap``: carry Ethernet frames; the server's tap0 and every client
+            form one segment, switched by destination MAC (``bridge.Switch``).
     """
 
     def __init__(
@@ -79,8 +82,12 @@ class ServerCore:
         static: Established | None = None,
         isolate_clients: bool = False,
         client_networks: Mapping[IPv4Address, Sequence[IPv4Network]] | None = None,
+        layer2: bool = False,
     ) -> None:
         self.format = format
+        self.switch: Switch | None = Switch() if layer2 else None
+        if self.switch is not None:
+            self.switch.add_port(LOCAL)
         self.isolate_clients = isolate_clients
         # site to site: networks behind a client, by its tunnel address, most specific first
         self.client_networks = sorted(
@@ -127,14 +134,16 @@ class ServerCore:
             kind, packet = session.receive_datagram(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
-        return self._deliver(session, kind, packet)
+        return self._deliver(session, kind, packet, now)
 
-    def _deliver(self, session: Session, kind: Kind, packet: bytes) -> list[Event]:
+    def _deliver(self, session: Session, kind: Kind, packet: bytes, now: float) -> list[Event]:
         peer = session.peer
         if kind is Kind.BYE:
             return self._end(session, "bye")
         if kind is Kind.KEEPALIVE:
             return []
+        if self.switch is not None:
+            return self._switch_frame(session, packet, now)
         source = ipv4_source(packet)
         if source != session.tunnel_address.ip and self._owner(source) is not session:
             return self._drop("spoofed source", peer)
@@ -149,7 +158,7 @@ class ServerCore:
     def _receive_static(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
         """Static keys: a datagram that opens with them makes its sender the client."""
         assert self.static is not None
-        session = Session(peer, self.static, now, self.counters, self.timeouts)
+        session = self._session(peer, self.static, now)
         try:
             kind, packet = session.receive_datagram(datagram, now)
         except RemoteProtocolError as exc:
@@ -157,7 +166,7 @@ class ServerCore:
         self.sessions[peer] = session
         self.by_address[session.tunnel_address.ip] = session
         events: list[Event] = [HandshakeCompleted(peer, session.tunnel_address)]
-        return events + self._deliver(session, kind, packet)
+        return events + self._deliver(session, kind, packet, now)
 
     def _receive_hello(self, hello: bytes, peer: Address, now: float) -> list[Event]:
         cached = self._replies.get(peer)
@@ -179,14 +188,56 @@ class ServerCore:
             return self._drop(exc.reason, peer)
         if old is not None:  # the client restarted from the same port: a fresh session
             self._forget(old)
-        session = Session(peer, Established(protection, address), now, self.counters, self.timeouts)
+        session = self._session(peer, Established(protection, address), now)
         self.sessions[peer] = session
         self.by_address[address.ip] = session
         self._replies[peer] = (hello, reply)
         self._outbox.append((reply, peer))
         return [HandshakeCompleted(peer, address)]
 
+    def _session(self, peer: Address, established: Established, now: float) -> Session:
+        layer2 = self.switch is not None
+        if layer2:
+            self.switch.add_port(peer)
+        return Session(peer, established, now, self.counters, self.timeouts, layer2)
+
+    def set_local_mac(self, mac: bytes) -> None:
+        """Ifconfig, TAP mode: the MAC of the server's tap0, which no client may claim."""
+        if self.switch is not None:
+            self.switch.add_static(mac, LOCAL)
+
+    def _switch_frame(self, session: Session, frame: bytes, now: float) -> list[Event]:
+        """SockSelected, TAP mode: learn the frame's source MAC, then forward it by its
+        destination MAC: to tap0 (a PacketReceived), to other clients (sealed), or both."""
+        assert self.switch is not None
+        peer = session.peer
+        destination, source = frame_macs(frame)
+        if not self.switch.learn(source, peer, now):
+            reason = "bad source mac" if is_group(source) else "spoofed source mac"
+            return self._drop(reason, peer)
+        events: list[Event] = []
+        for port in self.switch.forward(destination, peer, now):
+            if port == LOCAL:
+                self.counters.packets_to_tun += 1
+                self.counters.bytes_to_tun += len(frame)
+                events.append(PacketReceived(frame))
+            elif self.isolate_clients:
+                if not is_group(destination):
+                    events += self._drop("client to client denied", peer)
+            else:
+                events += self._send_frame(self.sessions[port], frame, now)
+        return events
+
+    def _send_frame(self, session: Session, frame: bytes, now: float) -> list[Event]:
+        try:
+            session.send_packet(frame, now)
+        except LocalProtocolError as exc:
+            return self._drop(f"tap: {exc}")
+        return []
+
     def _forget(self, session: Session) -> None:
+        if self.switch is not None:
+            self.switch.remove_port(session.peer)
         self.sessions.pop(session.peer, None)
         self.by_address.pop(session.tunnel_address.ip, None)
         self._replies.pop(session.peer, None)
@@ -215,7 +266,19 @@ class ServerCore:
         return None
 
     def send_packet(self, packet: bytes, now: float) -> list[Event]:
-        """TunSelected: route one packet from tun0 to the client that owns its destination."""
+        """TunSelected: route one packet from tun0 to the client that owns its destination.
+
+        TAP mode: switch one frame from tap0 by its destination MAC (flooded if unknown).
+        """
+        if self.switch is not None:
+            if len(packet) < ETHERNET_HEADER_BYTES:
+                return self._drop("tap: runt frame")
+            destination, source = frame_macs(packet)
+            self.switch.learn(source, LOCAL, now, take_over=True)
+            events: list[Event] = []
+            for port in self.switch.forward(destination, LOCAL, now):
+                events += self._send_frame(self.sessions[port], packet, now)
+            return events
         destination = ipv4_destination(packet)
         if destination is None:
             return self._drop("tun: not ipv4")
@@ -245,6 +308,8 @@ class ServerCore:
     def handle_timer(self, now: float) -> list[Event]:
         """Keepalives for idle sessions; drop the clients silent for 6 s."""
         events: list[Event] = []
+        if self.switch is not None:
+            self.switch.expire(now)
         for session in list(self.sessions.values()):
             if not session.handle_timer(now):
                 self._outbox.extend((d, session.peer) for d in session.outbox)
@@ -265,6 +330,7 @@ class ServerCore:
                 for peer, session in self.sessions.items()
             ],
             "free_addresses": len(self.pool),
+            **({"mac_table": self.switch.entries(now)} if self.switch is not None else {}),
             "counters": self.counters.as_dict(),
         }
 

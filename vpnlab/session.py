@@ -114,6 +114,7 @@ class Session:
         established: keys and tunnel address from the handshake (or a static key file).
         now: the time the session starts; both timers start from it.
         counters: where to count (the core's, shared by all its sessions).
+        layer2: ``--mode tap``: the "packets" are Ethernet frames (``seal_frame``/``open_frame``).
     """
 
     def __init__(
@@ -123,9 +124,13 @@ class Session:
         now: float,
         counters: Counters,
         timeouts: Timeouts,
+        layer2: bool = False,
     ) -> None:
         self.peer = peer
         self.protection: Protection = established.protection
+        self.layer2 = layer2
+        self._seal = self.protection.seal_frame if layer2 else self.protection.seal
+        self._open = self.protection.open_frame if layer2 else self.protection.open
         self.tunnel_address = established.client_address
         self.counters = counters
         self.timeouts = timeouts
@@ -139,7 +144,7 @@ class Session:
         Raises:
             LocalProtocolError: the packet cannot be sealed (too large for the format).
         """
-        self.outbox.append(self.protection.seal(packet))
+        self.outbox.append(self._seal(packet))
         self.last_sent = now
         self.counters.packets_from_tun += 1
         self.counters.bytes_from_tun += len(packet)
@@ -148,7 +153,7 @@ class Session:
         """SockSelected: open one datagram; raises RemoteProtocolError if it is bad."""
         if datagram == NAT_KEEPALIVE:
             raise RemoteProtocolError("nat keepalive")
-        kind, packet = self.protection.open(datagram)
+        kind, packet = self._open(datagram)
         self.last_received = now
         if kind is Kind.KEEPALIVE:
             self.counters.keepalives_received += 1

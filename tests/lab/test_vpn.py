@@ -277,5 +277,5 @@ def test_tun_name_too_long_is_a_clear_error(prefix):
         timeout=20,
     )
     assert done.returncode == 1
-    assert f"bad interface name '{'x' * 16}'" in done.stderr
+    assert f"interface name '{'x' * 16}' has 16 characters" in done.stderr
     assert "Traceback" not in done.stderr

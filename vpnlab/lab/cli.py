@@ -1,11 +1,11 @@
 """``vpnlab lab ...``: build, inspect, enter, verify and remove the namespace lab.
 
     vpnlab lab up [--prefix P] [--cipher C] [--no-vpn] [--clients N] [--topology FILE.toml]
-                  [--site-to-site] [--nat on|off]
+                  [--site-to-site] [--nat on|off] [--mode tun|tap]
     vpnlab lab down | status [--json] | verify [--json]
     vpnlab lab exec NODE [--] CMD...
     vpnlab lab start-vpn [--cipher C] [--static-keys] | stop-vpn
-    vpnlab lab impair --loss PERCENT | route-back [--remove]
+    vpnlab lab impair --loss PERCENT --delay MS --jitter MS | route-back [--remove]
 
 Errors are LabError: ``vpnlab.cli.main`` prints them as one line and exits 1.
 """
@@ -53,6 +53,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--nat", choices=("on", "off"), default="on", help="the server's masquerade rule"
     )
+    p.add_argument(
+        "--mode", choices=("tun", "tap"), default="tun", help="tap: Ethernet frames on tap0"
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", parents=[common], help="stop everything, delete the namespaces")
@@ -88,8 +91,18 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("stop-vpn", parents=[common], help="stop the VPN daemons only")
     p.set_defaults(func=cmd_stop_vpn)
 
-    p = sub.add_parser("impair", parents=[common], help="lose packets on the isp router")
+    p = sub.add_parser(
+        "impair", parents=[common], help="loss, delay, jitter on the r1-r2 path (isp)"
+    )
     p.add_argument("--loss", type=float, default=0.0, help="percent dropped, both ways (0: none)")
+    p.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="added from r2 to r1, once per round trip (netem, or a userspace relay) (0: none)",
+    )
+    p.add_argument("--jitter", type=float, default=0.0, metavar="MS", help="+- on the delay")
     p.set_defaults(func=cmd_impair)
     return lab
 
@@ -103,10 +116,9 @@ def cmd_route_back(args: argparse.Namespace) -> int:
 
 
 def cmd_impair(args: argparse.Namespace) -> int:
-    from .impair import set_loss
+    from .impair import apply
 
-    set_loss(args.prefix, args.loss)
-    print(f"isp: {args.loss:g} % of forwarded packets dropped" if args.loss else "isp: no loss")
+    print(apply(args.prefix, loss=args.loss, delay_ms=args.delay, jitter_ms=args.jitter))
     return 0
 
 
@@ -118,7 +130,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         topo = make_topology(args.clients, site_to_site=args.site_to_site)
     nat = args.nat == "on"
-    info = up(prefix=args.prefix, topology=topo, cipher=args.cipher, vpn=args.vpn, nat=nat)
+    info = up(
+        prefix=args.prefix,
+        topology=topo,
+        cipher=args.cipher,
+        vpn=args.vpn,
+        nat=nat,
+        mode=args.mode,
+    )
     print(json.dumps(info, indent=2) if args.json else format_status(info))
     return 0
 

@@ -1,4 +1,7 @@
-"""Impairments on the isp router: packet loss, as a lossy internet path would have it.
+"""Impairments on the isp router: packet loss, delay and jitter, as a real internet path has them.
+
+Delay and jitter (netem, or the userspace relay where the kernel has no netem) are in
+``delay.py``; :func:`apply` sets all three, :func:`clear` removes all three.
 
 The rule lives in the isp's own namespace, in an nftables table of its own, so it goes away
 with ``down`` and never touches the host. ``numgen random`` needs no kernel module beyond
@@ -7,15 +10,19 @@ nftables itself (netem, the usual tool, is not on every kernel):
     table inet vpnlab_impair {
         chain forward {
             type filter hook forward priority 0; policy accept;
-            numgen random mod 1000 < 50 counter drop        # 5 % of forwarded packets
+            iifname != "imp0" numgen random mod 1000 < 50 counter drop   # 5 %
         }
     }
+
+(``imp0`` is the delay relay's device: a delayed packet crosses the forward hook twice and
+must only risk being lost once.)
 """
 
 from __future__ import annotations
 
 from ..errors import LabError
-from . import build, state
+from . import build, delay, state
+from .delay import DEVICE as DELAY_DEVICE
 
 TABLE = "vpnlab_impair"
 ROUTER = "isp"
@@ -32,7 +39,7 @@ def loss_ruleset(percent: float) -> str:
         f"table inet {TABLE} {{\n"
         "    chain forward {\n"
         "        type filter hook forward priority 0; policy accept;\n"
-        f"        numgen random mod 1000 < {per_mille} counter drop\n"
+        f'        iifname != "{DELAY_DEVICE}" numgen random mod 1000 < {per_mille} counter drop\n'
         "    }\n"
         "}\n"
     )
@@ -42,15 +49,31 @@ def set_loss(prefix: str, percent: float) -> None:
     """Drop ``percent`` % of everything the isp forwards, both ways (0 removes the rule)."""
     ns = state.namespace(prefix, ROUTER)
     if percent == 0:
-        clear(prefix)
+        build.run_in(ns, ["nft", "delete", "table", "inet", TABLE])
         return
     build.run_in(ns, ["nft", "-f", "-"], input=loss_ruleset(percent), check=True)
+
+
+def apply(prefix: str, loss: float = 0.0, delay_ms: float = 0.0, jitter_ms: float = 0.0) -> str:
+    """Set loss (both ways), delay and jitter (r2 to r1) on the r1-r2 path; 0 removes each.
+
+    Returns one line saying what is in place (and whether netem or the relay adds the delay).
+    """
+    set_loss(prefix, loss)
+    how = delay.set_delay(prefix, delay_ms, jitter_ms)
+    parts = [f"{loss:g} % of forwarded packets dropped" if loss else "no loss"]
+    if how == "none":
+        parts.append("no delay")
+    else:
+        parts.append(f"{delay_ms:g} ms delay +- {jitter_ms:g} ms jitter ({how})")
+    return "isp: " + ", ".join(parts)
 
 
 def clear(prefix: str) -> None:
     """Remove every impairment (nothing to do if there is none)."""
     ns = state.namespace(prefix, ROUTER)
     build.run_in(ns, ["nft", "delete", "table", "inet", TABLE])
+    delay.clear_delay(prefix)
 
 
 def dropped(prefix: str) -> int:

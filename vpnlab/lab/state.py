@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabError
+from .topology import DEFAULT_TOPOLOGY, Topology, from_dict
 
 DEFAULT_PREFIX = "vpnlab-"
 DEFAULT_BASE_DIR = "/run/vpnlab"
@@ -269,3 +270,19 @@ def teardown(prefix: str) -> list[str]:
     if leftover:
         raise LabError(f"could not delete namespaces {leftover}")
     return done
+
+
+def record_of(prefix: str) -> dict[str, Any]:
+    """The record of a lab that is up; LabError if there is none."""
+    record = load(prefix)
+    if record is None:
+        raise LabError(f"no lab with prefix {prefix!r} is up (run: vpnlab lab up)")
+    return record
+
+
+def topology_of(prefix: str) -> Topology:
+    """The topology a lab was built with (the default one if nothing is recorded)."""
+    record = load(prefix)
+    if record and record.get("topology"):
+        return from_dict(record["topology"])
+    return DEFAULT_TOPOLOGY

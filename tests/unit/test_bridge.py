@@ -1,0 +1,290 @@
+"""TAP mode without root: the learning switch, frame sealing, the cores switching frames."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+
+import pytest
+
+from vpnlab.bridge import LOCAL, Switch, format_mac, is_group
+from vpnlab.client_core import ClientCore
+from vpnlab.crypto import SaKeys
+from vpnlab.errors import LocalProtocolError, RemoteProtocolError
+from vpnlab.esp import NH_ETHERNET, EspSession
+from vpnlab.events import DatagramDropped, PacketReceived
+from vpnlab.formats import Kind, make_format
+from vpnlab.plain import PLAIN, PlainProtection
+from vpnlab.server_core import ServerCore
+
+from .helpers import CLIENT, SERVER, CorePair, ipv4_packet, seeded_random
+
+A = bytes.fromhex("020000000001")
+B = bytes.fromhex("020000000002")
+C = bytes.fromhex("020000000003")
+SRV = bytes.fromhex("02000000fffe")
+BROADCAST = b"\xff" * 6
+CLIENT2 = ("192.0.2.3", 4500)
+
+
+def frame(dst: bytes, src: bytes, payload: bytes = b"\x08\x06" + b"a" * 28) -> bytes:
+    return dst + src + payload
+
+
+# --- the switch ---------------------------------------------------------------------------------
+
+
+def test_Switch_floods_unknown_and_broadcast_to_every_other_port():
+    sw = Switch()
+    for port in (LOCAL, "p1", "p2"):
+        sw.add_port(port)
+    assert sw.forward(BROADCAST, "p1", 0.0) == sorted([LOCAL, "p2"], key=repr)
+    assert sw.forward(A, "p1", 0.0) == sorted([LOCAL, "p2"], key=repr)
+
+
+def test_Switch_learns_and_forwards_unicast_to_one_port():
+    sw = Switch()
+    for port in (LOCAL, "p1", "p2"):
+        sw.add_port(port)
+    assert sw.learn(A, "p1", 0.0)
+    assert sw.forward(A, "p2", 1.0) == ["p1"]
+    assert sw.forward(A, "p1", 1.0) == []  # back where it came from: nowhere
+    assert sw.lookup(A, 1.0) == "p1"
+
+
+def test_Switch_refuses_a_fresh_mac_claimed_by_another_port():
+    sw = Switch()
+    assert sw.learn(A, "p1", 0.0)
+    assert not sw.learn(A, "p2", 1.0)
+    assert sw.lookup(A, 1.0) == "p1"
+    assert sw.learn(A, "p2", 1.0, take_over=True)
+    assert sw.lookup(A, 1.0) == "p2"
+
+
+def test_Switch_static_mac_is_never_taken_over_nor_aged():
+    sw = Switch(aging_s=10.0)
+    sw.add_static(SRV, LOCAL)
+    assert not sw.learn(SRV, "p1", 0.0, take_over=True)
+    assert sw.expire(1e6) == 0
+    assert sw.lookup(SRV, 1e6) == LOCAL
+
+
+def test_Switch_refuses_group_source():
+    sw = Switch()
+    assert not sw.learn(BROADCAST, "p1", 0.0)
+    assert not sw.learn(bytes.fromhex("333300000001"), "p1", 0.0)
+    assert len(sw) == 0
+    assert is_group(BROADCAST) and not is_group(A)
+
+
+def test_Switch_ages_entries_out():
+    sw = Switch(aging_s=300.0)
+    sw.add_port("p2")
+    sw.learn(A, "p1", 0.0)
+    assert sw.lookup(A, 299.9) == "p1"
+    assert sw.lookup(A, 300.0) is None  # aged: flooded again
+    assert "p1" in sw.forward(A, "p2", 300.0)
+    sw.learn(B, "p1", 0.0)
+    sw.learn(C, "p1", 200.0)
+    assert sw.expire(300.0) == 1 and len(sw) == 1
+    assert sw.learn(B, "p2", 301.0)  # an aged MAC may move
+
+
+def test_Switch_refresh_keeps_an_entry_alive():
+    sw = Switch(aging_s=10.0)
+    sw.learn(A, "p1", 0.0)
+    sw.learn(A, "p1", 8.0)
+    assert sw.lookup(A, 15.0) == "p1"
+
+
+def test_Switch_table_size_is_bounded():
+    sw = Switch(max_entries=8, max_per_port=100)
+    sw.add_static(SRV, LOCAL)
+    for n in range(20):
+        sw.learn(bytes([2, 0, 0, 0, 1, n]), f"p{n}", float(n))
+    assert len(sw) == 8
+    assert sw.lookup(SRV, 20.0) == LOCAL  # the static entry survives eviction
+    assert sw.lookup(bytes([2, 0, 0, 0, 1, 19]), 20.0) == "p19"
+    assert sw.lookup(bytes([2, 0, 0, 0, 1, 0]), 20.0) is None  # the oldest went first
+
+
+def test_Switch_one_port_only_pushes_out_its_own_macs():
+    sw = Switch(max_entries=100, max_per_port=4)
+    sw.learn(A, "victim", 0.0)
+    for n in range(50):
+        sw.learn(bytes([2, 0, 0, 0, 2, n]), "flooder", 1.0 + n)
+    assert len(sw) == 5
+    assert sw.lookup(A, 60.0) == "victim"
+
+
+def test_Switch_remove_port_forgets_its_macs():
+    sw = Switch()
+    sw.add_port("p2")
+    sw.learn(A, "p1", 0.0)
+    sw.learn(B, "p1", 0.0)
+    sw.remove_port("p1")
+    assert len(sw) == 0 and sw.forward(BROADCAST, "p2", 1.0) == []
+    assert sw.entries(1.0) == []
+
+
+def test_Switch_entries_for_the_status_file():
+    sw = Switch()
+    sw.add_static(SRV, LOCAL)
+    sw.learn(A, ("192.0.2.2", 4500), 1.0)
+    assert sw.entries(3.0) == [
+        {"mac": format_mac(SRV), "port": "local", "age_s": None},
+        {"mac": "02:00:00:00:00:01", "port": "192.0.2.2:4500", "age_s": 2.0},
+    ]
+
+
+# --- protections --------------------------------------------------------------------------------
+
+
+def esp_pair(cipher: str = "esp-aes-gcm") -> tuple[EspSession, EspSession]:
+    size = 20 if cipher == "esp-aes-gcm" else 32
+    a, b = SaKeys(0x1001, b"\x01" * size), SaKeys(0x1002, b"\x02" * size)
+    return EspSession(cipher, a, b), EspSession(cipher, b, a)
+
+
+@pytest.mark.parametrize("cipher", ["esp-null", "esp-aes-gcm"])
+def test_EspSession_seal_frame_round_trip_next_header_143(cipher):
+    client, server = esp_pair(cipher)
+    data = frame(BROADCAST, A)
+    datagram = client.seal_frame(data)
+    assert server.open_frame(datagram) == (Kind.PACKET, data)
+    if cipher == "esp-null":
+        assert datagram[-17] == NH_ETHERNET
+
+
+def test_EspSession_frames_and_packets_do_not_mix():
+    client, server = esp_pair()
+    with pytest.raises(RemoteProtocolError, match="bad next header"):
+        server.open(client.seal_frame(frame(BROADCAST, A)))
+    with pytest.raises(RemoteProtocolError, match="bad next header"):
+        server.open_frame(client.seal(ipv4_packet("10.8.0.2", "10.8.0.1")))
+    assert server.open_frame(client.seal_keepalive()) == (Kind.KEEPALIVE, b"")
+    assert server.open_frame(client.seal_bye()) == (Kind.BYE, b"")
+    with pytest.raises(LocalProtocolError, match="runt"):
+        client.seal_frame(b"\x00" * 13)
+
+
+def test_PlainProtection_frames():
+    p = PlainProtection()
+    data = frame(BROADCAST, A)
+    assert p.open_frame(p.seal_frame(data)) == (Kind.PACKET, data)
+    assert p.open_frame(p.seal_keepalive()) == (Kind.KEEPALIVE, b"")
+    assert p.open_frame(p.seal_bye()) == (Kind.BYE, b"")
+    with pytest.raises(RemoteProtocolError):
+        p.open_frame(b"\x00" * 10)
+    with pytest.raises(LocalProtocolError):
+        p.seal_frame(b"\x00" * 10)
+
+
+# --- the cores in TAP mode ----------------------------------------------------------------------
+
+
+class TapPair(CorePair):
+    """A CorePair whose cores carry frames, plus a second client."""
+
+    def __init__(self, fmt, **server_kw) -> None:
+        super().__init__(fmt, layer2=True, **server_kw)
+        self.client = ClientCore(SERVER, fmt.client_handshake(seeded_random(2)), layer2=True)
+        self.client2 = ClientCore(SERVER, fmt.client_handshake(seeded_random(3)), layer2=True)
+        self.server.set_local_mac(SRV)
+
+    def connect2(self) -> None:
+        self.client2.connect(self.now)
+        for datagram, _ in self.client2.datagrams_to_send():
+            self.server.receive_datagram(datagram, CLIENT2, self.now)
+        self.deliver()
+
+    def deliver(self) -> dict:
+        """Hand everything the server queued to its client; return what each tap got."""
+        got: dict = {CLIENT: [], CLIENT2: []}
+        for datagram, peer in self.server.datagrams_to_send():
+            core = self.client if peer == CLIENT else self.client2
+            for event in core.receive_datagram(datagram, SERVER, self.now):
+                if isinstance(event, PacketReceived):
+                    got[peer].append(event.packet)
+        return got
+
+    def from_client(self, core: ClientCore, peer, data: bytes) -> list:
+        core.send_packet(data, self.now)
+        events = []
+        for datagram, _ in core.datagrams_to_send():
+            events += self.server.receive_datagram(datagram, peer, self.now)
+        return events
+
+
+FORMATS = [PLAIN, make_format("esp-aes-gcm", b"k" * 32)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=["plain", "esp-aes-gcm"])
+def test_ServerCore_tap_arp_request_floods_and_reply_is_unicast(fmt):
+    pair = TapPair(fmt)
+    pair.connect()
+    pair.connect2()
+    request = frame(BROADCAST, A)
+    events = pair.from_client(pair.client, CLIENT, request)
+    assert [e.packet for e in events if isinstance(e, PacketReceived)] == [request]
+    assert pair.deliver()[CLIENT2] == [request]  # flooded to the other client too
+    reply = frame(A, SRV)
+    assert pair.server.send_packet(reply, pair.now) == []
+    got = pair.deliver()
+    assert got == {CLIENT: [reply], CLIENT2: []}  # learned: unicast to one client
+    assert pair.client.counters.drops == {}
+
+
+def test_ServerCore_tap_client_to_client_and_isolation():
+    pair = TapPair(PLAIN)
+    pair.connect()
+    pair.connect2()
+    pair.from_client(pair.client2, CLIENT2, frame(BROADCAST, B))
+    pair.deliver()
+    events = pair.from_client(pair.client, CLIENT, frame(B, A))
+    assert not [e for e in events if isinstance(e, PacketReceived)]  # not for the server
+    assert pair.deliver()[CLIENT2] == [frame(B, A)]
+
+    isolated = TapPair(PLAIN, isolate_clients=True)
+    isolated.connect()
+    isolated.connect2()
+    isolated.from_client(isolated.client2, CLIENT2, frame(BROADCAST, B))
+    assert isolated.deliver()[CLIENT] == []  # broadcast reaches only the server
+    events = isolated.from_client(isolated.client, CLIENT, frame(B, A))
+    assert DatagramDropped("client to client denied", CLIENT) in events
+
+
+def test_ServerCore_tap_drops_a_claimed_mac():
+    pair = TapPair(PLAIN)
+    pair.connect()
+    pair.connect2()
+    pair.from_client(pair.client, CLIENT, frame(BROADCAST, A))
+    events = pair.from_client(pair.client2, CLIENT2, frame(BROADCAST, A))
+    assert events == [DatagramDropped("spoofed source mac", CLIENT2)]
+    events = pair.from_client(pair.client2, CLIENT2, frame(BROADCAST, SRV))
+    assert events == [DatagramDropped("spoofed source mac", CLIENT2)]
+    events = pair.from_client(pair.client2, CLIENT2, frame(BROADCAST, BROADCAST))
+    assert events == [DatagramDropped("bad source mac", CLIENT2)]
+    assert pair.server.counters.drops["spoofed source mac"] == 2
+
+
+def test_ServerCore_tap_forgets_a_lost_clients_macs():
+    pair = TapPair(PLAIN)
+    pair.connect()
+    pair.from_client(pair.client, CLIENT, frame(BROADCAST, A))
+    assert pair.server.switch.lookup(A, pair.now) == CLIENT
+    pair.server.close(pair.now)
+    assert pair.server.switch.lookup(A, pair.now) is None
+    assert "mac_table" in pair.server.describe(pair.now)
+
+
+def test_ClientCore_tap_carries_any_frame_but_not_runts():
+    core = ClientCore(SERVER, PLAIN.client_handshake(seeded_random(2)), layer2=True)
+    server = ServerCore(PLAIN, IPv4Interface("10.8.0.1/24"), seeded_random(1), layer2=True)
+    core.connect(0.0)
+    for datagram, _ in core.datagrams_to_send():
+        server.receive_datagram(datagram, CLIENT, 0.0)
+    for datagram, _ in server.datagrams_to_send():
+        core.receive_datagram(datagram, SERVER, 0.0)
+    ipv6_frame = frame(bytes.fromhex("333300000002"), A, b"\x86\xdd" + b"\x60" + b"\0" * 39)
+    assert core.send_packet(ipv6_frame, 0.0) == []
+    assert core.send_packet(b"\x00" * 5, 0.0) == [DatagramDropped("tun: runt frame")]

@@ -1,0 +1,147 @@
+"""The TCP transport's framing (pure), and its shell over loopback (no root, no namespace)."""
+
+from __future__ import annotations
+
+import select
+import time
+
+import pytest
+
+from vpnlab.errors import LocalProtocolError
+from vpnlab.transport import (
+    MAX_FRAME_BYTES,
+    FrameDecoder,
+    TcpClientTransport,
+    TcpServerTransport,
+    encode_frame,
+)
+
+
+def test_encode_frame_prefixes_big_endian_length():
+    assert encode_frame(b"abc") == b"\x00\x03abc"
+    assert encode_frame(bytes(300))[:2] == b"\x01\x2c"
+
+
+@pytest.mark.parametrize("size", [0, MAX_FRAME_BYTES + 1])
+def test_encode_frame_refuses_empty_and_oversize(size):
+    with pytest.raises(LocalProtocolError):
+        encode_frame(bytes(size))
+
+
+def test_FrameDecoder_reassembles_frames_split_anywhere():
+    datagrams = [bytes([i]) * (i * 37 + 1) for i in range(1, 12)]
+    stream = b"".join(encode_frame(d) for d in datagrams)
+    for step in (1, 2, 3, 7, 100):
+        decoder = FrameDecoder()
+        out = []
+        for i in range(0, len(stream), step):
+            out += decoder.feed(stream[i : i + step])
+        assert out == datagrams, step
+        assert decoder.pending_bytes == 0
+        assert decoder.frames == len(datagrams)
+
+
+def test_FrameDecoder_returns_several_frames_per_read_and_keeps_the_rest():
+    decoder = FrameDecoder()
+    stream = encode_frame(b"one") + encode_frame(b"two") + encode_frame(b"three")[:4]
+    assert decoder.feed(stream) == [b"one", b"two"]
+    assert decoder.pending_bytes == 4
+    assert decoder.feed(b"ree") == [b"three"]
+
+
+def test_FrameDecoder_rejects_oversize_length_and_counts_it():
+    decoder = FrameDecoder(max_frame_bytes=100)
+    stream = encode_frame(b"ok") + (101).to_bytes(2, "big") + bytes(101) + encode_frame(b"late")
+    assert decoder.feed(stream) == [b"ok"]
+    assert decoder.error == "tcp: oversize frame"
+    assert decoder.rejected == 1
+    assert decoder.feed(encode_frame(b"more")) == []  # the stream cannot be trusted any more
+
+
+def test_FrameDecoder_rejects_empty_frame():
+    decoder = FrameDecoder()
+    assert decoder.feed(b"\x00\x00") == []
+    assert decoder.error == "tcp: empty frame"
+
+
+def _pump(transport) -> None:
+    """Let a transport finish its connect and flush (the daemon's loop does this)."""
+    try:
+        transport.recvfrom(65535)
+    except BlockingIOError:
+        return
+    raise AssertionError("unexpected datagram")
+
+
+def _receive(transport, *others, timeout_s: float = 2.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        select.select([transport, *others], [], [], 0.1)
+        for other in others:
+            _pump(other)
+        try:
+            return transport.recvfrom(65535)
+        except BlockingIOError:
+            continue
+    raise AssertionError("nothing received")
+
+
+def test_TcpTransport_carries_datagrams_both_ways_over_loopback():
+    server = TcpServerTransport("127.0.0.1", 0)
+    address = ("127.0.0.1", server.listener.getsockname()[1])
+    client = TcpClientTransport(address)
+    try:
+        client.sendto(b"hello", address)  # connects on first send
+        data, peer = _receive(server, client)
+        assert data == b"hello" and peer[0] == "127.0.0.1"
+        for i in range(200):  # more than one Tunnel batch: the inbox keeps epoll readable
+            server.sendto(bytes([i % 256]) * 1400, peer)
+        got = [_receive(client) for _ in range(200)]
+        assert [d[0] for d, _ in got] == [i % 256 for i in range(200)]
+        assert {p for _, p in got} == {address}
+        with pytest.raises(BlockingIOError):
+            client.recvfrom(65535)
+        assert not select.select([client], [], [], 0)[0]  # nothing left: not readable
+    finally:
+        client.close()
+        server.close()
+
+
+def test_TcpServerTransport_counts_a_broken_stream_and_forgets_the_peer():
+    server = TcpServerTransport("127.0.0.1", 0)
+    address = ("127.0.0.1", server.listener.getsockname()[1])
+    client = TcpClientTransport(address)
+    try:
+        client.sendto(b"x", address)
+        _, peer = _receive(server, client)
+        conn = client._conn
+        conn.sock.send(b"\xff\xff")  # a length above MAX_FRAME_BYTES
+        deadline = time.monotonic() + 2
+        while not server.drops and time.monotonic() < deadline:
+            select.select([server], [], [], 0.1)
+            with pytest.raises(BlockingIOError):
+                server.recvfrom(65535)
+        assert server.drops["tcp: oversize frame"] == 1
+        with pytest.raises(OSError):
+            server.sendto(b"y", peer)  # no connection for that peer any more
+    finally:
+        client.close()
+        server.close()
+
+
+def test_TcpClientTransport_counts_a_refused_connection():
+    probe = TcpServerTransport("127.0.0.1", 0)
+    address = ("127.0.0.1", probe.listener.getsockname()[1])
+    probe.close()  # nobody listens there now
+    client = TcpClientTransport(address)
+    try:
+        client.sendto(b"hello", address)
+        deadline = time.monotonic() + 2
+        while not client.drops and time.monotonic() < deadline:
+            select.select([client], [], [], 0.1)
+            with pytest.raises(BlockingIOError):
+                client.recvfrom(65535)
+        assert client.drops["tcp: connect: Connection refused"] == 1
+        assert client._conn is None
+    finally:
+        client.close()

@@ -1,0 +1,205 @@
+"""SockSelected / TunSelected in TAP mode: the server's MAC-learning switch, sans-IO.
+
+With ``--mode tap`` the tunnel carries Ethernet frames, and the server joins its own tap0 and
+every client's tap0 into one layer-2 segment, as a bridge (``ip link add type bridge``) would.
+Each client is one *port* (its UDP address), the server's tap0 is the port :data:`LOCAL`.
+
+    1. a frame arrives on a port: its source MAC is *learned* (MAC -> port, time last seen);
+       a client may not claim a MAC that is fresh on another port ("spoofed source mac")
+    2. its destination MAC is looked up: a known unicast MAC goes to its one port (nothing if
+       that is where it came from); broadcast, multicast (ARP requests, IPv6 neighbour
+       discovery) and unknown MACs are *flooded* to every other port
+    3. entries not seen for ``aging_s`` (300 s, as the Linux bridge) are forgotten; the table
+       holds at most ``max_entries`` MACs, and one port at most ``max_per_port``: a client
+       that invents MACs only pushes out its own oldest ones
+
+Pure code: no socket, no clock (``now`` comes in), no os. The frames themselves are not
+touched; ``ServerCore`` seals them for the ports this returns.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+Port = Hashable
+"""A switch port: a client's UDP address, or :data:`LOCAL`."""
+
+LOCAL = "local"
+"""The port of the server's own tap0."""
+
+MAC_BYTES = 6
+ETHERNET_HEADER_BYTES = 14
+"""Destination MAC (6), source MAC (6), EtherType (2): the shortest frame we carry."""
+AGING_S = 300.0
+"""How long a learned MAC stays without being seen again (Linux bridge ``ageing_time``)."""
+MAX_ENTRIES = 4096
+MAX_PER_PORT = 64
+
+
+def format_mac(mac: bytes) -> str:
+    """``b"\\x02\\x00..."`` -> ``02:00:...`` (for logs and the status file)."""
+    return mac.hex(":")
+
+
+def is_group(mac: bytes) -> bool:
+    """Broadcast or multicast: the I/G bit, the lowest bit of the first byte, is set."""
+    return bool(mac[0] & 1)
+
+
+def frame_macs(frame: bytes) -> tuple[bytes, bytes]:
+    """(destination, source) MAC of an Ethernet frame of at least 14 bytes."""
+    return frame[:MAC_BYTES], frame[MAC_BYTES : 2 * MAC_BYTES]
+
+
+@dataclass
+class Entry:
+    """One learned MAC: where it lives and when it was last seen (``None``: static, no aging)."""
+
+    port: Port
+    seen: float | None
+
+
+class Switch:
+    """The learning switch of the server's layer-2 segment (ServerConnection, TAP mode).
+
+    Args:
+        aging_s: forget a MAC not seen for this long.
+        max_entries: the table's size limit (the least recently seen entry goes first).
+        max_per_port: how many MACs one port may hold (its own oldest goes first).
+    """
+
+    def __init__(
+        self,
+        aging_s: float = AGING_S,
+        max_entries: int = MAX_ENTRIES,
+        max_per_port: int = MAX_PER_PORT,
+    ) -> None:
+        self.aging_s = aging_s
+        self.max_entries = max_entries
+        self.max_per_port = max_per_port
+        self.ports: set[Port] = set()
+        self._table: OrderedDict[bytes, Entry] = OrderedDict()  # least recently seen first
+        self._by_port: dict[Port, OrderedDict[bytes, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def add_port(self, port: Port) -> None:
+        """A client connected (or the server's tap0 came up): flood to it from now on."""
+        self.ports.add(port)
+        self._by_port.setdefault(port, OrderedDict())
+
+    def remove_port(self, port: Port) -> None:
+        """A client left: forget the port and every MAC learned on it."""
+        self.ports.discard(port)
+        for mac in self._by_port.pop(port, {}):
+            self._table.pop(mac, None)
+
+    def _fresh(self, mac: bytes, now: float) -> Entry | None:
+        entry = self._table.get(mac)
+        if entry is None:
+            return None
+        if entry.seen is not None and now - entry.seen >= self.aging_s:
+            self._remove(mac)
+            return None
+        return entry
+
+    def _remove(self, mac: bytes) -> None:
+        entry = self._table.pop(mac, None)
+        if entry is not None:
+            self._by_port.get(entry.port, OrderedDict()).pop(mac, None)
+
+    def _evict(self, macs: Iterable[bytes]) -> None:
+        """Make room: forget the least recently seen MAC of ``macs`` that is not static."""
+        for mac in macs:
+            if self._table[mac].seen is not None:
+                self._remove(mac)
+                return
+
+    def add_static(self, mac: bytes, port: Port) -> None:
+        """A MAC that never ages and no other port may claim (the server's own tap0)."""
+        self._remove(mac)
+        self.add_port(port)
+        self._table[mac] = Entry(port, None)
+        self._by_port[port][mac] = None
+
+    def learn(self, mac: bytes, port: Port, now: float, *, take_over: bool = False) -> bool:
+        """Step 1: remember that ``mac`` lives behind ``port``.
+
+        Returns:
+            False (and learns nothing) when ``mac`` is a group address, or is fresh or static
+            on another port and ``take_over`` is not given: a client claiming someone else's
+            MAC. True otherwise.
+        """
+        if is_group(mac):
+            return False
+        entry = self._fresh(mac, now)
+        if entry is not None and entry.port != port:
+            if not take_over or entry.seen is None:
+                return False
+            self._remove(mac)
+            entry = None
+        if entry is not None:
+            if entry.seen is not None:
+                entry.seen = now
+                self._table.move_to_end(mac)
+                self._by_port[port].move_to_end(mac)
+            return True
+        self.add_port(port)
+        own = self._by_port[port]
+        if len(own) >= self.max_per_port:
+            self._evict(own)
+        if len(self._table) >= self.max_entries:
+            self._evict(self._table)
+        self._table[mac] = Entry(port, now)
+        own[mac] = None
+        return True
+
+    def lookup(self, mac: bytes, now: float) -> Port | None:
+        """The port a unicast ``mac`` was learned on (None: unknown, aged out, or a group)."""
+        if is_group(mac):
+            return None
+        entry = self._fresh(mac, now)
+        return None if entry is None else entry.port
+
+    def forward(self, destination: bytes, in_port: Port, now: float) -> list[Port]:
+        """Step 2: the ports a frame for ``destination`` that came in on ``in_port`` goes out of.
+
+        A known unicast MAC: its port (none if that is ``in_port``); otherwise every port but
+        ``in_port`` (flooding), in a stable order.
+        """
+        port = self.lookup(destination, now)
+        if port is not None:
+            return [] if port == in_port else [port]
+        return sorted((p for p in self.ports if p != in_port), key=repr)
+
+    def expire(self, now: float) -> int:
+        """Step 3: drop every entry older than ``aging_s``; returns how many went."""
+        old = [
+            mac
+            for mac, entry in self._table.items()
+            if entry.seen is not None and now - entry.seen >= self.aging_s
+        ]
+        for mac in old:
+            self._remove(mac)
+        return len(old)
+
+    def entries(self, now: float) -> list[dict[str, object]]:
+        """The MAC table for the status file (as ``bridge fdb show``): MAC, port, age."""
+        return [
+            {
+                "mac": format_mac(mac),
+                "port": port_name(entry.port),
+                "age_s": None if entry.seen is None else round(now - entry.seen, 1),
+            }
+            for mac, entry in self._table.items()
+        ]
+
+
+def port_name(port: Port) -> str:
+    """``("192.0.2.2", 4500)`` -> ``192.0.2.2:4500``; :data:`LOCAL` stays ``local``."""
+    if isinstance(port, tuple) and len(port) == 2:
+        return f"{port[0]}:{port[1]}"
+    return str(port)

@@ -1,0 +1,220 @@
+"""Delay and jitter on the r1-r2 path: netem where the kernel has it, a userspace relay if not.
+
+netem (``tc qdisc ... netem delay 50ms 10ms``) is the usual tool, but it is a kernel module
+that not every kernel has (our CI kernel has none and loads none). The fallback does the same
+job in the isp's namespace with a TUN device and policy routing:
+
+    r2 --eth1--> [isp]  ip rule: from eth1 to r1's network -> table 4500: dev imp0
+                         imp0 (TUN) --> this relay: hold each packet delay +- jitter, then
+                         write it back into imp0 --> main table --> eth0 --> r1
+
+Either way the delay is added once per round trip, on the way from r2 to r1 (as netem on one
+interface does), so a ping r1 -> r2 grows by about ``delay_ms``. Jitter is uniform in
+``[-jitter, +jitter]`` and, as with netem, may reorder packets. The relay is bounded: at most
+``MAX_QUEUE`` packets held (more are dropped and counted) and ``MAX_DELAY_MS``; it is a lab
+daemon (``impair-delay``), so ``down`` stops it, and its device, rule and routes live in the
+isp's namespace and go with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
+
+from ..errors import LabError
+from . import build, state
+
+DEVICE = "imp0"
+TABLE = "4500"
+RULE_PREF = "4500"
+DAEMON = "impair-delay"
+MAX_QUEUE = 20000
+MAX_DELAY_MS = 5000.0
+
+
+# --- the relay (runs inside the isp's namespace) ------------------------------------------------
+
+
+def relay(tun_fd: int, delay_s: float, jitter_s: float, counters: Counter, stop) -> None:
+    """Hold every packet read from ``tun_fd`` for delay +- jitter, then write it back."""
+    queue: list[tuple[float, int, bytes]] = []
+    seq = 0
+    while not stop():
+        now = time.monotonic()
+        while queue and queue[0][0] <= now:
+            _, _, packet = heapq.heappop(queue)
+            try:
+                os.write(tun_fd, packet)
+                counters["released"] += 1
+            except OSError:
+                counters["write errors"] += 1
+        timeout = min(1.0, max(0.0, queue[0][0] - now)) if queue else 1.0
+        if not select.select([tun_fd], [], [], timeout)[0]:
+            continue
+        for _ in range(256):
+            try:
+                packet = os.read(tun_fd, 65535)
+            except BlockingIOError:
+                break
+            if len(queue) >= MAX_QUEUE:
+                counters["dropped: queue full"] += 1
+                continue
+            hold = max(0.0, delay_s + random.uniform(-jitter_s, jitter_s))
+            heapq.heappush(queue, (time.monotonic() + hold, seq, packet))
+            seq += 1
+            counters["held"] += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vpnlab.lab.delay --delay-ms 50 --jitter-ms 10``: the relay daemon."""
+    from ..tun import create_tun_dev
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=DEVICE)
+    parser.add_argument("--delay-ms", type=float, required=True)
+    parser.add_argument("--jitter-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    if not 0 <= args.delay_ms <= MAX_DELAY_MS or not 0 <= args.jitter_ms <= args.delay_ms:
+        parser.error(f"want 0 <= jitter <= delay <= {MAX_DELAY_MS} ms")
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    fd, name = create_tun_dev(args.device)
+    os.set_blocking(fd, False)
+    subprocess.run(["ip", "link", "set", name, "up"], check=True)
+    print(f"relay on {name}: delay {args.delay_ms} ms, jitter {args.jitter_ms} ms", flush=True)
+    counters: Counter = Counter()
+    try:
+        relay(fd, args.delay_ms / 1000, args.jitter_ms / 1000, counters, lambda: bool(stopping))
+    finally:
+        os.close(fd)
+        print(f"relay stopped: {dict(counters)}", flush=True)
+    return 0
+
+
+# --- setting it up from the lab -----------------------------------------------------------------
+
+
+def _sides(prefix: str) -> tuple[str, str, str]:
+    """The isp node, its interface towards r2, and the clients' network."""
+    from .state import topology_of as _topology
+
+    topo = _topology(prefix)
+    router = next(n for n in topo.nodes if n.role == "router")
+    server_ip = IPv4Address(topo.server_ip)
+    client = topo.node(topo.tunnel.clients[0])
+    client_net = IPv4Interface(client.interfaces[0].address).network
+    toward_server = next(
+        i.name for i in router.interfaces if server_ip in IPv4Interface(i.address).network
+    )
+    return router.name, toward_server, str(client_net)
+
+
+def toward_client_interface(prefix: str) -> str:
+    """The isp's interface towards the clients (where netem would sit)."""
+    from .state import topology_of as _topology
+
+    topo = _topology(prefix)
+    router = next(n for n in topo.nodes if n.role == "router")
+    client = topo.node(topo.tunnel.clients[0])
+    net = IPv4Interface(client.interfaces[0].address).network
+    return next(i.name for i in router.interfaces if IPv4Interface(i.address).network == net)
+
+
+def netem_available(ns: str) -> bool:
+    """Does this kernel have netem? Tried on the namespace's own ``lo``, then removed."""
+    probe = build.run_in(ns, ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
+    if probe.returncode != 0:
+        return False
+    build.run_in(ns, ["tc", "qdisc", "del", "dev", "lo", "root"])
+    return True
+
+
+def set_delay(prefix: str, delay_ms: float, jitter_ms: float = 0.0) -> str:
+    """Add ``delay_ms`` (+- ``jitter_ms``) from r2 to r1; 0 removes it.
+
+    Returns how: ``"netem"``, ``"relay"`` (the userspace fallback) or ``"none"``.
+    Raises LabError for impossible values or a relay that does not start.
+    """
+    if not 0 <= delay_ms <= MAX_DELAY_MS or not 0 <= jitter_ms <= max(delay_ms, 0):
+        raise LabError(f"want 0 <= jitter ({jitter_ms}) <= delay ({delay_ms}) <= {MAX_DELAY_MS}")
+    clear_delay(prefix)
+    if delay_ms == 0:
+        return "none"
+    router, toward_server, client_net = _sides(prefix)
+    ns = state.namespace(prefix, router)
+    if netem_available(ns):
+        itf = toward_client_interface(prefix)
+        argv = ["tc", "qdisc", "replace", "dev", itf, "root", "netem", "delay", f"{delay_ms}ms"]
+        build.run_in(ns, argv + ([f"{jitter_ms}ms"] if jitter_ms else []), check=True)
+        return "netem"
+    record = state.load(prefix)
+    if record is None:
+        raise LabError(f"no lab with prefix {prefix!r} is up")
+    argv = [sys.executable, "-m", "vpnlab.lab.delay", "--delay-ms", str(delay_ms)]
+    pid = build.start_daemon(prefix, record, DAEMON, router, argv + ["--jitter-ms", str(jitter_ms)])
+    if not build.wait_for(lambda: _device_up(ns) or not state.alive(pid), 5.0) or not state.alive(
+        pid
+    ):
+        log = record["daemons"][DAEMON]["log"]
+        clear_delay(prefix)
+        raise LabError(f"the delay relay did not start:\n{build.log_tail(log)}")
+    for key in ("all", DEVICE, toward_server):
+        build.run_in(ns, ["sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0"], check=True)
+    build.run_in(
+        ns, ["ip", "route", "replace", client_net, "dev", DEVICE, "table", TABLE], check=True
+    )
+    rule = ["iif", toward_server, "to", client_net, "lookup", TABLE, "pref", RULE_PREF]
+    build.run_in(ns, ["ip", "rule", "add", *rule], check=True)
+    return "relay"
+
+
+def _device_up(ns: str) -> bool:
+    out = build.run_in(ns, ["ip", "-o", "link", "show", "dev", DEVICE]).stdout
+    return ",UP" in out
+
+
+def clear_delay(prefix: str) -> None:
+    """Remove the delay (netem qdisc, or the relay with its rule, route and device)."""
+    router, _, _ = _sides(prefix)
+    ns = state.namespace(prefix, router)
+    build.run_in(ns, ["tc", "qdisc", "del", "dev", toward_client_interface(prefix), "root"])
+    for _ in range(8):
+        if build.run_in(ns, ["ip", "rule", "del", "pref", RULE_PREF]).returncode != 0:
+            break
+    build.run_in(ns, ["ip", "route", "flush", "table", TABLE])
+    record = state.load(prefix)
+    if record and DAEMON in record.get("daemons", {}):
+        state.stop_daemons(record, [DAEMON])
+        record["daemons"].pop(DAEMON, None)
+        state.save(record)
+
+
+def describe(prefix: str) -> dict[str, Any]:
+    """What delay is in place: the netem qdisc line, or the relay's PID and rule."""
+    router, _, _ = _sides(prefix)
+    ns = state.namespace(prefix, router)
+    qdisc = build.run_in(ns, ["tc", "qdisc", "show", "dev", toward_client_interface(prefix)])
+    rules = build.run_in(ns, ["ip", "rule", "show", "pref", RULE_PREF]).stdout.strip()
+    record = state.load(prefix) or {}
+    daemon = record.get("daemons", {}).get(DAEMON)
+    return {
+        "netem": "netem" in qdisc.stdout,
+        "relay_pid": daemon["pid"] if daemon and state.alive(daemon["pid"]) else None,
+        "relay_argv": daemon["argv"] if daemon else None,
+        "rule": rules or None,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

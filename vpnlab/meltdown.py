@@ -1,0 +1,333 @@
+"""TCP meltdown, measured: the notes' reason for a UDP tunnel ("to avoid TCP meltdown").
+
+    sudo scripts/meltdown.sh           # full sweep: loss 0-5 % x delay 0/20/50 ms x udp/tcp
+    sudo scripts/meltdown.sh --quick     # 2 loss points x 2 transports x 2 s (what CI runs)
+
+In a lab of its own (prefix ``vmelt-``) the VPN runs once with ``--transport udp`` (the notes)
+and once with ``--transport tcp`` (TCP over TCP, ``transport.py``). For every delay and loss
+set on the isp (``lab.impair``: loss both ways, delay r2 -> r1) it measures an inner TCP flow
+from r1 to web, through the tunnel:
+
+    goodput          iperf3 -J, r1 -> web, bits received per second
+    inner retrans    iperf3's count of the inner TCP's retransmitted segments
+    outer retrans    r1's TcpRetransSegs (nstat) minus the inner ones: the tunnel's own TCP
+    transfer time    curl of /bytes/65536 from web, the median of a few (an inner TCP's
+                     latency: handshake, slow start, every stall of the tunnel)
+
+Everything is bounded: each iperf3 and curl runs under ``timeout``, the lab is removed at the
+end (also on Ctrl-C or an error). :func:`retransmissions_seen` captures tun0 and eth0 on r1
+and lets tshark count ``tcp.analysis.retransmission`` in each (notebook 07).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import lab
+from .lab import build, impair, state
+
+WEB = "203.0.113.10"
+DEFAULT_PREFIX = "vmelt-"
+TRANSPORTS = ("udp", "tcp")
+FULL = {"losses": (0, 0.5, 1, 2, 3, 5), "delays": (0, 20, 50), "seconds": 8.0, "samples": 5}
+QUICK = {"losses": (0, 2), "delays": (10,), "seconds": 2.0, "samples": 2}
+TRANSFER_BYTES = 65536
+TRANSFER_LIMIT_S = 20
+
+
+def _run(prefix: str, node: str, argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
+    return build.run_in(state.namespace(prefix, node), argv, **kw)
+
+
+def tcp_retrans_segs(prefix: str, node: str = "r1") -> int:
+    """The node's TCP retransmitted segments so far (``nstat``: every socket of the namespace)."""
+    out = _run(prefix, node, ["nstat", "-asz", "TcpRetransSegs"]).stdout.split()
+    return int(out[out.index("TcpRetransSegs") + 1]) if "TcpRetransSegs" in out else 0
+
+
+def iperf(prefix: str, seconds: float, rate: str | None = None) -> dict[str, Any]:
+    """One iperf3 run r1 -> web (the server answers one test); goodput and inner retransmits."""
+    limit = str(int(seconds) + 15)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", state.namespace(prefix, "web"), "timeout", limit]
+        + ["iperf3", "-s", "-1", "-B", WEB],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        build.wait_for(lambda: build.listening(server.pid, 5201), 3.0)
+        argv = ["timeout", limit, "iperf3", "-c", WEB, "-t", str(seconds), "-J"]
+        done = _run(prefix, "r1", argv + (["-b", rate] if rate else []))
+    finally:
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    try:
+        end = json.loads(done.stdout)["end"]
+        return {
+            "mbps": round(end["sum_received"]["bits_per_second"] / 1e6, 2),
+            "inner_retrans": int(end["sum_sent"].get("retransmits") or 0),
+        }
+    except (ValueError, KeyError, TypeError):
+        return {"mbps": 0.0, "inner_retrans": None, "error": (done.stderr or done.stdout)[-200:]}
+
+
+def transfer_s(prefix: str, samples: int) -> float | None:
+    """Median time of a 64 KB HTTP fetch r1 -> web through the tunnel (None: all failed)."""
+    url = f"http://{WEB}/bytes/{TRANSFER_BYTES}"
+    times = []
+    for _ in range(samples):
+        argv = ["curl", "-s", "-o", "/dev/null", "-m", str(TRANSFER_LIMIT_S)]
+        done = _run(prefix, "r1", argv + ["-w", "%{http_code} %{time_total}", url])
+        code, _, total = done.stdout.partition(" ")
+        if code == "200":
+            times.append(float(total))
+    return round(statistics.median(times), 4) if times else None
+
+
+def measure_point(
+    prefix: str,
+    transport: str,
+    loss: float,
+    delay_ms: float,
+    seconds: float,
+    samples: int,
+    rate: str | None = None,
+) -> dict[str, Any]:
+    """One point of the sweep: impair the path, then goodput, retransmissions, transfer time."""
+    impair.apply(prefix, loss=loss, delay_ms=delay_ms)
+    before = tcp_retrans_segs(prefix)
+    result = iperf(prefix, seconds, rate)
+    all_retrans = tcp_retrans_segs(prefix) - before
+    inner = result.get("inner_retrans") or 0
+    point = {"transport": transport, "loss": loss, "delay_ms": delay_ms, **result}
+    point["outer_retrans"] = max(0, all_retrans - inner) if transport == "tcp" else 0
+    point["transfer_s"] = transfer_s(prefix, samples)
+    return point
+
+
+def start(prefix: str, transport: str, cipher: str | None = None) -> None:
+    """(Re)start the VPN of the lab with ``--transport``; wait until r1 reaches web."""
+    impair.clear(prefix)
+    extra = ["--transport", transport]
+    lab.start_vpn(prefix, cipher, server_args=extra, client_args=extra)
+
+    def reaches() -> bool:
+        return _run(prefix, "r1", ["ping", "-c", "1", "-W", "1", WEB]).returncode == 0
+
+    if not build.wait_for(reaches, 5, 0.2):
+        raise RuntimeError(f"{transport}: r1 cannot reach {WEB} through the tunnel")
+
+
+def sweep(
+    prefix: str = DEFAULT_PREFIX,
+    losses=QUICK["losses"],
+    delays=QUICK["delays"],
+    seconds: float = QUICK["seconds"],
+    samples: int = QUICK["samples"],
+    transports=TRANSPORTS,
+    cipher: str | None = None,
+    keep_lab: bool = False,
+    capture_loss: float | None = None,
+    capture_folder: str | Path = "meltdown-results",
+    rate: str | None = None,
+    say=print,
+) -> dict[str, Any]:
+    """Build a lab, measure every (transport, delay, loss), remove the lab; returns the results.
+
+    ``keep_lab``: the lab already exists (a notebook's) and stays up afterwards.
+    ``rate``: iperf3 ``-b`` (e.g. ``"50M"``): a fixed offered load instead of as fast as the
+    tunnel goes (the simple data path then drops nothing of its own).
+    ``capture_loss``: also capture r1's tun0 and eth0 at this loss (and the first delay) for
+    each transport, and count the retransmissions tshark sees (``captures`` in the results).
+    """
+    started = time.time()
+    if not keep_lab:
+        lab.up(prefix=prefix, vpn=False)
+    points = []
+    captures = {}
+    try:
+        for transport in transports:
+            start(prefix, transport, cipher)
+            for delay_ms in delays:
+                for loss in losses:
+                    point = measure_point(prefix, transport, loss, delay_ms, seconds, samples, rate)
+                    say(format_point(point))
+                    points.append(point)
+            if capture_loss is not None:
+                impair.apply(prefix, loss=capture_loss, delay_ms=delays[0])
+                folder = Path(capture_folder) / transport
+                captures[transport] = seen = retransmissions_seen(prefix, folder)
+                say(
+                    f"{transport}: tshark sees {seen['tun0']} retransmissions on tun0, "
+                    f"{seen['eth0']} on eth0 (loss {capture_loss:g} %)"
+                )
+            impair.clear(prefix)
+            lab.stop_vpn(prefix)
+    finally:
+        if not keep_lab:
+            lab.down(prefix)
+    settings = {"seconds": seconds, "samples": samples, "transfer_bytes": TRANSFER_BYTES}
+    settings["rate"] = rate
+    wall_s = round(time.time() - started, 1)
+    return {"settings": settings, "points": points, "captures": captures, "wall_s": wall_s}
+
+
+def format_point(p: dict[str, Any]) -> str:
+    t = "-" if p["transfer_s"] is None else f"{p['transfer_s'] * 1000:.0f} ms"
+    return (
+        f"{p['transport']:>3} delay {p['delay_ms']:>4g} ms loss {p['loss']:>4g} %: "
+        f"{p['mbps']:8.1f} Mbit/s, retrans inner {p['inner_retrans']}, "
+        f"outer {p['outer_retrans']}, 64 KB fetch {t}"
+    )
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The README's table: one row per (delay, loss), UDP and TCP side by side."""
+    rows = {}
+    for p in results["points"]:
+        rows.setdefault((p["delay_ms"], p["loss"]), {})[p["transport"]] = p
+
+    def cell(p: dict[str, Any] | None, key: str, fmt: str, scale: float = 1) -> str:
+        value = None if p is None else p.get(key)
+        return "-" if value is None else format(value * scale, fmt)
+
+    lines = [
+        "| delay ms | loss % | Mbit/s udp | Mbit/s tcp | inner retrans udp | inner retrans tcp "
+        "| outer retrans tcp | 64 KB fetch ms udp | 64 KB fetch ms tcp |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (delay_ms, loss), by in sorted(rows.items()):
+        u, t = by.get("udp"), by.get("tcp")
+        lines.append(
+            f"| {delay_ms:g} | {loss:g} | {cell(u, 'mbps', '.1f')} | {cell(t, 'mbps', '.1f')} "
+            f"| {cell(u, 'inner_retrans', 'd')} | {cell(t, 'inner_retrans', 'd')} "
+            f"| {cell(t, 'outer_retrans', 'd')} "
+            f"| {cell(u, 'transfer_s', '.0f', 1000)} | {cell(t, 'transfer_s', '.0f', 1000)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: str | Path | None = None):
+    """Goodput, inner retransmissions and transfer time against loss, UDP vs TCP, per delay."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = results["points"]
+    delays = sorted({p["delay_ms"] for p in points})
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    metrics = (
+        ("mbps", "goodput (Mbit/s)"),
+        ("inner_retrans", "inner TCP retransmissions"),
+        ("transfer_s", "64 KB fetch (s)"),
+    )
+    for ax, (key, label) in zip(axes, metrics, strict=True):
+        for transport, style in (("udp", "-o"), ("tcp", "--s")):
+            for delay_ms in delays:
+                chosen = sorted(
+                    (
+                        p
+                        for p in points
+                        if p["transport"] == transport and p["delay_ms"] == delay_ms
+                    ),
+                    key=lambda p: p["loss"],
+                )
+                xs = [p["loss"] for p in chosen if p.get(key) is not None]
+                ys = [p[key] for p in chosen if p.get(key) is not None]
+                ax.plot(xs, ys, style, label=f"{transport}, {delay_ms:g} ms")
+        ax.set_xlabel("loss on the isp, each way (%)")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("inner TCP r1 -> web through the tunnel: UDP transport vs TCP transport")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def retransmissions_seen(
+    prefix: str, folder: str | Path, seconds: float = 3.0, rate: str = "10M"
+) -> dict[str, Any]:
+    """Capture r1's tun0 and eth0 during a rate-limited iperf3; tshark counts retransmissions.
+
+    Returns ``{"tun0": n, "eth0": n, "iperf": {...}, "files": {...}}``: on tun0 the inner TCP's
+    retransmissions, on eth0 the outer TCP's (none for UDP: it has no TCP to retransmit).
+    """
+    from . import capture
+
+    folder = Path(folder)
+    caps = {
+        itf: capture.start_capture(
+            prefix,
+            "r1",
+            itf,
+            folder / f"meltdown-{itf}.pcapng",
+            count=capture.MAX_PACKETS,
+            duration_s=seconds + 4,
+        )
+        for itf in ("tun0", "eth0")
+    }
+    try:
+        result = iperf(prefix, seconds, rate=rate)
+    finally:
+        files = {itf: cap.stop() for itf, cap in caps.items()}
+    seen = {
+        itf: len(capture.fields(path, ["frame.number"], None, "tcp.analysis.retransmission"))
+        for itf, path in files.items()
+    }
+    return {**seen, "iperf": result, "files": {k: str(v) for k, v in files.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vpnlab.meltdown [--quick]``: the sweep, its table, JSON and chart."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 losses x 2 transports x 2 s")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
+    parser.add_argument("--losses", type=float, nargs="+", help="percent, each way")
+    parser.add_argument("--delays", type=float, nargs="+", help="ms, r2 -> r1")
+    parser.add_argument("--seconds", type=float, help="per iperf3 run")
+    parser.add_argument("--samples", type=int, help="64 KB fetches per point (median)")
+    parser.add_argument("--out", type=Path, default=Path("meltdown-results"))
+    parser.add_argument("--rate", help="iperf3 -b: offered load (default: as fast as it goes)")
+    parser.add_argument(
+        "--capture-loss", type=float, help="also capture tun0/eth0 at this loss, per transport"
+    )
+    args = parser.parse_args(argv)
+    base = dict(QUICK if args.quick else FULL)
+    for key in ("losses", "delays", "seconds", "samples"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    results = sweep(
+        args.prefix,
+        **base,
+        capture_loss=args.capture_loss,
+        capture_folder=args.out,
+        rate=args.rate,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.out / "meltdown.png")
+    print(format_table(results))
+    print(
+        f"{len(results['points'])} points in {results['wall_s']} s; {args.out}/results.json, "
+        f"{args.out}/meltdown.png"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

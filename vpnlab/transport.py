@@ -1,0 +1,363 @@
+"""Init(PORT), the counter-example: the same datagrams over one TCP connection per client.
+
+The design notes choose UDP "to avoid TCP meltdown": when the tunnel is itself TCP, a lost
+outer segment stalls every inner packet behind it until the outer TCP has retransmitted it,
+while the inner TCP (which lost nothing) sees its round-trip time jump, times out and
+retransmits too: two control loops fighting over one loss. ``--transport tcp`` builds exactly
+that tunnel so the experiment (``vpnlab.meltdown``, notebook 07) can measure it. Do not use it
+for anything else.
+
+    stream:  | length (2, big endian) | datagram ... | length (2) | datagram ... | ...
+
+Each frame carries one datagram exactly as UDP would (Hello, Welcome, ESP, keepalive, Bye), so
+the sans-IO cores, the handshake and the 2.5 s / 6 s timeouts are unchanged. The framing
+(:class:`FrameDecoder`, :func:`encode_frame`) is pure; :class:`TcpClientTransport` and
+:class:`TcpServerTransport` are the I/O shell. Both look like a non-blocking UDP socket to
+``tunnel.Tunnel`` (``fileno``, ``recvfrom``, ``sendto``, ``close``): ``fileno`` is an epoll
+descriptor holding the listening socket, every connection and an eventfd that stays readable
+while frames already read wait to be picked up, so the select loop needs no change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+from collections import Counter, deque
+
+from .errors import LocalProtocolError, SetupError
+from .events import Address
+
+TRANSPORTS = ("udp", "tcp")
+DEFAULT_TRANSPORT = "udp"
+LENGTH_BYTES = 2
+MAX_FRAME_BYTES = 16384
+"""Largest datagram a frame may carry; a longer length desynchronises nothing but is refused
+(the connection is closed: a byte stream cannot skip a frame it does not trust)."""
+MAX_PENDING_BYTES = 512 * 1024
+"""Frames queued for a connection whose socket buffer is full; beyond this we drop (as UDP)."""
+MAX_CONNECTIONS = 256
+"""Connections the server keeps; more are accepted and closed at once (counted)."""
+RECV_BYTES = 65536
+
+
+def encode_frame(datagram: bytes, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """SockSelected, TCP variant (send side): one datagram as a length-prefixed frame.
+
+    Raises:
+        LocalProtocolError: empty, or longer than ``max_frame_bytes``.
+    """
+    if not 0 < len(datagram) <= max_frame_bytes:
+        raise LocalProtocolError(f"cannot frame a {len(datagram)}-byte datagram")
+    return len(datagram).to_bytes(LENGTH_BYTES, "big") + datagram
+
+
+class FrameDecoder:
+    """SockSelected, TCP variant (receive side): bytes of one stream in, datagrams out.
+
+    Frames may arrive split anywhere or many per read. A length of 0 or above
+    ``max_frame_bytes`` breaks the stream: ``error`` says why, ``rejected`` counts it, and
+    everything after it is ignored (the shell closes the connection).
+    """
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self.error: str | None = None
+        self.frames = 0
+        self.rejected = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Append ``data``; return every datagram now complete, in order."""
+        if self.error is not None:
+            return []
+        buf = self._buffer
+        buf += data
+        out: list[bytes] = []
+        start = 0
+        while len(buf) - start >= LENGTH_BYTES:
+            length = int.from_bytes(buf[start : start + LENGTH_BYTES], "big")
+            if not 0 < length <= self.max_frame_bytes:
+                self.error = "tcp: oversize frame" if length else "tcp: empty frame"
+                self.rejected += 1
+                buf.clear()
+                return out
+            end = start + LENGTH_BYTES + length
+            if end > len(buf):
+                break
+            out.append(bytes(buf[start + LENGTH_BYTES : end]))
+            start = end
+        del buf[:start]
+        self.frames += len(out)
+        return out
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete frame held back."""
+        return len(self._buffer)
+
+
+class _Connection:
+    """One TCP connection: its peer, its decoder and the frames not yet sent."""
+
+    def __init__(self, sock: socket.socket, peer: Address) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.decoder = FrameDecoder()
+        self.out = bytearray()
+        self.connecting = False
+
+
+class _TcpTransport:
+    """What both ends share: the epoll set, the inbox of frames read, flushing, closing."""
+
+    def __init__(self, drops: Counter | None = None) -> None:
+        self.drops: Counter = drops if drops is not None else Counter()
+        self._poll = select.epoll()
+        self._ready = os.eventfd(0, os.EFD_NONBLOCK)
+        self._poll.register(self._ready, select.EPOLLIN)
+        self._conns: dict[int, _Connection] = {}
+        self._inbox: deque[tuple[bytes, Address]] = deque()
+
+    # --- what tunnel.Tunnel sees ---------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._poll.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        """Always non-blocking; accepted for the socket interface."""
+
+    def recvfrom(self, bufsize: int = RECV_BYTES) -> tuple[bytes, Address]:
+        """The next datagram from any connection. Raises BlockingIOError when there is none."""
+        if not self._inbox:
+            self._pump()
+        if not self._inbox:
+            self._signal(False)
+            raise BlockingIOError(errno.EAGAIN, "no frame waiting")
+        item = self._inbox.popleft()
+        self._signal(bool(self._inbox))
+        return item
+
+    def sendto(self, datagram: bytes, peer: Address) -> int:
+        """Queue one frame to ``peer`` and send what the socket takes now.
+
+        Raises:
+            OSError: no connection to ``peer`` (ENOTCONN) or its queue is full (ENOBUFS);
+                ``tunnel.send_queued`` counts it as a drop, as it would a refused UDP send.
+        """
+        conn = self._connection_for(peer)
+        if conn is None:
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+        if len(conn.out) > MAX_PENDING_BYTES:
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+        try:
+            conn.out += encode_frame(datagram)
+        except LocalProtocolError:
+            raise OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE)) from None
+        if not conn.connecting:
+            self._flush(conn)
+        return len(datagram)
+
+    def close(self) -> None:
+        for conn in list(self._conns.values()):
+            if conn.out and not conn.connecting:
+                self._flush(conn)
+            self._close(conn, None)
+        self._poll.close()
+        os.close(self._ready)
+
+    # --- the shell ------------------------------------------------------------------------------
+    def _connection_for(self, peer: Address) -> _Connection | None:
+        raise NotImplementedError
+
+    def _on_listener(self) -> None:
+        """Readable listening socket (server only)."""
+
+    def _pump(self) -> None:
+        """Accept, read and flush whatever epoll says is ready, without blocking."""
+        for fd, mask in self._poll.poll(0):
+            if fd == self._ready:
+                continue
+            conn = self._conns.get(fd)
+            if conn is None:
+                self._on_listener()
+                continue
+            if conn.connecting and mask & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP):
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self._close(conn, f"tcp: connect: {os.strerror(err)}")
+                    continue
+                conn.connecting = False
+            if mask & select.EPOLLOUT:
+                self._flush(conn)
+            if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                self._read(conn)
+
+    def _read(self, conn: _Connection) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._close(conn, f"tcp: {exc.strerror}")
+            return
+        if not data:
+            self._close(conn, "tcp: closed by peer")
+            return
+        for frame in conn.decoder.feed(data):
+            self._inbox.append((frame, conn.peer))
+        if conn.decoder.error:
+            self._close(conn, conn.decoder.error)
+
+    def _flush(self, conn: _Connection) -> None:
+        if not conn.out:
+            self._watch(conn)
+            return
+        try:
+            sent = conn.sock.send(conn.out)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._close(conn, f"tcp: {exc.strerror}")
+            return
+        del conn.out[:sent]
+        self._watch(conn)
+
+    def _watch(self, conn: _Connection) -> None:
+        mask = select.EPOLLIN
+        if conn.out or conn.connecting:
+            mask |= select.EPOLLOUT
+        self._poll.modify(conn.sock, mask)
+
+    def _add(self, conn: _Connection) -> None:
+        conn.sock.setblocking(False)
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._conns[conn.sock.fileno()] = conn
+        self._poll.register(conn.sock, select.EPOLLIN)
+
+    def _close(self, conn: _Connection, reason: str | None) -> None:
+        """CleanUp of one connection; ``reason`` (if any) is counted as a drop."""
+        if reason:
+            self.drops[reason] += 1
+        self._conns.pop(conn.sock.fileno(), None)
+        with contextlib.suppress(OSError, ValueError):
+            self._poll.unregister(conn.sock)
+        conn.sock.close()
+        self._forget(conn)
+
+    def _forget(self, conn: _Connection) -> None:
+        """Hook: the connection is gone."""
+
+    def _signal(self, waiting: bool) -> None:
+        """Keep the epoll descriptor readable while frames wait in the inbox."""
+        if waiting:
+            os.eventfd_write(self._ready, 1)
+        else:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._ready)
+
+
+class TcpClientTransport(_TcpTransport):
+    """Init(PORT), TCP client: one connection to the server, opened (again) on first send.
+
+    A refused or broken connection is counted and forgotten; the next datagram (the Hello's
+    retry, a keepalive) opens a new one, and the 2.5 s and 6 s timeouts decide as for UDP.
+    """
+
+    def __init__(self, server: Address, drops: Counter | None = None) -> None:
+        super().__init__(drops)
+        self.server = server
+        self._conn: _Connection | None = None
+
+    def _connection_for(self, peer: Address) -> _Connection | None:
+        if peer != self.server:
+            return None
+        if self._conn is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            conn = _Connection(sock, self.server)
+            self._add(conn)
+            err = sock.connect_ex(self.server)
+            if err not in (0, errno.EINPROGRESS):
+                self._close(conn, f"tcp: connect: {os.strerror(err)}")
+                return None
+            conn.connecting = err != 0
+            self._watch(conn)
+            self._conn = conn
+        return self._conn
+
+    def _forget(self, conn: _Connection) -> None:
+        if self._conn is conn:
+            self._conn = None
+
+
+class TcpServerTransport(_TcpTransport):
+    """Init(PORT), TCP server: listen() and accept() (what UDP spares us, see the notes);
+    each connection's peer address (client IP and port) stands for the client, as UDP's does."""
+
+    def __init__(self, address: str, port: int, drops: Counter | None = None) -> None:
+        super().__init__(drops)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((address, port))
+            self.listener.listen(64)
+        except OSError as exc:
+            self.listener.close()
+            super().close()
+            raise SetupError(f"cannot listen on TCP {address}:{port}: {exc.strerror}") from None
+        self.listener.setblocking(False)
+        self._poll.register(self.listener, select.EPOLLIN)
+        self._by_peer: dict[Address, _Connection] = {}
+
+    def _on_listener(self) -> None:
+        for _ in range(64):
+            try:
+                sock, peer = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.drops[f"tcp: accept: {exc.strerror}"] += 1
+                return
+            if len(self._conns) >= MAX_CONNECTIONS:
+                self.drops["tcp: too many connections"] += 1
+                sock.close()
+                continue
+            conn = _Connection(sock, peer[:2])
+            self._add(conn)
+            self._by_peer[conn.peer] = conn
+
+    def _connection_for(self, peer: Address) -> _Connection | None:
+        return self._by_peer.get(peer)
+
+    def _forget(self, conn: _Connection) -> None:
+        if self._by_peer.get(conn.peer) is conn:
+            del self._by_peer[conn.peer]
+
+    def close(self) -> None:
+        super().close()
+        self.listener.close()
+
+
+def open_transport(
+    kind: str,
+    address: str,
+    port: int,
+    *,
+    server: Address | None = None,
+    drops: Counter | None = None,
+):
+    """Init(PORT) for ``--transport``: the UDP socket of the notes, or a TCP transport.
+
+    ``server`` given: the client's side (TCP connects to it; UDP binds ``address``:``port``).
+    Raises SetupError as ``tunnel.init_socket`` does.
+    """
+    from .tunnel import init_socket
+
+    if kind == "udp":
+        return init_socket(address, port)
+    if kind != "tcp":
+        raise SetupError(f"unknown transport {kind!r} (choose from {', '.join(TRANSPORTS)})")
+    if server is not None:
+        return TcpClientTransport(server, drops)
+    return TcpServerTransport(address, port, drops)

@@ -88,10 +88,19 @@ class CourseLab:
             raise CourseError(f"vpnlab {' '.join(args)} failed: {out.splitlines()[-1:]}")
         return Output(out)
 
-    def up(self, vpn: bool = True, cipher: str | None = None) -> dict[str, Any]:
-        """Build the lab (replacing an older one of this prefix); returns its status."""
+    def up(self, vpn: bool = True, cipher: str | None = None, nat: bool = True,
+           site_to_site: bool = False, clients: int = 1, mode: str = "tun") -> dict[str, Any]:
+        """Build the lab (replacing an older one of this prefix); returns its status.
+
+        ``nat=False``: ``--nat off``; ``site_to_site``: h1 and h2 behind the gateways;
+        ``clients``: more VPN clients (r1, r3, ...); ``mode="tap"``: Ethernet frames on tap0.
+        """
         args = ["lab", "up"] + ([] if vpn else ["--no-vpn"])
         args += ["--cipher", cipher] if cipher else []
+        args += [] if nat else ["--nat", "off"]
+        args += ["--site-to-site"] if site_to_site else []
+        args += ["--clients", str(clients)] if clients != 1 else []
+        args += ["--mode", mode] if mode != "tun" else []
         self.vpnlab(*args, show=False)
         return self.status()
 
@@ -103,10 +112,23 @@ class CourseLab:
         """``vpnlab lab status --json`` as a dict."""
         return json.loads(self.vpnlab("lab", "status", "--json", show=False))
 
-    def start_vpn(self, cipher: str | None = None) -> str:
-        """ServerConnection + ClientConnection: (re)start the VPN daemons."""
-        return self.vpnlab("lab", "start-vpn", *(["--cipher", cipher] if cipher else []),
-                           show=False)
+    def start_vpn(self, cipher: str | None = None, server_args: Sequence[str] = ()) -> str:
+        """ServerConnection + ClientConnection: (re)start the VPN daemons.
+
+        ``server_args``: extra server options (``["--isolate-clients"]``); those go through
+        ``vpnlab.lab.start_vpn`` in a subprocess, as the CLI has no option for them.
+        """
+        if not server_args:
+            return self.vpnlab("lab", "start-vpn", *(["--cipher", cipher] if cipher else []),
+                               show=False)
+        code = ("import sys; from vpnlab import lab; "
+                "lab.start_vpn(sys.argv[1], sys.argv[2] or None, server_args=sys.argv[3:])")
+        argv = [sys.executable, "-c", code, self.prefix, cipher or "", *server_args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        out = (done.stdout + done.stderr).rstrip()
+        if done.returncode != 0:
+            raise CourseError(f"start_vpn {' '.join(server_args)} failed: {out.splitlines()[-1:]}")
+        return Output(out)
 
     def stop_vpn(self) -> str:
         return self.vpnlab("lab", "stop-vpn", show=False)
@@ -140,6 +162,13 @@ class CourseLab:
         argv = ["ip", "netns", "exec", self.ns(node), *_argv(cmd)]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
+
+    def tap_arp_experiment(self, node: str = "web", name: str = "tap9") -> dict[str, str]:
+        """The classic TAP experiment in ``node`` (``python -m vpnlab.tap``, see ``tap.py``):
+        the kernel's ARP request read from a hand-made TAP device, the scapy-crafted reply,
+        and the ``ip neigh`` line that proves the kernel believed it."""
+        done = self.run(node, [sys.executable, "-m", "vpnlab.tap", "--name", name], check=True)
+        return json.loads(done.stdout)
 
     def whoami(self, node: str = "r1", url: str = "http://203.0.113.10/") -> str:
         """The who-am-I answer seen from ``node`` (curl, 3 s at most)."""

@@ -39,7 +39,12 @@ def ifreq(name: str, flags: int) -> bytes:
         SetupError: the name is empty, not ASCII or longer than 15 characters.
     """
     raw = name.encode("ascii", "replace")
-    if not raw or len(raw) >= IFNAMSIZ or b"/" in raw or b" " in raw or b"?" in raw:
+    if len(raw) >= IFNAMSIZ:
+        raise SetupError(
+            f"interface name {name!r} has {len(raw)} characters: Linux allows at most"
+            f" {IFNAMSIZ - 1} (IFNAMSIZ {IFNAMSIZ}, with the closing NUL)"
+        )
+    if not raw or b"/" in raw or b" " in raw or b"?" in raw:
         raise SetupError(
             f"bad interface name {name!r}: 1 to {IFNAMSIZ - 1} ASCII characters, no '/' or space"
         )

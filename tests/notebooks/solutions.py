@@ -47,3 +47,33 @@ SOLUTIONS["05_captures"] = {
     "answer_5_3": "'raw:ip:tcp:ftp'",
     "answer_5_4": "'0x45000054'",
 }
+SOLUTIONS["08_routing_without_nat"] = {
+    "answer_8_1": "'isp'",
+    "answer_8_2": "0",
+    "answer_8_3": "'10.8.0.2'",
+    "answer_8_4": "'198.51.100.2'",
+}
+SOLUTIONS["09_site_to_site"] = {
+    "answer_9_1": "'172.16.2.0/24'",
+    "answer_9_2": "'198.51.100.2'",
+    "answer_9_3": "'172.16.1.10'",
+    "answer_9_4": "0",
+}
+SOLUTIONS["10_tunnel_breaking"] = {
+    "answer_10_1": "True",
+    "answer_10_2": "2",
+    "answer_10_3": "6",
+    "answer_10_4": "'client'",
+}
+SOLUTIONS["07_tcp_meltdown"] = {
+    "answer_7_1": "'udp'",
+    "answer_7_2": "0",
+    "answer_7_3": "2",
+    "answer_7_4": "round(delayed_ms - base_ms)",
+}
+SOLUTIONS["11_tun_in_depth"] = {
+    "answer_11_1": "'smith1'",
+    "answer_11_2": "15",
+    "answer_11_3": "6",
+    "answer_11_4": "'EINVAL'",
+}

@@ -108,3 +108,18 @@ def test_05_captures(run_notebook):
     assert ["esp", 16, 20] in r["esp_aes_gcm_overhead"]
     assert run.images() >= 3
     assert run.text().count("correct") == 4
+
+
+def test_07_tcp_meltdown(run_notebook):
+    run = run_notebook("07_tcp_meltdown")
+    r = run.results
+    assert 20 < r["ping_delayed_ms"] - r["ping_base_ms"] < 45  # --delay 30, once per round trip
+    assert [(p["transport"], p["loss"]) for p in r["points"]] == [
+        (t, loss) for t in ("udp", "tcp") for loss in (0, 3)]
+    assert all(p["mbps"] > 0 and p["transfer_s"] for p in r["points"])
+    assert r["captures"]["udp"]["eth0"] == 0  # ESP in UDP: no TCP on the wire to retransmit
+    assert r["captures"]["udp"]["tun0"] > 0  # the inner TCP repairs the isp's losses
+    assert r["captures"]["tcp"]["eth0"] > 0  # the outer TCP repairs them instead
+    assert r["namespaces_left"] == []
+    assert run.images() >= 1
+    assert run.text().count("correct") == 4

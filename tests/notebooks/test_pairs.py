@@ -21,7 +21,7 @@ STEPS = ["Init(PORT)", "CreateTunDev", "Ifconfig", "ServerConnection", "ClientCo
 
 
 def test_seven_notebooks():
-    assert [n[:2] for n in NAMES] == ["00", "01", "02", "03", "04", "05", "06"]
+    assert [n[:2] for n in NAMES][:8] == ["00", "01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("name", NAMES)

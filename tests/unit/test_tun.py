@@ -24,3 +24,13 @@ def test_ifreq_rejects_bad_names(name):
 
 def test_ifreq_accepts_15_characters():
     assert ifreq("a" * 15, IFF_TUN)[:15] == b"a" * 15
+
+
+def test_ifreq_too_long_name_says_how_long_and_the_limit():
+    with pytest.raises(SetupError, match=r"'vpnlab-tunnel-0001' has 18 characters.*at most 15"):
+        ifreq("vpnlab-tunnel-0001", IFF_TUN)
+
+
+def test_ifreq_passes_a_name_template_to_the_kernel():
+    # "smith%d": the kernel picks the number (smith0, smith1, ...; notebook 11 shows it)
+    assert ifreq("smith%d", IFF_TUN)[:16] == b"smith%d" + bytes(9)

@@ -1,0 +1,202 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 10. Breaking the tunnel
+#
+# What happens to a TCP connection **inside** the tunnel when the tunnel stops for a moment?
+# We download a big file from the web host through the VPN and, once the first 4 MB have
+# arrived (so the transfer runs at full speed, with data surely in flight), freeze the VPN
+# server with `SIGSTOP` (the process stops, its sockets and `tun0` stay open; `SIGCONT` lets
+# it go on). Two experiments:
+#
+# - a **3 s** pause: shorter than the **6 s** liveness timeout of notebook 6;
+# - an **8 s** pause: longer.
+#
+# Two layers each have a timer: TCP (end to end, between web and r1) retransmits what is not
+# acknowledged, and the VPN (between r1 and r2) declares a silent peer lost after 6 s.
+
+# %%
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from vpnlab import capture, course
+from vpnlab.constants import LIVENESS_TIMEOUT_S
+from vpnlab.whoami import pattern_sha256
+
+SIZE = 40_000_000  # bytes: a few seconds through the tunnel
+URL = f"http://203.0.113.10/bytes/{SIZE}"
+DOWNLOAD = Path("work/break-download.bin").absolute()
+lab = course.CourseLab("10_tunnel_breaking")
+lab.up()
+EXPECTED = pattern_sha256(SIZE)
+print("expected SHA-256:", EXPECTED)
+print("liveness timeout:", LIVENESS_TIMEOUT_S, "s")
+
+
+def download_with_pause(pause_s, after_bytes=4_000_000):
+    """Start the download in r1; once after_bytes arrived, SIGSTOP the server for pause_s."""
+    server_pid = lab.daemon_pid("server")
+    DOWNLOAD.unlink(missing_ok=True)
+    curl = lab.popen("r1", f"curl -s -S -m 60 -o {DOWNLOAD} {URL}")
+    course.wait_for(lambda: DOWNLOAD.exists() and DOWNLOAD.stat().st_size >= after_bytes,
+                    timeout_s=20, interval_s=0.01)
+    os.kill(server_pid, signal.SIGSTOP)
+    stopped = time.time()
+    time.sleep(pause_s)
+    os.kill(server_pid, signal.SIGCONT)
+    return curl, stopped
+
+
+# %% [markdown]
+# ## A 3 s pause: TCP retransmits, the connection survives
+# We capture on the web host's `eth0`: web is the **sender** of the download, so its
+# retransmissions are what we want to see.
+
+# %%
+cap = capture.start_capture(lab.prefix, "web", "eth0", "work/break-web-eth0.pcapng",
+                            count=10000, duration_s=40, capture_filter="tcp port 80")
+client_pid = lab.daemon_pid("client-r1")
+curl, stopped = download_with_pause(3.0)
+curl.communicate(timeout=60)
+took_s = time.time() - stopped
+cap_file = cap.stop()
+digest = hashlib.sha256(DOWNLOAD.read_bytes()).hexdigest() if DOWNLOAD.exists() else ""
+DOWNLOAD.unlink(missing_ok=True)
+print(f"download finished {took_s:.1f} s after the pause began; sha256 {digest}")
+print("checksum as expected:", digest == EXPECTED)
+print("VPN client still running:", lab.daemon_pid("client-r1") == client_pid)
+lab.record("short_checksum_ok", digest == EXPECTED)
+lab.record("short_client_alive", lab.daemon_pid("client-r1") == client_pid)
+
+# %% [markdown]
+# tshark's TCP analysis marks a segment whose data was sent before as
+# `tcp.analysis.retransmission`. Times are relative to the `SIGSTOP`:
+
+# %%
+rows = capture.fields(cap_file, ["frame.time_epoch", "ip.src", "tcp.seq", "tcp.len"],
+                      display_filter="ip.src == 203.0.113.10 and tcp.len > 0")
+retrans = capture.fields(cap_file, ["frame.time_epoch", "tcp.seq"],
+                         display_filter="tcp.analysis.retransmission and ip.src == 203.0.113.10")
+times = [float(t) - stopped for t, _ in retrans]
+in_pause = [t for t in times if 0 <= t < 3.0]  # while the server was stopped
+print("retransmissions (s after SIGSTOP):", [round(t, 2) for t in times])
+gaps = [round(b - a, 2) for a, b in zip(in_pause, in_pause[1:])]
+print("gaps between those during the pause:", gaps)
+lab.record("retransmissions", len(times))
+lab.record("retransmission_gaps", gaps)
+
+fig, ax = plt.subplots(figsize=(11, 3.5))
+ax.plot([float(t) - stopped for t, *_ in rows], [int(s) / 1000 for _, _, s, _ in rows], ".",
+        ms=2, label="data segment from web")
+ax.plot(times, [int(s) / 1000 for _, s in retrans], "rx", ms=8, label="retransmission")
+ax.axvspan(0, 3.0, color="tab:red", alpha=0.1, label="server stopped (SIGSTOP)")
+ax.set_xlabel("seconds after SIGSTOP")
+ax.set_ylabel("TCP sequence number (kB)")
+ax.legend(loc="upper left")
+ax.set_title("a 3 s pause of the VPN server, seen by the sender")
+plt.show()
+
+# %% [markdown]
+# During the pause web's segments go into r2's `tun0` but nobody reads them (they wait in
+# the device's queue); no acknowledgement comes back, so web's TCP retransmits the first
+# unacknowledged segment after its retransmission timeout (RTO, at least 200 ms on Linux),
+# and **doubles** the timeout after each try: the gaps grow 0.2, 0.4, 0.8, 1.6 s...
+# (exponential backoff, RFC 6298). When the server runs again it drains the queue, the
+# acknowledgements flow, and TCP carries on where it stopped: the file arrives intact. The
+# VPN never noticed anything worth acting on: 3 s of silence is less than 6.
+#
+# ## An 8 s pause: the VPN gives up first
+# Now the pause is longer than the liveness timeout. The client hears nothing from the
+# server for 6 s, declares it lost, exits (code 4) and runs CleanUp: its routes and `tun0`
+# are gone before the server even wakes up.
+
+# %%
+client_pid = lab.daemon_pid("client-r1")
+curl, stopped = download_with_pause(8.0)
+course.wait_for(lambda: "closed: peer lost" in lab.log("server"), timeout_s=12, interval_s=0.2)
+server_dropped_s = time.time() - stopped
+curl.kill()
+curl.wait(timeout=5)
+DOWNLOAD.unlink(missing_ok=True)
+client_log = lab.log("client-r1")
+print("\n".join(ln for ln in client_log.splitlines() if "peer lost" in ln or "exit" in ln))
+print("server:", next((ln for ln in lab.log("server").splitlines() if "peer lost" in ln), ""))
+print(f"the server dropped the client {server_dropped_s:.1f} s after its pause began:",
+      "at once when it ran again" if server_dropped_s < 8.0 + 1.5 else
+      "it read the client's waiting datagrams first, then waited 6 s more")
+lab.record("long_server_dropped_s", round(server_dropped_s, 1))
+lab.sh("r1", "ip route")
+lab.record("long_client_peer_lost", "peer lost" in client_log)
+lab.record("long_client_alive", lab.daemon_pid("client-r1") is not None)
+lab.record("long_server_dropped", "closed: peer lost" in lab.log("server"))
+
+# %% [markdown]
+# The client gave up at 6 s. The server was frozen, but its clock was not: when it ran again
+# at 8 s, either its timer fired at once (the client's last datagram was more than 6 s old),
+# or, if the client's last datagrams (sent before it gave up) were still waiting in its
+# socket, it read them first, a sign of life as far as it could tell, heard nothing more,
+# and dropped the session 6 s later. Which one you see depends on whether anything of the
+# client's was still waiting; the line above says which it was. The TCP connection inside
+# had no chance: its packets now have no tunnel to take (r1's routes are back to normal and
+# the tunnel address 10.8.0.2 is gone), so curl would wait for its own timeout.
+#
+# A UDP tunnel is transparent to TCP as long as it comes back before its own liveness
+# timer fires; TCP's patience (minutes of retransmissions) is far longer than the VPN's 6 s.
+# A client with `--reconnect` would start a new session, but with a new tunnel address
+# and keys: the old TCP connections inside are lost either way.
+#
+# ## Exercises
+# **10.1** Did the download survive the 3 s pause (True or False)?
+#
+# **10.2** By which factor does TCP multiply its retransmission timeout after each try?
+#
+# **10.3** After how many seconds of silence did the client declare the server lost?
+#
+# **10.4** Which process noticed the 8 s pause first: `"client"` or `"server"`?
+
+# %%
+answer_10_1 = ...
+course.check("10.1", answer_10_1, expected=digest == EXPECTED,
+             hint="compare the checksums")
+
+# %%
+answer_10_2 = ...
+course.check("10.2", answer_10_2, expected=2, hint="look at the gaps between retransmissions")
+
+# %%
+answer_10_3 = ...
+course.check("10.3", answer_10_3, expected=LIVENESS_TIMEOUT_S, hint="constants.py")
+
+# %%
+answer_10_4 = ...
+course.check("10.4", answer_10_4, expected="client", hint="who was frozen?")
+
+# %%
+lab.down()
+
+# %% [markdown]
+# ## What you learned
+# - Freezing the tunnel for less than the liveness timeout is invisible to the VPN: TCP
+#   inside retransmits with exponential backoff (RTO doubling) and resumes intact.
+# - Longer than 6 s and the VPN ends the session on both sides (client first: exit 4 and
+#   CleanUp; the server when it runs again, at most 6 s later), and the connections inside die.
+# - Two layers, two timers: TCP end to end, the VPN between its peers. The outer one (the
+#   VPN's 6 s) decides how long an outage the inner one can survive.

@@ -1,0 +1,210 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 11. The TUN device in depth
+#
+# Notebook 1 opened `tun0` by hand. Here we look at the corners: names chosen by the kernel,
+# the length limit of a name, what `ip -d link` says about a TUN device, what the kernel
+# sends into a fresh TUN device **on its own**, and what happens when we write something that
+# is not an IP packet. In the code: `vpnlab/tun.py` (`ifreq`, `create_tun_dev`) and
+# `vpnlab/tunnel.py` (`Tunnel.dispatch`, which writes to `tun0`).
+
+# %%
+import errno
+import os
+import select
+import time
+from types import SimpleNamespace
+
+from scapy.all import IPv6
+
+from vpnlab import course, tun, tunnel
+from vpnlab.errors import SetupError
+from vpnlab.events import PacketReceived
+from vpnlab.session import Counters
+
+lab = course.CourseLab("11_tun_in_depth")
+lab.up(vpn=False)
+
+
+def read_all(fd, seconds):
+    """Everything the kernel writes into fd within the given time, as (time, bytes)."""
+    got, start = [], time.monotonic()
+    while (left := start + seconds - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            got.append((time.monotonic() - start, os.read(fd, 65535)))
+    return got
+
+
+# %% [markdown]
+# ## A name from a template: `smith%d`
+# If the name in the `ifreq` contains `%d`, the kernel replaces it with the first free
+# number and writes the real name back into the `ifreq` it returns (`create_tun_dev` reads
+# it from there). Two devices from the same template:
+
+# %%
+with course.netns(lab.ns("r1")):
+    fd0, name0 = tun.create_tun_dev("smith%d")
+    fd1, name1 = tun.create_tun_dev("smith%d")
+print("asked for smith%d, got:", name0, "and", name1)
+details = lab.sh("r1", f"ip -d link show {name0}")
+lab.record("template_names", [name0, name1])
+lab.record("pi_off", "pi off" in details)
+
+# %% [markdown]
+# `ip -d` (details) shows the device's driver settings: `tun type tun` (not `tap`), **`pi
+# off`** (our `IFF_NO_PI`: no 4-byte header in front of each packet), `vnet_hdr off` (no
+# offload header, see the fast data path), `persist off` (it goes away with its last fd),
+# and `link/none`: a TUN device has no MAC address, it is layer 3 only.
+#
+# ## At most 15 characters
+# `ifr_name` is 16 bytes and must end with a NUL, so a name has at most 15 characters
+# (`IFNAMSIZ - 1`). `struct.pack("16s", ...)` would silently cut a longer name (and drop its
+# NUL), so `tun.ifreq` refuses it with a clear error before the kernel sees it:
+
+# %%
+try:
+    tun.ifreq("vpnlab-tunnel-0001", tun.IFF_TUN | tun.IFF_NO_PI)
+except SetupError as exc:
+    long_error = str(exc)
+print(long_error)
+print(len("vpnlab-tunnel-0001"), "characters; this one fits:",
+      tun.ifreq("vpnlab-tunnel-1", tun.IFF_TUN)[:16])
+lab.record("long_name_error", long_error)
+for fd in (fd0, fd1):
+    os.close(fd)
+
+# %% [markdown]
+# ## What the kernel sends on its own
+# The lab switches IPv6 off in every node (`disable_ipv6`, a per-namespace sysctl), so that
+# captures show only our traffic. We switch it back on in r1 for a moment and open a fresh
+# TUN device: as soon as it is up, the kernel starts IPv6 on it and **sends packets into it by
+# itself**: a router solicitation (scapy: `ICMPv6ND_RS`, "is there a router on this link?",
+# from the device's new link-local address to ff02::2, all routers), repeated every few
+# seconds, and on some kernels multicast listener reports (MLD). Nobody asked for them: they
+# come from the kernel's IPv6 autoconfiguration.
+
+# %%
+lab.sh("r1", "sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0")
+with course.netns(lab.ns("r1")):
+    fresh, fresh_name = tun.create_tun_dev("fresh%d")
+lab.sh("r1", f"ip link set {fresh_name} up")
+unasked = read_all(fresh, 2.5)
+kinds = []
+for t, data in unasked:
+    packet = IPv6(data) if data[0] >> 4 == 6 else None
+    summary = packet.summary() if packet else data[:20].hex()
+    kinds.append(summary)
+    print(f"{t:4.2f} s  {len(data):3} bytes  version {data[0] >> 4}  {summary}")
+lab.record("unasked_versions", sorted({data[0] >> 4 for _, data in unasked}))
+lab.record("unasked_kinds", kinds)
+
+# %% [markdown]
+# The first nibble is **6**: IPv6, never 4. A VPN daemon reading `tun0` gets these too.
+#
+# ## ... and what the daemons do with them
+# vpnlab carries IPv4 only. The client and the server read such a packet from `tun0` like
+# any other and drop it, counted as **"tun: not ipv4"** (`client_core.ClientCore.send_packet`,
+# `server_core.ServerCore.send_packet`): never a crash, never sent. With IPv6 still on in r1,
+# we start the VPN: the client's new `tun0` gets the same unasked packets.
+
+# %%
+lab.start_vpn()
+course.wait_for(lambda: (lab.status()["tunnel"]["clients"]["r1"] or {}).get("counters", {})
+                .get("drops", {}).get("tun: not ipv4", 0) > 0, timeout_s=6, interval_s=0.5)
+counters = lab.status()["tunnel"]["clients"]["r1"]["counters"]
+print("client drops:", counters["drops"])
+lab.sh("r1", "ping -c 1 -W 2 203.0.113.10")
+lab.record("client_not_ipv4", counters["drops"].get("tun: not ipv4", 0))
+lab.record("verify_ok", lab.vpnlab("lab", "verify", "--json", show=False).count('"ok": true') > 0)
+
+# %% [markdown]
+# The tunnel works as before; the IPv6 packets were counted and dropped.
+#
+# ## Writing something that is not an IP packet
+# The other direction: what if a process writes bytes into `tun0` that are not an IP packet?
+# The kernel's TUN driver looks at the first nibble (4 or 6, as there is no header to tell it
+# the protocol) and refuses anything else with **EINVAL**; the device's receive-drop counter
+# goes up.
+
+# %%
+before = lab.sh("r1", f"cat /sys/class/net/{fresh_name}/statistics/rx_dropped", show=False)
+try:
+    os.write(fresh, b"\x00hello, I am not an IP packet")
+    write_errno = 0
+except OSError as exc:
+    write_errno = exc.errno
+    print(f"os.write: [Errno {exc.errno}] {errno.errorcode[exc.errno]}: {exc.strerror}")
+after = lab.sh("r1", f"cat /sys/class/net/{fresh_name}/statistics/rx_dropped", show=False)
+print(f"{fresh_name} rx_dropped: {before} -> {after}")
+lab.record("write_errno", errno.errorcode.get(write_errno, "none"))
+lab.record("rx_dropped_delta", int(after) - int(before))
+
+# %% [markdown]
+# Only the nibble is checked: `b"\x45"` followed by garbage is accepted by the driver (the
+# write returns its length) and thrown away later by the IP layer, which checks the header.
+#
+# The daemons write to `tun0` in one place, `tunnel.Tunnel.dispatch`. They only write what
+# opened as an IPv4 or IPv6 packet (plain checks the version nibble, ESP checks that it
+# matches the next-header field), but if a write fails anyway, `dispatch` counts it as
+# **"tun write: <reason>"** and carries on. Here is that very method, on our device:
+
+# %%
+print("b'\\x45' + garbage:", os.write(fresh, b"\x45" + bytes(7)), "bytes accepted")
+loop = SimpleNamespace(tun_fd=fresh, core=SimpleNamespace(counters=Counters()))
+tunnel.Tunnel.dispatch(loop, [PacketReceived(b"\x00not an IP packet")])
+print("counted by dispatch:", dict(loop.core.counters.drops))
+lab.record("dispatch_drops", dict(loop.core.counters.drops))
+os.close(fresh)
+
+# %% [markdown]
+# ## Exercises
+# **11.1** Which name did the kernel give the second device made from `smith%d`?
+#
+# **11.2** How many characters can an interface name have at most?
+#
+# **11.3** Which IP version did the packets the kernel sent on its own have?
+#
+# **11.4** Which errno name did writing a non-IP packet give?
+
+# %%
+answer_11_1 = ...
+course.check("11.1", answer_11_1, expected=name1, hint="the first free number")
+
+# %%
+answer_11_2 = ...
+course.check("11.2", answer_11_2, expected=tun.IFNAMSIZ - 1, hint="IFNAMSIZ is 16, with a NUL")
+
+# %%
+answer_11_3 = ...
+course.check("11.3", answer_11_3, expected=6, hint="the first nibble")
+
+# %%
+answer_11_4 = ...
+course.check("11.4", answer_11_4, expected="EINVAL", hint="errno.errorcode[...]")
+
+# %%
+lab.down()
+
+# %% [markdown]
+# ## What you learned
+# - `%d` in a TUN name is a template: the kernel picks the number and returns the real name
+#   in the `ifreq`. Names have at most 15 characters; vpnlab refuses longer ones itself.
+# - `ip -d link` shows the driver's settings: `tun type tun pi off vnet_hdr off persist off`.
+# - A fresh TUN device with IPv6 on receives the kernel's own IPv6 traffic (router
+#   solicitations, MLD reports); the daemons count it as "tun: not ipv4" and drop it.
+# - The TUN driver accepts only writes that start like IPv4 or IPv6 (EINVAL otherwise, and
+#   `rx_dropped` grows); the daemons never write anything else, and count any failed write.

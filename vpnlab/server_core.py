@@ -144,9 +144,10 @@ class ServerCore:
             return []
         if self.switch is not None:
             return self._switch_frame(session, packet, now)
-        source = ipv4_source(packet)
-        if source != session.tunnel_address.ip and self._owner(source) is not session:
-            return self._drop("spoofed source", peer)
+        if packet[12:16] != session.source_bytes or packet[0] >> 4 != 4:
+            source = ipv4_source(packet)  # not its tunnel address: perhaps its LAN (site to site)
+            if source is None or self._owner(source) is not session:
+                return self._drop("spoofed source", peer)
         if self.isolate_clients:
             target = self._route(ipv4_destination(packet))
             if target is not None and target is not session:

@@ -132,6 +132,7 @@ class Session:
         self._seal = self.protection.seal_frame if layer2 else self.protection.seal
         self._open = self.protection.open_frame if layer2 else self.protection.open
         self.tunnel_address = established.client_address
+        self.source_bytes = self.tunnel_address.ip.packed  # the per-packet check compares bytes
         self.counters = counters
         self.timeouts = timeouts
         self.last_received = now

@@ -21,6 +21,7 @@ is the chart. The lab is removed at the end, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -29,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,40 @@ OPENVPN_PORT = 1194
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def iperf_server(prefix: str, limit_s: int) -> Iterator[None]:
+    """iperf3 on web for exactly one test (``-s -1``), listening before the block starts;
+    afterwards waited for, or killed if it hangs."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", state.namespace(prefix, "web"), "timeout", str(limit_s)]
+        + ["iperf3", "-s", "-1", "-B", WEB],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        build.wait_for(lambda: build.listening(server.pid, 5201), 3.0)
+        yield
+    finally:
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def iperf_result(stdout: str) -> tuple[float, int | None]:
+    """Goodput (Mbit/s) and the sender's retransmits from ``iperf3 -J``.
+
+    Raises:
+        ValueError: not an iperf3 JSON report (the test failed).
+    """
+    try:
+        end = json.loads(stdout)["end"]
+        return end["sum_received"]["bits_per_second"] / 1e6, end["sum_sent"].get("retransmits")
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"no iperf3 result: {exc!r}") from None
 
 
 def cpu_ticks(pid: int) -> int:
@@ -239,14 +274,7 @@ class Bench:
     def iperf(self) -> dict[str, Any]:
         """One iperf3 run r1 -> web; the server on web answers exactly one test."""
         limit = str(int(self.seconds) + 15)
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns("web"), "timeout", limit, "iperf3", "-s", "-1"]
-            + ["-B", WEB],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.3)
+        with iperf_server(self.prefix, int(limit)):
             ticks = {name: cpu_ticks(pid) for name, pid in self.daemons.items()}
             start = time.monotonic()
             done = self.run_in(
@@ -255,17 +283,9 @@ class Bench:
             )
             wall = time.monotonic() - start
             used = {name: cpu_ticks(pid) - ticks[name] for name, pid in self.daemons.items()}
-        finally:
-            try:
-                server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
         try:
-            end = json.loads(done.stdout)["end"]
-            mbps = end["sum_received"]["bits_per_second"] / 1e6
-            retransmits = end["sum_sent"].get("retransmits")
-        except (ValueError, KeyError):
+            mbps, retransmits = iperf_result(done.stdout)
+        except ValueError:
             mbps, retransmits = 0.0, None
         hz = os.sysconf("SC_CLK_TCK")
         cpu = {name: round(100 * n / hz / wall, 1) for name, n in used.items()}

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from . import lab
+from .bench import WEB, iperf_result, iperf_server
 from .lab import build, impair, state
 
-WEB = "203.0.113.10"
 DEFAULT_PREFIX = "vmelt-"
 TRANSPORTS = ("udp", "tcp")
 FULL = {"losses": (0, 0.5, 1, 2, 3, 5), "delays": (0, 20, 50), "seconds": 8.0, "samples": 5}
@@ -55,30 +55,14 @@ def tcp_retrans_segs(prefix: str, node: str = "r1") -> int:
 def iperf(prefix: str, seconds: float, rate: str | None = None) -> dict[str, Any]:
     """One iperf3 run r1 -> web (the server answers one test); goodput and inner retransmits."""
     limit = str(int(seconds) + 15)
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", state.namespace(prefix, "web"), "timeout", limit]
-        + ["iperf3", "-s", "-1", "-B", WEB],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        build.wait_for(lambda: build.listening(server.pid, 5201), 3.0)
+    with iperf_server(prefix, int(limit)):
         argv = ["timeout", limit, "iperf3", "-c", WEB, "-t", str(seconds), "-J"]
         done = _run(prefix, "r1", argv + (["-b", rate] if rate else []))
-    finally:
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     try:
-        end = json.loads(done.stdout)["end"]
-        return {
-            "mbps": round(end["sum_received"]["bits_per_second"] / 1e6, 2),
-            "inner_retrans": int(end["sum_sent"].get("retransmits") or 0),
-        }
-    except (ValueError, KeyError, TypeError):
+        mbps, retransmits = iperf_result(done.stdout)
+    except ValueError:
         return {"mbps": 0.0, "inner_retrans": None, "error": (done.stderr or done.stdout)[-200:]}
+    return {"mbps": round(mbps, 2), "inner_retrans": int(retransmits or 0)}
 
 
 def transfer_s(prefix: str, samples: int) -> float | None:

@@ -38,7 +38,7 @@
 import os
 import shutil
 
-from vpnlab import course
+from vpnlab.course import notebook as course
 
 lab = course.CourseLab("00_setup_topology")
 print("lab prefix:", lab.prefix)

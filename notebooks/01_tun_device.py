@@ -40,7 +40,8 @@ import select
 import struct
 import time
 
-from vpnlab import course, tun
+from vpnlab import tun
+from vpnlab.course import notebook as course
 
 lab = course.CourseLab("01_tun_device")
 lab.up(vpn=False)  # the lab without the VPN daemons: r1 has no tun0 yet

@@ -42,8 +42,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from vpnlab import capture, course
-from vpnlab.constants import CONNECT_TIMEOUT_S, HELLO_RETRY_S, KEEPALIVE_INTERVAL_S
+from vpnlab.core.constants import CONNECT_TIMEOUT_S, HELLO_RETRY_S, KEEPALIVE_INTERVAL_S
+from vpnlab.course import notebook as course
+from vpnlab.instruments import capture
 
 lab = course.CourseLab("02_handshake_timeouts")
 lab.up(vpn=False, cipher="plain")

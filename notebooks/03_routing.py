@@ -32,7 +32,7 @@
 import json
 import time
 
-from vpnlab import course
+from vpnlab.course import notebook as course
 
 lab = course.CourseLab("03_routing")
 lab.up(vpn=False)

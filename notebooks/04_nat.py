@@ -34,7 +34,7 @@
 # %%
 import re
 
-from vpnlab import course
+from vpnlab.course import notebook as course
 from vpnlab.routing import nat_ruleset
 
 lab = course.CourseLab("04_nat")

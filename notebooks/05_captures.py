@@ -33,8 +33,9 @@
 # %%
 import matplotlib.pyplot as plt
 
-from vpnlab import capture, course, decode, ftp
-from vpnlab.formats import CIPHERS
+from vpnlab.course import notebook as course
+from vpnlab.instruments import capture, decode, ftp
+from vpnlab.wire.ciphers import CIPHERS
 
 lab = course.CourseLab("05_captures")
 lab.up(cipher="plain")

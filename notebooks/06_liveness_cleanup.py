@@ -39,8 +39,9 @@ import time
 
 import matplotlib.pyplot as plt
 
-from vpnlab import capture, course
-from vpnlab.constants import KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
+from vpnlab.core.constants import KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
+from vpnlab.course import notebook as course
+from vpnlab.instruments import capture
 
 lab = course.CourseLab("06_liveness_cleanup")
 lab.up()

@@ -42,7 +42,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from vpnlab import capture, course, meltdown
+from vpnlab.course import meltdown
+from vpnlab.course import notebook as course
+from vpnlab.instruments import capture
 
 lab = course.CourseLab("07_tcp_meltdown")
 lab.up(vpn=False)

@@ -28,7 +28,8 @@
 # %%
 import time
 
-from vpnlab import capture, course
+from vpnlab.course import notebook as course
+from vpnlab.instruments import capture
 
 lab = course.CourseLab("08_routing_without_nat")
 lab.up(nat=False)  # the VPN runs, but r2 has no masquerade rule

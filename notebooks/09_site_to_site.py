@@ -35,7 +35,8 @@
 import sys
 import time
 
-from vpnlab import capture, course, ftp
+from vpnlab.course import notebook as course
+from vpnlab.instruments import capture, ftp
 
 H1, H2 = "172.16.1.10", "172.16.2.10"
 lab = course.CourseLab("09_site_to_site")

@@ -37,9 +37,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from vpnlab import capture, course
-from vpnlab.constants import LIVENESS_TIMEOUT_S
-from vpnlab.whoami import pattern_sha256
+from vpnlab.core.constants import LIVENESS_TIMEOUT_S
+from vpnlab.course import notebook as course
+from vpnlab.instruments import capture
+from vpnlab.instruments.whoami import pattern_sha256
 
 SIZE = 40_000_000  # bytes: a few seconds through the tunnel
 URL = f"http://203.0.113.10/bytes/{SIZE}"

@@ -31,10 +31,11 @@ from types import SimpleNamespace
 
 from scapy.all import IPv6
 
-from vpnlab import course, tun, tunnel
-from vpnlab.errors import SetupError
-from vpnlab.events import PacketReceived
-from vpnlab.session import Counters
+from vpnlab import tun, tunnel
+from vpnlab.core.errors import SetupError
+from vpnlab.core.events import PacketReceived
+from vpnlab.core.session import Counters
+from vpnlab.course import notebook as course
 
 lab = course.CourseLab("11_tun_in_depth")
 lab.up(vpn=False)

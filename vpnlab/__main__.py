@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from vpnlab.cli import main
 
 sys.exit(main())

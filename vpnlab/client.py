@@ -22,20 +22,20 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from .client_core import ClientCore
-from .constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
-from .errors import SetupError
-from .esp import EspSession, StaticKeys, esp_sa_rows
-from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel
-from .formats import Format
-from .keys import esp_sa_text, write_secret
-from .report import Reporter
-from .routing import ClientRouting, refuse_host_changes
-from .session import State
-from .tap import device_flags
-from .transport import open_transport
-from .tun import create_tun_dev, ifconfig
-from .tunnel import SignalPipe, send_queued
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
+from vpnlab.core.errors import SetupError
+from vpnlab.core.formats import Format
+from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
+from vpnlab.core.session import State
+from vpnlab.keys import esp_sa_text, write_secret
+from vpnlab.report import Reporter
+from vpnlab.routing import ClientRouting, refuse_host_changes
+from vpnlab.tap import device_flags
+from vpnlab.transport import open_transport
+from vpnlab.tun import create_tun_dev, ifconfig
+from vpnlab.tunnel import SIMPLE, Datapath, SignalPipe, Tunnel, clean_up
+from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 3
@@ -63,11 +63,31 @@ class ClientOptions:
     reconnect: bool = False
     routes: tuple[IPv4Network, ...] = ()
     """Site to site: only these networks go through the tunnel (default: everything)."""
-    datapath: str = "simple"
+    datapath: Datapath = SIMPLE
+    """The select loop of the notes, or the batched one (``vpnlab/fast/``, chosen by the CLI)."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
     """tun (the notes: IP packets), or tap: Ethernet frames on tap0 (``tap.py``)."""
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return (str(self.server), self.port)
+
+
+def make_core(options: ClientOptions) -> ClientCore:
+    """The sans-IO client: with the format's handshake, or with static keys (none)."""
+    layer2 = options.mode == "tap"
+    if options.static_keys is not None:
+        established = options.static_keys.client()
+        return ClientCore(options.server_address, None, established=established, layer2=layer2)
+    assert options.format is not None
+    return ClientCore(
+        options.server_address,
+        options.format.client_handshake(os.urandom),
+        clock_offset_s=time.time() - time.monotonic(),
+        layer2=layer2,
+    )
 
 
 def client_connection(
@@ -75,29 +95,15 @@ def client_connection(
 ) -> bool:
     """ClientConnection: send Hello and wait (select with a timeout) for the server's answer.
 
+    The select loop of ``tunnel.py`` runs without tun0 until the core leaves CONNECTING: the
+    Welcome arrived, or the 2.5 s connect timeout (Hello retried every 0.5 s) ran out.
+
     Returns:
         True once the handshake completed; False on the 2.5 s timeout or a signal.
     """
     reporter.state("connecting", f"server {core.server[0]}:{core.server[1]}")
-    now = time.monotonic()
-    core.connect(now)
-    while core.state is State.CONNECTING and signals.received is None:
-        send_queued(core, sock)
-        deadline = core.next_timer()
-        timeout = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        readable, _, _ = select.select([sock, signals.reader], [], [], timeout)
-        now = time.monotonic()
-        if sock in readable:
-            try:
-                datagram, peer = sock.recvfrom(65535)
-            except OSError:  # ICMP port unreachable from a previous send, for example
-                continue
-            for event in core.receive_datagram(datagram, peer[:2], now):
-                reporter.event(event)
-        elif deadline is not None and now >= deadline:
-            for event in core.handle_timer(now):
-                reporter.event(event)
-    send_queued(core, sock)
+    core.connect(time.monotonic())
+    Tunnel(core, None, sock, reporter, signals).run(until=State.CONNECTING)
     return core.state is State.CONNECTED
 
 
@@ -109,8 +115,6 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
         SetupError: a local step (socket, tun0, routes) failed; CleanUp has run.
     """
     refuse_host_changes(options.allow_host_changes)
-    if options.transport == "tcp" and options.datapath == "fast":
-        raise SetupError("--transport tcp runs the simple data path only")
     if options.reconnect and options.static_keys is not None:
         raise SetupError("--reconnect needs the handshake: static keys must not be reused")
     signals = SignalPipe()
@@ -128,28 +132,15 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
 
 def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe) -> int:
     """Init, ClientConnection, CreateTunDev, Ifconfig, SetRouting(1), the loop, CleanUp."""
-    server = (str(options.server), options.port)
-    sock = None
-    tun_fd = None
-    routing = None
-    layer2 = options.mode == "tap"
-    if options.static_keys is not None:
-        core = ClientCore(
-            server, None, established=options.static_keys.client(), layer2=layer2
-        )
-    else:
-        assert options.format is not None
-        core = ClientCore(
-            server,
-            options.format.client_handshake(os.urandom),
-            clock_offset_s=time.time() - time.monotonic(),
-            layer2=layer2,
-        )
+    server = options.server_address
+    core = make_core(options)
+    sock = tun_fd = routing = None
     try:
         sock = open_transport(
             options.transport,
             options.local_address,
             options.local_port,
+            datapath=options.datapath.name,
             server=server,
             drops=core.counters.drops,
         )
@@ -161,23 +152,9 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
                 f"within {CONNECT_TIMEOUT_S} s"
             )
             return EXIT_UNREACHABLE
-        assert core.session is not None
-        address = core.session.tunnel_address
-        protection = core.session.protection
-        if options.esp_sa_file and isinstance(protection, EspSession):
-            rows = esp_sa_rows(protection, "*", server[0])
-            write_secret(options.esp_sa_file, esp_sa_text(rows))
-        flags = device_flags(options.mode, options.datapath)
-        tun_fd, tun_name = create_tun_dev(options.tun_name, flags)
-        ifconfig(tun_name, address, options.mtu)
-        # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
-        gateway = next(address.network.hosts()) if layer2 else None
-        routing = ClientRouting(options.server, tun_name, options.routes, gateway=gateway)
-        routing.apply()
-        reporter.update(tunnel_address=str(address), tun=tun_name)
-        reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
-        tunnel = make_tunnel(
-            options.datapath,
+        tun_fd, tun_name, routing = bring_up(options, core, reporter)
+        layer2 = options.mode == "tap"
+        options.datapath.make_tunnel(
             core,
             tun_fd,
             tun_name,
@@ -185,37 +162,49 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             reporter,
             signals,
             mss_clamp=None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES,
-        )
-        tunnel.run()
-        if core.close_reason == "peer lost":
-            reporter.log("peer lost: no datagram from the server for 6 s")
-            return EXIT_PEER_LOST
-        if core.close_reason == "bye":
-            reporter.log("the server closed the session (Bye)")
-            return EXIT_SERVER_CLOSED
-        return EXIT_OK
+        ).run()
+        return exit_code(core, reporter)
     finally:
-        clean_up(core, sock, tun_fd, routing, reporter)
+        clean_up(core, sock, tun_fd, routing, reporter, f"cleaned up ({core.close_reason})")
 
 
-def clean_up(
-    core: ClientCore,
-    sock: socket.socket | None,
-    tun_fd: int | None,
-    routing: ClientRouting | None,
-    reporter: Reporter,
-) -> None:
-    """CleanUp: Bye to the server, routes restored, tun0 and the socket closed."""
-    now = time.monotonic()
-    for event in core.close(now):
-        reporter.event(event)
-    if sock is not None:
-        send_queued(core, sock)
-        sock.close()
-    if routing is not None:
-        routing.restore()
-    if tun_fd is not None:
+def bring_up(
+    options: ClientOptions, core: ClientCore, reporter: Reporter
+) -> tuple[int, str, ClientRouting]:
+    """After the Welcome: the key export, CreateTunDev, Ifconfig, SetRouting(1).
+
+    Returns:
+        tun0's fd and name, and the routing that CleanUp restores.
+    """
+    assert core.session is not None
+    address = core.session.tunnel_address
+    protection = core.session.protection
+    if options.esp_sa_file and isinstance(protection, EspSession):
+        rows = esp_sa_rows(protection, "*", str(options.server))
+        write_secret(options.esp_sa_file, esp_sa_text(rows))
+    tun_fd, tun_name = create_tun_dev(
+        options.tun_name, device_flags(options.mode, options.datapath.tun_flags)
+    )
+    try:
+        ifconfig(tun_name, address, options.mtu)
+        # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
+        gateway = next(address.network.hosts()) if options.mode == "tap" else None
+        routing = ClientRouting(options.server, tun_name, options.routes, gateway=gateway)
+        routing.apply()
+    except BaseException:
         os.close(tun_fd)
-    reporter.update(**core.describe(now))
-    reporter.state("closed", f"cleaned up ({core.close_reason})")
-    reporter.log(f"counters {core.counters.as_dict()}")
+        raise
+    reporter.update(tunnel_address=str(address), tun=tun_name)
+    reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
+    return tun_fd, tun_name, routing
+
+
+def exit_code(core: ClientCore, reporter: Reporter) -> int:
+    """How the session ended, as the process exit code (the ``vpnlab client`` help lists them)."""
+    if core.close_reason == "peer lost":
+        reporter.log("peer lost: no datagram from the server for 6 s")
+        return EXIT_PEER_LOST
+    if core.close_reason == "bye":
+        reporter.log("the server closed the session (Bye)")
+        return EXIT_SERVER_CLOSED
+    return EXIT_OK

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .events import DatagramDropped, Event, HandshakeCompleted, SessionClosed
+from vpnlab.core.events import DatagramDropped, Event, HandshakeCompleted, SessionClosed
 
 
 def clock() -> str:

@@ -29,9 +29,10 @@ import subprocess
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Protocol
 
-from .constants import NAT_TABLE
-from .errors import SetupError
+from vpnlab.core.constants import NAT_TABLE
+from vpnlab.core.errors import SetupError
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -102,6 +103,14 @@ def delete_routes(added: list[dict[str, object]]) -> None:
             with contextlib.suppress(NetlinkError):
                 ipr.route("del", **route)
     added.clear()
+
+
+class Routing(Protocol):
+    """SetRouting: what a daemon applies after Ifconfig and CleanUp restores."""
+
+    def apply(self) -> None: ...
+
+    def restore(self) -> None: ...
 
 
 def tun_index(name: str) -> int:

@@ -23,20 +23,19 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
-from .constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
-from .errors import SetupError
-from .esp import EspSession, StaticKeys, esp_sa_rows
-from .events import Event, HandshakeCompleted, SessionClosed
-from .fastpath import TCP_IP_HEADERS_BYTES, make_tunnel
-from .formats import Established, Format
-from .keys import esp_sa_text, write_secret
-from .report import Reporter
-from .routing import ServerRouting, refuse_host_changes
-from .server_core import ServerCore
-from .tap import device_flags, mac_address
-from .transport import open_transport
-from .tun import create_tun_dev, ifconfig
-from .tunnel import SignalPipe, send_queued
+from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
+from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
+from vpnlab.core.formats import Established, Format
+from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
+from vpnlab.core.server_core import ServerCore
+from vpnlab.keys import esp_sa_text, write_secret
+from vpnlab.report import Reporter
+from vpnlab.routing import ServerRouting, refuse_host_changes
+from vpnlab.tap import device_flags, mac_address
+from vpnlab.transport import open_transport
+from vpnlab.tun import create_tun_dev, ifconfig
+from vpnlab.tunnel import SIMPLE, Datapath, SignalPipe, clean_up
+from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,8 @@ class ServerOptions:
     isolate_clients: bool = False
     client_networks: tuple[tuple[IPv4Address, IPv4Network], ...] = ()
     allow_host_changes: bool = False
-    datapath: str = "simple"
+    datapath: Datapath = SIMPLE
+    """The select loop of the notes, or the batched one (``vpnlab/fast/``, chosen by the CLI)."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
@@ -75,27 +75,13 @@ def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
     write_secret(path, esp_sa_text(rows))
 
 
-def run_server(options: ServerOptions, reporter: Reporter) -> int:
-    """The server daemon from Init to CleanUp; returns the process exit code.
-
-    Raises:
-        SetupError: a local step (socket, tun0, forwarding, nftables) failed; CleanUp has run.
-    """
-    refuse_host_changes(options.allow_host_changes)
-    signals = SignalPipe()
-    sock = None
-    tun_fd = None
+def make_core(options: ServerOptions) -> ServerCore:
+    """The sans-IO server: the format's handshake (or static keys), the address pool, limits."""
     networks: dict[IPv4Address, list[IPv4Network]] = {}
     for client, network in options.client_networks:
         networks.setdefault(client, []).append(network)
-    routing = ServerRouting(
-        options.tunnel_address.network,
-        options.external_interface,
-        options.nft_file,
-        client_networks=tuple(network for _, network in options.client_networks),
-    )
     static = options.static_keys
-    core = ServerCore(
+    return ServerCore(
         options.format,
         options.tunnel_address,
         os.urandom,
@@ -106,35 +92,39 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         client_networks=networks,
         layer2=options.mode == "tap",
     )
-    cipher = f"static keys, {static.cipher}" if static else f"cipher {options.format.name}"
+
+
+def run_server(options: ServerOptions, reporter: Reporter) -> int:
+    """The server daemon from Init to CleanUp; returns the process exit code.
+
+    Raises:
+        SetupError: a local step (socket, tun0, forwarding, nftables) failed; CleanUp has run.
+    """
+    refuse_host_changes(options.allow_host_changes)
+    signals = SignalPipe()
+    sock = tun_fd = None
+    routing = ServerRouting(
+        options.tunnel_address.network,
+        options.external_interface,
+        options.nft_file,
+        client_networks=tuple(network for _, network in options.client_networks),
+    )
+    core = make_core(options)
 
     def on_event(event: Event) -> None:
         if options.esp_sa_file and isinstance(event, (HandshakeCompleted, SessionClosed)):
             write_esp_sa(options.esp_sa_file, core, options.listen)
 
     try:
-        if options.transport == "tcp" and options.datapath == "fast":
-            raise SetupError("--transport tcp runs the simple data path only")
         sock = open_transport(
-            options.transport, options.listen, options.port, drops=core.counters.drops
+            options.transport,
+            options.listen,
+            options.port,
+            datapath=options.datapath.name,
+            drops=core.counters.drops,
         )
-        flags = device_flags(options.mode, options.datapath)
-        tun_fd, tun_name = create_tun_dev(options.tun_name, flags)
-        ifconfig(tun_name, options.tunnel_address, options.mtu)
-        if options.mode == "tap":
-            core.set_local_mac(mac_address(tun_name))
-        routing.tun_name = tun_name
-        routing.apply()
-        nat = f"NAT out of {options.external_interface}" if routing.nat_applied else "no NAT"
-        reporter.update(tun=tun_name, tunnel_address=str(options.tunnel_address))
-        reporter.state(
-            "listening",
-            f"{options.transport} {options.listen}:{options.port}, "
-            f"{tun_name} {options.tunnel_address}, "
-            f"{cipher}, forwarding on, {nat}",
-        )
-        tunnel = make_tunnel(
-            options.datapath,
+        tun_fd, tun_name = bring_up(options, core, routing, reporter)
+        options.datapath.make_tunnel(
             core,
             tun_fd,
             tun_name,
@@ -143,20 +133,39 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             signals,
             on_event,
             mss_clamp=None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES,
-        )
-        tunnel.run()
+        ).run()
         return 0
     finally:
-        now = time.monotonic()
-        for event in core.close(now):
-            reporter.event(event)
-        if sock is not None:
-            send_queued(core, sock)
-            sock.close()
-        routing.restore()
-        if tun_fd is not None:
-            os.close(tun_fd)
+        summary = "cleaned up: NAT rule removed, forwarding restored"
+        clean_up(core, sock, tun_fd, routing, reporter, summary)
         signals.close()
-        reporter.update(**{k: v for k, v in core.describe(now).items() if k != "state"})
-        reporter.state("closed", "cleaned up: NAT rule removed, forwarding restored")
-        reporter.log(f"counters {core.counters.as_dict()}")
+
+
+def bring_up(
+    options: ServerOptions, core: ServerCore, routing: ServerRouting, reporter: Reporter
+) -> tuple[int, str]:
+    """CreateTunDev, Ifconfig, SetRouting(0); returns tun0's fd and name."""
+    flags = device_flags(options.mode, options.datapath.tun_flags)
+    tun_fd, tun_name = create_tun_dev(options.tun_name, flags)
+    try:
+        ifconfig(tun_name, options.tunnel_address, options.mtu)
+        if options.mode == "tap":
+            core.set_local_mac(mac_address(tun_name))
+        routing.tun_name = tun_name
+        routing.apply()
+    except BaseException:
+        os.close(tun_fd)
+        raise
+    nat = f"NAT out of {options.external_interface}" if routing.nat_applied else "no NAT"
+    cipher = (
+        f"static keys, {options.static_keys.cipher}"
+        if options.static_keys
+        else f"cipher {options.format.name}"
+    )
+    reporter.update(tun=tun_name, tunnel_address=str(options.tunnel_address))
+    reporter.state(
+        "listening",
+        f"{options.transport} {options.listen}:{options.port}, "
+        f"{tun_name} {options.tunnel_address}, {cipher}, forwarding on, {nat}",
+    )
+    return tun_fd, tun_name

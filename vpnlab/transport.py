@@ -1,4 +1,5 @@
-"""Init(PORT), the counter-example: the same datagrams over one TCP connection per client.
+"""Init(PORT): the UDP socket of the notes, and the counter-example: the same datagrams over
+one TCP connection per client.
 
 The design notes choose UDP "to avoid TCP meltdown": when the tunnel is itself TCP, a lost
 outer segment stalls every inner packet behind it until the outer TCP has retransmitted it,
@@ -27,8 +28,8 @@ import select
 import socket
 from collections import Counter, deque
 
-from .errors import LocalProtocolError, SetupError
-from .events import Address
+from vpnlab.core.errors import LocalProtocolError, SetupError
+from vpnlab.core.events import Address
 
 TRANSPORTS = ("udp", "tcp")
 DEFAULT_TRANSPORT = "udp"
@@ -41,6 +42,31 @@ MAX_PENDING_BYTES = 512 * 1024
 MAX_CONNECTIONS = 256
 """Connections the server keeps; more are accepted and closed at once (counted)."""
 RECV_BYTES = 65536
+"""Bytes asked of one TCP connection per read."""
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+"""Room for a burst (or a few 64 KB GSO batches): each datagram dropped is a retransmit inside."""
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # linux/socket.h: as root, past net.core.*mem_max
+
+
+def init_socket(address: str, port: int) -> socket.socket:
+    """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
+
+    UDP needs no listen() or accept(): datagrams from any peer simply arrive (see the notes).
+
+    Raises:
+        SetupError: the address is not ours, or the port is taken.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
+        with contextlib.suppress(OSError):  # not root: the kernel's default buffers
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise SetupError(f"cannot bind UDP {address}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
 
 
 def encode_frame(datagram: bytes, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
@@ -344,20 +370,24 @@ def open_transport(
     address: str,
     port: int,
     *,
+    datapath: str = "simple",
     server: Address | None = None,
     drops: Counter | None = None,
 ):
     """Init(PORT) for ``--transport``: the UDP socket of the notes, or a TCP transport.
 
     ``server`` given: the client's side (TCP connects to it; UDP binds ``address``:``port``).
-    Raises SetupError as ``tunnel.init_socket`` does.
-    """
-    from .tunnel import init_socket
 
+    Raises:
+        SetupError: as :func:`init_socket` does; an unknown transport; tcp with the fast
+            data path (its batches are UDP GSO/GRO).
+    """
     if kind == "udp":
         return init_socket(address, port)
     if kind != "tcp":
         raise SetupError(f"unknown transport {kind!r} (choose from {', '.join(TRANSPORTS)})")
+    if datapath != "simple":
+        raise SetupError("--transport tcp runs the simple data path only")
     if server is not None:
         return TcpClientTransport(server, drops)
     return TcpServerTransport(address, port, drops)

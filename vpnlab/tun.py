@@ -22,7 +22,7 @@ import os
 import struct
 from ipaddress import IPv4Interface
 
-from .errors import SetupError
+from vpnlab.core.errors import SetupError
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001

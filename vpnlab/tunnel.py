@@ -1,5 +1,8 @@
 """TunSelected / SockSelected: the select loop that both daemons run (the notes' while loop).
 
+The same loop carries ClientConnection's Hello exchange (before tun0 exists: the socket and the
+timers only) and then the session:
+
     1. ask the core for its next deadline (a keepalive to send, or the liveness timeout)
     2. select() on tun0, the UDP socket and the signal pipe, until that deadline
     3. TunSelected: read every packet waiting on tun0, hand each to the core (it seals them)
@@ -8,13 +11,14 @@
     5. deadline passed: let the core send its keepalive or declare the peer lost
     6. send what the core queued; stop when the core is closed or a signal arrived
 
-This module moves bytes and nothing else: what a datagram means is decided in ``session.py``.
-Tests hand it one end of a ``socket.socketpair()`` in place of tun0.
+This module moves bytes and nothing else: what a datagram means is decided in ``core/``.
+Tests hand it one end of a ``socket.socketpair()`` in place of tun0. ``--datapath fast``
+(``vpnlab/fast/``) overrides its four I/O methods; the daemons get it from the CLI as a
+:class:`Datapath` and never import it. CleanUp, the same for both daemons, is :func:`clean_up`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import signal
@@ -24,15 +28,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
-from .constants import MAX_DATAGRAM
-from .errors import SetupError
-from .events import Address, Event, PacketReceived
-from .report import Reporter
-from .segment import clamp_mss
-from .session import Counters, State
-
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # linux/socket.h: as root, past net.core.*mem_max
+from vpnlab.core.constants import MAX_DATAGRAM
+from vpnlab.core.events import Address, Event, PacketReceived
+from vpnlab.core.packet import clamp_mss
+from vpnlab.core.session import Counters, State
+from vpnlab.report import Reporter
+from vpnlab.routing import Routing
 
 BATCH = 64
 """Packets drained per wake-up from each file descriptor before looking at the other."""
@@ -46,33 +47,12 @@ class Core(Protocol):
 
     def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]: ...
     def send_packet(self, packet: bytes, now: float) -> list[Event]: ...
+    def send_packets(self, packets: list[bytes], now: float) -> list[Event]: ...
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]: ...
     def next_timer(self) -> float | None: ...
     def handle_timer(self, now: float) -> list[Event]: ...
     def close(self, now: float) -> list[Event]: ...
     def describe(self, now: float) -> dict[str, object]: ...
-
-
-def init_socket(address: str, port: int) -> socket.socket:
-    """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
-
-    UDP needs no listen() or accept(): datagrams from any peer simply arrive (see the notes).
-
-    Raises:
-        SetupError: the address is not ours, or the port is taken.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
-        # a burst must not overflow the socket: each datagram dropped is a retransmit inside
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
-    try:
-        sock.bind((address, port))
-    except OSError as exc:
-        sock.close()
-        raise SetupError(f"cannot bind UDP {address}:{port}: {exc.strerror}") from None
-    sock.setblocking(False)
-    return sock
 
 
 def send_queued(core: Core, sock: socket.socket) -> None:
@@ -113,7 +93,8 @@ class Tunnel:
 
     Args:
         core: ClientCore or ServerCore.
-        tun_fd: tun0 (non-blocking), or one end of a socket pair in tests.
+        tun_fd: tun0 (non-blocking), one end of a socket pair in tests, or None while
+            ClientConnection waits for the Welcome (tun0 does not exist yet).
         sock: the UDP socket from Init (non-blocking).
         reporter: log and status file.
         signals: the signal pipe; the loop ends when it fires.
@@ -125,7 +106,7 @@ class Tunnel:
     def __init__(
         self,
         core: Core,
-        tun_fd: int,
+        tun_fd: int | None,
         sock: socket.socket,
         reporter: Reporter,
         signals: SignalPipe,
@@ -141,15 +122,21 @@ class Tunnel:
         self.reporter = reporter
         self.signals = signals
         self.selector = selectors.DefaultSelector()
-        self.selector.register(tun_fd, selectors.EVENT_READ, self.tun_selected)
+        if tun_fd is not None:
+            self.selector.register(tun_fd, selectors.EVENT_READ, self.tun_selected)
         self.selector.register(sock, selectors.EVENT_READ, self.sock_selected)
         self.selector.register(signals.reader, selectors.EVENT_READ, self._drain_signals)
         self._status_at = 0.0
 
-    def run(self) -> None:
-        """Loop until the core closes (peer lost, Bye) or a signal asks us to stop."""
+    def run(self, until: State | None = None) -> None:
+        """Loop until the core closes (peer lost, Bye), a signal asks us to stop, or the core
+        has left state ``until`` (ClientConnection: ``State.CONNECTING``)."""
         core = self.core
-        while core.state is not State.CLOSED and self.signals.received is None:
+        while (
+            core.state is not State.CLOSED
+            and self.signals.received is None
+            and (until is None or core.state is until)
+        ):
             deadline = core.next_timer()
             now = time.monotonic()
             timeout = None if deadline is None else max(0.0, deadline - now)
@@ -162,6 +149,7 @@ class Tunnel:
             if now >= self._status_at:
                 self.report_status(now)
                 self._status_at = now + 1.0
+        self.flush()
         self.selector.close()
 
     def tun_selected(self, now: float) -> None:
@@ -216,3 +204,76 @@ class Tunnel:
                 pass
         except BlockingIOError:
             pass
+
+
+class Datapath(Protocol):
+    """``--datapath``: the TUNSETIFF flags it needs and the loop it runs."""
+
+    name: str
+    tun_flags: int
+    """Added to IFF_TUN | IFF_NO_PI at CreateTunDev."""
+
+    def make_tunnel(
+        self,
+        core: Core,
+        tun_fd: int,
+        tun_name: str,
+        sock: socket.socket,
+        reporter: Reporter,
+        signals: SignalPipe,
+        on_event: Callable[[Event], None] | None = None,
+        *,
+        mss_clamp: int | None = None,
+    ) -> Tunnel: ...
+
+
+class SimpleDatapath:
+    """``--datapath simple``: the loop above, one packet per system call."""
+
+    name = "simple"
+    tun_flags = 0
+
+    def make_tunnel(
+        self,
+        core: Core,
+        tun_fd: int,
+        tun_name: str,
+        sock: socket.socket,
+        reporter: Reporter,
+        signals: SignalPipe,
+        on_event: Callable[[Event], None] | None = None,
+        *,
+        mss_clamp: int | None = None,
+    ) -> Tunnel:
+        return Tunnel(core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp)
+
+
+SIMPLE = SimpleDatapath()
+
+
+def clean_up(
+    core: Core,
+    sock: socket.socket | None,
+    tun_fd: int | None,
+    routing: Routing | None,
+    reporter: Reporter,
+    summary: str,
+) -> None:
+    """CleanUp: Bye to the peer(s), routes (and NAT) restored, tun0 and the socket closed.
+
+    Both daemons run it in ``finally``, whatever stopped them; each step copes with the
+    steps before it never having run (``None``).
+    """
+    now = time.monotonic()
+    for event in core.close(now):
+        reporter.event(event)
+    if sock is not None:
+        send_queued(core, sock)
+        sock.close()
+    if routing is not None:
+        routing.restore()
+    if tun_fd is not None:
+        os.close(tun_fd)
+    reporter.update(**{k: v for k, v in core.describe(now).items() if k != "state"})
+    reporter.state("closed", summary)
+    reporter.log(f"counters {core.counters.as_dict()}")

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from vpnlab.bench import format_table, run_bench
+from vpnlab.course.bench import format_table, run_bench
 
 pytestmark = pytest.mark.lab
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from vpnlab import capture, ftp, lab
-from vpnlab.errors import VpnlabError
-from vpnlab.formats import CIPHERS, make_format
+from vpnlab import lab
+from vpnlab.core.errors import VpnlabError
+from vpnlab.instruments import capture, ftp
+from vpnlab.wire.ciphers import CIPHERS, make_format
 
 pytestmark = pytest.mark.lab
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from vpnlab import lab
-from vpnlab.crypto import algorithm
-from vpnlab.esp import load_static_keys
+from vpnlab.wire.crypto import algorithm
+from vpnlab.wire.esp import load_static_keys
 
 pytestmark = pytest.mark.lab
 

@@ -19,7 +19,7 @@ from scapy.layers.ipsec import ESP, SecurityAssociation
 from scapy.utils import rdpcap
 
 from vpnlab import lab
-from vpnlab.esp import load_static_keys
+from vpnlab.wire.esp import load_static_keys
 
 pytestmark = pytest.mark.lab
 

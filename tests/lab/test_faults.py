@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from vpnlab import lab
+from vpnlab.instruments.whoami import pattern_sha256
 from vpnlab.lab import build, impair, state
 from vpnlab.lab.topology import make_topology
-from vpnlab.whoami import pattern_sha256
 
 pytestmark = pytest.mark.lab
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vpnlab import cli, keys, lab
-from vpnlab.errors import LabError
+from vpnlab.core.errors import LabError
 from vpnlab.lab import build, state
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, from_dict, load_topology, make_topology
 

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from vpnlab import lab, meltdown
+from vpnlab import lab
+from vpnlab.course import meltdown
 from vpnlab.lab import delay, impair, state
 
 pytestmark = pytest.mark.lab

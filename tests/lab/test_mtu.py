@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from vpnlab.constants import tun_mtu
-from vpnlab.crypto import algorithm
+from vpnlab.core.constants import tun_mtu
+from vpnlab.wire.crypto import algorithm
 
 pytestmark = pytest.mark.lab
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from vpnlab import ftp, lab
+from vpnlab import lab
+from vpnlab.instruments import ftp
 from vpnlab.lab import state
 from vpnlab.lab.topology import make_topology
 

@@ -13,7 +13,8 @@ import time
 import pytest
 from conftest import build_lab
 
-from vpnlab import capture, lab
+from vpnlab import lab
+from vpnlab.instruments import capture
 
 pytestmark = pytest.mark.lab
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import build_lab
-from vpnlab import ftp, lab
+from vpnlab import lab
+from vpnlab.instruments import ftp
 from vpnlab.lab.topology import make_topology
 
 pytestmark = pytest.mark.lab

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from vpnlab import capture, lab
+from vpnlab import lab
+from vpnlab.instruments import capture
+from vpnlab.instruments.whoami import pattern_sha256
 from vpnlab.lab import state
-from vpnlab.whoami import pattern_sha256
 
 pytestmark = pytest.mark.lab
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from vpnlab import capture, lab
+from vpnlab import lab
+from vpnlab.instruments import capture
 from vpnlab.lab.topology import make_topology
 
 pytestmark = pytest.mark.lab

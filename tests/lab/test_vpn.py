@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from vpnlab import lab
-from vpnlab.constants import CONNECT_TIMEOUT_S, LIVENESS_TIMEOUT_S
+from vpnlab.core.constants import CONNECT_TIMEOUT_S, LIVENESS_TIMEOUT_S
 
 pytestmark = pytest.mark.lab
 
@@ -54,8 +54,8 @@ def whoami(handle, node: str = "r1") -> str:
 
 def derived_mtu(handle) -> int:
     """The daemons' default tun MTU: 1500 - 28 - the cipher's overhead (constants.tun_mtu)."""
-    from vpnlab.constants import tun_mtu
-    from vpnlab.crypto import algorithm
+    from vpnlab.core.constants import tun_mtu
+    from vpnlab.wire.crypto import algorithm
 
     cipher = lab.status(handle.prefix)["cipher"]
     return tun_mtu(0 if cipher == "plain" else algorithm(cipher).overhead_bytes)

@@ -10,10 +10,10 @@ import random
 import struct
 from ipaddress import IPv4Address, IPv4Interface
 
-from vpnlab.client_core import ClientCore
-from vpnlab.events import Event
-from vpnlab.formats import Format
-from vpnlab.server_core import ServerCore
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.events import Event
+from vpnlab.core.formats import Format
+from vpnlab.core.server_core import ServerCore
 
 SERVER = ("198.51.100.2", 4500)
 CLIENT = ("192.0.2.2", 4500)

@@ -6,15 +6,16 @@ from ipaddress import IPv4Interface
 
 import pytest
 
-from vpnlab.bridge import LOCAL, Switch, format_mac, is_group
-from vpnlab.client_core import ClientCore
-from vpnlab.crypto import SaKeys
-from vpnlab.errors import LocalProtocolError, RemoteProtocolError
-from vpnlab.esp import NH_ETHERNET, EspSession
-from vpnlab.events import DatagramDropped, PacketReceived
-from vpnlab.formats import Kind, make_format
-from vpnlab.plain import PLAIN, PlainProtection
-from vpnlab.server_core import ServerCore
+from vpnlab.core.bridge import LOCAL, Switch, format_mac, is_group
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
+from vpnlab.core.events import DatagramDropped, PacketReceived
+from vpnlab.core.formats import Kind
+from vpnlab.core.server_core import ServerCore
+from vpnlab.wire.ciphers import make_format
+from vpnlab.wire.crypto import SaKeys
+from vpnlab.wire.esp import NH_ETHERNET, EspSession
+from vpnlab.wire.plain import PLAIN, PlainProtection
 
 from .helpers import CLIENT, SERVER, CorePair, ipv4_packet, seeded_random
 

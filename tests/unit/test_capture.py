@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from vpnlab import capture, cli, decode
-from vpnlab.capture import CaptureError
-from vpnlab.decode import Field, Layer, Packet
-from vpnlab.formats import make_format
+from vpnlab import cli
+from vpnlab.instruments import capture, decode
+from vpnlab.instruments.capture import CaptureError
+from vpnlab.instruments.decode import Field, Layer, Packet
+from vpnlab.wire.ciphers import make_format
 
 CAPTURES = Path(__file__).resolve().parents[2] / "captures"
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
@@ -234,7 +235,7 @@ def test_parse_pdml_keeps_stack_layers_and_field_bytes():
 
 
 def test_load_keys_reads_rows_files_and_static_key_files(tmp_path):
-    from vpnlab.esp import generate_static_keys
+    from vpnlab.wire.esp import generate_static_keys
 
     rows = tmp_path / "esp_sa"
     rows.write_text('# comment\n\n"IPv4","*","*","0x00000101","NULL","","NULL",""\n')
@@ -255,7 +256,7 @@ def test_tshark_decrypts_vpnlab_ESP_with_exported_rows(tmp_path, cipher, header)
     """Decryption plumbing: vpnlab seals, tshark opens with esp_sa rows, the ICV is good."""
     from scapy.all import ICMP, IP, UDP, Ether, Raw, wrpcap
 
-    from vpnlab.esp import esp_sa_rows, generate_static_keys
+    from vpnlab.wire.esp import esp_sa_rows, generate_static_keys
 
     keys = generate_static_keys(cipher, os.urandom)
     inner = bytes(IP(src="10.8.0.2", dst="203.0.113.10") / ICMP() / Raw(b"x" * 56))

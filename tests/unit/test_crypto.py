@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from vpnlab.crypto import (
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+from vpnlab.wire.crypto import (
     ALGORITHMS,
     MAX_SEQ,
     AesGcm128,
@@ -20,7 +21,6 @@ from vpnlab.crypto import (
     session_keys,
     spi_from,
 )
-from vpnlab.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
 
 # --- HMAC-SHA-256-128 known answers --------------------------------------------------------
 

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vpnlab.constants import MAX_DATAGRAM
-from vpnlab.crypto import ALGORITHMS, MAX_SEQ, SaKeys, make_transform
-from vpnlab.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from vpnlab.esp import (
+from vpnlab.core.constants import MAX_DATAGRAM
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+from vpnlab.core.formats import Kind
+from vpnlab.wire.crypto import ALGORITHMS, MAX_SEQ, SaKeys, make_transform
+from vpnlab.wire.esp import (
     NH_BYE,
     NH_NONE,
     EspSession,
@@ -22,7 +23,6 @@ from vpnlab.esp import (
     generate_static_keys,
     load_static_keys,
 )
-from vpnlab.formats import Kind
 
 CIPHERS = sorted(ALGORITHMS)
 C2S_SPI, S2C_SPI = 0xC0010001, 0x5E7E0002

@@ -10,15 +10,17 @@ import random
 
 from scapy.layers.inet import IP, TCP
 
-from vpnlab.batch import gso_batches, open_batch, split_gro
-from vpnlab.client_core import ClientCore
-from vpnlab.constants import tun_mtu
-from vpnlab.crypto import algorithm
-from vpnlab.esp import generate_static_keys
-from vpnlab.events import DatagramDropped
-from vpnlab.fastpath import tun_flags
-from vpnlab.offload import IFF_VNET_HDR, gro_segment_size, gso_control
-from vpnlab.plain import PLAIN
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.constants import tun_mtu
+from vpnlab.core.events import DatagramDropped
+from vpnlab.fast.batch import gso_batches, open_batch, split_gro
+from vpnlab.fast.loop import FAST
+from vpnlab.fast.offload import IFF_VNET_HDR, gro_segment_size, gso_control
+from vpnlab.wire.crypto import algorithm
+from vpnlab.wire.esp import generate_static_keys
+from vpnlab.tap import device_flags
+from vpnlab.tunnel import SIMPLE
+from vpnlab.wire.plain import PLAIN
 
 SERVER = ("198.51.100.2", 4500)
 
@@ -35,8 +37,8 @@ def test_tun_mtu_is_derived_from_each_formats_overhead():
 
 
 def test_tun_flags_add_vnet_hdr_only_on_the_fast_path():
-    assert tun_flags("fast") & IFF_VNET_HDR
-    assert not tun_flags("simple") & IFF_VNET_HDR
+    assert device_flags("tun", FAST.tun_flags) & IFF_VNET_HDR
+    assert not device_flags("tun", SIMPLE.tun_flags) & IFF_VNET_HDR
 
 
 def test_gso_batches_same_size_then_a_shorter_last():

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vpnlab.crypto import hello_key, hmac_sha256_128
-from vpnlab.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from vpnlab.esp import EspSession
-from vpnlab.formats import Kind, make_format
-from vpnlab.handshake import (
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+from vpnlab.core.formats import Kind
+from vpnlab.wire.ciphers import make_format
+from vpnlab.wire.crypto import hello_key, hmac_sha256_128
+from vpnlab.wire.esp import EspSession
+from vpnlab.wire.handshake import (
     HELLO,
     HELLO_MAX_SKEW_S,
     WELCOME,

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vpnlab.errors import RemoteProtocolError
-from vpnlab.formats import Kind, make_format
-from vpnlab.plain import BYE, HELLO, KEEPALIVE, PLAIN, PlainProtection
+from vpnlab.core.errors import RemoteProtocolError
+from vpnlab.core.formats import Kind
+from vpnlab.wire.ciphers import make_format
+from vpnlab.wire.plain import BYE, HELLO, KEEPALIVE, PLAIN, PlainProtection
 
 from .helpers import ipv4_packet, seeded_random
 

@@ -1,6 +1,6 @@
 """The Hello rate limiter: a token bucket per source, bounded memory, time passed in."""
 
-from vpnlab.ratelimit import HelloRateLimiter
+from vpnlab.core.ratelimit import HelloRateLimiter
 
 
 def test_HelloRateLimiter_allows_a_burst_then_the_rate():

@@ -18,9 +18,9 @@ from scapy.layers.ipsec import ESP, SecurityAssociation
 from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
-from vpnlab.errors import RemoteProtocolError
-from vpnlab.esp import EspSession, esp_sa_rows, generate_static_keys, load_static_keys
-from vpnlab.formats import Kind
+from vpnlab.core.errors import RemoteProtocolError
+from vpnlab.core.formats import Kind
+from vpnlab.wire.esp import EspSession, esp_sa_rows, generate_static_keys, load_static_keys
 
 CLIENT_IP, SERVER_IP = "192.0.2.2", "198.51.100.2"
 SCAPY_ALGOS = {

@@ -14,19 +14,16 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
-from vpnlab.errors import LocalProtocolError
-from vpnlab.segment import (
+from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.packet import clamp_mss, fold, internet_checksum, ones_sum
+from vpnlab.fast.segment import (
     F_NEEDS_CSUM,
     GSO_ECN,
     GSO_TCPV4,
     GSO_TCPV6,
     NO_OFFLOAD,
     VNET_HDR,
-    clamp_mss,
     coalesce,
-    fold,
-    internet_checksum,
-    ones_sum,
     split,
 )
 

@@ -6,14 +6,14 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
-from vpnlab.client_core import ClientCore
-from vpnlab.constants import CONNECT_TIMEOUT_S, KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
-from vpnlab.errors import LocalProtocolError
-from vpnlab.events import DatagramDropped, HandshakeCompleted, PacketReceived, SessionClosed
-from vpnlab.formats import make_format
-from vpnlab.plain import PLAIN
-from vpnlab.server_core import AddressPool
-from vpnlab.session import State, next_state
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.constants import CONNECT_TIMEOUT_S, KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
+from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.events import DatagramDropped, HandshakeCompleted, PacketReceived, SessionClosed
+from vpnlab.core.server_core import AddressPool
+from vpnlab.core.session import State, next_state
+from vpnlab.wire.ciphers import make_format
+from vpnlab.wire.plain import PLAIN
 
 from .helpers import CLIENT, SERVER, CorePair, ipv4_packet, seeded_random
 

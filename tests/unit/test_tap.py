@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from vpnlab.errors import SetupError
-from vpnlab.tap import arp_reply, device_flags, device_mtu, device_name
+from vpnlab.core.errors import SetupError
+from vpnlab.course.arp import arp_reply
+from vpnlab.fast.loop import FAST
+from vpnlab.tap import device_flags, device_mtu, device_name
 from vpnlab.tun import IFF_NO_PI, IFF_TAP, IFF_TUN
 
 
@@ -14,7 +16,7 @@ def test_device_flags_tap_and_tun():
     assert device_flags("tap") == IFF_TAP | IFF_NO_PI
     assert device_flags("tun") == IFF_TUN | IFF_NO_PI
     with pytest.raises(SetupError, match="simple data path"):
-        device_flags("tap", "fast")
+        device_flags("tap", FAST.tun_flags)
 
 
 def test_device_name_and_mtu():

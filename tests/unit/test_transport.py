@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from vpnlab.errors import LocalProtocolError
+from vpnlab.core.errors import LocalProtocolError
 from vpnlab.transport import (
     MAX_FRAME_BYTES,
     FrameDecoder,

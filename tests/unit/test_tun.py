@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from vpnlab.errors import SetupError
+from vpnlab.core.errors import SetupError
 from vpnlab.tun import IFF_NO_PI, IFF_TUN, ifreq
 
 

@@ -18,13 +18,13 @@ import subprocess
 import sys
 from typing import Any
 
-from ..errors import LabError
-from ..formats import CIPHERS, DEFAULT_CIPHER
-from . import build, state
-from .cli import format_status, format_verify
-from .state import DEFAULT_PREFIX
-from .topology import DEFAULT_TOPOLOGY, Topology, load_topology, make_topology
-from .vpn import SERVER_WAIT_S, read_status_file, route_back, start_vpn, stop_vpn
+from vpnlab.cli.lab import format_status, format_verify
+from vpnlab.core.errors import LabError
+from vpnlab.lab import build, state
+from vpnlab.lab.state import DEFAULT_PREFIX
+from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology, load_topology, make_topology
+from vpnlab.lab.vpn import SERVER_WAIT_S, read_status_file, route_back, start_vpn, stop_vpn
+from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 
 __all__ = [
     "DEFAULT_PREFIX",

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from . import state
-from .topology import Link, Topology
+from vpnlab.core.errors import LabError
+from vpnlab.lab import state
+from vpnlab.lab.topology import Link, Topology
 
 REQUIRED_TOOLS = ("ip", "sysctl")
 

@@ -31,8 +31,8 @@ from collections import Counter
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-from ..errors import LabError
-from . import build, state
+from vpnlab.core.errors import LabError
+from vpnlab.lab import build, state
 
 DEVICE = "imp0"
 TABLE = "4500"
@@ -77,7 +77,7 @@ def relay(tun_fd: int, delay_s: float, jitter_s: float, counters: Counter, stop)
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m vpnlab.lab.delay --delay-ms 50 --jitter-ms 10``: the relay daemon."""
-    from ..tun import create_tun_dev
+    from vpnlab.tun import create_tun_dev
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=DEVICE)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sides(prefix: str) -> tuple[str, str, str]:
     """The isp node, its interface towards r2, and the clients' network."""
-    from .state import topology_of as _topology
+    from vpnlab.lab.state import topology_of as _topology
 
     topo = _topology(prefix)
     router = next(n for n in topo.nodes if n.role == "router")
@@ -122,7 +122,7 @@ def _sides(prefix: str) -> tuple[str, str, str]:
 
 def toward_client_interface(prefix: str) -> str:
     """The isp's interface towards the clients (where netem would sit)."""
-    from .state import topology_of as _topology
+    from vpnlab.lab.state import topology_of as _topology
 
     topo = _topology(prefix)
     router = next(n for n in topo.nodes if n.role == "router")

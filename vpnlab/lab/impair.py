@@ -20,9 +20,9 @@ must only risk being lost once.)
 
 from __future__ import annotations
 
-from ..errors import LabError
-from . import build, delay, state
-from .delay import DEVICE as DELAY_DEVICE
+from vpnlab.core.errors import LabError
+from vpnlab.lab import build, delay, state
+from vpnlab.lab.delay import DEVICE as DELAY_DEVICE
 
 TABLE = "vpnlab_impair"
 ROUTER = "isp"

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from .topology import DEFAULT_TOPOLOGY, Topology, from_dict
+from vpnlab.core.errors import LabError
+from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology, from_dict
 
 DEFAULT_PREFIX = "vpnlab-"
 DEFAULT_BASE_DIR = "/run/vpnlab"

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..constants import SERVER_TUNNEL_ADDRESS, TUNNEL_NETWORK
-from ..errors import LabError
+from vpnlab.core.constants import SERVER_TUNNEL_ADDRESS, TUNNEL_NETWORK
+from vpnlab.core.errors import LabError
 
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 """Node names: short, no dash (so a prefix's namespaces are ``{prefix}[a-z][a-z0-9]*``)."""

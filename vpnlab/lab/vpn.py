@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from ..esp import generate_static_keys
-from ..formats import CIPHERS, DEFAULT_CIPHER
-from ..keys import new_psk, write_secret
-from ..server_core import AddressPool
-from . import build, state
-from .state import DEFAULT_PREFIX
-from .topology import Topology
+from vpnlab.core.errors import LabError
+from vpnlab.core.server_core import AddressPool
+from vpnlab.keys import new_psk, write_secret
+from vpnlab.lab import build, state
+from vpnlab.lab.state import DEFAULT_PREFIX
+from vpnlab.lab.topology import Topology
+from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
+from vpnlab.wire.esp import generate_static_keys
 
 SERVER_WAIT_S = 3.0
 CONNECT_WAIT_S = 5.0
@@ -177,7 +177,7 @@ def start_vpn(
             log = record["daemons"][name]["log"]
             why = "exited" if not state.alive(pid) else f"not connected after {CONNECT_WAIT_S} s"
             raise LabError(f"VPN client on {node} {why}:\n{build.log_tail(log)}")
-    from . import status
+    from vpnlab.lab import status
 
     return status(prefix)["tunnel"]
 
@@ -218,7 +218,7 @@ def stop_vpn(prefix: str = DEFAULT_PREFIX) -> list[str]:
 
 def _restore_node(prefix: str, topo: Topology, name: str) -> None:
     """Undo what a killed daemon may have left: default route, NAT table, forwarding."""
-    from ..constants import NAT_TABLE
+    from vpnlab.core.constants import NAT_TABLE
 
     node = topo.node(name)
     ns = state.namespace(prefix, name)

@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import lab
-from .bench import WEB, iperf_result, iperf_server
-from .lab import build, impair, state
+from vpnlab import lab
+from vpnlab.course.bench import WEB, iperf_result, iperf_server
+from vpnlab.lab import build, impair, state
 
 DEFAULT_PREFIX = "vmelt-"
 TRANSPORTS = ("udp", "tcp")
@@ -251,7 +251,7 @@ def retransmissions_seen(
     Returns ``{"tun0": n, "eth0": n, "iperf": {...}, "files": {...}}``: on tun0 the inner TCP's
     retransmissions, on eth0 the outer TCP's (none for UDP: it has no TCP to retransmit).
     """
-    from . import capture
+    from vpnlab.instruments import capture
 
     folder = Path(folder)
     caps = {

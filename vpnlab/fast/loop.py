@@ -5,7 +5,8 @@ many packets each system call moves:
 
     1. TunSelected: one read from tun0 returns a virtio_net_hdr and a TCP super-packet of up to
        60 KB (TSO); ``segment.split`` cuts it into MSS-sized packets with full checksums
-    2. the core seals each packet into its own ESP datagram, exactly as on the simple path
+    2. the core's batch entry (``send_packets``) routes them once and seals each into its own
+       ESP datagram, exactly as on the simple path
     3. ``batch.gso_batches`` groups the datagrams (same size, the last no longer) and one
        sendmsg with a UDP_SEGMENT control message sends a whole group (UDP GSO)
     4. SockSelected: one recvmsg returns many datagrams of the peer (UDP_GRO); the core opens
@@ -14,7 +15,8 @@ many packets each system call moves:
        with a GSO virtio_net_hdr hands each to the kernel (coalesced tun writes)
 
 Where the kernel refuses an offload (``offload.py``) the daemon logs it once and does without.
-Read ``tunnel.py`` first: this module only overrides its four I/O methods.
+Read ``tunnel.py`` first: this module only overrides its four I/O methods. The CLI hands
+:data:`FAST` to the daemons as their ``Datapath``; the simple path never imports this package.
 """
 
 from __future__ import annotations
@@ -25,60 +27,53 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 
-from . import offload
-from .batch import gso_batches, open_batch
-from .errors import LocalProtocolError
-from .events import Event, PacketReceived
-from .report import Reporter
-from .segment import NO_OFFLOAD, VNET_HDR_LEN, clamp_mss, coalesce, split
-from .session import ipv4_destination
-from .tun import IFF_NO_PI, IFF_TUN
-from .tunnel import BATCH, Core, SignalPipe, Tunnel
+from vpnlab.core.constants import MAX_DATAGRAM
+from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.events import Event, PacketReceived
+from vpnlab.core.packet import clamp_mss
+from vpnlab.fast import offload
+from vpnlab.fast.batch import gso_batches, open_batch
+from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, coalesce, split
+from vpnlab.report import Reporter
+from vpnlab.tunnel import BATCH, Core, SignalPipe, Tunnel
 
-DATAPATHS = ("simple", "fast")
-DEFAULT_DATAPATH = "simple"
-"""The reference loop stays the default: on veths a UDP GSO batch is one 64 KB frame until a
-real NIC would cut it, so captures taken inside the lab would show batches, not datagrams."""
-READ_BYTES = VNET_HDR_LEN + 65535
-RECV_BYTES = 65535
+READ_BYTES = VNET_HDR_LEN + MAX_DATAGRAM
+RECV_BYTES = MAX_DATAGRAM
 RECV_ANCILLARY = socket.CMSG_SPACE(4)
-TCP_IP_HEADERS_BYTES = 40
-"""IPv4 (20) + TCP (20): the MSS clamp is the tun MTU less these."""
 GSO_REFUSED = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 
 
-def tun_flags(datapath: str) -> int:
-    """CreateTunDev: the TUNSETIFF flags of a data path (the fast one adds IFF_VNET_HDR)."""
-    flags = IFF_TUN | IFF_NO_PI
-    return flags | offload.IFF_VNET_HDR if datapath == "fast" else flags
+class FastDatapath:
+    """``--datapath fast``: IFF_VNET_HDR at CreateTunDev, then :class:`FastTunnel`."""
+
+    name = "fast"
+    tun_flags = offload.IFF_VNET_HDR
+
+    def make_tunnel(
+        self,
+        core: Core,
+        tun_fd: int,
+        tun_name: str,
+        sock: socket.socket,
+        reporter: Reporter,
+        signals: SignalPipe,
+        on_event: Callable[[Event], None] | None = None,
+        *,
+        mss_clamp: int | None = None,
+    ) -> Tunnel:
+        """Switch the offloads on, log each one the kernel refused, and build the loop."""
+        offloads = offload.Offloads()
+        offload.enable_tun(tun_fd, tun_name, offloads)
+        offload.enable_socket(sock, offloads)
+        for refusal in offloads.refused:
+            reporter.log(f"fast path: kernel refused {refusal}; doing without")
+        reporter.log(f"datapath fast: {offloads.describe()}")
+        return FastTunnel(
+            core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp, offloads=offloads
+        )
 
 
-def make_tunnel(
-    datapath: str,
-    core: Core,
-    tun_fd: int,
-    tun_name: str,
-    sock: socket.socket,
-    reporter: Reporter,
-    signals: SignalPipe,
-    on_event: Callable[[Event], None] | None = None,
-    mss_clamp: int | None = None,
-) -> Tunnel:
-    """The loop of ``datapath``: ``simple`` is tunnel.Tunnel, ``fast`` is :class:`FastTunnel`.
-
-    The fast path switches its offloads on here and logs each one the kernel refused.
-    """
-    if datapath != "fast":
-        return Tunnel(core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp)
-    offloads = offload.Offloads()
-    offload.enable_tun(tun_fd, tun_name, offloads)
-    offload.enable_socket(sock, offloads)
-    for refusal in offloads.refused:
-        reporter.log(f"fast path: kernel refused {refusal}; doing without")
-    reporter.log(f"datapath fast: {offloads.describe()}")
-    return FastTunnel(
-        core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp, offloads=offloads
-    )
+FAST = FastDatapath()
 
 
 class FastTunnel(Tunnel):
@@ -117,30 +112,10 @@ class FastTunnel(Tunnel):
                 self.stats["super_packets"] += len(packets) > 1
             if self.mss_clamp and len(packets) == 1:
                 packets[0] = clamp_mss(packets[0], self.mss_clamp)
-            events = core.send_packet(packets[0], now)
+            events = core.send_packets(packets, now)
             if events:
                 self.dispatch(events)
-            elif len(packets) > 1:
-                self.send_rest(packets, now)
             self.flush()
-
-    def send_rest(self, packets: list[bytes], now: float) -> None:
-        """The other segments of a super-packet go to the session the core chose for the first.
-
-        They share its addresses, so the core's checks (connected? which client?) need not
-        run again: the session seals and counts them as it does any packet.
-        """
-        session = getattr(self.core, "session", None)  # ClientCore: its one session
-        if session is None:  # ServerCore: the client that owns the destination
-            session = getattr(self.core, "by_address", {}).get(ipv4_destination(packets[0]))
-        for packet in packets[1:]:
-            if session is None:
-                self.dispatch(self.core.send_packet(packet, now))
-                continue
-            try:
-                session.send_packet(packet, now)
-            except LocalProtocolError as exc:
-                self.core.counters.drops[f"tun: {exc}"] += 1
 
     def sock_selected(self, now: float) -> None:
         """SockSelected: GRO batches of datagrams in, coalesced super-packets out to tun0."""

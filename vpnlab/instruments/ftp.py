@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import VpnlabError
+from vpnlab.core.errors import VpnlabError
 
 FTP_PORT = 21
 USER = "vpnlab"
@@ -245,7 +245,7 @@ def get(
 
 
 def _namespace(prefix: str, node: str) -> str:
-    from .lab import state
+    from vpnlab.lab import state
 
     ns = state.namespace(state.check_prefix(prefix), node)
     if not state.ns_exists(ns):

@@ -28,9 +28,6 @@ TUN_F_TSO6 = 0x04
 SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
-SO_SNDBUFFORCE = 32
-SO_RCVBUFFORCE = 33
-SOCKET_BUFFER_BYTES = 4 << 20
 GSO_MAX_SIZE = 60000
 """Largest TCP super-packet we ask tun0 for: 43 ESP datagrams of 1,472 bytes fit in 65,507."""
 
@@ -78,12 +75,10 @@ def enable_tun(fd: int, name: str, offloads: Offloads) -> None:
 
 
 def enable_socket(sock: socket.socket, offloads: Offloads) -> None:
-    """The UDP socket: UDP_GRO on receive; UDP_SEGMENT is tried here and again at each send."""
-    for option in (SO_SNDBUFFORCE, SO_RCVBUFFORCE):  # room for a few 64 KB batches
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
-        except OSError as exc:
-            offloads.refused.append(f"socket buffer {SOCKET_BUFFER_BYTES}: {exc.strerror}")
+    """The UDP socket: UDP_GRO on receive; UDP_SEGMENT is tried here and again at each send.
+
+    Its 4 MiB buffers (room for a few 64 KB batches) were set by ``transport.init_socket``.
+    """
     try:
         sock.setsockopt(SOL_UDP, UDP_GRO, 1)
         offloads.udp_gro = True

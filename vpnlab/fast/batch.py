@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .events import Address, Event, PacketReceived
+from vpnlab.core.events import Address, Event, PacketReceived
 
 MAX_SEGMENTS = 64
 """Datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels)."""

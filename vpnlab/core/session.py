@@ -15,17 +15,13 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 
-from . import constants
-from .errors import LocalProtocolError, RemoteProtocolError
-from .events import (
+from vpnlab.core import constants
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
+from vpnlab.core.events import (
     Address,
 )
-from .formats import Established, Kind, Protection
-
-NAT_KEEPALIVE = b"\xff"
-"""RFC 3948 NAT-keepalive: accepted and ignored, never counted as liveness."""
+from vpnlab.core.formats import Established, Kind, Protection
 
 
 class State(enum.Enum):
@@ -92,20 +88,6 @@ class Timeouts:
 DEFAULT_TIMEOUTS = Timeouts()
 
 
-def ipv4_source(packet: bytes) -> IPv4Address | None:
-    """The source address of an IPv4 packet, or None if ``packet`` is not IPv4."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    return IPv4Address(packet[12:16])
-
-
-def ipv4_destination(packet: bytes) -> IPv4Address | None:
-    """The destination address of an IPv4 packet, or None if ``packet`` is not IPv4."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    return IPv4Address(packet[16:20])
-
-
 class Session:
     """One established peer: TunSelected and SockSelected for its packets, and its timers.
 
@@ -152,7 +134,7 @@ class Session:
 
     def receive_datagram(self, datagram: bytes, now: float) -> tuple[Kind, bytes]:
         """SockSelected: open one datagram; raises RemoteProtocolError if it is bad."""
-        if datagram == NAT_KEEPALIVE:
+        if datagram == constants.NAT_KEEPALIVE:
             raise RemoteProtocolError("nat keepalive")
         kind, packet = self._open(datagram)
         self.last_received = now

@@ -49,8 +49,11 @@ import json
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
-from .constants import MAX_DATAGRAM
-from .crypto import (
+from vpnlab.core.constants import MAX_DATAGRAM, NAT_KEEPALIVE
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+from vpnlab.core.formats import Established, Kind, RandomBytes
+from vpnlab.core.packet import ETHERNET_HEADER_BYTES
+from vpnlab.wire.crypto import (
     ESP_HEADER,
     ICV_BYTES,
     MAX_SEQ,
@@ -60,8 +63,6 @@ from .crypto import (
     algorithm,
     make_transform,
 )
-from .errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from .formats import Established, Kind, RandomBytes
 
 NH_IPV4 = 4
 NH_IPV6 = 41
@@ -74,9 +75,7 @@ NH_ETHERNET = 143
 
 Tested with tshark 4.0: after decryption it shows ``...:esp:eth:ethertype:arp``. EtherIP (97,
 RFC 3378) decodes too (``esp:etherip:eth``) but needs a 2-byte header in front of the frame."""
-ETHERNET_HEADER_BYTES = 14
 BYE_PAYLOAD = b"BYE"
-NAT_KEEPALIVE = b"\xff"
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
 
 PADDING = tuple(bytes(range(1, n + 1)) for n in range(256))

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import lab
-from .lab import build, state
+from vpnlab import lab
+from vpnlab.lab import build, state
 
 WEB = "203.0.113.10"
 SERVER = "198.51.100.2"

@@ -18,18 +18,29 @@ kernel's own segmentation would (sequence numbers, IP id and length, PSH/FIN onl
 segment, CWR only on the first, full checksums), so each one can be sealed into an ordinary ESP
 packet. :func:`coalesce` does the reverse on the receiving side: consecutive segments of one TCP
 flow become one super-packet written to tun0 with a GSO header, so the kernel's stack sees one
-packet instead of forty. :func:`clamp_mss` is the MSS clamp for SYNs leaving tun0.
+packet instead of forty.
 
-Checksums use one trick: a byte string read as one big integer is a sum of 16-bit words times
-powers of 2**16, and 2**16 = 1 (mod 0xFFFF), so ``int.from_bytes(data) % 0xFFFF`` is the one's
-complement sum of RFC 1071, computed in C. Pure code: no socket, no os.
+The checksum arithmetic (``ones_sum``, ``fold``, ``finish``) is in ``core/packet.py``, shared
+with the MSS clamp of both paths. Pure code: no socket, no os.
 """
 
 from __future__ import annotations
 
 import struct
 
-from .errors import LocalProtocolError
+from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.packet import (
+    ACK,
+    CWR,
+    FIN,
+    PROTO_TCP,
+    PSH,
+    URG,
+    finish,
+    fold,
+    internet_checksum,
+    ones_sum,
+)
 
 try:  # numpy (a matplotlib dependency) sums all segments of a super-packet in one call
     import numpy as _np
@@ -51,33 +62,7 @@ TCP_HEAD = struct.Struct("!4sI5sB2sHH")
 NO_OFFLOAD = bytes(VNET_HDR_LEN)
 """The header of an ordinary, complete packet (no GSO, checksum already done)."""
 
-PROTO_TCP = 6
-PROTO_UDP = 17
-FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 MAX_IP_PACKET = 65535
-TCP_OPT_MSS = 2
-
-
-def ones_sum(data: bytes | bytearray | memoryview) -> int:
-    """An integer congruent (mod 0xFFFF) to the RFC 1071 sum of ``data`` (odd: a zero pad)."""
-    value = int.from_bytes(data, "big")
-    return value << 8 if len(data) & 1 else value
-
-
-def fold(total: int) -> int:
-    """The 16-bit one's complement sum of everything added into ``total`` (0 only if zero)."""
-    rest = total % 0xFFFF
-    return rest if rest or not total else 0xFFFF
-
-
-def finish(total: int) -> int:
-    """The checksum field for data whose sums add up to ``total``: the complement of the sum."""
-    return 0xFFFF - fold(total)
-
-
-def internet_checksum(data: bytes | bytearray | memoryview) -> int:
-    """RFC 1071 checksum of ``data`` (e.g. an IPv4 header with its checksum field zeroed)."""
-    return finish(ones_sum(data))
 
 
 def _pseudo_addresses(packet: bytes | bytearray, version: int) -> int:
@@ -330,42 +315,3 @@ def _flow_write(flow: _Flow) -> list[bytes]:
     tcp[16:18] = fold(pseudo).to_bytes(2, "big")
     header = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, ihl + tcp_len, flow.gso_size, ihl, 16)
     return [header, bytes(ip), bytes(tcp), *flow.parts]
-
-
-def clamp_mss(packet: bytes, mss: int) -> bytes:
-    """MSS clamping: lower the MSS option of a TCP SYN (IPv4) to ``mss``; else unchanged.
-
-    The checksum is updated incrementally (RFC 1624), so a valid packet stays valid.
-    """
-    if len(packet) < 44 or packet[0] >> 4 != 4 or packet[9] != PROTO_TCP:
-        return packet
-    ihl = (packet[0] & 0x0F) * 4
-    if len(packet) < ihl + 20 or not packet[ihl + 13] & SYN:
-        return packet
-    end = ihl + (packet[ihl + 12] >> 4) * 4
-    at = ihl + 20
-    while at < end and at < len(packet):
-        kind = packet[at]
-        if kind == 0:
-            break
-        if kind == 1:
-            at += 1
-            continue
-        if at + 1 >= end:
-            break
-        length = packet[at + 1]
-        if length < 2:
-            break
-        if kind == TCP_OPT_MSS and length == 4 and at + 4 <= end:
-            old = int.from_bytes(packet[at + 2 : at + 4], "big")
-            if old <= mss:
-                return packet
-            out = bytearray(packet)
-            out[at + 2 : at + 4] = mss.to_bytes(2, "big")
-            check = int.from_bytes(out[ihl + 16 : ihl + 18], "big")
-            # RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')
-            value = fold((0xFFFF - check) + (0xFFFF - old) + mss)
-            out[ihl + 16 : ihl + 18] = (0xFFFF - value).to_bytes(2, "big")
-            return bytes(out)
-        at += length
-    return packet

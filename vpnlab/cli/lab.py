@@ -18,9 +18,9 @@ import os
 import sys
 from typing import Any
 
-from ..errors import LabError
-from ..formats import CIPHERS, DEFAULT_CIPHER
-from .state import DEFAULT_PREFIX
+from vpnlab.core.errors import LabError
+from vpnlab.lab.state import DEFAULT_PREFIX
+from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -108,7 +108,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_route_back(args: argparse.Namespace) -> int:
-    from . import route_back
+    from vpnlab.lab import route_back
 
     route = route_back(args.prefix, add=not args.remove)
     print(f"isp: {'removed' if args.remove else 'added'} route {route}")
@@ -116,14 +116,14 @@ def cmd_route_back(args: argparse.Namespace) -> int:
 
 
 def cmd_impair(args: argparse.Namespace) -> int:
-    from .impair import apply
+    from vpnlab.lab.impair import apply
 
     print(apply(args.prefix, loss=args.loss, delay_ms=args.delay, jitter_ms=args.jitter))
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from . import load_topology, make_topology, up
+    from vpnlab.lab import load_topology, make_topology, up
 
     if args.topology:
         topo = load_topology(args.topology)
@@ -143,7 +143,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from . import down
+    from vpnlab.lab import down
 
     done = down(args.prefix)
     print("\n".join(done) if done else f"lab {args.prefix}: nothing to remove")
@@ -151,7 +151,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import status
+    from vpnlab.lab import status
 
     info = status(args.prefix)
     print(json.dumps(info, indent=2) if args.json else format_status(info))
@@ -159,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from . import exec_in
+    from vpnlab.lab import exec_in
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
@@ -169,7 +169,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from . import verify
+    from vpnlab.lab import verify
 
     result = verify(args.prefix, check=False)
     print(json.dumps(result, indent=2) if args.json else format_verify(result))
@@ -179,7 +179,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_start_vpn(args: argparse.Namespace) -> int:
-    from . import start_vpn, status
+    from vpnlab.lab import start_vpn, status
 
     nat = None if args.nat is None else args.nat == "on"
     start_vpn(args.prefix, args.cipher, static_keys=args.static_keys, nat=nat)
@@ -188,7 +188,7 @@ def cmd_start_vpn(args: argparse.Namespace) -> int:
 
 
 def cmd_stop_vpn(args: argparse.Namespace) -> int:
-    from . import stop_vpn
+    from vpnlab.lab import stop_vpn
 
     done = stop_vpn(args.prefix)
     print("\n".join(done) if done else "no VPN daemon was running")

@@ -1,4 +1,9 @@
-"""The ``vpnlab`` command: the daemons (server, client), the lab, keys and captures."""
+"""The ``vpnlab`` command: the daemons (server, client), the lab, keys and captures.
+
+Every command line of vpnlab is parsed in this package and nowhere else: one module per
+sub-command, each with a ``register(subparsers)`` that sets ``func``; the modules below it
+(protocol, daemons, lab, instruments, course) take plain arguments.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import os
 import sys
 import typing
 
-from .errors import VpnlabError
+from vpnlab.cli import capture, daemons, keys, lab
+from vpnlab.core.errors import VpnlabError
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,15 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A teaching UDP VPN (tun0 <-> UDP 4500) and the namespace lab it runs in.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from .capture import register as register_capture
-    from .daemon_cli import register as register_daemons
-    from .keys import register as register_keys
-    from .lab.cli import register as register_lab
-
-    register_daemons(sub)
-    register_keys(sub)
-    register_lab(sub)
-    register_capture(sub)
+    for command in (daemons, keys, lab, capture):
+        command.register(sub)
     return parser
 
 

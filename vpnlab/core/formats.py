@@ -1,8 +1,9 @@
 """The wire-format interface: how a handshake produces keys and how keys seal packets.
 
-Every ``--cipher`` value (``plain``, ``esp-null``, ``esp-aes-gcm``) is a :class:`Format`. The
-sans-IO cores in ``session.py`` only talk to these interfaces, so a new format never touches the
-select loop. All of it is pure: bytes in, bytes out, time and randomness passed in.
+Every ``--cipher`` value (``plain``, ``esp-null``, ``esp-aes-gcm``) is a :class:`Format`,
+implemented in ``vpnlab/wire/`` and chosen by ``wire.ciphers.make_format``. The sans-IO cores
+only talk to these interfaces, so a new format never touches the select loop. All of it is
+pure: bytes in, bytes out, time and randomness passed in.
 """
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from typing import Protocol
 
-from .errors import VpnlabError
-
 RandomBytes = Callable[[int], bytes]
 """A source of randomness, ``os.urandom`` in the daemons and a seeded one in tests."""
-
-CIPHERS = ("plain", "esp-null", "esp-aes-gcm")
-DEFAULT_CIPHER = "esp-aes-gcm"
 
 
 class Kind(enum.Enum):
@@ -96,18 +92,3 @@ class Format(Protocol):
     def client_handshake(self, random_bytes: RandomBytes) -> ClientHandshake: ...
 
     def server_handshake(self, random_bytes: RandomBytes) -> ServerHandshake: ...
-
-
-def make_format(name: str, psk: bytes | None = None) -> Format:
-    """Return the Format for ``--cipher name``; the ESP formats need the pre-shared key."""
-    if name == "plain":
-        from .plain import PLAIN
-
-        return PLAIN
-    if name in ("esp-null", "esp-aes-gcm"):
-        from .handshake import esp_format
-
-        if not psk:
-            raise VpnlabError(f"cipher {name} needs a pre-shared key (--psk-file)")
-        return esp_format(name, psk)
-    raise VpnlabError(f"unknown cipher {name!r}; choose one of: {', '.join(CIPHERS)}")

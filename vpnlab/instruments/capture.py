@@ -14,7 +14,6 @@ ESP decrypts with ``esp_sa`` rows (``keys=``).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import os
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import VpnlabError
+from vpnlab.core.errors import VpnlabError
 
 MAX_PACKETS = 10_000
 MAX_DURATION_S = 300.0
@@ -53,7 +52,7 @@ class CaptureError(VpnlabError):
 
 
 def _namespace(prefix: str, node: str) -> str:
-    from .lab import state
+    from vpnlab.lab import state
 
     ns = state.namespace(state.check_prefix(prefix), node)
     if not state.ns_exists(ns):
@@ -212,7 +211,7 @@ def load_keys(keys: Keys) -> list[str]:
     except OSError as exc:
         raise CaptureError(f"cannot read keys {keys}: {exc.strerror}") from None
     if text.lstrip().startswith("{"):
-        from .esp import esp_sa_rows, load_static_keys
+        from vpnlab.wire.esp import esp_sa_rows, load_static_keys
 
         return esp_sa_rows(load_static_keys(text).server())
     rows = [line.strip() for line in text.splitlines()]
@@ -221,7 +220,7 @@ def load_keys(keys: Keys) -> list[str]:
 
 def lab_keys(prefix: str) -> list[str]:
     """The esp_sa rows of a lab's live ESP sessions (the server's export; [] if none)."""
-    from .lab import state
+    from vpnlab.lab import state
 
     path = state.state_dir(prefix) / "esp_sa"
     return load_keys(path) if path.exists() else []
@@ -271,58 +270,3 @@ def stacks(path: str | Path, keys: Keys = None, display_filter: str | None = Non
 def stack_counts(path: str | Path, keys: Keys = None) -> dict[str, int]:
     """How many packets have each stack, in order of first appearance."""
     return dict(collections.Counter(stacks(path, keys)))
-
-
-# --- vpnlab capture -----------------------------------------------------------------------------
-
-USAGE = """vpnlab capture [--prefix P] NODE IFACE [--count N] [--duration S] [-f BPF] -w FILE
-       vpnlab capture decode FILE [--keys FILE] [--overhead] [--table]"""
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """``vpnlab capture``: capture in a lab node, or decode a capture file."""
-    p = sub.add_parser(
-        "capture",
-        usage=USAGE,
-        help="capture in a lab node, or decode a file",
-        description="The captures: dumpcap in a lab node; tshark to decode.",
-    )
-    p.add_argument("target", nargs="+", metavar="NODE IFACE | decode FILE")
-    p.add_argument("--prefix", default=os.environ.get("VPNLAB_PREFIX", "vpnlab-"))
-    p.add_argument("--count", type=int, default=100, help="stop after N packets (%(default)s)")
-    p.add_argument("--duration", type=float, default=10, help="stop after S s (%(default)s)")
-    p.add_argument("-w", "--write", type=Path, help="the pcapng file to write")
-    p.add_argument("-f", "--filter", help="capture filter (BPF)")
-    p.add_argument("--keys", help="decode: esp_sa rows (or a static-key file) to decrypt ESP")
-    p.add_argument("--overhead", action="store_true", help="decode: header+trailer per layer")
-    p.add_argument("--table", action="store_true", help="decode: every field with its bytes")
-    p.set_defaults(func=cli_main)
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    from .decode import decode, format_table, layer_overhead, layer_table
-
-    if args.target[0] == "decode":
-        if len(args.target) != 2:
-            raise CaptureError("usage: vpnlab capture decode FILE [--keys FILE]")
-        packets = decode(args.target[1], args.keys)
-        for pkt in packets:
-            print(f"{pkt.number:>4} {pkt.length:>5} B  {pkt.stack}")
-            if args.overhead:
-                print(
-                    "      "
-                    + "  ".join(
-                        f"{o.layer} {o.header_bytes}+{o.trailer_bytes}" for o in layer_overhead(pkt)
-                    )
-                )
-        if args.table:
-            print(format_table(layer_table(packets)))
-        return 0
-    if len(args.target) != 2 or args.write is None:
-        raise CaptureError("usage: vpnlab capture [--prefix P] NODE IFACE ... -w FILE")
-    path = capture(args.prefix, *args.target, args.write, args.count, args.duration, args.filter)
-    counts = stack_counts(path)
-    print(f"{path}: {sum(counts.values())} packets")
-    for stack, n in counts.items():
-        print(f"  {n:>4}  {stack}")
-    return 0

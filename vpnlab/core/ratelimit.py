@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from . import constants
+from vpnlab.core import constants
 
 
 class HelloRateLimiter:

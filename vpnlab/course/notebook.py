@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import VpnlabError
+from vpnlab.core.errors import VpnlabError
 
 DEFAULT_PREFIX = "nb-"
 RESULTS_ENV = "VPNLAB_COURSE_RESULTS"
@@ -185,7 +185,7 @@ class CourseLab:
         return path.read_text() if path.exists() else ""
 
     def state_dir(self) -> Path:
-        from .lab.state import state_dir
+        from vpnlab.lab.state import state_dir
 
         return state_dir(self.prefix)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .errors import LocalProtocolError, RemoteProtocolError
-from .events import (
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
+from vpnlab.core.events import (
     Address,
     DatagramDropped,
     Event,
@@ -11,8 +11,9 @@ from .events import (
     PacketReceived,
     SessionClosed,
 )
-from .formats import ClientHandshake, Established, Kind
-from .session import DEFAULT_TIMEOUTS, Counters, Session, State, Timeouts, ipv4_source, next_state
+from vpnlab.core.formats import ClientHandshake, Established, Kind
+from vpnlab.core.packet import is_ipv4
+from vpnlab.core.session import DEFAULT_TIMEOUTS, Counters, Session, State, Timeouts, next_state
 
 
 class ClientCore:
@@ -111,15 +112,24 @@ class ClientCore:
 
         In TAP mode: one Ethernet frame from tap0, whatever it carries (ARP, IPv4, IPv6).
         """
-        if self.session is None or self.state is not State.CONNECTED:
-            return self._drop("not connected")
-        if not self.layer2 and ipv4_source(packet) is None:
-            return self._drop("tun: not ipv4")
-        try:
-            self.session.send_packet(packet, now)
-        except LocalProtocolError as exc:
-            return self._drop(f"tun: {exc}")
-        return []
+        return self.send_packets([packet], now)
+
+    def send_packets(self, packets: list[bytes], now: float) -> list[Event]:
+        """TunSelected for a batch (the fast path's segments of one super-packet): the state
+        is checked once, then each packet is sealed as ``send_packet`` would."""
+        session = self.session
+        if session is None or self.state is not State.CONNECTED:
+            return [event for _ in packets for event in self._drop("not connected")]
+        events: list[Event] = []
+        for packet in packets:
+            if not self.layer2 and not is_ipv4(packet):
+                events += self._drop("tun: not ipv4")
+                continue
+            try:
+                session.send_packet(packet, now)
+            except LocalProtocolError as exc:
+                events += self._drop(f"tun: {exc}")
+        return events
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything queued since the last call, with its destination."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .capture import CaptureError, Keys, run_tshark, tshark_options
+from vpnlab.instruments.capture import CaptureError, Keys, run_tshark, tshark_options
 
 META_PROTOS = {"geninfo", "frame", "fake-field-wrapper"}
 

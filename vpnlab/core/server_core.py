@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from .bridge import ETHERNET_HEADER_BYTES, LOCAL, Switch, frame_macs, is_group
-from .errors import LocalProtocolError, RemoteProtocolError
-from .events import (
+from vpnlab.core.bridge import LOCAL, Switch, frame_macs, is_group
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
+from vpnlab.core.events import (
     Address,
     DatagramDropped,
     Event,
@@ -15,16 +15,15 @@ from .events import (
     PacketReceived,
     SessionClosed,
 )
-from .formats import Established, Format, Kind, RandomBytes
-from .ratelimit import HelloRateLimiter
-from .session import (
+from vpnlab.core.formats import Established, Format, Kind, RandomBytes
+from vpnlab.core.packet import ETHERNET_HEADER_BYTES, ipv4_destination, ipv4_source, is_ipv4
+from vpnlab.core.ratelimit import HelloRateLimiter
+from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     Counters,
     Session,
     State,
     Timeouts,
-    ipv4_destination,
-    ipv4_source,
 )
 
 
@@ -280,17 +279,33 @@ class ServerCore:
             for port in self.switch.forward(destination, LOCAL, now):
                 events += self._send_frame(self.sessions[port], packet, now)
             return events
-        destination = ipv4_destination(packet)
-        if destination is None:
-            return self._drop("tun: not ipv4")
-        session = self._route(destination)
-        if session is None:
-            return self._drop("tun: no client for destination")
-        try:
-            session.send_packet(packet, now)
-        except LocalProtocolError as exc:
-            return self._drop(f"tun: {exc}")
-        return []
+        return self.send_packets([packet], now)
+
+    def send_packets(self, packets: list[bytes], now: float) -> list[Event]:
+        """TunSelected for a batch: one routing decision per run of packets to one destination
+        (the fast path's segments of a super-packet share theirs), then each is sealed.
+
+        TAP mode: each frame is switched on its own (``send_packet``).
+        """
+        if self.switch is not None:
+            return [event for packet in packets for event in self.send_packet(packet, now)]
+        events: list[Event] = []
+        routed_to, session = b"", None
+        for packet in packets:
+            if not is_ipv4(packet):
+                events += self._drop("tun: not ipv4")
+                continue
+            if packet[16:20] != routed_to:
+                routed_to = packet[16:20]
+                session = self._route(IPv4Address(routed_to))
+            if session is None:
+                events += self._drop("tun: no client for destination")
+                continue
+            try:
+                session.send_packet(packet, now)
+            except LocalProtocolError as exc:
+                events += self._drop(f"tun: {exc}")
+        return events
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything queued since the last call, with its destination."""

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from ipaddress import IPv4Interface
 
-from .errors import LocalProtocolError, RemoteProtocolError
-from .formats import Established, Kind, Protection, RandomBytes
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
+from vpnlab.core.formats import Established, Kind, Protection, RandomBytes
+from vpnlab.core.packet import ETHERNET_HEADER_BYTES
 
 MAGIC = b"VPNLAB/1 "
 HELLO = MAGIC + b"HELLO\n"
@@ -30,7 +31,6 @@ KEEPALIVE = MAGIC + b"KEEPALIVE\n"
 BYE = MAGIC + b"BYE\n"
 WELCOME = MAGIC + b"WELCOME "
 MAX_CONTROL = 64
-ETHERNET_HEADER_BYTES = 14
 
 
 def ip_version(packet: bytes) -> int:

@@ -30,8 +30,6 @@ LOCAL = "local"
 """The port of the server's own tap0."""
 
 MAC_BYTES = 6
-ETHERNET_HEADER_BYTES = 14
-"""Destination MAC (6), source MAC (6), EtherType (2): the shortest frame we carry."""
 AGING_S = 300.0
 """How long a learned MAC stays without being seen again (Linux bridge ``ageing_time``)."""
 MAX_ENTRIES = 4096

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
 
 ESP_HEADER = struct.Struct("!II")
 """SPI, sequence number (RFC 4303 section 2.1 and 2.2)."""

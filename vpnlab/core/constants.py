@@ -37,7 +37,10 @@ TUNNEL_NETWORK = "10.8.0.0/24"
 SERVER_TUNNEL_ADDRESS = "10.8.0.1/24"
 
 MAX_DATAGRAM = 65535
-"""Largest UDP payload we ever read."""
+"""Largest UDP payload we ever read (and the largest read from tun0)."""
+
+NAT_KEEPALIVE = b"\xff"
+"""RFC 3948 NAT-keepalive: one 0xFF byte; accepted and ignored, never counted as liveness."""
 
 NAT_TABLE = "vpnlab"
 """Name of the nftables table that holds the server's NAT rule (inside r2's namespace)."""

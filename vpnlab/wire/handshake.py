@@ -37,10 +37,10 @@ from ipaddress import IPv4Address, IPv4Interface
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from .crypto import algorithm, hello_key, hmac_sha256_128, session_keys
-from .errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from .esp import NON_ESP_MARKER, EspSession
-from .formats import Established, RandomBytes
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+from vpnlab.core.formats import Established, RandomBytes
+from vpnlab.wire.crypto import algorithm, hello_key, hmac_sha256_128, session_keys
+from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
 
 HELLO = struct.Struct("!4sBBQ32s16s")
 WELCOME = struct.Struct("!4sBB32s4sB16s")

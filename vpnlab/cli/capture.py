@@ -1,0 +1,60 @@
+"""``vpnlab capture``: dumpcap in a lab node, or decode a capture file with tshark."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from vpnlab.instruments.capture import CaptureError, capture, stack_counts
+from vpnlab.instruments.decode import decode, format_table, layer_overhead, layer_table
+
+USAGE = """vpnlab capture [--prefix P] NODE IFACE [--count N] [--duration S] [-f BPF] -w FILE
+       vpnlab capture decode FILE [--keys FILE] [--overhead] [--table]"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``vpnlab capture``: capture in a lab node, or decode a capture file."""
+    p = sub.add_parser(
+        "capture",
+        usage=USAGE,
+        help="capture in a lab node, or decode a file",
+        description="The captures: dumpcap in a lab node; tshark to decode.",
+    )
+    p.add_argument("target", nargs="+", metavar="NODE IFACE | decode FILE")
+    p.add_argument("--prefix", default=os.environ.get("VPNLAB_PREFIX", "vpnlab-"))
+    p.add_argument("--count", type=int, default=100, help="stop after N packets (%(default)s)")
+    p.add_argument("--duration", type=float, default=10, help="stop after S s (%(default)s)")
+    p.add_argument("-w", "--write", type=Path, help="the pcapng file to write")
+    p.add_argument("-f", "--filter", help="capture filter (BPF)")
+    p.add_argument("--keys", help="decode: esp_sa rows (or a static-key file) to decrypt ESP")
+    p.add_argument("--overhead", action="store_true", help="decode: header+trailer per layer")
+    p.add_argument("--table", action="store_true", help="decode: every field with its bytes")
+    p.set_defaults(func=cli_main)
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    if args.target[0] == "decode":
+        if len(args.target) != 2:
+            raise CaptureError("usage: vpnlab capture decode FILE [--keys FILE]")
+        packets = decode(args.target[1], args.keys)
+        for pkt in packets:
+            print(f"{pkt.number:>4} {pkt.length:>5} B  {pkt.stack}")
+            if args.overhead:
+                print(
+                    "      "
+                    + "  ".join(
+                        f"{o.layer} {o.header_bytes}+{o.trailer_bytes}" for o in layer_overhead(pkt)
+                    )
+                )
+        if args.table:
+            print(format_table(layer_table(packets)))
+        return 0
+    if len(args.target) != 2 or args.write is None:
+        raise CaptureError("usage: vpnlab capture [--prefix P] NODE IFACE ... -w FILE")
+    path = capture(args.prefix, *args.target, args.write, args.count, args.duration, args.filter)
+    counts = stack_counts(path)
+    print(f"{path}: {sum(counts.values())} packets")
+    for stack, n in counts.items():
+        print(f"  {n:>4}  {stack}")
+    return 0

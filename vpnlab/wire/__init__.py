@@ -1,0 +1,10 @@
+"""The wire formats on UDP port 4500: what the bytes of a datagram are (pure, like ``core/``).
+
+    plain        the design notes' format: the inner packet as the payload, a text Hello
+    esp          ESP framing (RFC 4303, in UDP as RFC 3948), static keys, tshark esp_sa rows
+    crypto       the algorithms (NULL + HMAC-SHA-256-128, AES-GCM-128), the replay window
+    handshake    the PSK-authenticated X25519 Hello/Welcome of the ESP formats
+    ciphers      the factory: ``--cipher NAME`` to a Format (``make_format``)
+
+These modules import the core and each other, never the shell above them.
+"""

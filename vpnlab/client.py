@@ -34,7 +34,7 @@ from vpnlab.routing import ClientRouting, refuse_host_changes
 from vpnlab.tap import device_flags
 from vpnlab.transport import open_transport
 from vpnlab.tun import create_tun_dev, ifconfig
-from vpnlab.tunnel import SIMPLE, Datapath, SignalPipe, Tunnel, clean_up
+from vpnlab.tunnel import SignalPipe, Tunnel, clean_up
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 
 EXIT_OK = 0
@@ -63,7 +63,7 @@ class ClientOptions:
     reconnect: bool = False
     routes: tuple[IPv4Network, ...] = ()
     """Site to site: only these networks go through the tunnel (default: everything)."""
-    datapath: Datapath = SIMPLE
+    datapath: type[Tunnel] = Tunnel
     """The select loop of the notes, or the batched one (``vpnlab/fast/``, chosen by the CLI)."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
@@ -152,17 +152,10 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
                 f"within {CONNECT_TIMEOUT_S} s"
             )
             return EXIT_UNREACHABLE
-        tun_fd, tun_name, routing = bring_up(options, core, reporter)
+        tun_fd, routing = bring_up(options, core, reporter)
         layer2 = options.mode == "tap"
-        options.datapath.make_tunnel(
-            core,
-            tun_fd,
-            tun_name,
-            sock,
-            reporter,
-            signals,
-            mss_clamp=None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES,
-        ).run()
+        mss_clamp = None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES
+        options.datapath(core, tun_fd, sock, reporter, signals, mss_clamp=mss_clamp).run()
         return exit_code(core, reporter)
     finally:
         clean_up(core, sock, tun_fd, routing, reporter, f"cleaned up ({core.close_reason})")
@@ -170,11 +163,11 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
 
 def bring_up(
     options: ClientOptions, core: ClientCore, reporter: Reporter
-) -> tuple[int, str, ClientRouting]:
+) -> tuple[int, ClientRouting]:
     """After the Welcome: the key export, CreateTunDev, Ifconfig, SetRouting(1).
 
     Returns:
-        tun0's fd and name, and the routing that CleanUp restores.
+        tun0's fd, and the routing that CleanUp restores.
     """
     assert core.session is not None
     address = core.session.tunnel_address
@@ -196,7 +189,7 @@ def bring_up(
         raise
     reporter.update(tunnel_address=str(address), tun=tun_name)
     reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
-    return tun_fd, tun_name, routing
+    return tun_fd, routing
 
 
 def exit_code(core: ClientCore, reporter: Reporter) -> int:

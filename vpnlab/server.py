@@ -34,7 +34,7 @@ from vpnlab.routing import ServerRouting, refuse_host_changes
 from vpnlab.tap import device_flags, mac_address
 from vpnlab.transport import open_transport
 from vpnlab.tun import create_tun_dev, ifconfig
-from vpnlab.tunnel import SIMPLE, Datapath, SignalPipe, clean_up
+from vpnlab.tunnel import SignalPipe, Tunnel, clean_up
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 
 
@@ -57,7 +57,7 @@ class ServerOptions:
     isolate_clients: bool = False
     client_networks: tuple[tuple[IPv4Address, IPv4Network], ...] = ()
     allow_host_changes: bool = False
-    datapath: Datapath = SIMPLE
+    datapath: type[Tunnel] = Tunnel
     """The select loop of the notes, or the batched one (``vpnlab/fast/``, chosen by the CLI)."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
@@ -123,17 +123,9 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             datapath=options.datapath.name,
             drops=core.counters.drops,
         )
-        tun_fd, tun_name = bring_up(options, core, routing, reporter)
-        options.datapath.make_tunnel(
-            core,
-            tun_fd,
-            tun_name,
-            sock,
-            reporter,
-            signals,
-            on_event,
-            mss_clamp=None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES,
-        ).run()
+        tun_fd = bring_up(options, core, routing, reporter)
+        mss_clamp = None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES
+        options.datapath(core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp).run()
         return 0
     finally:
         summary = "cleaned up: NAT rule removed, forwarding restored"
@@ -143,8 +135,8 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
 
 def bring_up(
     options: ServerOptions, core: ServerCore, routing: ServerRouting, reporter: Reporter
-) -> tuple[int, str]:
-    """CreateTunDev, Ifconfig, SetRouting(0); returns tun0's fd and name."""
+) -> int:
+    """CreateTunDev, Ifconfig, SetRouting(0); returns tun0's fd."""
     flags = device_flags(options.mode, options.datapath.tun_flags)
     tun_fd, tun_name = create_tun_dev(options.tun_name, flags)
     try:
@@ -168,4 +160,4 @@ def bring_up(
         f"{options.transport} {options.listen}:{options.port}, "
         f"{tun_name} {options.tunnel_address}, {cipher}, forwarding on, {nat}",
     )
-    return tun_fd, tun_name
+    return tun_fd

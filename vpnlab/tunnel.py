@@ -12,9 +12,10 @@ timers only) and then the session:
     6. send what the core queued; stop when the core is closed or a signal arrived
 
 This module moves bytes and nothing else: what a datagram means is decided in ``core/``.
-Tests hand it one end of a ``socket.socketpair()`` in place of tun0. ``--datapath fast``
-(``vpnlab/fast/``) overrides its four I/O methods; the daemons get it from the CLI as a
-:class:`Datapath` and never import it. CleanUp, the same for both daemons, is :func:`clean_up`.
+Tests hand it one end of a ``socket.socketpair()`` in place of tun0. ``--datapath fast`` is
+a subclass (``vpnlab/fast/loop.py``) that overrides its four I/O methods; the daemons are handed
+the class by the CLI (``ClientOptions.datapath``) and never import it. Init(PORT) is in
+``transport.py``; CleanUp, the same for both daemons, is :func:`clean_up` below.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class SignalPipe:
 
 
 class Tunnel:
-    """The select loop: moves packets between tun0 and the socket through a core.
+    """``--datapath simple``: the select loop, moving packets between tun0 and the socket
+    through a core, one packet per system call.
 
     Args:
         core: ClientCore or ServerCore.
@@ -102,6 +104,10 @@ class Tunnel:
             session, a drop), after the reporter has logged it.
         mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (None: leave it).
     """
+
+    name = "simple"
+    tun_flags = 0
+    """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
 
     def __init__(
         self,
@@ -204,51 +210,6 @@ class Tunnel:
                 pass
         except BlockingIOError:
             pass
-
-
-class Datapath(Protocol):
-    """``--datapath``: the TUNSETIFF flags it needs and the loop it runs."""
-
-    name: str
-    tun_flags: int
-    """Added to IFF_TUN | IFF_NO_PI at CreateTunDev."""
-
-    def make_tunnel(
-        self,
-        core: Core,
-        tun_fd: int,
-        tun_name: str,
-        sock: socket.socket,
-        reporter: Reporter,
-        signals: SignalPipe,
-        on_event: Callable[[Event], None] | None = None,
-        *,
-        mss_clamp: int | None = None,
-    ) -> Tunnel: ...
-
-
-class SimpleDatapath:
-    """``--datapath simple``: the loop above, one packet per system call."""
-
-    name = "simple"
-    tun_flags = 0
-
-    def make_tunnel(
-        self,
-        core: Core,
-        tun_fd: int,
-        tun_name: str,
-        sock: socket.socket,
-        reporter: Reporter,
-        signals: SignalPipe,
-        on_event: Callable[[Event], None] | None = None,
-        *,
-        mss_clamp: int | None = None,
-    ) -> Tunnel:
-        return Tunnel(core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp)
-
-
-SIMPLE = SimpleDatapath()
 
 
 def clean_up(

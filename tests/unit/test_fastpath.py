@@ -14,12 +14,12 @@ from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import tun_mtu
 from vpnlab.core.events import DatagramDropped
 from vpnlab.fast.batch import gso_batches, open_batch, split_gro
-from vpnlab.fast.loop import FAST
+from vpnlab.fast.loop import FastTunnel
 from vpnlab.fast.offload import IFF_VNET_HDR, gro_segment_size, gso_control
+from vpnlab.tap import device_flags
+from vpnlab.tunnel import Tunnel
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import generate_static_keys
-from vpnlab.tap import device_flags
-from vpnlab.tunnel import SIMPLE
 from vpnlab.wire.plain import PLAIN
 
 SERVER = ("198.51.100.2", 4500)
@@ -37,8 +37,8 @@ def test_tun_mtu_is_derived_from_each_formats_overhead():
 
 
 def test_tun_flags_add_vnet_hdr_only_on_the_fast_path():
-    assert device_flags("tun", FAST.tun_flags) & IFF_VNET_HDR
-    assert not device_flags("tun", SIMPLE.tun_flags) & IFF_VNET_HDR
+    assert device_flags("tun", FastTunnel.tun_flags) & IFF_VNET_HDR
+    assert not device_flags("tun", Tunnel.tun_flags) & IFF_VNET_HDR
 
 
 def test_gso_batches_same_size_then_a_shorter_last():

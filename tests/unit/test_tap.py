@@ -7,7 +7,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from vpnlab.core.errors import SetupError
 from vpnlab.course.arp import arp_reply
-from vpnlab.fast.loop import FAST
+from vpnlab.fast.loop import FastTunnel
 from vpnlab.tap import device_flags, device_mtu, device_name
 from vpnlab.tun import IFF_NO_PI, IFF_TAP, IFF_TUN
 
@@ -16,7 +16,7 @@ def test_device_flags_tap_and_tun():
     assert device_flags("tap") == IFF_TAP | IFF_NO_PI
     assert device_flags("tun") == IFF_TUN | IFF_NO_PI
     with pytest.raises(SetupError, match="simple data path"):
-        device_flags("tap", FAST.tun_flags)
+        device_flags("tap", FastTunnel.tun_flags)
 
 
 def test_device_name_and_mtu():

@@ -9,19 +9,19 @@ from pathlib import Path
 from vpnlab.client import ClientOptions, run_client
 from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME, tun_mtu
 from vpnlab.core.formats import Format
-from vpnlab.fast.loop import FAST
+from vpnlab.fast.loop import FastTunnel
 from vpnlab.keys import read_psk, read_secret
 from vpnlab.report import Reporter
 from vpnlab.server import ServerOptions, run_server
 from vpnlab.tap import DEFAULT_MODE, MODES, device_mtu, device_name
 from vpnlab.transport import DEFAULT_TRANSPORT, TRANSPORTS
-from vpnlab.tunnel import SIMPLE, Datapath
+from vpnlab.tunnel import Tunnel
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER, make_format
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import StaticKeys, load_static_keys
 
-DATAPATHS: dict[str, Datapath] = {SIMPLE.name: SIMPLE, FAST.name: FAST}
-DEFAULT_DATAPATH = SIMPLE.name
+DATAPATHS: dict[str, type[Tunnel]] = {loop.name: loop for loop in (Tunnel, FastTunnel)}
+DEFAULT_DATAPATH = Tunnel.name
 """The reference loop stays the default: on veths a UDP GSO batch is one 64 KB frame until a
 real NIC would cut it, so captures taken inside the lab would show batches, not datagrams."""
 

@@ -1,6 +1,6 @@
 """``--datapath fast``: the batched data path, the same ESP-in-UDP bytes in fewer system calls.
 
-    loop       FastTunnel (the select loop of ``tunnel.py`` with batched I/O) and FAST
+    loop       FastTunnel: the select loop of ``tunnel.py`` with batched I/O
     offload    asking the kernel for TUN offloads, UDP_GRO and UDP_SEGMENT
     segment    TCP super-packets split and joined again (virtio_net_hdr), pure
     batch      UDP GSO and GRO batches, pure

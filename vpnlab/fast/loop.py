@@ -16,7 +16,7 @@ many packets each system call moves:
 
 Where the kernel refuses an offload (``offload.py``) the daemon logs it once and does without.
 Read ``tunnel.py`` first: this module only overrides its four I/O methods. The CLI hands
-:data:`FAST` to the daemons as their ``Datapath``; the simple path never imports this package.
+:class:`FastTunnel` to the daemons as their data path; the simple path never imports it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import errno
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable
 
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError
@@ -34,8 +33,7 @@ from vpnlab.core.packet import clamp_mss
 from vpnlab.fast import offload
 from vpnlab.fast.batch import gso_batches, open_batch
 from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, coalesce, split
-from vpnlab.report import Reporter
-from vpnlab.tunnel import BATCH, Core, SignalPipe, Tunnel
+from vpnlab.tunnel import BATCH, Tunnel
 
 READ_BYTES = VNET_HDR_LEN + MAX_DATAGRAM
 RECV_BYTES = MAX_DATAGRAM
@@ -43,49 +41,24 @@ RECV_ANCILLARY = socket.CMSG_SPACE(4)
 GSO_REFUSED = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 
 
-class FastDatapath:
-    """``--datapath fast``: IFF_VNET_HDR at CreateTunDev, then :class:`FastTunnel`."""
+class FastTunnel(Tunnel):
+    """``--datapath fast``: the select loop of ``tunnel.py`` with batched I/O (see the module
+    docstring). Arguments as for ``Tunnel``; tun0 must have been opened with ``tun_flags``.
+
+    Switches the offloads on at once and logs each one the kernel refused.
+    """
 
     name = "fast"
     tun_flags = offload.IFF_VNET_HDR
 
-    def make_tunnel(
-        self,
-        core: Core,
-        tun_fd: int,
-        tun_name: str,
-        sock: socket.socket,
-        reporter: Reporter,
-        signals: SignalPipe,
-        on_event: Callable[[Event], None] | None = None,
-        *,
-        mss_clamp: int | None = None,
-    ) -> Tunnel:
-        """Switch the offloads on, log each one the kernel refused, and build the loop."""
-        offloads = offload.Offloads()
-        offload.enable_tun(tun_fd, tun_name, offloads)
-        offload.enable_socket(sock, offloads)
-        for refusal in offloads.refused:
-            reporter.log(f"fast path: kernel refused {refusal}; doing without")
-        reporter.log(f"datapath fast: {offloads.describe()}")
-        return FastTunnel(
-            core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp, offloads=offloads
-        )
-
-
-FAST = FastDatapath()
-
-
-class FastTunnel(Tunnel):
-    """The select loop of ``tunnel.py`` with batched I/O (see the module docstring).
-
-    Args:
-        offloads: what ``offload.enable_*`` obtained; the rest as for ``Tunnel``.
-    """
-
-    def __init__(self, *args, offloads: offload.Offloads, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.offloads = offloads
+        self.offloads = offload.Offloads()
+        offload.enable_tun(self.tun_fd, offload.device_name(self.tun_fd), self.offloads)
+        offload.enable_socket(self.sock, self.offloads)
+        for refusal in self.offloads.refused:
+            self.reporter.log(f"fast path: kernel refused {refusal}; doing without")
+        self.reporter.log(f"datapath fast: {self.offloads.describe()}")
         self.stats: Counter[str] = Counter()
 
     def tun_selected(self, now: float) -> None:

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass, field
 
 TUNSETOFFLOAD = 0x400454D0
+TUNGETIFF = 0x800454D2
 TUNSETVNETHDRSZ = 0x400454D8
 IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
@@ -45,6 +46,12 @@ class Offloads:
     def describe(self) -> str:
         on = [name for name in ("vnet_hdr", "tso", "udp_gso", "udp_gro") if getattr(self, name)]
         return "offloads " + (", ".join(on) if on else "none")
+
+
+def device_name(fd: int) -> str:
+    """The name of the TUN device behind ``fd`` (TUNGETIFF fills in a struct ifreq)."""
+    ifreq = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    return ifreq[:16].split(b"\0", 1)[0].decode()
 
 
 def enable_tun(fd: int, name: str, offloads: Offloads) -> None:

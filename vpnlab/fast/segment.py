@@ -121,24 +121,10 @@ def split_tcp(packet: bytes, mss: int) -> list[bytes]:
     Raises:
         LocalProtocolError: not TCP, IPv6 extension headers, a truncated header, or mss 0.
     """
-    version = packet[0] >> 4 if packet else 0
-    if version == 4:
-        ihl = (packet[0] & 0x0F) * 4
-        proto = packet[9]
-    elif version == 6:
-        ihl = 40
-        proto = packet[6] if len(packet) >= 40 else -1
-    else:
-        raise LocalProtocolError("super-packet is not IP")
-    if proto != PROTO_TCP or len(packet) < ihl + 20:
-        raise LocalProtocolError("super-packet is not plain TCP")
-    tcp_len = (packet[ihl + 12] >> 4) * 4
-    head = ihl + tcp_len
-    if tcp_len < 20 or len(packet) < head or mss <= 0:
-        raise LocalProtocolError("super-packet with a bad TCP header")
+    version, ihl, head = _tcp_geometry(packet, mss)
+    tcp_len = head - ihl
     payload = memoryview(packet)[head:]
-    size = len(payload)
-    ip, tcp = packet[:ihl], packet[ihl:head]
+    tcp = packet[ihl:head]
     seq0 = int.from_bytes(tcp[4:8], "big")
     flags0 = tcp[13]
     urgent_at = seq0 + int.from_bytes(tcp[18:20], "big") if flags0 & URG else None
@@ -154,40 +140,83 @@ def split_tcp(packet: bytes, mss: int) -> list[bytes]:
         + ones_sum(window)
         + ones_sum(options)
     )
-    if version == 4:  # the IPv4 header sum without total length, id and checksum
-        ip_fixed = ones_sum(ip[0:2]) + ones_sum(ip[6:10]) + ones_sum(ip[12:])
-        ip_id0 = int.from_bytes(ip[4:6], "big")
+    ip_head = _ip_header_maker(packet[:ihl], version)
     out = []
-    count = max(1, -(-size // mss))
+    count = max(1, -(-len(payload) // mss))
     sums = payload_sums(payload, mss, count)
     for index in range(count):
         offset = index * mss
         chunk = payload[offset : offset + mss]
-        flags = flags0 if index == count - 1 else flags0 & ~(FIN | PSH)
-        if index:
-            flags &= ~CWR
+        flags, urgent = _segment_flags(flags0, index, count, urgent_at, seq0 + offset)
         seq = (seq0 + offset) & 0xFFFFFFFF
-        urgent = 0
-        if urgent_at is not None:
-            ahead = urgent_at - (seq0 + offset)
-            if 0 < ahead <= 0xFFFF:
-                urgent = ahead
-            else:
-                flags &= ~URG
         segment_len = tcp_len + len(chunk)
         total = tcp_fixed + flags + (seq >> 16) + (seq & 0xFFFF) + urgent + segment_len
         check = finish(total + sums[index])
         tcp_head = TCP_HEAD.pack(ports, seq, ack_offset, flags, window, check, urgent)
-        if version == 4:
-            length, ip_id = ihl + segment_len, (ip_id0 + index) & 0xFFFF
-            ip_check = finish(ip_fixed + length + ip_id)
-            ip_head = IPV4_HEAD.pack(ip[0:2], length, ip_id, ip[6:10], ip_check, ip[12:20])
-            if ihl > 20:
-                ip_head += ip[20:]
-        else:
-            ip_head = ip[0:4] + segment_len.to_bytes(2, "big") + ip[6:]
-        out.append(b"".join((ip_head, tcp_head, options, chunk)))
+        out.append(b"".join((ip_head(segment_len, index), tcp_head, options, chunk)))
     return out
+
+
+def _tcp_geometry(packet: bytes, mss: int) -> tuple[int, int, int]:
+    """IP version, IP header length and IP + TCP header length of a TCP super-packet.
+
+    Raises:
+        LocalProtocolError: as :func:`split_tcp`.
+    """
+    version = packet[0] >> 4 if packet else 0
+    if version == 4:
+        ihl = (packet[0] & 0x0F) * 4
+        proto = packet[9] if len(packet) >= 20 else -1
+    elif version == 6:
+        ihl = 40
+        proto = packet[6] if len(packet) >= 40 else -1
+    else:
+        raise LocalProtocolError("super-packet is not IP")
+    if proto != PROTO_TCP or len(packet) < ihl + 20:
+        raise LocalProtocolError("super-packet is not plain TCP")
+    tcp_len = (packet[ihl + 12] >> 4) * 4
+    head = ihl + tcp_len
+    if tcp_len < 20 or len(packet) < head or mss <= 0:
+        raise LocalProtocolError("super-packet with a bad TCP header")
+    return version, ihl, head
+
+
+def _segment_flags(
+    flags0: int, index: int, count: int, urgent_at: int | None, seq: int
+) -> tuple[int, int]:
+    """TCP flags and urgent pointer of segment ``index`` of ``count`` (starting at ``seq``)."""
+    flags = flags0 if index == count - 1 else flags0 & ~(FIN | PSH)
+    if index:
+        flags &= ~CWR
+    urgent = 0
+    if urgent_at is not None:
+        ahead = urgent_at - seq
+        if 0 < ahead <= 0xFFFF:
+            urgent = ahead
+        else:
+            flags &= ~URG
+    return flags, urgent
+
+
+def _ip_header_maker(ip: bytes, version: int):
+    """A function (TCP segment length, index) -> that segment's IP header.
+
+    IPv4: total length, id + index and a fresh checksum (the rest of the sum is computed once);
+    IPv6: the payload length.
+    """
+    if version != 4:
+        return lambda segment_len, index: ip[0:4] + segment_len.to_bytes(2, "big") + ip[6:]
+    ihl = len(ip)
+    ip_fixed = ones_sum(ip[0:2]) + ones_sum(ip[6:10]) + ones_sum(ip[12:])
+    ip_id0 = int.from_bytes(ip[4:6], "big")
+    options = ip[20:]
+
+    def header(segment_len: int, index: int) -> bytes:
+        length, ip_id = ihl + segment_len, (ip_id0 + index) & 0xFFFF
+        check = finish(ip_fixed + length + ip_id)
+        return IPV4_HEAD.pack(ip[0:2], length, ip_id, ip[6:10], check, ip[12:20]) + options
+
+    return header
 
 
 def payload_sums(payload: memoryview, mss: int, count: int) -> list[int]:

@@ -1,8 +1,8 @@
 """The format factory: ``--cipher NAME`` to a :class:`~vpnlab.core.formats.Format`.
 
-    plain         the design notes' format: raw IP in UDP, a text Hello (``plain.py``)
-    esp-null      ESP (RFC 4303) in UDP, NULL encryption + HMAC-SHA-256-128 (``handshake.py``)
-    esp-aes-gcm   ESP in UDP, AES-GCM-128 (RFC 4106): the default
+plain         the design notes' format: raw IP in UDP, a text Hello (``plain.py``)
+esp-null      ESP (RFC 4303) in UDP, NULL encryption + HMAC-SHA-256-128 (``handshake.py``)
+esp-aes-gcm   ESP in UDP, AES-GCM-128 (RFC 4106): the default
 """
 
 from __future__ import annotations

@@ -9,7 +9,15 @@ VENV="$VPNLAB_ROOT/.venv"
 DEB_PACKAGES=(iproute2 nftables tshark tcpdump iperf3 conntrack procps iputils-ping curl
   python3-venv)
 
-say() { printf '\033[1m[vpnlab]\033[0m %s\n' "$*"; }
+# Progress and errors go to stderr, so that stdout is only the output of the command run
+# (`netns-lab.sh exec r1 ip route > routes.txt`); bold only when stderr is a terminal.
+say() {
+  if [ -t 2 ]; then
+    printf '\033[1m[vpnlab]\033[0m %s\n' "$*" >&2
+  else
+    printf '[vpnlab] %s\n' "$*" >&2
+  fi
+}
 die() { printf '[vpnlab] error: %s\n' "$*" >&2; exit 1; }
 
 require_root() {
@@ -27,9 +35,9 @@ install_debian_packages() {
   export DEBIAN_FRONTEND=noninteractive
   # tshark asks whether non-root users may capture; we always capture as root: answer no.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-  apt-get update -q 2>&1 | tail -n 1
+  apt-get update -q 2>&1 | tail -n 1 >&2
   apt-get install -y -q --no-install-recommends "${missing[@]}" 2>&1 \
-    | grep -E '^(Setting up|E:)' | sed 's/^/    /' || true
+    | grep -E '^(Setting up|E:)' | sed 's/^/    /' >&2 || true
   for p in "${missing[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
       || die "apt-get could not install $p"

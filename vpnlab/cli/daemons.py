@@ -84,6 +84,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """``vpnlab server`` and ``vpnlab client``."""
+    register_server(sub)
+    register_client(sub)
+
+
+def register_server(sub: argparse._SubParsersAction) -> None:
     server = sub.add_parser(
         "server",
         help="run the VPN server (ServerConnection)",
@@ -122,6 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(server)
     server.set_defaults(func=server_main)
 
+
+def register_client(sub: argparse._SubParsersAction) -> None:
     client = sub.add_parser(
         "client",
         help="run the VPN client (ClientConnection)",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
-    DatagramDropped,
     Event,
     HandshakeCompleted,
     PacketReceived,
@@ -13,10 +12,18 @@ from vpnlab.core.events import (
 )
 from vpnlab.core.formats import ClientHandshake, Established, Kind
 from vpnlab.core.packet import is_ipv4
-from vpnlab.core.session import DEFAULT_TIMEOUTS, Counters, Session, State, Timeouts, next_state
+from vpnlab.core.session import (
+    DEFAULT_TIMEOUTS,
+    CoreBase,
+    Counters,
+    Session,
+    State,
+    Timeouts,
+    next_state,
+)
 
 
-class ClientCore:
+class ClientCore(CoreBase):
     """ClientConnection: Hello, wait up to 2.5 s for the answer, then carry packets.
 
     Args:
@@ -78,10 +85,6 @@ class ClientCore:
         self.close_reason = reason
         return [SessionClosed(self.server, reason)]
 
-    def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
-        self.counters.drops[reason] += 1
-        return [DatagramDropped(reason, peer)]
-
     def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
         """SockSelected: one datagram from the socket."""
         if peer != self.server:
@@ -125,10 +128,7 @@ class ClientCore:
             if not self.layer2 and not is_ipv4(packet):
                 events += self._drop("tun: not ipv4")
                 continue
-            try:
-                session.send_packet(packet, now)
-            except LocalProtocolError as exc:
-                events += self._drop(f"tun: {exc}")
+            events += self._seal(session, packet, now)
         return events
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:

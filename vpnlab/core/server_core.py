@@ -9,7 +9,6 @@ from vpnlab.core.bridge import LOCAL, Switch, frame_macs, is_group
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
-    DatagramDropped,
     Event,
     HandshakeCompleted,
     PacketReceived,
@@ -20,6 +19,7 @@ from vpnlab.core.packet import ETHERNET_HEADER_BYTES, ipv4_destination, ipv4_sou
 from vpnlab.core.ratelimit import HelloRateLimiter
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
+    CoreBase,
     Counters,
     Session,
     State,
@@ -49,7 +49,7 @@ class AddressPool:
         return len(self._free)
 
 
-class ServerCore:
+class ServerCore(CoreBase):
     """ServerConnection: answer Hellos, give each client an address, carry its packets.
 
     Args:
@@ -115,10 +115,6 @@ class ServerCore:
         if self.finished:
             return State.CLOSED
         return State.CONNECTED if self.sessions else State.CONNECTING
-
-    def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
-        self.counters.drops[reason] += 1
-        return [DatagramDropped(reason, peer)]
 
     def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
         """SockSelected: a Hello from a new client, or a datagram from a known one."""
@@ -225,15 +221,8 @@ class ServerCore:
                 if not is_group(destination):
                     events += self._drop("client to client denied", peer)
             else:
-                events += self._send_frame(self.sessions[port], frame, now)
+                events += self._seal(self.sessions[port], frame, now, "tap")
         return events
-
-    def _send_frame(self, session: Session, frame: bytes, now: float) -> list[Event]:
-        try:
-            session.send_packet(frame, now)
-        except LocalProtocolError as exc:
-            return self._drop(f"tap: {exc}")
-        return []
 
     def _forget(self, session: Session) -> None:
         if self.switch is not None:
@@ -277,7 +266,7 @@ class ServerCore:
             self.switch.learn(source, LOCAL, now, take_over=True)
             events: list[Event] = []
             for port in self.switch.forward(destination, LOCAL, now):
-                events += self._send_frame(self.sessions[port], packet, now)
+                events += self._seal(self.sessions[port], packet, now, "tap")
             return events
         return self.send_packets([packet], now)
 
@@ -301,10 +290,7 @@ class ServerCore:
             if session is None:
                 events += self._drop("tun: no client for destination")
                 continue
-            try:
-                session.send_packet(packet, now)
-            except LocalProtocolError as exc:
-                events += self._drop(f"tun: {exc}")
+            events += self._seal(session, packet, now)
         return events
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:

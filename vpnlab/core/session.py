@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 
 from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
-from vpnlab.core.events import (
-    Address,
-)
+from vpnlab.core.events import Address, DatagramDropped, Event
 from vpnlab.core.formats import Established, Kind, Protection
 
 
@@ -86,6 +84,25 @@ class Timeouts:
 
 
 DEFAULT_TIMEOUTS = Timeouts()
+
+
+class CoreBase:
+    """What ClientCore and ServerCore share: their counters, and how they drop and seal."""
+
+    counters: Counters
+
+    def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
+        """Count a refused datagram or packet by ``reason``; the event is for the log."""
+        self.counters.drops[reason] += 1
+        return [DatagramDropped(reason, peer)]
+
+    def _seal(self, session: Session, packet: bytes, now: float, where: str = "tun") -> list[Event]:
+        """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped."""
+        try:
+            session.send_packet(packet, now)
+        except LocalProtocolError as exc:
+            return self._drop(f"{where}: {exc}")
+        return []
 
 
 class Session:

@@ -1,0 +1,266 @@
+"""The package stands in floors: every import points down, and the folder says the layer.
+
+Read from the source with ``ast`` (nothing is imported), so an import inside a function counts
+as much as one at the top of a module. The floors, from the top:
+
+    cli                         the ``vpnlab`` command line, and nothing else parses one
+    course                      the notebooks' helpers, the benchmark, the experiments
+    instruments                 capture, decode, FTP, who-am-I
+    lab                         the namespace lab
+    daemons                     client.py, server.py, and the fast data path (fast/)
+    shell                       tun, tap, routing, tunnel, transport, report, keys
+    wire                        the wire formats
+    core                        the sans-IO protocol
+
+An import may point to its own floor or below, never up; nothing may import in a circle; the
+two pure floors (core, wire) import no I/O module; the simple path never imports fast/.
+Also: no module over 400 lines, no function over 60, and no block of six lines written twice.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "vpnlab"
+
+FLOORS = [  # (floor, the modules on it: a package prefix or a module), top first
+    ("cli", ("vpnlab.cli", "vpnlab.__main__")),
+    ("course", ("vpnlab.course",)),
+    ("instruments", ("vpnlab.instruments",)),
+    ("lab", ("vpnlab.lab",)),
+    ("daemons", ("vpnlab.client", "vpnlab.server", "vpnlab.fast")),
+    (
+        "shell",
+        (
+            "vpnlab.tun",
+            "vpnlab.tap",
+            "vpnlab.routing",
+            "vpnlab.tunnel",
+            "vpnlab.transport",
+            "vpnlab.report",
+            "vpnlab.keys",
+        ),
+    ),
+    ("wire", ("vpnlab.wire",)),
+    ("core", ("vpnlab.core", "vpnlab")),
+]
+PURE_FLOORS = ("core", "wire")
+IO_MODULES = {"socket", "select", "selectors", "os", "subprocess", "time", "threading", "fcntl"}
+SIMPLE_PATH = ("vpnlab.tunnel", "vpnlab.client", "vpnlab.server", "vpnlab.tap")
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+LONG_FUNCTIONS: dict[str, str] = {}
+"""``module:function`` -> why it may be longer than MAX_FUNCTION_LINES (none today)."""
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+TREES = {name: ast.parse(path.read_text(), str(path)) for name, path in MODULES.items()}
+
+
+def floor_of(module: str) -> int:
+    """The floor's index, 0 at the top; the longest matching prefix wins."""
+    best, index = "", None
+    for i, (_, members) in enumerate(FLOORS):
+        for member in members:
+            if (module == member or module.startswith(member + ".")) and len(member) > len(best):
+                best, index = member, i
+    assert index is not None, f"{module} is on no floor: add it to FLOORS"
+    return index
+
+
+def resolve(module: str, node: ast.ImportFrom) -> str:
+    """The absolute module a ``from ... import`` names."""
+    if not node.level:
+        return node.module or ""
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports(module: str) -> list[tuple[str, int]]:
+    """Every module ``module`` imports (``from x import y`` counts x.y when y is a module)."""
+    found = []
+    for node in ast.walk(TREES[module]):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            target = resolve(module, node)
+            found.append((target, node.lineno))
+            found += [
+                (f"{target}.{alias.name}", node.lineno)
+                for alias in node.names
+                if f"{target}.{alias.name}" in MODULES
+            ]
+    return found
+
+
+def internal_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module in MODULES:
+        for target, _ in imports(module):
+            if target in MODULES and target != module:
+                graph[module].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(MODULES):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_every_module_is_on_a_floor():
+    for module in MODULES:
+        floor_of(module)
+
+
+def test_no_import_cycles_not_even_inside_functions():
+    assert cycles(internal_graph()) == []
+
+
+def test_imports_point_down_only():
+    upward = [
+        f"{module}:{line} imports {target} ({FLOORS[floor_of(target)][0]} is above "
+        f"{FLOORS[floor_of(module)][0]})"
+        for module in MODULES
+        for target, line in imports(module)
+        if target in MODULES and floor_of(target) < floor_of(module)
+    ]
+    assert upward == []
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if FLOORS[floor_of(m)][0] in PURE_FLOORS])
+def test_the_pure_floors_do_no_io(module):
+    bad = [
+        f"{module}:{line} imports {target}"
+        for target, line in imports(module)
+        if target.split(".")[0] in IO_MODULES
+        or (target.startswith("vpnlab.") and FLOORS[floor_of(target)][0] not in PURE_FLOORS)
+    ]
+    assert bad == []
+
+
+def test_the_simple_path_never_imports_the_fast_one():
+    bad = [
+        f"{module}:{line} imports {target}"
+        for module in SIMPLE_PATH
+        for target, line in imports(module)
+        if target == "vpnlab.fast" or target.startswith("vpnlab.fast.")
+    ]
+    assert bad == []
+
+
+def test_argparse_only_in_cli():
+    bad = [
+        f"{module}:{line}"
+        for module in MODULES
+        for target, line in imports(module)
+        if target == "argparse" and not module.startswith("vpnlab.cli")
+    ]
+    assert bad == []
+
+
+def test_no_module_over_400_lines():
+    long = {
+        name: n
+        for name, path in MODULES.items()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_function_over_60_lines():
+    long = {}
+    for module, tree in TREES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                key = f"{module}:{node.name}"
+                if lines > MAX_FUNCTION_LINES and key not in LONG_FUNCTIONS:
+                    long[key] = lines
+    assert long == {}
+
+
+# --- repeated code ------------------------------------------------------------------------------
+
+BLOCK_LINES = 6
+SKIP = re.compile(r"^(#|from |import |@|\)|\]|\}|\),?$|\]\,?$|\"\"\"$|else:$|try:$|finally:$)")
+ARGPARSE = re.compile(r"add_argument|add_parser|set_defaults|add_subparsers")
+
+
+def significant_lines(path: Path) -> list[tuple[int, str]]:
+    """Lines that carry code: not blank, not a comment, an import, a docstring or punctuation."""
+    tree = TREES[module_name(path)]
+    passed_over: set[int] = set()  # docstrings and whole import statements
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            passed_over.update(range(node.lineno, node.end_lineno + 1))
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            value = body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                passed_over.update(range(body[0].lineno, body[0].end_lineno + 1))
+    out = []
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = " ".join(raw.split())
+        if line and number not in passed_over and not SKIP.match(line):
+            out.append((number, line))
+    return out
+
+
+def repeated_blocks() -> list[str]:
+    seen: dict[tuple[str, ...], tuple[str, int]] = {}
+    found = []
+    for name, path in MODULES.items():
+        lines = significant_lines(path)
+        last_end: dict[tuple[str, ...], int] = {}
+        for i in range(len(lines) - BLOCK_LINES + 1):
+            window = tuple(text for _, text in lines[i : i + BLOCK_LINES])
+            if sum(bool(ARGPARSE.search(text)) for text in window) > 1:
+                continue  # argparse boilerplate: one option after another
+            where = (name, lines[i][0])
+            first = seen.setdefault(window, where)
+            if first is not where and last_end.get(window, 0) < lines[i][0]:
+                found.append(f"{name}:{lines[i][0]} repeats {first[0]}:{first[1]}")
+                last_end[window] = lines[i + BLOCK_LINES - 1][0]
+    return found
+
+
+def test_no_block_of_six_lines_written_twice():
+    assert repeated_blocks() == []

@@ -2,17 +2,19 @@
 # The benchmark of the README: installs what is missing (as test.sh does; OpenVPN only here,
 # on demand), then measures single-stream TCP through the lab with no tunnel, OpenVPN 2.6 and
 # every vpnlab cipher x data path, in a lab of its own (prefix vbench-, removed at the end).
-# Arguments go to `python -m vpnlab.bench`, e.g. `sudo scripts/bench.sh --quick`,
-# `sudo scripts/bench.sh --runs 5 --out /tmp/bench`.
+# Arguments go to `vpnlab bench` (vpnlab/course/bench.py), e.g. `sudo scripts/bench.sh --quick`,
+# `sudo scripts/bench.sh --runs 5 --out /tmp/bench`; `.venv/bin/vpnlab bench --help` lists them.
+# Progress lines ([vpnlab] ...) go to stderr, the benchmark's own output to stdout.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 setup test
 if ! command -v openvpn >/dev/null; then
   say "OpenVPN (the comparison): installing with apt-get"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openvpn 2>&1 \
-    | grep -E '^(Setting up|E:)' | sed 's/^/    /' || true
+    | grep -E '^(Setting up|E:)' | sed 's/^/    /' >&2 || true
   command -v openvpn >/dev/null || say "no openvpn: its case is skipped"
 fi
 cd "$VPNLAB_ROOT"
 say "benchmark (progress below; about 8 minutes, --quick: under a minute)"
-"$VENV/bin/python" -m vpnlab.bench "$@"
+"$VENV/bin/vpnlab" bench "$@"

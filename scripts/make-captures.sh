@@ -10,7 +10,10 @@
 # tshark decodes. Uses its own lab prefix (default vmkcap-) and removes that lab on exit.
 #
 #   sudo scripts/make-captures.sh [CIPHER...]
+#
+# Progress lines ([vpnlab] ...) go to stderr; what was made (one line a file) to stdout.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 setup test
 cd "$VPNLAB_ROOT"
@@ -27,8 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vpnlab import capture, ftp, lab
-from vpnlab.formats import CIPHERS
+from vpnlab import lab
+from vpnlab.instruments import capture, ftp
+from vpnlab.wire.ciphers import CIPHERS
 
 prefix, out = sys.argv[1], Path(sys.argv[2])
 wanted = sys.argv[3:] or list(CIPHERS)
@@ -53,7 +57,8 @@ for cipher in wanted:
     try:
         lab.start_vpn(prefix, cipher)
     except Exception as exc:  # an ESP cipher that does not work yet: say so, go on
-        print(f"  {cipher}: skipped, the VPN does not start: {str(exc).splitlines()[0]}")
+        print(f"  {cipher}: skipped, the VPN does not start: {str(exc).splitlines()[0]}",
+              file=sys.stderr)
         continue
     run = lambda: lab.exec_in(prefix, "r1", PING, check=True, capture_output=True, timeout=15)
     for f in pair(f"{cipher}-ping", run):
@@ -72,7 +77,7 @@ for cipher in wanted:
         keys[cipher].write_text(head + "\n".join(rows) + "\n")
     elif cipher != "plain":
         (out / f"{cipher}.esp_sa").unlink(missing_ok=True)
-        print(f"  {cipher}: no key export yet, captures are not decryptable")
+        print(f"  {cipher}: no key export yet, captures are not decryptable", file=sys.stderr)
 lab.down(prefix)
 
 lines = ["| file | bytes | traffic | stacks (packets) |", "|---|---|---|---|"]

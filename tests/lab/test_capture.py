@@ -19,11 +19,18 @@ from vpnlab.core.errors import VpnlabError
 from vpnlab.instruments import capture, ftp
 from vpnlab.wire.ciphers import CIPHERS, make_format
 
+from .helpers import CLIENT_IP, SERVER_IP, SERVER_TUNNEL_IP
+
 pytestmark = pytest.mark.lab
 
-ENDPOINTS = {"192.0.2.2", "198.51.100.2"}
-TUN_STACKS = {"raw:ip:tcp", "raw:ip:tcp:ftp", "raw:ip:tcp:ftp-data", "raw:ip:icmp:data",
-              "raw:ip:tcp:ftp-data:data-text-lines"}  # the last: the anonymous get of a text
+ENDPOINTS = {CLIENT_IP, SERVER_IP}
+TUN_STACKS = {
+    "raw:ip:tcp",
+    "raw:ip:tcp:ftp",
+    "raw:ip:tcp:ftp-data",
+    "raw:ip:icmp:data",
+    "raw:ip:tcp:ftp-data:data-text-lines",
+}  # the last: the anonymous get of a text
 
 
 def not_implemented(cipher: str) -> str | None:
@@ -57,15 +64,17 @@ def run(request, shared_lab, tmp_path_factory) -> Run:
     transfers = {}
     with ftp.lab_server(prefix) as server:
         (server.root / "motd.txt").write_text("anonymous can read this\n")
-        caps = [capture.start_capture(prefix, node, itf, files[name], count=500, duration_s=30)
-                for name, (node, itf) in places.items()]
+        caps = [
+            capture.start_capture(prefix, node, itf, files[name], count=500, duration_s=30)
+            for name, (node, itf) in places.items()
+        ]
         try:
             for mode in ftp.MODES:
                 transfers[mode] = ftp.lab_transfer(prefix, mode=mode, size_bytes=3000)
             argv = [sys.executable, "-m", "vpnlab.ftp", "get", "--name", "motd.txt"]
             done = lab.exec_in(prefix, "r1", argv, capture_output=True, text=True, timeout=20)
             transfers["anonymous"] = json.loads(done.stdout or "{}")
-            ping = ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.8.0.1"]
+            ping = ["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER_TUNNEL_IP]
             lab.exec_in(prefix, "r1", ping, check=True, capture_output=True, timeout=10)
         finally:
             for cap in caps:
@@ -115,8 +124,7 @@ def test_ftp_checksums_match_in_passive_and_active_mode(run):
 
 
 def test_each_ping_crosses_eth0_wrapped_in_the_expected_bytes(run):
-    tun = [int(row[0]) for row in capture.fields(run.files["r1-tun0"], ["frame.len"], None,
-                                                 "icmp")]
+    tun = [int(row[0]) for row in capture.fields(run.files["r1-tun0"], ["frame.len"], None, "icmp")]
     assert tun == [84] * 6
     eth = [int(row[0]) for row in capture.fields(run.files["r1-eth0"], ["frame.len"])]
     assert eth.count(84 + _wrap(run.cipher, 84)) >= 6

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from vpnlab import lab
+from vpnlab.core.constants import PORT
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import load_static_keys
+
+from .helpers import CLIENT_IP, CLIENT_TUNNEL_IP, SERVER_IP, SERVER_TUNNEL_IP, WEB_IP, LabHandle
 
 pytestmark = pytest.mark.lab
 
@@ -31,7 +34,7 @@ def capture_ping(handle, node: str, pcap: Path, count: int = 3) -> None:
             "-i",
             "eth0",
             "-f",
-            "udp port 4500",
+            f"udp port {PORT}",
             "-c",
             "100",
             "-a",
@@ -46,7 +49,7 @@ def capture_ping(handle, node: str, pcap: Path, count: int = 3) -> None:
         if "Capturing on" in line:
             break
     time.sleep(0.5)  # ... and a moment more: it says so just before the socket is attached
-    ping = handle.run("r1", "ping", "-c", str(count), "-i", "0.2", "-W", "2", "203.0.113.10")
+    ping = handle.run("r1", "ping", "-c", str(count), "-i", "0.2", "-W", "2", WEB_IP)
     assert ping.returncode == 0, ping.stdout
     time.sleep(0.3)
     dumpcap.send_signal(signal.SIGINT)  # dumpcap closes the file cleanly on SIGINT
@@ -98,7 +101,7 @@ def test_static_keys_between_two_vpnlab_daemons(prefix, cipher):
     lab.start_vpn(prefix, cipher, static_keys=True)
     result = lab.verify(prefix)
     assert result["ok"] and result["vpn"]
-    assert any(c["detail"] == "you are 198.51.100.2" for c in result["checks"])
+    assert any(c["detail"] == f"you are {SERVER_IP}" for c in result["checks"])
     server_log = Path(lab.status(prefix)["daemons"]["server"]["log"]).read_text()
     assert f"static keys, {cipher}" in server_log
 
@@ -112,7 +115,7 @@ ENCAP_SOCKET = r"""
 import signal, socket, sys
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.setsockopt(socket.IPPROTO_UDP, 100, 2)  # UDP_ENCAP = UDP_ENCAP_ESPINUDP
-sock.bind(("198.51.100.2", 4500))
+sock.bind((sys.argv[1], int(sys.argv[2])))
 print("ready", flush=True)
 signal.pause()
 """
@@ -127,9 +130,9 @@ def kernel_has_esp(handle) -> str | None:
         "state",
         "add",
         "src",
-        "192.0.2.99",
+        "192.0.2.99",  # a probe: no node has it
         "dst",
-        "198.51.100.2",
+        SERVER_IP,
         "proto",
         "esp",
         "spi",
@@ -142,8 +145,8 @@ def kernel_has_esp(handle) -> str | None:
         "128",
         "encap",
         "espinudp",
-        "4500",
-        "4500",
+        str(PORT),
+        str(PORT),
         "0.0.0.0",
     )
     if probe.returncode != 0:
@@ -155,10 +158,7 @@ def kernel_has_esp(handle) -> str | None:
 def test_static_key_client_against_the_kernels_esp(prefix):
     """vpnlab's static-key client and a kernel xfrm tunnel (encap espinudp) in r2 interoperate."""
     lab.up(prefix=prefix, vpn=False)
-    handle = type("Handle", (), {})()
-    handle.run = lambda node, *argv: lab.exec_in(
-        prefix, node, list(argv), capture_output=True, text=True
-    )
+    handle = LabHandle(prefix, {})
     why = kernel_has_esp(handle)
     if why is not None:
         pytest.skip(f"this kernel has no ESP (rfc4106(gcm(aes)) in xfrm): {why}")
@@ -172,21 +172,23 @@ def test_static_key_client_against_the_kernels_esp(prefix):
     gcm = algorithm("esp-aes-gcm")
     c2s, s2c = keys.client_to_server, keys.server_to_client
     run = handle.run
-    # r2: the tunnel's far end is a dummy interface with 10.8.0.1; the kernel does ESP.
+    # r2: the tunnel's far end is a dummy interface with the server's tunnel address; the
+    # kernel does ESP.
+    server_end, client_end = f"{SERVER_TUNNEL_IP}/32", f"{CLIENT_TUNNEL_IP}/32"
     for argv in (
         ["ip", "link", "add", "vti-end", "type", "dummy"],
-        ["ip", "addr", "add", "10.8.0.1/32", "dev", "vti-end"],
+        ["ip", "addr", "add", server_end, "dev", "vti-end"],
         ["ip", "link", "set", "vti-end", "up"],
-        ["ip", "route", "add", "10.8.0.2/32", "dev", "eth0", "src", "10.8.0.1"],
+        ["ip", "route", "add", client_end, "dev", "eth0", "src", SERVER_TUNNEL_IP],
         [
             "ip",
             "xfrm",
             "state",
             "add",
             "src",
-            "192.0.2.2",
+            CLIENT_IP,
             "dst",
-            "198.51.100.2",
+            SERVER_IP,
             "proto",
             "esp",
             "spi",
@@ -196,8 +198,8 @@ def test_static_key_client_against_the_kernels_esp(prefix):
             *gcm.xfrm_args(c2s.key),
             "encap",
             "espinudp",
-            "4500",
-            "4500",
+            str(PORT),
+            str(PORT),
             "0.0.0.0",
         ],
         [
@@ -206,9 +208,9 @@ def test_static_key_client_against_the_kernels_esp(prefix):
             "state",
             "add",
             "src",
-            "198.51.100.2",
+            SERVER_IP,
             "dst",
-            "192.0.2.2",
+            CLIENT_IP,
             "proto",
             "esp",
             "spi",
@@ -218,8 +220,8 @@ def test_static_key_client_against_the_kernels_esp(prefix):
             *gcm.xfrm_args(s2c.key),
             "encap",
             "espinudp",
-            "4500",
-            "4500",
+            str(PORT),
+            str(PORT),
             "0.0.0.0",
         ],
         [
@@ -228,16 +230,16 @@ def test_static_key_client_against_the_kernels_esp(prefix):
             "policy",
             "add",
             "src",
-            "10.8.0.1/32",
+            server_end,
             "dst",
-            "10.8.0.2/32",
+            client_end,
             "dir",
             "out",
             "tmpl",
             "src",
-            "198.51.100.2",
+            SERVER_IP,
             "dst",
-            "192.0.2.2",
+            CLIENT_IP,
             "proto",
             "esp",
             "mode",
@@ -249,16 +251,16 @@ def test_static_key_client_against_the_kernels_esp(prefix):
             "policy",
             "add",
             "src",
-            "10.8.0.2/32",
+            client_end,
             "dst",
-            "10.8.0.1/32",
+            server_end,
             "dir",
             "in",
             "tmpl",
             "src",
-            "192.0.2.2",
+            CLIENT_IP,
             "dst",
-            "198.51.100.2",
+            SERVER_IP,
             "proto",
             "esp",
             "mode",
@@ -268,7 +270,17 @@ def test_static_key_client_against_the_kernels_esp(prefix):
         done = run("r2", *argv)
         assert done.returncode == 0, f"{argv}: {done.stderr}"
     encap = subprocess.Popen(
-        ["ip", "netns", "exec", f"{prefix}r2", sys.executable, "-c", ENCAP_SOCKET],
+        [
+            "ip",
+            "netns",
+            "exec",
+            f"{prefix}r2",
+            sys.executable,
+            "-c",
+            ENCAP_SOCKET,
+            SERVER_IP,
+            str(PORT),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -286,7 +298,7 @@ def test_static_key_client_against_the_kernels_esp(prefix):
                 "vpnlab",
                 "client",
                 "--server",
-                "198.51.100.2",
+                SERVER_IP,
                 "--static-keys",
                 str(keyfile),
             ],
@@ -298,7 +310,7 @@ def test_static_key_client_against_the_kernels_esp(prefix):
         while run("r1", "ip", "link", "show", "tun0").returncode != 0:
             assert time.monotonic() < deadline and client.poll() is None, "client did not start"
             time.sleep(0.1)
-        ping = run("r1", "ping", "-c", "3", "-i", "0.3", "-W", "2", "10.8.0.1")
+        ping = run("r1", "ping", "-c", "3", "-i", "0.3", "-W", "2", SERVER_TUNNEL_IP)
         assert ping.returncode == 0, ping.stdout
         stats = run("r2", "ip", "-s", "xfrm", "state").stdout
         assert "replay-window" in stats

@@ -21,10 +21,10 @@ from scapy.utils import rdpcap
 from vpnlab import lab
 from vpnlab.wire.esp import load_static_keys
 
+from .helpers import WEB_IP
+
 pytestmark = pytest.mark.lab
 
-WEB = "203.0.113.10"
-CLIENT_IP, SERVER_IP = "192.0.2.2", "198.51.100.2"
 FAST = ["--datapath", "fast"]
 SIMPLE = ["--datapath", "simple"]
 
@@ -36,7 +36,7 @@ def iperf(handle, seconds: int = 2, reverse: bool = False) -> subprocess.Complet
         stderr=subprocess.DEVNULL,
     )
     time.sleep(0.3)
-    argv = ["timeout", "15", "iperf3", "-c", WEB, "-t", str(seconds), "-J"]
+    argv = ["timeout", "15", "iperf3", "-c", WEB_IP, "-t", str(seconds), "-J"]
     done = handle.run("r1", *argv, *(["-R"] if reverse else []), timeout=20)
     server.wait(timeout=10)
     return done
@@ -61,8 +61,9 @@ def valid_checksums(inner: IP) -> bool:
 
 
 def test_every_fast_path_datagram_is_ordinary_esp(fresh_lab, tmp_path):
-    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", static_keys=True,
-                  server_args=FAST, client_args=FAST)
+    lab.start_vpn(
+        fresh_lab.prefix, "esp-aes-gcm", static_keys=True, server_args=FAST, client_args=FAST
+    )
     keys = load_static_keys(
         (Path(lab.status(fresh_lab.prefix)["state_dir"]) / "static-keys.json").read_text()
     )
@@ -70,8 +71,27 @@ def test_every_fast_path_datagram_is_ordinary_esp(fresh_lab, tmp_path):
         fresh_lab.run(node, "ip", "link", "set", "dev", "eth0", "gso_max_segs", "1", check=True)
     capture = tmp_path / "fast.pcap"
     tcpdump = subprocess.Popen(
-        ["ip", "netns", "exec", fresh_lab.ns("isp"), "timeout", "12", "tcpdump", "-i", "eth0",
-         "-U", "-s", "2000", "-c", "1500", "-w", str(capture), "udp", "port", "4500"],
+        [
+            "ip",
+            "netns",
+            "exec",
+            fresh_lab.ns("isp"),
+            "timeout",
+            "12",
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-U",
+            "-s",
+            "2000",
+            "-c",
+            "1500",
+            "-w",
+            str(capture),
+            "udp",
+            "port",
+            "4500",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -81,11 +101,19 @@ def test_every_fast_path_datagram_is_ordinary_esp(fresh_lab, tmp_path):
     tcpdump.wait(timeout=15)
     sas = {
         keys.client_to_server.spi: SecurityAssociation(
-            ESP, spi=keys.client_to_server.spi, crypt_algo="AES-GCM",
-            crypt_key=keys.client_to_server.key, nat_t_header=UDP(sport=4500, dport=4500)),
+            ESP,
+            spi=keys.client_to_server.spi,
+            crypt_algo="AES-GCM",
+            crypt_key=keys.client_to_server.key,
+            nat_t_header=UDP(sport=4500, dport=4500),
+        ),
         keys.server_to_client.spi: SecurityAssociation(
-            ESP, spi=keys.server_to_client.spi, crypt_algo="AES-GCM",
-            crypt_key=keys.server_to_client.key, nat_t_header=UDP(sport=4500, dport=4500)),
+            ESP,
+            spi=keys.server_to_client.spi,
+            crypt_algo="AES-GCM",
+            crypt_key=keys.server_to_client.key,
+            nat_t_header=UDP(sport=4500, dport=4500),
+        ),
     }
     counted = {"esp": 0, "tcp": 0, "keepalive": 0}
     for frame in rdpcap(str(capture)):
@@ -112,9 +140,8 @@ def test_every_fast_path_datagram_is_ordinary_esp(fresh_lab, tmp_path):
     ids=["fast-server-simple-client", "simple-server-fast-client"],
 )
 def test_simple_and_fast_peers_talk_both_ways(fresh_lab, server_args, client_args):
-    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm",
-                  server_args=server_args, client_args=client_args)
-    ping = fresh_lab.run("r1", "ping", "-c", "2", "-i", "0.2", "-W", "2", WEB)
+    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", server_args=server_args, client_args=client_args)
+    ping = fresh_lab.run("r1", "ping", "-c", "2", "-i", "0.2", "-W", "2", WEB_IP)
     assert ping.returncode == 0, ping.stdout
     assert mbps(iperf(fresh_lab, 2)) > 10  # r1 -> web
     assert mbps(iperf(fresh_lab, 2, reverse=True)) > 10  # web -> r1

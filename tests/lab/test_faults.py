@@ -16,23 +16,14 @@ from pathlib import Path
 import pytest
 
 from vpnlab import lab
+from vpnlab.core.constants import PORT
 from vpnlab.instruments.whoami import pattern_sha256
 from vpnlab.lab import build, impair, state
 from vpnlab.lab.topology import make_topology
 
+from .helpers import CLIENT_IP, SERVER_IP, SERVER_TUNNEL_IP, WEB_IP, WEB_URL, wait_until
+
 pytestmark = pytest.mark.lab
-
-SERVER_IP = "198.51.100.2"
-WEB = "http://203.0.113.10"
-
-
-def wait_until(predicate, timeout_s: float, interval_s: float = 0.1) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(interval_s)
-    return None
 
 
 def in_node(prefix: str, node: str, *argv: str) -> subprocess.Popen:
@@ -53,7 +44,7 @@ def download(prefix: str, node: str, size: int, timeout_s: int = 60) -> str:
     done = lab.exec_in(
         prefix,
         node,
-        ["sh", "-c", f"curl -s --max-time {timeout_s} {WEB}/bytes/{size} | sha256sum"],
+        ["sh", "-c", f"curl -s --max-time {timeout_s} {WEB_URL}/bytes/{size} | sha256sum"],
         capture_output=True,
         text=True,
         timeout=timeout_s + 10,
@@ -80,7 +71,7 @@ def test_twenty_clients_then_half_killed(prefix):
                 node,
                 "sh",
                 "-c",
-                f"ping -c 2 -i 0.2 -W 2 203.0.113.10 >/dev/null && curl -s --max-time 5 {WEB}/",
+                f"ping -c 2 -i 0.2 -W 2 {WEB_IP} >/dev/null && curl -s --max-time 5 {WEB_URL}/",
             )
             for node in nodes
         }
@@ -120,6 +111,7 @@ def ip_udp(src, dst, sport, dport, payload):
     return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + udp
 
 count, seed = int(sys.argv[1]), int(sys.argv[2])
+server, client, port = sys.argv[3], sys.argv[4], int(sys.argv[5])
 valid = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
 rng = random.Random(seed)
 raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -143,13 +135,13 @@ for i in range(count):
     elif kind == "nat keepalive":
         payload = b"\xff"
     elif kind == "oversize":  # larger than any MTU: the kernel fragments it
-        udp.sendto(rng.randbytes(rng.randrange(1473, 9000)), ("198.51.100.2", 4500))
+        udp.sendto(rng.randbytes(rng.randrange(1473, 9000)), (server, port))
         kinds[kind] = kinds.get(kind, 0) + 1
         continue
     else:
         payload = rng.randbytes(rng.randrange(1, 200))
-    src, sport = ("203.0.113.66", 4500) if kind == "stranger" else ("192.0.2.2", 4500)
-    raw.sendto(ip_udp(src, "198.51.100.2", sport, 4500, payload), ("198.51.100.2", 0))
+    src = "203.0.113.66" if kind == "stranger" else client  # the stranger: no lab node
+    raw.sendto(ip_udp(src, server, port, port, payload), (server, 0))
     kinds[kind] = kinds.get(kind, 0) + 1
     if i % 1000 == 999:
         time.sleep(0.02)  # at most ~50,000 a second: the point is hostility, not overload
@@ -163,10 +155,12 @@ def captured_datagrams(prefix: str, seconds: float = 2.0) -> list[str]:
     dumpcap = in_node(
         prefix,
         "r1",
-        *("dumpcap", "-q", "-i", "eth0", "-f", "udp dst port 4500", "-c", "20", "-w", str(pcap)),
+        *("dumpcap", "-q", "-i", "eth0", "-f", f"udp dst port {PORT}", "-c", "20", "-w", str(pcap)),
     )
     time.sleep(0.8)
-    lab.exec_in(prefix, "r1", ["ping", "-c", "10", "-i", "0.05", "10.8.0.1"], capture_output=True)
+    lab.exec_in(
+        prefix, "r1", ["ping", "-c", "10", "-i", "0.05", SERVER_TUNNEL_IP], capture_output=True
+    )
     dumpcap.wait(timeout=10)
     fields = subprocess.run(
         ["tshark", "-r", str(pcap), "-T", "fields", "-e", "udp.payload"],
@@ -186,11 +180,11 @@ def test_hostile_flood_during_a_transfer(prefix):
     overflow_before = udp_rcvbuf_errors(prefix)
     size = 20_000_000
     transfer = in_node(
-        prefix, "r1", "sh", "-c", f"curl -s --max-time 120 {WEB}/bytes/{size} | sha256sum"
+        prefix, "r1", "sh", "-c", f"curl -s --max-time 120 {WEB_URL}/bytes/{size} | sha256sum"
     )
     flood = subprocess.run(
         ["ip", "netns", "exec", state.namespace(prefix, "isp"), sys.executable, "-c", FLOOD]
-        + ["100000", "3"],
+        + ["100000", "3", SERVER_IP, CLIENT_IP, str(PORT)],
         input=json.dumps(valid),
         capture_output=True,
         text=True,
@@ -263,7 +257,11 @@ def test_client_reconnects_after_the_server_comes_back(prefix):
 
     assert wait_until(connected_again, 10) is not None
     who = lab.exec_in(
-        prefix, "r1", ["curl", "-s", "--max-time", "5", f"{WEB}/"], capture_output=True, text=True
+        prefix,
+        "r1",
+        ["curl", "-s", "--max-time", "5", f"{WEB_URL}/"],
+        capture_output=True,
+        text=True,
     )
     assert who.stdout.strip() == f"you are {SERVER_IP}"
     assert lab.status(prefix)["daemons"]["client-r1"]["alive"]
@@ -290,7 +288,7 @@ def test_soak_no_growth_in_descriptors_or_memory(prefix):
     assert wait_until(lambda: not state.alive(lab_client), 5) is not None
     churn = [sys.executable, "-m", "vpnlab", "client", "--server", SERVER_IP]
     churn += ["--psk-file", psk]
-    traffic = in_node(prefix, "r3", "ping", "-q", "-i", "0.01", "-w", "38", "203.0.113.10")
+    traffic = in_node(prefix, "r3", "ping", "-q", "-i", "0.01", "-w", "38", WEB_IP)
     samples = []
     end = time.monotonic() + 36
     rounds = 0

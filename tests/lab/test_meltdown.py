@@ -16,14 +16,14 @@ from vpnlab import lab
 from vpnlab.course import meltdown
 from vpnlab.lab import delay, impair, state
 
-pytestmark = pytest.mark.lab
+from .helpers import SERVER_IP
 
-SERVER = "198.51.100.2"
+pytestmark = pytest.mark.lab
 
 
 def ping_rtts_ms(prefix: str, count: int = 10, interval_s: float = 0.05) -> tuple[float, int]:
     """(average RTT in ms, replies) of a ping r1 -> r2, outside the tunnel."""
-    argv = ["ping", "-c", str(count), "-i", str(interval_s), "-W", "2", "-q", SERVER]
+    argv = ["ping", "-c", str(count), "-i", str(interval_s), "-W", "2", "-q", SERVER_IP]
     out = lab.exec_in(prefix, "r1", argv, capture_output=True, text=True, timeout=30).stdout
     replies = int(out.split(" received")[0].rsplit(",", 1)[1]) if " received" in out else 0
     avg = float(out.split("=")[-1].split("/")[1]) if "min/avg/max" in out else float("nan")
@@ -34,8 +34,13 @@ def test_impairment_takes_effect_and_down_removes_it(prefix):
     lab.up(prefix=prefix, vpn=False)
     base_ms, _ = ping_rtts_ms(prefix)
     cli = [sys.executable, "-m", "vpnlab", "lab", "impair", "--prefix", prefix]
-    done = subprocess.run(cli + ["--delay", "50", "--jitter", "5"], capture_output=True,
-                          text=True, timeout=30, check=True)
+    done = subprocess.run(
+        cli + ["--delay", "50", "--jitter", "5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert "50 ms delay +- 5 ms jitter" in done.stdout
     delayed_ms, replies = ping_rtts_ms(prefix)
     print(f"ping r1 -> r2: {base_ms:.2f} ms, with 50 +- 5 ms delay {delayed_ms:.1f} ms")
@@ -64,7 +69,10 @@ def test_reduced_meltdown_experiment_produces_numbers(prefix, tmp_path):
     results = meltdown.sweep(prefix, losses=(0, 2), delays=(10,), seconds=2, samples=1)
     points = results["points"]
     assert [(p["transport"], p["loss"]) for p in points] == [
-        ("udp", 0), ("udp", 2), ("tcp", 0), ("tcp", 2)
+        ("udp", 0),
+        ("udp", 2),
+        ("tcp", 0),
+        ("tcp", 2),
     ]
     for p in points:
         assert p["mbps"] > 0, p

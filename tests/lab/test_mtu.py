@@ -11,9 +11,10 @@ import pytest
 from vpnlab.core.constants import tun_mtu
 from vpnlab.wire.crypto import algorithm
 
+from .helpers import CLIENT_TUNNEL_IP, SERVER_IP, TUNNEL_NETWORK, WEB_IP
+
 pytestmark = pytest.mark.lab
 
-WEB = "203.0.113.10"
 GCM_MTU = tun_mtu(algorithm("esp-aes-gcm").overhead_bytes)  # 1435
 
 
@@ -21,18 +22,26 @@ GCM_MTU = tun_mtu(algorithm("esp-aes-gcm").overhead_bytes)  # 1435
 def test_tun_mtu_is_derived_and_big_df_packets_get_the_right_answer(vpn_lab):
     for node in ("r1", "r2"):
         assert f"mtu {GCM_MTU}" in vpn_lab.run(node, "ip", "link", "show", "tun0").stdout
-    fits = vpn_lab.run("r1", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", str(GCM_MTU - 28), WEB)
+    fits = vpn_lab.run(
+        "r1", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", str(GCM_MTU - 28), WEB_IP
+    )
     assert fits.returncode == 0, fits.stdout + fits.stderr
-    big = vpn_lab.run("r1", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", str(GCM_MTU - 27), WEB)
+    big = vpn_lab.run(
+        "r1", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", str(GCM_MTU - 27), WEB_IP
+    )
     assert big.returncode != 0 and f"mtu={GCM_MTU}" in big.stdout + big.stderr
-    # from the internet side: web -> 10.8.0.2 crosses r2's tun0; r2 must answer "frag needed"
-    vpn_lab.run("isp", "ip", "route", "add", "10.8.0.0/24", "via", "198.51.100.2", check=True)
-    fits = vpn_lab.run("web", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", str(GCM_MTU - 28),
-                       "10.8.0.2")
+    # from the internet side: web -> r1's tunnel address crosses r2's tun0; r2 must answer
+    # "frag needed"
+    vpn_lab.run("isp", "ip", "route", "add", TUNNEL_NETWORK, "via", SERVER_IP, check=True)
+    fits = vpn_lab.run(
+        "web", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", str(GCM_MTU - 28), CLIENT_TUNNEL_IP
+    )
     assert fits.returncode == 0, fits.stdout
-    big = vpn_lab.run("web", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", "1472", "10.8.0.2")
+    big = vpn_lab.run(
+        "web", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", "1472", CLIENT_TUNNEL_IP
+    )
     assert big.returncode != 0
-    answer = rf"From 198\.51\.100\.2 .*Frag needed.*mtu = {GCM_MTU}"
+    answer = rf"From {re.escape(SERVER_IP)} .*Frag needed.*mtu = {GCM_MTU}"
     assert re.search(answer, big.stdout), big.stdout
 
 
@@ -40,17 +49,32 @@ def test_tun_mtu_is_derived_and_big_df_packets_get_the_right_answer(vpn_lab):
 def test_syn_mss_is_clamped_to_the_tunnel(vpn_lab):
     # r1 pretends its route allows 1460 (as a host behind a VPN gateway would): the daemon
     # lowers the SYN's MSS option to the tunnel's, tun MTU - 40.
-    vpn_lab.run("r1", "ip", "route", "add", f"{WEB}/32", "dev", "tun0", "advmss", "1460",
-                check=True)
+    vpn_lab.run(
+        "r1", "ip", "route", "add", f"{WEB_IP}/32", "dev", "tun0", "advmss", "1460", check=True
+    )
     tcpdump = subprocess.Popen(
-        ["ip", "netns", "exec", vpn_lab.ns("web"), "timeout", "8", "tcpdump", "-i", "eth0",
-         "-n", "-v", "-c", "1", "tcp[tcpflags] & tcp-syn != 0 and dst port 80"],
+        [
+            "ip",
+            "netns",
+            "exec",
+            vpn_lab.ns("web"),
+            "timeout",
+            "8",
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-n",
+            "-v",
+            "-c",
+            "1",
+            "tcp[tcpflags] & tcp-syn != 0 and dst port 80",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
     time.sleep(1.0)
-    page = vpn_lab.run("r1", "curl", "-s", "--max-time", "3", f"http://{WEB}/")
+    page = vpn_lab.run("r1", "curl", "-s", "--max-time", "3", f"http://{WEB_IP}/")
     assert page.stdout.startswith("you are")
     out, _ = tcpdump.communicate(timeout=10)
     assert f"mss {GCM_MTU - 40}" in out, out

@@ -10,15 +10,10 @@ import pytest
 from vpnlab import lab
 from vpnlab.instruments import ftp
 from vpnlab.lab import state
-from vpnlab.lab.topology import make_topology
+
+from .helpers import H1_IP, H2_IP, LAN1, LAN2, SITE_TO_SITE, run
 
 pytestmark = pytest.mark.lab
-
-H1, H2 = "172.16.1.10", "172.16.2.10"
-
-
-def run(prefix: str, node: str, *argv: str) -> subprocess.CompletedProcess:
-    return lab.exec_in(prefix, node, list(argv), capture_output=True, text=True, timeout=30)
 
 
 def whoami_seen_by(prefix: str, client: str, server: str, address: str) -> str:
@@ -39,26 +34,28 @@ def whoami_seen_by(prefix: str, client: str, server: str, address: str) -> str:
 
 
 def test_h1_and_h2_reach_each_other_both_ways(prefix):
-    lab.up(prefix=prefix, topology=make_topology(site_to_site=True), nat=False)
+    lab.up(prefix=prefix, topology=SITE_TO_SITE, nat=False)
     r1_routes = run(prefix, "r1", "ip", "route").stdout
-    assert "172.16.2.0/24 dev tun0" in r1_routes
+    assert f"{LAN2} dev tun0" in r1_routes
     assert "0.0.0.0/1" not in r1_routes  # only the far LAN goes through the tunnel
-    assert "172.16.1.0/24 dev tun0" in run(prefix, "r2", "ip", "route").stdout
+    assert f"{LAN1} dev tun0" in run(prefix, "r2", "ip", "route").stdout
     assert run(prefix, "r1", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
-    for source, destination in (("h1", H2), ("h2", H1)):
+    for source, destination in (("h1", H2_IP), ("h2", H1_IP)):
         ping = run(prefix, source, "ping", "-c", "2", "-i", "0.2", "-W", "2", destination)
         assert ping.returncode == 0, (source, destination, ping.stdout)
     # HTTP both ways; each side sees the other's own LAN address: no NAT anywhere
-    assert whoami_seen_by(prefix, "h1", "h2", H2) == f"you are {H1}"
-    assert whoami_seen_by(prefix, "h2", "h1", H1) == f"you are {H2}"
+    assert whoami_seen_by(prefix, "h1", "h2", H2_IP) == f"you are {H1_IP}"
+    assert whoami_seen_by(prefix, "h2", "h1", H1_IP) == f"you are {H2_IP}"
     # FTP from h1 to a server on h2, passive and active, checksums compared
-    with ftp.lab_server(prefix, node="h2", listen=H2):
+    with ftp.lab_server(prefix, node="h2", listen=H2_IP):
         for mode in ("passive", "active"):
-            result = ftp.lab_transfer(prefix, node="h1", server=H2, mode=mode, size_bytes=200_000)
+            result = ftp.lab_transfer(
+                prefix, node="h1", server=H2_IP, mode=mode, size_bytes=200_000
+            )
             assert result["ok"], result
     drops = lab.status(prefix)["tunnel"]["server"]["counters"]["drops"]
     assert "spoofed source" not in drops
     lab.stop_vpn(prefix)  # CleanUp: the LAN routes and r1's forwarding go with the client
-    assert "172.16.2.0/24" not in run(prefix, "r1", "ip", "route").stdout
+    assert LAN2 not in run(prefix, "r1", "ip", "route").stdout
     assert run(prefix, "r1", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
-    assert run(prefix, "h1", "ping", "-c", "1", "-W", "1", H2).returncode != 0
+    assert run(prefix, "h1", "ping", "-c", "1", "-W", "1", H2_IP).returncode != 0

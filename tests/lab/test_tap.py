@@ -11,15 +11,23 @@ import sys
 import time
 
 import pytest
-from conftest import build_lab
 
 from vpnlab import lab
 from vpnlab.instruments import capture
 
+from .helpers import (
+    CLIENT_ENDPOINT,
+    CLIENT_TUNNEL_IP,
+    SERVER_IP,
+    SERVER_TUNNEL_IP,
+    WEB_URL,
+    build_lab,
+)
+
 pytestmark = pytest.mark.lab
 
-SERVER_TAP = "10.8.0.1"
-WEB = "http://203.0.113.10/"
+SERVER_TAP = SERVER_TUNNEL_IP
+"""r2's tap0."""
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +58,19 @@ def test_tap_devices_and_routes(tap_lab):
         link = tap_lab.run(node, "ip", "-d", "link", "show", "tap0").stdout
         assert "tun type tap pi off" in link and "link/ether" in link
     table = tap_lab.run("r1", "ip", "route").stdout
-    assert "0.0.0.0/1 via 10.8.0.1 dev tap0" in table
-    assert "128.0.0.0/1 via 10.8.0.1 dev tap0" in table
+    assert f"0.0.0.0/1 via {SERVER_TAP} dev tap0" in table
+    assert f"128.0.0.0/1 via {SERVER_TAP} dev tap0" in table
 
 
 def test_tap_arp_crosses_the_tunnel(tap_lab):
-    """r1 resolves 10.8.0.1's MAC (r2's tap0) through the tunnel, then pings it."""
+    """r1 resolves the server's tunnel address to r2's tap0 MAC through the tunnel, pings it."""
     tap_lab.run("r1", "ip", "neigh", "flush", "dev", "tap0")
     result = ping(tap_lab, "r1", SERVER_TAP)
     assert result.returncode == 0, result.stdout + result.stderr
     neigh = tap_lab.run("r1", "ip", "neigh", "show", SERVER_TAP, "dev", "tap0").stdout
     assert f"lladdr {mac_of(tap_lab, 'r2')}" in neigh
     # and the server's kernel learned r1's MAC the same way
-    back = tap_lab.run("r2", "ip", "neigh", "show", "10.8.0.2", "dev", "tap0").stdout
+    back = tap_lab.run("r2", "ip", "neigh", "show", CLIENT_TUNNEL_IP, "dev", "tap0").stdout
     assert f"lladdr {mac_of(tap_lab, 'r1')}" in back
 
 
@@ -76,7 +84,7 @@ def test_tap_server_switch_learned_the_clients_mac(tap_lab):
         if client_mac in table:
             break
         time.sleep(0.1)
-    assert table.get(client_mac) == "192.0.2.2:4500", table
+    assert table.get(client_mac) == CLIENT_ENDPOINT, table
     assert table[mac_of(tap_lab, "r2")] == "local"
     assert not server["counters"]["drops"].get("spoofed source mac")
 
@@ -93,8 +101,8 @@ def test_tap_capture_decrypts_to_the_inner_ethernet_frame(tap_lab, tmp_path):
 
 def test_tap_routing_and_nat_to_the_web(tap_lab):
     """Everything else as in tun mode: web sees r2 (NAT), the route leaves through tap0."""
-    assert tap_lab.run("r1", "curl", "-s", "--max-time", "3", WEB).stdout.strip() == (
-        "you are 198.51.100.2"
+    assert tap_lab.run("r1", "curl", "-s", "--max-time", "3", f"{WEB_URL}/").stdout.strip() == (
+        f"you are {SERVER_IP}"
     )
     assert lab.verify(tap_lab.prefix)["ok"]
 
@@ -118,7 +126,7 @@ def test_tap_plain_carries_the_raw_frame(tap_lab, tmp_path):
         tap_lab.prefix, cipher="plain", server_args=["--mode", "tap"], client_args=["--mode", "tap"]
     )
     path = captured(
-        tap_lab, tmp_path, "plain", "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.8.0.1"
+        tap_lab, tmp_path, "plain", "ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER_TAP
     )
     assert "eth:ethertype:ip:udp:udpencap:esp" in set(capture.stacks(path))
     decoded = capture.run_tshark(

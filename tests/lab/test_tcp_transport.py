@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import build_lab
 from vpnlab import lab
 from vpnlab.instruments import ftp
 from vpnlab.lab.topology import make_topology
 
+from .helpers import SERVER_ENDPOINT, SERVER_IP, WEB_IP, build_lab, tunnel_address
+
 pytestmark = pytest.mark.lab
 
-WEB = "203.0.113.10"
 TCP = ["--transport", "tcp"]
 
 
@@ -30,13 +30,16 @@ def tcp_lab():
 
 def test_tcp_transport_carries_ping_and_http_for_every_client(tcp_lab):
     for node in ("r1", "r3"):
-        ping = tcp_lab.run(node, "ping", "-c", "3", "-i", "0.2", "-W", "2", WEB, timeout=10)
+        ping = tcp_lab.run(node, "ping", "-c", "3", "-i", "0.2", "-W", "2", WEB_IP, timeout=10)
         assert ping.returncode == 0, ping.stdout
-        who = tcp_lab.run(node, "curl", "-s", "-m", "5", f"http://{WEB}/", timeout=10)
-        assert who.stdout.strip() == "you are 198.51.100.2"  # through the tunnel and NAT
+        who = tcp_lab.run(node, "curl", "-s", "-m", "5", f"http://{WEB_IP}/", timeout=10)
+        assert who.stdout.strip() == f"you are {SERVER_IP}"  # through the tunnel and NAT
     server = lab.status(tcp_lab.prefix)["tunnel"]["server"]
     assert len(server["clients"]) == 2
-    assert {c["tunnel_address"] for c in server["clients"]} == {"10.8.0.2/24", "10.8.0.3/24"}
+    assert {c["tunnel_address"] for c in server["clients"]} == {
+        tunnel_address(0),
+        tunnel_address(1),
+    }
 
 
 def test_tcp_transport_is_tcp_on_the_wire(tcp_lab):
@@ -44,9 +47,9 @@ def test_tcp_transport_is_tcp_on_the_wire(tcp_lab):
     assert len(tcp.strip().splitlines()) == 2  # one connection per client
     assert tcp_lab.run("r2", "ss", "-Hun", "sport", "= :4500").stdout.strip() == ""  # no UDP
     listening = tcp_lab.run("r2", "ss", "-Htln", "sport", "= :4500").stdout
-    assert "198.51.100.2:4500" in listening
+    assert SERVER_ENDPOINT in listening
     log = Path(lab.status(tcp_lab.prefix)["daemons"]["server"]["log"]).read_text()
-    assert "tcp 198.51.100.2:4500" in log
+    assert f"tcp {SERVER_ENDPOINT}" in log
 
 
 def test_tcp_transport_carries_ftp_and_a_download(tcp_lab):
@@ -55,7 +58,7 @@ def test_tcp_transport_carries_ftp_and_a_download(tcp_lab):
             result = ftp.lab_transfer(tcp_lab.prefix, mode=mode, size_bytes=200_000)
             assert result["ok"], result
     got = tcp_lab.run(
-        "r1", "sh", "-c", f"curl -s -m 20 http://{WEB}/bytes/2000000 | wc -c", timeout=30
+        "r1", "sh", "-c", f"curl -s -m 20 http://{WEB_IP}/bytes/2000000 | wc -c", timeout=30
     )
     assert got.stdout.strip() == "2000000"
     client = lab.status(tcp_lab.prefix)["tunnel"]["clients"]["r1"]

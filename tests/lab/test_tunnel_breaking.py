@@ -21,10 +21,12 @@ from vpnlab.instruments import capture
 from vpnlab.instruments.whoami import pattern_sha256
 from vpnlab.lab import state
 
+from .helpers import WEB_IP, WEB_URL
+
 pytestmark = pytest.mark.lab
 
 SIZE = 40_000_000
-URL = f"http://203.0.113.10/bytes/{SIZE}"
+URL = f"{WEB_URL}/bytes/{SIZE}"
 
 
 def pid_of(prefix: str, name: str) -> int | None:
@@ -45,9 +47,23 @@ def download_with_pause(prefix: str, pause_s: float, out: Path, after_bytes: int
     """
     server = pid_of(prefix, "server")
     curl = subprocess.Popen(
-        ["ip", "netns", "exec", state.namespace(prefix, "r1"), "curl", "-s", "-S", "-m", "60",
-         "-o", str(out), URL],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            state.namespace(prefix, "r1"),
+            "curl",
+            "-s",
+            "-S",
+            "-m",
+            "60",
+            "-o",
+            str(out),
+            URL,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < after_bytes):
@@ -64,15 +80,22 @@ def download_with_pause(prefix: str, pause_s: float, out: Path, after_bytes: int
 def test_a_3s_pause_of_the_server_is_survived_with_tcp_retransmissions(vpn_lab, tmp_path: Path):
     prefix = vpn_lab.prefix
     client = pid_of(prefix, "client-r1")
-    with capture.start_capture(prefix, "web", "eth0", tmp_path / "web.pcapng", count=5000,
-                               duration_s=40, capture_filter="tcp port 80") as cap:
+    with capture.start_capture(
+        prefix,
+        "web",
+        "eth0",
+        tmp_path / "web.pcapng",
+        count=5000,
+        duration_s=40,
+        capture_filter="tcp port 80",
+    ) as cap:
         curl, stopped = download_with_pause(prefix, 3.0, tmp_path / "download.bin")
         out, _ = curl.communicate(timeout=60)
     got = hashlib.sha256((tmp_path / "download.bin").read_bytes()).hexdigest()
     assert got == pattern_sha256(SIZE), out  # the download survived, intact
     assert pid_of(prefix, "client-r1") == client  # the session survived
     assert "peer lost" not in log_of(prefix, "client-r1")
-    web_retransmits = "tcp.analysis.retransmission and ip.src == 203.0.113.10"
+    web_retransmits = f"tcp.analysis.retransmission and ip.src == {WEB_IP}"
     retrans = capture.fields(cap.path, ["frame.time_epoch"], display_filter=web_retransmits)
     during = [float(t) - stopped for (t,) in retrans if 0 <= float(t) - stopped < 3.0]
     assert len(during) >= 3, during  # web's TCP retransmitted while the tunnel was frozen ...
@@ -95,5 +118,7 @@ def test_an_8s_pause_of_the_server_ends_the_session(vpn_lab, tmp_path: Path):
     assert "peer lost: no datagram from the server for 6 s" in client_log
     assert not state.alive(client)  # exit 4 and CleanUp
     assert "closed: peer lost" in log_of(prefix, "server")  # the server dropped it too
-    assert "tun0" not in lab.exec_in(prefix, "r1", ["ip", "route"], capture_output=True,
-                                     text=True).stdout
+    assert (
+        "tun0"
+        not in lab.exec_in(prefix, "r1", ["ip", "route"], capture_output=True, text=True).stdout
+    )

@@ -17,13 +17,21 @@ from pathlib import Path
 import pytest
 
 from vpnlab import lab
-from vpnlab.core.constants import CONNECT_TIMEOUT_S, LIVENESS_TIMEOUT_S
+from vpnlab.core.constants import CONNECT_TIMEOUT_S, LIVENESS_TIMEOUT_S, PORT
+
+from .helpers import (
+    CLIENT_GATEWAY,
+    CLIENT_IP,
+    SERVER_IP,
+    TUNNEL_NETWORK,
+    WEB_IP,
+    WEB_URL,
+    wait_until,
+)
 
 pytestmark = pytest.mark.lab
 
 CIPHERS = ["plain", "esp-null", "esp-aes-gcm"]
-SERVER_IP = "198.51.100.2"
-WEB = "http://203.0.113.10/"
 
 
 def daemon(handle, name: str) -> dict:
@@ -34,22 +42,12 @@ def log_text(handle, name: str) -> str:
     return Path(daemon(handle, name)["log"]).read_text()
 
 
-def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> float | None:
-    """Seconds until ``predicate()`` held, or None if it never did within ``timeout_s``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(interval_s)
-    return None
-
-
 def routes(handle, node: str) -> str:
     return handle.run(node, "ip", "route").stdout
 
 
 def whoami(handle, node: str = "r1") -> str:
-    return handle.run(node, "curl", "-s", "--max-time", "3", WEB).stdout.strip()
+    return handle.run(node, "curl", "-s", "--max-time", "3", f"{WEB_URL}/").stdout.strip()
 
 
 def derived_mtu(handle) -> int:
@@ -70,14 +68,14 @@ def test_tunnel_carries_ping_and_http_through_nat(vpn_lab):
     """Hello, CreateTunDev, Ifconfig, SetRouting(1)/(0), NAT: r1 reaches web as r2."""
     table = routes(vpn_lab, "r1")
     assert "0.0.0.0/1 dev tun0" in table and "128.0.0.0/1 dev tun0" in table
-    assert f"{SERVER_IP} via 192.0.2.1 dev eth0" in table  # the host route to the server
+    assert f"{SERVER_IP} via {CLIENT_GATEWAY} dev eth0" in table  # the host route to the server
     link = vpn_lab.run("r1", "ip", "-d", "link", "show", "tun0").stdout
     assert "tun type tun pi off" in link and f"mtu {derived_mtu(vpn_lab)}" in link
-    ping = vpn_lab.run("r1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "203.0.113.10")
+    ping = vpn_lab.run("r1", "ping", "-c", "3", "-i", "0.2", "-W", "2", WEB_IP)
     assert ping.returncode == 0, ping.stdout
     assert whoami(vpn_lab) == f"you are {SERVER_IP}"
     nat = vpn_lab.run("r2", "nft", "list", "table", "ip", "vpnlab").stdout
-    assert 'ip saddr 10.8.0.0/24 ip daddr != 10.8.0.0/24 oifname "eth0"' in nat
+    assert f'ip saddr {TUNNEL_NETWORK} ip daddr != {TUNNEL_NETWORK} oifname "eth0"' in nat
     assert "masquerade" in nat
     assert vpn_lab.run("r2", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
 
@@ -92,7 +90,7 @@ def test_tunnel_carries_ping_and_http_through_nat(vpn_lab):
 def test_whoami_is_r1_without_the_vpn_and_r2_with_it(vpn_lab):
     assert whoami(vpn_lab) == f"you are {SERVER_IP}"
     lab.stop_vpn(vpn_lab.prefix)
-    assert whoami(vpn_lab) == "you are 192.0.2.2"
+    assert whoami(vpn_lab) == f"you are {CLIENT_IP}"
     assert "tun0" not in routes(vpn_lab, "r1")
     lab.start_vpn(vpn_lab.prefix, "esp-aes-gcm")
     assert whoami(vpn_lab) == f"you are {SERVER_IP}"
@@ -137,7 +135,7 @@ def test_server_killed_client_notices_restores_routes_and_exits(vpn_lab):
     assert "peer lost" in log and "cleaned up (peer lost)" in log
     table = routes(vpn_lab, "r1")
     assert "tun0" not in table and SERVER_IP not in table
-    assert "default via 192.0.2.1 dev eth0" in table
+    assert f"default via {CLIENT_GATEWAY} dev eth0" in table
     assert client_pid  # the recorded client is the one that exited
 
 
@@ -184,13 +182,13 @@ GARBAGE_SENDER = r"""
 import os, random, socket, sys
 rng = random.Random(7)
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-count = int(sys.argv[1])
+count, server = int(sys.argv[1]), (sys.argv[2], int(sys.argv[3]))
 for i in range(count):
     size = rng.choice([0, 1, 3, 4, 8, 19, 20, 21, 60, 200, 1400, 1472])
     data = bytes([0xff]) if i % 50 == 0 else rng.randbytes(size)
     if i % 7 == 0 and data:
         data = b"\x45" + data[1:]  # looks like IPv4 at first glance
-    sock.sendto(data, ("198.51.100.2", 4500))
+    sock.sendto(data, server)
 """
 
 SPOOFED_SENDER = r"""
@@ -198,8 +196,9 @@ import random, sys
 from scapy.all import IP, UDP, Raw, conf, send
 conf.verb = 0
 rng = random.Random(11)
+src, dst, port = sys.argv[2], sys.argv[3], int(sys.argv[4])
 packets = [
-    IP(src="192.0.2.2", dst="198.51.100.2") / UDP(sport=4500, dport=4500)
+    IP(src=src, dst=dst) / UDP(sport=port, dport=port)
     / Raw(rng.randbytes(rng.choice([1, 8, 24, 60, 300])))
     for _ in range(int(sys.argv[1]))
 ]
@@ -222,8 +221,20 @@ def test_garbage_datagrams_are_dropped_counted_and_harmless(vpn_lab):
     dropped by the kernel before the server saw it, which /proc/net/snmp counts.
     """
     overflow_before = udp_receive_buffer_errors(vpn_lab, "r2")
-    vpn_lab.run("web", sys.executable, "-c", GARBAGE_SENDER, "2000", check=True)
-    spoofed = vpn_lab.run("isp", sys.executable, "-c", SPOOFED_SENDER, "300", timeout=60)
+    vpn_lab.run(
+        "web", sys.executable, "-c", GARBAGE_SENDER, "2000", SERVER_IP, str(PORT), check=True
+    )
+    spoofed = vpn_lab.run(
+        "isp",
+        sys.executable,
+        "-c",
+        SPOOFED_SENDER,
+        "300",
+        CLIENT_IP,
+        SERVER_IP,
+        str(PORT),
+        timeout=60,
+    )
     assert spoofed.returncode == 0, spoofed.stderr
 
     def all_accounted() -> bool:
@@ -237,7 +248,7 @@ def test_garbage_datagrams_are_dropped_counted_and_harmless(vpn_lab):
     assert from_client_address >= 150, drops
     assert daemon(vpn_lab, "server")["alive"] and daemon(vpn_lab, "client-r1")["alive"]
     assert "Traceback" not in log_text(vpn_lab, "server")
-    ping = vpn_lab.run("r1", "ping", "-c", "2", "-i", "0.2", "-W", "2", "203.0.113.10")
+    ping = vpn_lab.run("r1", "ping", "-c", "2", "-i", "0.2", "-W", "2", WEB_IP)
     assert ping.returncode == 0, ping.stdout
     assert whoami(vpn_lab) == f"you are {SERVER_IP}"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import assert_gone, fresh_prefix, root_snapshot
+from tests.lab.helpers import assert_gone, fresh_prefix, root_snapshot
 
 from .solutions import SOLUTIONS
 
@@ -48,8 +48,11 @@ class Run:
         return "\n".join(out)
 
     def images(self) -> int:
-        return sum("image/png" in o.get("data", {}) for c in self.notebook.cells
-                   for o in c.get("outputs", []))
+        return sum(
+            "image/png" in o.get("data", {})
+            for c in self.notebook.cells
+            for o in c.get("outputs", [])
+        )
 
 
 def read_notebook(name: str):
@@ -89,8 +92,12 @@ def execute(name: str, tmp_path: Path, solved: bool = True) -> Run:
     os.environ.update(env)
     start = time.monotonic()
     try:
-        client = NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
-                                resources={"metadata": {"path": str(NOTEBOOKS)}})
+        client = NotebookClient(
+            nb,
+            timeout=TIMEOUT_S,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(NOTEBOOKS)}},
+        )
         client.execute()
     finally:
         keep = os.environ.get("VPNLAB_NOTEBOOK_OUT")  # keep the executed notebook to look at
@@ -104,8 +111,12 @@ def execute(name: str, tmp_path: Path, solved: bool = True) -> Run:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        subprocess.run([sys.executable, "-m", "vpnlab", "lab", "down", "--prefix", prefix],
-                       capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "vpnlab", "lab", "down", "--prefix", prefix],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
     seconds = time.monotonic() - start
     assert_gone(prefix, {}, [])
     assert root_snapshot() == before, "the root namespace changed"

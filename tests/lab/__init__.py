@@ -1,0 +1,1 @@
+"""Tests that build real network namespaces (root); shared helpers in ``helpers.py``."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from .conftest import NOTEBOOKS, execute
+from .helpers import NOTEBOOKS, execute
 
 pytestmark = pytest.mark.lab
 

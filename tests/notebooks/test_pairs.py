@@ -10,7 +10,7 @@ import json
 import jupytext
 import pytest
 
-from .conftest import NOTEBOOKS
+from .helpers import NOTEBOOKS
 from .solutions import SOLUTIONS
 
 NAMES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))

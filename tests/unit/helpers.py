@@ -1,22 +1,41 @@
-"""A client core and a server core wired together through an in-memory "network".
+"""What the unit tests share; above all a client core and a server core wired together.
 
-As h11's ConnectionPair and aioquic's roundtrip: datagrams are handed across by hand, the
-clock is a number we move. Nothing sleeps.
+:class:`CorePair`, as h11's ConnectionPair and aioquic's roundtrip: datagrams are handed across
+by hand, the clock is a number we move. Nothing sleeps. Its peers have the lab's addresses
+(from the topology); packets the tests build as data keep their literal addresses.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import struct
 from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP
 
 from vpnlab.core.client_core import ClientCore
+from vpnlab.core.constants import PORT
 from vpnlab.core.events import Event
 from vpnlab.core.formats import Format
 from vpnlab.core.server_core import ServerCore
+from vpnlab.lab.topology import DEFAULT_TOPOLOGY
+from vpnlab.wire.ciphers import make_format
+from vpnlab.wire.plain import PLAIN
 
-SERVER = ("198.51.100.2", 4500)
-CLIENT = ("192.0.2.2", 4500)
+SERVER = (DEFAULT_TOPOLOGY.server_ip, PORT)
+CLIENT = (DEFAULT_TOPOLOGY.node(DEFAULT_TOPOLOGY.tunnel.clients[0]).address(), PORT)
+SERVER_TUNNEL_ADDRESS = IPv4Interface(DEFAULT_TOPOLOGY.tunnel.server_address)
+
+PSK = bytes(range(32))
+FORMATS = [PLAIN, make_format("esp-null", PSK), make_format("esp-aes-gcm", PSK)]
+"""Every wire format, for the core tests (the ``fmt`` fixture of conftest.py)."""
+
+CAPTURES = Path(__file__).resolve().parents[2] / "captures"
+"""The committed reference captures."""
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
 
 def seeded_random(seed: int = 1):
@@ -48,7 +67,7 @@ class CorePair:
 
     def __init__(self, fmt: Format, now: float = 0.0, **server_kw) -> None:
         self.now = now
-        self.server = ServerCore(fmt, IPv4Interface("10.8.0.1/24"), seeded_random(1), **server_kw)
+        self.server = ServerCore(fmt, SERVER_TUNNEL_ADDRESS, seeded_random(1), **server_kw)
         self.client = ClientCore(SERVER, fmt.client_handshake(seeded_random(2)))
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
@@ -90,3 +109,15 @@ class CorePair:
             self.client_to_server()
             self.server_to_client()
         self.now = to
+
+
+TS = [("NOP", None), ("NOP", None), ("Timestamp", (1000, 2000))]
+"""TCP options of :func:`super_v4`'s packets."""
+
+
+def super_v4(payload: bytes, seq: int = 1000, ip_id: int = 7, flags: str = "PA", **tcp) -> bytes:
+    """A TCP/IPv4 packet of any size (a TSO super-packet if large), checksums by scapy."""
+    packet = IP(src="10.8.0.2", dst="203.0.113.10", id=ip_id, flags="DF") / TCP(
+        sport=40000, dport=5201, seq=seq, ack=55, flags=flags, options=TS, **tcp
+    )
+    return bytes(packet / payload)

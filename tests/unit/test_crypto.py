@@ -1,4 +1,4 @@
-"""Unit tests for vpnlab.crypto: known answers, the replay window, the key schedule."""
+"""Unit tests for vpnlab.wire.crypto: known answers, the replay window, the key schedule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for vpnlab.esp: ESP-in-UDP sealing, opening and every way a datagram is refused."""
+"""Unit tests for vpnlab.wire.esp: ESP-in-UDP sealing, opening, every way a datagram is refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for vpnlab.handshake: the PSK-authenticated X25519 Hello/Welcome exchange."""
+"""Unit tests for vpnlab.wire.handshake: the PSK-authenticated X25519 Hello/Welcome exchange."""
 
 from __future__ import annotations
 

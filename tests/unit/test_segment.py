@@ -1,4 +1,5 @@
-"""segment.py: TSO super-packets split like the kernel would, GRO-style coalescing, MSS clamp.
+"""segment.py (vpnlab/fast/segment.py): TSO super-packets split like the kernel would, and
+GRO-style coalescing. The checksum and the MSS clamp (vpnlab/core/packet.py): test_packet.py.
 
 scapy is the independent judge: every segment is re-parsed and its IP and TCP checksums are
 recomputed by scapy and compared with ours.
@@ -15,7 +16,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
 from vpnlab.core.errors import LocalProtocolError
-from vpnlab.core.packet import clamp_mss, fold, internet_checksum, ones_sum
+from vpnlab.core.packet import fold, ones_sum
 from vpnlab.fast.segment import (
     F_NEEDS_CSUM,
     GSO_ECN,
@@ -27,14 +28,7 @@ from vpnlab.fast.segment import (
     split,
 )
 
-TS = [("NOP", None), ("NOP", None), ("Timestamp", (1000, 2000))]
-
-
-def super_v4(payload: bytes, seq: int = 1000, ip_id: int = 7, flags: str = "PA", **tcp) -> bytes:
-    packet = IP(src="10.8.0.2", dst="203.0.113.10", id=ip_id, flags="DF") / TCP(
-        sport=40000, dport=5201, seq=seq, ack=55, flags=flags, options=TS, **tcp
-    )
-    return bytes(packet / payload)
+from .helpers import super_v4
 
 
 def super_v6(payload: bytes, seq: int = 1000, flags: str = "PA") -> bytes:
@@ -66,14 +60,6 @@ def assert_checksums_valid(segment: bytes) -> None:
     if isinstance(ours, IP):
         assert ours.chksum == again.chksum
     assert ours[TCP].chksum == again[TCP].chksum
-
-
-def test_checksum_known_answer_rfc1071():
-    """RFC 1071 section 3's example words 0001 f203 f4f5 f6f7 sum to ddf2 (checksum 220d)."""
-    data = bytes.fromhex("0001f203f4f5f6f7")
-    assert fold(ones_sum(data)) == 0xDDF2
-    assert internet_checksum(data) == 0x220D
-    assert internet_checksum(b"\x01") == 0xFEFF  # odd length: padded with a zero byte
 
 
 def test_split_not_a_multiple_of_the_mss():
@@ -207,14 +193,3 @@ def test_coalesce_keeps_other_flows_acks_and_gaps_apart():
     assert [b"".join(w[1:]) for w in gap] == [data[0], data[2]]
 
 
-def test_clamp_mss_lowers_only_larger_syn_options():
-    syn = bytes(IP(src="10.8.0.2", dst="203.0.113.10") / TCP(flags="S", options=[("MSS", 1460)]))
-    clamped = IP(clamp_mss(syn, 1360))
-    assert dict(clamped[TCP].options)["MSS"] == 1360
-    fixed = clamped.copy()
-    del fixed[TCP].chksum
-    assert IP(bytes(fixed))[TCP].chksum == clamped[TCP].chksum
-    small = bytes(IP() / TCP(flags="S", options=[("NOP", None), ("MSS", 1200)]))
-    assert clamp_mss(small, 1360) == small
-    data = super_v4(b"x" * 100)
-    assert clamp_mss(data, 536) == data

@@ -1,4 +1,5 @@
-"""batch.py and the fast path's pieces: UDP GSO grouping, GRO batches through a real core.
+"""batch.py (vpnlab/fast/batch.py) and offload.py's control messages: UDP GSO grouping, GRO
+batches through a real core.
 
 A GRO batch is opened by a ClientCore with static keys, as the daemon does: one bad ICV in the
 middle drops and counts that datagram only.
@@ -11,34 +12,12 @@ import random
 from scapy.layers.inet import IP, TCP
 
 from vpnlab.core.client_core import ClientCore
-from vpnlab.core.constants import tun_mtu
 from vpnlab.core.events import DatagramDropped
 from vpnlab.fast.batch import gso_batches, open_batch, split_gro
-from vpnlab.fast.loop import FastTunnel
-from vpnlab.fast.offload import IFF_VNET_HDR, gro_segment_size, gso_control
-from vpnlab.tap import device_flags
-from vpnlab.tunnel import Tunnel
-from vpnlab.wire.crypto import algorithm
+from vpnlab.fast.offload import gro_segment_size, gso_control
 from vpnlab.wire.esp import generate_static_keys
-from vpnlab.wire.plain import PLAIN
 
-SERVER = ("198.51.100.2", 4500)
-
-
-def test_tun_mtu_is_derived_from_each_formats_overhead():
-    assert tun_mtu(algorithm("esp-aes-gcm").overhead_bytes) == 1435
-    assert tun_mtu(algorithm("esp-null").overhead_bytes) == 1443
-    assert tun_mtu(PLAIN.overhead_bytes) == 1472
-    # the largest inner packet still gives a 1500-byte outer packet, never more
-    keys = generate_static_keys("esp-aes-gcm", random.Random(1).randbytes)
-    session = keys.server()
-    inner = bytes(IP(dst="10.8.0.2") / TCP() / bytes(1435 - 40))
-    assert 20 + 8 + len(session.seal(inner)) <= 1500
-
-
-def test_tun_flags_add_vnet_hdr_only_on_the_fast_path():
-    assert device_flags("tun", FastTunnel.tun_flags) & IFF_VNET_HDR
-    assert not device_flags("tun", Tunnel.tun_flags) & IFF_VNET_HDR
+from .helpers import SERVER
 
 
 def test_gso_batches_same_size_then_a_shorter_last():

@@ -1,0 +1,91 @@
+"""ClientCore (vpnlab/core/client_core.py) against a real ServerCore, in every wire format.
+
+Handshake, timers and drops of the client side; no root, no sockets, no sleeping.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+
+import pytest
+
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.constants import CONNECT_TIMEOUT_S, LIVENESS_TIMEOUT_S
+from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.events import DatagramDropped, HandshakeCompleted, SessionClosed
+from vpnlab.core.session import State
+
+from .helpers import CLIENT, SERVER, CorePair
+
+
+def test_ClientCore_handshake_assigns_first_address(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    assert pair.client.state is State.CONNECTED
+    assert pair.client_events == [HandshakeCompleted(SERVER, IPv4Interface("10.8.0.2/24"))]
+    assert pair.server_events == [HandshakeCompleted(CLIENT, IPv4Interface("10.8.0.2/24"))]
+
+
+def test_ClientCore_gives_up_after_connect_timeout(fmt):
+    pair = CorePair(fmt)
+    pair.client.connect(0.0)
+    sent = 0
+    now = 0.0
+    while pair.client.state is State.CONNECTING:
+        sent += len(pair.client.datagrams_to_send())  # the server is down: nobody answers
+        now = pair.client.next_timer()
+        events = pair.client.handle_timer(now)
+    assert now == pytest.approx(CONNECT_TIMEOUT_S)
+    assert events == [SessionClosed(SERVER, "server unreachable")]
+    assert sent == 5  # the Hello at 0 and retries at 0.5, 1.0, 1.5, 2.0
+
+
+def test_ClientCore_retried_hello_gets_same_session(fmt):
+    pair = CorePair(fmt)
+    pair.client.connect(0.0)
+    pair.client_to_server()
+    pair.server_to_client(drop=True)  # the Welcome is lost
+    pair.advance(0.6)  # the client retries its Hello
+    assert pair.client.state is State.CONNECTED
+    assert len(pair.server.sessions) == 1
+    assert pair.client.session.tunnel_address == IPv4Interface("10.8.0.2/24")
+
+
+def test_ClientCore_detects_dead_server_after_liveness_timeout(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    start = pair.now
+    client = pair.client
+    now = start
+    while client.state is State.CONNECTED:  # the server is gone: nothing comes back
+        client.datagrams_to_send()
+        now = client.next_timer()
+        events = client.handle_timer(now)
+    assert now - start == pytest.approx(LIVENESS_TIMEOUT_S)
+    assert events == [SessionClosed(SERVER, "peer lost")]
+
+
+def test_ClientCore_bye_from_server_closes_at_once(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    pair.server.close(pair.now)
+    pair.server_to_client()
+    assert pair.client.state is State.CLOSED
+    assert pair.client.close_reason == "bye"
+
+
+def test_ClientCore_drops_datagrams_from_strangers_and_non_ipv4_from_tun(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    assert pair.client.receive_datagram(b"x", ("203.0.113.66", 4500), pair.now) == [
+        DatagramDropped("unknown peer", ("203.0.113.66", 4500))
+    ]
+    router_solicitation = bytes([0x60]) + bytes(47)
+    assert pair.client.send_packet(router_solicitation, pair.now) == [
+        DatagramDropped("tun: not ipv4")
+    ]
+
+
+def test_ClientCore_needs_exactly_one_of_handshake_or_keys():
+    with pytest.raises(LocalProtocolError):
+        ClientCore(SERVER, None)

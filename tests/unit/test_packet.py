@@ -1,0 +1,33 @@
+"""packet.py (vpnlab/core/packet.py): the Internet checksum and the MSS clamp of TCP SYNs.
+
+scapy is the independent judge: it recomputes the checksum of every packet we change.
+"""
+
+from __future__ import annotations
+
+from scapy.layers.inet import IP, TCP
+
+from vpnlab.core.packet import clamp_mss, fold, internet_checksum, ones_sum
+
+from .helpers import super_v4
+
+
+def test_checksum_known_answer_rfc1071():
+    """RFC 1071 section 3's example words 0001 f203 f4f5 f6f7 sum to ddf2 (checksum 220d)."""
+    data = bytes.fromhex("0001f203f4f5f6f7")
+    assert fold(ones_sum(data)) == 0xDDF2
+    assert internet_checksum(data) == 0x220D
+    assert internet_checksum(b"\x01") == 0xFEFF  # odd length: padded with a zero byte
+
+
+def test_clamp_mss_lowers_only_larger_syn_options():
+    syn = bytes(IP(src="10.8.0.2", dst="203.0.113.10") / TCP(flags="S", options=[("MSS", 1460)]))
+    clamped = IP(clamp_mss(syn, 1360))
+    assert dict(clamped[TCP].options)["MSS"] == 1360
+    fixed = clamped.copy()
+    del fixed[TCP].chksum
+    assert IP(bytes(fixed))[TCP].chksum == clamped[TCP].chksum
+    small = bytes(IP() / TCP(flags="S", options=[("NOP", None), ("MSS", 1200)]))
+    assert clamp_mss(small, 1360) == small
+    data = super_v4(b"x" * 100)
+    assert clamp_mss(data, 536) == data

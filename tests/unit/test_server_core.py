@@ -1,0 +1,180 @@
+"""ServerCore (vpnlab/core/server_core.py) and its AddressPool, in every wire format.
+
+Liveness, drops, the Hello rate limit, client to client and site to site; no root, no sockets,
+no sleeping.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import pytest
+
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.constants import LIVENESS_TIMEOUT_S
+from vpnlab.core.events import DatagramDropped, PacketReceived, SessionClosed
+from vpnlab.core.server_core import AddressPool
+from vpnlab.core.session import State
+from vpnlab.wire.plain import PLAIN
+
+from .helpers import CLIENT, FORMATS, SERVER, CorePair, ipv4_packet, seeded_random
+
+
+def test_ServerCore_drops_silent_client_and_frees_its_address(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    server = pair.server
+    now = pair.now
+    while server.sessions:
+        server.datagrams_to_send()
+        now = server.next_timer()
+        events = server.handle_timer(now)
+    assert now == pytest.approx(LIVENESS_TIMEOUT_S)
+    assert events == [SessionClosed(CLIENT, "peer lost")]
+    assert server.state is State.CONNECTING  # listening again
+    assert len(server.pool) == 253
+
+
+def test_ServerCore_once_finishes_with_its_client(fmt):
+    pair = CorePair(fmt, once=True)
+    pair.connect()
+    pair.client.close(pair.now)
+    pair.client_to_server()
+    assert pair.server_events[-1] == SessionClosed(CLIENT, "bye")
+    assert pair.server.state is State.CLOSED
+
+
+def test_ServerCore_drops_spoofed_inner_source(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    pair.client.send_packet(ipv4_packet("10.8.0.77", "203.0.113.10"), pair.now)
+    pair.client_to_server()
+    assert pair.server_events[-1] == DatagramDropped("spoofed source", CLIENT)
+    assert pair.server.counters.drops["spoofed source"] == 1
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\x00", b"hello\n", b"\xff", b"VPNLAB/1 WHAT\n", b"\x45" + b"\x00" * 5, bytes(1500)],
+)
+def test_ServerCore_counts_garbage_from_unknown_and_known_peers(garbage, fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    events = pair.server.receive_datagram(garbage, ("192.0.2.99", 1234), pair.now)
+    assert events == [DatagramDropped("unknown peer", ("192.0.2.99", 1234))]
+    events = pair.server.receive_datagram(garbage, CLIENT, pair.now)
+    assert len(events) == 1 and isinstance(events[0], DatagramDropped)
+    assert pair.server.sessions  # still connected
+
+
+def test_ServerCore_nat_keepalive_is_not_liveness(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    server = pair.server
+    for t in range(1, 7):  # a 0xFF every second: the client must still be declared lost
+        server.receive_datagram(b"\xff", CLIENT, float(t) - 0.5)
+        server.handle_timer(float(t) - 0.5)
+        server.datagrams_to_send()
+    assert server.counters.drops["nat keepalive"] == 6
+    assert server.handle_timer(LIVENESS_TIMEOUT_S) == [SessionClosed(CLIENT, "peer lost")]
+
+
+def test_ServerCore_routes_by_destination_and_drops_unknown(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    events = pair.server.send_packet(ipv4_packet("203.0.113.10", "10.8.0.99"), pair.now)
+    assert events == [DatagramDropped("tun: no client for destination")]
+
+
+def test_ServerCore_pool_exhaustion_is_counted():
+    pair = CorePair(PLAIN)
+    pair.server.pool._free.clear()
+    events = pair.server.receive_datagram(b"VPNLAB/1 HELLO\n", CLIENT, 0.0)
+    assert events == [DatagramDropped("address pool exhausted", CLIENT)]
+
+
+def test_AddressPool_skips_the_server_address():
+    pool = AddressPool(IPv4Interface("10.8.0.1/29"))
+    taken = [str(pool.take()) for _ in range(5)]
+    assert taken == [f"10.8.0.{n}/29" for n in range(2, 7)]
+    assert pool.take() is None
+
+
+def test_ServerCore_hello_flood_from_one_source_is_rate_limited():
+    """Plain Hellos are not authenticated: without a limit, one host could take every address."""
+    pair = CorePair(PLAIN)
+    server = pair.server
+    for port in range(10_000):
+        server.receive_datagram(b"VPNLAB/1 HELLO\n", ("203.0.113.66", 1024 + port), 0.0)
+    assert len(server.sessions) == 20
+    assert server.counters.drops["hello rate limit"] == 10_000 - 20
+    assert len(server.datagrams_to_send()) == 20
+
+
+@pytest.mark.parametrize("fmt", FORMATS[1:], ids=lambda f: f.name)  # plain has no MAC to forge
+def test_ServerCore_forged_hellos_leave_no_state(fmt):
+    pair = CorePair(fmt)
+    server = pair.server
+    hello = fmt.client_handshake(lambda n: bytes(n)).hello(0.0)
+    for n in range(5_000):
+        forged = bytearray(hello)
+        forged[-1 - n % 16] ^= 1 + n % 255  # a wrong MAC
+        server.receive_datagram(bytes(forged), (f"198.51.100.{n % 200}", n), 0.0)
+    assert not server.sessions and not server._replies
+    assert server.datagrams_to_send() == []
+    assert sum(server.counters.drops.values()) == 5_000
+
+
+def test_ServerCore_retransmitted_hello_costs_no_token(fmt):
+    pair = CorePair(fmt)
+    pair.client.connect(0.0)
+    ((hello, _),) = pair.client.datagrams_to_send()
+    for _ in range(200):
+        pair.server.receive_datagram(hello, CLIENT, 0.0)
+    assert len(pair.server.sessions) == 1
+    assert pair.server.counters.drops["hello rate limit"] == 0
+    assert len(pair.server.datagrams_to_send()) == 200  # the same Welcome, again and again
+
+
+def second_client(pair: CorePair, fmt, peer=("192.0.2.3", 4500)) -> ClientCore:
+    """Another client of the pair's server, connected."""
+    client = ClientCore(SERVER, fmt.client_handshake(seeded_random(3)))
+    client.connect(pair.now)
+    for datagram, _ in client.datagrams_to_send():
+        pair.server.receive_datagram(datagram, peer, pair.now)
+    for datagram, to in pair.server.datagrams_to_send():
+        assert to == peer
+        client.receive_datagram(datagram, SERVER, pair.now)
+    assert client.state is State.CONNECTED
+    return client
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_ServerCore_client_to_client_allowed_or_isolated(fmt, isolate):
+    pair = CorePair(fmt, isolate_clients=isolate)
+    pair.connect()
+    second_client(pair, fmt)
+    assert set(pair.server.by_address) == {IPv4Address("10.8.0.2"), IPv4Address("10.8.0.3")}
+    pair.client.send_packet(ipv4_packet("10.8.0.2", "10.8.0.3"), pair.now)
+    pair.client.send_packet(ipv4_packet("10.8.0.2", "10.8.0.1"), pair.now)  # the server: fine
+    pair.client_to_server()
+    assert pair.server.counters.drops["client to client denied"] == (1 if isolate else 0)
+    assert pair.server.counters.packets_to_tun == (1 if isolate else 2)
+
+
+def test_ServerCore_site_to_site_routes_client_networks(fmt):
+    """The network behind a client (as OpenVPN's iroute): routed to it, allowed from it."""
+    lan = IPv4Network("172.16.1.0/24")
+    pair = CorePair(fmt, client_networks={IPv4Address("10.8.0.2"): [lan]})
+    pair.connect()
+    pair.client.send_packet(ipv4_packet("172.16.1.10", "172.16.2.10"), pair.now)  # h1 -> h2
+    pair.client.send_packet(ipv4_packet("172.16.9.10", "172.16.2.10"), pair.now)  # not its LAN
+    pair.client_to_server()
+    assert pair.server.counters.packets_to_tun == 1
+    assert pair.server.counters.drops["spoofed source"] == 1
+    assert pair.server.send_packet(ipv4_packet("172.16.2.10", "172.16.1.10"), pair.now) == []
+    assert pair.server.send_packet(ipv4_packet("172.16.2.10", "172.16.3.1"), pair.now) == [
+        DatagramDropped("tun: no client for destination")
+    ]
+    pair.server_to_client()
+    assert pair.client_events[-1] == PacketReceived(ipv4_packet("172.16.2.10", "172.16.1.10"))

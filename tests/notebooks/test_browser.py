@@ -35,17 +35,27 @@ def ensure_chromium() -> str:
     found = shutil.which("chromium")
     if not (found and CHROMEDRIVER.exists()) and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                "chromium", "chromium-driver"]
+        argv = [
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ]
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:  # the package lists may be stale: update once, retry
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True,
-                           timeout=300, check=False)
+            subprocess.run(
+                ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=False
+            )
             subprocess.run(argv, env=env, capture_output=True, timeout=900, check=False)
         found = shutil.which("chromium")
     if not (found and CHROMEDRIVER.exists()):
-        pytest.fail("chromium and chromium-driver are needed (apt-get install chromium "
-                    "chromium-driver) and could not be installed")
+        pytest.fail(
+            "chromium and chromium-driver are needed (apt-get install chromium "
+            "chromium-driver) and could not be installed"
+        )
     return found
 
 
@@ -56,17 +66,31 @@ def free_port() -> int:
 
 
 def start_jupyter(root: Path, port: int, token: str, home: Path) -> subprocess.Popen:
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-           "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data")}
-    argv = [str(Path(sys.executable).parent / "jupyter"), "lab", "--allow-root", "--no-browser",
-            "--ip", "127.0.0.1", "--port", str(port), f"--ServerApp.root_dir={root}",
-            f"--IdentityProvider.token={token}",
-            f"--LabApp.default_url=/lab/tree/{NOTEBOOK}.ipynb",
-            f"--LabApp.user_settings_dir={home / 'settings'}",
-            f"--LabApp.workspaces_dir={home / 'workspaces'}"]
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+    }
+    argv = [
+        str(Path(sys.executable).parent / "jupyter"),
+        "lab",
+        "--allow-root",
+        "--no-browser",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+        f"--LabApp.default_url=/lab/tree/{NOTEBOOK}.ipynb",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+    ]
     log = open(home / "jupyter.log", "wb")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -102,10 +126,18 @@ def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
     os.environ["SE_OFFLINE"] = "true"  # selenium must not download a driver
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     shots = Path(os.environ.get("VPNLAB_SCREENSHOT_DIR") or tmp_path)
@@ -116,10 +148,12 @@ def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
         WebDriverWait(driver, 30).until(lambda d: "token" in d.page_source.lower())
         assert "0. Setup and topology" not in driver.page_source
         driver.get(f"http://127.0.0.1:{port}/?token={token}")  # default_url: notebook 0
-        WebDriverWait(driver, 90).until(lambda d: d.find_elements(
-            By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedMarkdown h1"))
-        WebDriverWait(driver, 30).until(lambda d: d.find_elements(
-            By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedImage img"))
+        WebDriverWait(driver, 90).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedMarkdown h1")
+        )
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedImage img")
+        )
         heading = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedMarkdown h1")
         assert heading.text.startswith("0. Setup and topology")
         cells = driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
@@ -132,8 +166,9 @@ def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 20_000
         # the kernel the course uses started (status bar: "Python 3 (ipykernel) | Idle")
-        WebDriverWait(driver, 60).until(lambda d: "Idle" in d.find_element(
-            By.CSS_SELECTOR, "body").text)
+        WebDriverWait(driver, 60).until(
+            lambda d: "Idle" in d.find_element(By.CSS_SELECTOR, "body").text
+        )
     except Exception:
         driver.save_screenshot(str(shots / "course-failure.png"))  # what the browser showed
         (shots / "course-failure.txt").write_text(driver.find_element(By.TAG_NAME, "body").text)

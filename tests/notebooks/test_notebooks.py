@@ -117,7 +117,8 @@ def test_07_tcp_meltdown(run_notebook):
     r = run.results
     assert 20 < r["ping_delayed_ms"] - r["ping_base_ms"] < 45  # --delay 30, once per round trip
     assert [(p["transport"], p["loss"]) for p in r["points"]] == [
-        (t, loss) for t in ("udp", "tcp") for loss in (0, 3)]
+        (t, loss) for t in ("udp", "tcp") for loss in (0, 3)
+    ]
     assert all(p["mbps"] > 0 and p["transfer_s"] for p in r["points"])
     assert r["captures"]["udp"]["eth0"] == 0  # ESP in UDP: no TCP on the wire to retransmit
     assert r["captures"]["udp"]["tun0"] > 0  # the inner TCP repairs the isp's losses

@@ -14,10 +14,29 @@ from .helpers import NOTEBOOKS
 from .solutions import SOLUTIONS
 
 NAMES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
-STEPS = ["Init(PORT)", "CreateTunDev", "Ifconfig", "ServerConnection", "ClientConnection",
-         "SetRouting(1)", "SetRouting(0)", "TunSelected", "SockSelected", "CleanUp",
-         "masquerade", "2.5 s", "6 s", "TUNSETIFF", "IFF_NO_PI", "IFF_TAP", "conntrack",
-         "udpencap:esp", "raw:ip:tcp:ftp", "select", "keepalive"]
+STEPS = [
+    "Init(PORT)",
+    "CreateTunDev",
+    "Ifconfig",
+    "ServerConnection",
+    "ClientConnection",
+    "SetRouting(1)",
+    "SetRouting(0)",
+    "TunSelected",
+    "SockSelected",
+    "CleanUp",
+    "masquerade",
+    "2.5 s",
+    "6 s",
+    "TUNSETIFF",
+    "IFF_NO_PI",
+    "IFF_TAP",
+    "conntrack",
+    "udpencap:esp",
+    "raw:ip:tcp:ftp",
+    "select",
+    "keepalive",
+]
 
 
 def test_seven_notebooks():
@@ -29,8 +48,8 @@ def test_pair_in_sync_and_without_outputs(name):
     py = jupytext.read(NOTEBOOKS / f"{name}.py")
     raw = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
     assert [c["source"] for c in py.cells] == [
-        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-        for c in raw["cells"]], f"{name}: run `jupytext --sync notebooks/{name}.py`"
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in raw["cells"]
+    ], f"{name}: run `jupytext --sync notebooks/{name}.py`"
     assert all(not c.get("outputs") for c in raw["cells"]), f"{name}.ipynb has outputs"
     assert raw["metadata"]["jupytext"]["formats"] == "ipynb,py:percent"
 

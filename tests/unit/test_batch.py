@@ -60,8 +60,7 @@ def test_open_batch_bad_icv_in_mid_batch_drops_only_that_one():
     client = ClientCore(SERVER, None, established=keys.client())
     client.connect(0.0)
     packets = [
-        bytes(IP(src="203.0.113.10", dst="10.8.0.2", id=i) / TCP() / bytes(1000))
-        for i in range(5)
+        bytes(IP(src="203.0.113.10", dst="10.8.0.2", id=i) / TCP() / bytes(1000)) for i in range(5)
     ]
     datagrams = [server.seal(p) for p in packets]
     bad = bytearray(datagrams[2])

@@ -191,5 +191,3 @@ def test_coalesce_keeps_other_flows_acks_and_gaps_apart():
     gap = coalesce([data[0], data[2]])
     assert len(gap) == 2  # sequence numbers not consecutive
     assert [b"".join(w[1:]) for w in gap] == [data[0], data[2]]
-
-

@@ -56,5 +56,3 @@ def test_describe_reports_state_and_counters(fmt):
     server = pair.server.describe(pair.now)
     assert server["state"] == "connected"
     assert server["clients"][0]["tunnel_address"] == "10.8.0.2/24"
-
-

@@ -168,14 +168,18 @@ def test_server_checks_the_hello_against_the_skew_window(offset: float, expected
 
 
 def test_server_replay_cache_is_bounded_and_forgets_stale_hellos() -> None:
+    """A full cache refuses new Hellos instead of forgetting fresh ones: forgetting the oldest
+    (as a FIFO did) let a Hello be replayed once 4096 others had come within its 30 s."""
     fmt = esp_format("esp-aes-gcm", PSK, cache_size=3)
     server = fmt.server_handshake(rng(2))
     assert isinstance(server, EspServerHandshake)
     hellos = [fmt.client_handshake(rng(seed)).hello(NOW + seed) for seed in range(5)]
-    for hello in hellos:
+    for hello in hellos[:3]:
         server.respond(hello, ADDRESS, NOW + 5)
         assert len(server._answered) <= 3
-    assert reason(server.respond, hellos[4], ADDRESS, NOW + 5) == "replayed hello"
+    assert reason(server.respond, hellos[3], ADDRESS, NOW + 5) == "hello cache full"
+    for hello in hellos[:3]:  # still fresh, still remembered: never answered twice
+        assert reason(server.respond, hello, ADDRESS, NOW + 5) == "replayed hello"
     late = fmt.client_handshake(rng(9)).hello(NOW + 100)
     server.respond(late, ADDRESS, NOW + 100)  # every earlier Hello is stale by now
     assert list(server._answered) == [late]

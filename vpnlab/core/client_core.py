@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from vpnlab.core.constants import REKEY_AFTER_S
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
@@ -33,6 +36,8 @@ class ClientCore(CoreBase):
         clock_offset_s: added to ``now`` to get wall-clock time for the handshake's
             timestamps, which the server compares with its own clock.
         layer2: ``--mode tap``: carry Ethernet frames from tap0 instead of IPv4 packets.
+        new_handshake: makes a fresh handshake for each rekey (every ``REKEY_AFTER_S``);
+            None: the session keeps its first keys (plain, static keys).
     """
 
     def __init__(
@@ -44,8 +49,12 @@ class ClientCore(CoreBase):
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         clock_offset_s: float = 0.0,
         layer2: bool = False,
+        new_handshake: Callable[[], ClientHandshake] | None = None,
     ) -> None:
         self.layer2 = layer2
+        self.new_handshake = new_handshake
+        self.rekeying: ClientHandshake | None = None
+        """The handshake of a rekey in flight (the session goes on with its keys meanwhile)."""
         if (handshake is None) == (established is None):
             raise LocalProtocolError("give exactly one of handshake or established")
         self.server = server
@@ -73,6 +82,12 @@ class ClientCore(CoreBase):
         self._retry_at = now + self.timeouts.hello_retry_s
         return []
 
+    def tunnel_up(self, now: float) -> None:
+        """The loop starts carrying packets (after CreateTunDev, Ifconfig, SetRouting): the
+        keepalive and liveness clocks start now, not when the Welcome came."""
+        if self.session is not None:
+            self.session.last_received = self.session.last_sent = now
+
     def _established(self, established: Established, now: float) -> list[Event]:
         self.state = next_state(self.state, "welcome")
         self.session = Session(
@@ -98,6 +113,13 @@ class ClientCore(CoreBase):
             return self._established(established, now)
         if self.state is State.CLOSED or self.session is None:
             return self._drop("session closed", peer)
+        if self.rekeying is not None:
+            try:
+                established = self.rekeying.receive(datagram, now + self.clock_offset_s)
+            except RemoteProtocolError:
+                pass  # not the rekey's Welcome: the session decides what it is
+            else:
+                return self._rekeyed(established, now)
         try:
             kind, packet = self.session.receive_datagram(datagram, now)
         except RemoteProtocolError as exc:
@@ -109,6 +131,16 @@ class ClientCore(CoreBase):
         if kind is Kind.BYE:
             return self._close("bye")
         return []
+
+    def _rekeyed(self, established: Established, now: float) -> list[Event]:
+        """The rekey's Welcome: send with the new keys at once, and say so with a keepalive
+        (the server switches when it sees them used)."""
+        assert self.session is not None
+        self.rekeying = None
+        self.session.rekey(established.protection, now, confirmed=True)
+        self.session.send_keepalive(now)
+        self.counters.rekeys += 1
+        return [HandshakeCompleted(self.server, established.client_address)]
 
     def send_packet(self, packet: bytes, now: float) -> list[Event]:
         """TunSelected: one packet read from tun0; only IPv4 enters the tunnel.
@@ -144,9 +176,14 @@ class ClientCore(CoreBase):
         """When ``handle_timer`` must run next (None: nothing pending)."""
         if self.state is State.CONNECTING and self.static is None:
             return min(self._retry_at, self._connect_deadline)
-        if self.state is State.CONNECTED and self.session is not None:
-            return self.session.next_timer()
-        return None
+        session = self.session
+        if self.state is not State.CONNECTED or session is None:
+            return None
+        if self.rekeying is not None:
+            return min(session.next_timer(), self._retry_at)
+        if self.new_handshake is not None:
+            return min(session.next_timer(), session.keys_since + REKEY_AFTER_S)
+        return session.next_timer()
 
     def handle_timer(self, now: float) -> list[Event]:
         """Connect timeout and Hello retries; then keepalives and the liveness timeout."""
@@ -158,9 +195,29 @@ class ClientCore(CoreBase):
                 self._retry_at = now + self.timeouts.hello_retry_s
             return []
         session = self.session
-        if self.state is State.CONNECTED and session and not session.handle_timer(now):
-            return self._close("peer lost")
+        if self.state is not State.CONNECTED or session is None:
+            return []
+        reason = session.handle_timer(now)
+        if reason is not None:
+            return self._close(reason)
+        self._rekey_timer(session, now)
         return []
+
+    def _rekey_timer(self, session: Session, now: float) -> None:
+        """Rekeying: a new Hello when the keys are due (retried as at connect); no answer
+        within the connect timeout gives up this attempt, and the next timer starts another."""
+        if self.rekeying is None:
+            if self.new_handshake is not None and session.rekey_due(now):
+                self.rekeying = self.new_handshake()
+                self._hello = self.rekeying.hello(now + self.clock_offset_s)
+                self._outbox.append(self._hello)
+                self._connect_deadline = now + self.timeouts.connect_s
+                self._retry_at = now + self.timeouts.hello_retry_s
+        elif now >= self._connect_deadline:
+            self.rekeying = None
+        elif now >= self._retry_at:
+            self._outbox.append(self._hello)
+            self._retry_at = now + self.timeouts.hello_retry_s
 
     def describe(self, now: float) -> dict[str, object]:
         """The status file's fields: state, addresses, counters."""

@@ -15,6 +15,15 @@ LIVENESS_TIMEOUT_S = 6.0
 KEEPALIVE_INTERVAL_S = 2.0
 """Both sides: after this long without sending anything, send a keepalive."""
 
+REKEY_AFTER_S = 120.0
+"""A session's keys are replaced by a new handshake this often (WireGuard: 2 minutes)..."""
+
+REKEY_AFTER_PACKETS = 2**31
+"""... or after this many datagrams, half of ESP's 32-bit sequence space."""
+
+KEEP_OLD_KEYS_S = 15.0
+"""After a switch to new keys, the old ones still open late datagrams this long."""
+
 TUN_NAME = "tun0"
 TUN_MTU = 1400
 """A tun0 MTU that fits every format; the daemons derive their own with ``tun_mtu``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv4Network
 from typing import Protocol
 
 RandomBytes = Callable[[int], bytes]
@@ -71,14 +71,57 @@ class ClientHandshake(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Peer:
+    """A client the server knows by its static public key (the identity mode, ``peers.toml``):
+    its name, the tunnel address it always gets, and the networks behind it (site to site)."""
+
+    name: str
+    public_key: bytes
+    tunnel_address: IPv4Interface
+    networks: tuple[IPv4Network, ...] = ()
+    psk: bytes | None = None
+
+
+@dataclass(frozen=True)
+class CheckedHello:
+    """A Hello the server's handshake found authentic and fresh, not answered yet.
+
+    ``peer`` is the identity it proved (None for the formats without identities: plain and
+    the shared PSK); ``state`` belongs to the handshake that checked it.
+    """
+
+    datagram: bytes
+    peer: Peer | None = None
+    state: object = None
+
+
 class ServerHandshake(Protocol):
-    """ServerConnection's half of the Hello exchange (one object for all clients)."""
+    """ServerConnection's half of the Hello exchange (one object for all clients).
+
+    Two steps, so that the core spends nothing (a rate-limit token, an address) on a Hello
+    that is not authentic: ``check`` it, then ``answer`` it with the client's tunnel address.
+    """
+
+    def check(self, datagram: bytes, now: float) -> CheckedHello:
+        """Is this an authentic, fresh Hello? Raise RemoteProtocolError(reason) if not."""
+        ...
+
+    def answer(
+        self, hello: CheckedHello, client_address: IPv4Interface
+    ) -> tuple[bytes, Protection]:
+        """The reply to a checked Hello, and the session's keys; a Hello is answered once."""
+        ...
+
+
+class AnswersHellos:
+    """Both steps at once, for the tests and the notebooks: check, then answer."""
 
     def respond(
         self, datagram: bytes, client_address: IPv4Interface, now: float
     ) -> tuple[bytes, Protection]:
         """Answer a Hello; raise RemoteProtocolError(reason) and send nothing if it is bad."""
-        ...
+        return self.answer(self.check(datagram, now), client_address)  # type: ignore[attr-defined]
 
 
 class Format(Protocol):

@@ -14,8 +14,9 @@ from vpnlab.core.events import (
     PacketReceived,
     SessionClosed,
 )
-from vpnlab.core.formats import Established, Format, Kind, RandomBytes
+from vpnlab.core.formats import CheckedHello, Established, Format, Kind, RandomBytes
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES, ipv4_destination, ipv4_source, is_ipv4
+from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HelloRateLimiter
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
@@ -26,27 +27,9 @@ from vpnlab.core.session import (
     Timeouts,
 )
 
-
-class AddressPool:
-    """Tunnel addresses for clients: every host of the server's network but its own."""
-
-    def __init__(self, server_address: IPv4Interface) -> None:
-        self.server_address = server_address
-        network = server_address.network
-        self._free = [
-            IPv4Interface(f"{host}/{network.prefixlen}")
-            for host in network.hosts()
-            if host != server_address.ip
-        ]
-
-    def take(self) -> IPv4Interface | None:
-        return self._free.pop(0) if self._free else None
-
-    def give_back(self, address: IPv4Interface) -> None:
-        self._free.insert(0, address)
-
-    def __len__(self) -> int:
-        return len(self._free)
+MAX_SESSIONS_PER_IP = 32
+"""Sessions from one source IP (a classroom behind one NAT shares it) in the modes without
+identities; in the identity mode each peer has its own address, so no pool can be drained."""
 
 
 class ServerCore(CoreBase):
@@ -67,6 +50,8 @@ class ServerCore(CoreBase):
             client may send from them.
         layer2: ``--mode tap``: carry Ethernet frames; the server's tap0 and every client
             form one segment, switched by destination MAC (``bridge.Switch``).
+        max_sessions_per_ip: sessions one source IP may hold (its ports): without
+            identities, one address must not drain the pool.
     """
 
     def __init__(
@@ -82,8 +67,10 @@ class ServerCore(CoreBase):
         isolate_clients: bool = False,
         client_networks: Mapping[IPv4Address, Sequence[IPv4Network]] | None = None,
         layer2: bool = False,
+        max_sessions_per_ip: int = MAX_SESSIONS_PER_IP,
     ) -> None:
         self.format = format
+        self.max_sessions_per_ip = max_sessions_per_ip
         self.switch: Switch | None = Switch() if layer2 else None
         if self.switch is not None:
             self.switch.add_port(LOCAL)
@@ -159,37 +146,75 @@ class ServerCore(CoreBase):
             kind, packet = session.receive_datagram(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
-        self.sessions[peer] = session
-        self.by_address[session.tunnel_address.ip] = session
+        self._add(session)
         events: list[Event] = [HandshakeCompleted(peer, session.tunnel_address)]
         return events + self._deliver(session, kind, packet, now)
 
     def _receive_hello(self, hello: bytes, peer: Address, now: float) -> list[Event]:
+        """ServerConnection: check the Hello first (it costs nothing else if it is bad), then
+        the rate limit, then an address: the peer's own (identity mode), its session's (a
+        rekey, or a client restarted from the same port), or one from the pool."""
         cached = self._replies.get(peer)
         if cached is not None and cached[0] == hello:
+            if not self.limiter.allow(peer[0], now):
+                return self._drop("hello rate limit", peer)
             self._outbox.append((cached[1], peer))  # our answer was lost: the same again
             return []
+        assert self.handshake is not None
+        try:
+            checked = self.handshake.check(hello, now + self.clock_offset_s)
+        except RemoteProtocolError as exc:
+            return self._drop(exc.reason, peer)
         if not self.limiter.allow(peer[0], now):
             return self._drop("hello rate limit", peer)
         old = self.sessions.get(peer)
-        address = old.tunnel_address if old is not None else self.pool.take()
+        if old is not None and old.identity != checked.peer:
+            return self._drop("peer address taken", peer)
+        events = self._moved(checked, old)
+        address, refused = self._address_for(checked, old, peer)
         if address is None:
-            return self._drop("address pool exhausted", peer)
-        assert self.handshake is not None
-        try:
-            reply, protection = self.handshake.respond(hello, address, now + self.clock_offset_s)
-        except RemoteProtocolError as exc:
-            if old is None:
-                self.pool.give_back(address)
-            return self._drop(exc.reason, peer)
-        if old is not None:  # the client restarted from the same port: a fresh session
-            self._forget(old)
-        session = self._session(peer, Established(protection, address), now)
-        self.sessions[peer] = session
-        self.by_address[address.ip] = session
+            return self._drop(refused, peer)
+        reply, protection = self.handshake.answer(checked, address)
+        if old is not None:
+            old.rekey(protection, now, confirmed=False)
+            self.counters.rekeys += 1
+        else:
+            session = self._session(peer, Established(protection, address), now)
+            session.identity = checked.peer
+            self._add(session)
         self._replies[peer] = (hello, reply)
         self._outbox.append((reply, peer))
-        return [HandshakeCompleted(peer, address)]
+        return [*events, HandshakeCompleted(peer, address)]
+
+    def _moved(self, hello: CheckedHello, old: Session | None) -> list[Event]:
+        """Identity mode: the peer's Hello from a new port ends its session at the old one."""
+        if hello.peer is None or old is not None:
+            return []
+        moved = self.by_address.get(hello.peer.tunnel_address.ip)
+        if moved is None:
+            return []
+        self._forget(moved)
+        return [SessionClosed(moved.peer, "moved")]
+
+    def _address_for(
+        self, hello: CheckedHello, old: Session | None, peer: Address
+    ) -> tuple[IPv4Interface | None, str]:
+        """The tunnel address a checked Hello gets, or None and the reason it gets none."""
+        if old is not None:
+            return old.tunnel_address, ""
+        if hello.peer is not None:  # identity mode: the peer's own, wherever it comes from
+            return hello.peer.tunnel_address, ""
+        if self._sessions_from(peer[0]) >= self.max_sessions_per_ip:
+            return None, "too many sessions from one address"
+        address = self.pool.take()
+        return address, "" if address is not None else "address pool exhausted"
+
+    def _sessions_from(self, ip: str) -> int:
+        return sum(1 for address in self.sessions if address[0] == ip)
+
+    def _add(self, session: Session) -> None:
+        self.sessions[session.peer] = session
+        self.by_address[session.tunnel_address.ip] = session
 
     def _session(self, peer: Address, established: Established, now: float) -> Session:
         layer2 = self.switch is not None
@@ -233,7 +258,7 @@ class ServerCore(CoreBase):
 
     def _end(self, session: Session, reason: str) -> list[Event]:
         self._forget(session)
-        if self.static is None:
+        if self.static is None and session.identity is None:
             self.pool.give_back(session.tunnel_address)
         if self.once:
             self.finished = True
@@ -313,9 +338,10 @@ class ServerCore(CoreBase):
         if self.switch is not None:
             self.switch.expire(now)
         for session in list(self.sessions.values()):
-            if not session.handle_timer(now):
+            reason = session.handle_timer(now)
+            if reason is not None:
                 self._outbox.extend((d, session.peer) for d in session.outbox)
-                events += self._end(session, "peer lost")
+                events += self._end(session, reason)
         return events
 
     def describe(self, now: float) -> dict[str, object]:

@@ -12,6 +12,7 @@ I/O, and the unit tests drive two cores against each other with a fake clock (``
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import Address, DatagramDropped, Event
-from vpnlab.core.formats import Established, Kind, Protection
+from vpnlab.core.formats import Established, Kind, Peer, Protection
 
 
 class State(enum.Enum):
@@ -38,6 +39,7 @@ TRANSITIONS: dict[tuple[State, str], State] = {
     (State.CONNECTED, "peer lost"): State.CLOSED,
     (State.CONNECTED, "bye"): State.CLOSED,
     (State.CONNECTED, "closed"): State.CLOSED,
+    (State.CONNECTED, "keys exhausted"): State.CLOSED,
 }
 
 
@@ -59,6 +61,7 @@ class Counters:
     bytes_to_tun: int = 0
     keepalives_sent: int = 0
     keepalives_received: int = 0
+    rekeys: int = 0
     drops: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
@@ -69,6 +72,7 @@ class Counters:
             "bytes_to_tun": self.bytes_to_tun,
             "keepalives_sent": self.keepalives_sent,
             "keepalives_received": self.keepalives_received,
+            "rekeys": self.rekeys,
             "drops": dict(sorted(self.drops.items())),
         }
 
@@ -108,6 +112,11 @@ class CoreBase:
 class Session:
     """One established peer: TunSelected and SockSelected for its packets, and its timers.
 
+    A session outlives its keys: a new handshake (a rekey) gives it a new Protection while the
+    old one still opens what was sent before the switch. The side that answered the Hello
+    keeps sending with the old keys until a datagram arrives under the new ones (the peer has
+    them, then), as WireGuard's responder does; the side that sent it switches at once.
+
     Args:
         peer: the peer's UDP address.
         established: keys and tunnel address from the handshake (or a static key file).
@@ -126,10 +135,7 @@ class Session:
         layer2: bool = False,
     ) -> None:
         self.peer = peer
-        self.protection: Protection = established.protection
         self.layer2 = layer2
-        self._seal = self.protection.seal_frame if layer2 else self.protection.seal
-        self._open = self.protection.open_frame if layer2 else self.protection.open
         self.tunnel_address = established.client_address
         self.source_bytes = self.tunnel_address.ip.packed  # the per-packet check compares bytes
         self.counters = counters
@@ -137,14 +143,48 @@ class Session:
         self.last_received = now
         self.last_sent = now
         self.outbox: list[bytes] = []
+        self.pending: Protection | None = None
+        """Keys of a rekey we answered, not yet confirmed by a datagram from the peer."""
+        self.previous: Protection | None = None
+        """The keys before the last switch, kept to open late datagrams until ``previous_until``."""
+        self.previous_until = 0.0
+        self.identity: Peer | None = None
+        """Identity mode: the peer that proved itself with this session's handshake."""
+        self._use(established.protection, now)
+
+    def _use(self, protection: Protection, now: float) -> None:
+        self.protection = protection
+        self._seal = protection.seal_frame if self.layer2 else protection.seal
+        self._open = protection.open_frame if self.layer2 else protection.open
+        self.keys_since = now
+        self.sealed = 0
+
+    def rekey(self, protection: Protection, now: float, *, confirmed: bool) -> None:
+        """New keys from a new handshake: send with them now (``confirmed``, we sent the Hello)
+        or once the peer has used them (we answered it)."""
+        if confirmed:
+            self._switch(protection, now)
+        else:
+            self.pending = protection
+
+    def _switch(self, protection: Protection, now: float) -> None:
+        self.previous, self.previous_until = self.protection, now + constants.KEEP_OLD_KEYS_S
+        self.pending = None
+        self._use(protection, now)
+
+    def protections(self) -> list[Protection]:
+        """Every set of keys that opens datagrams now (current, pending, previous)."""
+        return [p for p in (self.protection, self.pending, self.previous) if p is not None]
 
     def send_packet(self, packet: bytes, now: float) -> None:
         """TunSelected: seal one packet read from tun0 for the peer.
 
         Raises:
-            LocalProtocolError: the packet cannot be sealed (too large for the format).
+            LocalProtocolError: the packet cannot be sealed (too large for the format, or the
+                keys' sequence space is used up).
         """
         self.outbox.append(self._seal(packet))
+        self.sealed += 1
         self.last_sent = now
         self.counters.packets_from_tun += 1
         self.counters.bytes_from_tun += len(packet)
@@ -153,32 +193,81 @@ class Session:
         """SockSelected: open one datagram; raises RemoteProtocolError if it is bad."""
         if datagram == constants.NAT_KEEPALIVE:
             raise RemoteProtocolError("nat keepalive")
-        kind, packet = self._open(datagram)
+        try:
+            kind, packet = self._open(datagram)
+        except RemoteProtocolError as exc:
+            if exc.reason != "unknown spi" or (self.pending is None and self.previous is None):
+                raise
+            kind, packet = self._open_with_other_keys(datagram, now)
         self.last_received = now
         if kind is Kind.KEEPALIVE:
             self.counters.keepalives_received += 1
         return kind, packet
 
-    def next_timer(self) -> float:
-        """The earlier of the keepalive and the liveness deadlines."""
-        return min(
-            self.last_sent + self.timeouts.keepalive_s,
-            self.last_received + self.timeouts.liveness_s,
+    def _open_with_other_keys(self, datagram: bytes, now: float) -> tuple[Kind, bytes]:
+        """A datagram for the pending keys confirms them; one for the previous keys is late."""
+        for protection in (self.pending, self.previous):
+            if protection is None:
+                continue
+            opener = protection.open_frame if self.layer2 else protection.open
+            try:
+                opened = opener(datagram)
+            except RemoteProtocolError as exc:
+                if exc.reason == "unknown spi":
+                    continue
+                raise
+            if protection is self.pending:
+                self._switch(protection, now)
+            return opened
+        raise RemoteProtocolError("unknown spi")
+
+    def rekey_due(self, now: float) -> bool:
+        """Time for new keys: ``REKEY_AFTER_S`` with these, or half their sequence space."""
+        return (
+            now >= self.keys_since + constants.REKEY_AFTER_S
+            or self.sealed >= constants.REKEY_AFTER_PACKETS
         )
 
-    def handle_timer(self, now: float) -> bool:
-        """Send a keepalive if idle; return False once the peer has been silent too long."""
-        if now >= self.last_received + self.timeouts.liveness_s:
-            return False
-        if now >= self.last_sent + self.timeouts.keepalive_s:
-            self._send_keepalive(now)
-        return True
+    def next_timer(self) -> float:
+        """The earliest of the keepalive, the liveness and the old keys' deadlines."""
+        deadlines = [self.last_sent + self.timeouts.keepalive_s]
+        if self.timeouts.liveness_s > 0:
+            deadlines.append(self.last_received + self.timeouts.liveness_s)
+        if self.previous is not None:
+            deadlines.append(self.previous_until)
+        return min(deadlines)
 
-    def _send_keepalive(self, now: float) -> None:
-        self.outbox.append(self.protection.seal_keepalive())
+    def handle_timer(self, now: float) -> str | None:
+        """Send a keepalive if idle; forget old keys; say why the session must end, if it must.
+
+        Returns:
+            None while the session lives; "peer lost" once the peer has been silent for the
+            liveness timeout (0: never), "keys exhausted" when nothing more can be sealed.
+        """
+        if self.previous is not None and now >= self.previous_until:
+            self.previous = None
+        if self.timeouts.liveness_s > 0 and now >= self.last_received + self.timeouts.liveness_s:
+            return "peer lost"
+        if now >= self.last_sent + self.timeouts.keepalive_s and not self.send_keepalive(now):
+            return "keys exhausted"
+        return None
+
+    def send_keepalive(self, now: float) -> bool:
+        """A keepalive now (when idle; after a rekey, to confirm the new keys at once).
+
+        Returns:
+            False if the keys cannot seal anything more.
+        """
+        try:
+            self.outbox.append(self.protection.seal_keepalive())
+        except LocalProtocolError:
+            return False
+        self.sealed += 1
         self.last_sent = now
         self.counters.keepalives_sent += 1
+        return True
 
     def close(self) -> None:
         """CleanUp: tell the peer at once, so it need not wait for its liveness timeout."""
-        self.outbox.append(self.protection.seal_bye())
+        with contextlib.suppress(LocalProtocolError):  # keys exhausted: the peer's timeout
+            self.outbox.append(self.protection.seal_bye())

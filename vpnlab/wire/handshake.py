@@ -38,7 +38,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from vpnlab.core.formats import Established, RandomBytes
+from vpnlab.core.formats import AnswersHellos, CheckedHello, Established, RandomBytes
 from vpnlab.wire.crypto import algorithm, hello_key, hmac_sha256_128, session_keys
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
 
@@ -54,7 +54,8 @@ HELLO_MAX_SKEW_S = 30.0
 """ServerConnection: a Hello's timestamp may be this far from the server's ``now``."""
 
 HELLO_CACHE_SIZE = 4096
-"""ServerConnection: how many answered Hellos are remembered (oldest forgotten first)."""
+"""ServerConnection: how many answered Hellos are remembered until they are stale; when full,
+new Hellos are refused ("hello cache full") rather than forgetting one that could be replayed."""
 
 MIN_PSK_BYTES = 16
 
@@ -162,7 +163,7 @@ class EspClientHandshake:
         return self._established
 
 
-class EspServerHandshake:
+class EspServerHandshake(AnswersHellos):
     """ServerConnection: answer each fresh, authentic Hello once with a Welcome.
 
     Args:
@@ -192,25 +193,19 @@ class EspServerHandshake:
         self.cache_size = cache_size
         self._answered: OrderedDict[bytes, float] = OrderedDict()  # Hello -> forget after
 
-    def respond(
-        self, datagram: bytes, client_address: IPv4Interface, now: float
-    ) -> tuple[bytes, EspSession]:
-        """ServerConnection: check a Hello, assign ``client_address``, derive the session.
+    def check(self, datagram: bytes, now: float) -> CheckedHello:
+        """ServerConnection: is this an authentic Hello, fresh, and not answered before?
 
         Args:
             datagram: the Hello.
-            client_address: the tunnel address (with prefix) the client gets.
             now: the server's clock, seconds, the same clock as the clients' (module docstring).
-
-        Returns:
-            The Welcome to send back, and the session (server -> client outbound).
 
         Raises:
             RemoteProtocolError: "not a handshake", "truncated", "oversize", "wrong cipher",
-                "wrong psk or mutated", "stale hello", "replayed hello", "bad public key".
+                "wrong psk or mutated", "stale hello", "replayed hello", "hello cache full".
         """
         _check_prefix(datagram, HELLO_PREFIX, HELLO.size, self._cipher_id)
-        _, _, _, stamp_us, client_public, mac = HELLO.unpack(datagram)
+        _, _, _, stamp_us, _, mac = HELLO.unpack(datagram)
         if not hmac.compare_digest(_mac(self._hello_key, datagram), mac):
             raise RemoteProtocolError("wrong psk or mutated")
         stamp = stamp_us / 1e6
@@ -219,6 +214,24 @@ class EspServerHandshake:
         self._forget_expired(now)
         if datagram in self._answered:
             raise RemoteProtocolError("replayed hello")
+        if len(self._answered) >= self.cache_size:
+            # forgetting one that is still fresh would let it be replayed: refuse instead
+            raise RemoteProtocolError("hello cache full")
+        return CheckedHello(datagram, state=stamp)
+
+    def answer(
+        self, hello: CheckedHello, client_address: IPv4Interface
+    ) -> tuple[bytes, EspSession]:
+        """ServerConnection: assign ``client_address``, derive the session, remember the Hello.
+
+        Returns:
+            The Welcome to send back, and the session (server -> client outbound).
+
+        Raises:
+            RemoteProtocolError: "bad public key".
+        """
+        datagram = hello.datagram
+        client_public = HELLO.unpack(datagram)[4]
         private = X25519PrivateKey.from_private_bytes(self._random_bytes(32))
         secret = _exchange(private, client_public)
         body = WELCOME.pack(
@@ -232,9 +245,7 @@ class EspServerHandshake:
         )
         keys = session_keys(self._cipher, self._psk, secret, datagram + body[:-16])
         welcome = body[:-16] + _mac(keys.confirm_key, body)
-        if len(self._answered) >= self.cache_size:
-            self._answered.popitem(last=False)
-        self._answered[datagram] = stamp + self.max_skew_s
+        self._answered[datagram] = hello.state + self.max_skew_s  # type: ignore[operator]
         return welcome, EspSession(self._cipher, keys.server_to_client, keys.client_to_server)
 
     def _forget_expired(self, now: float) -> None:

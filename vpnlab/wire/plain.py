@@ -22,7 +22,14 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
-from vpnlab.core.formats import Established, Kind, Protection, RandomBytes
+from vpnlab.core.formats import (
+    AnswersHellos,
+    CheckedHello,
+    Established,
+    Kind,
+    Protection,
+    RandomBytes,
+)
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
 
 MAGIC = b"VPNLAB/1 "
@@ -93,14 +100,17 @@ class PlainClientHandshake:
         return Established(PlainProtection(), address)
 
 
-class PlainServerHandshake:
+class PlainServerHandshake(AnswersHellos):
     """ServerConnection: answer ``HELLO`` with the client's tunnel address."""
 
-    def respond(
-        self, datagram: bytes, client_address: IPv4Interface, now: float
-    ) -> tuple[bytes, Protection]:
+    def check(self, datagram: bytes, now: float) -> CheckedHello:
         if datagram != HELLO:
             raise RemoteProtocolError("not a hello")
+        return CheckedHello(datagram)
+
+    def answer(
+        self, hello: CheckedHello, client_address: IPv4Interface
+    ) -> tuple[bytes, Protection]:
         return WELCOME + str(client_address).encode("ascii") + b"\n", PlainProtection()
 
 

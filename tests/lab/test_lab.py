@@ -17,7 +17,7 @@ import pytest
 
 from vpnlab import cli, lab
 from vpnlab.core.errors import LabError
-from vpnlab.lab import build, state
+from vpnlab.lab import nodes, state
 from vpnlab.lab.topology import make_topology
 
 from .helpers import (
@@ -127,7 +127,7 @@ def test_up_twice_down_twice(prefix):
 def test_down_after_kill9_of_a_daemon(fresh_lab):
     pid = lab.status(fresh_lab.prefix)["daemons"]["whoami"]["pid"]
     os.kill(pid, signal.SIGKILL)
-    assert build.wait_for(lambda: not state.alive(pid), 2)
+    assert nodes.wait_for(lambda: not state.alive(pid), 2)
     assert lab.status(fresh_lab.prefix)["daemons"]["whoami"]["alive"] is False
     with pytest.raises(LabError, match="who-am-I"):
         lab.verify(fresh_lab.prefix)
@@ -137,7 +137,7 @@ def test_down_after_kill9_of_a_daemon(fresh_lab):
 def test_whoami_exits_cleanly_on_SIGTERM(fresh_lab):
     daemon = lab.status(fresh_lab.prefix)["daemons"]["whoami"]
     os.kill(daemon["pid"], signal.SIGTERM)
-    assert build.wait_for(lambda: not state.alive(daemon["pid"]), 2)
+    assert nodes.wait_for(lambda: not state.alive(daemon["pid"]), 2)
     assert "whoami: stopped" in Path(daemon["log"]).read_text()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from vpnlab import lab
 from vpnlab.core.errors import LabError
-from vpnlab.lab import build
+from vpnlab.lab import nodes
 
 
 def test_not_root_or_missing_tools_is_one_clear_error(monkeypatch):
@@ -16,6 +16,6 @@ def test_not_root_or_missing_tools_is_one_clear_error(monkeypatch):
     with pytest.raises(LabError, match="needs root"):
         lab.status("vpnlab-")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(build.shutil, "which", lambda tool: None if tool == "ip" else "/x")
+    monkeypatch.setattr(nodes.shutil, "which", lambda tool: None if tool == "ip" else "/x")
     with pytest.raises(LabError, match="missing tools: ip"):
         lab.up("vpnlab-")

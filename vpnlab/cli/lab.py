@@ -16,9 +16,24 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
 from vpnlab.core.errors import LabError
+from vpnlab.lab import (
+    down,
+    exec_in,
+    format_status,
+    format_verify,
+    load_topology,
+    make_topology,
+    route_back,
+    start_vpn,
+    status,
+    stop_vpn,
+    up,
+    verify,
+)
+from vpnlab.lab.delay import DEVICE, run_relay
+from vpnlab.lab.impair import apply
 from vpnlab.lab.state import DEFAULT_PREFIX
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 
@@ -38,7 +53,14 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
+    for add in (_add_up, _add_down, _add_status, _add_exec, _add_verify, _add_start_vpn):
+        add(sub, common)
+    for add in (_add_route_back, _add_stop_vpn, _add_impair, _add_relay):
+        add(sub, common)
+    return lab
 
+
+def _add_up(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("up", parents=[common], help="build the lab and start the VPN")
     p.add_argument("--cipher", default=DEFAULT_CIPHER, choices=CIPHERS)
     p.add_argument("--no-vpn", dest="vpn", action="store_false", help="only build the lab")
@@ -58,22 +80,32 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_up)
 
+
+def _add_down(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("down", parents=[common], help="stop everything, delete the namespaces")
     p.set_defaults(func=cmd_down)
 
+
+def _add_status(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", parents=[common], help="nodes, routes, daemons, tunnel")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
+
+def _add_exec(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("exec", parents=[common], help="run a command inside a node")
     p.add_argument("node", help="r1, isp, r2, web, ...")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and its arguments")
     p.set_defaults(func=cmd_exec)
 
+
+def _add_verify(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", parents=[common], help="ping and who-am-I from each client")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
+
+def _add_start_vpn(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("start-vpn", parents=[common], help="(re)start the VPN server and clients")
     p.add_argument("--cipher", default=None, choices=CIPHERS)
     p.add_argument(
@@ -82,15 +114,21 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--nat", choices=("on", "off"), help="the masquerade rule (default: as built)")
     p.set_defaults(func=cmd_start_vpn)
 
+
+def _add_route_back(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "route-back", parents=[common], help="without NAT: route the tunnel network via r2"
     )
     p.add_argument("--remove", action="store_true", help="remove the route again")
     p.set_defaults(func=cmd_route_back)
 
+
+def _add_stop_vpn(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("stop-vpn", parents=[common], help="stop the VPN daemons only")
     p.set_defaults(func=cmd_stop_vpn)
 
+
+def _add_impair(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "impair", parents=[common], help="loss, delay, jitter on the r1-r2 path (isp)"
     )
@@ -104,27 +142,31 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--jitter", type=float, default=0.0, metavar="MS", help="+- on the delay")
     p.set_defaults(func=cmd_impair)
-    return lab
+
+
+def _add_relay(sub, common: argparse.ArgumentParser) -> None:
+    """The delay relay daemon, which ``impair`` starts in the isp (no ``help=``: not listed)."""
+    p = sub.add_parser(
+        "relay", description="The delay relay daemon (started by vpnlab lab impair in the isp)."
+    )
+    p.add_argument("--device", default=DEVICE)
+    p.add_argument("--delay-ms", type=float, required=True)
+    p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.set_defaults(func=cmd_relay)
 
 
 def cmd_route_back(args: argparse.Namespace) -> int:
-    from vpnlab.lab import route_back
-
     route = route_back(args.prefix, add=not args.remove)
     print(f"isp: {'removed' if args.remove else 'added'} route {route}")
     return 0
 
 
 def cmd_impair(args: argparse.Namespace) -> int:
-    from vpnlab.lab.impair import apply
-
     print(apply(args.prefix, loss=args.loss, delay_ms=args.delay, jitter_ms=args.jitter))
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from vpnlab.lab import load_topology, make_topology, up
-
     if args.topology:
         topo = load_topology(args.topology)
     else:
@@ -143,24 +185,18 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from vpnlab.lab import down
-
     done = down(args.prefix)
     print("\n".join(done) if done else f"lab {args.prefix}: nothing to remove")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vpnlab.lab import status
-
     info = status(args.prefix)
     print(json.dumps(info, indent=2) if args.json else format_status(info))
     return 0
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from vpnlab.lab import exec_in
-
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise LabError("usage: vpnlab lab exec NODE [--] CMD [ARGS...]")
@@ -169,8 +205,6 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from vpnlab.lab import verify
-
     result = verify(args.prefix, check=False)
     print(json.dumps(result, indent=2) if args.json else format_verify(result))
     if not result["ok"]:
@@ -179,8 +213,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_start_vpn(args: argparse.Namespace) -> int:
-    from vpnlab.lab import start_vpn, status
-
     nat = None if args.nat is None else args.nat == "on"
     start_vpn(args.prefix, args.cipher, static_keys=args.static_keys, nat=nat)
     print(format_status(status(args.prefix)))
@@ -188,78 +220,10 @@ def cmd_start_vpn(args: argparse.Namespace) -> int:
 
 
 def cmd_stop_vpn(args: argparse.Namespace) -> int:
-    from vpnlab.lab import stop_vpn
-
     done = stop_vpn(args.prefix)
     print("\n".join(done) if done else "no VPN daemon was running")
     return 0
 
 
-# --- presentation (re-exported as vpnlab.lab.format_status / format_verify) ---------------------
-
-
-def format_status(info: dict[str, Any]) -> str:
-    """:func:`status` as a few lines a student can read."""
-    if not info["up"] and not info["recorded"]:
-        return f"lab {info['prefix']}: down"
-    lines = [
-        f"lab {info['prefix']}: {'up' if info['up'] else 'NOT up'}, cipher {info['cipher']}, "
-        f"vpn {'on' if info['vpn'] else 'off'}  (state {info['state_dir']})"
-    ]
-    for name, node in info["nodes"].items():
-        if not node["exists"]:
-            lines.append(f"  {name:<5} [{node['role']}] {node['namespace']}: missing")
-            continue
-        itfs = "; ".join(
-            f"{ifname} {' '.join(i['addresses']) or '-'} {str(i['state']).lower()}"
-            for ifname, i in node["interfaces"].items()
-            if ifname != "lo"
-        )
-        lines.append(f"  {name:<5} [{node['role']}] {node['namespace']}: {itfs}")
-        for route in node["routes"]:
-            lines.append(f"          route {route}")
-    if info["daemons"]:
-        lines.append("daemons:")
-    for name, d in info["daemons"].items():
-        running = "running" if d["alive"] else "DEAD"
-        lines.append(f"  {name:<10} on {d['node']:<5} pid {d['pid']:<7} {running:<7} {d['log']}")
-    tunnel = info["tunnel"]
-    for role, st in [("server", tunnel["server"]), *tunnel["clients"].items()]:
-        if st:
-            lines.append(f"tunnel {role}: {_tunnel_text(st)}")
-    lines.append(f"who-am-I: {info['web']}")
-    if info["leftovers"]:
-        lines.append(f"leftover namespaces: {' '.join(info['leftovers'])} (vpnlab lab down)")
-    return "\n".join(lines)
-
-
-def _tunnel_text(st: dict[str, Any]) -> str:
-    """One daemon status file as a line: state, address, peers, packet counters."""
-    text = f"{st.get('state')} {st.get('tunnel_address') or ''}".rstrip()
-    if st.get("server"):
-        text += f", server {st['server']}"
-    if st.get("peer"):
-        text += f", peer {st['peer']}"
-    peers = [f"{c.get('peer')}={c.get('tunnel_address')}" for c in st.get("clients") or ()]
-    if peers:
-        text += f", clients {' '.join(peers)}"
-    c = st.get("counters") or {}
-    if c:
-        drops = c.get("drops")
-        dropped = sum(drops.values()) if isinstance(drops, dict) else drops
-        text += (
-            f"; tun0 in {c.get('packets_from_tun', 0)} out {c.get('packets_to_tun', 0)} pkts,"
-            f" keepalives {c.get('keepalives_sent', 0)}/{c.get('keepalives_received', 0)},"
-            f" drops {dropped or 0}"
-        )
-    return text
-
-
-def format_verify(result: dict[str, Any]) -> str:
-    """:func:`verify`'s result, one check a line."""
-    lines = [
-        f"  [{'ok' if c['ok'] else 'FAIL'}] {c['node']}: {c['name']}  ({c['detail']})"
-        for c in result["checks"]
-    ]
-    head = "verify: all checks passed" if result["ok"] else "verify: some checks FAILED"
-    return "\n".join([f"{head} (vpn {'on' if result['vpn'] else 'off'})", *lines])
+def cmd_relay(args: argparse.Namespace) -> int:
+    return run_relay(args.device, args.delay_ms, args.jitter_ms)

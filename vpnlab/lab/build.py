@@ -10,30 +10,16 @@ is created, so a crash half way leaves nothing that ``down`` cannot find.
 from __future__ import annotations
 
 import os
-import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from vpnlab.core.errors import LabError
-from vpnlab.lab import state
-from vpnlab.lab.topology import Link, Topology
-
-REQUIRED_TOOLS = ("ip", "sysctl")
-
-
-def check_environment() -> None:
-    """LabError (one line) unless we are root and have iproute2 and pyroute2."""
-    if os.geteuid() != 0:
-        raise LabError("the lab needs root (network namespaces): run it with sudo")
-    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
-    if missing:
-        raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
-    try:
-        import pyroute2  # noqa: F401
-    except ImportError:
-        raise LabError("pyroute2 is not installed (run scripts/setup.sh)") from None
+from vpnlab.lab.nodes import namespace_of, popen_in, run_in
+from vpnlab.lab.state import NETNS_DIR, namespace, ns_exists, register_child, save, state_dir
+from vpnlab.lab.topology import Link, Node, Topology
 
 
 def _ipr(ns: str):
@@ -58,17 +44,18 @@ def build(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
 
     try:
         for node in topo.nodes:
-            ns = state.namespace(prefix, node.name)
-            if state.ns_exists(ns):
+            ns = namespace(prefix, node.name)
+            if ns_exists(ns):
                 raise LabError(f"namespace {ns} already exists (run: vpnlab lab down)")
             record["namespaces"].append(ns)
-            state.save(record)
+            save(record)
             netns.create(ns)
             if not topo.ipv6:
                 off = "net.ipv6.conf.{}.disable_ipv6=1"
-                run_in(ns, ["sysctl", "-qw", off.format("all"), off.format("default")])
+                sysctl = ["sysctl", "-qw", off.format("all"), off.format("default")]
+                run_in(prefix, node.name, sysctl)
         for node in topo.nodes:
-            ns = state.namespace(prefix, node.name)
+            ns = namespace(prefix, node.name)
             with _ipr(ns) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
                 for bridge in node.bridges:
@@ -93,14 +80,14 @@ def _add_link(prefix: str, topo: Topology, link: Link) -> None:
     """One veth pair, made in ``a``'s namespace with the peer created straight in ``b``'s."""
     a_name, a_bridge = _end_name(topo, link.a, link.b)
     b_name, b_bridge = _end_name(topo, link.b, link.a)
-    ns_a = state.namespace(prefix, link.a[0])
-    ns_b = state.namespace(prefix, link.b[0])
+    ns_a = namespace(prefix, link.a[0])
+    ns_b = namespace(prefix, link.b[0])
     with _ipr(ns_a) as ipr:
         ipr.link(
             "add",
             ifname=a_name,
             kind="veth",
-            peer={"ifname": b_name, "net_ns_fd": str(state.NETNS_DIR / ns_b)},
+            peer={"ifname": b_name, "net_ns_fd": str(NETNS_DIR / ns_b)},
         )
     for ns, name, bridge in ((ns_a, a_name, a_bridge), (ns_b, b_name, b_bridge)):
         if bridge:
@@ -112,10 +99,9 @@ def _add_link(prefix: str, topo: Topology, link: Link) -> None:
                 )
 
 
-def _configure(prefix: str, node) -> None:
+def _configure(prefix: str, node: Node) -> None:
     """Ifconfig for one node: addresses, links up, default route, forwarding."""
-    ns = state.namespace(prefix, node.name)
-    with _ipr(ns) as ipr:
+    with _ipr(namespace(prefix, node.name)) as ipr:
         for link in ipr.get_links():
             if link.get("ifname") != "lo":
                 ipr.link("set", index=link["index"], state="up")
@@ -128,19 +114,7 @@ def _configure(prefix: str, node) -> None:
         if node.gateway:
             ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway)
     if node.forwarding:
-        run_in(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
-
-
-def run_in(ns: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    """Run ``argv`` inside namespace ``ns`` (``ip netns exec``), output captured by default."""
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("text", True)
-    check = kwargs.pop("check", False)
-    result = subprocess.run(["ip", "netns", "exec", ns, *argv], check=False, **kwargs)
-    if check and result.returncode != 0:
-        err = (result.stderr or result.stdout or "").strip().splitlines()
-        raise LabError(f"{' '.join(argv)} in {ns} failed: {err[-1] if err else result.returncode}")
-    return result
+        run_in(prefix, node.name, ["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
 
 
 def start_daemon(prefix: str, record: dict[str, Any], name: str, node: str, argv: list[str]) -> int:
@@ -149,17 +123,17 @@ def start_daemon(prefix: str, record: dict[str, Any], name: str, node: str, argv
     The PID (``ip netns exec`` execs the program, so it is the daemon's own) is recorded with
     argv and log path before this returns. Returns the PID.
     """
-    ns = state.namespace(prefix, node)
-    if not state.ns_exists(ns):
-        raise LabError(f"no namespace {ns}: is the lab up?")
-    logs = state.state_dir(prefix) / "logs"
+    namespace_of(prefix, node)  # LabError before anything is written for a lab that is down
+    logs = state_dir(prefix) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name}.log"
     with open(log_path, "ab") as log:
         log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
+        proc = popen_in(
+            prefix,
+            node,
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -167,7 +141,7 @@ def start_daemon(prefix: str, record: dict[str, Any], name: str, node: str, argv
             close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    state.register_child(proc)
+    register_child(proc)
     record["daemons"][name] = {
         "node": node,
         "argv": argv,
@@ -175,7 +149,7 @@ def start_daemon(prefix: str, record: dict[str, Any], name: str, node: str, argv
         "log": str(log_path),
         "started": time.time(),
     }
-    state.save(record)
+    save(record)
     return proc.pid
 
 
@@ -187,17 +161,6 @@ def log_tail(path: str | Path, lines: int = 8) -> str:
         return "(no log)"
     tail = [line for line in text.splitlines() if line.strip()][-lines:]
     return "\n".join(tail) or "(empty log)"
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout_s`` passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)
 
 
 def listening(pid: int, port: int) -> bool:
@@ -215,11 +178,9 @@ def listening(pid: int, port: int) -> bool:
 
 def inspect_node(ns: str) -> dict[str, Any]:
     """Links (state, addresses) and IPv4 main-table routes of one namespace, as plain data."""
-    import socket
-
     from pyroute2.netlink.exceptions import NetlinkError
 
-    if not state.ns_exists(ns):
+    if not ns_exists(ns):
         return {"exists": False, "interfaces": {}, "routes": []}
     try:
         with _ipr(ns) as ipr:
@@ -242,7 +203,7 @@ def inspect_node(ns: str) -> dict[str, Any]:
                 for route in ipr.get_routes(family=socket.AF_INET, table=254)
             ]
     except (NetlinkError, OSError) as exc:
-        return {"exists": state.ns_exists(ns), "error": str(exc), "interfaces": {}, "routes": []}
+        return {"exists": ns_exists(ns), "error": str(exc), "interfaces": {}, "routes": []}
     return {"exists": True, "interfaces": interfaces, "routes": routes}
 
 

@@ -18,7 +18,6 @@ isp's namespace and go with it.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import os
 import random
@@ -32,7 +31,10 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from vpnlab.core.errors import LabError
-from vpnlab.lab import build, state
+from vpnlab.lab.build import log_tail, start_daemon
+from vpnlab.lab.nodes import run_in, wait_for
+from vpnlab.lab.state import alive, load, save, stop_daemons, topology_of
+from vpnlab.tun import create_tun_dev
 
 DEVICE = "imp0"
 TABLE = "4500"
@@ -75,27 +77,25 @@ def relay(tun_fd: int, delay_s: float, jitter_s: float, counters: Counter, stop)
             counters["held"] += 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vpnlab.lab.delay --delay-ms 50 --jitter-ms 10``: the relay daemon."""
-    from vpnlab.tun import create_tun_dev
+def run_relay(device: str, delay_ms: float, jitter_ms: float = 0.0) -> int:
+    """The relay daemon (``vpnlab lab relay --delay-ms 50 --jitter-ms 10``), in the isp.
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=DEVICE)
-    parser.add_argument("--delay-ms", type=float, required=True)
-    parser.add_argument("--jitter-ms", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    if not 0 <= args.delay_ms <= MAX_DELAY_MS or not 0 <= args.jitter_ms <= args.delay_ms:
-        parser.error(f"want 0 <= jitter <= delay <= {MAX_DELAY_MS} ms")
+    Opens ``device`` (TUN), brings it up and relays until SIGTERM or SIGINT; prints one line
+    when it starts and one with its counters when it stops. Raises LabError for impossible
+    values.
+    """
+    if not 0 <= delay_ms <= MAX_DELAY_MS or not 0 <= jitter_ms <= delay_ms:
+        raise LabError(f"want 0 <= jitter <= delay <= {MAX_DELAY_MS} ms")
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
-    fd, name = create_tun_dev(args.device)
+    fd, name = create_tun_dev(device)
     os.set_blocking(fd, False)
     subprocess.run(["ip", "link", "set", name, "up"], check=True)
-    print(f"relay on {name}: delay {args.delay_ms} ms, jitter {args.jitter_ms} ms", flush=True)
+    print(f"relay on {name}: delay {delay_ms} ms, jitter {jitter_ms} ms", flush=True)
     counters: Counter = Counter()
     try:
-        relay(fd, args.delay_ms / 1000, args.jitter_ms / 1000, counters, lambda: bool(stopping))
+        relay(fd, delay_ms / 1000, jitter_ms / 1000, counters, lambda: bool(stopping))
     finally:
         os.close(fd)
         print(f"relay stopped: {dict(counters)}", flush=True)
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sides(prefix: str) -> tuple[str, str, str]:
     """The isp node, its interface towards r2, and the clients' network."""
-    from vpnlab.lab.state import topology_of as _topology
-
-    topo = _topology(prefix)
+    topo = topology_of(prefix)
     router = next(n for n in topo.nodes if n.role == "router")
     server_ip = IPv4Address(topo.server_ip)
     client = topo.node(topo.tunnel.clients[0])
@@ -122,21 +120,19 @@ def _sides(prefix: str) -> tuple[str, str, str]:
 
 def toward_client_interface(prefix: str) -> str:
     """The isp's interface towards the clients (where netem would sit)."""
-    from vpnlab.lab.state import topology_of as _topology
-
-    topo = _topology(prefix)
+    topo = topology_of(prefix)
     router = next(n for n in topo.nodes if n.role == "router")
     client = topo.node(topo.tunnel.clients[0])
     net = IPv4Interface(client.interfaces[0].address).network
     return next(i.name for i in router.interfaces if IPv4Interface(i.address).network == net)
 
 
-def netem_available(ns: str) -> bool:
-    """Does this kernel have netem? Tried on the namespace's own ``lo``, then removed."""
-    probe = build.run_in(ns, ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
-    if probe.returncode != 0:
+def netem_available(prefix: str, node: str) -> bool:
+    """Does this kernel have netem? Tried on the node's own ``lo``, then removed."""
+    probe = ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
+    if run_in(prefix, node, probe).returncode != 0:
         return False
-    build.run_in(ns, ["tc", "qdisc", "del", "dev", "lo", "root"])
+    run_in(prefix, node, ["tc", "qdisc", "del", "dev", "lo", "root"])
     return True
 
 
@@ -152,69 +148,63 @@ def set_delay(prefix: str, delay_ms: float, jitter_ms: float = 0.0) -> str:
     if delay_ms == 0:
         return "none"
     router, toward_server, client_net = _sides(prefix)
-    ns = state.namespace(prefix, router)
-    if netem_available(ns):
+    if netem_available(prefix, router):
         itf = toward_client_interface(prefix)
         argv = ["tc", "qdisc", "replace", "dev", itf, "root", "netem", "delay", f"{delay_ms}ms"]
-        build.run_in(ns, argv + ([f"{jitter_ms}ms"] if jitter_ms else []), check=True)
+        run_in(prefix, router, argv + ([f"{jitter_ms}ms"] if jitter_ms else []), check=True)
         return "netem"
-    record = state.load(prefix)
-    if record is None:
-        raise LabError(f"no lab with prefix {prefix!r} is up")
-    argv = [sys.executable, "-m", "vpnlab.lab.delay", "--delay-ms", str(delay_ms)]
-    pid = build.start_daemon(prefix, record, DAEMON, router, argv + ["--jitter-ms", str(jitter_ms)])
-    if not build.wait_for(lambda: _device_up(ns) or not state.alive(pid), 5.0) or not state.alive(
-        pid
-    ):
-        log = record["daemons"][DAEMON]["log"]
-        clear_delay(prefix)
-        raise LabError(f"the delay relay did not start:\n{build.log_tail(log)}")
+    _start_relay(prefix, router, delay_ms, jitter_ms)
     for key in ("all", DEVICE, toward_server):
-        build.run_in(ns, ["sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0"], check=True)
-    build.run_in(
-        ns, ["ip", "route", "replace", client_net, "dev", DEVICE, "table", TABLE], check=True
-    )
+        run_in(prefix, router, ["sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0"], check=True)
+    route = ["ip", "route", "replace", client_net, "dev", DEVICE, "table", TABLE]
+    run_in(prefix, router, route, check=True)
     rule = ["iif", toward_server, "to", client_net, "lookup", TABLE, "pref", RULE_PREF]
-    build.run_in(ns, ["ip", "rule", "add", *rule], check=True)
+    run_in(prefix, router, ["ip", "rule", "add", *rule], check=True)
     return "relay"
 
 
-def _device_up(ns: str) -> bool:
-    out = build.run_in(ns, ["ip", "-o", "link", "show", "dev", DEVICE]).stdout
-    return ",UP" in out
+def _start_relay(prefix: str, router: str, delay_ms: float, jitter_ms: float) -> None:
+    """Start the relay daemon in ``router``; wait until its device is up (LabError if not)."""
+    record = load(prefix)
+    if record is None:
+        raise LabError(f"no lab with prefix {prefix!r} is up")
+    argv = [sys.executable, "-m", "vpnlab", "lab", "relay", "--delay-ms", str(delay_ms)]
+    pid = start_daemon(prefix, record, DAEMON, router, argv + ["--jitter-ms", str(jitter_ms)])
+    if not wait_for(lambda: _device_up(prefix, router) or not alive(pid), 5.0) or not alive(pid):
+        log = record["daemons"][DAEMON]["log"]
+        clear_delay(prefix)
+        raise LabError(f"the delay relay did not start:\n{log_tail(log)}")
+
+
+def _device_up(prefix: str, node: str) -> bool:
+    return ",UP" in run_in(prefix, node, ["ip", "-o", "link", "show", "dev", DEVICE]).stdout
 
 
 def clear_delay(prefix: str) -> None:
     """Remove the delay (netem qdisc, or the relay with its rule, route and device)."""
     router, _, _ = _sides(prefix)
-    ns = state.namespace(prefix, router)
-    build.run_in(ns, ["tc", "qdisc", "del", "dev", toward_client_interface(prefix), "root"])
+    run_in(prefix, router, ["tc", "qdisc", "del", "dev", toward_client_interface(prefix), "root"])
     for _ in range(8):
-        if build.run_in(ns, ["ip", "rule", "del", "pref", RULE_PREF]).returncode != 0:
+        if run_in(prefix, router, ["ip", "rule", "del", "pref", RULE_PREF]).returncode != 0:
             break
-    build.run_in(ns, ["ip", "route", "flush", "table", TABLE])
-    record = state.load(prefix)
+    run_in(prefix, router, ["ip", "route", "flush", "table", TABLE])
+    record = load(prefix)
     if record and DAEMON in record.get("daemons", {}):
-        state.stop_daemons(record, [DAEMON])
+        stop_daemons(record, [DAEMON])
         record["daemons"].pop(DAEMON, None)
-        state.save(record)
+        save(record)
 
 
 def describe(prefix: str) -> dict[str, Any]:
     """What delay is in place: the netem qdisc line, or the relay's PID and rule."""
     router, _, _ = _sides(prefix)
-    ns = state.namespace(prefix, router)
-    qdisc = build.run_in(ns, ["tc", "qdisc", "show", "dev", toward_client_interface(prefix)])
-    rules = build.run_in(ns, ["ip", "rule", "show", "pref", RULE_PREF]).stdout.strip()
-    record = state.load(prefix) or {}
+    qdisc = run_in(prefix, router, ["tc", "qdisc", "show", "dev", toward_client_interface(prefix)])
+    rules = run_in(prefix, router, ["ip", "rule", "show", "pref", RULE_PREF]).stdout.strip()
+    record = load(prefix) or {}
     daemon = record.get("daemons", {}).get(DAEMON)
     return {
         "netem": "netem" in qdisc.stdout,
-        "relay_pid": daemon["pid"] if daemon and state.alive(daemon["pid"]) else None,
+        "relay_pid": daemon["pid"] if daemon and alive(daemon["pid"]) else None,
         "relay_argv": daemon["argv"] if daemon else None,
         "rule": rules or None,
     }
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,8 +21,9 @@ must only risk being lost once.)
 from __future__ import annotations
 
 from vpnlab.core.errors import LabError
-from vpnlab.lab import build, delay, state
 from vpnlab.lab.delay import DEVICE as DELAY_DEVICE
+from vpnlab.lab.delay import clear_delay, set_delay
+from vpnlab.lab.nodes import run_in
 
 TABLE = "vpnlab_impair"
 ROUTER = "isp"
@@ -47,11 +48,10 @@ def loss_ruleset(percent: float) -> str:
 
 def set_loss(prefix: str, percent: float) -> None:
     """Drop ``percent`` % of everything the isp forwards, both ways (0 removes the rule)."""
-    ns = state.namespace(prefix, ROUTER)
     if percent == 0:
-        build.run_in(ns, ["nft", "delete", "table", "inet", TABLE])
+        run_in(prefix, ROUTER, ["nft", "delete", "table", "inet", TABLE])
         return
-    build.run_in(ns, ["nft", "-f", "-"], input=loss_ruleset(percent), check=True)
+    run_in(prefix, ROUTER, ["nft", "-f", "-"], input=loss_ruleset(percent), check=True)
 
 
 def apply(prefix: str, loss: float = 0.0, delay_ms: float = 0.0, jitter_ms: float = 0.0) -> str:
@@ -60,7 +60,7 @@ def apply(prefix: str, loss: float = 0.0, delay_ms: float = 0.0, jitter_ms: floa
     Returns one line saying what is in place (and whether netem or the relay adds the delay).
     """
     set_loss(prefix, loss)
-    how = delay.set_delay(prefix, delay_ms, jitter_ms)
+    how = set_delay(prefix, delay_ms, jitter_ms)
     parts = [f"{loss:g} % of forwarded packets dropped" if loss else "no loss"]
     if how == "none":
         parts.append("no delay")
@@ -71,14 +71,12 @@ def apply(prefix: str, loss: float = 0.0, delay_ms: float = 0.0, jitter_ms: floa
 
 def clear(prefix: str) -> None:
     """Remove every impairment (nothing to do if there is none)."""
-    ns = state.namespace(prefix, ROUTER)
-    build.run_in(ns, ["nft", "delete", "table", "inet", TABLE])
-    delay.clear_delay(prefix)
+    run_in(prefix, ROUTER, ["nft", "delete", "table", "inet", TABLE])
+    clear_delay(prefix)
 
 
 def dropped(prefix: str) -> int:
     """How many packets the loss rule has dropped so far (0 without a rule)."""
-    ns = state.namespace(prefix, ROUTER)
-    listing = build.run_in(ns, ["nft", "list", "table", "inet", TABLE]).stdout
+    listing = run_in(prefix, ROUTER, ["nft", "list", "table", "inet", TABLE]).stdout
     words = listing.split()
     return int(words[words.index("packets") + 1]) if "packets" in words else 0

@@ -261,29 +261,7 @@ def make_topology(clients: int = 1, site_to_site: bool = False) -> Topology:
         )
         for i, name in enumerate(names)
     )
-    isp = Node(
-        name="isp",
-        interfaces=(
-            Interface("eth0", "192.0.2.1/24"),
-            Interface("eth1", "198.51.100.1/24"),
-            Interface("eth2", "203.0.113.1/24"),
-        ),
-        forwarding=True,
-        bridges=("eth0",) if clients > 1 else (),
-        role="router",
-    )
-    r2 = Node(
-        name="r2",
-        interfaces=(Interface("eth0", "198.51.100.2/24"),),
-        gateway="198.51.100.1",
-        role="server",
-    )
-    web = Node(
-        name="web",
-        interfaces=(Interface("eth0", "203.0.113.10/24"),),
-        gateway="203.0.113.1",
-        role="web",
-    )
+    isp, r2, web = _isp(bridge=clients > 1), _r2(), _web()
     links = tuple(Link(("isp", "eth0"), (name, "eth0")) for name in names) + (
         Link(("isp", "eth1"), ("r2", "eth0")),
         Link(("isp", "eth2"), ("web", "eth0")),
@@ -296,8 +274,45 @@ def make_topology(clients: int = 1, site_to_site: bool = False) -> Topology:
         )
     if clients != 1:
         raise LabError("the site-to-site lab has one client gateway (r1)")
+    return _site_to_site(client_nodes[0], isp, r2, web, links)
+
+
+def _isp(bridge: bool) -> Node:
+    """The router between the clients, the server and web (the lab's internet)."""
+    return Node(
+        name="isp",
+        interfaces=(
+            Interface("eth0", "192.0.2.1/24"),
+            Interface("eth1", "198.51.100.1/24"),
+            Interface("eth2", "203.0.113.1/24"),
+        ),
+        forwarding=True,
+        bridges=("eth0",) if bridge else (),
+        role="router",
+    )
+
+
+def _r2() -> Node:
+    return Node(
+        name="r2",
+        interfaces=(Interface("eth0", "198.51.100.2/24"),),
+        gateway="198.51.100.1",
+        role="server",
+    )
+
+
+def _web() -> Node:
+    return Node(
+        name="web",
+        interfaces=(Interface("eth0", "203.0.113.10/24"),),
+        gateway="203.0.113.1",
+        role="web",
+    )
+
+
+def _site_to_site(r1: Node, isp: Node, r2: Node, web: Node, links: tuple[Link, ...]) -> Topology:
+    """The default lab plus a LAN behind each gateway: h1 behind r1, h2 behind r2."""
     lan1, lan2 = "172.16.1", "172.16.2"
-    r1 = client_nodes[0]
     r1 = Node(
         r1.name, (*r1.interfaces, Interface("eth1", f"{lan1}.1/24")), r1.gateway, role="client"
     )

@@ -7,7 +7,6 @@ it the keys it needs, and waits for its status file to say it is connected.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shutil
 import sys
@@ -15,11 +14,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vpnlab.core.constants import NAT_TABLE
 from vpnlab.core.errors import LabError
-from vpnlab.core.server_core import AddressPool
+from vpnlab.core.pool import AddressPool
 from vpnlab.keys import new_psk, write_secret
-from vpnlab.lab import build, state
-from vpnlab.lab.state import DEFAULT_PREFIX
+from vpnlab.lab.build import log_tail, start_daemon
+from vpnlab.lab.inspection import read_status_file, status
+from vpnlab.lab.nodes import check_environment, run_in, wait_for
+from vpnlab.lab.state import (
+    DEFAULT_PREFIX,
+    alive,
+    namespace,
+    ns_exists,
+    record_of,
+    save,
+    state_dir,
+    stop_daemons,
+    topology_of,
+)
 from vpnlab.lab.topology import Topology
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 from vpnlab.wire.esp import generate_static_keys
@@ -76,15 +88,6 @@ def _key_args(folder: Path, cipher: str, static_keys: bool) -> tuple[list[str], 
     return ["--cipher", cipher, "--psk-file", str(path)], path
 
 
-def read_status_file(path: str | Path) -> dict[str, Any] | None:
-    """A daemon's JSON status file, or None if it is missing or half-written."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def start_vpn(
     prefix: str = DEFAULT_PREFIX,
     cipher: str | None = None,
@@ -111,32 +114,55 @@ def start_vpn(
     ``connected`` (at most ``CONNECT_WAIT_S``). Returns the tunnel part of :func:`status`.
     Raises LabError with the end of the daemon's log when it dies or does not connect.
     """
-    build.check_environment()
-    record = state.record_of(prefix)
-    cipher = cipher or record.get("cipher") or DEFAULT_CIPHER
+    check_environment()
+    cipher = cipher or record_of(prefix).get("cipher") or DEFAULT_CIPHER
     if cipher not in CIPHERS:
         raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
     stop_vpn(prefix)
-    record = state.record_of(prefix)
-    topo = state.topology_of(prefix)
-    folder = state.state_dir(prefix)
+    record = record_of(prefix)
+    topo = topology_of(prefix)
+    folder = state_dir(prefix)
     if static_keys and (cipher == "plain" or len(topo.tunnel.clients) != 1):
         raise LabError("static keys need an ESP cipher and exactly one client")
     key_args, key_file = _key_args(folder, cipher, static_keys)
+    mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
+    record.update(cipher=cipher, vpn=True, mode=mode)
+    if nat is not None:
+        record["nat"] = nat
+    _fresh_files(record, topo, folder, key_file)
+    lan_server_args, lan_client_args = _lan_args(topo)
+    server_argv = _server_argv(topo, folder, key_args, record.get("nat", True))
+    _start_server(prefix, record, [*server_argv, *server_args, *lan_server_args])
+    for node in topo.tunnel.clients:
+        argv = _client_argv(topo, node, folder, key_args) + (["--reconnect"] if reconnect else [])
+        _start_client(prefix, record, node, [*argv, *client_args, *lan_client_args[node]])
+    return status(prefix)["tunnel"]
+
+
+def _mode_args(
+    mode: str | None, record: dict[str, Any], server_args: Sequence[str], client_args: Sequence[str]
+) -> tuple[str, list[str], list[str]]:
+    """The mode (given, else ``--mode`` among the daemon options, else as last started, else
+    tun) and both daemons' options with ``--mode`` added where it is missing."""
     given = [*server_args, *client_args]
     if mode is None and "--mode" in given:
         mode = given[given.index("--mode") + 1]
     mode = mode or record.get("mode") or "tun"
     if mode not in ("tun", "tap"):
         raise LabError(f"unknown mode {mode!r} (choose tun or tap)")
-    if mode != "tun":  # both ends or neither: add it where it is missing
-        server_args, client_args = (
-            list(args) if "--mode" in args else ["--mode", mode, *args]
-            for args in (server_args, client_args)
-        )
-    record.update(cipher=cipher, vpn=True, mode=mode)
-    if nat is not None:
-        record["nat"] = nat
+    if mode == "tun":
+        return mode, list(server_args), list(client_args)
+    server_args, client_args = (  # both ends or neither
+        list(args) if "--mode" in args else ["--mode", mode, *args]
+        for args in (server_args, client_args)
+    )
+    return mode, server_args, client_args
+
+
+def _fresh_files(
+    record: dict[str, Any], topo: Topology, folder: Path, key_file: Path | None
+) -> None:
+    """Remove old status files; record every file the daemons will make (for CleanUp)."""
     status_files = [folder / "server.json"] + [
         folder / f"client-{node}.json" for node in topo.tunnel.clients
     ]
@@ -145,41 +171,34 @@ def start_vpn(
     nft_file = folder / f"{topo.tunnel.server}-nat.nft"
     made = {str(p) for p in [*status_files, nft_file, *([key_file] if key_file else [])]}
     record["files"] = sorted(set(record["files"]) | made)
-    server = topo.tunnel.server
-    lan_server_args, lan_client_args = _lan_args(topo)
-    pid = build.start_daemon(
-        prefix,
-        record,
-        "server",
-        server,
-        [
-            *_server_argv(topo, folder, key_args, record.get("nat", True)),
-            *server_args,
-            *lan_server_args,
-        ],
-    )
-    build.wait_for(lambda: status_files[0].exists() or not state.alive(pid), SERVER_WAIT_S)
-    if not state.alive(pid):
+
+
+def _start_server(prefix: str, record: dict[str, Any], argv: list[str]) -> None:
+    """ServerConnection: start the server, wait for its status file; LabError if it exits."""
+    server = topology_of(prefix).tunnel.server
+    path = state_dir(prefix) / "server.json"
+    pid = start_daemon(prefix, record, "server", server, argv)
+    wait_for(lambda: path.exists() or not alive(pid), SERVER_WAIT_S)
+    if not alive(pid):
         log = record["daemons"]["server"]["log"]
-        raise LabError(f"the VPN server on {server} exited:\n{build.log_tail(log)}")
-    for node, path in zip(topo.tunnel.clients, status_files[1:], strict=True):
-        name = f"client-{node}"
-        argv = _client_argv(topo, node, folder, key_args) + (["--reconnect"] if reconnect else [])
-        argv += [*client_args, *lan_client_args[node]]
-        pid = build.start_daemon(prefix, record, name, node, argv)
+        raise LabError(f"the VPN server on {server} exited:\n{log_tail(log)}")
 
-        def connected(pid=pid, path=path) -> bool:
-            info = read_status_file(path) or {}
-            return info.get("state") == "connected" or not state.alive(pid)
 
-        build.wait_for(connected, CONNECT_WAIT_S)
-        if (read_status_file(path) or {}).get("state") != "connected":
-            log = record["daemons"][name]["log"]
-            why = "exited" if not state.alive(pid) else f"not connected after {CONNECT_WAIT_S} s"
-            raise LabError(f"VPN client on {node} {why}:\n{build.log_tail(log)}")
-    from vpnlab.lab import status
+def _start_client(prefix: str, record: dict[str, Any], node: str, argv: list[str]) -> None:
+    """ClientConnection: start one client, wait until its status file says connected."""
+    name = f"client-{node}"
+    path = state_dir(prefix) / f"{name}.json"
+    pid = start_daemon(prefix, record, name, node, argv)
 
-    return status(prefix)["tunnel"]
+    def connected() -> bool:
+        info = read_status_file(path) or {}
+        return info.get("state") == "connected" or not alive(pid)
+
+    wait_for(connected, CONNECT_WAIT_S)
+    if (read_status_file(path) or {}).get("state") != "connected":
+        log = record["daemons"][name]["log"]
+        why = "exited" if not alive(pid) else f"not connected after {CONNECT_WAIT_S} s"
+        raise LabError(f"VPN client on {node} {why}:\n{log_tail(log)}")
 
 
 def route_back(prefix: str = DEFAULT_PREFIX, add: bool = True) -> str:
@@ -189,28 +208,28 @@ def route_back(prefix: str = DEFAULT_PREFIX, add: bool = True) -> str:
     the answer. This adds (or, with ``add=False``, removes) ``10.8.0.0/24 via 198.51.100.2``
     on the isp. Returns the route as ``ip route`` would write it.
     """
-    topo = state.topology_of(prefix)
+    topo = topology_of(prefix)
     router = next(n.name for n in topo.nodes if n.role == "router")
     network = str(ipaddress.IPv4Interface(topo.tunnel.server_address).network)
     route = f"{network} via {topo.server_ip}"
     verb = "replace" if add else "del"
     argv = ["ip", "route", verb, *route.split()]
-    if add or route in build.run_in(state.namespace(prefix, router), ["ip", "route"]).stdout:
-        build.run_in(state.namespace(prefix, router), argv, check=True)
+    if add or route in run_in(prefix, router, ["ip", "route"]).stdout:
+        run_in(prefix, router, argv, check=True)
     return route
 
 
 def stop_vpn(prefix: str = DEFAULT_PREFIX) -> list[str]:
     """CleanUp of the VPN only: stop clients then server, put routes and forwarding back."""
-    build.check_environment()
-    record = state.record_of(prefix)
+    check_environment()
+    record = record_of(prefix)
     names = [n for n in record.get("daemons", {}) if n == "server" or n.startswith("client-")]
-    done = state.stop_daemons(record, names)
+    done = stop_daemons(record, names)
     for name in names:
         record["daemons"].pop(name, None)
     record["vpn"] = False
-    state.save(record)
-    topo = state.topology_of(prefix)
+    save(record)
+    topo = topology_of(prefix)
     for node in (*topo.tunnel.clients, topo.tunnel.server):
         _restore_node(prefix, topo, node)
     return done
@@ -218,18 +237,15 @@ def stop_vpn(prefix: str = DEFAULT_PREFIX) -> list[str]:
 
 def _restore_node(prefix: str, topo: Topology, name: str) -> None:
     """Undo what a killed daemon may have left: default route, NAT table, forwarding."""
-    from vpnlab.core.constants import NAT_TABLE
-
     node = topo.node(name)
-    ns = state.namespace(prefix, name)
-    if not state.ns_exists(ns):
+    if not ns_exists(namespace(prefix, name)):
         return
     if node.gateway:
-        build.run_in(ns, ["ip", "route", "replace", "default", "via", node.gateway])
-    tables = build.run_in(ns, ["nft", "list", "tables"]).stdout if shutil.which("nft") else ""
+        run_in(prefix, name, ["ip", "route", "replace", "default", "via", node.gateway])
+    tables = run_in(prefix, name, ["nft", "list", "tables"]).stdout if shutil.which("nft") else ""
     for line in tables.splitlines():
         parts = line.split()  # "table ip vpnlab"
         if len(parts) == 3 and parts[2] == NAT_TABLE:
-            build.run_in(ns, ["nft", "delete", "table", parts[1], parts[2]])
+            run_in(prefix, name, ["nft", "delete", "table", parts[1], parts[2]])
     flag = "1" if node.forwarding else "0"
-    build.run_in(ns, ["sysctl", "-qw", f"net.ipv4.ip_forward={flag}"])
+    run_in(prefix, name, ["sysctl", "-qw", f"net.ipv4.ip_forward={flag}"])

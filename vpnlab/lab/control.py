@@ -1,0 +1,187 @@
+"""The lab's verbs: build it and start its services (``up``), prove it works, remove it.
+
+``up`` applies a topology (``build.py``), starts who-am-I on the web node and the VPN
+(``vpn.py``); ``verify`` pings and asks who-am-I from each client, through the tunnel if there
+is one; ``down`` undoes everything recorded (``state.py``), also after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from vpnlab.core.errors import LabError
+from vpnlab.lab.build import build, listening, log_tail, start_daemon
+from vpnlab.lab.inspection import status
+from vpnlab.lab.nodes import check_environment, run_in, wait_for
+from vpnlab.lab.state import (
+    DEFAULT_PREFIX,
+    alive,
+    check_prefix,
+    load,
+    new_record,
+    prefix_namespaces,
+    record_of,
+    save,
+    teardown,
+    topology_of,
+)
+from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology
+from vpnlab.lab.vpn import SERVER_WAIT_S, start_vpn
+from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
+
+
+def up(
+    prefix: str = DEFAULT_PREFIX,
+    topology: Topology | None = None,
+    cipher: str = DEFAULT_CIPHER,
+    vpn: bool = True,
+    nat: bool = True,
+    mode: str = "tun",
+) -> dict[str, Any]:
+    """Build the lab (replacing any lab of the same prefix) and start its services.
+
+    ``mode="tap"``: the daemons carry Ethernet frames (``--mode tap``, see ``vpnlab/tap.py``).
+
+    Starts who-am-I on the web node and, unless ``vpn=False``, the VPN server and clients.
+    ``nat=False``: the server forwards without masquerading (see :func:`route_back`).
+    Returns :func:`status`. Raises LabError; a failed build is removed again, a VPN that does not
+    connect is left running so its logs and state can be inspected.
+    """
+    check_environment()
+    check_prefix(prefix)
+    topo = topology or DEFAULT_TOPOLOGY
+    if cipher not in CIPHERS:
+        raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
+    if load(prefix) is not None or prefix_namespaces(prefix):
+        teardown(prefix)
+    record = new_record(prefix, topology=topo.to_dict(), cipher=cipher, vpn=False, nat=nat)
+    save(record)
+    try:
+        build(prefix, topo, record)
+        _start_web(prefix, topo, record)
+    except BaseException:
+        teardown(prefix)
+        raise
+    if vpn:
+        start_vpn(prefix, cipher, mode=mode)
+    return status(prefix)
+
+
+def down(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """CleanUp: stop the lab's processes, delete its namespaces and state. Idempotent."""
+    check_environment()
+    return teardown(prefix)
+
+
+def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
+    argv = [sys.executable, "-m", "vpnlab", "whoami", "--listen", topo.web_ip]
+    argv += ["--port", str(topo.web_port)]
+    pid = start_daemon(prefix, record, "whoami", topo.web, argv)
+    if not wait_for(
+        lambda: listening(pid, topo.web_port) or not alive(pid), SERVER_WAIT_S
+    ) or not alive(pid):
+        log = record["daemons"]["whoami"]["log"]
+        raise LabError(f"who-am-I did not start on {topo.web}:\n{log_tail(log)}")
+
+
+# --- proof that it works ------------------------------------------------------------------------
+
+_FETCH = (
+    "import sys, urllib.request as u\n"
+    "print(u.urlopen(sys.argv[1], timeout=3).read().decode().strip())"
+)
+
+
+def verify(prefix: str = DEFAULT_PREFIX, check: bool = True) -> dict[str, Any]:
+    """Proof that it works, from each client: ping the web host, read who-am-I, check the route.
+
+    With the VPN connected, who-am-I must say the server's address (the NAT rule; without NAT
+    the client's tunnel address) and the route to the web host must leave through tun0;
+    without the VPN, the client's own address and eth0.
+    Returns ``{"ok": bool, "vpn": bool, "checks": [{"node", "name", "ok", "detail"}]}``;
+    with ``check`` (default) a failed check raises LabError.
+    """
+    check_environment()
+    if shutil.which("ping") is None:
+        raise LabError("ping not found: apt-get install iputils-ping")
+    record = record_of(prefix)
+    info = status(prefix)
+    checks = []
+    for client in topology_of(prefix).tunnel.clients:
+        checks += _client_checks(prefix, record, info, client)
+    ok = all(c["ok"] for c in checks)
+    result = {"ok": ok, "vpn": bool(record.get("vpn")), "checks": checks}
+    if check and not ok:
+        failed = "; ".join(
+            f"{c['node']}: {c['name']}: {c['detail']}" for c in checks if not c["ok"]
+        )
+        raise LabError(f"verify failed: {failed}")
+    return result
+
+
+def _client_checks(
+    prefix: str, record: dict[str, Any], info: dict[str, Any], client: str
+) -> list[dict[str, Any]]:
+    """The checks of one client: connected, pings, the route to web, who-am-I's answer."""
+    topo = topology_of(prefix)
+    vpn = bool(record.get("vpn"))
+    tunnel = info["tunnel"]["clients"].get(client) or {}
+    checks = []
+
+    def add(name: str, ok: bool, detail: str) -> None:
+        checks.append({"node": client, "name": name, "ok": bool(ok), "detail": detail})
+
+    if vpn:
+        daemon = info["daemons"].get(f"client-{client}")
+        ok = bool(daemon and daemon["alive"]) and tunnel.get("state") == "connected"
+        add("vpn client connected", ok, f"status {tunnel.get('state', 'missing')}")
+        server_tunnel_ip = topo.tunnel.server_address.split("/")[0]
+        ping = _ping(prefix, client, server_tunnel_ip)
+        add(f"ping {server_tunnel_ip} (server in the tunnel)", ping.returncode == 0, _summary(ping))
+    ping = _ping(prefix, client, topo.web_ip)
+    add(f"ping {topo.web_ip} (web)", ping.returncode == 0, _summary(ping))
+    dev = _route_dev(prefix, client, topo.web_ip)
+    want_dev = ("tap0" if record.get("mode") == "tap" else "tun0") if vpn else "eth0"
+    add(f"route to web via {want_dev}", dev == want_dev, f"dev {dev}")
+    answer = _whoami(prefix, client, info["web"])
+    if not vpn:
+        want = topo.node(client).address("eth0")
+    elif record.get("nat", True):
+        want = topo.server_ip
+    else:  # no NAT: web sees the tunnel address (if the isp knows the way back)
+        want = str(tunnel.get("tunnel_address", "?")).split("/")[0]
+    add(f"who-am-I says {want}", answer == f"you are {want}", answer)
+    return checks
+
+
+def _ping(prefix: str, node: str, address: str) -> subprocess.CompletedProcess:
+    return run_in(prefix, node, ["ping", "-c", "2", "-i", "0.1", "-W", "2", address])
+
+
+def _summary(result: subprocess.CompletedProcess) -> str:
+    """A ping's "2 packets transmitted, 2 received, ..." line (or what went wrong)."""
+    lines = [line for line in (result.stdout or "").splitlines() if "transmitted" in line]
+    return lines[0].strip() if lines else (result.stderr or "no output").strip()
+
+
+def _route_dev(prefix: str, node: str, address: str) -> str | None:
+    """The device ``ip route get`` picks in ``node`` for ``address``."""
+    route = run_in(prefix, node, ["ip", "-j", "route", "get", address])
+    try:
+        return json.loads(route.stdout)[0].get("dev")
+    except (ValueError, IndexError, AttributeError):
+        return None
+
+
+def _whoami(prefix: str, node: str, url: str) -> str:
+    """who-am-I's answer to ``node`` (``you are ...``), or the reason there is none."""
+    try:
+        fetch = run_in(prefix, node, [sys.executable, "-c", _FETCH, url], timeout=10)
+    except subprocess.TimeoutExpired:
+        return "timed out"
+    errors = (fetch.stderr or "").strip().splitlines() or ["no answer"]
+    return fetch.stdout.strip() or errors[-1]

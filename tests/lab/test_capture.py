@@ -71,7 +71,7 @@ def run(request, shared_lab, tmp_path_factory) -> Run:
         try:
             for mode in ftp.MODES:
                 transfers[mode] = ftp.lab_transfer(prefix, mode=mode, size_bytes=3000)
-            argv = [sys.executable, "-m", "vpnlab.ftp", "get", "--name", "motd.txt"]
+            argv = [sys.executable, "-m", "vpnlab", "ftp", "get", "--name", "motd.txt"]
             done = lab.exec_in(prefix, "r1", argv, capture_output=True, text=True, timeout=20)
             transfers["anonymous"] = json.loads(done.stdout or "{}")
             ping = ["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER_TUNNEL_IP]

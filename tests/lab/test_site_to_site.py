@@ -20,7 +20,7 @@ def whoami_seen_by(prefix: str, client: str, server: str, address: str) -> str:
     """Start who-am-I on ``server`` (at ``address``) and ask it from ``client``."""
     daemon = subprocess.Popen(
         ["ip", "netns", "exec", state.namespace(prefix, server), sys.executable]
-        + ["-m", "vpnlab.whoami", "--listen", address, "--port", "8080"],
+        + ["-m", "vpnlab", "whoami", "--listen", address, "--port", "8080"],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -1,7 +1,10 @@
 """The lab's instruments: what a student measures the VPN with.
 
-    capture    dumpcap inside a lab node; tshark stacks and fields
-    decode     a capture as layers and fields with byte offsets (PDML), pyshark's async API
-    ftp        an FTP server on the tunnel (pyftpdlib) and a client (ftplib)
-    whoami     the web node's HTTP "who am I" service: the address a request came from
+    capture         dumpcap inside a lab node; tshark stacks and fields
+    decode          a capture as layers and fields with byte offsets (PDML), pyshark's async API
+    ftp_endpoints   an FTP server (pyftpdlib) and a client (ftplib), nothing of the lab
+    ftp             the FTP server and a transfer inside lab nodes, on the tunnel
+    whoami          the web node's HTTP "who am I" service: the address a request came from
+
+Their command lines are in ``vpnlab/cli/`` (``capture``, ``ftp``, ``whoami``).
 """

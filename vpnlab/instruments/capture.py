@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpnlab.core.errors import VpnlabError
+from vpnlab.core.errors import LabError, VpnlabError
+from vpnlab.lab.nodes import namespace_of, popen_in
+from vpnlab.lab.state import state_dir
+from vpnlab.wire.esp import esp_sa_rows, load_static_keys
 
 MAX_PACKETS = 10_000
 MAX_DURATION_S = 300.0
@@ -52,12 +55,30 @@ class CaptureError(VpnlabError):
 
 
 def _namespace(prefix: str, node: str) -> str:
-    from vpnlab.lab import state
+    try:
+        return namespace_of(prefix, node)
+    except LabError as exc:  # the same line, as this module's error
+        raise CaptureError(str(exc)) from None
 
-    ns = state.namespace(state.check_prefix(prefix), node)
-    if not state.ns_exists(ns):
-        raise CaptureError(f"namespace {ns} does not exist: is the lab up? (vpnlab lab up)")
-    return ns
+
+def _start_dumpcap(prefix: str, node: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
+    """dumpcap in the node, its stderr to a temporary log (removed again if it cannot start)."""
+    fd, log_name = tempfile.mkstemp(prefix="vpnlab-dumpcap-", suffix=".log")
+    try:
+        with os.fdopen(fd, "wb") as log:
+            proc = popen_in(
+                prefix,
+                node,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+    except LabError as exc:
+        Path(log_name).unlink(missing_ok=True)
+        raise CaptureError(str(exc)) from None
+    return proc, Path(log_name)
 
 
 def _read(path: Path) -> str:
@@ -151,19 +172,11 @@ def start_capture(
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    argv = ["ip", "netns", "exec", ns, "dumpcap", "-q", "-i", interface, "-w", str(path)]
+    argv = ["dumpcap", "-q", "-i", interface, "-w", str(path)]
     argv += ["-c", str(count), "-a", f"duration:{round(duration_s)}"]
     argv += ["-a", f"filesize:{MAX_FILE_KB}"] + (["-f", capture_filter] if capture_filter else [])
-    fd, log_name = tempfile.mkstemp(prefix="vpnlab-dumpcap-", suffix=".log")
-    with os.fdopen(fd, "wb") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    cap = Capture(path, ns, interface, proc, Path(log_name))
+    proc, log_path = _start_dumpcap(prefix, node, argv)
+    cap = Capture(path, ns, interface, proc, log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         exited = not cap.running  # read the log after this: it may say File: and then exit
@@ -211,8 +224,6 @@ def load_keys(keys: Keys) -> list[str]:
     except OSError as exc:
         raise CaptureError(f"cannot read keys {keys}: {exc.strerror}") from None
     if text.lstrip().startswith("{"):
-        from vpnlab.wire.esp import esp_sa_rows, load_static_keys
-
         return esp_sa_rows(load_static_keys(text).server())
     rows = [line.strip() for line in text.splitlines()]
     return [row for row in rows if row and not row.startswith("#")]
@@ -220,9 +231,7 @@ def load_keys(keys: Keys) -> list[str]:
 
 def lab_keys(prefix: str) -> list[str]:
     """The esp_sa rows of a lab's live ESP sessions (the server's export; [] if none)."""
-    from vpnlab.lab import state
-
-    path = state.state_dir(prefix) / "esp_sa"
+    path = state_dir(prefix) / "esp_sa"
     return load_keys(path) if path.exists() else []
 
 

@@ -1,6 +1,6 @@
 """The lab's "who am I" web service: it answers with the address it sees the request come from.
 
-Runs on the web node (``python -m vpnlab.whoami --listen 203.0.113.10 --port 80``). Before the
+Runs on the web node (``vpnlab whoami --listen 203.0.113.10 --port 80``). Before the
 VPN, r1 is seen as 192.0.2.2; through the tunnel, the server's NAT rule makes it 198.51.100.2.
 
 - ``GET /``      -> ``you are 192.0.2.2`` (text/plain)
@@ -11,7 +11,6 @@ VPN, r1 is seen as 192.0.2.2; through the tunnel, the server's NAT rule makes it
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -21,8 +20,14 @@ import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from vpnlab.core.errors import VpnlabError
+
 MAX_BYTES = 100 * 1024 * 1024
 CHUNK = 64 * 1024
+
+
+class WhoAmIError(VpnlabError):
+    """who-am-I could not listen on its address."""
 
 
 def pattern_chunks(size: int):
@@ -97,21 +102,18 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGTERM or SIGINT, then close the socket and exit 0."""
-    parser = argparse.ArgumentParser(
-        prog="python -m vpnlab.whoami", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--listen", default="0.0.0.0", help="address to bind (default: all)")
-    parser.add_argument("--port", type=int, default=80, help="TCP port (default: 80)")
-    args = parser.parse_args(argv)
+def serve(listen: str = "0.0.0.0", port: int = 80) -> int:
+    """Serve until SIGTERM or SIGINT, then close the socket and return 0.
+
+    Raises:
+        WhoAmIError: the address cannot be bound.
+    """
     signal.signal(signal.SIGTERM, _stop)
     try:
-        server = WhoAmIServer((args.listen, args.port), WhoAmIHandler)
+        server = WhoAmIServer((listen, port), WhoAmIHandler)
     except OSError as exc:
-        print(f"whoami: cannot listen on {args.listen}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    print(f"whoami: listening on {args.listen}:{args.port}", file=sys.stderr, flush=True)
+        raise WhoAmIError(f"cannot listen on {listen}:{port}: {exc}") from None
+    print(f"whoami: listening on {listen}:{port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except (SystemExit, KeyboardInterrupt):
@@ -120,7 +122,3 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
     print("whoami: stopped", file=sys.stderr, flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

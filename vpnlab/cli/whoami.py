@@ -1,0 +1,26 @@
+"""``vpnlab whoami``: the web node's "who am I" service (the lab starts it there)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``vpnlab whoami --listen A --port P``: answer each request with its source address."""
+    p = sub.add_parser(
+        "whoami",
+        help='the web node\'s "who am I" HTTP service',
+        description='The lab\'s "who am I" web service: it answers with the address it sees '
+        "the request come from.",
+    )
+    p.add_argument("--listen", default="0.0.0.0", help="address to bind (default: all)")
+    p.add_argument("--port", type=int, default=80, help="TCP port (default: 80)")
+    p.set_defaults(func=cmd_whoami)
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    # imported here: http.server (and the email package it pulls in) would add about 8 ms to
+    # every `vpnlab` command, the daemons' start included, for the one that serves HTTP
+    from vpnlab.instruments.whoami import serve
+
+    return serve(args.listen, args.port)

@@ -8,18 +8,31 @@ KEEP_OLD_KEYS_S. A session whose sequence space is used up closes instead of rai
 
 from __future__ import annotations
 
+from ipaddress import IPv4Interface
+
 import pytest
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import KEEP_OLD_KEYS_S, REKEY_AFTER_PACKETS, REKEY_AFTER_S
 from vpnlab.core.events import PacketReceived, SessionClosed
+from vpnlab.core.formats import Peer
 from vpnlab.core.session import State
 from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.crypto import MAX_SEQ
+from vpnlab.wire.identity import ClientIdentity, IdentityFormat, ServerIdentity
+from vpnlab.wire.noise import public_key
 
 from .helpers import CLIENT, PSK, SERVER, CorePair, ipv4_packet, seeded_random
 
-ESP_FORMATS = [make_format("esp-null", PSK), make_format("esp-aes-gcm", PSK)]
+_CLIENT_KEY, _SERVER_KEY = bytes(range(32)), bytes(range(1, 33))
+IDENTITY = IdentityFormat(
+    "esp-aes-gcm",
+    client=ClientIdentity(_CLIENT_KEY, public_key(_SERVER_KEY)),
+    server=ServerIdentity(
+        _SERVER_KEY, (Peer("r1", public_key(_CLIENT_KEY), IPv4Interface("10.8.0.2/24")),)
+    ),
+)
+ESP_FORMATS = [make_format("esp-null", PSK), make_format("esp-aes-gcm", PSK), IDENTITY]
 CLIENT_IP, WEB_IP = "10.8.0.2", "203.0.113.10"
 
 
@@ -51,7 +64,7 @@ def spi_out(core_session) -> int:
     return core_session.protection._out_spi
 
 
-@pytest.mark.parametrize("fmt", ESP_FORMATS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fmt", ESP_FORMATS, ids=["esp-null", "esp-aes-gcm", "identity"])
 def test_Session_rekeys_on_the_timer_without_losing_a_packet(fmt):
     pair = rekeying_pair(fmt)
     client_session = pair.client.session
@@ -66,7 +79,7 @@ def test_Session_rekeys_on_the_timer_without_losing_a_packet(fmt):
     assert pair.client.state is State.CONNECTED and list(pair.server.sessions) == [CLIENT]
 
 
-@pytest.mark.parametrize("fmt", ESP_FORMATS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fmt", ESP_FORMATS, ids=["esp-null", "esp-aes-gcm", "identity"])
 def test_Session_old_keys_open_late_datagrams_then_are_forgotten(fmt):
     pair = rekeying_pair(fmt)
     pair.client.send_packet(ipv4_packet(CLIENT_IP, WEB_IP), pair.now)
@@ -85,7 +98,7 @@ def test_Session_old_keys_open_late_datagrams_then_are_forgotten(fmt):
     assert pair.server.receive_datagram(late, CLIENT, pair.now)[0].reason == "unknown spi"
 
 
-@pytest.mark.parametrize("fmt", ESP_FORMATS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fmt", ESP_FORMATS, ids=["esp-null", "esp-aes-gcm", "identity"])
 def test_Session_a_lost_rekey_welcome_is_retried_and_the_old_keys_carry_on(fmt):
     pair = rekeying_pair(fmt)
     pair.advance(REKEY_AFTER_S - 1)
@@ -108,7 +121,7 @@ def test_Session_rekey_is_due_after_half_the_sequence_space():
     assert session.rekey_due(pair.now)
 
 
-@pytest.mark.parametrize("fmt", ESP_FORMATS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fmt", ESP_FORMATS, ids=["esp-null", "esp-aes-gcm", "identity"])
 def test_Session_exhausted_keys_close_the_session_instead_of_raising(fmt):
     """Without a rekey (static keys, or a server that never answers), the 2^32-1st datagram
     used to raise out of handle_timer, and CleanUp raised again."""

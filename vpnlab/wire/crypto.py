@@ -235,6 +235,13 @@ def spi_from(raw: bytes) -> int:
     return int.from_bytes(raw, "big") % (MAX_SEQ + 1 - 256) + 256
 
 
+def sa_key(name: str, transport_key: bytes, spi: int) -> bytes:
+    """The identity mode: one direction's ESP key from its Noise transport key (Split()),
+    bound to the cipher and that direction's SPI."""
+    info = LABEL + b"esp " + name.encode() + spi.to_bytes(4, "big")
+    return _hkdf(algorithm(name).key_bytes, b"", transport_key, info)
+
+
 @dataclass(frozen=True)
 class SessionKeys:
     """What one handshake derives: both directions' SAs and the Welcome's confirmation key."""

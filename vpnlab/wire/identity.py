@@ -1,0 +1,257 @@
+"""ClientConnection/ServerConnection with an identity per peer: Noise IK in the Hello.
+
+Every peer has its own static X25519 key pair. The client pins the server's public key; the
+server knows its peers (``peers.toml``: public key -> name, tunnel address, networks), so a
+client's address and its site networks belong to its key, not to the order it connected in.
+The handshake is Noise IKpsk2 (``noise.py``); its keys are expanded into the two ESP SAs::
+
+    Hello (client -> server)
+      0      4      5        6
+      | 0000 | 0x03 | cipher | Noise message 1 (-> e, es, s, ss): 96 bytes + payload (12) |
+        payload: the client's inbound SPI (4) | timestamp, microseconds (8)
+    Welcome (server -> client)
+      | 0000 | 0x04 | cipher | Noise message 2 (<- e, ee, se, psk): 48 bytes + payload (9) |
+        payload: the server's inbound SPI (4) | the client's tunnel IPv4 (4) | prefix (1)
+
+The six header bytes are the Noise prologue: the cipher choice is bound into the handshake.
+They start with the RFC 3948 non-ESP marker, so a handshake message is never taken for ESP
+(nor for a NAT-keepalive). Replays: the server keeps each peer's latest timestamp and answers
+only a larger one (WireGuard's rule), so a recorded Hello gets nothing, however many other
+Hellos come in between, and no clock is compared with another machine's. A Hello from an
+unknown or revoked key, or for another server key, gets no answer at all.
+Pure code: keys and randomness come in; no socket, no clock, no os.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+
+from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+from vpnlab.core.formats import AnswersHellos, CheckedHello, Established, Peer, RandomBytes
+from vpnlab.wire.crypto import SaKeys, algorithm, sa_key, spi_from
+from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
+from vpnlab.wire.handshake import CIPHER_IDS
+from vpnlab.wire.noise import HELLO_OVERHEAD, NO_PSK, WELCOME_OVERHEAD, Initiator, Responder
+
+HELLO_TYPE = 3
+WELCOME_TYPE = 4
+HELLO_PREFIX = NON_ESP_MARKER + bytes((HELLO_TYPE,))
+WELCOME_PREFIX = NON_ESP_MARKER + bytes((WELCOME_TYPE,))
+HEADER_BYTES = 6
+HELLO_PAYLOAD = struct.Struct("!IQ")
+WELCOME_PAYLOAD = struct.Struct("!I4sB")
+HELLO_BYTES = HEADER_BYTES + HELLO_OVERHEAD + HELLO_PAYLOAD.size
+WELCOME_BYTES = HEADER_BYTES + WELCOME_OVERHEAD + WELCOME_PAYLOAD.size
+PROLOGUE = b"vpnlab/1 identity "
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """What a client's config file holds: its own key, the server it pins, its PSK."""
+
+    private_key: bytes = field(repr=False)
+    server_public_key: bytes
+    psk: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What the server holds: its own key, and every peer it answers."""
+
+    private_key: bytes = field(repr=False)
+    peers: tuple[Peer, ...] = ()
+
+
+def _header(kind: int, cipher_id: int) -> bytes:
+    return NON_ESP_MARKER + bytes((kind, cipher_id))
+
+
+def _check_header(datagram: bytes, prefix: bytes, size: int, cipher_id: int) -> None:
+    if datagram[:5] != prefix:
+        raise RemoteProtocolError("not a handshake")
+    if len(datagram) != size:
+        raise RemoteProtocolError("truncated" if len(datagram) < size else "oversize")
+    if datagram[5] != cipher_id:
+        raise RemoteProtocolError("wrong cipher")
+
+
+def _session(cipher: str, send: bytes, out_spi: int, receive: bytes, in_spi: int) -> EspSession:
+    """The ESP SAs of one handshake: each direction's Noise key, expanded for its SPI."""
+    return EspSession(
+        cipher,
+        SaKeys(out_spi, sa_key(cipher, send, out_spi)),
+        SaKeys(in_spi, sa_key(cipher, receive, in_spi)),
+    )
+
+
+class IdentityClientHandshake:
+    """ClientConnection: the Noise Hello to the pinned server key, then its Welcome."""
+
+    def __init__(self, cipher: str, identity: ClientIdentity, random_bytes: RandomBytes) -> None:
+        self._cipher = cipher
+        self._header = _header(HELLO_TYPE, CIPHER_IDS[cipher])
+        self._identity = identity
+        self._random_bytes = random_bytes
+        self._initiator: Initiator | None = None
+        self._hello = b""
+        self._spi = 0
+        self._established: Established | None = None
+
+    def hello(self, now: float) -> bytes:
+        """The Hello (a retry returns the same bytes); ``now`` is wall-clock seconds."""
+        if not self._hello:
+            if not 0 <= now < 2.0**63 / 1e6:
+                raise LocalProtocolError("now out of range for a hello timestamp")
+            identity = self._identity
+            self._initiator = Initiator(
+                identity.private_key,
+                identity.server_public_key,
+                identity.psk or NO_PSK,
+                self._random_bytes(32),
+                PROLOGUE + self._header,
+            )
+            self._spi = spi_from(self._random_bytes(4))
+            payload = HELLO_PAYLOAD.pack(self._spi, int(now * 1e6))
+            self._hello = self._header + self._initiator.hello(payload)
+        return self._hello
+
+    def receive(self, datagram: bytes, now: float) -> Established:
+        """The Welcome: the server proved its key; our address and both SAs.
+
+        Raises:
+            RemoteProtocolError: "not a handshake", "truncated", "oversize", "wrong cipher",
+                "bad welcome" (not from the pinned key), "bad welcome address".
+        """
+        if self._established is not None:
+            raise RemoteProtocolError("unexpected welcome")
+        if self._initiator is None:
+            raise LocalProtocolError("receive before hello")
+        _check_header(datagram, WELCOME_PREFIX, WELCOME_BYTES, CIPHER_IDS[self._cipher])
+        payload, keys = self._initiator.receive(datagram[HEADER_BYTES:])
+        server_spi, ip, prefix = WELCOME_PAYLOAD.unpack(payload)
+        if prefix > 32 or ip == bytes(4) or server_spi < 256:
+            raise RemoteProtocolError("bad welcome address")
+        address = IPv4Interface((IPv4Address(ip), prefix))
+        session = _session(self._cipher, keys.send, server_spi, keys.receive, self._spi)
+        self._established = Established(session, address)
+        return self._established
+
+
+@dataclass
+class _Hello:
+    responder: Responder
+    client_spi: int
+    stamp: int
+
+
+class IdentityServerHandshake(AnswersHellos):
+    """ServerConnection: answer the Hellos of known peers, each with its own address."""
+
+    def __init__(self, cipher: str, identity: ServerIdentity, random_bytes: RandomBytes) -> None:
+        self._cipher = cipher
+        self._cipher_id = CIPHER_IDS[cipher]
+        self._header = _header(HELLO_TYPE, self._cipher_id)
+        self._welcome_header = _header(WELCOME_TYPE, self._cipher_id)
+        self._private = identity.private_key
+        self.peers = {peer.public_key: peer for peer in identity.peers}
+        self._random_bytes = random_bytes
+        self._latest: dict[bytes, int] = {}  # public key -> the latest Hello timestamp answered
+
+    def check(self, datagram: bytes, now: float) -> CheckedHello:
+        """Is this a Hello of a known peer, newer than its last one?
+
+        Raises:
+            RemoteProtocolError: "not a handshake", "truncated", "oversize", "wrong cipher",
+                "bad hello" (not for our key, or tampered with), "unknown peer key",
+                "replayed hello", "bad spi".
+        """
+        _check_header(datagram, HELLO_PREFIX, HELLO_BYTES, self._cipher_id)
+        responder = Responder(self._private, self._random_bytes(32), PROLOGUE + self._header)
+        client_key, payload = responder.read_hello(datagram[HEADER_BYTES:])
+        peer = self.peers.get(client_key)
+        if peer is None:
+            raise RemoteProtocolError("unknown peer key")
+        client_spi, stamp = HELLO_PAYLOAD.unpack(payload)
+        if stamp <= self._latest.get(client_key, -1):
+            raise RemoteProtocolError("replayed hello")
+        if client_spi < 256:
+            raise RemoteProtocolError("bad spi")
+        return CheckedHello(datagram, peer, _Hello(responder, client_spi, stamp))
+
+    def answer(
+        self, hello: CheckedHello, client_address: IPv4Interface
+    ) -> tuple[bytes, EspSession]:
+        """The Welcome for a checked Hello (its peer's address), and the session."""
+        state = hello.state
+        assert isinstance(state, _Hello) and hello.peer is not None
+        server_spi = spi_from(self._random_bytes(4))
+        if server_spi == state.client_spi:
+            server_spi = spi_from(self._random_bytes(4))  # one SPI per direction, never shared
+        payload = WELCOME_PAYLOAD.pack(
+            server_spi, client_address.ip.packed, client_address.network.prefixlen
+        )
+        message, keys = state.responder.welcome(hello.peer.psk or NO_PSK, payload)
+        self._latest[hello.peer.public_key] = state.stamp
+        session = _session(self._cipher, keys.send, state.client_spi, keys.receive, server_spi)
+        return self._welcome_header + message, session
+
+
+class IdentityFormat:
+    """``--cipher esp-null|esp-aes-gcm`` with identities: implements ``formats.Format``.
+
+    Args:
+        name: ``esp-null`` or ``esp-aes-gcm`` (the ESP transform the data travels in).
+        client: a client's identity (to make client handshakes).
+        server: the server's identity and peers (to make the server's handshake).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        client: ClientIdentity | None = None,
+        server: ServerIdentity | None = None,
+    ) -> None:
+        self.name = name
+        self.overhead_bytes = algorithm(name).overhead_bytes
+        if name not in CIPHER_IDS:
+            raise VpnlabError(f"the identity mode needs an ESP cipher, not {name!r}")
+        self.client = client
+        self.server = server
+
+    def is_hello(self, datagram: bytes) -> bool:
+        return datagram[:5] == HELLO_PREFIX
+
+    def client_handshake(self, random_bytes: RandomBytes) -> IdentityClientHandshake:
+        if self.client is None:
+            raise VpnlabError("a client handshake needs the client's config (--config)")
+        return IdentityClientHandshake(self.name, self.client, random_bytes)
+
+    def server_handshake(self, random_bytes: RandomBytes) -> IdentityServerHandshake:
+        if self.server is None:
+            raise VpnlabError("the server's handshake needs its key and peers (--peers)")
+        return IdentityServerHandshake(self.name, self.server, random_bytes)
+
+
+def check_peers(peers: Iterable[Peer], server_address: IPv4Interface) -> None:
+    """Every peer a key and an address of its own, inside the tunnel network.
+
+    Raises:
+        VpnlabError: naming the first peer that breaks the rule.
+    """
+    keys: set[bytes] = set()
+    addresses = {server_address.ip}
+    for peer in peers:
+        if peer.public_key in keys:
+            raise VpnlabError(f"peer {peer.name}: its public key is another peer's too")
+        if peer.tunnel_address.ip in addresses:
+            raise VpnlabError(f"peer {peer.name}: address {peer.tunnel_address.ip} is taken")
+        if peer.tunnel_address.network != server_address.network:
+            raise VpnlabError(
+                f"peer {peer.name}: {peer.tunnel_address} is outside {server_address.network}"
+            )
+        keys.add(peer.public_key)
+        addresses.add(peer.tunnel_address.ip)

@@ -110,7 +110,9 @@ def test_tap_routing_and_nat_to_the_web(tap_lab):
 def test_tap_classic_arp_experiment(tap_lab):
     """A TAP device opened by hand (IFF_TAP | IFF_NO_PI): read the kernel's ARP request,
     answer with a scapy-crafted reply, and find the answer in ``ip neigh``."""
-    done = tap_lab.run("web", sys.executable, "-m", "vpnlab.tap", "--name", "tap9", timeout=30)
+    done = tap_lab.run(
+        "web", sys.executable, "-m", "vpnlab", "arp-experiment", "--name", "tap9", timeout=30
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert "who has 10.9.0.99" in result["request"]

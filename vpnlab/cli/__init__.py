@@ -12,7 +12,7 @@ import os
 import sys
 import typing
 
-from vpnlab.cli import capture, daemons, ftp, keys, lab, whoami
+from vpnlab.cli import arp, bench, capture, daemons, ftp, keys, lab, meltdown, whoami
 from vpnlab.core.errors import VpnlabError
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A teaching UDP VPN (tun0 <-> UDP 4500) and the namespace lab it runs in.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (daemons, keys, lab, capture, ftp, whoami):
+    for command in (daemons, keys, lab, capture, ftp, whoami, arp, bench, meltdown):
         command.register(sub)
     return parser
 

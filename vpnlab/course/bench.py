@@ -20,8 +20,6 @@ is the chart. The lab is removed at the end, also on Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
 import platform
@@ -30,16 +28,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vpnlab import lab
-from vpnlab.lab import build, state
+from vpnlab.core.errors import VpnlabError
+from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
+from vpnlab.course.openvpn import NAT_RULES, openvpn_configs
+from vpnlab.lab.build import log_tail, start_daemon
+from vpnlab.lab.nodes import run_in, wait_for
+from vpnlab.lab.state import load, save, state_dir, stop_daemons
 
-WEB = "203.0.113.10"
-SERVER = "198.51.100.2"
-CLIENT = "192.0.2.2"
 MTU = 1400
 VPNLAB_CASES = [
     f"vpnlab {cipher} {datapath}"
@@ -48,45 +48,14 @@ VPNLAB_CASES = [
 ]
 ALL_CASES = ["routed", "openvpn", *VPNLAB_CASES]
 QUICK_CASES = ["routed", "openvpn", "vpnlab esp-aes-gcm simple", "vpnlab esp-aes-gcm fast"]
-OPENVPN_PORT = 1194
+
+
+class BenchError(VpnlabError):
+    """A case of the benchmark could not be set up (its tunnel does not carry)."""
 
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def iperf_server(prefix: str, limit_s: int) -> Iterator[None]:
-    """iperf3 on web for exactly one test (``-s -1``), listening before the block starts;
-    afterwards waited for, or killed if it hangs."""
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", state.namespace(prefix, "web"), "timeout", str(limit_s)]
-        + ["iperf3", "-s", "-1", "-B", WEB],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        build.wait_for(lambda: build.listening(server.pid, 5201), 3.0)
-        yield
-    finally:
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def iperf_result(stdout: str) -> tuple[float, int | None]:
-    """Goodput (Mbit/s) and the sender's retransmits from ``iperf3 -J``.
-
-    Raises:
-        ValueError: not an iperf3 JSON report (the test failed).
-    """
-    try:
-        end = json.loads(stdout)["end"]
-        return end["sum_received"]["bits_per_second"] / 1e6, end["sum_sent"].get("retransmits")
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"no iperf3 result: {exc!r}") from None
 
 
 def cpu_ticks(pid: int) -> int:
@@ -98,94 +67,6 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-# --- OpenVPN: p2p over UDP, TLS with self-signed certificates pinned by fingerprint ----------
-
-
-def _self_signed(name: str, folder: Path) -> str:
-    """A P-256 key and self-signed certificate for ``name``; returns the SHA-256 fingerprint."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
-    (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path = folder / f"{name}.key"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
-
-
-def openvpn_configs(folder: Path, mtu: int) -> tuple[Path, Path]:
-    """The two p2p config files (server in r2, client in r1) in the lab's state folder."""
-    prints = {name: _self_signed(name, folder) for name in ("ovpn-server", "ovpn-client")}
-    common = [
-        "dev tun",
-        "proto udp",
-        "topology p2p",
-        f"tun-mtu {mtu}",
-        "data-ciphers AES-256-GCM",
-        "cipher AES-256-GCM",
-        "verb 3",
-    ]
-    server = [
-        *common,
-        f"local {SERVER}",
-        f"lport {OPENVPN_PORT}",
-        "float",
-        "ifconfig 10.8.0.1 10.8.0.2",
-        "tls-server",
-        "dh none",
-        f"cert {folder / 'ovpn-server.crt'}",
-        f"key {folder / 'ovpn-server.key'}",
-        f"peer-fingerprint {prints['ovpn-client']}",
-    ]
-    client = [
-        *common,
-        f"remote {SERVER} {OPENVPN_PORT}",
-        "nobind",
-        "ifconfig 10.8.0.2 10.8.0.1",
-        "tls-client",
-        f"cert {folder / 'ovpn-client.crt'}",
-        f"key {folder / 'ovpn-client.key'}",
-        f"peer-fingerprint {prints['ovpn-server']}",
-        f"route {WEB} 255.255.255.255",
-    ]
-    paths = folder / "openvpn-server.conf", folder / "openvpn-client.conf"
-    for path, lines in zip(paths, (server, client), strict=True):
-        path.write_text("\n".join(lines) + "\n")
-    return paths
-
-
-NAT_RULES = """table ip vbench {
-  chain postrouting {
-    type nat hook postrouting priority srcnat; policy accept;
-    ip saddr 10.8.0.0/24 ip daddr != 10.8.0.0/24 oifname "eth0" masquerade
-  }
-}
-"""
-
-
 class Bench:
     """One benchmark: a lab, the cases, the runs, the results."""
 
@@ -193,15 +74,12 @@ class Bench:
         self.prefix = prefix
         self.seconds = seconds
         self.mtu = mtu
-        self.folder = state.state_dir(prefix)
+        self.folder = state_dir(prefix)
         self.daemons: dict[str, int] = {}
         self.forwarding = "0"
 
-    def ns(self, node: str) -> str:
-        return state.namespace(self.prefix, node)
-
     def run_in(self, node: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
-        return build.run_in(self.ns(node), argv, **kwargs)
+        return run_in(self.prefix, node, argv, **kwargs)
 
     # cases ----------------------------------------------------------------------------------
 
@@ -223,17 +101,17 @@ class Bench:
         def reaches() -> bool:  # routes may follow "connected" by a moment
             return self.run_in("r1", ["ping", "-c", "1", "-W", "1", WEB]).returncode == 0
 
-        if not build.wait_for(reaches, 5, 0.2):
-            raise RuntimeError(f"{case}: r1 cannot reach {WEB}")
+        if not wait_for(reaches, 5, 0.2):
+            raise BenchError(f"{case}: r1 cannot reach {WEB}")
 
     def teardown(self, case: str) -> None:
         if case == "openvpn":
-            record = state.load(self.prefix) or {}
+            record = load(self.prefix) or {}
             names = ["openvpn-client", "openvpn-server"]
-            state.stop_daemons(record, names)
+            stop_daemons(record, names)
             for name in names:
                 record.get("daemons", {}).pop(name, None)
-            state.save(record)
+            save(record)
             self.run_in("r2", ["nft", "delete", "table", "ip", "vbench"])
             self.run_in("r2", ["sysctl", "-qw", f"net.ipv4.ip_forward={self.forwarding}"])
         elif case.startswith("vpnlab "):
@@ -241,7 +119,7 @@ class Bench:
 
     def _start_openvpn(self) -> None:
         server_conf, client_conf = openvpn_configs(self.folder, self.mtu)
-        record = state.load(self.prefix)
+        record = load(self.prefix)
         assert record is not None
         forwarding = self.run_in("r2", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip()
         self.forwarding = forwarding or "0"
@@ -251,15 +129,15 @@ class Bench:
         pids = {}
         for name, node, conf in (("server", "r2", server_conf), ("client", "r1", client_conf)):
             argv = [binary, "--config", str(conf)]
-            pids[name] = build.start_daemon(self.prefix, record, f"openvpn-{name}", node, argv)
+            pids[name] = start_daemon(self.prefix, record, f"openvpn-{name}", node, argv)
         log = Path(record["daemons"]["openvpn-client"]["log"])
 
         def ready() -> bool:
             text = log.read_text(errors="replace") if log.exists() else ""
             return "Initialization Sequence Completed" in text
 
-        if not build.wait_for(ready, 15):
-            raise RuntimeError(f"openvpn did not connect:\n{build.log_tail(log, 12)}")
+        if not wait_for(ready, 15):
+            raise BenchError(f"openvpn did not connect:\n{log_tail(log, 12)}")
         self.daemons = pids
 
     # measurements ---------------------------------------------------------------------------
@@ -285,7 +163,7 @@ class Bench:
             used = {name: cpu_ticks(pid) - ticks[name] for name, pid in self.daemons.items()}
         try:
             mbps, retransmits = iperf_result(done.stdout)
-        except ValueError:
+        except IperfError:
             mbps, retransmits = 0.0, None
         hz = os.sysconf("SC_CLK_TCK")
         cpu = {name: round(100 * n / hz / wall, 1) for name, n in used.items()}
@@ -459,41 +337,3 @@ def chart(document: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m vpnlab.bench", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 s, 4 cases")
-    parser.add_argument("--runs", type=int, default=3, help="rounds (default %(default)s)")
-    parser.add_argument("--seconds", type=float, default=10, help="per run (default %(default)s)")
-    parser.add_argument(
-        "--cases",
-        nargs="+",
-        choices=ALL_CASES,
-        metavar="CASE",
-        help=f"subset of: {', '.join(ALL_CASES)}",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("bench-results"),
-        help="folder for results.json and bench.png (default %(default)s)",
-    )
-    parser.add_argument("--prefix", default="vbench-", help="lab prefix (default %(default)s)")
-    parser.add_argument("--mtu", type=int, default=MTU, help="tun MTU of every tunnel")
-    args = parser.parse_args(argv)
-    if args.quick:
-        runs, seconds, cases = 1, 2.0, QUICK_CASES
-    else:
-        runs, seconds, cases = args.runs, args.seconds, ALL_CASES
-    cases = args.cases or cases
-    document = run_bench(cases, runs, seconds, args.out, args.prefix, args.mtu)
-    print(format_table(document))
-    print(f"\nraw runs: {args.out / 'results.json'}   chart: {args.out / 'bench.png'}")
-    return 0 if all(row["mbps"] > 0 for row in document["summary"]) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,18 +21,17 @@ and lets tshark count ``tcp.analysis.retransmission`` in each (notebook 07).
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from vpnlab import lab
-from vpnlab.course.bench import WEB, iperf_result, iperf_server
-from vpnlab.lab import build, impair, state
+from vpnlab.core.errors import VpnlabError
+from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
+from vpnlab.instruments import capture
+from vpnlab.lab import impair
+from vpnlab.lab.nodes import run_in, wait_for
 
 DEFAULT_PREFIX = "vmelt-"
 TRANSPORTS = ("udp", "tcp")
@@ -42,13 +41,13 @@ TRANSFER_BYTES = 65536
 TRANSFER_LIMIT_S = 20
 
 
-def _run(prefix: str, node: str, argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
-    return build.run_in(state.namespace(prefix, node), argv, **kw)
+class MeltdownError(VpnlabError):
+    """The experiment's tunnel does not carry: r1 cannot reach web through it."""
 
 
 def tcp_retrans_segs(prefix: str, node: str = "r1") -> int:
     """The node's TCP retransmitted segments so far (``nstat``: every socket of the namespace)."""
-    out = _run(prefix, node, ["nstat", "-asz", "TcpRetransSegs"]).stdout.split()
+    out = run_in(prefix, node, ["nstat", "-asz", "TcpRetransSegs"]).stdout.split()
     return int(out[out.index("TcpRetransSegs") + 1]) if "TcpRetransSegs" in out else 0
 
 
@@ -57,10 +56,10 @@ def iperf(prefix: str, seconds: float, rate: str | None = None) -> dict[str, Any
     limit = str(int(seconds) + 15)
     with iperf_server(prefix, int(limit)):
         argv = ["timeout", limit, "iperf3", "-c", WEB, "-t", str(seconds), "-J"]
-        done = _run(prefix, "r1", argv + (["-b", rate] if rate else []))
+        done = run_in(prefix, "r1", argv + (["-b", rate] if rate else []))
     try:
         mbps, retransmits = iperf_result(done.stdout)
-    except ValueError:
+    except IperfError:
         return {"mbps": 0.0, "inner_retrans": None, "error": (done.stderr or done.stdout)[-200:]}
     return {"mbps": round(mbps, 2), "inner_retrans": int(retransmits or 0)}
 
@@ -71,7 +70,7 @@ def transfer_s(prefix: str, samples: int) -> float | None:
     times = []
     for _ in range(samples):
         argv = ["curl", "-s", "-o", "/dev/null", "-m", str(TRANSFER_LIMIT_S)]
-        done = _run(prefix, "r1", argv + ["-w", "%{http_code} %{time_total}", url])
+        done = run_in(prefix, "r1", argv + ["-w", "%{http_code} %{time_total}", url])
         code, _, total = done.stdout.partition(" ")
         if code == "200":
             times.append(float(total))
@@ -106,10 +105,10 @@ def start(prefix: str, transport: str, cipher: str | None = None) -> None:
     lab.start_vpn(prefix, cipher, server_args=extra, client_args=extra)
 
     def reaches() -> bool:
-        return _run(prefix, "r1", ["ping", "-c", "1", "-W", "1", WEB]).returncode == 0
+        return run_in(prefix, "r1", ["ping", "-c", "1", "-W", "1", WEB]).returncode == 0
 
-    if not build.wait_for(reaches, 5, 0.2):
-        raise RuntimeError(f"{transport}: r1 cannot reach {WEB} through the tunnel")
+    if not wait_for(reaches, 5, 0.2):
+        raise MeltdownError(f"{transport}: r1 cannot reach {WEB} through the tunnel")
 
 
 def sweep(
@@ -251,8 +250,6 @@ def retransmissions_seen(
     Returns ``{"tun0": n, "eth0": n, "iperf": {...}, "files": {...}}``: on tun0 the inner TCP's
     retransmissions, on eth0 the outer TCP's (none for UDP: it has no TCP to retransmit).
     """
-    from vpnlab.instruments import capture
-
     folder = Path(folder)
     caps = {
         itf: capture.start_capture(
@@ -274,44 +271,3 @@ def retransmissions_seen(
         for itf, path in files.items()
     }
     return {**seen, "iperf": result, "files": {k: str(v) for k, v in files.items()}}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vpnlab.meltdown [--quick]``: the sweep, its table, JSON and chart."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 losses x 2 transports x 2 s")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
-    parser.add_argument("--losses", type=float, nargs="+", help="percent, each way")
-    parser.add_argument("--delays", type=float, nargs="+", help="ms, r2 -> r1")
-    parser.add_argument("--seconds", type=float, help="per iperf3 run")
-    parser.add_argument("--samples", type=int, help="64 KB fetches per point (median)")
-    parser.add_argument("--out", type=Path, default=Path("meltdown-results"))
-    parser.add_argument("--rate", help="iperf3 -b: offered load (default: as fast as it goes)")
-    parser.add_argument(
-        "--capture-loss", type=float, help="also capture tun0/eth0 at this loss, per transport"
-    )
-    args = parser.parse_args(argv)
-    base = dict(QUICK if args.quick else FULL)
-    for key in ("losses", "delays", "seconds", "samples"):
-        if getattr(args, key) is not None:
-            base[key] = getattr(args, key)
-    results = sweep(
-        args.prefix,
-        **base,
-        capture_loss=args.capture_loss,
-        capture_folder=args.out,
-        rate=args.rate,
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(results, args.out / "meltdown.png")
-    print(format_table(results))
-    print(
-        f"{len(results['points'])} points in {results['wall_s']} s; {args.out}/results.json, "
-        f"{args.out}/meltdown.png"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

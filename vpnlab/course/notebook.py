@@ -1,4 +1,4 @@
-"""The course's helpers: run the lab from a notebook, check exercises, draw the figures.
+"""The course's helpers: run the lab from a notebook, check exercises (figures: ``figures.py``).
 
 The notebooks in ``notebooks/`` import this module as ``from vpnlab import course``::
 
@@ -8,6 +8,8 @@ The notebooks in ``notebooks/`` import this module as ``from vpnlab import cours
     lab.record("stack", "raw:ip:icmp")    # key results, for the tests (tests/notebooks)
     course.check("1.1", answer, expected=40, hint="...")
     lab.down()
+
+The figures (``draw_topology``, ``draw_timeline``, ``draw_layers``) are in ``figures.py``.
 
 Everything that touches the lab runs as a subprocess (``vpnlab lab ...``, ``ip netns exec``):
 pyroute2's and pyshark's synchronous APIs fail inside Jupyter's running event loop. The one
@@ -24,12 +26,15 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from vpnlab.core.errors import VpnlabError
+from vpnlab.lab.nodes import exec_in, popen_in, wait_for
+from vpnlab.lab.state import namespace, state_dir
+
+__all__ = ["CourseError", "CourseLab", "Output", "check", "hexdump", "netns", "prefix", "wait_for"]
 
 DEFAULT_PREFIX = "nb-"
 RESULTS_ENV = "VPNLAB_COURSE_RESULTS"
@@ -88,8 +93,15 @@ class CourseLab:
             raise CourseError(f"vpnlab {' '.join(args)} failed: {out.splitlines()[-1:]}")
         return Output(out)
 
-    def up(self, vpn: bool = True, cipher: str | None = None, nat: bool = True,
-           site_to_site: bool = False, clients: int = 1, mode: str = "tun") -> dict[str, Any]:
+    def up(
+        self,
+        vpn: bool = True,
+        cipher: str | None = None,
+        nat: bool = True,
+        site_to_site: bool = False,
+        clients: int = 1,
+        mode: str = "tun",
+    ) -> dict[str, Any]:
         """Build the lab (replacing an older one of this prefix); returns its status.
 
         ``nat=False``: ``--nat off``; ``site_to_site``: h1 and h2 behind the gateways;
@@ -119,10 +131,13 @@ class CourseLab:
         ``vpnlab.lab.start_vpn`` in a subprocess, as the CLI has no option for them.
         """
         if not server_args:
-            return self.vpnlab("lab", "start-vpn", *(["--cipher", cipher] if cipher else []),
-                               show=False)
-        code = ("import sys; from vpnlab import lab; "
-                "lab.start_vpn(sys.argv[1], sys.argv[2] or None, server_args=sys.argv[3:])")
+            return self.vpnlab(
+                "lab", "start-vpn", *(["--cipher", cipher] if cipher else []), show=False
+            )
+        code = (
+            "import sys; from vpnlab import lab; "
+            "lab.start_vpn(sys.argv[1], sys.argv[2] or None, server_args=sys.argv[3:])"
+        )
         argv = [sys.executable, "-c", code, self.prefix, cipher or "", *server_args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
         out = (done.stdout + done.stderr).rstrip()
@@ -135,20 +150,33 @@ class CourseLab:
 
     def ns(self, node: str) -> str:
         """The namespace of ``node``: ``nb-r1``."""
-        return f"{self.prefix}{node}"
+        return namespace(self.prefix, node)
 
-    def run(self, node: str, cmd: str | Sequence[str], timeout_s: float = COMMAND_TIMEOUT_S,
-            check: bool = False) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        node: str,
+        cmd: str | Sequence[str],
+        timeout_s: float = COMMAND_TIMEOUT_S,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess:
         """``ip netns exec {prefix}{node} CMD``; returns the finished process (text output)."""
-        argv = ["ip", "netns", "exec", self.ns(node), *_argv(cmd)]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+        done = exec_in(
+            self.prefix, node, _argv(cmd), capture_output=True, text=True, timeout=timeout_s
+        )
         if check and done.returncode != 0:
-            raise CourseError(f"{node}: {' '.join(_argv(cmd))}: exit {done.returncode}: "
-                              f"{(done.stderr or done.stdout).strip()}")
+            raise CourseError(
+                f"{node}: {' '.join(_argv(cmd))}: exit {done.returncode}: "
+                f"{(done.stderr or done.stdout).strip()}"
+            )
         return done
 
-    def sh(self, node: str, cmd: str | Sequence[str], timeout_s: float = COMMAND_TIMEOUT_S,
-           show: bool = True) -> str:
+    def sh(
+        self,
+        node: str,
+        cmd: str | Sequence[str],
+        timeout_s: float = COMMAND_TIMEOUT_S,
+        show: bool = True,
+    ) -> str:
         """Run ``cmd`` in ``node``, print ``node$ cmd`` and its output, return the output."""
         done = self.run(node, cmd, timeout_s)
         out = (done.stdout + done.stderr).rstrip()
@@ -159,15 +187,22 @@ class CourseLab:
 
     def popen(self, node: str, cmd: str | Sequence[str]) -> subprocess.Popen:
         """Start ``cmd`` in ``node`` in the background (text pipes); stop it yourself."""
-        argv = ["ip", "netns", "exec", self.ns(node), *_argv(cmd)]
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        return popen_in(
+            self.prefix,
+            node,
+            _argv(cmd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     def tap_arp_experiment(self, node: str = "web", name: str = "tap9") -> dict[str, str]:
-        """The classic TAP experiment in ``node`` (``python -m vpnlab.tap``, see ``tap.py``):
+        """The classic TAP experiment in ``node`` (``vpnlab arp-experiment``, see ``arp.py``):
         the kernel's ARP request read from a hand-made TAP device, the scapy-crafted reply,
         and the ``ip neigh`` line that proves the kernel believed it."""
-        done = self.run(node, [sys.executable, "-m", "vpnlab.tap", "--name", name], check=True)
+        argv = [sys.executable, "-m", "vpnlab", "arp-experiment", "--name", name]
+        done = self.run(node, argv, check=True)
         return json.loads(done.stdout)
 
     def whoami(self, node: str = "r1", url: str = "http://203.0.113.10/") -> str:
@@ -185,8 +220,6 @@ class CourseLab:
         return path.read_text() if path.exists() else ""
 
     def state_dir(self) -> Path:
-        from vpnlab.lab.state import state_dir
-
         return state_dir(self.prefix)
 
     # results for the tests
@@ -196,16 +229,6 @@ class CourseLab:
         if self.results_file is not None:
             self.results_file.parent.mkdir(parents=True, exist_ok=True)
             self.results_file.write_text(json.dumps(self.results, indent=2, default=str))
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:
-    """Poll ``predicate()`` until it is true or ``timeout_s`` passed; returns its last answer."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return bool(predicate())
 
 
 # --- entering a namespace from the notebook itself ----------------------------------------------
@@ -248,8 +271,7 @@ def netns(namespace: str) -> Iterator[None]:
 # --- exercises ----------------------------------------------------------------------------------
 
 
-def check(exercise: str, answer: Any, expected: Any = None, hint: str = "",
-          test=None) -> None:
+def check(exercise: str, answer: Any, expected: Any = None, hint: str = "", test=None) -> None:
     """Autograder-style feedback for one exercise.
 
     ``answer`` still ``...`` (Ellipsis): says so (so "Run all" goes on). Otherwise compares
@@ -280,124 +302,7 @@ def hexdump(data: bytes, width: int = 16) -> str:
     """Bytes as offset, hex and ASCII columns (as ``xxd``)."""
     lines = []
     for i in range(0, len(data), width):
-        chunk = data[i:i + width]
+        chunk = data[i : i + width]
         text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
         lines.append(f"{i:04x}  {chunk.hex(' '):<{width * 3}} {text}")
     return "\n".join(lines)
-
-
-# --- figures ------------------------------------------------------------------------------------
-
-_POS = {"r1": (0.0, 0.0), "isp": (4.0, 0.0), "r2": (8.0, 0.0), "web": (4.0, -3.0)}
-
-
-def draw_topology(status: dict[str, Any], ax=None):
-    """The lab as a picture: nodes with their addresses and daemons, links, the tunnel.
-
-    ``status`` is :meth:`CourseLab.status`. Returns the matplotlib Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(11, 5.5))
-    nodes = status["nodes"]
-    daemons: dict[str, list[str]] = {}
-    for name, d in status.get("daemons", {}).items():
-        if d.get("alive"):
-            daemons.setdefault(d["node"], []).append(name.split("-")[0])
-    pos = dict(_POS)
-    extra = [n for n in nodes if n not in pos]
-    for i, name in enumerate(extra):
-        pos[name] = (0.0, -2.0 - 1.5 * i)
-    colors = {"client": "#cfe8ff", "router": "#eeeeee", "server": "#ffe2c6", "web": "#d8f5d0"}
-    for a, b, label in (("r1", "isp", "192.0.2.0/24"), ("isp", "r2", "198.51.100.0/24"),
-                        ("isp", "web", "203.0.113.0/24")):
-        if a in nodes and b in nodes:
-            (x1, y1), (x2, y2) = pos[a], pos[b]
-            ax.plot([x1, x2], [y1, y2], color="black", lw=2, zorder=1)
-            vertical = x1 == x2
-            ax.text((x1 + x2) / 2 + (0.15 if vertical else 0), (y1 + y2) / 2 + 0.25, label,
-                    ha="left" if vertical else "center", fontsize=9, color="dimgray")
-    tun = {n: i for n, node in nodes.items() for i in node.get("interfaces", {}) if i == "tun0"}
-    if "r1" in tun and "r2" in tun:
-        xs = [pos["r1"][0], 4.0, pos["r2"][0]]
-        ax.plot(xs, [0.6, 1.6, 0.6], color="tab:red", lw=2, ls="--", zorder=1)
-        ax.text(4.0, 1.75, "VPN tunnel 10.8.0.0/24 over UDP 4500", ha="center",
-                color="tab:red", fontsize=10)
-    for name, node in nodes.items():
-        x, y = pos[name]
-        lines = [f"{name}  [{node.get('role', '')}]", node.get("namespace", "")]
-        for ifname, itf in node.get("interfaces", {}).items():
-            if ifname != "lo":
-                lines.append(f"{ifname} {' '.join(itf.get('addresses', [])) or '-'}")
-        if daemons.get(name):
-            lines.append("runs: " + ", ".join(sorted(daemons[name])))
-        face = colors.get(node.get("role", ""), "white") if node.get("exists") else "#ffcccc"
-        ax.text(x, y, "\n".join(lines), ha="center", va="center", fontsize=9, zorder=2,
-                bbox={"boxstyle": "round,pad=0.5", "fc": face, "ec": "black"})
-    ax.set_xlim(-2.2, 10.2)
-    ax.set_ylim(-4.2, 2.3)
-    ax.axis("off")
-    ax.set_title(f"vpnlab topology (prefix {status['prefix']}, cipher {status.get('cipher')})")
-    return ax
-
-
-def draw_timeline(events: Sequence[tuple[float, str, str]], lanes: Sequence[str],
-                  title: str = "", marks: Sequence[tuple[float, str]] = (), ax=None):
-    """A timeline: ``events`` are ``(seconds, lane, label)``; ``marks`` vertical lines."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(11, 1.2 + 0.7 * len(lanes)))
-    row = {lane: i for i, lane in enumerate(reversed(list(lanes)))}
-    palette = [f"C{i}" for i in range(10)]
-    for y in row.values():
-        ax.axhline(y, color="lightgray", lw=1, zorder=0)
-    colors: dict[str, str] = {}
-    for t, lane, label in events:
-        new = label not in colors
-        color = colors.setdefault(label, palette[len(colors) % len(palette)])
-        ax.plot([t], [row[lane]], "o", color=color, zorder=2, label=label if new else None)
-    for t, label in marks:
-        ax.axvline(t, color="tab:red", ls="--", lw=1)
-        ax.text(t, len(row) - 0.45, label + " ", color="tab:red", fontsize=9, ha="right")
-    times = [t for t, _, _ in events] + [t for t, _ in marks]
-    if times:
-        ax.set_xlim(min(times) - 0.2, max(times) + 0.3)
-    ax.set_yticks(list(row.values()), list(row.keys()))
-    ax.set_xlabel("seconds")
-    ax.set_ylim(-0.6, len(row) - 0.2)
-    ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    return ax
-
-
-def draw_layers(packet: Any, ax=None, title: str = ""):
-    """A layer/byte diagram of one decoded packet (``vpnlab.decode.Packet``).
-
-    One bar per layer, from its first to its last byte; decrypted ESP contents (whose byte
-    positions restart at 0) are drawn inside the ESP layer's payload.
-    """
-    import matplotlib.pyplot as plt
-
-    layers = [layer for layer in packet.layers if layer.size > 0]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(11, 0.6 + 0.5 * len(layers)))
-    offset, last = 0, -1
-    for depth, layer in enumerate(layers):
-        if layer.pos < last:  # a new buffer (decrypted): place it after the ESP header
-            esp = next((x for x in layers if x.name == "esp"), None)
-            mine = [f for f in esp.fields if esp.pos <= f.pos < esp.pos + esp.size] if esp else []
-            payload = max(mine, key=lambda f: f.size, default=None)
-            offset = (payload.pos if payload else esp.pos if esp else 0) - layer.pos
-        last = layer.pos
-        start = layer.pos + offset
-        y = len(layers) - depth
-        ax.barh(y, layer.size, left=start, height=0.7, color=f"C{depth % 10}", alpha=0.8)
-        ax.text(start + 1, y, f"{layer.name}  bytes {start}-{start + layer.size - 1}"
-                f" ({layer.size} B)", va="center", fontsize=8)
-    ax.set_yticks([])
-    ax.set_xlabel("byte offset in the frame")
-    ax.set_xlim(0, max(packet.length, 1) * 1.02)
-    ax.set_title(title or f"packet {packet.number}: {packet.stack} ({packet.length} B)")
-    return ax

@@ -1,0 +1,54 @@
+"""``vpnlab meltdown``: the TCP-meltdown sweep, UDP against TCP (``scripts/meltdown.sh``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vpnlab.course.meltdown import DEFAULT_PREFIX, FULL, QUICK, format_table, plot, sweep
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``vpnlab meltdown [--quick] ...``: the sweep, its table, JSON and chart."""
+    p = sub.add_parser(
+        "meltdown",
+        help="TCP meltdown: the VPN over UDP and TCP (a lab of its own)",
+        description="TCP meltdown, measured: the notes' reason for a UDP tunnel "
+        '("to avoid TCP meltdown").',
+    )
+    p.add_argument("--quick", action="store_true", help="2 losses x 2 transports x 2 s")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX)
+    p.add_argument("--losses", type=float, nargs="+", help="percent, each way")
+    p.add_argument("--delays", type=float, nargs="+", help="ms, r2 -> r1")
+    p.add_argument("--seconds", type=float, help="per iperf3 run")
+    p.add_argument("--samples", type=int, help="64 KB fetches per point (median)")
+    p.add_argument("--out", type=Path, default=Path("meltdown-results"))
+    p.add_argument("--rate", help="iperf3 -b: offered load (default: as fast as it goes)")
+    p.add_argument(
+        "--capture-loss", type=float, help="also capture tun0/eth0 at this loss, per transport"
+    )
+    p.set_defaults(func=cmd_meltdown)
+
+
+def cmd_meltdown(args: argparse.Namespace) -> int:
+    base = dict(QUICK if args.quick else FULL)
+    for key in ("losses", "delays", "seconds", "samples"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    results = sweep(
+        args.prefix,
+        **base,
+        capture_loss=args.capture_loss,
+        capture_folder=args.out,
+        rate=args.rate,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.out / "meltdown.png")
+    print(format_table(results))
+    print(
+        f"{len(results['points'])} points in {results['wall_s']} s; {args.out}/results.json, "
+        f"{args.out}/meltdown.png"
+    )
+    return 0

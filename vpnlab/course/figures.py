@@ -1,0 +1,172 @@
+"""The course's figures: the lab as a picture, timelines, and a packet's layers as bytes.
+
+The notebooks import this module beside the notebook helpers::
+
+    from vpnlab.course import figures
+    from vpnlab.course import notebook as course
+
+    figures.draw_topology(lab.status())
+
+Each function draws on the matplotlib Axes it is given (a new figure if none) and returns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_POS = {"r1": (0.0, 0.0), "isp": (4.0, 0.0), "r2": (8.0, 0.0), "web": (4.0, -3.0)}
+_LINKS = (
+    ("r1", "isp", "192.0.2.0/24"),
+    ("isp", "r2", "198.51.100.0/24"),
+    ("isp", "web", "203.0.113.0/24"),
+)
+_COLORS = {"client": "#cfe8ff", "router": "#eeeeee", "server": "#ffe2c6", "web": "#d8f5d0"}
+
+
+def draw_topology(status: dict[str, Any], ax=None):
+    """The lab as a picture: nodes with their addresses and daemons, links, the tunnel.
+
+    ``status`` is :meth:`CourseLab.status`. Returns the matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 5.5))
+    nodes = status["nodes"]
+    daemons: dict[str, list[str]] = {}
+    for name, d in status.get("daemons", {}).items():
+        if d.get("alive"):
+            daemons.setdefault(d["node"], []).append(name.split("-")[0])
+    pos = dict(_POS)
+    extra = [n for n in nodes if n not in pos]
+    for i, name in enumerate(extra):
+        pos[name] = (0.0, -2.0 - 1.5 * i)
+    _draw_links(ax, nodes, pos)
+    for name, node in nodes.items():
+        _draw_node(ax, pos[name], name, node, daemons.get(name, []))
+    ax.set_xlim(-2.2, 10.2)
+    ax.set_ylim(-4.2, 2.3)
+    ax.axis("off")
+    ax.set_title(f"vpnlab topology (prefix {status['prefix']}, cipher {status.get('cipher')})")
+    return ax
+
+
+def _draw_links(ax, nodes: dict[str, Any], pos: dict[str, tuple[float, float]]) -> None:
+    """The veths of the default lab with their networks, and the tunnel once it is up."""
+    for a, b, label in _LINKS:
+        if a in nodes and b in nodes:
+            (x1, y1), (x2, y2) = pos[a], pos[b]
+            ax.plot([x1, x2], [y1, y2], color="black", lw=2, zorder=1)
+            vertical = x1 == x2
+            ax.text(
+                (x1 + x2) / 2 + (0.15 if vertical else 0),
+                (y1 + y2) / 2 + 0.25,
+                label,
+                ha="left" if vertical else "center",
+                fontsize=9,
+                color="dimgray",
+            )
+    tun = {n: i for n, node in nodes.items() for i in node.get("interfaces", {}) if i == "tun0"}
+    if "r1" in tun and "r2" in tun:
+        xs = [pos["r1"][0], 4.0, pos["r2"][0]]
+        ax.plot(xs, [0.6, 1.6, 0.6], color="tab:red", lw=2, ls="--", zorder=1)
+        ax.text(
+            4.0,
+            1.75,
+            "VPN tunnel 10.8.0.0/24 over UDP 4500",
+            ha="center",
+            color="tab:red",
+            fontsize=10,
+        )
+
+
+def _draw_node(ax, xy: tuple[float, float], name: str, node: dict[str, Any], runs: list[str]):
+    """One node as a box: name, role, namespace, addresses, the daemons it runs."""
+    lines = [f"{name}  [{node.get('role', '')}]", node.get("namespace", "")]
+    for ifname, itf in node.get("interfaces", {}).items():
+        if ifname != "lo":
+            lines.append(f"{ifname} {' '.join(itf.get('addresses', [])) or '-'}")
+    if runs:
+        lines.append("runs: " + ", ".join(sorted(runs)))
+    face = _COLORS.get(node.get("role", ""), "white") if node.get("exists") else "#ffcccc"
+    ax.text(
+        *xy,
+        "\n".join(lines),
+        ha="center",
+        va="center",
+        fontsize=9,
+        zorder=2,
+        bbox={"boxstyle": "round,pad=0.5", "fc": face, "ec": "black"},
+    )
+
+
+def draw_timeline(
+    events: Sequence[tuple[float, str, str]],
+    lanes: Sequence[str],
+    title: str = "",
+    marks: Sequence[tuple[float, str]] = (),
+    ax=None,
+):
+    """A timeline: ``events`` are ``(seconds, lane, label)``; ``marks`` vertical lines."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 1.2 + 0.7 * len(lanes)))
+    row = {lane: i for i, lane in enumerate(reversed(list(lanes)))}
+    palette = [f"C{i}" for i in range(10)]
+    for y in row.values():
+        ax.axhline(y, color="lightgray", lw=1, zorder=0)
+    colors: dict[str, str] = {}
+    for t, lane, label in events:
+        new = label not in colors
+        color = colors.setdefault(label, palette[len(colors) % len(palette)])
+        ax.plot([t], [row[lane]], "o", color=color, zorder=2, label=label if new else None)
+    for t, label in marks:
+        ax.axvline(t, color="tab:red", ls="--", lw=1)
+        ax.text(t, len(row) - 0.45, label + " ", color="tab:red", fontsize=9, ha="right")
+    times = [t for t, _, _ in events] + [t for t, _ in marks]
+    if times:
+        ax.set_xlim(min(times) - 0.2, max(times) + 0.3)
+    ax.set_yticks(list(row.values()), list(row.keys()))
+    ax.set_xlabel("seconds")
+    ax.set_ylim(-0.6, len(row) - 0.2)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return ax
+
+
+def draw_layers(packet: Any, ax=None, title: str = ""):
+    """A layer/byte diagram of one decoded packet (``vpnlab.decode.Packet``).
+
+    One bar per layer, from its first to its last byte; decrypted ESP contents (whose byte
+    positions restart at 0) are drawn inside the ESP layer's payload.
+    """
+    import matplotlib.pyplot as plt
+
+    layers = [layer for layer in packet.layers if layer.size > 0]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 0.6 + 0.5 * len(layers)))
+    offset, last = 0, -1
+    for depth, layer in enumerate(layers):
+        if layer.pos < last:  # a new buffer (decrypted): place it after the ESP header
+            esp = next((x for x in layers if x.name == "esp"), None)
+            mine = [f for f in esp.fields if esp.pos <= f.pos < esp.pos + esp.size] if esp else []
+            payload = max(mine, key=lambda f: f.size, default=None)
+            offset = (payload.pos if payload else esp.pos if esp else 0) - layer.pos
+        last = layer.pos
+        start = layer.pos + offset
+        y = len(layers) - depth
+        ax.barh(y, layer.size, left=start, height=0.7, color=f"C{depth % 10}", alpha=0.8)
+        ax.text(
+            start + 1,
+            y,
+            f"{layer.name}  bytes {start}-{start + layer.size - 1} ({layer.size} B)",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks([])
+    ax.set_xlabel("byte offset in the frame")
+    ax.set_xlim(0, max(packet.length, 1) * 1.02)
+    ax.set_title(title or f"packet {packet.number}: {packet.stack} ({packet.length} B)")
+    return ax

@@ -25,9 +25,10 @@ from pathlib import Path
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import CONNECT_TIMEOUT_S, PORT, TUN_MTU, TUN_NAME
 from vpnlab.core.errors import SetupError
-from vpnlab.core.formats import Format
+from vpnlab.core.events import Event, HandshakeCompleted
+from vpnlab.core.formats import ClientHandshake, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
-from vpnlab.core.session import State
+from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
 from vpnlab.keys import esp_sa_text, write_secret
 from vpnlab.report import Reporter
 from vpnlab.routing import ClientRouting, refuse_host_changes
@@ -69,6 +70,8 @@ class ClientOptions:
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
     """tun (the notes: IP packets), or tap: Ethernet frames on tap0 (``tap.py``)."""
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    """The notes' 2.5 s and 6 s (``--liveness-timeout``: 0 for a peer without keepalives)."""
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -80,13 +83,28 @@ def make_core(options: ClientOptions) -> ClientCore:
     layer2 = options.mode == "tap"
     if options.static_keys is not None:
         established = options.static_keys.client()
-        return ClientCore(options.server_address, None, established=established, layer2=layer2)
-    assert options.format is not None
+        return ClientCore(
+            options.server_address,
+            None,
+            established=established,
+            timeouts=options.timeouts,
+            layer2=layer2,
+        )
+    format = options.format
+    assert format is not None
+
+    def new_handshake() -> ClientHandshake:  # each rekey: a fresh ephemeral key
+        return format.client_handshake(os.urandom)
+
     return ClientCore(
         options.server_address,
-        options.format.client_handshake(os.urandom),
+        format.client_handshake(os.urandom),
+        timeouts=options.timeouts,
         clock_offset_s=time.time() - time.monotonic(),
         layer2=layer2,
+        new_handshake=None
+        if format.name == "plain"
+        else lambda: format.client_handshake(os.urandom),
     )
 
 
@@ -155,7 +173,16 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
         tun_fd, routing = bring_up(options, core, reporter)
         layer2 = options.mode == "tap"
         mss_clamp = None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES
-        options.datapath(core, tun_fd, sock, reporter, signals, mss_clamp=mss_clamp).run()
+
+        def on_event(event: Event) -> None:  # a rekey: export the new keys too
+            if isinstance(event, HandshakeCompleted):
+                export_keys(options, core)
+
+        loop = options.datapath(
+            core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp
+        )
+        core.tunnel_up(time.monotonic())  # the keepalive and liveness clocks start here
+        loop.run()
         return exit_code(core, reporter)
     finally:
         clean_up(core, sock, tun_fd, routing, reporter, f"cleaned up ({core.close_reason})")
@@ -171,10 +198,7 @@ def bring_up(
     """
     assert core.session is not None
     address = core.session.tunnel_address
-    protection = core.session.protection
-    if options.esp_sa_file and isinstance(protection, EspSession):
-        rows = esp_sa_rows(protection, "*", str(options.server))
-        write_secret(options.esp_sa_file, esp_sa_text(rows))
+    export_keys(options, core)
     tun_fd, tun_name = create_tun_dev(
         options.tun_name, device_flags(options.mode, options.datapath.tun_flags)
     )
@@ -190,6 +214,20 @@ def bring_up(
     reporter.update(tunnel_address=str(address), tun=tun_name)
     reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
     return tun_fd, routing
+
+
+def export_keys(options: ClientOptions, core: ClientCore) -> None:
+    """Key export (``--esp-sa-file``): tshark esp_sa rows of every ESP SA that is up."""
+    if options.esp_sa_file is None or core.session is None:
+        return
+    rows = [
+        row
+        for protection in core.session.protections()
+        if isinstance(protection, EspSession)
+        for row in esp_sa_rows(protection, "*", str(options.server))
+    ]
+    if rows:
+        write_secret(options.esp_sa_file, esp_sa_text(rows))
 
 
 def exit_code(core: ClientCore, reporter: Reporter) -> int:

@@ -28,6 +28,7 @@ from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
 from vpnlab.core.server_core import ServerCore
+from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.keys import esp_sa_text, write_secret
 from vpnlab.report import Reporter
 from vpnlab.routing import ServerRouting, refuse_host_changes
@@ -63,6 +64,10 @@ class ServerOptions:
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
     """tun (the notes: IP packets), or tap: Ethernet frames, clients switched by MAC."""
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    """The notes' 6 s liveness (``--liveness-timeout``: 0 for a peer without keepalives)."""
+    peers_folder: Path | None = None
+    """Identity mode: the folder of ``peers.toml``, read again when it changes (revocations)."""
 
 
 def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
@@ -70,8 +75,9 @@ def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
     local = "*" if listen == "0.0.0.0" else listen
     rows = []
     for (peer, _), session in core.sessions.items():
-        if isinstance(session.protection, EspSession):
-            rows += esp_sa_rows(session.protection, local, peer)
+        for protection in session.protections():  # a rekey's new keys, and the old ones
+            if isinstance(protection, EspSession):
+                rows += esp_sa_rows(protection, local, peer)
     write_secret(path, esp_sa_text(rows))
 
 
@@ -86,6 +92,7 @@ def make_core(options: ServerOptions) -> ServerCore:
         options.tunnel_address,
         os.urandom,
         once=options.once,
+        timeouts=options.timeouts,
         clock_offset_s=time.time() - time.monotonic(),
         static=Established(static.server(), static.client_address) if static else None,
         isolate_clients=options.isolate_clients,

@@ -195,3 +195,19 @@ def test_check_peers_refuses_shared_keys_and_addresses():
     squatter = Peer("squatter", public_key(bytes(32)), IPv4Interface("10.8.0.1/24"))
     with pytest.raises(VpnlabError, match="squatter: address 10.8.0.1 is taken"):
         check_peers((*PEERS, squatter), SERVER_TUNNEL_ADDRESS)
+
+
+def test_identity_a_revoked_peer_loses_its_session_and_gets_nothing_more():
+    server = server_core()
+    alice = connect(server, "alice", 4011, seed=31)
+    connect(server, "bob", 4012, seed=32)
+    events = server.update_peers([p for p in PEERS if p.name != "alice"])
+    assert [e.reason for e in events] == ["revoked"]
+    assert {s.identity.name for s in server.sessions.values()} == {"bob"}
+    alice.send_packet(ipv4_packet("10.8.0.7", "203.0.113.10"), 1.0)
+    ((datagram, _),) = alice.datagrams_to_send()
+    assert server.receive_datagram(datagram, ("192.0.2.2", 4011), 1.0)[0].reason == "unknown peer"
+    again = connect(server, "alice", 4013, seed=33, now=2.0)
+    assert again.state is State.CONNECTING and server.counters.drops["unknown peer key"] == 1
+    server.update_peers(PEERS)  # taken back in: answered again
+    assert connect(server, "alice", 4014, seed=34, now=3.0).state is State.CONNECTED

@@ -7,10 +7,20 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from vpnlab.client import ClientOptions, run_client
-from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME, tun_mtu
+from vpnlab.core.constants import (
+    LIVENESS_TIMEOUT_S,
+    PORT,
+    SERVER_TUNNEL_ADDRESS,
+    TUN_MTU,
+    TUN_NAME,
+    tun_mtu,
+)
+from vpnlab.core.errors import VpnlabError
 from vpnlab.core.formats import Format
+from vpnlab.core.session import Timeouts
 from vpnlab.fast.loop import FastTunnel
 from vpnlab.keys import read_psk, read_secret
+from vpnlab.peers import read_client_config, read_server_identity
 from vpnlab.report import Reporter
 from vpnlab.server import ServerOptions, run_server
 from vpnlab.tap import DEFAULT_MODE, MODES, device_mtu, device_name
@@ -19,6 +29,7 @@ from vpnlab.tunnel import Tunnel
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER, make_format
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import StaticKeys, load_static_keys
+from vpnlab.wire.identity import IdentityFormat
 
 DATAPATHS: dict[str, type[Tunnel]] = {loop.name: loop for loop in (Tunnel, FastTunnel)}
 DEFAULT_DATAPATH = Tunnel.name
@@ -64,7 +75,15 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CIPHER,
         help="wire format (default %(default)s)",
     )
-    parser.add_argument("--psk-file", type=Path, help="pre-shared key file (mode 600), for ESP")
+
+
+def add_keying(parser: argparse.ArgumentParser) -> None:
+    """How the tunnel is keyed (identities are the daemons' own options), and the timers."""
+    parser.add_argument(
+        "--psk-file",
+        type=Path,
+        help="the notes' simple case: one pre-shared key file (mode 600) for every client",
+    )
     parser.add_argument(
         "--static-keys",
         type=Path,
@@ -76,6 +95,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         help="keep tshark esp_sa rows for the live sessions here (mode 600), for decryption",
     )
     parser.add_argument("--status-file", type=Path, help="JSON status, rewritten every second")
+    parser.add_argument(
+        "--liveness-timeout",
+        type=float,
+        default=LIVENESS_TIMEOUT_S,
+        metavar="SECONDS",
+        help="end the session after this long without a datagram from the peer; 0: never "
+        "(for a peer that sends no keepalives, such as the kernel's ESP) (default %(default)s)",
+    )
     parser.add_argument(
         "--allow-host-changes",
         action="store_true",
@@ -125,7 +152,15 @@ def register_server(sub: argparse._SubParsersAction) -> None:
         metavar="ADDRESS=NETWORK",
         help="site to site: NETWORK is behind the client with tunnel ADDRESS (repeatable)",
     )
+    server.add_argument(
+        "--identity",
+        type=Path,
+        metavar="DIR",
+        help="identity mode: the server's key and its peers, DIR/server.key and "
+        "DIR/peers.toml (vpnlab keys server DIR; vpnlab keys add-peer DIR NAME)",
+    )
     add_common(server)
+    add_keying(server)
     server.set_defaults(func=server_main)
 
 
@@ -137,7 +172,14 @@ def register_client(sub: argparse._SubParsersAction) -> None:
         "SetRouting(1), the loop. Exit codes: 0 stopped by a signal, 1 error, "
         "3 server unreachable, 4 peer lost (6 s of silence), 5 the server said Bye.",
     )
-    client.add_argument("--server", type=IPv4Address, required=True, help="server address")
+    client.add_argument("--server", type=IPv4Address, help="server address (or from --config)")
+    client.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="identity mode: this client's config file (its key, the server's endpoint and "
+        "public key, cipher, routes), as vpnlab keys add-peer wrote it",
+    )
     client.add_argument("--local-port", type=int, default=PORT, help="local UDP port")
     client.add_argument(
         "--reconnect",
@@ -153,6 +195,7 @@ def register_client(sub: argparse._SubParsersAction) -> None:
         help="site to site: send only NETWORK through the tunnel (repeatable; default: all)",
     )
     add_common(client)
+    add_keying(client)
     client.set_defaults(func=client_main)
 
 
@@ -166,9 +209,27 @@ def client_network(text: str) -> tuple[IPv4Address, IPv4Network]:
 
 
 def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
-    """The format of ``--cipher`` (with its PSK), or the static keys that replace it."""
+    """The format: identities (``--identity``/``--config``), ``--cipher`` with one PSK, or
+    the static keys that replace the handshake.
+
+    Raises:
+        VpnlabError: more than one of them, or a key file that cannot be read.
+    """
+    given = [
+        name
+        for name in ("identity", "config", "psk_file", "static_keys")
+        if getattr(args, name, None) is not None
+    ]
+    if len(given) > 1:
+        options = " and ".join("--" + name.replace("_", "-") for name in given)
+        raise VpnlabError(f"{options}: choose one way to key the tunnel")
     if args.static_keys is not None:
         return None, load_static_keys(read_secret(args.static_keys, "static key file"))
+    if getattr(args, "identity", None) is not None:
+        identity = read_server_identity(args.identity, args.tunnel_address)
+        return IdentityFormat(args.cipher, server=identity), None
+    if getattr(args, "config", None) is not None:
+        return IdentityFormat(args.config_file.cipher, client=args.config_file.identity), None
     return make_format(args.cipher, read_psk(args.psk_file)), None
 
 
@@ -183,6 +244,11 @@ def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys |
 
 def server_main(args: argparse.Namespace) -> int:
     format, static = wire(args)
+    networks = tuple(args.client_network)
+    if isinstance(format, IdentityFormat) and format.server is not None:
+        networks += tuple(
+            (peer.tunnel_address.ip, net) for peer in format.server.peers for net in peer.networks
+        )
     options = ServerOptions(
         format=format,
         static_keys=static,
@@ -200,23 +266,29 @@ def server_main(args: argparse.Namespace) -> int:
         status_file=args.status_file,
         once=args.once,
         isolate_clients=args.isolate_clients,
-        client_networks=tuple(args.client_network),
+        client_networks=networks,
         allow_host_changes=args.allow_host_changes,
+        timeouts=Timeouts(liveness_s=args.liveness_timeout),
+        peers_folder=args.identity,
     )
     return run_server(options, Reporter("server", args.status_file))
 
 
 def client_main(args: argparse.Namespace) -> int:
+    config = args.config_file = read_client_config(args.config) if args.config else None
     format, static = wire(args)
+    server = args.server or (config.server if config else None)
+    if server is None:
+        raise VpnlabError("no server: give --server ADDRESS (or --config FILE)")
     options = ClientOptions(
-        server=args.server,
+        server=server,
         format=format,
         static_keys=static,
         esp_sa_file=args.esp_sa_file,
-        port=args.port,
+        port=config.port if config and args.port == PORT else args.port,
         local_port=args.local_port,
         reconnect=args.reconnect,
-        routes=tuple(args.route),
+        routes=tuple(args.route) or (config.routes if config else ()),
         tun_name=device_name(args.mode, args.tun),
         mtu=mtu_of(args, format, static),
         mode=args.mode,
@@ -224,5 +296,6 @@ def client_main(args: argparse.Namespace) -> int:
         transport=args.transport,
         status_file=args.status_file,
         allow_host_changes=args.allow_host_changes,
+        timeouts=Timeouts(liveness_s=args.liveness_timeout),
     )
     return run_client(options, Reporter("client", args.status_file))

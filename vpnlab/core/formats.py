@@ -9,8 +9,8 @@ pure: bytes in, bytes out, time and randomness passed in.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Protocol
 
@@ -80,7 +80,7 @@ class Peer:
     public_key: bytes
     tunnel_address: IPv4Interface
     networks: tuple[IPv4Network, ...] = ()
-    psk: bytes | None = None
+    psk: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,17 @@ class ServerHandshake(Protocol):
         """The reply to a checked Hello, and the session's keys; a Hello is answered once."""
         ...
 
+    def set_peers(self, peers: Sequence[Peer]) -> None:
+        """Identity mode: answer these peers from now on (``peers.toml`` changed)."""
+        ...
+
 
 class AnswersHellos:
-    """Both steps at once, for the tests and the notebooks: check, then answer."""
+    """What every server handshake shares: both steps at once (``respond``, for the tests and
+    the notebooks), and a peer list that only the identity mode has."""
+
+    def set_peers(self, peers: Sequence[Peer]) -> None:
+        """The identity mode's peers file changed; the other formats have no peers."""
 
     def respond(
         self, datagram: bytes, client_address: IPv4Interface, now: float

@@ -14,7 +14,7 @@ from vpnlab.core.events import (
     PacketReceived,
     SessionClosed,
 )
-from vpnlab.core.formats import CheckedHello, Established, Format, Kind, RandomBytes
+from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES, ipv4_destination, ipv4_source, is_ipv4
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HelloRateLimiter
@@ -263,6 +263,19 @@ class ServerCore(CoreBase):
         if self.once:
             self.finished = True
         return [SessionClosed(session.peer, reason)]
+
+    def update_peers(self, peers: Sequence[Peer]) -> list[Event]:
+        """Identity mode: ``peers.toml`` changed. New peers are answered from now on; a
+        revoked (or changed) peer's session ends at once ("revoked")."""
+        if self.handshake is None:
+            return []
+        self.handshake.set_peers(peers)
+        keep = set(peers)
+        events: list[Event] = []
+        for session in list(self.sessions.values()):
+            if session.identity is not None and session.identity not in keep:
+                events += self._end(session, "revoked")
+        return events
 
     def _route(self, destination: IPv4Address | None) -> Session | None:
         """The client a packet to ``destination`` goes to: its tunnel address, or its network."""

@@ -156,9 +156,13 @@ class IdentityServerHandshake(AnswersHellos):
         self._header = _header(HELLO_TYPE, self._cipher_id)
         self._welcome_header = _header(WELCOME_TYPE, self._cipher_id)
         self._private = identity.private_key
-        self.peers = {peer.public_key: peer for peer in identity.peers}
+        self.set_peers(identity.peers)
         self._random_bytes = random_bytes
         self._latest: dict[bytes, int] = {}  # public key -> the latest Hello timestamp answered
+
+    def set_peers(self, peers: Iterable[Peer]) -> None:
+        """The peers answered from now on (``peers.toml`` read again: added, revoked)."""
+        self.peers = {peer.public_key: peer for peer in peers}
 
     def check(self, datagram: bytes, now: float) -> CheckedHello:
         """Is this a Hello of a known peer, newer than its last one?

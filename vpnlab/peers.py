@@ -1,0 +1,281 @@
+"""The identity mode's files: the server's key and its peers, and one config file per client.
+
+A folder holds the server's side (``vpnlab keys server DIR`` makes it)::
+
+    DIR/server.key      the server's X25519 private key, base64 (mode 0600)
+    DIR/peers.toml      the clients it answers: name, public key, tunnel address, networks
+    DIR/NAME.conf       one client's config (``vpnlab keys add-peer DIR NAME``), to copy to it
+
+A client's config is the one file a student copies, as a wg-quick or an .ovpn file: its own
+private key, its address, the server's endpoint and public key, the cipher and the routes::
+
+    [client]
+    name = "r1"
+    private_key = "..."
+    address = "10.8.0.2/24"
+
+    [server]
+    endpoint = "198.51.100.2:4500"
+    public_key = "..."
+    cipher = "esp-aes-gcm"
+    routes = []            # site to site: only these networks through the tunnel
+
+``vpnlab keys revoke DIR NAME`` takes a peer out of ``peers.toml``; a running server reads the
+file again when it changes and ends that peer's session. Every file with a private key or a
+PSK is written with mode 0600 (``keys.write_secret``) and refused if others may read it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS
+from vpnlab.core.errors import VpnlabError
+from vpnlab.core.formats import Peer
+from vpnlab.keys import read_secret, write_secret
+from vpnlab.wire.identity import ClientIdentity, ServerIdentity, check_peers
+from vpnlab.wire.noise import public_key
+
+SERVER_KEY = "server.key"
+DEFAULT_SERVER_ADDRESS = IPv4Interface(SERVER_TUNNEL_ADDRESS)
+PEERS = "peers.toml"
+
+
+def encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode("ascii")
+
+
+def decode_key(text: str, what: str) -> bytes:
+    """A 32-byte key from base64.
+
+    Raises:
+        VpnlabError: not base64 of 32 bytes.
+    """
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise VpnlabError(f"{what} is not a 32-byte key in base64")
+    return key
+
+
+def _toml(text: str, where: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise VpnlabError(f"{where}: not valid TOML ({exc})") from None
+
+
+def _value(table: dict[str, Any], key: str, where: str) -> Any:
+    if key not in table:
+        raise VpnlabError(f"{where}: '{key}' is missing")
+    return table[key]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """A parsed client config: what ``vpnlab client --config FILE`` runs with."""
+
+    name: str
+    identity: ClientIdentity
+    address: IPv4Interface
+    server: IPv4Address
+    port: int
+    cipher: str
+    routes: tuple[IPv4Network, ...]
+
+
+def read_client_config(path: Path) -> ClientConfig:
+    """Read and check a client's config file (mode 0600).
+
+    Raises:
+        VpnlabError: unreadable, readable by others, or a field missing or malformed.
+    """
+    data = _toml(read_secret(path, "client config"), path)
+    try:
+        client, server = data["client"], data["server"]
+        host, _, port = str(_value(server, "endpoint", f"{path} [server]")).rpartition(":")
+        psk = server.get("psk")
+        return ClientConfig(
+            name=str(client.get("name", path.stem)),
+            identity=ClientIdentity(
+                decode_key(_value(client, "private_key", f"{path} [client]"), "private_key"),
+                decode_key(_value(server, "public_key", f"{path} [server]"), "public_key"),
+                decode_key(psk, "psk") if psk else None,
+            ),
+            address=IPv4Interface(_value(client, "address", f"{path} [client]")),
+            server=IPv4Address(host or port),
+            port=int(port) if host else PORT,
+            cipher=str(server.get("cipher", "esp-aes-gcm")),
+            routes=tuple(IPv4Network(net) for net in server.get("routes", [])),
+        )
+    except KeyError as exc:
+        raise VpnlabError(f"{path}: the [{exc.args[0]}] table is missing") from None
+    except (ValueError, TypeError) as exc:
+        raise VpnlabError(f"{path}: {exc}") from None
+
+
+def client_config_text(config: ClientConfig) -> str:
+    """The config file of one client (TOML; strings written as JSON strings, which TOML reads)."""
+    identity = config.identity
+    lines = [
+        f"# vpnlab client {config.name}: vpnlab client --config {config.name}.conf",
+        "[client]",
+        f"name = {json.dumps(config.name)}",
+        f'private_key = "{encode_key(identity.private_key)}"',
+        f'address = "{config.address}"',
+        "",
+        "[server]",
+        f'endpoint = "{config.server}:{config.port}"',
+        f'public_key = "{encode_key(identity.server_public_key)}"',
+        f"cipher = {json.dumps(config.cipher)}",
+        f"routes = {json.dumps([str(net) for net in config.routes])}",
+    ]
+    if identity.psk:
+        lines.append(f'psk = "{encode_key(identity.psk)}"')
+    return "\n".join(lines) + "\n"
+
+
+def read_peers(folder: Path) -> tuple[Peer, ...]:
+    """The peers of ``folder/peers.toml`` (none if the file has none).
+
+    Raises:
+        VpnlabError: unreadable, or a peer malformed.
+    """
+    path = folder / PEERS
+    data = _toml(read_secret(path, "peers file"), path)
+    peers = []
+    for number, entry in enumerate(data.get("peer", []), 1):
+        where = f"{path} peer {number}"
+        try:
+            psk = entry.get("psk")
+            peers.append(
+                Peer(
+                    name=str(_value(entry, "name", where)),
+                    public_key=decode_key(_value(entry, "public_key", where), f"{where} key"),
+                    tunnel_address=IPv4Interface(_value(entry, "address", where)),
+                    networks=tuple(IPv4Network(net) for net in entry.get("networks", [])),
+                    psk=decode_key(psk, f"{where} psk") if psk else None,
+                )
+            )
+        except (ValueError, TypeError) as exc:
+            raise VpnlabError(f"{where}: {exc}") from None
+    return tuple(peers)
+
+
+def peers_text(peers: tuple[Peer, ...]) -> str:
+    lines = ["# vpnlab peers: the clients this server answers (vpnlab keys add-peer / revoke)"]
+    for peer in peers:
+        lines += [
+            "",
+            "[[peer]]",
+            f"name = {json.dumps(peer.name)}",
+            f'public_key = "{encode_key(peer.public_key)}"',
+            f'address = "{peer.tunnel_address}"',
+            f"networks = {json.dumps([str(net) for net in peer.networks])}",
+        ]
+        if peer.psk:
+            lines.append(f'psk = "{encode_key(peer.psk)}"')
+    return "\n".join(lines) + "\n"
+
+
+def read_server_identity(folder: Path, server_address: IPv4Interface) -> ServerIdentity:
+    """The server's key and its peers, checked (one key and one address each).
+
+    Raises:
+        VpnlabError: a file unreadable or malformed, or two peers sharing a key or an address.
+    """
+    key = decode_key(read_secret(folder / SERVER_KEY, "server key"), str(folder / SERVER_KEY))
+    peers = read_peers(folder)
+    check_peers(peers, server_address)
+    return ServerIdentity(key, peers)
+
+
+def make_server(folder: Path) -> bytes:
+    """``vpnlab keys server DIR``: a fresh server key (and an empty peers file); returns the
+    public key.
+
+    Raises:
+        VpnlabError: ``folder`` already holds a server key (it is never overwritten).
+    """
+    if (folder / SERVER_KEY).exists():
+        raise VpnlabError(f"{folder / SERVER_KEY} exists: the server keeps its key")
+    private = os.urandom(32)
+    write_secret(folder / SERVER_KEY, encode_key(private) + "\n")
+    if not (folder / PEERS).exists():
+        write_secret(folder / PEERS, peers_text(()))
+    return public_key(private)
+
+
+def add_peer(
+    folder: Path,
+    name: str,
+    address: IPv4Interface,
+    *,
+    endpoint: tuple[IPv4Address, int],
+    cipher: str = "esp-aes-gcm",
+    networks: tuple[IPv4Network, ...] = (),
+    routes: tuple[IPv4Network, ...] = (),
+    psk: bool = False,
+    server_address: IPv4Interface = DEFAULT_SERVER_ADDRESS,
+) -> Path:
+    """``vpnlab keys add-peer``: a key pair for a new client, its line in ``peers.toml`` and
+    its config file ``folder/NAME.conf``; returns that file's path.
+
+    ``server_address`` is the server's own tunnel address: the peer's must be another one in
+    the same network.
+
+    Raises:
+        VpnlabError: a bad name, the name or address taken, or no server key in ``folder``.
+    """
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise VpnlabError(f"peer name {name!r}: letters, digits, '-', '_' and '.' only")
+    server_private = decode_key(read_secret(folder / SERVER_KEY, "server key"), "server key")
+    peers = read_peers(folder)
+    if any(peer.name == name for peer in peers):
+        raise VpnlabError(f"there is a peer {name} already (vpnlab keys revoke it first)")
+    private = os.urandom(32)
+    shared = os.urandom(32) if psk else None
+    peer = Peer(name, public_key(private), address, networks, shared)
+    check_peers((*peers, peer), server_address)
+    write_secret(folder / PEERS, peers_text((*peers, peer)))
+    config = ClientConfig(
+        name,
+        ClientIdentity(private, public_key(server_private), shared),
+        address,
+        endpoint[0],
+        endpoint[1],
+        cipher,
+        routes,
+    )
+    path = folder / f"{name}.conf"
+    write_secret(path, client_config_text(config))
+    return path
+
+
+def revoke_peer(folder: Path, name: str) -> Peer:
+    """``vpnlab keys revoke``: take ``name`` out of ``peers.toml`` (its config file stays, but
+    the server answers it no more). Returns the peer removed.
+
+    Raises:
+        VpnlabError: no such peer.
+    """
+    peers = read_peers(folder)
+    gone = [peer for peer in peers if peer.name == name]
+    if not gone:
+        known = ", ".join(peer.name for peer in peers) or "none"
+        raise VpnlabError(f"no peer {name} in {folder / PEERS} (peers: {known})")
+    write_secret(folder / PEERS, peers_text(tuple(p for p in peers if p.name != name)))
+    return gone[0]

@@ -38,6 +38,7 @@
 import os
 import shutil
 
+from vpnlab.course import figures
 from vpnlab.course import notebook as course
 
 lab = course.CourseLab("00_setup_topology")
@@ -65,7 +66,7 @@ print(lab.vpnlab("lab", "status", show=False))
 # %%
 import matplotlib.pyplot as plt
 
-course.draw_topology(status)
+figures.draw_topology(status)
 plt.show()
 
 # %% [markdown]

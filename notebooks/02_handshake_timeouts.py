@@ -43,6 +43,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from vpnlab.core.constants import CONNECT_TIMEOUT_S, HELLO_RETRY_S, KEEPALIVE_INTERVAL_S
+from vpnlab.course import figures
 from vpnlab.course import notebook as course
 from vpnlab.instruments import capture
 
@@ -126,7 +127,7 @@ for t, src in tun_rows:
 lanes = ["TunSelected (tun0 read)", "sendto (eth0 out)", "SockSelected (eth0 in)",
          "tun0 write", "timer deadline"]
 connected = next(t for t, *_, kind in wire if kind == "WELCOME")
-course.draw_timeline(events, lanes, "the client's select loop (plain format)",
+figures.draw_timeline(events, lanes, "the client's select loop (plain format)",
                      marks=[(connected, "connected")])
 plt.show()
 keepalive_times = [t for t, src, *_, kind in wire if kind == "KEEPALIVE" and src == "192.0.2.2"]
@@ -183,7 +184,7 @@ t0 = float(rows[0][0])
 events = [(float(t) - t0, "r1 sends" if src == "192.0.2.2" else "r2 answers",
            "Hello" if src == "192.0.2.2" else "ICMP port unreachable") for t, src, _ in rows]
 hellos = [e for e in events if e[2] == "Hello"]
-course.draw_timeline(events, ["r1 sends", "r2 answers"], "server down: Hello, retries, timeout",
+figures.draw_timeline(events, ["r1 sends", "r2 answers"], "server down: Hello, retries, timeout",
                      marks=[(CONNECT_TIMEOUT_S, "2.5 s: give up")])
 plt.show()
 print(len(hellos), "Hellos at", [round(e[0], 2) for e in hellos])

@@ -33,6 +33,7 @@
 # %%
 import matplotlib.pyplot as plt
 
+from vpnlab.course import figures
 from vpnlab.course import notebook as course
 from vpnlab.instruments import capture, decode, ftp
 from vpnlab.wire.ciphers import CIPHERS
@@ -96,7 +97,7 @@ lab.record("pyshark_stacks", sorted({p.frame_info.protocols for p in packets}))
 
 # %%
 ping_pkt = decode.decode(eth_file, display_filter="frame.len == 126", count=1)[0]
-course.draw_layers(ping_pkt, title="plain: one ping on r1's eth0")
+figures.draw_layers(ping_pkt, title="plain: one ping on r1's eth0")
 plt.show()
 for o in decode.layer_overhead(ping_pkt):
     print(f"{o.layer:<6} header {o.header_bytes:3} B  trailer {o.trailer_bytes:3} B")
@@ -143,7 +144,7 @@ print(lab.vpnlab("keys", "export", show=False))
 
 # %%
 gcm = by_cipher["esp-aes-gcm"]["packet"]
-course.draw_layers(gcm, title="esp-aes-gcm, decrypted with the exported keys")
+figures.draw_layers(gcm, title="esp-aes-gcm, decrypted with the exported keys")
 plt.show()
 overhead = {c: [(o.layer, o.header_bytes, o.trailer_bytes)
                 for o in decode.layer_overhead(v["packet"])] for c, v in by_cipher.items()}

@@ -40,6 +40,7 @@ import time
 import matplotlib.pyplot as plt
 
 from vpnlab.core.constants import KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
+from vpnlab.course import figures
 from vpnlab.course import notebook as course
 from vpnlab.instruments import capture
 
@@ -87,7 +88,7 @@ for t, src, icmp_type in rows:
         events.append((t, "r2 answers", "ICMP port unreachable"))
     else:
         events.append((t, "r2 answers", "datagram from the server"))
-course.draw_timeline(events, ["r1 sends", "r2 answers"], "the server is killed at 0 s",
+figures.draw_timeline(events, ["r1 sends", "r2 answers"], "the server is killed at 0 s",
                      marks=[(0.0, "kill -9"), (noticed_s, "client: peer lost")])
 plt.show()
 lab.record("keepalives_after_kill", sum(e[0] > 0 and e[1] == "r1 sends" for e in events))

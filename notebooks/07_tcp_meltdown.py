@@ -80,7 +80,7 @@ lab.record("ping_delayed_ms", delayed_ms)
 
 # %% [markdown]
 # ## The experiment
-# `scripts/meltdown.sh` (module `vpnlab.meltdown`) runs the VPN over UDP, then over TCP, and
+# `scripts/meltdown.sh` (`vpnlab meltdown`) runs the VPN over UDP, then over TCP, and
 # for each loss rate measures an inner TCP flow r1 -> web through the tunnel: **goodput**
 # (iperf3), the **inner TCP's retransmissions** (iperf3), the **outer TCP's** (r1's
 # `TcpRetransSegs` minus the inner ones) and the time of a **64 KB HTTP fetch** (the latency a
@@ -92,8 +92,8 @@ lab.record("ping_delayed_ms", delayed_ms)
 
 # %%
 lab.down()
-argv = [sys.executable, "-m", "vpnlab.meltdown", "--prefix", lab.prefix, "--losses", "0", "3",
-        "--delays", "10", "--seconds", "2", "--samples", "2", "--capture-loss", "2",
+argv = [sys.executable, "-m", "vpnlab", "meltdown", "--prefix", lab.prefix, "--losses", "0",
+        "3", "--delays", "10", "--seconds", "2", "--samples", "2", "--capture-loss", "2",
         "--out", str(WORK)]
 done = subprocess.run(argv, capture_output=True, text=True, timeout=200)
 print(done.stdout[-3000:], done.stderr[-1000:])

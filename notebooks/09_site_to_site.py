@@ -102,7 +102,7 @@ lab.record("wire_first", next(r for r in seen["wire (r1 eth0)"] if r[0] == "192.
 def whoami_across(client, server, address):
     # all addresses: http.server looks up the name of a bound address (a DNS query, which in
     # the sealed lab only times out after 10 s); for 0.0.0.0 it takes the host name instead
-    daemon = lab.popen(server, [sys.executable, "-m", "vpnlab.whoami", "--listen", "0.0.0.0",
+    daemon = lab.popen(server, [sys.executable, "-m", "vpnlab", "whoami", "--listen", "0.0.0.0",
                                 "--port", "8080"])
     try:
         print(server, "runs", daemon.stdout.readline().strip())

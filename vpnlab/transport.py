@@ -231,7 +231,12 @@ class _TcpTransport:
         if not data:
             self._close(conn, "tcp: closed by peer")
             return
-        for frame in conn.decoder.feed(data):
+        try:
+            frames = conn.decoder.feed(data)
+        except Exception as exc:  # a bug in the framing costs this connection, not the daemon
+            self._close(conn, f"bug: {type(exc).__name__}")
+            return
+        for frame in frames:
             self._inbox.append((frame, conn.peer))
         if conn.decoder.error:
             self._close(conn, conn.decoder.error)

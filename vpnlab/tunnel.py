@@ -168,9 +168,12 @@ class Tunnel:
             except OSError as exc:
                 self.core.counters.drops[f"tun read: {exc.strerror}"] += 1
                 return
-            if self.mss_clamp:
-                packet = clamp_mss(packet, self.mss_clamp)
-            self.dispatch(self.core.send_packet(packet, now))
+            try:
+                if self.mss_clamp:
+                    packet = clamp_mss(packet, self.mss_clamp)
+                self.dispatch(self.core.send_packet(packet, now))
+            except Exception as exc:  # a bug costs this packet, never the daemon
+                self.count_bug(exc)
 
     def sock_selected(self, now: float) -> None:
         """SockSelected: receive datagrams, hand them to the core, write packets to tun0."""
@@ -182,7 +185,19 @@ class Tunnel:
             except OSError as exc:  # e.g. an ICMP error queued on the socket
                 self.core.counters.drops[f"socket: {exc.strerror}"] += 1
                 continue
-            self.dispatch(self.core.receive_datagram(datagram, peer[:2], now))
+            try:
+                self.dispatch(self.core.receive_datagram(datagram, peer[:2], now))
+            except Exception as exc:  # a bug costs this datagram, never the daemon
+                self.count_bug(exc)
+
+    def count_bug(self, exc: Exception) -> None:
+        """A bug (ours, or a parser's) met one packet: count it as a drop, log the first of
+        each type, and carry on; no packet can end the loop."""
+        key = f"bug: {type(exc).__name__}"
+        drops = self.core.counters.drops
+        drops[key] += 1
+        if drops[key] == 1:
+            self.reporter.log(f"{key} ({exc!r}): packet dropped; later ones are only counted")
 
     def dispatch(self, events: list[Event]) -> None:
         """Write opened packets to tun0; everything else goes to the log."""

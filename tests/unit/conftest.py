@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+
+from vpnlab.transport import init_socket
+from vpnlab.tunnel import SignalPipe
 
 from .helpers import FORMATS
 
@@ -11,3 +16,19 @@ from .helpers import FORMATS
 def fmt(request):
     """Every core test runs in every wire format."""
     return request.param
+
+
+@pytest.fixture
+def loop_parts():
+    """The select loop's files without root: (tun0 as one end of a datagram socket pair, its
+    other end, a UDP socket on 127.0.0.1, the signal pipe)."""
+    tun, tun_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tun.setblocking(False)
+    sock = init_socket("127.0.0.1", 0)
+    signals = SignalPipe()
+    try:
+        yield tun, tun_peer, sock, signals
+    finally:
+        signals.close()
+        for end in (tun, tun_peer, sock):
+            end.close()

@@ -7,8 +7,11 @@ by hand, the clock is a number we move. Nothing sleeps. Its peers have the lab's
 
 from __future__ import annotations
 
+import io
 import random
+import select
 import shutil
+import socket
 import struct
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -22,6 +25,8 @@ from vpnlab.core.events import Event
 from vpnlab.core.formats import Format
 from vpnlab.core.server_core import ServerCore
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
+from vpnlab.report import Reporter
+from vpnlab.tunnel import Tunnel
 from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.plain import PLAIN
 
@@ -121,3 +126,35 @@ def super_v4(payload: bytes, seq: int = 1000, ip_id: int = 7, flags: str = "PA",
         sport=40000, dport=5201, seq=seq, ack=55, flags=flags, options=TS, **tcp
     )
     return bytes(packet / payload)
+
+
+# --- the select loop without root: a socket pair as tun0 (test_tunnel.py, test_loop.py) --------
+
+BOOM = b"boom"
+"""What :class:`BuggyServer` cannot parse."""
+
+
+class BuggyServer(ServerCore):
+    """A real ServerCore with a parser bug: it raises on anything that starts with BOOM."""
+
+    def send_packets(self, packets: list[bytes], now: float) -> list[Event]:
+        if any(packet.startswith(BOOM) for packet in packets):
+            raise IndexError("index out of range")
+        return super().send_packets(packets, now)
+
+    def receive_datagram(self, datagram: bytes, peer, now: float) -> list[Event]:
+        if datagram.startswith(BOOM):
+            raise KeyError(peer)
+        return super().receive_datagram(datagram, peer, now)
+
+
+def make_tunnel(loop_parts, core=None, tunnel_class: type[Tunnel] = Tunnel, **kw) -> Tunnel:
+    """A Tunnel (or subclass) on the ``loop_parts`` fixture; a BuggyServer unless told."""
+    tun, _, sock, signals = loop_parts
+    core = core or BuggyServer(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
+    reporter = Reporter("server", None, stream=io.StringIO())
+    return tunnel_class(core, tun.fileno(), sock, reporter, signals, **kw)
+
+
+def wait_readable(sock: socket.socket) -> None:
+    assert select.select([sock], [], [], 2.0)[0], "nothing arrived"

@@ -5,11 +5,15 @@ scapy is the independent judge: it recomputes the checksum of every packet we ch
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 
 from vpnlab.core.packet import clamp_mss, fold, internet_checksum, ones_sum
 
 from .helpers import super_v4
+
+TCP_OPT_NOP = 1
 
 
 def test_checksum_known_answer_rfc1071():
@@ -31,3 +35,27 @@ def test_clamp_mss_lowers_only_larger_syn_options():
     assert clamp_mss(small, 1360) == small
     data = super_v4(b"x" * 100)
     assert clamp_mss(data, 536) == data
+
+
+def test_clamp_mss_survives_options_claimed_past_the_end():
+    """A 44-byte SYN whose data offset (15 words) claims 40 bytes of options it does not have."""
+    syn = bytearray(bytes(IP(src="10.8.0.2", dst="203.0.113.10") / TCP(flags="S")))
+    syn[32] = 0xF0  # data offset 15: options up to byte 80
+    syn += bytes((TCP_OPT_NOP, TCP_OPT_NOP, TCP_OPT_NOP, 2))  # an MSS kind as the last byte
+    assert clamp_mss(bytes(syn), 1360) == bytes(syn)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    tcp=st.binary(min_size=20, max_size=80),
+    ihl=st.integers(0, 15),
+    cut=st.integers(0, 100),
+)
+def test_clamp_mss_never_raises(tcp: bytes, ihl: int, cut: int):
+    """Any bytes with an IPv4/TCP start (SYN set or not, any IHL, any length) come back bytes."""
+    header = bytearray(20 + 4 * max(0, ihl - 5))
+    header[0] = 0x40 | ihl
+    header[9] = 6
+    packet = (bytes(header) + tcp)[: 44 + cut]
+    assert isinstance(clamp_mss(packet, 1360), bytes)
+    assert isinstance(clamp_mss(packet[: cut % 60], 1360), bytes)

@@ -145,3 +145,27 @@ def test_TcpClientTransport_counts_a_refused_connection():
         assert client._conn is None
     finally:
         client.close()
+
+
+def test_TcpServerTransport_a_framing_bug_costs_one_connection(monkeypatch):
+    """A bug in the receive path's parsing closes that connection (counted), no more."""
+    feed = FrameDecoder.feed
+
+    def buggy(self, data):
+        if b"boom" in data:
+            raise ValueError("framing bug")
+        return feed(self, data)
+
+    monkeypatch.setattr(FrameDecoder, "feed", buggy)
+    server = TcpServerTransport("127.0.0.1", 0)
+    address = ("127.0.0.1", server.listener.getsockname()[1])
+    bad, good = TcpClientTransport(address), TcpClientTransport(address)
+    try:
+        bad.sendto(b"boom", address)
+        good.sendto(b"fine", address)
+        assert _receive(server, bad, good)[0] == b"fine"
+        assert server.drops["bug: ValueError"] == 1
+        assert len(server._by_peer) == 1
+    finally:
+        for transport in (bad, good, server):
+            transport.close()

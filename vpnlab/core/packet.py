@@ -69,16 +69,17 @@ def internet_checksum(data: bytes | bytearray | memoryview) -> int:
 def clamp_mss(packet: bytes, mss: int) -> bytes:
     """MSS clamping: lower the MSS option of a TCP SYN (IPv4) to ``mss``; else unchanged.
 
-    The checksum is updated incrementally (RFC 1624), so a valid packet stays valid.
+    The checksum is updated incrementally (RFC 1624), so a valid packet stays valid. Never
+    raises: a header or an option that claims bytes past the packet's end leaves it unchanged.
     """
     if len(packet) < 44 or packet[0] >> 4 != 4 or packet[9] != PROTO_TCP:
         return packet
     ihl = (packet[0] & 0x0F) * 4
-    if len(packet) < ihl + 20 or not packet[ihl + 13] & SYN:
+    if ihl < IPV4_HEADER_BYTES or len(packet) < ihl + 20 or not packet[ihl + 13] & SYN:
         return packet
-    end = ihl + (packet[ihl + 12] >> 4) * 4
+    end = min(len(packet), ihl + (packet[ihl + 12] >> 4) * 4)  # options never past the end
     at = ihl + 20
-    while at < end and at < len(packet):
+    while at < end:
         kind = packet[at]
         if kind == 0:
             break

@@ -13,6 +13,7 @@ counted on its own, the others of the batch still arrive. Pure code: no socket, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from vpnlab.core.events import Address, Event, PacketReceived
@@ -75,9 +76,18 @@ def split_gro(buffer: bytes, segment_size: int) -> list[bytes]:
 
 
 def open_batch(
-    core: Receiver, buffer: bytes, segment_size: int, peer: Address, now: float
+    core: Receiver,
+    buffer: bytes,
+    segment_size: int,
+    peer: Address,
+    now: float,
+    on_bug: Callable[[Exception], None] | None = None,
 ) -> tuple[list[bytes], list[Event]]:
     """SockSelected for a GRO batch: each datagram to the core on its own.
+
+    Args:
+        on_bug: given, whatever the core raises for one datagram goes to it (the loop counts
+            it) and the batch's other datagrams still arrive; None: it propagates.
 
     Returns:
         The inner packets to write to tun0, in order, and every other event (drops,
@@ -86,7 +96,14 @@ def open_batch(
     packets: list[bytes] = []
     events: list[Event] = []
     for datagram in split_gro(buffer, segment_size):
-        for event in core.receive_datagram(datagram, peer, now):
+        try:
+            opened = core.receive_datagram(datagram, peer, now)
+        except Exception as exc:
+            if on_bug is None:
+                raise
+            on_bug(exc)
+            continue
+        for event in opened:
             if type(event) is PacketReceived:
                 packets.append(event.packet)
             else:

@@ -63,32 +63,38 @@ class FastTunnel(Tunnel):
 
     def tun_selected(self, now: float) -> None:
         """TunSelected: read (super-)packets, split them, seal each, send them in batches."""
-        core = self.core
         for _ in range(BATCH):
             try:
                 data = os.read(self.tun_fd, READ_BYTES)
             except BlockingIOError:
                 return
             except OSError as exc:
-                core.counters.drops[f"tun read: {exc.strerror}"] += 1
+                self.core.counters.drops[f"tun read: {exc.strerror}"] += 1
                 return
-            if not self.offloads.vnet_hdr:
-                packets = [data]
-            elif data[:VNET_HDR_LEN] == NO_OFFLOAD:
-                packets = [data[VNET_HDR_LEN:]]
-            else:
-                try:
-                    packets = split(data[:VNET_HDR_LEN], data[VNET_HDR_LEN:])
-                except (LocalProtocolError, IndexError) as exc:
-                    core.counters.drops[f"tun: {exc}"] += 1
-                    continue
-                self.stats["super_packets"] += len(packets) > 1
-            if self.mss_clamp and len(packets) == 1:
-                packets[0] = clamp_mss(packets[0], self.mss_clamp)
-            events = core.send_packets(packets, now)
-            if events:
-                self.dispatch(events)
+            try:
+                self.seal_read(data, now)
+            except Exception as exc:  # a bug costs this read, never the daemon
+                self.count_bug(exc)
             self.flush()
+
+    def seal_read(self, data: bytes, now: float) -> None:
+        """TunSelected for one read: cut a super-packet into segments, hand them to the core."""
+        if not self.offloads.vnet_hdr:
+            packets = [data]
+        elif data[:VNET_HDR_LEN] == NO_OFFLOAD:
+            packets = [data[VNET_HDR_LEN:]]
+        else:
+            try:
+                packets = split(data[:VNET_HDR_LEN], data[VNET_HDR_LEN:])
+            except (LocalProtocolError, IndexError) as exc:
+                self.core.counters.drops[f"tun: {exc}"] += 1
+                return
+            self.stats["super_packets"] += len(packets) > 1
+        if self.mss_clamp and len(packets) == 1:
+            packets[0] = clamp_mss(packets[0], self.mss_clamp)
+        events = self.core.send_packets(packets, now)
+        if events:
+            self.dispatch(events)
 
     def sock_selected(self, now: float) -> None:
         """SockSelected: GRO batches of datagrams in, coalesced super-packets out to tun0."""
@@ -103,10 +109,15 @@ class FastTunnel(Tunnel):
                 continue
             segment_size = offload.gro_segment_size(ancillary)
             self.stats["gro_batches"] += segment_size > 0
-            opened, events = open_batch(self.core, data, segment_size, peer[:2], now)
+            opened, events = open_batch(
+                self.core, data, segment_size, peer[:2], now, on_bug=self.count_bug
+            )
             packets += opened
             if events:
-                self.dispatch(events)
+                try:
+                    self.dispatch(events)
+                except Exception as exc:  # e.g. in on_event: never the daemon
+                    self.count_bug(exc)
         if packets:
             self.write_packets(packets)
 
@@ -115,7 +126,11 @@ class FastTunnel(Tunnel):
         if not self.offloads.vnet_hdr:
             writes = [[packet] for packet in packets]
         elif self.offloads.tso:
-            writes = coalesce(packets)
+            try:
+                writes = coalesce(packets)
+            except Exception as exc:  # a bug joining them: write each packet on its own
+                self.count_bug(exc)
+                writes = [[NO_OFFLOAD, packet] for packet in packets]
         else:
             writes = [[NO_OFFLOAD, packet] for packet in packets]
         for buffers in writes:
@@ -140,7 +155,12 @@ class FastTunnel(Tunnel):
         if not queued:
             return
         drops = self.core.counters.drops
-        for peer, size, run in gso_batches(queued):
+        try:
+            batches = gso_batches(queued)
+        except Exception as exc:  # a bug grouping them: send each datagram on its own
+            self.count_bug(exc)
+            batches = [(peer, len(datagram), [datagram]) for datagram, peer in queued]
+        for peer, size, run in batches:
             if len(run) > 1 and self.offloads.udp_gso:
                 try:
                     self.sock.sendmsg(run, offload.gso_control(size), 0, peer)

@@ -1,0 +1,65 @@
+"""tunnel.py without root: the select loop with a socket pair as tun0 and UDP on 127.0.0.1.
+
+A bug in a parser must cost one packet, never the daemon: the loop counts whatever a core
+raises for one packet as a drop (``bug: <ExceptionType>``) and goes on with the next.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from .helpers import (
+    BOOM,
+    ipv4_packet,
+    make_tunnel,
+    wait_readable,
+)
+
+
+def test_Tunnel_tun_selected_counts_a_core_bug_and_goes_on(loop_parts):
+    tunnel = make_tunnel(loop_parts, mss_clamp=1360)
+    _, tun_peer, _, _ = loop_parts
+    for packet in (BOOM, ipv4_packet("10.8.0.1", "10.8.0.9"), BOOM):
+        tun_peer.send(packet)
+    tunnel.tun_selected(time.monotonic())
+    drops = tunnel.core.counters.drops
+    assert drops["bug: IndexError"] == 2
+    assert drops["tun: no client for destination"] == 1  # the packet after the bug was handled
+    assert "bug: IndexError" in tunnel.reporter.stream.getvalue()  # logged once
+
+
+def test_Tunnel_sock_selected_counts_a_core_bug_and_goes_on(loop_parts):
+    tunnel = make_tunnel(loop_parts)
+    _, _, sock, _ = loop_parts
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.sendto(BOOM, sock.getsockname())
+        stranger.sendto(b"not boom", sock.getsockname())
+        wait_readable(sock)
+        time.sleep(0.05)  # both datagrams on the socket
+        tunnel.sock_selected(time.monotonic())
+    drops = tunnel.core.counters.drops
+    assert drops["bug: KeyError"] == 1
+    assert drops["unknown peer"] == 1
+
+
+def test_Tunnel_run_survives_a_bug_in_every_packet(loop_parts):
+    """The whole loop: bugs from tun0 and from the socket, and it still stops on request."""
+    _, tun_peer, sock, signals = loop_parts
+    tunnel = make_tunnel(loop_parts)
+    tun_peer.send(BOOM)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.sendto(BOOM, sock.getsockname())
+        wait_readable(sock)
+    rounds = []
+
+    def report_status(now: float) -> None:
+        rounds.append(now)
+        if len(rounds) == 2:
+            signals.received = 15
+
+    tunnel.report_status = report_status
+    tunnel.run()
+    drops = tunnel.core.counters.drops
+    assert drops["bug: IndexError"] == 1 and drops["bug: KeyError"] == 1
+    assert len(rounds) == 2

@@ -45,6 +45,8 @@ class Core(Protocol):
 
     state: State
     counters: Counters
+    clock_offset_s: float
+    """Wall-clock minus monotonic time, for the handshake's timestamps (the loop re-measures)."""
 
     def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]: ...
     def send_packet(self, packet: bytes, now: float) -> list[Event]: ...
@@ -153,6 +155,7 @@ class Tunnel:
                 self.dispatch(core.handle_timer(now))
             self.flush()
             if now >= self._status_at:
+                core.clock_offset_s = time.time() - time.monotonic()  # the wall clock may step
                 self.report_status(now)
                 self._status_at = now + 1.0
         self.flush()

@@ -9,10 +9,16 @@ from __future__ import annotations
 import socket
 import time
 
+from vpnlab.core.server_core import ServerCore
+from vpnlab.core.session import State
+from vpnlab.wire.plain import PLAIN
+
 from .helpers import (
     BOOM,
+    SERVER_TUNNEL_ADDRESS,
     ipv4_packet,
     make_tunnel,
+    seeded_random,
     wait_readable,
 )
 
@@ -63,3 +69,20 @@ def test_Tunnel_run_survives_a_bug_in_every_packet(loop_parts):
     drops = tunnel.core.counters.drops
     assert drops["bug: IndexError"] == 1 and drops["bug: KeyError"] == 1
     assert len(rounds) == 2
+
+
+def test_Tunnel_run_measures_the_wall_clock_offset_again(loop_parts, monkeypatch):
+    """A wall-clock step (NTP, a suspended VM) reaches the core's handshake time within 1 s."""
+    _, _, _, signals = loop_parts
+    core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random(), clock_offset_s=0.0)
+    tunnel = make_tunnel(loop_parts, core)
+    assert core.state is State.CONNECTING
+    stepped = time.time() + 3600.0
+    monkeypatch.setattr(time, "time", lambda: stepped)
+
+    def report_status(now: float) -> None:
+        signals.received = 15
+
+    tunnel.report_status = report_status
+    tunnel.run()
+    assert abs(core.clock_offset_s - (stepped - time.monotonic())) < 1.0

@@ -282,12 +282,12 @@ def test_soak_no_growth_in_descriptors_or_memory(prefix):
     """A bounded soak (~40 s): clients come and go and traffic flows; the server must not grow."""
     lab.up(prefix=prefix, topology=make_topology(3))
     pid = lab.status(prefix)["daemons"]["server"]["pid"]
-    psk = str(Path(lab.status(prefix)["state_dir"]) / "psk")
+    config = str(Path(lab.status(prefix)["state_dir"]) / "identity" / "r4.conf")
     lab_client = lab.status(prefix)["daemons"]["client-r4"]["pid"]
     os.kill(lab_client, signal.SIGTERM)  # r4 is ours now: a client that comes and goes
     assert wait_until(lambda: not state.alive(lab_client), 5) is not None
     churn = [sys.executable, "-m", "vpnlab", "client", "--server", SERVER_IP]
-    churn += ["--psk-file", psk]
+    churn += ["--config", config]  # r4's own key: each new session a newer Hello
     traffic = in_node(prefix, "r3", "ping", "-q", "-i", "0.01", "-w", "38", WEB_IP)
     samples = []
     end = time.monotonic() + 36

@@ -240,8 +240,9 @@ def test_up_with_vpn_and_verify(vpn_lab):
     cipher = info["cipher"]
     assert info["tunnel"]["clients"]["r1"]["state"] == "connected"
     assert info["daemons"]["server"]["alive"] and info["daemons"]["client-r1"]["alive"]
-    psk = state.state_dir(prefix) / "psk"
-    assert psk.exists() == (cipher != "plain")
+    config = state.state_dir(prefix) / "identity" / "r1.conf"  # each client its own key
+    assert config.exists() == (cipher != "plain")
+    assert not (state.state_dir(prefix) / "psk").exists()  # no key shared by all
     result = lab.verify(prefix)
     assert result["vpn"] and any(c["detail"] == f"you are {SERVER_IP}" for c in result["checks"])
     lab.stop_vpn(prefix)

@@ -208,11 +208,11 @@ def test_stop_vpn_then_the_daemons_by_hand_then_start_vpn(scripted_lab):
     listening = lab.exec_in(prefix, "r2", ["ss", "-Hlun"], capture_output=True, text=True)
     assert ":4500" not in listening.stdout, "port 4500 still taken after stop-vpn"
 
-    # by hand, as the README shows it (V and P), each in its node; Ctrl-C (SIGINT) ends each
-    v, p = ".venv/bin/vpnlab", str(state.state_dir(prefix) / "psk")
+    # by hand, as the README shows it, each in its node; Ctrl-C (SIGINT) ends each
+    v, keys = ".venv/bin/vpnlab", state.state_dir(prefix) / "identity"
     server_argv = ["exec", "r2", v, "server", "--listen", SERVER_IP]
-    server_argv += ["--external-interface", "eth0", "--psk-file", p]
-    client_argv = ["exec", "r1", v, "client", "--server", SERVER_IP, "--psk-file", p]
+    server_argv += ["--external-interface", "eth0", "--identity", str(keys)]
+    client_argv = ["exec", "r1", v, "client", "--config", str(keys / "r1.conf")]
     env = {**os.environ, "VPNLAB_PREFIX": prefix}
     nft_file = Path("/run/vpnlab/server-nat.nft")  # the server's default --nft-file
     nft_was_there = nft_file.exists()

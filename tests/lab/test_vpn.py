@@ -110,9 +110,9 @@ def test_server_down_client_gives_up_after_connect_timeout(vpn_lab):
     lab.stop_vpn(vpn_lab.prefix)
     before = routes(vpn_lab, "r1")
     extra = ["--cipher", lab.status(vpn_lab.prefix)["cipher"]]
-    psk = Path(lab.status(vpn_lab.prefix)["state_dir"]) / "psk"
-    if psk.exists():
-        extra += ["--psk-file", str(psk)]
+    config = Path(lab.status(vpn_lab.prefix)["state_dir"]) / "identity" / "r1.conf"
+    if config.exists():
+        extra += ["--config", str(config)]
     code, output, took_s = run_client_in_r1(vpn_lab, *extra)
     assert code == 3, output
     assert "server unreachable" in output

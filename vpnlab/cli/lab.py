@@ -78,7 +78,18 @@ def _add_up(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mode", choices=("tun", "tap"), default="tun", help="tap: Ethernet frames on tap0"
     )
+    _add_psk(p)
     p.set_defaults(func=cmd_up)
+
+
+def _add_psk(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--psk",
+        action="store_true",
+        default=None,
+        help="the notes' simple case: one pre-shared key for every client, instead of a key "
+        "of its own per client (identities, the default for the ESP ciphers)",
+    )
 
 
 def _add_down(sub, common: argparse.ArgumentParser) -> None:
@@ -112,6 +123,7 @@ def _add_start_vpn(sub, common: argparse.ArgumentParser) -> None:
         "--static-keys", action="store_true", help="no handshake: SPIs and keys from a file"
     )
     p.add_argument("--nat", choices=("on", "off"), help="the masquerade rule (default: as built)")
+    _add_psk(p)
     p.set_defaults(func=cmd_start_vpn)
 
 
@@ -179,6 +191,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         vpn=args.vpn,
         nat=nat,
         mode=args.mode,
+        psk=bool(args.psk),
     )
     print(json.dumps(info, indent=2) if args.json else format_status(info))
     return 0
@@ -214,7 +227,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_start_vpn(args: argparse.Namespace) -> int:
     nat = None if args.nat is None else args.nat == "on"
-    start_vpn(args.prefix, args.cipher, static_keys=args.static_keys, nat=nat)
+    start_vpn(args.prefix, args.cipher, static_keys=args.static_keys, nat=nat, psk=args.psk)
     print(format_status(status(args.prefix)))
     return 0
 

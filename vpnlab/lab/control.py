@@ -41,10 +41,13 @@ def up(
     vpn: bool = True,
     nat: bool = True,
     mode: str = "tun",
+    psk: bool = False,
 ) -> dict[str, Any]:
     """Build the lab (replacing any lab of the same prefix) and start its services.
 
     ``mode="tap"``: the daemons carry Ethernet frames (``--mode tap``, see ``vpnlab/tap.py``).
+    ``psk``: one shared key for every client (the notes' simple case) instead of an identity
+    per client (see ``vpn.py``).
 
     Starts who-am-I on the web node and, unless ``vpn=False``, the VPN server and clients.
     ``nat=False``: the server forwards without masquerading (see :func:`route_back`).
@@ -58,7 +61,9 @@ def up(
         raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
     if load(prefix) is not None or prefix_namespaces(prefix):
         teardown(prefix)
-    record = new_record(prefix, topology=topo.to_dict(), cipher=cipher, vpn=False, nat=nat)
+    record = new_record(
+        prefix, topology=topo.to_dict(), cipher=cipher, vpn=False, nat=nat, psk=psk
+    )
     save(record)
     try:
         build(prefix, topo, record)
@@ -67,7 +72,7 @@ def up(
         teardown(prefix)
         raise
     if vpn:
-        start_vpn(prefix, cipher, mode=mode)
+        start_vpn(prefix, cipher, mode=mode, psk=psk)
     return status(prefix)
 
 

@@ -1,7 +1,14 @@
 """ServerConnection + ClientConnection in the lab: start, stop and configure the VPN daemons.
 
 The lab starts each daemon with ``ip netns exec`` in its node (``build.start_daemon``), passes
-it the keys it needs, and waits for its status file to say it is connected.
+it the keys it needs, and waits for its status file to say it is connected. The keys, made
+fresh at every start in the lab's state folder:
+
+    identity (ESP, the default)  identity/server.key, identity/peers.toml and one
+                                 identity/NODE.conf per client (``vpnlab keys add-peer``):
+                                 each client its own key, its address and networks its key's
+    psk (``--psk``)              the notes' simple case: one shared key in ``psk``
+    static (``--static-keys``)   no handshake: ``static-keys.json``, one client
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vpnlab.core.constants import NAT_TABLE
+from vpnlab.core.constants import NAT_TABLE, PORT
 from vpnlab.core.errors import LabError
 from vpnlab.core.pool import AddressPool
 from vpnlab.keys import new_psk, write_secret
@@ -33,6 +40,7 @@ from vpnlab.lab.state import (
     topology_of,
 )
 from vpnlab.lab.topology import Topology
+from vpnlab.peers import PEERS, SERVER_KEY, add_peer, make_server
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 from vpnlab.wire.esp import generate_static_keys
 
@@ -56,36 +64,94 @@ def _client_argv(topo: Topology, node: str, folder: Path, key_args: list[str]) -
     return argv + ["--status-file", str(folder / f"client-{node}.json")]
 
 
-def _lan_args(topo: Topology) -> tuple[list[str], dict[str, list[str]]]:
-    """Site to site: the server's ``--client-network`` options and each client's ``--route``s.
+def _addresses(topo: Topology) -> dict[str, ipaddress.IPv4Interface]:
+    """Each client's tunnel address: 10.8.0.2, .3, ... in the topology's order."""
+    pool = AddressPool(ipaddress.IPv4Interface(topo.tunnel.server_address))
+    return {client: pool.take() for client in topo.tunnel.clients}
+
+
+def _routes(topo: Topology, client: str) -> list[str]:
+    """Site to site: the networks a client sends through the tunnel (the other LANs)."""
+    return [network for gateway, network in topo.tunnel.lans if gateway != client]
+
+
+def _lan_args(topo: Topology, keying: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Site to site without identities: the server's ``--client-network`` options and each
+    client's ``--route``s (with identities, both are in the peers file and the configs).
 
     Clients start one after another and get 10.8.0.2, .3, ... in that order, so the lab knows
     which tunnel address stands for which LAN (as OpenVPN's iroute names a client).
     """
-    pool = AddressPool(ipaddress.IPv4Interface(topo.tunnel.server_address))
-    addresses = {client: pool.take() for client in topo.tunnel.clients}
-    server_args: list[str] = []
-    client_args: dict[str, list[str]] = {client: [] for client in topo.tunnel.clients}
-    for gateway, network in topo.tunnel.lans:
-        if gateway in addresses:
-            server_args += ["--client-network", f"{addresses[gateway].ip}={network}"]
-        for client in topo.tunnel.clients:
-            if client != gateway:
-                client_args[client] += ["--route", network]
+    if keying == "identity":
+        return [], {client: [] for client in topo.tunnel.clients}
+    addresses = _addresses(topo)
+    server_args = [
+        arg
+        for gateway, network in topo.tunnel.lans
+        if gateway in addresses
+        for arg in ("--client-network", f"{addresses[gateway].ip}={network}")
+    ]
+    client_args = {
+        client: [arg for net in _routes(topo, client) for arg in ("--route", net)]
+        for client in topo.tunnel.clients
+    }
     return server_args, client_args
 
 
-def _key_args(folder: Path, cipher: str, static_keys: bool) -> tuple[list[str], Path | None]:
-    """The daemons' key options, and the key file written for them (None for plain)."""
-    if static_keys:
+def _keying(cipher: str, static_keys: bool, psk: bool) -> str:
+    if cipher == "plain":
+        return "none"
+    return "static" if static_keys else "psk" if psk else "identity"
+
+
+def _key_args(
+    folder: Path, topo: Topology, cipher: str, keying: str
+) -> tuple[list[str], dict[str, list[str]], list[Path]]:
+    """The server's and each client's key options, and the key files written for them."""
+    clients = topo.tunnel.clients
+    if keying == "static":
         path = folder / "static-keys.json"
         write_secret(path, generate_static_keys(cipher, os.urandom).to_json())
-        return ["--static-keys", str(path)], path
-    if cipher == "plain":
-        return ["--cipher", cipher], None
-    path = folder / "psk"
-    new_psk(path)
-    return ["--cipher", cipher, "--psk-file", str(path)], path
+        return (
+            ["--static-keys", str(path)],
+            {c: ["--static-keys", str(path)] for c in clients},
+            [path],
+        )
+    if keying == "none":
+        return ["--cipher", cipher], {c: ["--cipher", cipher] for c in clients}, []
+    if keying == "psk":
+        path = folder / "psk"
+        new_psk(path)
+        args = ["--cipher", cipher, "--psk-file", str(path)]
+        return args, {c: args for c in clients}, [path]
+    return _identities(folder / "identity", topo, cipher)
+
+
+def _identities(
+    folder: Path, topo: Topology, cipher: str
+) -> tuple[list[str], dict[str, list[str]], list[Path]]:
+    """Identity mode: a fresh server key, and for each client its key, its peers.toml line
+    (its address, the LAN behind it) and its config file (``vpnlab keys add-peer``)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    make_server(folder)
+    endpoint = (ipaddress.IPv4Address(topo.server_ip), PORT)
+    lans = dict(topo.tunnel.lans)
+    server_address = ipaddress.IPv4Interface(topo.tunnel.server_address)
+    configs = {}
+    for client, address in _addresses(topo).items():
+        configs[client] = add_peer(
+            folder,
+            client,
+            address,
+            endpoint=endpoint,
+            cipher=cipher,
+            networks=tuple(ipaddress.IPv4Network(n) for n in [lans.get(client)] if n),
+            routes=tuple(ipaddress.IPv4Network(n) for n in _routes(topo, client)),
+            server_address=server_address,
+        )
+    files = [folder / SERVER_KEY, folder / PEERS, *configs.values()]
+    server_args = ["--cipher", cipher, "--identity", str(folder)]
+    return server_args, {c: ["--config", str(path)] for c, path in configs.items()}, files
 
 
 def start_vpn(
@@ -97,14 +163,17 @@ def start_vpn(
     client_args: Sequence[str] = (),
     nat: bool | None = None,
     mode: str | None = None,
+    psk: bool | None = None,
 ) -> dict[str, Any]:
     """ServerConnection + ClientConnection in the lab: start the server, then each client.
 
     ``server_args`` and ``client_args`` are extra daemon options, e.g. ``["--datapath",
     "simple"]`` or ``["--mtu", "1400"]`` (the benchmark and the fast-path tests use them).
 
-    With ``static_keys`` (an ESP cipher only) the daemons skip the handshake and read SPIs
-    and keys from one file, as ``ip xfrm`` manual keying does (one client only). With
+    The ESP ciphers run the identity mode: every client its own key (module docstring);
+    ``psk`` (default: as last started) gives them one shared key instead, the notes' simple
+    case. With ``static_keys`` (an ESP cipher only) the daemons skip the handshake and read
+    SPIs and keys from one file, as ``ip xfrm`` manual keying does (one client only). With
     ``reconnect`` the clients start again when they lose the server instead of exiting.
     ``nat`` (default: as the lab was built) turns the server's masquerade rule on or off.
     ``mode`` ``"tap"`` (default: as last started, else ``"tun"``; ``--mode tap`` in both
@@ -124,17 +193,20 @@ def start_vpn(
     folder = state_dir(prefix)
     if static_keys and (cipher == "plain" or len(topo.tunnel.clients) != 1):
         raise LabError("static keys need an ESP cipher and exactly one client")
-    key_args, key_file = _key_args(folder, cipher, static_keys)
+    psk = bool(record.get("psk")) if psk is None else psk
+    keying = _keying(cipher, static_keys, psk)
+    server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying)
     mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
-    record.update(cipher=cipher, vpn=True, mode=mode)
+    record.update(cipher=cipher, vpn=True, mode=mode, psk=psk, keying=keying)
     if nat is not None:
         record["nat"] = nat
-    _fresh_files(record, topo, folder, key_file)
-    lan_server_args, lan_client_args = _lan_args(topo)
-    server_argv = _server_argv(topo, folder, key_args, record.get("nat", True))
+    _fresh_files(record, topo, folder, key_files)
+    lan_server_args, lan_client_args = _lan_args(topo, keying)
+    server_argv = _server_argv(topo, folder, server_keys, record.get("nat", True))
     _start_server(prefix, record, [*server_argv, *server_args, *lan_server_args])
     for node in topo.tunnel.clients:
-        argv = _client_argv(topo, node, folder, key_args) + (["--reconnect"] if reconnect else [])
+        argv = _client_argv(topo, node, folder, client_keys[node])
+        argv += ["--reconnect"] if reconnect else []
         _start_client(prefix, record, node, [*argv, *client_args, *lan_client_args[node]])
     return status(prefix)["tunnel"]
 
@@ -160,7 +232,7 @@ def _mode_args(
 
 
 def _fresh_files(
-    record: dict[str, Any], topo: Topology, folder: Path, key_file: Path | None
+    record: dict[str, Any], topo: Topology, folder: Path, key_files: list[Path]
 ) -> None:
     """Remove old status files; record every file the daemons will make (for CleanUp)."""
     status_files = [folder / "server.json"] + [
@@ -169,7 +241,7 @@ def _fresh_files(
     for path in status_files:
         path.unlink(missing_ok=True)
     nft_file = folder / f"{topo.tunnel.server}-nat.nft"
-    made = {str(p) for p in [*status_files, nft_file, *([key_file] if key_file else [])]}
+    made = {str(p) for p in [*status_files, nft_file, *key_files]}
     record["files"] = sorted(set(record["files"]) | made)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from vpnlab.core.bridge import LOCAL, Switch, format_mac, is_group
 from vpnlab.core.client_core import ClientCore
@@ -27,8 +29,21 @@ BROADCAST = b"\xff" * 6
 CLIENT2 = ("192.0.2.3", 4500)
 
 
-def frame(dst: bytes, src: bytes, payload: bytes = b"\x08\x06" + b"a" * 28) -> bytes:
+def frame(dst: bytes, src: bytes, payload: bytes = b"\x88\xb5" + b"a" * 28) -> bytes:
+    """A frame of the local experimental EtherType (IEEE 802): the switch reads only its MACs."""
     return dst + src + payload
+
+
+def arp(src: bytes, sender_ip: str, dst: bytes = b"\xff" * 6, **fields) -> bytes:
+    """An ARP request (or, with op=2, a reply) from ``src`` claiming ``sender_ip``."""
+    mac = format_mac(src)
+    packet = ARP(op=fields.pop("op", 1), hwsrc=fields.pop("hwsrc", mac), psrc=sender_ip, **fields)
+    return bytes(Ether(dst=format_mac(dst), src=mac) / packet)
+
+
+def ip_frame(src: bytes, source_ip: str, dst: bytes = SRV) -> bytes:
+    packet = IP(src=source_ip, dst="10.8.0.1") / UDP(sport=1, dport=2)
+    return bytes(Ether(dst=format_mac(dst), src=format_mac(src)) / packet)
 
 
 # --- the switch ---------------------------------------------------------------------------------
@@ -224,7 +239,7 @@ def test_ServerCore_tap_arp_request_floods_and_reply_is_unicast(fmt):
     pair = TapPair(fmt)
     pair.connect()
     pair.connect2()
-    request = frame(BROADCAST, A)
+    request = arp(A, "10.8.0.2", pdst="10.8.0.1")
     events = pair.from_client(pair.client, CLIENT, request)
     assert [e.packet for e in events if isinstance(e, PacketReceived)] == [request]
     assert pair.deliver()[CLIENT2] == [request]  # flooded to the other client too
@@ -289,3 +304,63 @@ def test_ClientCore_tap_carries_any_frame_but_not_runts():
     ipv6_frame = frame(bytes.fromhex("333300000002"), A, b"\x86\xdd" + b"\x60" + b"\0" * 39)
     assert core.send_packet(ipv6_frame, 0.0) == []
     assert core.send_packet(b"\x00" * 5, 0.0) == [DatagramDropped("tun: runt frame")]
+
+
+# --- TAP mode: a client speaks only for its own addresses ---------------------------------------
+
+
+def delivered(events) -> list[bytes]:
+    return [event.packet for event in events if isinstance(event, PacketReceived)]
+
+
+@pytest.mark.parametrize(
+    "spoof",
+    [
+        arp(A, "10.8.0.1"),  # gratuitous ARP: "the server's address is at my MAC"
+        arp(A, "10.8.0.3", op=2, dst=SRV),  # a reply for the other client's address
+        arp(A, "10.8.0.2", hwsrc="02:00:00:00:00:09"),  # its own address, someone else's MAC
+        bytes(
+            Ether(dst="ff:ff:ff:ff:ff:ff", src=format_mac(A))
+            / Dot1Q(vlan=0)
+            / ARP(hwsrc=format_mac(A), psrc="10.8.0.1")
+        ),  # priority-tagged: the kernel treats VLAN 0 as untagged
+        arp(A, "10.8.0.2")[:30],  # cut short: no sender address to check
+    ],
+    ids=["gratuitous-server", "reply-other-client", "other-mac", "vlan0", "runt"],
+)
+def test_ServerCore_tap_drops_arp_claiming_an_address_not_its_own(spoof):
+    pair = TapPair(PLAIN)
+    pair.connect()
+    pair.connect2()
+    events = pair.from_client(pair.client, CLIENT, spoof)
+    assert events == [DatagramDropped("spoofed arp sender", CLIENT)]
+    assert pair.deliver() == {CLIENT: [], CLIENT2: []}  # flooded to nobody
+    assert pair.server.switch.lookup(A, pair.now) is None  # and its MAC was not learned
+
+
+def test_ServerCore_tap_drops_ipv4_from_an_address_not_its_own():
+    pair = TapPair(PLAIN)
+    pair.connect()
+    for source in ("10.8.0.1", "10.8.0.3", "192.0.2.99", "0.0.0.0"):
+        events = pair.from_client(pair.client, CLIENT, ip_frame(A, source))
+        assert events == [DatagramDropped("spoofed source", CLIENT)], source
+    events = pair.from_client(pair.client, CLIENT, ip_frame(A, "10.8.0.2")[:20])
+    assert events == [DatagramDropped("spoofed source", CLIENT)]  # no IPv4 header to check
+    assert pair.server.counters.drops["spoofed source"] == 5
+
+
+def test_ServerCore_tap_passes_a_clients_own_arp_and_ipv4():
+    pair = TapPair(PLAIN, client_networks={IPv4Address("10.8.0.2"): [IPv4Network("172.16.1.0/24")]})
+    pair.connect()
+    own = [
+        arp(A, "10.8.0.2", pdst="10.8.0.1"),
+        arp(A, "0.0.0.0", pdst="10.8.0.2"),  # an RFC 5227 probe claims no address
+        arp(A, "10.8.0.2", op=2, dst=SRV, hwdst=format_mac(SRV), pdst="10.8.0.1"),
+        ip_frame(A, "10.8.0.2"),
+        ip_frame(B, "172.16.1.5"),  # site to site: a host of its LAN, bridged
+        arp(B, "172.16.1.5"),
+        frame(SRV, A, b"\x86\xdd" + b"\x60" + b"\0" * 39),  # not ARP nor IPv4: MACs only
+    ]
+    for data in own:
+        assert delivered(pair.from_client(pair.client, CLIENT, data)) == [data]
+    assert pair.server.counters.drops == {}

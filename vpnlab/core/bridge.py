@@ -9,6 +9,8 @@ Each client is one *port* (its UDP address), the server's tap0 is the port :data
     2. its destination MAC is looked up: a known unicast MAC goes to its one port (nothing if
        that is where it came from); broadcast, multicast (ARP requests, IPv6 neighbour
        discovery) and unknown MACs are *flooded* to every other port
+    0. before that, ServerCore checks what a client's frame claims (:func:`claimed_sender`):
+       the sender of an ARP frame and the source of an IPv4 packet must be its own address
     3. entries not seen for ``aging_s`` (300 s, as the Linux bridge) are forgotten; the table
        holds at most ``max_entries`` MACs, and one port at most ``max_per_port``: a client
        that invents MACs only pushes out its own oldest ones
@@ -22,6 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
 Port = Hashable
 """A switch port: a client's UDP address, or :data:`LOCAL`."""
@@ -34,6 +37,12 @@ AGING_S = 300.0
 """How long a learned MAC stays without being seen again (Linux bridge ``ageing_time``)."""
 MAX_ENTRIES = 4096
 MAX_PER_PORT = 64
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_ARP = 0x0806
+VLAN_TAGS = (0x8100, 0x88A8)
+"""802.1Q and 802.1ad: a tag of 4 bytes before the real EtherType (VLAN 0 counts as untagged)."""
+ARP_IPV4 = bytes.fromhex("000108000604")
+"""ARP's hardware type 1 (Ethernet), protocol type 0x0800, address lengths 6 and 4."""
 
 
 def format_mac(mac: bytes) -> str:
@@ -49,6 +58,35 @@ def is_group(mac: bytes) -> bool:
 def frame_macs(frame: bytes) -> tuple[bytes, bytes]:
     """(destination, source) MAC of an Ethernet frame of at least 14 bytes."""
     return frame[:MAC_BYTES], frame[MAC_BYTES : 2 * MAC_BYTES]
+
+
+def frame_payload(frame: bytes) -> tuple[int, bytes]:
+    """The EtherType of a frame of at least 14 bytes and what follows it, under any VLAN tags."""
+    at = 2 * MAC_BYTES
+    ethertype = int.from_bytes(frame[at : at + 2], "big")
+    while ethertype in VLAN_TAGS and len(frame) >= at + 6:
+        at += 4
+        ethertype = int.from_bytes(frame[at : at + 2], "big")
+    return ethertype, frame[at + 2 :]
+
+
+def claimed_sender(frame: bytes) -> tuple[str, IPv4Address | None] | None:
+    """The IPv4 address a frame speaks for, with the drop reason if it is not the sender's own.
+
+    ARP (the sender protocol address, if the sender hardware address is the frame's source
+    MAC) or IPv4 (the source address); None for other frames and for an ARP probe (sender
+    0.0.0.0, RFC 5227), which claim no address. The address is None when there is none to
+    read (a truncated header): such a frame is dropped too.
+    """
+    ethertype, payload = frame_payload(frame)
+    if ethertype == ETHERTYPE_IPV4:
+        ok = len(payload) >= 20 and payload[0] >> 4 == 4
+        return "spoofed source", IPv4Address(payload[12:16]) if ok else None
+    if ethertype != ETHERTYPE_ARP:
+        return None
+    ok = len(payload) >= 28 and payload[:6] == ARP_IPV4 and payload[8:14] == frame[6:12]
+    sender = IPv4Address(payload[14:18]) if ok else None
+    return None if sender == IPv4Address(0) else ("spoofed arp sender", sender)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from vpnlab.core.bridge import LOCAL, Switch, frame_macs, is_group
+from vpnlab.core.bridge import LOCAL, Switch, claimed_sender, frame_macs, is_group
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
@@ -232,6 +232,9 @@ class ServerCore(CoreBase):
         destination MAC: to tap0 (a PacketReceived), to other clients (sealed), or both."""
         assert self.switch is not None
         peer = session.peer
+        claim = claimed_sender(frame)  # ARP's sender or IPv4's source: its own address only
+        if claim is not None and not self._speaks_for(session, claim[1]):
+            return self._drop(claim[0], peer)
         destination, source = frame_macs(frame)
         if not self.switch.learn(source, peer, now):
             reason = "bad source mac" if is_group(source) else "spoofed source mac"
@@ -248,6 +251,10 @@ class ServerCore(CoreBase):
             else:
                 events += self._seal(self.sessions[port], frame, now, "tap")
         return events
+
+    def _speaks_for(self, session: Session, address: IPv4Address | None) -> bool:
+        """Whether ``session`` may send from ``address``: its tunnel address, or its LAN's."""
+        return address == session.tunnel_address.ip or self._owner(address) is session
 
     def _forget(self, session: Session) -> None:
         if self.switch is not None:

@@ -12,11 +12,11 @@ from vpnlab.core.bridge import LOCAL, Switch, format_mac, is_group
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import DatagramDropped, PacketReceived
-from vpnlab.core.formats import Kind
+from vpnlab.core.formats import Established, Kind
 from vpnlab.core.server_core import ServerCore
 from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.crypto import SaKeys
-from vpnlab.wire.esp import NH_ETHERNET, EspSession
+from vpnlab.wire.esp import NH_ETHERNET, EspSession, generate_static_keys
 from vpnlab.wire.plain import PLAIN, PlainProtection
 
 from .helpers import CLIENT, SERVER, CorePair, ipv4_packet, seeded_random
@@ -364,3 +364,30 @@ def test_ServerCore_tap_passes_a_clients_own_arp_and_ipv4():
     for data in own:
         assert delivered(pair.from_client(pair.client, CLIENT, data)) == [data]
     assert pair.server.counters.drops == {}
+
+
+def test_ServerCore_tap_static_keys_add_a_port_only_after_a_datagram_opens():
+    """Strangers' datagrams before the client binds leave no switch port (each used to add
+    one, and the next flooded frame raised KeyError looking up its session)."""
+    keys = generate_static_keys("esp-aes-gcm", seeded_random(5))
+    server = ServerCore(
+        None,
+        IPv4Interface("10.8.0.1/24"),
+        seeded_random(1),
+        static=Established(keys.server(), keys.client_address),
+        layer2=True,
+    )
+    server.set_local_mac(SRV)
+    for n in range(100):
+        events = server.receive_datagram(b"\x00\x00\xc0\x01" + bytes(40), ("198.51.100.7", n), 0.0)
+        assert events and isinstance(events[0], DatagramDropped)
+    assert server.switch.ports == {LOCAL}
+    assert server.send_packet(frame(BROADCAST, SRV), 0.0) == []  # flooded to nobody, no KeyError
+    client = ClientCore(SERVER, None, established=keys.client(), layer2=True)
+    client.connect(0.0)
+    client.send_packet(arp(A, "10.8.0.2"), 0.0)
+    for datagram, _ in client.datagrams_to_send():
+        server.receive_datagram(datagram, CLIENT, 0.0)
+    assert server.switch.ports == {LOCAL, CLIENT}
+    server.send_packet(frame(BROADCAST, SRV), 0.0)
+    assert [peer for _, peer in server.datagrams_to_send()] == [CLIENT]

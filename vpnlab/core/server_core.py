@@ -213,13 +213,15 @@ class ServerCore(CoreBase):
         return sum(1 for address in self.sessions if address[0] == ip)
 
     def _add(self, session: Session) -> None:
+        """The session is authentic (a Hello answered, a static-key datagram opened): only now
+        does it get a switch port, so strangers add none."""
         self.sessions[session.peer] = session
         self.by_address[session.tunnel_address.ip] = session
+        if self.switch is not None:
+            self.switch.add_port(session.peer)
 
     def _session(self, peer: Address, established: Established, now: float) -> Session:
         layer2 = self.switch is not None
-        if layer2:
-            self.switch.add_port(peer)
         return Session(peer, established, now, self.counters, self.timeouts, layer2)
 
     def set_local_mac(self, mac: bytes) -> None:

@@ -24,12 +24,14 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
+from vpnlab.core.errors import VpnlabError
 from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.keys import esp_sa_text, write_secret
+from vpnlab.peers import PEERS, read_peers
 from vpnlab.report import Reporter
 from vpnlab.routing import ServerRouting, refuse_host_changes
 from vpnlab.tap import device_flags, mac_address
@@ -37,6 +39,7 @@ from vpnlab.transport import open_transport
 from vpnlab.tun import create_tun_dev, ifconfig
 from vpnlab.tunnel import SignalPipe, Tunnel, clean_up
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
+from vpnlab.wire.identity import check_peers
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,41 @@ def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
     write_secret(path, esp_sa_text(rows))
 
 
+class PeersWatch:
+    """Identity mode: read ``peers.toml`` again when it changes (``vpnlab keys add-peer``,
+    ``revoke``): new peers are answered, revoked ones lose their session at once."""
+
+    def __init__(
+        self, folder: Path | None, address: IPv4Interface, core: ServerCore, reporter: Reporter
+    ) -> None:
+        self.path = folder / PEERS if folder else None
+        self.address = address
+        self.core = core
+        self.reporter = reporter
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat() if self.path else None
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size) if stat else None
+
+    def check(self, now: float) -> list[Event]:
+        stamp = self._stamp()
+        if stamp == self.stamp or self.path is None:
+            return []
+        self.stamp = stamp
+        try:
+            peers = read_peers(self.path.parent)
+            check_peers(peers, self.address)
+        except VpnlabError as exc:  # a half-edited file: keep the peers we have
+            self.reporter.log(f"peers: {exc}; keeping the previous list")
+            return []
+        self.reporter.log(f"peers: {self.path} changed: {len(peers)} peers")
+        return self.core.update_peers(peers)
+
+
 def make_core(options: ServerOptions) -> ServerCore:
     """The sans-IO server: the format's handshake (or static keys), the address pool, limits."""
     networks: dict[IPv4Address, list[IPv4Network]] = {}
@@ -122,6 +160,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         if options.esp_sa_file and isinstance(event, (HandshakeCompleted, SessionClosed)):
             write_esp_sa(options.esp_sa_file, core, options.listen)
 
+    watch = PeersWatch(options.peers_folder, options.tunnel_address, core, reporter)
     try:
         sock = open_transport(
             options.transport,
@@ -132,7 +171,16 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         )
         tun_fd = bring_up(options, core, routing, reporter)
         mss_clamp = None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES
-        options.datapath(core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp).run()
+        options.datapath(
+            core,
+            tun_fd,
+            sock,
+            reporter,
+            signals,
+            on_event,
+            mss_clamp=mss_clamp,
+            every_second=watch.check if options.peers_folder else None,
+        ).run()
         return 0
     finally:
         summary = "cleaned up: NAT rule removed, forwarding restored"

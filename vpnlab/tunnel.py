@@ -105,6 +105,8 @@ class Tunnel:
         on_event: called with every event that is not a packet (a handshake, a closed
             session, a drop), after the reporter has logged it.
         mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (None: leave it).
+        every_second: called with ``now`` once a second, with the status report (the server
+            reads its peers file again there).
     """
 
     name = "simple"
@@ -121,9 +123,11 @@ class Tunnel:
         on_event: Callable[[Event], None] | None = None,
         *,
         mss_clamp: int | None = None,
+        every_second: Callable[[float], list[Event]] | None = None,
     ) -> None:
         self.core = core
         self.mss_clamp = mss_clamp
+        self.every_second = every_second
         self.on_event = on_event
         self.tun_fd = tun_fd
         self.sock = sock
@@ -156,6 +160,9 @@ class Tunnel:
             self.flush()
             if now >= self._status_at:
                 core.clock_offset_s = time.time() - time.monotonic()  # the wall clock may step
+                if self.every_second is not None:
+                    self.dispatch(self.every_second(now))
+                    self.flush()
                 self.report_status(now)
                 self._status_at = now + 1.0
         self.flush()

@@ -10,6 +10,7 @@ from vpnlab.client import ClientOptions, run_client
 from vpnlab.core.constants import (
     LIVENESS_TIMEOUT_S,
     PORT,
+    REKEY_AFTER_S,
     SERVER_TUNNEL_ADDRESS,
     TUN_MTU,
     TUN_NAME,
@@ -102,6 +103,13 @@ def add_keying(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="end the session after this long without a datagram from the peer; 0: never "
         "(for a peer that sends no keepalives, such as the kernel's ESP) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rekey-after",
+        type=float,
+        default=REKEY_AFTER_S,
+        metavar="SECONDS",
+        help="the client starts a new handshake (fresh keys) this often (default %(default)s)",
     )
     parser.add_argument(
         "--allow-host-changes",
@@ -242,6 +250,13 @@ def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys |
     return device_mtu(args.mode, tun_mtu(overhead))
 
 
+def timeouts(args: argparse.Namespace) -> Timeouts:
+    """The timers the options change; the notes' 2.5 s connect timeout stays."""
+    if args.liveness_timeout < 0 or args.rekey_after < 10:
+        raise VpnlabError("--liveness-timeout must be >= 0 (0: never), --rekey-after >= 10 s")
+    return Timeouts(liveness_s=args.liveness_timeout, rekey_s=args.rekey_after)
+
+
 def server_main(args: argparse.Namespace) -> int:
     format, static = wire(args)
     networks = tuple(args.client_network)
@@ -268,7 +283,7 @@ def server_main(args: argparse.Namespace) -> int:
         isolate_clients=args.isolate_clients,
         client_networks=networks,
         allow_host_changes=args.allow_host_changes,
-        timeouts=Timeouts(liveness_s=args.liveness_timeout),
+        timeouts=timeouts(args),
         peers_folder=args.identity,
     )
     return run_server(options, Reporter("server", args.status_file))
@@ -296,6 +311,6 @@ def client_main(args: argparse.Namespace) -> int:
         transport=args.transport,
         status_file=args.status_file,
         allow_host_changes=args.allow_host_changes,
-        timeouts=Timeouts(liveness_s=args.liveness_timeout),
+        timeouts=timeouts(args),
     )
     return run_client(options, Reporter("client", args.status_file))

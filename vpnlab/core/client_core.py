@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vpnlab.core.constants import REKEY_AFTER_S
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
@@ -36,7 +35,7 @@ class ClientCore(CoreBase):
         clock_offset_s: added to ``now`` to get wall-clock time for the handshake's
             timestamps, which the server compares with its own clock.
         layer2: ``--mode tap``: carry Ethernet frames from tap0 instead of IPv4 packets.
-        new_handshake: makes a fresh handshake for each rekey (every ``REKEY_AFTER_S``);
+        new_handshake: makes a fresh handshake for each rekey (every ``timeouts.rekey_s``);
             None: the session keeps its first keys (plain, static keys).
     """
 
@@ -182,7 +181,7 @@ class ClientCore(CoreBase):
         if self.rekeying is not None:
             return min(session.next_timer(), self._retry_at)
         if self.new_handshake is not None:
-            return min(session.next_timer(), session.keys_since + REKEY_AFTER_S)
+            return min(session.next_timer(), session.keys_since + self.timeouts.rekey_s)
         return session.next_timer()
 
     def handle_timer(self, now: float) -> list[Event]:

@@ -85,6 +85,7 @@ class Timeouts:
     hello_retry_s: float = constants.HELLO_RETRY_S
     keepalive_s: float = constants.KEEPALIVE_INTERVAL_S
     liveness_s: float = constants.LIVENESS_TIMEOUT_S
+    rekey_s: float = constants.REKEY_AFTER_S
 
 
 DEFAULT_TIMEOUTS = Timeouts()
@@ -222,9 +223,9 @@ class Session:
         raise RemoteProtocolError("unknown spi")
 
     def rekey_due(self, now: float) -> bool:
-        """Time for new keys: ``REKEY_AFTER_S`` with these, or half their sequence space."""
+        """Time for new keys: ``rekey_s`` (120 s) with these, or half their sequence space."""
         return (
-            now >= self.keys_since + constants.REKEY_AFTER_S
+            now >= self.keys_since + self.timeouts.rekey_s
             or self.sealed >= constants.REKEY_AFTER_PACKETS
         )
 

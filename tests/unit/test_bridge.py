@@ -8,7 +8,15 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-from vpnlab.core.bridge import LOCAL, Switch, format_mac, is_group
+from vpnlab.core.bridge import (
+    FLOOD_BURST,
+    LOCAL,
+    MAX_PER_IP,
+    MAX_PER_PORT,
+    Switch,
+    format_mac,
+    is_group,
+)
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import DatagramDropped, PacketReceived
@@ -112,15 +120,20 @@ def test_Switch_refresh_keeps_an_entry_alive():
     assert sw.lookup(A, 15.0) == "p1"
 
 
-def test_Switch_table_size_is_bounded():
-    sw = Switch(max_entries=8, max_per_port=100)
+def test_Switch_table_size_is_bounded_and_a_full_table_evicts_no_live_mac():
+    """Full: a new MAC is not learned (its frames still go: replies to it are flooded) rather
+    than pushing out the MAC of a client that is still there."""
+    sw = Switch(max_entries=8, max_per_port=100, aging_s=300.0)
     sw.add_static(SRV, LOCAL)
     for n in range(20):
-        sw.learn(bytes([2, 0, 0, 0, 1, n]), f"p{n}", float(n))
+        assert sw.learn(bytes([2, 0, 0, 0, 1, n]), f"p{n}", float(n))
     assert len(sw) == 8
-    assert sw.lookup(SRV, 20.0) == LOCAL  # the static entry survives eviction
-    assert sw.lookup(bytes([2, 0, 0, 0, 1, 19]), 20.0) == "p19"
-    assert sw.lookup(bytes([2, 0, 0, 0, 1, 0]), 20.0) is None  # the oldest went first
+    assert sw.lookup(SRV, 20.0) == LOCAL  # the static entry stays
+    assert sw.lookup(bytes([2, 0, 0, 0, 1, 0]), 20.0) == "p0"  # the first stay
+    assert sw.lookup(bytes([2, 0, 0, 0, 1, 19]), 20.0) is None  # the last were refused
+    assert sw.refused["mac table full"] == 13
+    assert sw.learn(C, "p20", 300.5)  # p0's MAC has aged out: room for one
+    assert sw.lookup(C, 300.5) == "p20" and len(sw) == 8
 
 
 def test_Switch_one_port_only_pushes_out_its_own_macs():
@@ -130,6 +143,32 @@ def test_Switch_one_port_only_pushes_out_its_own_macs():
         sw.learn(bytes([2, 0, 0, 0, 2, n]), "flooder", 1.0 + n)
     assert len(sw) == 5
     assert sw.lookup(A, 60.0) == "victim"
+
+
+def test_Switch_caps_macs_per_source_ip_not_only_per_port():
+    """32 sessions from one address, each with 64 MACs, fill no more than MAX_PER_IP entries,
+    and a client on another address still gets its MAC learned."""
+    sw = Switch()
+    for port in range(32):
+        for n in range(MAX_PER_PORT):
+            sw.learn(bytes([2, 1, 0, port, 0, n]), ("198.51.100.7", 1000 + port), float(n))
+    assert len(sw) == MAX_PER_IP
+    assert sw.refused["too many macs from one address"] == 32 * MAX_PER_PORT - MAX_PER_IP
+    assert sw.learn(A, CLIENT, 100.0) and sw.lookup(A, 100.0) == CLIENT
+
+
+def test_Switch_rate_limits_floods_per_source_ip():
+    sw = Switch()
+    for port in (LOCAL, ("198.51.100.7", 1), ("198.51.100.7", 2), CLIENT):
+        sw.add_port(port)
+    sw.learn(B, CLIENT, 0.0)
+    floods = [sw.flood_allowed(BROADCAST, ("198.51.100.7", 1 + n % 2), 0.0) for n in range(1000)]
+    assert sum(floods) == FLOOD_BURST  # both of its ports share the address's bucket
+    assert sw.flood_allowed(C, ("198.51.100.7", 1), 0.0) is False  # unknown unicast floods too
+    assert sw.flood_allowed(B, ("198.51.100.7", 1), 0.0)  # a known unicast MAC is no flood
+    assert sw.flood_allowed(BROADCAST, CLIENT, 0.0)  # another address has its own bucket
+    assert sw.flood_allowed(BROADCAST, LOCAL, 0.0)  # the server's own tap0 is not limited
+    assert sw.flood_allowed(BROADCAST, ("198.51.100.7", 1), 1.0)  # tokens come back
 
 
 def test_Switch_remove_port_forgets_its_macs():
@@ -391,3 +430,17 @@ def test_ServerCore_tap_static_keys_add_a_port_only_after_a_datagram_opens():
     assert server.switch.ports == {LOCAL, CLIENT}
     server.send_packet(frame(BROADCAST, SRV), 0.0)
     assert [peer for _, peer in server.datagrams_to_send()] == [CLIENT]
+
+
+def test_ServerCore_tap_broadcast_flood_is_rate_limited():
+    pair = TapPair(PLAIN)
+    pair.connect()
+    pair.connect2()
+    events = []
+    for _ in range(FLOOD_BURST + 50):
+        events += pair.from_client(pair.client, CLIENT, arp(A, "10.8.0.2", pdst="10.8.0.1"))
+    assert len(delivered(events)) == FLOOD_BURST
+    assert pair.server.counters.drops["flood rate limit"] == 50
+    assert len(pair.deliver()[CLIENT2]) == FLOOD_BURST  # the fan-out is bounded as well
+    unicast = ip_frame(A, "10.8.0.2", dst=SRV)  # to a known MAC: not a flood
+    assert delivered(pair.from_client(pair.client, CLIENT, unicast)) == [unicast]

@@ -13,7 +13,12 @@ Each client is one *port* (its UDP address), the server's tap0 is the port :data
        the sender of an ARP frame and the source of an IPv4 packet must be its own address
     3. entries not seen for ``aging_s`` (300 s, as the Linux bridge) are forgotten; the table
        holds at most ``max_entries`` MACs, and one port at most ``max_per_port``: a client
-       that invents MACs only pushes out its own oldest ones
+       that invents MACs only pushes out its own oldest ones. One source IP (all its ports)
+       holds at most ``max_per_ip``; beyond that, or when the table is full, a new MAC is
+       not learned (its frames still pass, replies to it are flooded): no MAC of a live
+       port is ever evicted for another's
+    4. flooding costs a copy per port, so one source IP may flood ``FLOOD_RATE_PER_S``
+       frames a second (``flood_allowed``); the server's own tap0 is not limited
 
 Pure code: no socket, no clock (``now`` comes in), no os. The frames themselves are not
 touched; ``ServerCore`` seals them for the ports this returns.
@@ -21,10 +26,12 @@ touched; ``ServerCore`` seals them for the ports this returns.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+
+from vpnlab.core.ratelimit import HelloRateLimiter
 
 Port = Hashable
 """A switch port: a client's UDP address, or :data:`LOCAL`."""
@@ -37,6 +44,12 @@ AGING_S = 300.0
 """How long a learned MAC stays without being seen again (Linux bridge ``ageing_time``)."""
 MAX_ENTRIES = 4096
 MAX_PER_PORT = 64
+MAX_PER_IP = 128
+"""MACs of all the ports (sessions) of one source IP: a classroom behind one NAT, a few each."""
+FLOOD_RATE_PER_S = 100.0
+FLOOD_BURST = 200
+"""Flooded frames (broadcast, multicast, unknown unicast) one source IP may send: a token
+bucket as the Hello's (``ratelimit.py``); ARP needs a few a second."""
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
 VLAN_TAGS = (0x8100, 0x88A8)
@@ -104,6 +117,7 @@ class Switch:
         aging_s: forget a MAC not seen for this long.
         max_entries: the table's size limit (the least recently seen entry goes first).
         max_per_port: how many MACs one port may hold (its own oldest goes first).
+        max_per_ip: how many MACs all the ports of one source IP may hold.
     """
 
     def __init__(
@@ -111,11 +125,17 @@ class Switch:
         aging_s: float = AGING_S,
         max_entries: int = MAX_ENTRIES,
         max_per_port: int = MAX_PER_PORT,
+        max_per_ip: int = MAX_PER_IP,
     ) -> None:
         self.aging_s = aging_s
         self.max_entries = max_entries
         self.max_per_port = max_per_port
+        self.max_per_ip = max_per_ip
         self.ports: set[Port] = set()
+        self.refused: Counter[str] = Counter()
+        """MACs not learned, by why: "mac table full", "too many macs from one address"."""
+        self._per_ip: Counter[Hashable] = Counter()
+        self._floods = HelloRateLimiter(FLOOD_RATE_PER_S, FLOOD_BURST)
         self._table: OrderedDict[bytes, Entry] = OrderedDict()  # least recently seen first
         self._by_port: dict[Port, OrderedDict[bytes, None]] = {}
 
@@ -130,8 +150,9 @@ class Switch:
     def remove_port(self, port: Port) -> None:
         """A client left: forget the port and every MAC learned on it."""
         self.ports.discard(port)
-        for mac in self._by_port.pop(port, {}):
-            self._table.pop(mac, None)
+        for mac in list(self._by_port.get(port, {})):
+            self._remove(mac)
+        self._by_port.pop(port, None)
 
     def _fresh(self, mac: bytes, now: float) -> Entry | None:
         entry = self._table.get(mac)
@@ -146,6 +167,7 @@ class Switch:
         entry = self._table.pop(mac, None)
         if entry is not None:
             self._by_port.get(entry.port, OrderedDict()).pop(mac, None)
+            self._per_ip[source_of(entry.port)] -= 1
 
     def _evict(self, macs: Iterable[bytes]) -> None:
         """Make room: forget the least recently seen MAC of ``macs`` that is not static."""
@@ -154,12 +176,22 @@ class Switch:
                 self._remove(mac)
                 return
 
+    def _room(self, now: float) -> bool:
+        """Whether the table has room, after forgetting aged entries (the oldest come first)."""
+        while len(self._table) >= self.max_entries:
+            oldest = next((m for m, e in self._table.items() if e.seen is not None), None)
+            if oldest is None or now - self._table[oldest].seen < self.aging_s:
+                return False
+            self._remove(oldest)
+        return True
+
     def add_static(self, mac: bytes, port: Port) -> None:
         """A MAC that never ages and no other port may claim (the server's own tap0)."""
         self._remove(mac)
         self.add_port(port)
         self._table[mac] = Entry(port, None)
         self._by_port[port][mac] = None
+        self._per_ip[source_of(port)] += 1
 
     def learn(self, mac: bytes, port: Port, now: float, *, take_over: bool = False) -> bool:
         """Step 1: remember that ``mac`` lives behind ``port``.
@@ -167,7 +199,7 @@ class Switch:
         Returns:
             False (and learns nothing) when ``mac`` is a group address, or is fresh or static
             on another port and ``take_over`` is not given: a client claiming someone else's
-            MAC. True otherwise.
+            MAC. True otherwise, also when the MAC could not be learned (see ``refused``).
         """
         if is_group(mac):
             return False
@@ -186,11 +218,15 @@ class Switch:
         self.add_port(port)
         own = self._by_port[port]
         if len(own) >= self.max_per_port:
-            self._evict(own)
-        if len(self._table) >= self.max_entries:
-            self._evict(self._table)
-        self._table[mac] = Entry(port, now)
-        own[mac] = None
+            self._evict(own)  # only its own oldest
+        if self._per_ip[source_of(port)] >= self.max_per_ip and port != LOCAL:
+            self.refused["too many macs from one address"] += 1
+        elif not self._room(now):
+            self.refused["mac table full"] += 1
+        else:
+            self._table[mac] = Entry(port, now)
+            own[mac] = None
+            self._per_ip[source_of(port)] += 1
         return True
 
     def lookup(self, mac: bytes, now: float) -> Port | None:
@@ -210,6 +246,13 @@ class Switch:
         if port is not None:
             return [] if port == in_port else [port]
         return sorted((p for p in self.ports if p != in_port), key=repr)
+
+    def flood_allowed(self, destination: bytes, in_port: Port, now: float) -> bool:
+        """Step 4: whether a frame for ``destination`` from ``in_port`` may go out; a flood
+        (group or unknown destination) takes a token of its source IP's bucket."""
+        if in_port == LOCAL or self.lookup(destination, now) is not None:
+            return True
+        return self._floods.allow(str(source_of(in_port)), now)
 
     def expire(self, now: float) -> int:
         """Step 3: drop every entry older than ``aging_s``; returns how many went."""
@@ -232,6 +275,11 @@ class Switch:
             }
             for mac, entry in self._table.items()
         ]
+
+
+def source_of(port: Port) -> Hashable:
+    """The source IP of a client's port (its MACs and floods are counted per IP)."""
+    return port[0] if isinstance(port, tuple) else port
 
 
 def port_name(port: Port) -> str:

@@ -241,6 +241,8 @@ class ServerCore(CoreBase):
         if not self.switch.learn(source, peer, now):
             reason = "bad source mac" if is_group(source) else "spoofed source mac"
             return self._drop(reason, peer)
+        if not self.switch.flood_allowed(destination, peer, now):
+            return self._drop("flood rate limit", peer)
         events: list[Event] = []
         for port in self.switch.forward(destination, peer, now):
             if port == LOCAL:

@@ -10,7 +10,7 @@ from vpnlab.instruments.capture import CaptureError, capture, stack_counts
 from vpnlab.instruments.decode import decode, format_table, layer_overhead, layer_table
 
 USAGE = """vpnlab capture [--prefix P] NODE IFACE [--count N] [--duration S] [-f BPF] -w FILE
-       vpnlab capture decode FILE [--keys FILE] [--overhead] [--table]"""
+       vpnlab capture decode FILE [--keys FILE] [--overhead] [--table] [--no-dissector]"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", help="decode: esp_sa rows (or a static-key file) to decrypt ESP")
     p.add_argument("--overhead", action="store_true", help="decode: header+trailer per layer")
     p.add_argument("--table", action="store_true", help="decode: every field with its bytes")
+    p.add_argument(
+        "--no-dissector",
+        action="store_true",
+        help="decode: without vpnlab's dissector (a Hello shows as tshark's udpencap:isakmp)",
+    )
     p.set_defaults(func=cli_main)
 
 
@@ -37,7 +42,7 @@ def cli_main(args: argparse.Namespace) -> int:
     if args.target[0] == "decode":
         if len(args.target) != 2:
             raise CaptureError("usage: vpnlab capture decode FILE [--keys FILE]")
-        packets = decode(args.target[1], args.keys)
+        packets = decode(args.target[1], args.keys, dissector=not args.no_dissector)
         for pkt in packets:
             print(f"{pkt.number:>4} {pkt.length:>5} B  {pkt.stack}")
             if args.overhead:

@@ -9,7 +9,8 @@ namespace), bounded by a packet count, a duration and a file size::
 
 Reading them back: tshark in a subprocess (:func:`stacks`, :func:`fields`) is fast and works
 anywhere, Jupyter included; ``decode.py`` has every layer's and field's bytes and pyshark.
-ESP decrypts with ``esp_sa`` rows (``keys=``).
+ESP decrypts with ``esp_sa`` rows (``keys=``); ``dissector=True`` loads our dissector
+(``vpnlab.lua``: Hello, Welcome and control lines as ``vpnlab``), as ``vpnlab capture decode`` does.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ TSHARK_TIMEOUT_S = 60.0
 EXTERNAL_STACK = "eth:ethertype:ip:udp:udpencap:esp"
 """The notes' external-interface stack, as tshark names it (``ethertype`` included)."""
 TUN_STACK = "raw:ip:tcp:ftp"
+DISSECTOR = Path(__file__).with_name("vpnlab.lua")
+"""Our tshark dissector (package data): Hello, Welcome and the plain control lines as ``vpnlab``
+instead of a bogus ``udpencap:isakmp``; ESP and everything else decode as before."""
 
 Keys = str | Path | Sequence[str] | None
 """esp_sa rows: a file (rows, one a line, or a static-key JSON file), or the rows themselves."""
@@ -235,21 +239,35 @@ def lab_keys(prefix: str) -> list[str]:
     return load_keys(path) if path.exists() else []
 
 
-def tshark_options(keys: Keys = None) -> list[str]:
-    """tshark ``-o`` options that decrypt ESP and check its ICV with ``keys`` (none: [])."""
+def dissector_options() -> list[str]:
+    """tshark's ``-X lua_script:`` option that loads :data:`DISSECTOR`."""
+    if not DISSECTOR.is_file():
+        raise CaptureError(f"the vpnlab dissector is missing: {DISSECTOR}")
+    return ["-X", f"lua_script:{DISSECTOR}"]
+
+
+def tshark_options(keys: Keys = None, dissector: bool = False) -> list[str]:
+    """tshark ``-o`` options that decrypt ESP and check its ICV with ``keys`` (none: []),
+    after the option that loads our dissector if ``dissector``."""
+    opts = dissector_options() if dissector else []
     rows = load_keys(keys)
     if not rows:
-        return []
-    opts = ["-o", "esp.enable_encryption_decode:TRUE", "-o", "esp.enable_authentication_check:TRUE"]
+        return opts
+    for pref in ("esp.enable_encryption_decode:TRUE", "esp.enable_authentication_check:TRUE"):
+        opts += ["-o", pref]
     for row in rows:
         opts += ["-o", f"uat:esp_sa:{row}"]
     return opts
 
 
-def run_tshark(path: str | Path, args: list[str], keys: Keys = None) -> str:
+def run_tshark(
+    path: str | Path, args: list[str], keys: Keys = None, dissector: bool = False
+) -> str:
+    """tshark on ``path``: its stdout; ``dissector`` loads ours (tshark goes on without a script
+    it cannot load, only saying so on stderr: that is an error here)."""
     if not Path(path).is_file():
         raise CaptureError(f"no capture file {path}")
-    argv = ["tshark", "-n", "-r", str(path), *tshark_options(keys), *args]
+    argv = ["tshark", "-n", "-r", str(path), *tshark_options(keys, dissector), *args]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S)
     except FileNotFoundError:
@@ -258,22 +276,31 @@ def run_tshark(path: str | Path, args: list[str], keys: Keys = None) -> str:
         raise CaptureError(f"tshark took over {TSHARK_TIMEOUT_S} s on {path}") from None
     if done.returncode != 0:
         raise CaptureError(f"tshark on {path}: {_last_line(done.stderr)}")
+    said = [line.strip() for line in done.stderr.splitlines() if DISSECTOR.name in line]
+    if dissector and said:  # a syntax error names the file, shortened: "...ments/vpnlab.lua:2"
+        raise CaptureError(f"tshark could not load {DISSECTOR}: {said[0]}")
     return done.stdout
 
 
 def fields(
-    path: str | Path, names: Sequence[str], keys: Keys = None, display_filter: str | None = None
+    path: str | Path,
+    names: Sequence[str],
+    keys: Keys = None,
+    display_filter: str | None = None,
+    dissector: bool = False,
 ) -> list[list[str]]:
     """``tshark -T fields``: per packet, the values of ``names`` (repeats joined by ',')."""
     args = ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]
     args += [arg for name in names for arg in ("-e", name)]
     args += ["-Y", display_filter] if display_filter else []
-    return [line.split("\t") for line in run_tshark(path, args, keys).splitlines()]
+    return [line.split("\t") for line in run_tshark(path, args, keys, dissector).splitlines()]
 
 
-def stacks(path: str | Path, keys: Keys = None, display_filter: str | None = None) -> list[str]:
+def stacks(
+    path: str | Path, keys: Keys = None, display_filter: str | None = None, dissector: bool = False
+) -> list[str]:
     """The captures: each packet's protocol stack (``frame.protocols``), in order."""
-    return [row[0] for row in fields(path, ["frame.protocols"], keys, display_filter)]
+    return [row[0] for row in fields(path, ["frame.protocols"], keys, display_filter, dissector)]
 
 
 def stack_counts(path: str | Path, keys: Keys = None) -> dict[str, int]:

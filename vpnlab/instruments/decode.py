@@ -120,11 +120,17 @@ def parse_pdml(text: str) -> list[Packet]:
 
 
 def decode(
-    path: str | Path, keys: Keys = None, display_filter: str | None = None, count: int | None = None
+    path: str | Path,
+    keys: Keys = None,
+    display_filter: str | None = None,
+    count: int | None = None,
+    dissector: bool = False,
 ) -> list[Packet]:
-    """The captures, decoded: every packet's stack, layers and fields (``tshark -T pdml``)."""
+    """The captures, decoded: every packet's stack, layers and fields (``tshark -T pdml``);
+    ``dissector`` loads ours (``capture.DISSECTOR``): a Hello is ``vpnlab``, not ``isakmp``."""
     args = ["-T", "pdml"] + (["-Y", display_filter] if display_filter else [])
-    return parse_pdml(run_tshark(path, args + (["-c", str(count)] if count else []), keys))
+    args += ["-c", str(count)] if count else []
+    return parse_pdml(run_tshark(path, args, keys, dissector))
 
 
 def layer_table(packets: Sequence[Any]) -> list[dict[str, Any]]:

@@ -1,8 +1,12 @@
-"""Key files (vpnlab/keys.py): the pre-shared key is created private."""
+"""Key files (vpnlab/keys.py): created private, never through a planted link; passphrases
+stretched."""
 
 from __future__ import annotations
 
+import os
 import stat
+
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from vpnlab import keys
 
@@ -12,3 +16,37 @@ def test_psk_is_created_0600(tmp_path):
     keys.new_psk(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(bytes.fromhex(path.read_text().strip())) == 32
+
+
+def test_write_secret_does_not_follow_a_symlink_planted_at_the_tmp_name(tmp_path):
+    """Someone who can write the folder plants FILE.tmp -> a file of ours: it stays as it was."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    path = tmp_path / "psk"
+    (tmp_path / "psk.tmp").symlink_to(victim)
+    keys.write_secret(path, "secret\n")
+    assert victim.read_text() == "precious\n"
+    assert path.read_text() == "secret\n" and not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_write_secret_is_0600_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        keys.write_secret(tmp_path / "key", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "key").stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["key"]  # no temporary file left
+
+
+def test_read_psk_stretches_a_passphrase_with_scrypt(tmp_path):
+    path = tmp_path / "psk"
+    keys.write_secret(path, "correct horse battery staple\n")
+    expected = Scrypt(salt=b"vpnlab psk", length=32, n=2**14, r=8, p=1).derive(
+        b"correct horse battery staple"
+    )
+    assert keys.read_psk(path) == expected != b"correct horse battery staple"
+    hex_key = bytes(range(32))
+    keys.write_secret(path, hex_key.hex() + "\n")
+    assert keys.read_psk(path) == hex_key  # a hex key is the key itself

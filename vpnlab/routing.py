@@ -176,8 +176,38 @@ class ClientRouting:
         self.previous_forward = None
 
 
+IFNAMSIZ = 16
+"""Linux's limit for an interface name, with its NUL: 15 characters at most."""
+
+
+def check_interface_name(name: str) -> str:
+    """``name`` if Linux could call an interface that (``dev_valid_name``) and it is safe inside
+    an nft string: 1-15 characters, not ``.`` or ``..``, no ``/``, ``:``, whitespace or control
+    character, no ``"`` or ``\\``.
+
+    Raises:
+        SetupError: anything else, in one line.
+    """
+    bad = set('/:"\\')
+    if (
+        not 0 < len(name) < IFNAMSIZ
+        or name in (".", "..")
+        or any(c in bad or c.isspace() or not c.isprintable() for c in name)
+    ):
+        raise SetupError(
+            f"bad external interface name {name!r}: want 1-15 characters, not . or .., "
+            'without / : " \\ or whitespace'
+        )
+    return name
+
+
 def nat_ruleset(network: IPv4Network, external_interface: str) -> str:
-    """The NAT rule of the design notes as an nftables ruleset (re-applying it is safe)."""
+    """The NAT rule of the design notes as an nftables ruleset (re-applying it is safe).
+
+    Raises:
+        SetupError: ``external_interface`` is no interface name (it goes into the file).
+    """
+    check_interface_name(external_interface)
     return f"""\
 # vpnlab: the NAT rule of the design notes (SetRouting(0) on the server).
 # Traffic from the tunnel network to anywhere else leaves {external_interface} masqueraded
@@ -224,6 +254,8 @@ class ServerRouting:
         """SetRouting(0): ip_forward=1, routes to client networks, ``nft -f`` the NAT file."""
         from pyroute2.netlink.exceptions import NetlinkError
 
+        if self.external_interface:
+            check_interface_name(self.external_interface)  # before anything is changed
         self.previous_forward = set_forwarding(True)
         if self.client_networks:
             try:

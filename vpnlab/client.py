@@ -72,6 +72,8 @@ class ClientOptions:
     """tun (the notes: IP packets), or tap: Ethernet frames on tap0 (``tap.py``)."""
     timeouts: Timeouts = DEFAULT_TIMEOUTS
     """The notes' 2.5 s and 6 s (``--liveness-timeout``: 0 for a peer without keepalives)."""
+    kernel_peer: bool = False
+    """Static keys against Linux's own ESP: NAT-keepalives, no Bye (``esp.KernelPeerSession``)."""
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -82,7 +84,7 @@ def make_core(options: ClientOptions) -> ClientCore:
     """The sans-IO client: with the format's handshake, or with static keys (none)."""
     layer2 = options.mode == "tap"
     if options.static_keys is not None:
-        established = options.static_keys.client()
+        established = options.static_keys.client(kernel_peer=options.kernel_peer)
         return ClientCore(
             options.server_address,
             None,

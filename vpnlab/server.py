@@ -69,6 +69,8 @@ class ServerOptions:
     """tun (the notes: IP packets), or tap: Ethernet frames, clients switched by MAC."""
     timeouts: Timeouts = DEFAULT_TIMEOUTS
     """The notes' 6 s liveness (``--liveness-timeout``: 0 for a peer without keepalives)."""
+    kernel_peer: bool = False
+    """Static keys against Linux's own ESP: NAT-keepalives, no Bye (``esp.KernelPeerSession``)."""
     peers_folder: Path | None = None
     """Identity mode: the folder of ``peers.toml``, read again when it changes (revocations)."""
 
@@ -132,7 +134,11 @@ def make_core(options: ServerOptions) -> ServerCore:
         once=options.once,
         timeouts=options.timeouts,
         clock_offset_s=time.time() - time.monotonic(),
-        static=Established(static.server(), static.client_address) if static else None,
+        static=(
+            Established(static.server(options.kernel_peer), static.client_address)
+            if static
+            else None
+        ),
         isolate_clients=options.isolate_clients,
         client_networks=networks,
         layer2=options.mode == "tap",

@@ -301,6 +301,7 @@ def test_static_key_client_against_the_kernels_esp(prefix):
                 SERVER_IP,
                 "--static-keys",
                 str(keyfile),
+                "--kernel-peer",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -314,6 +315,12 @@ def test_static_key_client_against_the_kernels_esp(prefix):
         assert ping.returncode == 0, ping.stdout
         stats = run("r2", "ip", "-s", "xfrm", "state").stdout
         assert "replay-window" in stats
+        time.sleep(7)  # idle past the keepalive (2 s) and the notes' liveness timeout (6 s)
+        assert client.poll() is None, "the client gave up on a peer that never sends keepalives"
+        errors = dict(
+            line.split() for line in run("r2", "cat", "/proc/net/xfrm_stat").stdout.splitlines()
+        )
+        assert errors["XfrmInStateProtoError"] == "0" and errors["XfrmInStateModeError"] == "0"
     finally:
         for proc in (client, encap):
             if proc is not None:

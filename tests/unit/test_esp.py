@@ -372,3 +372,19 @@ def test_load_static_keys_refuses_bad_files(text: str) -> None:
 def test_EspSession_refuses_a_wrong_key_length() -> None:
     with pytest.raises(VpnlabError):
         EspSession("esp-aes-gcm", SaKeys(0x1000, bytes(16)), SaKeys(0x2000, bytes(20)))
+
+
+def test_KernelPeerSession_keeps_nat_alive_without_esp_dummies_or_a_bye():
+    """Against Linux's own ESP: a dummy packet (next header 59) counts as XfrmInStateProtoError
+    there and a Bye (253) is no tunnel-mode protocol, so neither is sent: RFC 3948's one-byte
+    NAT-keepalive keeps the path open instead, and uses no sequence number."""
+    from vpnlab.core.constants import NAT_KEEPALIVE
+    from vpnlab.wire.esp import KernelPeerSession, generate_static_keys
+
+    keys = generate_static_keys("esp-aes-gcm", random.Random(4).randbytes)
+    session = keys.client(kernel_peer=True).protection
+    assert isinstance(session, KernelPeerSession)
+    assert session.seal_keepalive() == NAT_KEEPALIVE and session.seal_bye() == NAT_KEEPALIVE
+    assert session.next_seq == 1
+    assert isinstance(keys.server(kernel_peer=True), KernelPeerSession)
+    assert type(keys.client().protection) is not KernelPeerSession

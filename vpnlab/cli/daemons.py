@@ -99,10 +99,18 @@ def add_keying(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--liveness-timeout",
         type=float,
-        default=LIVENESS_TIMEOUT_S,
+        default=None,
         metavar="SECONDS",
         help="end the session after this long without a datagram from the peer; 0: never "
-        "(for a peer that sends no keepalives, such as the kernel's ESP) (default %(default)s)",
+        f"(for a peer that sends no keepalives, such as the kernel's ESP) (default "
+        f"{LIVENESS_TIMEOUT_S}; 0 with --kernel-peer)",
+    )
+    parser.add_argument(
+        "--kernel-peer",
+        action="store_true",
+        help="with --static-keys: the peer is Linux's own ESP (ip xfrm, encap espinudp): "
+        "RFC 3948 NAT-keepalives instead of ESP dummy packets (which the kernel counts as "
+        "XfrmInStateProtoError), no Bye, and no liveness timeout unless given",
     )
     parser.add_argument(
         "--rekey-after",
@@ -252,9 +260,14 @@ def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys |
 
 def timeouts(args: argparse.Namespace) -> Timeouts:
     """The timers the options change; the notes' 2.5 s connect timeout stays."""
-    if args.liveness_timeout < 0 or args.rekey_after < 10:
+    if args.kernel_peer and args.static_keys is None:
+        raise VpnlabError("--kernel-peer goes with --static-keys (the kernel does no handshake)")
+    liveness = args.liveness_timeout
+    if liveness is None:
+        liveness = 0.0 if args.kernel_peer else LIVENESS_TIMEOUT_S
+    if liveness < 0 or args.rekey_after < 10:
         raise VpnlabError("--liveness-timeout must be >= 0 (0: never), --rekey-after >= 10 s")
-    return Timeouts(liveness_s=args.liveness_timeout, rekey_s=args.rekey_after)
+    return Timeouts(liveness_s=liveness, rekey_s=args.rekey_after)
 
 
 def server_main(args: argparse.Namespace) -> int:
@@ -284,6 +297,7 @@ def server_main(args: argparse.Namespace) -> int:
         client_networks=networks,
         allow_host_changes=args.allow_host_changes,
         timeouts=timeouts(args),
+        kernel_peer=args.kernel_peer,
         peers_folder=args.identity,
     )
     return run_server(options, Reporter("server", args.status_file))
@@ -312,5 +326,6 @@ def client_main(args: argparse.Namespace) -> int:
         status_file=args.status_file,
         allow_host_changes=args.allow_host_changes,
         timeouts=timeouts(args),
+        kernel_peer=args.kernel_peer,
     )
     return run_client(options, Reporter("client", args.status_file))

@@ -248,6 +248,24 @@ class EspSession:
         return plaintext, end
 
 
+class KernelPeerSession(EspSession):
+    """Static keys against Linux's own ESP (``--kernel-peer``): nothing it counts as an error.
+
+    Linux drops an ESP dummy packet (next header 59, our keepalive) as RFC 4303 asks, but
+    counts each one as XfrmInStateProtoError (``esp_input_done2`` turns IPPROTO_NONE into
+    -EINVAL), and our Bye (253) is no inner protocol of a tunnel-mode SA. So this session
+    keeps the path's NAT binding alive with RFC 3948's NAT-keepalive (one 0xFF byte, which the
+    kernel's UDP encapsulation drops without a count) and says no Bye: the kernel has no
+    session to end. The kernel sends nothing while idle, so run it with liveness off.
+    """
+
+    def seal_keepalive(self) -> bytes:
+        return NAT_KEEPALIVE
+
+    def seal_bye(self) -> bytes:
+        return NAT_KEEPALIVE
+
+
 def esp_spi(datagram: bytes) -> int | None:
     """The SPI of an ESP datagram (None for a control message, a NAT-keepalive or a runt)."""
     if len(datagram) < ESP_HEADER.size:
@@ -293,14 +311,19 @@ class StaticKeys:
     client_to_server: SaKeys
     server_to_client: SaKeys
 
-    def client(self) -> Established:
-        """ClientConnection without a handshake: a fresh client session (call once per run)."""
-        session = EspSession(self.cipher, self.client_to_server, self.server_to_client)
+    def client(self, kernel_peer: bool = False) -> Established:
+        """ClientConnection without a handshake: a fresh client session (call once per run).
+
+        ``kernel_peer``: the server is Linux's own ESP (:class:`KernelPeerSession`).
+        """
+        kind = KernelPeerSession if kernel_peer else EspSession
+        session = kind(self.cipher, self.client_to_server, self.server_to_client)
         return Established(session, self.client_address)
 
-    def server(self) -> EspSession:
+    def server(self, kernel_peer: bool = False) -> EspSession:
         """ServerConnection without a handshake: a fresh server session (call once per run)."""
-        return EspSession(self.cipher, self.server_to_client, self.client_to_server)
+        kind = KernelPeerSession if kernel_peer else EspSession
+        return kind(self.cipher, self.server_to_client, self.client_to_server)
 
     def to_json(self) -> str:
         """The key file's text (write it with mode 0600)."""

@@ -32,13 +32,20 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from noise.connection import Keypair, NoiseConnection
-from noise.exceptions import NoiseInvalidMessage, NoiseValueError
+from noise.exceptions import NoiseHandshakeError, NoiseInvalidMessage, NoiseValueError
 
 from vpnlab.core.errors import RemoteProtocolError, VpnlabError
 
 PROTOCOL = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 KEY_BYTES = 32
-REFUSED = (InvalidTag, NoiseInvalidMessage, NoiseValueError, ValueError, IndexError)
+REFUSED = (
+    InvalidTag,
+    NoiseHandshakeError,
+    NoiseInvalidMessage,
+    NoiseValueError,
+    ValueError,
+    IndexError,
+)
 """What the library raises for a message that is not a valid one for this handshake."""
 NO_PSK = bytes(KEY_BYTES)
 """WireGuard's default: a peer without a pre-shared key mixes in 32 zero bytes."""
@@ -111,26 +118,41 @@ class Initiator:
         prologue: bytes,
     ) -> None:
         _keys(static_private, server_public, psk, ephemeral_private)
-        self._proto = _connection(True, static_private, ephemeral_private, prologue)
-        self._proto.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, server_public)
-        self._proto.set_psks(psk)
-        _start(self._proto)
+        self._inputs = (static_private, server_public, psk, ephemeral_private, prologue)
+        self._payload: bytes | None = None
+
+    def _fresh(self):
+        static_private, server_public, psk, ephemeral_private, prologue = self._inputs
+        proto = _connection(True, static_private, ephemeral_private, prologue)
+        proto.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, server_public)
+        proto.set_psks(psk)
+        _start(proto)
+        return proto
 
     def hello(self, payload: bytes) -> bytes:
         """Message 1 (-> e, es, s, ss), carrying ``payload`` encrypted."""
-        return bytes(self._proto.write_message(payload))
+        self._payload = payload
+        return bytes(self._fresh().write_message(payload))
 
     def receive(self, welcome: bytes) -> tuple[bytes, TransportKeys]:
         """Message 2 (<- e, ee, se, psk): its payload and the transport keys.
 
+        Each Welcome is read by a fresh copy of the handshake (the Hello written again: the
+        same keys give the same bytes), so a forged Welcome cannot spoil the state in which
+        the real one is read.
+
         Raises:
             RemoteProtocolError: "bad welcome": not from the pinned server (or not this PSK).
         """
+        if self._payload is None:
+            raise RemoteProtocolError("bad welcome")
+        proto = self._fresh()
+        proto.write_message(self._payload)
         try:
-            payload = bytes(self._proto.read_message(welcome))
+            payload = bytes(proto.read_message(welcome))
         except REFUSED as exc:
             raise RemoteProtocolError("bad welcome") from exc
-        return payload, _split(self._proto)
+        return payload, _split(proto)
 
 
 class Responder:

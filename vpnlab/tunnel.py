@@ -8,7 +8,8 @@ timers only) and then the session:
     3. TunSelected: read every packet waiting on tun0, hand each to the core (it seals them)
     4. SockSelected: receive every datagram waiting on the socket, hand each to the core,
        write the packets it opened to tun0
-    5. deadline passed: let the core send its keepalive or declare the peer lost
+    5. deadline passed: let the core send its keepalive or declare the peer lost (and let a
+       TCP transport close the connections that overstayed, ``transport.py``)
     6. send what the core queued; stop when the core is closed or a signal arrived
 
 This module moves bytes and nothing else: what a datagram means is decided in ``core/``.
@@ -30,7 +31,7 @@ from types import FrameType
 from typing import Protocol
 
 from vpnlab.core.constants import MAX_DATAGRAM
-from vpnlab.core.events import Address, Event, PacketReceived
+from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
 from vpnlab.core.packet import clamp_mss
 from vpnlab.core.session import Counters, State
 from vpnlab.report import Reporter
@@ -38,6 +39,8 @@ from vpnlab.routing import Routing
 
 BATCH = 64
 """Packets drained per wake-up from each file descriptor before looking at the other."""
+SOCK_HOOKS = {HandshakeCompleted: "session_opened", SessionClosed: "session_closed"}
+"""What a TCP server transport is told (with the peer), so a connection lives as its session."""
 
 
 class Core(Protocol):
@@ -99,7 +102,9 @@ class Tunnel:
         core: ClientCore or ServerCore.
         tun_fd: tun0 (non-blocking), one end of a socket pair in tests, or None while
             ClientConnection waits for the Welcome (tun0 does not exist yet).
-        sock: the UDP socket from Init (non-blocking).
+        sock: the UDP socket from Init (non-blocking), or a TCP transport that looks like one;
+            a transport's ``handle_timer(now)`` is called every round, its ``session_opened``
+            and ``session_closed`` (:data:`SOCK_HOOKS`) with a session's peer.
         reporter: log and status file.
         signals: the signal pipe; the loop ends when it fires.
         on_event: called with every event that is not a packet (a handshake, a closed
@@ -137,6 +142,7 @@ class Tunnel:
         if tun_fd is not None:
             self.selector.register(tun_fd, selectors.EVENT_READ, self.tun_selected)
         self.selector.register(sock, selectors.EVENT_READ, self.sock_selected)
+        self.sock_timer: Callable[[float], None] | None = getattr(sock, "handle_timer", None)
         self.selector.register(signals.reader, selectors.EVENT_READ, self._drain_signals)
         self._status_at = 0.0
 
@@ -144,6 +150,7 @@ class Tunnel:
         """Loop until the core closes (peer lost, Bye), a signal asks us to stop, or the core
         has left state ``until`` (ClientConnection: ``State.CONNECTING``)."""
         core = self.core
+        self.flush()  # what the core queued before the loop (ClientConnection's first Hello)
         while (
             core.state is not State.CLOSED
             and self.signals.received is None
@@ -158,6 +165,8 @@ class Tunnel:
             if deadline is not None and now >= deadline:
                 self.dispatch(core.handle_timer(now))
             self.flush()
+            if self.sock_timer is not None:
+                self.sock_timer(now)
             if now >= self._status_at:
                 core.clock_offset_s = time.time() - time.monotonic()  # the wall clock may step
                 if self.every_second is not None:
@@ -218,6 +227,9 @@ class Tunnel:
                 except OSError as exc:
                     self.core.counters.drops[f"tun write: {exc.strerror}"] += 1
             else:
+                hook = SOCK_HOOKS.get(type(event))
+                if hook is not None and hasattr(self.sock, hook):
+                    getattr(self.sock, hook)(event.peer)
                 self.reporter.event(event)
                 if self.on_event is not None:
                     self.on_event(event)

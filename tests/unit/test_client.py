@@ -1,0 +1,47 @@
+"""client.py without root: ClientConnection over real UDP sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+
+from vpnlab.client import client_connection
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.session import State
+from vpnlab.report import Reporter
+from vpnlab.tunnel import SignalPipe
+from vpnlab.wire.plain import HELLO, PLAIN, WELCOME
+
+
+def test_client_connection_sends_the_hello_at_once_and_connects_on_the_welcome():
+    """The Hello leaves before the loop first waits (it once waited for the 0.5 s retry, so
+    every handshake began with two Hellos)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(5)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    core = ClientCore(server.getsockname(), PLAIN.client_handshake(None))
+    signals = SignalPipe()
+    result: list[bool] = []
+    try:
+        started = time.monotonic()
+        thread = threading.Thread(
+            target=lambda: result.append(
+                client_connection(core, sock, signals, Reporter("client", None, io.StringIO()))
+            )
+        )
+        thread.start()
+        hello, peer = server.recvfrom(100)
+        took_s = time.monotonic() - started
+        server.sendto(WELCOME + b"10.8.0.2/24\n", peer)
+        thread.join(5)
+    finally:
+        signals.close()
+        sock.close()
+        server.close()
+    assert hello == HELLO and took_s < 0.3, took_s
+    assert result == [True] and core.state is State.CONNECTED

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from vpnlab.instruments.capture import CaptureError, capture, stack_counts
+from vpnlab.instruments.capture import CaptureError, stack_counts, start_capture
 from vpnlab.instruments.decode import decode, format_table, layer_overhead, layer_table
 
 USAGE = """vpnlab capture [--prefix P] NODE IFACE [--count N] [--duration S] [-f BPF] -w FILE
@@ -57,7 +57,11 @@ def cli_main(args: argparse.Namespace) -> int:
         return 0
     if len(args.target) != 2 or args.write is None:
         raise CaptureError("usage: vpnlab capture [--prefix P] NODE IFACE ... -w FILE")
-    path = capture(args.prefix, *args.target, args.write, args.count, args.duration, args.filter)
+    node, interface = args.target
+    cap = start_capture(
+        args.prefix, node, interface, args.write, args.count, args.duration, args.filter
+    )
+    path = cap.wait(args.duration + 10)  # dumpcap stops by itself: count or duration
     counts = stack_counts(path)
     print(f"{path}: {sum(counts.values())} packets")
     for stack, n in counts.items():

@@ -114,10 +114,15 @@ class Capture:
         return self.process.poll() is None
 
     def wait(self, timeout_s: float | None = None) -> Path:
-        """Wait until dumpcap stops by itself (count or duration reached); returns the file."""
+        """Wait until dumpcap stops by itself (count or duration reached); returns the file.
+
+        Raises:
+            CaptureError: still running after ``timeout_s`` (it is stopped then).
+        """
         try:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            self.stop(settle_s=0)
             raise CaptureError(f"capture still running after {timeout_s} s") from None
         return self._finish()
 
@@ -194,24 +199,6 @@ def start_capture(
     with contextlib.suppress(CaptureError):
         cap.stop(settle_s=0)
     raise CaptureError(f"dumpcap on {ns} {interface} not capturing after {READY_TIMEOUT_S} s")
-
-
-def capture(
-    prefix: str,
-    node: str,
-    interface: str,
-    path: str | Path,
-    count: int = 100,
-    duration_s: float = 10.0,
-    capture_filter: str | None = None,
-) -> Path:
-    """The captures, blocking: until ``count`` packets or ``duration_s``; returns the file."""
-    cap = start_capture(prefix, node, interface, path, count, duration_s, capture_filter)
-    try:
-        return cap.wait(duration_s + 10)
-    finally:
-        if cap.running:
-            cap.stop(settle_s=0)
 
 
 # --- keys and tshark ----------------------------------------------------------------------------

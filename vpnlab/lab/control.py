@@ -61,9 +61,7 @@ def up(
         raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
     if load(prefix) is not None or prefix_namespaces(prefix):
         teardown(prefix)
-    record = new_record(
-        prefix, topology=topo.to_dict(), cipher=cipher, vpn=False, nat=nat, psk=psk
-    )
+    record = new_record(prefix, topology=topo.to_dict(), cipher=cipher, vpn=False, nat=nat, psk=psk)
     save(record)
     try:
         build(prefix, topo, record)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what is missing (as netns-lab.sh does), then runs
-# ruff and the whole test suite: unit tests (no root needed) and lab tests (root: real network
+# ruff (lint and format) and the whole test suite: unit tests (no root needed) and lab tests (root: real network
 # namespaces, each removed again even when a test fails). Extra arguments go to pytest,
 # e.g. `sudo scripts/test.sh tests/unit -x`.
 # Progress lines ([vpnlab] ...) go to stderr, ruff's and pytest's output to stdout.
@@ -9,7 +9,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 setup test
 cd "$VPNLAB_ROOT"
-say "ruff check"
+say "ruff check and ruff format --check"
 "$VENV/bin/ruff" check vpnlab tests
+"$VENV/bin/ruff" format --check vpnlab tests
 say "pytest ${*:-(the whole suite)}"
 "$VENV/bin/python" -m pytest "$@"

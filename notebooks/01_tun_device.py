@@ -99,7 +99,7 @@ lab.sh("r1", "ip -d link show tun0")
 # %% [markdown]
 # `ip -d link` says `tun type tun pi off`: a TUN device, no packet-information header.
 # It is `DOWN` and has no address: that is **Ifconfig**'s job (the daemons do it with netlink,
-# `vpnlab.tun.ifconfig`; here with `ip`). The address's /24 also gives the kernel a route:
+# `vpnlab/tun.py`: `ifconfig`; here with `ip`). The address's /24 also gives the kernel a route:
 # `10.8.0.0/24 dev tun0`.
 
 # %%

@@ -29,11 +29,12 @@
 #
 # UDP has no `listen()`/`accept()`: the server's socket is bound to port 4500 and datagrams
 # from anyone simply arrive; the Hello is what makes a "connection". In the code:
-# `tunnel.init_socket` (Init), `client.client_connection` (the Hello and the 2.5 s wait),
-# `server_core.ServerCore` (ServerConnection), `tunnel.Tunnel` (the select loop),
-# `constants.py` (2.5 s, 6 s, the 2 s keepalive).
+# `vpnlab/transport.py: init_socket` (Init), `vpnlab/client.py: client_connection` (the Hello
+# and the 2.5 s wait), `vpnlab/core/server_core.py: ServerCore` (ServerConnection),
+# `vpnlab/tunnel.py: Tunnel` (the select loop), `vpnlab/core/constants.py` (2.5 s, 6 s, the 2 s
+# keepalive).
 #
-# We watch it all on the wire: dumpcap runs **inside** `r1` (`vpnlab.capture.start_capture`).
+# We watch it all on the wire: dumpcap runs **inside** `r1` (`vpnlab/instruments/capture.py: start_capture`).
 
 # %%
 import sys
@@ -136,24 +137,65 @@ print("client keepalives at", [round(t, 2) for t in keepalive_times], "gaps", ga
 lab.record("keepalive_gaps", gaps)
 
 # %% [markdown]
-# ## The ESP handshake
-# With the default `esp-aes-gcm` (and `esp-null`), the Hello carries an X25519 public key and
-# is authenticated with the pre-shared key; both sides derive fresh ESP keys from it. Its
-# datagrams start with four zero bytes, the RFC 3948 "non-ESP marker", so Wireshark shows
-# them as IKE (`isakmp`) and never mistakes them for ESP.
+# ## The ESP handshake: every peer its own key
+# With the default `esp-aes-gcm` (and `esp-null`) the lab gives every peer a key pair of its
+# own, as WireGuard does: the server has `identity/server.key` and knows its peers in
+# `identity/peers.toml` (each client's public key, its tunnel address, the networks behind
+# it); each client has one config file, `identity/r1.conf`, with its own private key and the
+# server's public key, which it *pins*. (`vpnlab keys server`, `add-peer` and `revoke` make and
+# change them; the lab runs them for you.) So the server gives 10.8.0.2 to whoever holds r1's
+# key, not to whoever comes first, and no client can pose as another.
+#
+# The Hello and the Welcome are the two messages of **Noise IKpsk2**, a published pattern
+# (WireGuard's): the Hello carries the client's fresh ephemeral public key, its static key
+# encrypted, and (encrypted) its SPI and a timestamp; the Welcome the server's ephemeral key and
+# (encrypted) the client's address. Both sides end with two keys, one per direction, which
+# become the two ESP SAs. Both messages start with four zero bytes, the RFC 3948 "non-ESP
+# marker", so Wireshark shows them as IKE (`isakmp`) and never mistakes them for ESP.
+#
+# Keys do not live forever: the client starts a new handshake every 120 s (here every 10 s, so
+# that we see it), the **rekey**. Watch the SPIs change, with no ping lost.
 
 # %%
 lab.stop_vpn()
-esp = capture.start_capture(lab.prefix, "r1", "eth0", work / "esp-eth0.pcapng", count=50,
-                            duration_s=20, capture_filter="udp port 4500")
-lab.start_vpn("esp-aes-gcm")
-lab.sh("r1", "ping -c 1 203.0.113.10")
+esp = capture.start_capture(lab.prefix, "r1", "eth0", work / "esp-eth0.pcapng", count=200,
+                            duration_s=30, capture_filter="udp port 4500")
+lab.start_vpn("esp-aes-gcm", client_args=["--rekey-after", "10"])
+keys = lab.state_dir() / "identity"
+print((keys / "peers.toml").read_text())
+print("\n".join("private_key = (secret)" if line.startswith("private_key") else line
+                for line in (keys / "r1.conf").read_text().splitlines()))
+print(lab.sh("r1", "ping -c 1 203.0.113.10", show=False).splitlines()[-1])
+time.sleep(11)  # past the 10 s rekey
+print(lab.sh("r1", "ping -c 1 203.0.113.10", show=False).splitlines()[-1])
 esp_file = esp.stop()
-esp_rows = capture.fields(esp_file, ["ip.src", "udp.length", "frame.protocols", "udp.payload"])
-for src, n, stack, p in esp_rows:
-    print(f"{src:>13} {int(n) - 8:4} B  {stack:<40} {p[:16]}...")
-lab.record("esp_handshake_stacks", [row[2] for row in esp_rows[:2]])
-lab.record("esp_data_stack", esp_rows[2][2] if len(esp_rows) > 2 else None)
+
+
+def esp_kind(hexpayload: str) -> str:
+    """Hello / Welcome (by the type after the non-ESP marker), else ESP with its SPI."""
+    data = bytes.fromhex(hexpayload)
+    if data[:4] == bytes(4):
+        return {1: "Hello (psk)", 2: "Welcome (psk)", 3: "Hello", 4: "Welcome"}.get(data[4], "?")
+    return f"ESP, SPI {data[:4].hex()}"
+
+
+esp_rows = capture.fields(esp_file, ["frame.time_epoch", "ip.src", "udp.length",
+                                     "frame.protocols", "udp.payload"])
+t0 = float(esp_rows[0][0])
+for t, src, n, stack, p in esp_rows:
+    print(f"{float(t) - t0:6.2f} s {src:>13} {int(n) - 8:4} B  {esp_kind(p):<22} {stack}")
+kinds = [esp_kind(row[4]) for row in esp_rows]
+lab.record("esp_handshake_stacks", [row[3] for row in esp_rows[:2]])
+lab.record("esp_data_stack", esp_rows[2][3] if len(esp_rows) > 2 else None)
+lab.record("identity_hellos", kinds.count("Hello"))
+lab.record("esp_spis", len({k for k in kinds if k.startswith("ESP")}))
+
+# %% [markdown]
+# The first Hello (114 bytes) and Welcome (63 bytes) open the session; ESP follows, with one
+# SPI per direction. About 10 s later the client sends a new Hello: the rekey. From then on
+# the datagrams carry two new SPIs (the old keys still open late datagrams for 15 s). A Hello
+# from a key that is not in `peers.toml`, a replayed Hello, or one for another server's key
+# gets no answer at all.
 
 # %% [markdown]
 # ## Server down: the 2.5 s connect timeout
@@ -228,7 +270,9 @@ lab.down()
 #   then `select()` with a timeout; the server's answer assigns the tunnel address.
 # - With the server down the client retries every 0.5 s and gives up after **2.5 s** (exit 3)
 #   without creating `tun0` or touching routes.
-# - The ESP handshake travels behind a non-ESP marker (`udpencap:isakmp`), the data as ESP.
+# - The ESP handshake is Noise IKpsk2: each peer its own key, the server knows its peers, the
+#   client pins the server's key; it travels behind a non-ESP marker (`udpencap:isakmp`),
+#   the data as ESP; a rekey every 120 s gives new SPIs and keys without losing a packet.
 # - One **select loop** per daemon: TunSelected (tun0 -> seal -> sendto), SockSelected
 #   (recvfrom -> open -> tun0), and a timer for keepalives (every 2 s when idle) and for the
 #   6 s liveness timeout (notebook 6).

@@ -26,7 +26,7 @@
 # host could not answer them (the isp has no route to 10.8.0.0/24). So r2 **masquerades**:
 # it rewrites the source to its own public address 198.51.100.2 on the way out, remembers the
 # translation in its **conntrack** table, and rewrites the answers back.
-# In the code: `routing.nat_ruleset` and `routing.ServerRouting` (SetRouting(0)).
+# In the code: `vpnlab/routing.py`: `nat_ruleset` and `ServerRouting` (SetRouting(0)).
 #
 # The web node runs a tiny "who am I" HTTP service that answers with the client address it
 # sees: the perfect NAT detector.

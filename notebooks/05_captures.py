@@ -26,7 +26,7 @@
 # > segment, ftp - application. Client can for example, ftp to server on the tunnel.
 #
 # We reproduce both, with dumpcap running inside r1 on `eth0` and `tun0` at the same time
-# (`vpnlab.capture`), an FTP server on r2's tunnel address (`vpnlab.ftp`), and decode with
+# (`vpnlab/instruments/capture.py`), an FTP server on r2's tunnel address (`instruments/ftp.py`), and decode with
 # tshark and pyshark. Then the three wire formats side by side, and ESP decryption with the
 # keys the server exports.
 

@@ -26,8 +26,9 @@
 #
 # UDP has no connection to break: a dead peer is simply silent. So each side sends a
 # **keepalive** after 2 s without sending anything, and a peer silent for **6 s** is declared
-# lost. In the code: `session.Session.next_timer/handle_timer`, `constants.LIVENESS_TIMEOUT_S`,
-# `client.clean_up`, the `finally` of `server.run_server`.
+# lost. In the code: `vpnlab/core/session.py: Session.next_timer/handle_timer`,
+# `vpnlab/core/constants.py: LIVENESS_TIMEOUT_S`, and `vpnlab/tunnel.py: clean_up`, which both
+# daemons run in their `finally`.
 #
 # We kill daemons with `SIGKILL` (`kill -9`: no chance to say goodbye) and with `SIGTERM`
 # (CleanUp runs, the peer is told with a **Bye**), and watch the other side.

@@ -74,7 +74,7 @@ lab.record("pi_off", "pi off" in details)
 # ## At most 15 characters
 # `ifr_name` is 16 bytes and must end with a NUL, so a name has at most 15 characters
 # (`IFNAMSIZ - 1`). `struct.pack("16s", ...)` would silently cut a longer name (and drop its
-# NUL), so `tun.ifreq` refuses it with a clear error before the kernel sees it:
+# NUL), so `vpnlab/tun.py: ifreq` refuses it with a clear error before the kernel sees it:
 
 # %%
 try:

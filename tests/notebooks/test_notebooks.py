@@ -44,6 +44,8 @@ def test_02_handshake_timeouts(run_notebook):
     assert r["keepalive_gaps"] and all(1.5 <= g <= 2.6 for g in r["keepalive_gaps"])
     assert all(s.endswith("udpencap:isakmp") for s in r["esp_handshake_stacks"])
     assert r["esp_data_stack"].endswith("udpencap:esp")
+    assert r["identity_hellos"] >= 2  # the first Hello and the rekey's
+    assert r["esp_spis"] >= 4  # two SPIs per set of keys: the rekey changed them
     assert r["unreachable_rc"] == 3 and r["unreachable_msg"] is True
     assert 2.4 < r["unreachable_s"] < 5.0  # the 2.5 s connect timeout fired
     assert r["unreachable_hellos"] == 5

@@ -124,25 +124,32 @@ class CourseLab:
         """``vpnlab lab status --json`` as a dict."""
         return json.loads(self.vpnlab("lab", "status", "--json", show=False))
 
-    def start_vpn(self, cipher: str | None = None, server_args: Sequence[str] = ()) -> str:
+    def start_vpn(
+        self,
+        cipher: str | None = None,
+        server_args: Sequence[str] = (),
+        client_args: Sequence[str] = (),
+    ) -> str:
         """ServerConnection + ClientConnection: (re)start the VPN daemons.
 
-        ``server_args``: extra server options (``["--isolate-clients"]``); those go through
-        ``vpnlab.lab.start_vpn`` in a subprocess, as the CLI has no option for them.
+        ``server_args``, ``client_args``: extra daemon options (``["--isolate-clients"]``,
+        ``["--rekey-after", "10"]``); those go through ``vpnlab.lab.start_vpn`` in a
+        subprocess, as the CLI has no option for them.
         """
-        if not server_args:
+        if not server_args and not client_args:
             return self.vpnlab(
                 "lab", "start-vpn", *(["--cipher", cipher] if cipher else []), show=False
             )
         code = (
-            "import sys; from vpnlab import lab; "
-            "lab.start_vpn(sys.argv[1], sys.argv[2] or None, server_args=sys.argv[3:])"
+            "import json, sys; from vpnlab import lab; s, c = json.loads(sys.argv[3]); "
+            "lab.start_vpn(sys.argv[1], sys.argv[2] or None, server_args=s, client_args=c)"
         )
-        argv = [sys.executable, "-c", code, self.prefix, cipher or "", *server_args]
+        extra = json.dumps([list(server_args), list(client_args)])
+        argv = [sys.executable, "-c", code, self.prefix, cipher or "", extra]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
         out = (done.stdout + done.stderr).rstrip()
         if done.returncode != 0:
-            raise CourseError(f"start_vpn {' '.join(server_args)} failed: {out.splitlines()[-1:]}")
+            raise CourseError(f"start_vpn {extra} failed: {out.splitlines()[-1:]}")
         return Output(out)
 
     def stop_vpn(self) -> str:

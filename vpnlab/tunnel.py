@@ -117,6 +117,8 @@ class Tunnel:
     name = "simple"
     tun_flags = 0
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
+    read_bytes = MAX_DATAGRAM
+    """The most one read from tun0 returns."""
 
     def __init__(
         self,
@@ -178,21 +180,25 @@ class Tunnel:
         self.selector.close()
 
     def tun_selected(self, now: float) -> None:
-        """TunSelected: read packets from tun0, hand them to the core to seal and send."""
+        """TunSelected: read packets from tun0, hand each read to :meth:`tun_read`."""
         for _ in range(BATCH):
             try:
-                packet = os.read(self.tun_fd, MAX_DATAGRAM)
+                data = os.read(self.tun_fd, self.read_bytes)
             except BlockingIOError:
                 return
             except OSError as exc:
                 self.core.counters.drops[f"tun read: {exc.strerror}"] += 1
                 return
             try:
-                if self.mss_clamp:
-                    packet = clamp_mss(packet, self.mss_clamp)
-                self.dispatch(self.core.send_packet(packet, now))
+                self.tun_read(data, now)
             except Exception as exc:  # a bug costs this packet, never the daemon
                 self.count_bug(exc)
+
+    def tun_read(self, packet: bytes, now: float) -> None:
+        """One packet from tun0: its MSS clamped (TCP SYN), then to the core to seal."""
+        if self.mss_clamp:
+            packet = clamp_mss(packet, self.mss_clamp)
+        self.dispatch(self.core.send_packet(packet, now))
 
     def sock_selected(self, now: float) -> None:
         """SockSelected: receive datagrams, hand them to the core, write packets to tun0."""

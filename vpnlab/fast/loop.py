@@ -50,6 +50,7 @@ class FastTunnel(Tunnel):
 
     name = "fast"
     tun_flags = offload.IFF_VNET_HDR
+    read_bytes = READ_BYTES
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -61,24 +62,9 @@ class FastTunnel(Tunnel):
         self.reporter.log(f"datapath fast: {self.offloads.describe()}")
         self.stats: Counter[str] = Counter()
 
-    def tun_selected(self, now: float) -> None:
-        """TunSelected: read (super-)packets, split them, seal each, send them in batches."""
-        for _ in range(BATCH):
-            try:
-                data = os.read(self.tun_fd, READ_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.core.counters.drops[f"tun read: {exc.strerror}"] += 1
-                return
-            try:
-                self.seal_read(data, now)
-            except Exception as exc:  # a bug costs this read, never the daemon
-                self.count_bug(exc)
-            self.flush()
-
-    def seal_read(self, data: bytes, now: float) -> None:
-        """TunSelected for one read: cut a super-packet into segments, hand them to the core."""
+    def tun_read(self, data: bytes, now: float) -> None:
+        """TunSelected for one read: cut a super-packet into segments, hand them to the core
+        (its batch entry), and send their datagrams at once (UDP GSO)."""
         if not self.offloads.vnet_hdr:
             packets = [data]
         elif data[:VNET_HDR_LEN] == NO_OFFLOAD:
@@ -95,6 +81,7 @@ class FastTunnel(Tunnel):
         events = self.core.send_packets(packets, now)
         if events:
             self.dispatch(events)
+        self.flush()
 
     def sock_selected(self, now: float) -> None:
         """SockSelected: GRO batches of datagrams in, coalesced super-packets out to tun0."""

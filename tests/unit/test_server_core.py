@@ -6,6 +6,7 @@ no sleeping.
 
 from __future__ import annotations
 
+import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
@@ -14,6 +15,7 @@ from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import HELLO_BURST, LIVENESS_TIMEOUT_S
 from vpnlab.core.events import DatagramDropped, PacketReceived, SessionClosed
 from vpnlab.core.pool import AddressPool
+from vpnlab.core.server_core import MAX_SESSIONS_PER_IP
 from vpnlab.core.session import State
 from vpnlab.wire.plain import PLAIN
 
@@ -183,3 +185,38 @@ def test_ServerCore_site_to_site_routes_client_networks(fmt):
     ]
     pair.server_to_client()
     assert pair.client_events[-1] == PacketReceived(ipv4_packet("172.16.2.10", "172.16.1.10"))
+
+
+@pytest.mark.parametrize("fmt", FORMATS[1:], ids=lambda f: f.name)
+def test_ServerCore_forged_hellos_cost_the_victim_no_tokens(fmt):
+    """Forged Hellos spoofed from a victim's address used to take its rate-limit tokens before
+    the MAC was checked: 20 of them locked the victim out. Now only authentic Hellos count."""
+    pair = CorePair(fmt)
+    pair.client.connect(0.0)
+    ((hello, _),) = pair.client.datagrams_to_send()
+    forged = hello[:-1] + bytes((hello[-1] ^ 1,))
+    for _ in range(HELLO_BURST * 3):
+        pair.server.receive_datagram(forged, CLIENT, 0.0)
+    assert pair.server.counters.drops["hello rate limit"] == 0
+    assert pair.server.receive_datagram(hello, CLIENT, 0.0)[0].tunnel_address is not None
+
+
+def test_ServerCore_one_address_cannot_drain_the_pool():
+    """Plain Hellos from one IP and many source ports used to take every tunnel address."""
+    pair = CorePair(PLAIN)
+    before = len(pair.server.pool)
+    for port in range(1, 200):
+        pair.server.receive_datagram(b"VPNLAB/1 HELLO\n", ("192.0.2.66", port), port * 0.2)
+    assert len(pair.server.sessions) == MAX_SESSIONS_PER_IP
+    assert pair.server.counters.drops["too many sessions from one address"] > 0
+    assert len(pair.server.pool) == before - MAX_SESSIONS_PER_IP
+    events = pair.server.receive_datagram(b"VPNLAB/1 HELLO\n", ("192.0.2.77", 4500), 41.0)
+    assert events[0].tunnel_address is not None  # another host still gets one
+
+
+def test_AddressPool_hands_out_a_large_network_lazily():
+    """A /14 (262,142 addresses) used to be listed whole at start: 22 s and 87 MiB."""
+    started = time.monotonic()
+    pool = AddressPool(IPv4Interface("10.64.0.1/14"))
+    assert len(pool) == 2**18 - 3 and str(pool.take()) == "10.64.0.2/14"
+    assert time.monotonic() - started < 0.1

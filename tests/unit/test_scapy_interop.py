@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+from ipaddress import IPv4Interface
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
 from vpnlab.core.errors import RemoteProtocolError
-from vpnlab.core.formats import Kind
+from vpnlab.core.formats import Kind, Peer
 from vpnlab.wire.esp import EspSession, esp_sa_rows, generate_static_keys, load_static_keys
+from vpnlab.wire.identity import ClientIdentity, IdentityFormat, ServerIdentity
+from vpnlab.wire.noise import public_key
 
 CLIENT_IP, SERVER_IP = "192.0.2.2", "198.51.100.2"
 SCAPY_ALGOS = {
@@ -121,3 +124,26 @@ def test_tshark_decrypts_with_the_exported_esp_sa_rows(cipher: str, tmp_path: Pa
         protocols, icv_good, _ = line.split("\t")
         assert protocols.startswith("ip:udp:udpencap:esp:ip:icmp")
         assert icv_good in ("1", "True")
+
+
+@pytest.mark.parametrize("cipher", sorted(SCAPY_ALGOS))
+def test_scapy_opens_every_datagram_of_an_identity_session_both_ways(cipher: str) -> None:
+    """The identity mode's keys come from Noise, but its datagrams are the same RFC 4303 ESP:
+    scapy, given the SAs, opens both directions."""
+    rng = random.Random(7)
+    server_key, client_key = rng.randbytes(32), rng.randbytes(32)
+    peer = Peer("r1", public_key(client_key), IPv4Interface("10.8.0.2/24"))
+    client_hs = IdentityFormat(
+        cipher, client=ClientIdentity(client_key, public_key(server_key))
+    ).client_handshake(rng.randbytes)
+    server_hs = IdentityFormat(cipher, server=ServerIdentity(server_key, (peer,))).server_handshake(
+        rng.randbytes
+    )
+    welcome, server = server_hs.respond(client_hs.hello(1e9), peer.tunnel_address, 1e9)
+    client = client_hs.receive(welcome, 1e9).protection
+    for sender, src, dst in ((client, CLIENT_IP, SERVER_IP), (server, SERVER_IP, CLIENT_IP)):
+        sa = scapy_sa(cipher, sender.outbound.spi, sender.outbound.key, src, dst)
+        for inner in (INNER_V4, INNER_V6):
+            assert bytes(sa.decrypt(on_the_wire(src, dst, sender.seal(bytes(inner))))) == bytes(
+                inner
+            )

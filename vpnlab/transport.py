@@ -12,7 +12,8 @@ for anything else.
 
 Each frame carries one datagram exactly as UDP would (Hello, Welcome, ESP, keepalive, Bye), so
 the sans-IO cores, the handshake and the 2.5 s / 6 s timeouts are unchanged. The framing
-(:class:`FrameDecoder`, :func:`encode_frame`) is pure; :class:`TcpClientTransport` and
+(:class:`FrameDecoder`, :func:`encode_frame`) is pure, in ``wire/framing.py``;
+:class:`TcpClientTransport` and
 :class:`TcpServerTransport` are the I/O shell. Both look like a non-blocking UDP socket to
 ``tunnel.Tunnel`` (``fileno``, ``recvfrom``, ``sendto``, ``close``): ``fileno`` is an epoll
 descriptor holding the listening socket, every connection and an eventfd that stays readable
@@ -26,21 +27,28 @@ import errno
 import os
 import select
 import socket
+import time
 from collections import Counter, deque
 
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
+from vpnlab.wire.framing import LENGTH_BYTES as LENGTH_BYTES
+from vpnlab.wire.framing import MAX_FRAME_BYTES as MAX_FRAME_BYTES
+from vpnlab.wire.framing import FrameDecoder, encode_frame
 
 TRANSPORTS = ("udp", "tcp")
 DEFAULT_TRANSPORT = "udp"
-LENGTH_BYTES = 2
-MAX_FRAME_BYTES = 16384
-"""Largest datagram a frame may carry; a longer length desynchronises nothing but is refused
-(the connection is closed: a byte stream cannot skip a frame it does not trust)."""
 MAX_PENDING_BYTES = 512 * 1024
 """Frames queued for a connection whose socket buffer is full; beyond this we drop (as UDP)."""
 MAX_CONNECTIONS = 256
-"""Connections the server keeps; more are accepted and closed at once (counted)."""
+"""Connections the server keeps; when full, the oldest without a session makes room for a new
+one (counted), and only if every one has a session is the new one closed at once."""
+FIRST_FRAME_S = 5.0
+"""A connection that has sent no complete frame this long after accept() is closed."""
+IDLE_TIMEOUT_S = 30.0
+"""A connection without a frame for this long is closed (a session sends one every 2 s)."""
+SWEEP_S = 0.5
+"""How often the server looks for connections to close (``handle_timer``)."""
 RECV_BYTES = 65536
 """Bytes asked of one TCP connection per read."""
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
@@ -69,62 +77,6 @@ def init_socket(address: str, port: int) -> socket.socket:
     return sock
 
 
-def encode_frame(datagram: bytes, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
-    """SockSelected, TCP variant (send side): one datagram as a length-prefixed frame.
-
-    Raises:
-        LocalProtocolError: empty, or longer than ``max_frame_bytes``.
-    """
-    if not 0 < len(datagram) <= max_frame_bytes:
-        raise LocalProtocolError(f"cannot frame a {len(datagram)}-byte datagram")
-    return len(datagram).to_bytes(LENGTH_BYTES, "big") + datagram
-
-
-class FrameDecoder:
-    """SockSelected, TCP variant (receive side): bytes of one stream in, datagrams out.
-
-    Frames may arrive split anywhere or many per read. A length of 0 or above
-    ``max_frame_bytes`` breaks the stream: ``error`` says why, ``rejected`` counts it, and
-    everything after it is ignored (the shell closes the connection).
-    """
-
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
-        self.max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
-        self.error: str | None = None
-        self.frames = 0
-        self.rejected = 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Append ``data``; return every datagram now complete, in order."""
-        if self.error is not None:
-            return []
-        buf = self._buffer
-        buf += data
-        out: list[bytes] = []
-        start = 0
-        while len(buf) - start >= LENGTH_BYTES:
-            length = int.from_bytes(buf[start : start + LENGTH_BYTES], "big")
-            if not 0 < length <= self.max_frame_bytes:
-                self.error = "tcp: oversize frame" if length else "tcp: empty frame"
-                self.rejected += 1
-                buf.clear()
-                return out
-            end = start + LENGTH_BYTES + length
-            if end > len(buf):
-                break
-            out.append(bytes(buf[start + LENGTH_BYTES : end]))
-            start = end
-        del buf[:start]
-        self.frames += len(out)
-        return out
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of an incomplete frame held back."""
-        return len(self._buffer)
-
-
 class _Connection:
     """One TCP connection: its peer, its decoder and the frames not yet sent."""
 
@@ -134,6 +86,12 @@ class _Connection:
         self.decoder = FrameDecoder()
         self.out = bytearray()
         self.connecting = False
+        self.opened = time.monotonic()
+        self.last_frame: float | None = None
+        self.session = False
+        """The core made a session for its peer (``session_opened``)."""
+        self.ended = False
+        """Its session ended: closed once what was queued for it has been sent."""
 
 
 class _TcpTransport:
@@ -238,6 +196,8 @@ class _TcpTransport:
             return
         for frame in frames:
             self._inbox.append((frame, conn.peer))
+        if frames:
+            conn.last_frame = time.monotonic()
         if conn.decoder.error:
             self._close(conn, conn.decoder.error)
 
@@ -340,6 +300,7 @@ class TcpServerTransport(_TcpTransport):
         self.listener.setblocking(False)
         self._poll.register(self.listener, select.EPOLLIN)
         self._by_peer: dict[Address, _Connection] = {}
+        self._sweep_at = 0.0
 
     def _on_listener(self) -> None:
         for _ in range(64):
@@ -350,13 +311,52 @@ class TcpServerTransport(_TcpTransport):
             except OSError as exc:
                 self.drops[f"tcp: accept: {exc.strerror}"] += 1
                 return
-            if len(self._conns) >= MAX_CONNECTIONS:
+            if len(self._conns) >= MAX_CONNECTIONS and not self._make_room():
                 self.drops["tcp: too many connections"] += 1
                 sock.close()
                 continue
             conn = _Connection(sock, peer[:2])
             self._add(conn)
             self._by_peer[conn.peer] = conn
+
+    def _make_room(self) -> bool:
+        """Full: close the oldest connection whose peer has no session; False if all have."""
+        strangers = (conn for conn in self._conns.values() if not conn.session)
+        oldest = min(strangers, key=lambda conn: conn.opened, default=None)
+        if oldest is None:
+            return False
+        self._close(oldest, "tcp: evicted (no session)")
+        return True
+
+    # --- what tunnel.Tunnel calls, beyond a UDP socket's interface -------------------------------
+    def handle_timer(self, now: float) -> None:
+        """Close what overstayed: no frame ``FIRST_FRAME_S`` after accept, no frame for
+        ``IDLE_TIMEOUT_S``, or a session that ended (after a last try to send its Bye)."""
+        if now < self._sweep_at:
+            return
+        self._sweep_at = now + SWEEP_S
+        for conn in list(self._conns.values()):
+            if conn.ended:
+                if conn.out and not conn.connecting:
+                    self._flush(conn)
+                self._close(conn, None)
+            elif conn.last_frame is None and now - conn.opened >= FIRST_FRAME_S:
+                self._close(conn, "tcp: no frame in time")
+            elif conn.last_frame is not None and now - conn.last_frame >= IDLE_TIMEOUT_S:
+                self._close(conn, "tcp: idle")
+
+    def session_opened(self, peer: Address) -> None:
+        """The core made a session for ``peer``: its connection is no stranger any more."""
+        conn = self._by_peer.get(peer)
+        if conn is not None:
+            conn.session, conn.ended = True, False
+
+    def session_closed(self, peer: Address) -> None:
+        """The core ended ``peer``'s session: close its connection at the next sweep."""
+        conn = self._by_peer.get(peer)
+        if conn is not None:
+            conn.ended = True
+            self._sweep_at = 0.0
 
     def _connection_for(self, peer: Address) -> _Connection | None:
         return self._by_peer.get(peer)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
+import socket
 import time
 
 import pytest
 
 from vpnlab.core.errors import LocalProtocolError
 from vpnlab.transport import (
+    FIRST_FRAME_S,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
     MAX_FRAME_BYTES,
     FrameDecoder,
     TcpClientTransport,
@@ -169,3 +174,90 @@ def test_TcpServerTransport_a_framing_bug_costs_one_connection(monkeypatch):
     finally:
         for transport in (bad, good, server):
             transport.close()
+
+
+# --- the server's connection table: no idle stranger keeps a client out -------------------------
+
+
+def _accept_all(server, count: int, timeout_s: float = 5.0) -> None:
+    """Let the server accept() ``count`` connections (the loop's recvfrom does it)."""
+    deadline = time.monotonic() + timeout_s
+    while len(server._conns) < count and time.monotonic() < deadline:
+        select.select([server], [], [], 0.05)
+        with contextlib.suppress(BlockingIOError):
+            server.recvfrom(65535)
+    assert len(server._conns) >= count
+
+
+def _closed_by_server(sock: socket.socket, timeout_s: float = 2.0) -> bool:
+    sock.settimeout(timeout_s)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_TcpServerTransport_256_idle_connections_do_not_keep_a_client_out():
+    server = TcpServerTransport("127.0.0.1", 0)
+    address = ("127.0.0.1", server.listener.getsockname()[1])
+    idle: list[socket.socket] = []
+    client = TcpClientTransport(address)
+    try:
+        while len(idle) < MAX_CONNECTIONS:  # in steps the listen backlog holds
+            idle += [socket.create_connection(address, timeout=5) for _ in range(32)]
+            _accept_all(server, len(idle))
+        client.sendto(b"hello", address)
+        data, _ = _receive(server, client)
+        assert data == b"hello"
+        assert server.drops["tcp: evicted (no session)"] == 1
+        assert _closed_by_server(idle[0])  # the oldest stranger made room
+    finally:
+        client.close()
+        server.close()
+        for sock in idle:
+            sock.close()
+
+
+def test_TcpServerTransport_closes_a_connection_without_a_frame_in_time():
+    server = TcpServerTransport("127.0.0.1", 0)
+    address = ("127.0.0.1", server.listener.getsockname()[1])
+    silent = socket.create_connection(address)
+    talker = TcpClientTransport(address)
+    try:
+        talker.sendto(b"hello", address)
+        _receive(server, talker)
+        _accept_all(server, 2)
+        server.handle_timer(time.monotonic() + FIRST_FRAME_S - 1)
+        assert len(server._conns) == 2  # not yet
+        server.handle_timer(time.monotonic() + FIRST_FRAME_S + 0.1)
+        assert server.drops["tcp: no frame in time"] == 1
+        assert _closed_by_server(silent)
+        assert len(server._conns) == 1  # the one that sent a frame stays
+        server.handle_timer(time.monotonic() + IDLE_TIMEOUT_S + 1)
+        assert server.drops["tcp: idle"] == 1 and not server._conns
+    finally:
+        talker.close()
+        server.close()
+        silent.close()
+
+
+def test_TcpServerTransport_closes_a_connection_when_its_session_ends():
+    server = TcpServerTransport("127.0.0.1", 0)
+    address = ("127.0.0.1", server.listener.getsockname()[1])
+    raw = socket.create_connection(address)
+    try:
+        raw.sendall(encode_frame(b"hello"))
+        _, peer = _receive(server)
+        server.session_opened(peer)
+        server.handle_timer(time.monotonic() + IDLE_TIMEOUT_S - 1)
+        assert server._by_peer
+        server.sendto(b"bye", peer)
+        server.session_closed(peer)
+        server.handle_timer(time.monotonic())
+        assert not server._by_peer
+        raw.settimeout(2.0)
+        assert raw.recv(100) == encode_frame(b"bye")  # what was queued went out first
+        assert raw.recv(100) == b""
+    finally:
+        server.close()
+        raw.close()

@@ -6,11 +6,18 @@ raises for one packet as a drop (``bug: <ExceptionType>``) and goes on with the 
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 
+from vpnlab import transport
+from vpnlab.core.client_core import ClientCore
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import State
+from vpnlab.report import Reporter
+from vpnlab.transport import TcpServerTransport
+from vpnlab.tunnel import Tunnel
+from vpnlab.wire.framing import encode_frame
 from vpnlab.wire.plain import PLAIN
 
 from .helpers import (
@@ -86,3 +93,41 @@ def test_Tunnel_run_measures_the_wall_clock_offset_again(loop_parts, monkeypatch
     tunnel.report_status = report_status
     tunnel.run()
     assert abs(core.clock_offset_s - (stepped - time.monotonic())) < 1.0
+
+
+def test_Tunnel_drives_the_tcp_transports_timers_and_sessions(loop_parts, monkeypatch):
+    """--transport tcp: the loop tells the server transport when a session starts and ends
+    (it closes the connection) and lets it close a connection that never sends a frame."""
+    monkeypatch.setattr(transport, "FIRST_FRAME_S", 0.3)
+    tun, _, _, signals = loop_parts
+    sock = TcpServerTransport("127.0.0.1", 0)
+    address = ("127.0.0.1", sock.listener.getsockname()[1])
+    core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
+    tunnel = Tunnel(core, tun.fileno(), sock, Reporter("server", None, io.StringIO()), signals)
+    client = ClientCore(address, PLAIN.client_handshake(seeded_random(2)))
+    silent = socket.create_connection(address)
+    raw = socket.create_connection(address)
+    client.connect(time.monotonic())
+    raw.sendall(b"".join(encode_frame(d) for d, _ in client.datagrams_to_send()))
+    rounds = []
+
+    def report_status(now: float) -> None:
+        rounds.append(now)
+        if len(rounds) == 3:
+            signals.received = 15
+
+    tunnel.report_status = report_status
+    try:
+        tunnel.run()
+        assert core.sessions and all(conn.session for conn in sock._by_peer.values())
+        assert sock.drops["tcp: no frame in time"] == 1  # the silent one
+        silent.settimeout(2.0)
+        assert silent.recv(1) == b""
+        tunnel.dispatch(core.close(time.monotonic()))  # the session ends: Bye, then closed
+        tunnel.flush()
+        sock.handle_timer(time.monotonic())
+        assert not sock._conns
+    finally:
+        sock.close()
+        for end in (silent, raw):
+            end.close()

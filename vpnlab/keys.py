@@ -7,7 +7,9 @@ half-written, and never through a link someone planted where the temporary file 
     psk        32 random bytes in hex: the handshake's pre-shared key (the lab writes it);
                a file that is not hex is a passphrase, stretched with scrypt
     static     a JSON file of SPIs and keys for both directions: no handshake at all
-               (as ``ip xfrm`` manual keying); see ``esp.load_static_keys``
+               (as ``ip xfrm`` manual keying); see ``esp.load_static_keys``. Each daemon
+               claims it once (:func:`read_static_keys`): a hidden marker beside it says a
+               server (or client) ran with these keys, and a second run is refused
     esp_sa     Wireshark/tshark ``esp_sa`` rows, one per line, for the sessions that are up:
                ``tshark -o esp.enable_encryption_decode:TRUE -o "uat:esp_sa:<row>"``
 """
@@ -15,6 +17,8 @@ half-written, and never through a link someone planted where the temporary file 
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -23,6 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from vpnlab.core.errors import VpnlabError
+from vpnlab.wire.esp import StaticKeys, load_static_keys
 
 PASSPHRASE_SALT = b"vpnlab psk"
 """Fixed, so both ends derive the same key from the same passphrase (it is not secret)."""
@@ -94,6 +99,42 @@ def passphrase_key(passphrase: bytes) -> bytes:
 def new_psk(path: Path) -> None:
     """Write a fresh 32-byte pre-shared key."""
     write_secret(path, os.urandom(32).hex() + "\n")
+
+
+def read_static_keys(path: Path, role: str) -> StaticKeys:
+    """Static-key mode: read the key file (mode 0600) and claim it for one run of ``role``.
+
+    A static SA's sequence numbers start at 1 in every run, so a second run with the same
+    keys would send the same GCM nonces again (and restart its replay window). The first run
+    of a role leaves a marker ``.FILE.ROLE.<fingerprint>.used`` (mode 0600, made with
+    O_EXCL) beside the file; a run that finds its keys' marker refuses to start. A fresh file
+    (``vpnlab keys static FILE``) has a new fingerprint; the old markers are then removed.
+
+    Args:
+        role: "server" or "client" (each sends with its own SA, so each claims the file once).
+
+    Raises:
+        VpnlabError: unreadable or bad file, already used by ``role``, or no marker can be
+            written (a read-only folder: better refuse than risk the nonces).
+    """
+    keys = load_static_keys(read_secret(path, "static key file"))
+    fingerprint = hashlib.sha256(keys.to_json().encode()).hexdigest()[:16]  # not the layout
+    marker = path.with_name(f".{path.name}.{role}.{fingerprint}.used")
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise VpnlabError(
+            f"{path} was used by a {role} before (its counters would start again at 1 and "
+            f"repeat GCM nonces): write a fresh one with `vpnlab keys static {path}`"
+        ) from None
+    except OSError as exc:
+        raise VpnlabError(f"cannot mark {path} as used ({exc.strerror}): refusing") from None
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{role} {os.getpid()}\n")
+    for old in path.parent.glob(f".{glob.escape(path.name)}.{role}.*.used"):
+        if old != marker:
+            old.unlink(missing_ok=True)
+    return keys
 
 
 def esp_sa_text(rows: Iterable[str]) -> str:

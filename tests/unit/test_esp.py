@@ -369,6 +369,24 @@ def test_load_static_keys_refuses_bad_files(text: str) -> None:
         load_static_keys(text)
 
 
+@pytest.mark.parametrize(
+    "c2s, s2c, same",
+    [
+        (("0x1000", "11"), ("0x1000", "22"), "SPI"),  # a datagram reflected back would open
+        (("0x1000", "11"), ("0x2000", "11"), "key"),  # GCM: each counter's nonce used twice
+    ],
+)
+def test_load_static_keys_refuses_one_sa_for_both_directions(c2s, s2c, same) -> None:
+    document = {
+        "cipher": "esp-aes-gcm",
+        "client_to_server": {"spi": c2s[0], "key": c2s[1] * 20},
+        "server_to_client": {"spi": s2c[0], "key": s2c[1] * 20},
+    }
+    with pytest.raises(VpnlabError, match=f"one {same} for both directions") as refused:
+        load_static_keys(json.dumps(document))
+    assert "\n" not in str(refused.value) and "vpnlab keys static" in str(refused.value)
+
+
 def test_EspSession_refuses_a_wrong_key_length() -> None:
     with pytest.raises(VpnlabError):
         EspSession("esp-aes-gcm", SaKeys(0x1000, bytes(16)), SaKeys(0x2000, bytes(20)))

@@ -4,11 +4,15 @@ stretched."""
 from __future__ import annotations
 
 import os
+import random
 import stat
 
+import pytest
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from vpnlab import keys
+from vpnlab.core.errors import VpnlabError
+from vpnlab.wire.esp import generate_static_keys
 
 
 def test_psk_is_created_0600(tmp_path):
@@ -50,3 +54,32 @@ def test_read_psk_stretches_a_passphrase_with_scrypt(tmp_path):
     hex_key = bytes(range(32))
     keys.write_secret(path, hex_key.hex() + "\n")
     assert keys.read_psk(path) == hex_key  # a hex key is the key itself
+
+
+def static_file(tmp_path, seed: int = 1):
+    path = tmp_path / "static-keys.json"
+    keys.write_secret(
+        path, generate_static_keys("esp-aes-gcm", random.Random(seed).randbytes).to_json()
+    )
+    return path
+
+
+def test_read_static_keys_refuses_a_second_run_of_the_same_role(tmp_path):
+    """A static SA's counter starts at 1 in every run: a second server (or client) with the
+    same file would send the same GCM nonces again, and its peer's replay window restarts."""
+    path = static_file(tmp_path)
+    first = keys.read_static_keys(path, "server")
+    assert keys.read_static_keys(path, "client") == first  # the other end of the same file
+    with pytest.raises(VpnlabError, match="vpnlab keys static") as refused:
+        keys.read_static_keys(path, "server")
+    assert "\n" not in str(refused.value) and "used by a server" in str(refused.value)
+    markers = [p for p in tmp_path.iterdir() if p.name.endswith(".used")]
+    assert len(markers) == 2 and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in markers)
+
+
+def test_read_static_keys_accepts_the_file_again_once_regenerated(tmp_path):
+    path = static_file(tmp_path, seed=1)
+    keys.read_static_keys(path, "server")
+    static_file(tmp_path, seed=2)  # what `vpnlab keys static FILE` does
+    assert keys.read_static_keys(path, "server").client_to_server.spi
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".used")]) == 1  # the old went

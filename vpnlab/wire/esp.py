@@ -372,7 +372,8 @@ def load_static_keys(text: str) -> StaticKeys:
         Protection.
 
     Raises:
-        VpnlabError: malformed file, unknown cipher, bad SPI, address or key length.
+        VpnlabError: malformed file, unknown cipher, bad SPI, address or key length, or one
+            SPI or key for both directions.
     """
     try:
         document = json.loads(text)
@@ -390,4 +391,7 @@ def load_static_keys(text: str) -> StaticKeys:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VpnlabError(f"bad static key file: {exc!r}") from None
+    same = "SPI" if sas[0].spi == sas[1].spi else "key" if sas[0].key == sas[1].key else ""
+    if same:  # a reflected datagram would open; the two senders' GCM nonces would collide
+        raise VpnlabError(f"one {same} for both directions; fresh keys: vpnlab keys static FILE")
     return StaticKeys(cipher, address, sas[0], sas[1])

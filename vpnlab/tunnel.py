@@ -210,6 +210,9 @@ class Tunnel:
             except OSError as exc:  # e.g. an ICMP error queued on the socket
                 self.core.counters.drops[f"socket: {exc.strerror}"] += 1
                 continue
+            except Exception as exc:  # a bug in a transport's parsing (TCP): this wake-up only
+                self.count_bug(exc)
+                return
             try:
                 self.dispatch(self.core.receive_datagram(datagram, peer[:2], now))
             except Exception as exc:  # a bug costs this datagram, never the daemon

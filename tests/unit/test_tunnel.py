@@ -131,3 +131,24 @@ def test_Tunnel_drives_the_tcp_transports_timers_and_sessions(loop_parts, monkey
         sock.close()
         for end in (silent, raw):
             end.close()
+
+
+def test_Tunnel_sock_selected_survives_a_bug_in_the_tcp_transport(loop_parts, monkeypatch):
+    """The TCP transport parses (accept, framing) inside recvfrom: a bug there is counted too."""
+    tun, _, _, signals = loop_parts
+    sock = TcpServerTransport("127.0.0.1", 0)
+    core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
+    tunnel = Tunnel(core, tun.fileno(), sock, Reporter("server", None, io.StringIO()), signals)
+
+    def broken() -> None:
+        raise RuntimeError("accept bug")
+
+    monkeypatch.setattr(sock, "_on_listener", broken)
+    stranger = socket.create_connection(("127.0.0.1", sock.listener.getsockname()[1]))
+    try:
+        wait_readable(sock)
+        tunnel.sock_selected(time.monotonic())
+        assert core.counters.drops["bug: RuntimeError"] == 1
+    finally:
+        sock.close()
+        stranger.close()

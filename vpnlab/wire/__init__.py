@@ -5,6 +5,7 @@
     crypto       the algorithms (NULL + HMAC-SHA-256-128, AES-GCM-128), the replay window
     handshake    the PSK-authenticated X25519 Hello/Welcome of the ESP formats
     ciphers      the factory: ``--cipher NAME`` to a Format (``make_format``)
+    framing      ``--transport tcp``: each datagram as a length-prefixed frame of the stream
 
 These modules import the core and each other, never the shell above them.
 """

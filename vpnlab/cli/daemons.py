@@ -16,20 +16,21 @@ from vpnlab.core.constants import (
     TUN_NAME,
     tun_mtu,
 )
-from vpnlab.core.errors import VpnlabError
+from vpnlab.core.errors import SetupError, VpnlabError
 from vpnlab.core.formats import Format
 from vpnlab.core.session import Timeouts
 from vpnlab.fast.loop import FastTunnel
-from vpnlab.keys import read_psk, read_secret
+from vpnlab.keys import read_psk, read_static_keys
 from vpnlab.peers import read_client_config, read_server_identity
 from vpnlab.report import Reporter
+from vpnlab.routing import check_interface_name
 from vpnlab.server import ServerOptions, run_server
 from vpnlab.tap import DEFAULT_MODE, MODES, device_mtu, device_name
 from vpnlab.transport import DEFAULT_TRANSPORT, TRANSPORTS
 from vpnlab.tunnel import Tunnel
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER, make_format
 from vpnlab.wire.crypto import algorithm
-from vpnlab.wire.esp import StaticKeys, load_static_keys
+from vpnlab.wire.esp import StaticKeys
 from vpnlab.wire.identity import IdentityFormat
 
 DATAPATHS: dict[str, type[Tunnel]] = {loop.name: loop for loop in (Tunnel, FastTunnel)}
@@ -146,7 +147,9 @@ def register_server(sub: argparse._SubParsersAction) -> None:
         help="the server's tun0 address; clients get the others (default %(default)s)",
     )
     server.add_argument(
-        "--external-interface", help="masquerade tunnel traffic leaving here (omit: no NAT)"
+        "--external-interface",
+        type=interface_name,
+        help="masquerade tunnel traffic leaving here (omit: no NAT)",
     )
     server.add_argument(
         "--nft-file",
@@ -215,6 +218,14 @@ def register_client(sub: argparse._SubParsersAction) -> None:
     client.set_defaults(func=client_main)
 
 
+def interface_name(text: str) -> str:
+    """An interface name Linux accepts and nft can quote (``routing.check_interface_name``)."""
+    try:
+        return check_interface_name(text)
+    except SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def client_network(text: str) -> tuple[IPv4Address, IPv4Network]:
     """``10.8.0.2=172.16.1.0/24`` -> (client's tunnel address, the network behind it)."""
     address, _, network = text.partition("=")
@@ -239,8 +250,8 @@ def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
     if len(given) > 1:
         options = " and ".join("--" + name.replace("_", "-") for name in given)
         raise VpnlabError(f"{options}: choose one way to key the tunnel")
-    if args.static_keys is not None:
-        return None, load_static_keys(read_secret(args.static_keys, "static key file"))
+    if args.static_keys is not None:  # claimed for this run: a second one would repeat nonces
+        return None, read_static_keys(args.static_keys, args.command)
     if getattr(args, "identity", None) is not None:
         identity = read_server_identity(args.identity, args.tunnel_address)
         return IdentityFormat(args.cipher, server=identity), None

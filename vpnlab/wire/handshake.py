@@ -24,7 +24,7 @@ bounded cache) is "replayed hello". Neither side replies to anything it rejects.
 
 Clock: the timestamp is only comparable if both sides' ``now`` come from the same clock, so the
 cores in ``session.py`` hand the handshake wall-clock time (their monotonic ``now`` plus the
-``clock_offset_s`` the daemon measured at start), never the bare monotonic clock.
+``clock_offset_s`` the loop measures again every second), never the bare monotonic clock.
 Pure code: no socket, no clock, no os; randomness is injected.
 """
 

@@ -169,7 +169,7 @@ class Tunnel:
             self.flush()
             if self.sock_timer is not None:
                 self.sock_timer(now)
-            if now >= self._status_at:
+            if until is None and now >= self._status_at:  # ClientConnection reports itself
                 core.clock_offset_s = time.time() - time.monotonic()  # the wall clock may step
                 if self.every_second is not None:
                     self.dispatch(self.every_second(now))

@@ -1,4 +1,6 @@
-"""The ``vpnlab`` command: the daemons (server, client), the lab, keys and captures.
+"""The ``vpnlab`` command: the daemons (server, client), keys and identities, the lab and its
+services (whoami, ftp), captures, and the course's experiments (bench, meltdown,
+arp-experiment).
 
 Every command line of vpnlab is parsed in this package and nowhere else: one module per
 sub-command, each with a ``register(subparsers)`` that sets ``func``; the modules below it

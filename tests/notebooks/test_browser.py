@@ -156,6 +156,10 @@ def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
         )
         heading = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedMarkdown h1")
         assert heading.text.startswith("0. Setup and topology")
+        # JupyterLab renders the cells bit by bit (slower when the machine is busy): wait
+        WebDriverWait(driver, 30).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")) >= 15
+        )
         cells = driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
         assert len(cells) >= 15
         image = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedImage img")

@@ -5,6 +5,7 @@ Handshake, timers and drops of the client side; no root, no sockets, no sleeping
 
 from __future__ import annotations
 
+import random
 from ipaddress import IPv4Interface
 
 import pytest
@@ -13,7 +14,8 @@ from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import CONNECT_TIMEOUT_S, LIVENESS_TIMEOUT_S
 from vpnlab.core.errors import LocalProtocolError
 from vpnlab.core.events import DatagramDropped, HandshakeCompleted, SessionClosed
-from vpnlab.core.session import State
+from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
+from vpnlab.wire.esp import generate_static_keys
 
 from .helpers import CLIENT, SERVER, CorePair
 
@@ -89,3 +91,32 @@ def test_ClientCore_drops_datagrams_from_strangers_and_non_ipv4_from_tun(fmt):
 def test_ClientCore_needs_exactly_one_of_handshake_or_keys():
     with pytest.raises(LocalProtocolError):
         ClientCore(SERVER, None)
+
+
+def static_client(timeouts: Timeouts = DEFAULT_TIMEOUTS) -> ClientCore:
+    keys = generate_static_keys("esp-aes-gcm", random.Random(6).randbytes)
+    return ClientCore(SERVER, None, established=keys.client(), timeouts=timeouts)
+
+
+def test_ClientCore_liveness_counts_from_when_the_loop_starts():
+    """Static keys are 'connected' at once, before CreateTunDev, Ifconfig and SetRouting; the
+    6 s used to count from there, so a slow start (or an idle kernel peer) ended the session."""
+    client = static_client()
+    client.connect(0.0)
+    client.tunnel_up(5.0)  # tun0, addresses and routes took 5 s
+    client.handle_timer(8.0)
+    client.handle_timer(10.5)
+    assert client.state is State.CONNECTED
+    assert client.handle_timer(5.0 + LIVENESS_TIMEOUT_S) == [SessionClosed(SERVER, "peer lost")]
+
+
+def test_ClientCore_liveness_timeout_zero_is_off():
+    """--liveness-timeout 0: a peer that never sends (Linux's own ESP) does not end it."""
+    client = static_client(Timeouts(liveness_s=0))
+    client.connect(0.0)
+    client.tunnel_up(0.0)
+    now = 0.0
+    while now < 3600:
+        now = client.next_timer()
+        assert client.handle_timer(now) == []
+    assert client.state is State.CONNECTED and client.counters.keepalives_sent > 1000

@@ -25,12 +25,20 @@
 # > Captured on tun0 **[raw:ip:tcp:ftp]**: Frame, IP packet with tunnel addresses, tcp
 # > segment, ftp - application. Client can for example, ftp to server on the tunnel.
 #
+# One correction to the notes' "IP packet with internal addresses of client/server": on the
+# external interface the outer IPv4 header carries the **public** addresses, 192.0.2.2 (r1's
+# `eth0`) <-> 198.51.100.2 (r2's `eth0`): the isp routes by those. The internal (tunnel)
+# addresses, 10.8.0.2 and the inner packet's destination, are in the packet the UDP datagram
+# carries (tshark's "esp" part), readable in `plain` and `esp-null`, encrypted in `esp-aes-gcm`.
+#
 # We reproduce both, with dumpcap running inside r1 on `eth0` and `tun0` at the same time
 # (`vpnlab/instruments/capture.py`), an FTP server on r2's tunnel address (`instruments/ftp.py`), and decode with
 # tshark and pyshark. Then the three wire formats side by side, and ESP decryption with the
 # keys the server exports.
 
 # %%
+import json
+
 import matplotlib.pyplot as plt
 
 from vpnlab.course import figures
@@ -58,14 +66,19 @@ tun_file, eth_file = tun.stop(), eth.stop()
 eth_stacks, tun_stacks = capture.stack_counts(eth_file), capture.stack_counts(tun_file)
 print("eth0:", eth_stacks)
 print("tun0:", tun_stacks)
+outer = sorted({tuple(row) for row in capture.fields(eth_file, ["ip.src", "ip.dst"])})
+print("outer IPv4 addresses on eth0:", outer)
 lab.record("ftp_ok", result["ok"])
+lab.record("eth_outer_addresses", outer)
 lab.record("eth_stacks", sorted(eth_stacks))
 lab.record("tun_stacks", sorted(tun_stacks))
 
 # %% [markdown]
 # On `eth0` every packet is `eth:ethertype:ip:udp:udpencap:esp`, the notes' external stack
-# (tshark names the EtherType layer too). On `tun0` there is no Ethernet: `raw:ip:...`, and
-# the FTP control connection is the notes' `raw:ip:tcp:ftp`.
+# (tshark names the EtherType layer too), and its outer IPv4 header is always between the two
+# public addresses, 192.0.2.2 and 198.51.100.2, whatever the ping or FTP inside is addressed to.
+# On `tun0` there is no Ethernet: `raw:ip:...`, and the FTP control connection is the notes'
+# `raw:ip:tcp:ftp`.
 #
 # Why "esp" for the plain format, which is not ESP at all? UDP port 4500 is IPsec's NAT
 # traversal port (RFC 3948): Wireshark decodes everything on it as ESP unless it starts with
@@ -112,6 +125,11 @@ print(decode.format_table(decode.layer_table([ping_pkt]), limit=25))
 # that tshark can decrypt.
 
 # %%
+def outer_ip_length(packet):
+    """The outer IPv4 header's total length (ip.len): the frame without its Ethernet header."""
+    return int(next(f.value for f in packet.layer("ip").fields if f.name == "ip.len"))
+
+
 by_cipher = {}
 for cipher in CIPHERS:
     lab.start_vpn(cipher)
@@ -121,12 +139,17 @@ for cipher in CIPHERS:
     keys = capture.lab_keys(lab.prefix)  # the esp_sa rows of the live session ([] for plain)
     big = max(decode.decode(cap.path), key=lambda p: p.length)  # the echo request/reply
     decrypted = max(decode.decode(cap.path, keys=keys), key=lambda p: p.length)
+    mtu = json.loads(lab.run("r1", "ip -j link show tun0").stdout)[0]["mtu"]
     by_cipher[cipher] = {"file": cap.path, "keys": keys, "frame_len": big.length,
+                         "added": outer_ip_length(big) - 84, "tun_mtu": mtu,
                          "stack": big.stack, "decrypted_stack": decrypted.stack,
                          "packet": decrypted}
-    print(f"{cipher:<12} {big.length} B on the wire for 84 B inside;  without keys: {big.stack}"
+    print(f"{cipher:<12} a {big.length} B frame for 84 B inside: the tunnel adds "
+          f"{by_cipher[cipher]['added']} B;  without keys: {big.stack}"
           f"\n{'':<12} with keys: {decrypted.stack}")
 lab.record("frame_len", {c: v["frame_len"] for c, v in by_cipher.items()})
+lab.record("tunnel_added", {c: v["added"] for c, v in by_cipher.items()})
+lab.record("tun_mtu", {c: v["tun_mtu"] for c, v in by_cipher.items()})
 lab.record("stacks_without_keys", {c: v["stack"] for c, v in by_cipher.items()})
 lab.record("stacks_with_keys", {c: v["decrypted_stack"] for c, v in by_cipher.items()})
 
@@ -152,25 +175,56 @@ for c, rows in overhead.items():
     print(f"{c:<12}", "  ".join(f"{name} {h}+{t}" for name, h, t in rows))
 lab.record("esp_aes_gcm_overhead", overhead["esp-aes-gcm"])
 
+# %% [markdown]
+# What does the tunnel **add**? Not the Ethernet header: r1's `eth0` puts 14 bytes in front
+# of every frame, with or without a tunnel. The tunnel adds the outer IPv4 header (20) and UDP
+# header (8), and for the ESP formats the ESP header (SPI 4 + sequence 4), the IV (8,
+# esp-aes-gcm only), the trailer (padding, pad length 1, next header 1) and the ICV (16).
+# The cell above measured it from each capture: the outer IPv4 total length minus the 84-byte
+# ping inside.
+
 # %%
 fig, ax = plt.subplots(figsize=(8, 3))
 names = list(by_cipher)
-added = [by_cipher[c]["frame_len"] - 84 for c in names]
-ax.barh(names, [14] * 3, label="Ethernet 14", color="C0")
-ax.barh(names, [28] * 3, left=[14] * 3, label="outer IPv4 20 + UDP 8", color="C1")
-ax.barh(names, [a - 42 for a in added], left=[42] * 3, label="ESP header, IV, trailer, ICV",
+added = [by_cipher[c]["added"] for c in names]
+ax.barh(names, [28] * 3, label="outer IPv4 20 + UDP 8", color="C1")
+ax.barh(names, [a - 28 for a in added], left=[28] * 3, label="ESP header, IV, trailer, ICV",
         color="C3")
 for y, a in enumerate(added):
     ax.text(a + 1, y, f"{a} B", va="center")
-ax.set_xlabel("bytes added on the wire to one 84-byte ping")
+ax.set_xlabel("bytes the tunnel adds to one 84-byte ping (Ethernet's 14 not counted: "
+              "they are there without the tunnel too)", fontsize=8)
 ax.set_xlim(0, max(added) + 15)
 ax.legend(loc="lower right", fontsize=8)
 plt.show()
 
 # %% [markdown]
+# ## The same sizes give tun0's MTU
+# A datagram must fit `eth0`'s MTU of 1500 bytes (the MTU counts from the IPv4 header: the
+# 14 Ethernet bytes are not part of it). So Ifconfig gives `tun0` the MTU
+# **1500 - 20 (outer IPv4) - 8 (UDP) - the format's ESP overhead**, that overhead taken at its
+# largest (`vpnlab/cli/daemons.py: mtu_of`):
+#
+# | format | ESP overhead | tun0 MTU |
+# |---|---|---|
+# | `plain` | none: the inner packet is the whole UDP payload | 1500 - 28 = **1472** |
+# | `esp-null` | SPI 4 + sequence 4 + padding up to 3 + pad length 1 + next header 1 + ICV 16 = 29 | 1472 - 29 = **1443** |
+# | `esp-aes-gcm` | the same + IV 8 = 37 | 1472 - 37 = **1435** |
+#
+# (The 84-byte ping needs only 2 bytes of padding: 28 + 8 + 2 + 2 + 16 = 56 with esp-null,
+# 8 more with the IV.) The daemons set exactly these, as r1's `tun0` showed for each format:
+
+# %%
+esp_overhead = {"plain": 0, "esp-null": 4 + 4 + 3 + 1 + 1 + 16,
+                "esp-aes-gcm": 4 + 4 + 8 + 3 + 1 + 1 + 16}
+for c in names:
+    print(f"{c:<12} 1500 - 20 - 8 - {esp_overhead[c]:2} = {1500 - 28 - esp_overhead[c]};  "
+          f"r1's tun0 had mtu {by_cipher[c]['tun_mtu']}")
+
+# %% [markdown]
 # ## Exercises
-# **5.1** How many bytes does the `plain` format add on the wire (Ethernet included) to an
-# 84-byte ping?
+# **5.1** How many bytes does the `plain` tunnel add to an 84-byte ping? (Count what the
+# tunnel adds, not the Ethernet header: `eth0` has that with or without the tunnel.)
 #
 # **5.2** How long is the `esp-aes-gcm` frame carrying that ping?
 #
@@ -181,13 +235,13 @@ plt.show()
 
 # %%
 answer_5_1 = ...
-course.check("5.1", answer_5_1, expected=by_cipher["plain"]["frame_len"] - 84,
-             hint="14 + 20 + 8")
+course.check("5.1", answer_5_1, expected=by_cipher["plain"]["added"],
+             hint="outer IPv4 header + UDP header: 20 + 8")
 
 # %%
 answer_5_2 = ...
 course.check("5.2", answer_5_2, expected=by_cipher["esp-aes-gcm"]["frame_len"],
-             hint="84 + 42 + 8 (ESP header) + 8 (IV) + padding + 2 + 16 (ICV)")
+             hint="84 + 14 (Ethernet) + 20 + 8 + 8 (ESP) + 8 (IV) + padding + 2 + 16 (ICV)")
 
 # %%
 answer_5_3 = ...
@@ -206,7 +260,11 @@ lab.down()
 #   the same traffic is `raw:ip:...` (no link layer), e.g. `raw:ip:tcp:ftp`.
 # - The `plain` format is "ESP" only by port number; `esp-null` is real ESP, authenticated but
 #   readable; `esp-aes-gcm` is encrypted: without keys only SPI, sequence and sizes show.
-# - Each layer costs bytes: 42 for Ethernet + IPv4 + UDP, 28 more for esp-null's header,
-#   trailer and ICV, 8 more for AES-GCM's IV.
+# - On `eth0` the outer IPv4 header carries the public addresses (192.0.2.2 <-> 198.51.100.2);
+#   the tunnel addresses travel inside.
+# - What the tunnel adds to a packet: 28 bytes for `plain` (outer IPv4 20 + UDP 8), 56 for
+#   `esp-null` (+ ESP header 8, padding, pad length and next header, ICV 16), 64 for
+#   `esp-aes-gcm` (+ IV 8). The 14-byte Ethernet header is on the wire with or without it.
+# - tun0's MTU follows: 1500 - 20 - 8 - the ESP overhead at its largest = 1472 / 1443 / 1435.
 # - With the session's exported keys (`vpnlab keys export`) tshark decrypts ESP and the stack
 #   continues into the inner packet.

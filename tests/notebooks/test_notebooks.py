@@ -106,6 +106,10 @@ def test_05_captures(run_notebook):
     assert r["pyshark_stacks"] == ["raw:ip:tcp:ftp"]
     assert r["plain_ping_spi"] == "0x45000054"
     assert r["frame_len"] == {"plain": 126, "esp-null": 154, "esp-aes-gcm": 162}
+    assert r["tunnel_added"] == {"plain": 28, "esp-null": 56, "esp-aes-gcm": 64}  # no Ethernet
+    assert r["tun_mtu"] == {"plain": 1472, "esp-null": 1443, "esp-aes-gcm": 1435}
+    public = ["192.0.2.2", "198.51.100.2"]  # on eth0 the outer header has the public addresses
+    assert r["eth_outer_addresses"] == [public, public[::-1]]
     for cipher in ("esp-null", "esp-aes-gcm"):
         assert r["stacks_without_keys"][cipher] == "eth:ethertype:ip:udp:udpencap:esp"
         assert r["stacks_with_keys"][cipher] == "eth:ethertype:ip:udp:udpencap:esp:ip:icmp:data"

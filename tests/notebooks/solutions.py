@@ -42,7 +42,7 @@ SOLUTIONS["06_liveness_cleanup"] = {
     "answer_6_4": "'vpnlab'",
 }
 SOLUTIONS["05_captures"] = {
-    "answer_5_1": "42",
+    "answer_5_1": "28",
     "answer_5_2": "162",
     "answer_5_3": "'raw:ip:tcp:ftp'",
     "answer_5_4": "'0x45000054'",

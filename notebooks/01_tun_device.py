@@ -37,6 +37,7 @@
 import fcntl
 import os
 import select
+import stat
 import struct
 import time
 
@@ -184,8 +185,14 @@ lab.record("pi_proto", proto)
 # ## `IFF_TAP`: Ethernet frames instead of IP packets
 # A TAP device is a layer-2 interface: the kernel treats it like an Ethernet card, so before
 # it can send an IP packet to 10.10.0.1 it must find that address's MAC: the first thing we
-# read is an **ARP request**, inside an Ethernet frame. (The kernel decides by destination
-# IP for TUN and by MAC for TAP, as the notes say.)
+# read is an **ARP request**, inside an Ethernet frame.
+#
+# (Not "by destination IP for TUN and by MAC for TAP": the kernel **routes** by destination IP
+# in both cases; here the route `10.10.0.0/24 dev tap0` chose the device, as `10.8.0.0/24 dev
+# tun0` did above. What TAP adds is the Ethernet link below the routing decision: ARP to find
+# the next hop's MAC, an Ethernet header on every frame, and on the way in a frame is accepted
+# only if it is addressed to tap0's MAC (or broadcast/multicast). Switching by MAC happens only
+# if tap0 joins a bridge, or in a daemon that plays one: `vpnlab server --mode tap`.)
 
 # %%
 with course.netns(lab.ns("r1")):
@@ -209,6 +216,43 @@ for fd in (tunfd, pifd, tapfd):
     os.close(fd)
 gone = lab.sh("r1", "ip -br link")
 lab.record("links_after_close", gone)
+
+# %% [markdown]
+# ## The notes' test: is tun0 in sysfs?
+# The design notes check a running VPN with `ls /sys/devices/virtual/net/`: every interface
+# without hardware behind it (loopback, veth, tun) has a directory there. `ip netns exec`
+# mounts a sysfs of the node's own namespace, so in r1 we see r1's interfaces. Now the real
+# daemons (ServerConnection, ClientConnection), and the listing while the client runs:
+
+# %%
+lab.start_vpn()
+listing = lab.sh("r1", "ls /sys/devices/virtual/net/")
+lab.record("sysfs_virtual_net", listing.split())
+
+# %% [markdown]
+# `tun0` is listed, next to `eth0` (a veth: virtual too) and `lo`.
+#
+# The notes also say the daemon reads the tun fd like a "raw socket". It is not a socket: it
+# is the file descriptor of a **character device**, `/dev/net/tun` (`c`, major 10, minor 200),
+# bound to `tun0` by `TUNSETIFF`; a `read()` takes one packet the kernel routed to `tun0`, and
+# what the daemon does not read, nobody gets. A raw socket is another thing:
+# `socket(AF_PACKET, SOCK_RAW)` (or `AF_INET, SOCK_RAW`) receives *copies* of the packets of
+# an interface, beside the kernel's own processing. The client's open files show the
+# difference: its tun fd points to `/dev/net/tun`, its UDP socket to `socket:[inode]`.
+
+# %%
+lab.sh("r1", "ls -l /dev/net/tun")
+client = lab.daemon_pid("client-r1")
+fd_targets = {}
+for fd in sorted(os.listdir(f"/proc/{client}/fd"), key=int):
+    try:
+        fd_targets[int(fd)] = os.readlink(f"/proc/{client}/fd/{fd}")
+    except OSError:  # closed meanwhile
+        continue
+print({fd: t for fd, t in fd_targets.items() if t == "/dev/net/tun" or t.startswith("socket:")})
+lab.record("client_fd_targets", sorted({t for t in fd_targets.values()
+                                        if t == "/dev/net/tun" or t.startswith("socket:")}))
+lab.record("dev_net_tun_is_char_device", stat.S_ISCHR(os.stat("/dev/net/tun").st_mode))
 
 # %% [markdown]
 # ## Exercises
@@ -249,5 +293,8 @@ lab.down()
 # - **Ifconfig** gives it an address, an MTU and brings it up; the address's prefix is a route.
 # - Reading the fd gives the packets the kernel routes to `tun0`; writing a packet makes the
 #   kernel receive it on `tun0`. A VPN daemon is a loop doing exactly that (notebook 2).
-# - `IFF_TAP` carries Ethernet frames (hence ARP); without `IFF_NO_PI` each packet gets a
-#   4-byte flags + protocol header.
+# - `IFF_TAP` carries Ethernet frames (hence ARP); routing still goes by destination IP, TAP
+#   adds the Ethernet link (ARP, MAC filtering, bridging). Without `IFF_NO_PI` each packet gets
+#   a 4-byte flags + protocol header.
+# - A running client shows `tun0` in `/sys/devices/virtual/net/`; its tun fd is a character
+#   device's (`/dev/net/tun`), not a raw socket.

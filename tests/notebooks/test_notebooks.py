@@ -33,6 +33,10 @@ def test_01_tun_device(run_notebook):
     assert r["pi_proto"] == 0x0800
     assert "ARP" in r["tap_first"] and "10.10.0.1" in r["tap_first"]
     assert "tun0" not in r["links_after_close"] and "tap0" not in r["links_after_close"]
+    assert "tun0" in r["sysfs_virtual_net"]  # the notes' test, with the client running
+    assert "/dev/net/tun" in r["client_fd_targets"]  # a character device's fd, not a socket
+    assert any(t.startswith("socket:") for t in r["client_fd_targets"])  # the UDP socket
+    assert r["dev_net_tun_is_char_device"] is True
     assert run.text().count("correct") == 4
 
 

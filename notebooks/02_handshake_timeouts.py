@@ -37,6 +37,7 @@
 # We watch it all on the wire: dumpcap runs **inside** `r1` (`vpnlab/instruments/capture.py: start_capture`).
 
 # %%
+import json
 import sys
 import time
 from pathlib import Path
@@ -105,7 +106,12 @@ lab.record("plain_kinds", sorted({w[4] for w in wire}))
 # 4. **SockSelected**: `recvfrom()` the datagrams waiting, open them, `write()` them to `tun0`;
 # 5. deadline passed: send a keepalive (or declare the peer lost).
 #
-# The figure puts the two captures on one time axis, from the client's point of view.
+# The figure puts the two captures on one time axis, from the client's point of view. Its
+# lanes are **inferred from the capture timestamps**, not traced inside the daemon: a datagram
+# from r1 on `eth0` is drawn as a `sendto`, one from r2 as SockSelected, a packet from 10.8.0.2
+# on `tun0` as TunSelected, one to it as a `tun0` write, and each client keepalive also as a
+# timer deadline. dumpcap stamps a packet when it crosses the interface, so a read is a little
+# later than its dot and a send a little earlier; the daemon's own calls are not measured.
 
 # %%
 tun_rows = capture.fields(tun_file, ["frame.time_epoch", "ip.src"])
@@ -137,6 +143,37 @@ print("client keepalives at", [round(t, 2) for t in keepalive_times], "gaps", ga
 lab.record("keepalive_gaps", gaps)
 
 # %% [markdown]
+# ## A stranger's datagram: the notes' `nc -u` test
+# The notes test the server by typing text at it with `nc -u 198.51.100.2 4500`. netcat is
+# often not installed (Debian's `netcat-openbsd` is a package of its own), so we send the same
+# with a Python one-liner in r1: `hello` from a fresh UDP socket, that is from a port the
+# server has no session for. The server does not answer it (no reply, no error) and does not
+# write it to `tun0`: it drops it and counts the drop in its status file (`server.json` in the
+# lab's state folder, `"counters"` -> `"drops"`, rewritten every second; `vpnlab lab status`
+# shows their sum).
+
+# %%
+print("nc in r1:", lab.run("r1", "which nc").stdout.strip() or "not installed")
+server_json = lab.state_dir() / "server.json"
+
+
+def server_drops():
+    return json.loads(server_json.read_text())["counters"]["drops"]
+
+
+drops_before = server_drops()
+hello = ("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+         ".sendto(b'hello\\n', ('198.51.100.2', 4500))")
+print("r1$ python -c", hello)
+lab.run("r1", [sys.executable, "-c", hello], check=True)
+course.wait_for(lambda: server_drops() != drops_before, timeout_s=4, interval_s=0.2)
+drops_after = server_drops()
+print("server drops before:", drops_before, " after:", drops_after)
+print("\n".join(line for line in lab.log("server").splitlines() if "dropped" in line))
+lab.record("stranger_drops", {k: n - drops_before.get(k, 0) for k, n in drops_after.items()
+                              if n != drops_before.get(k, 0)})
+
+# %% [markdown]
 # ## The ESP handshake: every peer its own key
 # With the default `esp-aes-gcm` (and `esp-null`) the lab gives every peer a key pair of its
 # own, as WireGuard does: the server has `identity/server.key` and knows its peers in
@@ -151,7 +188,11 @@ lab.record("keepalive_gaps", gaps)
 # encrypted, and (encrypted) its SPI and a timestamp; the Welcome the server's ephemeral key and
 # (encrypted) the client's address. Both sides end with two keys, one per direction, which
 # become the two ESP SAs. Both messages start with four zero bytes, the RFC 3948 "non-ESP
-# marker", so Wireshark shows them as IKE (`isakmp`) and never mistakes them for ESP.
+# marker". On UDP 4500 that marker means "this is not ESP, IKE follows" (RFC 3948), so
+# Wireshark does mistake them, not for ESP but for **IKE**: it shows them as
+# `udpencap:isakmp` and reads the Noise bytes as IKE header fields (`tshark -V` calls them a
+# malformed ISAKMP packet). They are neither ESP nor IKE; only the data after them is ESP. (`vpnlab capture decode` loads a Lua dissector,
+# `vpnlab/instruments/vpnlab.lua`, that names them "vpnlab Hello/Welcome" instead.)
 #
 # Keys do not live forever: the client starts a new handshake every 120 s (here every 10 s, so
 # that we see it), the **rekey**. Watch the SPIs change, with no ping lost.
@@ -271,8 +312,10 @@ lab.down()
 # - With the server down the client retries every 0.5 s and gives up after **2.5 s** (exit 3)
 #   without creating `tun0` or touching routes.
 # - The ESP handshake is Noise IKpsk2: each peer its own key, the server knows its peers, the
-#   client pins the server's key; it travels behind a non-ESP marker (`udpencap:isakmp`),
-#   the data as ESP; a rekey every 120 s gives new SPIs and keys without losing a packet.
+#   client pins the server's key; it travels behind a non-ESP marker, so Wireshark takes it
+#   for IKE (`udpencap:isakmp`) although it is not IKE, and the data is ESP; a rekey every 120 s gives new SPIs and keys without losing a packet.
+# - A stranger's datagram (`nc -u`, or the Python one-liner) gets no answer: the server drops
+#   it and counts it (`unknown peer` in `server.json`'s drops).
 # - One **select loop** per daemon: TunSelected (tun0 -> seal -> sendto), SockSelected
 #   (recvfrom -> open -> tun0), and a timer for keepalives (every 2 s when idle) and for the
 #   6 s liveness timeout (notebook 6).

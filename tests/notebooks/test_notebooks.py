@@ -46,6 +46,7 @@ def test_02_handshake_timeouts(run_notebook):
     assert r["plain_first_kinds"] == ["HELLO", "WELCOME"]
     assert {"IP packet", "KEEPALIVE"} <= set(r["plain_kinds"])
     assert r["keepalive_gaps"] and all(1.5 <= g <= 2.6 for g in r["keepalive_gaps"])
+    assert r["stranger_drops"] == {"unknown peer": 1}  # nc's "hello": dropped and counted
     assert all(s.endswith("udpencap:isakmp") for s in r["esp_handshake_stacks"])
     assert r["esp_data_stack"].endswith("udpencap:esp")
     assert r["identity_hellos"] >= 2  # the first Hello and the rekey's

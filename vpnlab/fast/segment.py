@@ -26,6 +26,7 @@ with the MSS clamp of both paths. Pure code: no socket, no os.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from vpnlab.core.errors import LocalProtocolError
@@ -42,10 +43,18 @@ from vpnlab.core.packet import (
     ones_sum,
 )
 
-try:  # numpy (a matplotlib dependency) sums all segments of a super-packet in one call
-    import numpy as _np
-except ImportError:  # pragma: no cover - the pure-Python sums are used instead
-    _np = None
+
+@functools.cache
+def _numpy():
+    """numpy (a matplotlib dependency) sums all segments of a super-packet in one call. Loaded
+    at the first super-packet, not at start: it is 20 MB of a daemon that may never see one.
+    None without numpy (the pure-Python sums are used instead)."""
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover
+        return None
+    return numpy
+
 
 VNET_HDR = struct.Struct("<BBHHHH")
 VNET_HDR_LEN = VNET_HDR.size
@@ -227,10 +236,11 @@ def payload_sums(payload: memoryview, mss: int, count: int) -> list[int]:
     segment instead of 2 us for ``int.from_bytes(...) % 0xFFFF`` on each chunk.
     """
     full = len(payload) // mss
-    if _np is None or mss & 1 or full < 2:
+    np = _numpy() if full >= 2 and not mss & 1 else None
+    if np is None:
         return [ones_sum(payload[at : at + mss]) for at in range(0, count * mss, mss)]
-    words = _np.frombuffer(payload[: full * mss], dtype=">u2").reshape(full, mss // 2)
-    sums = words.sum(axis=1, dtype=_np.uint64).tolist()
+    words = np.frombuffer(payload[: full * mss], dtype=">u2").reshape(full, mss // 2)
+    sums = words.sum(axis=1, dtype=np.uint64).tolist()
     if full < count:
         sums.append(ones_sum(payload[full * mss :]))
     return sums

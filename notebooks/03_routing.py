@@ -93,7 +93,7 @@ lab.record("dev_server", route_dev("r1", "198.51.100.2"))
 # The daemon sends its UDP datagrams to 198.51.100.2. Without the /32, the longest match for
 # that address is `128.0.0.0/1 dev tun0`: the tunnel's own datagrams would enter the tunnel,
 # the daemon would read them from `tun0`, wrap them again and send them to 198.51.100.2...
-# back into `tun0`. A routing loop.
+# back into `tun0`. A routing loop, and one that the TTL does not stop (below).
 #
 # Let us see it, briefly and safely: the loop stays inside r1 (nothing reaches the wire), and
 # the `finally` puts the route back after half a second, whatever happens. We send one ping and
@@ -124,9 +124,15 @@ lab.record("loop_packets", looped)
 lab.sh("r1", "ping -c 1 -W 2 203.0.113.10")
 
 # %% [markdown]
-# Each round the datagram grows by the tunnel's overhead; past the MTU the kernel fragments
-# it, and every fragment goes round again: the count explodes. With the host route back, the
-# tunnel works again.
+# Why does the TTL not end the loop, as it ends loops between routers? Because no packet goes
+# round: each round makes a **new** datagram. The daemon reads a packet from `tun0` and sends it
+# as the payload of a new UDP datagram, and the kernel gives that datagram a new IPv4 header
+# with a fresh TTL (64). The old packet's TTL is inside, untouched (nothing forwards it: a
+# process read it), so no TTL ever reaches 0.
+#
+# Each round the datagram also grows by the tunnel's overhead; past the MTU the kernel
+# fragments it, and every fragment goes round again: the count explodes. With the host route
+# back, the tunnel works again.
 #
 # ## The server: SetRouting(0)
 # On `r2`, SetRouting(0) turns **forwarding** on (a host that forwards is a router: packets
@@ -190,6 +196,7 @@ lab.down()
 # - The kernel chooses the route with the **longest matching prefix**.
 # - **SetRouting(1)**: `0.0.0.0/1` + `128.0.0.0/1` via `tun0` capture all traffic without
 #   touching the default route; a **/32 host route** to the server via r1's own gateway keeps
-#   the tunnel's own datagrams out of the tunnel. Without it: a routing loop.
+#   the tunnel's own datagrams out of the tunnel. Without it: a routing loop, which the TTL
+#   does not end (every round is a new datagram with a fresh TTL).
 # - **SetRouting(0)**: forwarding on, the tunnel network routed to `tun0` (plus NAT).
 # - **CleanUp** deletes exactly what was added.

@@ -22,8 +22,9 @@
 # > r1 sends all its traffic to r2 (vpn server) which masquerades all traffic not belonging to
 # > the vpn subnet, out the external interface, to host and out - can browse the web.
 #
-# Packets from the tunnel carry the source 10.8.0.2, an address only r1 and r2 know: the web
-# host could not answer them (the isp has no route to 10.8.0.0/24). So r2 **masquerades**:
+# Packets from the tunnel carry the source 10.8.0.2, an address only r1 and r2 know. The web
+# host would answer them, to 10.8.0.2, but its replies would die at the isp, which has no route
+# back to 10.8.0.0/24 and drops them. So r2 **masquerades**:
 # it rewrites the source to its own public address 198.51.100.2 on the way out, remembers the
 # translation in its **conntrack** table, and rewrites the answers back.
 # In the code: `vpnlab/routing.py`: `nat_ruleset` and `ServerRouting` (SetRouting(0)).
@@ -119,8 +120,8 @@ lab.record("whoami_restored", lab.whoami("r1"))
 print("with the rule back:", lab.whoami("r1"))
 
 # %% [markdown]
-# (The isp's `ip route get 10.8.0.2` fails: "Network is unreachable". Issue 12 of the course
-# shows the other fix: a route back to the tunnel network instead of NAT.)
+# (The isp's `ip route get 10.8.0.2` fails: "Network is unreachable". Notebook 8, *Routing
+# without NAT*, shows the other fix: a route back to the tunnel network instead of NAT.)
 #
 # ## Exercises
 # **4.1** Which address did the web host see without the VPN?
@@ -157,4 +158,5 @@ lab.down()
 #   sees r2's address, so the answers come back to r2, which sends them into the tunnel.
 # - One nftables rule in the `postrouting` hook does it; **conntrack** remembers each
 #   connection's translation (original vs reply direction) and applies it to every packet.
-# - Without NAT the answers die at the first router that does not know 10.8.0.0/24.
+# - Without NAT the web host still answers, to 10.8.0.2, but the answers die at the first
+#   router that does not know 10.8.0.0/24 (here the isp).

@@ -91,6 +91,8 @@ def test_06_liveness_cleanup(run_notebook):
     r = run.results
     assert 4.5 < r["client_noticed_s"] < 9.5  # the 6 s liveness timeout, client side
     assert r["client_peer_lost"] is True
+    assert 5.5 < r["client_silence_s"] < 7.0  # the 6 s count from the server's last datagram
+    assert 3.5 < r["client_peer_lost_s"] <= r["client_noticed_s"]  # 4-6 s after the kill
     assert 2 <= r["keepalives_after_kill"] <= 4
     assert r["nat_left_after_kill9"] is True and r["nat_after_stop_vpn"] is False
     assert 4.5 < r["server_dropped_s"] < 9.5  # the 6 s liveness timeout, server side

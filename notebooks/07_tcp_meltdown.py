@@ -107,19 +107,28 @@ meltdown.plot(results)
 plt.show()
 
 # %% [markdown]
-# ## Reading the plot
+# ## What to look for in the plot
+# Your plot comes from a short run (2 s per point, 2 samples), so it is noisy: compare the two
+# transports at the same loss rate, and read what follows as what to look for, not as what
+# your plot must show.
 # - **UDP transport.** A datagram lost on the isp is simply gone; the inner TCP notices
-#   (duplicate ACKs), retransmits that one segment and slows down a little. One control loop,
-#   one retransmission per loss. (The simple data path is itself a bottleneck: running flat
-#   out, its socket buffers overflow, so the inner TCP retransmits even at 0 % loss: that is
-#   how TCP finds the speed of a UDP path.)
-# - **TCP transport.** A lost outer segment is retransmitted by the *outer* TCP, which also
-#   halves its window. Until the retransmission arrives (one round trip at best, a 200 ms+
-#   timeout at worst) every inner packet queued behind it waits: head-of-line blocking. The
+#   (duplicate ACKs), retransmits that one segment and backs off (Linux's default, CUBIC,
+#   shrinks its window to 0.7 of what it was). One control loop, one retransmission per loss:
+#   look for goodput that falls only moderately from 0 % to 3 %. (The simple data path is
+#   itself a bottleneck: running flat out, its socket buffers overflow, so the inner TCP may
+#   retransmit even at 0 % loss: that is how TCP finds the speed of a UDP path.)
+# - **TCP transport.** A lost outer segment is retransmitted by the *outer* TCP, which backs
+#   off too (CUBIC: to 0.7 of its window; after a timeout, to a single segment). Until the
+#   retransmission arrives every inner packet queued behind it waits: head-of-line blocking.
+#   That lasts one round trip at best (fast retransmit); at worst a retransmission timeout,
+#   at least 200 ms on Linux and doubling with each further loss of the same segment. The
 #   inner TCP lost nothing, yet its round-trip time jumps; when the stall outlasts its own
 #   timer it retransmits too, into a tunnel that will deliver both copies. Two loss-recovery
-#   loops stacked on each other: goodput falls faster with loss than over UDP, and the 64 KB
-#   fetch gets slower and much more variable. That is the notes' "delay, and issues".
+#   loops stacked on each other. If the meltdown shows in your run, goodput over TCP falls
+#   faster with loss than over UDP, the outer TCP's retransmissions appear, and the 64 KB
+#   fetch gets slower and more variable: the notes' "delay, and issues". If it does not show
+#   at 3 %, try more `--seconds`, more `--samples` or higher `--losses` (the README has a
+#   full sweep).
 #
 # ## The retransmissions, captured
 # tshark marks a TCP segment it has seen before as `tcp.analysis.retransmission`. On **tun0**

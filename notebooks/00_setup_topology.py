@@ -15,9 +15,10 @@
 # # 0. Setup and topology
 #
 # This course takes apart a real VPN, one step of the design notes at a time. Everything runs in
-# a **sealed lab**: four Linux network namespaces (small virtual machines that share the kernel
-# but have their own interfaces, routes and firewall), connected by virtual cables (veth pairs).
-# None of it touches the machine's own network.
+# a **sealed lab**: four Linux network namespaces, connected by virtual cables (veth pairs).
+# A network namespace is not a virtual machine: there is one kernel and one set of processes
+# and files, but each namespace has a network stack of its own (interfaces, addresses, routes,
+# firewall, sockets). None of it touches the machine's own network.
 #
 # | node | plays | address |
 # |---|---|---|
@@ -146,8 +147,9 @@ assert not left
 
 # %% [markdown]
 # ## What you learned
-# - The lab is four namespaces, `r1` (VPN client), `isp`, `r2` (VPN server + NAT), `web`,
-#   joined by veth pairs, sealed from the machine's own network.
+# - The lab is four network namespaces (one kernel, four network stacks; not virtual machines),
+#   `r1` (VPN client), `isp`, `r2` (VPN server + NAT), `web`, joined by veth pairs, sealed from
+#   the machine's own network.
 # - `vpnlab lab up/status/verify/down` build, inspect, prove and remove it; `ip netns exec`
 #   runs any command inside a node.
 # - With the VPN up, `r1` has `tun0` (10.8.0.2), routes into it, and the web host sees `r2`.

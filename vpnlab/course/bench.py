@@ -13,7 +13,9 @@ forwarding: the path a user's traffic takes. Cases:
 
 Cases alternate within each round (so a slow minute of the machine hits all of them), each
 round sets its case up afresh. For every run: throughput, TCP retransmits, ping RTT from r1 to
-web, and the CPU each tunnel daemon used (per cent of one core, from /proc/PID/stat). The
+web, the CPU each tunnel daemon used (per cent of one core, from /proc/PID/stat) and, for
+vpnlab, that CPU time divided by the data packets the daemon carried meanwhile (microseconds
+per packet; packets_from_tun + packets_to_tun of its status file, before and after). The
 table gives medians and the ratio to OpenVPN; ``results.json`` keeps every run, ``bench.png``
 is the chart. The lab is removed at the end, also on Ctrl-C.
 """
@@ -37,6 +39,7 @@ from vpnlab.core.errors import VpnlabError
 from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
 from vpnlab.course.openvpn import NAT_RULES, openvpn_configs
 from vpnlab.lab.build import log_tail, start_daemon
+from vpnlab.lab.inspection import read_status_file
 from vpnlab.lab.nodes import run_in, wait_for
 from vpnlab.lab.state import load, save, state_dir, stop_daemons
 
@@ -48,6 +51,8 @@ VPNLAB_CASES = [
 ]
 ALL_CASES = ["routed", "openvpn", *VPNLAB_CASES]
 QUICK_CASES = ["routed", "openvpn", "vpnlab esp-aes-gcm simple", "vpnlab esp-aes-gcm fast"]
+STATUS_FILES = {"client": "client-r1.json", "server": "server.json"}
+"""The vpnlab daemons' status files in the lab's state folder (rewritten about once a second)."""
 
 
 class BenchError(VpnlabError):
@@ -67,6 +72,21 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def packets_carried(path: Path, since: float, wait_s: float = 3.0) -> int | None:
+    """packets_from_tun + packets_to_tun of a status file written after ``since`` (time.time()),
+    waiting for the daemon's next write; None if none comes within ``wait_s``."""
+    counters: dict[str, Any] = {}
+
+    def fresh() -> bool:
+        status = read_status_file(path) or {}
+        counters.update(status.get("counters") or {})
+        return status.get("updated", 0) > since
+
+    if not wait_for(fresh, wait_s, 0.1):
+        return None
+    return counters.get("packets_from_tun", 0) + counters.get("packets_to_tun", 0)
+
+
 class Bench:
     """One benchmark: a lab, the cases, the runs, the results."""
 
@@ -76,6 +96,7 @@ class Bench:
         self.mtu = mtu
         self.folder = state_dir(prefix)
         self.daemons: dict[str, int] = {}
+        self.status_files: dict[str, Path] = {}
         self.forwarding = "0"
 
     def run_in(self, node: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
@@ -85,7 +106,7 @@ class Bench:
 
     def setup(self, case: str) -> None:
         """Start the tunnel of ``case`` (nothing for ``routed``) and wait until it carries."""
-        self.daemons = {}
+        self.daemons, self.status_files = {}, {}
         if case == "openvpn":
             self._start_openvpn()
         elif case.startswith("vpnlab "):
@@ -97,6 +118,7 @@ class Bench:
                 "client": daemons["client-r1"]["pid"],
                 "server": daemons["server"]["pid"],
             }
+            self.status_files = {n: self.folder / f for n, f in STATUS_FILES.items()}
 
         def reaches() -> bool:  # routes may follow "connected" by a moment
             return self.run_in("r1", ["ping", "-c", "1", "-W", "1", WEB]).returncode == 0
@@ -149,9 +171,15 @@ class Bench:
                 return float(line.split("=")[1].split("/")[1])
         return None
 
+    def packets(self) -> dict[str, int | None]:
+        """Data packets each vpnlab daemon has carried so far (none for OpenVPN)."""
+        since = time.time()
+        return {n: packets_carried(path, since) for n, path in self.status_files.items()}
+
     def iperf(self) -> dict[str, Any]:
         """One iperf3 run r1 -> web; the server on web answers exactly one test."""
         limit = str(int(self.seconds) + 15)
+        before = self.packets()  # no tunnel traffic until iperf3 starts
         with iperf_server(self.prefix, int(limit)):
             ticks = {name: cpu_ticks(pid) for name, pid in self.daemons.items()}
             start = time.monotonic()
@@ -161,13 +189,24 @@ class Bench:
             )
             wall = time.monotonic() - start
             used = {name: cpu_ticks(pid) - ticks[name] for name, pid in self.daemons.items()}
+        after = self.packets()
+        carried = {n: after[n] - before[n] for n in after if None not in (before[n], after[n])}
         try:
             mbps, retransmits = iperf_result(done.stdout)
         except IperfError:
             mbps, retransmits = 0.0, None
         hz = os.sysconf("SC_CLK_TCK")
         cpu = {name: round(100 * n / hz / wall, 1) for name, n in used.items()}
-        return {"mbps": round(mbps, 1), "retransmits": retransmits, "cpu_percent": cpu}
+        per_packet = {
+            n: round(1e6 * used[n] / hz / count, 2) for n, count in carried.items() if count
+        }
+        return {
+            "mbps": round(mbps, 1),
+            "retransmits": retransmits,
+            "cpu_percent": cpu,
+            "packets": carried,
+            "cpu_us_per_packet": per_packet,
+        }
 
 
 def run_bench(
@@ -213,7 +252,8 @@ def run_bench(
                 results.append(run)
                 progress(
                     f"    {run.get('mbps')} Mbit/s, retransmits {run.get('retransmits')}, "
-                    f"rtt {run.get('rtt_ms')} ms, cpu {run.get('cpu_percent')}"
+                    f"rtt {run.get('rtt_ms')} ms, cpu {run.get('cpu_percent')}, "
+                    f"us/packet {run.get('cpu_us_per_packet')}"
                 )
     finally:
         lab.down(prefix)
@@ -244,7 +284,6 @@ def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str,
         if not runs:
             rows.append({"case": case, "mbps": 0.0, "runs": 0})
             continue
-        cpu_names = sorted({n for r in runs for n in r.get("cpu_percent", {})})
         rtts = [r["rtt_ms"] for r in runs if r.get("rtt_ms") is not None]
         retrans = [r["retransmits"] for r in runs if r.get("retransmits") is not None]
         rows.append(
@@ -255,10 +294,8 @@ def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str,
                 "mbps_all": [r["mbps"] for r in runs],
                 "retransmits": round(statistics.median(retrans)) if retrans else None,
                 "rtt_ms": round(statistics.median(rtts), 3) if rtts else None,
-                "cpu_percent": {
-                    n: round(statistics.median(r["cpu_percent"].get(n, 0) for r in runs), 1)
-                    for n in cpu_names
-                },
+                "cpu_percent": _medians(runs, "cpu_percent", 1),
+                "cpu_us_per_packet": _medians(runs, "cpu_us_per_packet", 2),
             }
         )
     base = next((r["mbps"] for r in rows if r["case"] == "openvpn" and r["mbps"]), None)
@@ -267,21 +304,34 @@ def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str,
     return rows
 
 
+def _medians(runs: list[dict[str, Any]], key: str, digits: int) -> dict[str, float]:
+    """Per daemon, the median of ``run[key][daemon]`` over the runs that have it."""
+    names = sorted({n for r in runs for n in r.get(key) or {}})
+    values = {n: [r[key][n] for r in runs if n in (r.get(key) or {})] for n in names}
+    return {n: round(statistics.median(v), digits) for n, v in values.items()}
+
+
+def _per_daemon(values: dict[str, float] | None, spec: str) -> str:
+    """``client / server`` of a per-daemon dict, ``-`` if it has neither."""
+    values = values or {}
+    return " / ".join(f"{values[n]:{spec}}" for n in ("client", "server") if n in values) or "-"
+
+
 def format_table(document: dict[str, Any]) -> str:
     """The summary as a Markdown table (it goes into the README as it is)."""
     lines = [
         "| case | Mbit/s (median) | x OpenVPN | retransmits | ping RTT ms "
-        "| CPU % (client / server) |",
-        "|---|---:|---:|---:|---:|---|",
+        "| CPU % (client / server) | CPU us/packet (client / server) |",
+        "|---|---:|---:|---:|---:|---|---|",
     ]
     for row in document["summary"]:
-        cpu = row.get("cpu_percent") or {}
-        cpu_text = " / ".join(f"{cpu[n]:.0f}" for n in ("client", "server") if n in cpu) or "-"
+        cpu_text = _per_daemon(row.get("cpu_percent"), ".0f")
+        per_packet = _per_daemon(row.get("cpu_us_per_packet"), ".1f")
         ratio = f"{row['vs_openvpn']:.2f}" if row.get("vs_openvpn") else "-"
         rtt = f"{row['rtt_ms']:.3f}" if row.get("rtt_ms") is not None else "-"
         lines.append(
             f"| {row['case']} | {row['mbps']:.0f} | {ratio} | {row.get('retransmits', '-')} | "
-            f"{rtt} | {cpu_text} |"
+            f"{rtt} | {cpu_text} | {per_packet} |"
         )
     machine = document["machine"]
     lines.append("")

@@ -4,11 +4,21 @@
 # every vpnlab cipher x data path, in a lab of its own (prefix vbench-, removed at the end).
 # Arguments go to `vpnlab bench` (vpnlab/course/bench.py), e.g. `sudo scripts/bench.sh --quick`,
 # `sudo scripts/bench.sh --runs 5 --out /tmp/bench`; `.venv/bin/vpnlab bench --help` lists them.
+# `sudo scripts/bench.sh --footprint [--idle-seconds S]`: instead, what a lab costs a class
+# (seconds of lab up/down, RSS per daemon and of the lab, CPU of the idle lab; prefix vfoot-,
+# about 15 s, no OpenVPN needed).
 # Progress lines ([vpnlab] ...) go to stderr, the benchmark's own output to stdout.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 setup test
+footprint=0
+for arg in "$@"; do [[ $arg == --footprint ]] && footprint=1; done
+if ((footprint)); then
+  cd "$VPNLAB_ROOT"
+  say "footprint of one lab (about 15 s)"
+  exec "$VENV/bin/vpnlab" bench "$@"
+fi
 if ! command -v openvpn >/dev/null; then
   say "OpenVPN (the comparison): installing with apt-get"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openvpn 2>&1 \

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from vpnlab.course.bench import format_table, run_bench
+from vpnlab.lab.state import prefix_namespaces
 
 pytestmark = pytest.mark.lab
 
@@ -25,3 +28,35 @@ def test_bench_quick_runs_and_produces_numbers(prefix, tmp_path):
     assert len(saved["runs"]) == len(cases)
     assert any("round 1" in line for line in lines)  # progress was shown
     assert "x OpenVPN" in format_table(document)
+    for row in document["summary"]:  # CPU us per packet: the vpnlab cases have both daemons
+        per_packet = row["cpu_us_per_packet"]
+        assert set(per_packet) == ({"client", "server"} if "vpnlab" in row["case"] else set())
+        assert all(value > 0 for value in per_packet.values()), row
+    table = format_table(document).splitlines()
+    assert table[0].endswith("| CPU % (client / server) | CPU us/packet (client / server) |")
+    for row, line in zip(document["summary"], table[2:], strict=False):
+        last = line.split("|")[-2].strip()
+        assert (last != "-") == ("vpnlab" in row["case"]), line  # "client / server" or "-"
+
+
+def test_bench_footprint_prints_the_table_and_leaves_nothing(prefix):
+    done = subprocess.run(
+        [sys.executable, "-m", "vpnlab", "bench", "--footprint", "--idle-seconds", "2"]
+        + ["--prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {
+        cells[1].strip(): float(cells[2])
+        for cells in (line.split("|") for line in done.stdout.splitlines())
+        if len(cells) == 5 and cells[2].strip().replace(".", "").isdigit()
+    }
+    assert rows["lab up (VPN, esp-aes-gcm)"] > 0 and rows["lab down"] >= 0, rows
+    rss = {what: value for what, value in rows.items() if what.startswith("RSS ")}
+    assert {"RSS server", "RSS client-r1", "RSS whoami"} <= set(rss), rows
+    assert any(what.startswith("RSS whole lab") for what in rss), rows
+    assert all(value > 1 for value in rss.values()), rows  # MiB
+    assert rows["CPU of the idle lab over 2 s"] >= 0, rows
+    assert prefix_namespaces(prefix) == []

@@ -1,0 +1,139 @@
+"""What a lab costs a class: ``vpnlab bench --footprint`` (``scripts/bench.sh --footprint``).
+
+In a lab of its own (prefix ``vfoot-``, removed at the end, also when something fails):
+
+    lab up / lab down    wall-clock seconds of ``lab.up`` (with the VPN, default cipher) and
+                         ``lab.down``
+    RSS                  VmRSS (/proc/PID/status) of each daemon of the record (server, every
+                         client, who-am-I) and the sum over every process in the lab's namespaces
+    idle CPU             utime + stime (/proc/PID/stat) of those processes over an idle window
+                         (the daemons asleep between keepalives), as per cent of one core
+
+The kernel's own work for the lab (softirqs of the veths, forwarding, NAT) is charged to no
+process and is not in these numbers; when the lab is idle it is a keepalive every 2 s.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vpnlab import lab
+from vpnlab.course.bench import cpu_ticks, say
+from vpnlab.lab.state import load, ns_ids, pids_in, prefix_namespaces
+from vpnlab.wire.ciphers import DEFAULT_CIPHER
+
+FOOTPRINT_PREFIX = "vfoot-"
+IDLE_S = 10.0
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of a process in kB (0 if it is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def lab_processes(prefix: str) -> list[int]:
+    """Every process inside the lab's namespaces."""
+    return sorted(pids_in(ns_ids(prefix_namespaces(prefix))))
+
+
+def idle_cpu_percent(pids: list[int], seconds: float) -> float:
+    """CPU of ``pids`` over ``seconds`` of sleeping here, in per cent of one core."""
+    before = {pid: cpu_ticks(pid) for pid in pids}
+    start = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - start
+    used = sum(max(0, cpu_ticks(pid) - ticks) for pid, ticks in before.items())
+    return 100 * used / os.sysconf("SC_CLK_TCK") / elapsed
+
+
+def measure(pids_of: dict[str, int], prefix: str, idle_s: float) -> dict[str, Any]:
+    """RSS of each daemon and of the whole lab, then its idle CPU (the lab is up)."""
+    processes = lab_processes(prefix)
+    return {
+        "rss_kb": {name: rss_kb(pid) for name, pid in pids_of.items()},
+        "processes": len(processes),
+        "lab_rss_kb": sum(rss_kb(pid) for pid in processes),
+        "idle_cpu_percent": round(idle_cpu_percent(processes, idle_s), 3),
+    }
+
+
+def footprint(
+    prefix: str = FOOTPRINT_PREFIX,
+    idle_s: float = IDLE_S,
+    cipher: str = DEFAULT_CIPHER,
+    progress: Callable[[str], None] = say,
+) -> dict[str, Any]:
+    """Build a lab with the VPN, measure it, remove it; the document :func:`format_footprint`
+    prints. The lab is removed whatever happens (``lab.up`` and the window are bounded)."""
+    document: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": {"cpus": os.cpu_count(), "model": cpu_model(), "kernel": platform.release()},
+        "cipher": cipher,
+        "idle_s": idle_s,
+    }
+    progress(f"footprint: lab up ({prefix}, VPN, {cipher}) ...")
+    start = time.monotonic()
+    try:
+        lab.up(prefix=prefix, cipher=cipher)
+        document["up_s"] = round(time.monotonic() - start, 2)
+        daemons = (load(prefix) or {}).get("daemons", {})
+        pids_of = {name: info["pid"] for name, info in daemons.items()}
+        progress(f"footprint: up in {document['up_s']} s; idle for {idle_s} s ...")
+        document.update(measure(pids_of, prefix, idle_s))
+    finally:
+        start = time.monotonic()
+        lab.down(prefix)
+        document["down_s"] = round(time.monotonic() - start, 2)
+    document["left"] = prefix_namespaces(prefix)
+    return document
+
+
+def format_footprint(document: dict[str, Any]) -> str:
+    """The footprint as a Markdown table (it goes into the README as it is)."""
+    mib = 1024
+    rows = [
+        (f"lab up (VPN, {document['cipher']})", f"{document['up_s']:.2f}", "s"),
+        ("lab down", f"{document['down_s']:.2f}", "s"),
+        *(
+            (f"RSS {name}", f"{kb / mib:.1f}", "MiB")
+            for name, kb in sorted(document["rss_kb"].items())
+        ),
+        (
+            f"RSS whole lab ({document['processes']} processes)",
+            f"{document['lab_rss_kb'] / mib:.1f}",
+            "MiB",
+        ),
+        (
+            f"CPU of the idle lab over {document['idle_s']:g} s",
+            f"{document['idle_cpu_percent']:.2f}",
+            "% of one core",
+        ),
+    ]
+    lines = ["| what | value | unit |", "|---|---:|---|"]
+    lines += [f"| {what} | {value} | {unit} |" for what, value, unit in rows]
+    machine = document["machine"]
+    lines.append("")
+    lines.append(
+        f"{document['date']}, {machine['cpus']} cores ({machine['model']}), "
+        f"kernel {machine['kernel']}"
+    )
+    return "\n".join(lines)

@@ -6,6 +6,7 @@
     iperf      iperf3 from r1 to web, for the two experiments below
     openvpn    OpenVPN's configuration, the benchmark's comparison
     bench      the benchmark against OpenVPN (``vpnlab bench``, ``scripts/bench.sh``)
+    footprint  what a lab costs a class (``vpnlab bench --footprint``)
     meltdown   the TCP-meltdown experiment, UDP against TCP transport (``vpnlab meltdown``)
 
 Their command lines are in ``vpnlab/cli/`` (``arp-experiment``, ``bench``, ``meltdown``).

@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
+from typing import TypeVar
 
 from vpnlab import lab
 from vpnlab.core.constants import PORT
 from vpnlab.lab import state
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, make_topology
+
+T = TypeVar("T")
 
 # --- the lab's addresses, from the topology ------------------------------------------------------
 
@@ -165,20 +168,27 @@ class LabHandle:
         return lab.exec_in(self.prefix, node, list(argv), **kwargs)
 
 
-def build_lab(**up_kwargs) -> Iterator[LabHandle]:
-    """up() under a fresh prefix; down() in finally; then check that nothing is left."""
+def built(make: Callable[[str], T]) -> Iterator[tuple[str, T]]:
+    """``make(prefix)`` under a fresh prefix (it builds a lab); down() in finally; then check
+    that nothing of it is left and that the root namespace is as before."""
     prefix = fresh_prefix()
     before = root_snapshot()
     ns_ids: dict = {}
     pids: list[int] = []
     try:
-        info = lab.up(prefix=prefix, **up_kwargs)
+        made = make(prefix)
         ns_ids = state.ns_ids(state.prefix_namespaces(prefix))
         pids = lab_pids(prefix)
-        yield LabHandle(prefix, info)
+        yield prefix, made
     finally:
         ns_ids = ns_ids or state.ns_ids(state.prefix_namespaces(prefix))
         pids = sorted(set(pids) | set(lab_pids(prefix)))
         lab.down(prefix)
     assert_gone(prefix, ns_ids, pids)
     assert root_snapshot() == before, "the root namespace changed"
+
+
+def build_lab(**up_kwargs) -> Iterator[LabHandle]:
+    """up() under a fresh prefix, torn down and proven gone afterwards (:func:`built`)."""
+    for prefix, info in built(lambda p: lab.up(prefix=p, **up_kwargs)):
+        yield LabHandle(prefix, info)

@@ -29,10 +29,7 @@ from .helpers import (
     CLIENT_GATEWAY,
     SERVER_IP,
     WEB_URL,
-    assert_gone,
-    fresh_prefix,
-    lab_pids,
-    root_snapshot,
+    built,
     wait_until,
 )
 
@@ -79,23 +76,15 @@ class ScriptedLab:
 
 @pytest.fixture(scope="module")
 def scripted_lab() -> Iterator[ScriptedLab]:
-    """``scripts/netns-lab.sh up`` (the default cipher: the by-hand daemons need its psk)."""
-    prefix = fresh_prefix()
-    before = root_snapshot()
-    ns_ids: dict = {}
-    pids: list[int] = []
-    try:
-        up = script(prefix, "up")
-        assert up.returncode == 0, up.stderr
-        ns_ids = state.ns_ids(state.prefix_namespaces(prefix))
-        pids = lab_pids(prefix)
-        yield ScriptedLab(prefix, up)
-    finally:
-        ns_ids = ns_ids or state.ns_ids(state.prefix_namespaces(prefix))
-        pids = sorted(set(pids) | set(lab_pids(prefix)))
-        lab.down(prefix)
-    assert_gone(prefix, ns_ids, pids)
-    assert root_snapshot() == before, "the root namespace changed"
+    """``scripts/netns-lab.sh up`` (the default cipher), torn down and proven gone after."""
+
+    def up(prefix: str) -> subprocess.CompletedProcess:
+        done = script(prefix, "up")
+        assert done.returncode == 0, done.stderr
+        return done
+
+    for prefix, done in built(up):
+        yield ScriptedLab(prefix, done)
 
 
 def test_up_progress_on_stderr_verify_and_summary_on_stdout(scripted_lab):

@@ -9,6 +9,6 @@ moves the bytes, and ``tests/unit`` drives two cores against each other with a f
     formats                     the wire-format interface that ``vpnlab/wire/`` implements
     packet                      IPv4/TCP/Ethernet field helpers, checksums, the MSS clamp
     session                     one peer: seal/open, keepalive, liveness, the state table
-    client_core, server_core    ClientConnection and ServerConnection
+    client_core, server_core    ClientConnection and ServerConnection (server_tap: its TAP mode)
     ratelimit, bridge           the Hello rate limit; TAP mode's MAC-learning switch
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from vpnlab.core.bridge import LOCAL, Switch, claimed_sender, frame_macs, is_group
+from vpnlab.core.bridge import LOCAL, Switch
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
@@ -15,12 +15,12 @@ from vpnlab.core.events import (
     SessionClosed,
 )
 from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
-from vpnlab.core.packet import ETHERNET_HEADER_BYTES, ipv4_destination, ipv4_source, is_ipv4
+from vpnlab.core.packet import ipv4_destination, ipv4_source, is_ipv4
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HelloRateLimiter
+from vpnlab.core.server_tap import TapSwitching
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
-    CoreBase,
     Counters,
     Session,
     State,
@@ -32,7 +32,7 @@ MAX_SESSIONS_PER_IP = 32
 identities; in the identity mode each peer has its own address, so no pool can be drained."""
 
 
-class ServerCore(CoreBase):
+class ServerCore(TapSwitching):
     """ServerConnection: answer Hellos, give each client an address, carry its packets.
 
     Args:
@@ -224,38 +224,6 @@ class ServerCore(CoreBase):
         layer2 = self.switch is not None
         return Session(peer, established, now, self.counters, self.timeouts, layer2)
 
-    def set_local_mac(self, mac: bytes) -> None:
-        """Ifconfig, TAP mode: the MAC of the server's tap0, which no client may claim."""
-        if self.switch is not None:
-            self.switch.add_static(mac, LOCAL)
-
-    def _switch_frame(self, session: Session, frame: bytes, now: float) -> list[Event]:
-        """SockSelected, TAP mode: learn the frame's source MAC, then forward it by its
-        destination MAC: to tap0 (a PacketReceived), to other clients (sealed), or both."""
-        assert self.switch is not None
-        peer = session.peer
-        claim = claimed_sender(frame)  # ARP's sender or IPv4's source: its own address only
-        if claim is not None and not self._speaks_for(session, claim[1]):
-            return self._drop(claim[0], peer)
-        destination, source = frame_macs(frame)
-        if not self.switch.learn(source, peer, now):
-            reason = "bad source mac" if is_group(source) else "spoofed source mac"
-            return self._drop(reason, peer)
-        if not self.switch.flood_allowed(destination, peer, now):
-            return self._drop("flood rate limit", peer)
-        events: list[Event] = []
-        for port in self.switch.forward(destination, peer, now):
-            if port == LOCAL:
-                self.counters.packets_to_tun += 1
-                self.counters.bytes_to_tun += len(frame)
-                events.append(PacketReceived(frame))
-            elif self.isolate_clients:
-                if not is_group(destination):
-                    events += self._drop("client to client denied", peer)
-            else:
-                events += self._seal(self.sessions[port], frame, now, "tap")
-        return events
-
     def _speaks_for(self, session: Session, address: IPv4Address | None) -> bool:
         """Whether ``session`` may send from ``address``: its tunnel address, or its LAN's."""
         return address == session.tunnel_address.ip or self._owner(address) is session
@@ -309,14 +277,7 @@ class ServerCore(CoreBase):
         TAP mode: switch one frame from tap0 by its destination MAC (flooded if unknown).
         """
         if self.switch is not None:
-            if len(packet) < ETHERNET_HEADER_BYTES:
-                return self._drop("tap: runt frame")
-            destination, source = frame_macs(packet)
-            self.switch.learn(source, LOCAL, now, take_over=True)
-            events: list[Event] = []
-            for port in self.switch.forward(destination, LOCAL, now):
-                events += self._seal(self.sessions[port], packet, now, "tap")
-            return events
+            return self._switch_from_tap(packet, now)
         return self.send_packets([packet], now)
 
     def send_packets(self, packets: list[bytes], now: float) -> list[Event]:

@@ -18,8 +18,10 @@ The nine tasks of the SEED Labs "VPN Tunneling Lab", and what checks each here (
     9 experiment with the TAP interface         no check (notebook 01 reads one ARP request
                                                 from a tap; no exercise checks TAP mode)
 
-Items of no SEED task (notebook 07's TCP meltdown, the troubleshooting labs' ``fault``) are
-reported too, under "beyond SEED". A task with no check says "no check", never "passed".
+Items of no SEED task (notebook 07's TCP meltdown, the troubleshooting labs) are reported
+too, under "beyond SEED": the attempts of ``vpnlab check`` in fault labs one item per lab,
+``fault:NAME`` once fixed (:func:`split_faults`). A task with no check says "no check",
+never "passed".
 """
 
 from __future__ import annotations
@@ -86,6 +88,22 @@ def item_summary(item: str, attempts: list[Attempt]) -> dict[str, Any]:
     }
 
 
+def split_faults(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
+    """``vpnlab check``'s attempts in fault labs, one item per lab: ``fault:NAME`` once that
+    lab's fault was fixed (the detail names it then), ``fault:unsolved-TOKEN`` before.
+
+    Each detail starts with the lab's token (``[1a2b3c4d] ...``)."""
+    by_lab: dict[str, list[Attempt]] = defaultdict(list)
+    for attempt in attempts:
+        token = attempt.detail[1:9] if attempt.detail.startswith("[") else "?"
+        by_lab[token].append(attempt)
+    items: dict[str, list[Attempt]] = defaultdict(list)
+    for token, tries in by_lab.items():
+        fixed = [a.detail.split()[2] for a in tries if a.passed and " fixed " in a.detail]
+        items[f"fault:{fixed[0]}" if fixed else f"fault:unsolved-{token}"] += tries
+    return dict(items)
+
+
 def _sort_key(item: str) -> tuple:
     parts = item.split(".")
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
@@ -96,6 +114,7 @@ def report(attempts: list[Attempt], student: str = "") -> dict[str, Any]:
     by_item: dict[str, list[Attempt]] = defaultdict(list)
     for attempt in attempts:
         by_item[attempt.item].append(attempt)
+    by_item.update(split_faults(by_item.pop("fault", [])))
     items = {name: item_summary(name, tries) for name, tries in by_item.items()}
     tasks, placed = [], set()
     for number, title, patterns in SEED_TASKS:

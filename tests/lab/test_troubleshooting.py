@@ -9,6 +9,7 @@ checked, repaired and checked again. The lab is removed and proven gone (``helpe
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from vpnlab import cli
 from vpnlab.core.constants import tun_mtu
 from vpnlab.course import progress
+from vpnlab.course.check import CHECKS
 from vpnlab.lab import faults, state
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
 from vpnlab.wire.crypto import algorithm
@@ -106,7 +108,7 @@ def _up_random(prefix: str) -> str:
     """``vpnlab lab up --fault random --seed SEED``, as a student starts one; its fault."""
     done = vpnlab("lab", "up", "--prefix", prefix, "--fault", "random", "--seed", str(SEED))
     assert done.returncode == 0, done.stderr
-    assert "fault is hidden" in done.stderr
+    assert done.stdout.startswith("a fault is hidden in this lab")
     return faults.identify(prefix)
 
 
@@ -114,6 +116,22 @@ def _up_random(prefix: str) -> str:
 def random_fault_lab():
     """(prefix, its fault): a troubleshooting lab from the CLI, removed and proven gone."""
     yield from built(_up_random)
+
+
+def _script_up(prefix: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "scripts/netns-lab.sh", "up", "--fault", "udp-filter"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "VPNLAB_PREFIX": prefix},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def scripted_fault_lab():
+    yield from built(_script_up)
 
 
 @pytest.fixture
@@ -157,6 +175,7 @@ def test_a_restart_is_noticed_and_a_plain_lab_checks_healthy(restarted_lab, tmp_
     capsys.readouterr()
     assert cli.main([*check, "--prefix", prefix]) == 1
     result = json.loads(capsys.readouterr().out)
+    assert tuple(c["name"] for c in result["checks"]) == CHECKS
     assert [c["name"] for c in result["checks"] if not c["ok"]] == ["not restarted"]
     Path(state.state_dir(prefix) / faults.FAULT_FILE).unlink()  # now a lab like any other
     assert cli.main([*check, "--prefix", prefix]) == 0
@@ -173,3 +192,13 @@ def test_bad_fault_names_are_one_line_errors(prefix, capsys):
     assert err.count("\n") == 1 and "unknown fault 'nope'" in err
     assert cli.main(["check", "--prefix", prefix]) == 1
     assert "no lab" in capsys.readouterr().err
+
+
+def test_the_script_starts_a_fault_lab_without_verifying_it(scripted_fault_lab):
+    prefix, done = scripted_fault_lab
+    assert done.returncode == 0, done.stderr
+    assert "[vpnlab] Lab: a fault is hidden in it" in done.stderr
+    assert "verify" not in done.stdout and "udp-filter" not in done.stdout + done.stderr
+    assert f"The lab is up (namespaces {prefix}r1" in done.stdout
+    assert faults.identify(prefix) == "udp-filter"
+    assert vpnlab("check", "--prefix", prefix, "--progress", os.devnull).returncode == 1

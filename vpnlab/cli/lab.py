@@ -194,7 +194,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = dict(topology=topo, cipher=args.cipher, nat=args.nat == "on", mode=args.mode)
     if args.fault:
         info = faults.start(args.prefix, args.fault, args.seed, psk=bool(args.psk), **options)
-        print("a fault is hidden in this lab: find and repair it (vpnlab check)", file=sys.stderr)
+        if not args.json:
+            print("a fault is hidden in this lab: find and repair it (vpnlab check)")
     else:
         info = up(prefix=args.prefix, vpn=args.vpn, psk=bool(args.psk), **options)
     print(json.dumps(info, indent=2) if args.json else format_status(info))

@@ -37,6 +37,18 @@ from vpnlab.lab.state import alive, record_of, state_dir, topology_of
 
 from .progress import Attempt, record
 
+CHECKS = (
+    "daemons running",
+    "tunnel up",
+    "ping web",
+    "route via tun0",
+    "who-am-I",
+    "big packets",
+    "big download",
+    "counters",
+    "not restarted",
+)
+"""The checks' names, in order (the last one only in a fault lab)."""
 DOWNLOAD_BYTES = 1_000_000
 COUNTER_WAIT_S = 1.1
 """The daemons rewrite their status files every second: wait for the counters of the checks."""

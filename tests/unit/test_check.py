@@ -15,10 +15,14 @@ from vpnlab import cli
 from vpnlab.course import progress
 from vpnlab.course.check import CHECKS
 from vpnlab.course.progress import Attempt
-from vpnlab.course.report import CSV_COLUMNS, SEED_TASKS, report, to_csv
+from vpnlab.course.report import CSV_COLUMNS, SEED_TASKS, known_exercises, report, to_csv
 from vpnlab.lab import faults
 
 T0 = 1_764_590_000.0
+EXERCISES = ["0.1", "0.2", "0.3", "1.1", "1.2", "3.1", "7.1", "8.1"]
+"""The notebooks' exercises, as far as these tests are concerned."""
+BEYOND_SEED_NOTEBOOKS = {"7", "13"}
+"""The TCP meltdown and the MTU: no SEED task asks for them."""
 
 
 @pytest.fixture
@@ -50,7 +54,7 @@ def _task(data: dict, number: int) -> dict:
 
 
 def test_attempts_first_pass_and_time_to_pass(progress_file):
-    data = report(progress.load(progress_file), "alice")
+    data = report(progress.load(progress_file), "alice", EXERCISES)
     assert data["student"] == "alice"
     (first,) = [i for i in _task(data, 1)["items"] if i["item"] == "0.1"]
     assert first["attempts"] == 3 and first["passed"]
@@ -58,15 +62,17 @@ def test_attempts_first_pass_and_time_to_pass(progress_file):
     assert first["first_attempt"] == "2025-12-01T11:53:20Z"
     assert first["first_pass"] == "2025-12-01T11:54:50Z"
     assert _task(data, 1)["status"] == "passed"
-    (tun,) = _task(data, 2)["items"]
+    tun, untried = _task(data, 2)["items"]
     assert tun["item"] == "1.1" and not tun["passed"] and tun["first_pass"] == ""
+    assert (untried["item"], untried["attempts"], untried["passed"]) == ("1.2", 0, False)
     assert _task(data, 2)["status"] == "in progress"
     assert _task(data, 5)["status"] == "passed"  # vpnlab check in a healthy lab
     assert _task(data, 7)["status"] == "not attempted"
+    assert [i["item"] for i in _task(data, 7)["items"]] == ["8.1"]
 
 
 def test_the_nine_seed_tasks_are_all_there_and_tap_has_no_check(progress_file):
-    data = report(progress.load(progress_file))
+    data = report(progress.load(progress_file), "", EXERCISES)
     assert [t["seed_task"] for t in data["seed_tasks"]] == list(range(1, 10))
     assert len(SEED_TASKS) == 9
     tap = _task(data, 9)
@@ -75,9 +81,11 @@ def test_the_nine_seed_tasks_are_all_there_and_tap_has_no_check(progress_file):
 
 
 def test_fault_labs_are_one_item_each_named_only_once_fixed(progress_file):
-    data = report(progress.load(progress_file))
+    data = report(progress.load(progress_file), "", EXERCISES)
     extra = {i["item"]: i for i in data["beyond_seed"]}
-    assert set(extra) == {"7.1", "fault:forward-r2", "fault:unsolved-bbbbbbbb"}
+    every_fault = {f"fault:{name}" for name in faults.FAULTS}
+    assert set(extra) == {"7.1", "fault:unsolved-bbbbbbbb"} | every_fault
+    assert sum(i["attempts"] for n, i in extra.items() if n in every_fault) == 2
     assert extra["fault:forward-r2"]["attempts"] == 2
     assert extra["fault:forward-r2"]["seconds_to_pass"] == 120.0
     assert not extra["fault:unsolved-bbbbbbbb"]["passed"]
@@ -86,7 +94,9 @@ def test_fault_labs_are_one_item_each_named_only_once_fixed(progress_file):
 
 
 def test_csv_columns_and_rows(progress_file):
-    rows = list(csv.DictReader(io.StringIO(to_csv(report(progress.load(progress_file), "bob")))))
+    rows = list(
+        csv.DictReader(io.StringIO(to_csv(report(progress.load(progress_file), "bob", EXERCISES))))
+    )
     assert list(rows[0]) == CSV_COLUMNS
     assert {r["student"] for r in rows} == {"bob"}
     tap = [r for r in rows if r["seed_task"] == "9"]
@@ -94,11 +104,10 @@ def test_csv_columns_and_rows(progress_file):
     assert {r["seed_task"] for r in rows} >= {str(n) for n in range(1, 10)}
     first = next(r for r in rows if r["item"] == "0.1")
     assert (first["attempts"], first["passed"], first["status"]) == ("3", "True", "passed")
-    assert [r["item"] for r in rows if r["task"] == "beyond SEED"] == [
-        "7.1",
-        "fault:forward-r2",
-        "fault:unsolved-bbbbbbbb",
-    ]
+    beyond = [r["item"] for r in rows if r["task"] == "beyond SEED"]
+    assert beyond[0] == "7.1" and "fault:forward-r2" in beyond and len(beyond) == 1 + 9 + 1
+    untried = next(r for r in rows if r["item"] == "fault:rp-filter")
+    assert (untried["attempts"], untried["status"]) == ("0", "not attempted")
 
 
 def test_cli_writes_the_report_to_a_file(progress_file, tmp_path, capsys):
@@ -124,3 +133,15 @@ def test_random_faults_are_reproducible_and_every_name_is_distinct():
     assert faults.choose(names, 3) == faults.choose(names, 3)
     assert {faults.choose(names, seed) for seed in range(50)} == set(names)
     assert not any(name in check for name in names for check in CHECKS)
+
+
+def test_every_exercise_of_the_notebooks_is_in_a_seed_task_or_beyond_it():
+    exercises = known_exercises()
+    assert "0.1" in exercises and "11.4" in exercises
+    data = report([], "", exercises)
+    placed = {i["item"] for t in data["seed_tasks"] for i in t["items"]}
+    beyond = {i["item"] for i in data["beyond_seed"] if not i["item"].startswith("fault:")}
+    assert placed | beyond == set(exercises) | {"lab"}
+    assert {item.split(".")[0] for item in beyond} == BEYOND_SEED_NOTEBOOKS & {
+        item.split(".")[0] for item in exercises
+    }

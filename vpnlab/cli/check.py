@@ -42,7 +42,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the checks as JSON")
     p.add_argument("--report", action="store_true", help="write the progress report instead")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="of the report")
-    p.add_argument("--student", help="the name in the report (default: the user's name)")
+    p.add_argument("--student", help="the name in the report (default: $SUDO_USER, else the user's name)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here (default: stdout)")
     p.add_argument(
         "--progress", metavar="FILE", help="the progress file (default: $VPNLAB_PROGRESS or ~)"
@@ -64,7 +64,8 @@ def _report(args: argparse.Namespace, path: Path | None) -> int:
     source = path or progress.progress_path()
     if not source.exists():
         raise LabError(f"no progress file {source} (nothing checked yet, or see --progress)")
-    data = report(progress.load(source), args.student or getpass.getuser())
+    student = args.student or os.environ.get("SUDO_USER") or getpass.getuser()
+    data = report(progress.load(source), student)
     text = to_csv(data) if args.format == "csv" else to_json(data)
     if args.output:
         Path(args.output).write_text(text)

@@ -29,18 +29,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
+from vpnlab.lab.faults import FAULTS
+
 from .progress import Attempt
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+"""The course's notebooks, in a checkout of the repository (where the exercises are listed)."""
+_EXERCISE = re.compile(r'course\.(?:check|observe)\(\s*"([^"]+)"')
 
 SEED_TASKS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "Network setup", ("0.",)),
     (2, "Create and configure the TUN interface", ("1.", "11.")),
     (3, "Send the IP packet to the VPN server through a tunnel", ("2.",)),
-    (4, "Set up the VPN server", ("3.", "4.")),
-    (5, "Handling traffic in both directions", ("5.", "lab")),
+    (4, "Set up the VPN server", ("3.", "4.", "12.")),
+    (5, "Handling traffic in both directions", ("5.", "12.", "lab")),
     (6, "Tunnel-breaking test", ("6.", "10.")),
     (7, "Routing experiment on host V", ("8.",)),
     (8, "VPN between private networks", ("9.",)),
@@ -63,6 +71,13 @@ CSV_COLUMNS = [
 ]
 
 
+def known_exercises(folder: Path = NOTEBOOKS) -> list[str]:
+    """Every exercise id the notebooks check (``course.check("3.1", ...)``), in order; none
+    if the folder is not there (an installed package without the course)."""
+    found = {m for path in sorted(folder.glob("*.py")) for m in _EXERCISE.findall(path.read_text())}
+    return sorted(found, key=_sort_key)
+
+
 def _belongs(item: str, patterns: tuple[str, ...]) -> bool:
     return any(item == p or (p.endswith(".") and item.startswith(p)) for p in patterns)
 
@@ -73,6 +88,16 @@ def _when(t: float | None) -> str:
 
 def item_summary(item: str, attempts: list[Attempt]) -> dict[str, Any]:
     """One item: passed, attempts, first attempt and first pass (UTC), seconds between."""
+    if not attempts:
+        return {
+            "item": item,
+            "passed": False,
+            "attempts": 0,
+            "first_attempt": "",
+            "first_pass": "",
+            "seconds_to_pass": None,
+            "detail": "",
+        }
     first = min(a.time for a in attempts)
     passes = [a.time for a in attempts if a.passed]
     first_pass = min(passes) if passes else None
@@ -109,12 +134,23 @@ def _sort_key(item: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 
 
-def report(attempts: list[Attempt], student: str = "") -> dict[str, Any]:
-    """The report: every SEED task with its items, then the items of no SEED task."""
+def report(
+    attempts: list[Attempt], student: str = "", exercises: list[str] | None = None
+) -> dict[str, Any]:
+    """The report: every SEED task with its items, then the items of no SEED task.
+
+    Every exercise of ``exercises`` (default: :func:`known_exercises`) and every fault is an
+    item, tried or not (0 attempts), besides every item tried.
+    """
     by_item: dict[str, list[Attempt]] = defaultdict(list)
+    for name in [*(known_exercises() if exercises is None else exercises), "lab"]:
+        by_item[name] = []
+    for name in FAULTS:
+        by_item[f"fault:{name}"] = []
     for attempt in attempts:
         by_item[attempt.item].append(attempt)
-    by_item.update(split_faults(by_item.pop("fault", [])))
+    for name, tries in split_faults(by_item.pop("fault", [])).items():
+        by_item[name] += tries
     items = {name: item_summary(name, tries) for name, tries in by_item.items()}
     tasks, placed = [], set()
     for number, title, patterns in SEED_TASKS:
@@ -124,8 +160,11 @@ def report(attempts: list[Attempt], student: str = "") -> dict[str, Any]:
             task_status = "no check"
         elif not mine:
             task_status = "not attempted"
+        elif all(items[n]["passed"] for n in mine):
+            task_status = "passed"
         else:
-            task_status = "passed" if all(items[n]["passed"] for n in mine) else "in progress"
+            tried = any(items[n]["attempts"] for n in mine)
+            task_status = "in progress" if tried else "not attempted"
         task = {"seed_task": number, "title": title, "status": task_status}
         task["checked_by"] = list(patterns)
         task["items"] = [items[n] for n in mine]
@@ -158,4 +197,6 @@ def to_csv(data: dict[str, Any]) -> str:
 
 
 def _status(item: dict[str, Any]) -> str:
-    return "passed" if item["passed"] else "not passed"
+    if item["passed"]:
+        return "passed"
+    return "not passed" if item["attempts"] else "not attempted"

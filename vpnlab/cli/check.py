@@ -42,7 +42,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the checks as JSON")
     p.add_argument("--report", action="store_true", help="write the progress report instead")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="of the report")
-    p.add_argument("--student", help="the name in the report (default: $SUDO_USER, else the user's name)")
+    p.add_argument(
+        "--student", help="the name in the report (default: $SUDO_USER, else the user's name)"
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here (default: stdout)")
     p.add_argument(
         "--progress", metavar="FILE", help="the progress file (default: $VPNLAB_PROGRESS or ~)"

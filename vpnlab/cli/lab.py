@@ -192,6 +192,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         topo = make_topology(args.clients, site_to_site=args.site_to_site)
     options = dict(topology=topo, cipher=args.cipher, nat=args.nat == "on", mode=args.mode)
+    if args.fault and not args.vpn:
+        raise LabError("--fault needs the VPN (leave out --no-vpn)")
     if args.fault:
         info = faults.start(args.prefix, args.fault, args.seed, psk=bool(args.psk), **options)
         if not args.json:

@@ -222,8 +222,11 @@ def start(prefix: str, fault: str, seed: int | None = None, **up_kwargs: Any) ->
     """
     if fault != "random" and fault not in FAULTS:
         raise LabError(f"unknown fault {fault!r} (choose from random, {', '.join(FAULTS)})")
-    if up_kwargs.get("mode", "tun") != "tun":
-        raise LabError("troubleshooting labs run in tun mode")
+    topology = up_kwargs.get("topology")
+    if up_kwargs.get("mode", "tun") != "tun" or up_kwargs.get("nat") is False:
+        raise LabError("troubleshooting labs run in tun mode with NAT (no --mode tap, --nat off)")
+    if topology is not None and topology.tunnel.lans:
+        raise LabError("troubleshooting labs are not site to site")
     up_kwargs.pop("vpn", None)
     up(prefix, vpn=False, **up_kwargs)
     start_vpn(

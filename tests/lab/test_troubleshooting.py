@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from vpnlab import cli
+from vpnlab import cli, lab
 from vpnlab.core.constants import tun_mtu
+from vpnlab.core.errors import LabError
 from vpnlab.course import progress
 from vpnlab.course.check import CHECKS
 from vpnlab.lab import faults, state
@@ -192,6 +193,9 @@ def test_bad_fault_names_are_one_line_errors(prefix, capsys):
     assert err.count("\n") == 1 and "unknown fault 'nope'" in err
     assert cli.main(["check", "--prefix", prefix]) == 1
     assert "no lab" in capsys.readouterr().err
+    lab.up(prefix=prefix, vpn=False)  # not a troubleshooting lab: no fault goes in
+    with pytest.raises(LabError, match="troubleshooting labs only"):
+        faults.inject(prefix, "host-route")
 
 
 def test_the_script_starts_a_fault_lab_without_verifying_it(scripted_fault_lab):

@@ -128,7 +128,8 @@ def run_checks(prefix: str) -> list[dict[str, Any]]:
     add("who-am-I", answer == f"you are {topo.server_ip}", answer)
     mtu = _mtu(prefix, client)
     big = _ping(prefix, client, topo.web_ip, "-M", "do", "-s", str(mtu - 28)) if web else None
-    add("big packets", bool(big and big[0]), f"tun0 mtu {mtu}: {big[1] if big else 'needs web'}")
+    why = big[1] if big else "needs ping web"
+    add("big packets", bool(mtu and big and big[0]), f"tun0 mtu {mtu}: {why}" if mtu else "no tun0")
     url = f"{info['web']}bytes/{DOWNLOAD_BYTES}"
     digest = _in_node(prefix, client, _DOWNLOAD, url) if web else "needs ping web"
     whole = digest == pattern_sha256(DOWNLOAD_BYTES)

@@ -240,12 +240,21 @@ def start(prefix: str, fault: str, seed: int | None = None, **up_kwargs: Any) ->
     topo = topology_of(prefix)
     rule = f'oifname "tun0" ip daddr {topo.server_ip} udp dport 4500 counter drop'
     _nft(prefix, _client(topo), _filter(GUARD_TABLE, "output", rule))
+    record = record_of(prefix)
+    record["troubleshooting"] = True
+    save(record)
     inject(prefix, choose(applicable(prefix), seed) if fault == "random" else fault)
     return status(prefix)
 
 
 def inject(prefix: str, name: str) -> None:
-    """Break ``name`` in a running troubleshooting lab and record it (``fault.json``)."""
+    """Break ``name`` in a running troubleshooting lab and record it (``fault.json``).
+
+    Only in a lab :func:`start` made: elsewhere the daemons give up, and a missing host route
+    would be a routing loop.
+    """
+    if not record_of(prefix).get("troubleshooting"):
+        raise LabError("faults go into troubleshooting labs only (vpnlab lab up --fault ...)")
     if name not in applicable(prefix):
         raise LabError(f"fault {name!r} does not fit this lab (it can have: {applicable(prefix)})")
     FAULTS[name].inject(prefix, topology_of(prefix))

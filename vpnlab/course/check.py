@@ -32,7 +32,7 @@ from typing import Any
 from vpnlab.instruments.whoami import pattern_sha256
 from vpnlab.lab import faults
 from vpnlab.lab.inspection import read_status_file, status
-from vpnlab.lab.nodes import run_in
+from vpnlab.lab.nodes import run_in, wait_for
 from vpnlab.lab.state import alive, record_of, state_dir, topology_of
 
 from .progress import Attempt, record
@@ -50,8 +50,9 @@ CHECKS = (
 )
 """The checks' names, in order (the last one only in a fault lab)."""
 DOWNLOAD_BYTES = 1_000_000
-COUNTER_WAIT_S = 1.1
-"""The daemons rewrite their status files every second: wait for the counters of the checks."""
+COUNTER_WAIT_S = 1.5
+"""The daemons rewrite their status files every second: how long to wait for ones written
+after the checks (their counters count the checks' packets)."""
 _DOWNLOAD = (
     "import hashlib, sys, urllib.request as u\n"
     "print(hashlib.sha256(u.urlopen(sys.argv[1], timeout=4).read()).hexdigest())"
@@ -84,10 +85,20 @@ def _mtu(prefix: str, node: str) -> int:
         return 0
 
 
-def _counters(prefix: str, client: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _status_files(prefix: str, client: str) -> tuple[dict[str, Any], dict[str, Any]]:
     folder = state_dir(prefix)
     client_st = read_status_file(folder / f"client-{client}.json") or {}
-    server_st = read_status_file(folder / "server.json") or {}
+    return client_st, read_status_file(folder / "server.json") or {}
+
+
+def _counters(prefix: str, client: str, since: float = 0.0) -> tuple[dict, dict]:
+    """Both daemons' counters, from status files written after ``since`` (waiting up to
+    COUNTER_WAIT_S for them; older ones if none come)."""
+    wait_for(
+        lambda: all(float(st.get("updated", 0)) >= since for st in _status_files(prefix, client)),
+        COUNTER_WAIT_S,
+    )
+    client_st, server_st = _status_files(prefix, client)
     return client_st.get("counters") or {}, server_st.get("counters") or {}
 
 
@@ -134,8 +145,7 @@ def run_checks(prefix: str) -> list[dict[str, Any]]:
     digest = _in_node(prefix, client, _DOWNLOAD, url) if web else "needs ping web"
     whole = digest == pattern_sha256(DOWNLOAD_BYTES)
     add("big download", whole, "1 MB intact" if whole else digest)
-    time.sleep(COUNTER_WAIT_S)
-    add("counters", *_counters_sane(before, _counters(prefix, client)))
+    add("counters", *_counters_sane(before, _counters(prefix, client, since=time.time())))
     note = faults.recorded(prefix)
     if note is not None:
         add("not restarted", *_same_daemons(prefix, note))

@@ -110,7 +110,10 @@ def _up_random(prefix: str) -> str:
     done = vpnlab("lab", "up", "--prefix", prefix, "--fault", "random", "--seed", str(SEED))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("a fault is hidden in this lab")
-    return faults.identify(prefix)
+    fault = faults.identify(prefix)
+    assert f"the ticket: {faults.FAULTS[fault].ticket}\n" in done.stdout
+    assert fault not in done.stdout + done.stderr
+    return fault
 
 
 @pytest.fixture

@@ -198,6 +198,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         info = faults.start(args.prefix, args.fault, args.seed, psk=bool(args.psk), **options)
         if not args.json:
             print("a fault is hidden in this lab: find and repair it (vpnlab check)")
+            print(f"the ticket: {faults.ticket(args.prefix)}")
     else:
         info = up(prefix=args.prefix, vpn=args.vpn, psk=bool(args.psk), **options)
     print(json.dumps(info, indent=2) if args.json else format_status(info))

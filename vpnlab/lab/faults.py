@@ -3,7 +3,9 @@
 ``vpnlab lab up --fault NAME|random`` builds the lab, starts the VPN and then breaks one thing
 with the tools a student repairs it with (``ip``, ``nft``, ``sysctl`` inside a node, or a key
 file), as Kathara's checker and netlab's validate labs do. ``vpnlab check`` (course/check.py)
-then says whether the lab works again, symptom by symptom, without naming the fault.
+then says whether the lab works again, symptom by symptom, without naming the fault. The
+student starts from a ticket: the symptom as a user reports it (:data:`FAULTS`; several faults
+share each of the four).
 
     name          where  what is broken                          what a student sees
     forward-isp   isp    net.ipv4.ip_forward = 0                 r1 cannot reach r2 at all
@@ -67,10 +69,11 @@ POLICY_MARK = "0x1"
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: what it breaks (a line, for the instructor) and how it is injected."""
+    """One fault: how it is injected, and the ticket a student starts from (the symptom as a
+    user would report it; several faults share one)."""
 
     name: str
-    summary: str
+    ticket: str
     inject: Callable[[str, Topology], None]
     needs_identity: bool = False
 
@@ -183,20 +186,23 @@ def _wrong_key(prefix: str, topo: Topology) -> None:
     start_daemon(prefix, record, f"client-{client}", client, daemon["argv"])
 
 
+DOWN = "r1: the VPN is down, nothing crosses the tunnel"
+NO_WEB = "r1: the VPN is up, but web cannot be reached through it"
+BYPASS = "web: r1 reaches me, but from its own address, not through the VPN"
+BIG = "r1: pings to web work, but large packets vanish"
+
 FAULTS = {
     f.name: f
     for f in (
-        Fault("forward-isp", "ip_forward off on the isp", _forward_off(_router)),
-        Fault(
-            "forward-r2", "ip_forward off on the server", _forward_off(lambda t: t.tunnel.server)
-        ),
-        Fault("host-route", "no host route to the server on the client", _host_route),
-        Fault("nat-iface", "masquerade on the wrong interface on the server", _nat_iface),
-        Fault("mtu-blackhole", "tun MTU 1500 on both ends, fragments dropped: a black hole", _mtu),
-        Fault("wrong-key", "the client's key is not in peers.toml", _wrong_key, True),
-        Fault("udp-filter", "UDP 4500 filtered on the isp (nftables)", _udp_filter),
-        Fault("client-routes", "the client's routes: a default via tun0 loses to eth0's", _routes),
-        Fault("rp-filter", "strict rp_filter drops web's replies on the client", _rp_filter),
+        Fault("forward-isp", DOWN, _forward_off(_router)),
+        Fault("forward-r2", NO_WEB, _forward_off(lambda t: t.tunnel.server)),
+        Fault("host-route", DOWN, _host_route),
+        Fault("nat-iface", NO_WEB, _nat_iface),
+        Fault("mtu-blackhole", BIG, _mtu),
+        Fault("wrong-key", DOWN, _wrong_key, True),
+        Fault("udp-filter", DOWN, _udp_filter),
+        Fault("client-routes", BYPASS, _routes),
+        Fault("rp-filter", NO_WEB, _rp_filter),
     )
 }
 """Every fault, by name."""
@@ -279,6 +285,12 @@ def recorded(prefix: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def ticket(prefix: str) -> str:
+    """The ticket of the lab's fault (the symptom, never the name); "" without a fault."""
+    name = identify(prefix)
+    return FAULTS[name].ticket if name else ""
 
 
 def identify(prefix: str) -> str | None:

@@ -4,6 +4,9 @@
 #
 #   sudo scripts/netns-lab.sh [up [--cipher C] [--no-vpn] [--clients N] [--nat off] ...]
 #                                                        build, start the VPN, verify, summary
+#   sudo scripts/netns-lab.sh up --fault NAME|random [--seed N]
+#                                                        a troubleshooting lab: one hidden fault
+#                                                        (vpnlab check: is it repaired?)
 #   sudo scripts/netns-lab.sh down                       remove everything
 #   sudo scripts/netns-lab.sh status [--json]            nodes, routes, daemons
 #   sudo scripts/netns-lab.sh exec NODE CMD...           run CMD inside NODE
@@ -93,8 +96,12 @@ main() {
       "$vpnlab" lab down >/dev/null
       say "Lab: building namespaces, links, routes; starting who-am-I and the VPN"
       "$vpnlab" lab up "$@" >/dev/null
-      say "Lab: verifying"
-      "$vpnlab" lab verify
+      if [[ " $* " == *" --fault"* ]]; then  # broken on purpose: the student's task
+        say "Lab: a fault is hidden in it; find and repair it ($vpnlab check says when it works)"
+      else
+        say "Lab: verifying"
+        "$vpnlab" lab verify
+      fi
       summary
       ;;
     notebook)

@@ -1,6 +1,6 @@
 """The ``vpnlab`` command: the daemons (server, client), keys and identities, the lab and its
-services (whoami, ftp), captures, and the course's experiments (bench, meltdown,
-arp-experiment).
+services (whoami, ftp), captures, the course's experiments (bench, meltdown,
+arp-experiment) and its checks (check: troubleshooting labs, progress reports).
 
 Every command line of vpnlab is parsed in this package and nowhere else: one module per
 sub-command, each with a ``register(subparsers)`` that sets ``func``; the modules below it
@@ -34,6 +34,7 @@ COMMANDS = {
     "arp-experiment": "arp",
     "bench": "bench",
     "meltdown": "meltdown",
+    "check": "check",
 }
 """Each sub-command, and the module of ``vpnlab.cli`` that defines it (in --help order)."""
 

@@ -6,6 +6,7 @@ notes' shared PSK, static keys, and a lab's esp_sa export for tshark.
                                                   a client: its line in peers.toml, DIR/NAME.conf
     vpnlab keys revoke DIR NAME                   the server answers NAME no more
     vpnlab keys peers DIR                         who is in peers.toml
+    vpnlab keys public FILE                       the public key of a NAME.conf or server.key
     vpnlab keys psk FILE | static FILE | export   the simple cases and the tshark export
 """
 
@@ -25,12 +26,15 @@ from vpnlab.peers import (
     DEFAULT_SERVER_ADDRESS,
     SERVER_KEY,
     add_peer,
+    decode_key,
     encode_key,
     make_server,
+    read_client_config,
     read_peers,
     revoke_peer,
 )
 from vpnlab.wire.esp import generate_static_keys
+from vpnlab.wire.noise import public_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,6 +118,9 @@ def register_identities(verbs: argparse._SubParsersAction) -> None:
     listing = verbs.add_parser("peers", help="list the peers of DIR/peers.toml")
     listing.add_argument("folder", type=Path, metavar="DIR")
     listing.set_defaults(func=peers_main)
+    public = verbs.add_parser("public", help="the public key of a NAME.conf or a server.key")
+    public.add_argument("file", type=Path, metavar="FILE")
+    public.set_defaults(func=public_main)
 
 
 def endpoint(text: str) -> tuple[IPv4Address, int]:
@@ -158,4 +165,15 @@ def peers_main(args: argparse.Namespace) -> int:
         print(
             f"{peer.name:<12} {peer.tunnel_address!s:<18} {encode_key(peer.public_key)} {networks}"
         )
+    return 0
+
+
+def public_main(args: argparse.Namespace) -> int:
+    """The public key that belongs to a client config (what peers.toml must list for it) or
+    to a server key (what the clients pin)."""
+    if args.file.suffix == ".conf":
+        private = read_client_config(args.file).identity.private_key
+    else:
+        private = decode_key(read_secret(args.file, "server key"), "server key")
+    print(encode_key(public_key(private)))
     return 0

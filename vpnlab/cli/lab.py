@@ -1,7 +1,7 @@
 """``vpnlab lab ...``: build, inspect, enter, verify and remove the namespace lab.
 
     vpnlab lab up [--prefix P] [--cipher C] [--no-vpn] [--clients N] [--topology FILE.toml]
-                  [--site-to-site] [--nat on|off] [--mode tun|tap]
+                  [--site-to-site] [--nat on|off] [--mode tun|tap] [--fault NAME|random [--seed N]]
     vpnlab lab down | status [--json] | verify [--json]
     vpnlab lab exec NODE [--] CMD...
     vpnlab lab start-vpn [--cipher C] [--static-keys] | stop-vpn
@@ -21,6 +21,7 @@ from vpnlab.core.errors import LabError
 from vpnlab.lab import (
     down,
     exec_in,
+    faults,
     format_status,
     format_verify,
     load_topology,
@@ -79,6 +80,13 @@ def _add_up(sub, common: argparse.ArgumentParser) -> None:
         "--mode", choices=("tun", "tap"), default="tun", help="tap: Ethernet frames on tap0"
     )
     _add_psk(p)
+    p.add_argument(
+        "--fault",
+        metavar="NAME|random",
+        help="a troubleshooting lab: one hidden fault to find and repair (vpnlab check); "
+        f"random, or one of {', '.join(faults.FAULTS)}",
+    )
+    p.add_argument("--seed", type=int, help="with --fault random: the same pick every time")
     p.set_defaults(func=cmd_up)
 
 
@@ -183,16 +191,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         topo = load_topology(args.topology)
     else:
         topo = make_topology(args.clients, site_to_site=args.site_to_site)
-    nat = args.nat == "on"
-    info = up(
-        prefix=args.prefix,
-        topology=topo,
-        cipher=args.cipher,
-        vpn=args.vpn,
-        nat=nat,
-        mode=args.mode,
-        psk=bool(args.psk),
-    )
+    options = dict(topology=topo, cipher=args.cipher, nat=args.nat == "on", mode=args.mode)
+    if args.fault and not args.vpn:
+        raise LabError("--fault needs the VPN (leave out --no-vpn)")
+    if args.fault:
+        info = faults.start(args.prefix, args.fault, args.seed, psk=bool(args.psk), **options)
+        if not args.json:
+            print("a fault is hidden in this lab: find and repair it (vpnlab check)")
+            print(f"the ticket: {faults.ticket(args.prefix)}")
+    else:
+        info = up(prefix=args.prefix, vpn=args.vpn, psk=bool(args.psk), **options)
     print(json.dumps(info, indent=2) if args.json else format_status(info))
     return 0
 

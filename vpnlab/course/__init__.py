@@ -8,6 +8,10 @@
     bench      the benchmark against OpenVPN (``vpnlab bench``, ``scripts/bench.sh``)
     footprint  what a lab costs a class (``vpnlab bench --footprint``)
     meltdown   the TCP-meltdown experiment, UDP against TCP transport (``vpnlab meltdown``)
+    progress   one JSON line per attempt at an exercise or a task
+    check      ``vpnlab check``: the end-to-end checks of a lab (a troubleshooting lab's repair)
+    report     ``vpnlab check --report``: a student's progress per SEED VPN lab task
 
-Their command lines are in ``vpnlab/cli/`` (``arp-experiment``, ``bench``, ``meltdown``).
+Their command lines are in ``vpnlab/cli/`` (``arp-experiment``, ``bench``, ``meltdown``,
+``check``).
 """

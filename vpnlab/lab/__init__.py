@@ -19,6 +19,7 @@ facade: it imports from the modules below, and none of them imports it.
     delay        delay and jitter on the isp (netem, or a userspace relay)
     impair       loss on the isp, and delay and jitter through ``delay``
     control      up, down, verify
+    faults       troubleshooting labs: up with one hidden fault (``lab up --fault``)
 """
 
 from __future__ import annotations

@@ -1,0 +1,202 @@
+"""``vpnlab check --report``: one student's progress, per SEED VPN lab task, as JSON or CSV.
+
+Read from the progress file (``progress.py``): every exercise a notebook checked (items
+``N.M``: exercise M of notebook N) and every ``vpnlab check`` (``lab``, ``fault``). Each item:
+passed or not, attempts, the first attempt and the first pass, and the seconds between them.
+
+The nine tasks of the SEED Labs "VPN Tunneling Lab", and what checks each here (SEED_TASKS):
+
+    SEED task                                   checked by
+    1 network setup                             notebook 00's exercises (0.*)
+    2 create and configure the TUN interface    notebooks 01 and 11 (1.*, 11.*)
+    3 send the IP packet to the VPN server      notebook 02 (2.*)
+    4 set up the VPN server                     notebooks 03 and 04 (3.*, 4.*)
+    5 handling traffic in both directions       notebook 05 (5.*), ``vpnlab check`` (lab)
+    6 tunnel-breaking test                      notebooks 06 and 10 (6.*, 10.*)
+    7 routing experiment on host V              notebook 08 (8.*)
+    8 VPN between private networks              notebook 09 (9.*)
+    9 experiment with the TAP interface         no check (notebook 01 reads one ARP request
+                                                from a tap; no exercise checks TAP mode)
+
+Items of no SEED task (notebook 07's TCP meltdown, the troubleshooting labs) are reported
+too, under "beyond SEED": the attempts of ``vpnlab check`` in fault labs one item per lab,
+``fault:NAME`` once fixed (:func:`split_faults`). A task with no check says "no check",
+never "passed".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from vpnlab.lab.faults import FAULTS
+
+from .progress import Attempt
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+"""The course's notebooks, in a checkout of the repository (where the exercises are listed)."""
+_EXERCISE = re.compile(r'course\.(?:check|observe)\(\s*"([^"]+)"')
+
+SEED_TASKS: list[tuple[int, str, tuple[str, ...]]] = [
+    (1, "Network setup", ("0.",)),
+    (2, "Create and configure the TUN interface", ("1.", "11.")),
+    (3, "Send the IP packet to the VPN server through a tunnel", ("2.",)),
+    (4, "Set up the VPN server", ("3.", "4.", "12.")),
+    (5, "Handling traffic in both directions", ("5.", "12.", "lab")),
+    (6, "Tunnel-breaking test", ("6.", "10.")),
+    (7, "Routing experiment on host V", ("8.",)),
+    (8, "VPN between private networks", ("9.",)),
+    (9, "Experiment with the TAP interface", ()),
+]
+"""(number, title, the items that check it: ``"3."`` is every exercise of notebook 3)."""
+
+CSV_COLUMNS = [
+    "student",
+    "seed_task",
+    "task",
+    "item",
+    "status",
+    "passed",
+    "attempts",
+    "first_attempt",
+    "first_pass",
+    "seconds_to_pass",
+    "detail",
+]
+
+
+def known_exercises(folder: Path = NOTEBOOKS) -> list[str]:
+    """Every exercise id the notebooks check (``course.check("3.1", ...)``), in order; none
+    if the folder is not there (an installed package without the course)."""
+    found = {m for path in sorted(folder.glob("*.py")) for m in _EXERCISE.findall(path.read_text())}
+    return sorted(found, key=_sort_key)
+
+
+def _belongs(item: str, patterns: tuple[str, ...]) -> bool:
+    return any(item == p or (p.endswith(".") and item.startswith(p)) for p in patterns)
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t is not None else ""
+
+
+def item_summary(item: str, attempts: list[Attempt]) -> dict[str, Any]:
+    """One item: passed, attempts, first attempt and first pass (UTC), seconds between."""
+    if not attempts:
+        return {
+            "item": item,
+            "passed": False,
+            "attempts": 0,
+            "first_attempt": "",
+            "first_pass": "",
+            "seconds_to_pass": None,
+            "detail": "",
+        }
+    first = min(a.time for a in attempts)
+    passes = [a.time for a in attempts if a.passed]
+    first_pass = min(passes) if passes else None
+    last = max(attempts, key=lambda a: a.time)
+    return {
+        "item": item,
+        "passed": bool(passes),
+        "attempts": len(attempts),
+        "first_attempt": _when(first),
+        "first_pass": _when(first_pass),
+        "seconds_to_pass": round(first_pass - first, 1) if first_pass is not None else None,
+        "detail": next((a.detail for a in attempts if a.passed), last.detail),
+    }
+
+
+def split_faults(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
+    """``vpnlab check``'s attempts in fault labs, one item per lab: ``fault:NAME`` once that
+    lab's fault was fixed (the detail names it then), ``fault:unsolved-TOKEN`` before.
+
+    Each detail starts with the lab's token (``[1a2b3c4d] ...``)."""
+    by_lab: dict[str, list[Attempt]] = defaultdict(list)
+    for attempt in attempts:
+        token = attempt.detail[1:9] if attempt.detail.startswith("[") else "?"
+        by_lab[token].append(attempt)
+    items: dict[str, list[Attempt]] = defaultdict(list)
+    for token, tries in by_lab.items():
+        fixed = [a.detail.split()[2] for a in tries if a.passed and " fixed " in a.detail]
+        items[f"fault:{fixed[0]}" if fixed else f"fault:unsolved-{token}"] += tries
+    return dict(items)
+
+
+def _sort_key(item: str) -> tuple:
+    parts = item.split(".")
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
+def report(
+    attempts: list[Attempt], student: str = "", exercises: list[str] | None = None
+) -> dict[str, Any]:
+    """The report: every SEED task with its items, then the items of no SEED task.
+
+    Every exercise of ``exercises`` (default: :func:`known_exercises`) and every fault is an
+    item, tried or not (0 attempts), besides every item tried.
+    """
+    by_item: dict[str, list[Attempt]] = defaultdict(list)
+    for name in [*(known_exercises() if exercises is None else exercises), "lab"]:
+        by_item[name] = []
+    for name in FAULTS:
+        by_item[f"fault:{name}"] = []
+    for attempt in attempts:
+        by_item[attempt.item].append(attempt)
+    for name, tries in split_faults(by_item.pop("fault", [])).items():
+        by_item[name] += tries
+    items = {name: item_summary(name, tries) for name, tries in by_item.items()}
+    tasks, placed = [], set()
+    for number, title, patterns in SEED_TASKS:
+        mine = sorted((n for n in items if _belongs(n, patterns)), key=_sort_key)
+        placed |= set(mine)
+        if not patterns:
+            task_status = "no check"
+        elif not mine:
+            task_status = "not attempted"
+        elif all(items[n]["passed"] for n in mine):
+            task_status = "passed"
+        else:
+            tried = any(items[n]["attempts"] for n in mine)
+            task_status = "in progress" if tried else "not attempted"
+        task = {"seed_task": number, "title": title, "status": task_status}
+        task["checked_by"] = list(patterns)
+        task["items"] = [items[n] for n in mine]
+        tasks.append(task)
+    extra = [items[n] for n in sorted(set(items) - placed, key=_sort_key)]
+    generated = _when(time.time())
+    return {"student": student, "generated": generated, "seed_tasks": tasks, "beyond_seed": extra}
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+def to_csv(data: dict[str, Any]) -> str:
+    """One row per item (a SEED task without any: one row, its status), columns CSV_COLUMNS."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    student = data["student"]
+    for task in data["seed_tasks"]:
+        head = {"student": student, "seed_task": task["seed_task"], "task": task["title"]}
+        if not task["items"]:
+            writer.writerow({**head, "item": "", "status": task["status"]})
+        for item in task["items"]:
+            writer.writerow({**head, **item, "status": _status(item)})
+    for item in data["beyond_seed"]:
+        row = {"student": student, "seed_task": "", "task": "beyond SEED"}
+        writer.writerow({**row, **item, "status": _status(item)})
+    return out.getvalue()
+
+
+def _status(item: dict[str, Any]) -> str:
+    if item["passed"]:
+        return "passed"
+    return "not passed" if item["attempts"] else "not attempted"

@@ -268,19 +268,31 @@ lab.record("dev_net_tun_is_char_device", stat.S_ISCHR(os.stat("/dev/net/tun").st
 
 # %%
 answer_1_1 = ...
-course.check("1.1", answer_1_1, expected=40, hint="16 name + 2 flags + 22 padding")
+### BEGIN SOLUTION
+answer_1_1 = 40
+### END SOLUTION
+course.check("1.1", answer_1_1)
 
 # %%
 answer_1_2 = ...
-course.check("1.2", answer_1_2, expected=packet[0] >> 4, hint="look at the first hex digit")
+### BEGIN SOLUTION
+answer_1_2 = 4
+### END SOLUTION
+course.check("1.2", answer_1_2)
 
 # %%
 answer_1_3 = ...
-course.check("1.3", answer_1_3, expected=IFF_TAP, hint="TAP: layer 2")
+### BEGIN SOLUTION
+answer_1_3 = 0x0002
+### END SOLUTION
+course.check("1.3", answer_1_3)
 
 # %%
 answer_1_4 = ...
-course.check("1.4", answer_1_4, expected=0x0800, hint="the proto field of tun_pi above")
+### BEGIN SOLUTION
+answer_1_4 = 0x0800
+### END SOLUTION
+course.check("1.4", answer_1_4)
 
 # %%
 lab.down()

@@ -288,19 +288,31 @@ lab.record("unreachable_hellos", len(hellos))
 
 # %%
 answer_2_1 = ...
-course.check("2.1", answer_2_1, expected=len(first), hint="VPNLAB/1 HELLO plus a newline?")
+### BEGIN SOLUTION
+answer_2_1 = 15
+### END SOLUTION
+course.check("2.1", answer_2_1)
 
 # %%
 answer_2_2 = ...
-course.check("2.2", answer_2_2, expected=len(hellos), hint="0, 0.5, 1.0, ... < 2.5")
+### BEGIN SOLUTION
+answer_2_2 = 5
+### END SOLUTION
+course.check("2.2", answer_2_2)
 
 # %%
 answer_2_3 = ...
-course.check("2.3", answer_2_3, expected=done.returncode, hint="vpnlab client --help")
+### BEGIN SOLUTION
+answer_2_3 = 3
+### END SOLUTION
+course.check("2.3", answer_2_3)
 
 # %%
 answer_2_4 = ...
-course.check("2.4", answer_2_4, expected=KEEPALIVE_INTERVAL_S, hint="look at the gaps")
+### BEGIN SOLUTION
+answer_2_4 = 2
+### END SOLUTION
+course.check("2.4", answer_2_4)
 
 # %%
 lab.down()

@@ -173,20 +173,31 @@ lab.sh("r1", "ip route")
 
 # %%
 answer_3_1 = ...
-course.check("3.1", answer_3_1, expected="128.0.0.0/1", hint="203 >= 128: which half?")
+### BEGIN SOLUTION
+answer_3_1 = "128.0.0.0/1"
+### END SOLUTION
+course.check("3.1", answer_3_1)
 
 # %%
 answer_3_2 = ...
-course.check("3.2", answer_3_2, expected=32, hint="one single address")
+### BEGIN SOLUTION
+answer_3_2 = 32
+### END SOLUTION
+course.check("3.2", answer_3_2)
 
 # %%
 answer_3_3 = ...
-course.check("3.3", answer_3_3, expected="tun0", hint="the loop above")
+### BEGIN SOLUTION
+answer_3_3 = "tun0"
+### END SOLUTION
+course.check("3.3", answer_3_3)
 
 # %%
 answer_3_4 = ...
-course.check("3.4", answer_3_4, expected=True,
-             hint="the /32 is longer than any other route, whatever the default is")
+### BEGIN SOLUTION
+answer_3_4 = True
+### END SOLUTION
+course.check("3.4", answer_3_4)
 
 # %%
 lab.down()

@@ -135,19 +135,31 @@ print("with the rule back:", lab.whoami("r1"))
 
 # %%
 answer_4_1 = ...
-course.check("4.1", answer_4_1, expected="192.0.2.2", hint="r1's eth0")
+### BEGIN SOLUTION
+answer_4_1 = "192.0.2.2"
+### END SOLUTION
+course.check("4.1", answer_4_1)
 
 # %%
 answer_4_2 = ...
-course.check("4.2", answer_4_2, expected="198.51.100.2", hint="r2's eth0")
+### BEGIN SOLUTION
+answer_4_2 = "198.51.100.2"
+### END SOLUTION
+course.check("4.2", answer_4_2)
 
 # %%
 answer_4_3 = ...
-course.check("4.3", answer_4_3, expected=reply_dst, hint="the second src=/dst= pair")
+### BEGIN SOLUTION
+answer_4_3 = "198.51.100.2"
+### END SOLUTION
+course.check("4.3", answer_4_3)
 
 # %%
 answer_4_4 = ...
-course.check("4.4", answer_4_4, expected="postrouting", hint="after the routing decision")
+### BEGIN SOLUTION
+answer_4_4 = "postrouting"
+### END SOLUTION
+course.check("4.4", answer_4_4)
 
 # %%
 lab.down()

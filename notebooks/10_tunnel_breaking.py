@@ -175,20 +175,31 @@ lab.record("long_server_dropped", "closed: peer lost" in lab.log("server"))
 
 # %%
 answer_10_1 = ...
-course.check("10.1", answer_10_1, expected=digest == EXPECTED,
-             hint="compare the checksums")
+### BEGIN SOLUTION
+answer_10_1 = True
+### END SOLUTION
+course.check("10.1", answer_10_1, lab)
 
 # %%
 answer_10_2 = ...
-course.check("10.2", answer_10_2, expected=2, hint="look at the gaps between retransmissions")
+### BEGIN SOLUTION
+answer_10_2 = 2
+### END SOLUTION
+course.check("10.2", answer_10_2)
 
 # %%
 answer_10_3 = ...
-course.check("10.3", answer_10_3, expected=LIVENESS_TIMEOUT_S, hint="constants.py")
+### BEGIN SOLUTION
+answer_10_3 = 6
+### END SOLUTION
+course.check("10.3", answer_10_3)
 
 # %%
 answer_10_4 = ...
-course.check("10.4", answer_10_4, expected="client", hint="who was frozen?")
+### BEGIN SOLUTION
+answer_10_4 = "client"
+### END SOLUTION
+course.check("10.4", answer_10_4)
 
 # %%
 lab.down()

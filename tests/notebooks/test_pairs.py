@@ -11,7 +11,6 @@ import jupytext
 import pytest
 
 from .helpers import NOTEBOOKS
-from .solutions import SOLUTIONS
 
 NAMES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 STEPS = [
@@ -59,7 +58,8 @@ def test_exercises_summary_cleanup(name):
     text = (NOTEBOOKS / f"{name}.py").read_text()
     assert "## Exercises" in text and "## What you learned" in text
     assert text.count("course.check(") >= 3
-    assert len(SOLUTIONS[name]) == text.count("course.check(")
+    checks = text.count("course.check(")
+    assert text.count("### BEGIN SOLUTION") >= checks  # each answer in a solution block
     assert "lab.down()" in text
 
 

@@ -72,6 +72,30 @@ def test_03_routing(run_notebook):
     assert any("10.8.0.0/24 dev tun0" in x for x in r["r2_added"])
     assert r["r1_restored"] is True
     assert run.text().count("correct") == 4
+    assert [(a.item, a.passed) for a in run.attempts] == [(f"3.{i}", True) for i in (1, 2, 3, 4)]
+
+
+def test_03_wrong_and_copied_answers_fail(run_notebook):
+    """The student edition's cells answered wrongly: the other /1, True for 1, a copied
+    expression that is not the answer, the wrong type: every check fails, and is recorded."""
+    wrong = {
+        "answer_3_1": '"0.0.0.0/1"',
+        "answer_3_2": "len(r1_after - r1_before)",  # 4 routes added: a count, not /32
+        "answer_3_3": 'route_dev("r1", "198.51.100.2")',  # eth0: with the host route back
+        "answer_3_4": "1",  # True == 1 in Python, not here
+    }
+    run = run_notebook("03_routing", answers=wrong)
+    failed = [
+        o
+        for c in run.notebook.cells
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert len(failed) == 4, run.text()
+    assert all(o["ename"] == "AssertionError" and "not quite" in o["evalue"] for o in failed)
+    assert "a bool is wanted" in " ".join(o["evalue"] for o in failed)
+    assert [(a.item, a.passed) for a in run.attempts] == [(f"3.{i}", False) for i in (1, 2, 3, 4)]
+    assert run.results["r1_restored"] is True  # the rest of the notebook ran
 
 
 def test_04_nat(run_notebook):

@@ -63,7 +63,7 @@ def read_notebook(name: str):
     return jupytext.read(NOTEBOOKS / f"{name}.py")
 
 
-SOLUTION = re.compile(r"^### BEGIN SOLUTION\n.*?^### END SOLUTION\n", re.M | re.S)
+SOLUTION = re.compile(r"^[ \t]*### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION\n?", re.M | re.S)
 
 
 def answer_with(nb, answers: dict[str, str]) -> None:

@@ -82,6 +82,8 @@ TEMPTING = {
     "11.2": [16, 14],
     "11.3": [4],
     "11.4": ["EIO", "EPERM", "22"],
+    "12.3": [42, 0, 20],
+    "12.4": [False, 1],
 }
 
 
@@ -125,6 +127,7 @@ def measured_lab() -> CourseLab:
         ping_base_ms=0.1,
         ping_delayed_ms=31.4,
         short_checksum_ok=True,
+        one_way_received=3,
     )
     return lab
 
@@ -135,6 +138,7 @@ MEASURED_CASES = {  # exercise: (right answers, wrong answers) for measured_lab(
     "7.2": ([0], [25, 40, 1, False]),
     "7.4": ([30, 31, 40, 22], [60, 15, 0, True]),
     "10.1": ([True], [1, False, "True"]),
+    "12.5": ([3], [6, 0, 2, True]),
 }
 
 

@@ -233,3 +233,33 @@ def test_11_tun_in_depth(run_notebook):
     assert r["dispatch_drops"] == {"tun write: Invalid argument": 1}
     assert run.seconds < 60
     assert run.text().count("correct") == 4
+
+
+def test_12_write_your_tunnel(run_notebook):
+    run = run_notebook("12_write_your_tunnel")
+    r = run.results
+    assert r["one_way_received"] == 3  # Task 4: each echo request one datagram at r2
+    assert r["my_tunnel"]["ping_rc"] == 0  # Task 5: ping and HTTP through the student's loop
+    assert r["my_tunnel"]["whoami"] == "you are 10.8.0.2"
+    assert r["my_tunnel"]["out"] >= 3 and r["my_tunnel_back"] >= 3  # seen on r1's eth0
+    passed = {a.item for a in run.attempts if a.passed}
+    assert {"12.1", "12.2", "12.3", "12.4", "12.5"} <= passed
+    assert "vpnlab/tunnel.py" in str(run.notebook.cells)  # the side-by-side table
+    assert run.seconds < 90
+    assert run.text().count("correct") == 5
+
+
+def test_12_an_empty_loop_fails(run_notebook):
+    """The student edition as handed out (the loops' bodies empty): both behavioural checks
+    fail, with what was not observed, and are recorded as failed."""
+    run = run_notebook("12_write_your_tunnel", answers={})
+    errors = [
+        o["evalue"]
+        for c in run.notebook.cells
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert any(e.startswith("Exercise 12.1: not yet: r2 received the 3 echo") for e in errors)
+    assert any("Exercise 12.2: not yet: a ping r1 -> web answered" in e for e in errors)
+    failed = {a.item for a in run.attempts if not a.passed}
+    assert {"12.1", "12.2"} <= failed

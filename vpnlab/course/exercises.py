@@ -196,4 +196,19 @@ EXERCISES: dict[str, Exercise] = {
         tolerance=10,
     ),
     "10.1": Exercise(bool, "compare the checksums above", measure=_result("short_checksum_ok")),
+    "12.3": Exercise(
+        int,
+        "the plain format adds nothing of its own: count the headers of a UDP datagram",
+        digest="bc0e2a8e8fd9b269",
+    ),
+    "12.4": Exercise(
+        bool,
+        "what does the kernel do with a packet written to tun0, whoever sent it?",
+        digest="1ab5b989a5e90306",
+    ),
+    "12.5": Exercise(
+        int,
+        "count what r2's socket received for your pings (Task 4)",
+        measure=_result("one_way_received"),
+    ),
 }

@@ -158,3 +158,13 @@ def explain(exercise: str, text: Any) -> None:
     if not ok:
         raise AssertionError(f"Explanation {exercise}: {words} words; write a few sentences.")
     print(f"Explanation {exercise} recorded ({words} words) for your instructor.")
+
+
+def observe(exercise: str, facts: dict[str, bool]) -> None:
+    """A behavioural check: passes when every fact the lab observed holds (notebook 12: a
+    ping, a fetch and a capture through the student's own tunnel), recorded with the facts."""
+    missing = [name for name, held in facts.items() if not held]
+    record(Attempt(exercise, not missing, time.time(), json.dumps(facts)))
+    if missing:
+        raise AssertionError(f"Exercise {exercise}: not yet: {'; '.join(missing)}")
+    print(f"Exercise {exercise}: correct \N{CHECK MARK} ({', '.join(facts)})")

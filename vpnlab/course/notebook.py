@@ -35,7 +35,7 @@ from typing import Any
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course import grading
 from vpnlab.course.exercises import EXERCISES
-from vpnlab.course.grading import explain, predict
+from vpnlab.course.grading import explain, observe, predict
 from vpnlab.lab.nodes import exec_in, popen_in, wait_for
 from vpnlab.lab.state import namespace, state_dir
 
@@ -47,6 +47,7 @@ __all__ = [
     "explain",
     "hexdump",
     "netns",
+    "observe",
     "predict",
     "prefix",
     "wait_for",

@@ -84,6 +84,10 @@ TEMPTING = {
     "11.4": ["EIO", "EPERM", "22"],
     "12.3": [42, 0, 20],
     "12.4": [False, 1],
+    "13.1": [1500, 1500 - 20, 1443],
+    "13.2": [1438, 1443, 1472, 1395],
+    "13.3": [True, 0],
+    "13.5": [1460, 1435, 1400],
 }
 
 
@@ -128,6 +132,7 @@ def measured_lab() -> CourseLab:
         ping_delayed_ms=31.4,
         short_checksum_ok=True,
         one_way_received=3,
+        largest_ping_payload=1410,
     )
     return lab
 
@@ -139,6 +144,7 @@ MEASURED_CASES = {  # exercise: (right answers, wrong answers) for measured_lab(
     "7.4": ([30, 31, 40, 22], [60, 15, 0, True]),
     "10.1": ([True], [1, False, "True"]),
     "12.5": ([3], [6, 0, 2, True]),
+    "13.4": ([1410], [1407, 1472, 1438, 1411]),
 }
 
 

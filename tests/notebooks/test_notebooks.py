@@ -263,3 +263,24 @@ def test_12_an_empty_loop_fails(run_notebook):
     assert any("Exercise 12.2: not yet: a ping r1 -> web answered" in e for e in errors)
     failed = {a.item for a in run.attempts if not a.passed}
     assert {"12.1", "12.2"} <= failed
+
+
+def test_13_mtu(run_notebook):
+    run = run_notebook("13_mtu")
+    r = run.results
+    assert r["mtu_table"] == {
+        "plain": [0, 1472, 1472],
+        "esp-null": [29, 1443, 1446],
+        "esp-aes-gcm": [37, 1435, 1438],
+    }
+    assert r["probes"] == {"outside": [True, False], "inside": [True, False]}
+    assert r["fragments"] >= 4  # one ping of 1500 bytes: two fragments out, two back
+    assert r["black_hole"] == {"small": 1000, "big": 0}  # small passes, big vanishes
+    assert r["largest_ping_payload"] == 1410  # inner 1438: ESP padding 0, 1500 exactly
+    assert r["big_fixed"] == 200_000  # the derived MTU: nothing fragmented, nothing dropped
+    web = {flags: mss for _, flags, mss in r["mss"]["web eth0"]}
+    r1 = {flags: mss for _, flags, mss in r["mss"]["r1 tun0"]}
+    synack = next(f for f in web if "A" in f)
+    assert web[synack] == "1460" and r1[synack] == "1395"  # clamped by r2's daemon
+    assert run.images() >= 1
+    assert run.text().count("correct") == 5

@@ -211,4 +211,19 @@ EXERCISES: dict[str, Exercise] = {
         "count what r2's socket received for your pings (Task 4)",
         measure=_result("one_way_received"),
     ),
+    "13.1": Exercise(
+        int, "1500, minus the outer headers, minus what plain adds", digest="1ea35781fb7765ba"
+    ),
+    "13.2": Exercise(
+        int,
+        "1500 - 28 - esp-aes-gcm's overhead with the worst-case padding (the table)",
+        digest="6ca82682aca3c425",
+    ),
+    "13.3": Exercise(bool, "look at the bytes the big fetch received", digest="874cdad366bf9362"),
+    "13.4": Exercise(int, "the bisection's result", measure=_result("largest_ping_payload")),
+    "13.5": Exercise(
+        int,
+        "the SYN-ACK's MSS on r1's tun0, after the server's daemon clamped it",
+        digest="db92ae133e334916",
+    ),
 }

@@ -133,6 +133,7 @@ def measured_lab() -> CourseLab:
         short_checksum_ok=True,
         one_way_received=3,
         largest_ping_payload=1410,
+        task6={"late_echo": "typed while down\n", "after_echo": "after\n", "address": "10.8.0.2"},
     )
     return lab
 
@@ -145,6 +146,8 @@ MEASURED_CASES = {  # exercise: (right answers, wrong answers) for measured_lab(
     "10.1": ([True], [1, False, "True"]),
     "12.5": ([3], [6, 0, 2, True]),
     "13.4": ([1410], [1407, 1472, 1438, 1411]),
+    "10.5": ([True], [False, 1, "yes"]),
+    "10.6": (["10.8.0.2"], ["10.8.0.3", "10.8.0.2/24", "192.0.2.2"]),
 }
 
 

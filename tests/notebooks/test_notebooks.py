@@ -214,9 +214,15 @@ def test_10_tunnel_breaking(run_notebook):
     assert r["long_client_peer_lost"] is True  # the 8 s pause: the session ends
     assert r["long_client_alive"] is False
     assert r["long_server_dropped"] is True
+    # SEED task 6: client killed and restarted, the inner TCP session goes on
+    assert r["task6"]["late_echo"] == "typed while down\n"  # typed during the break
+    assert r["task6"]["after_echo"] == "after\n"
+    assert r["task6"]["address"] == "10.8.0.2"  # the freed address back at the front
+    assert r["task6"]["gap_segments"] == []  # no source address, nothing sent in the gap
+    assert {"10.5:predict", "10.5:explain"} <= {a.item for a in run.attempts}
     assert run.images() >= 1
-    assert run.seconds < 60
-    assert run.text().count("correct") == 4
+    assert run.seconds < 90
+    assert run.text().count("correct") == 6
 
 
 def test_11_tun_in_depth(run_notebook):

@@ -226,4 +226,13 @@ EXERCISES: dict[str, Exercise] = {
         "the SYN-ACK's MSS on r1's tun0, after the server's daemon clamped it",
         digest="db92ae133e334916",
     ),
+    "10.5": Exercise(
+        bool,
+        "did the line typed during the break come back, and the next one?",
+        measure=lambda lab: (
+            lab.results["task6"]["late_echo"] == "typed while down\n"
+            and lab.results["task6"]["after_echo"] == "after\n"
+        ),
+    ),
+    "10.6": Exercise(str, "`ip addr` of r1's new tun0", measure=_result("task6", ("address",))),
 }

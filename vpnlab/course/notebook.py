@@ -169,6 +169,30 @@ class CourseLab:
             raise CourseError(f"start_vpn {extra} failed: {out.splitlines()[-1:]}")
         return Output(out)
 
+    def restart_client(self, node: str = "r1") -> None:
+        """ClientConnection again: start ``node``'s client with the options it had (the server
+        keeps running, SEED task 6); returns once its status file says connected."""
+        code = (
+            "import sys; from vpnlab.lab.build import start_daemon; "
+            "from vpnlab.lab.state import record_of; p, node = sys.argv[1:]; r = record_of(p); "
+            "name = 'client-' + node; start_daemon(p, r, name, node, r['daemons'][name]['argv'])"
+        )
+        status = self.state_dir() / f"client-{node}.json"
+        status.unlink(missing_ok=True)  # the old client's last word
+        argv = [sys.executable, "-c", code, self.prefix, node]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        if done.returncode != 0:
+            raise CourseError(f"restart client-{node}: {(done.stderr or done.stdout).strip()}")
+
+        def connected() -> bool:
+            try:
+                return json.loads(status.read_text()).get("state") == "connected"
+            except (OSError, ValueError):
+                return False
+
+        if not wait_for(connected, 10, 0.1):
+            raise CourseError(f"client-{node} not connected 10 s after its restart")
+
     def stop_vpn(self) -> str:
         return self.vpnlab("lab", "stop-vpn", show=False)
 

@@ -54,6 +54,19 @@ print("who-am-I from r1, VPN on:", after)
 lab.record("whoami_after", after)
 
 # %% [markdown]
+# The whole way of one ping, hop by hop, with the addresses the packet carries at each: the
+# inner packet keeps its addresses inside the tunnel, the outer datagram has the two public
+# addresses, and r2 rewrites the inner source before the packet leaves towards web.
+
+# %%
+import matplotlib.pyplot as plt
+
+from vpnlab.course import diagrams
+
+diagrams.draw_ping_path()
+plt.show()
+
+# %% [markdown]
 # ## The rule
 # SetRouting(0) writes this nftables ruleset to a file and loads it with `nft -f` inside r2:
 

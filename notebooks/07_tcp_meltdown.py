@@ -196,6 +196,9 @@ answer_7_2 = ...
 answer_7_2 = 0
 ### END SOLUTION
 course.check("7.2", answer_7_2, lab)
+### BEGIN HIDDEN TESTS
+assert lab.results["captures"]["udp"]["eth0"] == answer_7_2  # measured
+### END HIDDEN TESTS
 
 # %% [markdown]
 # **Explain 7.2** in two or three sentences: why that number, and where did the losses get

@@ -28,6 +28,9 @@
 # %%
 import time
 
+import matplotlib.pyplot as plt
+
+from vpnlab.course import figures
 from vpnlab.course import notebook as course
 from vpnlab.instruments import capture
 
@@ -35,6 +38,8 @@ lab = course.CourseLab("08_routing_without_nat")
 lab.up(nat=False)  # the VPN runs, but r2 has no masquerade rule
 lab.sh("r2", "nft list ruleset")
 lab.sh("r1", "ip route")
+figures.draw_topology(lab.status())  # the isp's interfaces: eth0 (r1), eth1 (r2), eth2 (web)
+plt.show()
 
 # %% [markdown]
 # `nft list ruleset` in r2 prints nothing: no NAT table. r1's routes are those of notebook 3:

@@ -322,6 +322,9 @@ answer_10_6 = ...
 answer_10_6 = "10.8.0.2"
 ### END SOLUTION
 course.check("10.6", answer_10_6, lab)
+### BEGIN HIDDEN TESTS
+assert lab.results["task6"]["address"] == answer_10_6  # measured
+### END HIDDEN TESTS
 
 # %%
 lab.down()

@@ -166,6 +166,9 @@ answer_12_5 = ...
 answer_12_5 = 3
 ### END SOLUTION
 course.check("12.5", answer_12_5, lab)
+### BEGIN HIDDEN TESTS
+assert lab.results["one_way_received"] == answer_12_5  # measured
+### END HIDDEN TESTS
 
 # %%
 lab.down()

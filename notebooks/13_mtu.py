@@ -262,6 +262,9 @@ answer_13_4 = ...
 answer_13_4 = 1410
 ### END SOLUTION
 course.check("13.4", answer_13_4, lab)
+### BEGIN HIDDEN TESTS
+assert lab.results["largest_ping_payload"] == answer_13_4  # measured
+### END HIDDEN TESTS
 
 # %%
 answer_13_5 = ...

@@ -63,16 +63,21 @@ def read_notebook(name: str):
     return jupytext.read(NOTEBOOKS / f"{name}.py")
 
 
-SOLUTION = re.compile(r"^[ \t]*### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION\n?", re.M | re.S)
+def _region(name: str) -> re.Pattern:
+    """nbgrader's ``### BEGIN name`` ... ``### END name`` region, indented or not."""
+    return re.compile(rf"^[ \t]*### BEGIN {name}\n.*?^[ \t]*### END {name}\n?", re.M | re.S)
+
+
+SOLUTION, HIDDEN = _region("SOLUTION"), _region("HIDDEN TESTS")
 
 
 def answer_with(nb, answers: dict[str, str]) -> None:
-    """Drop the solution blocks and put ``answers`` (``{variable: expression}``) in place of
-    the student's ``variable = ...`` lines."""
+    """The student edition's cells (solution blocks and hidden tests dropped), with ``answers``
+    (``{variable: expression}``) in place of the student's ``variable = ...`` lines."""
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        cell.source = SOLUTION.sub("", cell.source)
+        cell.source = HIDDEN.sub("", SOLUTION.sub("", cell.source))
         for var, expr in answers.items():
             pattern = re.compile(rf"^{var} = \.\.\.$", re.M)
             cell.source = pattern.sub(lambda _m, v=var, e=expr: f"{v} = {e}", cell.source)

@@ -57,7 +57,11 @@ def test_02_handshake_timeouts(run_notebook):
     assert r["unreachable_rc"] == 3 and r["unreachable_msg"] is True
     assert 2.4 < r["unreachable_s"] < 5.0  # the 2.5 s connect timeout fired
     assert r["unreachable_hellos"] == 5
-    assert run.images() >= 2  # the select-loop timeline and the timeout timeline
+    kinds = r["session_kinds"]  # the sequence diagram's arrows, from the capture
+    assert kinds[:2] == [[True, "HELLO"], [False, "WELCOME"]]
+    assert [True, "KEEPALIVE"] in kinds and [False, "KEEPALIVE"] in kinds
+    assert [True, "BYE"] in kinds[-2:]  # the client's CleanUp says goodbye
+    assert run.images() >= 3  # the select-loop timeline, the sequence, the timeout timeline
     assert run.text().count("correct") == 4
 
 
@@ -74,6 +78,7 @@ def test_03_routing(run_notebook):
     assert r["r2_forward"] == "1" and r["r2_forward_after"] == "0"
     assert any("10.8.0.0/24 dev tun0" in x for x in r["r2_added"])
     assert r["r1_restored"] is True
+    assert run.images() >= 1  # the longest-prefix picture
     assert run.text().count("correct") == 4
     assert [(a.item, a.passed) for a in run.attempts] == [(f"3.{i}", True) for i in (1, 2, 3, 4)]
 
@@ -110,6 +115,7 @@ def test_04_nat(run_notebook):
     assert r["conntrack"] == ["10.8.0.2", "203.0.113.10", "203.0.113.10", "198.51.100.2"]
     assert r["no_nat_rc"] != 0
     assert r["whoami_restored"] == "you are 198.51.100.2"
+    assert run.images() >= 1  # the ping's path
     assert run.text().count("correct") == 4
 
 
@@ -180,6 +186,7 @@ def test_08_routing_without_nat(run_notebook):
     assert r["whoami_routed"] == "you are 10.8.0.2"  # no NAT: web sees the tunnel address
     assert r["conntrack_nat_entries"] == 0
     assert r["whoami_nat"] == "you are 198.51.100.2"  # with NAT: web sees the server
+    assert run.images() >= 1  # the topology, with the isp's interface names
     assert run.seconds < 60
     assert run.text().count("correct") == 4
 

@@ -67,3 +67,11 @@ def test_every_step_of_the_design_notes_is_taught():
     text = "\n".join((NOTEBOOKS / f"{n}.py").read_text() for n in NAMES)
     missing = [step for step in STEPS if step not in text]
     assert not missing, f"not in any notebook: {missing}"
+
+
+def test_instructor_edition_has_hidden_tests():
+    """nbgrader's hidden tests: the lab measured what the solution says (stripped for students)."""
+    with_hidden = [
+        n for n in NAMES if "### BEGIN HIDDEN TESTS" in (NOTEBOOKS / f"{n}.py").read_text()
+    ]
+    assert len(with_hidden) >= 5, with_hidden

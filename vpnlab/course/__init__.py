@@ -1,7 +1,12 @@
 """The course: what the notebooks in ``notebooks/`` use, and the experiments they run.
 
-    notebook   CourseLab (the lab from a notebook, through subprocesses), checks
-    figures    the notebooks' pictures: the topology, timelines, a packet's layers
+    notebook   CourseLab (the lab from a notebook, through subprocesses), check/predict/explain
+    exercises  every exercise: its answer's type, a hint, a salted hash or a measure of the lab
+    grading    the checks: typed hashes, measures, every try recorded (progress), a try limit
+    progress   the attempts file, shared with ``vpnlab check --report``
+    figures    the notebooks' pictures: the topology, timelines, a packet's layers, MTU budget
+    diagrams   explanatory drawings: a ping's path, a sequence, the liveness window, prefixes
+    mytunnel   notebook 12: the ends (tun0, UDP 4500) of the student's own tunnel, observed
     arp        the classic TAP experiment: answer the kernel's ARP request by hand
     iperf      iperf3 from r1 to web, for the two experiments below
     openvpn    OpenVPN's configuration, the benchmark's comparison

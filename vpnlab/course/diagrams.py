@@ -22,40 +22,34 @@ PING_PATH = [
 
 
 def draw_ping_path(steps: Sequence[tuple[str, str, str]] = PING_PATH, ax=None):
-    """One ping r1 -> web through the tunnel and NAT, as boxes left to right; the reply takes
-    the same boxes back (drawn as the return arrow below)."""
+    """One ping r1 -> web through the tunnel and NAT, top to bottom: where the packet is, what
+    it looks like there, what decides its way; the reply climbs back up on the left."""
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(12, 3.6))
+        _, ax = plt.subplots(figsize=(11, 0.9 * len(steps) + 0.6))
     for i, (where, packet, why) in enumerate(steps):
-        ax.text(
-            i,
-            1.0,
-            where,
-            ha="center",
-            va="center",
-            fontsize=9,
-            weight="bold",
-            bbox={"boxstyle": "round", "fc": "#e8f0fa", "ec": "black"},
-        )
-        ax.text(i, 0.45, packet, ha="center", va="center", fontsize=8, family="monospace")
-        ax.text(i, 0.05, why, ha="center", va="center", fontsize=8, style="italic", color="gray")
+        box = {"boxstyle": "round", "fc": "#e8f0fa", "ec": "black"}
+        ax.text(0, -i, where, ha="center", va="center", fontsize=9, weight="bold", bbox=box)
+        ax.text(0.8, -i, packet, ha="left", va="center", fontsize=8, family="monospace")
+        ax.text(2.4, -i, why, ha="left", va="center", fontsize=8, style="italic", color="gray")
         if i:
-            ax.annotate("", (i - 0.38, 1.0), (i - 0.62, 1.0), arrowprops={"arrowstyle": "<-"})
+            ax.annotate("", (0, -i + 0.25), (0, -i + 0.75), arrowprops={"arrowstyle": "->"})
     last = len(steps) - 1
-    ax.annotate("", (0, -0.3), (last, -0.3), arrowprops={"arrowstyle": "->", "color": "tab:green"})
+    green = {"arrowstyle": "->", "color": "tab:green"}
+    ax.annotate("", (-0.75, 0), (-0.75, -last), arrowprops=green)
     ax.text(
-        last / 2,
-        -0.42,
-        "the reply: web -> isp -> r2 (NAT undone, sealed) -> UDP -> r1 "
-        "(opened, written to tun0) -> ping",
-        ha="center",
+        -0.8,
+        -last / 2,
+        "the reply: the same way back\n(NAT undone and sealed at r2,\n"
+        "opened and written to tun0 at r1)",
+        ha="right",
+        va="center",
         fontsize=8,
         color="tab:green",
     )
-    ax.set_xlim(-0.6, last + 0.6)
-    ax.set_ylim(-0.6, 1.3)
+    ax.set_xlim(-2.0, 3.8)
+    ax.set_ylim(-last - 0.6, 0.6)
     ax.axis("off")
     ax.set_title("one ping through the tunnel, and back")
     return ax
@@ -68,21 +62,22 @@ def draw_sequence(
     title: str = "",
     ax=None,
 ):
-    """A sequence diagram: ``messages`` are ``(seconds, sent_by_left, label)``, time downward."""
+    """A sequence diagram: ``messages`` are ``(seconds, sent_by_left, label)``, in order, one
+    row each (downward), each labelled with its time."""
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 1.0 + 0.38 * len(messages)))
-    end = max((t for t, _, _ in messages), default=1.0)
+        _, ax = plt.subplots(figsize=(8, 1.0 + 0.42 * len(messages)))
+    end = max(len(messages) - 1, 1)  # one row per message, in order; the time as a label
     for x, name in ((0, left), (1, right)):
         ax.plot([x, x], [-0.3, end + 0.3], color="gray", lw=1)
         ax.text(x, -0.45, name, ha="center", va="bottom", weight="bold")
-    for t, from_left, label in messages:
+    for row, (t, from_left, label) in enumerate(messages):
         start, stop = (0.02, 0.98) if from_left else (0.98, 0.02)
-        ax.annotate("", (stop, t + 0.05), (start, t), arrowprops={"arrowstyle": "->"})
-        ax.text(0.5, t - 0.02, label, ha="center", va="bottom", fontsize=8)
-        ax.text(-0.05, t, f"{t:.2f} s", ha="right", va="center", fontsize=7, color="gray")
-    ax.set_ylim(end + 0.4, -0.6)
+        ax.annotate("", (stop, row + 0.25), (start, row), arrowprops={"arrowstyle": "->"})
+        ax.text(0.5, row + 0.05, label, ha="center", va="bottom", fontsize=8)
+        ax.text(-0.05, row, f"{t:.2f} s", ha="right", va="center", fontsize=7, color="gray")
+    ax.set_ylim(end + 0.6, -0.6)
     ax.set_xlim(-0.3, 1.2)
     ax.axis("off")
     ax.set_title(title)
@@ -129,10 +124,10 @@ def draw_prefixes(routes: Sequence[str], destinations: Sequence[str], ax=None):
         x = int(IPv4Address(dst)) / span
         ax.axvline(x, color="black", ls="--", lw=1)
         ax.text(
-            x,
+            x + 0.005,
             len(routes) - 0.4 + 0.35 * i,
             f"{dst}: {winner(routes, dst)} wins",
-            ha="right",
+            ha="left",
             fontsize=9,
         )
     ax.set_yticks([])
@@ -142,5 +137,5 @@ def draw_prefixes(routes: Sequence[str], destinations: Sequence[str], ax=None):
     )
     ax.set_xlim(0, 1.15)
     ax.set_ylim(-0.6, len(routes) + 0.5)
-    ax.set_title("longest prefix wins: every route covers the destination, the longest decides")
+    ax.set_title("longest prefix wins: of the routes that cover a destination, the longest")
     return ax

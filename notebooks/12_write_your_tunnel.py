@@ -60,6 +60,7 @@ lab.sh("isp", "ip route get 10.8.0.2")
 # %%
 def forward(tun: int, sock: socket.socket, peer: tuple[str, int], until: float) -> None:
     """TunSelected only: every packet read from tun0 goes to peer as one UDP datagram."""
+    # your code here (about 5 lines)
     ### BEGIN SOLUTION
     while time.monotonic() < until:
         ready, _, _ = select.select([tun], [], [], 0.2)
@@ -90,6 +91,7 @@ course.observe("12.1", mytunnel.try_one_way(lab, forward, ends))
 # %%
 def tunnel(tun: int, sock: socket.socket, peer: tuple[str, int], until: float) -> None:
     """The select loop: TunSelected (tun0 -> UDP) and SockSelected (UDP from peer -> tun0)."""
+    # your code here (about 10 lines)
     ### BEGIN SOLUTION
     while time.monotonic() < until:
         ready, _, _ = select.select([tun, sock], [], [], 0.2)

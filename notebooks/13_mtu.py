@@ -75,9 +75,9 @@ lab.record("mtu_table", table)
 
 rows = [("plain", [("IPv4", 20), ("UDP", 8), ("inner packet", 1472)])]
 rows.append(("esp-null", [("IPv4", 20), ("UDP", 8), ("ESP", 8), ("inner packet", 1443),
-                          ("padding", 3), ("2", 2), ("ICV", 16)]))
+                          ("padding", 3), ("trailer", 2), ("ICV", 16)]))
 rows.append(("esp-aes-gcm", [("IPv4", 20), ("UDP", 8), ("ESP", 8), ("IV", 8),
-                             ("inner packet", 1435), ("padding", 3), ("2", 2), ("ICV", 16)]))
+                             ("inner packet", 1435), ("padding", 3), ("trailer", 2), ("ICV", 16)]))
 figures.draw_budget(rows, EXTERNAL_MTU)
 plt.title("tun0's MTU: what is left of 1500 bytes (worst-case padding)")
 plt.show()

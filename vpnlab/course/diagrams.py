@@ -80,7 +80,7 @@ def draw_sequence(
     ax.set_ylim(end + 0.6, -0.6)
     ax.set_xlim(-0.3, 1.2)
     ax.axis("off")
-    ax.set_title(title)
+    ax.set_title(title, pad=20)
     return ax
 
 

@@ -186,9 +186,11 @@ def draw_budget(rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], limit: in
             if size >= 30:
                 ax.text(x + size / 2, y, f"{label}\n{size}", ha="center", va="center", fontsize=8)
             x += size
+        extra = [f"{label} {size}" for label, size in parts if label != "inner packet"]
+        ax.text(limit + 8, y, " + ".join(extra), va="center", fontsize=7)
     ax.axvline(limit, color="red", lw=2)
     ax.text(limit, len(rows) - 0.4, f" {limit}: the path's MTU", color="red", fontsize=9)
     ax.set_yticks(range(len(rows)), [name for name, _ in reversed(list(rows))])
     ax.set_xlabel("bytes of the outer IPv4 packet")
-    ax.set_xlim(0, limit * 1.12)
+    ax.set_xlim(0, limit * 1.45)
     return ax

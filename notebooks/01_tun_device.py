@@ -200,11 +200,34 @@ with course.netns(lab.ns("r1")):
     fcntl.ioctl(tapfd, TUNSETIFF, struct.pack("16sH22x", b"tap0", IFF_TAP | IFF_NO_PI))
 lab.sh("r1", "ip addr add 10.10.0.2/24 dev tap0")
 lab.sh("r1", "ip link set tap0 up")
-ping = lab.popen("r1", "ping -c 1 -W 1 10.10.0.1")
+ping = lab.popen("r1", "ping -c 1 -W 2 10.10.0.1")
 frame = read_packet(tapfd, lambda d: len(d) >= 14 and d[12:14] == b"\x08\x06")  # ARP
-ping.communicate(timeout=10)
 Ether(frame).show()
 lab.record("tap_first", Ether(frame).summary())
+
+# %% [markdown]
+# ## SEED Task 9: answer the ARP request yourself
+# Nobody is at 10.10.0.1: on a TAP device, **we** are the wire. So we play the neighbour:
+# craft an ARP reply "10.10.0.1 is at 02:00:5e:00:53:99" with scapy (`arp.arp_reply`, the
+# course's TAP experiment in `vpnlab/course/arp.py`) and write it to `tap0`. If the kernel
+# believes it, its neighbour table gets the entry (`REACHABLE`: just confirmed), and the ping
+# it held back while it waited for an answer leaves at once, addressed to **our** made-up
+# MAC. (SEED does the same with `arping`, which is not installed here: the kernel's own ARP
+# lookup plays its part.)
+
+# %%
+from vpnlab.course import arp
+
+FAKE_MAC = "02:00:5e:00:53:99"
+reply = arp.arp_reply(frame, FAKE_MAC)
+Ether(reply).show()
+os.write(tapfd, reply)
+after = read_packet(tapfd, lambda d: len(d) >= 14 and d[12:14] == b"\x08\x00")  # IPv4
+neigh = lab.sh("r1", "ip neigh show 10.10.0.1 dev tap0")
+print("next frame from the kernel:", Ether(after).summary(), "to", Ether(after).dst)
+ping.communicate(timeout=10)
+lab.record("tap_neigh", neigh)
+lab.record("tap_after_reply", [Ether(after).dst, Ether(after).summary()])
 
 # %% [markdown]
 # ## CleanUp
@@ -268,19 +291,31 @@ lab.record("dev_net_tun_is_char_device", stat.S_ISCHR(os.stat("/dev/net/tun").st
 
 # %%
 answer_1_1 = ...
-course.check("1.1", answer_1_1, expected=40, hint="16 name + 2 flags + 22 padding")
+### BEGIN SOLUTION
+answer_1_1 = 40
+### END SOLUTION
+course.check("1.1", answer_1_1)
 
 # %%
 answer_1_2 = ...
-course.check("1.2", answer_1_2, expected=packet[0] >> 4, hint="look at the first hex digit")
+### BEGIN SOLUTION
+answer_1_2 = 4
+### END SOLUTION
+course.check("1.2", answer_1_2)
 
 # %%
 answer_1_3 = ...
-course.check("1.3", answer_1_3, expected=IFF_TAP, hint="TAP: layer 2")
+### BEGIN SOLUTION
+answer_1_3 = 0x0002
+### END SOLUTION
+course.check("1.3", answer_1_3)
 
 # %%
 answer_1_4 = ...
-course.check("1.4", answer_1_4, expected=0x0800, hint="the proto field of tun_pi above")
+### BEGIN SOLUTION
+answer_1_4 = 0x0800
+### END SOLUTION
+course.check("1.4", answer_1_4)
 
 # %%
 lab.down()

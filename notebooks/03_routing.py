@@ -80,6 +80,19 @@ lab.record("r2_added", sorted(r2_after - r2_before))
 # | `0.0.0.0/1 dev tun0` and `128.0.0.0/1 dev tun0` | together they cover every address, and a /1 is longer (more specific) than the default route's /0, so they win **without deleting the default route**; CleanUp only has to delete them |
 # | `198.51.100.2 via 192.0.2.1 dev eth0` | the **host route** (/32) to the server, through r1's own gateway: the notes' "R1 reaches the R2 through its gw specifically" |
 #
+# The picture: each route covers a range of addresses; for a destination, every route whose
+# range holds it matches, and the longest prefix (the narrowest range) wins.
+
+# %%
+import matplotlib.pyplot as plt
+
+from vpnlab.course import diagrams
+
+diagrams.draw_prefixes(["0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "198.51.100.2/32"],
+                       ["10.20.30.40", "198.51.100.2"])
+plt.show()
+
+# %% [markdown]
 # Ask the kernel which way it would send things now:
 
 # %%
@@ -173,20 +186,34 @@ lab.sh("r1", "ip route")
 
 # %%
 answer_3_1 = ...
-course.check("3.1", answer_3_1, expected="128.0.0.0/1", hint="203 >= 128: which half?")
+### BEGIN SOLUTION
+answer_3_1 = "128.0.0.0/1"
+### END SOLUTION
+course.check("3.1", answer_3_1)
 
 # %%
 answer_3_2 = ...
-course.check("3.2", answer_3_2, expected=32, hint="one single address")
+### BEGIN SOLUTION
+answer_3_2 = 32
+### END SOLUTION
+course.check("3.2", answer_3_2)
 
 # %%
 answer_3_3 = ...
-course.check("3.3", answer_3_3, expected="tun0", hint="the loop above")
+### BEGIN SOLUTION
+answer_3_3 = "tun0"
+### END SOLUTION
+course.check("3.3", answer_3_3)
+### BEGIN HIDDEN TESTS
+assert lab.results["dev_server_without_host_route"] == answer_3_3  # measured
+### END HIDDEN TESTS
 
 # %%
 answer_3_4 = ...
-course.check("3.4", answer_3_4, expected=True,
-             hint="the /32 is longer than any other route, whatever the default is")
+### BEGIN SOLUTION
+answer_3_4 = True
+### END SOLUTION
+course.check("3.4", answer_3_4)
 
 # %%
 lab.down()

@@ -54,6 +54,19 @@ print("who-am-I from r1, VPN on:", after)
 lab.record("whoami_after", after)
 
 # %% [markdown]
+# The whole way of one ping, hop by hop, with the addresses the packet carries at each: the
+# inner packet keeps its addresses inside the tunnel, the outer datagram has the two public
+# addresses, and r2 rewrites the inner source before the packet leaves towards web.
+
+# %%
+import matplotlib.pyplot as plt
+
+from vpnlab.course import diagrams
+
+diagrams.draw_ping_path()
+plt.show()
+
+# %% [markdown]
 # ## The rule
 # SetRouting(0) writes this nftables ruleset to a file and loads it with `nft -f` inside r2:
 
@@ -135,19 +148,31 @@ print("with the rule back:", lab.whoami("r1"))
 
 # %%
 answer_4_1 = ...
-course.check("4.1", answer_4_1, expected="192.0.2.2", hint="r1's eth0")
+### BEGIN SOLUTION
+answer_4_1 = "192.0.2.2"
+### END SOLUTION
+course.check("4.1", answer_4_1)
 
 # %%
 answer_4_2 = ...
-course.check("4.2", answer_4_2, expected="198.51.100.2", hint="r2's eth0")
+### BEGIN SOLUTION
+answer_4_2 = "198.51.100.2"
+### END SOLUTION
+course.check("4.2", answer_4_2)
 
 # %%
 answer_4_3 = ...
-course.check("4.3", answer_4_3, expected=reply_dst, hint="the second src=/dst= pair")
+### BEGIN SOLUTION
+answer_4_3 = "198.51.100.2"
+### END SOLUTION
+course.check("4.3", answer_4_3)
 
 # %%
 answer_4_4 = ...
-course.check("4.4", answer_4_4, expected="postrouting", hint="after the routing decision")
+### BEGIN SOLUTION
+answer_4_4 = "postrouting"
+### END SOLUTION
+course.check("4.4", answer_4_4)
 
 # %%
 lab.down()

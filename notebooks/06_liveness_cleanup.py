@@ -41,7 +41,7 @@ import time
 import matplotlib.pyplot as plt
 
 from vpnlab.core.constants import KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
-from vpnlab.course import figures
+from vpnlab.course import diagrams, figures
 from vpnlab.course import notebook as course
 from vpnlab.instruments import capture
 
@@ -99,12 +99,14 @@ for t, src, icmp_type in rows:
         events.append((t, "r2 answers", "ICMP port unreachable"))
     else:
         events.append((t, "r2 answers", "datagram from the server"))
-figures.draw_timeline(events, ["r1 sends", "r2 answers"], "the server is killed at 0 s",
-                     marks=[(0.0, "kill -9"), (lost_s, "client: peer lost")])
-plt.show()
-lab.record("keepalives_after_kill", sum(e[0] > 0 and e[1] == "r1 sends" for e in events))
 last_from_server = max((t for t, _, label in events
                         if label == "datagram from the server" and t <= 0), default=None)
+ax = figures.draw_timeline(events, ["r1 sends", "r2 answers"], "the server is killed at 0 s",
+                          marks=[(0.0, "kill -9"), (lost_s, "client: peer lost")])
+if last_from_server is not None:  # the window counts from the last datagram received
+    diagrams.shade_window(ax, last_from_server, LIVENESS_TIMEOUT_S, "liveness window")
+plt.show()
+lab.record("keepalives_after_kill", sum(e[0] > 0 and e[1] == "r1 sends" for e in events))
 if last_from_server is not None:
     print(f"the server's last datagram reached r1 {-last_from_server:.1f} s before the kill; "
           f"the client declared it lost {lost_s - last_from_server:.1f} s after that datagram")
@@ -184,21 +186,47 @@ lab.record("namespaces_left", left)
 
 # %%
 answer_6_1 = ...
-course.check("6.1", answer_6_1, expected=LIVENESS_TIMEOUT_S, hint="constants.py")
+### BEGIN SOLUTION
+answer_6_1 = 6
+### END SOLUTION
+course.check("6.1", answer_6_1)
+
+# %% [markdown]
+# **Explain 6.1** in a few sentences: why does a tunnel over UDP need keepalives and a
+# liveness timer at all, when a TCP connection does without them? (Recorded for your
+# instructor.)
+
+# %%
+explanation_6_1 = ...
+### BEGIN SOLUTION
+explanation_6_1 = (
+    "UDP has no connection: nothing tells a daemon that its peer died or that the path broke, "
+    "no FIN and no reset. Silence is the only sign, so each side sends a keepalive when it has "
+    "sent nothing for 2 s and gives the peer up after 6 s without any datagram from it."
+)
+### END SOLUTION
+course.explain("6.1", explanation_6_1)
 
 # %%
 answer_6_2 = ...
-course.check("6.2", answer_6_2, test=lambda a: abs(a - sum(e[1] == "r1 sends" and e[0] > 0
-                                                          for e in events)) <= 1,
-             hint="count the dots of 'r1 sends' after 0 s")
+### BEGIN SOLUTION
+answer_6_2 = sum(e[0] > 0 and e[1] == "r1 sends" for e in events)
+### END SOLUTION
+course.check("6.2", answer_6_2, lab)
 
 # %%
 answer_6_3 = ...
-course.check("6.3", answer_6_3, expected="SIGTERM", hint="which one lets CleanUp send a Bye?")
+### BEGIN SOLUTION
+answer_6_3 = "SIGTERM"
+### END SOLUTION
+course.check("6.3", answer_6_3)
 
 # %%
 answer_6_4 = ...
-course.check("6.4", answer_6_4, expected="vpnlab", hint="nft list tables in r2")
+### BEGIN SOLUTION
+answer_6_4 = "vpnlab"
+### END SOLUTION
+course.check("6.4", answer_6_4)
 
 # %% [markdown]
 # ## What you learned

@@ -57,6 +57,27 @@ def ping_avg_ms(node="r1", dst="198.51.100.2", count=10):
 
 
 # %% [markdown]
+# ## Predict first
+# Before anything runs, write down what you expect. Your predictions are recorded now; the
+# checks at the end say whether they were right (your instructor sees both).
+#
+# **7.4** `vpnlab lab impair --delay 30` holds every packet from r2 to r1 for 30 ms. By how
+# many milliseconds will a ping r1 -> r2 grow?
+#
+# **7.2** With the VPN over UDP and 2 % loss on the isp, how many TCP retransmissions will
+# tshark find on r1's `eth0` (the wire, outside the tunnel)?
+
+# %%
+prediction_7_4 = ...
+prediction_7_2 = ...
+### BEGIN SOLUTION
+prediction_7_4 = 30
+prediction_7_2 = 0
+### END SOLUTION
+course.predict("7.4", prediction_7_4)
+course.predict("7.2", prediction_7_2)
+
+# %% [markdown]
 # ## Impairing the path: loss, delay, jitter
 # `vpnlab lab impair` (or `vpnlab.lab.impair.apply` in Python) works in the isp's namespace:
 # **loss** is an nftables rule (`numgen random`, both ways); **delay** and **jitter** are netem
@@ -88,15 +109,18 @@ lab.record("ping_delayed_ms", delayed_ms)
 # options for more, the README has the full sweep (about 8 minutes). At 2 %
 # loss it also captures r1's `tun0` and `eth0` and lets tshark count
 # `tcp.analysis.retransmission` on each. It builds and removes its own lab under this
-# notebook's prefix, so we remove ours first.
+# notebook's prefix, so we remove ours first. It prints each point as it is measured (about a
+# minute in all).
 
 # %%
 lab.down()
-argv = [sys.executable, "-m", "vpnlab", "meltdown", "--prefix", lab.prefix, "--losses", "0",
+argv = [sys.executable, "-u", "-m", "vpnlab", "meltdown", "--prefix", lab.prefix, "--losses", "0",
         "3", "--delays", "10", "--seconds", "2", "--samples", "2", "--capture-loss", "2",
         "--out", str(WORK)]
-done = subprocess.run(argv, capture_output=True, text=True, timeout=200)
-print(done.stdout[-3000:], done.stderr[-1000:])
+with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
+    for line in run.stdout:  # stream the progress: the sweep is bounded by its own options
+        print(line, end="", flush=True)
+print("exit", run.wait(timeout=200))
 results = json.loads((WORK / "results.json").read_text())
 lab.record("points", results["points"])
 lab.record("captures", {t: {k: c[k] for k in ("tun0", "eth0")}
@@ -151,31 +175,59 @@ print("UDP transport, eth0 stacks:", sorted(set(capture.stacks(udp_eth0)))[:3])
 # ## Exercises
 # **7.1** Which transport do the design notes choose for the tunnel: `"udp"` or `"tcp"`?
 #
-# **7.2** With `--transport udp`, how many TCP retransmissions does tshark find on r1's
-# `eth0`? Think before you look: what protocol carries the tunnel there?
+# **7.2** With `--transport udp`, how many TCP retransmissions did tshark find on r1's
+# `eth0`? (You predicted it above.)
 #
 # **7.3** How many bytes does the TCP transport's framing add in front of each datagram?
 #
-# **7.4** With `vpnlab lab impair --delay 30`, by about how many milliseconds does a ping
-# r1 -> r2 grow?
+# **7.4** With `vpnlab lab impair --delay 30`, by about how many milliseconds did a ping
+# r1 -> r2 grow (a whole number; you predicted it above)?
 
 # %%
 answer_7_1 = ...
-course.check("7.1", answer_7_1, expected="udp", hint="the heading of the notes' note")
+### BEGIN SOLUTION
+answer_7_1 = "udp"
+### END SOLUTION
+course.check("7.1", answer_7_1)
 
 # %%
 answer_7_2 = ...
-course.check("7.2", answer_7_2, expected=results["captures"]["udp"]["eth0"],
-             hint="eth0 carries ESP in UDP: is there any TCP to retransmit?")
+### BEGIN SOLUTION
+answer_7_2 = 0
+### END SOLUTION
+course.check("7.2", answer_7_2, lab)
+### BEGIN HIDDEN TESTS
+assert lab.results["captures"]["udp"]["eth0"] == answer_7_2  # measured
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Explain 7.2** in two or three sentences: why that number, and where did the losses get
+# repaired instead? (Recorded for your instructor; not graded automatically.)
+
+# %%
+explanation_7_2 = ...
+### BEGIN SOLUTION
+explanation_7_2 = (
+    "Over UDP, eth0 carries ESP in UDP datagrams: there is no TCP on the wire, so nothing "
+    "there can be retransmitted. A datagram lost at the isp is gone; the inner TCP notices "
+    "and retransmits the segment end to end, which tshark sees on tun0."
+)
+### END SOLUTION
+course.explain("7.2", explanation_7_2)
 
 # %%
 answer_7_3 = ...
-course.check("7.3", answer_7_3, expected=2, hint="transport.LENGTH_BYTES")
+### BEGIN SOLUTION
+answer_7_3 = 2
+### END SOLUTION
+course.check("7.3", answer_7_3)
 
 # %%
 answer_7_4 = ...
-course.check("7.4", answer_7_4, test=lambda a: abs(a - (delayed_ms - base_ms)) < 10,
-             hint="compare the two pings above: the delay is added once per round trip")
+### BEGIN SOLUTION
+answer_7_4 = 30
+### END SOLUTION
+course.check("7.4", answer_7_4, lab)
 
 # %% [markdown]
 # ## CleanUp

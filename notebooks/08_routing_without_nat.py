@@ -28,6 +28,9 @@
 # %%
 import time
 
+import matplotlib.pyplot as plt
+
+from vpnlab.course import figures
 from vpnlab.course import notebook as course
 from vpnlab.instruments import capture
 
@@ -35,6 +38,8 @@ lab = course.CourseLab("08_routing_without_nat")
 lab.up(nat=False)  # the VPN runs, but r2 has no masquerade rule
 lab.sh("r2", "nft list ruleset")
 lab.sh("r1", "ip route")
+figures.draw_topology(lab.status())  # the isp's interfaces: eth0 (r1), eth1 (r2), eth2 (web)
+plt.show()
 
 # %% [markdown]
 # `nft list ruleset` in r2 prints nothing: no NAT table. r1's routes are those of notebook 3:
@@ -144,19 +149,31 @@ lab.record("whoami_nat", seen_nat)
 
 # %%
 answer_8_1 = ...
-course.check("8.1", answer_8_1, expected="isp", hint="the answers reached eth2 but not eth1")
+### BEGIN SOLUTION
+answer_8_1 = "isp"
+### END SOLUTION
+course.check("8.1", answer_8_1)
 
 # %%
 answer_8_2 = ...
-course.check("8.2", answer_8_2, expected=0, hint="echo reply")
+### BEGIN SOLUTION
+answer_8_2 = 0
+### END SOLUTION
+course.check("8.2", answer_8_2)
 
 # %%
 answer_8_3 = ...
-course.check("8.3", answer_8_3, expected="10.8.0.2", hint="no translation anywhere")
+### BEGIN SOLUTION
+answer_8_3 = "10.8.0.2"
+### END SOLUTION
+course.check("8.3", answer_8_3)
 
 # %%
 answer_8_4 = ...
-course.check("8.4", answer_8_4, expected="198.51.100.2", hint="r2's address on the isp side")
+### BEGIN SOLUTION
+answer_8_4 = "198.51.100.2"
+### END SOLUTION
+course.check("8.4", answer_8_4)
 
 # %%
 lab.down()

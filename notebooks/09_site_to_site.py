@@ -176,19 +176,31 @@ lab.record("c2c_denied_count", denied_count)
 
 # %%
 answer_9_1 = ...
-course.check("9.1", answer_9_1, expected="172.16.2.0/24", hint="ip route in r1: dev tun0")
+### BEGIN SOLUTION
+answer_9_1 = "172.16.2.0/24"
+### END SOLUTION
+course.check("9.1", answer_9_1)
 
 # %%
 answer_9_2 = ...
-course.check("9.2", answer_9_2, expected="198.51.100.2", hint="the VPN server's eth0")
+### BEGIN SOLUTION
+answer_9_2 = "198.51.100.2"
+### END SOLUTION
+course.check("9.2", answer_9_2)
 
 # %%
 answer_9_3 = ...
-course.check("9.3", answer_9_3, expected=H1, hint="no NAT anywhere")
+### BEGIN SOLUTION
+answer_9_3 = "172.16.1.10"
+### END SOLUTION
+course.check("9.3", answer_9_3)
 
 # %%
 answer_9_4 = ...
-course.check("9.4", answer_9_4, expected=0, hint="the server drops them")
+### BEGIN SOLUTION
+answer_9_4 = 0
+### END SOLUTION
+course.check("9.4", answer_9_4)
 
 # %%
 lab.down()

@@ -161,9 +161,112 @@ lab.record("long_server_dropped", "closed: peer lost" in lab.log("server"))
 #
 # A UDP tunnel is transparent to TCP as long as it comes back before its own liveness
 # timer fires; TCP's patience (minutes of retransmissions) is far longer than the VPN's 6 s.
-# A client with `--reconnect` would start a new session, but with a new tunnel address
-# and keys: the old TCP connections inside are lost either way.
+# But is a tunnel that **ended** the end of the connections inside it? The next experiment.
 #
+# ## SEED Task 6: kill the client, start it again
+# The SEED lab's tunnel-breaking task: with a TCP session open through the tunnel (SEED uses
+# telnet; we use a line-echo server on web and a TCP socket that this notebook opens in r1),
+# stop the VPN client, type something, start the client again. Does the session survive?
+#
+# Predict first (`True`/`False`). Think about what the inner TCP connection consists of: two
+# addresses and ports, and state in r1's kernel, in r2's conntrack (the NAT entry), and in
+# web's kernel. Which of those does a new VPN session change?
+
+# %%
+prediction_10_5 = ...
+### BEGIN SOLUTION
+prediction_10_5 = True
+### END SOLUTION
+course.predict("10.5", prediction_10_5)
+
+# %%
+import socket
+import sys
+
+ECHO = """import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000)); s.listen(1); c, a = s.accept()
+while d := c.recv(100): c.sendall(d)
+"""
+lab.start_vpn()  # the 8 s pause ended the old session: a fresh one
+echo = lab.popen("web", [sys.executable, "-c", ECHO])
+time.sleep(0.5)
+with course.netns(lab.ns("r1")):  # a TCP socket of r1's, used from this notebook
+    session = socket.create_connection(("203.0.113.10", 7000), timeout=5)
+print("inner TCP from", session.getsockname(), "to", session.getpeername())
+session.sendall(b"before\n")
+print("echo:", session.recv(100))
+lab.sh("r2", "conntrack -L -p tcp --dport 7000")
+
+# %% [markdown]
+# Now the break: SIGTERM to the client (its CleanUp sends a Bye and removes `tun0` and the
+# routes; the server frees the tunnel address at once), then a line typed into the session
+# while there is no tunnel, captured on r1's `eth0`, then the client started again with the
+# same options (`lab.restart_client()`; the server kept running all along).
+
+# %%
+os.kill(lab.daemon_pid("client-r1"), signal.SIGTERM)
+course.wait_for(lambda: "tun0" not in lab.run("r1", "ip -br link").stdout, timeout_s=5)
+lab.sh("r1", "ip route")
+gap = capture.start_capture(lab.prefix, "r1", "eth0", "work/task6-gap.pcapng", count=20,
+                            duration_s=4, capture_filter="tcp port 7000")
+typed = time.time()
+session.sendall(b"typed while down\n")
+time.sleep(2.0)
+in_gap = capture.fields(gap.stop(), ["ip.src", "ip.dst", "tcp.len"])
+print("r1 eth0 while the tunnel is down:", in_gap)
+lab.restart_client()
+print(f"client connected again {time.time() - typed:.1f} s after the line was typed")
+tun_address = lab.sh("r1", "ip -br addr show tun0").split()[2].split("/")[0]
+session.settimeout(15)
+late = session.recv(100)
+print(f"echo: {late} ({time.time() - typed:.1f} s after it was typed)")
+session.sendall(b"after\n")
+after = session.recv(100)
+print("echo:", after)
+lab.sh("r2", "conntrack -L -p tcp --dport 7000")
+print("server:", [ln[13:] for ln in lab.log("server").splitlines() if "hello" in ln or "bye" in ln])
+session.close()
+echo.kill()
+lab.record("task6", {"late_echo": late.decode(), "after_echo": after.decode(),
+                     "gap_segments": in_gap, "address": tun_address})
+
+# %% [markdown]
+# The session survived. What we measured:
+# - While the client was gone, r1's TCP still owned its connection: a socket is not closed
+#   because its address vanished. The line typed then did not leave r1 at all (the capture
+#   of `eth0` above is empty): 10.8.0.2 was no longer r1's address, so the kernel could not
+#   route a packet with that source, and TCP kept the line queued, retrying on its
+#   retransmission timer. Nothing reached web or came back to reset the connection.
+# - The new client asked the server for an address and got **10.8.0.2 again**: the server's
+#   pool gives a freed address back at the front (`AddressPool.give_back`), so a lone client
+#   that comes back gets the same one. New keys, new SPIs, same inner address.
+# - r2's conntrack entry (10.8.0.2:port <-> web, NATed to 198.51.100.2) was never removed:
+#   the server kept running, and its NAT rule with it. So web's answers still reach the same
+#   inner socket.
+# - TCP's next retransmission of the typed line went into the new tunnel, and the echo came
+#   back: the line arrived a few seconds late, the session went on.
+#
+# That is what SEED's task 6 shows with telnet: the characters typed during the break appear
+# when the tunnel is back. It fails if the address changes (another client took 10.8.0.2 in
+# the meantime, or a server restart flushed the NAT state and re-numbered the clients) or if
+# TCP gave up first (about 15 minutes of retransmissions on Linux, `tcp_retries2`).
+#
+# **Explain 10.5** in a few sentences: why did the inner TCP connection survive the client's
+# restart?
+
+# %%
+explanation_10_5 = ...
+### BEGIN SOLUTION
+explanation_10_5 = (
+    "The inner connection is defined by 10.8.0.2, web and the two ports. The restarted client "
+    "got 10.8.0.2 again from the server's pool, and r2's conntrack NAT entry survived because "
+    "the server kept running, so TCP's retransmission went through the new tunnel unchanged."
+)
+### END SOLUTION
+course.explain("10.5", explanation_10_5)
+
+# %% [markdown]
 # ## Exercises
 # **10.1** Did the download survive the 3 s pause (True or False)?
 #
@@ -172,23 +275,56 @@ lab.record("long_server_dropped", "closed: peer lost" in lab.log("server"))
 # **10.3** After how many seconds of silence did the client declare the server lost?
 #
 # **10.4** Which process noticed the 8 s pause first: `"client"` or `"server"`?
+#
+# **10.5** Did the TCP session survive the client's kill and restart? (`True`/`False`;
+# you predicted it above.)
+#
+# **10.6** Which tunnel address did the restarted client get?
 
 # %%
 answer_10_1 = ...
-course.check("10.1", answer_10_1, expected=digest == EXPECTED,
-             hint="compare the checksums")
+### BEGIN SOLUTION
+answer_10_1 = True
+### END SOLUTION
+course.check("10.1", answer_10_1, lab)
 
 # %%
 answer_10_2 = ...
-course.check("10.2", answer_10_2, expected=2, hint="look at the gaps between retransmissions")
+### BEGIN SOLUTION
+answer_10_2 = 2
+### END SOLUTION
+course.check("10.2", answer_10_2)
 
 # %%
 answer_10_3 = ...
-course.check("10.3", answer_10_3, expected=LIVENESS_TIMEOUT_S, hint="constants.py")
+### BEGIN SOLUTION
+answer_10_3 = 6
+### END SOLUTION
+course.check("10.3", answer_10_3)
 
 # %%
 answer_10_4 = ...
-course.check("10.4", answer_10_4, expected="client", hint="who was frozen?")
+### BEGIN SOLUTION
+answer_10_4 = "client"
+### END SOLUTION
+course.check("10.4", answer_10_4)
+
+# %%
+answer_10_5 = ...
+### BEGIN SOLUTION
+answer_10_5 = True
+### END SOLUTION
+course.check("10.5", answer_10_5, lab)
+
+# %%
+answer_10_6 = ...
+### BEGIN SOLUTION
+answer_10_6 = "10.8.0.2"
+### END SOLUTION
+course.check("10.6", answer_10_6, lab)
+### BEGIN HIDDEN TESTS
+assert lab.results["task6"]["address"] == answer_10_6  # measured
+### END HIDDEN TESTS
 
 # %%
 lab.down()
@@ -198,6 +334,10 @@ lab.down()
 # - Freezing the tunnel for less than the liveness timeout is invisible to the VPN: TCP
 #   inside retransmits with exponential backoff (RTO doubling) and resumes intact.
 # - Longer than 6 s and the VPN ends the session on both sides (client first: exit 4 and
-#   CleanUp; the server when it runs again, at most 6 s later), and the connections inside die.
+#   CleanUp; the server when it runs again, at most 6 s later); the connections inside are
+#   stuck until a tunnel with the same inner address comes back.
+# - SEED task 6: kill the client and start it again, and an open TCP session survives: the
+#   server hands the lone client 10.8.0.2 again and its NAT state outlives the session, so
+#   TCP's retransmissions simply resume through the new tunnel.
 # - Two layers, two timers: TCP end to end, the VPN between its peers. The outer one (the
 #   VPN's 6 s) decides how long an outage the inner one can survive.

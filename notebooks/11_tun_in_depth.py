@@ -183,19 +183,31 @@ os.close(fresh)
 
 # %%
 answer_11_1 = ...
-course.check("11.1", answer_11_1, expected=name1, hint="the first free number")
+### BEGIN SOLUTION
+answer_11_1 = "smith1"
+### END SOLUTION
+course.check("11.1", answer_11_1)
 
 # %%
 answer_11_2 = ...
-course.check("11.2", answer_11_2, expected=tun.IFNAMSIZ - 1, hint="IFNAMSIZ is 16, with a NUL")
+### BEGIN SOLUTION
+answer_11_2 = 15
+### END SOLUTION
+course.check("11.2", answer_11_2)
 
 # %%
 answer_11_3 = ...
-course.check("11.3", answer_11_3, expected=6, hint="the first nibble")
+### BEGIN SOLUTION
+answer_11_3 = 6
+### END SOLUTION
+course.check("11.3", answer_11_3)
 
 # %%
 answer_11_4 = ...
-course.check("11.4", answer_11_4, expected="EINVAL", hint="errno.errorcode[...]")
+### BEGIN SOLUTION
+answer_11_4 = "EINVAL"
+### END SOLUTION
+course.check("11.4", answer_11_4)
 
 # %%
 lab.down()

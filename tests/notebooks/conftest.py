@@ -1,4 +1,4 @@
-"""Notebook fixtures; running one (a lab of its own, solved, checked gone) is in helpers.py."""
+"""Notebook fixtures; running one (its own lab, its solutions, checked gone): helpers.py."""
 
 from __future__ import annotations
 
@@ -9,5 +9,6 @@ from .helpers import execute
 
 @pytest.fixture
 def run_notebook(tmp_path):
-    """``run_notebook(name)``: execute ``notebooks/<name>.py`` solved, in its own lab."""
-    return lambda name, solved=True: execute(name, tmp_path, solved)
+    """``run_notebook(name)``: execute ``notebooks/<name>.py`` (the instructor edition, with
+    its solutions) in its own lab; ``run_notebook(name, answers={...})``: with those answers."""
+    return lambda name, answers=None: execute(name, tmp_path, answers)

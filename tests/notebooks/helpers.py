@@ -1,9 +1,13 @@
 """Run a course notebook headless (nbclient), as root, in a lab of its own.
 
-Each notebook gets a fresh prefix (``VPNLAB_PREFIX``) and a results folder
-(``VPNLAB_COURSE_RESULTS``) where it records its key outputs; the exercises' ``...`` are
-replaced by the answers in ``solutions.py`` so that every check runs. Whatever happens, the
-lab of that prefix is removed afterwards (``vpnlab lab down --prefix P``) and checked gone.
+Each notebook gets a fresh prefix (``VPNLAB_PREFIX``), a results folder
+(``VPNLAB_COURSE_RESULTS``) where it records its key outputs and a progress file
+(``VPNLAB_PROGRESS``) for its checks' attempts. The notebooks in ``notebooks/`` are the
+instructor edition: their answers are in the solution blocks, so every check runs.
+``answers=`` runs a notebook with other answers in their place (the student's ``...`` lines
+replaced, the solution blocks dropped), and the cells that fail are kept, not raised.
+Whatever happens, the lab of that prefix is removed afterwards (``vpnlab lab down --prefix P``)
+and checked gone.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.lab.helpers import assert_gone, fresh_prefix, root_snapshot
-
-from .solutions import SOLUTIONS
+from vpnlab.course.progress import load
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -33,6 +36,7 @@ class Run:
     notebook: object
     results: dict
     seconds: float
+    attempts: list  # progress.Attempt, one per check, prediction and explanation
 
     def text(self) -> str:
         """All stream and text outputs of all cells, joined."""
@@ -59,33 +63,40 @@ def read_notebook(name: str):
     return jupytext.read(NOTEBOOKS / f"{name}.py")
 
 
-def solve(nb, name: str) -> int:
-    """Replace ``answer_X = ...`` lines with the reference answers; returns how many."""
-    answers = SOLUTIONS.get(name, {})
-    done = 0
+def _region(name: str) -> re.Pattern:
+    """nbgrader's ``### BEGIN name`` ... ``### END name`` region, indented or not."""
+    return re.compile(rf"^[ \t]*### BEGIN {name}\n.*?^[ \t]*### END {name}\n?", re.M | re.S)
+
+
+SOLUTION, HIDDEN = _region("SOLUTION"), _region("HIDDEN TESTS")
+
+
+def answer_with(nb, answers: dict[str, str]) -> None:
+    """The student edition's cells (solution blocks and hidden tests dropped), with ``answers``
+    (``{variable: expression}``) in place of the student's ``variable = ...`` lines."""
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
+        cell.source = HIDDEN.sub("", SOLUTION.sub("", cell.source))
         for var, expr in answers.items():
             pattern = re.compile(rf"^{var} = \.\.\.$", re.M)
-            if pattern.search(cell.source):
-                line = f"{var} = {expr}"
-                cell.source = pattern.sub(lambda _m, line=line: line, cell.source)
-                done += 1
-    assert done == len(answers), f"{name}: {len(answers) - done} solutions found no exercise"
-    return done
+            cell.source = pattern.sub(lambda _m, v=var, e=expr: f"{v} = {e}", cell.source)
 
 
-def execute(name: str, tmp_path: Path, solved: bool = True) -> Run:
+def execute(name: str, tmp_path: Path, answers: dict[str, str] | None = None) -> Run:
     from nbclient import NotebookClient
 
     nb = read_notebook(name)
-    if solved:
-        solve(nb, name)
+    if answers is not None:
+        answer_with(nb, answers)
     prefix = fresh_prefix()
     results = tmp_path / "results"
     before = root_snapshot()
-    env = {"VPNLAB_PREFIX": prefix, "VPNLAB_COURSE_RESULTS": str(results)}
+    env = {
+        "VPNLAB_PREFIX": prefix,
+        "VPNLAB_COURSE_RESULTS": str(results),
+        "VPNLAB_PROGRESS": str(tmp_path / "progress.jsonl"),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     start = time.monotonic()
@@ -94,6 +105,7 @@ def execute(name: str, tmp_path: Path, solved: bool = True) -> Run:
             nb,
             timeout=TIMEOUT_S,
             kernel_name="python3",
+            allow_errors=answers is not None,
             resources={"metadata": {"path": str(NOTEBOOKS)}},
         )
         client.execute()
@@ -120,4 +132,4 @@ def execute(name: str, tmp_path: Path, solved: bool = True) -> Run:
     assert root_snapshot() == before, "the root namespace changed"
     file = results / f"{name}.json"
     data = json.loads(file.read_text()) if file.exists() else {}
-    return Run(nb, data, seconds)
+    return Run(nb, data, seconds, load(tmp_path / "progress.jsonl"))

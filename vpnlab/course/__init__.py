@@ -1,14 +1,18 @@
 """The course: what the notebooks in ``notebooks/`` use, and the experiments they run.
 
-    notebook   CourseLab (the lab from a notebook, through subprocesses), checks
-    figures    the notebooks' pictures: the topology, timelines, a packet's layers
+    notebook   CourseLab (the lab from a notebook, through subprocesses), check/predict/explain
+    exercises  every exercise: its answer's type, a hint, a salted hash or a measure of the lab
+    grading    the checks: typed hashes, measures, every try recorded (progress), a try limit
+    progress   the attempts file (one JSON line per try), read by ``vpnlab check --report``
+    figures    the notebooks' pictures: the topology, timelines, a packet's layers, MTU budget
+    diagrams   explanatory drawings: a ping's path, a sequence, the liveness window, prefixes
+    mytunnel   notebook 12: the ends (tun0, UDP 4500) of the student's own tunnel, observed
     arp        the classic TAP experiment: answer the kernel's ARP request by hand
     iperf      iperf3 from r1 to web, for the two experiments below
     openvpn    OpenVPN's configuration, the benchmark's comparison
     bench      the benchmark against OpenVPN (``vpnlab bench``, ``scripts/bench.sh``)
     footprint  what a lab costs a class (``vpnlab bench --footprint``)
     meltdown   the TCP-meltdown experiment, UDP against TCP transport (``vpnlab meltdown``)
-    progress   one JSON line per attempt at an exercise or a task
     check      ``vpnlab check``: the end-to-end checks of a lab (a troubleshooting lab's repair)
     report     ``vpnlab check --report``: a student's progress per SEED VPN lab task
 

@@ -170,3 +170,27 @@ def draw_layers(packet: Any, ax=None, title: str = ""):
     ax.set_xlim(0, max(packet.length, 1) * 1.02)
     ax.set_title(title or f"packet {packet.number}: {packet.stack} ({packet.length} B)")
     return ax
+
+
+def draw_budget(rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], limit: int = 1500, ax=None):
+    """The MTU budget: per format, one bar of its parts (``(label, bytes)``) against ``limit``."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 0.9 + 0.8 * len(rows)))
+    palette = {"inner packet": "#cfe8cf", "padding": "#f3d3a3"}
+    for y, (_, parts) in enumerate(reversed(list(rows))):
+        x = 0
+        for label, size in parts:
+            ax.barh(y, size, left=x, color=palette.get(label, "#bcd4ee"), edgecolor="black")
+            if size >= 30:
+                ax.text(x + size / 2, y, f"{label}\n{size}", ha="center", va="center", fontsize=8)
+            x += size
+        extra = [f"{label} {size}" for label, size in parts if label != "inner packet"]
+        ax.text(limit + 8, y, " + ".join(extra), va="center", fontsize=7)
+    ax.axvline(limit, color="red", lw=2)
+    ax.text(limit, len(rows) - 0.4, f" {limit}: the path's MTU", color="red", fontsize=9)
+    ax.set_yticks(range(len(rows)), [name for name, _ in reversed(list(rows))])
+    ax.set_xlabel("bytes of the outer IPv4 packet")
+    ax.set_xlim(0, limit * 1.45)
+    return ax

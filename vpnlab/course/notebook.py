@@ -6,7 +6,9 @@ The notebooks in ``notebooks/`` import this module as ``from vpnlab import cours
     lab.up(vpn=False)                     # `vpnlab lab up --prefix nb- --no-vpn`
     lab.sh("r1", "ip route")              # `ip netns exec nb-r1 ip route`, printed
     lab.record("stack", "raw:ip:icmp")    # key results, for the tests (tests/notebooks)
-    course.check("1.1", answer, expected=40, hint="...")
+    course.predict("7.2", 0)              # a guess, recorded before the demonstration
+    course.check("1.1", answer_1_1)       # judged by exercises.py, recorded (progress.py)
+    course.explain("6.1", "because ...")  # a written explanation, for the instructor
     lab.down()
 
 The figures (``draw_topology``, ``draw_timeline``, ``draw_layers``) are in ``figures.py``.
@@ -31,10 +33,25 @@ from pathlib import Path
 from typing import Any
 
 from vpnlab.core.errors import VpnlabError
+from vpnlab.course import grading
+from vpnlab.course.exercises import EXERCISES
+from vpnlab.course.grading import explain, observe, predict
 from vpnlab.lab.nodes import exec_in, popen_in, wait_for
 from vpnlab.lab.state import namespace, state_dir
 
-__all__ = ["CourseError", "CourseLab", "Output", "check", "hexdump", "netns", "prefix", "wait_for"]
+__all__ = [
+    "CourseError",
+    "CourseLab",
+    "Output",
+    "check",
+    "explain",
+    "hexdump",
+    "netns",
+    "observe",
+    "predict",
+    "prefix",
+    "wait_for",
+]
 
 DEFAULT_PREFIX = "nb-"
 RESULTS_ENV = "VPNLAB_COURSE_RESULTS"
@@ -151,6 +168,30 @@ class CourseLab:
         if done.returncode != 0:
             raise CourseError(f"start_vpn {extra} failed: {out.splitlines()[-1:]}")
         return Output(out)
+
+    def restart_client(self, node: str = "r1") -> None:
+        """ClientConnection again: start ``node``'s client with the options it had (the server
+        keeps running, SEED task 6); returns once its status file says connected."""
+        code = (
+            "import sys; from vpnlab.lab.build import start_daemon; "
+            "from vpnlab.lab.state import record_of; p, node = sys.argv[1:]; r = record_of(p); "
+            "name = 'client-' + node; start_daemon(p, r, name, node, r['daemons'][name]['argv'])"
+        )
+        status = self.state_dir() / f"client-{node}.json"
+        status.unlink(missing_ok=True)  # the old client's last word
+        argv = [sys.executable, "-c", code, self.prefix, node]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        if done.returncode != 0:
+            raise CourseError(f"restart client-{node}: {(done.stderr or done.stdout).strip()}")
+
+        def connected() -> bool:
+            try:
+                return json.loads(status.read_text()).get("state") == "connected"
+            except (OSError, ValueError):
+                return False
+
+        if not wait_for(connected, 10, 0.1):
+            raise CourseError(f"client-{node} not connected 10 s after its restart")
 
     def stop_vpn(self) -> str:
         return self.vpnlab("lab", "stop-vpn", show=False)
@@ -278,31 +319,12 @@ def netns(namespace: str) -> Iterator[None]:
 # --- exercises ----------------------------------------------------------------------------------
 
 
-def check(exercise: str, answer: Any, expected: Any = None, hint: str = "", test=None) -> None:
-    """Autograder-style feedback for one exercise.
+def check(exercise: str, answer: Any, lab: CourseLab | None = None) -> None:
+    """Judge one exercise of ``exercises.py`` (``grading.check``: recorded, never a literal).
 
-    ``answer`` still ``...`` (Ellipsis): says so (so "Run all" goes on). Otherwise compares
-    with ``expected`` (or calls ``test(answer)``): prints a tick, or raises AssertionError
-    with the hint.
+    ``lab``: the notebook's lab, for the exercises whose answer the lab measured.
     """
-    if answer is Ellipsis:
-        print(f"Exercise {exercise}: not answered yet (replace ... with your answer). {hint}")
-        return
-    ok = bool(test(answer)) if test is not None else _same(answer, expected)
-    if not ok:
-        raise AssertionError(f"Exercise {exercise}: not quite ({answer!r}). Hint: {hint}")
-    print(f"Exercise {exercise}: correct \N{CHECK MARK} ({answer!r})")
-
-
-def _same(answer: Any, expected: Any) -> bool:
-    if isinstance(expected, float) or isinstance(answer, float):
-        try:
-            return abs(float(answer) - float(expected)) <= 1e-6 + 0.01 * abs(float(expected))
-        except (TypeError, ValueError):
-            return False
-    if isinstance(expected, str) and isinstance(answer, str):
-        return answer.strip().lower() == expected.strip().lower()
-    return answer == expected
+    grading.check(exercise, answer, EXERCISES[exercise], lab)
 
 
 def hexdump(data: bytes, width: int = 16) -> str:

@@ -1,0 +1,171 @@
+"""Notebook 12, write your own tunnel (SEED Tasks 4 and 5): the lab around the student's loop.
+
+The student writes the loop (TunSelected, SockSelected: the plain format, each IP packet as
+one UDP datagram on port 4500). This module gives it its two ends, a tun0 and a UDP socket in
+r1 and in r2 (opened from the notebook's thread with ``netns``, so they belong to those nodes),
+runs it in threads for a bounded time, and observes what went through it: a ping and a
+who-am-I fetch from r1 to web, and r1's eth0 captured.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vpnlab.core.constants import PORT, tun_mtu
+from vpnlab.course.notebook import CourseLab, netns
+from vpnlab.instruments import capture
+from vpnlab.tun import create_tun_dev
+from vpnlab.tunnel import Tunnel
+
+WEB = "203.0.113.10"
+ENDS = {"r1": ("10.8.0.2/24", "198.51.100.2"), "r2": ("10.8.0.1/24", "192.0.2.2")}
+"""Each node's tun0 address and its peer's public address."""
+Loop = Callable[[int, socket.socket, tuple[str, int], float], None]
+
+
+@dataclass
+class End:
+    """One end of the student's tunnel: the node, its tun0 fd, its UDP socket, the peer."""
+
+    node: str
+    tun: int
+    sock: socket.socket
+    peer: tuple[str, int]
+    errors: list[str] = field(default_factory=list)
+
+
+def open_end(lab: CourseLab, node: str) -> End:
+    """CreateTunDev + Ifconfig + Init(PORT) in ``node``: tun0 (MTU of the plain format), up,
+    and a UDP socket bound to port 4500."""
+    address, peer = ENDS[node]
+    with netns(lab.ns(node)):
+        tun, name = create_tun_dev("tun0")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", PORT))
+    lab.run(node, ["ip", "addr", "add", address, "dev", name], check=True)
+    lab.run(node, ["ip", "link", "set", name, "mtu", str(tun_mtu(0)), "up"], check=True)
+    return End(node, tun, sock, (peer, PORT))
+
+
+def prepare(lab: CourseLab) -> dict[str, End]:
+    """Both ends, and the routes: web through r1's tun0, forwarding in r2, the isp's route
+    back to 10.8.0.0/24 (no NAT: web sees the tunnel address)."""
+    ends = {node: open_end(lab, node) for node in ENDS}
+    lab.run("r1", ["ip", "route", "add", f"{WEB}/32", "dev", "tun0"], check=True)
+    lab.run("r2", ["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+    lab.vpnlab("lab", "route-back", show=False)
+    return ends
+
+
+def close(ends: dict[str, End]) -> None:
+    """CleanUp: closing the fds removes both tun0 (and their routes)."""
+    for end in ends.values():
+        os.close(end.tun)
+        end.sock.close()
+
+
+def _guarded(loop: Loop, end: End, until: float) -> None:
+    try:
+        loop(end.tun, end.sock, end.peer, until)
+    except Exception as exc:  # the student's bug: reported by the check, not lost in a thread
+        end.errors.append(f"{end.node}: {type(exc).__name__}: {exc}")
+
+
+def start(loop: Loop, ends: list[End], seconds: float) -> list[threading.Thread]:
+    """Run ``loop(tun, sock, peer, until)`` for each end in a thread of its own."""
+    until = time.monotonic() + seconds
+    threads = [threading.Thread(target=_guarded, args=(loop, e, until), daemon=True) for e in ends]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _inner(payload: bytes) -> tuple[str, str, int] | None:
+    """An IPv4 packet's (source, destination, protocol), or None if it is not one."""
+    if len(payload) < 20 or payload[0] >> 4 != 4:
+        return None
+    return socket.inet_ntoa(payload[12:16]), socket.inet_ntoa(payload[16:20]), payload[9]
+
+
+def receive(end: End, seconds: float) -> list[bytes]:
+    """What arrives on ``end``'s socket within ``seconds`` (the far side of Task 4)."""
+    got: list[bytes] = []
+    end.sock.settimeout(0.2)
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        try:
+            got.append(end.sock.recv(65535))
+        except TimeoutError:
+            continue
+    end.sock.settimeout(None)
+    return got
+
+
+def try_one_way(lab: CourseLab, forward: Loop, ends: dict[str, End], seconds=5.0) -> dict:
+    """Task 4: ``forward`` in r1 only; 3 pings to web; what r2's socket received."""
+    start(forward, [ends["r1"]], seconds)
+    arrived: list[bytes] = []
+    far = threading.Thread(target=lambda: arrived.extend(receive(ends["r2"], seconds)))
+    far.start()
+    ping = lab.run("r1", ["ping", "-c", "3", "-i", "0.3", "-W", "1", WEB])
+    far.join(seconds + 2)
+    requests = [p for p in arrived if _inner(p) == ("10.8.0.2", WEB, 1) and p[20] == 8]
+    lab.record("one_way_received", len(requests))
+    return {
+        "r2 received the 3 echo requests, each one datagram": len(requests) == 3,
+        "and no answer came back (one way only)": ping.returncode != 0,
+        "your forwarder raised nothing": not ends["r1"].errors,
+    }
+
+
+def wire(path: Any) -> list[tuple[str, str, tuple[str, str, int] | None]]:
+    """r1's eth0: per UDP 4500 datagram, (outer source, outer destination, inner packet)."""
+    from scapy.all import IP, UDP, rdpcap  # scapy loads slowly: only when a capture is read
+
+    rows = []
+    for frame in rdpcap(str(path)):
+        if IP in frame and UDP in frame and PORT in (frame[UDP].sport, frame[UDP].dport):
+            rows.append((frame[IP].src, frame[IP].dst, _inner(bytes(frame[UDP].payload))))
+    return rows
+
+
+def try_tunnel(lab: CourseLab, tunnel: Loop, ends: dict[str, End], seconds=8.0) -> dict:
+    """Task 5: ``tunnel`` in r1 and r2; a ping and a who-am-I fetch; r1's eth0 captured."""
+    cap = capture.start_capture(
+        lab.prefix, "r1", "eth0", "work/mytunnel-r1-eth0.pcapng", 300, seconds + 5, "udp"
+    )
+    threads = start(tunnel, [ends["r1"], ends["r2"]], seconds)
+    ping = lab.run("r1", ["ping", "-c", "3", "-i", "0.3", "-W", "2", WEB])
+    seen = lab.whoami("r1")
+    rows = wire(cap.stop())
+    for thread in threads:
+        thread.join(seconds + 2)
+    out = [r for r in rows if r[1] == ENDS["r1"][1] and r[2] and r[2][1] == WEB]
+    back = [r for r in rows if r[0] == ENDS["r1"][1] and r[2] and r[2][0] == WEB]
+    lab.record("my_tunnel", {"ping_rc": ping.returncode, "whoami": seen, "out": len(out)})
+    lab.record("my_tunnel_back", len(back))
+    return {
+        "a ping r1 -> web answered through your loop": ping.returncode == 0,
+        "who-am-I at web says 'you are 10.8.0.2'": seen == "you are 10.8.0.2",
+        "on r1's eth0: your UDP 4500 datagrams to r2, carrying packets for web": bool(out),
+        "and r2's back, carrying web's answers": bool(back),
+        "your loop raised nothing": not (ends["r1"].errors or ends["r2"].errors),
+    }
+
+
+def side_by_side(*functions: Callable) -> str:
+    """HTML: the student's loop on the left, tunnel.py's TunSelected and SockSelected right."""
+    mine = "\n\n".join(inspect.getsource(f) for f in functions)
+    real = inspect.getsource(Tunnel.tun_selected) + "\n" + inspect.getsource(Tunnel.sock_selected)
+    cell = '<td style="vertical-align:top;text-align:left"><pre>{}</pre></td>'
+    head = "<tr><th>your loop</th><th>vpnlab/tunnel.py</th></tr>"
+    body = cell.format(html.escape(mine)) + cell.format(html.escape(real))
+    return f"<table>{head}<tr>{body}</tr></table>"

@@ -228,6 +228,14 @@ print("next frame from the kernel:", Ether(after).summary(), "to", Ether(after).
 ping.communicate(timeout=10)
 lab.record("tap_neigh", neigh)
 lab.record("tap_after_reply", [Ether(after).dst, Ether(after).summary()])
+# SEED task 9's check, on what the kernel did (nothing for you to type here):
+course.observe(
+    "1.5",
+    {
+        "the neighbour table holds our MAC, REACHABLE": FAKE_MAC in neigh and "REACHABLE" in neigh,
+        "the held-back ping left for our MAC": Ether(after).dst == FAKE_MAC,
+    },
+)
 
 # %% [markdown]
 # ## CleanUp

@@ -7,11 +7,21 @@
 # ClearSolutions and ClearHiddenTests preprocessors, run by nbconvert, remove both
 # (scripts/student_edition_config.py). Nothing of vpnlab is imported.
 #
-# Usage: scripts/student-edition.sh [OUT]     (default: notebooks/student; PYTHON=... to pick)
+# Usage: scripts/student-edition.sh [OUT]     (default: notebooks/student; PYTHON=... to pick,
+# else the project's .venv, else python3)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/notebooks/student}
-python=${PYTHON:-python3}
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+    python=python3
+    [ -x "$root/.venv/bin/python" ] && python=$root/.venv/bin/python
+fi
+if ! "$python" -c "import nbgrader, nbconvert" 2>/dev/null; then
+    echo "student-edition: nbgrader is not installed for $python" \
+        "(pip install 'vpnlab[course]', or run scripts/test.sh once)" >&2
+    exit 1
+fi
 mkdir -p "$out"
 "$python" -m nbconvert --to notebook --log-level WARN \
     --config "$root/scripts/student_edition_config.py" \

@@ -553,7 +553,7 @@ def test_fuzz_reaches_the_deep_paths():
         "spoofed source mac",
         "unknown peer",
         "truncated",
-        "tun: not ipv4",
+        "tun: not ip",
         "tun: no client for destination",
         "session closed",
     }

@@ -12,10 +12,12 @@ VPN, r1 is seen as 192.0.2.2; through the tunnel, the server's NAT rule makes it
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import random
 import re
 import signal
+import socket
 import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +54,8 @@ class WhoAmIHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         host, port = self.client_address[:2]
+        mapped = ipaddress.ip_address(host)  # on a dual-stack socket IPv4 is ::ffff:a.b.c.d
+        host = str(getattr(mapped, "ipv4_mapped", None) or mapped)
         sized = re.fullmatch(r"/bytes/(\d{1,9})", self.path)
         if sized and int(sized.group(1)) <= MAX_BYTES:
             self.send_bytes(int(sized.group(1)))
@@ -92,6 +96,11 @@ class WhoAmIServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        # IPv6 (``::`` takes both families: the lab's dual stack), or IPv4
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)

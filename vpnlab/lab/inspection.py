@@ -69,6 +69,7 @@ def status(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             },
         },
         "web": f"http://{topo.web_ip}:{topo.web_port}/",
+        "web6": f"http://[{topo.web_ip6}]:{topo.web_port}/" if topo.dual_stack else None,
         "leftovers": [n for n in prefix_namespaces(prefix) if n not in known],
     }
 

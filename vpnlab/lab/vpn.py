@@ -23,7 +23,7 @@ from typing import Any
 
 from vpnlab.core.constants import NAT_TABLE, PORT
 from vpnlab.core.errors import LabError
-from vpnlab.core.pool import AddressPool
+from vpnlab.core.pool import AddressPool, tunnel_address6
 from vpnlab.keys import new_psk, write_secret
 from vpnlab.lab.build import log_tail, start_daemon
 from vpnlab.lab.inspection import read_status_file, status
@@ -49,8 +49,17 @@ CONNECT_WAIT_S = 5.0
 """ClientConnection, seen from the lab: how long ``up`` waits for the client to say connected."""
 
 
-def _server_argv(topo: Topology, folder: Path, key_args: list[str], nat: bool) -> list[str]:
-    argv = [sys.executable, "-m", "vpnlab", "server", "--listen", topo.server_ip]
+def _public_ip(topo: Topology, outer: int) -> str:
+    """The server's public address of the outer family: 198.51.100.2, or 2001:db8:2::2."""
+    if outer == 6 and not topo.dual_stack:
+        raise LabError("an IPv6 outer path needs a dual-stack lab (lab up --ipv6 on)")
+    return topo.server_ip6 if outer == 6 else topo.server_ip
+
+
+def _server_argv(
+    topo: Topology, folder: Path, key_args: list[str], nat: bool, outer: int = 4
+) -> list[str]:
+    argv = [sys.executable, "-m", "vpnlab", "server", "--listen", _public_ip(topo, outer)]
     argv += ["--tunnel-address", topo.tunnel.server_address, *key_args]
     if nat:
         argv += ["--external-interface", topo.tunnel.external_interface]
@@ -59,8 +68,11 @@ def _server_argv(topo: Topology, folder: Path, key_args: list[str], nat: bool) -
     return argv + ["--nft-file", str(folder / f"{topo.tunnel.server}-nat.nft")]
 
 
-def _client_argv(topo: Topology, node: str, folder: Path, key_args: list[str]) -> list[str]:
-    argv = [sys.executable, "-m", "vpnlab", "client", "--server", topo.server_ip, *key_args]
+def _client_argv(
+    topo: Topology, node: str, folder: Path, key_args: list[str], outer: int = 4
+) -> list[str]:
+    server = _public_ip(topo, outer)
+    argv = [sys.executable, "-m", "vpnlab", "client", "--server", server, *key_args]
     return argv + ["--status-file", str(folder / f"client-{node}.json")]
 
 
@@ -164,9 +176,12 @@ def start_vpn(
     nat: bool | None = None,
     mode: str | None = None,
     psk: bool | None = None,
+    outer: int | None = None,
 ) -> dict[str, Any]:
     """ServerConnection + ClientConnection in the lab: start the server, then each client.
 
+    ``outer`` (4 or 6; default: as last started, else 4) is the family of the outer packets:
+    6 makes the server listen on 2001:db8:2::2 and the clients dial it (UDP 4500 over IPv6).
     ``server_args`` and ``client_args`` are extra daemon options, e.g. ``["--datapath",
     "simple"]`` or ``["--mtu", "1400"]`` (the benchmark and the fast-path tests use them).
 
@@ -197,15 +212,16 @@ def start_vpn(
     keying = _keying(cipher, static_keys, psk)
     server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying)
     mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
-    record.update(cipher=cipher, vpn=True, mode=mode, psk=psk, keying=keying)
+    outer = outer or record.get("outer") or 4
+    record.update(cipher=cipher, vpn=True, mode=mode, psk=psk, keying=keying, outer=outer)
     if nat is not None:
         record["nat"] = nat
     _fresh_files(record, topo, folder, key_files)
     lan_server_args, lan_client_args = _lan_args(topo, keying)
-    server_argv = _server_argv(topo, folder, server_keys, record.get("nat", True))
+    server_argv = _server_argv(topo, folder, server_keys, record.get("nat", True), outer)
     _start_server(prefix, record, [*server_argv, *server_args, *lan_server_args])
     for node in topo.tunnel.clients:
-        argv = _client_argv(topo, node, folder, client_keys[node])
+        argv = _client_argv(topo, node, folder, client_keys[node], outer)
         argv += ["--reconnect"] if reconnect else []
         _start_client(prefix, record, node, [*argv, *client_args, *lan_client_args[node]])
     return status(prefix)["tunnel"]
@@ -278,17 +294,21 @@ def route_back(prefix: str = DEFAULT_PREFIX, add: bool = True) -> str:
 
     Without NAT, web answers 10.8.0.2 itself; the isp has no route to 10.8.0.0/24 and drops
     the answer. This adds (or, with ``add=False``, removes) ``10.8.0.0/24 via 198.51.100.2``
-    on the isp. Returns the route as ``ip route`` would write it.
+    on the isp, and in a dual-stack lab ``fd10:8::/64 via 2001:db8:2::2`` too (the routed
+    alternative to NAT66). Returns the routes as ``ip route`` would write them, one a line.
     """
     topo = topology_of(prefix)
     router = next(n.name for n in topo.nodes if n.role == "router")
-    network = str(ipaddress.IPv4Interface(topo.tunnel.server_address).network)
-    route = f"{network} via {topo.server_ip}"
+    server_tunnel = ipaddress.IPv4Interface(topo.tunnel.server_address)
+    routes = [(f"{server_tunnel.network} via {topo.server_ip}", ["ip"])]
+    if topo.dual_stack:
+        network6 = tunnel_address6(server_tunnel).network
+        routes.append((f"{network6} via {topo.server_ip6}", ["ip", "-6"]))
     verb = "replace" if add else "del"
-    argv = ["ip", "route", verb, *route.split()]
-    if add or route in run_in(prefix, router, ["ip", "route"]).stdout:
-        run_in(prefix, router, argv, check=True)
-    return route
+    for route, ip in routes:
+        if add or route in run_in(prefix, router, [*ip, "route"]).stdout:
+            run_in(prefix, router, [*ip, "route", verb, *route.split()], check=True)
+    return "\n".join(route for route, _ in routes)
 
 
 def stop_vpn(prefix: str = DEFAULT_PREFIX) -> list[str]:

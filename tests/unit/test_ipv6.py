@@ -12,8 +12,10 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6ND_RS, IPv6, IPv6ExtHdrHopByHop
 
+from vpnlab.core.bridge import claimed_sender
 from vpnlab.core.constants import OUTER_HEADERS_BYTES, OUTER_HEADERS_BYTES_V6, tun_mtu
 from vpnlab.core.events import DatagramDropped, PacketReceived
+from vpnlab.core.formats import Kind
 from vpnlab.core.packet import (
     IPV6_EXTRA_BYTES,
     clamp_mss,
@@ -25,8 +27,11 @@ from vpnlab.core.packet import (
     tcp_offset,
 )
 from vpnlab.core.pool import tunnel_address6
+from vpnlab.fast import segment
+from vpnlab.wire.esp import generate_static_keys
+from vpnlab.wire.plain import PlainProtection
 
-from .helpers import CorePair, ipv4_packet
+from .helpers import CorePair, ipv4_packet, seeded_random
 
 CLIENT6 = "fd10:8::2"
 SERVER6 = "fd10:8::1"
@@ -161,3 +166,18 @@ def test_client_to_client_over_ipv6_allowed_or_isolated(fmt, isolate):
     pair.client_to_server()
     assert pair.server.counters.drops["client to client denied"] == (1 if isolate else 0)
     assert pair.server.counters.packets_to_tun == (1 if isolate else 2)
+
+
+def test_every_decoder_takes_ipv6():
+    """No IPv4-only assumption left in the parsers: one IPv6 TCP SYN through each of them."""
+    syn = bytes(IPv6(src=CLIENT6, dst=WEB6) / TCP(flags="S", options=[("MSS", 1440)]))
+    keys = generate_static_keys("esp-aes-gcm", seeded_random(4))
+    client, server = keys.client().protection, keys.server()
+    assert server.open(client.seal(syn)) == (Kind.PACKET, syn)  # next header 41, checked
+    assert PlainProtection().open(syn) == (Kind.PACKET, syn)
+    frame = bytes(6) + bytes.fromhex("020000000002") + b"\x86\xdd" + syn
+    assert claimed_sender(frame) is None  # TAP: IPv6 claims no IPv4 address
+    ((_, written),) = segment.coalesce([syn])  # the fast path's receive side: passed whole
+    assert written == syn
+    assert ip_source(syn) == IPv6Address(CLIENT6) and tcp_offset(syn) == 40
+    assert len(clamp_mss(syn, 1360)) == len(syn)

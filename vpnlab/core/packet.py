@@ -104,7 +104,7 @@ def tcp_offset(packet: bytes) -> int | None:
     version = ip_version(packet)
     if version == 4 and packet[9] == PROTO_TCP:
         ihl = (packet[0] & 0x0F) * 4
-        return ihl if ihl >= IPV4_HEADER_BYTES else None
+        return ihl if IPV4_HEADER_BYTES <= ihl <= len(packet) else None  # options all there
     if version == 6 and packet[6] == PROTO_TCP:
         return IPV6_HEADER_BYTES
     return None

@@ -47,6 +47,12 @@ def pattern_sha256(size: int) -> str:
     return digest.hexdigest()
 
 
+def _unmapped(host: str) -> str:
+    """An address as its family writes it: a dual-stack socket shows IPv4 as ::ffff:a.b.c.d."""
+    address = ipaddress.ip_address(host)
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
 class WhoAmIHandler(BaseHTTPRequestHandler):
     """Answers every GET with the client's address; ``/json`` in JSON."""
 
@@ -54,14 +60,15 @@ class WhoAmIHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         host, port = self.client_address[:2]
-        mapped = ipaddress.ip_address(host)  # on a dual-stack socket IPv4 is ::ffff:a.b.c.d
-        host = str(getattr(mapped, "ipv4_mapped", None) or mapped)
+        host = _unmapped(host)
         sized = re.fullmatch(r"/bytes/(\d{1,9})", self.path)
         if sized and int(sized.group(1)) <= MAX_BYTES:
             self.send_bytes(int(sized.group(1)))
             return
         if self.path.split("?", 1)[0].rstrip("/") == "/json":
-            server_host, server_port = self.server.server_address[:2]
+            local = self.connection.getsockname()  # the address this request came to
+            server_host, server_port = _unmapped(local[0]), local[1]
+            server_host = f"[{server_host}]" if ":" in server_host else server_host
             body = (
                 json.dumps(
                     {"you": host, "port": port, "server": f"{server_host}:{server_port}"}

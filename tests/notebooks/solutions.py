@@ -77,3 +77,9 @@ SOLUTIONS["11_tun_in_depth"] = {
     "answer_11_3": "6",
     "answer_11_4": "'EINVAL'",
 }
+SOLUTIONS["14_ipv6"] = {
+    "answer_14_1": "'fd10:8::2'",
+    "answer_14_2": "1415",
+    "answer_14_3": "'2001:db8:2::2'",
+    "answer_14_4": "41",
+}

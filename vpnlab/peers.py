@@ -32,7 +32,7 @@ import binascii
 import json
 import os
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ class ClientConfig:
     server: IPv4Address
     port: int
     cipher: str
-    routes: tuple[IPv4Network, ...]
+    routes: tuple[IPv4Network | IPv6Network, ...]
 
 
 def read_client_config(path: Path) -> ClientConfig:
@@ -119,7 +119,7 @@ def read_client_config(path: Path) -> ClientConfig:
             server=IPv4Address(host or port),
             port=int(port) if host else PORT,
             cipher=str(server.get("cipher", "esp-aes-gcm")),
-            routes=tuple(IPv4Network(net) for net in server.get("routes", [])),
+            routes=tuple(ip_network(net) for net in server.get("routes", [])),
         )
     except KeyError as exc:
         raise VpnlabError(f"{path}: the [{exc.args[0]}] table is missing") from None
@@ -166,7 +166,7 @@ def read_peers(folder: Path) -> tuple[Peer, ...]:
                     name=str(_value(entry, "name", where)),
                     public_key=decode_key(_value(entry, "public_key", where), f"{where} key"),
                     tunnel_address=IPv4Interface(_value(entry, "address", where)),
-                    networks=tuple(IPv4Network(net) for net in entry.get("networks", [])),
+                    networks=tuple(ip_network(net) for net in entry.get("networks", [])),
                     psk=decode_key(psk, f"{where} psk") if psk else None,
                 )
             )
@@ -226,8 +226,8 @@ def add_peer(
     *,
     endpoint: tuple[IPv4Address, int],
     cipher: str = "esp-aes-gcm",
-    networks: tuple[IPv4Network, ...] = (),
-    routes: tuple[IPv4Network, ...] = (),
+    networks: tuple[IPv4Network | IPv6Network, ...] = (),
+    routes: tuple[IPv4Network | IPv6Network, ...] = (),
     psk: bool = False,
     server_address: IPv4Interface = DEFAULT_SERVER_ADDRESS,
 ) -> Path:

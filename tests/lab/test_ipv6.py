@@ -18,8 +18,8 @@ import pytest
 
 from vpnlab import lab
 from vpnlab.core.constants import tun_mtu
-from vpnlab.instruments import capture
-from vpnlab.lab.topology import DEFAULT_TOPOLOGY
+from vpnlab.instruments import capture, ftp
+from vpnlab.lab.topology import DEFAULT_TOPOLOGY, make_topology
 from vpnlab.wire.crypto import algorithm
 
 from .helpers import LabHandle, build_lab, wait_until
@@ -183,3 +183,36 @@ def test_a_lab_with_ipv6_off_is_ipv4_only(prefix):
     )
     client = lab.status(prefix)["tunnel"]["clients"]["r1"]
     assert not client.get("tunnel_address6")
+
+
+def test_ftp_inside_over_ipv6_both_modes(dual):
+    """FTP to r2's fd10:8::1 (EPSV and EPRT: ftplib's IPv6 forms of PASV and PORT), over an
+    IPv6 outer path, checksums compared."""
+    start(dual, 6)
+    with ftp.lab_server(dual.prefix, "r2", listen=SERVER_TUNNEL6):
+        for mode in ftp.MODES:
+            result = ftp.lab_transfer(
+                dual.prefix, "r1", server=SERVER_TUNNEL6, mode=mode, size_bytes=100_000
+            )
+            assert result["ok"] and result["sha256_sent"] == result["sha256_received"], result
+
+
+def test_site_to_site_over_ipv6(prefix):
+    """h1 fd16:1::10 behind r1 and h2 fd16:2::10 behind r2, joined by the tunnel, no NAT66."""
+    lab.up(prefix=prefix, topology=make_topology(site_to_site=True), nat=False)
+
+    def sh(node: str, *argv: str):
+        return lab.exec_in(prefix, node, list(argv), capture_output=True, text=True, timeout=30)
+
+    assert "fd16:2::/64 dev tun0" in sh("r1", "ip", "-6", "route").stdout
+    assert "::/1" not in sh("r1", "ip", "-6", "route").stdout  # only the far LAN
+    assert "fd16:1::/64 dev tun0" in sh("r2", "ip", "-6", "route").stdout
+    assert sh("r1", "sysctl", "-n", "net.ipv6.conf.all.forwarding").stdout.strip() == "1"
+    for source, destination in (("h1", "fd16:2::10"), ("h2", "fd16:1::10")):
+        done = sh(source, "ping", "-c", "2", "-i", "0.2", "-W", "2", destination)
+        assert done.returncode == 0, (source, destination, done.stdout)
+    with ftp.lab_server(prefix, node="h2", listen="fd16:2::10"):
+        result = ftp.lab_transfer(prefix, node="h1", server="fd16:2::10", size_bytes=50_000)
+        assert result["ok"], result
+    drops = lab.status(prefix)["tunnel"]["server"]["counters"]["drops"]
+    assert "spoofed source" not in drops, drops

@@ -193,7 +193,7 @@ def validate(topo: Topology) -> None:
     for gateway, network in topo.tunnel.lans:
         if gateway not in (topo.tunnel.server, *topo.tunnel.clients):
             raise LabError(f"LAN {network} is behind {gateway}, which is no tunnel end")
-        ipaddress.IPv4Network(network)
+        ipaddress.ip_network(network)  # IPv4, or IPv6 (dual stack)
     ipaddress.IPv4Network(topo.tunnel.network)
     ipaddress.IPv4Interface(topo.tunnel.server_address)
 
@@ -358,16 +358,37 @@ def _web() -> Node:
 
 
 def _site_to_site(r1: Node, isp: Node, r2: Node, web: Node, links: tuple[Link, ...]) -> Topology:
-    """The default lab plus a LAN behind each gateway: h1 behind r1, h2 behind r2."""
+    """The default lab plus a LAN behind each gateway: h1 behind r1, h2 behind r2 (dual stack:
+    172.16.1.0/24 and fd16:1::/64, 172.16.2.0/24 and fd16:2::/64)."""
     lan1, lan2 = "172.16.1", "172.16.2"
-    r1 = replace(r1, interfaces=(*r1.interfaces, Interface("eth1", f"{lan1}.1/24")))
-    r2 = replace(r2, interfaces=(*r2.interfaces, Interface("eth1", f"{lan2}.1/24")))
-    h1 = Node("h1", (Interface("eth0", f"{lan1}.10/24"),), f"{lan1}.1", role="host")
-    h2 = Node("h2", (Interface("eth0", f"{lan2}.10/24"),), f"{lan2}.1", role="host")
+    r1 = replace(r1, interfaces=(*r1.interfaces, Interface("eth1", f"{lan1}.1/24", "fd16:1::1/64")))
+    r2 = replace(r2, interfaces=(*r2.interfaces, Interface("eth1", f"{lan2}.1/24", "fd16:2::1/64")))
+    h1 = Node(
+        "h1",
+        (Interface("eth0", f"{lan1}.10/24", "fd16:1::10/64"),),
+        f"{lan1}.1",
+        False,
+        "fd16:1::1",
+        role="host",
+    )
+    h2 = Node(
+        "h2",
+        (Interface("eth0", f"{lan2}.10/24", "fd16:2::10/64"),),
+        f"{lan2}.1",
+        False,
+        "fd16:2::1",
+        role="host",
+    )
+    lans = (
+        ("r1", f"{lan1}.0/24"),
+        ("r2", f"{lan2}.0/24"),
+        ("r1", "fd16:1::/64"),
+        ("r2", "fd16:2::/64"),
+    )
     return Topology(
         nodes=(r1, isp, r2, web, h1, h2),
         links=(*links, Link(("r1", "eth1"), ("h1", "eth0")), Link(("r2", "eth1"), ("h2", "eth0"))),
-        tunnel=Tunnel(clients=("r1",), lans=(("r1", f"{lan1}.0/24"), ("r2", f"{lan2}.0/24"))),
+        tunnel=Tunnel(clients=("r1",), lans=lans),
     )
 
 

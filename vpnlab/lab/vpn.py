@@ -82,9 +82,14 @@ def _addresses(topo: Topology) -> dict[str, ipaddress.IPv4Interface]:
     return {client: pool.take() for client in topo.tunnel.clients}
 
 
+def _lans(topo: Topology) -> list[tuple[str, str]]:
+    """Site to site: (gateway, network) of every LAN, its IPv6 /64s only in a dual-stack lab."""
+    return [(gw, net) for gw, net in topo.tunnel.lans if ":" not in net or topo.dual_stack]
+
+
 def _routes(topo: Topology, client: str) -> list[str]:
     """Site to site: the networks a client sends through the tunnel (the other LANs)."""
-    return [network for gateway, network in topo.tunnel.lans if gateway != client]
+    return [network for gateway, network in _lans(topo) if gateway != client]
 
 
 def _lan_args(topo: Topology, keying: str) -> tuple[list[str], dict[str, list[str]]]:
@@ -99,7 +104,7 @@ def _lan_args(topo: Topology, keying: str) -> tuple[list[str], dict[str, list[st
     addresses = _addresses(topo)
     server_args = [
         arg
-        for gateway, network in topo.tunnel.lans
+        for gateway, network in _lans(topo)
         if gateway in addresses
         for arg in ("--client-network", f"{addresses[gateway].ip}={network}")
     ]
@@ -147,7 +152,6 @@ def _identities(
     shutil.rmtree(folder, ignore_errors=True)
     make_server(folder)
     endpoint = (ipaddress.IPv4Address(topo.server_ip), PORT)
-    lans = dict(topo.tunnel.lans)
     server_address = ipaddress.IPv4Interface(topo.tunnel.server_address)
     configs = {}
     for client, address in _addresses(topo).items():
@@ -157,8 +161,8 @@ def _identities(
             address,
             endpoint=endpoint,
             cipher=cipher,
-            networks=tuple(ipaddress.IPv4Network(n) for n in [lans.get(client)] if n),
-            routes=tuple(ipaddress.IPv4Network(n) for n in _routes(topo, client)),
+            networks=tuple(ipaddress.ip_network(n) for gw, n in _lans(topo) if gw == client),
+            routes=tuple(ipaddress.ip_network(n) for n in _routes(topo, client)),
             server_address=server_address,
         )
     files = [folder / SERVER_KEY, folder / PEERS, *configs.values()]

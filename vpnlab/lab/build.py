@@ -189,7 +189,8 @@ def listening(pid: int, port: int) -> bool:
 
 
 def inspect_node(ns: str) -> dict[str, Any]:
-    """Links (state, addresses) and IPv4 main-table routes of one namespace, as plain data."""
+    """Links (state, IPv4 and global IPv6 addresses) and IPv4 main-table routes of one namespace,
+    as plain data."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     if not ns_exists(ns):
@@ -202,14 +203,16 @@ def inspect_node(ns: str) -> dict[str, Any]:
                     "state": link.get("state"),
                     "mtu": link.get("mtu"),
                     "addresses": [],
+                    "addresses6": [],
                 }
                 for link in ipr.get_links()
             }
-            for addr in ipr.get_addr(family=socket.AF_INET):
+            for addr in ipr.get_addr():  # IPv4, and IPv6 beyond the link (not fe80::, ::1)
                 name = names.get(addr["index"])
-                if name in interfaces:
+                key = "addresses" if addr["family"] == socket.AF_INET else "addresses6"
+                if name in interfaces and (key == "addresses" or addr["scope"] == 0):
                     cidr = f"{addr.get('address')}/{addr['prefixlen']}"
-                    interfaces[name]["addresses"].append(cidr)
+                    interfaces[name][key].append(cidr)
             routes = [
                 _route_text(route, names)
                 for route in ipr.get_routes(family=socket.AF_INET, table=254)

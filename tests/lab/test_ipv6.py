@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from vpnlab import lab
-from vpnlab.core.constants import tun_mtu
+from vpnlab.core.constants import CONNECT_TIMEOUT_S, tun_mtu
 from vpnlab.instruments import capture, ftp
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, make_topology
 from vpnlab.wire.crypto import algorithm
@@ -108,6 +110,8 @@ def test_bulk_http_over_ipv6_both_ways_in_the_fast_path(dual):
 
     assert "udp_gso" in server()["offloads"] and "udp_gro" in server()["offloads"]
     assert wait_until(lambda: server()["counters"]["packets_from_tun"] > 1000, 3) is not None
+    drops = server()["counters"]["drops"]
+    assert not [why for why in drops if why.startswith(("send", "bug", "socket"))], drops
 
 
 def test_routed_alternative_without_nat66(dual):
@@ -143,6 +147,18 @@ def test_liveness_over_an_ipv6_outer_path(dual):
     log = Path(lab.status(dual.prefix)["daemons"]["client-r1"]["log"]).read_text()
     assert "cleaned up (peer lost)" in log
     lab.stop_vpn(dual.prefix)
+
+
+def test_connect_timeout_over_ipv6(dual):
+    """ClientConnection over IPv6: no server at 2001:db8:2::2 -> exit 3 after the 2.5 s."""
+    lab.stop_vpn(dual.prefix)
+    argv = [sys.executable, "-m", "vpnlab", "client", "--server", SERVER6, "--cipher", "plain"]
+    start_s = time.monotonic()
+    done = dual.run("r1", *argv, timeout=15)
+    took_s = time.monotonic() - start_s
+    assert done.returncode == 3 and "server unreachable" in done.stdout + done.stderr
+    assert CONNECT_TIMEOUT_S - 0.1 < took_s < CONNECT_TIMEOUT_S + 2.5
+    assert "tun0" not in dual.run("r1", "ip", "-6", "route").stdout
 
 
 def test_captures_ipv6_outside_and_inside_decrypt_with_the_exported_keys(dual, tmp_path):
@@ -216,3 +232,7 @@ def test_site_to_site_over_ipv6(prefix):
         assert result["ok"], result
     drops = lab.status(prefix)["tunnel"]["server"]["counters"]["drops"]
     assert "spoofed source" not in drops, drops
+    lab.start_vpn(prefix, outer=6)  # the same LANs joined over an IPv6 outer path
+    for destination in ("fd16:2::10", "172.16.2.10"):
+        done = sh("h1", "ping", "-c", "2", "-i", "0.2", "-W", "2", destination)
+        assert done.returncode == 0, (destination, done.stdout)

@@ -6,7 +6,14 @@ scapy builds the packets and judges the checksums, as in test_packet.py.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
@@ -181,3 +188,31 @@ def test_every_decoder_takes_ipv6():
     assert written == syn
     assert ip_source(syn) == IPv6Address(CLIENT6) and tcp_offset(syn) == 40
     assert len(clamp_mss(syn, 1360)) == len(syn)
+
+
+def test_nat66_is_the_same_rule_in_an_ip6_table():
+    from vpnlab.routing import nat_ruleset
+
+    v4_only = nat_ruleset(IPv4Network("10.8.0.0/24"), "eth0")
+    both = nat_ruleset(IPv4Network("10.8.0.0/24"), "eth0", IPv6Network("fd10:8::/64"))
+    assert both.startswith(v4_only) and "table ip6" not in v4_only
+    assert "table ip6 vpnlab {" in both and "delete table ip6 vpnlab" in both
+    rule = 'ip6 saddr fd10:8::/64 ip6 daddr != fd10:8::/64 oifname "eth0" counter masquerade'
+    assert rule in both
+
+
+@pytest.mark.parametrize(
+    "argv, mtu",
+    [
+        (["client", "--server", "198.51.100.2", "--cipher", "plain"], 1472),
+        (["client", "--server", "2001:db8:2::2", "--cipher", "plain"], 1452),
+        (["server", "--listen", "2001:db8:2::2", "--cipher", "plain"], 1452),
+        (["server", "--listen", "::", "--cipher", "plain"], 1452),
+    ],
+)
+def test_the_cli_derives_a_20_bytes_smaller_mtu_for_an_ipv6_outer_path(argv, mtu):
+    from vpnlab.cli import build_parser
+    from vpnlab.cli.daemons import mtu_of, wire
+
+    args = build_parser().parse_args(argv)
+    assert mtu_of(args, *wire(args)) == mtu

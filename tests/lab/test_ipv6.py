@@ -205,6 +205,8 @@ def test_ftp_inside_over_ipv6_both_modes(dual):
     """FTP to r2's fd10:8::1 (EPSV and EPRT: ftplib's IPv6 forms of PASV and PORT), over an
     IPv6 outer path, checksums compared."""
     start(dual, 6)
+    config = Path(lab.status(dual.prefix)["state_dir"]) / "identity" / "r1.conf"
+    assert f'endpoint = "[{SERVER6}]:4500"' in config.read_text()  # the identity's endpoint
     with ftp.lab_server(dual.prefix, "r2", listen=SERVER_TUNNEL6):
         for mode in ftp.MODES:
             result = ftp.lab_transfer(

@@ -216,3 +216,23 @@ def test_the_cli_derives_a_20_bytes_smaller_mtu_for_an_ipv6_outer_path(argv, mtu
 
     args = build_parser().parse_args(argv)
     assert mtu_of(args, *wire(args)) == mtu
+
+
+@pytest.mark.parametrize(
+    "text, endpoint",
+    [
+        ("198.51.100.2", ("198.51.100.2", 4500)),
+        ("198.51.100.2:4600", ("198.51.100.2", 4600)),
+        ("2001:db8:2::2", ("2001:db8:2::2", 4500)),
+        ("[2001:db8:2::2]:4600", ("2001:db8:2::2", 4600)),
+    ],
+)
+def test_client_configs_take_ipv6_endpoints(text, endpoint):
+    from vpnlab.peers import format_endpoint, parse_endpoint
+
+    host, port = parse_endpoint(text)
+    assert (str(host), port) == endpoint
+    assert parse_endpoint(format_endpoint(host, port)) == (host, port)
+    for bad in ("", "[2001:db8::1]", "not-an-address", "198.51.100.2:x"):
+        with pytest.raises(ValueError):
+            parse_endpoint(bad)

@@ -122,7 +122,7 @@ def _keying(cipher: str, static_keys: bool, psk: bool) -> str:
 
 
 def _key_args(
-    folder: Path, topo: Topology, cipher: str, keying: str
+    folder: Path, topo: Topology, cipher: str, keying: str, outer: int = 4
 ) -> tuple[list[str], dict[str, list[str]], list[Path]]:
     """The server's and each client's key options, and the key files written for them."""
     clients = topo.tunnel.clients
@@ -141,17 +141,17 @@ def _key_args(
         new_psk(path)
         args = ["--cipher", cipher, "--psk-file", str(path)]
         return args, {c: args for c in clients}, [path]
-    return _identities(folder / "identity", topo, cipher)
+    return _identities(folder / "identity", topo, cipher, outer)
 
 
 def _identities(
-    folder: Path, topo: Topology, cipher: str
+    folder: Path, topo: Topology, cipher: str, outer: int = 4
 ) -> tuple[list[str], dict[str, list[str]], list[Path]]:
     """Identity mode: a fresh server key, and for each client its key, its peers.toml line
     (its address, the LAN behind it) and its config file (``vpnlab keys add-peer``)."""
     shutil.rmtree(folder, ignore_errors=True)
     make_server(folder)
-    endpoint = (ipaddress.IPv4Address(topo.server_ip), PORT)
+    endpoint = (ipaddress.ip_address(_public_ip(topo, outer)), PORT)  # the outer family's
     server_address = ipaddress.IPv4Interface(topo.tunnel.server_address)
     configs = {}
     for client, address in _addresses(topo).items():
@@ -214,9 +214,9 @@ def start_vpn(
         raise LabError("static keys need an ESP cipher and exactly one client")
     psk = bool(record.get("psk")) if psk is None else psk
     keying = _keying(cipher, static_keys, psk)
-    server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying)
-    mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
     outer = outer or record.get("outer") or 4
+    server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying, outer)
+    mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
     record.update(cipher=cipher, vpn=True, mode=mode, psk=psk, keying=keying, outer=outer)
     if nat is not None:
         record["nat"] = nat

@@ -6,6 +6,7 @@ scapy builds the packets and judges the checksums, as in test_packet.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -236,3 +237,18 @@ def test_client_configs_take_ipv6_endpoints(text, endpoint):
     for bad in ("", "[2001:db8::1]", "not-an-address", "198.51.100.2:x"):
         with pytest.raises(ValueError):
             parse_endpoint(bad)
+
+
+def test_the_default_lab_is_dual_stack_and_survives_its_record():
+    from vpnlab.lab.topology import DEFAULT_TOPOLOGY, from_dict, make_topology
+
+    topo = DEFAULT_TOPOLOGY
+    assert topo.ipv6 and topo.dual_stack
+    assert (topo.server_ip6, topo.web_ip6) == ("2001:db8:2::2", "2001:db8:3::10")
+    assert topo.node("r1").address6() == "2001:db8:1::2" and topo.node("r1").gateway6
+    assert make_topology(3).node("r4").address6() == "2001:db8:1::4"
+    assert from_dict(topo.to_dict()) == topo  # the state record keeps the IPv6 addresses
+    off = replace(topo, ipv6=False)
+    assert not off.dual_stack and from_dict(off.to_dict()) == off
+    site = make_topology(site_to_site=True)
+    assert ("r1", "fd16:1::/64") in site.tunnel.lans and site.node("h2").address6() == "fd16:2::10"

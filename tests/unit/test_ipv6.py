@@ -1,5 +1,6 @@
-"""IPv6 inside the tunnel, without root: the parsers, the MSS clamp, the twin addresses and both
-cores carrying, routing and checking IPv6 (ISSUE #20).
+"""IPv6 without root (ISSUE #20): the parsers, the MSS clamp, the twin addresses, both cores
+carrying, routing and checking IPv6, every decoder fed IPv6, the NAT66 ruleset, the CLI's
+MTU for an IPv6 outer path, IPv6 endpoints, and the dual-stack lab description.
 
 scapy builds the packets and judges the checksums, as in test_packet.py.
 """

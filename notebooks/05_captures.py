@@ -55,7 +55,7 @@ print("wire formats:", CIPHERS)
 
 # %%
 eth = capture.start_capture(lab.prefix, "r1", "eth0", "work/c05-plain-eth0.pcapng", count=300,
-                            duration_s=30, capture_filter="not arp")
+                            duration_s=30, capture_filter=capture.CHATTER_FILTER)
 tun = capture.start_capture(lab.prefix, "r1", "tun0", "work/c05-plain-tun0.pcapng", count=300,
                             duration_s=30)
 lab.sh("r1", "ping -c 3 -i 0.2 203.0.113.10")

@@ -90,9 +90,9 @@ for fd in (fd0, fd1):
 
 # %% [markdown]
 # ## What the kernel sends on its own
-# The lab switches IPv6 off in every node (`disable_ipv6`, a per-namespace sysctl), so that
-# captures show only our traffic. We switch it back on in r1 for a moment and open a fresh
-# TUN device: as soon as it is up, the kernel starts IPv6 on it and **sends packets into it by
+# The lab is dual stack, so IPv6 is on in every node (`vpnlab lab up --ipv6 off` would switch
+# it off with `disable_ipv6`, a per-namespace sysctl; the sysctl below makes sure it is on).
+# We open a fresh TUN device: as soon as it is up, the kernel starts IPv6 on it and **sends packets into it by
 # itself**: a router solicitation (scapy: `ICMPv6ND_RS`, "is there a router on this link?",
 # from the device's new link-local address to ff02::2, all routers), repeated every few
 # seconds, and on some kernels multicast listener reports (MLD). Nobody asked for them: they
@@ -117,19 +117,20 @@ lab.record("unasked_kinds", kinds)
 # The first nibble is **6**: IPv6, never 4. A VPN daemon reading `tun0` gets these too.
 #
 # ## ... and what the daemons do with them
-# vpnlab carries IPv4 only. The client and the server read such a packet from `tun0` like
-# any other and drop it, counted as **"tun: not ipv4"** (`client_core.ClientCore.send_packet`,
+# vpnlab carries IPv4 and IPv6, but not IPv6 that belongs to tun0's own link (from `::` or
+# fe80::, to ff02::...). The client and the server read such a packet from `tun0` like any
+# other and drop it, counted as **"tun: ipv6 link scope"** (`client_core.ClientCore.send_packet`,
 # `server_core.ServerCore.send_packet`): never a crash, never sent. With IPv6 still on in r1,
 # we start the VPN: the client's new `tun0` gets the same unasked packets.
 
 # %%
 lab.start_vpn()
 course.wait_for(lambda: (lab.status()["tunnel"]["clients"]["r1"] or {}).get("counters", {})
-                .get("drops", {}).get("tun: not ipv4", 0) > 0, timeout_s=6, interval_s=0.5)
+                .get("drops", {}).get("tun: ipv6 link scope", 0) > 0, timeout_s=6, interval_s=0.5)
 counters = lab.status()["tunnel"]["clients"]["r1"]["counters"]
 print("client drops:", counters["drops"])
 lab.sh("r1", "ping -c 1 -W 2 203.0.113.10")
-lab.record("client_not_ipv4", counters["drops"].get("tun: not ipv4", 0))
+lab.record("client_not_ipv4", counters["drops"].get("tun: ipv6 link scope", 0))
 lab.record("verify_ok", lab.vpnlab("lab", "verify", "--json", show=False).count('"ok": true') > 0)
 
 # %% [markdown]
@@ -218,6 +219,6 @@ lab.down()
 #   in the `ifreq`. Names have at most 15 characters; vpnlab refuses longer ones itself.
 # - `ip -d link` shows the driver's settings: `tun type tun pi off vnet_hdr off persist off`.
 # - A fresh TUN device with IPv6 on receives the kernel's own IPv6 traffic (router
-#   solicitations, MLD reports); the daemons count it as "tun: not ipv4" and drop it.
+#   solicitations, MLD reports); the daemons count it as "tun: ipv6 link scope" and drop it.
 # - The TUN driver accepts only writes that start like IPv4 or IPv6 (EINVAL otherwise, and
 #   `rx_dropped` grows); the daemons never write anything else, and count any failed write.

@@ -19,7 +19,7 @@ import select
 import socket
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
 from vpnlab.core.client_core import ClientCore
@@ -28,10 +28,11 @@ from vpnlab.core.errors import SetupError
 from vpnlab.core.events import Event, HandshakeCompleted
 from vpnlab.core.formats import ClientHandshake, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
+from vpnlab.core.pool import tunnel_address6
 from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
 from vpnlab.keys import esp_sa_text, write_secret
 from vpnlab.report import Reporter
-from vpnlab.routing import ClientRouting, refuse_host_changes
+from vpnlab.routing import ClientRouting, carries_ipv6, refuse_host_changes
 from vpnlab.tap import device_flags
 from vpnlab.transport import open_transport
 from vpnlab.tun import create_tun_dev, ifconfig
@@ -50,7 +51,8 @@ RECONNECT_PAUSE_S = 1.0
 class ClientOptions:
     """Everything ``vpnlab client`` can be told."""
 
-    server: IPv4Address
+    server: IPv4Address | IPv6Address
+    """Reached over IPv4 or IPv6 (the outer packets' family)."""
     format: Format | None
     static_keys: StaticKeys | None = None
     esp_sa_file: Path | None = None
@@ -62,7 +64,7 @@ class ClientOptions:
     status_file: Path | None = None
     allow_host_changes: bool = False
     reconnect: bool = False
-    routes: tuple[IPv4Network, ...] = ()
+    routes: tuple[IPv4Network | IPv6Network, ...] = ()
     """Site to site: only these networks go through the tunnel (default: everything)."""
     datapath: type[Tunnel] = Tunnel
     """The select loop of the notes, or the batched one (``vpnlab/fast/``, chosen by the CLI)."""
@@ -78,6 +80,13 @@ class ClientOptions:
     @property
     def server_address(self) -> tuple[str, int]:
         return (str(self.server), self.port)
+
+    @property
+    def bind_address(self) -> str:
+        """Init: the local address, of the server's family (``::`` for a server over IPv6)."""
+        if self.server.version == 6 and self.local_address == "0.0.0.0":
+            return "::"
+        return self.local_address
 
 
 def make_core(options: ClientOptions) -> ClientCore:
@@ -158,7 +167,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
     try:
         sock = open_transport(
             options.transport,
-            options.local_address,
+            options.bind_address,
             options.local_port,
             datapath=options.datapath.name,
             server=server,
@@ -204,17 +213,21 @@ def bring_up(
     tun_fd, tun_name = create_tun_dev(
         options.tun_name, device_flags(options.mode, options.datapath.tun_flags)
     )
+    address6 = tunnel_address6(address) if carries_ipv6(options.mode, options.mtu) else None
     try:
-        ifconfig(tun_name, address, options.mtu)
+        ifconfig(tun_name, address, options.mtu, address6)
         # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
         gateway = next(address.network.hosts()) if options.mode == "tap" else None
-        routing = ClientRouting(options.server, tun_name, options.routes, gateway=gateway)
+        routing = ClientRouting(
+            options.server, tun_name, options.routes, gateway=gateway, ipv6=address6 is not None
+        )
         routing.apply()
     except BaseException:
         os.close(tun_fd)
         raise
-    reporter.update(tunnel_address=str(address), tun=tun_name)
-    reporter.state("connected", f"tunnel {address} on {tun_name}, routes via {tun_name}")
+    both = f"{address} and {address6}" if address6 else str(address)
+    reporter.update(tunnel_address=str(address), tunnel_address6=str(address6 or ""), tun=tun_name)
+    reporter.state("connected", f"tunnel {both} on {tun_name}, routes via {tun_name}")
     return tun_fd, routing
 
 

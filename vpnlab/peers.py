@@ -32,7 +32,15 @@ import binascii
 import json
 import os
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +99,10 @@ class ClientConfig:
     name: str
     identity: ClientIdentity
     address: IPv4Interface
-    server: IPv4Address
+    server: IPv4Address | IPv6Address
     port: int
     cipher: str
-    routes: tuple[IPv4Network, ...]
+    routes: tuple[IPv4Network | IPv6Network, ...]
 
 
 def read_client_config(path: Path) -> ClientConfig:
@@ -106,7 +114,7 @@ def read_client_config(path: Path) -> ClientConfig:
     data = _toml(read_secret(path, "client config"), path)
     try:
         client, server = data["client"], data["server"]
-        host, _, port = str(_value(server, "endpoint", f"{path} [server]")).rpartition(":")
+        host, port = parse_endpoint(str(_value(server, "endpoint", f"{path} [server]")))
         psk = server.get("psk")
         return ClientConfig(
             name=str(client.get("name", path.stem)),
@@ -116,15 +124,35 @@ def read_client_config(path: Path) -> ClientConfig:
                 decode_key(psk, "psk") if psk else None,
             ),
             address=IPv4Interface(_value(client, "address", f"{path} [client]")),
-            server=IPv4Address(host or port),
-            port=int(port) if host else PORT,
+            server=host,
+            port=port,
             cipher=str(server.get("cipher", "esp-aes-gcm")),
-            routes=tuple(IPv4Network(net) for net in server.get("routes", [])),
+            routes=tuple(ip_network(net) for net in server.get("routes", [])),
         )
     except KeyError as exc:
         raise VpnlabError(f"{path}: the [{exc.args[0]}] table is missing") from None
     except (ValueError, TypeError) as exc:
         raise VpnlabError(f"{path}: {exc}") from None
+
+
+def parse_endpoint(text: str) -> tuple[IPv4Address | IPv6Address, int]:
+    """``198.51.100.2``, ``198.51.100.2:4500``, ``2001:db8:2::2`` or ``[2001:db8:2::2]:4500``.
+
+    Raises:
+        ValueError: no address, or a bad port.
+    """
+    if text.startswith("["):  # IPv6 with a port, as in a URL
+        host, _, port = text[1:].partition("]:")
+        return ip_address(host), int(port)
+    host, _, port = text.rpartition(":")
+    if not host or ":" in host:  # no port, or an IPv6 address without brackets
+        return ip_address(text), PORT
+    return ip_address(host), int(port)
+
+
+def format_endpoint(host: IPv4Address | IPv6Address, port: int) -> str:
+    """What :func:`parse_endpoint` reads back: ``[v6]:port`` or ``v4:port``."""
+    return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
 
 
 def client_config_text(config: ClientConfig) -> str:
@@ -138,7 +166,7 @@ def client_config_text(config: ClientConfig) -> str:
         f'address = "{config.address}"',
         "",
         "[server]",
-        f'endpoint = "{config.server}:{config.port}"',
+        f'endpoint = "{format_endpoint(config.server, config.port)}"',
         f'public_key = "{encode_key(identity.server_public_key)}"',
         f"cipher = {json.dumps(config.cipher)}",
         f"routes = {json.dumps([str(net) for net in config.routes])}",
@@ -166,7 +194,7 @@ def read_peers(folder: Path) -> tuple[Peer, ...]:
                     name=str(_value(entry, "name", where)),
                     public_key=decode_key(_value(entry, "public_key", where), f"{where} key"),
                     tunnel_address=IPv4Interface(_value(entry, "address", where)),
-                    networks=tuple(IPv4Network(net) for net in entry.get("networks", [])),
+                    networks=tuple(ip_network(net) for net in entry.get("networks", [])),
                     psk=decode_key(psk, f"{where} psk") if psk else None,
                 )
             )
@@ -224,10 +252,10 @@ def add_peer(
     name: str,
     address: IPv4Interface,
     *,
-    endpoint: tuple[IPv4Address, int],
+    endpoint: tuple[IPv4Address | IPv6Address, int],
     cipher: str = "esp-aes-gcm",
-    networks: tuple[IPv4Network, ...] = (),
-    routes: tuple[IPv4Network, ...] = (),
+    networks: tuple[IPv4Network | IPv6Network, ...] = (),
+    routes: tuple[IPv4Network | IPv6Network, ...] = (),
     psk: bool = False,
     server_address: IPv4Interface = DEFAULT_SERVER_ADDRESS,
 ) -> Path:

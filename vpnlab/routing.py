@@ -8,16 +8,20 @@ Client (SetRouting(1)):
     1. host route to the server's public address via r1's own gateway, so the tunnel's own
        datagrams never enter the tunnel (without it: a routing loop);
     2. 0.0.0.0/1 and 128.0.0.0/1 via tun0: together they cover everything and, being more
-       specific than the default route, win without deleting it.
+       specific than the default route, win without deleting it; dual stack: ::/1 and
+       8000::/1 too (the host route of step 1 is a /128 when the server is reached over IPv6).
     CleanUp deletes exactly these routes again. Site to site (``--route NET``): only NET goes
     through tun0, and the client forwards for the LAN behind it (ip_forward=1, restored).
 
 Server (SetRouting(0)):
-    1. net.ipv4.ip_forward = 1 (the previous value is restored on exit);
-    2. the route to the tunnel network via tun0 comes from Ifconfig's address;
+    1. net.ipv4.ip_forward = 1 (the previous value is restored on exit); dual stack:
+       net.ipv6.conf.all.forwarding = 1 too;
+    2. the route to the tunnel network via tun0 comes from Ifconfig's address (and the one to
+       fd10:8::/64 from its IPv6 address);
     3. the NAT rule of the notes, as an nftables ruleset file applied with ``nft -f``: source in
        the tunnel network, destination outside it, leaving through the external interface:
-       masquerade.
+       masquerade. Dual stack: the same rule for the ULA in an ``ip6`` table (NAT66). Without
+       NAT (no external interface), the far side must route both networks to the server.
     Site to site (``--client-network``): the networks behind clients are routed into tun0.
 """
 
@@ -27,14 +31,25 @@ import contextlib
 import os
 import subprocess
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Protocol
 
 from vpnlab.core.constants import NAT_TABLE
 from vpnlab.core.errors import SetupError
+from vpnlab.core.packet import IPV6_MIN_MTU
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+IP6_FORWARD = Path("/proc/sys/net/ipv6/conf/all/forwarding")
+IPV6_DISABLED = Path("/proc/sys/net/ipv6/conf/default/disable_ipv6")
+
+
+def ipv6_enabled() -> bool:
+    """Whether a new device in our namespace gets IPv6 (the lab can switch it off per node)."""
+    try:
+        return IPV6_DISABLED.read_text().strip() == "0"
+    except OSError:  # no IPv6 in this kernel at all
+        return False
 
 
 NAMED_NETNS_DIR = Path("/run/netns")
@@ -62,24 +77,30 @@ def refuse_host_changes(allow_host: bool) -> None:
         )
 
 
-def set_forwarding(on: bool) -> str:
-    """net.ipv4.ip_forward in our own namespace; returns the value it had.
+def carries_ipv6(mode: str, mtu: int) -> bool:
+    """Dual stack inside the tunnel: tun mode (TAP carries any frame anyway), IPv6 on in this
+    namespace, and a tun0 of at least 1280 bytes (below it Linux keeps IPv6 off the device)."""
+    return mode == "tun" and mtu >= IPV6_MIN_MTU and ipv6_enabled()
+
+
+def set_forwarding(on: bool, path: Path = IP_FORWARD) -> str:
+    """net.ipv4.ip_forward (or ``path``: IPv6's) in our own namespace; returns the old value.
 
     Raises:
         SetupError: /proc refused (not root).
     """
     try:
-        previous = IP_FORWARD.read_text().strip()
-        IP_FORWARD.write_text("1\n" if on else "0\n")
+        previous = path.read_text().strip()
+        path.write_text("1\n" if on else "0\n")
     except OSError as exc:
-        raise SetupError(f"cannot set ip_forward: {exc.strerror}") from None
+        raise SetupError(f"cannot set {path.name}: {exc.strerror}") from None
     return previous
 
 
-def restore_forwarding(previous: str | None) -> None:
+def restore_forwarding(previous: str | None, path: Path = IP_FORWARD) -> None:
     if previous is not None:
         with contextlib.suppress(OSError):
-            IP_FORWARD.write_text(previous + "\n")
+            path.write_text(previous + "\n")
 
 
 def add_routes(routes: list[dict[str, object]], added: list[dict[str, object]]) -> None:
@@ -128,20 +149,22 @@ class ClientRouting:
     With ``networks`` (site to site) only those networks go through tun0, and the client
     forwards for the LAN behind it. With ``gateway`` (``--mode tap``: tap0 is an Ethernet
     segment, so a route needs a next hop whose MAC ARP can find) the routes go via the
-    server's tunnel address instead of straight out of the device.
+    server's tunnel address instead of straight out of the device. With ``ipv6`` (dual stack)
+    IPv6 goes through tun0 too: ::/1 and 8000::/1, and IPv6 forwarding for a LAN.
     """
 
-    server: IPv4Address
+    server: IPv4Address | IPv6Address
     tun_name: str
-    networks: tuple[IPv4Network, ...] = ()
+    networks: tuple[IPv4Network | IPv6Network, ...] = ()
     added: list[dict[str, object]] = field(default_factory=list)
     previous_forward: str | None = None
     gateway: IPv4Address | None = None
+    ipv6: bool = False
+    previous_forward6: str | None = None
 
     def apply(self) -> None:
         """SetRouting(1): the host route and the two halves of the address space (or the
-        site-to-site networks) via tun0."""
-        from pyroute2 import IPRoute
+        site-to-site networks) via tun0, for each family the tunnel carries."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         try:
@@ -149,31 +172,38 @@ class ClientRouting:
             via = {"gateway": str(self.gateway)} if self.gateway else {}
             if self.networks:
                 self.previous_forward = set_forwarding(True)
+                if self.ipv6:
+                    self.previous_forward6 = set_forwarding(True, IP6_FORWARD)
                 nets = [{"dst": str(net), "oif": tun, **via} for net in self.networks]
                 add_routes(nets, self.added)
                 return
-            with IPRoute() as ipr:
-                (path,) = ipr.route("get", dst=str(self.server))[:1]
-            host_route: dict[str, object] = {
-                "dst": f"{self.server}/32",
-                "oif": path.get("RTA_OIF"),
-            }
-            if path.get("RTA_GATEWAY"):
-                host_route["gateway"] = path.get("RTA_GATEWAY")
-            everything = [
-                {"dst": "0.0.0.0/1", "oif": tun, **via},
-                {"dst": "128.0.0.0/1", "oif": tun, **via},
-            ]
-            add_routes([host_route, *everything], self.added)
+            halves = ["0.0.0.0/1", "128.0.0.0/1"] + (["::/1", "8000::/1"] if self.ipv6 else [])
+            everything = [{"dst": half, "oif": tun, **via} for half in halves]
+            add_routes([self._host_route(), *everything], self.added)
         except (NetlinkError, ValueError) as exc:
             self.restore()
             raise SetupError(f"SetRouting(1) failed: {exc}") from None
+
+    def _host_route(self) -> dict[str, object]:
+        """The server's address (/32, or /128 over IPv6) the way it is reached now."""
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            (path,) = ipr.route("get", dst=str(self.server))[:1]
+        host_route: dict[str, object] = {
+            "dst": f"{self.server}/{self.server.max_prefixlen}",
+            "oif": path.get("RTA_OIF"),
+        }
+        if path.get("RTA_GATEWAY"):
+            host_route["gateway"] = path.get("RTA_GATEWAY")
+        return host_route
 
     def restore(self) -> None:
         """CleanUp: delete the routes apply() added; forwarding as it was."""
         delete_routes(self.added)
         restore_forwarding(self.previous_forward)
-        self.previous_forward = None
+        restore_forwarding(self.previous_forward6, IP6_FORWARD)
+        self.previous_forward = self.previous_forward6 = None
 
 
 IFNAMSIZ = 16
@@ -201,23 +231,35 @@ def check_interface_name(name: str) -> str:
     return name
 
 
-def nat_ruleset(network: IPv4Network, external_interface: str) -> str:
-    """The NAT rule of the design notes as an nftables ruleset (re-applying it is safe).
+def nat_ruleset(
+    network: IPv4Network, external_interface: str, network6: IPv6Network | None = None
+) -> str:
+    """The NAT rule of the design notes as an nftables ruleset (re-applying it is safe); with
+    ``network6`` (dual stack) the same rule for IPv6 (NAT66) in an ``ip6`` table.
 
     Raises:
         SetupError: ``external_interface`` is no interface name (it goes into the file).
     """
     check_interface_name(external_interface)
+    return _nat_table("ip", network, external_interface) + (
+        _nat_table("ip6", network6, external_interface) if network6 else ""
+    )
+
+
+def _nat_table(family: str, network: IPv4Network | IPv6Network, external_interface: str) -> str:
+    """One family's masquerade table (``ip`` or ``ip6``: the same rule, its own addresses)."""
+    title = "the NAT rule of the design notes" if family == "ip" else "NAT66, the same for IPv6"
     return f"""\
-# vpnlab: the NAT rule of the design notes (SetRouting(0) on the server).
+# vpnlab: {title} (SetRouting(0) on the server).
 # Traffic from the tunnel network to anywhere else leaves {external_interface} masqueraded
 # as the server's own address, so replies come back to the server.
-table ip {NAT_TABLE}
-delete table ip {NAT_TABLE}
-table ip {NAT_TABLE} {{
+table {family} {NAT_TABLE}
+delete table {family} {NAT_TABLE}
+table {family} {NAT_TABLE} {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        ip saddr {network} ip daddr != {network} oifname "{external_interface}" counter masquerade
+        {family} saddr {network} {family} daddr != {network} oifname "{external_interface}" \
+counter masquerade
     }}
 }}
 """
@@ -238,17 +280,20 @@ class ServerRouting:
     """SetRouting(0): forwarding on and the masquerade rule for the tunnel network.
 
     With ``client_networks`` (site to site) the networks behind the clients are routed into
-    tun0 (``tun_name``) too.
+    tun0 (``tun_name``) too. With ``network6`` (dual stack: the tunnel's ULA) IPv6 is
+    forwarded too, and masqueraded (NAT66) with an external interface.
     """
 
     network: IPv4Network
     external_interface: str | None
     ruleset_file: Path
     tun_name: str = "tun0"
-    client_networks: tuple[IPv4Network, ...] = ()
+    client_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     previous_forward: str | None = None
     nat_applied: bool = False
     added: list[dict[str, object]] = field(default_factory=list)
+    network6: IPv6Network | None = None
+    previous_forward6: str | None = None
 
     def apply(self) -> None:
         """SetRouting(0): ip_forward=1, routes to client networks, ``nft -f`` the NAT file."""
@@ -257,6 +302,8 @@ class ServerRouting:
         if self.external_interface:
             check_interface_name(self.external_interface)  # before anything is changed
         self.previous_forward = set_forwarding(True)
+        if self.network6 is not None:
+            self.previous_forward6 = set_forwarding(True, IP6_FORWARD)
         if self.client_networks:
             try:
                 tun = tun_index(self.tun_name)
@@ -265,7 +312,8 @@ class ServerRouting:
                 raise SetupError(f"SetRouting(0) failed: {exc}") from None
         if self.external_interface:
             self.ruleset_file.parent.mkdir(parents=True, exist_ok=True)
-            self.ruleset_file.write_text(nat_ruleset(self.network, self.external_interface))
+            ruleset = nat_ruleset(self.network, self.external_interface, self.network6)
+            self.ruleset_file.write_text(ruleset)
             run_nft("-f", str(self.ruleset_file))
             self.nat_applied = True
 
@@ -273,9 +321,11 @@ class ServerRouting:
         """CleanUp: remove our nftables table and routes, put ip_forward back as it was."""
         if self.nat_applied:
             # already gone if someone ran `nft flush ruleset`
-            with contextlib.suppress(SetupError):
-                run_nft("delete", "table", "ip", NAT_TABLE)
+            for family in ("ip", "ip6") if self.network6 else ("ip",):
+                with contextlib.suppress(SetupError):
+                    run_nft("delete", "table", family, NAT_TABLE)
             self.nat_applied = False
         delete_routes(self.added)
         restore_forwarding(self.previous_forward)
-        self.previous_forward = None
+        restore_forwarding(self.previous_forward6, IP6_FORWARD)
+        self.previous_forward = self.previous_forward6 = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 from pathlib import Path
 
 from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
@@ -28,12 +28,13 @@ from vpnlab.core.errors import VpnlabError
 from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
+from vpnlab.core.pool import tunnel_address6
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.keys import esp_sa_text, write_secret
 from vpnlab.peers import PEERS, read_peers
 from vpnlab.report import Reporter
-from vpnlab.routing import ServerRouting, refuse_host_changes
+from vpnlab.routing import ServerRouting, carries_ipv6, refuse_host_changes
 from vpnlab.tap import device_flags, mac_address
 from vpnlab.transport import open_transport
 from vpnlab.tun import create_tun_dev, ifconfig
@@ -59,7 +60,7 @@ class ServerOptions:
     status_file: Path | None = None
     once: bool = False
     isolate_clients: bool = False
-    client_networks: tuple[tuple[IPv4Address, IPv4Network], ...] = ()
+    client_networks: tuple[tuple[IPv4Address, IPv4Network | IPv6Network], ...] = ()
     allow_host_changes: bool = False
     datapath: type[Tunnel] = Tunnel
     """The select loop of the notes, or the batched one (``vpnlab/fast/``, chosen by the CLI)."""
@@ -77,7 +78,7 @@ class ServerOptions:
 
 def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
     """Key export: tshark esp_sa rows for every ESP session that is up (both directions)."""
-    local = "*" if listen == "0.0.0.0" else listen
+    local = "*" if listen in ("0.0.0.0", "::") else listen
     rows = []
     for (peer, _), session in core.sessions.items():
         for protection in session.protections():  # a rekey's new keys, and the old ones
@@ -123,7 +124,7 @@ class PeersWatch:
 
 def make_core(options: ServerOptions) -> ServerCore:
     """The sans-IO server: the format's handshake (or static keys), the address pool, limits."""
-    networks: dict[IPv4Address, list[IPv4Network]] = {}
+    networks: dict[IPv4Address, list[IPv4Network | IPv6Network]] = {}
     for client, network in options.client_networks:
         networks.setdefault(client, []).append(network)
     static = options.static_keys
@@ -200,8 +201,12 @@ def bring_up(
     """CreateTunDev, Ifconfig, SetRouting(0); returns tun0's fd."""
     flags = device_flags(options.mode, options.datapath.tun_flags)
     tun_fd, tun_name = create_tun_dev(options.tun_name, flags)
+    address6 = None
+    if carries_ipv6(options.mode, options.mtu):  # dual stack: fd10:8::1/64 beside 10.8.0.1/24
+        address6 = tunnel_address6(options.tunnel_address)
+        routing.network6 = address6.network
     try:
-        ifconfig(tun_name, options.tunnel_address, options.mtu)
+        ifconfig(tun_name, options.tunnel_address, options.mtu, address6)
         if options.mode == "tap":
             core.set_local_mac(mac_address(tun_name))
         routing.tun_name = tun_name
@@ -209,16 +214,22 @@ def bring_up(
     except BaseException:
         os.close(tun_fd)
         raise
-    nat = f"NAT out of {options.external_interface}" if routing.nat_applied else "no NAT"
+    nat66 = " (and NAT66)" if routing.network6 else ""
+    nat = f"NAT{nat66} out of {options.external_interface}" if routing.nat_applied else "no NAT"
     cipher = (
         f"static keys, {options.static_keys.cipher}"
         if options.static_keys
         else f"cipher {options.format.name}"
     )
-    reporter.update(tun=tun_name, tunnel_address=str(options.tunnel_address))
+    reporter.update(
+        tun=tun_name,
+        tunnel_address=str(options.tunnel_address),
+        tunnel_address6=str(address6 or ""),
+    )
+    both = f"{options.tunnel_address} and {address6}" if address6 else str(options.tunnel_address)
     reporter.state(
         "listening",
         f"{options.transport} {options.listen}:{options.port}, "
-        f"{tun_name} {options.tunnel_address}, {cipher}, forwarding on, {nat}",
+        f"{tun_name} {both}, {cipher}, forwarding on, {nat}",
     )
     return tun_fd

@@ -60,11 +60,13 @@ def init_socket(address: str, port: int) -> socket.socket:
     """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
 
     UDP needs no listen() or accept(): datagrams from any peer simply arrive (see the notes).
+    An IPv6 address (``::`` takes IPv4 peers too) makes the socket, and the outer packets, IPv6.
 
     Raises:
         SetupError: the address is not ours, or the port is taken.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
         with contextlib.suppress(OSError):  # not root: the kernel's default buffers
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 
 from vpnlab.core.errors import SetupError
 
@@ -30,6 +30,9 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFNAMSIZ = 16
 IFREQ = struct.Struct("16sH22x")
+IFA_F_NODAD = 0x02
+"""linux/if_addr.h: no duplicate address detection, so the IPv6 address is usable at once
+(a tunnel address is the server's to give: nobody else on tun0's link can hold it)."""
 
 
 def ifreq(name: str, flags: int) -> bytes:
@@ -77,8 +80,15 @@ def create_tun_dev(name: str = "tun0", flags: int = IFF_TUN | IFF_NO_PI) -> tupl
     return fd, actual
 
 
-def ifconfig(name: str, address: IPv4Interface, mtu: int) -> None:
+def ifconfig(
+    name: str, address: IPv4Interface, mtu: int, address6: IPv6Interface | None = None
+) -> None:
     """Ifconfig: give tun0 its address and MTU and bring it up (``ip addr/link`` via netlink).
+
+    With ``address6`` (dual stack) tun0 gets its IPv6 tunnel address too (``ip -6 addr add
+    ... nodad``). Bringing tun0 up with IPv6 on makes the kernel give it a link-local fe80::
+    address and send router solicitations out of it: the daemon reads them like any packet
+    and drops them (``packet.is_link_scope``, counted as "tun: ipv6 link scope").
 
     Raises:
         SetupError: netlink refused (for example, the interface vanished).
@@ -93,6 +103,14 @@ def ifconfig(name: str, address: IPv4Interface, mtu: int) -> None:
             ipr.addr(
                 "replace", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
             )
+            if address6 is not None:
+                ipr.addr(
+                    "replace",
+                    index=index,
+                    address=str(address6.ip),
+                    prefixlen=address6.network.prefixlen,
+                    IFA_FLAGS=IFA_F_NODAD,
+                )
             ipr.link("set", index=index, state="up")
     except (NetlinkError, ValueError) as exc:
         raise SetupError(f"ifconfig {name} {address} mtu {mtu} failed: {exc}") from None

@@ -83,8 +83,8 @@ SITE_TO_SITE = make_topology(site_to_site=True)
 """The site-to-site lab: a LAN behind r1 (h1) and one behind r2 (h2)."""
 H1_IP = SITE_TO_SITE.node("h1").address()
 H2_IP = SITE_TO_SITE.node("h2").address()
-LAN1, LAN2 = (network for _, network in SITE_TO_SITE.tunnel.lans)
-"""The networks behind r1 and r2."""
+LAN1, LAN2 = (network for _, network in SITE_TO_SITE.tunnel.lans[:2])
+"""The networks behind r1 and r2 (IPv4; their IPv6 /64s follow in ``lans``)."""
 
 # --- running things in a lab ---------------------------------------------------------------------
 

@@ -224,10 +224,11 @@ def test_down_spares_other_prefixes(prefix, make_prefix):
 
 def test_two_clients_behind_a_bridge(prefix):
     lab.up(prefix=prefix, topology=make_topology(2), vpn=False)
-    answers = {
-        c["node"]: c["detail"] for c in lab.verify(prefix)["checks"] if "who-am-I" in c["name"]
-    }
+    checks = lab.verify(prefix)["checks"]
+    answers = {c["node"]: c["detail"] for c in checks if c["name"].startswith("who-am-I says")}
     assert answers == {"r1": f"you are {CLIENT_IP}", "r3": f"you are {client_ip('r3', 2)}"}
+    answers6 = {c["node"]: c["detail"] for c in checks if "over IPv6" in c["name"]}
+    assert answers6 == {"r1": "you are 2001:db8:1::2", "r3": "you are 2001:db8:1::3"}
 
 
 # --- with the VPN daemons -----------------------------------
@@ -254,8 +255,11 @@ def test_up_with_vpn_and_verify(vpn_lab):
 def test_two_clients_through_one_server(prefix):
     lab.up(prefix=prefix, topology=make_topology(2))
     checks = lab.verify(prefix)["checks"]
-    answers = {c["node"]: c["detail"] for c in checks if "who-am-I" in c["name"]}
+    answers = {c["node"]: c["detail"] for c in checks if c["name"].startswith("who-am-I says")}
     assert answers == {"r1": f"you are {SERVER_IP}", "r3": f"you are {SERVER_IP}"}
+    answers6 = {c["node"]: c["detail"] for c in checks if "over IPv6" in c["name"]}
+    server6 = f"you are {TOPOLOGY.server_ip6}"  # NAT66 for both, as NAT for IPv4
+    assert answers6 == {"r1": server6, "r3": server6}
     tunnel = lab.status(prefix)["tunnel"]["clients"]
     assert {tunnel["r1"]["tunnel_address"], tunnel["r3"]["tunnel_address"]} == {
         tunnel_address(0),

@@ -300,3 +300,22 @@ def test_13_mtu(run_notebook):
     assert web[synack] == "1460" and r1[synack] == "1395"  # clamped by r2's daemon
     assert run.images() >= 1
     assert run.text().count("correct") == 5
+
+
+def test_14_ipv6(run_notebook):
+    run = run_notebook("14_ipv6")
+    r = run.results
+    assert r["tunnel_address6"] == "fd10:8::2/64"  # the twin of 10.8.0.2/24
+    assert r["v6_halves"] is True  # ::/1 and 8000::/1 via tun0
+    assert r["ping6_ok"] is True and r["nat66_rule"] is True
+    assert r["whoami6_nat"] == "you are 2001:db8:2::2"  # NAT66
+    assert r["link_scope_drops"] >= 1  # tun0's own router solicitations, dropped and counted
+    assert "raw:ipv6:tcp" in r["tun_stacks"]
+    assert set(r["eth_stacks"]) == {"eth:ethertype:ip:udp:udpencap:esp"}  # outside: IPv4
+    assert "eth:ethertype:ip:udp:udpencap:esp:ipv6:tcp" in r["eth_decrypted"]
+    assert r["mtu_outer6"] == 1415
+    assert set(r["eth6_stacks"]) == {"eth:ethertype:ipv6:udp:udpencap:esp"}
+    assert "eth:ethertype:ipv6:udp:udpencap:esp:ip:icmp:data" in r["eth6_decrypted"]
+    assert r["whoami6_routed"] == "you are fd10:8::2"  # no NAT66: the tunnel address
+    assert run.seconds < 60
+    assert run.text().count("correct") == 4

@@ -76,15 +76,20 @@ def test_ClientCore_bye_from_server_closes_at_once(fmt):
     assert pair.client.close_reason == "bye"
 
 
-def test_ClientCore_drops_datagrams_from_strangers_and_non_ipv4_from_tun(fmt):
+def test_ClientCore_drops_strangers_non_ip_and_tun0s_own_router_solicitations(fmt):
     pair = CorePair(fmt)
     pair.connect()
     assert pair.client.receive_datagram(b"x", ("203.0.113.66", 4500), pair.now) == [
         DatagramDropped("unknown peer", ("203.0.113.66", 4500))
     ]
-    router_solicitation = bytes([0x60]) + bytes(47)
+    # what a fresh tun0 sends: ICMPv6 router solicitation, from :: to all-routers ff02::2
+    router_solicitation = bytes([0x60]) + bytes(5) + bytes([58, 255]) + bytes(16)
+    router_solicitation += bytes.fromhex("ff02" + "00" * 13 + "02") + bytes([133]) + bytes(7)
     assert pair.client.send_packet(router_solicitation, pair.now) == [
-        DatagramDropped("tun: not ipv4")
+        DatagramDropped("tun: ipv6 link scope")
+    ]
+    assert pair.client.send_packet(b"\x50" + bytes(47), pair.now) == [
+        DatagramDropped("tun: not ip")
     ]
 
 

@@ -10,9 +10,9 @@ call of a public method: no exception, and ``counters.drops`` grew by exactly th
 ``DatagramDropped`` events it returned, reason by reason.
 
 The decoders get inputs of their own: ``EspSession.open``/``open_frame`` (RemoteProtocolError
-only), ``clamp_mss``/``is_ipv4``/``ipv4_source`` (never raise), ``segment.split`` with a random
-virtio header (LocalProtocolError only), ``transport.FrameDecoder`` (never raises, and frames
-split anywhere come out whole).
+only), every helper of ``core/packet.py`` with IPv4 and IPv6 (never raise),
+``segment.split`` with a random virtio header (LocalProtocolError only),
+``transport.FrameDecoder`` (never raises, and frames split anywhere come out whole).
 
 Everything is seeded (``random.Random``) and bounded by a count, so a failure repeats; the
 message names the input. Run time: ``pytest --durations`` (about 15 s of CPU, 15-20 s on two cores).
@@ -33,7 +33,17 @@ from vpnlab.core.client_core import ClientCore
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import DatagramDropped, Event
 from vpnlab.core.formats import Established, Peer
-from vpnlab.core.packet import clamp_mss, ipv4_source, is_ipv4
+from vpnlab.core.packet import (
+    clamp_mss,
+    destination_bytes,
+    ip_destination,
+    ip_source,
+    ip_version,
+    ipv4_source,
+    is_ipv4,
+    is_link_scope,
+    tcp_offset,
+)
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import State, Timeouts
 from vpnlab.fast import segment
@@ -287,11 +297,37 @@ def tcp_syn(rng: random.Random, src: bytes, dst: bytes) -> bytes:
     return ip_header(rng, src, dst, 6, 20 + len(tcp)) + tcp
 
 
+V6_ADDRESSES = [
+    bytes.fromhex("fd100008" + "00" * 11 + "02"),  # the first client's twin, fd10:8::2
+    bytes.fromhex("fd100008" + "00" * 11 + "01"),  # the server's, fd10:8::1
+    bytes.fromhex("fe80" + "00" * 13 + "01"),  # link-local
+    bytes.fromhex("ff02" + "00" * 13 + "02"),  # all routers (a router solicitation's)
+    bytes(16),  # ::
+]
+
+
+def ip6_packet(rng: random.Random) -> bytes:
+    """An IPv6 packet: TCP (a SYN with lying options), UDP, ICMPv6 or a hop-by-hop header
+    first, from and to the tunnel's, link-scope or random addresses; lengths that lie; cut."""
+    src, dst = (rng.choice((*V6_ADDRESSES, rng.randbytes(16))) for _ in range(2))
+    next_header = rng.choice((6, 6, 17, 58, 0, 44, 59, rng.randrange(256)))
+    if next_header == 6:
+        payload = tcp_syn(rng, bytes(4), bytes(4))[20:]
+    else:
+        payload = rng.randbytes(rng.randrange(0, 120))
+    length = rng.choice((len(payload), len(payload), rng.randrange(65536)))
+    head = bytes((0x60 | rng.randrange(16),)) + rng.randbytes(3) + length.to_bytes(2, "big")
+    packet = head + bytes((next_header, 64)) + src + dst + payload
+    return packet[: rng.choice((10_000, 10_000, rng.randrange(60)))]
+
+
 def ip_packet(rng: random.Random, src: bytes | None = None, dst: bytes | None = None) -> bytes:
-    """A tun packet: IPv4 (sometimes a SYN), IPv6, or garbage."""
+    """A tun packet: IPv4 (sometimes a SYN), IPv6 (well formed or not), or garbage."""
     src = src if src is not None else rng.choice((bytes((10, 8, 0, 2)), rng.randbytes(4)))
     dst = dst if dst is not None else rng.choice((bytes((10, 8, 0, 1)), rng.randbytes(4)))
-    kind = rng.randrange(6)
+    kind = rng.randrange(7)
+    if kind == 6:
+        return ip6_packet(rng)
     if kind == 0:
         return tcp_syn(rng, src, dst)
     if kind == 1:
@@ -553,7 +589,8 @@ def test_fuzz_reaches_the_deep_paths():
         "spoofed source mac",
         "unknown peer",
         "truncated",
-        "tun: not ipv4",
+        "tun: not ip",
+        "tun: ipv6 link scope",  # the kernel's router solicitations and MLD reports
         "tun: no client for destination",
         "session closed",
     }
@@ -656,24 +693,30 @@ def test_fuzz_esp_open_raises_only_remote_protocol_errors(cipher):
 
 
 def test_fuzz_packet_helpers_never_raise():
+    """IPv4 and IPv6 (no IPv4-only parser left): every helper of ``core/packet.py``."""
     rng = random.Random(f"{SEED}-packet")
     for _ in range(DECODER_INPUTS):
-        packet = rng.choice((tcp_syn, ip_packet))(rng, rng.randbytes(4), rng.randbytes(4))
+        make = rng.choice((tcp_syn, ip_packet, ip6_packet))
+        packet = make(rng) if make is ip6_packet else make(rng, rng.randbytes(4), rng.randbytes(4))
         if rng.random() < 0.3:
             packet = mutate(rng, packet, [packet])
         try:
             clamped = clamp_mss(packet, 1360)
             assert is_ipv4(packet) in (True, False)
             source = ipv4_source(packet)
+            version = ip_version(packet)
+            addresses = (ip_source(packet), ip_destination(packet), destination_bytes(packet))
+            assert is_link_scope(packet) in (True, False)
+            offset = tcp_offset(packet)
         except Exception:
-            pytest.fail(
-                f"clamp_mss/is_ipv4/ipv4_source({_short(packet)})\n{traceback.format_exc()}"
-            )
+            pytest.fail(f"packet helpers({_short(packet)})\n{traceback.format_exc()}")
         assert len(clamped) == len(packet), _short(packet)
         assert sum(a != b for a, b in zip(clamped, packet, strict=True)) <= 4, _short(
             packet
         )  # MSS + checksum
         assert (source is not None) == is_ipv4(packet)
+        assert version in (0, 4, 6) and (addresses[0] is None) == (version == 0)
+        assert offset is None or offset <= len(packet)
 
 
 def _super_packet(rng: random.Random) -> tuple[bytes, bytes]:

@@ -7,7 +7,7 @@ no sleeping.
 from __future__ import annotations
 
 import time
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
 
 import pytest
 
@@ -161,7 +161,10 @@ def test_ServerCore_client_to_client_allowed_or_isolated(fmt, isolate):
     pair = CorePair(fmt, isolate_clients=isolate)
     pair.connect()
     second_client(pair, fmt)
-    assert set(pair.server.by_address) == {IPv4Address("10.8.0.2"), IPv4Address("10.8.0.3")}
+    assert set(pair.server.by_address) == {
+        *map(IPv4Address, ("10.8.0.2", "10.8.0.3")),
+        *map(IPv6Address, ("fd10:8::2", "fd10:8::3")),  # each client's IPv6 twin
+    }
     pair.client.send_packet(ipv4_packet("10.8.0.2", "10.8.0.3"), pair.now)
     pair.client.send_packet(ipv4_packet("10.8.0.2", "10.8.0.1"), pair.now)  # the server: fine
     pair.client_to_server()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
 from vpnlab.client import ClientOptions, run_client
@@ -191,7 +191,9 @@ def register_client(sub: argparse._SubParsersAction) -> None:
         "SetRouting(1), the loop. Exit codes: 0 stopped by a signal, 1 error, "
         "3 server unreachable, 4 peer lost (6 s of silence), 5 the server said Bye.",
     )
-    client.add_argument("--server", type=IPv4Address, help="server address (or from --config)")
+    client.add_argument(
+        "--server", type=ip_address, help="server address, IPv4 or IPv6 (or from --config)"
+    )
     client.add_argument(
         "--config",
         type=Path,
@@ -207,7 +209,7 @@ def register_client(sub: argparse._SubParsersAction) -> None:
     )
     client.add_argument(
         "--route",
-        type=IPv4Network,
+        type=ip_network,
         action="append",
         default=[],
         metavar="NETWORK",
@@ -226,11 +228,12 @@ def interface_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def client_network(text: str) -> tuple[IPv4Address, IPv4Network]:
-    """``10.8.0.2=172.16.1.0/24`` -> (client's tunnel address, the network behind it)."""
+def client_network(text: str) -> tuple[IPv4Address, IPv4Network | IPv6Network]:
+    """``10.8.0.2=172.16.1.0/24`` (or ``=fd16:1::/64``) -> (client's tunnel address, the network
+    behind it, either family)."""
     address, _, network = text.partition("=")
     try:
-        return IPv4Address(address), IPv4Network(network)
+        return IPv4Address(address), ip_network(network)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc} (want ADDRESS=NETWORK)") from None
 
@@ -262,11 +265,13 @@ def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
 
 def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys | None) -> int:
     """Ifconfig: ``--mtu``, or the largest that lets the cipher's datagrams fit 1500 bytes
-    (in TAP mode 14 bytes less: the Ethernet header travels too)."""
+    (in TAP mode 14 bytes less: the Ethernet header travels too; over IPv6, ``--server`` or
+    ``--listen`` an IPv6 address, 20 less: the outer header is 40 bytes)."""
     if args.mtu:
         return args.mtu
     overhead = algorithm(static.cipher).overhead_bytes if static else format.overhead_bytes
-    return device_mtu(args.mode, tun_mtu(overhead))
+    outer = getattr(args, "server", None) or getattr(args, "listen", "")
+    return device_mtu(args.mode, tun_mtu(overhead, outer_ipv6=":" in str(outer)))
 
 
 def timeouts(args: argparse.Namespace) -> Timeouts:
@@ -317,7 +322,7 @@ def server_main(args: argparse.Namespace) -> int:
 def client_main(args: argparse.Namespace) -> int:
     config = args.config_file = read_client_config(args.config) if args.config else None
     format, static = wire(args)
-    server = args.server or (config.server if config else None)
+    server = args.server = args.server or (config.server if config else None)
     if server is None:
         raise VpnlabError("no server: give --server ADDRESS (or --config FILE)")
     options = ClientOptions(

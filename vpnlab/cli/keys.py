@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_network
 from pathlib import Path
 
-from vpnlab.core.constants import PORT
 from vpnlab.core.errors import VpnlabError
 from vpnlab.keys import new_psk, read_secret, write_secret
 from vpnlab.lab.state import state_dir
@@ -29,6 +28,7 @@ from vpnlab.peers import (
     decode_key,
     encode_key,
     make_server,
+    parse_endpoint,
     read_client_config,
     read_peers,
     revoke_peer,
@@ -87,18 +87,20 @@ def register_identities(verbs: argparse._SubParsersAction) -> None:
     add.add_argument("folder", type=Path, metavar="DIR")
     add.add_argument("name")
     add.add_argument("--address", type=IPv4Interface, required=True, help="e.g. 10.8.0.2/24")
-    add.add_argument("--endpoint", required=True, help="the server, HOST[:PORT] (port 4500)")
+    add.add_argument(
+        "--endpoint", required=True, help="the server, HOST[:PORT] or [IPV6]:PORT (port 4500)"
+    )
     add.add_argument("--cipher", choices=("esp-null", "esp-aes-gcm"), default="esp-aes-gcm")
     add.add_argument(
         "--network",
-        type=IPv4Network,
+        type=ip_network,
         action="append",
         default=[],
         help="site to site: a network behind this client (repeatable)",
     )
     add.add_argument(
         "--route",
-        type=IPv4Network,
+        type=ip_network,
         action="append",
         default=[],
         help="site to site: the client sends only these through the tunnel (default: all)",
@@ -123,12 +125,13 @@ def register_identities(verbs: argparse._SubParsersAction) -> None:
     public.set_defaults(func=public_main)
 
 
-def endpoint(text: str) -> tuple[IPv4Address, int]:
-    host, _, port = text.rpartition(":")
+def endpoint(text: str) -> tuple[IPv4Address | IPv6Address, int]:
     try:
-        return (IPv4Address(host), int(port)) if host else (IPv4Address(text), PORT)
+        return parse_endpoint(text)
     except ValueError:
-        raise VpnlabError(f"endpoint {text!r}: want an IPv4 address, or ADDRESS:PORT") from None
+        raise VpnlabError(
+            f"endpoint {text!r}: want an address, ADDRESS:PORT or [IPV6]:PORT"
+        ) from None
 
 
 def server_main(args: argparse.Namespace) -> int:

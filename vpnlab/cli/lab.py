@@ -1,10 +1,11 @@
 """``vpnlab lab ...``: build, inspect, enter, verify and remove the namespace lab.
 
     vpnlab lab up [--prefix P] [--cipher C] [--no-vpn] [--clients N] [--topology FILE.toml]
-                  [--site-to-site] [--nat on|off] [--mode tun|tap] [--fault NAME|random [--seed N]]
+                  [--site-to-site] [--nat on|off] [--mode tun|tap] [--ipv6 on|off]
+                  [--fault NAME|random [--seed N]]
     vpnlab lab down | status [--json] | verify [--json]
     vpnlab lab exec NODE [--] CMD...
-    vpnlab lab start-vpn [--cipher C] [--static-keys] | stop-vpn
+    vpnlab lab start-vpn [--cipher C] [--static-keys] [--outer 4|6] | stop-vpn
     vpnlab lab impair --loss PERCENT --delay MS --jitter MS | route-back [--remove]
 
 Errors are LabError: ``vpnlab.cli.main`` prints them as one line and exits 1.
@@ -13,6 +14,7 @@ Errors are LabError: ``vpnlab.cli.main`` prints them as one line and exits 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -79,6 +81,9 @@ def _add_up(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mode", choices=("tun", "tap"), default="tun", help="tap: Ethernet frames on tap0"
     )
+    p.add_argument(
+        "--ipv6", choices=("on", "off"), default="on", help="dual stack, or IPv6 off in every node"
+    )
     _add_psk(p)
     p.add_argument(
         "--fault",
@@ -131,6 +136,9 @@ def _add_start_vpn(sub, common: argparse.ArgumentParser) -> None:
         "--static-keys", action="store_true", help="no handshake: SPIs and keys from a file"
     )
     p.add_argument("--nat", choices=("on", "off"), help="the masquerade rule (default: as built)")
+    p.add_argument(
+        "--outer", type=int, choices=(4, 6), help="UDP 4500 over IPv4 or IPv6 (default: as last)"
+    )
     _add_psk(p)
     p.set_defaults(func=cmd_start_vpn)
 
@@ -176,8 +184,8 @@ def _add_relay(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_route_back(args: argparse.Namespace) -> int:
-    route = route_back(args.prefix, add=not args.remove)
-    print(f"isp: {'removed' if args.remove else 'added'} route {route}")
+    for route in route_back(args.prefix, add=not args.remove).splitlines():
+        print(f"isp: {'removed' if args.remove else 'added'} route {route}")
     return 0
 
 
@@ -191,6 +199,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         topo = load_topology(args.topology)
     else:
         topo = make_topology(args.clients, site_to_site=args.site_to_site)
+    if args.ipv6 == "off":
+        topo = dataclasses.replace(topo, ipv6=False)
     options = dict(topology=topo, cipher=args.cipher, nat=args.nat == "on", mode=args.mode)
     if args.fault and not args.vpn:
         raise LabError("--fault needs the VPN (leave out --no-vpn)")
@@ -235,7 +245,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_start_vpn(args: argparse.Namespace) -> int:
     nat = None if args.nat is None else args.nat == "on"
-    start_vpn(args.prefix, args.cipher, static_keys=args.static_keys, nat=nat, psk=args.psk)
+    start_vpn(
+        args.prefix,
+        args.cipher,
+        static_keys=args.static_keys,
+        nat=nat,
+        psk=args.psk,
+        outer=args.outer,
+    )
     print(format_status(status(args.prefix)))
     return 0
 

@@ -13,7 +13,7 @@ from vpnlab.core.events import (
     SessionClosed,
 )
 from vpnlab.core.formats import ClientHandshake, Established, Kind
-from vpnlab.core.packet import is_ipv4
+from vpnlab.core.packet import ip_version, is_link_scope
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
@@ -142,7 +142,9 @@ class ClientCore(CoreBase):
         return [HandshakeCompleted(self.server, established.client_address)]
 
     def send_packet(self, packet: bytes, now: float) -> list[Event]:
-        """TunSelected: one packet read from tun0; only IPv4 enters the tunnel.
+        """TunSelected: one packet read from tun0; IPv4 and IPv6 enter the tunnel, but not
+        IPv6 that belongs to tun0's own link (a fresh tun0's router solicitations and MLD
+        reports: the kernel's, never the user's; dropped and counted, ``is_link_scope``).
 
         In TAP mode: one Ethernet frame from tap0, whatever it carries (ARP, IPv4, IPv6).
         """
@@ -156,8 +158,10 @@ class ClientCore(CoreBase):
             return [event for _ in packets for event in self._drop("not connected")]
         events: list[Event] = []
         for packet in packets:
-            if not self.layer2 and not is_ipv4(packet):
-                events += self._drop("tun: not ipv4")
+            if not self.layer2 and (not ip_version(packet) or is_link_scope(packet)):
+                events += self._drop(
+                    "tun: ipv6 link scope" if ip_version(packet) else "tun: not ip"
+                )
                 continue
             events += self._seal(session, packet, now)
         return events

@@ -32,18 +32,26 @@ EXTERNAL_MTU = 1500
 """MTU of the path between the peers (Ethernet): the outer packets must fit it."""
 OUTER_HEADERS_BYTES = 28
 """Outer IPv4 (20) + UDP (8) in front of every datagram."""
+OUTER_HEADERS_BYTES_V6 = 48
+"""Outer IPv6 (40) + UDP (8): a server reached over IPv6 leaves 20 bytes less for tun0."""
 
 
-def tun_mtu(overhead_bytes: int, external_mtu: int = EXTERNAL_MTU) -> int:
+def tun_mtu(overhead_bytes: int, external_mtu: int = EXTERNAL_MTU, outer_ipv6: bool = False) -> int:
     """Ifconfig: the largest inner packet whose datagram still fits ``external_mtu``.
 
-    esp-aes-gcm: 1500 - 28 - 37 = 1435; esp-null: 1443; plain: 1472.
+    esp-aes-gcm: 1500 - 28 - 37 = 1435; esp-null: 1443; plain: 1472. Over an IPv6 path
+    (``outer_ipv6``) each is 20 less: esp-aes-gcm 1415.
     """
-    return external_mtu - OUTER_HEADERS_BYTES - overhead_bytes
+    outer = OUTER_HEADERS_BYTES_V6 if outer_ipv6 else OUTER_HEADERS_BYTES
+    return external_mtu - outer - overhead_bytes
 
 
 TUNNEL_NETWORK = "10.8.0.0/24"
 SERVER_TUNNEL_ADDRESS = "10.8.0.1/24"
+TUNNEL_NETWORK6 = "fd10:8::/64"
+"""The tunnel's IPv6 network beside 10.8.0.0/24: a ULA (RFC 4193, fd00::/8, global ID
+10:0008:0000 chosen for 10.8). Every tunnel address has its twin here with the same host
+part: 10.8.0.1 is fd10:8::1, 10.8.0.5 is fd10:8::5 (``pool.tunnel_address6``)."""
 
 MAX_DATAGRAM = 65535
 """Largest UDP payload we ever read (and the largest read from tun0)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Interface, IPv4Network, IPv6Network
 from typing import Protocol
 
 RandomBytes = Callable[[int], bytes]
@@ -79,7 +79,7 @@ class Peer:
     name: str
     public_key: bytes
     tunnel_address: IPv4Interface
-    networks: tuple[IPv4Network, ...] = ()
+    networks: tuple[IPv4Network | IPv6Network, ...] = ()  # either family
     psk: bytes | None = field(default=None, repr=False)
 
 

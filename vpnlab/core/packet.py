@@ -1,6 +1,14 @@
-"""IPv4, TCP and Ethernet field helpers that both data paths and the cores use.
+"""IPv4, IPv6, TCP and Ethernet field helpers that both data paths and the cores use.
 
 Pure functions on bytes: where a field sits, and the one's complement checksum of RFC 1071.
+An IPv6 header is 40 bytes, always; the field a parser wants sits at a fixed place in both:
+
+    IPv4 (20+)   version/IHL 0 | protocol 9     | source 12:16 | destination 16:20
+    IPv6 (40)    version 0     | next header 6  | source 8:24  | destination 24:40
+
+Extension headers (hop-by-hop, routing, fragment, ...) are not walked: a packet whose next
+header is not TCP is simply not TCP here (the MSS clamp leaves it alone), which is all the
+tunnel needs (it routes by addresses, never by ports).
 Checksums use one trick: a byte string read as one big integer is a sum of 16-bit words times
 powers of 2**16, and 2**16 = 1 (mod 0xFFFF), so ``int.from_bytes(data) % 0xFFFF`` is the one's
 complement sum, computed in C.
@@ -8,10 +16,16 @@ complement sum, computed in C.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 IPV4_HEADER_BYTES = 20
 """An IPv4 header without options."""
+IPV6_HEADER_BYTES = 40
+"""An IPv6 header: fixed size (extension headers follow it, each in its own header)."""
+IPV6_EXTRA_BYTES = IPV6_HEADER_BYTES - IPV4_HEADER_BYTES
+"""What IPv6 costs more than IPv4 per packet (20): a smaller MSS, a smaller tun MTU outside."""
+IPV6_MIN_MTU = 1280
+"""RFC 8200: every IPv6 link carries 1280 bytes; Linux turns IPv6 off on a smaller device."""
 TCP_HEADER_BYTES = 20
 """A TCP header without options."""
 TCP_IP_HEADERS_BYTES = IPV4_HEADER_BYTES + TCP_HEADER_BYTES
@@ -28,6 +42,72 @@ TCP_OPT_MSS = 2
 def is_ipv4(packet: bytes) -> bool:
     """Whether ``packet`` starts like an IPv4 packet (version 4, room for a header)."""
     return len(packet) >= IPV4_HEADER_BYTES and packet[0] >> 4 == 4
+
+
+def ip_version(packet: bytes) -> int:
+    """4 or 6 if ``packet`` starts like an IPv4 or IPv6 packet with room for its header, else 0."""
+    if not packet:
+        return 0
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= IPV4_HEADER_BYTES:
+        return 4
+    if version == 6 and len(packet) >= IPV6_HEADER_BYTES:
+        return 6
+    return 0
+
+
+def source_bytes(packet: bytes) -> bytes:
+    """The source address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither."""
+    version = ip_version(packet)
+    return packet[12:16] if version == 4 else packet[8:24] if version == 6 else b""
+
+
+def destination_bytes(packet: bytes) -> bytes:
+    """The destination address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither."""
+    version = ip_version(packet)
+    return packet[16:20] if version == 4 else packet[24:40] if version == 6 else b""
+
+
+def ip_source(packet: bytes) -> IPv4Address | IPv6Address | None:
+    """The source address of an IPv4 or IPv6 packet, or None if it is neither."""
+    raw = source_bytes(packet)
+    return ip_address(raw) if raw else None
+
+
+def ip_destination(packet: bytes) -> IPv4Address | IPv6Address | None:
+    """The destination address of an IPv4 or IPv6 packet, or None if it is neither."""
+    raw = destination_bytes(packet)
+    return ip_address(raw) if raw else None
+
+
+def is_link_scope(packet: bytes) -> bool:
+    """An IPv6 packet that belongs to the link it was sent on, never to be routed: from
+    ``::`` or a link-local fe80::/10 address, or to link-local (fe80::/10) or link-scope
+    multicast (ff02::/16). A fresh tun0's router solicitations and MLD reports are such."""
+    if ip_version(packet) != 6:
+        return False
+    source, destination = packet[8:24], packet[24:40]
+    return (
+        source == bytes(16)
+        or source[0] == 0xFE
+        and source[1] & 0xC0 == 0x80
+        or destination[0] == 0xFE
+        and destination[1] & 0xC0 == 0x80
+        or destination[0] == 0xFF
+        and destination[1] & 0x0F == 0x02
+    )
+
+
+def tcp_offset(packet: bytes) -> int | None:
+    """Where the TCP header of an IPv4 or IPv6 packet starts; None if it carries no TCP (or
+    an IPv6 extension header first, which is not walked)."""
+    version = ip_version(packet)
+    if version == 4 and packet[9] == PROTO_TCP:
+        ihl = (packet[0] & 0x0F) * 4
+        return ihl if IPV4_HEADER_BYTES <= ihl <= len(packet) else None  # options all there
+    if version == 6 and packet[6] == PROTO_TCP:
+        return IPV6_HEADER_BYTES
+    return None
 
 
 def ipv4_source(packet: bytes) -> IPv4Address | None:
@@ -67,16 +147,19 @@ def internet_checksum(data: bytes | bytearray | memoryview) -> int:
 
 
 def clamp_mss(packet: bytes, mss: int) -> bytes:
-    """MSS clamping: lower the MSS option of a TCP SYN (IPv4) to ``mss``; else unchanged.
+    """MSS clamping: lower the MSS option of a TCP SYN to ``mss``; anything else unchanged.
 
-    The checksum is updated incrementally (RFC 1624), so a valid packet stays valid. Never
-    raises: a header or an option that claims bytes past the packet's end leaves it unchanged.
+    ``mss`` is the IPv4 clamp, the tun MTU less 40 (IPv4 20 + TCP 20); an IPv6 SYN gets 20
+    less (its header is 40 bytes). The checksum is updated incrementally (RFC 1624), which
+    holds for IPv6's pseudo-header as for IPv4's: the addresses do not change, only the
+    option's word. Never raises: a header or an option that claims bytes past the packet's
+    end leaves it unchanged.
     """
-    if len(packet) < 44 or packet[0] >> 4 != 4 or packet[9] != PROTO_TCP:
+    ihl = tcp_offset(packet)
+    if ihl is None or len(packet) < ihl + 24 or not packet[ihl + 13] & SYN:
         return packet
-    ihl = (packet[0] & 0x0F) * 4
-    if ihl < IPV4_HEADER_BYTES or len(packet) < ihl + 20 or not packet[ihl + 13] & SYN:
-        return packet
+    if packet[0] >> 4 == 6:
+        mss -= IPV6_EXTRA_BYTES
     end = min(len(packet), ihl + (packet[ihl + 12] >> 4) * 4)  # options never past the end
     at = ihl + 20
     while at < end:

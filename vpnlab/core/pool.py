@@ -1,8 +1,11 @@
-"""ServerConnection's address pool: the tunnel addresses clients get without an identity."""
+"""ServerConnection's address pool: the tunnel addresses clients get without an identity, and
+the IPv6 twin of each (``tunnel_address6``)."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface, IPv6Network
+
+from vpnlab.core.constants import TUNNEL_NETWORK6
 
 
 class AddressPool:
@@ -39,3 +42,19 @@ class AddressPool:
 
     def __len__(self) -> int:
         return self._left + len(self._returned)
+
+
+TUNNEL_NETWORK6_NET = IPv6Network(TUNNEL_NETWORK6)
+
+
+def tunnel_address6(
+    address: IPv4Interface, network6: IPv6Network = TUNNEL_NETWORK6_NET
+) -> IPv6Interface:
+    """ServerConnection, IPv6: a tunnel address's twin in the tunnel's ULA /64, same host part.
+
+    The handshake assigns the IPv4 address (the Welcome carries it) and with it the IPv6 one,
+    so the wire format is the same for both families: 10.8.0.5/24 -> fd10:8::5/64 (the host
+    part is the offset in the IPv4 network, which always fits the /64's 64 bits).
+    """
+    host = int(address.ip) - int(address.network.network_address)
+    return IPv6Interface((network6.network_address + host, network6.prefixlen))

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+)
 
 from vpnlab.core.bridge import LOCAL, Switch
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
@@ -15,7 +22,13 @@ from vpnlab.core.events import (
     SessionClosed,
 )
 from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
-from vpnlab.core.packet import ipv4_destination, ipv4_source, is_ipv4
+from vpnlab.core.packet import (
+    destination_bytes,
+    ip_destination,
+    ip_source,
+    ip_version,
+    is_link_scope,
+)
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HelloRateLimiter
 from vpnlab.core.server_tap import TapSwitching
@@ -30,6 +43,12 @@ from vpnlab.core.session import (
 MAX_SESSIONS_PER_IP = 32
 """Sessions from one source IP (a classroom behind one NAT shares it) in the modes without
 identities; in the identity mode each peer has its own address, so no pool can be drained."""
+
+
+def no_client(packet: bytes) -> str:
+    """Why a packet from tun0 has nowhere to go: the kernel's own IPv6 link chatter (a fresh
+    tun0's router solicitations, MLD reports), or a destination no client owns."""
+    return "tun: ipv6 link scope" if is_link_scope(packet) else "tun: no client for destination"
 
 
 class ServerCore(TapSwitching):
@@ -65,7 +84,7 @@ class ServerCore(TapSwitching):
         clock_offset_s: float = 0.0,
         static: Established | None = None,
         isolate_clients: bool = False,
-        client_networks: Mapping[IPv4Address, Sequence[IPv4Network]] | None = None,
+        client_networks: Mapping[IPv4Address, Sequence[IPv4Network | IPv6Network]] | None = None,
         layer2: bool = False,
         max_sessions_per_ip: int = MAX_SESSIONS_PER_IP,
     ) -> None:
@@ -90,7 +109,7 @@ class ServerCore(TapSwitching):
         self.timeouts = timeouts
         self.counters = Counters()
         self.sessions: dict[Address, Session] = {}
-        self.by_address: dict[IPv4Address, Session] = {}
+        self.by_address: dict[IPv4Address | IPv6Address, Session] = {}  # both families
         self.finished = False
         self._replies: dict[Address, tuple[bytes, bytes]] = {}  # peer -> (hello, reply)
         self.limiter = HelloRateLimiter()
@@ -126,17 +145,24 @@ class ServerCore(TapSwitching):
             return []
         if self.switch is not None:
             return self._switch_frame(session, packet, now)
-        if packet[12:16] != session.source_bytes or packet[0] >> 4 != 4:
-            source = ipv4_source(packet)  # not its tunnel address: perhaps its LAN (site to site)
-            if source is None or self._owner(source) is not session:
-                return self._drop("spoofed source", peer)
+        fast_ok = packet[12:16] == session.source_bytes and packet[0] >> 4 == 4  # IPv4, its own
+        if not fast_ok and not self._source_ok(session, packet):
+            return self._drop("spoofed source", peer)
         if self.isolate_clients:
-            target = self._route(ipv4_destination(packet))
+            target = self._route(ip_destination(packet))
             if target is not None and target is not session:
                 return self._drop("client to client denied", peer)
         self.counters.packets_to_tun += 1
         self.counters.bytes_to_tun += len(packet)
         return [PacketReceived(packet)]
+
+    def _source_ok(self, session: Session, packet: bytes) -> bool:
+        """Inner-source check past the IPv4 fast path: the client's IPv6 twin (fd10:8::N),
+        or an address of its LAN (site to site, either family)."""
+        if packet[8:24] == session.source6_bytes and ip_version(packet) == 6:
+            return True
+        source = ip_source(packet)
+        return source is not None and self._owner(source) is session
 
     def _receive_static(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
         """Static keys: a datagram that opens with them makes its sender the client."""
@@ -217,6 +243,7 @@ class ServerCore(TapSwitching):
         does it get a switch port, so strangers add none."""
         self.sessions[session.peer] = session
         self.by_address[session.tunnel_address.ip] = session
+        self.by_address[session.tunnel_address6.ip] = session
         if self.switch is not None:
             self.switch.add_port(session.peer)
 
@@ -233,6 +260,7 @@ class ServerCore(TapSwitching):
             self.switch.remove_port(session.peer)
         self.sessions.pop(session.peer, None)
         self.by_address.pop(session.tunnel_address.ip, None)
+        self.by_address.pop(session.tunnel_address6.ip, None)
         self._replies.pop(session.peer, None)
 
     def _end(self, session: Session, reason: str) -> list[Event]:
@@ -256,13 +284,13 @@ class ServerCore(TapSwitching):
                 events += self._end(session, "revoked")
         return events
 
-    def _route(self, destination: IPv4Address | None) -> Session | None:
+    def _route(self, destination: IPv4Address | IPv6Address | None) -> Session | None:
         """The client a packet to ``destination`` goes to: its tunnel address, or its network."""
         if destination is None:
             return None
         return self.by_address.get(destination) or self._owner(destination)
 
-    def _owner(self, address: IPv4Address | None) -> Session | None:
+    def _owner(self, address: IPv4Address | IPv6Address | None) -> Session | None:
         """The connected client whose network (site to site) holds ``address``."""
         if address is None:
             return None
@@ -291,14 +319,15 @@ class ServerCore(TapSwitching):
         events: list[Event] = []
         routed_to, session = b"", None
         for packet in packets:
-            if not is_ipv4(packet):
-                events += self._drop("tun: not ipv4")
+            destination = destination_bytes(packet)  # IPv4 or IPv6
+            if not destination:
+                events += self._drop("tun: not ip")
                 continue
-            if packet[16:20] != routed_to:
-                routed_to = packet[16:20]
-                session = self._route(IPv4Address(routed_to))
+            if destination != routed_to:
+                routed_to = destination
+                session = self._route(ip_address(destination))
             if session is None:
-                events += self._drop("tun: no client for destination")
+                events += self._drop(no_client(packet))
                 continue
             events += self._seal(session, packet, now)
         return events

@@ -21,6 +21,7 @@ from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import Address, DatagramDropped, Event
 from vpnlab.core.formats import Established, Kind, Peer, Protection
+from vpnlab.core.pool import tunnel_address6
 
 
 class State(enum.Enum):
@@ -139,6 +140,8 @@ class Session:
         self.layer2 = layer2
         self.tunnel_address = established.client_address
         self.source_bytes = self.tunnel_address.ip.packed  # the per-packet check compares bytes
+        self.tunnel_address6 = tunnel_address6(self.tunnel_address)  # its IPv6 twin, fd10:8::N
+        self.source6_bytes = self.tunnel_address6.ip.packed
         self.counters = counters
         self.timeouts = timeouts
         self.last_received = now

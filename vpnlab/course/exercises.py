@@ -226,6 +226,24 @@ EXERCISES: dict[str, Exercise] = {
         "the SYN-ACK's MSS on r1's tun0, after the server's daemon clamped it",
         digest="db92ae133e334916",
     ),
+    "14.1": Exercise(
+        str,
+        "tun0's global IPv6 address on r1 (`ip -6 addr`), without its prefix length",
+        digest="d13378ad6ff282ba",
+    ),
+    "14.2": Exercise(
+        int,
+        "as for IPv4 (notebook 13), with the outer header of the family the server is reached by",
+        digest="422a9dd0e326c007",
+    ),
+    "14.3": Exercise(
+        str, "who-am-I's answer over IPv6 while NAT66 was on", digest="d0dd74e3f539c390"
+    ),
+    "14.4": Exercise(
+        int,
+        "the IANA protocol number for an IPv6 packet carried inside another",
+        digest="46f319e56e07a130",
+    ),
     "10.5": Exercise(
         bool,
         "did the line typed during the break come back, and the next one?",

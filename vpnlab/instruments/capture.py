@@ -42,7 +42,18 @@ SETTLE_S = 0.3
 TSHARK_TIMEOUT_S = 60.0
 EXTERNAL_STACK = "eth:ethertype:ip:udp:udpencap:esp"
 """The notes' external-interface stack, as tshark names it (``ethertype`` included)."""
+EXTERNAL_STACK6 = "eth:ethertype:ipv6:udp:udpencap:esp"
+"""The same over IPv6 (a server reached at 2001:db8:2::2): only the outer header changes."""
 TUN_STACK = "raw:ip:tcp:ftp"
+LINK_CHATTER = frozenset(
+    {"eth:ethertype:arp", "eth:ethertype:ipv6:icmpv6", "eth:ethertype:ipv6:ipv6.hopopts:icmpv6"}
+)
+"""What the kernel says on an Ethernet link by itself: ARP (IPv4's neighbour discovery) and,
+with IPv6 on, ICMPv6 neighbour and router discovery and MLD reports (these behind a
+hop-by-hop header). ``CHATTER_FILTER`` keeps them out of a capture."""
+CHATTER_FILTER = "not arp and not icmp6 and not ip6 proto 0"
+"""A capture filter without :data:`LINK_CHATTER` (``ip6 proto 0``: the hop-by-hop header of
+MLD); an ICMPv6 Packet Too Big on the outer path is filtered out with it."""
 DISSECTOR = Path(__file__).with_name("vpnlab.lua")
 """Our tshark dissector (package data): Hello, Welcome and the plain control lines as ``vpnlab``
 instead of a bogus ``udpencap:isakmp``; ESP and everything else decode as before."""

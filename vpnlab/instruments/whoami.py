@@ -12,10 +12,12 @@ VPN, r1 is seen as 192.0.2.2; through the tunnel, the server's NAT rule makes it
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import random
 import re
 import signal
+import socket
 import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +47,12 @@ def pattern_sha256(size: int) -> str:
     return digest.hexdigest()
 
 
+def _unmapped(host: str) -> str:
+    """An address as its family writes it: a dual-stack socket shows IPv4 as ::ffff:a.b.c.d."""
+    address = ipaddress.ip_address(host)
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
 class WhoAmIHandler(BaseHTTPRequestHandler):
     """Answers every GET with the client's address; ``/json`` in JSON."""
 
@@ -52,12 +60,15 @@ class WhoAmIHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         host, port = self.client_address[:2]
+        host = _unmapped(host)
         sized = re.fullmatch(r"/bytes/(\d{1,9})", self.path)
         if sized and int(sized.group(1)) <= MAX_BYTES:
             self.send_bytes(int(sized.group(1)))
             return
         if self.path.split("?", 1)[0].rstrip("/") == "/json":
-            server_host, server_port = self.server.server_address[:2]
+            local = self.connection.getsockname()  # the address this request came to
+            server_host, server_port = _unmapped(local[0]), local[1]
+            server_host = f"[{server_host}]" if ":" in server_host else server_host
             body = (
                 json.dumps(
                     {"you": host, "port": port, "server": f"{server_host}:{server_port}"}
@@ -92,6 +103,11 @@ class WhoAmIServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        # IPv6 (``::`` takes both families: the lab's dual stack), or IPv4
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)

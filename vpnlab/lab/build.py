@@ -9,6 +9,7 @@ is created, so a crash half way leaves nothing that ``down`` cannot find.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -20,6 +21,9 @@ from vpnlab.core.errors import LabError
 from vpnlab.lab.nodes import namespace_of, popen_in, run_in
 from vpnlab.lab.state import NETNS_DIR, namespace, ns_exists, register_child, save, state_dir
 from vpnlab.lab.topology import Link, Node, Topology
+
+NODAD = 0x02
+"""IFA_F_NODAD (linux/if_addr.h): an IPv6 address without duplicate address detection."""
 
 
 def _ipr(ns: str):
@@ -63,7 +67,7 @@ def build(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
         for link in topo.links:
             _add_link(prefix, topo, link)
         for node in topo.nodes:
-            _configure(prefix, node)
+            _configure(prefix, node, topo.ipv6)
     except (NetlinkError, OSError) as exc:
         raise LabError(f"building the lab failed: {exc}") from None
 
@@ -99,8 +103,9 @@ def _add_link(prefix: str, topo: Topology, link: Link) -> None:
                 )
 
 
-def _configure(prefix: str, node: Node) -> None:
-    """Ifconfig for one node: addresses, links up, default route, forwarding."""
+def _configure(prefix: str, node: Node, ipv6: bool = True) -> None:
+    """Ifconfig for one node: addresses, links up, default route, forwarding; with ``ipv6``
+    its IPv6 addresses (no DAD: usable at once, the lab chose them), default and forwarding."""
     with _ipr(namespace(prefix, node.name)) as ipr:
         for link in ipr.get_links():
             if link.get("ifname") != "lo":
@@ -111,10 +116,16 @@ def _configure(prefix: str, node: Node) -> None:
                 raise LabError(f"{node.name} has an address on {itf.name} but no such link")
             ip, _, plen = itf.address.partition("/")
             ipr.addr("add", index=idx[0], address=ip, prefixlen=int(plen or 32))
+            if ipv6 and itf.address6:
+                ip, _, plen = itf.address6.partition("/")
+                ipr.addr("add", index=idx[0], address=ip, prefixlen=int(plen), IFA_FLAGS=NODAD)
         if node.gateway:
             ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway)
+        if ipv6 and node.gateway6:
+            ipr.route("add", dst="::/0", gateway=node.gateway6)
     if node.forwarding:
-        run_in(prefix, node.name, ["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        sysctl = ["sysctl", "-qw", "net.ipv4.ip_forward=1"]
+        run_in(prefix, node.name, sysctl + ["net.ipv6.conf.all.forwarding=1"] * ipv6, check=True)
 
 
 def start_daemon(prefix: str, record: dict[str, Any], name: str, node: str, argv: list[str]) -> int:
@@ -164,11 +175,12 @@ def log_tail(path: str | Path, lines: int = 8) -> str:
 
 
 def listening(pid: int, port: int) -> bool:
-    """True if some TCP socket in PID's namespace listens on ``port`` (/proc/PID/net/tcp)."""
-    try:
-        lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
-    except OSError:
-        return False
+    """True if some TCP socket in PID's namespace listens on ``port`` (/proc/PID/net/tcp and,
+    for IPv6 sockets, tcp6)."""
+    lines = []
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            lines += Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
     for line in lines:
         fields = line.split()
         if len(fields) > 3 and fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):
@@ -177,7 +189,8 @@ def listening(pid: int, port: int) -> bool:
 
 
 def inspect_node(ns: str) -> dict[str, Any]:
-    """Links (state, addresses) and IPv4 main-table routes of one namespace, as plain data."""
+    """Links (state, IPv4 and global IPv6 addresses) and IPv4 main-table routes of one namespace,
+    as plain data."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     if not ns_exists(ns):
@@ -190,14 +203,16 @@ def inspect_node(ns: str) -> dict[str, Any]:
                     "state": link.get("state"),
                     "mtu": link.get("mtu"),
                     "addresses": [],
+                    "addresses6": [],
                 }
                 for link in ipr.get_links()
             }
-            for addr in ipr.get_addr(family=socket.AF_INET):
+            for addr in ipr.get_addr():  # IPv4, and IPv6 beyond the link (not fe80::, ::1)
                 name = names.get(addr["index"])
-                if name in interfaces:
+                key = "addresses" if addr["family"] == socket.AF_INET else "addresses6"
+                if name in interfaces and (key == "addresses" or addr["scope"] == 0):
                     cidr = f"{addr.get('address')}/{addr['prefixlen']}"
-                    interfaces[name]["addresses"].append(cidr)
+                    interfaces[name][key].append(cidr)
             routes = [
                 _route_text(route, names)
                 for route in ipr.get_routes(family=socket.AF_INET, table=254)

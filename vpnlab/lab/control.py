@@ -7,6 +7,7 @@ is one; ``down`` undoes everything recorded (``state.py``), also after a crash.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import sys
 from typing import Any
 
 from vpnlab.core.errors import LabError
+from vpnlab.core.pool import tunnel_address6
 from vpnlab.lab.build import build, listening, log_tail, start_daemon
 from vpnlab.lab.inspection import status
 from vpnlab.lab.nodes import check_environment, run_in, wait_for
@@ -81,7 +83,8 @@ def down(prefix: str = DEFAULT_PREFIX) -> list[str]:
 
 
 def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
-    argv = [sys.executable, "-m", "vpnlab", "whoami", "--listen", topo.web_ip]
+    listen = "::" if topo.dual_stack else topo.web_ip  # dual stack: one socket for both families
+    argv = [sys.executable, "-m", "vpnlab", "whoami", "--listen", listen]
     argv += ["--port", str(topo.web_port)]
     pid = start_daemon(prefix, record, "whoami", topo.web, argv)
     if not wait_for(
@@ -104,7 +107,8 @@ def verify(prefix: str = DEFAULT_PREFIX, check: bool = True) -> dict[str, Any]:
 
     With the VPN connected, who-am-I must say the server's address (the NAT rule; without NAT
     the client's tunnel address) and the route to the web host must leave through tun0;
-    without the VPN, the client's own address and eth0.
+    without the VPN, the client's own address and eth0. Dual stack: all of it for IPv6 too
+    (fd10:8::1, web's 2001:db8:3::10, who-am-I over IPv6 seeing r2's 2001:db8:2::2: NAT66).
     Returns ``{"ok": bool, "vpn": bool, "checks": [{"node", "name", "ok", "detail"}]}``;
     with ``check`` (default) a failed check raises LabError.
     """
@@ -129,36 +133,57 @@ def verify(prefix: str = DEFAULT_PREFIX, check: bool = True) -> dict[str, Any]:
 def _client_checks(
     prefix: str, record: dict[str, Any], info: dict[str, Any], client: str
 ) -> list[dict[str, Any]]:
-    """The checks of one client: connected, pings, the route to web, who-am-I's answer."""
+    """The checks of one client: connected, then for IPv4 and (dual stack) IPv6: pings, the
+    route to web, who-am-I's answer."""
     topo = topology_of(prefix)
-    vpn = bool(record.get("vpn"))
     tunnel = info["tunnel"]["clients"].get(client) or {}
     checks = []
 
     def add(name: str, ok: bool, detail: str) -> None:
         checks.append({"node": client, "name": name, "ok": bool(ok), "detail": detail})
 
-    if vpn:
+    if record.get("vpn"):
         daemon = info["daemons"].get(f"client-{client}")
         ok = bool(daemon and daemon["alive"]) and tunnel.get("state") == "connected"
         add("vpn client connected", ok, f"status {tunnel.get('state', 'missing')}")
-        server_tunnel_ip = topo.tunnel.server_address.split("/")[0]
+    eth0 = topo.node(client).interface("eth0")
+    six = topo.dual_stack and record.get("mode") != "tap" and eth0 is not None and eth0.ip6
+    for family in (4, 6) if six else (4,):
+        _family_checks(prefix, record, info, client, family, add)
+    return checks
+
+
+def _family_checks(
+    prefix: str, record: dict[str, Any], info: dict[str, Any], client: str, family: int, add
+) -> None:
+    """One family's checks: the server's tunnel address (10.8.0.1 or fd10:8::1) and web answer
+    pings, the route to web leaves through tun0, who-am-I sees the server's public address of
+    that family (NAT, NAT66), or without NAT the client's tunnel address."""
+    topo = topology_of(prefix)
+    vpn = bool(record.get("vpn"))
+    six = family == 6
+    tunnel = info["tunnel"]["clients"].get(client) or {}
+    web = topo.web_ip6 if six else topo.web_ip
+    if vpn:
+        server_tunnel = ipaddress.IPv4Interface(topo.tunnel.server_address)
+        server_tunnel_ip = str(tunnel_address6(server_tunnel).ip if six else server_tunnel.ip)
         ping = _ping(prefix, client, server_tunnel_ip)
         add(f"ping {server_tunnel_ip} (server in the tunnel)", ping.returncode == 0, _summary(ping))
-    ping = _ping(prefix, client, topo.web_ip)
-    add(f"ping {topo.web_ip} (web)", ping.returncode == 0, _summary(ping))
-    dev = _route_dev(prefix, client, topo.web_ip)
+    ping = _ping(prefix, client, web)
+    add(f"ping {web} (web)", ping.returncode == 0, _summary(ping))
+    dev = _route_dev(prefix, client, web)
     want_dev = ("tap0" if record.get("mode") == "tap" else "tun0") if vpn else "eth0"
-    add(f"route to web via {want_dev}", dev == want_dev, f"dev {dev}")
-    answer = _whoami(prefix, client, info["web"])
+    add(f"route to {web} via {want_dev}", dev == want_dev, f"dev {dev}")
+    answer = _whoami(prefix, client, info["web6"] if six else info["web"])
     if not vpn:
-        want = topo.node(client).address("eth0")
+        node = topo.node(client)
+        want = node.address6("eth0") if six else node.address("eth0")
     elif record.get("nat", True):
-        want = topo.server_ip
+        want = topo.server_ip6 if six else topo.server_ip
     else:  # no NAT: web sees the tunnel address (if the isp knows the way back)
-        want = str(tunnel.get("tunnel_address", "?")).split("/")[0]
-    add(f"who-am-I says {want}", answer == f"you are {want}", answer)
-    return checks
+        want = str(tunnel.get("tunnel_address6" if six else "tunnel_address", "?")).split("/")[0]
+    over = " over IPv6" if six else ""
+    add(f"who-am-I{over} says {want}", answer == f"you are {want}", answer)
 
 
 def _ping(prefix: str, node: str, address: str) -> subprocess.CompletedProcess:

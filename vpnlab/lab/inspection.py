@@ -69,6 +69,7 @@ def status(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             },
         },
         "web": f"http://{topo.web_ip}:{topo.web_port}/",
+        "web6": f"http://[{topo.web_ip6}]:{topo.web_port}/" if topo.dual_stack else None,
         "leftovers": [n for n in prefix_namespaces(prefix) if n not in known],
     }
 
@@ -89,7 +90,8 @@ def format_status(info: dict[str, Any]) -> str:
             lines.append(f"  {name:<5} [{node['role']}] {node['namespace']}: missing")
             continue
         itfs = "; ".join(
-            f"{ifname} {' '.join(i['addresses']) or '-'} {str(i['state']).lower()}"
+            f"{ifname} {' '.join(i['addresses'] + i.get('addresses6', [])) or '-'} "
+            f"{str(i['state']).lower()}"
             for ifname, i in node["interfaces"].items()
             if ifname != "lo"
         )
@@ -105,7 +107,7 @@ def format_status(info: dict[str, Any]) -> str:
     for role, st in [("server", tunnel["server"]), *tunnel["clients"].items()]:
         if st:
             lines.append(f"tunnel {role}: {_tunnel_text(st)}")
-    lines.append(f"who-am-I: {info['web']}")
+    lines.append(f"who-am-I: {info['web']}" + (f" and {info['web6']}" if info.get("web6") else ""))
     if info["leftovers"]:
         lines.append(f"leftover namespaces: {' '.join(info['leftovers'])} (vpnlab lab down)")
     return "\n".join(lines)
@@ -113,7 +115,8 @@ def format_status(info: dict[str, Any]) -> str:
 
 def _tunnel_text(st: dict[str, Any]) -> str:
     """One daemon status file as a line: state, address, peers, packet counters."""
-    text = f"{st.get('state')} {st.get('tunnel_address') or ''}".rstrip()
+    both = " ".join(a for a in (st.get("tunnel_address"), st.get("tunnel_address6")) if a)
+    text = f"{st.get('state')} {both}".rstrip()
     if st.get("server"):
         text += f", server {st['server']}"
     if st.get("peer"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,24 @@ _IF_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")
 
 @dataclass(frozen=True)
 class Interface:
-    """One addressed interface of a node: ``eth0`` with ``192.0.2.2/24``."""
+    """One addressed interface of a node: ``eth0`` with ``192.0.2.2/24`` (and, dual stack,
+    ``2001:db8:1::2/64``)."""
 
     name: str
     address: str
     """IPv4 address with prefix length (CIDR)."""
+    address6: str | None = None
+    """IPv6 address with prefix length, used when the topology has ``ipv6`` on."""
 
     @property
     def ip(self) -> str:
         """The address without its prefix length."""
         return str(ipaddress.IPv4Interface(self.address).ip)
+
+    @property
+    def ip6(self) -> str | None:
+        """The IPv6 address without its prefix length (None: this interface has none)."""
+        return str(ipaddress.IPv6Interface(self.address6).ip) if self.address6 else None
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class Node:
     interfaces: tuple[Interface, ...]
     gateway: str | None = None
     forwarding: bool = False
+    gateway6: str | None = None
+    """The IPv6 default gateway (dual stack)."""
     bridges: tuple[str, ...] = ()
     """Interfaces of this node that are bridges: links ending on them become bridge ports."""
     role: str = "host"
@@ -60,6 +70,13 @@ class Node:
         if itf is None:
             raise LabError(f"node {self.name} has no address on {name}")
         return itf.ip
+
+    def address6(self, name: str = "eth0") -> str:
+        """The IPv6 address (no prefix length) on interface ``name``."""
+        itf = self.interface(name)
+        if itf is None or itf.ip6 is None:
+            raise LabError(f"node {self.name} has no IPv6 address on {name}")
+        return itf.ip6
 
 
 @dataclass(frozen=True)
@@ -94,8 +111,9 @@ class Topology:
     tunnel: Tunnel = field(default_factory=Tunnel)
     web: str = "web"
     web_port: int = 80
-    ipv6: bool = False
-    """False: IPv6 is switched off in every node, so captures show no RS/MLD noise."""
+    ipv6: bool = True
+    """Dual stack (ISSUE #20): each link a /64 of 2001:db8::/32 beside its IPv4 /24, and the
+    tunnel fd10:8::/64 beside 10.8.0.0/24. False: IPv6 is switched off in every node."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -121,6 +139,24 @@ class Topology:
     def web_ip(self) -> str:
         return self.node(self.web).address("eth0")
 
+    @property
+    def dual_stack(self) -> bool:
+        """IPv6 on, and the server and web have IPv6 addresses (a TOML lab may give none)."""
+        ends = ((self.tunnel.server, self.tunnel.external_interface), (self.web, "eth0"))
+        return self.ipv6 and all(
+            (itf := self.node(node).interface(name)) is not None and itf.address6 is not None
+            for node, name in ends
+        )
+
+    @property
+    def server_ip6(self) -> str:
+        """The VPN server's public IPv6 address (``--listen``/``--server`` for outer IPv6)."""
+        return self.node(self.tunnel.server).address6(self.tunnel.external_interface)
+
+    @property
+    def web_ip6(self) -> str:
+        return self.node(self.web).address6("eth0")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (recorded in the state folder, read back by :func:`from_dict`)."""
         return asdict(self)
@@ -139,6 +175,8 @@ def validate(topo: Topology) -> None:
                 raise LabError(f"bad interface name {itf.name!r} on {node.name}")
             try:
                 ipaddress.IPv4Interface(itf.address)
+                if itf.address6 is not None:
+                    ipaddress.IPv6Interface(itf.address6)
             except ValueError as exc:
                 raise LabError(f"bad address {itf.address!r} on {node.name}: {exc}") from None
     known = set(names)
@@ -155,7 +193,7 @@ def validate(topo: Topology) -> None:
     for gateway, network in topo.tunnel.lans:
         if gateway not in (topo.tunnel.server, *topo.tunnel.clients):
             raise LabError(f"LAN {network} is behind {gateway}, which is no tunnel end")
-        ipaddress.IPv4Network(network)
+        ipaddress.ip_network(network)  # IPv4, or IPv6 (dual stack)
     ipaddress.IPv4Network(topo.tunnel.network)
     ipaddress.IPv4Interface(topo.tunnel.server_address)
 
@@ -169,6 +207,7 @@ def from_dict(data: dict[str, Any]) -> Topology:
                 interfaces=tuple(_interfaces(n.get("interfaces", ()))),
                 gateway=n.get("gateway"),
                 forwarding=bool(n.get("forwarding", False)),
+                gateway6=n.get("gateway6"),
                 bridges=tuple(n.get("bridges", ())),
                 role=n.get("role", "host"),
             )
@@ -189,7 +228,7 @@ def from_dict(data: dict[str, Any]) -> Topology:
             tunnel=tunnel,
             web=data.get("web", "web"),
             web_port=int(data.get("web_port", 80)),
-            ipv6=bool(data.get("ipv6", False)),
+            ipv6=bool(data.get("ipv6", True)),
         )
     except (KeyError, TypeError) as exc:
         raise LabError(f"bad topology description: {exc!r}") from None
@@ -198,7 +237,7 @@ def from_dict(data: dict[str, Any]) -> Topology:
 def _interfaces(raw: Any) -> list[Interface]:
     if isinstance(raw, dict):  # TOML: interfaces = { eth0 = "192.0.2.2/24" }
         return [Interface(name, addr) for name, addr in raw.items()]
-    return [Interface(i["name"], i["address"]) for i in raw]
+    return [Interface(i["name"], i["address"], i.get("address6")) for i in raw]
 
 
 def _end(raw: Any) -> tuple[str, str]:
@@ -246,6 +285,11 @@ def make_topology(clients: int = 1, site_to_site: bool = False) -> Topology:
     (still 192.0.2.1/24) and each client's veth end in the isp is a port of it, so every client
     sits on 192.0.2.0/24 at 192.0.2.2, .3, ...
 
+    Dual stack: each /24 has its /64, and the last group repeats the IPv4 host's digits:
+    192.0.2.0/24 is 2001:db8:1::/64 (r1 2001:db8:1::2), 198.51.100.0/24 is 2001:db8:2::/64
+    (r2 2001:db8:2::2), 203.0.113.0/24 is 2001:db8:3::/64 (web 2001:db8:3::10); the isp is
+    ::1 on each.
+
     ``site_to_site``: a private LAN behind each gateway, joined by the tunnel (no NAT):
     h1 172.16.1.10 behind r1 (eth1 172.16.1.1), h2 172.16.2.10 behind r2 (eth1 172.16.2.1).
     """
@@ -255,8 +299,9 @@ def make_topology(clients: int = 1, site_to_site: bool = False) -> Topology:
     client_nodes = tuple(
         Node(
             name=name,
-            interfaces=(Interface("eth0", f"192.0.2.{2 + i}/24"),),
+            interfaces=(Interface("eth0", f"192.0.2.{2 + i}/24", f"2001:db8:1::{2 + i}/64"),),
             gateway="192.0.2.1",
+            gateway6="2001:db8:1::1",
             role="client",
         )
         for i, name in enumerate(names)
@@ -282,9 +327,9 @@ def _isp(bridge: bool) -> Node:
     return Node(
         name="isp",
         interfaces=(
-            Interface("eth0", "192.0.2.1/24"),
-            Interface("eth1", "198.51.100.1/24"),
-            Interface("eth2", "203.0.113.1/24"),
+            Interface("eth0", "192.0.2.1/24", "2001:db8:1::1/64"),
+            Interface("eth1", "198.51.100.1/24", "2001:db8:2::1/64"),
+            Interface("eth2", "203.0.113.1/24", "2001:db8:3::1/64"),
         ),
         forwarding=True,
         bridges=("eth0",) if bridge else (),
@@ -295,8 +340,9 @@ def _isp(bridge: bool) -> Node:
 def _r2() -> Node:
     return Node(
         name="r2",
-        interfaces=(Interface("eth0", "198.51.100.2/24"),),
+        interfaces=(Interface("eth0", "198.51.100.2/24", "2001:db8:2::2/64"),),
         gateway="198.51.100.1",
+        gateway6="2001:db8:2::1",
         role="server",
     )
 
@@ -304,27 +350,45 @@ def _r2() -> Node:
 def _web() -> Node:
     return Node(
         name="web",
-        interfaces=(Interface("eth0", "203.0.113.10/24"),),
+        interfaces=(Interface("eth0", "203.0.113.10/24", "2001:db8:3::10/64"),),
         gateway="203.0.113.1",
+        gateway6="2001:db8:3::1",
         role="web",
     )
 
 
 def _site_to_site(r1: Node, isp: Node, r2: Node, web: Node, links: tuple[Link, ...]) -> Topology:
-    """The default lab plus a LAN behind each gateway: h1 behind r1, h2 behind r2."""
+    """The default lab plus a LAN behind each gateway: h1 behind r1, h2 behind r2 (dual stack:
+    172.16.1.0/24 and fd16:1::/64, 172.16.2.0/24 and fd16:2::/64)."""
     lan1, lan2 = "172.16.1", "172.16.2"
-    r1 = Node(
-        r1.name, (*r1.interfaces, Interface("eth1", f"{lan1}.1/24")), r1.gateway, role="client"
+    r1 = replace(r1, interfaces=(*r1.interfaces, Interface("eth1", f"{lan1}.1/24", "fd16:1::1/64")))
+    r2 = replace(r2, interfaces=(*r2.interfaces, Interface("eth1", f"{lan2}.1/24", "fd16:2::1/64")))
+    h1 = Node(
+        "h1",
+        (Interface("eth0", f"{lan1}.10/24", "fd16:1::10/64"),),
+        f"{lan1}.1",
+        False,
+        "fd16:1::1",
+        role="host",
     )
-    r2 = Node(
-        r2.name, (*r2.interfaces, Interface("eth1", f"{lan2}.1/24")), r2.gateway, role="server"
+    h2 = Node(
+        "h2",
+        (Interface("eth0", f"{lan2}.10/24", "fd16:2::10/64"),),
+        f"{lan2}.1",
+        False,
+        "fd16:2::1",
+        role="host",
     )
-    h1 = Node("h1", (Interface("eth0", f"{lan1}.10/24"),), f"{lan1}.1", role="host")
-    h2 = Node("h2", (Interface("eth0", f"{lan2}.10/24"),), f"{lan2}.1", role="host")
+    lans = (
+        ("r1", f"{lan1}.0/24"),
+        ("r2", f"{lan2}.0/24"),
+        ("r1", "fd16:1::/64"),
+        ("r2", "fd16:2::/64"),
+    )
     return Topology(
         nodes=(r1, isp, r2, web, h1, h2),
         links=(*links, Link(("r1", "eth1"), ("h1", "eth0")), Link(("r2", "eth1"), ("h2", "eth0"))),
-        tunnel=Tunnel(clients=("r1",), lans=(("r1", f"{lan1}.0/24"), ("r2", f"{lan2}.0/24"))),
+        tunnel=Tunnel(clients=("r1",), lans=lans),
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from vpnlab.core.constants import NAT_TABLE, PORT
 from vpnlab.core.errors import LabError
-from vpnlab.core.pool import AddressPool
+from vpnlab.core.pool import AddressPool, tunnel_address6
 from vpnlab.keys import new_psk, write_secret
 from vpnlab.lab.build import log_tail, start_daemon
 from vpnlab.lab.inspection import read_status_file, status
@@ -49,8 +49,17 @@ CONNECT_WAIT_S = 5.0
 """ClientConnection, seen from the lab: how long ``up`` waits for the client to say connected."""
 
 
-def _server_argv(topo: Topology, folder: Path, key_args: list[str], nat: bool) -> list[str]:
-    argv = [sys.executable, "-m", "vpnlab", "server", "--listen", topo.server_ip]
+def _public_ip(topo: Topology, outer: int) -> str:
+    """The server's public address of the outer family: 198.51.100.2, or 2001:db8:2::2."""
+    if outer == 6 and not topo.dual_stack:
+        raise LabError("an IPv6 outer path needs a dual-stack lab (lab up --ipv6 on)")
+    return topo.server_ip6 if outer == 6 else topo.server_ip
+
+
+def _server_argv(
+    topo: Topology, folder: Path, key_args: list[str], nat: bool, outer: int = 4
+) -> list[str]:
+    argv = [sys.executable, "-m", "vpnlab", "server", "--listen", _public_ip(topo, outer)]
     argv += ["--tunnel-address", topo.tunnel.server_address, *key_args]
     if nat:
         argv += ["--external-interface", topo.tunnel.external_interface]
@@ -59,8 +68,11 @@ def _server_argv(topo: Topology, folder: Path, key_args: list[str], nat: bool) -
     return argv + ["--nft-file", str(folder / f"{topo.tunnel.server}-nat.nft")]
 
 
-def _client_argv(topo: Topology, node: str, folder: Path, key_args: list[str]) -> list[str]:
-    argv = [sys.executable, "-m", "vpnlab", "client", "--server", topo.server_ip, *key_args]
+def _client_argv(
+    topo: Topology, node: str, folder: Path, key_args: list[str], outer: int = 4
+) -> list[str]:
+    server = _public_ip(topo, outer)
+    argv = [sys.executable, "-m", "vpnlab", "client", "--server", server, *key_args]
     return argv + ["--status-file", str(folder / f"client-{node}.json")]
 
 
@@ -70,9 +82,14 @@ def _addresses(topo: Topology) -> dict[str, ipaddress.IPv4Interface]:
     return {client: pool.take() for client in topo.tunnel.clients}
 
 
+def _lans(topo: Topology) -> list[tuple[str, str]]:
+    """Site to site: (gateway, network) of every LAN, its IPv6 /64s only in a dual-stack lab."""
+    return [(gw, net) for gw, net in topo.tunnel.lans if ":" not in net or topo.dual_stack]
+
+
 def _routes(topo: Topology, client: str) -> list[str]:
     """Site to site: the networks a client sends through the tunnel (the other LANs)."""
-    return [network for gateway, network in topo.tunnel.lans if gateway != client]
+    return [network for gateway, network in _lans(topo) if gateway != client]
 
 
 def _lan_args(topo: Topology, keying: str) -> tuple[list[str], dict[str, list[str]]]:
@@ -87,7 +104,7 @@ def _lan_args(topo: Topology, keying: str) -> tuple[list[str], dict[str, list[st
     addresses = _addresses(topo)
     server_args = [
         arg
-        for gateway, network in topo.tunnel.lans
+        for gateway, network in _lans(topo)
         if gateway in addresses
         for arg in ("--client-network", f"{addresses[gateway].ip}={network}")
     ]
@@ -105,7 +122,7 @@ def _keying(cipher: str, static_keys: bool, psk: bool) -> str:
 
 
 def _key_args(
-    folder: Path, topo: Topology, cipher: str, keying: str
+    folder: Path, topo: Topology, cipher: str, keying: str, outer: int = 4
 ) -> tuple[list[str], dict[str, list[str]], list[Path]]:
     """The server's and each client's key options, and the key files written for them."""
     clients = topo.tunnel.clients
@@ -124,18 +141,17 @@ def _key_args(
         new_psk(path)
         args = ["--cipher", cipher, "--psk-file", str(path)]
         return args, {c: args for c in clients}, [path]
-    return _identities(folder / "identity", topo, cipher)
+    return _identities(folder / "identity", topo, cipher, outer)
 
 
 def _identities(
-    folder: Path, topo: Topology, cipher: str
+    folder: Path, topo: Topology, cipher: str, outer: int = 4
 ) -> tuple[list[str], dict[str, list[str]], list[Path]]:
     """Identity mode: a fresh server key, and for each client its key, its peers.toml line
     (its address, the LAN behind it) and its config file (``vpnlab keys add-peer``)."""
     shutil.rmtree(folder, ignore_errors=True)
     make_server(folder)
-    endpoint = (ipaddress.IPv4Address(topo.server_ip), PORT)
-    lans = dict(topo.tunnel.lans)
+    endpoint = (ipaddress.ip_address(_public_ip(topo, outer)), PORT)  # the outer family's
     server_address = ipaddress.IPv4Interface(topo.tunnel.server_address)
     configs = {}
     for client, address in _addresses(topo).items():
@@ -145,8 +161,8 @@ def _identities(
             address,
             endpoint=endpoint,
             cipher=cipher,
-            networks=tuple(ipaddress.IPv4Network(n) for n in [lans.get(client)] if n),
-            routes=tuple(ipaddress.IPv4Network(n) for n in _routes(topo, client)),
+            networks=tuple(ipaddress.ip_network(n) for gw, n in _lans(topo) if gw == client),
+            routes=tuple(ipaddress.ip_network(n) for n in _routes(topo, client)),
             server_address=server_address,
         )
     files = [folder / SERVER_KEY, folder / PEERS, *configs.values()]
@@ -164,9 +180,12 @@ def start_vpn(
     nat: bool | None = None,
     mode: str | None = None,
     psk: bool | None = None,
+    outer: int | None = None,
 ) -> dict[str, Any]:
     """ServerConnection + ClientConnection in the lab: start the server, then each client.
 
+    ``outer`` (4 or 6; default: as last started, else 4) is the family of the outer packets:
+    6 makes the server listen on 2001:db8:2::2 and the clients dial it (UDP 4500 over IPv6).
     ``server_args`` and ``client_args`` are extra daemon options, e.g. ``["--datapath",
     "simple"]`` or ``["--mtu", "1400"]`` (the benchmark and the fast-path tests use them).
 
@@ -195,17 +214,18 @@ def start_vpn(
         raise LabError("static keys need an ESP cipher and exactly one client")
     psk = bool(record.get("psk")) if psk is None else psk
     keying = _keying(cipher, static_keys, psk)
-    server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying)
+    outer = outer or record.get("outer") or 4
+    server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying, outer)
     mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
-    record.update(cipher=cipher, vpn=True, mode=mode, psk=psk, keying=keying)
+    record.update(cipher=cipher, vpn=True, mode=mode, psk=psk, keying=keying, outer=outer)
     if nat is not None:
         record["nat"] = nat
     _fresh_files(record, topo, folder, key_files)
     lan_server_args, lan_client_args = _lan_args(topo, keying)
-    server_argv = _server_argv(topo, folder, server_keys, record.get("nat", True))
+    server_argv = _server_argv(topo, folder, server_keys, record.get("nat", True), outer)
     _start_server(prefix, record, [*server_argv, *server_args, *lan_server_args])
     for node in topo.tunnel.clients:
-        argv = _client_argv(topo, node, folder, client_keys[node])
+        argv = _client_argv(topo, node, folder, client_keys[node], outer)
         argv += ["--reconnect"] if reconnect else []
         _start_client(prefix, record, node, [*argv, *client_args, *lan_client_args[node]])
     return status(prefix)["tunnel"]
@@ -278,17 +298,21 @@ def route_back(prefix: str = DEFAULT_PREFIX, add: bool = True) -> str:
 
     Without NAT, web answers 10.8.0.2 itself; the isp has no route to 10.8.0.0/24 and drops
     the answer. This adds (or, with ``add=False``, removes) ``10.8.0.0/24 via 198.51.100.2``
-    on the isp. Returns the route as ``ip route`` would write it.
+    on the isp, and in a dual-stack lab ``fd10:8::/64 via 2001:db8:2::2`` too (the routed
+    alternative to NAT66). Returns the routes as ``ip route`` would write them, one a line.
     """
     topo = topology_of(prefix)
     router = next(n.name for n in topo.nodes if n.role == "router")
-    network = str(ipaddress.IPv4Interface(topo.tunnel.server_address).network)
-    route = f"{network} via {topo.server_ip}"
+    server_tunnel = ipaddress.IPv4Interface(topo.tunnel.server_address)
+    routes = [(f"{server_tunnel.network} via {topo.server_ip}", ["ip"])]
+    if topo.dual_stack:
+        network6 = tunnel_address6(server_tunnel).network
+        routes.append((f"{network6} via {topo.server_ip6}", ["ip", "-6"]))
     verb = "replace" if add else "del"
-    argv = ["ip", "route", verb, *route.split()]
-    if add or route in run_in(prefix, router, ["ip", "route"]).stdout:
-        run_in(prefix, router, argv, check=True)
-    return route
+    for route, ip in routes:
+        if add or route in run_in(prefix, router, [*ip, "route"]).stdout:
+            run_in(prefix, router, [*ip, "route", verb, *route.split()], check=True)
+    return "\n".join(route for route, _ in routes)
 
 
 def stop_vpn(prefix: str = DEFAULT_PREFIX) -> list[str]:

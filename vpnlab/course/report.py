@@ -18,9 +18,9 @@ The nine tasks of the SEED Labs "VPN Tunneling Lab", and what checks each here (
     9 experiment with the TAP interface         notebook 01's 1.5: a crafted ARP reply makes
                                                 the kernel's neighbour entry REACHABLE
 
-Items of no SEED task (notebooks 07, 13 and 14: TCP meltdown, MTU, IPv6; the troubleshooting labs) are reported
-too, under "beyond SEED": the attempts of ``vpnlab check`` in fault labs one item per lab,
-``fault:NAME`` once fixed (:func:`split_faults`).
+Items of no SEED task (notebooks 07, 13 and 14: TCP meltdown, MTU, IPv6; the troubleshooting
+labs) are reported too, under "beyond SEED": the attempts of ``vpnlab check`` in fault labs
+one item per lab, ``fault:NAME`` once fixed (:func:`split_faults`).
 """
 
 from __future__ import annotations

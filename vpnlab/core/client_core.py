@@ -13,7 +13,7 @@ from vpnlab.core.events import (
     SessionClosed,
 )
 from vpnlab.core.formats import ClientHandshake, Established, Kind
-from vpnlab.core.packet import ip_version, is_link_scope
+from vpnlab.core.packet import LINK_SCOPE_DROP, ip_version, is_link_scope
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
@@ -159,9 +159,7 @@ class ClientCore(CoreBase):
         events: list[Event] = []
         for packet in packets:
             if not self.layer2 and (not ip_version(packet) or is_link_scope(packet)):
-                events += self._drop(
-                    "tun: ipv6 link scope" if ip_version(packet) else "tun: not ip"
-                )
+                events += self._drop(LINK_SCOPE_DROP if ip_version(packet) else "tun: not ip")
                 continue
             events += self._seal(session, packet, now)
         return events

@@ -23,6 +23,7 @@ from vpnlab.core.events import (
 )
 from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
 from vpnlab.core.packet import (
+    LINK_SCOPE_DROP,
     destination_bytes,
     ip_destination,
     ip_source,
@@ -48,7 +49,7 @@ identities; in the identity mode each peer has its own address, so no pool can b
 def no_client(packet: bytes) -> str:
     """Why a packet from tun0 has nowhere to go: the kernel's own IPv6 link chatter (a fresh
     tun0's router solicitations, MLD reports), or a destination no client owns."""
-    return "tun: ipv6 link scope" if is_link_scope(packet) else "tun: no client for destination"
+    return LINK_SCOPE_DROP if is_link_scope(packet) else "tun: no client for destination"
 
 
 class ServerCore(TapSwitching):

@@ -34,8 +34,11 @@ COMMANDS = {
     "arp-experiment": "arp",
     "bench": "bench",
     "meltdown": "meltdown",
+    "rootless": "rootless",
 }
 """Each sub-command, and the module of ``vpnlab.cli`` that defines it (in --help order)."""
+ROOTLESS_COMMANDS = ("lab", "capture", "bench", "meltdown", "arp-experiment")
+"""Given by an ordinary user, these run in a holder the user owns (``vpnlab/lab/rootless.py``)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
+        if args.command in ROOTLESS_COMMANDS and os.geteuid() != 0:
+            from vpnlab.lab import rootless
+
+            verb = getattr(args, "lab_command", None)
+            return rootless.forward(args.command, argv, getattr(args, "prefix", None), verb)
         return int(args.func(args) or 0)
     except VpnlabError as exc:
         print(f"vpnlab {args.command}: error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+require_root  # the lab tests build labs as root (and make the users of the rootless tests)
 setup test
 cd "$VPNLAB_ROOT"
 say "ruff check and ruff format --check"

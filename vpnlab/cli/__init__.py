@@ -1,6 +1,7 @@
 """The ``vpnlab`` command: the daemons (server, client), keys and identities, the lab and its
-services (whoami, ftp), captures, and the course's experiments (bench, meltdown,
-arp-experiment).
+services (whoami, ftp), captures, the course's experiments (bench, meltdown,
+arp-experiment), and labs without sudo (rootless: given by an ordinary user, the lab commands
+and the experiments run in a holder the user owns, ``vpnlab/lab/rootless.py``).
 
 Every command line of vpnlab is parsed in this package and nowhere else: one module per
 sub-command, each with a ``register(subparsers)`` that sets ``func``; the modules below it

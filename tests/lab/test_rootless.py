@@ -24,7 +24,15 @@ import pytest
 from vpnlab.core.constants import LIVENESS_TIMEOUT_S
 
 from .helpers import SERVER_IP, root_snapshot, wait_until
-from .users import Student, made_folder, tun_node, unix_user, user_processes, user_python
+from .users import (
+    Student,
+    clone_for,
+    made_folder,
+    tun_node,
+    unix_user,
+    user_processes,
+    user_python,
+)
 
 PREFIX = "rl-"
 """Both users' labs: the same prefix, so the same namespace names (rl-r1, ...) and addresses."""
@@ -222,3 +230,55 @@ def test_killing_the_holder_removes_everything(host):
         assert len(user_processes(d_user.pw_uid)) >= 4  # holder, who-am-I, server, client
         os.kill(holder(d), signal.SIGKILL)
         assert wait_until(lambda: user_processes(d_user.pw_uid) == [], 5) is not None
+
+
+NOTEBOOK = """
+import json, sys
+from pathlib import Path
+from tests.notebooks.helpers import execute
+run = execute("00_setup_topology", Path(sys.argv[1]))
+print(json.dumps({"results": run.results, "correct": run.text().count("correct")}))
+"""
+
+
+def test_readme_command_and_a_notebook_as_a_new_user(host):
+    """A new user without sudo, in a clone of their own: the README's command, then notebook 00.
+
+    ``scripts/netns-lab.sh`` (no sudo) builds, verifies and prints the summary without sudo;
+    ``down`` removes it. Notebook 00 runs headless as the tests run it as root (nbclient, the
+    reference answers), in a holder of its own (``vpnlab rootless run``, as ``netns-lab.sh
+    notebook`` starts JupyterLab), and is checked as ``tests/notebooks`` checks it.
+    """
+    with unix_user("n") as user:
+        clone = clone_for(user)
+        student = Student(user, clone / ".venv/bin", {"VPNLAB_TUN_NODE": str(host["tun"])})
+        missing = student.run(
+            ["bash", "-c", "source scripts/setup.sh; DEB_PACKAGES=(vpnlab-no-such-pkg); setup"],
+            cwd=clone,
+        )
+        assert missing.returncode == 1
+        assert (
+            "sudo apt-get install -y --no-install-recommends vpnlab-no-such-pkg" in missing.stderr
+        )
+        env = {"VPNLAB_PREFIX": "rls-"}
+        up = student.run(["bash", "scripts/netns-lab.sh"], cwd=clone, env=env, timeout=120)
+        assert up.returncode == 0, up.stderr
+        assert "verify: all checks passed (vpn on)" in up.stdout
+        assert "sudo" not in up.stdout and "exec r2 tshark -ni eth0" in up.stdout
+        assert f"{user.pw_dir}/.vpnlab/labs/rls-/logs/" in up.stdout
+        down = student.run(["bash", "scripts/netns-lab.sh", "down"], cwd=clone, env=env)
+        assert down.returncode == 0 and "stopped the lab's holder" in down.stdout
+        assert user_processes(user.pw_uid) == []
+        out = clone / "nb-out"
+        run = student.run(
+            [student.python, "-m", "vpnlab", "rootless", "run", "--"]
+            + [student.python, "-c", NOTEBOOK, str(out)],
+            cwd=clone,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        r = result["results"]
+        assert r["verify_ok"] is True and r["whoami"] == "you are 198.51.100.2"
+        assert r["left_after_down"] == [] and result["correct"] == 3
+        assert user_processes(user.pw_uid) == []

@@ -16,6 +16,7 @@ venv's site-packages (the same wheels; only the interpreter differs), in a folde
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import pwd
@@ -101,7 +102,7 @@ class Student:
             user=self.user.pw_uid,
             group=self.user.pw_gid,
             extra_groups=[],
-            cwd=self.user.pw_dir,
+            cwd=kwargs.pop("cwd", self.user.pw_dir),
             env={**self.env, **kwargs.pop("env", {})},
             text=True,
             timeout=timeout,
@@ -120,26 +121,65 @@ def _others_can_run(path: str) -> bool:
     return all(os.stat(part).st_mode & 1 for part in [*real.parents, real])
 
 
-def user_python(folder: Path) -> Path:
-    """The bin folder of a Python other users can run that imports this worktree's vpnlab."""
-    if _others_can_run(sys.executable):
-        return Path(sys.executable).parent
+def _python_for_others() -> str:
+    """This Python's interpreter if other users can run it, else the system's of its version."""
+    for candidate in (sys.executable, getattr(sys, "_base_executable", sys.executable)):
+        if _others_can_run(candidate):
+            return candidate
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     system = shutil.which(version, path="/usr/bin:/usr/local/bin")
     if system is None or not _others_can_run(system):
         pytest.skip(f"no {version} that other users can run (the venv's is {sys.executable})")
-    venv = folder / "venv"
-    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    return system
+
+
+def make_venv(venv: Path, repo: Path = REPO) -> Path:
+    """A venv others can run that imports vpnlab from ``repo`` and this venv's packages.
+
+    Made with ``--without-pip``: a ``.pth`` names ``repo`` and this venv's site-packages (the
+    same wheels, no download); ``bin/vpnlab`` and ``bin/jupyter`` are ``python -m`` scripts.
+    Returns its bin folder.
+    """
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    python = _python_for_others()
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     purelib = Path(sysconfig.get_paths()["purelib"])
     site = venv / "lib" / version / "site-packages"
-    (site / "vpnlab-test.pth").write_text(f"{REPO}\n{purelib}\n")
+    (site / "vpnlab-test.pth").write_text(f"{repo}\n{purelib}\n")
     for tool in ("vpnlab", "jupyter"):
         script = venv / "bin" / tool
-        module = "vpnlab" if tool == "vpnlab" else "jupyter"
-        script.write_text(f'#!/bin/sh\nexec "$(dirname "$0")/python" -m {module} "$@"\n')
+        script.write_text(f'#!/bin/sh\nexec "$(dirname "$0")/python" -m {tool} "$@"\n')
         script.chmod(0o755)
-    subprocess.run(["chmod", "-R", "a+rX", str(folder)], check=True, timeout=30)
+    subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True, timeout=30)
     return venv / "bin"
+
+
+def user_python(folder: Path) -> Path:
+    """The bin folder of a Python other users can run that imports this worktree's vpnlab."""
+    return make_venv(folder / "venv")
+
+
+def clone_for(user: pwd.struct_passwd) -> Path:
+    """The repository as a student has it: its files in ``~/vpnlab``, the user's own, with a
+    ``.venv`` that ``scripts/setup.sh`` takes as up to date (its stamp: pyproject.toml's hash
+    and the ``test`` extra, as ``create_venv`` writes it)."""
+    clone = Path(user.pw_dir) / "vpnlab"
+    files = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True, timeout=30
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = REPO / name.decode()
+        if source.is_file():
+            target = clone / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    make_venv(clone / ".venv", clone)
+    digest = hashlib.sha256((clone / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    (clone / ".venv" / ".vpnlab-installed").write_text(f"{digest}test\n")
+    subprocess.run(
+        ["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(clone)], check=True, timeout=30
+    )
+    return clone
 
 
 @contextlib.contextmanager

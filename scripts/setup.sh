@@ -90,10 +90,26 @@ create_venv() {
   echo "$want" > "$stamp"
 }
 
+# JupyterHub's proxy (deploy/jupyterhub/, tests/lab/test_jupyterhub.py): configurable-http-proxy
+# from npm into .venv/hub/ (a few seconds). Without npm: one line, and the hub test is skipped.
+install_hub_proxy() {
+  local bin="$VENV/hub/node_modules/.bin/configurable-http-proxy"
+  [ -x "$bin" ] && { say "configurable-http-proxy: present"; return; }
+  if ! command -v npm >/dev/null; then
+    say "configurable-http-proxy: no npm (apt-get install npm); the JupyterHub test is skipped"
+    return
+  fi
+  say "configurable-http-proxy: installing into $VENV/hub (npm)"
+  mkdir -p "$VENV/hub"
+  npm install --no-audit --no-fund --prefix "$VENV/hub" configurable-http-proxy@5 \
+    >"$VENV/hub/npm.log" 2>&1 || { tail -n 5 "$VENV/hub/npm.log" >&2; die "npm failed"; }
+}
+
 # setup [EXTRAS]: everything, in order (as root: apt-get too; as a user: only the venv).
 setup() {
   if [ "$(id -u)" -eq 0 ]; then install_debian_packages; else check_debian_packages; fi
   create_venv "${1:-}"
+  case ",${1:-}," in *,hub,*) install_hub_proxy ;; esac
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -30,9 +30,7 @@ Settings, all from the environment so that the test and a real class use the sam
 # ruff: noqa: F821  (``c`` is JupyterHub's config object, given when the file is loaded)
 
 import os
-import pwd
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -59,33 +57,20 @@ c.JupyterHub.cookie_secret_file = str(HUB_DIR / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(HUB_DIR / "proxy.pid")
 c.JupyterHub.pid_file = str(HUB_DIR / "hub.pid")
 
-# Each student's server: JupyterLab in a rootless holder of its own, as that Unix user. Inside
-# the holder the student is root of their own user namespace, hence --allow-root; on the host
-# the server and every lab it builds run with the student's uid and nothing more.
+# Each student's server: deploy/start-singleuser.sh as that Unix user (the course in ~/course,
+# then JupyterLab in a rootless holder of its own), the same entry point as the image's
+# (deploy/Dockerfile). On the host the server and every lab it builds run with the student's uid.
 c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"
-c.Spawner.cmd = [PYTHON, "-m", "vpnlab", "rootless", "run", "--"]
-c.Spawner.cmd += [PYTHON, "-m", "jupyterhub.singleuser", "--allow-root"]
+c.Spawner.cmd = [str(REPO / "deploy/start-singleuser.sh")]
 c.Spawner.default_url = "/lab/tree/00_setup_topology.ipynb"
 c.Spawner.notebook_dir = "~/course"
 c.Spawner.environment = {
     key: os.environ[key] for key in ("VPNLAB_TUN_NODE", "PATH") if key in os.environ
 }
+c.Spawner.environment |= {"VPNLAB_PYTHON": PYTHON, "VPNLAB_COURSE": str(COURSE)}
 c.Spawner.environment["VPNLAB_PREFIX"] = "nb-"
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
-
-
-def copy_course(spawner) -> None:
-    """The course in ~/course on a student's first start (their own copy, theirs to edit)."""
-    user = pwd.getpwnam(spawner.user.name)
-    course = Path(user.pw_dir) / "course"
-    if not course.exists():
-        shutil.copytree(COURSE, course, ignore=shutil.ignore_patterns("*.py", ".*"))
-        ids = f"{user.pw_uid}:{user.pw_gid}"
-        subprocess.run(["chown", "-R", ids, str(course)], check=True, timeout=60)
-
-
-c.Spawner.pre_spawn_hook = copy_course
 
 if os.environ.get("VPNLAB_HUB_AUTH") == "dummy":  # the test's three users; never for a class
     c.JupyterHub.authenticator_class = "dummy"

@@ -214,6 +214,9 @@ def test_three_students_labs_at_once_through_the_hub(hub):
         assert api.api("POST", f"/hub/api/users/{name}/server")[0] in (201, 202)
     for name in names:
         assert wait_until(lambda n=name: api.ready(n), 90, 0.5) is not None, log.read_text()[-3000:]
+    for user in users:  # the course: the student's own copy
+        notebook = Path(user.pw_dir) / "course/00_setup_topology.ipynb"
+        assert notebook.exists() and notebook.stat().st_uid == user.pw_uid
     time.sleep(5)  # let the servers settle before the idle measurement
     idle = {u.pw_name: (pss_mib(u.pw_uid), cpu_s(u.pw_uid)) for u in users}
     time.sleep(10)

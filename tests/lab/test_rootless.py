@@ -25,6 +25,7 @@ from vpnlab.core.constants import LIVENESS_TIMEOUT_S
 
 from .helpers import SERVER_IP, root_snapshot, wait_until
 from .users import (
+    REPO,
     Student,
     clone_for,
     made_folder,
@@ -282,3 +283,31 @@ def test_readme_command_and_a_notebook_as_a_new_user(host):
         assert r["verify_ok"] is True and r["whoami"] == "you are 198.51.100.2"
         assert r["left_after_down"] == [] and result["correct"] == 3
         assert user_processes(user.pw_uid) == []
+
+
+ENTRY_CELL = """
+import json, os
+from vpnlab.course.notebook import CourseLab
+lab = CourseLab("entry", "img-")
+lab.up()
+print(json.dumps({"whoami": lab.whoami(), "uid": os.getuid(), "state": str(lab.state_dir())}))
+"""
+
+
+def test_image_entry_point_as_a_plain_script(host):
+    """deploy/start-singleuser.sh (the image's entry point; no image builder runs here) as a
+    user: the course copied to ~/course, the server (here a notebook's cell instead of
+    jupyterhub-singleuser, VPNLAB_SERVER) in a holder that builds a lab; nothing left after."""
+    with unix_user("e") as user:
+        env = {"VPNLAB_TUN_NODE": str(host["tun"])}
+        student = Student(user, host["python_bin"], env)
+        env = {"VPNLAB_PYTHON": student.python, "VPNLAB_SERVER": student.python}
+        script = str(REPO / "deploy/start-singleuser.sh")
+        run = student.run([script, "-c", ENTRY_CELL], env=env, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        answer = json.loads(run.stdout.strip().splitlines()[-1])
+        assert answer["whoami"] == f"you are {SERVER_IP}" and answer["uid"] == 0
+        assert answer["state"].startswith(user.pw_dir)
+        course = student.home / "course"
+        assert (course / "00_setup_topology.ipynb").stat().st_uid == user.pw_uid
+        assert user_processes(user.pw_uid) == []  # the holder went with the server

@@ -82,3 +82,17 @@ def test_state_of_a_user_goes_under_their_vpnlab_folder(tmp_path, monkeypatch):
     argv = rootless.enter_argv(1234, ["vpnlab", "lab", "status"])
     assert argv[:3] == ["nsenter", "-t", "1234"] and "--preserve-credentials" in argv
     assert argv[-3:] == ["vpnlab", "lab", "status"]
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("unshare: mount /proc failed: Operation not permitted", "procMount: Unmasked"),
+        ("unshare: unshare failed: Operation not permitted", "seccompProfile Unconfined"),
+        ("sh: 1: mount: not found", "could not start the lab's holder: sh: 1: mount"),
+    ],
+)
+def test_a_containers_refusal_names_its_setting(line, words):
+    """Seen while running the image's entry point in a container (see README, image)."""
+    message = rootless._container_refusal(line)
+    assert words in message and "\n" not in message

@@ -190,12 +190,28 @@ def start_holder(name: str) -> int:
     if proc.poll() is not None or not children:
         proc.kill()
         lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
-        reason = userns_refusal() or f"could not start the lab's holder: {lines[-1]}"
-        raise LabError(reason)
+        raise LabError(userns_refusal() or _container_refusal(lines[-1]))
     pid = children[0]
     record = {"pid": pid, "start": _start_time(pid), "unshare": proc.pid, "created": time.time()}
     _holder_file(name).write_text(json.dumps(record))
     return pid
+
+
+def _container_refusal(line: str) -> str:
+    """The holder's last line, with the fix where a container's defaults are the cause."""
+    message = f"could not start the lab's holder: {line}"
+    if "mount /proc" in line:
+        return (
+            f"{message}: this /proc is partly masked (a container's default); give the "
+            "container an unmasked /proc (Kubernetes: procMount: Unmasked, deploy/z2jh/values.yaml)"
+        )
+    if "unshare failed" in line:
+        return (
+            f"{message}: in a container, its seccomp profile or a chroot refuses user "
+            "namespaces (Kubernetes: seccompProfile Unconfined, deploy/z2jh/values.yaml); "
+            "or run the lab with sudo"
+        )
+    return message
 
 
 def _children_of(pid: int) -> list[int]:

@@ -125,6 +125,8 @@ def test_capture_as_user(students):
     assert result.returncode == 0, result.stderr
     assert pcap.stat().st_uid == a.user.pw_uid and pcap.stat().st_size > 100
     assert "esp" in result.stdout
+    decode = a.vpnlab("capture", "decode", str(pcap))  # a file only: no holder needed
+    assert decode.returncode == 0 and "udpencap:esp" in decode.stdout, decode.stderr
 
 
 def test_tcpdump_refused_dumpcap_works(students):

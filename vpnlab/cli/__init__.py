@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
-        if args.command in ROOTLESS_COMMANDS and os.geteuid() != 0:
+        decoding = args.command == "capture" and args.target[:1] == ["decode"]  # a file only
+        if args.command in ROOTLESS_COMMANDS and os.geteuid() != 0 and not decoding:
             from vpnlab.lab import rootless
 
             verb = getattr(args, "lab_command", None)

@@ -284,6 +284,8 @@ def forward(command: str, argv: Sequence[str], prefix: str | None, verb: str | N
     if command == "lab" and verb == "up":
         if "--no-vpn" not in argv:
             check_tun()
+        stop_holder(prefix)
+        _remove_state(prefix)  # the old lab went with its holder; its record must not linger
         pid = start_holder(prefix)
     elif command == "lab" and verb == "down":
         return _down(prefix, inner)
@@ -305,6 +307,9 @@ def _down(prefix: str, inner: list[str]) -> int:
         print(f"stopped the lab's holder (pid {pid}): its namespaces and processes are gone")
     else:
         print(f"lab {prefix}: no holder to remove")
-    folder = Path(inside_env()["VPNLAB_STATE_DIR"]) / prefix
-    shutil.rmtree(folder, ignore_errors=True)
+    _remove_state(prefix)
     return code
+
+
+def _remove_state(prefix: str) -> None:
+    shutil.rmtree(Path(inside_env()["VPNLAB_STATE_DIR"]) / prefix, ignore_errors=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,6 +273,7 @@ def test_readme_command_and_a_notebook_as_a_new_user(host):
         down = student.run(["bash", "scripts/netns-lab.sh", "down"], cwd=clone, env=env)
         assert down.returncode == 0 and "stopped the lab's holder" in down.stdout
         assert user_processes(user.pw_uid) == []
+        jupyter_lab_answers(student, clone)
         out = clone / "nb-out"
         run = student.run(
             [student.python, "-m", "vpnlab", "rootless", "run", "--"]
@@ -313,3 +315,39 @@ def test_image_entry_point_as_a_plain_script(host):
         course = student.home / "course"
         assert (course / "00_setup_topology.ipynb").stat().st_uid == user.pw_uid
         assert user_processes(user.pw_uid) == []  # the holder went with the server
+
+
+def jupyter_lab_answers(student: Student, clone: Path) -> None:
+    """``scripts/netns-lab.sh notebook`` as the user: JupyterLab answers in its holder; SIGTERM
+    ends it, and the holder with it."""
+    import urllib.request
+
+    port = 19000 + os.getpid() % 1000
+    log = clone / "notebook.log"
+    with open(log, "wb") as out:
+        os.fchown(out.fileno(), student.user.pw_uid, student.user.pw_gid)
+    lab = subprocess.Popen(
+        ["bash", "scripts/netns-lab.sh", "notebook", "--port", str(port)],
+        user=student.user.pw_uid,
+        group=student.user.pw_gid,
+        extra_groups=[],
+        cwd=clone,
+        env=student.env,
+        stdout=open(log, "ab"),  # noqa: SIM115 (the child holds it; closed when it ends)
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        assert wait_until(answers, 60, 0.5) is not None, log.read_text()[-2000:]
+        assert (student.home / ".vpnlab/holders").glob("run*.json")
+    finally:
+        lab.terminate()
+        lab.wait(timeout=30)
+    assert wait_until(lambda: user_processes(student.user.pw_uid) == [], 10) is not None

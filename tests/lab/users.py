@@ -137,7 +137,8 @@ def make_venv(venv: Path, repo: Path = REPO) -> Path:
     """A venv others can run that imports vpnlab from ``repo`` and this venv's packages.
 
     Made with ``--without-pip``: a ``.pth`` names ``repo`` and this venv's site-packages (the
-    same wheels, no download); ``bin/vpnlab`` and ``bin/jupyter`` are ``python -m`` scripts.
+    same wheels, no download); ``bin/vpnlab``, ``bin/jupyter`` and ``bin/jupyter-lab`` are
+    ``python -m`` scripts.
     Returns its bin folder.
     """
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -146,9 +147,13 @@ def make_venv(venv: Path, repo: Path = REPO) -> Path:
     purelib = Path(sysconfig.get_paths()["purelib"])
     site = venv / "lib" / version / "site-packages"
     (site / "vpnlab-test.pth").write_text(f"{repo}\n{purelib}\n")
-    for tool in ("vpnlab", "jupyter"):
+    for tool, module in (
+        ("vpnlab", "vpnlab"),
+        ("jupyter", "jupyter"),
+        ("jupyter-lab", "jupyterlab"),
+    ):
         script = venv / "bin" / tool
-        script.write_text(f'#!/bin/sh\nexec "$(dirname "$0")/python" -m {tool} "$@"\n')
+        script.write_text(f'#!/bin/sh\nexec "$(dirname "$0")/python" -m {module} "$@"\n')
         script.chmod(0o755)
     subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True, timeout=30)
     return venv / "bin"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import root_snapshot
 from .users import REPO, made_folder
 
 TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap"}
@@ -61,6 +62,7 @@ def buildah() -> Iterator[tuple[list[str], Path]]:
     if os.geteuid() != 0:
         pytest.skip("needs root (debootstrap, buildah)")
     install_tools()
+    before = root_snapshot()  # chroot isolation: no container network (no CNI bridge, no sysctl)
     with made_folder() as folder:
         if shutil.disk_usage(folder).free < 6 * 2**30:
             pytest.skip("less than 6 GiB free for the image build")
@@ -68,6 +70,7 @@ def buildah() -> Iterator[tuple[list[str], Path]]:
         yield ["buildah", *storage, "--storage-driver", "vfs"], folder
         argv = ["buildah", *storage, "--storage-driver", "vfs", "rm", "--all"]
         subprocess.run(argv, capture_output=True, timeout=120, check=False)
+    assert root_snapshot() == before
 
 
 def make_base(buildah: list[str], folder: Path) -> None:

@@ -189,6 +189,7 @@ def start_holder(name: str) -> int:
     children = _children_of(proc.pid)
     if proc.poll() is not None or not children:
         proc.kill()
+        proc.wait(timeout=HOLDER_WAIT_S)
         lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
         raise LabError(userns_refusal() or _container_refusal(lines[-1]))
     pid = children[0]

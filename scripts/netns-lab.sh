@@ -19,6 +19,9 @@
 #   sudo scripts/netns-lab.sh route-back [--remove]      without NAT: the isp's way back
 #   sudo scripts/netns-lab.sh notebook [--port N]        the course (JupyterLab)
 #
+# Without sudo (an ordinary user, where the host allows unprivileged user namespaces) the same
+# commands build the lab in namespaces the user owns (vpnlab/lab/rootless.py); the Debian
+# packages must be there already (the script says the one apt-get command that needs root).
 # Any other verb of `vpnlab lab` works too: the script passes VERB ARGS... on to
 # `.venv/bin/vpnlab lab VERB ARGS...`; `vpnlab lab --help` lists them, `VERB --help` its options.
 # VPNLAB_PREFIX (default vpnlab-) names the namespaces: vpnlab-r1, vpnlab-isp, ...
@@ -45,8 +48,11 @@ lab_verb() {  # is $1 a verb of `vpnlab lab`? (asks vpnlab's own parser: hidden 
 }
 
 summary() {
-  local prefix=${VPNLAB_PREFIX:-vpnlab-} me="scripts/netns-lab.sh"
+  local prefix=${VPNLAB_PREFIX:-vpnlab-} me="scripts/netns-lab.sh" sudo="sudo " dump=tcpdump
   local state="${VPNLAB_STATE_DIR:-/run/vpnlab}/$prefix"
+  if [ "$(id -u)" -ne 0 ]; then  # rootless (vpnlab/lab/rootless.py): tcpdump cannot drop to its user
+    sudo="" dump=tshark state="${VPNLAB_STATE_DIR:-${VPNLAB_HOME:-$HOME/.vpnlab}/labs}/$prefix"
+  fi
   [ "$prefix" = vpnlab- ] || me="VPNLAB_PREFIX=$prefix $me"
   cat <<EOF
 
@@ -58,18 +64,18 @@ The lab is up (namespaces ${prefix}r1, ${prefix}isp, ${prefix}r2, ${prefix}web)
 
 Look inside:
 EOF
-  local width=$((${#me} + 45))  # "sudo $me" and its longest command, one space
+  local width=$((${#sudo} + ${#me} + 40))  # "sudo $me" and its longest command, one space
   printf "  %-${width}s %s\n" \
-    "sudo $me exec r1 ip route" "r1's routes (via tun0)" \
-    "sudo $me exec r1 curl -s http://203.0.113.10/" "who am I? (r2's address with the VPN)" \
-    "sudo $me exec r2 tcpdump -ni eth0 udp port 4500" "the tunnel on the wire" \
-    "sudo $me exec r1 tcpdump -ni tun0" "the packets inside it" \
-    "sudo $me status" "nodes, routes, daemons, counters"
+    "$sudo$me exec r1 ip route" "r1's routes (via tun0)" \
+    "$sudo$me exec r1 curl -s http://203.0.113.10/" "who am I? (r2's address with the VPN)" \
+    "$sudo$me exec r2 $dump -ni eth0 udp port 4500" "the tunnel on the wire" \
+    "$sudo$me exec r1 $dump -ni tun0" "the packets inside it" \
+    "$sudo$me status" "nodes, routes, daemons, counters"
   cat <<EOF
   logs and status files: $state/logs/, $state/*.json
 
-The VPN daemons only: sudo $me stop-vpn (then start-vpn)
-Stop: sudo $me down
+The VPN daemons only: $sudo$me stop-vpn (then start-vpn)
+Stop: $sudo$me down
 EOF
 }
 
@@ -105,15 +111,17 @@ main() {
       summary
       ;;
     notebook)
-      # The course: JupyterLab on the loopback only, with a token, as root (the notebooks build
-      # labs: namespaces need root). Each notebook builds its own lab (VPNLAB_PREFIX, default
-      # nb-) and removes it at its end.
+      # The course: JupyterLab on the loopback only, with a token, as root or in a rootless
+      # holder (the notebooks build labs: namespaces). Each notebook builds its own lab
+      # (VPNLAB_PREFIX, default nb-) and removes it at its end.
       local port=8888
       if [ "${1:-}" = "--port" ]; then port=${2:?usage: notebook [--port N]}; shift 2; fi
       say "Course: JupyterLab on http://127.0.0.1:$port/ (open the URL with the token below)"
       say "On a VM: ssh -L $port:127.0.0.1:$port USER@VM, then open that URL on your machine"
       cd "$VPNLAB_ROOT/notebooks"
-      exec "$VENV/bin/jupyter" lab --allow-root --no-browser --ip 127.0.0.1 --port "$port" \
+      local holder=()  # without root: JupyterLab and every lab it builds in a holder of their own
+      [ "$(id -u)" -eq 0 ] || holder=("$vpnlab" rootless run --)
+      exec "${holder[@]}" "$VENV/bin/jupyter" lab --allow-root --no-browser --ip 127.0.0.1 --port "$port" \
         --ServerApp.root_dir="$VPNLAB_ROOT/notebooks" \
         --LabApp.default_url=/lab/tree/00_setup_topology.ipynb "$@"
       ;;

@@ -24,11 +24,25 @@ require_root() {
   [ "$(id -u)" -eq 0 ] || die "this needs root (namespaces, tun0, nftables): run it with sudo"
 }
 
+missing_debian_packages() {  # the DEB_PACKAGES not installed, one a line
+  local p
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+# Without root (a rootless lab, vpnlab/lab/rootless.py): apt-get is the one step that needs root,
+# once; everything else (the venv, the lab, the notebooks) is the user's own.
+check_debian_packages() {
+  local missing
+  missing=$(missing_debian_packages | tr '\n' ' ')
+  [ -z "$missing" ] && { say "Debian packages: all present"; return; }
+  die "missing Debian packages; install them once (the only step that needs root): sudo apt-get install -y --no-install-recommends ${missing% }"
+}
+
 install_debian_packages() {
   local missing=() p
-  for p in "${DEB_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
+  mapfile -t missing < <(missing_debian_packages)
   [ ${#missing[@]} -eq 0 ] && { say "Debian packages: all present"; return; }
   command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: install them by hand"
   say "Debian packages: installing ${missing[*]} (apt-get, a minute or two)"
@@ -76,11 +90,26 @@ create_venv() {
   echo "$want" > "$stamp"
 }
 
-# setup [EXTRAS]: everything, in order.
+# JupyterHub's proxy (deploy/jupyterhub/, tests/lab/test_jupyterhub.py): configurable-http-proxy
+# from npm into .venv/hub/ (a few seconds). Without npm: one line, and the hub test is skipped.
+install_hub_proxy() {
+  local bin="$VENV/hub/node_modules/.bin/configurable-http-proxy"
+  [ -x "$bin" ] && { say "configurable-http-proxy: present"; return; }
+  if ! command -v npm >/dev/null; then
+    say "configurable-http-proxy: no npm (apt-get install npm); the JupyterHub test is skipped"
+    return
+  fi
+  say "configurable-http-proxy: installing into $VENV/hub (npm)"
+  mkdir -p "$VENV/hub"
+  npm install --no-audit --no-fund --prefix "$VENV/hub" configurable-http-proxy@5 \
+    >"$VENV/hub/npm.log" 2>&1 || { tail -n 5 "$VENV/hub/npm.log" >&2; die "npm failed"; }
+}
+
+# setup [EXTRAS]: everything, in order (as root: apt-get too; as a user: only the venv).
 setup() {
-  require_root
-  install_debian_packages
+  if [ "$(id -u)" -eq 0 ]; then install_debian_packages; else check_debian_packages; fi
   create_venv "${1:-}"
+  case ",${1:-}," in *,hub,*) install_hub_proxy ;; esac
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

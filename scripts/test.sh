@@ -8,7 +8,9 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+require_root  # the lab tests build labs as root (and make the users of the rootless tests)
 setup test
+install_hub_proxy  # for tests/lab/test_jupyterhub.py
 cd "$VPNLAB_ROOT"
 say "ruff check and ruff format --check"
 "$VENV/bin/ruff" check vpnlab tests

@@ -1,6 +1,8 @@
 """The ``vpnlab`` command: the daemons (server, client), keys and identities, the lab and its
 services (whoami, ftp), captures, the course's experiments (bench, meltdown,
-arp-experiment) and its checks (check: troubleshooting labs, progress reports).
+arp-experiment), its checks (check: troubleshooting labs, progress reports), and labs
+without sudo (rootless: given by an ordinary user, the lab commands and the experiments run in
+a holder the user owns, ``vpnlab/lab/rootless.py``).
 
 Every command line of vpnlab is parsed in this package and nowhere else: one module per
 sub-command, each with a ``register(subparsers)`` that sets ``func``; the modules below it
@@ -35,8 +37,11 @@ COMMANDS = {
     "bench": "bench",
     "meltdown": "meltdown",
     "check": "check",
+    "rootless": "rootless",
 }
 """Each sub-command, and the module of ``vpnlab.cli`` that defines it (in --help order)."""
+ROOTLESS_COMMANDS = ("lab", "capture", "check", "bench", "meltdown", "arp-experiment")
+"""Given by an ordinary user, these run in a holder the user owns (``vpnlab/lab/rootless.py``)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
+        decoding = args.command == "capture" and args.target[:1] == ["decode"]  # a file only
+        if args.command in ROOTLESS_COMMANDS and os.geteuid() != 0 and not decoding:
+            from vpnlab.lab import rootless
+
+            verb = getattr(args, "lab_command", None)
+            return rootless.forward(args.command, argv, getattr(args, "prefix", None), verb)
         return int(args.func(args) or 0)
     except VpnlabError as exc:
         print(f"vpnlab {args.command}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,353 @@
+"""The student's path a second time, as ordinary Unix users: rootless labs (vpnlab/lab/rootless.py).
+
+Two real users, made here and removed after (``users.py``), each run ``vpnlab lab up`` with the
+same prefix, so the same namespace names and addresses, at the same time: up, verify (ping and
+who-am-I through the tunnel), a capture, FTP through the tunnel, the liveness timeout after a
+kill -9, the refusals, then down and kill -9 of the holder, each proven to leave nothing. And
+isolation: neither can see, enter or signal the other's lab, nor read its key files.
+
+The host's /dev/net/tun is 0600 here (no udev): each holder binds a 0666 node the test made
+(``VPNLAB_TUN_NODE``), as the issue checked; without it the VPN's start is refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vpnlab.core.constants import LIVENESS_TIMEOUT_S
+
+from .helpers import SERVER_IP, root_snapshot, wait_until
+from .users import (
+    REPO,
+    Student,
+    clone_for,
+    made_folder,
+    tun_node,
+    unix_user,
+    user_processes,
+    user_python,
+)
+
+PREFIX = "rl-"
+"""Both users' labs: the same prefix, so the same namespace names (rl-r1, ...) and addresses."""
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[dict]:
+    """The test's folder (the users' Python, the TUN node); the root namespace kept as it was."""
+    before = root_snapshot()
+    with made_folder() as folder:
+        yield {"python_bin": user_python(folder), "tun": tun_node(folder)}
+    assert root_snapshot() == before
+
+
+@pytest.fixture(scope="module")
+def students(host) -> Iterator[tuple[Student, Student]]:
+    """Two users, each with their lab up (prefix rl-), removed after; the root namespace kept."""
+    with unix_user("a") as a, unix_user("b") as b:
+        pair = tuple(
+            Student(u, host["python_bin"], {"VPNLAB_TUN_NODE": str(host["tun"])}) for u in (a, b)
+        )
+        for student in pair:
+            up = student.vpnlab("lab", "up", "--prefix", PREFIX)
+            assert up.returncode == 0, up.stderr
+        yield pair
+        for student in pair:
+            down = student.vpnlab("lab", "down", "--prefix", PREFIX)
+            assert down.returncode == 0, down.stderr
+            assert user_processes(student.user.pw_uid) == []
+            assert not (student.home / ".vpnlab/labs" / PREFIX).exists()
+
+
+def status(student: Student) -> dict:
+    result = student.vpnlab("lab", "status", "--prefix", PREFIX, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def holder(student: Student) -> int:
+    record = json.loads((student.home / ".vpnlab/holders" / f"{PREFIX}.json").read_text())
+    return int(record["pid"])
+
+
+def host_pid(student: Student, daemon: str) -> int:
+    """The host's PID of a VPN daemon of the student's lab (the record has the holder's PID)."""
+    for pid in user_processes(student.user.pw_uid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:4] == [b"-m", b"vpnlab", daemon.encode()]:
+            return pid
+    raise AssertionError(f"{daemon} of {student.user.pw_name} not found")
+
+
+def test_verify_as_each_user_same_names_no_clash(students):
+    """Both labs at once, same namespaces and addresses: each verifies through its tunnel."""
+    for student in students:
+        result = student.vpnlab("lab", "verify", "--prefix", PREFIX, "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+        assert checks[f"who-am-I says {SERVER_IP}"]["ok"]
+        assert checks["route to web via tun0"]["ok"]
+        nodes = status(student)["nodes"]
+        assert nodes["r1"]["namespace"] == f"{PREFIX}r1" and nodes["r1"]["exists"]
+        assert f"{SERVER_IP}/24" in nodes["r2"]["interfaces"]["eth0"]["addresses"]
+
+
+def test_state_is_the_users_and_closed_to_others(students):
+    a, b = students
+    folder = a.home / ".vpnlab"
+    assert folder.stat().st_uid == a.user.pw_uid and folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "labs" / PREFIX / "lab.json").exists()
+    keys = [
+        p
+        for p in (folder / "labs" / PREFIX).rglob("*")
+        if p.is_file() and "key" in p.name or p.name == "esp_sa"
+    ]
+    assert keys
+    for key in keys:
+        result = b.run(["cat", str(key)])
+        assert result.returncode != 0 and "Permission denied" in result.stderr
+
+
+def test_capture_as_user(students):
+    a, _ = students
+    pcap = a.home / "tunnel.pcap"
+    result = a.vpnlab("capture", "--prefix", PREFIX, "r2", "eth0", "--count", "4", "-w", str(pcap))
+    assert result.returncode == 0, result.stderr
+    assert pcap.stat().st_uid == a.user.pw_uid and pcap.stat().st_size > 100
+    assert "esp" in result.stdout
+    decode = a.vpnlab("capture", "decode", str(pcap))  # a file only: no holder needed
+    assert decode.returncode == 0 and "udpencap:esp" in decode.stdout, decode.stderr
+
+
+def test_tcpdump_refused_dumpcap_works(students):
+    """tcpdump drops privileges to a user the holder does not map; dumpcap does not."""
+    a, _ = students
+    tcpdump = a.vpnlab(
+        "lab", "exec", "--prefix", PREFIX, "r1", "tcpdump", "-c1", "-ni", "eth0", timeout=20
+    )
+    assert tcpdump.returncode != 0
+    dumpcap = a.vpnlab(
+        "lab",
+        "exec",
+        "--prefix",
+        PREFIX,
+        "r1",
+        "dumpcap",
+        "-q",
+        "-i",
+        "tun0",
+        "-a",
+        "duration:1",
+        "-w",
+        "/dev/null",
+        timeout=20,
+    )
+    assert dumpcap.returncode == 0, dumpcap.stderr
+
+
+FTP = """
+import json, sys
+from vpnlab.instruments import ftp
+with ftp.lab_server(sys.argv[1]):
+    print(json.dumps(ftp.lab_transfer(sys.argv[1], mode="passive", size_bytes=3000)))
+"""
+
+
+def test_ftp_through_the_tunnel_as_user(students):
+    """The course's FTP helpers, in the user's holder: a server in r2, a transfer from r1."""
+    a, _ = students
+    result = a.vpnlab(
+        "lab", "exec", "--prefix", PREFIX, "r1", a.python, "-c", FTP, PREFIX, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    transfer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert transfer["ok"], transfer
+
+
+def test_isolation_between_users(students):
+    """b cannot see a's lab from its holder, nor signal, enter or read a's processes."""
+    a, b = students
+    server = host_pid(a, "server")
+    listing = b.vpnlab("lab", "exec", "--prefix", PREFIX, "r1", "ps", "-eo", "args")
+    assert listing.returncode == 0 and str(a.home) not in listing.stdout
+    kill = b.run([b.python, "-c", f"import os; os.kill({server}, 15)"])
+    assert "PermissionError" in kill.stderr
+    for ns in ("net", "user", "mnt", "pid"):
+        peek = b.run([b.python, "-c", f"import os; os.readlink('/proc/{server}/ns/{ns}')"])
+        assert "PermissionError" in peek.stderr
+    enter = b.run(
+        ["nsenter", "-t", str(holder(a)), "--user", "--mount", "--preserve-credentials", "true"]
+    )
+    assert enter.returncode != 0
+    assert os.path.exists(f"/proc/{server}")  # a's server still runs
+    assert status(a)["daemons"]["server"]["alive"]
+
+
+def test_liveness_timeout_after_kill_as_user(students):
+    """kill -9 of a's client inside its holder: the server drops the session within ~6 s."""
+    a, _ = students
+    inner_pid = status(a)["daemons"]["client-r1"]["pid"]
+    kill = a.vpnlab("lab", "exec", "--prefix", PREFIX, "r1", "kill", "-9", str(inner_pid))
+    assert kill.returncode == 0, kill.stderr
+    killed = time.monotonic()
+    took = wait_until(
+        lambda: not status(a)["tunnel"]["server"]["clients"], LIVENESS_TIMEOUT_S + 6, 0.3
+    )
+    assert took is not None and time.monotonic() - killed < LIVENESS_TIMEOUT_S + 4
+    restart = a.vpnlab("lab", "start-vpn", "--prefix", PREFIX)
+    assert restart.returncode == 0, restart.stderr
+
+
+def test_refusals_are_one_line(host):
+    """No TUN node for the VPN: one line naming the fix. Commands of a lab that is not up too."""
+    with unix_user("c") as c_user:
+        c = Student(c_user, host["python_bin"], {})
+        up = c.vpnlab("lab", "up", "--prefix", PREFIX)
+        assert up.returncode == 1 and len(up.stderr.strip().splitlines()) == 1
+        assert "/dev/net/tun is mode 0600" in up.stderr and "VPNLAB_TUN_NODE" in up.stderr
+        st = c.vpnlab("lab", "status", "--prefix", PREFIX)
+        assert st.returncode == 1 and "no lab with prefix 'rl-' is up" in st.stderr
+        no_vpn = c.vpnlab("lab", "up", "--prefix", PREFIX, "--no-vpn")
+        assert no_vpn.returncode == 0, no_vpn.stderr
+        down = c.vpnlab("lab", "down", "--prefix", PREFIX)
+        assert down.returncode == 0 and "holder" in down.stdout
+        assert user_processes(c_user.pw_uid) == []
+
+
+def test_killing_the_holder_removes_everything(host):
+    """kill -9 of the holder's PID 1: every process of the lab goes, no down needed."""
+    with unix_user("d") as d_user:
+        d = Student(d_user, host["python_bin"], {"VPNLAB_TUN_NODE": str(host["tun"])})
+        up = d.vpnlab("lab", "up", "--prefix", PREFIX)
+        assert up.returncode == 0, up.stderr
+        assert len(user_processes(d_user.pw_uid)) >= 4  # holder, who-am-I, server, client
+        os.kill(holder(d), signal.SIGKILL)
+        assert wait_until(lambda: user_processes(d_user.pw_uid) == [], 5) is not None
+
+
+NOTEBOOK = """
+import json, sys
+from pathlib import Path
+from tests.notebooks.helpers import execute
+run = execute("00_setup_topology", Path(sys.argv[1]))
+print(json.dumps({"results": run.results, "correct": run.text().count("correct")}))
+"""
+
+
+def test_readme_command_and_a_notebook_as_a_new_user(host):
+    """A new user without sudo, in a clone of their own: the README's command, then notebook 00.
+
+    ``scripts/netns-lab.sh`` (no sudo) builds, verifies and prints the summary without sudo;
+    ``down`` removes it. Notebook 00 runs headless as the tests run it as root (nbclient, the
+    reference answers), in a holder of its own (``vpnlab rootless run``, as ``netns-lab.sh
+    notebook`` starts JupyterLab), and is checked as ``tests/notebooks`` checks it.
+    """
+    with unix_user("n") as user:
+        clone = clone_for(user)
+        student = Student(user, clone / ".venv/bin", {"VPNLAB_TUN_NODE": str(host["tun"])})
+        missing = student.run(
+            ["bash", "-c", "source scripts/setup.sh; DEB_PACKAGES=(vpnlab-no-such-pkg); setup"],
+            cwd=clone,
+        )
+        assert missing.returncode == 1
+        assert (
+            "sudo apt-get install -y --no-install-recommends vpnlab-no-such-pkg" in missing.stderr
+        )
+        env = {"VPNLAB_PREFIX": "rls-"}
+        up = student.run(["bash", "scripts/netns-lab.sh"], cwd=clone, env=env, timeout=120)
+        assert up.returncode == 0, up.stderr
+        assert "verify: all checks passed (vpn on)" in up.stdout
+        assert "sudo" not in up.stdout and "exec r2 tshark -ni eth0" in up.stdout
+        assert f"{user.pw_dir}/.vpnlab/labs/rls-/logs/" in up.stdout
+        down = student.run(["bash", "scripts/netns-lab.sh", "down"], cwd=clone, env=env)
+        assert down.returncode == 0 and "stopped the lab's holder" in down.stdout
+        assert user_processes(user.pw_uid) == []
+        jupyter_lab_answers(student, clone)
+        out = clone / "nb-out"
+        run = student.run(
+            [student.python, "-m", "vpnlab", "rootless", "run", "--"]
+            + [student.python, "-c", NOTEBOOK, str(out)],
+            cwd=clone,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        r = result["results"]
+        assert r["verify_ok"] is True and r["whoami"] == "you are 198.51.100.2"
+        assert r["left_after_down"] == [] and result["correct"] == 3
+        assert user_processes(user.pw_uid) == []
+
+
+ENTRY_CELL = """
+import json, os
+from vpnlab.course.notebook import CourseLab
+lab = CourseLab("entry", "img-")
+lab.up()
+print(json.dumps({"whoami": lab.whoami(), "uid": os.getuid(), "state": str(lab.state_dir())}))
+"""
+
+
+def test_image_entry_point_as_a_plain_script(host):
+    """deploy/start-singleuser.sh (the image's entry point; no image builder runs here) as a
+    user: the course copied to ~/course, the server (here a notebook's cell instead of
+    jupyterhub-singleuser, VPNLAB_SERVER) in a holder that builds a lab; nothing left after."""
+    with unix_user("e") as user:
+        env = {"VPNLAB_TUN_NODE": str(host["tun"])}
+        student = Student(user, host["python_bin"], env)
+        env = {"VPNLAB_PYTHON": student.python, "VPNLAB_SERVER": student.python}
+        script = str(REPO / "deploy/start-singleuser.sh")
+        run = student.run([script, "-c", ENTRY_CELL], env=env, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        answer = json.loads(run.stdout.strip().splitlines()[-1])
+        assert answer["whoami"] == f"you are {SERVER_IP}" and answer["uid"] == 0
+        assert answer["state"].startswith(user.pw_dir)
+        course = student.home / "course"
+        assert (course / "00_setup_topology.ipynb").stat().st_uid == user.pw_uid
+        assert user_processes(user.pw_uid) == []  # the holder went with the server
+
+
+def jupyter_lab_answers(student: Student, clone: Path) -> None:
+    """``scripts/netns-lab.sh notebook`` as the user: JupyterLab answers in its holder; SIGTERM
+    ends it, and the holder with it."""
+    import urllib.request
+
+    port = 19000 + os.getpid() % 1000
+    log = clone / "notebook.log"
+    with open(log, "wb") as out:
+        os.fchown(out.fileno(), student.user.pw_uid, student.user.pw_gid)
+    lab = subprocess.Popen(
+        ["bash", "scripts/netns-lab.sh", "notebook", "--port", str(port)],
+        user=student.user.pw_uid,
+        group=student.user.pw_gid,
+        extra_groups=[],
+        cwd=clone,
+        env=student.env,
+        stdout=open(log, "ab"),  # noqa: SIM115 (the child holds it; closed when it ends)
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        assert wait_until(answers, 60, 0.5) is not None, log.read_text()[-2000:]
+        assert (student.home / ".vpnlab/holders").glob("run*.json")
+    finally:
+        lab.terminate()
+        lab.wait(timeout=30)
+    assert wait_until(lambda: user_processes(student.user.pw_uid) == [], 10) is not None

@@ -24,7 +24,7 @@ import pytest
 
 from vpnlab.core.constants import LIVENESS_TIMEOUT_S
 
-from .helpers import SERVER_IP, root_snapshot, wait_until
+from .helpers import SERVER_IP, WEB_IP, root_snapshot, wait_until
 from .users import (
     REPO,
     Student,
@@ -97,7 +97,8 @@ def test_verify_as_each_user_same_names_no_clash(students):
         assert result.returncode == 0, result.stdout + result.stderr
         checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
         assert checks[f"who-am-I says {SERVER_IP}"]["ok"]
-        assert checks["route to web via tun0"]["ok"]
+        assert checks[f"route to {WEB_IP} via tun0"]["ok"]
+        assert all(c["ok"] for c in checks.values())  # IPv6 through the tunnel too
         nodes = status(student)["nodes"]
         assert nodes["r1"]["namespace"] == f"{PREFIX}r1" and nodes["r1"]["exists"]
         assert f"{SERVER_IP}/24" in nodes["r2"]["interfaces"]["eth0"]["addresses"]

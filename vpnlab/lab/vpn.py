@@ -168,7 +168,8 @@ def start_vpn(
     """ServerConnection + ClientConnection in the lab: start the server, then each client.
 
     ``server_args`` and ``client_args`` are extra daemon options, e.g. ``["--datapath",
-    "simple"]`` or ``["--mtu", "1400"]`` (the benchmark and the fast-path tests use them).
+    "simple"]`` (the daemons' default is ``fast``) or ``["--mtu", "1400"]`` (the benchmark and
+    the fast-path tests use them).
 
     The ESP ciphers run the identity mode: every client its own key (module docstring);
     ``psk`` (default: as last started) gives them one shared key instead, the notes' simple

@@ -18,6 +18,7 @@ from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, R
 from vpnlab.core.packet import ipv4_destination, ipv4_source, is_ipv4
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HelloRateLimiter
+from vpnlab.core.server_batch import BatchReceiving
 from vpnlab.core.server_tap import TapSwitching
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
@@ -32,7 +33,7 @@ MAX_SESSIONS_PER_IP = 32
 identities; in the identity mode each peer has its own address, so no pool can be drained."""
 
 
-class ServerCore(TapSwitching):
+class ServerCore(TapSwitching, BatchReceiving):
     """ServerConnection: answer Hellos, give each client an address, carry its packets.
 
     Args:

@@ -7,8 +7,9 @@ run of datagrams to one peer that all have the same size except the last, which 
 
 Receiving (``UDP_GRO``): one ``recvmsg`` returns datagrams of one sender glued together and
 their size in a control message; :func:`split_gro` cuts them apart again and
-:func:`open_batch` hands each to the core: one bad datagram (a bad ICV, a replay) is dropped and
-counted on its own, the others of the batch still arrive. Pure code: no socket, no os.
+:func:`open_batch` hands them to the core's batch entry: one bad datagram (a bad ICV, a
+replay) is dropped and counted on its own, the others of the batch still arrive. Pure code:
+no socket, no os.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from vpnlab.core.events import Address, Event, PacketReceived
+from vpnlab.core.events import Address, Event
 
 MAX_SEGMENTS = 64
 """Datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels)."""
@@ -25,7 +26,13 @@ MAX_GSO_BYTES = 65000
 
 
 class Receiver(Protocol):
-    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]: ...
+    def receive_datagrams(
+        self,
+        datagrams: list[bytes],
+        peer: Address,
+        now: float,
+        on_bug: Callable[[Exception], None] | None = None,
+    ) -> tuple[list[bytes], list[Event]]: ...
 
 
 def gso_batches(
@@ -83,7 +90,8 @@ def open_batch(
     now: float,
     on_bug: Callable[[Exception], None] | None = None,
 ) -> tuple[list[bytes], list[Event]]:
-    """SockSelected for a GRO batch: each datagram to the core on its own.
+    """SockSelected for a GRO batch: its datagrams to the core's batch entry, which opens each
+    on its own (``receive_datagrams``: one session lookup, no event per packet).
 
     Args:
         on_bug: given, whatever the core raises for one datagram goes to it (the loop counts
@@ -93,19 +101,4 @@ def open_batch(
         The inner packets to write to tun0, in order, and every other event (drops,
         handshakes, closed sessions) for the log.
     """
-    packets: list[bytes] = []
-    events: list[Event] = []
-    for datagram in split_gro(buffer, segment_size):
-        try:
-            opened = core.receive_datagram(datagram, peer, now)
-        except Exception as exc:
-            if on_bug is None:
-                raise
-            on_bug(exc)
-            continue
-        for event in opened:
-            if type(event) is PacketReceived:
-                packets.append(event.packet)
-            else:
-                events.append(event)
-    return packets, events
+    return core.receive_datagrams(split_gro(buffer, segment_size), peer, now, on_bug)

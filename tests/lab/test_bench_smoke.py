@@ -60,3 +60,25 @@ def test_bench_footprint_prints_the_table_and_leaves_nothing(prefix):
     assert all(value > 1 for value in rss.values()), rows  # MiB
     assert rows["CPU of the idle lab over 2 s"] >= 0, rows
     assert prefix_namespaces(prefix) == []
+
+
+def test_bench_clients_connects_a_small_class_and_leaves_nothing(prefix):
+    done = subprocess.run(
+        [sys.executable, "-m", "vpnlab", "bench", "--clients", "4", "--idle-seconds", "1"]
+        + ["--prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    phases = {
+        cells[1].strip(): cells[2:]
+        for cells in (line.split("|") for line in done.stdout.splitlines())
+        if len(cells) == 7
+    }
+    for phase in ("one after another", "all at once"):
+        connected, handshake, answered, ping = (cell.strip() for cell in phases[phase][:4])
+        assert connected == "4/4" and answered == "4/4", done.stdout
+        assert all(float(v) > 0 for v in handshake.split(" / ") + ping.split(" / ")), done.stdout
+    assert "KiB per client" in done.stdout and "idle (keepalives)" in done.stdout
+    assert prefix_namespaces(prefix) == []

@@ -7,6 +7,7 @@
     openvpn    OpenVPN's configuration, the benchmark's comparison
     bench      the benchmark against OpenVPN (``vpnlab bench``, ``scripts/bench.sh``)
     footprint  what a lab costs a class (``vpnlab bench --footprint``)
+    classload  one server, a whole class of load clients (``vpnlab bench --clients``)
     meltdown   the TCP-meltdown experiment, UDP against TCP transport (``vpnlab meltdown``)
 
 Their command lines are in ``vpnlab/cli/`` (``arp-experiment``, ``bench``, ``meltdown``).

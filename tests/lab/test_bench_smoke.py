@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from vpnlab.course.bench import format_table, run_bench
+from vpnlab.course.bench import run_bench
+from vpnlab.course.bench_report import format_table
 from vpnlab.lab.state import prefix_namespaces
 
 pytestmark = pytest.mark.lab
@@ -32,8 +33,10 @@ def test_bench_quick_runs_and_produces_numbers(prefix, tmp_path):
         per_packet = row["cpu_us_per_packet"]
         assert set(per_packet) == ({"client", "server"} if "vpnlab" in row["case"] else set())
         assert all(value > 0 for value in per_packet.values()), row
+        assert row["rtt_ms"] > 0 and row["rtt_load_ms"] > 0, row  # idle and under load
     table = format_table(document).splitlines()
     assert table[0].endswith("| CPU % (client / server) | CPU us/packet (client / server) |")
+    assert "| ping RTT ms idle / loaded |" in table[0]
     for row, line in zip(document["summary"], table[2:], strict=False):
         last = line.split("|")[-2].strip()
         assert (last != "-") == ("vpnlab" in row["case"]), line  # "client / server" or "-"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, format_table, run_bench
+from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, run_bench
+from vpnlab.course.bench_report import format_table
 from vpnlab.course.classload import CLASS_PREFIX, MAX_CLIENTS, class_load, format_class_load
 from vpnlab.course.footprint import FOOTPRINT_PREFIX, IDLE_S, footprint, format_footprint
 

@@ -13,7 +13,7 @@ from scapy.layers.inet import IP, TCP
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.events import DatagramDropped, PacketReceived
-from vpnlab.fast.batch import gso_batches, open_batch, split_gro
+from vpnlab.fast.batch import gso_batches, split_gro
 from vpnlab.fast.offload import gro_segment_size, gso_control
 from vpnlab.wire.esp import generate_static_keys
 
@@ -54,7 +54,7 @@ def test_split_gro_and_the_control_messages():
     assert gso_control(1472) == [(17, 103, (1472).to_bytes(2, "little"))]
 
 
-def test_open_batch_bad_icv_in_mid_batch_drops_only_that_one():
+def test_gro_batch_bad_icv_in_mid_batch_drops_only_that_one():
     keys = generate_static_keys("esp-aes-gcm", random.Random(7).randbytes)
     server = keys.server()
     client = ClientCore(SERVER, None, established=keys.client())
@@ -68,21 +68,23 @@ def test_open_batch_bad_icv_in_mid_batch_drops_only_that_one():
     datagrams[2] = bytes(bad)
     size = len(datagrams[0])
     assert all(len(d) == size for d in datagrams)
-    opened, events = open_batch(client, b"".join(datagrams), size, SERVER, 1.0)
+    batch = split_gro(b"".join(datagrams), size)
+    opened, events = client.receive_datagrams(batch, SERVER, 1.0)
     assert opened == packets[:2] + packets[3:]
     assert events == [DatagramDropped("bad icv", SERVER)]
     assert client.counters.drops["bad icv"] == 1
     assert client.counters.packets_to_tun == 4
 
 
-def test_open_batch_short_last_datagram():
+def test_gro_batch_short_last_datagram():
     keys = generate_static_keys("esp-null", random.Random(8).randbytes)
     server = keys.server()
     client = ClientCore(SERVER, None, established=keys.client())
     client.connect(0.0)
     packets = [bytes(IP(dst="10.8.0.2") / TCP() / bytes(n)) for n in (1200, 1200, 1200, 40)]
     datagrams = [server.seal(p) for p in packets]
-    opened, events = open_batch(client, b"".join(datagrams), len(datagrams[0]), SERVER, 1.0)
+    batch = split_gro(b"".join(datagrams), len(datagrams[0]))
+    opened, events = client.receive_datagrams(batch, SERVER, 1.0)
     assert opened == packets and events == []
 
 

@@ -7,32 +7,19 @@ run of datagrams to one peer that all have the same size except the last, which 
 
 Receiving (``UDP_GRO``): one ``recvmsg`` returns datagrams of one sender glued together and
 their size in a control message; :func:`split_gro` cuts them apart again and
-:func:`open_batch` hands them to the core's batch entry: one bad datagram (a bad ICV, a
-replay) is dropped and counted on its own, the others of the batch still arrive. Pure code:
-no socket, no os.
+:func:`receive_datagrams` of the cores (their batch entry) opens them: one bad datagram (a
+bad ICV, a replay) is dropped and counted on its own, the others of the batch still arrive.
+Pure code: no socket, no os.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
-from vpnlab.core.events import Address, Event
+from vpnlab.core.events import Address
 
 MAX_SEGMENTS = 64
 """Datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels)."""
 MAX_GSO_BYTES = 65000
 """Bytes per UDP GSO send: one IPv4 datagram's worth, less room for its headers."""
-
-
-class Receiver(Protocol):
-    def receive_datagrams(
-        self,
-        datagrams: list[bytes],
-        peer: Address,
-        now: float,
-        on_bug: Callable[[Exception], None] | None = None,
-    ) -> tuple[list[bytes], list[Event]]: ...
 
 
 def gso_batches(
@@ -80,25 +67,3 @@ def split_gro(buffer: bytes, segment_size: int) -> list[bytes]:
     if segment_size <= 0 or segment_size >= len(buffer):
         return [buffer]
     return [buffer[at : at + segment_size] for at in range(0, len(buffer), segment_size)]
-
-
-def open_batch(
-    core: Receiver,
-    buffer: bytes,
-    segment_size: int,
-    peer: Address,
-    now: float,
-    on_bug: Callable[[Exception], None] | None = None,
-) -> tuple[list[bytes], list[Event]]:
-    """SockSelected for a GRO batch: its datagrams to the core's batch entry, which opens each
-    on its own (``receive_datagrams``: one session lookup, no event per packet).
-
-    Args:
-        on_bug: given, whatever the core raises for one datagram goes to it (the loop counts
-            it) and the batch's other datagrams still arrive; None: it propagates.
-
-    Returns:
-        The inner packets to write to tun0, in order, and every other event (drops,
-        handshakes, closed sessions) for the log.
-    """
-    return core.receive_datagrams(split_gro(buffer, segment_size), peer, now, on_bug)

@@ -7,16 +7,19 @@
 # `sudo scripts/bench.sh --footprint [--idle-seconds S]`: instead, what a lab costs a class
 # (seconds of lab up/down, RSS per daemon and of the lab, CPU of the idle lab; prefix vfoot-,
 # about 15 s, no OpenVPN needed).
+# `sudo scripts/bench.sh --clients [N]`: instead, one server and a class of N (default 250)
+# lightweight load clients: handshake latency one after another and all at once, server RSS
+# per client, server CPU with all N idle (prefix vclass-, about 20 s, no OpenVPN needed).
 # Progress lines ([vpnlab] ...) go to stderr, the benchmark's own output to stdout.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 setup test
 footprint=0
-for arg in "$@"; do [[ $arg == --footprint ]] && footprint=1; done
+for arg in "$@"; do [[ $arg == --footprint || $arg == --clients ]] && footprint=1; done
 if ((footprint)); then
   cd "$VPNLAB_ROOT"
-  say "footprint of one lab (about 15 s)"
+  say "footprint of one lab, or of one server and a class (about 15-20 s)"
   exec "$VENV/bin/vpnlab" bench "$@"
 fi
 if ! command -v openvpn >/dev/null; then

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from vpnlab.course.bench import format_table, run_bench
+from vpnlab.course.bench import run_bench
+from vpnlab.course.bench_report import format_table
 from vpnlab.lab.state import prefix_namespaces
 
 pytestmark = pytest.mark.lab
@@ -32,8 +33,10 @@ def test_bench_quick_runs_and_produces_numbers(prefix, tmp_path):
         per_packet = row["cpu_us_per_packet"]
         assert set(per_packet) == ({"client", "server"} if "vpnlab" in row["case"] else set())
         assert all(value > 0 for value in per_packet.values()), row
+        assert row["rtt_ms"] > 0 and row["rtt_load_ms"] > 0, row  # idle and under load
     table = format_table(document).splitlines()
     assert table[0].endswith("| CPU % (client / server) | CPU us/packet (client / server) |")
+    assert "| ping RTT ms idle / loaded |" in table[0]
     for row, line in zip(document["summary"], table[2:], strict=False):
         last = line.split("|")[-2].strip()
         assert (last != "-") == ("vpnlab" in row["case"]), line  # "client / server" or "-"
@@ -59,4 +62,26 @@ def test_bench_footprint_prints_the_table_and_leaves_nothing(prefix):
     assert any(what.startswith("RSS whole lab") for what in rss), rows
     assert all(value > 1 for value in rss.values()), rows  # MiB
     assert rows["CPU of the idle lab over 2 s"] >= 0, rows
+    assert prefix_namespaces(prefix) == []
+
+
+def test_bench_clients_connects_a_small_class_and_leaves_nothing(prefix):
+    done = subprocess.run(
+        [sys.executable, "-m", "vpnlab", "bench", "--clients", "4", "--idle-seconds", "1"]
+        + ["--prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    phases = {
+        cells[1].strip(): cells[2:]
+        for cells in (line.split("|") for line in done.stdout.splitlines())
+        if len(cells) == 7
+    }
+    for phase in ("one after another", "all at once"):
+        connected, handshake, answered, ping = (cell.strip() for cell in phases[phase][:4])
+        assert connected == "4/4" and answered == "4/4", done.stdout
+        assert all(float(v) > 0 for v in handshake.split(" / ") + ping.split(" / ")), done.stdout
+    assert "KiB per client" in done.stdout and "idle (keepalives)" in done.stdout
     assert prefix_namespaces(prefix) == []

@@ -1,14 +1,16 @@
 """The fast data path in real namespaces: ordinary ESP on the wire, and it talks to the simple one.
 
-The capture is taken on the isp router while iperf3 runs for 2 s. r1 and r2 get
-``gso_max_segs 1`` on eth0, so their UDP GSO sends are cut into datagrams before they leave, as
-a physical NIC would (veths would otherwise carry the 64 KB batch in one piece). scapy's
-SecurityAssociation, an independent ESP implementation, must decrypt every datagram, and every
-inner packet's IP and TCP/ICMP checksum must be valid.
+The captures are taken on r1's and r2's own eth0 while iperf3 runs 2 s each way, so both
+daemons send UDP GSO batches. The lab turns off ``tx-udp-segmentation`` on its veths
+(``lab/build.py``): the kernel cuts every batch into datagrams before the veth, as a NIC
+would, so the capture must hold one ESP datagram per frame, none larger than the path MTU.
+scapy's SecurityAssociation, an independent ESP implementation, must decrypt every datagram,
+and every inner packet's IP and TCP/ICMP checksum must be valid.
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -60,78 +62,81 @@ def valid_checksums(inner: IP) -> bool:
     return layer is None or again[layer].chksum == inner[layer].chksum
 
 
-def test_every_fast_path_datagram_is_ordinary_esp(fresh_lab, tmp_path):
-    lab.start_vpn(
-        fresh_lab.prefix, "esp-aes-gcm", static_keys=True, server_args=FAST, client_args=FAST
-    )
-    keys = load_static_keys(
-        (Path(lab.status(fresh_lab.prefix)["state_dir"]) / "static-keys.json").read_text()
-    )
-    for node in ("r1", "r2"):
-        fresh_lab.run(node, "ip", "link", "set", "dev", "eth0", "gso_max_segs", "1", check=True)
-    capture = tmp_path / "fast.pcap"
-    tcpdump = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            fresh_lab.ns("isp"),
-            "timeout",
-            "12",
-            "tcpdump",
-            "-i",
-            "eth0",
-            "-U",
-            "-s",
-            "2000",
-            "-c",
-            "1500",
-            "-w",
-            str(capture),
-            "udp",
-            "port",
-            "4500",
-        ],
+def dumpcap_eth0(handle, node: str, path: Path) -> subprocess.Popen:
+    """tcpdump on ``node``'s eth0 (UDP 4500, 2000 bytes of each frame, at most 20 s)."""
+    argv = ["timeout", "20", "tcpdump", "-i", "eth0", "-U", "-s", "2000", "-c", "4000"]
+    return subprocess.Popen(
+        ["ip", "netns", "exec", handle.ns(node), *argv, "-w", str(path), "udp", "port", "4500"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(1.0)
-    done = iperf(fresh_lab, 2)
-    assert mbps(done) > 10, done.stdout[-500:]
-    tcpdump.wait(timeout=15)
-    sas = {
-        keys.client_to_server.spi: SecurityAssociation(
+
+
+def esp_sas(keys) -> dict:
+    """scapy's SAs for both directions of a static-key run, by SPI."""
+    return {
+        sa.spi: SecurityAssociation(
             ESP,
-            spi=keys.client_to_server.spi,
+            spi=sa.spi,
             crypt_algo="AES-GCM",
-            crypt_key=keys.client_to_server.key,
+            crypt_key=sa.key,
             nat_t_header=UDP(sport=4500, dport=4500),
-        ),
-        keys.server_to_client.spi: SecurityAssociation(
-            ESP,
-            spi=keys.server_to_client.spi,
-            crypt_algo="AES-GCM",
-            crypt_key=keys.server_to_client.key,
-            nat_t_header=UDP(sport=4500, dport=4500),
-        ),
+        )
+        for sa in (keys.client_to_server, keys.server_to_client)
     }
-    counted = {"esp": 0, "tcp": 0, "keepalive": 0}
-    for frame in rdpcap(str(capture)):
-        outer = frame[IP]
-        assert outer.len <= 1500, f"datagram larger than the path MTU: {outer.len}"
-        payload = bytes(outer[UDP].payload)
-        if payload == b"\xff":
-            counted["keepalive"] += 1
-            continue
-        esp = ESP(payload)
-        inner = sas[esp.spi].decrypt(IP(bytes(outer)))  # raises if the ICV is wrong
-        counted["esp"] += 1
-        if not bytes(inner):
-            continue  # a keepalive (next header 59)
-        inner = IP(bytes(inner))
-        assert valid_checksums(inner), inner.summary()
-        counted["tcp"] += TCP in inner
-    assert counted["esp"] >= 500 and counted["tcp"] >= 500, counted
+
+
+def udp_segmentation(ns: str, ifname: str) -> bool:
+    """Whether ``ifname`` in ``ns`` offers UDP GSO (``ethtool -k``'s tx-udp-segmentation)."""
+    from pyroute2 import netns
+    from pyroute2.ethtool.ioctl import IoctlEthtool
+
+    ethtool = IoctlEthtool()
+    ethtool.sock.close()
+    ethtool.sock = netns.create_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+    try:
+        ethtool.change_ifname(ifname)
+        return bool(ethtool.get_features()["tx-udp-segmentation"])
+    finally:
+        ethtool.close()
+
+
+def test_lab_veths_leave_udp_segmentation_to_the_kernel(fresh_lab):
+    for node, ifname in (("r1", "eth0"), ("isp", "eth0"), ("isp", "eth1"), ("r2", "eth0")):
+        assert not udp_segmentation(fresh_lab.ns(node), ifname), (node, ifname)
+
+
+def test_every_fast_path_datagram_is_ordinary_esp(fresh_lab, tmp_path):
+    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", static_keys=True)  # the default data path
+    info = lab.status(fresh_lab.prefix)
+    assert "datapath fast" in Path(info["daemons"]["server"]["log"]).read_text()
+    keys = load_static_keys((Path(info["state_dir"]) / "static-keys.json").read_text())
+    captures = {node: tmp_path / f"{node}-eth0.pcap" for node in ("r1", "r2")}
+    dumps = [dumpcap_eth0(fresh_lab, node, path) for node, path in captures.items()]
+    time.sleep(1.0)
+    assert mbps(iperf(fresh_lab, 2)) > 10  # r1 -> web: the client sends the batches
+    assert mbps(iperf(fresh_lab, 2, reverse=True)) > 10  # web -> r1: the server does
+    for dump in dumps:
+        dump.terminate()
+        dump.wait(timeout=15)
+    sas = esp_sas(keys)
+    for node, path in captures.items():
+        counted = {"esp": 0, "tcp": 0, "keepalive": 0}
+        for frame in rdpcap(str(path)):
+            outer = frame[IP]
+            assert outer.len <= 1500, f"{node} eth0: a frame larger than the path MTU: {outer.len}"
+            payload = bytes(outer[UDP].payload)
+            if payload == b"\xff":
+                counted["keepalive"] += 1
+                continue
+            inner = sas[ESP(payload).spi].decrypt(IP(bytes(outer)))  # raises on a bad ICV
+            counted["esp"] += 1
+            if not bytes(inner):
+                continue  # a keepalive (next header 59)
+            inner = IP(bytes(inner))
+            assert valid_checksums(inner), inner.summary()
+            counted["tcp"] += TCP in inner
+        assert counted["esp"] >= 1000 and counted["tcp"] >= 1000, (node, counted)
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ import random
 from scapy.layers.inet import IP, TCP
 
 from vpnlab.core.client_core import ClientCore
-from vpnlab.core.events import DatagramDropped
-from vpnlab.fast.batch import gso_batches, open_batch, split_gro
+from vpnlab.core.events import DatagramDropped, PacketReceived
+from vpnlab.fast.batch import gso_batches, split_gro
 from vpnlab.fast.offload import gro_segment_size, gso_control
 from vpnlab.wire.esp import generate_static_keys
 
-from .helpers import SERVER
+from .helpers import CLIENT, SERVER, CorePair, ipv4_packet
 
 
 def test_gso_batches_same_size_then_a_shorter_last():
@@ -54,7 +54,7 @@ def test_split_gro_and_the_control_messages():
     assert gso_control(1472) == [(17, 103, (1472).to_bytes(2, "little"))]
 
 
-def test_open_batch_bad_icv_in_mid_batch_drops_only_that_one():
+def test_gro_batch_bad_icv_in_mid_batch_drops_only_that_one():
     keys = generate_static_keys("esp-aes-gcm", random.Random(7).randbytes)
     server = keys.server()
     client = ClientCore(SERVER, None, established=keys.client())
@@ -68,19 +68,78 @@ def test_open_batch_bad_icv_in_mid_batch_drops_only_that_one():
     datagrams[2] = bytes(bad)
     size = len(datagrams[0])
     assert all(len(d) == size for d in datagrams)
-    opened, events = open_batch(client, b"".join(datagrams), size, SERVER, 1.0)
+    batch = split_gro(b"".join(datagrams), size)
+    opened, events = client.receive_datagrams(batch, SERVER, 1.0)
     assert opened == packets[:2] + packets[3:]
     assert events == [DatagramDropped("bad icv", SERVER)]
     assert client.counters.drops["bad icv"] == 1
     assert client.counters.packets_to_tun == 4
 
 
-def test_open_batch_short_last_datagram():
+def test_gro_batch_short_last_datagram():
     keys = generate_static_keys("esp-null", random.Random(8).randbytes)
     server = keys.server()
     client = ClientCore(SERVER, None, established=keys.client())
     client.connect(0.0)
     packets = [bytes(IP(dst="10.8.0.2") / TCP() / bytes(n)) for n in (1200, 1200, 1200, 40)]
     datagrams = [server.seal(p) for p in packets]
-    opened, events = open_batch(client, b"".join(datagrams), len(datagrams[0]), SERVER, 1.0)
+    batch = split_gro(b"".join(datagrams), len(datagrams[0]))
+    opened, events = client.receive_datagrams(batch, SERVER, 1.0)
     assert opened == packets and events == []
+
+
+def server_batch_pair(fmt):
+    """A connected CorePair and a mixed batch from its client: data, a keepalive, a spoofed
+    source, a bad ICV, a replay, a Hello (a rekey) and more data."""
+    pair = CorePair(fmt)
+    pair.connect()
+    pair.server.datagrams_to_send()
+    own = str(pair.client.session.tunnel_address.ip)
+    pair.client.send_packet(ipv4_packet(own, "203.0.113.10"), pair.now)
+    pair.client.session.send_keepalive(pair.now)
+    pair.client.send_packet(ipv4_packet("10.8.0.99", "203.0.113.10"), pair.now)  # spoofed
+    pair.client.send_packet(ipv4_packet(own, "203.0.113.10", b"y" * 30), pair.now)
+    datagrams = [d for d, _ in pair.client.datagrams_to_send()]
+    bad = bytearray(datagrams[-1])
+    bad[-1] ^= 1
+    batch = [*datagrams, bytes(bad), datagrams[0]]  # a bad ICV, a replay
+    return pair, batch
+
+
+def test_server_batch_entry_decides_as_one_datagram_at_a_time(fmt):
+    one, batch = server_batch_pair(fmt)
+    many, again = server_batch_pair(fmt)
+    assert batch == again  # seeded: the same datagrams for both
+    packets, events = [], []
+    for datagram in batch:
+        for event in one.server.receive_datagram(datagram, CLIENT, one.now):
+            if type(event) is PacketReceived:
+                packets.append(event.packet)
+            else:
+                events.append(event)
+    assert many.server.receive_datagrams(batch, CLIENT, many.now) == (packets, events)
+    assert many.server.counters == one.server.counters
+    assert many.server.counters.drops["spoofed source"] == 1
+    esp = many.server.counters.drops["bad icv"] == 1  # plain has no ICV and no replay window
+    assert len(packets) == (2 if esp else 4) and (many.server.counters.drops["replayed"] == esp)
+
+
+def test_server_batch_entry_counts_a_bug_and_opens_the_rest(fmt):
+    pair, batch = server_batch_pair(fmt)
+    batch = batch[:-1]  # no replay: the first datagram is never opened here
+    session = pair.server.sessions[CLIENT]
+    real = session.receive_datagram
+    calls = []
+
+    def flaky(datagram, now):
+        calls.append(datagram)
+        if len(calls) == 1:
+            raise ValueError("a parser bug")
+        return real(datagram, now)
+
+    session.receive_datagram = flaky
+    bugs = []
+    packets, _ = pair.server.receive_datagrams(batch, CLIENT, pair.now, on_bug=bugs.append)
+    assert [type(b) for b in bugs] == [ValueError]
+    clean, _ = server_batch_pair(fmt)[0].server.receive_datagrams(batch, CLIENT, pair.now)
+    assert packets == clean[1:]  # the bug cost the first data packet only

@@ -10,6 +10,8 @@ import io
 import socket
 import time
 
+import pytest
+
 from vpnlab import transport
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.server_core import ServerCore
@@ -152,3 +154,22 @@ def test_Tunnel_sock_selected_survives_a_bug_in_the_tcp_transport(loop_parts, mo
     finally:
         sock.close()
         stranger.close()
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        ([], "fast"),
+        (["--datapath", "simple"], "simple"),
+        (["--mode", "tap"], "simple"),
+        (["--transport", "tcp"], "simple"),
+        (["--mode", "tap", "--datapath", "fast"], "fast"),  # refused later, at CreateTunDev
+    ],
+)
+def test_the_default_data_path_is_fast_except_for_tap_and_tcp(argv, expected):
+    from vpnlab.cli import build_parser
+    from vpnlab.cli.daemons import datapath_of
+
+    for command in (["server"], ["client", "--server", "198.51.100.2"]):
+        args = build_parser(command[0]).parse_args([*command, *argv])
+        assert datapath_of(args).name == expected, (command, argv)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, format_table, run_bench
+from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, run_bench
+from vpnlab.course.bench_report import format_table
+from vpnlab.course.classload import CLASS_PREFIX, MAX_CLIENTS, class_load, format_class_load
 from vpnlab.course.footprint import FOOTPRINT_PREFIX, IDLE_S, footprint, format_footprint
 
 MAX_IDLE_S = 300.0
@@ -19,9 +21,17 @@ def idle_seconds(text: str) -> float:
     return value
 
 
+def client_count(text: str) -> int:
+    """``--clients``: 1 to MAX_CLIENTS load clients (one address of the /24 each)."""
+    value = int(text)
+    if not 1 <= value <= MAX_CLIENTS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_CLIENTS}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """``vpnlab bench [--quick] [--runs N] [--seconds S] [--cases CASE ...] [--out DIR]``,
-    ``vpnlab bench --footprint [--idle-seconds S]``."""
+    ``vpnlab bench --footprint [--idle-seconds S]``, ``vpnlab bench --clients [N]``."""
     p = sub.add_parser(
         "bench",
         help="the benchmark against OpenVPN (a lab of its own)",
@@ -35,10 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="instead: what a lab costs (seconds of lab up/down, RSS, CPU of the idle lab)",
     )
     p.add_argument(
+        "--clients",
+        type=client_count,
+        nargs="?",
+        const=MAX_CLIENTS,
+        metavar="N",
+        help=f"instead: one server, a class of N load clients (default N {MAX_CLIENTS}): "
+        "handshake latency one after another and all at once, RSS per client, idle CPU",
+    )
+    p.add_argument(
         "--idle-seconds",
         type=idle_seconds,
         default=IDLE_S,
-        help="--footprint: how long the idle lab's CPU is measured (default %(default)s)",
+        help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
     )
     p.add_argument("--runs", type=int, default=3, help="rounds (default %(default)s)")
     p.add_argument("--seconds", type=float, default=10, help="per run (default %(default)s)")
@@ -56,13 +75,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder for results.json and bench.png (default %(default)s)",
     )
     p.add_argument(
-        "--prefix", help=f"lab prefix (default vbench-, with --footprint {FOOTPRINT_PREFIX})"
+        "--prefix",
+        help=f"lab prefix (default vbench-, --footprint {FOOTPRINT_PREFIX}, "
+        f"--clients {CLASS_PREFIX})",
     )
     p.add_argument("--mtu", type=int, default=MTU, help="tun MTU of every tunnel")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.clients:
+        document = class_load(args.clients, args.prefix or CLASS_PREFIX, args.idle_seconds)
+        print(format_class_load(document))
+        return 0 if document["sequential"]["answered"] == args.clients else 1
     if args.footprint:
         document = footprint(args.prefix or FOOTPRINT_PREFIX, args.idle_seconds)
         print(format_footprint(document))

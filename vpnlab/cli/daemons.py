@@ -34,9 +34,10 @@ from vpnlab.wire.esp import StaticKeys
 from vpnlab.wire.identity import IdentityFormat
 
 DATAPATHS: dict[str, type[Tunnel]] = {loop.name: loop for loop in (Tunnel, FastTunnel)}
-DEFAULT_DATAPATH = Tunnel.name
-"""The reference loop stays the default: on veths a UDP GSO batch is one 64 KB frame until a
-real NIC would cut it, so captures taken inside the lab would show batches, not datagrams."""
+DEFAULT_DATAPATH = FastTunnel.name
+"""The batched loop is the default; ``--mode tap`` and ``--transport tcp`` run the simple one.
+Captures stay exact: the lab turns off ``tx-udp-segmentation`` on its veths (``lab/build.py``),
+so the kernel cuts each UDP GSO batch into datagrams before the wire, as a NIC would."""
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -51,9 +52,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--datapath",
         choices=tuple(DATAPATHS),
-        default=DEFAULT_DATAPATH,
         help="simple: the select loop of the design notes; fast: TUN offloads, UDP GSO/GRO "
-        "(default %(default)s)",
+        f"(default {DEFAULT_DATAPATH}; {Tunnel.name} with --mode tap or --transport tcp)",
     )
     parser.add_argument(
         "--mode",
@@ -274,6 +274,14 @@ def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys |
     return device_mtu(args.mode, tun_mtu(overhead, outer_ipv6=":" in str(outer)))
 
 
+def datapath_of(args: argparse.Namespace) -> type[Tunnel]:
+    """``--datapath`` as given; unset, fast, except that TAP mode and the TCP transport (whose
+    frames and byte stream have no GSO/GRO) run the simple loop."""
+    if args.datapath is not None:
+        return DATAPATHS[args.datapath]
+    return Tunnel if args.mode == "tap" or args.transport == "tcp" else DATAPATHS[DEFAULT_DATAPATH]
+
+
 def timeouts(args: argparse.Namespace) -> Timeouts:
     """The timers the options change; the notes' 2.5 s connect timeout stays."""
     if args.kernel_peer and args.static_keys is None:
@@ -303,7 +311,7 @@ def server_main(args: argparse.Namespace) -> int:
         tun_name=device_name(args.mode, args.tun),
         mtu=mtu_of(args, format, static),
         mode=args.mode,
-        datapath=DATAPATHS[args.datapath],
+        datapath=datapath_of(args),
         transport=args.transport,
         external_interface=args.external_interface,
         nft_file=args.nft_file,
@@ -337,7 +345,7 @@ def client_main(args: argparse.Namespace) -> int:
         tun_name=device_name(args.mode, args.tun),
         mtu=mtu_of(args, format, static),
         mode=args.mode,
-        datapath=DATAPATHS[args.datapath],
+        datapath=datapath_of(args),
         transport=args.transport,
         status_file=args.status_file,
         allow_host_changes=args.allow_host_changes,

@@ -32,6 +32,7 @@ from vpnlab.core.packet import (
 )
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HelloRateLimiter
+from vpnlab.core.server_batch import BatchReceiving
 from vpnlab.core.server_tap import TapSwitching
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
@@ -52,7 +53,7 @@ def no_client(packet: bytes) -> str:
     return LINK_SCOPE_DROP if is_link_scope(packet) else "tun: no client for destination"
 
 
-class ServerCore(TapSwitching):
+class ServerCore(TapSwitching, BatchReceiving):
     """ServerConnection: answer Hellos, give each client an address, carry its packets.
 
     Args:

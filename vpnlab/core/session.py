@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
-from vpnlab.core.events import Address, DatagramDropped, Event
+from vpnlab.core.events import Address, DatagramDropped, Event, PacketReceived
 from vpnlab.core.formats import Established, Kind, Peer, Protection
 from vpnlab.core.pool import tunnel_address6
 
@@ -92,10 +93,48 @@ class Timeouts:
 DEFAULT_TIMEOUTS = Timeouts()
 
 
+OnBug = Callable[[Exception], None]
+
+
+def sort_events(opened: list[Event], packets: list[bytes], events: list[Event]) -> None:
+    """Packets (PacketReceived) to ``packets`` as bytes, every other event to ``events``."""
+    for event in opened:
+        if type(event) is PacketReceived:
+            packets.append(event.packet)
+        else:
+            events.append(event)
+
+
 class CoreBase:
     """What ClientCore and ServerCore share: their counters, and how they drop and seal."""
 
     counters: Counters
+
+    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+        raise NotImplementedError
+
+    def receive_datagrams(
+        self, datagrams: list[bytes], peer: Address, now: float, on_bug: OnBug | None = None
+    ) -> tuple[list[bytes], list[Event]]:
+        """SockSelected for a GRO batch from one peer: each datagram opened on its own.
+
+        Args:
+            on_bug: given, what the core raises for one datagram goes to it and the batch's
+                other datagrams still arrive; None: it propagates.
+
+        Returns:
+            The inner packets to write to tun0, in order, and every other event.
+        """
+        packets: list[bytes] = []
+        events: list[Event] = []
+        for datagram in datagrams:
+            try:
+                sort_events(self.receive_datagram(datagram, peer, now), packets, events)
+            except Exception as exc:
+                if on_bug is None:
+                    raise
+                on_bug(exc)
+        return packets, events
 
     def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
         """Count a refused datagram or packet by ``reason``; the event is for the log."""

@@ -13,11 +13,12 @@ forwarding: the path a user's traffic takes. Cases:
 
 Cases alternate within each round (so a slow minute of the machine hits all of them), each
 round sets its case up afresh. For every run: throughput, TCP retransmits, ping RTT from r1 to
-web, the CPU each tunnel daemon used (per cent of one core, from /proc/PID/stat) and, for
-vpnlab, that CPU time divided by the data packets the daemon carried meanwhile (microseconds
-per packet; packets_from_tun + packets_to_tun of its status file, before and after). The
-table gives medians and the ratio to OpenVPN; ``results.json`` keeps every run, ``bench.png``
-is the chart. The lab is removed at the end, also on Ctrl-C.
+web idle (10 pings before) and under load (every 0.2 s during the transfer, the median
+after its first second), the CPU each tunnel daemon used (per cent of one core, from
+/proc/PID/stat) and, for vpnlab, that CPU time divided by the data packets the daemon
+carried meanwhile (microseconds per packet; packets_from_tun + packets_to_tun of its status
+file, before and after). The table gives medians and the ratio to OpenVPN; ``results.json``
+keeps every run, ``bench.png`` is the chart. The lab is removed at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from typing import Any
 
 from vpnlab import lab
 from vpnlab.core.errors import VpnlabError
+from vpnlab.course.bench_report import chart, summarize
 from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
 from vpnlab.course.openvpn import NAT_RULES, openvpn_configs
 from vpnlab.lab.build import log_tail, start_daemon
 from vpnlab.lab.inspection import read_status_file
-from vpnlab.lab.nodes import run_in, wait_for
+from vpnlab.lab.nodes import popen_in, run_in, wait_for
 from vpnlab.lab.state import load, save, state_dir, stop_daemons
 
 MTU = 1400
@@ -171,6 +173,12 @@ class Bench:
                 return float(line.split("=")[1].split("/")[1])
         return None
 
+    def pinger(self, limit: str) -> subprocess.Popen:
+        """Pings r1 -> web every 0.2 s while iperf3 runs (the first second is ramp-up)."""
+        count = str(max(1, int(self.seconds * 5) - 2))
+        argv = ["timeout", limit, "ping", "-n", "-c", count, "-i", "0.2", "-W", "2", WEB]
+        return popen_in(self.prefix, "r1", argv, stdout=subprocess.PIPE, text=True)
+
     def packets(self) -> dict[str, int | None]:
         """Data packets each vpnlab daemon has carried so far (none for OpenVPN)."""
         since = time.time()
@@ -183,11 +191,13 @@ class Bench:
         with iperf_server(self.prefix, int(limit)):
             ticks = {name: cpu_ticks(pid) for name, pid in self.daemons.items()}
             start = time.monotonic()
+            pings = self.pinger(limit)
             done = self.run_in(
                 "r1",
                 ["timeout", limit, "iperf3", "-c", WEB, "-t", str(self.seconds), "-J", "-O", "1"],
             )
             wall = time.monotonic() - start
+            rtt_load = loaded_rtt_ms(pings)
             used = {name: cpu_ticks(pid) - ticks[name] for name, pid in self.daemons.items()}
         after = self.packets()
         carried = {n: after[n] - before[n] for n in after if None not in (before[n], after[n])}
@@ -202,11 +212,22 @@ class Bench:
         }
         return {
             "mbps": round(mbps, 1),
+            "rtt_load_ms": rtt_load,
             "retransmits": retransmits,
             "cpu_percent": cpu,
             "packets": carried,
             "cpu_us_per_packet": per_packet,
         }
+
+
+def loaded_rtt_ms(pings: subprocess.Popen) -> float | None:
+    """The median RTT of the pings sent while iperf3 ran, after its first second (ms)."""
+    out, _ = pings.communicate(timeout=30)
+    times = [
+        float(line.split("time=")[1].split()[0]) for line in out.splitlines() if "time=" in line
+    ]
+    loaded = times[5:] or times
+    return round(statistics.median(loaded), 3) if loaded else None
 
 
 def run_bench(
@@ -252,7 +273,8 @@ def run_bench(
                 results.append(run)
                 progress(
                     f"    {run.get('mbps')} Mbit/s, retransmits {run.get('retransmits')}, "
-                    f"rtt {run.get('rtt_ms')} ms, cpu {run.get('cpu_percent')}, "
+                    f"rtt {run.get('rtt_ms')} ms idle, {run.get('rtt_load_ms')} ms loaded, "
+                    f"cpu {run.get('cpu_percent')}, "
                     f"us/packet {run.get('cpu_us_per_packet')}"
                 )
     finally:
@@ -274,116 +296,3 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "openvpn": version,
     }
-
-
-def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Medians per case, and the ratio of each median to OpenVPN's."""
-    rows = []
-    for case in cases:
-        runs = [r for r in results if r["case"] == case and "error" not in r]
-        if not runs:
-            rows.append({"case": case, "mbps": 0.0, "runs": 0})
-            continue
-        rtts = [r["rtt_ms"] for r in runs if r.get("rtt_ms") is not None]
-        retrans = [r["retransmits"] for r in runs if r.get("retransmits") is not None]
-        rows.append(
-            {
-                "case": case,
-                "runs": len(runs),
-                "mbps": round(statistics.median(r["mbps"] for r in runs), 1),
-                "mbps_all": [r["mbps"] for r in runs],
-                "retransmits": round(statistics.median(retrans)) if retrans else None,
-                "rtt_ms": round(statistics.median(rtts), 3) if rtts else None,
-                "cpu_percent": _medians(runs, "cpu_percent", 1),
-                "cpu_us_per_packet": _medians(runs, "cpu_us_per_packet", 2),
-            }
-        )
-    base = next((r["mbps"] for r in rows if r["case"] == "openvpn" and r["mbps"]), None)
-    for row in rows:
-        row["vs_openvpn"] = round(row["mbps"] / base, 2) if base else None
-    return rows
-
-
-def _medians(runs: list[dict[str, Any]], key: str, digits: int) -> dict[str, float]:
-    """Per daemon, the median of ``run[key][daemon]`` over the runs that have it."""
-    names = sorted({n for r in runs for n in r.get(key) or {}})
-    values = {n: [r[key][n] for r in runs if n in (r.get(key) or {})] for n in names}
-    return {n: round(statistics.median(v), digits) for n, v in values.items()}
-
-
-def _per_daemon(values: dict[str, float] | None, spec: str) -> str:
-    """``client / server`` of a per-daemon dict, ``-`` if it has neither."""
-    values = values or {}
-    return " / ".join(f"{values[n]:{spec}}" for n in ("client", "server") if n in values) or "-"
-
-
-def format_table(document: dict[str, Any]) -> str:
-    """The summary as a Markdown table (it goes into the README as it is)."""
-    lines = [
-        "| case | Mbit/s (median) | x OpenVPN | retransmits | ping RTT ms "
-        "| CPU % (client / server) | CPU us/packet (client / server) |",
-        "|---|---:|---:|---:|---:|---|---|",
-    ]
-    for row in document["summary"]:
-        cpu_text = _per_daemon(row.get("cpu_percent"), ".0f")
-        per_packet = _per_daemon(row.get("cpu_us_per_packet"), ".1f")
-        ratio = f"{row['vs_openvpn']:.2f}" if row.get("vs_openvpn") else "-"
-        rtt = f"{row['rtt_ms']:.3f}" if row.get("rtt_ms") is not None else "-"
-        lines.append(
-            f"| {row['case']} | {row['mbps']:.0f} | {ratio} | {row.get('retransmits', '-')} | "
-            f"{rtt} | {cpu_text} | {per_packet} |"
-        )
-    machine = document["machine"]
-    lines.append("")
-    lines.append(
-        f"{document['date']}, {machine['cpus']} cores, kernel {machine['kernel']}, "
-        f"Python {machine['python']}, {machine['openvpn'] or 'no openvpn'}; "
-        f"{document['settings']['runs']} rounds of {document['settings']['seconds']} s, "
-        f"tun MTU {document['settings']['tun_mtu']}, iperf3 r1 -> web"
-    )
-    return "\n".join(lines)
-
-
-def chart(document: dict[str, Any], path: Path) -> None:
-    """A bar chart of the medians (every run as a dot), ratios to OpenVPN on the bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = document["summary"]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    names = [r["case"].replace("vpnlab ", "") for r in rows]
-    colors = [
-        "gray"
-        if r["case"] == "routed"
-        else "tab:red"
-        if r["case"] == "openvpn"
-        else "tab:blue"
-        if r["case"].endswith("fast")
-        else "tab:cyan"
-        for r in rows
-    ]
-    bars = ax.bar(names, [r["mbps"] for r in rows], color=colors)
-    for index, row in enumerate(rows):
-        ax.plot([index] * len(row.get("mbps_all", [])), row.get("mbps_all", []), "k.", ms=4)
-    for bar, row in zip(bars, rows, strict=True):
-        if row.get("vs_openvpn"):
-            ax.annotate(
-                f"{row['vs_openvpn']:.2f}x",
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
-    ax.set_ylabel("TCP throughput r1 -> web, Mbit/s")
-    machine = document["machine"]
-    ax.set_title(
-        f"vpnlab vs OpenVPN, {document['date']}, {machine['cpus']} cores, "
-        f"kernel {machine['kernel']}",
-        fontsize=9,
-    )
-    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -101,7 +101,7 @@ def measure_point(
 def start(prefix: str, transport: str, cipher: str | None = None) -> None:
     """(Re)start the VPN of the lab with ``--transport``; wait until r1 reaches web."""
     impair.clear(prefix)
-    extra = ["--transport", transport]
+    extra = ["--transport", transport, "--datapath", "simple"]  # tcp has only simple: like for like
     lab.start_vpn(prefix, cipher, server_args=extra, client_args=extra)
 
     def reaches() -> bool:

@@ -7,25 +7,19 @@ run of datagrams to one peer that all have the same size except the last, which 
 
 Receiving (``UDP_GRO``): one ``recvmsg`` returns datagrams of one sender glued together and
 their size in a control message; :func:`split_gro` cuts them apart again and
-:func:`open_batch` hands each to the core: one bad datagram (a bad ICV, a replay) is dropped and
-counted on its own, the others of the batch still arrive. Pure code: no socket, no os.
+:func:`receive_datagrams` of the cores (their batch entry) opens them: one bad datagram (a
+bad ICV, a replay) is dropped and counted on its own, the others of the batch still arrive.
+Pure code: no socket, no os.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
-from vpnlab.core.events import Address, Event, PacketReceived
+from vpnlab.core.events import Address
 
 MAX_SEGMENTS = 64
 """Datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels)."""
 MAX_GSO_BYTES = 65000
 """Bytes per UDP GSO send: one IPv4 datagram's worth, less room for its headers."""
-
-
-class Receiver(Protocol):
-    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]: ...
 
 
 def gso_batches(
@@ -73,39 +67,3 @@ def split_gro(buffer: bytes, segment_size: int) -> list[bytes]:
     if segment_size <= 0 or segment_size >= len(buffer):
         return [buffer]
     return [buffer[at : at + segment_size] for at in range(0, len(buffer), segment_size)]
-
-
-def open_batch(
-    core: Receiver,
-    buffer: bytes,
-    segment_size: int,
-    peer: Address,
-    now: float,
-    on_bug: Callable[[Exception], None] | None = None,
-) -> tuple[list[bytes], list[Event]]:
-    """SockSelected for a GRO batch: each datagram to the core on its own.
-
-    Args:
-        on_bug: given, whatever the core raises for one datagram goes to it (the loop counts
-            it) and the batch's other datagrams still arrive; None: it propagates.
-
-    Returns:
-        The inner packets to write to tun0, in order, and every other event (drops,
-        handshakes, closed sessions) for the log.
-    """
-    packets: list[bytes] = []
-    events: list[Event] = []
-    for datagram in split_gro(buffer, segment_size):
-        try:
-            opened = core.receive_datagram(datagram, peer, now)
-        except Exception as exc:
-            if on_bug is None:
-                raise
-            on_bug(exc)
-            continue
-        for event in opened:
-            if type(event) is PacketReceived:
-                packets.append(event.packet)
-            else:
-                events.append(event)
-    return packets, events

@@ -9,8 +9,10 @@ many packets each system call moves:
        ESP datagram, exactly as on the simple path
     3. ``batch.gso_batches`` groups the datagrams (same size, the last no longer) and one
        sendmsg with a UDP_SEGMENT control message sends a whole group (UDP GSO)
-    4. SockSelected: one recvmsg returns many datagrams of the peer (UDP_GRO); the core opens
-       each; a bad one is dropped and counted on its own
+    4. SockSelected: one recvmsg returns many datagrams of the peer (UDP_GRO; where the lab's
+       kernel cut the batches before the veth, one each); each peer's run of them goes to the
+       core's batch entry ``receive_datagrams`` at once; a bad one is dropped and counted on
+       its own
     5. ``segment.coalesce`` joins consecutive TCP segments into super-packets, and one writev
        with a GSO virtio_net_hdr hands each to the kernel (coalesced tun writes)
 
@@ -28,10 +30,10 @@ from collections import Counter
 
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError
-from vpnlab.core.events import Event, PacketReceived
+from vpnlab.core.events import Address, Event, PacketReceived
 from vpnlab.core.packet import clamp_mss
 from vpnlab.fast import offload
-from vpnlab.fast.batch import gso_batches, open_batch
+from vpnlab.fast.batch import gso_batches, split_gro
 from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, coalesce, split
 from vpnlab.tunnel import BATCH, Tunnel
 
@@ -84,11 +86,13 @@ class FastTunnel(Tunnel):
         self.flush()
 
     def sock_selected(self, now: float) -> None:
-        """SockSelected: GRO batches of datagrams in, coalesced super-packets out to tun0."""
-        packets: list[bytes] = []
+        """SockSelected: datagrams in (a UDP_GRO batch per recvmsg, or one where the kernel
+        made none), each peer's run of them opened by one call of the core's batch entry,
+        coalesced super-packets out to tun0."""
+        runs: list[tuple[Address, list[bytes]]] = []
         for _ in range(BATCH):
             try:
-                data, ancillary, _, peer = self.sock.recvmsg(RECV_BYTES, RECV_ANCILLARY)
+                data, ancillary, _, sender = self.sock.recvmsg(RECV_BYTES, RECV_ANCILLARY)
             except BlockingIOError:
                 break
             except OSError as exc:  # e.g. an ICMP error queued on the socket
@@ -96,9 +100,14 @@ class FastTunnel(Tunnel):
                 continue
             segment_size = offload.gro_segment_size(ancillary)
             self.stats["gro_batches"] += segment_size > 0
-            opened, events = open_batch(
-                self.core, data, segment_size, peer[:2], now, on_bug=self.count_bug
-            )
+            datagrams, peer = split_gro(data, segment_size), sender[:2]
+            if runs and runs[-1][0] == peer:
+                runs[-1][1].extend(datagrams)
+            else:
+                runs.append((peer, datagrams))
+        packets: list[bytes] = []
+        for peer, datagrams in runs:
+            opened, events = self.core.receive_datagrams(datagrams, peer, now, self.count_bug)
             packets += opened
             if events:
                 try:

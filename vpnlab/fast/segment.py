@@ -246,45 +246,51 @@ def payload_sums(payload: memoryview, mss: int, count: int) -> list[int]:
     return sums
 
 
+SEGMENT_HEAD = struct.Struct("!BBH2xHBB2x8s4sI5sB2s")
+"""What coalescing reads of an IPv4/TCP segment, in one call: version/IHL, TOS, total length,
+flags/fragment, TTL, protocol, addresses, ports, seq, ack + data offset, TCP flags, window."""
+
+
+def _segment(packet: bytes) -> tuple[int, int, tuple] | None:
+    """(seq, IP+TCP header length, flow key) of a coalescable IPv4/TCP data segment, else None.
+
+    Coalescable: no IP options, not a fragment, a TCP header of at least 20 bytes, some
+    payload, the total length right, and only ACK (maybe PSH) set. The key is what every
+    segment of a run must share: TOS, TTL, addresses, ports, ack, header length, window and
+    TCP options (PSH is checked apart: it may differ on the last segment).
+    """
+    if len(packet) < 40:
+        return None
+    ver_ihl, tos, total, frag, ttl, proto, addresses, ports, seq, ack_offset, flags, window = (
+        SEGMENT_HEAD.unpack_from(packet)
+    )
+    head = 20 + (ack_offset[4] >> 4) * 4
+    if (
+        ver_ihl != 0x45
+        or proto != PROTO_TCP
+        or frag & 0x3FFF  # a fragment (MF or an offset)
+        or head < 40
+        or not head < len(packet) == total
+        or flags & ~PSH != ACK
+    ):
+        return None
+    return seq, head, (tos, ttl, addresses, ports, ack_offset, window, packet[40:head])
+
+
 class _Flow:
     """One run of consecutive TCP segments being joined (see :func:`coalesce`)."""
 
     __slots__ = ("ip", "tcp", "key", "parts", "next_seq", "gso_size", "length", "psh")
 
-    def __init__(self, packet: bytes, ihl: int, head: int) -> None:
-        self.ip = bytearray(packet[:ihl])
-        self.tcp = bytearray(packet[ihl:head])
-        # what must match: TTL and protocol, addresses, ports, ack and header length, window,
-        # options (the flags are checked apart: PSH may differ on the last segment)
-        self.key = (
-            packet[8:10],
-            packet[12:20],
-            packet[ihl : ihl + 4],
-            packet[ihl + 8 : ihl + 13],
-            packet[ihl + 14 : ihl + 16],
-            packet[ihl + 20 : head],
-        )
+    def __init__(self, packet: bytes, seq: int, head: int, key: tuple) -> None:
+        self.ip = bytearray(packet[:20])
+        self.tcp = bytearray(packet[20:head])
+        self.key = key
         self.parts = [memoryview(packet)[head:]]
         self.gso_size = len(packet) - head
-        self.next_seq = (int.from_bytes(packet[ihl + 4 : ihl + 8], "big") + self.gso_size) & (
-            0xFFFFFFFF
-        )
+        self.next_seq = (seq + self.gso_size) & 0xFFFFFFFF
         self.length = len(packet)
-        self.psh = False
-
-
-def _tcp_v4_geometry(packet: bytes) -> tuple[int, int] | None:
-    """(IP header length, IP+TCP header length) of a coalescable IPv4/TCP packet, else None."""
-    if len(packet) < 40 or packet[0] != 0x45 or packet[9] != PROTO_TCP:
-        return None
-    if int.from_bytes(packet[6:8], "big") & 0x3FFF:  # a fragment (MF or an offset)
-        return None
-    head = 20 + (packet[32] >> 4) * 4
-    if head < 40 or len(packet) <= head or int.from_bytes(packet[2:4], "big") != len(packet):
-        return None
-    if packet[33] & ~PSH != ACK:  # only plain data segments (ACK, maybe PSH) are joined
-        return None
-    return 20, head
+        self.psh = bool(packet[33] & PSH)
 
 
 def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[list[bytes]]:
@@ -306,35 +312,29 @@ def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[list[
     writes: list[list[bytes]] = []
     flow: _Flow | None = None
     for packet in packets:
-        geometry = _tcp_v4_geometry(packet)
+        segment = _segment(packet)
         if flow is not None:
-            if (
-                geometry is not None
-                and not flow.psh
-                and len(packet) - geometry[1] <= flow.gso_size
-                and flow.length + len(packet) - geometry[1] <= max_bytes
-                and int.from_bytes(packet[24:28], "big") == flow.next_seq
-                and packet[8:10] == flow.key[0]
-                and packet[12:20] == flow.key[1]
-                and packet[20:24] == flow.key[2]
-                and packet[28:33] == flow.key[3]
-                and packet[34:36] == flow.key[4]
-                and packet[40 : geometry[1]] == flow.key[5]
-                and packet[1] == flow.ip[1]
-            ):
-                size = len(packet) - geometry[1]
-                flow.parts.append(memoryview(packet)[geometry[1] :])
-                flow.length += size
-                flow.next_seq = (flow.next_seq + size) & 0xFFFFFFFF
-                flow.psh = bool(packet[33] & PSH) or size < flow.gso_size
-                continue
+            if segment is not None:
+                seq, head, key = segment
+                size = len(packet) - head
+                if (
+                    seq == flow.next_seq
+                    and not flow.psh
+                    and size <= flow.gso_size
+                    and flow.length + size <= max_bytes
+                    and key == flow.key
+                ):
+                    flow.parts.append(memoryview(packet)[head:])
+                    flow.length += size
+                    flow.next_seq = (seq + size) & 0xFFFFFFFF
+                    flow.psh = bool(packet[33] & PSH) or size < flow.gso_size
+                    continue
             writes.append(_flow_write(flow))
             flow = None
-        if geometry is None:
+        if segment is None:
             writes.append([NO_OFFLOAD, packet])
             continue
-        flow = _Flow(packet, *geometry)
-        flow.psh = bool(packet[33] & PSH)
+        flow = _Flow(packet, *segment)
     if flow is not None:
         writes.append(_flow_write(flow))
     return writes

@@ -68,6 +68,7 @@ def build(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
             _add_link(prefix, topo, link)
         for node in topo.nodes:
             _configure(prefix, node, topo.ipv6)
+            _udp_segmentation_off(namespace(prefix, node.name), _veth_names(topo, node.name))
     except (NetlinkError, OSError) as exc:
         raise LabError(f"building the lab failed: {exc}") from None
 
@@ -101,6 +102,38 @@ def _add_link(prefix: str, topo: Topology, link: Link) -> None:
                     index=ipr.link_lookup(ifname=name)[0],
                     master=ipr.link_lookup(ifname=bridge)[0],
                 )
+
+
+def _veth_names(topo: Topology, node: str) -> list[str]:
+    """The names of ``node``'s veth ends (a bridge port's included)."""
+    ends = [(link.a, link.b) for link in topo.links] + [(link.b, link.a) for link in topo.links]
+    return [_end_name(topo, end, peer)[0] for end, peer in ends if end[0] == node]
+
+
+def _udp_segmentation_off(ns: str, names: list[str]) -> None:
+    """``ethtool -K NAME tx-udp-segmentation off`` on each veth of ``ns`` (SIOCETHTOOL through
+    pyroute2, on a socket made in the namespace): the kernel then cuts a daemon's UDP GSO
+    batch into datagrams before the veth, as a NIC would, so a capture shows one ESP datagram
+    per frame instead of one 64 KB frame per batch. A kernel without the feature has no UDP
+    GSO to cut."""
+    from pyroute2 import netns
+    from pyroute2.ethtool.ioctl import IoctlEthtool, NotSupportedError
+
+    ethtool = IoctlEthtool()
+    ethtool.sock.close()
+    ethtool.sock = netns.create_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+    try:
+        for name in names:
+            ethtool.change_ifname(name)
+            try:
+                features = ethtool.get_features()
+            except NotSupportedError:  # a device without ethtool features segments nothing
+                continue
+            if "tx-udp-segmentation" in features:
+                features["tx-udp-segmentation"] = False
+                ethtool.set_features(features)
+    finally:
+        ethtool.close()
 
 
 def _configure(prefix: str, node: Node, ipv6: bool = True) -> None:

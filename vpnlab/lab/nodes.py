@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -106,3 +107,17 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, interval_s: floa
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval_s)
+
+
+def udp_socket_in(prefix: str, node: str, address: str) -> socket.socket:
+    """A non-blocking UDP socket of ``node``'s namespace, bound to ``address`` (any port), for
+    a process that stays outside the lab (pyroute2 makes it in a child that enters the
+    namespace and hands the descriptor back)."""
+    from pyroute2 import netns
+
+    sock = netns.create_socket(
+        namespace_of(prefix, node), socket.AF_INET, socket.SOCK_DGRAM, flags=0
+    )
+    sock.bind((address, 0))
+    sock.setblocking(False)
+    return sock

@@ -187,7 +187,8 @@ def start_vpn(
     ``outer`` (4 or 6; default: as last started, else 4) is the family of the outer packets:
     6 makes the server listen on 2001:db8:2::2 and the clients dial it (UDP 4500 over IPv6).
     ``server_args`` and ``client_args`` are extra daemon options, e.g. ``["--datapath",
-    "simple"]`` or ``["--mtu", "1400"]`` (the benchmark and the fast-path tests use them).
+    "simple"]`` (the daemons' default is ``fast``) or ``["--mtu", "1400"]`` (the benchmark and
+    the fast-path tests use them).
 
     The ESP ciphers run the identity mode: every client its own key (module docstring);
     ``psk`` (default: as last started) gives them one shared key instead, the notes' simple

@@ -1,0 +1,129 @@
+"""The benchmark's results as a table and a chart: medians per case, ratios to OpenVPN.
+
+``bench.py`` measures; this module summarizes its runs (``summarize``), prints the Markdown
+table of the README (``format_table``) and draws ``bench.png`` (``chart``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Medians per case, and the ratio of each median to OpenVPN's."""
+    rows = []
+    for case in cases:
+        runs = [r for r in results if r["case"] == case and "error" not in r]
+        if not runs:
+            rows.append({"case": case, "mbps": 0.0, "runs": 0})
+            continue
+        rtts = [r["rtt_ms"] for r in runs if r.get("rtt_ms") is not None]
+        loaded = [r["rtt_load_ms"] for r in runs if r.get("rtt_load_ms") is not None]
+        retrans = [r["retransmits"] for r in runs if r.get("retransmits") is not None]
+        rows.append(
+            {
+                "case": case,
+                "runs": len(runs),
+                "mbps": round(statistics.median(r["mbps"] for r in runs), 1),
+                "mbps_all": [r["mbps"] for r in runs],
+                "retransmits": round(statistics.median(retrans)) if retrans else None,
+                "rtt_ms": round(statistics.median(rtts), 3) if rtts else None,
+                "rtt_load_ms": round(statistics.median(loaded), 3) if loaded else None,
+                "cpu_percent": _medians(runs, "cpu_percent", 1),
+                "cpu_us_per_packet": _medians(runs, "cpu_us_per_packet", 2),
+            }
+        )
+    base = next((r["mbps"] for r in rows if r["case"] == "openvpn" and r["mbps"]), None)
+    for row in rows:
+        row["vs_openvpn"] = round(row["mbps"] / base, 2) if base else None
+    return rows
+
+
+def _medians(runs: list[dict[str, Any]], key: str, digits: int) -> dict[str, float]:
+    """Per daemon, the median of ``run[key][daemon]`` over the runs that have it."""
+    names = sorted({n for r in runs for n in r.get(key) or {}})
+    values = {n: [r[key][n] for r in runs if n in (r.get(key) or {})] for n in names}
+    return {n: round(statistics.median(v), digits) for n, v in values.items()}
+
+
+def _per_daemon(values: dict[str, float] | None, spec: str) -> str:
+    """``client / server`` of a per-daemon dict, ``-`` if it has neither."""
+    values = values or {}
+    return " / ".join(f"{values[n]:{spec}}" for n in ("client", "server") if n in values) or "-"
+
+
+def format_table(document: dict[str, Any]) -> str:
+    """The summary as a Markdown table (it goes into the README as it is)."""
+    lines = [
+        "| case | Mbit/s (median) | x OpenVPN | retransmits | ping RTT ms idle / loaded "
+        "| CPU % (client / server) | CPU us/packet (client / server) |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for row in document["summary"]:
+        cpu_text = _per_daemon(row.get("cpu_percent"), ".0f")
+        per_packet = _per_daemon(row.get("cpu_us_per_packet"), ".1f")
+        ratio = f"{row['vs_openvpn']:.2f}" if row.get("vs_openvpn") else "-"
+        rtt = " / ".join(
+            f"{row[key]:.3f}" if row.get(key) is not None else "-"
+            for key in ("rtt_ms", "rtt_load_ms")
+        )
+        lines.append(
+            f"| {row['case']} | {row['mbps']:.0f} | {ratio} | {row.get('retransmits', '-')} | "
+            f"{rtt} | {cpu_text} | {per_packet} |"
+        )
+    machine = document["machine"]
+    lines.append("")
+    lines.append(
+        f"{document['date']}, {machine['cpus']} cores, kernel {machine['kernel']}, "
+        f"Python {machine['python']}, {machine['openvpn'] or 'no openvpn'}; "
+        f"{document['settings']['runs']} rounds of {document['settings']['seconds']} s, "
+        f"tun MTU {document['settings']['tun_mtu']}, iperf3 r1 -> web"
+    )
+    return "\n".join(lines)
+
+
+def chart(document: dict[str, Any], path: Path) -> None:
+    """A bar chart of the medians (every run as a dot), ratios to OpenVPN on the bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = document["summary"]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    names = [r["case"].replace("vpnlab ", "") for r in rows]
+    colors = [
+        "gray"
+        if r["case"] == "routed"
+        else "tab:red"
+        if r["case"] == "openvpn"
+        else "tab:blue"
+        if r["case"].endswith("fast")
+        else "tab:cyan"
+        for r in rows
+    ]
+    bars = ax.bar(names, [r["mbps"] for r in rows], color=colors)
+    for index, row in enumerate(rows):
+        ax.plot([index] * len(row.get("mbps_all", [])), row.get("mbps_all", []), "k.", ms=4)
+    for bar, row in zip(bars, rows, strict=True):
+        if row.get("vs_openvpn"):
+            ax.annotate(
+                f"{row['vs_openvpn']:.2f}x",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    ax.set_ylabel("TCP throughput r1 -> web, Mbit/s")
+    machine = document["machine"]
+    ax.set_title(
+        f"vpnlab vs OpenVPN, {document['date']}, {machine['cpus']} cores, "
+        f"kernel {machine['kernel']}",
+        fontsize=9,
+    )
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,199 @@
+"""One server, a whole class: ``vpnlab bench --clients N`` (``scripts/bench.sh --clients``).
+
+In a lab of its own (prefix ``vclass-``, removed at the end, also when something fails) the
+server runs as always (esp-aes-gcm, one shared PSK: the notes' simple case, so no peers file of
+N keys is needed; the handshake is the real one, an X25519 exchange per Hello). N load clients
+(``instruments/loadclients.py``: the project's ClientCore, one UDP socket each, no tun0) run
+in this process with sockets made in r1's namespace, each bound to an address of its own
+(192.0.2.3, .4, ...: one student's machine each, so no client shares another's Hello rate
+limit). Then:
+
+    one after another   each connects (Hello -> Welcome: the handshake latency) and pings
+                        10.8.0.1 through the tunnel (an ESP-sealed ICMP echo, reply checked)
+    idle                all N connected, keepalives only: the server's CPU over ``idle_s``,
+                        its VmRSS before the first and with all N (the cost per client)
+    all at once         every client says Bye, then all N Hellos at once, then all N pings
+
+Every phase is bounded in time; a client that did not connect or got no reply is counted.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
+
+from vpnlab import lab
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.constants import PORT
+from vpnlab.course.bench import cpu_ticks, say
+from vpnlab.course.footprint import rss_kb
+from vpnlab.instruments.loadclients import LoadClient, LoadDriver
+from vpnlab.keys import read_psk
+from vpnlab.lab.nodes import run_in, udp_socket_in
+from vpnlab.lab.state import state_dir
+from vpnlab.lab.topology import DEFAULT_TOPOLOGY
+from vpnlab.wire.ciphers import make_format
+
+CLASS_PREFIX = "vclass-"
+MAX_CLIENTS = 250
+"""The tunnel's /24 less the server, r1's own client and a spare: one student each."""
+CIPHER = "esp-aes-gcm"
+IDLE_S = 10.0
+CONNECT_LIMIT_S = 5.0
+"""One client's handshake, one after another (its core retries the Hello every 0.5 s)."""
+BURST_LIMIT_S = 30.0
+"""All N handshakes at once (each core gives up after 2.5 s; the loop connects it again)."""
+
+
+def class_load(
+    count: int,
+    prefix: str = CLASS_PREFIX,
+    idle_s: float = IDLE_S,
+    progress: Callable[[str], None] = say,
+) -> dict[str, Any]:
+    """Build the lab, run the three phases with ``count`` load clients, remove the lab."""
+    topo = DEFAULT_TOPOLOGY
+    document: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "clients": count,
+        "cipher": CIPHER,
+        "keying": "psk",
+        "idle_s": idle_s,
+        "load_average": os.getloadavg()[0],
+    }
+    progress(f"class: lab up ({prefix}, {CIPHER}, PSK) and {count} load clients on r1 ...")
+    try:
+        lab.up(prefix=prefix, cipher=CIPHER, psk=True)
+        pid = lab.status(prefix)["daemons"]["server"]["pid"]
+        psk = read_psk(state_dir(prefix) / "psk")
+        fmt = make_format(CIPHER, psk)
+        offset = time.time() - time.monotonic()
+        server = (topo.server_ip, PORT)
+        target = IPv4Interface(topo.tunnel.server_address).ip
+        driver = LoadDriver(
+            server,
+            lambda: ClientCore(server, fmt.client_handshake(os.urandom), clock_offset_s=offset),
+            target,
+        )
+        for address in source_addresses(prefix, count):
+            driver.add(udp_socket_in(prefix, "r1", address))
+        document["rss_before_kb"] = rss_kb(pid)
+        progress("class: one after another ...")
+        document["sequential"] = one_after_another(driver)
+        document["rss_with_all_kb"] = rss_kb(pid)
+        progress(f"class: all {count} connected and idle for {idle_s} s ...")
+        document["idle_cpu_percent"] = idle_cpu(driver, pid, idle_s)
+        progress("class: all at once ...")
+        document["at_once"] = all_at_once(driver)
+        driver.close()
+    finally:
+        lab.down(prefix)
+    return document
+
+
+def source_addresses(prefix: str, count: int) -> list[str]:
+    """``count`` addresses of the lab internet on r1's eth0, 192.0.2.3 upwards."""
+    addresses = [str(IPv4Address("192.0.2.3") + i) for i in range(count)]
+    for address in addresses:
+        run_in(prefix, "r1", ["ip", "addr", "add", f"{address}/24", "dev", "eth0"], check=True)
+    return addresses
+
+
+def one_after_another(driver: LoadDriver) -> dict[str, Any]:
+    for client in driver.clients:
+        driver.connect(client)
+        if driver.run(lambda c=client: c.connected_at is not None, CONNECT_LIMIT_S):
+            driver.ping(client)
+            driver.run(lambda c=client: c.rtt_s is not None, 2.0)
+    return summary(driver.clients)
+
+
+def idle_cpu(driver: LoadDriver, pid: int, idle_s: float) -> float:
+    """The server's CPU (% of one core) while every load client only sends keepalives."""
+    ticks, start = cpu_ticks(pid), time.monotonic()
+    driver.run(lambda: False, idle_s)
+    used = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
+    return round(100 * used / (time.monotonic() - start), 2)
+
+
+def all_at_once(driver: LoadDriver) -> dict[str, Any]:
+    driver.close()
+    driver.run(lambda: False, 1.0)  # the Byes arrive; the server forgets every session
+    start = time.monotonic()
+    for client in driver.clients:
+        driver.connect(client)
+    sending_s = time.monotonic() - start  # our own share: N Hellos made and sent in turn
+
+    def all_connected() -> bool:
+        for client in driver.clients:  # a core that gave up (2.5 s) tries again
+            if client.connected_at is None and client.closed is not None:
+                hello_at = client.hello_at
+                driver.connect(client)
+                client.hello_at = hello_at  # latency counts from the first Hello
+        return all(c.connected_at is not None for c in driver.clients)
+
+    driver.run(all_connected, BURST_LIMIT_S)
+    for client in driver.clients:
+        driver.ping(client)
+    driver.run(lambda: all(c.rtt_s is not None for c in driver.clients), 10.0)
+    return {**summary(driver.clients), "hellos_sent_ms": round(1e3 * sending_s, 1)}
+
+
+def summary(clients: list[LoadClient]) -> dict[str, Any]:
+    """Connected and answered counts; median and p99 of handshake latency and ping RTT (ms)."""
+    handshakes = [c.handshake_s for c in clients if c.handshake_s is not None]
+    rtts = [c.rtt_s for c in clients if c.rtt_s is not None]
+    return {
+        "connected": len(handshakes),
+        "answered": len(rtts),
+        "bad_replies": sum(c.bad_replies for c in clients),
+        "handshake_ms": percentiles(handshakes),
+        "ping_ms": percentiles(rtts),
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    """Median and p99 in milliseconds (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"median": round(1e3 * statistics.median(ordered), 2), "p99": round(1e3 * p99, 2)}
+
+
+def format_class_load(document: dict[str, Any]) -> str:
+    """The result as a Markdown table and two lines (for the README)."""
+    n = document["clients"]
+    lines = [
+        "| phase | connected | handshake ms (median / p99) | answered pings | ping ms "
+        "(median / p99) |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name, key in (("one after another", "sequential"), ("all at once", "at_once")):
+        phase = document[key]
+        lines.append(
+            f"| {name} | {phase['connected']}/{n} | {_pair(phase['handshake_ms'])} | "
+            f"{phase['answered']}/{n} | {_pair(phase['ping_ms'])} |"
+        )
+    per_client = (document["rss_with_all_kb"] - document["rss_before_kb"]) / n
+    lines += [
+        "",
+        f"server RSS {document['rss_before_kb'] / 1024:.1f} MiB with one client, "
+        f"{document['rss_with_all_kb'] / 1024:.1f} MiB with {n} more: {per_client:.1f} KiB "
+        f"per client; server CPU with all {n} idle (keepalives): "
+        f"{document['idle_cpu_percent']:.2f} % of a core over {document['idle_s']:g} s; "
+        f"all at once: the load process took {document['at_once']['hellos_sent_ms']:.0f} ms "
+        f"to make and send the {n} Hellos",
+        f"{document['date']}, {os.cpu_count()} cores, load average "
+        f"{document['load_average']:.2f} at the start; {document['cipher']}, "
+        "PSK handshake, lightweight load clients (ClientCore + a UDP socket each, no tun0)",
+    ]
+    return "\n".join(lines)
+
+
+def _pair(values: dict[str, float] | None) -> str:
+    return "-" if values is None else f"{values['median']:.2f} / {values['p99']:.2f}"

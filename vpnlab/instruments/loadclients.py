@@ -1,0 +1,174 @@
+"""A class of clients against one server: load clients that speak the real protocol, no tun0.
+
+A full client daemon costs about 46 MB, so 250 of them would not fit a teaching machine. A load
+client is the part of a daemon that the server sees: the project's own ``ClientCore`` (the same
+handshake, ESP sealing, keepalives and liveness as ``vpnlab client``) with a UDP socket of its
+own, and no tun0. After its handshake it sends one ICMP echo request from its tunnel address
+to the server's (10.8.0.1), sealed in ESP; the server opens it and writes it to its tun0, the
+kernel answers, the server seals the reply, and the load client opens it and checks it (an
+echo reply, from 10.8.0.1 to it, its id and sequence number). One select loop drives every load
+client with their cores' timers, always bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from vpnlab.core.client_core import ClientCore
+from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
+from vpnlab.core.packet import internet_checksum
+
+ECHO_ID = 0x7601
+ECHO_PAYLOAD = b"vpnlab class load"
+
+
+def echo_request(source: IPv4Address, target: IPv4Address, seq: int) -> bytes:
+    """An IPv4 ICMP echo request ``source`` -> ``target`` (checksums filled in)."""
+    icmp = struct.pack("!BBHHH", 8, 0, 0, ECHO_ID, seq) + ECHO_PAYLOAD
+    icmp = icmp[:2] + internet_checksum(icmp).to_bytes(2, "big") + icmp[4:]
+    total = 20 + len(icmp)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, total, seq, 0, 64, 1, 0, source.packed, target.packed
+    )
+    return ip[:10] + internet_checksum(ip).to_bytes(2, "big") + ip[12:] + icmp
+
+
+def is_echo_reply(packet: bytes, source: IPv4Address, target: IPv4Address, seq: int) -> bool:
+    """Whether ``packet`` answers :func:`echo_request` (``source``, ``target``, ``seq``)."""
+    return (
+        len(packet) >= 28
+        and packet[9] == 1
+        and packet[12:16] == target.packed
+        and packet[16:20] == source.packed
+        and packet[20] == 0
+        and packet[24:28] == struct.pack("!HH", ECHO_ID, seq)
+        and packet[28:] == ECHO_PAYLOAD
+    )
+
+
+@dataclass
+class LoadClient:
+    """One load client: its core, its socket and what it measured (monotonic seconds)."""
+
+    core: ClientCore
+    sock: socket.socket
+    hello_at: float = 0.0
+    connected_at: float | None = None
+    ping_seq: int = 0
+    ping_at: float | None = None
+    rtt_s: float | None = None
+    closed: str | None = None
+    bad_replies: int = 0
+
+    @property
+    def handshake_s(self) -> float | None:
+        return None if self.connected_at is None else self.connected_at - self.hello_at
+
+
+class LoadDriver:
+    """The select loop of many load clients (the notes' loop, without tun0).
+
+    Args:
+        server: the server's UDP address.
+        make_core: a fresh ClientCore (its handshake) for each connection.
+        target: where the echo requests go (the server's tunnel address).
+    """
+
+    def __init__(
+        self, server: Address, make_core: Callable[[], ClientCore], target: IPv4Address
+    ) -> None:
+        self.server = server
+        self.make_core = make_core
+        self.target = target
+        self.selector = selectors.DefaultSelector()
+        self.clients: list[LoadClient] = []
+
+    def add(self, sock: socket.socket) -> LoadClient:
+        """A load client on ``sock`` (bound, non-blocking); it connects when told to."""
+        client = LoadClient(self.make_core(), sock)
+        self.selector.register(sock, selectors.EVENT_READ, client)
+        self.clients.append(client)
+        return client
+
+    def connect(self, client: LoadClient) -> None:
+        """ClientConnection: a fresh core sends its Hello now."""
+        client.core = self.make_core()
+        client.connected_at = client.ping_at = client.rtt_s = client.closed = None
+        client.hello_at = time.monotonic()
+        self._events(client, client.core.connect(client.hello_at))
+        self._flush(client)
+
+    def ping(self, client: LoadClient) -> None:
+        """TunSelected, as if tun0 had one echo request: sealed by the core, sent."""
+        session = client.core.session
+        if session is None:
+            return
+        client.ping_seq += 1
+        client.rtt_s = None
+        client.ping_at = time.monotonic()
+        packet = echo_request(session.tunnel_address.ip, self.target, client.ping_seq)
+        self._events(client, client.core.send_packet(packet, client.ping_at))
+        self._flush(client)
+
+    def run(self, done: Callable[[], bool], limit_s: float) -> bool:
+        """SockSelected and the timers, until ``done()`` or ``limit_s`` passed; whether done."""
+        end = time.monotonic() + limit_s
+        while not done():
+            now = time.monotonic()
+            if now >= end:
+                return False
+            for key, _ in self.selector.select(min(0.05, end - now)):
+                self._receive(key.data)
+            now = time.monotonic()
+            for client in self.clients:
+                deadline = client.core.next_timer()
+                if deadline is not None and now >= deadline:
+                    self._events(client, client.core.handle_timer(now))
+                    self._flush(client)
+        return True
+
+    def close(self) -> None:
+        """CleanUp: a Bye from every connected client; the sockets stay open."""
+        now = time.monotonic()
+        for client in self.clients:
+            client.core.close(now)
+            self._flush(client)
+
+    def _receive(self, client: LoadClient) -> None:
+        for _ in range(64):
+            try:
+                datagram, peer = client.sock.recvfrom(2048)
+            except BlockingIOError:
+                return
+            except OSError:  # an ICMP error queued on the socket: the next Hello retries
+                continue
+            now = time.monotonic()
+            self._events(client, client.core.receive_datagram(datagram, peer[:2], now))
+            self._flush(client)
+
+    def _events(self, client: LoadClient, events: list[Event]) -> None:
+        now = time.monotonic()
+        for event in events:
+            if type(event) is HandshakeCompleted and client.connected_at is None:
+                client.connected_at = now
+            elif type(event) is SessionClosed:
+                client.closed = event.reason
+            elif type(event) is PacketReceived and client.ping_at is not None:
+                session = client.core.session
+                ours = session.tunnel_address.ip if session is not None else self.target
+                if is_echo_reply(event.packet, ours, self.target, client.ping_seq):
+                    client.rtt_s = now - client.ping_at
+                else:
+                    client.bad_replies += 1
+
+    def _flush(self, client: LoadClient) -> None:
+        for datagram, peer in client.core.datagrams_to_send():
+            with contextlib.suppress(OSError):  # a full buffer: the core's retry sends again
+                client.sock.sendto(datagram, peer)

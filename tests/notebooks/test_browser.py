@@ -114,7 +114,7 @@ def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
     # the course, with notebook 0 executed as a student would have it after "Run all"
     root = tmp_path / "course"
     shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns("work", ".ipynb_checkpoints"))
-    run = execute(NOTEBOOK, tmp_path, solved=False)  # as shipped: exercises not answered
+    run = execute(NOTEBOOK, tmp_path, answers={})  # the student edition: nothing answered
     assert run.text().count("not answered yet") == 3  # "Run all" goes through them
     nbformat.write(run.notebook, root / f"{NOTEBOOK}.ipynb")
     os.utime(root / f"{NOTEBOOK}.py")  # jupytext's pairing: the .py must not look older

@@ -95,6 +95,11 @@ create_venv() {
 install_hub_proxy() {
   local bin="$VENV/hub/node_modules/.bin/configurable-http-proxy"
   [ -x "$bin" ] && { say "configurable-http-proxy: present"; return; }
+  if ! command -v npm >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "configurable-http-proxy: installing npm first (apt-get, a minute or two)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm 2>&1 \
+      | grep -E '^E:' >&2 || true
+  fi
   if ! command -v npm >/dev/null; then
     say "configurable-http-proxy: no npm (apt-get install npm); the JupyterHub test is skipped"
     return

@@ -97,6 +97,7 @@ install_hub_proxy() {
   [ -x "$bin" ] && { say "configurable-http-proxy: present"; return; }
   if ! command -v npm >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     say "configurable-http-proxy: installing npm first (apt-get, a minute or two)"
+    apt-get update -q 2>&1 | tail -n 1 >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm 2>&1 \
       | grep -E '^E:' >&2 || true
   fi

@@ -56,3 +56,12 @@ def test_describe_reports_state_and_counters(fmt):
     server = pair.server.describe(pair.now)
     assert server["state"] == "connected"
     assert server["clients"][0]["tunnel_address"] == "10.8.0.2/24"
+    assert server["clients"][0]["tunnel_address6"] == "fd10:8::2/64"  # its IPv6 twin
+
+
+def test_describe_writes_an_ipv6_peer_in_brackets(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    (session,) = pair.server.sessions.values()
+    pair.server.sessions = {("2001:db8:1::2", 4500): session}
+    assert pair.server.describe(pair.now)["clients"][0]["peer"] == "[2001:db8:1::2]:4500"

@@ -367,8 +367,9 @@ class ServerCore(TapSwitching, BatchReceiving):
             "state": state,
             "clients": [
                 {
-                    "peer": f"{peer[0]}:{peer[1]}",
+                    "peer": f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}",
                     "tunnel_address": str(session.tunnel_address),
+                    "tunnel_address6": str(session.tunnel_address6),
                     "silent_s": round(now - session.last_received, 1),
                 }
                 for peer, session in self.sessions.items()

@@ -212,8 +212,8 @@ lab.record("tap_first", Ether(frame).summary())
 # course's TAP experiment in `vpnlab/course/arp.py`) and write it to `tap0`. If the kernel
 # believes it, its neighbour table gets the entry (`REACHABLE`: just confirmed), and the ping
 # it held back while it waited for an answer leaves at once, addressed to **our** made-up
-# MAC. (SEED does the same with `arping`, which is not installed here: the kernel's own ARP
-# lookup plays its part.)
+# MAC. (Here the kernel's own ARP lookup, for the ping, asks first; SEED's `arping` comes
+# next.)
 
 # %%
 from vpnlab.course import arp
@@ -228,12 +228,28 @@ print("next frame from the kernel:", Ether(after).summary(), "to", Ether(after).
 ping.communicate(timeout=10)
 lab.record("tap_neigh", neigh)
 lab.record("tap_after_reply", [Ether(after).dst, Ether(after).summary()])
-# SEED task 9's check, on what the kernel did (nothing for you to type here):
+
+# %% [markdown]
+# SEED's own tool for this is **arping**: it sends an ARP request for an address out of one
+# interface and prints who answered. Ask for 10.10.0.7, an address nobody has, and answer it
+# from the notebook again: arping reports a "reply" from our made-up MAC, because on a TAP
+# device whatever the program writes *is* the wire.
+
+# %%
+arping = lab.popen("r1", "arping -c 1 -w 5 -I tap0 10.10.0.7")
+request = read_packet(tapfd, lambda d: len(d) >= 14 and d[12:14] == b"\x08\x06", timeout_s=5)
+print("arping asked:", Ether(request).summary())
+os.write(tapfd, arp.arp_reply(request, FAKE_MAC))
+arping_out, _ = arping.communicate(timeout=10)
+print(arping_out)
+lab.record("arping", arping_out)
+# SEED task 9's check, on what the kernel and arping did (nothing for you to type here):
 course.observe(
     "1.5",
     {
         "the neighbour table holds our MAC, REACHABLE": FAKE_MAC in neigh and "REACHABLE" in neigh,
         "the held-back ping left for our MAC": Ether(after).dst == FAKE_MAC,
+        "arping got its reply from our MAC": FAKE_MAC.upper() in arping_out.upper(),
     },
 )
 

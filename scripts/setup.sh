@@ -6,7 +6,7 @@ set -euo pipefail
 
 VPNLAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$VPNLAB_ROOT/.venv"
-DEB_PACKAGES=(iproute2 nftables tshark tcpdump iperf3 conntrack procps iputils-ping curl
+DEB_PACKAGES=(iproute2 nftables tshark tcpdump iperf3 conntrack procps iputils-ping iputils-arping curl
   python3-venv)
 
 # Progress and errors go to stderr, so that stdout is only the output of the command run

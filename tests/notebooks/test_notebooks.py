@@ -35,6 +35,7 @@ def test_01_tun_device(run_notebook):
     assert "02:00:5e:00:53:99" in r["tap_neigh"] and "REACHABLE" in r["tap_neigh"]  # SEED 9
     assert r["tap_after_reply"][0] == "02:00:5e:00:53:99"  # the held-back ping, to our MAC
     assert "ICMP" in r["tap_after_reply"][1] and "echo-request" in r["tap_after_reply"][1]
+    assert "02:00:5E:00:53:99" in r["arping"].upper() and "10.10.0.7" in r["arping"]  # arping
     assert "tun0" not in r["links_after_close"] and "tap0" not in r["links_after_close"]
     assert "tun0" in r["sysfs_virtual_net"]  # the notes' test, with the client running
     assert "/dev/net/tun" in r["client_fd_targets"]  # a character device's fd, not a socket

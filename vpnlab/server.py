@@ -27,7 +27,7 @@ from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
 from vpnlab.core.errors import VpnlabError
 from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format
-from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
+from vpnlab.core.packet import TCP_IP_HEADERS_BYTES, unmapped
 from vpnlab.core.pool import tunnel_address6
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
@@ -83,7 +83,7 @@ def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
     for (peer, _), session in core.sessions.items():
         for protection in session.protections():  # a rekey's new keys, and the old ones
             if isinstance(protection, EspSession):
-                rows += esp_sa_rows(protection, local, peer)
+                rows += esp_sa_rows(protection, local, unmapped(peer))
     write_secret(path, esp_sa_text(rows))
 
 

@@ -65,3 +65,11 @@ def test_describe_writes_an_ipv6_peer_in_brackets(fmt):
     (session,) = pair.server.sessions.values()
     pair.server.sessions = {("2001:db8:1::2", 4500): session}
     assert pair.server.describe(pair.now)["clients"][0]["peer"] == "[2001:db8:1::2]:4500"
+
+
+def test_describe_writes_an_ipv4_client_of_a_dual_stack_socket_as_ipv4(fmt):
+    pair = CorePair(fmt)
+    pair.connect()
+    (session,) = pair.server.sessions.values()
+    pair.server.sessions = {("::ffff:192.0.2.2", 4500): session}
+    assert pair.server.describe(pair.now)["clients"][0]["peer"] == "192.0.2.2:4500"

@@ -80,6 +80,12 @@ def ip_destination(packet: bytes) -> IPv4Address | IPv6Address | None:
     return ip_address(raw) if raw else None
 
 
+def unmapped(host: str) -> str:
+    """A peer of a dual-stack socket (``--listen ::``) as it is on the wire: an IPv4 client
+    arrives as ``::ffff:192.0.2.2`` and is ``192.0.2.2``; any other address is itself."""
+    return host[7:] if host[:7].lower() == "::ffff:" and "." in host else host
+
+
 LINK_SCOPE_DROP = "tun: ipv6 link scope"
 """The drop reason of :func:`is_link_scope` packets read from tun0: expected, not a fault."""
 

@@ -29,6 +29,7 @@ from vpnlab.core.packet import (
     ip_source,
     ip_version,
     is_link_scope,
+    unmapped,
 )
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HelloRateLimiter
@@ -51,6 +52,12 @@ def no_client(packet: bytes) -> str:
     """Why a packet from tun0 has nowhere to go: the kernel's own IPv6 link chatter (a fresh
     tun0's router solicitations, MLD reports), or a destination no client owns."""
     return LINK_SCOPE_DROP if is_link_scope(packet) else "tun: no client for destination"
+
+
+def _endpoint(peer: Address) -> str:
+    """A client's UDP address for the status: ``192.0.2.2:4500`` or ``[2001:db8:1::2]:4500``."""
+    host = unmapped(peer[0])
+    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
 
 
 class ServerCore(TapSwitching, BatchReceiving):
@@ -367,7 +374,7 @@ class ServerCore(TapSwitching, BatchReceiving):
             "state": state,
             "clients": [
                 {
-                    "peer": f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}",
+                    "peer": _endpoint(peer),
                     "tunnel_address": str(session.tunnel_address),
                     "tunnel_address6": str(session.tunnel_address6),
                     "silent_s": round(now - session.last_received, 1),

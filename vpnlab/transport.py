@@ -11,10 +11,9 @@ for anything else.
     stream:  | length (2, big endian) | datagram ... | length (2) | datagram ... | ...
 
 Each frame carries one datagram exactly as UDP would (Hello, Welcome, ESP, keepalive, Bye), so
-the sans-IO cores, the handshake and the 2.5 s / 6 s timeouts are unchanged. The framing
-(:class:`FrameDecoder`, :func:`encode_frame`) is pure, in ``wire/framing.py``;
-:class:`TcpClientTransport` and
-:class:`TcpServerTransport` are the I/O shell. Both look like a non-blocking UDP socket to
+the sans-IO cores, the handshake and the 2.5 s / 6 s timeouts are unchanged. The framing is
+pure (``wire/framing.py``); :class:`TcpClientTransport` and :class:`TcpServerTransport` are
+the I/O shell, over IPv4 or IPv6. Both look like a non-blocking UDP socket to
 ``tunnel.Tunnel`` (``fileno``, ``recvfrom``, ``sendto``, ``close``): ``fileno`` is an epoll
 descriptor holding the listening socket, every connection and an eventfd that stays readable
 while frames already read wait to be picked up, so the select loop needs no change.
@@ -32,8 +31,6 @@ from collections import Counter, deque
 
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
-from vpnlab.wire.framing import LENGTH_BYTES as LENGTH_BYTES
-from vpnlab.wire.framing import MAX_FRAME_BYTES as MAX_FRAME_BYTES
 from vpnlab.wire.framing import FrameDecoder, encode_frame
 
 TRANSPORTS = ("udp", "tcp")
@@ -56,6 +53,11 @@ SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # linux/socket.h: as root, past net.core.*mem_max
 
 
+def family_of(address: str) -> socket.AddressFamily:
+    """IPv6 for an address with a colon (``::`` takes IPv4 peers too), else IPv4."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 def init_socket(address: str, port: int) -> socket.socket:
     """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
 
@@ -65,8 +67,7 @@ def init_socket(address: str, port: int) -> socket.socket:
     Raises:
         SetupError: the address is not ours, or the port is taken.
     """
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family_of(address), socket.SOCK_DGRAM)
     for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
         with contextlib.suppress(OSError):  # not root: the kernel's default buffers
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
@@ -267,7 +268,7 @@ class TcpClientTransport(_TcpTransport):
         if peer != self.server:
             return None
         if self._conn is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(family_of(self.server[0]), socket.SOCK_STREAM)
             conn = _Connection(sock, self.server)
             self._add(conn)
             err = sock.connect_ex(self.server)
@@ -290,7 +291,7 @@ class TcpServerTransport(_TcpTransport):
 
     def __init__(self, address: str, port: int, drops: Counter | None = None) -> None:
         super().__init__(drops)
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener = socket.socket(family_of(address), socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.listener.bind((address, port))

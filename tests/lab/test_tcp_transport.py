@@ -64,3 +64,22 @@ def test_tcp_transport_carries_ftp_and_a_download(tcp_lab):
     client = lab.status(tcp_lab.prefix)["tunnel"]["clients"]["r1"]
     assert client["state"] == "connected"
     assert not any(k.startswith("tcp:") for k in client["counters"]["drops"])
+
+
+@pytest.fixture
+def tcp6_lab():
+    for handle in build_lab(vpn=False, topology=make_topology(clients=1)):
+        lab.start_vpn(handle.prefix, "esp-aes-gcm", server_args=TCP, client_args=TCP, outer=6)
+        yield handle
+
+
+def test_tcp_transport_over_an_ipv6_outer_path(tcp6_lab):
+    """``--transport tcp`` to a server reached over IPv6: the same frames in a TCP/IPv6
+    connection, and both families inside it."""
+    topology = make_topology(clients=1)
+    tcp = tcp6_lab.run("r2", "ss", "-Htn", "state", "established", "sport", "= :4500").stdout
+    assert f"[{topology.server_ip6}]:4500" in tcp, tcp  # one TCP/IPv6 connection
+    ping = tcp6_lab.run("r1", "ping", "-c", "2", "-i", "0.2", "-W", "2", WEB_IP, timeout=10)
+    assert ping.returncode == 0, ping.stdout
+    ping6 = tcp6_lab.run("r1", "ping", "-c", "2", "-i", "0.2", "-W", "2", topology.web_ip6)
+    assert ping6.returncode == 0, ping6.stdout

@@ -14,12 +14,10 @@ from vpnlab.transport import (
     FIRST_FRAME_S,
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
-    MAX_FRAME_BYTES,
-    FrameDecoder,
     TcpClientTransport,
     TcpServerTransport,
-    encode_frame,
 )
+from vpnlab.wire.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame
 
 
 def test_encode_frame_prefixes_big_endian_length():

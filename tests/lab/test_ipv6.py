@@ -110,6 +110,18 @@ def test_bulk_http_over_ipv6_both_ways_in_the_fast_path(dual):
 
     assert "udp_gso" in server()["offloads"] and "udp_gro" in server()["offloads"]
     assert wait_until(lambda: server()["counters"]["packets_from_tun"] > 1000, 3) is not None
+
+    def client() -> dict:
+        return lab.status(dual.prefix)["tunnel"]["clients"]["r1"]
+
+    # the client joined IPv6 segments for tun0 (GSO_TCPV6): far fewer writes than packets
+    joined = wait_until(
+        lambda: (
+            client()["fastpath"].get("tun_writes", 0) * 2 < client()["counters"]["packets_to_tun"]
+        ),
+        3,
+    )
+    assert joined is not None, client()
     drops = server()["counters"]["drops"]
     assert not [why for why in drops if why.startswith(("send", "bug", "socket"))], drops
 

@@ -172,6 +172,30 @@ def test_coalesce_joins_a_run_into_one_gso_write():
     assert IP(bytes(fixed)).chksum == packet.chksum
 
 
+def test_coalesce_joins_an_ipv6_run_into_one_gso_tcpv6_write():
+    payload = os.urandom(1340 * 4 + 99)
+    segments = split(tso_header(1340, v6=True), partial(super_v6(payload), v6=True))
+    (write,) = coalesce(segments)
+    flags, kind, hdr_len, gso_size, start, offset = VNET_HDR.unpack(write[0])
+    assert (flags, kind, hdr_len, gso_size, start, offset) == (1, GSO_TCPV6, 60, 1340, 40, 16)
+    joined = b"".join(bytes(b) for b in write[1:])
+    packet = IPv6(joined)
+    assert packet.plen == len(joined) - 40 and bytes(packet[TCP].payload) == payload
+    assert int(packet[TCP].flags) == 0x18  # PSH of the last segment kept
+    assert joined[56:58] == partial(joined, v6=True)[56:58]  # the pseudo-header sum
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(0, 9000), mss=st.integers(1, 1440), seq=st.integers(0, 2**32 - 1))
+def test_split_then_coalesce_round_trip_ipv6(size, mss, seq):
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    segments = split(tso_header(mss, v6=True), partial(super_v6(payload, seq=seq), v6=True))
+    writes = coalesce(segments)
+    rebuilt = [IPv6(b"".join(bytes(b) for b in write[1:])) for write in writes]
+    assert b"".join(bytes(p[TCP].payload) for p in rebuilt) == payload
+    assert len(writes) <= len(segments)
+
+
 def test_coalesce_gro_batch_with_a_short_last_datagram_ends_the_run():
     first = split(tso_header(1000), partial(super_v4(os.urandom(2500), flags="A")))
     after = split(tso_header(1000), partial(super_v4(os.urandom(1000), seq=3500, flags="A")))

@@ -249,16 +249,22 @@ def payload_sums(payload: memoryview, mss: int, count: int) -> list[int]:
 SEGMENT_HEAD = struct.Struct("!BBH2xHBB2x8s4sI5sB2s")
 """What coalescing reads of an IPv4/TCP segment, in one call: version/IHL, TOS, total length,
 flags/fragment, TTL, protocol, addresses, ports, seq, ack + data offset, TCP flags, window."""
+SEGMENT6_HEAD = struct.Struct("!4sHBB32s4sI5sB2s")
+"""The same of an IPv6/TCP segment: version/class/flow label, payload length, next header,
+hop limit, addresses, then the TCP fields as above."""
 
 
 def _segment(packet: bytes) -> tuple[int, int, tuple] | None:
-    """(seq, IP+TCP header length, flow key) of a coalescable IPv4/TCP data segment, else None.
+    """(seq, IP+TCP header length, flow key) of a coalescable TCP data segment, else None.
 
-    Coalescable: no IP options, not a fragment, a TCP header of at least 20 bytes, some
-    payload, the total length right, and only ACK (maybe PSH) set. The key is what every
-    segment of a run must share: TOS, TTL, addresses, ports, ack, header length, window and
-    TCP options (PSH is checked apart: it may differ on the last segment).
+    Coalescable: IPv4 without options and not a fragment, or IPv6 without extension headers;
+    a TCP header of at least 20 bytes, some payload, the length fields right, and only ACK
+    (maybe PSH) set. The key is what every segment of a run must share: TOS (or traffic class
+    and flow label), TTL (hop limit), addresses, ports, ack, header length, window and TCP
+    options (PSH is checked apart: it may differ on the last segment).
     """
+    if len(packet) >= 60 and packet[0] >> 4 == 6:
+        return _segment6(packet)
     if len(packet) < 40:
         return None
     ver_ihl, tos, total, frag, ttl, proto, addresses, ports, seq, ack_offset, flags, window = (
@@ -277,26 +283,43 @@ def _segment(packet: bytes) -> tuple[int, int, tuple] | None:
     return seq, head, (tos, ttl, addresses, ports, ack_offset, window, packet[40:head])
 
 
+def _segment6(packet: bytes) -> tuple[int, int, tuple] | None:
+    """:func:`_segment` for IPv6: TCP right after the 40-byte header."""
+    flow, length, next_header, hops, addresses, ports, seq, ack_offset, flags, window = (
+        SEGMENT6_HEAD.unpack_from(packet)
+    )
+    head = 40 + (ack_offset[4] >> 4) * 4
+    if (
+        next_header != PROTO_TCP
+        or head < 60
+        or not head < len(packet) == 40 + length
+        or flags & ~PSH != ACK
+    ):
+        return None
+    return seq, head, (flow, hops, addresses, ports, ack_offset, window, packet[60:head])
+
+
 class _Flow:
     """One run of consecutive TCP segments being joined (see :func:`coalesce`)."""
 
     __slots__ = ("ip", "tcp", "key", "parts", "next_seq", "gso_size", "length", "psh")
 
     def __init__(self, packet: bytes, seq: int, head: int, key: tuple) -> None:
-        self.ip = bytearray(packet[:20])
-        self.tcp = bytearray(packet[20:head])
+        ihl = 40 if packet[0] >> 4 == 6 else 20
+        self.ip = bytearray(packet[:ihl])
+        self.tcp = bytearray(packet[ihl:head])
         self.key = key
         self.parts = [memoryview(packet)[head:]]
         self.gso_size = len(packet) - head
         self.next_seq = (seq + self.gso_size) & 0xFFFFFFFF
         self.length = len(packet)
-        self.psh = bool(packet[33] & PSH)
+        self.psh = bool(packet[ihl + 13] & PSH)
 
 
 def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[list[bytes]]:
     """SockSelected with offloads: join consecutive segments of a TCP flow for one tun write.
 
-    A segment joins the one before it when it belongs to the same IPv4 flow (addresses, ports),
+    A segment joins the one before it when it belongs to the same TCP flow (addresses, ports),
     carries the same ACK number, window, TTL/TOS and options, starts where the previous one
     ended, and is no longer than the first; a shorter one, or one with PSH, ends the run.
 
@@ -307,7 +330,8 @@ def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[list[
     Returns:
         One list of buffers per tun write: ``[virtio_net_hdr, packet]`` for a packet passed
         through, ``[virtio_net_hdr, ip header, tcp header, payload, payload, ...]`` for a
-        super-packet (GSO_TCPV4, NEEDS_CSUM, the checksum field holding the pseudo-header sum).
+        super-packet (GSO_TCPV4 or GSO_TCPV6, NEEDS_CSUM, the checksum field holding the
+        pseudo-header sum).
     """
     writes: list[list[bytes]] = []
     flow: _Flow | None = None
@@ -327,7 +351,7 @@ def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[list[
                     flow.parts.append(memoryview(packet)[head:])
                     flow.length += size
                     flow.next_seq = (seq + size) & 0xFFFFFFFF
-                    flow.psh = bool(packet[33] & PSH) or size < flow.gso_size
+                    flow.psh = bool(packet[len(flow.ip) + 13] & PSH) or size < flow.gso_size
                     continue
             writes.append(_flow_write(flow))
             flow = None
@@ -345,12 +369,16 @@ def _flow_write(flow: _Flow) -> list[bytes]:
         return [NO_OFFLOAD, bytes(flow.ip) + bytes(flow.tcp) + bytes(flow.parts[0])]
     ip, tcp = flow.ip, flow.tcp
     ihl, tcp_len = len(ip), len(tcp)
-    ip[2:4] = flow.length.to_bytes(2, "big")
-    ip[10:12] = b"\0\0"
-    ip[10:12] = internet_checksum(ip).to_bytes(2, "big")
+    if ihl == 40:  # IPv6: the payload length; no header checksum
+        ip[4:6] = (flow.length - 40).to_bytes(2, "big")
+        pseudo, kind = ones_sum(ip[8:40]), GSO_TCPV6
+    else:
+        ip[2:4] = flow.length.to_bytes(2, "big")
+        ip[10:12] = b"\0\0"
+        ip[10:12] = internet_checksum(ip).to_bytes(2, "big")
+        pseudo, kind = ones_sum(ip[12:20]), GSO_TCPV4
     if flow.psh:
         tcp[13] |= PSH
-    pseudo = ones_sum(ip[12:20]) + PROTO_TCP + flow.length - ihl
-    tcp[16:18] = fold(pseudo).to_bytes(2, "big")
-    header = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, ihl + tcp_len, flow.gso_size, ihl, 16)
+    tcp[16:18] = fold(pseudo + PROTO_TCP + flow.length - ihl).to_bytes(2, "big")
+    header = VNET_HDR.pack(F_NEEDS_CSUM, kind, ihl + tcp_len, flow.gso_size, ihl, 16)
     return [header, bytes(ip), bytes(tcp), *flow.parts]

@@ -13,10 +13,9 @@ for anything else.
 Each frame carries one datagram exactly as UDP would (Hello, Welcome, ESP, keepalive, Bye), so
 the sans-IO cores, the handshake and the 2.5 s / 6 s timeouts are unchanged. The framing is
 pure (``wire/framing.py``); :class:`TcpClientTransport` and :class:`TcpServerTransport` are
-the I/O shell, over IPv4 or IPv6. Both look like a non-blocking UDP socket to
-``tunnel.Tunnel`` (``fileno``, ``recvfrom``, ``sendto``, ``close``): ``fileno`` is an epoll
-descriptor holding the listening socket, every connection and an eventfd that stays readable
-while frames already read wait to be picked up, so the select loop needs no change.
+the I/O shell, over IPv4 or IPv6. Both look like a non-blocking UDP socket to the loop
+(``fileno``, ``recvfrom``, ``sendto``, ``close``): ``fileno`` is an epoll descriptor holding
+the listener, every connection and an eventfd readable while frames read wait to be taken.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ def init_socket(address: str, port: int) -> socket.socket:
     """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
 
     UDP needs no listen() or accept(): datagrams from any peer simply arrive (see the notes).
-    An IPv6 address (``::`` takes IPv4 peers too) makes the socket, and the outer packets, IPv6.
+    An IPv6 address makes the socket, and the outer packets, IPv6 (:func:`family_of`).
 
     Raises:
         SetupError: the address is not ours, or the port is taken.

@@ -17,7 +17,8 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import PORT
@@ -46,6 +47,11 @@ needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark
 def seeded_random(seed: int = 1):
     rng = random.Random(seed)
     return lambda n: rng.randbytes(n)
+
+
+def ipv6_packet(src: str, dst: str, payload: bytes = b"x" * 20) -> bytes:
+    """An IPv6/UDP packet (scapy), the IPv6 counterpart of :func:`ipv4_packet`."""
+    return bytes(IPv6(src=src, dst=dst) / UDP(sport=1, dport=2) / payload)
 
 
 def ipv4_packet(src: str, dst: str, payload: bytes = b"x" * 20, proto: int = 17) -> bytes:

@@ -7,7 +7,7 @@ no sleeping.
 from __future__ import annotations
 
 import time
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
@@ -19,7 +19,7 @@ from vpnlab.core.server_core import MAX_SESSIONS_PER_IP
 from vpnlab.core.session import State
 from vpnlab.wire.plain import PLAIN
 
-from .helpers import CLIENT, FORMATS, SERVER, CorePair, ipv4_packet, seeded_random
+from .helpers import CLIENT, FORMATS, SERVER, CorePair, ipv4_packet, ipv6_packet, seeded_random
 
 
 def test_ServerCore_drops_silent_client_and_frees_its_address(fmt):
@@ -172,22 +172,30 @@ def test_ServerCore_client_to_client_allowed_or_isolated(fmt, isolate):
     assert pair.server.counters.packets_to_tun == (1 if isolate else 2)
 
 
-def test_ServerCore_site_to_site_routes_client_networks(fmt):
+SITES = {  # a client's LAN, an address in it, one outside it, the LAN behind the server, a stranger
+    4: (IPv4Network("172.16.1.0/24"), "172.16.1.10", "172.16.9.10", "172.16.2.10", "172.16.3.1"),
+    6: (IPv6Network("fd16:1::/64"), "fd16:1::10", "fd16:9::10", "fd16:2::10", "fd16:3::1"),
+}
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_ServerCore_site_to_site_routes_client_networks(fmt, family):
     """The network behind a client (as OpenVPN's iroute): routed to it, allowed from it."""
-    lan = IPv4Network("172.16.1.0/24")
+    lan, h1, outside, h2, stranger = SITES[family]
+    packet = ipv4_packet if family == 4 else ipv6_packet
     pair = CorePair(fmt, client_networks={IPv4Address("10.8.0.2"): [lan]})
     pair.connect()
-    pair.client.send_packet(ipv4_packet("172.16.1.10", "172.16.2.10"), pair.now)  # h1 -> h2
-    pair.client.send_packet(ipv4_packet("172.16.9.10", "172.16.2.10"), pair.now)  # not its LAN
+    pair.client.send_packet(packet(h1, h2), pair.now)  # h1 -> h2
+    pair.client.send_packet(packet(outside, h2), pair.now)  # not its LAN
     pair.client_to_server()
     assert pair.server.counters.packets_to_tun == 1
     assert pair.server.counters.drops["spoofed source"] == 1
-    assert pair.server.send_packet(ipv4_packet("172.16.2.10", "172.16.1.10"), pair.now) == []
-    assert pair.server.send_packet(ipv4_packet("172.16.2.10", "172.16.3.1"), pair.now) == [
+    assert pair.server.send_packet(packet(h2, h1), pair.now) == []
+    assert pair.server.send_packet(packet(h2, stranger), pair.now) == [
         DatagramDropped("tun: no client for destination")
     ]
     pair.server_to_client()
-    assert pair.client_events[-1] == PacketReceived(ipv4_packet("172.16.2.10", "172.16.1.10"))
+    assert pair.client_events[-1] == PacketReceived(packet(h2, h1))
 
 
 @pytest.mark.parametrize("fmt", FORMATS[1:], ids=lambda f: f.name)

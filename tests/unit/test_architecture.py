@@ -14,7 +14,8 @@ as much as one at the top of a module. The floors, from the top:
 
 An import may point to its own floor or below, never up; nothing may import in a circle; the
 two pure floors (core, wire) import no I/O module; the simple path never imports fast/.
-Also: no module over 400 lines, no function over 60, and no block of six lines written twice.
+Also: no function over 60 lines and no block of six lines written twice. A module ends where
+its idea ends: there is no line limit for modules (one used to cut a docstring to fit).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ FLOORS = [  # (floor, the modules on it: a package prefix or a module), top firs
 PURE_FLOORS = ("core", "wire")
 IO_MODULES = {"socket", "select", "selectors", "os", "subprocess", "time", "threading", "fcntl"}
 SIMPLE_PATH = ("vpnlab.tunnel", "vpnlab.client", "vpnlab.server", "vpnlab.tap")
-MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LONG_FUNCTIONS: dict[str, str] = {}
 """``module:function`` -> why it may be longer than MAX_FUNCTION_LINES (none today)."""
@@ -195,15 +195,6 @@ def test_argparse_only_in_cli():
         if target == "argparse" and not module.startswith("vpnlab.cli")
     ]
     assert bad == []
-
-
-def test_no_module_over_400_lines():
-    long = {
-        name: n
-        for name, path in MODULES.items()
-        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
-    }
-    assert long == {}
 
 
 def test_no_function_over_60_lines():

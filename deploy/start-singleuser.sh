@@ -1,23 +1,55 @@
 #!/bin/sh
-# A student's server: the course in ~/course (on the first start), then JupyterLab
-# (jupyterhub-singleuser) in a rootless holder of its own (vpnlab rootless run), so every lab a
-# notebook builds lives in namespaces the student owns and goes when the server stops.
-# The entry point of deploy/Dockerfile (Zero to JupyterHub, deploy/z2jh/values.yaml) and the
-# command of deploy/jupyterhub/jupyterhub_config.py (one server, LocalProcessSpawner).
+# A student's server: the course merged into ~/course, then JupyterLab (jupyterhub-singleuser)
+# in a rootless holder of its own (vpnlab rootless run), so every lab a notebook builds lives in
+# namespaces the student owns and goes when the server stops.
+# Installed by `scripts/setup.sh --system` as PREFIX/bin/vpnlab-start-singleuser: the command of
+# deploy/jupyterhub/jupyterhub_config.py and the entry point of deploy/Dockerfile.
 #
-#   deploy/start-singleuser.sh [ARGS...]   ARGS go to jupyterhub-singleuser
+#   vpnlab-start-singleuser [ARGS...]    ARGS go to jupyterhub-singleuser
 #
-# VPNLAB_PYTHON: the Python with vpnlab and jupyterhub (default: python3 on PATH);
-# VPNLAB_COURSE: the notebooks to copy (default: this repository's notebooks/);
+# VPNLAB_PYTHON: the Python with vpnlab and jupyterhub (default: PREFIX/venv/bin/python);
+# VPNLAB_COURSE: the student edition (default: PREFIX/course);
 # VPNLAB_SERVER: another program instead of jupyterhub-singleuser (the tests use it).
+#
+# The course update (every start): a notebook the student does not have is copied; one the
+# student has not changed since it was copied is replaced by the new version; one the student
+# changed is never overwritten (the server's log says so, once). ~/.vpnlab/course.sha256
+# remembers the version last copied or offered. To take a new version over an edited one, a
+# student renames theirs and restarts the server (File > Hub Control Panel > Stop My Server).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-python=${VPNLAB_PYTHON:-python3}
-course=${VPNLAB_COURSE:-$here/../notebooks}
-if [ ! -e "$HOME/course" ]; then
-  mkdir -p "$HOME/course"
-  cp "$course"/*.ipynb "$HOME/course/"
-fi
+python=${VPNLAB_PYTHON:-$here/../venv/bin/python}
+course=${VPNLAB_COURSE:-$here/../course}
+[ -d "$course" ] || { echo "vpnlab: the course $course is missing or not readable" >&2; exit 1; }
+umask 077
+mkdir -p "$HOME/course" "$HOME/.vpnlab"
+manifest=$HOME/.vpnlab/course.sha256
+touch "$manifest"
+: >"$manifest.new"
+(cd "$course" && find . -type f ! -name '.*' | sort) | while IFS= read -r name; do
+  name=${name#./}
+  target=$HOME/course/$name
+  new=$(sha256sum <"$course/$name" | cut -c1-64)
+  copied=$(awk -v n="$name" 'substr($0, 67) == n { print substr($0, 1, 64); exit }' "$manifest")
+  if [ ! -e "$target" ]; then
+    mkdir -p "$(dirname "$target")"
+    cp "$course/$name" "$target"
+    copied=$new
+  else
+    have=$(sha256sum <"$target" | cut -c1-64)
+    if [ "$have" != "$new" ] && [ "$have" = "$copied" ]; then
+      cp "$course/$name" "$target"  # unchanged by the student: the new version
+      echo "vpnlab: course: $name updated" >&2
+      copied=$new
+    elif [ "$have" != "$new" ] && [ "$copied" != "$new" ]; then
+      echo "vpnlab: course: $name has a new version; yours has changes and is kept" >&2
+      copied=$new  # said once
+    fi
+  fi
+  [ -z "$copied" ] || printf '%s  %s\n' "$copied" "$name" >>"$manifest.new"
+done
+mv "$manifest.new" "$manifest"
+umask 022
 if [ -n "${VPNLAB_SERVER:-}" ]; then
   set -- "$VPNLAB_SERVER" "$@"
 else  # root of the student's own user namespace inside the holder: hence --allow-root

@@ -118,6 +118,94 @@ setup() {
   case ",${1:-}," in *,hub,*) install_hub_proxy ;; esac
 }
 
+# --- the class install (docs/class.md): one copy every user can run, outside anyone's home ---
+#
+# setup.sh --system builds, as root, at $VPNLAB_SYSTEM_PREFIX (default /opt/vpnlab), all of it
+# readable and runnable by every user and writable by root alone:
+#   venv/      vpnlab installed from this checkout (not editable: nobody needs the checkout
+#              after), with the course and hub extras and jupyterhub-idle-culler
+#   proxy/     configurable-http-proxy (npm)
+#   course/    the student edition of the notebooks (scripts/student-edition.sh), nothing else
+#   bin/vpnlab-start-singleuser   a student's server (deploy/start-singleuser.sh)
+#   jupyterhub/                   the hub's config (deploy/jupyterhub/*.py)
+# The instructor notebooks and their solutions are not copied anywhere under it.
+SYSTEM_PREFIX=${VPNLAB_SYSTEM_PREFIX:-/opt/vpnlab}
+SYSTEM_EXTRAS=course,hub
+SYSTEM_PACKAGES=(jupyterhub-idle-culler)
+
+system_venv() {
+  local venv="$SYSTEM_PREFIX/venv" py log="$SYSTEM_PREFIX/pip.log" again=()
+  if [ -x "$venv/bin/python" ]; then
+    again=(--force-reinstall --no-deps)  # the same version number, new code: install it anew
+  else
+    # The interpreter must be one every user can run: the system's, never a pyenv under /root.
+    py=$(PATH=/usr/local/bin:/usr/bin:/bin pick_python)
+    py=$(PATH=/usr/local/bin:/usr/bin:/bin command -v "$py")
+    say "class install: creating $venv with $($py --version)"
+    "$py" -m venv "$venv" || die "could not create $venv ($py -m venv failed)"
+  fi
+  say "class install: installing vpnlab[$SYSTEM_EXTRAS] ${SYSTEM_PACKAGES[*]} (pip, a minute)"
+  if ! { "$venv/bin/python" -m pip install -q --upgrade pip \
+      && "$venv/bin/python" -m pip install -q "$VPNLAB_ROOT[$SYSTEM_EXTRAS]" "${SYSTEM_PACKAGES[@]}" \
+      && { [ ${#again[@]} -eq 0 ] \
+        || "$venv/bin/python" -m pip install -q "${again[@]}" "$VPNLAB_ROOT"; }; } >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    die "pip could not install the class install (full log: $log)"
+  fi
+}
+
+system_proxy() {
+  local bin="$SYSTEM_PREFIX/proxy/node_modules/.bin/configurable-http-proxy"
+  [ -x "$bin" ] && { say "class install: configurable-http-proxy present"; return; }
+  if ! command -v npm >/dev/null; then
+    say "class install: installing npm (apt-get, a minute or two)"
+    apt-get update -q 2>&1 | tail -n 1 >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm 2>&1 \
+      | grep -E '^E:' >&2 || true
+    command -v npm >/dev/null || die "npm could not be installed (configurable-http-proxy needs it)"
+  fi
+  say "class install: configurable-http-proxy into $SYSTEM_PREFIX/proxy (npm)"
+  mkdir -p "$SYSTEM_PREFIX/proxy"
+  npm install --no-audit --no-fund --prefix "$SYSTEM_PREFIX/proxy" configurable-http-proxy@5 \
+    >"$SYSTEM_PREFIX/proxy/npm.log" 2>&1 \
+    || { tail -n 5 "$SYSTEM_PREFIX/proxy/npm.log" >&2; die "npm failed"; }
+}
+
+# The student edition, built next to the old one and swapped in: students never see half of it.
+system_course() {
+  local new="$SYSTEM_PREFIX/course.new"
+  rm -rf "$new"
+  say "class install: the student edition of the course into $SYSTEM_PREFIX/course"
+  PYTHON="$SYSTEM_PREFIX/venv/bin/python" PATH="$SYSTEM_PREFIX/venv/bin:$PATH" \
+    bash "$VPNLAB_ROOT/scripts/student-edition.sh" "$new" >&2 \
+    || die "scripts/student-edition.sh could not build the student edition"
+  compgen -G "$new/*.ipynb" >/dev/null || die "the student edition in $new has no notebooks"
+  rm -rf "$SYSTEM_PREFIX/course.old"
+  [ ! -d "$SYSTEM_PREFIX/course" ] || mv "$SYSTEM_PREFIX/course" "$SYSTEM_PREFIX/course.old"
+  mv "$new" "$SYSTEM_PREFIX/course"
+  rm -rf "$SYSTEM_PREFIX/course.old"
+}
+
+setup_system() {
+  require_root
+  umask 022
+  install_debian_packages
+  mkdir -p "$SYSTEM_PREFIX/bin" "$SYSTEM_PREFIX/jupyterhub"
+  system_venv
+  system_proxy
+  system_course
+  install -m 755 "$VPNLAB_ROOT/deploy/start-singleuser.sh" "$SYSTEM_PREFIX/bin/vpnlab-start-singleuser"
+  install -m 644 "$VPNLAB_ROOT"/deploy/jupyterhub/*.py "$SYSTEM_PREFIX/jupyterhub/"
+  chown -R root:root "$SYSTEM_PREFIX"
+  chmod -R u+w,go-w,a+rX "$SYSTEM_PREFIX"
+  chmod 755 "$SYSTEM_PREFIX"
+  say "class install: done ($SYSTEM_PREFIX; the hub: docs/class.md)"
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  setup "${1:-}"
+  if [ "${1:-}" = "--system" ]; then
+    setup_system
+  else
+    setup "${1:-}"
+  fi
 fi

@@ -6,7 +6,9 @@ who-am-I through the tunnel), a capture, FTP through the tunnel, the liveness ti
 kill -9, the refusals, then down and kill -9 of the holder, each proven to leave nothing. And
 isolation: neither can see, enter or signal the other's lab, nor read its key files.
 
-The host's /dev/net/tun is 0600 here (no udev): each holder binds a 0666 node the test made
+The users run the session's class install (``users.class_install``: ``scripts/setup.sh
+--system`` under /tmp), never this checkout, which may sit in a 0700 home. The host's
+/dev/net/tun is 0600 here (no udev): each holder binds a 0666 node the test made
 (``VPNLAB_TUN_NODE``), as the issue checked; without it the VPN's start is refused in one line.
 """
 
@@ -26,14 +28,14 @@ from vpnlab.core.constants import LIVENESS_TIMEOUT_S
 
 from .helpers import SERVER_IP, WEB_IP, root_snapshot, wait_until
 from .users import (
-    REPO,
     Student,
+    class_install,
     clone_for,
+    install_bin,
     made_folder,
     tun_node,
     unix_user,
     user_processes,
-    user_python,
 )
 
 PREFIX = "rl-"
@@ -42,10 +44,10 @@ PREFIX = "rl-"
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[dict]:
-    """The test's folder (the users' Python, the TUN node); the root namespace kept as it was."""
+    """The users' Python (the class install's), the TUN node; the root namespace kept as it was."""
     before = root_snapshot()
     with made_folder() as folder:
-        yield {"python_bin": user_python(folder), "tun": tun_node(folder)}
+        yield {"python_bin": install_bin(), "tun": tun_node(folder)}
     assert root_snapshot() == before
 
 
@@ -300,22 +302,56 @@ print(json.dumps({"whoami": lab.whoami(), "uid": os.getuid(), "state": str(lab.s
 
 
 def test_image_entry_point_as_a_plain_script(host):
-    """deploy/start-singleuser.sh (the image's entry point; no image builder runs here) as a
-    user: the course copied to ~/course, the server (here a notebook's cell instead of
+    """The installed start script (the hub's command, the image's entry point) as a user: the
+    student edition merged into ~/course, the server (here a notebook's cell instead of
     jupyterhub-singleuser, VPNLAB_SERVER) in a holder that builds a lab; nothing left after."""
     with unix_user("e") as user:
         env = {"VPNLAB_TUN_NODE": str(host["tun"])}
         student = Student(user, host["python_bin"], env)
-        env = {"VPNLAB_PYTHON": student.python, "VPNLAB_SERVER": student.python}
-        script = str(REPO / "deploy/start-singleuser.sh")
+        env = {"VPNLAB_SERVER": student.python}  # VPNLAB_PYTHON and the course: the defaults
+        script = str(class_install() / "bin/vpnlab-start-singleuser")
         run = student.run([script, "-c", ENTRY_CELL], env=env, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
         answer = json.loads(run.stdout.strip().splitlines()[-1])
         assert answer["whoami"] == f"you are {SERVER_IP}" and answer["uid"] == 0
         assert answer["state"].startswith(user.pw_dir)
         course = student.home / "course"
+        copied = sorted(p.name for p in course.iterdir())
+        assert copied == sorted(p.name for p in (class_install() / "course").iterdir())
         assert (course / "00_setup_topology.ipynb").stat().st_uid == user.pw_uid
         assert user_processes(user.pw_uid) == []  # the holder went with the server
+
+
+def test_course_update_keeps_the_students_work(host):
+    """A course update at the next server start: a new notebook is copied, one the student did
+    not touch is replaced, one the student edited is kept as the student left it."""
+    with unix_user("m") as user, made_folder() as folder:
+        student = Student(user, host["python_bin"], {})
+        source = folder / "course"
+        source.mkdir(mode=0o755)
+        for name in ("a.ipynb", "b.ipynb"):
+            (source / name).write_text(f"{name} v1")
+            (source / name).chmod(0o644)
+        env = {"VPNLAB_COURSE": str(source), "VPNLAB_SERVER": "/bin/true"}
+        script = str(class_install() / "bin/vpnlab-start-singleuser")
+        first = student.run([script], env=env)
+        assert first.returncode == 0, first.stderr
+        mine = student.home / "course"
+        assert (mine / "a.ipynb").read_text() == "a.ipynb v1"
+        edit = student.run(["sh", "-c", "echo my answer >> course/b.ipynb"])
+        assert edit.returncode == 0, edit.stderr
+        for name in ("a.ipynb", "b.ipynb", "c.ipynb"):
+            (source / name).write_text(f"{name} v2")
+            (source / name).chmod(0o644)
+        second = student.run([script], env=env)
+        assert second.returncode == 0, second.stderr
+        assert (mine / "a.ipynb").read_text() == "a.ipynb v2"  # untouched: updated
+        assert (mine / "b.ipynb").read_text() == "b.ipynb v1my answer\n"  # edited: kept
+        assert (mine / "c.ipynb").read_text() == "c.ipynb v2"  # new: copied
+        assert "b.ipynb has a new version; yours has changes and is kept" in second.stderr
+        third = student.run([script], env=env)  # nothing new: nothing said, nothing changed
+        assert "course:" not in third.stderr
+        assert (mine / "b.ipynb").read_text() == "b.ipynb v1my answer\n"
 
 
 def jupyter_lab_answers(student: Student, clone: Path) -> None:

@@ -1,13 +1,15 @@
-"""Real Unix users for the rootless tests: made by the test (as root), removed after, always.
+"""Real Unix users for the rootless and hub tests: made by the test (as root), removed after.
 
-:func:`unix_user` makes one with ``useradd -m`` and, in ``finally``, kills the processes that
-user still has (by PID, from /proc) and removes it with ``userdel -r``. :class:`Student` runs
-commands as that user (``subprocess`` sets the uid, gid and groups; no su, no PAM).
+:func:`unix_user` makes one with ``useradd -m`` (home 0700, as Debian 12 makes it) and, in
+``finally``, kills the processes that user still has (by PID, from /proc) and removes it with
+``userdel -r``. :class:`Student` runs commands as that user (``subprocess`` sets the uid, gid and
+groups; no su, no PAM).
 
-The user needs a Python that can import this worktree's vpnlab. The worktree's venv may sit on
-a Python under /root (pyenv), which other users cannot run; :func:`user_python` then makes a
-venv from the system's Python of the same version whose ``.pth`` names this worktree and the
-venv's site-packages (the same wheels; only the interpreter differs), in a folder the test made.
+The users run the **class install** (``scripts/setup.sh --system``), never this checkout or its
+venv: a checkout may sit in a 0700 home (Debian 12), which no other user can read.
+:func:`class_install` builds it once per test session under a folder the session made in /tmp
+(``VPNLAB_TEST_CLASS_INSTALL``, set and removed by ``tests/lab/conftest.py``), under a lock, so
+every worker and test file shares one build (about 75 s with a warm pip cache).
 :func:`tun_node` is what the issue checked on a host whose /dev/net/tun is 0600: a 0666 node
 (c 10 200) in a folder the test made, which the holder binds over /dev/net/tun
 (``VPNLAB_TUN_NODE``). The host's own node is never touched.
@@ -16,6 +18,8 @@ venv's site-packages (the same wheels; only the interpreter differs), in a folde
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import hashlib
 import itertools
 import os
@@ -23,8 +27,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +35,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+CLASS_INSTALL_ENV = "VPNLAB_TEST_CLASS_INSTALL"
+"""The session's folder for the class install (tests/lab/conftest.py makes and removes it)."""
+BUILD_TIMEOUT_S = 900
 _counter = itertools.count(1)
 
 
@@ -115,59 +120,53 @@ class Student:
         return self.run([self.python, "-m", "vpnlab", *args], timeout=timeout, **kwargs)
 
 
-def _others_can_run(path: str) -> bool:
-    """True if every folder above ``path`` and the file itself are open to others."""
-    real = Path(os.path.realpath(path))
-    return all(os.stat(part).st_mode & 1 for part in [*real.parents, real])
+def build_class_install(prefix: Path, source: Path = REPO) -> Path:
+    """``scripts/setup.sh --system`` of ``source`` into ``prefix`` (as root); returns ``prefix``."""
+    env = {**os.environ, "VPNLAB_SYSTEM_PREFIX": str(prefix)}
+    done = subprocess.run(
+        ["bash", str(source / "scripts/setup.sh"), "--system"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"setup.sh --system failed:\n{done.stderr[-3000:]}")
+    return prefix
 
 
-def _python_for_others() -> str:
-    """This Python's interpreter if other users can run it, else the system's of its version."""
-    for candidate in (sys.executable, getattr(sys, "_base_executable", sys.executable)):
-        if _others_can_run(candidate):
-            return candidate
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    system = shutil.which(version, path="/usr/bin:/usr/local/bin")
-    if system is None or not _others_can_run(system):
-        pytest.skip(f"no {version} that other users can run (the venv's is {sys.executable})")
-    return system
+@functools.cache
+def class_install() -> Path:
+    """The session's class install (``PREFIX/venv``, ``course``, ``proxy``, ``bin``).
 
-
-def make_venv(venv: Path, repo: Path = REPO) -> Path:
-    """A venv others can run that imports vpnlab from ``repo`` and this venv's packages.
-
-    Made with ``--without-pip``: a ``.pth`` names ``repo`` and this venv's site-packages (the
-    same wheels, no download); ``bin/vpnlab``, ``bin/jupyter`` and ``bin/jupyter-lab`` are
-    ``python -m`` scripts.
-    Returns its bin folder.
+    Built once for the whole session: the first worker builds it under an flock, the others
+    wait and find it built. Without ``VPNLAB_TEST_CLASS_INSTALL`` (a test file run on its own
+    outside this conftest) the folder is this process's own, left to /tmp's cleaning.
     """
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    python = _python_for_others()
-    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    purelib = Path(sysconfig.get_paths()["purelib"])
-    site = venv / "lib" / version / "site-packages"
-    (site / "vpnlab-test.pth").write_text(f"{repo}\n{purelib}\n")
-    for tool, module in (
-        ("vpnlab", "vpnlab"),
-        ("jupyter", "jupyter"),
-        ("jupyter-lab", "jupyterlab"),
-    ):
-        script = venv / "bin" / tool
-        script.write_text(f'#!/bin/sh\nexec "$(dirname "$0")/python" -m {module} "$@"\n')
-        script.chmod(0o755)
-    subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True, timeout=30)
-    return venv / "bin"
+    folder = Path(os.environ.get(CLASS_INSTALL_ENV) or f"/tmp/vpnlab-class-{os.getpid()}")
+    folder.mkdir(mode=0o755, exist_ok=True)
+    folder.chmod(0o755)
+    prefix = folder / "install"
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "built").exists():
+            shutil.rmtree(prefix, ignore_errors=True)
+            build_class_install(prefix)
+            (folder / "built").touch()
+    return prefix
 
 
-def user_python(folder: Path) -> Path:
-    """The bin folder of a Python other users can run that imports this worktree's vpnlab."""
-    return make_venv(folder / "venv")
+def install_bin(prefix: Path | None = None) -> Path:
+    """The bin folder of the class install's venv (its python, vpnlab, jupyter)."""
+    return (prefix or class_install()) / "venv/bin"
 
 
 def clone_for(user: pwd.struct_passwd) -> Path:
     """The repository as a student has it: its files in ``~/vpnlab``, the user's own, with a
     ``.venv`` that ``scripts/setup.sh`` takes as up to date (its stamp: pyproject.toml's hash
-    and the ``test`` extra, as ``create_venv`` writes it)."""
+    and the ``test`` extra, as ``create_venv`` writes it): the class install's Python, whose
+    ``.pth`` names the clone first (its vpnlab) and the class install's packages after."""
     clone = Path(user.pw_dir) / "vpnlab"
     files = subprocess.run(
         ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True, timeout=30
@@ -178,9 +177,25 @@ def clone_for(user: pwd.struct_passwd) -> Path:
             target = clone / name.decode()
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-    make_venv(clone / ".venv", clone)
+    python = install_bin() / "python"
+    venv = clone / ".venv"
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    version = Path(site).parent.name  # python3.11
+    (venv / "lib" / version / "site-packages" / "vpnlab-test.pth").write_text(f"{clone}\n{site}\n")
+    tools = (("vpnlab", "vpnlab"), ("jupyter", "jupyter"), ("jupyter-lab", "jupyterlab"))
+    for tool, module in tools:
+        script = venv / "bin" / tool
+        script.write_text(f'#!/bin/sh\nexec "$(dirname "$0")/python" -m {module} "$@"\n')
+        script.chmod(0o755)
     digest = hashlib.sha256((clone / "pyproject.toml").read_bytes()).hexdigest()[:16]
-    (clone / ".venv" / ".vpnlab-installed").write_text(f"{digest}test\n")
+    (venv / ".vpnlab-installed").write_text(f"{digest}test\n")
     subprocess.run(
         ["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(clone)], check=True, timeout=30
     )

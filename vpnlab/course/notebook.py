@@ -2,9 +2,9 @@
 
 The notebooks in ``notebooks/`` import this module as ``from vpnlab import course``::
 
-    lab = course.CourseLab("01_tun")      # prefix from $VPNLAB_PREFIX (default "nb-")
-    lab.up(vpn=False)                     # `vpnlab lab up --prefix nb- --no-vpn`
-    lab.sh("r1", "ip route")              # `ip netns exec nb-r1 ip route`, printed
+    lab = course.CourseLab("01_tun")      # prefix: the notebook's own, nb01- ($VPNLAB_PREFIX wins)
+    lab.up(vpn=False)                     # `vpnlab lab up --prefix nb01- --no-vpn`
+    lab.sh("r1", "ip route")              # `ip netns exec nb01-r1 ip route`, printed
     lab.record("stack", "raw:ip:icmp")    # key results, for the tests (tests/notebooks)
     course.predict("7.2", 0)              # a guess, recorded before the demonstration
     course.check("1.1", answer_1_1)       # judged by exercises.py, recorded (progress.py)
@@ -12,6 +12,11 @@ The notebooks in ``notebooks/`` import this module as ``from vpnlab import cours
     lab.down()
 
 The figures (``draw_topology``, ``draw_timeline``, ``draw_layers``) are in ``figures.py``.
+
+Each notebook owns its lab: its prefix comes from its number (``nb00-`` for notebook 00), so
+opening a second notebook builds a second lab beside the first instead of tearing it down
+(a class hub limits how many a student has up at once: ``VPNLAB_MAX_LABS``, ``lab up`` refuses
+past it in one line). ``$VPNLAB_PREFIX``, where set (the tests), names every notebook's lab.
 
 Everything that touches the lab runs as a subprocess (``vpnlab lab ...``, ``ip netns exec``):
 pyroute2's and pyshark's synchronous APIs fail inside Jupyter's running event loop. The one
@@ -25,6 +30,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -71,9 +77,17 @@ class Output(str):
         pass
 
 
-def prefix() -> str:
-    """The lab prefix of the course: ``$VPNLAB_PREFIX`` or ``nb-``."""
-    return os.environ.get("VPNLAB_PREFIX") or DEFAULT_PREFIX
+def prefix(notebook: str = "") -> str:
+    """The lab prefix of a notebook: ``$VPNLAB_PREFIX`` if set, else the notebook's own.
+
+    ``00_setup_topology`` -> ``nb00-``; a name without a number -> ``nb`` and its letters and
+    digits (``hub`` -> ``nbhub-``); no name -> ``nb-``.
+    """
+    if os.environ.get("VPNLAB_PREFIX"):
+        return os.environ["VPNLAB_PREFIX"]
+    number = re.match(r"\d+", notebook)
+    own = number.group() if number else re.sub(r"[^a-z0-9]", "", notebook.lower())[:12]
+    return f"{DEFAULT_PREFIX[:-1]}{own}-"
 
 
 # --- running things in the lab ------------------------------------------------------------------
@@ -88,12 +102,12 @@ class CourseLab:
 
     Args:
         name: the notebook's name (``00_setup``), used for the results file.
-        lab_prefix: namespace prefix; default :func:`prefix`.
+        lab_prefix: namespace prefix; default :func:`prefix` of ``name`` (``nb00-``).
     """
 
     def __init__(self, name: str, lab_prefix: str | None = None) -> None:
         self.name = name
-        self.prefix = lab_prefix or prefix()
+        self.prefix = lab_prefix or prefix(name)
         self.results: dict[str, Any] = {"prefix": self.prefix}
         folder = os.environ.get(RESULTS_ENV)
         self.results_file = Path(folder) / f"{name}.json" if folder else None
@@ -197,7 +211,7 @@ class CourseLab:
         return self.vpnlab("lab", "stop-vpn", show=False)
 
     def ns(self, node: str) -> str:
-        """The namespace of ``node``: ``nb-r1``."""
+        """The namespace of ``node``: ``nb00-r1``."""
         return namespace(self.prefix, node)
 
     def run(

@@ -19,6 +19,7 @@ from vpnlab.core.pool import tunnel_address6
 from vpnlab.lab.build import build, listening, log_tail, start_daemon
 from vpnlab.lab.inspection import status
 from vpnlab.lab.nodes import check_environment, run_in, wait_for
+from vpnlab.lab.rootless import check_lab_limit, labs_here
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
     alive,
@@ -58,6 +59,7 @@ def up(
     """
     check_environment()
     check_prefix(prefix)
+    check_lab_limit(prefix, [name for name in labs_here() if name != prefix])
     topo = topology or DEFAULT_TOPOLOGY
     if cipher not in CIPHERS:
         raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")

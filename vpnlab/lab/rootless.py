@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vpnlab.core.errors import LabError
-from vpnlab.lab.state import DEFAULT_PREFIX, alive, check_prefix
+from vpnlab.lab.state import DEFAULT_PREFIX, alive, base_dir, check_prefix, prefix_namespaces
 
 HOLDER_WAIT_S = 5.0
 TUN_NODE_ENV = "VPNLAB_TUN_NODE"
@@ -51,6 +51,9 @@ echo ready
 exec sleep infinity
 """
 """PID 1 of the holder: /run as a tmpfs (named namespaces), the tun node if one is given."""
+
+MAX_LABS_ENV = "VPNLAB_MAX_LABS"
+"""The most labs a user may have up at once (a class hub sets it; unset: no limit)."""
 
 OWN_LAB_COMMANDS = ("bench", "meltdown", "arp-experiment")
 """Commands that build and remove labs of their own: they run in a holder of their own."""
@@ -130,6 +133,43 @@ def check_tools() -> None:
     missing = [tool for tool in ("unshare", "nsenter") if shutil.which(tool) is None]
     if missing:
         raise LabError(f"{' and '.join(missing)} missing: apt-get install util-linux")
+
+
+def check_lab_limit(prefix: str, others: Sequence[str]) -> None:
+    """LabError (one line) if ``others`` (labs up besides ``prefix``) reach ``$VPNLAB_MAX_LABS``."""
+    limit = os.environ.get(MAX_LABS_ENV)
+    if not limit or not limit.isdigit() or len(others) < int(limit):
+        return
+    names = ", ".join(sorted(others))
+    raise LabError(
+        f"{len(others)} labs up already ({names}), the most you may have at once is {limit}: "
+        f"take one down first (lab.down() in its notebook, or vpnlab lab down --prefix "
+        f"{sorted(others)[0]})"
+    )
+
+
+def labs_here() -> list[str]:
+    """The prefixes of the labs up in this ``/run/netns`` (a holder's, or the host's for root)."""
+    try:
+        folders = [d.name for d in base_dir().iterdir() if (d / "lab.json").is_file()]
+    except OSError:
+        return []
+    return [name for name in folders if _valid(name) and prefix_namespaces(name)]
+
+
+def _valid(prefix: str) -> bool:
+    try:
+        check_prefix(prefix)
+    except LabError:
+        return False
+    return True
+
+
+def labs_held() -> list[str]:
+    """The prefixes whose holder runs (``vpnlab lab up`` as an ordinary user, outside a hub)."""
+    folder = home() / "holders"
+    names = [p.stem for p in folder.glob("*.json") if not p.stem.startswith("run")]
+    return [name for name in names if holder_pid(name) is not None]
 
 
 # --- the holder -------------------------------------------------------------------------------
@@ -283,6 +323,7 @@ def forward(command: str, argv: Sequence[str], prefix: str | None, verb: str | N
         return run(inner)
     prefix = check_prefix(prefix or os.environ.get("VPNLAB_PREFIX") or DEFAULT_PREFIX)
     if command == "lab" and verb == "up":
+        check_lab_limit(prefix, [name for name in labs_held() if name != prefix])
         if "--no-vpn" not in argv:
             check_tun()
         stop_holder(prefix)

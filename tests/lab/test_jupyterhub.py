@@ -182,8 +182,9 @@ def hub_env(folder: Path, hub_dir: Path, prefix: Path, **settings: str) -> dict[
 
 
 def jupyterhub(prefix: Path) -> list[str]:
-    """The hub's command, as docs/class.md gives it: the class install's jupyterhub, root."""
-    return [str(prefix / "venv/bin/python"), "-m", "jupyterhub", "-f", str(CONFIG)]
+    """The hub's command, as docs/class.md gives it: the class install's jupyterhub and config."""
+    config = prefix / "jupyterhub/jupyterhub_config.py"
+    return [str(prefix / "venv/bin/python"), "-m", "jupyterhub", "-f", str(config)]
 
 
 @contextlib.contextmanager
@@ -280,7 +281,7 @@ def test_a_spawn_that_cannot_start_says_why(tmp_path):
     with made_folder() as closed, unix_user("x") as user:
         prefix = closed / "install"
         prefix.mkdir()
-        for part in ("venv", "course", "bin", "proxy"):
+        for part in ("venv", "course", "bin", "proxy", "jupyterhub"):
             (prefix / part).symlink_to(class_install() / part)
         closed.chmod(0o700)  # as a checkout in a Debian 12 home
         with running_hub(tmp_path, prefix) as hub:

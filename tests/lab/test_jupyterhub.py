@@ -436,3 +436,45 @@ def test_pam_login_over_https_with_a_capitalised_name(tmp_path):
                 stop(proc)
     finally:
         subprocess.run(["groupdel", group], capture_output=True, timeout=30, check=False)
+
+
+LMS_LOGINS = {
+    "auth_lti13.py": {
+        "VPNLAB_LTI_ISSUER": "https://lms.example",
+        "VPNLAB_LTI_CLIENT_ID": "vpnlab-tool",
+        "VPNLAB_LTI_AUTH_URL": "https://lms.example/mod/lti/auth.php",
+        "VPNLAB_LTI_JWKS_URL": "https://lms.example/mod/lti/certs.php",
+    },
+    "auth_oauth.py": {
+        "VPNLAB_OAUTH_URL": "https://sso.example/realms/uni/protocol/openid-connect",
+        "VPNLAB_OAUTH_CLIENT_ID": "vpnlab-hub",
+        "VPNLAB_OAUTH_CLIENT_SECRET": "not-a-secret",
+        "VPNLAB_OAUTH_CALLBACK": "http://127.0.0.1/hub/oauth_callback",
+    },
+}
+
+
+@pytest.mark.parametrize("example", sorted(LMS_LOGINS))
+def test_lms_login_examples_load_and_answer(tmp_path, example):
+    """The LMS login examples, included by the main config, with the packages the class
+    install has: the hub starts with them; LTI 1.3 serves its tool configuration to the LMS,
+    OAuth sends the browser to the provider with the hub's client ID. (No LMS or provider
+    runs here: the logins themselves are not exercised.)"""
+    config = str(class_install() / "jupyterhub" / example)
+    settings = {**LMS_LOGINS[example], "VPNLAB_HUB_AUTH_CONFIG": config}
+    with running_hub(tmp_path, **settings) as hub:
+        if example == "auth_lti13.py":
+            with urllib.request.urlopen(f"{hub.base}/hub/lti13/config", timeout=30) as page:
+                tool = json.loads(page.read())
+            assert tool["title"] == "vpnlab" and "/hub/lti13/oauth_login" in json.dumps(tool)
+        else:
+            opener = urllib.request.build_opener(NoRedirect)
+            try:
+                opener.open(f"{hub.base}/hub/oauth_login", timeout=30)
+                raise AssertionError("no redirect to the provider")
+            except urllib.error.HTTPError as exc:
+                location = exc.headers.get("Location", "")
+            assert location.startswith(LMS_LOGINS[example]["VPNLAB_OAUTH_URL"] + "/auth?")
+            assert "client_id=vpnlab-hub" in location
+        used = "LmsAuthenticator" if example == "auth_lti13.py" else "GenericOAuthenticator"
+        assert re.search(rf"Using Authenticator: \S*{used}", hub.log.read_text()), tail(hub)

@@ -30,6 +30,7 @@ c.GenericOAuthenticator.client_secret = os.environ["VPNLAB_OAUTH_CLIENT_SECRET"]
 c.GenericOAuthenticator.oauth_callback_url = os.environ["VPNLAB_OAUTH_CALLBACK"]
 c.GenericOAuthenticator.scope = ["openid", "profile", "email", "groups"]
 c.GenericOAuthenticator.username_claim = "preferred_username"
+c.GenericOAuthenticator.manage_groups = True  # the provider's groups, kept in the hub
 c.GenericOAuthenticator.auth_state_groups_key = "oauth_user.groups"
 c.GenericOAuthenticator.allowed_groups = {os.environ.get("VPNLAB_OAUTH_GROUP", "vpnlab-students")}
 c.Authenticator.allow_all = False

@@ -105,15 +105,19 @@ def test_the_image_builds_and_holds_the_course(buildah):
     build += ["-f", str(REPO / "deploy/Dockerfile"), "-t", IMAGE, str(REPO)]
     run(tool, *build, timeout=1500)
     config = json.loads(run(tool, "inspect", "--type", "image", IMAGE))["OCIv1"]["config"]
-    assert config["Cmd"] == ["/opt/vpnlab/deploy/start-singleuser.sh"]
+    assert config["Cmd"] == ["/opt/vpnlab/bin/vpnlab-start-singleuser"]
     assert config["User"] == "1000"
     ctr = run(tool, "from", IMAGE).strip()
-    probe = (
+    probe = (  # the student edition only: no solution in it, no instructor notebook anywhere
         "import jupyterhub, pyroute2, vpnlab, pathlib; "
-        "print(len(list(pathlib.Path('/opt/vpnlab/notebooks').glob('*.ipynb'))))"
+        "c = list(pathlib.Path('/opt/vpnlab/course').glob('*.ipynb')); "
+        "print(len(c), sum('BEGIN SOLUTION' in p.read_text() for p in c), "
+        "len([p for d in ('/opt', '/home', '/srv', '/src', '/usr/local') "
+        "for p in pathlib.Path(d).rglob('[0-9][0-9]_*') if p.parent.name != 'course']))"
     )
     out = run(tool, "run", "--isolation", "chroot", ctr, "--", "python", "-c", probe)
-    assert int(out.strip()) >= 12  # the course: notebooks 00-11
+    count, solutions, instructor = map(int, out.split())
+    assert count >= 15 and solutions == 0 and instructor == 0
     tools = "for t in unshare nsenter ip nft tshark dumpcap ping; do command -v $t; done"
     out = run(tool, "run", "--isolation", "chroot", ctr, "--", "sh", "-c", tools)
     assert len(out.split()) == 7

@@ -123,7 +123,8 @@ setup() {
 # setup.sh --system builds, as root, at $VPNLAB_SYSTEM_PREFIX (default /opt/vpnlab), all of it
 # readable and runnable by every user and writable by root alone:
 #   venv/      vpnlab installed from this checkout (not editable: nobody needs the checkout
-#              after), with the course and hub extras, jupyterhub-idle-culler and the LMS
+#              after), with the course and hub extras, jupyterhub-idle-culler,
+#              jupyterhub-systemdspawner (where systemd runs) and the LMS
 #              logins (jupyterhub-ltiauthenticator, oauthenticator: deploy/jupyterhub/auth_*.py)
 #   proxy/     configurable-http-proxy (npm)
 #   course/    the student edition of the notebooks (scripts/student-edition.sh), nothing else
@@ -132,7 +133,8 @@ setup() {
 # The instructor notebooks and their solutions are not copied anywhere under it.
 SYSTEM_PREFIX=${VPNLAB_SYSTEM_PREFIX:-/opt/vpnlab}
 SYSTEM_EXTRAS=course,hub
-SYSTEM_PACKAGES=(jupyterhub-idle-culler jupyterhub-ltiauthenticator oauthenticator)
+SYSTEM_PACKAGES=(jupyterhub-idle-culler jupyterhub-systemdspawner jupyterhub-ltiauthenticator
+  oauthenticator)
 
 system_venv() {
   local venv="$SYSTEM_PREFIX/venv" py log="$SYSTEM_PREFIX/pip.log" again=()

@@ -22,11 +22,15 @@ Settings, all from the environment so that the test and a real class use the sam
     VPNLAB_HUB_DIR                   the hub's database and cookie secret (default /srv/vpnlab-hub)
     VPNLAB_HUB_GROUP                 the Unix group whose members may log in (PAM; default
                                      vpnlab-students)
+    VPNLAB_HUB_ADMINS                hub admins (the instructor), comma-separated login names
     VPNLAB_HUB_AUTH_CONFIG           a file that sets another authenticator (the LMS: LTI 1.3,
                                      auth_lti13.py; or OAuth, auth_oauth.py), loaded after this
     VPNLAB_HUB_MEM, _CPU, _TASKS     limits per student: memory (default 2G), % of a core
                                      (default 100), processes and threads (default 1024)
     VPNLAB_HUB_LABS                  labs a student may have up at once (default 3)
+    VPNLAB_HUB_SPAWNER               systemd (SystemdSpawner, the default where systemd is PID 1)
+                                     or local (vpnlab_spawner.py: cgroup v1 limits, the default
+                                     elsewhere)
     VPNLAB_HUB_CULL_TIMEOUT          seconds idle before a server (and its labs) is stopped
                                      (default 3600; 0: never)
     VPNLAB_TUN_NODE                  passed to the students' servers, see rootless.py (for a
@@ -110,6 +114,7 @@ else:
 
     c.JupyterHub.authenticator_class = LowercasePAMAuthenticator
     c.LowercasePAMAuthenticator.allowed_groups = {setting("GROUP", "vpnlab-students")}
+c.Authenticator.admin_users = {n.strip().lower() for n in setting("ADMINS", "").split(",")} - {""}
 
 # --- each student's server: the class install, the student edition, kept apart and limited ---
 #
@@ -136,11 +141,13 @@ c.Spawner.pre_spawn_hook = lambda spawner: check_student(spawner, [str(COURSE)])
 MEMORY = parse_bytes(setting("MEM", "2G"))
 CPU_PERCENT = int(setting("CPU", "100"))
 TASKS = int(setting("TASKS", "1024"))
-if Path("/run/systemd/system").is_dir():  # systemd is PID 1: a transient unit per student
+SYSTEMD = Path("/run/systemd/system").is_dir()
+if setting("SPAWNER", "systemd" if SYSTEMD else "local") == "systemd":
+    # a transient unit per student; ProtectProc=invisible: hidepid for that unit's /proc
     c.JupyterHub.spawner_class = "systemdspawner.SystemdSpawner"
     c.SystemdSpawner.mem_limit = str(MEMORY)
     c.SystemdSpawner.cpu_limit = CPU_PERCENT / 100
-    c.SystemdSpawner.unit_extra_properties = {"TasksMax": str(TASKS)}
+    c.SystemdSpawner.unit_extra_properties = {"TasksMax": str(TASKS), "ProtectProc": "invisible"}
     c.SystemdSpawner.isolate_tmp = True
     c.SystemdSpawner.disable_user_sudo = True
 else:  # no systemd (a container, a CI machine): a cgroup v1 per student, vpnlab_spawner.py

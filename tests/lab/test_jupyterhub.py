@@ -217,10 +217,11 @@ def running_hub(tmp_path: Path, prefix: Path | None = None, **settings: str) -> 
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """The hub stops its servers and its proxy on SIGTERM; SIGKILL if it takes too long."""
+    """The hub stops its servers and its proxy on SIGTERM (with the idle culler, about 30 s);
+    SIGKILL if it takes too long."""
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)

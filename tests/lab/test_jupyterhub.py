@@ -187,6 +187,19 @@ def jupyterhub(prefix: Path) -> list[str]:
     return [str(prefix / "venv/bin/python"), "-m", "jupyterhub", "-f", str(config)]
 
 
+def start_hub(prefix: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """The hub as root, its output in ``log_path``, in a session of its own."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            jupyterhub(prefix),
+            cwd=log_path.parent,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 @contextlib.contextmanager
 def running_hub(tmp_path: Path, prefix: Path | None = None, **settings: str) -> Iterator[Hub]:
     """A hub (root) on the class install ``prefix``, stopped after; the root namespace kept."""
@@ -197,15 +210,7 @@ def running_hub(tmp_path: Path, prefix: Path | None = None, **settings: str) -> 
         env = hub_env(folder, tmp_path / "hub", prefix, **settings)
         env |= {"VPNLAB_HUB_AUTH": "dummy", "VPNLAB_HUB_TOKEN": token}
         log_path = tmp_path / "hub.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                jupyterhub(prefix),
-                cwd=tmp_path,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = start_hub(prefix, env, log_path)
         try:
             hub = Hub(token, log_path)
             started = wait_until(lambda: hub.api("GET", "/hub/api/")[0] == 200, 60, 0.5)
@@ -404,15 +409,7 @@ def test_pam_login_over_https_with_a_capitalised_name(tmp_path):
             ]
             env |= {"VPNLAB_HUB_SSL_CERT": str(cert), "VPNLAB_HUB_SSL_KEY": str(key)}
             log_path = tmp_path / "hub.log"
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen(
-                    jupyterhub(class_install()),
-                    cwd=tmp_path,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            proc = start_hub(class_install(), env, log_path)
             try:
                 base = f"https://127.0.0.1:{PORT}"
                 context = ssl.create_default_context(cafile=str(cert))

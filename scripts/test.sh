@@ -9,11 +9,11 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 require_root  # the lab tests build labs as root (and make the users of the rootless tests)
-setup test
+setup course,dev,hub
 install_hub_proxy  # for tests/lab/test_jupyterhub.py
 cd "$VPNLAB_ROOT"
 say "ruff check and ruff format --check"
-"$VENV/bin/ruff" check vpnlab tests
+"$VENV/bin/ruff" check vpnlab tests notebooks  # notebooks: the jupytext .py pairs
 "$VENV/bin/ruff" format --check vpnlab tests
 # Labs are isolated by prefix and mostly wait on timers: three at a time take the suite from
 # 11 to about 5 minutes on 2 cores (a test file stays on one worker: its labs are shared).

@@ -90,22 +90,26 @@ def run(argv: list[str], cwd: Path, timeout: float = 60) -> subprocess.Completed
     return done
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git (the checkout's files)")
-def test_pip_install_without_extras_gives_working_daemons(tmp_path):
-    """``pip install <checkout>`` (no extras) in a fresh venv: the daemons' help, key generation
-    and every daemon module import, and none of the course's packages is installed. pip takes
-    the wheels from its cache when it has them (scripts/setup.sh filled it), else from PyPI."""
-    checkout = clean_checkout(tmp_path / "vpnlab")
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = str(env_dir / "bin" / "python")
-    run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(checkout)],
-        tmp_path,
-        PIP_TIMEOUT_S,
-    )
-    work = tmp_path / "elsewhere"  # not the checkout: the installed package is what runs
-    work.mkdir()
+@pytest.fixture(scope="module")
+def base_python(tmp_path_factory) -> str:
+    """The python of a fresh venv holding ``pip install <checkout>``, no extras. pip takes the
+    wheels from its cache when it has them (scripts/setup.sh filled it), else from PyPI."""
+    if shutil.which("git") is None:
+        pytest.fail("git is needed to copy the checkout's files")
+    tmp = tmp_path_factory.mktemp("base-install")
+    checkout = clean_checkout(tmp / "vpnlab")
+    venv.create(tmp / "venv", with_pip=True)
+    python = str(tmp / "venv" / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(checkout)]
+    run(pip, tmp, PIP_TIMEOUT_S)
+    return python
+
+
+def test_pip_install_without_extras_gives_working_daemons(base_python, tmp_path):
+    """The daemons' help, key generation and every daemon module's import work in the base
+    install, and none of the course's packages is installed or imported. (Run from a folder
+    outside the checkout: the installed package is what runs.)"""
+    python, work = base_python, tmp_path
     missing = "import importlib.util as u, sys; print([m for m in sys.argv[1:] if u.find_spec(m)])"
     assert run([python, "-c", missing, *COURSE_ONLY], work).stdout.strip() == "[]"
     vpnlab = [python, "-m", "vpnlab"]
@@ -113,8 +117,8 @@ def test_pip_install_without_extras_gives_working_daemons(tmp_path):
     assert "SetRouting(1)" in run([*vpnlab, "client", "--help"], work).stdout
     keys = work / "keys"
     run([*vpnlab, "keys", "server", str(keys)], work)
-    add = ["add-peer", str(keys), "alice", "--address", "10.8.0.2/24", "--endpoint", "198.51.100.2"]
-    run([*vpnlab, "keys", *add], work)
+    add = ["add-peer", str(keys), "alice", "--address", "10.8.0.2/24"]
+    run([*vpnlab, "keys", *add, "--endpoint", "198.51.100.2"], work)
     run([*vpnlab, "keys", "psk", str(work / "psk")], work)
     assert {"server.key", "peers.toml", "alice.conf"} <= {p.name for p in keys.iterdir()}
     assert "alice" in run([*vpnlab, "keys", "peers", str(keys)], work).stdout
@@ -122,3 +126,24 @@ def test_pip_install_without_extras_gives_working_daemons(tmp_path):
     imports = "; ".join(f"import {m}" for m in DAEMON_MODULES)
     check = f"{imports}; import sys; print(sorted(set(sys.argv[1:]) & set(sys.modules)))"
     assert run([python, "-c", check, *COURSE_ONLY], work).stdout.strip() == "[]"
+
+
+@pytest.mark.lab
+def test_base_install_builds_the_lab_and_proves_it(base_python, tmp_path):
+    """What ``scripts/netns-lab.sh`` does (up, verify, down) with the base install alone: the
+    daemons, who-am-I, the pings and the routes, IPv4 and IPv6, no Jupyter anywhere."""
+    from tests.lab.helpers import assert_gone, fresh_prefix, root_snapshot
+
+    lab = [base_python, "-m", "vpnlab", "lab"]
+    prefix = fresh_prefix()
+    before = root_snapshot()
+    try:
+        run([*lab, "up", "--prefix", prefix], tmp_path, 120)
+        verify = run([*lab, "verify", "--prefix", prefix], tmp_path, 120).stdout
+        assert "verify: all checks passed" in verify, verify
+        assert "who-am-I says 198.51.100.2" in verify, verify
+        assert "who-am-I over IPv6 says 2001:db8:2::2" in verify, verify
+    finally:
+        subprocess.run([*lab, "down", "--prefix", prefix], capture_output=True, timeout=60)
+    assert_gone(prefix, {}, [])
+    assert root_snapshot() == before, "the root namespace changed"

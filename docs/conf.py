@@ -35,5 +35,4 @@ html_last_updated_fmt = None
 html_show_sourcelink = False
 html_static_path = ["_static"]
 html_favicon = "_static/vpnlab.svg"
-html_logo = "_static/vpnlab.svg"
 html_context = {"default_mode": "light"}  # the theme's light/dark switch starts from light

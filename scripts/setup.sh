@@ -71,8 +71,9 @@ pick_python() {
 
 # The extras a command needs, as a sorted comma list (`test` is all three; none: the VPN alone):
 #   netns-lab.sh         (none)             the lab and its proof: the daemons, who-am-I, pings
-#   netns-lab.sh notebook, bench.sh, meltdown.sh, make-captures.sh, student-edition.sh   course
-#   test.sh, docs.sh     course,dev,hub     the whole suite, the linters, the course website
+#   netns-lab.sh notebook, bench.sh, meltdown.sh, make-captures.sh   course
+#   docs.sh              course,dev         the course website (Sphinx, myst-nb; the notebooks)
+#   test.sh              course,dev,hub     the whole suite, the linters, the website's check
 normalise_extras() {
   local IFS=, e out=()
   for e in $1; do

@@ -65,7 +65,7 @@ def test_base_install_is_the_vpn_alone():
     base = {normalise(r).split(">")[0].split(";")[0] for r in meta["dependencies"]}
     assert base == {"pyroute2", "cryptography", "noiseprotocol", "tomli"}
     extras = meta["optional-dependencies"]
-    assert extras["test"] == ["vpnlab[course,hub,dev]"]  # scripts/test.sh's install
+    assert extras["test"] == ["vpnlab[course,hub,dev]"]  # the name setup.sh callers used
     assert {"jupyterlab>=4", "matplotlib>=3.6", "pyshark>=0.6", "scapy>=2.6"} <= set(
         extras["course"]
     )

@@ -44,7 +44,9 @@ from vpnlab.course import notebook as course
 
 lab = course.CourseLab("00_setup_topology")
 print("lab prefix:", lab.prefix)
-assert os.geteuid() == 0, "the lab needs root: start Jupyter with sudo scripts/netns-lab.sh notebook"
+assert os.geteuid() == 0, (
+    "the lab needs root: start Jupyter with sudo scripts/netns-lab.sh notebook"
+)
 tools = {t: bool(shutil.which(t)) for t in ("ip", "nft", "tshark", "dumpcap", "conntrack", "curl")}
 print(tools)
 assert all(tools.values()), "missing tools: run sudo scripts/netns-lab.sh once (it installs them)"

@@ -178,7 +178,10 @@ data = read_packet(pifd, lambda d: len(d) > 4 and d[4] >> 4 == 4)
 ping.communicate(timeout=10)
 print(course.hexdump(data[:24]))
 flags, proto = struct.unpack("!HH", data[:4])
-print(f"tun_pi: flags {flags:#06x}, proto {proto:#06x}; then the IP packet: {IP(data[4:]).summary()}")
+print(
+    f"tun_pi: flags {flags:#06x}, proto {proto:#06x};",
+    f"then the IP packet: {IP(data[4:]).summary()}",
+)
 lab.record("pi_proto", proto)
 
 # %% [markdown]

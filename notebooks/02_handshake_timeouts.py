@@ -34,7 +34,8 @@
 # `vpnlab/tunnel.py: Tunnel` (the select loop), `vpnlab/core/constants.py` (2.5 s, 6 s, the 2 s
 # keepalive).
 #
-# We watch it all on the wire: dumpcap runs **inside** `r1` (`vpnlab/instruments/capture.py: start_capture`).
+# We watch it all on the wire: dumpcap runs **inside** `r1`
+# (`vpnlab/instruments/capture.py: start_capture`).
 
 # %%
 import json
@@ -116,7 +117,7 @@ lab.record("plain_kinds", sorted({w[4] for w in wire}))
 # %%
 tun_rows = capture.fields(tun_file, ["frame.time_epoch", "ip.src"])
 events = []
-for t, src, dst, size, kind in wire:
+for t, src, _dst, _size, kind in wire:
     if src == "192.0.2.2":
         lane = "sendto (eth0 out)"
         label = "data sealed" if kind == "IP packet" else f"{kind} sent"
@@ -138,7 +139,7 @@ figures.draw_timeline(events, lanes, "the client's select loop (plain format)",
                      marks=[(connected, "connected")])
 plt.show()
 keepalive_times = [t for t, src, *_, kind in wire if kind == "KEEPALIVE" and src == "192.0.2.2"]
-gaps = [round(b - a, 1) for a, b in zip(keepalive_times, keepalive_times[1:])]
+gaps = [round(b - a, 1) for a, b in zip(keepalive_times, keepalive_times[1:], strict=False)]
 print("client keepalives at", [round(t, 2) for t in keepalive_times], "gaps", gaps)
 lab.record("keepalive_gaps", gaps)
 
@@ -211,7 +212,8 @@ lab.record("session_kinds", [(left, kind) for _, left, kind in messages])
 # marker". On UDP 4500 that marker means "this is not ESP, IKE follows" (RFC 3948), so
 # Wireshark does mistake them, not for ESP but for **IKE**: it shows them as
 # `udpencap:isakmp` and reads the Noise bytes as IKE header fields (`tshark -V` calls them a
-# malformed ISAKMP packet). They are neither ESP nor IKE; only the data after them is ESP. (`vpnlab capture decode` loads a Lua dissector,
+# malformed ISAKMP packet). They are neither ESP nor IKE; only the data after them is ESP.
+# (`vpnlab capture decode` loads a Lua dissector,
 # `vpnlab/instruments/vpnlab.lua`, that names them "vpnlab Hello/Welcome" instead.)
 #
 # Keys do not live forever: the client starts a new handshake every 120 s (here every 10 s, so
@@ -345,7 +347,8 @@ lab.down()
 #   without creating `tun0` or touching routes.
 # - The ESP handshake is Noise IKpsk2: each peer its own key, the server knows its peers, the
 #   client pins the server's key; it travels behind a non-ESP marker, so Wireshark takes it
-#   for IKE (`udpencap:isakmp`) although it is not IKE, and the data is ESP; a rekey every 120 s gives new SPIs and keys without losing a packet.
+#   for IKE (`udpencap:isakmp`) although it is not IKE, and the data is ESP; a rekey every
+#   120 s gives new SPIs and keys without losing a packet.
 # - A stranger's datagram (`nc -u`, or the Python one-liner) gets no answer: the server drops
 #   it and counts it (`unknown peer` in `server.json`'s drops).
 # - One **select loop** per daemon: TunSelected (tun0 -> seal -> sendto), SockSelected

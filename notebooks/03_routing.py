@@ -75,10 +75,11 @@ lab.record("r2_added", sorted(r2_after - r2_before))
 # %% [markdown]
 # SetRouting(1) added three routes:
 #
-# | route | why |
-# |---|---|
-# | `0.0.0.0/1 dev tun0` and `128.0.0.0/1 dev tun0` | together they cover every address, and a /1 is longer (more specific) than the default route's /0, so they win **without deleting the default route**; CleanUp only has to delete them |
-# | `198.51.100.2 via 192.0.2.1 dev eth0` | the **host route** (/32) to the server, through r1's own gateway: the notes' "R1 reaches the R2 through its gw specifically" |
+# - `0.0.0.0/1 dev tun0` and `128.0.0.0/1 dev tun0`: together they cover every address, and a
+#   /1 is longer (more specific) than the default route's /0, so they win **without deleting
+#   the default route**; CleanUp only has to delete them.
+# - `198.51.100.2 via 192.0.2.1 dev eth0`: the **host route** (/32) to the server, through r1's
+#   own gateway: the notes' "R1 reaches the R2 through its gw specifically".
 #
 # The picture: each route covers a range of addresses; for a destination, every route whose
 # range holds it matches, and the longest prefix (the narrowest range) wins.

@@ -32,9 +32,9 @@
 # carries (tshark's "esp" part), readable in `plain` and `esp-null`, encrypted in `esp-aes-gcm`.
 #
 # We reproduce both, with dumpcap running inside r1 on `eth0` and `tun0` at the same time
-# (`vpnlab/instruments/capture.py`), an FTP server on r2's tunnel address (`instruments/ftp.py`), and decode with
-# tshark and pyshark. Then the three wire formats side by side, and ESP decryption with the
-# keys the server exports.
+# (`vpnlab/instruments/capture.py`), an FTP server on r2's tunnel address
+# (`instruments/ftp.py`), and decode with tshark and pyshark. Then the three wire formats side
+# by side, and ESP decryption with the keys the server exports.
 
 # %%
 import json
@@ -208,7 +208,7 @@ plt.show()
 # | format | ESP overhead | tun0 MTU |
 # |---|---|---|
 # | `plain` | none: the inner packet is the whole UDP payload | 1500 - 28 = **1472** |
-# | `esp-null` | SPI 4 + sequence 4 + padding up to 3 + pad length 1 + next header 1 + ICV 16 = 29 | 1472 - 29 = **1443** |
+# | `esp-null` | SPI 4 + seq 4 + pad 0-3 + pad length 1 + next header 1 + ICV 16 = 29 | **1443** |
 # | `esp-aes-gcm` | the same + IV 8 = 37 | 1472 - 37 = **1435** |
 #
 # (The 84-byte ping needs only 2 bytes of padding: 28 + 8 + 2 + 2 + 16 = 56 with esp-null,

@@ -21,8 +21,8 @@
 # hosts on the other as if they were next door, without knowing a VPN exists.
 #
 # ```
-#  [h1] 172.16.1.10 -- r1 (VPN client) ==== tunnel 10.8.0.0/24 ==== r2 (VPN server) -- [h2] 172.16.2.10
-#        LAN 172.16.1.0/24    eth0 192.0.2.2 -- isp -- 198.51.100.2 eth0    LAN 172.16.2.0/24
+# [h1] 172.16.1.10 -- r1 (VPN client) == tunnel 10.8.0.0/24 == r2 (VPN server) -- [h2] 172.16.2.10
+#     LAN 172.16.1.0/24  eth0 192.0.2.2 -- isp -- 198.51.100.2 eth0   LAN 172.16.2.0/24
 # ```
 #
 # `vpnlab lab up --site-to-site --nat off` builds it. The client is told the far LAN

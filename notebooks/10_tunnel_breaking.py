@@ -99,7 +99,7 @@ retrans = capture.fields(cap_file, ["frame.time_epoch", "tcp.seq"],
 times = [float(t) - stopped for t, _ in retrans]
 in_pause = [t for t in times if 0 <= t < 3.0]  # while the server was stopped
 print("retransmissions (s after SIGSTOP):", [round(t, 2) for t in times])
-gaps = [round(b - a, 2) for a, b in zip(in_pause, in_pause[1:])]
+gaps = [round(b - a, 2) for a, b in zip(in_pause, in_pause[1:], strict=False)]
 print("gaps between those during the pause:", gaps)
 lab.record("retransmissions", len(times))
 lab.record("retransmission_gaps", gaps)

@@ -92,11 +92,11 @@ for fd in (fd0, fd1):
 # ## What the kernel sends on its own
 # The lab is dual stack, so IPv6 is on in every node (`vpnlab lab up --ipv6 off` would switch
 # it off with `disable_ipv6`, a per-namespace sysctl; the sysctl below makes sure it is on).
-# We open a fresh TUN device: as soon as it is up, the kernel starts IPv6 on it and **sends packets into it by
-# itself**: a router solicitation (scapy: `ICMPv6ND_RS`, "is there a router on this link?",
-# from the device's new link-local address to ff02::2, all routers), repeated every few
-# seconds, and on some kernels multicast listener reports (MLD). Nobody asked for them: they
-# come from the kernel's IPv6 autoconfiguration.
+# We open a fresh TUN device: as soon as it is up, the kernel starts IPv6 on it and **sends
+# packets into it by itself**: a router solicitation (scapy: `ICMPv6ND_RS`, "is there a router
+# on this link?", from the device's new link-local address to ff02::2, all routers), repeated
+# every few seconds, and on some kernels multicast listener reports (MLD). Nobody asked for
+# them: they come from the kernel's IPv6 autoconfiguration.
 
 # %%
 lab.sh("r1", "sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0")

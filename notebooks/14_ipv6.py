@@ -163,13 +163,13 @@ lab.vpnlab("lab", "route-back", "--remove")
 # | | changes with IPv6 | stays the same |
 # |---|---|---|
 # | handshake | - | one Hello, one Welcome, the same bytes (the IPv6 address is the twin) |
-# | tun0 | a second address, fe80::, the kernel's RS/MLD (dropped, counted) | IFF_TUN, IFF_NO_PI, one packet per read |
+# | tun0 | an fe80:: address, the kernel's RS/MLD (dropped, counted) | IFF_TUN, a packet a read |
 # | routes | ::/1 and 8000::/1; a /128 to a server over IPv6 | the two-halves idea, the host route |
-# | server | IPv6 forwarding, NAT66 in an `ip6` table, inner-source check on fd10:8::N | one session per client, routing by destination |
+# | server | forwarding, NAT66 (`ip6` table), source check on fd10:8::N | a session a client |
 # | ESP | next header 41 | SPI, sequence, AES-GCM, ICV, replay window |
-# | outer IPv6 | 20 bytes more per datagram, tun MTU 20 less, AF_INET6 socket | UDP 4500, the 2.5 s and 6 s timeouts |
-# | MSS clamp | an IPv6 SYN gets 20 less (its header is 40 bytes) | the SYN's option is lowered, checksum updated |
-# | too big | ICMPv6 Packet Too Big (never fragmented on the way) | the kernel answers for tun0's MTU |
+# | outer IPv6 | 20 bytes more a datagram, tun MTU 20 less, AF_INET6 | UDP 4500, the timeouts |
+# | MSS clamp | an IPv6 SYN gets 20 less (its header is 40 bytes) | the SYN's option lowered |
+# | too big | ICMPv6 Packet Too Big (no fragments on the way) | the kernel answers for tun0 |
 #
 # ## Exercises
 # **14.1** Which IPv6 address did the handshake give r1 in the tunnel (without the /64)?

@@ -14,7 +14,7 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-setup test
+setup course
 footprint=0
 for arg in "$@"; do [[ $arg == --footprint || $arg == --clients ]] && footprint=1; done
 if ((footprint)); then

@@ -15,7 +15,7 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-setup test
+setup course
 cd "$VPNLAB_ROOT"
 PREFIX=${VPNLAB_CAPTURE_PREFIX:-vmkcap-}
 OUT="$VPNLAB_ROOT/captures"

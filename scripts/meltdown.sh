@@ -10,7 +10,7 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-setup test
+setup course
 cd "$VPNLAB_ROOT"
 say "TCP meltdown sweep (progress below; about 8 minutes, --quick: under a minute)"
 "$VENV/bin/vpnlab" meltdown "$@"

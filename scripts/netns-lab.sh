@@ -93,7 +93,9 @@ main() {
       fi
       ;;
   esac
-  setup test
+  # the lab and its proof need the VPN alone; the course (JupyterLab, figures, captures) is added
+  # on the first `notebook`
+  if [ "$cmd" = notebook ]; then setup course; else setup; fi
   local vpnlab="$VENV/bin/vpnlab"
   [ -x "$vpnlab" ] || die "$vpnlab is missing: setup did not install vpnlab"
   case "$cmd" in

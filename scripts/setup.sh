@@ -69,12 +69,39 @@ pick_python() {
   die "vpnlab needs Python 3.10 to 3.13 (pyshark does not run on 3.14 yet)"
 }
 
+# The extras a command needs, as a sorted comma list (`test` is all three; none: the VPN alone):
+#   netns-lab.sh         (none)             the lab and its proof: the daemons, who-am-I, pings
+#   netns-lab.sh notebook, bench.sh, meltdown.sh, make-captures.sh   course
+#   docs.sh              course,dev         the course website (Sphinx, myst-nb; the notebooks)
+#   test.sh              course,dev,hub     the whole suite, the linters, the website's check
+normalise_extras() {
+  local IFS=, e out=()
+  for e in $1; do
+    case "$e" in
+      "") ;;
+      test) out+=(course dev hub) ;;
+      *) out+=("$e") ;;
+    esac
+  done
+  [ ${#out[@]} -gt 0 ] && printf '%s\n' "${out[@]}" | sort -u | paste -sd, -
+  return 0
+}
+
+# create_venv [EXTRAS]: vpnlab with EXTRAS (comma separated) in .venv. Up to date when the stamp
+# has this pyproject.toml's hash and at least these extras: a venv made by test.sh serves
+# netns-lab.sh as it is, and one made by netns-lab.sh gets only the extras it lacks added.
 create_venv() {
-  local extras=${1:-} stamp="$VENV/.vpnlab-installed" want
-  want="$(sha256sum "$VPNLAB_ROOT/pyproject.toml" | cut -c1-16)$extras"
-  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-    say "Python environment: $VENV is up to date"; return
+  local stamp="$VENV/.vpnlab-installed" digest had extras
+  digest=$(sha256sum "$VPNLAB_ROOT/pyproject.toml" | cut -c1-16)
+  had=$(cat "$stamp" 2>/dev/null || true)
+  extras=$(normalise_extras "${1:-}")
+  if [ -x "$VENV/bin/python" ] && [ "${had:0:16}" = "$digest" ]; then
+    local missing
+    missing=$(comm -23 <(tr , '\n' <<<"$extras" | sed '/^$/d') \
+      <(normalise_extras "${had:16}" | tr , '\n' | sed '/^$/d'))
+    [ -z "$missing" ] && { say "Python environment: $VENV is up to date"; return; }
   fi
+  [ -x "$VENV/bin/python" ] && extras=$(normalise_extras "$extras,${had:16}")  # keep what it has
   if [ ! -x "$VENV/bin/python" ]; then
     local py; py=$(pick_python)
     say "Python environment: creating $VENV with $($py --version)"
@@ -87,7 +114,7 @@ create_venv() {
     tail -n 20 "$log" >&2
     die "pip could not install vpnlab's Python dependencies (full log: $log)"
   fi
-  echo "$want" > "$stamp"
+  echo "$digest$extras" > "$stamp"
 }
 
 # JupyterHub's proxy (deploy/jupyterhub/, tests/lab/test_jupyterhub.py): configurable-http-proxy

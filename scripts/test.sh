@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what is missing (as netns-lab.sh does), then runs
 # ruff (lint and format) and the whole test suite: unit tests (no root needed) and lab tests
-# (root: real network namespaces, each removed again even when a test fails). Extra arguments
-# go to pytest,
+# (root: real network namespaces, each removed again even when a test fails), then builds the
+# course website from the notebooks the suite executed and checks it in Chromium (tests/docs,
+# scripts/docs.sh). Extra arguments go to pytest instead of the whole suite and the website,
 # e.g. `sudo scripts/test.sh tests/unit -x`; VPNLAB_TEST_WORKERS=1 runs one test at a time.
 # Progress lines ([vpnlab] ...) go to stderr, ruff's and pytest's output to stdout.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 require_root  # the lab tests build labs as root (and make the users of the rootless tests)
-setup test
+setup course,dev,hub
 install_hub_proxy  # for tests/lab/test_jupyterhub.py
 cd "$VPNLAB_ROOT"
 say "ruff check and ruff format --check"
-"$VENV/bin/ruff" check vpnlab tests
-"$VENV/bin/ruff" format --check vpnlab tests
+"$VENV/bin/ruff" check vpnlab tests docs notebooks  # notebooks: the jupytext .py pairs
+"$VENV/bin/ruff" format --check vpnlab tests docs
 # Labs are isolated by prefix and mostly wait on timers: three at a time take the suite from
 # 11 to about 5 minutes on 2 cores (a test file stays on one worker: its labs are shared).
 workers=${VPNLAB_TEST_WORKERS:-3}
-say "pytest on $workers workers ${*:-(the whole suite)}"
-"$VENV/bin/python" -m pytest -n "$workers" --dist loadfile "$@"
+if [ $# -gt 0 ]; then
+  say "pytest on $workers workers $*"
+  exec "$VENV/bin/python" -m pytest -n "$workers" --dist loadfile "$@"
+fi
+say "pytest on $workers workers (the whole suite)"
+"$VENV/bin/python" -m pytest -n "$workers" --dist loadfile --ignore tests/docs
+# The course website, now that the notebook tests have left every chapter executed in
+# build/executed/: scripts/docs.sh with warnings as errors and no chapter without its outputs,
+# then every page, link, anchor and figure checked in Chromium.
+say "the course website: scripts/docs.sh --strict, checked in Chromium (tests/docs)"
+VPNLAB_DOCS_STRICT=1 "$VENV/bin/python" -m pytest -n 0 tests/docs

@@ -7,11 +7,13 @@ instructor edition: their answers are in the solution blocks, so every check run
 ``answers=`` runs a notebook with other answers in their place (the student's ``...`` lines
 replaced, the solution blocks dropped), and the cells that fail are kept, not raised.
 Whatever happens, the lab of that prefix is removed afterwards (``vpnlab lab down --prefix P``)
-and checked gone.
+and checked gone. An instructor-edition run that reaches its end leaves its executed notebook
+in ``build/executed/`` (``VPNLAB_NOTEBOOK_OUT`` to change it): the course website's chapter.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +29,7 @@ from vpnlab.course.progress import load
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 TIMEOUT_S = 240
+EXECUTED = ROOT / "build" / "executed"
 
 
 @dataclass
@@ -83,6 +86,21 @@ def answer_with(nb, answers: dict[str, str]) -> None:
             cell.source = pattern.sub(lambda _m, v=var, e=expr: f"{v} = {e}", cell.source)
 
 
+def keep_executed(nb, name: str) -> None:
+    """The executed notebook into ``$VPNLAB_NOTEBOOK_OUT`` (default ``build/executed/``), with
+    the SHA-256 of the ``.py`` it was made from: the course website's chapter
+    (``docs/_ext/vpnlab_chapters.py`` uses it only while that source is unchanged)."""
+    import nbformat
+
+    out = Path(os.environ.get("VPNLAB_NOTEBOOK_OUT") or EXECUTED)
+    out.mkdir(parents=True, exist_ok=True)
+    source = hashlib.sha256((NOTEBOOKS / f"{name}.py").read_bytes()).hexdigest()
+    nb.metadata["vpnlab"] = {"source_sha256": source}
+    partial = out / f".{name}.ipynb.part"  # whole or not at all: a reader never sees half
+    nbformat.write(nb, partial)
+    partial.replace(out / f"{name}.ipynb")
+
+
 def execute(name: str, tmp_path: Path, answers: dict[str, str] | None = None) -> Run:
     from nbclient import NotebookClient
 
@@ -109,13 +127,9 @@ def execute(name: str, tmp_path: Path, answers: dict[str, str] | None = None) ->
             resources={"metadata": {"path": str(NOTEBOOKS)}},
         )
         client.execute()
+        if answers is None:  # the instructor edition ran to its end: a chapter of the website
+            keep_executed(nb, name)
     finally:
-        keep = os.environ.get("VPNLAB_NOTEBOOK_OUT")  # keep the executed notebook to look at
-        if keep:
-            import nbformat
-
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, Path(keep) / f"{name}.ipynb")
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -100,6 +100,8 @@ def grader_api(token: str, verb: str, body: dict | None = None) -> tuple[int, di
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+    except OSError:  # not listening (yet)
+        return 0, {}
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -264,7 +266,8 @@ def test_a_class_session_with_the_grader(session, tmp_path):
     assert fixed is not None, alice.vpnlab("grader", "check", timeout=240).stdout
     again = alice.vpnlab("grader", "fault", timeout=240)
     assert again.returncode == 0 and json.loads(again.stdout)["new"], again.stderr
-    assert alice.vpnlab("lab", "start-vpn", "--prefix", PREFIX, timeout=240).returncode == 0
+    # the restart itself may report the tunnel down (the fault is still there): it did restart
+    alice.vpnlab("lab", "start-vpn", "--prefix", PREFIX, timeout=240)
     restarted = alice.vpnlab("grader", "check", timeout=240)
     assert restarted.returncode == 1
     failing = [c["name"] for c in json.loads(restarted.stdout)["checks"] if not c["ok"]]

@@ -72,7 +72,8 @@ def _verdict(checks: list[dict[str, Any]]) -> tuple[bool, str]:
 
 def give_fault(store: Store, lab: StudentLab) -> dict[str, Any]:
     """The student's open fault's ticket, or a fault drawn for them (``faults.draw`` under the
-    store's secret) and injected into their troubleshooting lab, its record kept in the store.
+    store's secret, among those they did not have yet) and injected into their troubleshooting
+    lab, its record kept in the store.
 
     Raises LabError if the lab is not a troubleshooting lab (``vpnlab lab up --fault grader``).
     """
@@ -87,6 +88,7 @@ def give_fault(store: Store, lab: StudentLab) -> dict[str, Any]:
             f"vpnlab lab up --prefix {lab.prefix} --fault grader"
         )
     names = [n for n, f in faults.FAULTS.items() if not f.local_only]
+    names = [n for n in names if n not in store.fault_names(lab.student)] or names  # each once
     name = faults.draw(names, lab.student, store.secret(), store.faults_drawn(lab.student))
     faults.FAULTS[name].inject(lab.run, topo, lab.prefix)
     ticket = faults.FAULTS[name].ticket

@@ -121,6 +121,12 @@ class Store:
             row = self.db.execute("SELECT COUNT(*) FROM faults WHERE student = ?", (student,))
             return int(row.fetchone()[0])
 
+    def fault_names(self, student: str) -> set[str]:
+        """The faults ``student`` was given so far."""
+        with self._lock:
+            rows = self.db.execute("SELECT name FROM faults WHERE student = ?", (student,))
+            return {row[0] for row in rows.fetchall()}
+
     def add_fault(self, student: str, name: str, marks: dict[str, int], ticket: str) -> int:
         with self._lock:
             cursor = self.db.execute(

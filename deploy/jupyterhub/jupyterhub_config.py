@@ -85,3 +85,6 @@ if os.environ.get("VPNLAB_HUB_TOKEN"):  # the test drives the hub through its RE
             "services": ["vpnlab-test"],
         }
     ]
+
+# --- The grader service (issue 26, vpnlab/grader/): its own block, in its own file ------------
+load_subconfig(str(Path(__file__).with_name("grader_service.py")))

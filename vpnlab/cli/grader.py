@@ -1,13 +1,13 @@
 """``vpnlab grader``: the hub's grader service, a student's requests to it, the instructor's report.
 
-vpnlab grader serve [--user vpnlab-grader] [--store DB] [--port 10101] [--prefix hub-]
+vpnlab grader serve [--user vpnlab-grader] [--store DB] [--port 10101] [--prefix nb-]
                                  the service (started as root by the hub: the enterer
                                  keeps root, the rest runs as --user; vpnlab/grader/)
 vpnlab grader check [ITEM [ANSWER]]
                                  a student: judge my lab (ITEM lab, the default, or my
                                  open fault) or a live exercise (ANSWER as JSON, else text)
 vpnlab grader fault              a student: give me a fault (in a lab made with
-                                 vpnlab lab up --prefix hub- --fault grader)
+                                 vpnlab lab up --fault grader)
 vpnlab grader attempts           a student: my attempts, as the grader keeps them
 vpnlab grader report [--store DB] [--csv FILE] [--plot FILE.png]
                                  the instructor: per student and item, from the store
@@ -38,7 +38,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     serve.add_argument("--store", type=Path, default=DEFAULT_STORE)
     serve.add_argument("--port", type=int, default=10101)
     serve.add_argument("--listen", default="127.0.0.1")
-    serve.add_argument("--prefix", default="hub-", help="the students' lab prefix (%(default)s)")
+    serve.add_argument("--prefix", default="nb-", help="the students' lab prefix (%(default)s)")
     check = sub.add_parser("check", help="judge my lab, my open fault or a live exercise")
     check.add_argument("item", nargs="?", default="lab")
     check.add_argument("answer", nargs="?")

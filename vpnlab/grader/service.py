@@ -37,9 +37,6 @@ from .enter import Enterer, serve_enterer
 from .judging import Enter, StudentLab, check_exercise, check_lab, give_fault
 from .store import Store, open_store
 
-DEFAULT_PORT = 10101
-DEFAULT_PREFIX = "hub-"
-"""The prefix of the lab a student's notebooks build on the hub (``CourseLab("hub", "hub-")``)."""
 MAX_BODY = 64 * 1024
 Identify = Callable[[str], str | None]
 """A hub token -> the name of the hub user who owns it, or None."""

@@ -389,8 +389,10 @@ def start(prefix: str, fault: str, seed: int | None = None, **up_kwargs: Any) ->
     if fault == "random":
         names = applicable(prefix)
         student = os.environ.get("SUDO_USER") or getpass.getuser()
-        count = _next_count()
-        fault = choose(names, seed) if seed is not None else draw(names, student, _secret(), count)
+        if seed is not None:
+            fault = choose(names, seed)
+        else:
+            fault = draw(names, student, _secret(), _next_count())
     inject(prefix, fault)
     return {**status(prefix), "ticket": FAULTS[fault].ticket}
 

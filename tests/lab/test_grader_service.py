@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from vpnlab.core.errors import LabError
+from vpnlab.grader import enter
 from vpnlab.grader.report import COLUMNS
 
 from .helpers import root_snapshot, wait_until
@@ -302,3 +304,45 @@ def test_a_class_session_with_the_grader(session, tmp_path):
     assert (alice.user.pw_name, "fault:2", "False") in rows
     assert (bob.user.pw_name, "lab", "True") in rows
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_enterer_refuses_what_is_not_a_students_own_lab(session, monkeypatch):
+    """The privileged part alone (this test is root, as the enterer is): no root, no grader, no
+    unknown user, no tool outside its list, no student without a lab; and a lab node whose
+    namespace the student replaced with the host's (a bind mount in their holder) is no lab."""
+    (alice, bob), _, grader, _ = session
+    for name in ("root", grader.pw_name, "no-such-user-x"):
+        with pytest.raises(LabError):
+            enter.run_in_student_lab(name, PREFIX, "r1", ["ip", "link"])
+    with pytest.raises(LabError, match="has no lab"):
+        enter.run_in_student_lab(bob.user.pw_name, PREFIX, "r1", ["ip", "link"])
+    assert alice.vpnlab("lab", "up", "--prefix", PREFIX, "--no-vpn", timeout=240).returncode == 0
+    with pytest.raises(LabError, match="does not run"):
+        enter.run_in_student_lab(alice.user.pw_name, PREFIX, "r1", ["sh", "-c", "id"])
+    monkeypatch.setattr(enter, "PYTHON", alice.python)  # one the students can run, as the service's
+    made = Path(f"/tmp/vpnlab-grader-test-{os.getpid()}")
+    try:
+        argv = ["python", "-c", ID, str(made)]
+        inside = enter.run_in_student_lab(alice.user.pw_name, PREFIX, "r1", argv)
+        assert inside.returncode == 0, inside.stderr
+        assert made.stat().st_uid == alice.user.pw_uid  # as the student on the host, not root
+    finally:
+        made.unlink(missing_ok=True)
+    groups, netns = inside.stdout.rsplit(None, 1)
+    assert groups == "[]" and netns != os.readlink("/proc/self/ns/net")
+    (holder,) = enter.find_holders(alice.user.pw_uid)
+    os.close(holder.userns_fd)
+    swap = ["nsenter", "-t", str(holder.pid), "--user", "--mount", "--preserve-credentials"]
+    swap += ["--", "mount", "--bind", "/proc/1/ns/net", f"/run/netns/{PREFIX}r1"]
+    done = alice.run(swap)  # PID 1 of the holder is in the host's network namespace
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(LabError, match="has no lab"):
+        enter.run_in_student_lab(alice.user.pw_name, PREFIX, "r1", ["ip", "link"])
+
+
+ID = (
+    "import os, sys; open(sys.argv[1], 'w').close()\n"
+    "print(os.getgroups(), os.readlink('/proc/self/ns/net'))"
+)
+"""In a node, through the enterer: makes a file (whose owner the host sees), prints the
+supplementary groups (an unmapped root group would show as 65534) and the network namespace."""

@@ -57,6 +57,8 @@ NS_GET_OWNER_UID = 0xB704
 CLONE_NEWNET = 0x40000000
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 TOOLS = ("ping", "ip", "nft", "sysctl")
+PYTHON = sys.executable
+"""What ``python`` runs in a lab: the service's own (root-owned in a class install)."""
 _refused_uids: set[int] = {0}
 """Never a student: root, and the grader's own user (:func:`serve_enterer` adds it)."""
 
@@ -152,7 +154,7 @@ def node_netns(holder: Holder, prefix: str, node: str) -> int | None:
 def _tool(name: str) -> str:
     """The fixed path of an allowed command (the service's Python for ``python``)."""
     if name == "python":
-        return sys.executable
+        return PYTHON
     path = shutil.which(name, path=SAFE_PATH) if name in TOOLS else None
     if path is None:
         raise LabError(f"the grader does not run {name!r} in a lab")

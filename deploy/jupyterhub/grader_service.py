@@ -11,6 +11,11 @@ so a hub without it (tests/lab/test_jupyterhub.py) runs as before.
     VPNLAB_GRADER_STORE    its SQLite store (default /var/lib/vpnlab-grader/grader.db)
     VPNLAB_GRADER_PORT     where it listens on 127.0.0.1 (default 10101)
     VPNLAB_GRADER_PREFIX   the students' lab prefix it checks (default nb-, as VPNLAB_PREFIX)
+    VPNLAB_GRADER_PYTHON   its Python (default: the hub's); root-owned and one the students
+                           can run: the checks' one-liners run with it inside their labs
+
+The students' server tokens (``JUPYTERHUB_API_TOKEN``) get the scope to reach the service:
+the ``user`` role holds it, and the ``server`` role (what a server token gets) asks for it.
 """
 
 # ruff: noqa: F821  (``c`` is JupyterHub's config object, given when the file is loaded; in a
@@ -24,6 +29,8 @@ GRADER_USER = os.environ.get("VPNLAB_GRADER_USER", "vpnlab-grader")
 GRADER_STORE = os.environ.get("VPNLAB_GRADER_STORE", "/var/lib/vpnlab-grader/grader.db")
 GRADER_PORT = int(os.environ.get("VPNLAB_GRADER_PORT", "10101"))
 GRADER_PREFIX = os.environ.get("VPNLAB_GRADER_PREFIX", "nb-")
+GRADER_PYTHON = os.environ.get("VPNLAB_GRADER_PYTHON", sys.executable)
+ACCESS = "access:services!service=vpnlab-grader"
 
 try:
     pwd.getpwnam(GRADER_USER)
@@ -36,15 +43,15 @@ if GRADER_USER:
             "name": "vpnlab-grader",
             "url": f"http://127.0.0.1:{GRADER_PORT}",
             "command": [
-                *(sys.executable, "-m", "vpnlab", "grader", "serve", "--user", GRADER_USER),
+                *(GRADER_PYTHON, "-m", "vpnlab", "grader", "serve", "--user", GRADER_USER),
                 *("--store", GRADER_STORE, "--port", str(GRADER_PORT), "--prefix", GRADER_PREFIX),
             ],
             "display": False,
         }
     )
-    c.JupyterHub.load_roles.append(
-        {"name": "user", "scopes": ["self", "access:services!service=vpnlab-grader"]}
-    )
+    c.JupyterHub.load_roles.append({"name": "user", "scopes": ["self", ACCESS]})
+    server_scopes = ["users:activity!user", "access:servers!server", ACCESS]  # JupyterHub's + ours
+    c.JupyterHub.load_roles.append({"name": "server", "scopes": server_scopes})
     c.Spawner.environment.update(
         {"VPNLAB_GRADER_URL": f"http://127.0.0.1:{GRADER_PORT}/services/vpnlab-grader/"}
     )

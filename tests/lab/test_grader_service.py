@@ -1,7 +1,9 @@
 """The hub's grader with real parts: a real JupyterHub (its REST API and token checks; no
-proxy, which the grader does not use), the real service (``vpnlab grader serve``, started as
-root, its enterer keeping root, the rest as a real separate Unix user), real student Unix users
-each with a rootless lab (a holder), asking with their own hub tokens.
+proxy, which the grader does not use) that starts the real service from the class deployment's
+block (``deploy/jupyterhub/grader_service.py``: ``vpnlab grader serve`` as root, its enterer
+keeping root, the rest as a real separate Unix user), and real student Unix users, each with a
+rootless lab (a holder), asking with their own hub tokens (made through the hub's API: a
+token of the user; a server's own token needs a spawned server, which this test does not run).
 
 What is shown, in one class session:
 
@@ -37,11 +39,12 @@ from vpnlab.grader.report import COLUMNS
 
 from .helpers import root_snapshot, wait_until
 from .test_troubleshooting import REPAIRS
-from .users import Student, made_folder, tun_node, unix_user, user_python
+from .users import REPO, Student, made_folder, tun_node, unix_user, user_processes, user_python
 
 pytestmark = pytest.mark.lab
 
 PREFIX = "hub-"
+BLOCK = REPO / "deploy/jupyterhub/grader_service.py"
 BASE = 21000 + os.getpid() % 1000 * 2
 HUB_PORT, GRADER_PORT = BASE, BASE + 1
 HUB_CONFIG = """
@@ -61,14 +64,11 @@ c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {hub_port}
 c.JupyterHub.db_url = "sqlite:///{folder}/hub.sqlite"
 c.JupyterHub.cookie_secret_file = "{folder}/cookie_secret"
-c.JupyterHub.services = [
-    {{"name": "vpnlab-grader", "api_token": "{grader_token}"}},
-    {{"name": "test-admin", "api_token": "{admin_token}"}},
-]
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": "{admin_token}"}}]
 c.JupyterHub.load_roles = [
     {{"name": "test-admin", "scopes": ["admin:users", "tokens"], "services": ["test-admin"]}},
-    {{"name": "user", "scopes": ["self", "access:services!service=vpnlab-grader"]}},
 ]
+load_subconfig("{block}")  # the class deployment's grader block, as jupyterhub_config.py loads it
 """
 
 
@@ -120,12 +120,19 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def descendants(pid: int) -> list[int]:
+    found = children(pid)
+    for child in list(found):
+        found += descendants(child)
+    return found
+
+
 @pytest.fixture
 def session(tmp_path):
     """A hub, the grader service, two students with hub tokens; all removed after."""
     pytest.importorskip("jupyterhub")
     before = root_snapshot()
-    admin, grader_token = secrets.token_hex(32), secrets.token_hex(32)
+    admin = secrets.token_hex(32)
     with ExitStack() as stack:
         folder = stack.enter_context(made_folder())
         python_bin = user_python(folder)
@@ -134,13 +141,25 @@ def session(tmp_path):
         hub_dir = tmp_path / "hub"
         hub_dir.mkdir()
         config = HUB_CONFIG.format(
-            hub_port=HUB_PORT, folder=hub_dir, grader_token=grader_token, admin_token=admin
+            hub_port=HUB_PORT, folder=hub_dir, admin_token=admin, block=BLOCK
         )
         (hub_dir / "config.py").write_text(config)
+        store_dir = folder / "grader"  # as the class install makes it: the grader's, 0700
+        store_dir.mkdir(mode=0o700)
+        os.chown(store_dir, grader.pw_uid, grader.pw_gid)
+        env = {
+            **os.environ,
+            "VPNLAB_GRADER_USER": grader.pw_name,
+            "VPNLAB_GRADER_STORE": str(store_dir / "grader.db"),
+            "VPNLAB_GRADER_PORT": str(GRADER_PORT),
+            "VPNLAB_GRADER_PREFIX": PREFIX,
+            "VPNLAB_GRADER_PYTHON": str(python_bin / "python"),
+        }
         log = stack.enter_context(open(tmp_path / "hub.log", "wb"))  # noqa: SIM115
         hub = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(hub_dir / "config.py")],
             cwd=hub_dir,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -154,40 +173,9 @@ def session(tmp_path):
             code, made = hub_api(admin, "POST", f"/users/{user.pw_name}/tokens", {})
             assert code == 201, code
             tokens[user.pw_name] = made["token"]
-        store_dir = folder / "grader"  # as the class install makes it: the grader's, 0700
-        store_dir.mkdir(mode=0o700)
-        os.chown(store_dir, grader.pw_uid, grader.pw_gid)
-        glog = stack.enter_context(open(tmp_path / "grader.log", "wb"))  # noqa: SIM115
-        service = subprocess.Popen(
-            [
-                str(python_bin / "python"),
-                "-m",
-                "vpnlab",
-                "grader",
-                "serve",
-                "--user",
-                grader.pw_name,
-                "--store",
-                str(store_dir / "grader.db"),
-                "--port",
-                str(GRADER_PORT),
-                "--prefix",
-                PREFIX,
-            ],
-            env={
-                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                "JUPYTERHUB_API_TOKEN": grader_token,
-                "JUPYTERHUB_API_URL": f"http://127.0.0.1:{HUB_PORT}/hub/api",
-                "JUPYTERHUB_SERVICE_NAME": "vpnlab-grader",
-            },
-            cwd="/",
-            stdout=glog,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        stack.callback(stop, service)
         ready = wait_until(lambda: grader_api("x", "attempts")[0] == 403, 30, 0.3)
-        assert ready is not None, (tmp_path / "grader.log").read_text()[-3000:]
+        assert ready is not None, (tmp_path / "hub.log").read_text()[-3000:]
+        (service,) = [p for p in user_processes(grader.pw_uid) if p in descendants(hub.pid)]
         env = {
             "VPNLAB_TUN_NODE": str(tun_node(folder)),
             "VPNLAB_GRADER_URL": f"http://127.0.0.1:{GRADER_PORT}/services/vpnlab-grader/",
@@ -234,14 +222,11 @@ def test_a_class_session_with_the_grader(session, tmp_path):
     # the store and the service are out of the student's reach
     assert alice.run(["cat", str(store)]).returncode != 0
     assert alice.run(["ls", str(store.parent)]).returncode != 0
-    enterer = children(service.pid)
-    for pid in (service.pid, *enterer):
+    enterer = children(service)
+    for pid in (service, *enterer):
         kill = alice.run(["kill", "-0", str(pid)])
         assert kill.returncode != 0 and "not permitted" in kill.stderr
-    owners = {
-        os.stat(f"/proc/{service.pid}").st_uid,
-        *(os.stat(f"/proc/{p}").st_uid for p in enterer),
-    }
+    owners = {os.stat(f"/proc/{p}").st_uid for p in (service, *enterer)}
     assert owners == {grader.pw_uid, 0}
     assert os.stat(store).st_mode & 0o777 == 0o600
 

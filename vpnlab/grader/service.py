@@ -159,10 +159,11 @@ def serve(user: str, store_path: Path, port: int, prefix: str, listen: str = "12
         uid = pwd.getpwnam(user).pw_uid
     except KeyError:
         raise LabError(f"no user {user!r}: the class install makes it (scripts/setup.sh)") from None
+    identify = hub_identify()  # jupyterhub imported while root can read every file
     enterer_pid, enterer = start_enterer(uid)
     drop_to(user)
     store = open_store(store_path)
-    Handler.service = GraderService(store, enterer.run, hub_identify(), prefix)
+    Handler.service = GraderService(store, enterer.run, identify, prefix)
     server = ThreadingHTTPServer((listen, port), Handler)
     print(f"grader: listening on {listen}:{port} as {user}, enterer pid {enterer_pid}", flush=True)
     try:

@@ -26,6 +26,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
@@ -230,12 +231,16 @@ def test_a_class_session_with_the_grader(session, tmp_path):
     assert owners == {grader.pw_uid, 0}
     assert os.stat(store).st_mode & 0o777 == 0o600
 
-    # identity comes from the hub token only
+    # identity comes from the hub token only; nonsense is refused, never a crash
     assert grader_api("not-a-token", "check", {"item": "lab"})[0] == 403
     alice_token = alice.env["JUPYTERHUB_API_TOKEN"]
+    assert grader_api(alice_token, "nothing")[0] == 404
+    assert grader_api(alice_token, "check", {"item": "no-such-exercise"})[0] == 400
     code, reply = grader_api(alice_token, "check", {"item": "lab", "student": bob.user.pw_name})
     assert code == 200 and not reply["ok"] and reply["item"] == "fault:1"
+    began = time.monotonic()
     checked = bob.vpnlab("grader", "check", timeout=240)
+    print(f"a healthy lab's check through the grader: {time.monotonic() - began:.1f} s")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert json.loads(checked.stdout)["item"] == "lab"
 
@@ -244,8 +249,13 @@ def test_a_class_session_with_the_grader(session, tmp_path):
     alice.run(
         ["sh", "-c", 'echo \'{"item": "fault", "passed": true}\' >> ~/.vpnlab/progress.jsonl']
     )
+    record = alice.home / ".vpnlab/labs" / PREFIX / "lab.json"
+    real = record.read_text()
+    forged_state = json.loads(real) | {"daemons": {}, "drawn": {}, "troubleshooting": False}
+    alice.run(["sh", "-c", f"cat > {record}"], input=json.dumps(forged_state))
     forged = alice.vpnlab("grader", "check", timeout=240)
     assert forged.returncode == 1, forged.stdout
+    alice.run(["sh", "-c", f"cat > {record}"], input=real)
 
     # the repair passes; a restart instead of a repair does not
     repair_as(alice, fault)

@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from vpnlab.core.errors import LabError
+from vpnlab.grader.judging import MAX_TRIES, StudentLab, check_lab
 from vpnlab.grader.report import COLUMNS, plot, rows, to_csv
 from vpnlab.grader.store import Attempt, open_store
 from vpnlab.lab import faults
@@ -77,3 +78,20 @@ def test_fault_record_round_trip_and_refusals():
     for bad in ('{"version": 0}', '{"version": 1, "name": "nope", "marks": {}}', "[]"):
         with pytest.raises(ValueError):
             faults.FaultRecord.from_json(bad)
+
+
+def _never_entered(*request):
+    raise AssertionError(f"the lab was entered: {request}")
+
+
+def test_tries_are_limited_in_the_store_before_the_lab_is_entered(tmp_path):
+    store = open_store(tmp_path / "grader.db")
+    lab = StudentLab(_never_entered, "ann", "nb-")
+    for n in range(MAX_TRIES):
+        store.add(Attempt("ann", "lab", False, float(n), "failing: ping web"))
+    with pytest.raises(LabError, match="no tries left"):
+        check_lab(store, lab)
+    store.add(Attempt("bob", "lab", True, 1.0, ""))
+    with pytest.raises(LabError, match="already passed"):
+        check_lab(store, StudentLab(_never_entered, "bob", "nb-"))
+    assert store.tries("ann", "lab") == MAX_TRIES

@@ -25,6 +25,7 @@ import os
 import pwd
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,6 +117,9 @@ class Handler(BaseHTTPRequestHandler):
             code, reply = 404, {"error": str(exc)}
         except (LabError, ValueError) as exc:
             code, reply = 400, {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 (a bug of ours: logged, the service goes on)
+            traceback.print_exc()
+            code, reply = 500, {"error": f"the grader failed: {type(exc).__name__}"}
         data = json.dumps(reply).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")

@@ -75,12 +75,12 @@ def load(prefix: str) -> dict[str, Any] | None:
 
 
 def _remove_private(prefix: str) -> None:
-    """CleanUp of the lab's practice fault record; the private folder too once no lab is left
-    (its secret and counter go with it: the next one is drawn afresh)."""
+    """CleanUp of the lab's practice fault record; the private folder too once it holds no
+    record (its secret and counter go with it: the next fault is drawn under a fresh one)."""
     private = base_dir() / PRIVATE_DIR
     with contextlib.suppress(OSError):
         (private / f"{prefix}.json").unlink()
-    if private.is_dir() and not [p for p in base_dir().iterdir() if p != private]:
+    if private.is_dir() and not list(private.glob("*.json")):
         shutil.rmtree(private, ignore_errors=True)
 
 

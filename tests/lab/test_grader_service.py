@@ -190,6 +190,10 @@ def session(tmp_path):
         finally:
             for student in people:
                 student.vpnlab("lab", "down", "--prefix", PREFIX, timeout=120)
+            enterers = children(service)
+        stop(hub)  # the hub stops its service; the enterer ends with it
+        gone = wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in enterers), 15)
+        assert gone is not None, f"the enterer outlived the service: {enterers}"
     assert root_snapshot() == before
 
 

@@ -141,7 +141,7 @@ def drop_to(user: str) -> None:
 
 def start_enterer(service_uid: int) -> tuple[int, Enterer]:
     """Fork the enterer (it keeps root); returns its PID and the handle on it."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # EOF: service gone
     pid = os.fork()
     if pid == 0:  # the enterer: root, serving until the service closes its end
         ours.close()

@@ -197,6 +197,9 @@ if os.environ.get("VPNLAB_HUB_TOKEN"):  # the test drives the hub through its RE
         }
     )
 
+# --- The grader service (issue 26, vpnlab/grader/): its own block, in its own file ------------
+load_subconfig(str(Path(__file__).with_name("grader_service.py")))
+
 # --- another login (the course's LMS): a file of its own, loaded last -------------------------
 
 if os.environ.get("VPNLAB_HUB_AUTH_CONFIG"):

@@ -4,6 +4,7 @@ Read from the source with ``ast`` (nothing is imported), so an import inside a f
 as much as one at the top of a module. The floors, from the top:
 
     cli                         the ``vpnlab`` command line, and nothing else parses one
+    grader                      the hub's grader service, its store and report
     course                      the notebooks' helpers, the benchmark, the experiments
     instruments                 capture, decode, FTP, who-am-I
     lab                         the namespace lab
@@ -31,6 +32,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "vpnlab"
 
 FLOORS = [  # (floor, the modules on it: a package prefix or a module), top first
     ("cli", ("vpnlab.cli", "vpnlab.__main__")),
+    ("grader", ("vpnlab.grader",)),
     ("course", ("vpnlab.course",)),
     ("instruments", ("vpnlab.instruments",)),
     ("lab", ("vpnlab.lab",)),

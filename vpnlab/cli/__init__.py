@@ -38,6 +38,7 @@ COMMANDS = {
     "meltdown": "meltdown",
     "check": "check",
     "rootless": "rootless",
+    "grader": "grader",
 }
 """Each sub-command, and the module of ``vpnlab.cli`` that defines it (in --help order)."""
 ROOTLESS_COMMANDS = ("lab", "capture", "check", "bench", "meltdown", "arp-experiment")

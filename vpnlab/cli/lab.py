@@ -2,7 +2,7 @@
 
     vpnlab lab up [--prefix P] [--cipher C] [--no-vpn] [--clients N] [--topology FILE.toml]
                   [--site-to-site] [--nat on|off] [--mode tun|tap] [--ipv6 on|off]
-                  [--fault NAME|random [--seed N]]
+                  [--fault NAME|random [--seed N] | --fault grader]
     vpnlab lab down | status [--json] | verify [--json]
     vpnlab lab exec NODE [--] CMD...
     vpnlab lab start-vpn [--cipher C] [--static-keys] [--outer 4|6] | stop-vpn
@@ -89,7 +89,7 @@ def _add_up(sub, common: argparse.ArgumentParser) -> None:
         "--fault",
         metavar="NAME|random",
         help="a troubleshooting lab: one hidden fault to find and repair (vpnlab check); "
-        f"random, or one of {', '.join(faults.FAULTS)}",
+        f"random, grader (on the hub: the grader draws it), or one of {', '.join(faults.FAULTS)}",
     )
     p.add_argument("--seed", type=int, help="with --fault random: the same pick every time")
     p.set_defaults(func=cmd_up)
@@ -204,11 +204,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = dict(topology=topo, cipher=args.cipher, nat=args.nat == "on", mode=args.mode)
     if args.fault and not args.vpn:
         raise LabError("--fault needs the VPN (leave out --no-vpn)")
-    if args.fault:
+    if args.fault == "grader":  # the hub: the grader draws and injects the fault
+        from vpnlab.grader.client import ask
+
+        faults.prepare(args.prefix, psk=bool(args.psk), **options)
+        info = status(args.prefix)
+        if not args.json:
+            print("a fault is hidden in this lab: find and repair it (vpnlab grader check)")
+            print(f"the ticket: {ask('fault')['ticket']}")
+    elif args.fault:
         info = faults.start(args.prefix, args.fault, args.seed, psk=bool(args.psk), **options)
         if not args.json:
             print("a fault is hidden in this lab: find and repair it (vpnlab check)")
-            print(f"the ticket: {faults.ticket(args.prefix)}")
+            print(f"the ticket: {info.pop('ticket')}")
     else:
         info = up(prefix=args.prefix, vpn=args.vpn, psk=bool(args.psk), **options)
     print(json.dumps(info, indent=2) if args.json else format_status(info))

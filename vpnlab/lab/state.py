@@ -26,6 +26,8 @@ from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology, from_dict
 
 DEFAULT_PREFIX = "vpnlab-"
 DEFAULT_BASE_DIR = "/run/vpnlab"
+PRIVATE_DIR = ".faults"
+"""Beside the state folders: the practice fault records (``lab/faults.py``), 0700."""
 NETNS_DIR = Path("/run/netns")
 TERM_GRACE_S = 3.0
 """CleanUp: how long daemons get between SIGTERM and SIGKILL."""
@@ -70,6 +72,16 @@ def load(prefix: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _remove_private(prefix: str) -> None:
+    """CleanUp of the lab's practice fault record; the private folder too once it holds no
+    record (its secret and counter go with it: the next fault is drawn under a fresh one)."""
+    private = base_dir() / PRIVATE_DIR
+    with contextlib.suppress(OSError):
+        (private / f"{prefix}.json").unlink()
+    if private.is_dir() and not list(private.glob("*.json")):
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def new_record(prefix: str, **fields: Any) -> dict[str, Any]:
@@ -264,6 +276,7 @@ def teardown(prefix: str) -> list[str]:
     if folder.exists():
         shutil.rmtree(folder, ignore_errors=True)
         done.append(f"removed {folder}")
+    _remove_private(prefix)
     if base_dir() == Path(DEFAULT_BASE_DIR):
         with contextlib.suppress(OSError):
             base_dir().rmdir()  # only if empty: other labs keep it

@@ -1,0 +1,97 @@
+"""The grader's store, its report and the fault draw, without a lab (no root needed)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import stat
+
+import pytest
+
+from vpnlab.core.errors import LabError
+from vpnlab.grader.judging import MAX_TRIES, StudentLab, check_lab
+from vpnlab.grader.report import COLUMNS, plot, rows, to_csv
+from vpnlab.grader.store import Attempt, open_store
+from vpnlab.lab import faults
+
+
+def test_store_is_private_and_keeps_attempts_and_faults(tmp_path):
+    store = open_store(tmp_path / "grader" / "grader.db")
+    assert stat.S_IMODE((tmp_path / "grader").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "grader" / "grader.db").stat().st_mode) == 0o600
+    secret = store.secret()
+    assert len(secret) == 32 and store.secret() == secret
+    store.add(Attempt("ann", "lab", False, 1.0, "failing: ping web"))
+    store.add(Attempt("ann", "lab", True, 5.0, ""))
+    assert store.tries("ann", "lab") == 2 and store.passed("ann", "lab")
+    assert store.tries("bob", "lab") == 0 and not store.passed("bob", "lab")
+    first = store.add_fault("ann", "host-route", {"r1": 7}, faults.FAULTS["host-route"].ticket)
+    drawn = store.open_fault("ann")
+    assert drawn is not None and drawn.id == first and drawn.marks == {"r1": 7}
+    assert store.faults_drawn("ann") == 1 and store.open_fault("bob") is None
+    store.fix_fault(first)
+    assert store.open_fault("ann") is None
+    store.close()
+    again = open_store(tmp_path / "grader" / "grader.db")
+    assert again.secret() == secret and len(again.attempts("ann")) == 2
+
+
+def test_store_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LabError, match="cannot open the grader's store"):
+        open_store(tmp_path / "file" / "grader.db")
+
+
+def test_report_one_row_per_student_and_item_with_a_plot(tmp_path):
+    attempts = [
+        Attempt("ann", "lab", False, 10.0, "failing: ping web"),
+        Attempt("ann", "lab", True, 70.0, ""),
+        Attempt("ann", "fault:1", True, 80.0, "fixed host-route after 9 s"),
+        Attempt("bob", "lab", False, 20.0, "failing: tunnel up"),
+    ]
+    table = rows(attempts)
+    parsed = list(csv.DictReader(io.StringIO(to_csv(table))))
+    assert list(parsed[0]) == COLUMNS
+    by = {(r["student"], r["item"]): r for r in parsed}
+    assert by[("ann", "lab")]["passed"] == "True" and by[("ann", "lab")]["attempts"] == "2"
+    assert by[("ann", "lab")]["seconds_to_pass"] == "60.0"
+    assert by[("ann", "fault:1")]["detail"] == "fixed host-route after 9 s"
+    assert by[("bob", "lab")]["passed"] == "False" and by[("bob", "lab")]["first_pass"] == ""
+    plot(table, tmp_path / "grades.png")
+    assert (tmp_path / "grades.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fault_draw_is_per_student_and_keyed_by_the_secret():
+    names = [n for n, f in faults.FAULTS.items() if not f.local_only]
+    key, other = b"k" * 32, b"o" * 32
+    assert faults.draw(names, "ann", key, 0) == faults.draw(names, "ann", key, 0)
+    by_student = {faults.draw(names, f"s{i}", key, 0) for i in range(60)}
+    assert by_student == set(names)  # students get different faults
+    assert [faults.draw(names, "ann", key, n) for n in range(12)] != [
+        faults.draw(names, "ann", other, n) for n in range(12)
+    ]  # without the secret the sequence is not known
+
+
+def test_fault_record_round_trip_and_refusals():
+    note = faults.FaultRecord("udp-filter", 1.5, {"r1": 4, "r1 netns": 99}, "ab12cd34", 1.0)
+    assert faults.FaultRecord.from_json(note.to_json()) == note
+    for bad in ('{"version": 0}', '{"version": 1, "name": "nope", "marks": {}}', "[]"):
+        with pytest.raises(ValueError):
+            faults.FaultRecord.from_json(bad)
+
+
+def _never_entered(*request):
+    raise AssertionError(f"the lab was entered: {request}")
+
+
+def test_tries_are_limited_in_the_store_before_the_lab_is_entered(tmp_path):
+    store = open_store(tmp_path / "grader.db")
+    lab = StudentLab(_never_entered, "ann", "nb-")
+    for n in range(MAX_TRIES):
+        store.add(Attempt("ann", "lab", False, float(n), "failing: ping web"))
+    with pytest.raises(LabError, match="no tries left"):
+        check_lab(store, lab)
+    store.add(Attempt("bob", "lab", True, 1.0, ""))
+    with pytest.raises(LabError, match="already passed"):
+        check_lab(store, StudentLab(_never_entered, "bob", "nb-"))
+    assert store.tries("ann", "lab") == MAX_TRIES

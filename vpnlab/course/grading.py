@@ -23,12 +23,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from vpnlab.course.progress import Attempt, load, record
+
+
+class LabView(Protocol):
+    """What judging needs of a lab: the notebook's CourseLab, or the hub's grader entering a
+    student's lab from outside (``judge(exercise, answer, lab)`` takes either).
+
+    ``prefix``: the lab's namespace prefix. ``exec_in(node, argv, timeout)``: run a command in
+    that lab node (text output). ``drawn()``: the values drawn for this lab at ``lab up``
+    (who-am-I token, NAT port range, tunnel MTU, site LAN, ...).
+    """
+
+    prefix: str
+
+    def exec_in(
+        self, node: str, argv: list[str], timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]: ...
+
+    def drawn(self) -> dict[str, object]: ...
+
 
 SALT = "vpnlab-course-2026"
 MAX_FAILED = 5
@@ -77,11 +97,14 @@ def _kind_ok(kind: type, answer: Any) -> bool:
     return isinstance(answer, kind)
 
 
-def judge(exercise: str, answer: Any, spec: Exercise, lab: Any = None) -> bool:
-    """Whether ``answer`` is right (no output, nothing recorded).
+def judge(exercise: str, answer: Any, lab: LabView | None) -> bool:
+    """Whether ``answer`` is right for ``exercise`` in ``lab`` (no output, nothing recorded).
 
-    ``lab``: the notebook's CourseLab, for exercises whose answer the lab measured.
+    The one judging entry: the notebook's check and the hub's grader both call it.
     """
+    from vpnlab.course.exercises import EXERCISES
+
+    spec = EXERCISES[exercise]
     if not _kind_ok(spec.kind, answer):
         return False
     if spec.measure is None:
@@ -113,7 +136,7 @@ def check(exercise: str, answer: Any, spec: Exercise, lab: Any = None) -> None:
             f"Exercise {exercise}: {MAX_FAILED} wrong tries already; this one is not judged. "
             "Explain your reasoning to your instructor (course.explain)."
         )
-    ok = judge(exercise, answer, spec, lab)
+    ok = judge(exercise, answer, lab)
     verdict = _prediction_verdict(exercise, ok, spec, lab)
     record(Attempt(exercise, ok, time.time(), f"answer {answer!r}{verdict}"))
     if not ok:
@@ -143,7 +166,7 @@ def _prediction_verdict(exercise: str, ok: bool, spec: Exercise, lab: Any) -> st
     if not guesses or not ok:
         return ""
     guess = json.loads(guesses[-1].detail)
-    right = judge(exercise, guess, spec, lab)
+    right = judge(exercise, guess, lab)
     return f"; your prediction {guess!r} was {'right' if right else 'wrong'}"
 
 

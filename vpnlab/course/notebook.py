@@ -37,7 +37,7 @@ from vpnlab.course import grading
 from vpnlab.course.exercises import EXERCISES
 from vpnlab.course.grading import explain, observe, predict
 from vpnlab.lab.nodes import exec_in, popen_in, wait_for
-from vpnlab.lab.state import namespace, state_dir
+from vpnlab.lab.state import drawn_values, namespace, state_dir
 
 __all__ = [
     "CourseError",
@@ -217,6 +217,16 @@ class CourseLab:
                 f"{(done.stderr or done.stdout).strip()}"
             )
         return done
+
+    def exec_in(
+        self, node: str, argv: list[str], timeout: float = COMMAND_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in ``node``, quietly (``grading.LabView``: what a check reads)."""
+        return exec_in(self.prefix, node, argv, capture_output=True, text=True, timeout=timeout)
+
+    def drawn(self) -> dict[str, object]:
+        """The values drawn for this lab at ``lab up`` (``grading.LabView``)."""
+        return drawn_values(self.prefix)
 
     def sh(
         self,

@@ -14,8 +14,9 @@ only, so that the pairs stay plain text; this build step gives each copied cell 
 
 Cell ids (``grade_id``): ``check-0_2``, ``explain-6_1``, ``grade-0_2``, ``facts-00`` from the
 course function a cell calls first and the exercises it names, else from the notebook's cell id
-(``cell-8a2f...``; a repeated one gets the cell id added). Then ``nbgrader generate_assignment`` (run in the
-course directory) writes ``release/NN_name/NN_name.ipynb`` without solutions and hidden tests.
+(``cell-8a2f...``; a repeated one gets the cell id added). Then ``nbgrader generate_assignment``
+(run in the course directory) writes ``release/NN_name/NN_name.ipynb`` without solutions and
+hidden tests.
 
 Usage: python scripts/nbgrader_course.py COURSE_DIR [NOTEBOOK.ipynb ...]
 (default: every notebook; COURSE_DIR gets nbgrader_config.py, source/, release/, gradebook.db)

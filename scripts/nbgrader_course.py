@@ -43,6 +43,7 @@ CONFIG = '''"""nbgrader's configuration of the vpnlab course (scripts/nbgrader_c
 
 c = get_config()  # noqa: F821 (traitlets' config files get it from their loader)
 c.CourseDirectory.root = {root!r}
+c.CourseDirectory.course_id = "vpnlab"
 # a solution region becomes nothing: the student's "answer = ..." line above it stays, and a
 # function whose body is a solution keeps its docstring (a valid, empty body)
 c.ClearSolutions.code_stub = {{"python": ""}}

@@ -3,6 +3,7 @@
     notebook   CourseLab (the lab from a notebook, through subprocesses), check/predict/explain
     exercises  every exercise: its answer's type, a hint, live (read from the lab) or a fixed fact
     grading    judge (live answers against a LabView), the checks, nbgrader's grade cells
+    labview    LabView: what judging needs of a lab (prefix, exec_in, drawn)
     progress   the student's attempts file (practice, one JSON line per try), for ``--report``
     figures    the notebooks' pictures: the topology, timelines, a packet's layers, MTU budget
     diagrams   explanatory drawings: a ping's path, a sequence, the liveness window, prefixes

@@ -15,12 +15,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vpnlab.course.labview import LabView
 from vpnlab.lab.draw import WHOAMI_TOKEN
-
-if TYPE_CHECKING:
-    from vpnlab.course.grading import LabView
 
 
 @dataclass(frozen=True)

@@ -27,34 +27,18 @@ import json
 import subprocess
 import time
 from collections.abc import Collection
-from typing import Any, Protocol
+from typing import Any
 
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course.exercises import EXERCISES, Exercise
+from vpnlab.course.labview import LabView
 from vpnlab.course.progress import Attempt, load, record
 from vpnlab.lab.nodes import exec_in
 from vpnlab.lab.state import drawn_values
 
 MIN_EXPLANATION_WORDS = 8
 FACT_RECORDED = "recorded, graded by your instructor"
-
-
-class LabView(Protocol):
-    """What judging needs of a lab: the notebook's CourseLab, or the hub's grader entering a
-    student's lab from outside (``judge(exercise, answer, lab)`` takes either).
-
-    ``prefix``: the lab's namespace prefix. ``exec_in(node, argv, timeout)``: run a command in
-    that lab node (text output). ``drawn()``: the values drawn for this lab at ``lab up``
-    (who-am-I token, NAT port range, tunnel MTU, site LAN, ...).
-    """
-
-    prefix: str
-
-    def exec_in(
-        self, node: str, argv: list[str], timeout: float = 30
-    ) -> subprocess.CompletedProcess[str]: ...
-
-    def drawn(self) -> dict[str, object]: ...
+__all__ = ["LabView", "LocalLab", "check", "explain", "grade", "grade_facts", "judge", "predict"]
 
 
 class LocalLab:

@@ -185,7 +185,7 @@ answer_14_1 = ...
 ### BEGIN SOLUTION
 answer_14_1 = "fd10:8::2"
 ### END SOLUTION
-course.check("14.1", answer_14_1)
+course.check("14.1", answer_14_1, lab)
 
 # %%
 course.grade("14.1", answer_14_1, lab)

@@ -139,6 +139,13 @@ def test_every_check_has_an_exercise_and_a_solution():
     assert set(TEMPTING) == set(FACTS)
 
 
+def test_every_live_check_is_given_the_lab():
+    """A live check judges in the lab: its call passes ``lab`` (else it says so, and fails)."""
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
+        for exercise, _var, lab in CHECK.findall(path.read_text()):
+            assert lab or exercise not in LIVE, exercise
+
+
 def test_every_fixed_fact_is_in_its_notebooks_hidden_set():
     """Each notebook's facts are graded together, in one hidden block (the only answer key)."""
     assert sorted(KEY) == sorted(FACTS)

@@ -237,7 +237,7 @@ course.check("6.4", answer_6_4)
 course.grade_facts(
     {
         "6.1": (answer_6_1, 6),
-        "6.2": (answer_6_2, range(0, 2)),
+        "6.2": (answer_6_2, range(2, 5)),
         "6.3": (answer_6_3, "SIGTERM"),
         "6.4": (answer_6_4, "vpnlab"),
     }

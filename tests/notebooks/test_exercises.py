@@ -86,7 +86,7 @@ TEMPTING = {
     "5.3": ["eth:ethertype:ip:tcp:ftp", "ip:tcp:ftp"],
     "5.4": ["0x45000000", "0x00000054"],
     "6.1": [2, 4],
-    "6.2": [3, 6, 2],
+    "6.2": [0, 1, 6],
     "6.3": ["SIGKILL", "sigint"],
     "6.4": ["nat", "filter", "inet"],
     "7.1": ["tcp", "esp"],

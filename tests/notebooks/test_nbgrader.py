@@ -4,7 +4,7 @@ another lab, a forged progress file, a grade cell emptied, the lab object's draw
 replaced). ``nbgrader autograde`` re-runs each in a fresh lab of the instructor's (as root) with
 the hidden tests; the grades must be 4, 1 and 2 of 4. Submissions are put where ``nbgrader
 collect`` leaves them (one Unix user runs this test, and the exchange names a submitter by Unix
-user). About 4 minutes on the shared 2 cores (three labs built, nbgrader's own start-ups).
+user). 3 to 6 minutes on the shared 2 cores (three labs built, nbgrader's own start-ups).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -115,13 +117,20 @@ lab.record("whoami", answer)
 
 # %% [markdown]
 # ## Exercises
-# Replace each `...` with your answer and run the cell: it tells you whether you are right.
+# Replace each `...` with your answer and run the cell. An answer your lab shows (0.2, 0.4) is
+# checked against your lab right away: compute it with code that reads the lab, as the
+# instructor re-runs your notebook in a fresh lab of their own, where a copied value is wrong.
+# A fixed fact (0.1, 0.3) is recorded and graded by your instructor, with the notebook's
+# other facts.
 #
 # **0.1** How many network namespaces does the lab have (count them from `ip netns list`)?
 #
 # **0.2** Which node's namespace is the VPN server's? Give the full namespace name.
 #
 # **0.3** Who-am-I answered with an address. Whose address is it (`"r1"`, `"isp"`, `"r2"`)?
+#
+# **0.4** Who-am-I also serves your lab's own token at `/token`, drawn when the lab came up.
+# Fetch it through the tunnel from r1 (`lab.whoami(node, url)`) and give it.
 
 # %%
 answer_0_1 = ...
@@ -138,11 +147,36 @@ answer_0_2 = lab.prefix + "r2"
 course.check("0.2", answer_0_2, lab)
 
 # %%
+course.grade("0.2", answer_0_2, lab)
+
+# %%
 answer_0_3 = ...
 ### BEGIN SOLUTION
 answer_0_3 = "r2"
 ### END SOLUTION
 course.check("0.3", answer_0_3)
+
+# %%
+answer_0_4 = ...
+### BEGIN SOLUTION
+answer_0_4 = lab.whoami("r1", "http://203.0.113.10/token")
+### END SOLUTION
+course.check("0.4", answer_0_4, lab)
+
+# %%
+course.grade("0.4", answer_0_4, lab)
+
+# %%
+# The fixed facts of this notebook (0.1, 0.3) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "0.1": (answer_0_1, 4),
+        "0.3": (answer_0_3, "r2"),
+    }
+)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Clean up

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -343,6 +345,20 @@ answer_1_4 = ...
 answer_1_4 = 0x0800
 ### END SOLUTION
 course.check("1.4", answer_1_4)
+
+# %%
+# The fixed facts of this notebook (1.1, 1.2, 1.3, 1.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "1.1": (answer_1_1, 40),
+        "1.2": (answer_1_2, 4),
+        "1.3": (answer_1_3, 0x0002),
+        "1.4": (answer_1_4, 0x0800),
+    }
+)
+### END HIDDEN TESTS
 
 # %%
 lab.down()

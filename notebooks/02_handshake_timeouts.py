@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -335,6 +337,20 @@ answer_2_4 = ...
 answer_2_4 = 2
 ### END SOLUTION
 course.check("2.4", answer_2_4)
+
+# %%
+# The fixed facts of this notebook (2.1, 2.2, 2.3, 2.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "2.1": (answer_2_1, 15),
+        "2.2": (answer_2_2, 5),
+        "2.3": (answer_2_3, 3),
+        "2.4": (answer_2_4, 2),
+    }
+)
+### END HIDDEN TESTS
 
 # %%
 lab.down()

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -173,6 +175,20 @@ answer_4_4 = ...
 answer_4_4 = "postrouting"
 ### END SOLUTION
 course.check("4.4", answer_4_4)
+
+# %%
+# The fixed facts of this notebook (4.1, 4.2, 4.3, 4.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "4.1": (answer_4_1, "192.0.2.2"),
+        "4.2": (answer_4_2, "198.51.100.2"),
+        "4.3": (answer_4_3, "198.51.100.2"),
+        "4.4": (answer_4_4, "postrouting"),
+    }
+)
+### END HIDDEN TESTS
 
 # %%
 lab.down()

@@ -262,6 +262,20 @@ answer_5_4 = "0x45000054"
 course.check("5.4", answer_5_4)
 
 # %%
+# The fixed facts of this notebook (5.1, 5.2, 5.3, 5.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "5.1": (answer_5_1, 28),
+        "5.2": (answer_5_2, 162),
+        "5.3": (answer_5_3, "raw:ip:tcp:ftp"),
+        "5.4": (answer_5_4, "0x45000054"),
+    }
+)
+### END HIDDEN TESTS
+
+# %%
 lab.down()
 
 # %% [markdown]

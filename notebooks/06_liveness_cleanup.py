@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -227,6 +229,20 @@ answer_6_4 = ...
 answer_6_4 = "vpnlab"
 ### END SOLUTION
 course.check("6.4", answer_6_4)
+
+# %%
+# The fixed facts of this notebook (6.1, 6.2, 6.3, 6.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "6.1": (answer_6_1, 6),
+        "6.2": (answer_6_2, range(2, 5)),
+        "6.3": (answer_6_3, "SIGTERM"),
+        "6.4": (answer_6_4, "vpnlab"),
+    }
+)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## What you learned

@@ -176,6 +176,20 @@ answer_8_4 = "198.51.100.2"
 course.check("8.4", answer_8_4)
 
 # %%
+# The fixed facts of this notebook (8.1, 8.2, 8.3, 8.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "8.1": (answer_8_1, "isp"),
+        "8.2": (answer_8_2, 0),
+        "8.3": (answer_8_3, "10.8.0.2"),
+        "8.4": (answer_8_4, "198.51.100.2"),
+    }
+)
+### END HIDDEN TESTS
+
+# %%
 lab.down()
 
 # %% [markdown]

@@ -203,6 +203,20 @@ answer_9_4 = 0
 course.check("9.4", answer_9_4)
 
 # %%
+# The fixed facts of this notebook (9.1, 9.2, 9.3, 9.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "9.1": (answer_9_1, "172.16.2.0/24"),
+        "9.2": (answer_9_2, "198.51.100.2"),
+        "9.3": (answer_9_3, "172.16.1.10"),
+        "9.4": (answer_9_4, 0),
+    }
+)
+### END HIDDEN TESTS
+
+# %%
 lab.down()
 
 # %% [markdown]

@@ -322,8 +322,23 @@ answer_10_6 = ...
 answer_10_6 = "10.8.0.2"
 ### END SOLUTION
 course.check("10.6", answer_10_6, lab)
+
+# %%
+course.grade("10.6", answer_10_6, lab)
+
+# %%
+# The fixed facts of this notebook (10.1, 10.2, 10.3, 10.4, 10.5) are graded together, by your
+# instructor's hidden tests.
 ### BEGIN HIDDEN TESTS
-assert lab.results["task6"]["address"] == answer_10_6  # measured
+course.grade_facts(
+    {
+        "10.1": (answer_10_1, True),
+        "10.2": (answer_10_2, 2),
+        "10.3": (answer_10_3, 6),
+        "10.4": (answer_10_4, "client"),
+        "10.5": (answer_10_5, True),
+    }
+)
 ### END HIDDEN TESTS
 
 # %%

@@ -211,6 +211,20 @@ answer_11_4 = "EINVAL"
 course.check("11.4", answer_11_4)
 
 # %%
+# The fixed facts of this notebook (11.1, 11.2, 11.3, 11.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "11.1": (answer_11_1, "smith1"),
+        "11.2": (answer_11_2, 15),
+        "11.3": (answer_11_3, 6),
+        "11.4": (answer_11_4, "EINVAL"),
+    }
+)
+### END HIDDEN TESTS
+
+# %%
 lab.down()
 
 # %% [markdown]

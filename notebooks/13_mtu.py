@@ -262,9 +262,6 @@ answer_13_4 = ...
 answer_13_4 = 1410
 ### END SOLUTION
 course.check("13.4", answer_13_4, lab)
-### BEGIN HIDDEN TESTS
-assert lab.results["largest_ping_payload"] == answer_13_4  # measured
-### END HIDDEN TESTS
 
 # %%
 answer_13_5 = ...
@@ -272,6 +269,21 @@ answer_13_5 = ...
 answer_13_5 = 1395
 ### END SOLUTION
 course.check("13.5", answer_13_5)
+
+# %%
+# The fixed facts of this notebook (13.1, 13.2, 13.3, 13.4, 13.5) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "13.1": (answer_13_1, 1472),
+        "13.2": (answer_13_2, 1435),
+        "13.3": (answer_13_3, False),
+        "13.4": (answer_13_4, 1410),
+        "13.5": (answer_13_5, 1395),
+    }
+)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # **Explain 13.4** in a few sentences: why is the edge of the black hole a few bytes above

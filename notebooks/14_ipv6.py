@@ -185,7 +185,10 @@ answer_14_1 = ...
 ### BEGIN SOLUTION
 answer_14_1 = "fd10:8::2"
 ### END SOLUTION
-course.check("14.1", answer_14_1)
+course.check("14.1", answer_14_1, lab)
+
+# %%
+course.grade("14.1", answer_14_1, lab)
 
 # %%
 answer_14_2 = ...
@@ -207,6 +210,19 @@ answer_14_4 = ...
 answer_14_4 = 41
 ### END SOLUTION
 course.check("14.4", answer_14_4)
+
+# %%
+# The fixed facts of this notebook (14.2, 14.3, 14.4) are graded together, by your
+# instructor's hidden tests.
+### BEGIN HIDDEN TESTS
+course.grade_facts(
+    {
+        "14.2": (answer_14_2, 1415),
+        "14.3": (answer_14_3, "2001:db8:2::2"),
+        "14.4": (answer_14_4, 41),
+    }
+)
+### END HIDDEN TESTS
 
 # %%
 lab.down()

@@ -115,7 +115,7 @@ def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
     root = tmp_path / "course"
     shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns("work", ".ipynb_checkpoints"))
     run = execute(NOTEBOOK, tmp_path, answers={})  # the student edition: nothing answered
-    assert run.text().count("not answered yet") == 3  # "Run all" goes through them
+    assert run.text().count("not answered yet") == 4  # "Run all" goes through them
     nbformat.write(run.notebook, root / f"{NOTEBOOK}.ipynb")
     os.utime(root / f"{NOTEBOOK}.py")  # jupytext's pairing: the .py must not look older
 

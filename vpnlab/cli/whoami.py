@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--listen", default="0.0.0.0", help="address to bind (default: all)")
     p.add_argument("--port", type=int, default=80, help="TCP port (default: 80)")
+    p.add_argument(
+        "--token", default="", help="what GET /token answers (the lab draws one per lab)"
+    )
     p.set_defaults(func=cmd_whoami)
 
 
@@ -23,4 +26,4 @@ def cmd_whoami(args: argparse.Namespace) -> int:
     # every `vpnlab` command, the daemons' start included, for the one that serves HTTP
     from vpnlab.instruments.whoami import serve
 
-    return serve(args.listen, args.port)
+    return serve(args.listen, args.port, args.token)

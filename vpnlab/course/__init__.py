@@ -1,9 +1,10 @@
 """The course: what the notebooks in ``notebooks/`` use, and the experiments they run.
 
     notebook   CourseLab (the lab from a notebook, through subprocesses), check/predict/explain
-    exercises  every exercise: its answer's type, a hint, a salted hash or a measure of the lab
-    grading    the checks: typed hashes, measures, every try recorded (progress), a try limit
-    progress   the attempts file (one JSON line per try), read by ``vpnlab check --report``
+    exercises  every exercise: its answer's type, a hint, live (read from the lab) or a fixed fact
+    grading    judge (live answers against a LabView), the checks, nbgrader's grade cells
+    labview    LabView: what judging needs of a lab (prefix, exec_in, drawn)
+    progress   the student's attempts file (practice, one JSON line per try), for ``--report``
     figures    the notebooks' pictures: the topology, timelines, a packet's layers, MTU budget
     diagrams   explanatory drawings: a ping's path, a sequence, the liveness window, prefixes
     mytunnel   notebook 12: the ends (tun0, UDP 4500) of the student's own tunnel, observed

@@ -1,55 +1,64 @@
-"""The notebooks' checks: they measure or compare with a salted hash, and every try is recorded.
+"""The notebooks' checks: live answers judged against the student's own lab, fixed facts graded
+by the instructor, every try recorded.
 
-A check never holds its answer as a literal. Each exercise of ``exercises.py`` has either
+No answer, hash of an answer or salt is in any file a student reads. Each exercise of
+``exercises.py`` is one of two kinds:
 
-- a ``digest``: a salted SHA-256 of the answer's canonical form (type included, so ``True``
-  is not ``1``), which is all the course ships of a fixed answer; or
-- a ``measure``: a function of the notebook's :class:`~vpnlab.course.notebook.CourseLab` that
-  reads what the live lab measured (a count, a delay), compared with a ``tolerance``.
+- **live**: its answer is what the student's lab shows right now (read from the lab's nodes
+  with ``lab.exec_in``) or a value drawn for that lab at ``lab up`` (``lab.drawn()``, see
+  ``vpnlab/lab/draw.py``). :func:`judge` compares; a value copied from another lab, an earlier
+  run or the notes is wrong in this one. Never compared with what the notebook recorded.
+- **fixed fact** (a True/False, a small count, a name from the notes): not judged one by one
+  in the student's process. :func:`check` records the answer ("graded by your instructor");
+  the instructor edition's ``### BEGIN HIDDEN TESTS`` block grades all of a notebook's facts at
+  once with :func:`grade_facts`, so guessing one earns nothing. nbgrader strips that block from
+  the student edition (``scripts/student-edition.sh``).
 
-The registry of exercises is ``exercises.py``; ``notebook.check`` looks the exercise up there.
-Every :func:`check` appends an :class:`~vpnlab.course.progress.Attempt` to the progress file
-(``vpnlab check --report`` reads it). After ``MAX_FAILED`` wrong tries at one exercise the check
-stops judging it: guessing through the answers is visible to the instructor, not rewarded.
-:func:`predict` records a guess before a demonstration runs (the check says afterwards whether
-it was right); :func:`explain` records a short written explanation for the instructor.
-
-A hash stops copying, not a determined student: the answers of small spaces (a count, a
-True/False) can be found by hashing each candidate. The limit on tries and the recorded
-attempts are what make that visible.
+The grade comes from where the student has no write access (DESIGN.md section 6): nbgrader's
+autograde re-running the submission in a fresh lab (the grade cells call :func:`grade` and
+:func:`grade_facts`), or the hub's grader service calling :func:`judge` on a student's live lab.
+In the student's own notebook :func:`check` is practice: feedback, and a line in the progress
+file (``progress.py``) that the student owns and that is no grade.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Any
 
+from vpnlab.core.errors import VpnlabError
+from vpnlab.course.exercises import EXERCISES, Exercise
+from vpnlab.course.labview import LabView
 from vpnlab.course.progress import Attempt, load, record
+from vpnlab.lab.nodes import exec_in
+from vpnlab.lab.state import drawn_values
 
-SALT = "vpnlab-course-2026"
-MAX_FAILED = 5
-"""Wrong tries at one exercise after which its check stops judging (the instructor sees why)."""
 MIN_EXPLANATION_WORDS = 8
+FACT_RECORDED = "recorded, graded by your instructor"
+__all__ = ["LabView", "LocalLab", "check", "explain", "grade", "grade_facts", "judge", "predict"]
 
 
-@dataclass(frozen=True)
-class Exercise:
-    """How one exercise is judged: ``kind`` (``int``, ``str``, ``bool``) and one of
-    ``digest`` (fixed answers) or ``measure`` (live answers, within ``tolerance``)."""
+class LocalLab:
+    """The :class:`LabView` of the lab ``prefix`` on this machine, read through ``vpnlab.lab``
+    (the grade cells build their own: they never ask an object the student's code can change)."""
 
-    kind: type
-    hint: str
-    digest: str = ""
-    measure: Callable[[Any], Any] | None = None
-    tolerance: float = 0.0
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def exec_in(
+        self, node: str, argv: list[str], timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        return exec_in(self.prefix, node, argv, capture_output=True, text=True, timeout=timeout)
+
+    def drawn(self) -> dict[str, object]:
+        return drawn_values(self.prefix)
 
 
 def canonical(value: Any) -> str:
-    """The typed text that is hashed: ``bool:True``, ``num:32``, ``num:2.5``, ``str:tun0``.
+    """The typed text answers are compared by: ``bool:True``, ``num:32``, ``str:tun0``.
 
     Strings are compared stripped and lower-case; ints and integral floats are one number;
     a bool is never a number.
@@ -63,12 +72,6 @@ def canonical(value: Any) -> str:
     raise TypeError(f"not an answer type: {type(value).__name__}")
 
 
-def digest(exercise: str, value: Any) -> str:
-    """The salted hash of ``value`` as the answer to ``exercise`` (16 hex digits)."""
-    text = f"{SALT}/{exercise}/{canonical(value)}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _kind_ok(kind: type, answer: Any) -> bool:
     if kind is bool:
         return isinstance(answer, bool)
@@ -77,49 +80,99 @@ def _kind_ok(kind: type, answer: Any) -> bool:
     return isinstance(answer, kind)
 
 
-def judge(exercise: str, answer: Any, spec: Exercise, lab: Any = None) -> bool:
-    """Whether ``answer`` is right (no output, nothing recorded).
+def _spec(exercise: str) -> Exercise:
+    try:
+        return EXERCISES[exercise]
+    except KeyError:
+        raise ValueError(f"no exercise {exercise!r} in vpnlab/course/exercises.py") from None
 
-    ``lab``: the notebook's CourseLab, for exercises whose answer the lab measured.
+
+def judge(exercise: str, answer: Any, lab: LabView) -> bool:
+    """Whether ``answer`` is what ``lab`` shows now for the live ``exercise`` (nothing printed,
+    nothing recorded). The one judging entry: the notebook's check, nbgrader's grade cells and
+    the hub's grader service call it.
+
+    Raises ValueError for an unknown exercise or a fixed fact (graded by hidden tests only).
+    A lab that cannot show the value (down, no tun0) judges every answer wrong.
     """
+    spec = _spec(exercise)
+    if spec.live is None:
+        raise ValueError(f"exercise {exercise} is a fixed fact: the hidden tests grade it")
     if not _kind_ok(spec.kind, answer):
         return False
-    if spec.measure is None:
-        return digest(exercise, answer) == spec.digest
-    if lab is None:
-        raise ValueError(f"exercise {exercise} is measured in the lab: pass lab=lab")
-    expected = spec.measure(lab)
+    try:
+        expected = spec.live(lab)
+    except (OSError, subprocess.SubprocessError, VpnlabError, ValueError, KeyError, IndexError):
+        return False
+    if expected is None:
+        return False
     if spec.kind is int:
         return abs(answer - expected) <= spec.tolerance
     return canonical(answer) == canonical(expected)
 
 
-def failed_tries(exercise: str) -> int:
-    return sum(a.item == exercise and not a.passed for a in load())
-
-
-def check(exercise: str, answer: Any, spec: Exercise, lab: Any = None) -> None:
-    """Autograder-style feedback for one exercise, recorded in the progress file.
+def check(exercise: str, answer: Any, lab: LabView | None = None) -> None:
+    """Practice feedback for one exercise, recorded in the student's progress file.
 
     ``answer`` still ``...`` (Ellipsis): says so (so "Run all" goes on), records nothing.
-    Otherwise prints a tick or raises AssertionError with the exercise's hint.
+    A fixed fact: recorded, "graded by your instructor" (no verdict). A live exercise: a tick,
+    or AssertionError with the exercise's hint.
     """
+    spec = _spec(exercise)
     if answer is Ellipsis:
         print(f"Exercise {exercise}: not answered yet (replace ... with your answer).")
         return
-    if failed_tries(exercise) >= MAX_FAILED:
-        record(Attempt(exercise, False, time.time(), f"refused after {MAX_FAILED}: {answer!r}"))
+    if not _kind_ok(spec.kind, answer):
         raise AssertionError(
-            f"Exercise {exercise}: {MAX_FAILED} wrong tries already; this one is not judged. "
-            "Explain your reasoning to your instructor (course.explain)."
+            f"Exercise {exercise}: {answer!r} is not a {spec.kind.__name__}. {spec.hint}"
         )
-    ok = judge(exercise, answer, spec, lab)
-    verdict = _prediction_verdict(exercise, ok, spec, lab)
+    if spec.live is None:
+        record(Attempt(exercise, False, time.time(), f"answer {answer!r}: {FACT_RECORDED}"))
+        print(f"Exercise {exercise}: {answer!r} {FACT_RECORDED}.")
+        return
+    if lab is None:
+        raise ValueError(f"exercise {exercise} is judged in your lab: pass lab=lab")
+    ok = judge(exercise, answer, lab)
+    verdict = _prediction_verdict(exercise, ok, lab)
     record(Attempt(exercise, ok, time.time(), f"answer {answer!r}{verdict}"))
     if not ok:
-        why = "" if _kind_ok(spec.kind, answer) else f" (a {spec.kind.__name__} is wanted)"
-        raise AssertionError(f"Exercise {exercise}: not quite ({answer!r}){why}. {spec.hint}")
+        raise AssertionError(
+            f"Exercise {exercise}: not what your lab shows ({answer!r}). {spec.hint}"
+        )
     print(f"Exercise {exercise}: correct \N{CHECK MARK} ({answer!r}){verdict}")
+
+
+# --- nbgrader's grade cells ---------------------------------------------------------------------
+
+
+def grade(exercise: str, answer: Any, lab: LabView) -> None:
+    """A grade cell of a live exercise: passes if ``answer`` is what the lab of ``lab.prefix``
+    shows now (read afresh: :class:`LocalLab`, not the notebook's object).
+
+    nbgrader's autograde runs it in the instructor's fresh lab, against the student's code: a
+    literal copied from another lab fails there.
+    """
+    if answer is Ellipsis or not judge(exercise, answer, LocalLab(lab.prefix)):
+        raise AssertionError(f"Exercise {exercise}: not what this lab shows ({answer!r})")
+    print(f"Exercise {exercise}: right for this lab")
+
+
+def grade_facts(facts: dict[str, tuple[Any, Any]]) -> None:
+    """A notebook's fixed facts graded as one set (instructor edition, hidden tests only).
+
+    ``facts``: exercise -> (the student's answer, the key); a key that is a list, tuple, set or
+    range holds every accepted answer. Passes only if all are right and says nothing of which
+    are wrong: guessing one of them earns nothing.
+    """
+    right = 0
+    for exercise, (answer, key) in facts.items():
+        accepted = key if isinstance(key, Collection) and not isinstance(key, str) else [key]
+        if answer is not Ellipsis and _kind_ok(_spec(exercise).kind, answer):
+            right += any(canonical(answer) == canonical(k) for k in accepted)
+    if right != len(facts):
+        names = ", ".join(facts)
+        raise AssertionError(f"the fixed facts ({names}), graded as a set: not all right")
+    print(f"fixed facts {', '.join(facts)}: all right")
 
 
 # --- predict, then observe, then explain --------------------------------------------------------
@@ -137,13 +190,13 @@ def predict(exercise: str, value: Any) -> None:
     print(f"Prediction {exercise} recorded: {value!r}. Now run the experiment.")
 
 
-def _prediction_verdict(exercise: str, ok: bool, spec: Exercise, lab: Any) -> str:
+def _prediction_verdict(exercise: str, ok: bool, lab: LabView) -> str:
     """``; your prediction X was right/wrong``, judged as an answer once the answer is right."""
     guesses = [a for a in load() if a.item == f"{exercise}:predict"]
     if not guesses or not ok:
         return ""
     guess = json.loads(guesses[-1].detail)
-    right = judge(exercise, guess, spec, lab)
+    right = judge(exercise, guess, lab)
     return f"; your prediction {guess!r} was {'right' if right else 'wrong'}"
 
 

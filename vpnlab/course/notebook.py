@@ -7,7 +7,8 @@ The notebooks in ``notebooks/`` import this module as ``from vpnlab import cours
     lab.sh("r1", "ip route")              # `ip netns exec nb01-r1 ip route`, printed
     lab.record("stack", "raw:ip:icmp")    # key results, for the tests (tests/notebooks)
     course.predict("7.2", 0)              # a guess, recorded before the demonstration
-    course.check("1.1", answer_1_1)       # judged by exercises.py, recorded (progress.py)
+    course.check("0.2", answer_0_2, lab)  # practice feedback, recorded (progress.py)
+    course.grade("0.2", answer_0_2, lab)  # nbgrader's grade cell: what this lab shows now
     course.explain("6.1", "because ...")  # a written explanation, for the instructor
     lab.down()
 
@@ -40,10 +41,9 @@ from typing import Any
 
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course import grading
-from vpnlab.course.exercises import EXERCISES
-from vpnlab.course.grading import explain, observe, predict
+from vpnlab.course.grading import explain, grade, grade_facts, observe, predict
 from vpnlab.lab.nodes import exec_in, popen_in, wait_for
-from vpnlab.lab.state import namespace, state_dir
+from vpnlab.lab.state import drawn_values, namespace, state_dir
 
 __all__ = [
     "CourseError",
@@ -51,6 +51,8 @@ __all__ = [
     "Output",
     "check",
     "explain",
+    "grade",
+    "grade_facts",
     "hexdump",
     "netns",
     "observe",
@@ -232,6 +234,16 @@ class CourseLab:
             )
         return done
 
+    def exec_in(
+        self, node: str, argv: list[str], timeout: float = COMMAND_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in ``node``, quietly (``grading.LabView``: what a check reads)."""
+        return exec_in(self.prefix, node, argv, capture_output=True, text=True, timeout=timeout)
+
+    def drawn(self) -> dict[str, object]:
+        """The values drawn for this lab at ``lab up`` (``grading.LabView``)."""
+        return drawn_values(self.prefix)
+
     def sh(
         self,
         node: str,
@@ -334,11 +346,12 @@ def netns(namespace: str) -> Iterator[None]:
 
 
 def check(exercise: str, answer: Any, lab: CourseLab | None = None) -> None:
-    """Judge one exercise of ``exercises.py`` (``grading.check``: recorded, never a literal).
+    """Practice feedback on one exercise of ``exercises.py`` (``grading.check``: recorded).
 
-    ``lab``: the notebook's lab, for the exercises whose answer the lab measured.
+    ``lab``: the notebook's lab, for the live exercises (judged by what the lab shows now);
+    a fixed fact is recorded for the instructor's hidden tests.
     """
-    grading.check(exercise, answer, EXERCISES[exercise], lab)
+    grading.check(exercise, answer, lab)
 
 
 def hexdump(data: bytes, width: int = 16) -> str:

@@ -1,5 +1,9 @@
 """``vpnlab check --report``: one student's progress, per SEED VPN lab task, as JSON or CSV.
 
+Practice, not a grade: the progress file is the student's own (grades: nbgrader's autograde
+or the hub's grader, docs/course.md). A fixed fact's answer has no verdict here: its item is
+``answered`` (the instructor's hidden tests grade it).
+
 Read from the progress file (``progress.py``): every exercise a notebook checked (items
 ``N.M``: exercise M of notebook N) and every ``vpnlab check`` (``lab``, ``fault``). Each item:
 passed or not, attempts, the first attempt and the first pass, and the seconds between them.
@@ -36,6 +40,7 @@ from typing import Any
 
 from vpnlab.lab.faults import FAULTS
 
+from .grading import FACT_RECORDED
 from .progress import Attempt
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -157,7 +162,7 @@ def report(
         placed |= set(mine)
         if not mine:
             task_status = "not attempted"
-        elif all(items[n]["passed"] for n in mine):
+        elif all(_status(items[n]) in ("passed", "answered") for n in mine):
             task_status = "passed"
         else:
             tried = any(items[n]["attempts"] for n in mine)
@@ -196,4 +201,6 @@ def to_csv(data: dict[str, Any]) -> str:
 def _status(item: dict[str, Any]) -> str:
     if item["passed"]:
         return "passed"
+    if item["attempts"] and FACT_RECORDED in item["detail"]:
+        return "answered"
     return "not passed" if item["attempts"] else "not attempted"

@@ -5,6 +5,7 @@ VPN, r1 is seen as 192.0.2.2; through the tunnel, the server's NAT rule makes it
 
 - ``GET /``      -> ``you are 192.0.2.2`` (text/plain)
 - ``GET /json``  -> ``{"you": "192.0.2.2", "port": 51234, "server": "203.0.113.10:80"}``
+- ``GET /token`` -> the lab's who-am-I token (drawn at ``lab up``, ``vpnlab/lab/draw.py``)
 - ``GET /bytes/N`` -> N bytes (at most 100 MB) that ``pattern(N)`` also makes, so a download
   through the tunnel can be checked byte for byte (``sha256sum`` against ``pattern_sha256``)
 """
@@ -65,7 +66,10 @@ class WhoAmIHandler(BaseHTTPRequestHandler):
         if sized and int(sized.group(1)) <= MAX_BYTES:
             self.send_bytes(int(sized.group(1)))
             return
-        if self.path.split("?", 1)[0].rstrip("/") == "/json":
+        if self.path.split("?", 1)[0].rstrip("/") == "/token":
+            body = f"{getattr(self.server, 'token', '')}\n".encode()
+            ctype = "text/plain; charset=utf-8"
+        elif self.path.split("?", 1)[0].rstrip("/") == "/json":
             local = self.connection.getsockname()  # the address this request came to
             server_host, server_port = _unmapped(local[0]), local[1]
             server_host = f"[{server_host}]" if ":" in server_host else server_host
@@ -118,8 +122,10 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(listen: str = "0.0.0.0", port: int = 80) -> int:
+def serve(listen: str = "0.0.0.0", port: int = 80, token: str = "") -> int:
     """Serve until SIGTERM or SIGINT, then close the socket and return 0.
+
+    ``token``: what ``GET /token`` answers (the lab's drawn who-am-I token).
 
     Raises:
         WhoAmIError: the address cannot be bound.
@@ -129,6 +135,7 @@ def serve(listen: str = "0.0.0.0", port: int = 80) -> int:
         server = WhoAmIServer((listen, port), WhoAmIHandler)
     except OSError as exc:
         raise WhoAmIError(f"cannot listen on {listen}:{port}: {exc}") from None
+    server.token = token
     print(f"whoami: listening on {listen}:{port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -17,6 +17,7 @@ from typing import Any
 from vpnlab.core.errors import LabError
 from vpnlab.core.pool import tunnel_address6
 from vpnlab.lab.build import build, listening, log_tail, start_daemon
+from vpnlab.lab.draw import WHOAMI_TOKEN, draw
 from vpnlab.lab.inspection import status
 from vpnlab.lab.nodes import check_environment, run_in, wait_for
 from vpnlab.lab.rootless import check_lab_limit, labs_here
@@ -66,6 +67,7 @@ def up(
     if load(prefix) is not None or prefix_namespaces(prefix):
         teardown(prefix)
     record = new_record(prefix, topology=topo.to_dict(), cipher=cipher, vpn=False, nat=nat, psk=psk)
+    record["drawn"] = draw()  # per-lab values the course's live exercises compare with
     save(record)
     try:
         build(prefix, topo, record)
@@ -88,6 +90,7 @@ def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
     listen = "::" if topo.dual_stack else topo.web_ip  # dual stack: one socket for both families
     argv = [sys.executable, "-m", "vpnlab", "whoami", "--listen", listen]
     argv += ["--port", str(topo.web_port)]
+    argv += ["--token", str(record.get("drawn", {}).get(WHOAMI_TOKEN, ""))]
     pid = start_daemon(prefix, record, "whoami", topo.web, argv)
     if not wait_for(
         lambda: listening(pid, topo.web_port) or not alive(pid), SERVER_WAIT_S

@@ -293,6 +293,13 @@ def record_of(prefix: str) -> dict[str, Any]:
     return record
 
 
+def drawn_values(prefix: str) -> dict[str, object]:
+    """The values drawn for the lab at ``lab up`` (``draw.py``), {} for a lab without them."""
+    record = load(prefix) or {}
+    drawn = record.get("drawn")
+    return dict(drawn) if isinstance(drawn, dict) else {}
+
+
 def topology_of(prefix: str) -> Topology:
     """The topology a lab was built with (the default one if nothing is recorded)."""
     record = load(prefix)

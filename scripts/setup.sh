@@ -216,6 +216,19 @@ system_course() {
   rm -rf "$SYSTEM_PREFIX/course.old"
 }
 
+# The hub's grader service (vpnlab/grader/, deploy/jupyterhub/grader_service.py): a system user
+# of its own and its store folder (0700), which no student can read. VPNLAB_GRADER_USER=none
+# skips it (the tests' class installs: they make their own grader user and remove it).
+system_grader() {
+  local user=${VPNLAB_GRADER_USER:-vpnlab-grader} store=/var/lib/vpnlab-grader
+  [ "$user" = none ] && return
+  id -u "$user" >/dev/null 2>&1 || {
+    say "class install: the grader service's user $user (useradd --system)"
+    useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
+  }
+  install -d -m 0700 -o "$user" -g "$user" "$store"
+}
+
 setup_system() {
   require_root
   umask 022
@@ -224,6 +237,7 @@ setup_system() {
   system_venv
   system_proxy
   system_course
+  system_grader
   install -m 755 "$VPNLAB_ROOT/deploy/start-singleuser.sh" "$SYSTEM_PREFIX/bin/vpnlab-start-singleuser"
   install -m 644 "$VPNLAB_ROOT"/deploy/jupyterhub/*.py "$SYSTEM_PREFIX/jupyterhub/"
   chown -R root:root "$SYSTEM_PREFIX"

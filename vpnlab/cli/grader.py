@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from vpnlab.core.errors import LabError
@@ -42,7 +43,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="judge my lab, my open fault or a live exercise")
     check.add_argument("item", nargs="?", default="lab")
     check.add_argument("answer", nargs="?")
-    sub.add_parser("fault", help="give me a fault in my troubleshooting lab")
+    fault = sub.add_parser("fault", help="give me a fault in my troubleshooting lab")
+    for verb in (check, fault):
+        verb.add_argument(
+            "--prefix",
+            default=os.environ.get("VPNLAB_PREFIX"),
+            help="which of my labs (default: $VPNLAB_PREFIX, else the grader's)",
+        )
     sub.add_parser("attempts", help="my attempts as the grader keeps them")
     report = sub.add_parser("report", help="the instructor's report from the store")
     report.add_argument("--store", type=Path, default=DEFAULT_STORE)
@@ -62,7 +69,7 @@ def cmd_grader(args: argparse.Namespace) -> int:
     from vpnlab.grader.client import ask
 
     if args.grader_command == "check":
-        body: dict = {"item": args.item}
+        body: dict = {"item": args.item, "prefix": args.prefix}
         if args.answer is not None:
             try:
                 body["answer"] = json.loads(args.answer)
@@ -71,7 +78,7 @@ def cmd_grader(args: argparse.Namespace) -> int:
         reply = ask("check", body)
         print(json.dumps(reply, indent=2))
         return 0 if reply.get("ok") else 1
-    reply = ask(args.grader_command)
+    reply = ask(args.grader_command, {"prefix": getattr(args, "prefix", None)})
     print(json.dumps(reply, indent=2))
     return 0
 

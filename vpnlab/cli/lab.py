@@ -211,7 +211,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         info = status(args.prefix)
         if not args.json:
             print("a fault is hidden in this lab: find and repair it (vpnlab grader check)")
-            print(f"the ticket: {ask('fault')['ticket']}")
+            print(f"the ticket: {ask('fault', {'prefix': args.prefix})['ticket']}")
     elif args.fault:
         info = faults.start(args.prefix, args.fault, args.seed, psk=bool(args.psk), **options)
         if not args.json:

@@ -25,6 +25,7 @@ from vpnlab.course import grading
 from vpnlab.course.check import behaviour_checks, not_restarted
 from vpnlab.course.exercises import EXERCISES
 from vpnlab.lab import faults
+from vpnlab.lab.draw import WHOAMI_TOKEN
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology
 
 from .store import Attempt, Store
@@ -60,9 +61,18 @@ class StudentLab:
         return self.enter(self.student, self.prefix, node, argv, input, timeout)
 
     def drawn(self) -> dict[str, object]:
-        """The values drawn at ``lab up`` are in the student's own state folder, which the
-        grader neither reads nor trusts: none (exercises that need them are not judged here)."""
-        return {}
+        """The values drawn at ``lab up``, read from the live lab, never from the student's
+        state folder (which the grader neither reads nor trusts): the who-am-I token is what
+        the web node serves at ``/token`` now."""
+        done = self.exec_in("web", [sys.executable, "-c", _READ_TOKEN], timeout=10)
+        token = done.stdout.strip() if done.returncode == 0 else ""
+        return {WHOAMI_TOKEN: token} if token else {}
+
+
+_READ_TOKEN = (
+    "import urllib.request as u; "
+    "print(u.urlopen('http://127.0.0.1/token', timeout=5).read().decode().strip())"
+)
 
 
 def _verdict(checks: list[dict[str, Any]]) -> tuple[bool, str]:
@@ -119,16 +129,11 @@ def check_exercise(store: Store, lab: StudentLab, exercise: str, answer: Any) ->
         raise LabError(f"no exercise {exercise!r}")
     _tries_left(store, lab.student, exercise, MAX_TRIES)
     try:
-        ok = judge(exercise, answer, lab)
+        ok = grading.judge(exercise, answer, lab)
     except (TypeError, ValueError) as exc:
         raise LabError(f"exercise {exercise}: {exc}") from None
     store.add(Attempt(lab.student, exercise, ok, time.time(), "" if ok else "wrong"))
     return {"item": exercise, "ok": ok, **_left(store, lab.student, exercise, None)}
-
-
-def judge(exercise: str, answer: Any, lab: StudentLab) -> bool:
-    """The course's one judging entry (``grading.judge``), as it stands on this branch."""
-    return grading.judge(exercise, answer, EXERCISES[exercise], lab)
 
 
 def _tries_left(store: Store, student: str, item: str, limit: int) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vpnlab.core.errors import LabError
+from vpnlab.lab.state import check_prefix
 
 from .enter import Enterer, serve_enterer
 from .judging import Enter, StudentLab, check_exercise, check_lab, give_fault
@@ -74,7 +75,10 @@ class GraderService:
         student = self.identify(token) if token else None
         if student is None:
             raise PermissionError("not a hub user's token with access to the grader")
-        lab = StudentLab(self.enter, student, self.prefix)
+        # which of the student's labs (a notebook's own, nb05-; the troubleshooting lab): only
+        # ever one in the student's own holder (the enterer sees no other), and a fault is
+        # judged against the marks of the lab it was injected into, so no other lab passes it
+        lab = StudentLab(self.enter, student, check_prefix(str(body.get("prefix") or self.prefix)))
         verb = path.rstrip("/").rsplit("/", 1)[-1]
         if method == "GET" and verb == "attempts":
             return {

@@ -50,6 +50,29 @@ lab.sh("r1", "ip route get 203.0.113.10")
 lab.sh("isp", "ip route get 10.8.0.2")
 
 # %% [markdown]
+# What you are about to build, as one ping from r1 to web will cross it (your code is the two
+# "your loop" steps; the rest is the kernel and the routes this notebook set):
+
+# %%
+import matplotlib.pyplot as plt
+
+from vpnlab.course import diagrams
+
+diagrams.draw_ping_path(
+    [
+        ("r1: ping", "10.8.0.2 -> 203.0.113.10\nICMP echo request", "203.0.113.10/32 dev tun0"),
+        ("r1: your loop", "os.read(tun) -> sock.sendto(peer)", "TunSelected"),
+        ("r1 eth0 -> isp", "192.0.2.2:4500 ->\n198.51.100.2:4500 UDP [inner]", "plain: nothing added"),
+        ("r2: your loop", "sock.recvfrom: from peer?\n-> os.write(tun)", "SockSelected: strangers dropped"),
+        ("r2: forwards", "10.8.0.2 -> 203.0.113.10\nunchanged, no NAT", "ip_forward=1"),
+        ("web", "echo reply to 10.8.0.2", "the isp routes 10.8.0.0/24 to r2"),
+    ],
+    title="your tunnel: one ping r1 -> web, and back",
+    back="the reply: the same way back\n(r2's loop reads it from tun0,\nr1's loop writes it to tun0)",
+)
+plt.show()
+
+# %% [markdown]
 # ## Task 4: one way
 # Write `forward(tun, sock, peer, until)`: until the clock `time.monotonic()` reaches `until`,
 # wait (at most 0.2 s at a time, so the loop can notice the deadline) until `tun` has a packet,

@@ -23,9 +23,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.l2 import ARP, Ether
 
 from tests.lab.helpers import assert_gone, fresh_prefix
 from vpnlab.core.constants import KEEPALIVE_INTERVAL_S, LIVENESS_TIMEOUT_S
+from vpnlab.core.packet import internet_checksum
 from vpnlab.course import liveness_exercise, mytunnel
 from vpnlab.course import notebook as course
 
@@ -72,6 +75,10 @@ GLOBALS = {
     "struct": struct,
     "time": time,
     "AESGCM": AESGCM,
+    "IP": IP,
+    "ICMP": ICMP,
+    "ARP": ARP,
+    "Ether": Ether,
     "LIVENESS_TIMEOUT_S": LIVENESS_TIMEOUT_S,
     "KEEPALIVE_INTERVAL_S": KEEPALIVE_INTERVAL_S,
 }
@@ -403,6 +410,68 @@ def test_06_liveness_timing_errors_fail_against_the_daemon_too(timeline, wrong):
     assert not all(facts.values()), facts
     right = liveness_exercise.against_daemon(solution("06_liveness_cleanup", "liveness"), timeline)
     assert all(right.values()), (right, timeline)
+
+
+# --- notebook 11: writing to TUN (SEED 2.d) and answering ARP on TAP (SEED 9) --------------------
+
+
+def _echo(swap=True, reply_type=0, checksum=True, guard=True):
+    def echo_reply(packet):
+        if guard and (not packet or packet[0] >> 4 != 4 or packet[9] != 1 or packet[20] != 8):
+            return None
+        icmp = bytearray(packet[20:])
+        icmp[0], icmp[2:4] = reply_type, b"\0\0"
+        if checksum:
+            icmp[2:4] = struct.pack("!H", internet_checksum(icmp))
+        else:
+            icmp[2:4] = packet[22:24]  # the request's: wrong once the type changed
+        src, dst = (packet[16:20], packet[12:16]) if swap else (packet[12:16], packet[16:20])
+        return packet[:12] + src + dst + bytes(icmp)
+
+    return echo_reply
+
+
+def _arp(op=2, claim=True, guard=True):
+    def arp_reply(frame, mac):
+        from scapy.layers.l2 import ARP, Ether
+
+        asked = Ether(frame)
+        if guard and (ARP not in asked or asked[ARP].op != 1):
+            return None
+        arp = asked[ARP]
+        sender = mac if claim else arp.hwsrc
+        return bytes(
+            Ether(dst=arp.hwsrc, src=mac)
+            / ARP(op=op, hwsrc=sender, psrc=arp.pdst, hwdst=arp.hwsrc, pdst=arp.psrc)
+        )
+
+    return arp_reply
+
+
+PING, CHECKSUMS, NONE = "3 received", "both checksums", "None for a UDP datagram"
+RAISED, ARPING = "raised nothing", "arping 10.10.0.7 answered"
+TUNTAP_WRONG = {  # (echo_reply, arp_reply, the fact it must miss)
+    "echo reply with the addresses not swapped": (_echo(swap=False), _arp(), PING),
+    "echo reply still of type 8": (_echo(reply_type=8), _arp(), PING),
+    "echo reply with the request's ICMP checksum": (_echo(checksum=False), _arp(), CHECKSUMS),
+    "echo reply to anything (UDP, IPv6 too)": (_echo(guard=False), _arp(), NONE),
+    "ARP answered with a request (op 1)": (_echo(), _arp(op=1), ARPING),
+    "ARP reply that claims the asker's MAC": (_echo(), _arp(claim=False), ARPING),
+    "ARP reply to every frame": (_echo(), _arp(guard=False), RAISED),
+    "the student edition's stubs": (stub, stub, PING),
+}
+
+
+def test_11_solutions_pass(lab):
+    echo, arp = solution("11_tun_in_depth", "echo_reply"), solution("11_tun_in_depth", "arp_reply")
+    run_hidden("11_tun_in_depth", "echo_reply", lab=lab, echo_reply=echo, arp_reply=arp)
+
+
+@pytest.mark.parametrize("wrong", TUNTAP_WRONG)
+def test_11_wrong_versions_fail(lab, wrong):
+    echo, arp, missing = TUNTAP_WRONG[wrong]
+    complaint = fails("11_tun_in_depth", "echo_reply", lab=lab, echo_reply=echo, arp_reply=arp)
+    assert missing in complaint, complaint
 
 
 # --- notebook 12: the student's tunnel under attack ----------------------------------------------

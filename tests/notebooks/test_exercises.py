@@ -77,8 +77,8 @@ TEMPTING = {
     "9.4": [3, 1],
     "10.2": [1, 3, 1.5],
     "10.3": [8, 2, 3],
-    "10.4": ["server"],
-    "11.1": ["smith0", "smith2", "smith%d"],
+    "10.4.1": ["client", "r2"],
+    "10.4.2": ["server", "r1"],
     "11.2": [16, 14],
     "11.3": [4],
     "11.4": ["EIO", "EPERM", "22"],
@@ -138,6 +138,7 @@ def measured_lab() -> CourseLab:
         one_way_received=3,
         largest_ping_payload=1410,
         task6={"late_echo": "typed while down\n", "after_echo": "after\n", "address": "10.8.0.2"},
+        template_names=["alice0", "alice1"],
     )
     return lab
 
@@ -152,6 +153,7 @@ MEASURED_CASES = {  # exercise: (right answers, wrong answers) for measured_lab(
     "13.4": ([1410], [1407, 1472, 1438, 1411]),
     "10.5": ([True], [False, 1, "yes"]),
     "10.6": (["10.8.0.2"], ["10.8.0.3", "10.8.0.2/24", "192.0.2.2"]),
+    "11.1": (["alice1"], ["alice0", "smith1", "alice%d", "root1"]),  # the student's own name
 }
 
 

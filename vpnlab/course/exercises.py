@@ -254,3 +254,25 @@ EXERCISES: dict[str, Exercise] = {
     ),
     "10.6": Exercise(str, "`ip addr` of r1's new tun0", measure=_result("task6", ("address",))),
 }
+
+
+# --- issue 26 item 6 (codeex): 10.4's two questions, 11.1 from the student's own user name ------
+# A block of its own, in the registry's format, for the lead to merge into the rewritten one.
+del EXERCISES["10.4"]  # asked two questions with one answer: now 10.4.1 and 10.4.2
+EXERCISES.update(
+    {
+        "10.4.1": Exercise(
+            str, "the daemon whose PID the notebook sent the signal to", digest="cbed3a7c51288f78"
+        ),
+        "10.4.2": Exercise(
+            str,
+            "a frozen process runs no timer: which one's 6 s ran out while the other slept?",
+            digest="e6236d0fbc05920a",
+        ),
+        "11.1": Exercise(
+            str,
+            "the kernel fills %d with the first free number (your template, printed above)",
+            measure=lambda lab: lab.results["template_names"][1],
+        ),
+    }
+)

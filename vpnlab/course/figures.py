@@ -189,8 +189,10 @@ def draw_budget(rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], limit: in
         extra = [f"{label} {size}" for label, size in parts if label != "inner packet"]
         ax.text(limit + 8, y, " + ".join(extra), va="center", fontsize=7)
     ax.axvline(limit, color="red", lw=2)
-    ax.text(limit, len(rows) - 0.4, f" {limit}: the path's MTU", color="red", fontsize=9)
+    # the label in a strip of its own under the bars: above them it would meet the title
+    ax.text(limit, -0.8, f" {limit}: the path's MTU", color="red", fontsize=9, va="center")
+    ax.set_ylim(-1.1, len(rows) - 0.5)
     ax.set_yticks(range(len(rows)), [name for name, _ in reversed(list(rows))])
     ax.set_xlabel("bytes of the outer IPv4 packet")
-    ax.set_xlim(0, limit * 1.45)
+    ax.set_xlim(0, limit * 1.6)
     return ax

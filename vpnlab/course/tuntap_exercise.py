@@ -22,13 +22,12 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Interface
 
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.packet import internet_checksum
 from vpnlab.course.inject import icmp_echo
 from vpnlab.course.notebook import CourseLab, netns
-from vpnlab.tun import IFF_NO_PI, IFF_TAP, IFF_TUN, create_tun_dev, ifconfig
+from vpnlab.tun import IFF_NO_PI, IFF_TAP, IFF_TUN, create_tun_dev
 
 _ECHO = icmp_echo("10.66.0.2", "10.66.0.1", 7)
 OTHER_PACKETS = [
@@ -56,7 +55,9 @@ class Served:
     def __init__(self, lab: CourseLab, node: str, name: str, flags: int, address: str) -> None:
         with netns(lab.ns(node)):
             self.fd, self.name = create_tun_dev(name, flags | IFF_NO_PI)
-            ifconfig(self.name, IPv4Interface(address), 1500)
+        # Ifconfig with ip(8): pyroute2's synchronous API cannot run inside Jupyter's loop
+        lab.run(node, ["ip", "addr", "add", address, "dev", self.name], check=True)
+        lab.run(node, ["ip", "link", "set", self.name, "up"], check=True)
         self.errors: list[str] = []
         self.written = 0
         self._stop = threading.Event()

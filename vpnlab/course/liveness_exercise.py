@@ -96,13 +96,15 @@ def measure(lab: CourseLab, folder: Path = Path("work")) -> Timeline:
         time.sleep(4.5)  # a keepalive from each side before the kill
         killed = time.time()
         os.kill(server, signal.SIGKILL)
-        wait_for(
+        noticed = wait_for(
             lambda: lab.log("client-r1").count("peer lost") > lost_before,
             LIVENESS_TIMEOUT_S + 4,
             0.05,
         )
         lost = time.time() - killed
     lab.stop_vpn()
+    if not noticed:
+        raise ValueError(f"the client logged no 'peer lost' {LIVENESS_TIMEOUT_S + 4:g} s after")
     events = [
         (float(t) - killed, *(("r1 sends", "") if src == CLIENT else ("r2 answers", SERVER_SAYS)))
         for t, src in capture.fields(cap.path, ["frame.time_epoch", "ip.src"])

@@ -175,6 +175,56 @@ lab.record("r2_forward_after", lab.run("r2", "sysctl -n net.ipv4.ip_forward").st
 lab.sh("r1", "ip route")
 
 # %% [markdown]
+# ## Write SetRouting(1) and its CleanUp yourself
+# Now you are the client daemon. Write `set_routing(ip, server, gateway)`: the three routes of
+# SetRouting(1), the two halves of the address space through `tun0` and the host route to
+# `server` via r1's `gateway` on `eth0`. And `clean_up(ip, server, gateway)`: delete exactly
+# those. `ip("route add ...")` runs `ip route add ...` in r1 and raises if it fails.
+#
+# The check gives r1 a `tun0` of its own (the daemon is stopped now), runs your
+# `set_routing`, asks r1's kernel (`ip route get`) where addresses in both halves, the web
+# host, the server and its neighbour 198.51.100.3 would go, then runs your `clean_up` and
+# compares r1's table with the one before. Whatever your code does, the check puts r1's routes
+# back afterwards.
+
+# %%
+from vpnlab.course import behaviour, routing_exercise
+
+
+def set_routing(ip, server: str, gateway: str) -> None:
+    """SetRouting(1): everything through tun0, except the server, reached via gateway."""
+    # your code here (3 lines)
+    ### BEGIN SOLUTION
+    ip("route add 0.0.0.0/1 dev tun0")
+    ip("route add 128.0.0.0/1 dev tun0")
+    ip(f"route add {server}/32 via {gateway} dev eth0")
+    ### END SOLUTION
+
+
+def clean_up(ip, server: str, gateway: str) -> None:
+    """CleanUp: delete exactly the routes set_routing added."""
+    # your code here (3 lines)
+    ### BEGIN SOLUTION
+    ip("route del 0.0.0.0/1 dev tun0")
+    ip("route del 128.0.0.0/1 dev tun0")
+    ip(f"route del {server}/32 via {gateway} dev eth0")
+    ### END SOLUTION
+
+
+behaviour.show(routing_exercise.check(lab, set_routing, clean_up))
+
+# %% [markdown]
+# The grade comes from the next cell's hidden test: `nbgrader autograde` runs the same check
+# with your functions on the instructor's side, in a fresh lab, and requires every fact.
+
+# %%
+### BEGIN HIDDEN TESTS
+from vpnlab.course import behaviour, routing_exercise
+
+behaviour.require(routing_exercise.check(lab, set_routing, clean_up))
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Exercises
 # **3.1** With the VPN up, which route (write its destination prefix exactly as `ip route`
 # shows it) does r1 use for 203.0.113.10?

@@ -138,6 +138,50 @@ print("with the rule back:", lab.whoami("r1"))
 # (The isp's `ip route get 10.8.0.2` fails: "Network is unreachable". Notebook 8, *Routing
 # without NAT*, shows the other fix: a route back to the tunnel network instead of NAT.)
 #
+# ## Write the NAT rule yourself
+# Write `nat_ruleset(network, external)`: the text of an nftables ruleset (for `nft -f`) with
+# your own table and a `postrouting` chain of type `nat` that **masquerades** what comes from
+# `network` (the tunnel, `10.8.0.0/24`), goes to anywhere but `network` and leaves through
+# `external` (`eth0`). Only that: r2 may carry other traffic, which must leave as it came.
+#
+# The check takes the server's own rule away, loads yours in r2, fetches who-am-I from r1
+# through the tunnel (web must see the server's address) and pings web from r2 with a source
+# that is *not* the tunnel's, 10.8.1.5, while web's `eth0` is captured: that packet must arrive
+# with its source unchanged. Then it removes your table and the server's rule comes back.
+
+# %%
+from vpnlab.course import behaviour, nat_exercise
+
+
+def nat_ruleset(network: str, external: str) -> str:
+    """SetRouting(0)'s NAT: masquerade from network, to anywhere else, out of external."""
+    # your code here (a table, a chain, one rule)
+    ### BEGIN SOLUTION
+    return f"""
+table ip mynat {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {network} ip daddr != {network} oifname "{external}" masquerade
+    }}
+}}
+"""
+    ### END SOLUTION
+
+
+behaviour.show(nat_exercise.check(lab, nat_ruleset))
+
+# %% [markdown]
+# The grade comes from the next cell's hidden test: `nbgrader autograde` runs the same check
+# with your function on the instructor's side, in a fresh lab, and requires every fact.
+
+# %%
+### BEGIN HIDDEN TESTS
+from vpnlab.course import behaviour, nat_exercise
+
+behaviour.require(nat_exercise.check(lab, nat_ruleset))
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Exercises
 # **4.1** Which address did the web host see without the VPN?
 #

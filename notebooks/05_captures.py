@@ -222,6 +222,78 @@ for c in names:
           f"r1's tun0 had mtu {by_cipher[c]['tun_mtu']}")
 
 # %% [markdown]
+# ## Seal and open ESP yourself
+# tshark decrypted with the keys; now you do, and you encrypt too, with `cryptography`'s
+# `AESGCM`. The format (RFC 4303, with RFC 4106's AES-GCM), as the decrypted ping showed it:
+#
+# | bytes | field |
+# |---|---|
+# | 4 | SPI (big-endian) |
+# | 4 | sequence number (big-endian) |
+# | 8 | IV (any 8 bytes never used twice with this key: take the sequence number as 64 bits) |
+# | ... | AES-GCM ciphertext of: inner packet, padding 1, 2, 3, ..., pad length, next header (4) |
+# | 16 | ICV (AESGCM appends it to the ciphertext) |
+#
+# The padding makes the inner packet plus the two trailer bytes (pad length, next header: 4
+# for IPv4) a multiple of 4.
+#
+# The 20-byte `key` of an SA is the 16-byte AES key followed by a 4-byte **salt**. The nonce
+# is `salt || IV` (12 bytes) and the additional authenticated data (AAD) is `SPI || sequence
+# number`, the 8 bytes of the header (RFC 4106 sections 4 and 5).
+#
+# Write `esp_seal(key, spi, seq, packet)` returning the ESP datagram, and `esp_open(key,
+# datagram)` returning `(spi, seq, inner packet)` (trailer removed); `AESGCM.decrypt` raises
+# `InvalidTag` for a datagram that was changed: let it.
+#
+# The check takes the live `esp-aes-gcm` session's keys from the server's export, seals an
+# echo request from 10.8.0.2 to web with your `esp_seal` and sends it to the **running
+# server** as if from the client: web must receive it. Then your `esp_open` opens a datagram
+# the server sent, captured on r1's `eth0`, and must refuse it once one byte is changed.
+
+# %%
+import struct
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vpnlab.course import behaviour, esp_exercise
+
+
+def esp_seal(key: bytes, spi: int, seq: int, packet: bytes) -> bytes:
+    """TunSelected's ESP: one inner IPv4 packet into one datagram (RFC 4303, RFC 4106)."""
+    # your code here (about 6 lines)
+    ### BEGIN SOLUTION
+    pad = -(len(packet) + 2) % 4
+    plaintext = packet + bytes(range(1, pad + 1)) + bytes([pad, 4])
+    header, iv = struct.pack("!II", spi, seq), struct.pack("!Q", seq)
+    return header + iv + AESGCM(key[:16]).encrypt(key[16:] + iv, plaintext, header)
+    ### END SOLUTION
+
+
+def esp_open(key: bytes, datagram: bytes) -> tuple[int, int, bytes]:
+    """SockSelected's ESP: (SPI, sequence number, inner packet); raises if not authentic."""
+    # your code here (about 5 lines)
+    ### BEGIN SOLUTION
+    spi, seq = struct.unpack("!II", datagram[:8])
+    plaintext = AESGCM(key[:16]).decrypt(key[16:] + datagram[8:16], datagram[16:], datagram[:8])
+    return spi, seq, plaintext[: -2 - plaintext[-2]]
+    ### END SOLUTION
+
+
+lab.start_vpn("esp-aes-gcm")
+behaviour.show(esp_exercise.check(lab, esp_seal, esp_open))
+
+# %% [markdown]
+# The grade comes from the next cell's hidden test: `nbgrader autograde` runs the same check
+# with your functions on the instructor's side, in a fresh lab, and requires every fact.
+
+# %%
+### BEGIN HIDDEN TESTS
+from vpnlab.course import behaviour, esp_exercise
+
+behaviour.require(esp_exercise.check(lab, esp_seal, esp_open))
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Exercises
 # **5.1** How many bytes does the `plain` tunnel add to an 84-byte ping? (Count what the
 # tunnel adds, not the Ethernet header: `eth0` has that with or without the tunnel.)

@@ -164,6 +164,54 @@ lab.record("bye_s", round(bye_s, 2))
 lab.record("r1_routes_after_sigterm", lab.run("r1", "ip route").stdout.strip())
 
 # %% [markdown]
+# ## Write the liveness timer yourself
+# The daemons never sleep until a timer: their loop asks, each time it wakes up, what is due.
+# Write that decision, `liveness(now, last_received, last_sent)`: all three are times in
+# seconds on one clock (`now` is the present, `last_received` when the peer's last datagram
+# arrived, `last_sent` when we last sent anything). Return `"close"` once the peer has been
+# silent for `LIVENESS_TIMEOUT_S` (6 s: at 6.0 s exactly it is lost), otherwise `"keepalive"`
+# once we have sent nothing for `KEEPALIVE_INTERVAL_S` (2 s), otherwise `None`. The time is an
+# argument, never read from a clock inside: that is what lets a test move a **fake clock**.
+#
+# The check asks your function at chosen instants (the boundaries exactly), steps a fake clock
+# through a silent peer (the real core's `Session` on the same clock must agree), and replays
+# the timeline measured above when the server was killed: your keepalives must fall when the
+# client's did, and you must close when the client declared the server lost.
+
+# %%
+from vpnlab.course import behaviour, liveness_exercise
+
+
+def liveness(now: float, last_received: float, last_sent: float) -> str | None:
+    """The timers' decision: "close", "keepalive" or None."""
+    # your code here (about 5 lines)
+    ### BEGIN SOLUTION
+    if now - last_received >= LIVENESS_TIMEOUT_S:
+        return "close"
+    if now - last_sent >= KEEPALIVE_INTERVAL_S:
+        return "keepalive"
+    return None
+    ### END SOLUTION
+
+
+behaviour.show(liveness_exercise.on_fake_time(liveness))
+measured = liveness_exercise.Timeline.from_events(events, lost_s)
+behaviour.show(liveness_exercise.against_daemon(liveness, measured))
+
+# %% [markdown]
+# The grade comes from the next cell's hidden test: `nbgrader autograde` runs the same checks
+# on the instructor's side, in a fresh lab, against a timeline it measures itself (it kills
+# the server once more).
+
+# %%
+### BEGIN HIDDEN TESTS
+from vpnlab.course import behaviour, liveness_exercise
+
+behaviour.require(liveness_exercise.on_fake_time(liveness))
+behaviour.require(liveness_exercise.against_daemon(liveness, liveness_exercise.measure(lab)))
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## CleanUp of the whole lab
 
 # %%

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from vpnlab.course import meltdown
+from vpnlab.course import figures
 from vpnlab.course import notebook as course
 from vpnlab.instruments import capture
 
@@ -106,35 +106,48 @@ lab.record("ping_delayed_ms", delayed_ms)
 # (iperf3), the **inner TCP's retransmissions** (iperf3), the **outer TCP's** (r1's
 # `TcpRetransSegs` minus the inner ones) and the time of a **64 KB HTTP fetch** (the latency a
 # user feels). Here a short version (2 s per point, 0 and 3 % loss, 10 ms delay): change the
-# options for more, the README has the full sweep (about 8 minutes). At 2 %
+# options for more, `docs/performance.md` has the full sweep (about 8 minutes). At 2 %
 # loss it also captures r1's `tun0` and `eth0` and lets tshark count
 # `tcp.analysis.retransmission` on each. It builds and removes its own lab under this
-# notebook's prefix, so we remove ours first. It prints each point as it is measured (about a
-# minute in all).
+# notebook's prefix, so we remove ours first. It prints each point as it is measured.
+#
+# One 2 s point is a coin toss on a shared machine: a single lucky or unlucky second can make
+# TCP look *faster* with loss. So the short sweep runs **three times** (the capture only in
+# the first), and the plot shows each run's points, their **median** and the **spread**
+# (min to max). A difference smaller than the spread is not a result. (About three minutes.)
 
 # %%
+REPEATS = 3
 lab.down()
-argv = [sys.executable, "-u", "-m", "vpnlab", "meltdown", "--prefix", lab.prefix, "--losses", "0",
-        "3", "--delays", "10", "--seconds", "2", "--samples", "2", "--capture-loss", "2",
-        "--out", str(WORK)]
-with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
-    for line in run.stdout:  # stream the progress: the sweep is bounded by its own options
-        print(line, end="", flush=True)
-print("exit", run.wait(timeout=200))
-results = json.loads((WORK / "results.json").read_text())
+runs = []
+for repeat in range(REPEATS):
+    out = WORK / f"run{repeat}"
+    argv = [sys.executable, "-u", "-m", "vpnlab", "meltdown", "--prefix", lab.prefix,
+            "--losses", "0", "3", "--delays", "10", "--seconds", "2", "--samples", "2",
+            "--out", str(out)] + (["--capture-loss", "2"] if repeat == 0 else [])
+    print(f"--- run {repeat + 1} of {REPEATS}")
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as run:
+        for line in run.stdout:  # stream the progress: the sweep is bounded by its own options
+            print(line, end="", flush=True)
+    print("exit", run.wait(timeout=200))
+    runs.append(json.loads((out / "results.json").read_text()))
+results = runs[0]  # the one with the captures
 lab.record("points", results["points"])
+lab.record("repeats", [run["points"] for run in runs])
 lab.record("captures", {t: {k: c[k] for k in ("tun0", "eth0")}
                         for t, c in results["captures"].items()})
 
 # %%
-meltdown.plot(results)
+figures.draw_repeats(runs)
 plt.show()
 
 # %% [markdown]
 # ## What to look for in the plot
-# Your plot comes from a short run (2 s per point, 2 samples), so it is noisy: compare the two
-# transports at the same loss rate, and read what follows as what to look for, not as what
-# your plot must show.
+# Your plot comes from three short runs (2 s per point, 2 samples each): read each median with
+# its spread, compare the two transports at the same loss rate, and read what follows as what
+# to look for, not as what your plot must show. Where the spreads of UDP and TCP overlap, the
+# quick run cannot tell them apart: that takes the full sweep (more seconds, more samples).
 # - **UDP transport.** A datagram lost on the isp is simply gone; the inner TCP notices
 #   (duplicate ACKs), retransmits that one segment and backs off (Linux's default, CUBIC,
 #   shrinks its window to 0.7 of what it was). One control loop, one retransmission per loss:

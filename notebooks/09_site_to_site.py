@@ -58,8 +58,32 @@ lab.record("r1_routes", r1_routes.splitlines())
 lab.record("r2_routes", r2_routes.splitlines())
 
 # %% [markdown]
-# h1 knows nothing of the VPN: its default gateway is r1, and that is all.
-#
+# h1 knows nothing of the VPN: its default gateway is r1, and that is all. One ping from h1
+# to h2, hop by hop (compare notebook 4's picture: no NAT anywhere, the LAN addresses cross
+# unchanged, inside the encrypted datagram):
+
+# %%
+import matplotlib.pyplot as plt
+
+from vpnlab.course import diagrams
+
+diagrams.draw_ping_path(
+    [
+        ("h1: ping", f"{H1} -> {H2}\nICMP echo request", "h1's default route: via r1"),
+        ("r1: forwards", "unchanged", "172.16.2.0/24 dev tun0 (--route)"),
+        ("r1: client daemon", "read from tun0, sealed", "TunSelected"),
+        ("r1 eth0 -> isp", "192.0.2.2 -> 198.51.100.2\nUDP 4500 [ESP [inner]]", "host route"),
+        ("r2: server daemon", "opened; source in 172.16.1.0/24?", "--client-network: allowed"),
+        ("r2: forwards", f"{H1} -> {H2}\nunchanged, no NAT", "172.16.2.0/24 on eth1"),
+        ("h2", f"echo reply to {H1}", "h2's default route: via r2"),
+    ],
+    title="site to site: one ping from LAN 1 to LAN 2, and back",
+    back="the reply: the same way back\n(r2 routes 172.16.1.0/24 into tun0,\n"
+    "the client's network)",
+)
+plt.show()
+
+# %% [markdown]
 # ## ping, both ways
 # We capture at the same time on h1's LAN (r1 `eth1`), on the wire (r1 `eth0`) and on h2's
 # LAN (r2 `eth1`).

@@ -274,7 +274,9 @@ course.explain("10.5", explanation_10_5)
 #
 # **10.3** After how many seconds of silence did the client declare the server lost?
 #
-# **10.4** Which process noticed the 8 s pause first: `"client"` or `"server"`?
+# **10.4** Two questions about the 8 s pause, one answer each (`"client"` or `"server"`):
+# **10.4.1** which daemon did `SIGSTOP` freeze? **10.4.2** Which one noticed the pause first
+# (its timers kept running while the other's could not)?
 #
 # **10.5** Did the TCP session survive the client's kill and restart? (`True`/`False`;
 # you predicted it above.)
@@ -303,11 +305,18 @@ answer_10_3 = 6
 course.check("10.3", answer_10_3)
 
 # %%
-answer_10_4 = ...
+answer_10_4_1 = ...
 ### BEGIN SOLUTION
-answer_10_4 = "client"
+answer_10_4_1 = "server"
 ### END SOLUTION
-course.check("10.4", answer_10_4)
+course.check("10.4.1", answer_10_4_1)
+
+# %%
+answer_10_4_2 = ...
+### BEGIN SOLUTION
+answer_10_4_2 = "client"
+### END SOLUTION
+course.check("10.4.2", answer_10_4_2)
 
 # %%
 answer_10_5 = ...
@@ -327,15 +336,16 @@ course.check("10.6", answer_10_6, lab)
 course.grade("10.6", answer_10_6, lab)
 
 # %%
-# The fixed facts of this notebook (10.1, 10.2, 10.3, 10.4, 10.5) are graded together, by your
-# instructor's hidden tests.
+# The fixed facts of this notebook (10.1, 10.2, 10.3, 10.4.1, 10.4.2, 10.5) are graded
+# together, by your instructor's hidden tests.
 ### BEGIN HIDDEN TESTS
 course.grade_facts(
     {
         "10.1": (answer_10_1, True),
         "10.2": (answer_10_2, 2),
         "10.3": (answer_10_3, 6),
-        "10.4": (answer_10_4, "client"),
+        "10.4.1": (answer_10_4_1, "server"),
+        "10.4.2": (answer_10_4_2, "client"),
         "10.5": (answer_10_5, True),
     }
 )

@@ -51,17 +51,39 @@ def read_all(fd, seconds):
 
 
 # %% [markdown]
-# ## A name from a template: `smith%d`
-# If the name in the `ifreq` contains `%d`, the kernel replaces it with the first free
-# number and writes the real name back into the `ifreq` it returns (`create_tun_dev` reads
-# it from there). Two devices from the same template:
+# First the picture to keep in mind: the same ping, as one `os.read()` returns it from a TUN
+# device without packet info (vpnlab's `tun0`: `IFF_NO_PI`), from one with it (4 bytes of
+# `tun_pi` in front: flags and the EtherType, notebook 1), and from a TAP device (a whole
+# Ethernet frame: SEED task 9, below).
 
 # %%
+import matplotlib.pyplot as plt
+
+from vpnlab.course import diagrams
+
+diagrams.draw_reads()
+plt.show()
+
+# %% [markdown]
+# ## A name from a template: your name and `%d`
+# If the name in the `ifreq` contains `%d`, the kernel replaces it with the first free
+# number and writes the real name back into the `ifreq` it returns (`create_tun_dev` reads
+# it from there). Two devices from the same template, made of **your** user name (the one
+# you logged in with: `SUDO_USER` if you ran the lab with sudo, else your account's name from
+# the password database), cut to 12 letters and digits so that name and number fit in 15:
+
+# %%
+import pwd
+import re
+
+user = os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
+template = re.sub(r"[^a-z0-9]", "", user.lower())[:12] + "%d"
 with course.netns(lab.ns("r1")):
-    fd0, name0 = tun.create_tun_dev("smith%d")
-    fd1, name1 = tun.create_tun_dev("smith%d")
-print("asked for smith%d, got:", name0, "and", name1)
+    fd0, name0 = tun.create_tun_dev(template)
+    fd1, name1 = tun.create_tun_dev(template)
+print(f"you are {user}; asked for {template}, got:", name0, "and", name1)
 details = lab.sh("r1", f"ip -d link show {name0}")
+lab.record("template", template)
 lab.record("template_names", [name0, name1])
 lab.record("pi_off", "pi off" in details)
 
@@ -173,8 +195,87 @@ lab.record("dispatch_drops", dict(loop.core.counters.drops))
 os.close(fresh)
 
 # %% [markdown]
+# ## Write to the TUN device yourself (SEED task 2.d)
+# Notebook 1 wrote one echo reply by hand. Now you write the function a responder needs:
+# `echo_reply(packet)` gets every packet the kernel sends into a TUN device and returns the
+# packet to write back: for an IPv4 ICMP **echo request**, its echo reply (source and
+# destination swapped, ICMP type 0, same identifier, sequence number and data, both
+# checksums right); for anything else `None`: the kernel sends IPv6 router solicitations
+# into the device too (above). scapy does the checksums if you let it (`bytes(IP(...)/ICMP(...)
+# /payload)`), or use `struct` and `vpnlab.core.packet.internet_checksum`.
+#
+# The check gives r1 a TUN device `ex2d0` with 10.66.0.1/24, hands each packet it reads to
+# your function, writes what it returns and pings 10.66.0.2 from r1: the kernel accepts a
+# reply only if every field is right, and `ping` counts what it accepted.
+
+# %%
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.l2 import ARP, Ether
+
+from vpnlab.course import tuntap_exercise
+
+
+def echo_reply(packet: bytes) -> bytes | None:
+    """The reply to an IPv4 echo request read from a TUN device; None for anything else."""
+    # your code here (about 6 lines)
+    ### BEGIN SOLUTION
+    if not packet or packet[0] >> 4 != 4:
+        return None
+    request = IP(packet)
+    if ICMP not in request or request[ICMP].type != 8:
+        return None
+    echo = request[ICMP]
+    return bytes(IP(src=request.dst, dst=request.src)
+                 / ICMP(type=0, id=echo.id, seq=echo.seq) / echo.payload)
+    ### END SOLUTION
+
+
+course.observe("11.5", tuntap_exercise.check_echo_reply(lab, echo_reply))
+
+# %% [markdown]
+# ## Answer ARP on a TAP device yourself (SEED task 9)
+# A TAP device carries Ethernet frames, so before the kernel sends an IP packet to a
+# neighbour it asks for the neighbour's MAC address with an **ARP request** (notebook 1's
+# *TAP* experiment answered one with vpnlab's code). Write `arp_reply(frame, mac)`: for a
+# frame holding an ARP request ("who has X? tell Y"), the ARP reply that claims X is at `mac`
+# (an Ethernet frame to the asker, ARP op 2, sender = X at `mac`, target = the asker);
+# `None` for any other frame (the kernel sends IPv6 frames there too).
+#
+# The check gives web a TAP device `ex9tap0` (10.10.0.1/24), serves it with your function and
+# runs `arping 10.10.0.7` there: arping must be answered from the made-up MAC, and the
+# kernel's neighbour table must hold it.
+
+# %%
+def arp_reply(frame: bytes, mac: str) -> bytes | None:
+    """The reply to an ARP request read from a TAP device (X is at mac); None otherwise."""
+    # your code here (about 6 lines)
+    ### BEGIN SOLUTION
+    asked = Ether(frame)
+    if ARP not in asked or asked[ARP].op != 1:
+        return None
+    arp = asked[ARP]
+    return bytes(Ether(dst=arp.hwsrc, src=mac)
+                 / ARP(op=2, hwsrc=mac, psrc=arp.pdst, hwdst=arp.hwsrc, pdst=arp.psrc))
+    ### END SOLUTION
+
+
+course.observe("11.6", tuntap_exercise.check_arp_reply(lab, arp_reply))
+
+# %% [markdown]
+# The grade comes from the next cell's hidden tests: `nbgrader autograde` runs the same checks
+# with your functions on the instructor's side, in a fresh lab, and requires every fact.
+
+# %%
+### BEGIN HIDDEN TESTS
+from vpnlab.course import behaviour, tuntap_exercise
+
+behaviour.require(tuntap_exercise.check_echo_reply(lab, echo_reply))
+behaviour.require(tuntap_exercise.check_arp_reply(lab, arp_reply))
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Exercises
-# **11.1** Which name did the kernel give the second device made from `smith%d`?
+# **11.1** Which name did the kernel give the second device made from your template?
 #
 # **11.2** How many characters can an interface name have at most?
 #
@@ -185,9 +286,9 @@ os.close(fresh)
 # %%
 answer_11_1 = ...
 ### BEGIN SOLUTION
-answer_11_1 = "smith1"
+answer_11_1 = name1
 ### END SOLUTION
-course.check("11.1", answer_11_1)
+course.check("11.1", answer_11_1, lab)
 
 # %%
 answer_11_2 = ...
@@ -216,7 +317,7 @@ course.check("11.4", answer_11_4)
 ### BEGIN HIDDEN TESTS
 course.grade_facts(
     {
-        "11.1": (answer_11_1, "smith1"),
+        "11.1": (answer_11_1, template % 1),
         "11.2": (answer_11_2, 15),
         "11.3": (answer_11_3, 6),
         "11.4": (answer_11_4, "EINVAL"),

@@ -32,6 +32,7 @@
 # the observing; read it if you like).
 
 # %%
+import contextlib
 import os
 import select
 import socket
@@ -48,6 +49,40 @@ ends = mytunnel.prepare(lab)
 lab.sh("r1", "ip addr show tun0")
 lab.sh("r1", "ip route get 203.0.113.10")
 lab.sh("isp", "ip route get 10.8.0.2")
+
+# %% [markdown]
+# What you are about to build, as one ping from r1 to web will cross it (your code is the two
+# "your loop" steps; the rest is the kernel and the routes this notebook set):
+
+# %%
+import matplotlib.pyplot as plt
+
+from vpnlab.course import diagrams
+
+diagrams.draw_ping_path(
+    [
+        ("r1: ping", "10.8.0.2 -> 203.0.113.10\nICMP echo request", "203.0.113.10/32 dev tun0"),
+        ("r1: your loop", "os.read(tun) -> sock.sendto(peer)", "TunSelected"),
+        (
+            "r1 eth0 -> isp",
+            "192.0.2.2:4500 ->\n198.51.100.2:4500 UDP [inner]",
+            "plain: nothing added",
+        ),
+        (
+            "r2: your loop",
+            "sock.recvfrom: from peer?\n-> os.write(tun)",
+            "SockSelected: strangers dropped",
+        ),
+        ("r2: forwards", "10.8.0.2 -> 203.0.113.10\nunchanged, no NAT", "ip_forward=1"),
+        ("web", "echo reply to 10.8.0.2", "the isp routes 10.8.0.0/24 to r2"),
+    ],
+    title="your tunnel: one ping r1 -> web, and back",
+    back=(
+        "the reply: the same way back\n(r2's loop reads it from tun0,\n"
+        "r1's loop writes it to tun0)"
+    ),
+)
+plt.show()
 
 # %% [markdown]
 # ## Task 4: one way
@@ -82,11 +117,14 @@ course.observe("12.1", mytunnel.try_one_way(lab, forward, ends))
 # (one `select` on both) and then does what is ready:
 # - **TunSelected**: a packet from `tun` goes to `peer`, as in Task 4;
 # - **SockSelected**: a datagram from the socket (`sock.recvfrom`) is written to `tun`
-#   (`os.write`), but only if it came from `peer`: anybody can send a UDP datagram to port
-#   4500, and whatever you write to `tun0` the kernel routes on into your network.
+#   (`os.write`), but only if it came from `peer`, address **and** port: anybody can send a
+#   UDP datagram to port 4500, and whatever you write to `tun0` the kernel routes on into your
+#   network.
+# - A datagram that holds no IP packet (a truncated one, garbage) makes `os.write` fail
+#   with `OSError` (EINVAL): drop it and go on. One bad datagram must not stop the tunnel.
 #
 # The same function runs in r1 (peer: r2's 198.51.100.2) and in r2 (peer: r1's 192.0.2.2).
-# About 12 lines.
+# About 14 lines.
 
 # %%
 def tunnel(tun: int, sock: socket.socket, peer: tuple[str, int], until: float) -> None:
@@ -99,16 +137,23 @@ def tunnel(tun: int, sock: socket.socket, peer: tuple[str, int], until: float) -
             sock.sendto(os.read(tun, 65535), peer)
         if sock in ready:
             datagram, source = sock.recvfrom(65535)
-            if source == peer:
+            if source != peer:
+                continue  # a stranger, or the peer's address on another port: dropped
+            # not an IP packet (truncated, garbage): dropped, the loop goes on
+            with contextlib.suppress(OSError):
                 os.write(tun, datagram)
     ### END SOLUTION
 
 
 # %% [markdown]
-# The check runs your `tunnel` in both nodes for 8 s, captures r1's `eth0`, pings web from
-# r1 and fetches who-am-I from web. Everything it asks is observed, nothing is compared with
-# a stored answer: the ping must be answered, web must see 10.8.0.2 (no NAT: the packet
-# crossed your tunnel unchanged), and the capture must show your datagrams both ways.
+# The check runs your `tunnel` in both nodes for 8 s and attacks it first: the isp (a
+# stranger) sends r2 a datagram carrying a packet "from 10.8.0.2" to web, r1 sends one from
+# port 4501 instead of 4500, the isp sends r1 one carrying a packet "from web", and each
+# peer's own address and port sends a truncated and a garbage datagram. A capture on web's
+# `eth0` shows whether any forged packet got through. Then it pings web from r1 and fetches
+# who-am-I. Everything it asks is observed, nothing is compared with a stored answer: no
+# forged packet at web, the ping answered, web seeing 10.8.0.2 (no NAT: the packet crossed
+# your tunnel unchanged), and r1's `eth0` showing your datagrams both ways.
 
 # %%
 course.observe("12.2", mytunnel.try_tunnel(lab, tunnel, ends))
@@ -130,8 +175,8 @@ for src, dst, inner in wire[:8]:
 # - **Batches.** `tun0` and the socket are non-blocking; each wake-up drains up to `BATCH`
 #   packets instead of one, so a busy tunnel makes fewer system calls per packet.
 # - **No packet can kill it.** An error reading the socket (an ICMP error queued there), a
-#   bug meeting one odd packet: counted as a drop, the loop goes on. Yours stops at the first
-#   exception.
+#   bug meeting one odd packet: counted as a drop, the loop goes on. Yours survives the bad
+#   write to `tun0`, but stops at any other exception.
 # - **MSS clamping** of TCP SYNs (notebook 13) and a status file every second.
 
 # %%

@@ -65,6 +65,38 @@ lab.record("whoami6_nat", seen6)
 lab.record("nat66_rule", "masquerade" in nat66)
 
 # %% [markdown]
+# The IPv6 ping's way, hop by hop: the same as the IPv4 one of notebook 4, with IPv6 inside
+# and, for now, IPv4 outside.
+
+# %%
+import matplotlib.pyplot as plt
+
+from vpnlab.course import diagrams
+
+diagrams.draw_ping_path(
+    [
+        ("r1: ping", "fd10:8::2 -> 2001:db8:3::10\nICMPv6 echo request", "::/1, 8000::/1 dev tun0"),
+        ("r1: client daemon", "read from tun0, sealed\n(next header 41: IPv6)", "TunSelected"),
+        (
+            "r1 eth0 -> isp",
+            "192.0.2.2 -> 198.51.100.2\nUDP 4500 [ESP [IPv6 inner]]",
+            "IPv4 outside",
+        ),
+        ("r2: server daemon", "opened, written to tun0", "SockSelected"),
+        (
+            "r2: forward + NAT66",
+            "2001:db8:2::2 -> 2001:db8:3::10\nICMPv6 echo request",
+            "ip6 masquerade",
+        ),
+        ("web", "echo reply to 2001:db8:2::2", "conntrack undoes NAT66 at r2"),
+    ],
+    title="one IPv6 ping through the tunnel (IPv4 outside), and back",
+    back="the reply: the same way back\n(NAT66 undone and sealed at r2,\n"
+    "opened and written to tun0 at r1)",
+)
+plt.show()
+
+# %% [markdown]
 # r2 does SetRouting(0) twice: `net.ipv6.conf.all.forwarding=1` beside `ip_forward`, and the
 # masquerade rule again in an `ip6` table (**NAT66**): web sees r2's 2001:db8:2::2, as it sees
 # 198.51.100.2 over IPv4. (A ULA is not routed on the Internet, just like 10.8.0.0/24; below

@@ -76,9 +76,10 @@ def test_the_nine_seed_tasks_are_all_there_each_with_a_check(progress_file):
     assert [t["seed_task"] for t in data["seed_tasks"]] == list(range(1, 10))
     assert len(SEED_TASKS) == 9
     assert all(t["checked_by"] for t in data["seed_tasks"])
-    tap = _task(data, 9)  # the ARP reply of notebook 01, not notebook 01's TUN exercises
-    assert tap["checked_by"] == ["1.5"] and tap["status"] == "not attempted"
+    tap = _task(data, 9)  # the ARP replies of notebooks 01 and 11, not their TUN exercises
+    assert tap["checked_by"] == ["1.5", "11.6"] and tap["status"] == "not attempted"
     assert "1.5" not in [i["item"] for i in _task(data, 2)["items"]]
+    assert "11.6" not in _task(data, 2)["checked_by"] and "11.5" in _task(data, 2)["checked_by"]
 
 
 def test_fault_labs_are_one_item_each_named_only_once_fixed(progress_file):

@@ -21,9 +21,20 @@ PING_PATH = [
 """The ping of notebook 4, hop by hop: (where, the packet there, what decides)."""
 
 
-def draw_ping_path(steps: Sequence[tuple[str, str, str]] = PING_PATH, ax=None):
-    """One ping r1 -> web through the tunnel and NAT, top to bottom: where the packet is, what
-    it looks like there, what decides its way; the reply climbs back up on the left."""
+PING_BACK = (
+    "the reply: the same way back\n(NAT undone and sealed at r2,\nopened and written to tun0 at r1)"
+)
+
+
+def draw_ping_path(
+    steps: Sequence[tuple[str, str, str]] = PING_PATH,
+    ax=None,
+    title: str = "one ping through the tunnel, and back",
+    back: str = PING_BACK,
+):
+    """One ping through the tunnel, top to bottom: where the packet is, what it looks like
+    there, what decides its way; the reply climbs back up on the left (``back`` says how).
+    The default is notebook 4's, r1 -> web with NAT; notebooks 9, 12 and 14 draw theirs."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -41,8 +52,7 @@ def draw_ping_path(steps: Sequence[tuple[str, str, str]] = PING_PATH, ax=None):
     ax.text(
         -0.8,
         -last / 2,
-        "the reply: the same way back\n(NAT undone and sealed at r2,\n"
-        "opened and written to tun0 at r1)",
+        back,
         ha="right",
         va="center",
         fontsize=8,
@@ -51,7 +61,7 @@ def draw_ping_path(steps: Sequence[tuple[str, str, str]] = PING_PATH, ax=None):
     ax.set_xlim(-2.0, 3.8)
     ax.set_ylim(-last - 0.6, 0.6)
     ax.axis("off")
-    ax.set_title("one ping through the tunnel, and back")
+    ax.set_title(title)
     return ax
 
 
@@ -138,4 +148,43 @@ def draw_prefixes(routes: Sequence[str], destinations: Sequence[str], ax=None):
     ax.set_xlim(0, 1.15)
     ax.set_ylim(-0.6, len(routes) + 0.5)
     ax.set_title("longest prefix wins: of the routes that cover a destination, the longest")
+    return ax
+
+
+DEVICE_READS = [
+    ("TUN, IFF_NO_PI (tun0)", [("IPv4 header", 20), ("ICMP 8 + data 56", 64)]),
+    (
+        "TUN with packet info",
+        [("tun_pi: flags 2, proto 2", 4), ("IPv4 header", 20), ("ICMP 8 + data 56", 64)],
+    ),
+    (
+        "TAP, IFF_NO_PI (tap0)",
+        [("Ethernet 14", 14), ("IPv4 header", 20), ("ICMP 8 + data 56", 64)],
+    ),
+]
+"""Notebook 11: what one ``os.read`` of the device returns for the same ping, per kind."""
+
+
+def draw_reads(rows=DEVICE_READS, ax=None):
+    """One bar per kind of device: the bytes one read returns for the same 84-byte ping, part
+    by part, so that what the kernel adds in front (nothing, tun_pi, Ethernet) stands out."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 0.8 + 0.7 * len(rows)))
+    colours = {"IPv4 header": "#cfe8cf", "ICMP 8 + data 56": "#e8f0fa"}
+    for y, (_, parts) in enumerate(reversed(rows)):
+        x = 0
+        for label, size in parts:
+            ax.barh(y, size, left=x, color=colours.get(label, "#f3d3a3"), edgecolor="black")
+            if size >= 10:
+                ax.text(x + size / 2, y, label, ha="center", va="center", fontsize=8)
+            else:  # too narrow to hold its label: above the bar
+                ax.text(x, y + 0.5, label, ha="left", va="center", fontsize=8)
+            x += size
+        ax.text(x + 1, y, f"{x} bytes", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [name for name, _ in reversed(rows)])
+    ax.set_xlim(0, 120)
+    ax.set_xlabel("bytes returned by one os.read() for the same ping (84-byte IPv4 packet)")
+    ax.set_title("what the kernel hands the process: the same packet through three devices")
     return ax

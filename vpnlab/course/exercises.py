@@ -153,11 +153,13 @@ EXERCISES: dict[str, Exercise] = {
     ),
     "10.2": Exercise(int, "divide each gap between retransmissions by the one before"),
     "10.3": Exercise(int, "the daemons' liveness timeout"),
-    "10.4": Exercise(
-        str,
-        "which process was frozen, and which kept its timers running?",
+    "10.4.1": Exercise(str, "the daemon whose PID the notebook sent the signal to"),
+    "10.4.2": Exercise(
+        str, "a frozen process runs no timer: which one's 6 s ran out while the other slept?"
     ),
-    "11.1": Exercise(str, "the kernel fills %d with the first free number"),
+    "11.1": Exercise(
+        str, "the kernel fills %d with the first free number (your template, printed above)"
+    ),
     "11.2": Exercise(int, "IFNAMSIZ (16) counts the terminating NUL"),
     "11.3": Exercise(int, "the high nibble of those packets' first byte"),
     "11.4": Exercise(str, "errno.errorcode[...] of the error's errno"),

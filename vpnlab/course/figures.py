@@ -189,8 +189,57 @@ def draw_budget(rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], limit: in
         extra = [f"{label} {size}" for label, size in parts if label != "inner packet"]
         ax.text(limit + 8, y, " + ".join(extra), va="center", fontsize=7)
     ax.axvline(limit, color="red", lw=2)
-    ax.text(limit, len(rows) - 0.4, f" {limit}: the path's MTU", color="red", fontsize=9)
+    # the label in a strip of its own under the bars: above them it would meet the title
+    ax.text(limit, -0.8, f" {limit}: the path's MTU", color="red", fontsize=9, va="center")
+    ax.set_ylim(-1.1, len(rows) - 0.5)
     ax.set_yticks(range(len(rows)), [name for name, _ in reversed(list(rows))])
     ax.set_xlabel("bytes of the outer IPv4 packet")
-    ax.set_xlim(0, limit * 1.45)
+    ax.set_xlim(0, limit * 1.6)
     return ax
+
+
+def draw_repeats(runs: Sequence[dict[str, Any]], title: str = ""):
+    """Notebook 7's quick meltdown sweep, run several times: per metric, UDP against TCP by
+    loss, each run's points faint, their median as the line and the min-max spread as a bar,
+    so that one noisy 2 s point cannot pass for a trend. ``runs``: ``meltdown.sweep`` results.
+    """
+    import statistics
+
+    import matplotlib.pyplot as plt
+
+    metrics = (
+        ("mbps", "goodput (Mbit/s)"),
+        ("inner_retrans", "inner TCP retransmissions"),
+        ("transfer_s", "64 KB fetch (s)"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for ax, (key, label) in zip(axes, metrics, strict=True):
+        for shift, (transport, colour) in enumerate((("udp", "tab:blue"), ("tcp", "tab:red"))):
+            by_loss: dict[float, list[float]] = {}
+            for run in runs:
+                for p in run["points"]:
+                    if p["transport"] == transport and p.get(key) is not None:
+                        by_loss.setdefault(p["loss"], []).append(p[key])
+            losses = sorted(by_loss)
+            xs = [x + (shift - 0.5) * 0.12 for x in losses]  # side by side, not on top
+            medians = [statistics.median(by_loss[x]) for x in losses]
+            low = [m - min(by_loss[x]) for m, x in zip(medians, losses, strict=True)]
+            high = [max(by_loss[x]) - m for m, x in zip(medians, losses, strict=True)]
+            for x, loss in zip(xs, losses, strict=True):
+                ax.plot([x] * len(by_loss[loss]), by_loss[loss], ".", color=colour, alpha=0.35)
+            ax.errorbar(
+                xs,
+                medians,
+                yerr=[low, high],
+                fmt="-o",
+                color=colour,
+                capsize=4,
+                label=f"{transport}: median of {len(runs)} runs, min-max",
+            )
+        ax.set_xlabel("loss on the isp, each way (%)")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or "inner TCP r1 -> web: UDP transport vs TCP transport, repeated runs")
+    fig.tight_layout()
+    return fig

@@ -4,7 +4,10 @@ The student writes the loop (TunSelected, SockSelected: the plain format, each I
 one UDP datagram on port 4500). This module gives it its two ends, a tun0 and a UDP socket in
 r1 and in r2 (opened from the notebook's thread with ``netns``, so they belong to those nodes),
 runs it in threads for a bounded time, and observes what went through it: a ping and a
-who-am-I fetch from r1 to web, and r1's eth0 captured.
+who-am-I fetch from r1 to web, and r1's eth0 captured. While the loop runs, the check attacks
+it (``attack``): datagrams from a stranger and from the peer's address on another port, whose
+inner packets forge their source, must not reach web; a truncated and a garbage datagram from
+the peer itself must not stop the loop.
 """
 
 from __future__ import annotations
@@ -20,12 +23,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vpnlab.core.constants import PORT, tun_mtu
+from vpnlab.course import inject
 from vpnlab.course.notebook import CourseLab, netns
 from vpnlab.instruments import capture
 from vpnlab.tun import create_tun_dev
 from vpnlab.tunnel import Tunnel
 
 WEB = "203.0.113.10"
+SPOOFED = {
+    "a datagram from a stranger (the isp) to r2, 10.8.0.2 -> web inside": 0x5EED,
+    "one from r1's address but port 4501 to r2, 10.8.0.2 -> web inside": 0x5EEE,
+    "one from a stranger to r1, forged web -> 10.8.0.2 inside": 0x5EEF,
+}
+"""The spoofed datagrams of :func:`attack`, each by the ICMP ident of the packet it carries."""
+MALFORMED = {"truncated": b"\x45\x00\x00", "garbage": bytes(range(7, 107))}
+"""What the peer's address sends too: no IP packet, so ``os.write`` to tun0 fails (EINVAL)."""
 ENDS = {"r1": ("10.8.0.2/24", "198.51.100.2"), "r2": ("10.8.0.1/24", "192.0.2.2")}
 """Each node's tun0 address and its peer's public address."""
 Loop = Callable[[int, socket.socket, tuple[str, int], float], None]
@@ -137,23 +149,48 @@ def wire(path: Any) -> list[tuple[str, str, tuple[str, str, int] | None]]:
     return rows
 
 
+def attack(lab: CourseLab) -> None:
+    """SockSelected under attack: the malformed datagrams from the peer's own address and
+    port (a raw socket: the student's loop holds port 4500), then the spoofed ones."""
+    for payload in MALFORMED.values():
+        inject.send_udp_raw(lab, "r1", PORT, ENDS["r1"][1], payload)
+        inject.send_udp_raw(lab, "r2", PORT, ENDS["r2"][1], payload)
+    stranger, other_port, to_r1 = SPOOFED.values()
+    inject.send_udp(lab, "isp", PORT, ENDS["r1"][1], inject.icmp_echo("10.8.0.2", WEB, stranger))
+    inject.send_udp(
+        lab, "r1", PORT + 1, ENDS["r1"][1], inject.icmp_echo("10.8.0.2", WEB, other_port)
+    )
+    inject.send_udp(lab, "isp", PORT, ENDS["r2"][1], inject.icmp_echo(WEB, "10.8.0.2", to_r1))
+    time.sleep(0.3)  # let them arrive (or not) before the real traffic
+
+
 def try_tunnel(lab: CourseLab, tunnel: Loop, ends: dict[str, End], seconds=8.0) -> dict:
-    """Task 5: ``tunnel`` in r1 and r2; a ping and a who-am-I fetch; r1's eth0 captured."""
+    """Task 5: ``tunnel`` in r1 and r2, attacked (:func:`attack`); then a ping and a who-am-I
+    fetch; r1's eth0 and web's eth0 captured."""
     cap = capture.start_capture(
         lab.prefix, "r1", "eth0", "work/mytunnel-r1-eth0.pcapng", 300, seconds + 5, "udp"
     )
+    at_web = capture.start_capture(
+        lab.prefix, "web", "eth0", "work/mytunnel-web-eth0.pcapng", 300, seconds + 5, "icmp"
+    )
     threads = start(tunnel, [ends["r1"], ends["r2"]], seconds)
+    attack(lab)
     ping = lab.run("r1", ["ping", "-c", "3", "-i", "0.3", "-W", "2", WEB])
     seen = lab.whoami("r1")
     rows = wire(cap.stop())
+    reached_web = inject.icmp_idents(at_web.stop())
     for thread in threads:
         thread.join(seconds + 2)
     out = [r for r in rows if r[1] == ENDS["r1"][1] and r[2] and r[2][1] == WEB]
     back = [r for r in rows if r[0] == ENDS["r1"][1] and r[2] and r[2][0] == WEB]
     lab.record("my_tunnel", {"ping_rc": ping.returncode, "whoami": seen, "out": len(out)})
     lab.record("my_tunnel_back", len(back))
+    spoofed = {what: ident in reached_web for what, ident in SPOOFED.items()}
+    lab.record("my_tunnel_spoofed_through", [what for what, through in spoofed.items() if through])
     return {
-        "a ping r1 -> web answered through your loop": ping.returncode == 0,
+        **{f"{what}: dropped": not through for what, through in spoofed.items()},
+        "a ping r1 -> web answered through your loop (after a truncated and a garbage "
+        "datagram from the peer)": ping.returncode == 0,
         "who-am-I at web says 'you are 10.8.0.2'": seen == "you are 10.8.0.2",
         "on r1's eth0: your UDP 4500 datagrams to r2, carrying packets for web": bool(out),
         "and r2's back, carrying web's answers": bool(back),

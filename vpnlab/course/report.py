@@ -12,7 +12,9 @@ The nine tasks of the SEED Labs "VPN Tunneling Lab", and what checks each here (
 
     SEED task                                   checked by
     1 network setup                             notebook 00's exercises (0.*)
-    2 create and configure the TUN interface    notebooks 01 and 11 (1.1-1.4, 11.*)
+    2 create and configure the TUN interface    notebooks 01 and 11 (1.1-1.4, 11.1-11.5;
+                                                11.5: the student's echo reply written
+                                                to a TUN device, task 2.d)
     3 send the IP packet to the VPN server      notebook 02 (2.*)
     4 set up the VPN server                     notebooks 03 and 04 (3.*, 4.*)
     5 handling traffic in both directions       notebook 05 (5.*), ``vpnlab check`` (lab)
@@ -20,7 +22,9 @@ The nine tasks of the SEED Labs "VPN Tunneling Lab", and what checks each here (
     7 routing experiment on host V              notebook 08 (8.*)
     8 VPN between private networks              notebook 09 (9.*)
     9 experiment with the TAP interface         notebook 01's 1.5: a crafted ARP reply makes
-                                                the kernel's neighbour entry REACHABLE
+                                                the kernel's neighbour entry REACHABLE;
+                                                notebook 11's 11.6: the student's own ARP
+                                                replies on a TAP device answer arping
 
 Items of no SEED task (notebooks 07, 13 and 14: TCP meltdown, MTU, IPv6; the troubleshooting
 labs) are reported too, under "beyond SEED": the attempts of ``vpnlab check`` in fault labs
@@ -49,14 +53,18 @@ _EXERCISE = re.compile(r'course\.(?:check|observe)\(\s*"([^"]+)"')
 
 SEED_TASKS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "Network setup", ("0.",)),
-    (2, "Create and configure the TUN interface", ("1.1", "1.2", "1.3", "1.4", "11.")),
+    (
+        2,
+        "Create and configure the TUN interface",
+        ("1.1", "1.2", "1.3", "1.4", "11.1", "11.2", "11.3", "11.4", "11.5"),
+    ),
     (3, "Send the IP packet to the VPN server through a tunnel", ("2.",)),
     (4, "Set up the VPN server", ("3.", "4.", "12.")),
     (5, "Handling traffic in both directions", ("5.", "12.", "lab")),
     (6, "Tunnel-breaking test", ("6.", "10.")),
     (7, "Routing experiment on host V", ("8.",)),
     (8, "VPN between private networks", ("9.",)),
-    (9, "Experiment with the TAP interface", ("1.5",)),
+    (9, "Experiment with the TAP interface", ("1.5", "11.6")),
 ]
 """(number, title, the items that check it: ``"3."`` is every exercise of notebook 3)."""
 

@@ -18,12 +18,15 @@ again, and the kernel's /proc/net/xfrm_stat stays all zero.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,7 +37,16 @@ from vpnlab.lab.vm_image import build_image
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import load_static_keys
 
-from .helpers import CLIENT_TUNNEL_IP, SERVER, SERVER_TUNNEL_IP, LabHandle, build_lab, wait_until
+from .helpers import (
+    CLIENT_TUNNEL_IP,
+    SERVER,
+    SERVER_TUNNEL_IP,
+    WEB_IP,
+    LabHandle,
+    build_lab,
+    wait_until,
+)
+from .test_esp_lab import tshark_rows
 
 pytestmark = pytest.mark.lab
 
@@ -154,3 +166,142 @@ def test_static_keys_against_the_kernels_esp_in_a_vm(kernel_vm, tmp_path, cipher
     finally:
         daemon.terminate()
         daemon.wait(timeout=10)
+        vm.run("ip xfrm state flush; ip xfrm policy flush; ip link del kpeer")
+
+
+# --- the kernel as the client's data plane (--kernel-dataplane) ---------------------------------
+
+CLIENT_PORT = PORT + 1
+"""The VM's client binds here: the fixture's ESP-in-UDP socket holds 4500 in the VM."""
+
+
+def start_client_in_vm(vm: KernelVM, psk: Path, cipher: str, ready: str, *extra: str) -> None:
+    """vpnlab's client in the VM (the host's Python and vpnlab over 9p), in the background,
+    until its log says ``ready``."""
+    argv = [sys.executable, "-m", "vpnlab", "client", "--server", HOST_ADDR, "--psk-file"]
+    argv += [str(psk), "--cipher", cipher, "--local-port", str(CLIENT_PORT), *extra]
+    argv += ["--allow-host-changes"]  # the VM's own network namespace is the lab's here
+    log = vm.work / "client.log"
+    vm.must(f"ip route replace default via {HOST_ADDR}")
+    vm.must(f"nohup {' '.join(argv)} > {log} 2>&1 & echo $! > /tmp/client.pid")
+    up = f"grep -q '{ready}' {log}"
+    alive = "kill -0 $(cat /tmp/client.pid) 2>/dev/null"
+    # Python under TCG: 15 s to tun0 on a quiet machine, minutes on a loaded one
+    waiting = f"for i in $(seq 240); do {up} && exit 0; {alive} || exit 1; sleep 1; done; exit 1"
+    started = vm.run(waiting, timeout_s=400)
+    assert started.returncode == 0, log.read_text()
+
+
+def stop_client_in_vm(vm: KernelVM) -> str:
+    """SIGTERM, wait for CleanUp (bounded); the client's log."""
+    pid = "$(cat /tmp/client.pid)"
+    vm.run(f"kill {pid}; for i in $(seq 60); do kill -0 {pid} || exit 0; sleep 0.5; done", 60)
+    return (vm.work / "client.log").read_text()
+
+
+@contextmanager
+def capture(namespace: str, interface: str, pcap: Path) -> Iterator[None]:
+    """dumpcap on ``interface`` in ``namespace`` (UDP only) for the ``with`` block."""
+    dumpcap = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            "dumpcap",
+            "-i",
+            interface,
+            "-f",
+            "udp",
+            "-a",
+            "duration:120",
+            "-w",
+            str(pcap),
+        ],  # fmt: skip
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in dumpcap.stderr:  # it says so just before the socket is attached...
+            if "Capturing on" in line:
+                break
+        time.sleep(0.5)  # ... so a moment more
+        yield
+    finally:
+        time.sleep(0.3)
+        dumpcap.send_signal(signal.SIGINT)  # closes the file cleanly
+        dumpcap.wait(timeout=20)
+
+
+@pytest.mark.parametrize("cipher", ["esp-aes-gcm", "esp-null"])
+def test_kernel_dataplane_client_in_the_vm(kernel_vm, tmp_path, cipher):
+    """The client in the VM shakes hands in userspace (PSK), then the VM kernel's xfrm carries
+    the data to vpnlab's server in r2 (userspace): pings to the server and, through its NAT, to
+    web; tshark opens the kernel's datagrams with the rows the client exported; CleanUp
+    removes the states and policies."""
+    handle, vm = kernel_vm
+    psk = vm.work / f"psk-{cipher}"
+    psk.write_text(os.urandom(32).hex() + "\n")
+    psk.chmod(0o600)
+    rows_file = vm.work / f"esp_sa-{cipher}"
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            handle.ns(SERVER),
+            sys.executable,
+            "-m",
+            "vpnlab",
+            "server",
+            "--psk-file",
+            str(psk),
+            "--cipher",
+            cipher,
+            "--liveness-timeout",
+            "0",
+            "--external-interface",
+            "eth0",
+            "--nft-file",
+            str(tmp_path / "nat.nft"),
+        ],  # fmt: skip
+        stdout=open(tmp_path / "server.log", "wb"),  # noqa: SIM115 (the child keeps it)
+        stderr=subprocess.STDOUT,
+    )
+    pcap = tmp_path / "vmtap.pcapng"
+    try:
+        up = wait_until(
+            lambda: handle.run(SERVER, "ip", "link", "show", "tun0").returncode == 0, 15
+        )
+        assert up is not None, (tmp_path / "server.log").read_text()
+        start_client_in_vm(
+            vm,
+            psk,
+            cipher,
+            "kernel data plane",
+            "--kernel-dataplane",
+            "--esp-sa-file",
+            str(rows_file),
+        )
+        states = vm.must("ip xfrm state")
+        assert states.count("proto esp") == 2 and "espinudp" in states
+        with capture(handle.ns(SERVER), "vmtap", pcap):
+            for target in (SERVER_TUNNEL_IP, WEB_IP):
+                ping = vm.run(f"ping -c 3 -i 0.3 -W 5 {target}", timeout_s=60)
+                assert ping.returncode == 0, ping.output + (vm.work / "client.log").read_text()
+        assert min(sa_packets(vm)) >= 6  # the kernel sealed and opened them, not vpnlab
+        # the server's idle keepalives (ESP next header 59) are all the kernel may count
+        assert set(xfrm_errors(vm)) <= {"XfrmInStateProtoError"}, xfrm_errors(vm)
+        log = stop_client_in_vm(vm)
+        assert "kernel data plane" in log, log
+        assert vm.must("ip xfrm state; ip xfrm policy").strip() == "", "CleanUp left xfrm"
+        rows = [r for r in rows_file.read_text().splitlines() if r and not r.startswith("#")]
+        decoded = tshark_rows(pcap, rows, "frame.protocols", "esp.icv_good")
+        esp = [(stack, good) for stack, good in decoded if ":esp" in stack]
+        pings = [stack for stack, _ in esp if stack.endswith("esp:ip:icmp:data")]
+        assert len(pings) == 12, decoded  # 2 targets x 3 requests and 3 replies, opened
+        assert all(good == "1" for _, good in esp), decoded
+    finally:
+        vm.run("kill $(cat /tmp/client.pid) 2>/dev/null; ip xfrm state flush; ip xfrm policy flush")
+        server.terminate()
+        server.wait(timeout=10)

@@ -244,6 +244,19 @@ EXERCISES: dict[str, Exercise] = {
         "the IANA protocol number for an IPv6 packet carried inside another",
         digest="46f319e56e07a130",
     ),
+    "15.1": Exercise(
+        int,
+        "the value setsockopt(IPPROTO_UDP, UDP_ENCAP, ...) is given in vpnlab/xfrm.py",
+        digest="377f6d769bbf835e",
+    ),
+    "15.2": Exercise(
+        int, "one SA for each direction of one session (`ip xfrm state`)", digest="3005bebd67647f6e"
+    ),
+    "15.3": Exercise(
+        str,
+        "the counter of /proc/net/xfrm_stat that a dummy packet (next header 59) raises",
+        digest="325869e2306bfb94",
+    ),
     "10.5": Exercise(
         bool,
         "did the line typed during the break come back, and the next one?",

@@ -49,7 +49,9 @@ MODULES = (
     "ghash-generic",
     "ctr",
     "authenc",  # cipher_null + hmac(sha256) (esp-null); both built in
-    "seqiv",  # its IVs: a salt from the default RNG (drbg)
+    "seqiv",  # its IVs: a salt from the default RNG (drbg, which tests itself with sha512)
+    "sha512_generic",
+    "jitterentropy_rng",
     "drbg",
     "echainiv",
 )

@@ -41,11 +41,23 @@ IPERF_SECONDS = 5
 CLIENT_PORT = 4501
 
 
-def run_client(vm: KernelVM, psk: Path, rows: Path, kernel: bool) -> None:
-    """vpnlab's client in the VM in the background, until it says it is up (bounded)."""
+def run_client(
+    vm: KernelVM,
+    psk: Path,
+    rows: Path,
+    kernel: bool,
+    cipher: str = CIPHER,
+    extra: tuple[str, ...] = (),
+) -> None:
+    """vpnlab's client in the VM in the background, until it says it is up (bounded).
+
+    It runs in the VM's own network namespace (``--allow-host-changes``), on port 4501 (4500
+    may be taken by a test's ESP-in-UDP socket), and exports its esp_sa rows to ``rows``.
+    """
     argv = [sys.executable, "-m", "vpnlab", "client", "--server", HOST_ADDR, "--psk-file"]
-    argv += [str(psk), "--cipher", CIPHER, "--local-port", str(CLIENT_PORT), "--esp-sa-file"]
+    argv += [str(psk), "--cipher", cipher, "--local-port", str(CLIENT_PORT), "--esp-sa-file"]
     argv += [str(rows), "--allow-host-changes", *(["--kernel-dataplane"] if kernel else [])]
+    argv += extra
     log = vm.work / "client.log"
     ready = "kernel data plane" if kernel else "state connecting -> connected"
     vm.must(f"ip route replace default via {HOST_ADDR}")
@@ -56,9 +68,11 @@ def run_client(vm: KernelVM, psk: Path, rows: Path, kernel: bool) -> None:
         raise LabError(f"the client in the VM did not come up: {log.read_text()[-500:]}")
 
 
-def stop_client(vm: KernelVM) -> None:
+def stop_client(vm: KernelVM) -> str:
+    """SIGTERM, wait for its CleanUp (bounded); the client's log."""
     pid = "$(cat /tmp/client.pid)"
-    vm.run(f"kill {pid}; for i in $(seq 60); do kill -0 {pid} || exit 0; sleep 0.5; done", 60)
+    vm.run(f"kill {pid}; for i in $(seq 120); do kill -0 {pid} || exit 0; sleep 1; done", 240)
+    return (vm.work / "client.log").read_text()
 
 
 def decrypted_stacks(pcap: Path, rows_file: Path) -> list[str]:
@@ -94,7 +108,7 @@ def captured_pings(vm: KernelVM, r2: str, pcap: Path) -> VmResult:
         stderr=subprocess.DEVNULL,
     )
     time.sleep(2)
-    ping = vm.run(f"ping -c 3 -i 0.3 -W 5 {SERVER_TUNNEL}", timeout_s=60)
+    ping = vm.run(f"ping -c 3 -i 0.3 -W 5 {SERVER_TUNNEL}", timeout_s=120)
     time.sleep(0.5)
     dumpcap.send_signal(signal.SIGINT)
     dumpcap.wait(timeout=20)

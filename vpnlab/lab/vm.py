@@ -37,6 +37,8 @@ from vpnlab.lab.vm_image import VmImage
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT_S = 180.0
 """Boot to the command loop: about 12 s alone under TCG, far more on a loaded shared machine."""
+COMMAND_TIMEOUT_S = 180.0
+"""A command's default bound: a few seconds alone, far more when 8 people share 2 cores."""
 TAP = "vmtap"
 HOST_ADDR = "203.0.113.129"
 VM_ADDR = "203.0.113.130"
@@ -104,7 +106,7 @@ class KernelVM:
             raise LabError(f"the VM said {line!r} instead of ready{self.console_tail()}")
         self.release = line.split()[-1]
         self.boot_s = time.monotonic() - started
-        self.must(f"ip addr add {VM_ADDR}/{PREFIX_LEN} dev eth0 && ip link set eth0 up", 60)
+        self.must(f"ip addr add {VM_ADDR}/{PREFIX_LEN} dev eth0 && ip link set eth0 up")
 
     def qemu_argv(self, socket_path: Path) -> list[str]:
         """QEMU's command line: TCG, no default devices, two serial ports, a TAP, two 9p shares."""
@@ -157,7 +159,7 @@ class KernelVM:
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line.decode(errors="replace").strip()
 
-    def run(self, script: str, timeout_s: float = 60.0) -> VmResult:
+    def run(self, script: str, timeout_s: float = COMMAND_TIMEOUT_S) -> VmResult:
         """Run a shell script in the VM (the host's userland on the VM's kernel).
 
         Raises:
@@ -176,7 +178,7 @@ class KernelVM:
         output = base64.b64decode("".join(lines)).decode(errors="replace")
         return VmResult(int(line.split()[-1]), output)
 
-    def must(self, script: str, timeout_s: float = 60.0) -> str:
+    def must(self, script: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         """:meth:`run`, raising LabError with the output unless the script exits 0."""
         result = self.run(script, timeout_s)
         if result.returncode != 0:

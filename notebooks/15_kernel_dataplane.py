@@ -148,6 +148,9 @@ answer_15_3 = "XfrmInStateProtoError"
 ### END SOLUTION
 course.check("15.3", answer_15_3)
 
+# %%
+lab.down()  # nothing to remove here (the VM's lab, if it ran, is gone already): the habit
+
 # %% [markdown]
 # ## What you learned
 # - The control plane (handshake, keepalives, rekeys, CleanUp) and the data plane (sealing

@@ -34,12 +34,11 @@
 # `vpnlab/client.py`. The kernel must have ESP: the lab's may not. We ask it.
 
 # %%
-import json
 import os
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from vpnlab.course import dataplane
 from vpnlab.course import notebook as course
 from vpnlab.xfrm import kernel_has_esp
 
@@ -55,18 +54,15 @@ lab.record("kernel_has_esp", why is None)
 # programs, so it is the same vpnlab). The client runs in the VM twice, once with Python's
 # data path and once with `--kernel-dataplane`; the server is vpnlab in r2 both times. Under
 # an emulated CPU this takes a few minutes, so by default we show the result of a run saved
-# with `python -m vpnlab.course.dataplane notebooks/data/15_kernel_dataplane.json`; set
+# with `python -m vpnlab.course.dataplane` (`vpnlab/course/dataplane_vm.json`); set
 # `VPNLAB_RUN_VM=1` to run it here (root, `qemu-system-x86`).
 
 # %%
-saved = Path("data/15_kernel_dataplane.json")
 if os.environ.get("VPNLAB_RUN_VM") == "1":
-    from vpnlab.course.dataplane import compare
-
-    result = compare(lab.prefix + "vm-")
+    result = dataplane.compare(lab.prefix + "vm-")
     print("measured now")
 else:
-    result = json.loads(saved.read_text())
+    result = dataplane.saved_result()
     print(f"saved run of {result['when']} (Linux {result['kernel_release']} under TCG)")
 paths = result["paths"]
 for name, path in paths.items():

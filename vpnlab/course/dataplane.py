@@ -13,8 +13,9 @@ measures TCP from the VM to the server's tunnel address. tshark opens both captu
 rows of their own session. Everything runs under TCG (an emulated CPU): the numbers compare
 the two paths on the same emulated machine, not with a real one.
 
-``python -m vpnlab.course.dataplane OUT.json`` runs it once (a few minutes) and writes the
-result the notebook shows on a kernel without ESP.
+``python -m vpnlab.course.dataplane`` runs it once (a few minutes, as root) and writes the
+result the notebook shows on a kernel without ESP into ``dataplane_vm.json`` beside this
+module (package data: the notebook finds it wherever it is copied).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ CIPHER = "esp-aes-gcm"
 SERVER_TUNNEL = "10.8.0.1"
 IPERF_SECONDS = 5
 CLIENT_PORT = 4501
+SAVED = Path(__file__).with_name("dataplane_vm.json")
+"""The result of one run of :func:`compare`, for kernels without ESP."""
 
 
 def run_client(
@@ -191,7 +194,12 @@ def compare(prefix: str = "dp-") -> dict[str, Any]:
     }
 
 
+def saved_result() -> dict[str, Any]:
+    """The saved run (``SAVED``)."""
+    return json.loads(SAVED.read_text())
+
+
 if __name__ == "__main__":
     result = compare()
-    Path(sys.argv[1]).write_text(json.dumps(result, indent=2) + "\n")
+    SAVED.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from vpnlab.core.constants import LIVENESS_TIMEOUT_S, PORT
-from vpnlab.course.dataplane import run_client, stop_client
+from vpnlab.course.dataplane import run_client, start_server, stop_client
 from vpnlab.lab.vm import HOST_ADDR, VM_ADDR, KernelVM
 from vpnlab.lab.vm_image import build_image
 from vpnlab.wire.crypto import algorithm
@@ -222,30 +222,8 @@ def test_kernel_dataplane_client_in_the_vm(kernel_vm, tmp_path):
     psk.write_text(os.urandom(32).hex() + "\n")
     psk.chmod(0o600)
     rows_file = vm.work / f"esp_sa-{cipher}"
-    server = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            handle.ns(SERVER),
-            sys.executable,
-            "-m",
-            "vpnlab",
-            "server",
-            "--psk-file",
-            str(psk),
-            "--cipher",
-            cipher,
-            "--liveness-timeout",
-            "0",
-            "--external-interface",
-            "eth0",
-            "--nft-file",
-            str(tmp_path / "nat.nft"),
-        ],  # fmt: skip
-        stdout=open(tmp_path / "server.log", "wb"),  # noqa: SIM115 (the child keeps it)
-        stderr=subprocess.STDOUT,
-    )
+    nat = ("--external-interface", "eth0", "--nft-file", str(tmp_path / "nat.nft"))
+    server = start_server(handle.ns(SERVER), psk, cipher, tmp_path / "server.log", nat)
     pcap = tmp_path / "vmtap.pcapng"
     try:
         up = wait_until(

@@ -44,6 +44,20 @@ SAVED = Path(__file__).with_name("dataplane_vm.json")
 """The result of one run of :func:`compare`, for kernels without ESP."""
 
 
+def start_server(
+    r2: str, psk: Path, cipher: str, log: Path | None = None, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """vpnlab's server in r2's namespace, without a liveness timeout: a kernel-data-plane
+    client's keepalives are NAT-keepalives, which prove nothing (anyone can send 0xFF)."""
+    argv = [sys.executable, "-m", "vpnlab", "server", "--psk-file", str(psk), "--cipher", cipher]
+    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
+    return subprocess.Popen(
+        ["ip", "netns", "exec", r2, *argv, "--liveness-timeout", "0", *extra],
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def run_client(
     vm: KernelVM,
     psk: Path,
@@ -124,26 +138,7 @@ def one_path(vm: KernelVM, r2: str, kernel: bool) -> dict[str, Any]:
     psk, rows, pcap = (vm.work / f"{name}.{ext}" for ext in ("psk", "esp_sa", "pcapng"))
     psk.write_text(os.urandom(32).hex() + "\n")
     psk.chmod(0o600)
-    server = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            r2,
-            sys.executable,
-            "-m",
-            "vpnlab",
-            "server",
-            "--psk-file",
-            str(psk),
-            "--cipher",
-            CIPHER,
-            "--liveness-timeout",
-            "0",
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(r2, psk, CIPHER)
     try:
         time.sleep(3)  # the server's tun0 and socket
         run_client(vm, psk, rows, kernel)

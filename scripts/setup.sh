@@ -8,6 +8,10 @@ VPNLAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$VPNLAB_ROOT/.venv"
 DEB_PACKAGES=(iproute2 nftables tshark tcpdump iperf3 conntrack procps iputils-ping iputils-arping curl
   python3-venv)
+# Only for the tests (`setup.sh test`): Debian's kernel in QEMU as the ESP peer where the host's
+# kernel has none (tests/lab/test_kernel_vm.py; the kernel and busybox packages themselves are
+# downloaded, not installed, into a cache by vpnlab/lab/vm_image.py).
+TEST_DEB_PACKAGES=(qemu-system-x86)
 
 # Progress and errors go to stderr, so that stdout is only the output of the command run
 # (`netns-lab.sh exec r1 ip route > routes.txt`); bold only when stderr is a terminal.
@@ -140,6 +144,7 @@ install_hub_proxy() {
 
 # setup [EXTRAS]: everything, in order (as root: apt-get too; as a user: only the venv).
 setup() {
+  case ",${1:-}," in *,test,* | *,dev,*) DEB_PACKAGES+=("${TEST_DEB_PACKAGES[@]}") ;; esac
   if [ "$(id -u)" -eq 0 ]; then install_debian_packages; else check_debian_packages; fi
   create_venv "${1:-}"
   case ",${1:-}," in *,hub,*) install_hub_proxy ;; esac

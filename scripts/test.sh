@@ -11,7 +11,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 require_root  # the lab tests build labs as root (and make the users of the rootless tests)
 setup course,dev,hub
-install_hub_proxy  # for tests/lab/test_jupyterhub.py
 cd "$VPNLAB_ROOT"
 say "ruff check and ruff format --check"
 "$VENV/bin/ruff" check vpnlab tests docs notebooks  # notebooks: the jupytext .py pairs

@@ -38,6 +38,7 @@ from vpnlab.transport import open_transport
 from vpnlab.tun import create_tun_dev, ifconfig
 from vpnlab.tunnel import SignalPipe, Tunnel, clean_up
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
+from vpnlab.xfrm import KernelDataplane, encapsulate, outer_source
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 3
@@ -76,6 +77,8 @@ class ClientOptions:
     """The notes' 2.5 s and 6 s (``--liveness-timeout``: 0 for a peer without keepalives)."""
     kernel_peer: bool = False
     """Static keys against Linux's own ESP: NAT-keepalives, no Bye (``esp.KernelPeerSession``)."""
+    kernel_dataplane: bool = False
+    """After the handshake the kernel's xfrm carries the data (``xfrm.py``); we keep the rest."""
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -163,7 +166,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
     """Init, ClientConnection, CreateTunDev, Ifconfig, SetRouting(1), the loop, CleanUp."""
     server = options.server_address
     core = make_core(options)
-    sock = tun_fd = routing = None
+    sock = tun_fd = routing = dataplane = None
     try:
         sock = open_transport(
             options.transport,
@@ -184,19 +187,48 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
         tun_fd, routing = bring_up(options, core, reporter)
         layer2 = options.mode == "tap"
         mss_clamp = None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES
+        if options.kernel_dataplane:  # the kernel's ESP from here on; tun0 is not read
+            dataplane = hand_to_kernel(options, core, sock, reporter)
 
         def on_event(event: Event) -> None:  # a rekey: export the new keys too
             if isinstance(event, HandshakeCompleted):
                 export_keys(options, core)
+                if dataplane is not None and core.session is not None:
+                    dataplane.hand_off(core.session, time.monotonic())
 
         loop = options.datapath(
             core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp
         )
+        if dataplane is not None:  # tun0 is not read; a late datagram may still be written
+            loop.selector.unregister(tun_fd)
         core.tunnel_up(time.monotonic())  # the keepalive and liveness clocks start here
         loop.run()
         return exit_code(core, reporter)
     finally:
+        if dataplane is not None:
+            dataplane.remove()
         clean_up(core, sock, tun_fd, routing, reporter, f"cleaned up ({core.close_reason})")
+
+
+def hand_to_kernel(
+    options: ClientOptions, core: ClientCore, sock: socket.socket, reporter: Reporter
+) -> KernelDataplane:
+    """``--kernel-dataplane``: the session's keys into xfrm states and policies (``xfrm.py``)."""
+    assert core.session is not None
+    server = str(options.server)
+    local = (outer_source(server), options.local_port)
+    dataplane = KernelDataplane(
+        core.session.tunnel_address.ip, "client", local, (server, options.port)
+    )
+    try:
+        dataplane.hand_off(core.session, time.monotonic())
+        encapsulate(sock)
+    except BaseException:
+        dataplane.remove()  # what was added before the step that failed
+        raise
+    reporter.log(f"kernel data plane: xfrm states {local[0]} <-> {server}, policies for "
+                 f"{core.session.tunnel_address.ip}; tun0 is no longer read")  # fmt: skip
+    return dataplane
 
 
 def bring_up(

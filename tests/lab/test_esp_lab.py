@@ -161,7 +161,7 @@ def test_static_key_client_against_the_kernels_esp(prefix):
     handle = LabHandle(prefix, {})
     why = kernel_has_esp(handle)
     if why is not None:
-        pytest.skip(f"this kernel has no ESP (rfc4106(gcm(aes)) in xfrm): {why}")
+        pytest.skip(f"this kernel has no ESP (test_kernel_vm.py runs Debian's in a VM): {why}")
     folder = Path(lab.status(prefix)["state_dir"])
     keyfile = folder / "static-keys.json"
     subprocess.run(

@@ -340,3 +340,16 @@ def test_14_ipv6(run_notebook):
     assert run.images() >= 1  # the IPv6 ping's path
     assert run.seconds < 60
     assert graded(run) == (1, 1)  # live checks right; the fixed facts
+
+
+def test_15_kernel_dataplane(run_notebook):
+    """On this kernel (no ESP) the notebook says so in one line and shows the saved VM run."""
+    run = run_notebook("15_kernel_dataplane")
+    r = run.results
+    line = "this kernel has ESP" if r["kernel_has_esp"] else "this kernel has no ESP ("
+    assert line in run.text()
+    assert r["xfrm_states"] == {"python": 0, "kernel": 2}  # the kernel's SAs only when asked
+    assert r["decrypted_pings"] == {"python": 6, "kernel": 6}  # the same esp_sa rows open both
+    assert r["mbit_s"]["kernel"] > r["mbit_s"]["python"] > 0
+    assert run.images() == 1
+    assert graded(run) == (0, 1)  # no live check; the fixed facts

@@ -9,7 +9,7 @@ as much as one at the top of a module. The floors, from the top:
     instruments                 capture, decode, FTP, who-am-I
     lab                         the namespace lab
     daemons                     client.py, server.py, and the fast data path (fast/)
-    shell                       tun, tap, routing, tunnel, transport, report, keys, peers
+    shell                       tun, tap, routing, tunnel, transport, report, keys, peers, xfrm
     wire                        the wire formats
     core                        the sans-IO protocol
 
@@ -48,6 +48,7 @@ FLOORS = [  # (floor, the modules on it: a package prefix or a module), top firs
             "vpnlab.report",
             "vpnlab.keys",
             "vpnlab.peers",
+            "vpnlab.xfrm",
         ),
     ),
     ("wire", ("vpnlab.wire",)),

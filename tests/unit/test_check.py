@@ -21,8 +21,8 @@ from vpnlab.lab import faults
 T0 = 1_764_590_000.0
 EXERCISES = ["0.1", "0.2", "0.3", "1.1", "1.2", "1.5", "3.1", "7.1", "8.1"]
 """The notebooks' exercises, as far as these tests are concerned."""
-BEYOND_SEED_NOTEBOOKS = {"7", "13", "14"}
-"""The TCP meltdown, the MTU and IPv6: no SEED task asks for them."""
+BEYOND_SEED_NOTEBOOKS = {"7", "13", "14", "15"}
+"""The TCP meltdown, the MTU, IPv6 and the kernel data plane: no SEED task asks for them."""
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER, make_format
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import StaticKeys
 from vpnlab.wire.identity import IdentityFormat
+from vpnlab.xfrm import kernel_has_esp
 
 DATAPATHS: dict[str, type[Tunnel]] = {loop.name: loop for loop in (Tunnel, FastTunnel)}
 DEFAULT_DATAPATH = FastTunnel.name
@@ -215,6 +216,13 @@ def register_client(sub: argparse._SubParsersAction) -> None:
         metavar="NETWORK",
         help="site to site: send only NETWORK through the tunnel (repeatable; default: all)",
     )
+    client.add_argument(
+        "--kernel-dataplane",
+        action="store_true",
+        help="after the handshake, the kernel's xfrm carries the data (ESP in UDP, as strongSwan "
+        "after IKE); the daemon keeps keepalives, rekeys and CleanUp (needs a kernel with ESP; "
+        "no liveness timeout unless given; docs/kernel.md)",
+    )
     add_common(client)
     add_keying(client)
     client.set_defaults(func=client_main)
@@ -277,6 +285,8 @@ def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys |
 def datapath_of(args: argparse.Namespace) -> type[Tunnel]:
     """``--datapath`` as given; unset, fast, except that TAP mode and the TCP transport (whose
     frames and byte stream have no GSO/GRO) run the simple loop."""
+    if getattr(args, "kernel_dataplane", False):
+        return Tunnel  # the kernel carries the data: a plain socket (no GRO) for the control
     if args.datapath is not None:
         return DATAPATHS[args.datapath]
     return Tunnel if args.mode == "tap" or args.transport == "tcp" else DATAPATHS[DEFAULT_DATAPATH]
@@ -287,8 +297,9 @@ def timeouts(args: argparse.Namespace) -> Timeouts:
     if args.kernel_peer and args.static_keys is None:
         raise VpnlabError("--kernel-peer goes with --static-keys (the kernel does no handshake)")
     liveness = args.liveness_timeout
-    if liveness is None:
-        liveness = 0.0 if args.kernel_peer else LIVENESS_TIMEOUT_S
+    if liveness is None:  # a kernel's ESP says nothing while idle, and ours cannot see it
+        quiet = args.kernel_peer or getattr(args, "kernel_dataplane", False)
+        liveness = 0.0 if quiet else LIVENESS_TIMEOUT_S
     if liveness < 0 or args.rekey_after < 10:
         raise VpnlabError("--liveness-timeout must be >= 0 (0: never), --rekey-after >= 10 s")
     return Timeouts(liveness_s=liveness, rekey_s=args.rekey_after)
@@ -333,6 +344,8 @@ def client_main(args: argparse.Namespace) -> int:
     server = args.server = args.server or (config.server if config else None)
     if server is None:
         raise VpnlabError("no server: give --server ADDRESS (or --config FILE)")
+    if args.kernel_dataplane:
+        require_kernel_esp(args, static.cipher if static else format.name)
     options = ClientOptions(
         server=server,
         format=format,
@@ -351,5 +364,17 @@ def client_main(args: argparse.Namespace) -> int:
         allow_host_changes=args.allow_host_changes,
         timeouts=timeouts(args),
         kernel_peer=args.kernel_peer,
+        kernel_dataplane=args.kernel_dataplane,
     )
     return run_client(options, Reporter("client", args.status_file))
+
+
+def require_kernel_esp(args: argparse.Namespace, cipher: str) -> None:
+    """``--kernel-dataplane``: refuse at once, in one line, on a kernel without ESP."""
+    if args.mode == "tap" or args.transport == "tcp" or ":" in str(args.server):
+        raise VpnlabError("--kernel-dataplane carries IP packets in UDP over IPv4 only")
+    if cipher not in ("esp-null", "esp-aes-gcm"):
+        raise VpnlabError("--kernel-dataplane needs ESP: --cipher esp-null or esp-aes-gcm")
+    why = kernel_has_esp(cipher)
+    if why is not None:
+        raise VpnlabError(f"--kernel-dataplane: this kernel has no ESP for {cipher} ({why})")

@@ -214,6 +214,15 @@ EXERCISES: dict[str, Exercise] = {
         int,
         "the IANA protocol number for an IPv6 packet carried inside another",
     ),
+    "15.1": Exercise(
+        int,
+        "the value setsockopt(IPPROTO_UDP, UDP_ENCAP, ...) is given in vpnlab/xfrm.py",
+    ),
+    "15.2": Exercise(int, "one SA for each direction of one session (`ip xfrm state`)"),
+    "15.3": Exercise(
+        str,
+        "the counter of /proc/net/xfrm_stat that a dummy packet (next header 59) raises",
+    ),
     "10.5": Exercise(
         bool,
         "did the line typed during the break come back, and the next one?",

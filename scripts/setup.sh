@@ -8,7 +8,7 @@ VPNLAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$VPNLAB_ROOT/.venv"
 DEB_PACKAGES=(iproute2 nftables tshark tcpdump iperf3 conntrack procps iputils-ping iputils-arping curl
   python3-venv)
-# Only for the tests (`setup.sh test`): Debian's kernel in QEMU as the ESP peer where the host's
+# Only for the tests (`setup.sh test`, or any set with dev): Debian's kernel in QEMU as the ESP peer where the host's
 # kernel has none (tests/lab/test_kernel_vm.py; the kernel and busybox packages themselves are
 # downloaded, not installed, into a cache by vpnlab/lab/vm_image.py).
 TEST_DEB_PACKAGES=(qemu-system-x86)

@@ -40,7 +40,7 @@ from vpnlab.grader.report import COLUMNS
 
 from .helpers import root_snapshot, wait_until
 from .test_troubleshooting import REPAIRS
-from .users import REPO, Student, made_folder, tun_node, unix_user, user_processes, user_python
+from .users import REPO, Student, install_bin, made_folder, tun_node, unix_user, user_processes
 
 pytestmark = pytest.mark.lab
 
@@ -136,7 +136,7 @@ def session(tmp_path):
     admin = secrets.token_hex(32)
     with ExitStack() as stack:
         folder = stack.enter_context(made_folder())
-        python_bin = user_python(folder)
+        python_bin = install_bin()  # the class install: root-owned, every user runs it
         grader = stack.enter_context(unix_user("g"))
         students = [stack.enter_context(unix_user(tag)) for tag in ("a", "b")]
         hub_dir = tmp_path / "hub"

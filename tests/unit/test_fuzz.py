@@ -582,7 +582,7 @@ def test_fuzz_reaches_the_deep_paths():
         "bad icv",  # mutations of real ESP datagrams reach the ICV check
         "replayed",  # and replays the anti-replay window
         "wrong psk or mutated",  # mutated PSK Welcomes reach the tag check
-        "bad hello",  # mutated identity Hellos reach Noise
+        "bad mac1",  # mutated identity Hellos stop at mac1, before any Diffie-Hellman
         "replayed hello",
         "spoofed source",
         "spoofed arp sender",

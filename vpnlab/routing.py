@@ -317,6 +317,18 @@ class ServerRouting:
             run_nft("-f", str(self.ruleset_file))
             self.nat_applied = True
 
+    def set_client_networks(self, networks: tuple[IPv4Network | IPv6Network, ...]) -> None:
+        """``peers.toml`` changed: route exactly ``networks`` into tun0 from now on (a
+        revoked peer's routes deleted, a new peer's added)."""
+        wanted = {str(network) for network in networks}
+        delete_routes([route for route in self.added if route["dst"] not in wanted])
+        self.added = [route for route in self.added if route["dst"] in wanted]
+        have = {route["dst"] for route in self.added}
+        if wanted - have:
+            tun = tun_index(self.tun_name)
+            add_routes([{"dst": dst, "oif": tun} for dst in sorted(wanted - have)], self.added)
+        self.client_networks = networks
+
     def restore(self) -> None:
         """CleanUp: remove our nftables table and routes, put ip_forward back as it was."""
         if self.nat_applied:

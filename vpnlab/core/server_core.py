@@ -116,11 +116,7 @@ class ServerCore(TapSwitching, BatchReceiving):
         if self.switch is not None:
             self.switch.add_port(LOCAL)
         self.isolate_clients = isolate_clients
-        # site to site: networks behind a client, by its tunnel address, most specific first
-        self.client_networks = sorted(
-            ((net, client) for client, nets in (client_networks or {}).items() for net in nets),
-            key=lambda route: -route[0].prefixlen,
-        )
+        self.set_client_networks(client_networks or {})
         self.clock_offset_s = clock_offset_s
         self.static = static
         if (format is None) == (static is None):
@@ -372,6 +368,16 @@ class ServerCore(TapSwitching, BatchReceiving):
             if session.identity is not None and session.identity not in keep:
                 events += self._end(session, "revoked")
         return events
+
+    def set_client_networks(
+        self, client_networks: Mapping[IPv4Address, Sequence[IPv4Network | IPv6Network]]
+    ) -> None:
+        """Site to site: the networks behind each client, by its tunnel address (at start,
+        and whole again when ``peers.toml`` changes: a revoked peer's networks go with it)."""
+        self.client_networks = sorted(  # most specific first
+            ((net, client) for client, nets in client_networks.items() for net in nets),
+            key=lambda route: -route[0].prefixlen,
+        )
 
     def _route(self, destination: IPv4Address | IPv6Address | None) -> Session | None:
         """The client a packet to ``destination`` goes to: its tunnel address, or its network."""

@@ -76,6 +76,9 @@ class ClientOptions:
     """The notes' 2.5 s and 6 s (``--liveness-timeout``: 0 for a peer without keepalives)."""
     kernel_peer: bool = False
     """Static keys against Linux's own ESP: NAT-keepalives, no Bye (``esp.KernelPeerSession``)."""
+    fail_closed: bool = False
+    """CleanUp leaves the redirected networks unreachable instead of restoring the routes
+    (``routing.ClientRouting``): nothing leaves unencrypted while the tunnel is down."""
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -219,7 +222,12 @@ def bring_up(
         # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
         gateway = next(address.network.hosts()) if options.mode == "tap" else None
         routing = ClientRouting(
-            options.server, tun_name, options.routes, gateway=gateway, ipv6=address6 is not None
+            options.server,
+            tun_name,
+            options.routes,
+            gateway=gateway,
+            ipv6=address6 is not None,
+            fail_closed=options.fail_closed,
         )
         routing.apply()
     except BaseException:

@@ -151,6 +151,13 @@ class ClientRouting:
     segment, so a route needs a next hop whose MAC ARP can find) the routes go via the
     server's tunnel address instead of straight out of the device. With ``ipv6`` (dual stack)
     IPv6 goes through tun0 too: ::/1 and 8000::/1, and IPv6 forwarding for a LAN.
+
+    CleanUp restores the routes as they were (the notes' CleanUp): once the tunnel is down
+    the redirected traffic leaves unencrypted by the default route. With ``fail_closed``
+    (``--fail-closed``) CleanUp leaves an ``unreachable`` route for each redirected network
+    instead, and the host route to the server, so nothing leaves in the clear while the
+    tunnel is down, and the next run can still reach the server (its SetRouting replaces
+    them); ``ip route del unreachable 0.0.0.0/1`` (and 128.0.0.0/1) opens the way again.
     """
 
     server: IPv4Address | IPv6Address
@@ -161,6 +168,7 @@ class ClientRouting:
     gateway: IPv4Address | None = None
     ipv6: bool = False
     previous_forward6: str | None = None
+    fail_closed: bool = False
 
     def apply(self) -> None:
         """SetRouting(1): the host route and the two halves of the address space (or the
@@ -199,7 +207,14 @@ class ClientRouting:
         return host_route
 
     def restore(self) -> None:
-        """CleanUp: delete the routes apply() added; forwarding as it was."""
+        """CleanUp: delete the routes apply() added (fail closed: each redirected network
+        becomes unreachable, the server's host route stays); forwarding as it was."""
+        if self.fail_closed and self.added:
+            host = f"{self.server}/{self.server.max_prefixlen}"
+            redirected = [route for route in self.added if route["dst"] != host]
+            closed = [{"dst": route["dst"], "type": "unreachable"} for route in redirected]
+            add_routes(closed, [])  # replaces each tun0 route: never a moment in the clear
+            self.added.clear()  # kept on purpose: the host route and the unreachable ones
         delete_routes(self.added)
         restore_forwarding(self.previous_forward)
         restore_forwarding(self.previous_forward6, IP6_FORWARD)

@@ -215,6 +215,12 @@ def register_client(sub: argparse._SubParsersAction) -> None:
         metavar="NETWORK",
         help="site to site: send only NETWORK through the tunnel (repeatable; default: all)",
     )
+    client.add_argument(
+        "--fail-closed",
+        action="store_true",
+        help="when the tunnel goes down, leave the redirected networks unreachable instead "
+        "of restoring the routes (nothing leaves unencrypted)",
+    )
     add_common(client)
     add_keying(client)
     client.set_defaults(func=client_main)
@@ -351,5 +357,6 @@ def client_main(args: argparse.Namespace) -> int:
         allow_host_changes=args.allow_host_changes,
         timeouts=timeouts(args),
         kernel_peer=args.kernel_peer,
+        fail_closed=args.fail_closed,
     )
     return run_client(options, Reporter("client", args.status_file))

@@ -88,12 +88,13 @@ def test_ServerCore_the_cookie_secret_changes_every_two_minutes():
     hello = bytes(HELLO_BYTES)
     generator = CookieGenerator(public_key(SERVER_KEY))
     signed = generator.add_macs(hello[:-32], 0.0)
-    assert checker.check_mac1(signed) and not checker.check_mac2(signed, b"src", 0.0)
-    generator.consume_reply(checker.reply(bytes(6), signed, b"src", 0.0)[6:], 0.0)
+    cookie = checker.cookie(b"src", 0.0)
+    assert checker.check_mac1(signed) and not checker.check_mac2(signed, cookie)
+    generator.consume_reply(checker.reply(bytes(6), signed, cookie)[6:], 0.0)
     signed = generator.add_macs(hello[:-32], 1.0)
-    assert checker.check_mac2(signed, b"src", 1.0)
-    assert not checker.check_mac2(signed, b"other", 1.0)
-    assert not checker.check_mac2(signed, b"src", COOKIE_SECRET_LIFE_S + 1.0)
+    assert checker.check_mac2(signed, checker.cookie(b"src", 1.0))
+    assert not checker.check_mac2(signed, checker.cookie(b"other", 1.0))
+    assert not checker.check_mac2(signed, checker.cookie(b"src", COOKIE_SECRET_LIFE_S + 1.0))
 
 
 def test_CookieGenerator_refuses_a_reply_to_someone_elses_hello():
@@ -101,7 +102,7 @@ def test_CookieGenerator_refuses_a_reply_to_someone_elses_hello():
     generator = CookieGenerator(public_key(SERVER_KEY))
     mine = generator.add_macs(b"my hello", 0.0)
     theirs = CookieGenerator(public_key(SERVER_KEY)).add_macs(b"their hello", 0.0)
-    reply = checker.reply(bytes(6), theirs, b"src", 0.0)
+    reply = checker.reply(bytes(6), theirs, checker.cookie(b"src", 0.0))
     with pytest.raises(RemoteProtocolError, match="bad cookie reply"):
         generator.consume_reply(reply[6:], 0.0)
     assert not generator.has_cookie and mine[-16:] == bytes(16)

@@ -7,7 +7,7 @@ it. Two cheap proofs come first, as in WireGuard (the paper's section 5.4, wireg
     ... msg_before_mac1 ... | mac1 (16) | mac2 (16) |
     mac1 = MAC(HASH("mac1----" || server_public), msg_before_mac1)
     mac2 = MAC(cookie, msg_before_mac2)          or 16 zero bytes without a cookie
-    cookie = MAC(secret, source IP || source port)   secret: 32 random bytes, new every 2 min
+    cookie = MAC(secret, source address)   secret: 32 random bytes, new every 2 min
 
     MAC(key, m) = BLAKE2s(m, key=key, digest_size=16)     HASH(m) = BLAKE2s-256(m)
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -66,8 +65,10 @@ def hash32(message: bytes) -> bytes:
 
 
 def source_bytes(host: str, port: int) -> bytes:
-    """What a cookie binds: the source IP (4 or 16 bytes) and port (2), as WireGuard."""
-    return ipaddress.ip_address(host.removeprefix("::ffff:")).packed + port.to_bytes(2, "big")
+    """What a cookie binds: the source address and port. WireGuard hashes the IP's bytes and
+    the port; the socket's own text for them (``192.0.2.2|4500``) binds exactly as much and
+    costs no parsing per datagram."""
+    return f"{host}|{port}".encode()
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class CookieChecker:
 
     def __init__(self, server_public: bytes, random_bytes: RandomBytes) -> None:
         self.keys = MacKeys.of(server_public)
+        self._mac1 = hashlib.blake2s(key=self.keys.mac1, digest_size=MAC_BYTES)  # copied
         self._aead = ChaCha20Poly1305(self.keys.cookie)
         self._random_bytes = random_bytes
         self._secret = b""
@@ -99,26 +101,27 @@ class CookieChecker:
 
     def check_mac1(self, message: bytes) -> bool:
         """Does the Hello's mac1 prove the sender knows our public key? (one hash)"""
-        body, mac1 = message[:-MACS_BYTES], message[-MACS_BYTES:-MAC_BYTES]
-        return hmac.compare_digest(mac(self.keys.mac1, body), mac1)
+        keyed = self._mac1.copy()
+        keyed.update(message[:-MACS_BYTES])
+        return hmac.compare_digest(keyed.digest(), message[-MACS_BYTES:-MAC_BYTES])
 
-    def _cookie(self, source: bytes, now: float) -> bytes:
+    def cookie(self, source: bytes, now: float) -> bytes:
+        """``source``'s cookie now (a new secret every ``COOKIE_SECRET_LIFE_S``)."""
         if now >= self._secret_until or not self._secret:
             self._secret = self._random_bytes(32)
             self._secret_until = now + COOKIE_SECRET_LIFE_S
         return mac(self._secret, source)
 
-    def check_mac2(self, message: bytes, source: bytes, now: float) -> bool:
-        """Does the Hello's mac2 carry this source's current cookie?"""
-        mac2 = message[-MAC_BYTES:]
-        return hmac.compare_digest(mac(self._cookie(source, now), message[:-MAC_BYTES]), mac2)
+    def check_mac2(self, message: bytes, cookie: bytes) -> bool:
+        """Does the Hello's mac2 carry this cookie (``cookie(source, now)``)?"""
+        return hmac.compare_digest(mac(cookie, message[:-MAC_BYTES]), message[-MAC_BYTES:])
 
-    def reply(self, header: bytes, message: bytes, source: bytes, now: float) -> bytes:
-        """The cookie reply to a Hello from ``source``: ``header`` (six bytes), a random
-        nonce, and the cookie sealed with the Hello's mac1 as associated data."""
+    def reply(self, header: bytes, message: bytes, cookie: bytes) -> bytes:
+        """The cookie reply to a Hello: ``header`` (six bytes), a random nonce, and the
+        cookie sealed with the Hello's mac1 as associated data."""
         nonce = self._random_bytes(NONCE_BYTES)
         mac1 = message[-MACS_BYTES:-MAC_BYTES]
-        return header + nonce + self._aead.encrypt(nonce, self._cookie(source, now), mac1)
+        return header + nonce + self._aead.encrypt(nonce, cookie, mac1)
 
 
 class CookieGenerator:

@@ -239,10 +239,10 @@ class IdentityServerHandshake(AnswersHellos):
             raise RemoteProtocolError("bad mac1")
         if not under_load:
             return b""
-        where = source_bytes(*source)
-        if self.cookies.check_mac2(datagram, where, now):
+        cookie = self.cookies.cookie(source_bytes(*source), now)
+        if self.cookies.check_mac2(datagram, cookie):
             return b""
-        return self.cookies.reply(self._cookie_header, datagram, where, now)
+        return self.cookies.reply(self._cookie_header, datagram, cookie)
 
     def check(self, datagram: bytes, now: float) -> CheckedHello:
         """Is this a Hello of a known peer, newer than its last one? (``screen`` it first:

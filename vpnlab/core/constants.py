@@ -72,9 +72,10 @@ RATE_LIMIT_SOURCES = 4096
 """Source addresses the Hello rate limiter remembers; the least recently seen go first."""
 
 UNDER_LOAD_HELLOS_PER_S = 50
-"""ServerConnection: more Hellos with a valid mac1 than this in one second put the server
-under load (as does a handshake queue a quarter full): then only a Hello whose mac2 carries
-its source's cookie costs a Diffie-Hellman; the rest get a cookie reply (``core/cookie.py``)."""
+"""ServerConnection: more Hellos than this in one second (junk ones too: a flood is a flood)
+put the server under load, as does a handshake queue a quarter full: then only a Hello whose
+mac2 carries its source's cookie costs a Diffie-Hellman; the rest with a valid mac1 get a
+cookie reply (``core/cookie.py``)."""
 
 UNDER_LOAD_HOLD_S = 1.0
 """... and the server stays under load this long after the last sign of it (WireGuard: 1 s)."""

@@ -5,7 +5,7 @@ Answering a Hello costs the server an X25519 exchange and (for plain) a tunnel a
 source may only start so many handshakes per second. Sans-IO: the time is passed in.
 
     tokens(source) = min(burst, tokens + rate * elapsed)   one Hello costs one token
-    under load     = more than N Hellos (valid mac1) in the current second, or the handshake
+    under load     = more than N Hellos (any) in the current second, or the handshake
                      queue a quarter full; it lasts UNDER_LOAD_HOLD_S after the last sign
 """
 
@@ -53,7 +53,7 @@ class HandshakeLoad:
     """Is the server under load? (wireguard-go ``device.IsUnderLoad``, plus a Hello rate.)
 
     Args:
-        hellos_per_s: Hellos (with a valid mac1) per second above which it is.
+        hellos_per_s: Hellos per second (junk ones too) above which it is.
         queue_limit: a handshake queue this long or longer means it is.
         hold_s: how long it stays under load after the last sign.
     """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import sys
 import time
 
 import pytest
@@ -25,7 +26,7 @@ from vpnlab.lab.topology import DEFAULT_TOPOLOGY
 from vpnlab.peers import PEERS, read_client_config
 from vpnlab.wire.identity import WELCOME_PREFIX, IdentityFormat
 
-from .helpers import WEB_IP, run, wait_until
+from .helpers import LAN1, SITE_TO_SITE, WEB_IP, run, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -95,3 +96,26 @@ def test_a_copied_hello_ends_nothing_and_a_bad_peers_file_kills_nothing(prefix):
     assert "public_key" in server_status(prefix)["peers_error"]
     assert state.alive(lab.status(prefix)["daemons"]["server"]["pid"])
     assert run(prefix, "r1", "ping", "-c", "2", "-i", "0.2", "-W", "2", WEB_IP).returncode == 0
+
+
+def test_a_reload_takes_a_revoked_peers_lan_route_with_it(prefix):
+    """Issue 27: a reload never updated the site networks: a revoked peer's LAN stayed routed
+    into tun0 (and, in the core, to whoever got its address next)."""
+    lab.up(prefix=prefix, topology=SITE_TO_SITE, nat=False)
+    keys = state.state_dir(prefix) / "identity"
+
+    def routes() -> str:
+        return run(prefix, "r2", "ip", "route").stdout
+
+    assert LAN1 in routes()
+    done = lab.exec_in(
+        prefix,
+        "r2",
+        [sys.executable, "-m", "vpnlab", "keys", "revoke", str(keys), "r1"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr
+    assert wait_until(lambda: LAN1 not in routes(), 5) is not None, routes()
+    assert server_status(prefix).get("peers_error") is None

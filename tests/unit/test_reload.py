@@ -1,7 +1,7 @@
 """server.py's peers reload, periodic-task guard and Hello timestamps on disk (issue 27).
 
 Real files in a temporary folder, a real ServerCore; no namespaces (the routes of a reload
-are checked in tests/lab/test_site_to_site.py's reload test).
+are checked in tests/lab/test_handshake_attacks.py).
 """
 
 from __future__ import annotations

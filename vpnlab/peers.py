@@ -244,10 +244,11 @@ def read_hello_stamps(folder: Path) -> dict[bytes, int]:
         raise VpnlabError(f"{path}: not a map of keys to timestamps ({exc})") from None
 
 
-def write_hello_stamps(folder: Path, stamps: dict[bytes, int]) -> None:
-    """Keep the timestamps on disk: a temporary file, fsync, rename (``write_secret``)."""
+def write_hello_stamps(folder: Path, stamps: dict[bytes, int], durable: bool = True) -> None:
+    """Keep the timestamps: a temporary file, renamed (``write_secret``); ``durable``: with
+    fsync of the file before and of the folder after the rename."""
     text = json.dumps({encode_key(key): stamp for key, stamp in sorted(stamps.items())})
-    write_secret(folder / HELLO_STAMPS, text + "\n", durable=True)
+    write_secret(folder / HELLO_STAMPS, text + "\n", durable=durable)
 
 
 def peers_text(peers: tuple[Peer, ...]) -> str:

@@ -117,6 +117,9 @@ def test_HelloStamps_a_recorded_hello_is_refused_after_a_restart(tmp_path):
     first.receive_datagram(hello, ("192.0.2.2", 4500), 0.0)
     assert first.sessions
     stamps.save()  # what the server does before the Welcome leaves
+    assert stamps.unsynced
+    stamps.sync(1.0)  # and once a second, onto the disk
+    assert not stamps.unsynced
     restarted = server_core()
     HelloStamps(tmp_path, restarted)
     events = restarted.receive_datagram(hello, ("192.0.2.2", 4500), 5.0)

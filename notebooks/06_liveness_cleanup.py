@@ -164,6 +164,33 @@ lab.record("bye_s", round(bye_s, 2))
 lab.record("r1_routes_after_sigterm", lab.run("r1", "ip route").stdout.strip())
 
 # %% [markdown]
+# ## Fail closed: while the tunnel is down, nothing leaves in the clear
+# The notes' CleanUp restores the routes: once the client stops (or loses the server), r1's
+# traffic takes the default route again, **unencrypted**. That is what a student wants in a
+# lab; a user whose traffic must never leave in the clear wants the opposite, as WireGuard's
+# and OpenVPN's kill switches do. `vpnlab client --fail-closed` (`vpnlab/routing.py:
+# ClientRouting`) ends with an `unreachable` route for each network it had sent into the
+# tunnel, and keeps the host route to the server, so the next client can connect (and
+# replaces them). Below: the same ping after each CleanUp.
+
+# %%
+web_ping = "ping -c 1 -W 1 203.0.113.10"
+seed_leaks = lab.run("r1", web_ping).returncode == 0  # routes restored by the seed's CleanUp
+lab.start_vpn(client_args=["--fail-closed"])
+os.kill(lab.daemon_pid("client-r1"), signal.SIGTERM)
+course.wait_for(lambda: "unreachable" in lab.run("r1", "ip route").stdout, timeout_s=5)
+closed_routes = lab.run("r1", "ip route").stdout.strip()
+print(closed_routes)
+blocked = lab.run("r1", web_ping)
+print("seed CleanUp: web reachable in the clear:", seed_leaks)
+print("--fail-closed: ", (blocked.stdout + blocked.stderr).strip().splitlines()[-1])
+lab.record("fail_closed_routes", closed_routes)
+lab.record("leak_after_seed_cleanup", seed_leaks)
+lab.record("leak_after_fail_closed", blocked.returncode == 0)
+for half in ("0.0.0.0/1", "128.0.0.0/1"):  # open the way again for what follows
+    lab.run("r1", f"ip route del unreachable {half}")
+
+# %% [markdown]
 # ## Write the liveness timer yourself
 # The daemons never sleep until a timer: their loop asks, each time it wakes up, what is due.
 # Write that decision, `liveness(now, last_received, last_sent)`: all three are times in

@@ -79,6 +79,9 @@ class ClientOptions:
     """Static keys against Linux's own ESP: NAT-keepalives, no Bye (``esp.KernelPeerSession``)."""
     kernel_dataplane: bool = False
     """After the handshake the kernel's xfrm carries the data (``xfrm.py``); we keep the rest."""
+    fail_closed: bool = False
+    """CleanUp leaves the redirected networks unreachable instead of restoring the routes
+    (``routing.ClientRouting``): nothing leaves unencrypted while the tunnel is down."""
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -251,7 +254,12 @@ def bring_up(
         # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
         gateway = next(address.network.hosts()) if options.mode == "tap" else None
         routing = ClientRouting(
-            options.server, tun_name, options.routes, gateway=gateway, ipv6=address6 is not None
+            options.server,
+            tun_name,
+            options.routes,
+            gateway=gateway,
+            ipv6=address6 is not None,
+            fail_closed=options.fail_closed,
         )
         routing.apply()
     except BaseException:

@@ -8,8 +8,10 @@ half-written, and never through a link someone planted where the temporary file 
                a file that is not hex is a passphrase, stretched with scrypt
     static     a JSON file of SPIs and keys for both directions: no handshake at all
                (as ``ip xfrm`` manual keying); see ``esp.load_static_keys``. Each daemon
-               claims it once (:func:`read_static_keys`): a hidden marker beside it says a
-               server (or client) ran with these keys, and a second run is refused
+               claims its SAs once (:func:`read_static_keys`): a marker named by the hash
+               of the SAs, in a root-owned state folder, says a server (or client) of this
+               machine ran with them, and a second run is refused, whatever the file is
+               called or wherever a copy lies
     esp_sa     Wireshark/tshark ``esp_sa`` rows, one per line, for the sessions that are up:
                ``tshark -o esp.enable_encryption_decode:TRUE -o "uat:esp_sa:<row>"``
 """
@@ -17,7 +19,6 @@ half-written, and never through a link someone planted where the temporary file 
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import os
 import tempfile
@@ -34,11 +35,17 @@ PASSPHRASE_SALT = b"vpnlab psk"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 
-def write_secret(path: Path, text: str) -> None:
+USED_STATIC_KEYS = Path("/var/lib/vpnlab/used-static-keys")
+"""Where this machine remembers every static SA a daemon ran with (root-owned, 0700)."""
+
+
+def write_secret(path: Path, text: str, *, durable: bool = False) -> None:
     """Write ``text`` to ``path`` with mode 0600, atomically.
 
     The temporary file is made by ``mkstemp`` (O_CREAT | O_EXCL, a random name, mode 0600)
     in the same folder, so a file or link planted at a predictable name is never written.
+    ``durable``: the data and the rename reach the disk (fsync of the file, then of the
+    folder) before this returns, so a crash leaves the old file or the new one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -46,7 +53,16 @@ def write_secret(path: Path, text: str) -> None:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(text)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, path)
+        if durable:
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -101,39 +117,55 @@ def new_psk(path: Path) -> None:
     write_secret(path, os.urandom(32).hex() + "\n")
 
 
-def read_static_keys(path: Path, role: str) -> StaticKeys:
-    """Static-key mode: read the key file (mode 0600) and claim it for one run of ``role``.
+def _used_folder(folder: Path) -> Path:
+    """The folder of used-SA markers, made 0700; refused unless root owns it and only root
+    may write it (a marker someone else could delete would guard nothing)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+    except OSError as exc:
+        raise VpnlabError(
+            f"cannot keep the static-key markers in {folder} ({exc.strerror}): refusing"
+        ) from None
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise VpnlabError(f"{folder} must be owned by this user and writable by it alone")
+    return folder
+
+
+def read_static_keys(path: Path, role: str, used: Path = USED_STATIC_KEYS) -> StaticKeys:
+    """Static-key mode: read the key file (mode 0600) and claim its SAs for one run of ``role``.
 
     A static SA's sequence numbers start at 1 in every run, so a second run with the same
     keys would send the same GCM nonces again (and restart its replay window). The first run
-    of a role leaves a marker ``.FILE.ROLE.<fingerprint>.used`` (mode 0600, made with
-    O_EXCL) beside the file; a run that finds its keys' marker refuses to start. A fresh file
-    (``vpnlab keys static FILE``) has a new fingerprint; the old markers are then removed.
+    of a role leaves a marker ``ROLE.<sha256 of the SAs>`` (mode 0600, made with O_EXCL) in
+    ``used``, a root-owned folder of this machine; a run that finds its SAs' marker refuses to
+    start, whatever the key file is called, wherever a copy of it lies. Only a fresh file
+    (``vpnlab keys static FILE``: new keys, a new hash) runs again. Another machine has its
+    own folder: manual keying cannot know what a copy did elsewhere (docs/daemons.md).
 
     Args:
-        role: "server" or "client" (each sends with its own SA, so each claims the file once).
+        role: "server" or "client" (each sends with its own SA, so each claims the SAs once).
+        used: the folder of markers (tests give a temporary one).
 
     Raises:
-        VpnlabError: unreadable or bad file, already used by ``role``, or no marker can be
-            written (a read-only folder: better refuse than risk the nonces).
+        VpnlabError: unreadable or bad file, SAs already used by ``role``, or no marker can
+            be written (better refuse than risk the nonces).
     """
     keys = load_static_keys(read_secret(path, "static key file"))
-    fingerprint = hashlib.sha256(keys.to_json().encode()).hexdigest()[:16]  # not the layout
-    marker = path.with_name(f".{path.name}.{role}.{fingerprint}.used")
+    fingerprint = hashlib.sha256(keys.to_json().encode()).hexdigest()  # the SAs, not the file
+    marker = _used_folder(used) / f"{role}.{fingerprint}"
     try:
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         raise VpnlabError(
-            f"{path} was used by a {role} before (its counters would start again at 1 and "
-            f"repeat GCM nonces): write a fresh one with `vpnlab keys static {path}`"
+            f"the SAs in {path} were used by a {role} of this machine before (under this or "
+            f"another name: its counters would start again at 1 and repeat GCM nonces): "
+            f"write fresh keys with `vpnlab keys static {path}`"
         ) from None
     except OSError as exc:
         raise VpnlabError(f"cannot mark {path} as used ({exc.strerror}): refusing") from None
     with os.fdopen(fd, "w") as out:
-        out.write(f"{role} {os.getpid()}\n")
-    for old in path.parent.glob(f".{glob.escape(path.name)}.{role}.*.used"):
-        if old != marker:
-            old.unlink(missing_ok=True)
+        out.write(f"{role} {os.getpid()} {path}\n")
     return keys
 
 

@@ -5,6 +5,8 @@ A folder holds the server's side (``vpnlab keys server DIR`` makes it)::
     DIR/server.key      the server's X25519 private key, base64 (mode 0600)
     DIR/peers.toml      the clients it answers: name, public key, tunnel address, networks
     DIR/NAME.conf       one client's config (``vpnlab keys add-peer DIR NAME``), to copy to it
+    DIR/hello-stamps.json   the running server's latest Hello timestamp per peer, so that a
+                        recorded Hello is never answered twice, across restarts too
 
 A client's config is the one file a student copies, as a wg-quick or an .ovpn file: its own
 private key, its address, the server's endpoint and public key, the cipher and the routes::
@@ -54,6 +56,7 @@ from vpnlab.wire.noise import public_key
 SERVER_KEY = "server.key"
 DEFAULT_SERVER_ADDRESS = IPv4Interface(SERVER_TUNNEL_ADDRESS)
 PEERS = "peers.toml"
+HELLO_STAMPS = "hello-stamps.json"
 
 
 def encode_key(key: bytes) -> str:
@@ -66,6 +69,8 @@ def decode_key(text: str, what: str) -> bytes:
     Raises:
         VpnlabError: not base64 of 32 bytes.
     """
+    if not isinstance(text, str):
+        raise VpnlabError(f"{what} is not a 32-byte key in base64 (a {type(text).__name__})")
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -90,6 +95,22 @@ def _value(table: dict[str, Any], key: str, where: str) -> Any:
     if key not in table:
         raise VpnlabError(f"{where}: '{key}' is missing")
     return table[key]
+
+
+def _text(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    """A string field (TOML is typed: ``public_key = 5`` is an integer, and refused)."""
+    value = table.get(key, default) if default is not None else _value(table, key, where)
+    if not isinstance(value, str):
+        raise VpnlabError(f"{where}: '{key}' must be a string, not {type(value).__name__}")
+    return value
+
+
+def _texts(table: dict[str, Any], key: str, where: str) -> list[str]:
+    """A list of strings, empty if missing."""
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise VpnlabError(f"{where}: '{key}' must be a list of strings")
+    return value
 
 
 @dataclass(frozen=True)
@@ -184,23 +205,50 @@ def read_peers(folder: Path) -> tuple[Peer, ...]:
     """
     path = folder / PEERS
     data = _toml(read_secret(path, "peers file"), path)
+    entries = data.get("peer", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise VpnlabError(f"{path}: 'peer' must be [[peer]] tables")
     peers = []
-    for number, entry in enumerate(data.get("peer", []), 1):
+    for number, entry in enumerate(entries, 1):
         where = f"{path} peer {number}"
         try:
-            psk = entry.get("psk")
+            psk = _text(entry, "psk", where, default="")
             peers.append(
                 Peer(
-                    name=str(_value(entry, "name", where)),
-                    public_key=decode_key(_value(entry, "public_key", where), f"{where} key"),
-                    tunnel_address=IPv4Interface(_value(entry, "address", where)),
-                    networks=tuple(ip_network(net) for net in entry.get("networks", [])),
+                    name=_text(entry, "name", where),
+                    public_key=decode_key(_text(entry, "public_key", where), f"{where} key"),
+                    tunnel_address=IPv4Interface(_text(entry, "address", where)),
+                    networks=tuple(ip_network(net) for net in _texts(entry, "networks", where)),
                     psk=decode_key(psk, f"{where} psk") if psk else None,
                 )
             )
         except (ValueError, TypeError) as exc:
             raise VpnlabError(f"{where}: {exc}") from None
     return tuple(peers)
+
+
+def read_hello_stamps(folder: Path) -> dict[bytes, int]:
+    """The latest Hello timestamp answered per peer key (none if the file is missing).
+
+    Raises:
+        VpnlabError: the file is there but unreadable or malformed (better refuse to start
+            than forget which Hellos were answered).
+    """
+    path = folder / HELLO_STAMPS
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(read_secret(path, "hello timestamps"))
+        return {decode_key(key, str(path)): int(stamp) for key, stamp in data.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise VpnlabError(f"{path}: not a map of keys to timestamps ({exc})") from None
+
+
+def write_hello_stamps(folder: Path, stamps: dict[bytes, int], durable: bool = True) -> None:
+    """Keep the timestamps: a temporary file, renamed (``write_secret``); ``durable``: with
+    fsync of the file before and of the folder after the rename."""
+    text = json.dumps({encode_key(key): stamp for key, stamp in sorted(stamps.items())})
+    write_secret(folder / HELLO_STAMPS, text + "\n", durable=durable)
 
 
 def peers_text(peers: tuple[Peer, ...]) -> str:

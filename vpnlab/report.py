@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from vpnlab.core.events import DatagramDropped, Event, HandshakeCompleted, SessionClosed
+from vpnlab.core.events import (
+    DatagramDropped,
+    EndpointMoved,
+    Event,
+    HandshakeCompleted,
+    SessionClosed,
+)
 
 
 def clock() -> str:
@@ -54,6 +60,10 @@ class Reporter:
             self.log(f"hello from {event.peer[0]}:{event.peer[1]}: tunnel {event.tunnel_address}")
         elif isinstance(event, SessionClosed):
             self.log(f"session {event.peer[0]}:{event.peer[1]} closed: {event.reason}")
+        elif isinstance(event, EndpointMoved):
+            self.log(
+                f"session {event.old[0]}:{event.old[1]} moved to {event.peer[0]}:{event.peer[1]}"
+            )
         elif isinstance(event, DatagramDropped) and event.reason not in self._seen_drops:
             self._seen_drops.add(event.reason)
             self.log(f"dropped: {event.reason} (first time; later ones are only counted)")

@@ -151,6 +151,13 @@ class ClientRouting:
     segment, so a route needs a next hop whose MAC ARP can find) the routes go via the
     server's tunnel address instead of straight out of the device. With ``ipv6`` (dual stack)
     IPv6 goes through tun0 too: ::/1 and 8000::/1, and IPv6 forwarding for a LAN.
+
+    CleanUp restores the routes as they were (the notes' CleanUp): once the tunnel is down
+    the redirected traffic leaves unencrypted by the default route. With ``fail_closed``
+    (``--fail-closed``) CleanUp leaves an ``unreachable`` route for each redirected network
+    instead, and the host route to the server, so nothing leaves in the clear while the
+    tunnel is down, and the next run can still reach the server (its SetRouting replaces
+    them); ``ip route del unreachable 0.0.0.0/1`` (and 128.0.0.0/1) opens the way again.
     """
 
     server: IPv4Address | IPv6Address
@@ -161,6 +168,7 @@ class ClientRouting:
     gateway: IPv4Address | None = None
     ipv6: bool = False
     previous_forward6: str | None = None
+    fail_closed: bool = False
 
     def apply(self) -> None:
         """SetRouting(1): the host route and the two halves of the address space (or the
@@ -199,7 +207,14 @@ class ClientRouting:
         return host_route
 
     def restore(self) -> None:
-        """CleanUp: delete the routes apply() added; forwarding as it was."""
+        """CleanUp: delete the routes apply() added (fail closed: each redirected network
+        becomes unreachable, the server's host route stays); forwarding as it was."""
+        if self.fail_closed and self.added:
+            host = f"{self.server}/{self.server.max_prefixlen}"
+            redirected = [route for route in self.added if route["dst"] != host]
+            closed = [{"dst": route["dst"], "type": "unreachable"} for route in redirected]
+            add_routes(closed, [])  # replaces each tun0 route: never a moment in the clear
+            self.added.clear()  # kept on purpose: the host route and the unreachable ones
         delete_routes(self.added)
         restore_forwarding(self.previous_forward)
         restore_forwarding(self.previous_forward6, IP6_FORWARD)
@@ -316,6 +331,18 @@ class ServerRouting:
             self.ruleset_file.write_text(ruleset)
             run_nft("-f", str(self.ruleset_file))
             self.nat_applied = True
+
+    def set_client_networks(self, networks: tuple[IPv4Network | IPv6Network, ...]) -> None:
+        """``peers.toml`` changed: route exactly ``networks`` into tun0 from now on (a
+        revoked peer's routes deleted, a new peer's added)."""
+        wanted = {str(network) for network in networks}
+        delete_routes([route for route in self.added if route["dst"] not in wanted])
+        self.added = [route for route in self.added if route["dst"] in wanted]
+        have = {route["dst"] for route in self.added}
+        if wanted - have:
+            tun = tun_index(self.tun_name)
+            add_routes([{"dst": dst, "oif": tun} for dst in sorted(wanted - have)], self.added)
+        self.client_networks = networks
 
     def restore(self) -> None:
         """CleanUp: remove our nftables table and routes, put ip_forward back as it was."""

@@ -26,13 +26,13 @@ from pathlib import Path
 from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
 from vpnlab.core.errors import VpnlabError
 from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
-from vpnlab.core.formats import Established, Format
+from vpnlab.core.formats import Established, Format, Peer
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES, unmapped
 from vpnlab.core.pool import tunnel_address6
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.keys import esp_sa_text, write_secret
-from vpnlab.peers import PEERS, read_peers
+from vpnlab.peers import PEERS, read_hello_stamps, read_peers, write_hello_stamps
 from vpnlab.report import Reporter
 from vpnlab.routing import ServerRouting, carries_ipv6, refuse_host_changes
 from vpnlab.tap import device_flags, mac_address
@@ -87,17 +87,52 @@ def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
     write_secret(path, esp_sa_text(rows))
 
 
+Networks = tuple[tuple[IPv4Address, IPv4Network | IPv6Network], ...]
+
+
+def networks_by_client(
+    pairs: Networks,
+) -> dict[IPv4Address, list[IPv4Network | IPv6Network]]:
+    """Site to site: (client tunnel address, network) pairs as the core takes them."""
+    networks: dict[IPv4Address, list[IPv4Network | IPv6Network]] = {}
+    for client, network in pairs:
+        networks.setdefault(client, []).append(network)
+    return networks
+
+
+def peer_networks(peers: tuple[Peer, ...]) -> Networks:
+    return tuple((peer.tunnel_address.ip, net) for peer in peers for net in peer.networks)
+
+
 class PeersWatch:
     """Identity mode: read ``peers.toml`` again when it changes (``vpnlab keys add-peer``,
-    ``revoke``): new peers are answered, revoked ones lose their session at once."""
+    ``revoke``), validate all of it, then apply all of it: new peers are answered, revoked or
+    changed ones lose their session at once, and the networks behind the peers (site to
+    site) are routed as the new file says, in the core and in the server's routing table.
+    A file that fails any check changes nothing: the reason goes to the log and the status
+    (``peers_error``), and the running peers stay.
+
+    Args:
+        fixed_networks: the ``--client-network`` pairs of the command line (they stay).
+        routing: the server's routing (None: the core only, as in the unit tests).
+    """
 
     def __init__(
-        self, folder: Path | None, address: IPv4Interface, core: ServerCore, reporter: Reporter
+        self,
+        folder: Path | None,
+        address: IPv4Interface,
+        core: ServerCore,
+        reporter: Reporter,
+        *,
+        fixed_networks: Networks = (),
+        routing: ServerRouting | None = None,
     ) -> None:
         self.path = folder / PEERS if folder else None
         self.address = address
         self.core = core
         self.reporter = reporter
+        self.fixed_networks = fixed_networks
+        self.routing = routing
         self.stamp = self._stamp()
 
     def _stamp(self) -> tuple[int, int] | None:
@@ -115,18 +150,95 @@ class PeersWatch:
         try:
             peers = read_peers(self.path.parent)
             check_peers(peers, self.address)
-        except VpnlabError as exc:  # a half-edited file: keep the peers we have
-            self.reporter.log(f"peers: {exc}; keeping the previous list")
+        except VpnlabError as exc:  # a half-edited or wrong file: keep the peers we have
+            error = f"{exc}; keeping the previous peers"
+            self.reporter.log(f"peers: {error}")
+            self.reporter.update(peers_error=error)
             return []
+        self.reporter.update(peers_error=None)
         self.reporter.log(f"peers: {self.path} changed: {len(peers)} peers")
-        return self.core.update_peers(peers)
+        pairs = self.fixed_networks + peer_networks(peers)
+        events = self.core.update_peers(peers)
+        self.core.set_client_networks(networks_by_client(pairs))
+        if self.routing is not None:
+            self.routing.set_client_networks(tuple(network for _, network in pairs))
+        return events
+
+
+class HelloStamps:
+    """Identity mode: the handshake's latest Hello timestamp per peer, on disk in the
+    server's identity folder (read at start), so a recorded Hello is not answered again
+    after a restart.
+
+    Written whole (temporary file, rename) before each Welcome leaves: a server that is
+    killed and started again finds it, since the kernel keeps what was written. On the disk
+    itself (fsync of the file and the folder) once a second and at CleanUp: an fsync costs
+    3-6 ms here, and one per handshake held up the tunnel's packets while 250 clients
+    connected (``vpnlab bench --flood``). Only a crash of the whole machine can lose the last
+    second of timestamps.
+    """
+
+    def __init__(self, folder: Path | None, core: ServerCore) -> None:
+        self.folder = folder
+        self.latest: dict[bytes, int] | None = getattr(core.handshake, "latest", None)
+        if folder is not None and self.latest is not None:
+            self.latest.update(read_hello_stamps(folder))
+        self.saved = dict(self.latest or {})
+        self.unsynced = False
+
+    def save(self) -> None:
+        """Write the timestamps if a handshake changed them (temporary file, rename)."""
+        if self.folder is None or self.latest is None or self.latest == self.saved:
+            return
+        write_hello_stamps(self.folder, self.latest, durable=False)
+        self.saved = dict(self.latest)
+        self.unsynced = True
+
+    def sync(self, now: float = 0.0) -> list[Event]:
+        """Once a second and at CleanUp: the last write onto the disk (fsync, rename)."""
+        if self.unsynced and self.folder is not None and self.latest is not None:
+            write_hello_stamps(self.folder, self.latest, durable=True)
+            self.unsynced = False
+        return []
+
+
+def guarded(name: str, task, core: ServerCore, reporter: Reporter, then=None):
+    """A periodic task that a bug cannot end: counted ("bug: NAME: Type") and logged once;
+    ``then``, another, guarded the same way and run after it whatever happened."""
+
+    def run(now: float) -> list[Event]:
+        events: list[Event] = []
+        for part in (task, then) if then is not None else (task,):
+            try:
+                events += part(now)
+            except Exception as exc:
+                key = f"bug: {name}: {type(exc).__name__}"
+                core.counters.drops[key] += 1
+                if core.counters.drops[key] == 1:
+                    reporter.log(f"{key} ({exc!r}); the server goes on, later ones are counted")
+        return events
+
+    return run
+
+
+def peers_watch(
+    options: ServerOptions, core: ServerCore, reporter: Reporter, routing: ServerRouting
+) -> PeersWatch:
+    """The reload of ``peers.toml``; the command line's own ``--client-network`` pairs stay."""
+    initial = getattr(options.format, "server", None)
+    from_peers = peer_networks(initial.peers if initial else ())
+    return PeersWatch(
+        options.peers_folder,
+        options.tunnel_address,
+        core,
+        reporter,
+        fixed_networks=tuple(p for p in options.client_networks if p not in from_peers),
+        routing=routing,
+    )
 
 
 def make_core(options: ServerOptions) -> ServerCore:
     """The sans-IO server: the format's handshake (or static keys), the address pool, limits."""
-    networks: dict[IPv4Address, list[IPv4Network | IPv6Network]] = {}
-    for client, network in options.client_networks:
-        networks.setdefault(client, []).append(network)
     static = options.static_keys
     return ServerCore(
         options.format,
@@ -141,7 +253,7 @@ def make_core(options: ServerOptions) -> ServerCore:
             else None
         ),
         isolate_clients=options.isolate_clients,
-        client_networks=networks,
+        client_networks=networks_by_client(options.client_networks),
         layer2=options.mode == "tap",
     )
 
@@ -162,12 +274,15 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
         client_networks=tuple(network for _, network in options.client_networks),
     )
     core = make_core(options)
+    stamps = HelloStamps(options.peers_folder, core)
 
     def on_event(event: Event) -> None:
+        if isinstance(event, HandshakeCompleted):
+            stamps.save()  # before the Welcome leaves (the loop sends after the events)
         if options.esp_sa_file and isinstance(event, (HandshakeCompleted, SessionClosed)):
             write_esp_sa(options.esp_sa_file, core, options.listen)
 
-    watch = PeersWatch(options.peers_folder, options.tunnel_address, core, reporter)
+    watch = peers_watch(options, core, reporter, routing)
     try:
         sock = open_transport(
             options.transport,
@@ -186,10 +301,13 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             signals,
             on_event,
             mss_clamp=mss_clamp,
-            every_second=watch.check if options.peers_folder else None,
+            every_second=guarded("peers", watch.check, core, reporter, then=stamps.sync)
+            if options.peers_folder
+            else None,
         ).run()
         return 0
     finally:
+        stamps.sync()
         summary = "cleaned up: NAT rule removed, forwarding restored"
         clean_up(core, sock, tun_fd, routing, reporter, summary)
         signals.close()

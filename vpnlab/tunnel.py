@@ -172,14 +172,14 @@ class Tunnel:
                 key.data(time.monotonic())
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                self.dispatch(core.handle_timer(now))
+                self.periodic(core.handle_timer, now)
             self.flush()
             if self.sock_timer is not None:
                 self.sock_timer(now)
             if until is None and now >= self._status_at:  # ClientConnection reports itself
                 core.clock_offset_s = time.time() - time.monotonic()  # the wall clock may step
                 if self.every_second is not None:
-                    self.dispatch(self.every_second(now))
+                    self.periodic(self.every_second, now)
                     self.flush()
                 self.report_status(now)
                 self._status_at = now + 1.0
@@ -224,6 +224,14 @@ class Tunnel:
                 self.dispatch(self.core.receive_datagram(datagram, peer[:2], now))
             except Exception as exc:  # a bug costs this datagram, never the daemon
                 self.count_bug(exc)
+
+    def periodic(self, task: Callable[[float], list[Event]], now: float) -> None:
+        """A timer or the once-a-second work: a bug in it is counted and logged, and the
+        loop goes on (it runs again next time), as for a bad packet."""
+        try:
+            self.dispatch(task(now))
+        except Exception as exc:
+            self.count_bug(exc)
 
     def count_bug(self, exc: Exception) -> None:
         """A bug (ours, or a parser's) met one packet: count it as a drop, log the first of

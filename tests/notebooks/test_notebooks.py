@@ -125,6 +125,9 @@ def test_04_nat(run_notebook):
     assert r["conntrack"] == ["10.8.0.2", "203.0.113.10", "203.0.113.10", "198.51.100.2"]
     assert r["no_nat_rc"] != 0
     assert r["whoami_restored"] == "you are 198.51.100.2"
+    # issue 27: under a junk burst, the Hello gets a cookie reply first, then is answered
+    assert r["cookie_messages"] == ["Hello", "Cookie reply", "Hello", "Welcome"]
+    assert r["junk_dropped"] >= 1000  # each for one hash: "bad mac1"
     assert run.images() >= 1  # the ping's path
     assert graded(run) == (0, 1)  # live checks right; the fixed facts
 
@@ -142,6 +145,9 @@ def test_06_liveness_cleanup(run_notebook):
     assert r["bye_s"] < 1.5
     assert "tun0" not in r["r1_routes_after_sigterm"]
     assert "198.51.100.2" not in r["r1_routes_after_sigterm"]
+    # issue 27: --fail-closed leaves the redirected networks unreachable, the seed's does not
+    assert "unreachable 0.0.0.0/1" in r["fail_closed_routes"]
+    assert r["leak_after_seed_cleanup"] is True and r["leak_after_fail_closed"] is False
     assert r["namespaces_left"] == []
     assert run.images() >= 1
     assert graded(run) == (0, 1)  # live checks right; the fixed facts

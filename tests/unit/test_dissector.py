@@ -59,6 +59,11 @@ FIELDS = [
     "vpnlab.ephemeral",
     "vpnlab.encrypted_static",
     "vpnlab.encrypted_payload",
+    "vpnlab.mac1",
+    "vpnlab.mac2",
+    "vpnlab.has_cookie",
+    "vpnlab.nonce",
+    "vpnlab.encrypted_cookie",
     "vpnlab.control",
     "vpnlab.argument",
 ]
@@ -103,7 +108,8 @@ def identity_exchange(cipher: str) -> dict:
     [(welcome, _)] = server.datagrams_to_send()
     client.receive_datagram(welcome, SERVER, 0.0)
     assert client.state is State.CONNECTED
-    return {"hello": hello, "welcome": welcome}
+    cookie = server.handshake.screen(hello, CLIENT, NOW, True)  # what a loaded server sends
+    return {"hello": hello, "welcome": welcome, "cookie": cookie}
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +147,8 @@ def _catalogue(exchanges) -> list[tuple[str, bytes]]:
         for cipher in CIPHER_IDS:
             rows.append((f"{mode} Hello {cipher}", exchanges[mode, cipher]["hello"]))
             rows.append((f"{mode} Welcome {cipher}", exchanges[mode, cipher]["welcome"]))
+    for cipher in CIPHER_IDS:
+        rows.append((f"identity Cookie reply {cipher}", exchanges["identity", cipher]["cookie"]))
     rows += [
         ("plain HELLO", exchanges["plain"]["hello"]),
         ("plain WELCOME", exchanges["plain"]["welcome"]),
@@ -217,10 +225,25 @@ def test_identity_fields_are_the_datagrams_bytes(exchanges, catalogue, cipher):
     assert row["vpnlab.ephemeral"] == hello[6:38].hex()
     assert row["vpnlab.encrypted_static"] == hello[38:86].hex()
     assert row["vpnlab.encrypted_payload"] == hello[86:114].hex()
+    assert row["vpnlab.mac1"] == hello[114:130].hex()
+    assert row["vpnlab.mac2"] == hello[130:146].hex() == "00" * 16
+    assert row["vpnlab.has_cookie"] in ("False", "0")
     row = rows[f"identity Welcome {cipher}"]
     assert row["vpnlab.ephemeral"] == welcome[6:38].hex()
     assert row["vpnlab.encrypted_payload"] == welcome[38:63].hex()
     assert row["vpnlab.client_address"] == ""  # encrypted in the identity Welcome
+
+
+@pytest.mark.parametrize("cipher", list(CIPHER_IDS))
+def test_cookie_reply_fields_are_the_datagrams_bytes(exchanges, catalogue, cipher):
+    _, rows = catalogue
+    cookie = exchanges["identity", cipher]["cookie"]
+    row = rows[f"identity Cookie reply {cipher}"]
+    assert row["frame.protocols"] == "eth:ethertype:ip:udp:vpnlab"
+    assert row["_ws.col.Info"] == f"vpnlab Cookie reply (identity, {cipher})"
+    assert row["vpnlab.type"] == "5" and len(cookie) == 50
+    assert row["vpnlab.nonce"] == cookie[6:18].hex()
+    assert row["vpnlab.encrypted_cookie"] == cookie[18:50].hex()
 
 
 def test_plain_control_lines_are_vpnlab(catalogue):
@@ -334,13 +357,13 @@ def test_decode_and_the_cli_load_it(catalogue, capsys):
     layer = hello.layer("vpnlab")
     names = {f.name for f in layer.fields}
     assert {"vpnlab.ephemeral", "vpnlab.encrypted_static", "vpnlab.encrypted_payload"} <= names
-    assert (layer.pos, layer.size) == (42, 114)
+    assert (layer.pos, layer.size) == (42, 146)
     assert all(p.stack.endswith("isakmp") is False for p in packets[:8])
     assert cli.main(["capture", "decode", str(path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("eth:ethertype:ip:udp:vpnlab") == 12 and "isakmp" not in out.split("\n")[0]
+    assert out.count("eth:ethertype:ip:udp:vpnlab") == 14 and "isakmp" not in out.split("\n")[0]
     assert cli.main(["capture", "decode", str(path), "--no-dissector"]) == 0
-    assert capsys.readouterr().out.count("udpencap:isakmp") == 9  # 8 handshakes + the runt
+    assert capsys.readouterr().out.count("udpencap:isakmp") == 11  # 10 handshakes + the runt
 
 
 def test_a_script_tshark_cannot_load_is_an_error(catalogue, tmp_path, monkeypatch):

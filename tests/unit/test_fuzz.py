@@ -14,6 +14,12 @@ only), every helper of ``core/packet.py`` with IPv4 and IPv6 (never raise),
 ``segment.split`` with a random virtio header (LocalProtocolError only),
 ``transport.FrameDecoder`` (never raises, and frames split anywhere come out whole).
 
+The identity mode's exposed messages are all in the walk (issue 27): Hellos (mutated, and
+mutated then signed again with a valid mac1, so Noise itself meets them), Welcomes, cookie
+replies (half of the identity servers are under load: every Hello without its cookie gets
+one), rekey Hellos. ``scripts/fuzz.sh`` runs the same walks for a million steps and more (a
+benchmark, not CI).
+
 Everything is seeded (``random.Random``) and bounded by a count, so a failure repeats; the
 message names the input. Run time: ``pytest --durations`` (about 15 s of CPU, 15-20 s on two cores).
 """
@@ -30,6 +36,7 @@ from ipaddress import IPv4Interface, IPv4Network
 import pytest
 
 from vpnlab.core.client_core import ClientCore
+from vpnlab.core.cookie import CookieGenerator
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import DatagramDropped, Event
 from vpnlab.core.formats import Established, Peer
@@ -44,6 +51,7 @@ from vpnlab.core.packet import (
     is_link_scope,
     tcp_offset,
 )
+from vpnlab.core.ratelimit import HandshakeLoad
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import State, Timeouts
 from vpnlab.fast import segment
@@ -51,7 +59,13 @@ from vpnlab.transport import FrameDecoder, encode_frame
 from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.crypto import SaKeys
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession, generate_static_keys
-from vpnlab.wire.identity import ClientIdentity, IdentityFormat, ServerIdentity
+from vpnlab.wire.identity import (
+    COOKIE_PREFIX,
+    HELLO_PREFIX,
+    ClientIdentity,
+    IdentityFormat,
+    ServerIdentity,
+)
 from vpnlab.wire.noise import public_key
 from vpnlab.wire.plain import MAGIC
 
@@ -104,6 +118,9 @@ SCENARIOS = [
         ("esp-aes-gcm", "static"),
     ]
 ]
+
+
+IDENTITY_SERVER_KEY = random.Random(5).randbytes(32)
 
 
 def _identity_formats(cipher: str) -> tuple[IdentityFormat, IdentityFormat]:
@@ -161,6 +178,8 @@ class Cores:
                 new_handshake=rekey,
                 **kw,
             )
+        if sc.keys == "identity" and rng.random() < 0.5:  # under load: cookie replies
+            self.server.load = HandshakeLoad(hellos_per_s=rng.choice((0, 2)))
         if sc.layer2:
             self.server.set_local_mac(MAC_SERVER)
         self.clients = {CLIENT: self.make_client()}
@@ -391,9 +410,10 @@ def valid_packet(rng: random.Random, sc: Scenario, src: bytes, dst: bytes, mac: 
 class Fuzz:
     """One scenario's random walk; ``pool`` holds every real datagram seen (for mutations)."""
 
-    def __init__(self, sc: Scenario) -> None:
+    def __init__(self, sc: Scenario, seed: int = SEED) -> None:
         self.sc = sc
-        self.rng = random.Random(f"{SEED}-{sc.name}")
+        self.rng = random.Random(f"{seed}-{sc.name}")
+        self.signer = CookieGenerator(public_key(IDENTITY_SERVER_KEY))
         self.now = 0.0
         self.pool: list[bytes] = []
         self.steps = 0
@@ -449,6 +469,8 @@ class Fuzz:
         rng = self.rng
         if self.pool and rng.random() < 0.6:
             seed = rng.choice(self.pool)
+            if seed.startswith(HELLO_PREFIX) and rng.random() < 0.3:  # past mac1, into Noise
+                return self.signer.add_macs(mutate(rng, seed, self.pool)[:-32], self.now)
             return seed if rng.random() < 0.15 else mutate(rng, seed, self.pool)  # replay
         return random_datagram(rng, self.spis())
 
@@ -529,7 +551,11 @@ class Fuzz:
             call(self.where(), self.fresh, "connect", self.now)
             self.remember(call(self.where(), self.fresh, "datagrams_to_send"))
         peer = SERVER if self.rng.random() < 0.9 else self.rng.choice(STRANGERS)
-        call(self.where(), self.fresh, "receive_datagram", self.datagram(), peer, self.now)
+        datagram = self.datagram()
+        cookies = [d for d in self.pool[:8] if d.startswith(COOKIE_PREFIX)]
+        if cookies and self.rng.random() < 0.3:  # a connecting client is what takes them
+            datagram = mutate(self.rng, self.rng.choice(cookies), self.pool)
+        call(self.where(), self.fresh, "receive_datagram", datagram, peer, self.now)
 
     def second_client(self) -> None:
         """Another client from another port: two sessions, client-to-client frames, a pool and
@@ -582,7 +608,10 @@ def test_fuzz_reaches_the_deep_paths():
         "bad icv",  # mutations of real ESP datagrams reach the ICV check
         "replayed",  # and replays the anti-replay window
         "wrong psk or mutated",  # mutated PSK Welcomes reach the tag check
-        "bad hello",  # mutated identity Hellos reach Noise
+        "bad mac1",  # mutated identity Hellos stop at mac1, before any Diffie-Hellman
+        "bad hello",  # mutated ones signed again reach Noise
+        "under load: cookie reply sent",
+        "bad cookie reply",  # mutated cookie replies reach the client's AEAD
         "replayed hello",
         "spoofed source",
         "spoofed arp sender",

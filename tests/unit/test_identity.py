@@ -15,7 +15,13 @@ import pytest
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.errors import RemoteProtocolError, VpnlabError
-from vpnlab.core.events import DatagramDropped, HandshakeCompleted, PacketReceived
+from vpnlab.core.events import (
+    DatagramDropped,
+    EndpointMoved,
+    HandshakeCompleted,
+    PacketReceived,
+    SessionClosed,
+)
 from vpnlab.core.formats import Peer
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import State
@@ -68,6 +74,8 @@ def exchange(server: ServerCore, client: ClientCore, peer, now: float = 0.0) -> 
     events = []
     for datagram, _ in client.datagrams_to_send():
         events += server.receive_datagram(datagram, peer, now)
+    while server.hello_queue:  # what the loop does at the end of each round
+        events += server.handle_timer(now)
     for datagram, _ in server.datagrams_to_send():
         events += client.receive_datagram(datagram, SERVER, now)
     return events
@@ -103,7 +111,7 @@ def test_identity_unknown_key_gets_nothing():
 def test_identity_a_client_pinning_another_server_key_gets_nothing():
     server = server_core()
     wrong = connect(server, "alice", 4004, server_key=bytes(range(32)))
-    assert wrong.state is State.CONNECTING and server.counters.drops["bad hello"] == 1
+    assert wrong.state is State.CONNECTING and server.counters.drops["bad mac1"] == 1
 
 
 def test_identity_a_recorded_hello_is_never_answered_again():
@@ -145,8 +153,32 @@ def test_identity_a_peer_that_restarts_on_another_port_keeps_its_address():
     server = server_core()
     connect(server, "alice", 4007, seed=5)
     again = connect(server, "alice", 4008, seed=6, now=3.0)  # restarted: a later Hello
-    assert list(server.sessions) == [("192.0.2.2", 4008)]
     assert again.session.tunnel_address == IPv4Interface("10.8.0.7/24")
+    assert list(server.sessions) == [("192.0.2.2", 4007)]  # until a datagram proves the move
+    again.tunnel_up(3.0)  # its first keepalive, under the new keys, from the new port
+    events = exchange(server, again, ("192.0.2.2", 4008), 3.0)
+    assert EndpointMoved(("192.0.2.2", 4007), ("192.0.2.2", 4008)) in events
+    assert list(server.sessions) == [("192.0.2.2", 4008)]
+
+
+def test_identity_a_copied_hello_from_elsewhere_ends_nothing():
+    """Issue 27: a valid Hello copied off the wire and sent from another address used to end
+    the live session ("moved") before any key was confirmed. Now the session keeps its keys
+    and its address; the copy's keys wait, unconfirmed, and nobody can use them."""
+    server = server_core()
+    alice = connect(server, "alice", 4020, seed=5)
+    alice.tunnel_up(0.0)
+    exchange(server, alice, ("192.0.2.2", 4020), 0.0)
+    rekey = client_format("alice").client_handshake(seeded_random(30))
+    copied = rekey.hello(NOW + 1.0)  # alice's next Hello, seen on the wire by mallory
+    events = server.receive_datagram(copied, ("203.0.113.66", 4500), 1.0)
+    assert not any(isinstance(e, SessionClosed) for e in events)
+    assert list(server.sessions) == [("192.0.2.2", 4020)]
+    alice.send_packet(ipv4_packet("10.8.0.7", "203.0.113.10"), 1.5)
+    events = exchange(server, alice, ("192.0.2.2", 4020), 1.5)  # the old keys still carry
+    assert any(isinstance(e, PacketReceived) for e in events)
+    server.receive_datagram(b"\x00" * 64, ("203.0.113.66", 4500), 1.6)  # no keys: no move
+    assert list(server.sessions) == [("192.0.2.2", 4020)]
 
 
 def test_identity_a_hello_from_an_address_held_by_another_peer_is_refused():

@@ -67,19 +67,40 @@ def static_file(tmp_path, seed: int = 1):
 def test_read_static_keys_refuses_a_second_run_of_the_same_role(tmp_path):
     """A static SA's counter starts at 1 in every run: a second server (or client) with the
     same file would send the same GCM nonces again, and its peer's replay window restarts."""
-    path = static_file(tmp_path)
-    first = keys.read_static_keys(path, "server")
-    assert keys.read_static_keys(path, "client") == first  # the other end of the same file
+    path, used = static_file(tmp_path), tmp_path / "used"
+    first = keys.read_static_keys(path, "server", used)
+    assert keys.read_static_keys(path, "client", used) == first  # the other end of the file
     with pytest.raises(VpnlabError, match="vpnlab keys static") as refused:
-        keys.read_static_keys(path, "server")
+        keys.read_static_keys(path, "server", used)
     assert "\n" not in str(refused.value) and "used by a server" in str(refused.value)
-    markers = [p for p in tmp_path.iterdir() if p.name.endswith(".used")]
+    markers = list(used.iterdir())
     assert len(markers) == 2 and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in markers)
+    assert stat.S_IMODE(used.stat().st_mode) == 0o700
 
 
-def test_read_static_keys_accepts_the_file_again_once_regenerated(tmp_path):
-    path = static_file(tmp_path, seed=1)
-    keys.read_static_keys(path, "server")
+def test_read_static_keys_refuses_a_copy_under_another_name(tmp_path):
+    """Issue 27: the marker sat beside the file and was named after it, so a copy of the key
+    file ran again with the same keys and counters (GCM nonces repeated). Now the marker is
+    the SAs' hash, in a state folder of its own."""
+    path, used = static_file(tmp_path), tmp_path / "used"
+    keys.read_static_keys(path, "server", used)
+    (tmp_path / "elsewhere").mkdir()
+    copy = tmp_path / "elsewhere" / "fresh-looking.json"
+    keys.write_secret(copy, path.read_text().replace("\n", " \n"))  # another name, layout
+    with pytest.raises(VpnlabError, match="used by a server"):
+        keys.read_static_keys(copy, "server", used)
+
+
+def test_read_static_keys_refuses_a_marker_folder_others_may_write(tmp_path):
+    used = tmp_path / "used"
+    used.mkdir(mode=0o777)
+    used.chmod(0o777)
+    with pytest.raises(VpnlabError, match="writable by it alone"):
+        keys.read_static_keys(static_file(tmp_path), "server", used)
+
+
+def test_read_static_keys_accepts_fresh_keys_in_the_same_file(tmp_path):
+    path, used = static_file(tmp_path, seed=1), tmp_path / "used"
+    keys.read_static_keys(path, "server", used)
     static_file(tmp_path, seed=2)  # what `vpnlab keys static FILE` does
-    assert keys.read_static_keys(path, "server").client_to_server.spi
-    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".used")]) == 1  # the old went
+    assert keys.read_static_keys(path, "server", used).client_to_server.spi

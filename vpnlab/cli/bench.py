@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, run_bench
 from vpnlab.course.bench_report import format_table
 from vpnlab.course.classload import CLASS_PREFIX, MAX_CLIENTS, class_load, format_class_load
+from vpnlab.course.flood import FLOOD_PREFIX, FLOOD_S, FLOODS, flood_bench, format_flood
 from vpnlab.course.footprint import FOOTPRINT_PREFIX, IDLE_S, footprint, format_footprint
 
 MAX_IDLE_S = 300.0
+MAX_FLOOD_S = 60.0
+
+
+def flood_seconds(text: str) -> float:
+    """``--flood-seconds``: 5 to MAX_FLOOD_S (every flood stops by itself)."""
+    value = float(text)
+    if not 5 <= value <= MAX_FLOOD_S:
+        raise argparse.ArgumentTypeError(f"must be 5 to {MAX_FLOOD_S:g}")
+    return value
 
 
 def idle_seconds(text: str) -> float:
@@ -53,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"instead: one server, a class of N load clients (default N {MAX_CLIENTS}): "
         "handshake latency one after another and all at once, RSS per client, idle CPU",
     )
+    _add_flood(p)
     p.add_argument(
         "--idle-seconds",
         type=idle_seconds,
@@ -83,7 +95,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+def _add_flood(p: argparse.ArgumentParser) -> None:
+    """``--flood`` and ``--flood-seconds``."""
+    p.add_argument(
+        "--flood",
+        action="store_true",
+        help="instead: the server under a Hello flood (12,000 junk Hellos/s from one source, "
+        "4,000/s with a valid mac1 from 250 spoofed ones; a lab of its own): the tunnel's ping "
+        "loss and p99, how long N load clients (--clients, default 250) take to connect",
+    )
+    p.add_argument(
+        "--flood-seconds",
+        type=flood_seconds,
+        default=FLOOD_S,
+        help="--flood: how long each flood lasts (default %(default)s)",
+    )
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.flood:
+        count = args.clients or MAX_CLIENTS
+        document = flood_bench(args.prefix or FLOOD_PREFIX, count, args.flood_seconds)
+        print(format_flood(document))
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "flood.json").write_text(json.dumps(document, indent=1))
+        return 0 if all(document[k]["clients"]["connected"] == count for k in FLOODS) else 1
     if args.clients:
         document = class_load(args.clients, args.prefix or CLASS_PREFIX, args.idle_seconds)
         print(format_class_load(document))

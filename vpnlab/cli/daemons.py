@@ -223,6 +223,12 @@ def register_client(sub: argparse._SubParsersAction) -> None:
         "after IKE); the daemon keeps keepalives, rekeys and CleanUp (needs a kernel with ESP; "
         "no liveness timeout unless given; docs/kernel.md)",
     )
+    client.add_argument(
+        "--fail-closed",
+        action="store_true",
+        help="when the tunnel goes down, leave the redirected networks unreachable instead "
+        "of restoring the routes (nothing leaves unencrypted)",
+    )
     add_common(client)
     add_keying(client)
     client.set_defaults(func=client_main)
@@ -365,6 +371,7 @@ def client_main(args: argparse.Namespace) -> int:
         timeouts=timeouts(args),
         kernel_peer=args.kernel_peer,
         kernel_dataplane=args.kernel_dataplane,
+        fail_closed=args.fail_closed,
     )
     return run_client(options, Reporter("client", args.status_file))
 

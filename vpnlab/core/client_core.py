@@ -83,9 +83,13 @@ class ClientCore(CoreBase):
 
     def tunnel_up(self, now: float) -> None:
         """The loop starts carrying packets (after CreateTunDev, Ifconfig, SetRouting): the
-        keepalive and liveness clocks start now, not when the Welcome came."""
+        keepalive and liveness clocks start now, not when the Welcome came. After a
+        handshake, a keepalive at once: the server may hold our keys as the ``pending`` ones
+        of our earlier session (we restarted, or moved), which a datagram under them confirms."""
         if self.session is not None:
             self.session.last_received = self.session.last_sent = now
+            if self.static is None:
+                self.session.send_keepalive(now)
 
     def _established(self, established: Established, now: float) -> list[Event]:
         self.state = next_state(self.state, "welcome")
@@ -103,6 +107,13 @@ class ClientCore(CoreBase):
         """SockSelected: one datagram from the socket."""
         if peer != self.server:
             return self._drop("unknown peer", peer)
+        handshake = self.handshake if self.state is State.CONNECTING else self.rekeying
+        if handshake is not None:
+            try:
+                if handshake.take_cookie(datagram, now + self.clock_offset_s):
+                    return self._hello_with_cookie(handshake, now)
+            except RemoteProtocolError as exc:
+                return self._drop(exc.reason, peer)
         if self.state is State.CONNECTING:
             assert self.handshake is not None
             try:
@@ -129,6 +140,17 @@ class ClientCore(CoreBase):
             return [PacketReceived(packet)]
         if kind is Kind.BYE:
             return self._close("bye")
+        return []
+
+    def _hello_with_cookie(self, handshake: ClientHandshake, now: float) -> list[Event]:
+        """The server is under load and sent a cookie: the same Hello again at once, now
+        with mac2 (once per cookie: a forged reply cannot make us send more)."""
+        hello = handshake.hello(now + self.clock_offset_s)
+        if hello != self._hello:
+            self._hello = hello
+            self._outbox.append(hello)
+            self._retry_at = now + self.timeouts.hello_retry_s
+        self.counters.cookies_received += 1
         return []
 
     def _rekeyed(self, established: Established, now: float) -> list[Event]:

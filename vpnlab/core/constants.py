@@ -70,3 +70,19 @@ HELLO_BURST = 20
 
 RATE_LIMIT_SOURCES = 4096
 """Source addresses the Hello rate limiter remembers; the least recently seen go first."""
+
+UNDER_LOAD_HELLOS_PER_S = 50
+"""ServerConnection: more Hellos than this in one second (junk ones too: a flood is a flood)
+put the server under load, as does a handshake queue a quarter full: then only a Hello whose
+mac2 carries its source's cookie costs a Diffie-Hellman; the rest with a valid mac1 get a
+cookie reply (``core/cookie.py``)."""
+
+UNDER_LOAD_HOLD_S = 1.0
+"""... and the server stays under load this long after the last sign of it (WireGuard: 1 s)."""
+
+HANDSHAKE_QUEUE = 128
+"""ServerConnection: Hellos waiting for their Diffie-Hellman; one more is dropped."""
+
+HANDSHAKES_PER_WAKEUP = 2
+"""ServerConnection: Hellos answered per wake-up of the loop (per ``now``); the rest wait in
+the queue, so the data that arrived in the same wake-up is never held up by more."""

@@ -43,3 +43,12 @@ class SessionClosed(Event):
 
     peer: Address
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointMoved(Event):
+    """Roaming: an authentic datagram came from ``peer``, so the session's datagrams go
+    there now instead of to ``old`` (WireGuard's endpoint follows the latest one)."""
+
+    old: Address
+    peer: Address

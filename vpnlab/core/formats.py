@@ -70,6 +70,19 @@ class ClientHandshake(Protocol):
         """The server's answer; raise RemoteProtocolError(reason) if it is not one."""
         ...
 
+    def take_cookie(self, datagram: bytes, now: float) -> bool:
+        """A cookie reply (identity mode, server under load): keep the cookie, so that
+        ``hello`` carries mac2; False if ``datagram`` is none. Raise RemoteProtocolError if
+        it is one but not for our Hello."""
+        ...
+
+
+class SendsHellos:
+    """What every client handshake shares: only the identity mode gets cookie replies."""
+
+    def take_cookie(self, datagram: bytes, now: float) -> bool:
+        return False
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -103,6 +116,18 @@ class ServerHandshake(Protocol):
     that is not authentic: ``check`` it, then ``answer`` it with the client's tunnel address.
     """
 
+    costly_check: bool
+    """True if ``check`` costs a Diffie-Hellman (identity mode): the core then screens,
+    rate-limits and queues a Hello before checking it; False: it checks first (cheap)."""
+
+    def screen(
+        self, datagram: bytes, source: tuple[str, int], now: float, under_load: bool
+    ) -> bytes:
+        """The cheap proofs before ``check`` spends anything (identity mode: mac1, and under
+        load mac2): b"" to go on, or a cookie reply to send instead; raise
+        RemoteProtocolError(reason) to drop it."""
+        ...
+
     def check(self, datagram: bytes, now: float) -> CheckedHello:
         """Is this an authentic, fresh Hello? Raise RemoteProtocolError(reason) if not."""
         ...
@@ -122,8 +147,16 @@ class AnswersHellos:
     """What every server handshake shares: both steps at once (``respond``, for the tests and
     the notebooks), and a peer list that only the identity mode has."""
 
+    costly_check = False
+
     def set_peers(self, peers: Sequence[Peer]) -> None:
         """The identity mode's peers file changed; the other formats have no peers."""
+
+    def screen(
+        self, datagram: bytes, source: tuple[str, int], now: float, under_load: bool
+    ) -> bytes:
+        """Only the identity mode has MACs and cookies: every Hello goes on to ``check``."""
+        return b""
 
     def respond(
         self, datagram: bytes, client_address: IPv4Interface, now: float

@@ -1,9 +1,12 @@
-"""ServerConnection under a Hello flood: a token bucket per source address, in bounded memory.
+"""ServerConnection under a Hello flood: a token bucket per source address, in bounded memory,
+and the "under load" test that turns on cookie replies (WireGuard's ``IsUnderLoad``).
 
 Answering a Hello costs the server an X25519 exchange and (for plain) a tunnel address, so a
 source may only start so many handshakes per second. Sans-IO: the time is passed in.
 
     tokens(source) = min(burst, tokens + rate * elapsed)   one Hello costs one token
+    under load     = more than N Hellos (any) in the current second, or the handshake
+                     queue a quarter full; it lasts UNDER_LOAD_HOLD_S after the last sign
 """
 
 from __future__ import annotations
@@ -44,3 +47,35 @@ class HelloRateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class HandshakeLoad:
+    """Is the server under load? (wireguard-go ``device.IsUnderLoad``, plus a Hello rate.)
+
+    Args:
+        hellos_per_s: Hellos per second (junk ones too) above which it is.
+        queue_limit: a handshake queue this long or longer means it is.
+        hold_s: how long it stays under load after the last sign.
+    """
+
+    def __init__(
+        self,
+        hellos_per_s: int = constants.UNDER_LOAD_HELLOS_PER_S,
+        queue_limit: int = constants.HANDSHAKE_QUEUE // 4,
+        hold_s: float = constants.UNDER_LOAD_HOLD_S,
+    ) -> None:
+        self.hellos_per_s = hellos_per_s
+        self.queue_limit = queue_limit
+        self.hold_s = hold_s
+        self._second = float("-inf")
+        self._count = 0
+        self._until = float("-inf")
+
+    def hello(self, now: float, queued: int) -> bool:
+        """One more Hello arrived (``queued`` wait already); is the server under load now?"""
+        if now >= self._second + 1.0:
+            self._second, self._count = now, 0
+        self._count += 1
+        if self._count > self.hellos_per_s or queued >= self.queue_limit:
+            self._until = now + self.hold_s
+        return now < self._until

@@ -1,7 +1,18 @@
-"""ServerConnection, sans-IO: answer Hellos, give each client an address, carry its packets."""
+"""ServerConnection, sans-IO: answer Hellos, give each client an address, carry its packets.
+
+A Hello costs the server work in proportion to the proof it carries (wireguard-go
+``device/receive.go`` and ``cookie.go``): the handshake's ``screen`` first (identity mode: a
+Hello without a valid mac1 costs one hash; under load one without a valid mac2 gets a cookie
+reply), then the per-source rate limit, and only then a Diffie-Hellman, at most
+``HANDSHAKES_PER_WAKEUP`` per wake-up; the others wait in a bounded queue that ``handle_timer``
+works through after the data of the same wake-up. A new handshake never ends a live session:
+its keys wait as the session's ``pending`` ones until a datagram under them arrives, and the
+address the server sends to follows the latest authentic datagram (``_roaming``).
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from ipaddress import (
     IPv4Address,
@@ -12,10 +23,12 @@ from ipaddress import (
     ip_address,
 )
 
+from vpnlab.core import constants
 from vpnlab.core.bridge import LOCAL, Switch
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
+    EndpointMoved,
     Event,
     HandshakeCompleted,
     PacketReceived,
@@ -32,7 +45,7 @@ from vpnlab.core.packet import (
     unmapped,
 )
 from vpnlab.core.pool import AddressPool
-from vpnlab.core.ratelimit import HelloRateLimiter
+from vpnlab.core.ratelimit import HandshakeLoad, HelloRateLimiter
 from vpnlab.core.server_batch import BatchReceiving
 from vpnlab.core.server_tap import TapSwitching
 from vpnlab.core.session import (
@@ -103,11 +116,7 @@ class ServerCore(TapSwitching, BatchReceiving):
         if self.switch is not None:
             self.switch.add_port(LOCAL)
         self.isolate_clients = isolate_clients
-        # site to site: networks behind a client, by its tunnel address, most specific first
-        self.client_networks = sorted(
-            ((net, client) for client, nets in (client_networks or {}).items() for net in nets),
-            key=lambda route: -route[0].prefixlen,
-        )
+        self.set_client_networks(client_networks or {})
         self.clock_offset_s = clock_offset_s
         self.static = static
         if (format is None) == (static is None):
@@ -122,6 +131,14 @@ class ServerCore(TapSwitching, BatchReceiving):
         self.finished = False
         self._replies: dict[Address, tuple[bytes, bytes]] = {}  # peer -> (hello, reply)
         self.limiter = HelloRateLimiter()
+        self.load = HandshakeLoad()
+        self.hello_queue: deque[tuple[bytes, Address, float]] = deque()
+        """Hellos past every cheap check, waiting for their Diffie-Hellman (bounded)."""
+        self._budget_now = float("nan")
+        self._budget = 0
+        self._roaming: dict[Address, Session] = {}
+        """Addresses an authentic Hello (or the session's old address) came from: the first
+        datagram from one that opens under the session's keys moves the session there."""
         self._outbox: list[tuple[bytes, Address]] = []
 
     @property
@@ -139,12 +156,30 @@ class ServerCore(TapSwitching, BatchReceiving):
         if self.format is not None and self.format.is_hello(datagram):
             return self._receive_hello(datagram, peer, now)
         if session is None:
-            return self._drop("unknown peer", peer)
+            return self._receive_roaming(datagram, peer, now)
         try:
             kind, packet = session.receive_datagram(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         return self._deliver(session, kind, packet, now)
+
+    def _receive_roaming(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+        """A datagram from an address without a session: if it opens under the keys of the
+        session an authentic Hello from there (or its old address) named, the session moves
+        to it (the address follows the latest authentic datagram); anything else is dropped."""
+        session = self._roaming.get(peer)
+        if session is None:
+            return self._drop("unknown peer", peer)
+        try:
+            kind, packet = session.receive_datagram(datagram, now)
+        except RemoteProtocolError as exc:
+            return self._drop(exc.reason, peer)
+        old = session.peer
+        self._forget(session)
+        session.peer = peer
+        self._add(session)
+        self._roaming[old] = session
+        return [EndpointMoved(old, peer), *self._deliver(session, kind, packet, now)]
 
     def _deliver(self, session: Session, kind: Kind, packet: bytes, now: float) -> list[Event]:
         peer = session.peer
@@ -186,9 +221,9 @@ class ServerCore(TapSwitching, BatchReceiving):
         return events + self._deliver(session, kind, packet, now)
 
     def _receive_hello(self, hello: bytes, peer: Address, now: float) -> list[Event]:
-        """ServerConnection: check the Hello first (it costs nothing else if it is bad), then
-        the rate limit, then an address: the peer's own (identity mode), its session's (a
-        rekey, or a client restarted from the same port), or one from the pool."""
+        """ServerConnection: the cheap checks first (the handshake's ``screen``: mac1, and a
+        cookie reply under load), then the rate limit, then the Diffie-Hellman: now if this
+        wake-up's budget allows it, else in the bounded queue."""
         cached = self._replies.get(peer)
         if cached is not None and cached[0] == hello:
             if not self.limiter.allow(peer[0], now):
@@ -196,40 +231,79 @@ class ServerCore(TapSwitching, BatchReceiving):
             self._outbox.append((cached[1], peer))  # our answer was lost: the same again
             return []
         assert self.handshake is not None
+        if not self.handshake.costly_check:  # plain, PSK: check (cheap) before the rate limit
+            return self._handshake(hello, peer, now, rate_limit=True)
+        try:
+            under_load = self.load.hello(now, len(self.hello_queue))
+            cookie = self.handshake.screen(hello, peer, now + self.clock_offset_s, under_load)
+        except RemoteProtocolError as exc:
+            return self._drop(exc.reason, peer)
+        if cookie:
+            self._outbox.append((cookie, peer))
+            return self._drop("under load: cookie reply sent", peer)
+        if not self.limiter.allow(peer[0], now):
+            return self._drop("hello rate limit", peer)
+        if not self.hello_queue and self._take_budget(now):
+            return self._handshake(hello, peer, now)
+        if len(self.hello_queue) >= constants.HANDSHAKE_QUEUE:
+            return self._drop("handshake queue full", peer)
+        self.hello_queue.append((hello, peer, now))
+        return []
+
+    def _take_budget(self, now: float) -> bool:
+        """One of this wake-up's ``HANDSHAKES_PER_WAKEUP`` Diffie-Hellmans (a wake-up is one
+        ``now``: the loop hands one to everything a select() returned; ``handle_timer``, at
+        the end of each round, has a budget of its own)."""
+        if now != self._budget_now:
+            self._budget_now, self._budget = now, constants.HANDSHAKES_PER_WAKEUP
+        if self._budget <= 0:
+            return False
+        self._budget -= 1
+        return True
+
+    def _answer_queued(self, now: float) -> list[Event]:
+        """The queued Hellos a round's budget allows, oldest first."""
+        self._budget_now, self._budget = now, constants.HANDSHAKES_PER_WAKEUP
+        events: list[Event] = []
+        while self.hello_queue and self._take_budget(now):
+            hello, peer, _ = self.hello_queue.popleft()
+            events += self._handshake(hello, peer, now)
+        return events
+
+    def _handshake(
+        self, hello: bytes, peer: Address, now: float, rate_limit: bool = False
+    ) -> list[Event]:
+        """Check the Hello (identity mode: the Diffie-Hellman), then, with ``rate_limit``,
+        its source's token, then an address: the peer's own (identity mode), its session's
+        (a rekey, or the peer's live session at another address), or the pool's."""
+        assert self.handshake is not None
         try:
             checked = self.handshake.check(hello, now + self.clock_offset_s)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
-        if not self.limiter.allow(peer[0], now):
+        if rate_limit and not self.limiter.allow(peer[0], now):
             return self._drop("hello rate limit", peer)
         old = self.sessions.get(peer)
         if old is not None and old.identity != checked.peer:
             return self._drop("peer address taken", peer)
-        events = self._moved(checked, old)
+        if old is None and checked.peer is not None:
+            old = self.by_address.get(checked.peer.tunnel_address.ip)
         address, refused = self._address_for(checked, old, peer)
         if address is None:
             return self._drop(refused, peer)
         reply, protection = self.handshake.answer(checked, address)
-        if old is not None:
+        if old is not None:  # a rekey, or roaming: the live keys stay until these are used
             old.rekey(protection, now, confirmed=False)
             self.counters.rekeys += 1
+            if old.peer != peer:
+                self._roaming[peer] = old
         else:
             session = self._session(peer, Established(protection, address), now)
             session.identity = checked.peer
             self._add(session)
         self._replies[peer] = (hello, reply)
         self._outbox.append((reply, peer))
-        return [*events, HandshakeCompleted(peer, address)]
-
-    def _moved(self, hello: CheckedHello, old: Session | None) -> list[Event]:
-        """Identity mode: the peer's Hello from a new port ends its session at the old one."""
-        if hello.peer is None or old is not None:
-            return []
-        moved = self.by_address.get(hello.peer.tunnel_address.ip)
-        if moved is None:
-            return []
-        self._forget(moved)
-        return [SessionClosed(moved.peer, "moved")]
+        return [HandshakeCompleted(peer, address)]
 
     def _address_for(
         self, hello: CheckedHello, old: Session | None, peer: Address
@@ -271,6 +345,8 @@ class ServerCore(TapSwitching, BatchReceiving):
         self.by_address.pop(session.tunnel_address.ip, None)
         self.by_address.pop(session.tunnel_address6.ip, None)
         self._replies.pop(session.peer, None)
+        for address in [a for a, s in self._roaming.items() if s is session]:
+            del self._roaming[address]
 
     def _end(self, session: Session, reason: str) -> list[Event]:
         self._forget(session)
@@ -292,6 +368,16 @@ class ServerCore(TapSwitching, BatchReceiving):
             if session.identity is not None and session.identity not in keep:
                 events += self._end(session, "revoked")
         return events
+
+    def set_client_networks(
+        self, client_networks: Mapping[IPv4Address, Sequence[IPv4Network | IPv6Network]]
+    ) -> None:
+        """Site to site: the networks behind each client, by its tunnel address (at start,
+        and whole again when ``peers.toml`` changes: a revoked peer's networks go with it)."""
+        self.client_networks = sorted(  # most specific first
+            ((net, client) for client, nets in client_networks.items() for net in nets),
+            key=lambda route: -route[0].prefixlen,
+        )
 
     def _route(self, destination: IPv4Address | IPv6Address | None) -> Session | None:
         """The client a packet to ``destination`` goes to: its tunnel address, or its network."""
@@ -352,12 +438,16 @@ class ServerCore(TapSwitching, BatchReceiving):
         return queued
 
     def next_timer(self) -> float | None:
-        """The earliest deadline over all sessions (None while no client is connected)."""
+        """The earliest deadline over all sessions (None while no client is connected); at
+        once while Hellos wait in the queue."""
+        if self.hello_queue:
+            return self.hello_queue[0][2]
         return min((s.next_timer() for s in self.sessions.values()), default=None)
 
     def handle_timer(self, now: float) -> list[Event]:
-        """Keepalives for idle sessions; drop the clients silent for 6 s."""
-        events: list[Event] = []
+        """Queued Hellos (this wake-up's budget); keepalives for idle sessions; drop the
+        clients silent for 6 s."""
+        events: list[Event] = self._answer_queued(now)
         if self.switch is not None:
             self.switch.expire(now)
         for session in list(self.sessions.values()):

@@ -64,6 +64,7 @@ class Counters:
     keepalives_sent: int = 0
     keepalives_received: int = 0
     rekeys: int = 0
+    cookies_received: int = 0
     drops: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
@@ -75,6 +76,7 @@ class Counters:
             "keepalives_sent": self.keepalives_sent,
             "keepalives_received": self.keepalives_received,
             "rekeys": self.rekeys,
+            "cookies_received": self.cookies_received,
             "drops": dict(sorted(self.drops.items())),
         }
 

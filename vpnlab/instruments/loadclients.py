@@ -66,6 +66,8 @@ class LoadClient:
     rtt_s: float | None = None
     closed: str | None = None
     bad_replies: int = 0
+    make_core: Callable[[], ClientCore] | None = None
+    """Its own cores (an identity each); None: the driver's."""
 
     @property
     def handshake_s(self) -> float | None:
@@ -90,16 +92,19 @@ class LoadDriver:
         self.selector = selectors.DefaultSelector()
         self.clients: list[LoadClient] = []
 
-    def add(self, sock: socket.socket) -> LoadClient:
-        """A load client on ``sock`` (bound, non-blocking); it connects when told to."""
-        client = LoadClient(self.make_core(), sock)
+    def add(
+        self, sock: socket.socket, make_core: Callable[[], ClientCore] | None = None
+    ) -> LoadClient:
+        """A load client on ``sock`` (bound, non-blocking); it connects when told to.
+        ``make_core``: its own (the identity mode: each load client a peer of its own)."""
+        client = LoadClient((make_core or self.make_core)(), sock, make_core=make_core)
         self.selector.register(sock, selectors.EVENT_READ, client)
         self.clients.append(client)
         return client
 
     def connect(self, client: LoadClient) -> None:
         """ClientConnection: a fresh core sends its Hello now."""
-        client.core = self.make_core()
+        client.core = (client.make_core or self.make_core)()
         client.connected_at = client.ping_at = client.rtt_s = client.closed = None
         client.hello_at = time.monotonic()
         self._events(client, client.core.connect(client.hello_at))

@@ -10,8 +10,10 @@
 --
 --   marker 00000000, type 1, cipher 1|2, 62 bytes   PSK Hello        (vpnlab/wire/handshake.py)
 --   marker 00000000, type 2, cipher 1|2, 59 bytes   PSK Welcome
---   marker 00000000, type 3, cipher 1|2, 114 bytes  identity Hello   (vpnlab/wire/identity.py)
+--   marker 00000000, type 3, cipher 1|2, 146 bytes  identity Hello   (vpnlab/wire/identity.py)
+--                                                    ... its last 32 bytes: mac1, mac2
 --   marker 00000000, type 4, cipher 1|2, 63 bytes   identity Welcome
+--   marker 00000000, type 5, cipher 1|2, 50 bytes   cookie reply     (vpnlab/core/cookie.py)
 --   "VPNLAB/1 <word> ...\n"                          a plain control line (vpnlab/wire/plain.py)
 --
 -- Everything else (ESP, the 0xFF NAT-keepalive, the plain format's raw IP, a message of the
@@ -31,12 +33,14 @@ local PORT = 4500
 local HANDSHAKE = {
   [1] = { message = "Hello", mode = "psk", size = 62 },
   [2] = { message = "Welcome", mode = "psk", size = 59 },
-  [3] = { message = "Hello", mode = "identity", size = 114 },
+  [3] = { message = "Hello", mode = "identity", size = 146 },
   [4] = { message = "Welcome", mode = "identity", size = 63 },
+  [5] = { message = "Cookie reply", mode = "identity", size = 50 },
 }
 local CIPHERS = { [1] = "esp-null", [2] = "esp-aes-gcm" }
 local TYPES = {
   [1] = "PSK Hello", [2] = "PSK Welcome", [3] = "identity Hello", [4] = "identity Welcome",
+  [5] = "identity cookie reply",
 }
 local MAGIC = "VPNLAB/1 "
 local MAX_CONTROL = 64
@@ -62,6 +66,11 @@ local F = {
   ephemeral = ProtoField.bytes("vpnlab.ephemeral", "Noise ephemeral key"),
   encrypted_static = ProtoField.bytes("vpnlab.encrypted_static", "Encrypted static key"),
   encrypted_payload = ProtoField.bytes("vpnlab.encrypted_payload", "Encrypted payload"),
+  mac1 = ProtoField.bytes("vpnlab.mac1", "mac1 (BLAKE2s-128, keyed by the server's key)"),
+  mac2 = ProtoField.bytes("vpnlab.mac2", "mac2 (BLAKE2s-128, keyed by the cookie)"),
+  has_cookie = ProtoField.bool("vpnlab.has_cookie", "mac2 carries a cookie"),
+  nonce = ProtoField.bytes("vpnlab.nonce", "Nonce"),
+  encrypted_cookie = ProtoField.bytes("vpnlab.encrypted_cookie", "Encrypted cookie"),
   magic = ProtoField.string("vpnlab.magic", "Magic"),
   control = ProtoField.string("vpnlab.control", "Control word"),
   argument = ProtoField.string("vpnlab.argument", "Argument"),
@@ -70,7 +79,8 @@ local F = {
 vpnlab.fields = {
   F.marker, F.type, F.message, F.mode, F.cipher, F.timestamp, F.time, F.public_key, F.mac,
   F.client_address, F.prefix, F.address, F.tag, F.ephemeral, F.encrypted_static,
-  F.encrypted_payload, F.magic, F.control, F.argument, F.line,
+  F.encrypted_payload, F.mac1, F.mac2, F.has_cookie, F.nonce, F.encrypted_cookie, F.magic,
+  F.control, F.argument, F.line,
 }
 
 -- The handshake: the six header bytes, then each type's visible fields.
@@ -100,14 +110,22 @@ local BODY = {
     tree:add(F.address, tvb(38, 5), address):set_generated()
     tree:add(F.tag, tvb(43, 16))
   end,
-  [3] = function(tvb, tree) -- identity Hello: Noise e (32), encrypted s (48), payload (28)
+  [3] = function(tvb, tree) -- identity Hello: Noise e (32), s (48), payload (28), mac1, mac2
     tree:add(F.ephemeral, tvb(6, 32))
     tree:add(F.encrypted_static, tvb(38, 48))
     tree:add(F.encrypted_payload, tvb(86, 28))
+    tree:add(F.mac1, tvb(114, 16))
+    tree:add(F.mac2, tvb(130, 16))
+    local zero = tvb(130, 16):bytes():tohex() == string.rep("00", 16)
+    tree:add(F.has_cookie, tvb(130, 16), not zero):set_generated()
   end,
   [4] = function(tvb, tree) -- identity Welcome: Noise e (32), encrypted payload (25)
     tree:add(F.ephemeral, tvb(6, 32))
     tree:add(F.encrypted_payload, tvb(38, 25))
+  end,
+  [5] = function(tvb, tree) -- cookie reply: nonce (12), ChaCha20-Poly1305(cookie) (32)
+    tree:add(F.nonce, tvb(6, 12))
+    tree:add(F.encrypted_cookie, tvb(18, 32))
   end,
 }
 

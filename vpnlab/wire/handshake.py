@@ -38,7 +38,13 @@ from ipaddress import IPv4Address, IPv4Interface
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from vpnlab.core.formats import AnswersHellos, CheckedHello, Established, RandomBytes
+from vpnlab.core.formats import (
+    AnswersHellos,
+    CheckedHello,
+    Established,
+    RandomBytes,
+    SendsHellos,
+)
 from vpnlab.wire.crypto import algorithm, hello_key, hmac_sha256_128, session_keys
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
 
@@ -89,7 +95,7 @@ def _public_bytes(private: X25519PrivateKey) -> bytes:
     return private.public_key().public_bytes_raw()
 
 
-class EspClientHandshake:
+class EspClientHandshake(SendsHellos):
     """ClientConnection: send the Hello, check the Welcome, derive the session.
 
     Args:

@@ -5,20 +5,30 @@ server knows its peers (``peers.toml``: public key -> name, tunnel address, netw
 client's address and its site networks belong to its key, not to the order it connected in.
 The handshake is Noise IKpsk2 (``noise.py``); its keys are expanded into the two ESP SAs::
 
-    Hello (client -> server)
-      0      4      5        6
-      | 0000 | 0x03 | cipher | Noise message 1 (-> e, es, s, ss): 96 bytes + payload (12) |
+    Hello (client -> server, 146 bytes)
+      0      4      5        6                                                    114   130   146
+      | 0000 | 0x03 | cipher | Noise message 1 (-> e, es, s, ss): 96 + payload (12) | mac1 | mac2 |
         payload: the client's inbound SPI (4) | timestamp, microseconds (8)
-    Welcome (server -> client)
+        mac1: MAC(HASH("mac1----" || server public key), bytes 0..113)
+        mac2: MAC(cookie, bytes 0..129), or 16 zero bytes without a cookie
+    Welcome (server -> client, 63 bytes)
       | 0000 | 0x04 | cipher | Noise message 2 (<- e, ee, se, psk): 48 bytes + payload (9) |
         payload: the server's inbound SPI (4) | the client's tunnel IPv4 (4) | prefix (1)
+    Cookie reply (server -> client, under load, instead of a Welcome; 50 bytes)
+      0      4      5        6           18                        50
+      | 0000 | 0x05 | cipher | nonce (12) | ChaCha20-Poly1305(cookie) |  AD: the Hello's mac1
 
-The six header bytes are the Noise prologue: the cipher choice is bound into the handshake.
-They start with the RFC 3948 non-ESP marker, so a handshake message is never taken for ESP
-(nor for a NAT-keepalive). Replays: the server keeps each peer's latest timestamp and answers
-only a larger one (WireGuard's rule), so a recorded Hello gets nothing, however many other
-Hellos come in between, and no clock is compared with another machine's. A Hello from an
-unknown or revoked key, or for another server key, gets no answer at all.
+The MACs are WireGuard's (``core/cookie.py``): the server checks mac1 (one keyed hash)
+before any Diffie-Hellman and drops a Hello without it ("bad mac1"); under load it answers a
+Hello whose mac2 is not this source's cookie with a cookie reply, and the client sends its
+Hello again with mac2. The six header bytes are the Noise prologue: the cipher choice is
+bound into the handshake. They start with the RFC 3948 non-ESP marker, so a handshake
+message is never taken for ESP (nor for a NAT-keepalive). Replays: the server keeps each
+peer's latest timestamp and answers only a larger one (WireGuard's rule), so a recorded
+Hello gets nothing, however many other Hellos come in between, and no clock is compared with
+another machine's. The server's shell keeps these timestamps on disk
+(``server.HelloStamps``), so a restart forgets none. A Hello from an unknown or revoked key,
+or for another server key, gets no answer at all.
 Pure code: keys and randomness come in; no socket, no clock, no os.
 """
 
@@ -29,21 +39,47 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 
+from vpnlab.core.cookie import (
+    COOKIE_REPLY_BODY,
+    MACS_BYTES,
+    CookieChecker,
+    CookieGenerator,
+    source_bytes,
+)
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from vpnlab.core.formats import AnswersHellos, CheckedHello, Established, Peer, RandomBytes
+from vpnlab.core.events import Address
+from vpnlab.core.formats import (
+    AnswersHellos,
+    CheckedHello,
+    Established,
+    Peer,
+    RandomBytes,
+    SendsHellos,
+)
 from vpnlab.wire.crypto import SaKeys, algorithm, sa_key, spi_from
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
 from vpnlab.wire.handshake import CIPHER_IDS
-from vpnlab.wire.noise import HELLO_OVERHEAD, NO_PSK, WELCOME_OVERHEAD, Initiator, Responder
+from vpnlab.wire.noise import (
+    HELLO_OVERHEAD,
+    NO_PSK,
+    WELCOME_OVERHEAD,
+    Initiator,
+    Responder,
+    public_key,
+)
 
 HELLO_TYPE = 3
 WELCOME_TYPE = 4
+COOKIE_TYPE = 5
 HELLO_PREFIX = NON_ESP_MARKER + bytes((HELLO_TYPE,))
 WELCOME_PREFIX = NON_ESP_MARKER + bytes((WELCOME_TYPE,))
+COOKIE_PREFIX = NON_ESP_MARKER + bytes((COOKIE_TYPE,))
 HEADER_BYTES = 6
 HELLO_PAYLOAD = struct.Struct("!IQ")
 WELCOME_PAYLOAD = struct.Struct("!I4sB")
-HELLO_BYTES = HEADER_BYTES + HELLO_OVERHEAD + HELLO_PAYLOAD.size
+NOISE_HELLO_BYTES = HELLO_OVERHEAD + HELLO_PAYLOAD.size
+HELLO_BYTES = HEADER_BYTES + NOISE_HELLO_BYTES + MACS_BYTES
+COOKIE_REPLY_BYTES = HEADER_BYTES + COOKIE_REPLY_BODY
 WELCOME_BYTES = HEADER_BYTES + WELCOME_OVERHEAD + WELCOME_PAYLOAD.size
 PROLOGUE = b"vpnlab/1 identity "
 
@@ -87,8 +123,9 @@ def _session(cipher: str, send: bytes, out_spi: int, receive: bytes, in_spi: int
     )
 
 
-class IdentityClientHandshake:
-    """ClientConnection: the Noise Hello to the pinned server key, then its Welcome."""
+class IdentityClientHandshake(SendsHellos):
+    """ClientConnection: the Noise Hello to the pinned server key, then its Welcome (or,
+    from a server under load, a cookie reply first: the Hello again, with mac2)."""
 
     def __init__(self, cipher: str, identity: ClientIdentity, random_bytes: RandomBytes) -> None:
         self._cipher = cipher
@@ -99,9 +136,11 @@ class IdentityClientHandshake:
         self._hello = b""
         self._spi = 0
         self._established: Established | None = None
+        self._cookies = CookieGenerator(identity.server_public_key)
 
     def hello(self, now: float) -> bytes:
-        """The Hello (a retry returns the same bytes); ``now`` is wall-clock seconds."""
+        """The Hello (a retry returns the same Noise message; its mac2 carries the cookie
+        once a cookie reply came); ``now`` is wall-clock seconds."""
         if not self._hello:
             if not 0 <= now < 2.0**63 / 1e6:
                 raise LocalProtocolError("now out of range for a hello timestamp")
@@ -116,7 +155,22 @@ class IdentityClientHandshake:
             self._spi = spi_from(self._random_bytes(4))
             payload = HELLO_PAYLOAD.pack(self._spi, int(now * 1e6))
             self._hello = self._header + self._initiator.hello(payload)
-        return self._hello
+        return self._cookies.add_macs(self._hello, now)
+
+    def take_cookie(self, datagram: bytes, now: float) -> bool:
+        """A cookie reply to our Hello: keep its cookie (``hello`` then carries mac2).
+
+        Returns:
+            False if ``datagram`` is no cookie reply.
+
+        Raises:
+            RemoteProtocolError: "bad cookie reply" (not for our last Hello), "wrong cipher".
+        """
+        if datagram[:5] != COOKIE_PREFIX or self._established is not None:
+            return False
+        _check_header(datagram, COOKIE_PREFIX, COOKIE_REPLY_BYTES, CIPHER_IDS[self._cipher])
+        self._cookies.consume_reply(datagram[HEADER_BYTES:], now)
+        return True
 
     def receive(self, datagram: bytes, now: float) -> Established:
         """The Welcome: the server proved its key; our address and both SAs.
@@ -150,22 +204,49 @@ class _Hello:
 class IdentityServerHandshake(AnswersHellos):
     """ServerConnection: answer the Hellos of known peers, each with its own address."""
 
+    costly_check = True  # reading a Noise Hello is the Diffie-Hellman
+
     def __init__(self, cipher: str, identity: ServerIdentity, random_bytes: RandomBytes) -> None:
         self._cipher = cipher
         self._cipher_id = CIPHER_IDS[cipher]
         self._header = _header(HELLO_TYPE, self._cipher_id)
         self._welcome_header = _header(WELCOME_TYPE, self._cipher_id)
+        self._cookie_header = _header(COOKIE_TYPE, self._cipher_id)
         self._private = identity.private_key
         self.set_peers(identity.peers)
         self._random_bytes = random_bytes
-        self._latest: dict[bytes, int] = {}  # public key -> the latest Hello timestamp answered
+        self.cookies = CookieChecker(public_key(identity.private_key), random_bytes)
+        self.latest: dict[bytes, int] = {}
+        """Public key -> the latest Hello timestamp answered (the shell keeps it on disk)."""
 
     def set_peers(self, peers: Iterable[Peer]) -> None:
         """The peers answered from now on (``peers.toml`` read again: added, revoked)."""
         self.peers = {peer.public_key: peer for peer in peers}
 
+    def screen(self, datagram: bytes, source: Address, now: float, under_load: bool) -> bytes:
+        """The cheap proofs before any Diffie-Hellman: the header, mac1, and under load mac2.
+
+        Returns:
+            b"" if the Hello may go on to ``check``; a cookie reply to send instead (under
+            load, and mac2 is not ``source``'s cookie).
+
+        Raises:
+            RemoteProtocolError: "not a handshake", "truncated", "oversize", "wrong cipher",
+                "bad mac1".
+        """
+        _check_header(datagram, HELLO_PREFIX, HELLO_BYTES, self._cipher_id)
+        if not self.cookies.check_mac1(datagram):
+            raise RemoteProtocolError("bad mac1")
+        if not under_load:
+            return b""
+        cookie = self.cookies.cookie(source_bytes(*source), now)
+        if self.cookies.check_mac2(datagram, cookie):
+            return b""
+        return self.cookies.reply(self._cookie_header, datagram, cookie)
+
     def check(self, datagram: bytes, now: float) -> CheckedHello:
-        """Is this a Hello of a known peer, newer than its last one?
+        """Is this a Hello of a known peer, newer than its last one? (``screen`` it first:
+        this costs the Diffie-Hellman operations.)
 
         Raises:
             RemoteProtocolError: "not a handshake", "truncated", "oversize", "wrong cipher",
@@ -174,12 +255,12 @@ class IdentityServerHandshake(AnswersHellos):
         """
         _check_header(datagram, HELLO_PREFIX, HELLO_BYTES, self._cipher_id)
         responder = Responder(self._private, self._random_bytes(32), PROLOGUE + self._header)
-        client_key, payload = responder.read_hello(datagram[HEADER_BYTES:])
+        client_key, payload = responder.read_hello(datagram[HEADER_BYTES:-MACS_BYTES])
         peer = self.peers.get(client_key)
         if peer is None:
             raise RemoteProtocolError("unknown peer key")
         client_spi, stamp = HELLO_PAYLOAD.unpack(payload)
-        if stamp <= self._latest.get(client_key, -1):
+        if stamp <= self.latest.get(client_key, -1):
             raise RemoteProtocolError("replayed hello")
         if client_spi < 256:
             raise RemoteProtocolError("bad spi")
@@ -198,7 +279,7 @@ class IdentityServerHandshake(AnswersHellos):
             server_spi, client_address.ip.packed, client_address.network.prefixlen
         )
         message, keys = state.responder.welcome(hello.peer.psk or NO_PSK, payload)
-        self._latest[hello.peer.public_key] = state.stamp
+        self.latest[hello.peer.public_key] = state.stamp
         session = _session(self._cipher, keys.send, state.client_spi, keys.receive, server_spi)
         return self._welcome_header + message, session
 

@@ -29,6 +29,7 @@ from vpnlab.core.formats import (
     Kind,
     Protection,
     RandomBytes,
+    SendsHellos,
 )
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
 
@@ -84,7 +85,7 @@ class PlainProtection:
         return Kind.PACKET, datagram
 
 
-class PlainClientHandshake:
+class PlainClientHandshake(SendsHellos):
     """ClientConnection: send ``HELLO``, accept ``WELCOME <address>``."""
 
     def hello(self, now: float) -> bytes:

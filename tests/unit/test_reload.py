@@ -1,0 +1,126 @@
+"""server.py's peers reload, periodic-task guard and Hello timestamps on disk (issue 27).
+
+Real files in a temporary folder, a real ServerCore; no namespaces (the routes of a reload
+are checked in tests/lab/test_handshake_attacks.py).
+"""
+
+from __future__ import annotations
+
+import io
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from vpnlab.core.errors import VpnlabError
+from vpnlab.core.formats import Peer
+from vpnlab.keys import write_secret
+from vpnlab.peers import PEERS, peers_text, read_peers
+from vpnlab.report import Reporter
+from vpnlab.server import HelloStamps, PeersWatch, guarded
+
+from .test_identity import PEERS as IDENTITY_PEERS
+from .test_identity import SERVER_TUNNEL_ADDRESS, connect, server_core
+
+LAN = IPv4Network("192.168.50.0/24")
+
+
+def folder_with(tmp_path, peers: tuple[Peer, ...]):
+    write_secret(tmp_path / PEERS, peers_text(peers))
+    return tmp_path
+
+
+def watch(tmp_path, core, peers):
+    folder_with(tmp_path, peers)
+    log = io.StringIO()
+    reporter = Reporter("server", None, log)
+    return PeersWatch(tmp_path, SERVER_TUNNEL_ADDRESS, core, reporter), reporter, log
+
+
+def rewrite(watcher: PeersWatch, text: str) -> None:
+    write_secret(watcher.path, text)
+    watcher.stamp = None  # as if the clock ticked (mtime granularity)
+
+
+def test_PeersWatch_a_wrongly_typed_file_changes_nothing_and_says_why(tmp_path):
+    """Issue 27: ``public_key = 5`` is valid TOML; reading it raised AttributeError out of the
+    once-a-second work and ended the server."""
+    core = server_core()
+    watcher, reporter, log = watch(tmp_path, core, IDENTITY_PEERS)
+    connect(core, "alice", 4001)
+    rewrite(watcher, '[[peer]]\nname = "alice"\npublic_key = 5\naddress = "10.8.0.7/24"\n')
+    assert watcher.check(1.0) == []
+    assert len(core.sessions) == 1 and set(core.handshake.peers.values()) == set(IDENTITY_PEERS)
+    error = reporter.fields["peers_error"]
+    assert "public_key" in error and "\n" not in error and "keeping" in error
+    assert "public_key" in log.getvalue()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[[peer]]\nname = 1\npublic_key = "x"\naddress = "10.8.0.7/24"\n',
+        '[[peer]]\nname = "a"\npublic_key = "{key}"\naddress = 7\n',
+        '[[peer]]\nname = "a"\npublic_key = "{key}"\naddress = "10.8.0.7/24"\nnetworks = [5]\n',
+        '[[peer]]\nname = "a"\npublic_key = "{key}"\naddress = "10.8.0.7/24"\npsk = true\n',
+        'peer = "x"\n',
+    ],
+)
+def test_read_peers_refuses_every_wrong_type(tmp_path, text):
+    from vpnlab.peers import encode_key
+
+    write_secret(tmp_path / PEERS, text.format(key=encode_key(bytes(32))))
+    with pytest.raises(VpnlabError):
+        read_peers(tmp_path)
+
+
+def test_PeersWatch_a_revoked_peers_networks_go_with_it(tmp_path):
+    """Issue 27: a reload kept the old ``client_networks``: a new peer at a revoked peer's
+    address received the old LAN's traffic."""
+    alice, bob = IDENTITY_PEERS
+    site = Peer(alice.name, alice.public_key, alice.tunnel_address, (LAN,))
+    core = server_core()
+    watcher, reporter, _ = watch(tmp_path, core, (site, bob))
+    rewrite(watcher, peers_text((site, bob)))
+    watcher.check(1.0)
+    assert (LAN, IPv4Address("10.8.0.7")) in core.client_networks
+    newcomer = Peer("carol", bob.public_key, alice.tunnel_address)  # alice's address, no LAN
+    rewrite(watcher, peers_text((newcomer,)))
+    watcher.check(2.0)
+    assert core.client_networks == [] and reporter.fields["peers_error"] is None
+
+
+def test_guarded_counts_a_bug_and_goes_on():
+    core = server_core()
+    log = io.StringIO()
+
+    def broken(now: float):
+        raise KeyError("x")
+
+    task = guarded("peers", broken, core, Reporter("server", None, log))
+    assert task(1.0) == [] and task(2.0) == []
+    assert core.counters.drops["bug: peers: KeyError"] == 2
+    assert log.getvalue().count("bug: peers") == 1
+
+
+def test_HelloStamps_a_recorded_hello_is_refused_after_a_restart(tmp_path):
+    """Issue 27: the timestamps were in memory only, so a recorded Hello was answered once
+    more after every restart."""
+    from .test_identity import NOW, SERVER, ClientCore, client_format, seeded_random
+
+    first = server_core()
+    stamps = HelloStamps(tmp_path, first)
+    client = ClientCore(
+        SERVER, client_format("alice").client_handshake(seeded_random(7)), clock_offset_s=NOW
+    )
+    client.connect(0.0)
+    ((hello, _),) = client.datagrams_to_send()
+    first.receive_datagram(hello, ("192.0.2.2", 4500), 0.0)
+    assert first.sessions
+    stamps.save()  # what the server does before the Welcome leaves
+    assert stamps.unsynced
+    stamps.sync(1.0)  # and once a second, onto the disk
+    assert not stamps.unsynced
+    restarted = server_core()
+    HelloStamps(tmp_path, restarted)
+    events = restarted.receive_datagram(hello, ("192.0.2.2", 4500), 5.0)
+    assert [e.reason for e in events] == ["replayed hello"] and not restarted.sessions

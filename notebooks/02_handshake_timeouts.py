@@ -257,8 +257,9 @@ lab.record("identity_hellos", kinds.count("Hello"))
 lab.record("esp_spis", len({k for k in kinds if k.startswith("ESP")}))
 
 # %% [markdown]
-# The first Hello (146 bytes: the Noise message and its two MACs) and Welcome (63 bytes) open the session; ESP follows, with one
-# SPI per direction. About 10 s later the client sends a new Hello: the rekey. From then on
+# The first Hello (146 bytes: the Noise message and its two MACs) and Welcome (63 bytes)
+# open the session; ESP follows, with one SPI per direction. About 10 s later the client
+# sends a new Hello: the rekey. From then on
 # the datagrams carry two new SPIs (the old keys still open late datagrams for 15 s). A Hello
 # from a key that is not in `peers.toml`, a replayed Hello, or one for another server's key
 # gets no answer at all.

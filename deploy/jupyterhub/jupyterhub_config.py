@@ -69,6 +69,9 @@ c.Spawner.environment = {
 }
 c.Spawner.environment |= {"VPNLAB_PYTHON": PYTHON, "VPNLAB_COURSE": str(COURSE)}
 c.Spawner.environment["VPNLAB_PREFIX"] = "nb-"
+# A student's server without the instructor's server extensions (nbgrader's formgrader alone
+# costs a second of CPU per start) and without the language-server probe: docs/performance.md.
+c.Spawner.environment["JUPYTER_CONFIG_PATH"] = str(REPO / "deploy/jupyterhub/student-server")
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 

@@ -10,7 +10,11 @@ from vpnlab.course.bench_report import format_table
 from vpnlab.course.classload import CLASS_PREFIX, MAX_CLIENTS, class_load, format_class_load
 from vpnlab.course.footprint import FOOTPRINT_PREFIX, IDLE_S, footprint, format_footprint
 
+MAX_STUDENTS = 200
+"""``--class-hub``: at most this many Unix users are made (the benchmark removes them all)."""
+
 MAX_IDLE_S = 300.0
+MAX_STAGGER_S = 600.0
 
 
 def idle_seconds(text: str) -> float:
@@ -26,6 +30,22 @@ def client_count(text: str) -> int:
     value = int(text)
     if not 1 <= value <= MAX_CLIENTS:
         raise argparse.ArgumentTypeError(f"must be 1 to {MAX_CLIENTS}")
+    return value
+
+
+def student_count(text: str) -> int:
+    """``--class-hub``: 1 to MAX_STUDENTS real Unix users."""
+    value = int(text)
+    if not 1 <= value <= MAX_STUDENTS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_STUDENTS}")
+    return value
+
+
+def stagger_seconds(text: str) -> float:
+    """``--stagger-seconds``: 0 to MAX_STAGGER_S."""
+    value = float(text)
+    if not 0 <= value <= MAX_STAGGER_S:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_STAGGER_S:g}")
     return value
 
 
@@ -52,6 +72,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"instead: one server, a class of N load clients (default N {MAX_CLIENTS}): "
         "handshake latency one after another and all at once, RSS per client, idle CPU",
+    )
+    p.add_argument(
+        "--class-hub",
+        type=student_count,
+        nargs="?",
+        const=40,
+        metavar="N",
+        help="instead: a class of N (default 40) real Unix users on a real JupyterHub, each "
+        "logging in and running notebook 00's first lab cell (vpnlab/course/classhub.py)",
+    )
+    p.add_argument(
+        "--python",
+        type=Path,
+        default=Path("/opt/vpnlab-bench/bin/python"),
+        help="--class-hub: the Python of the hub and the students, with vpnlab[course,hub], "
+        "outside any 0700 home (default %(default)s)",
+    )
+    p.add_argument(
+        "--proxy", help="--class-hub: configurable-http-proxy (default: beside --python)"
+    )
+    p.add_argument(
+        "--stagger-seconds",
+        type=stagger_seconds,
+        default=60.0,
+        help="--class-hub: the logins are spread over this many seconds (default %(default)s)",
     )
     p.add_argument(
         "--idle-seconds",
@@ -84,6 +129,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Only the module of the benchmark asked for is imported."""
+    if args.class_hub:
+        from vpnlab.course.classhub import class_hub, format_class_hub
+
+        document = class_hub(args.class_hub, args.python, args.stagger_seconds, args.proxy)
+        print(format_class_hub(document))
+        return 0 if all(r["failure"] is None for r in document["results"]) else 1
     if args.clients:
         document = class_load(args.clients, args.prefix or CLASS_PREFIX, args.idle_seconds)
         print(format_class_load(document))

@@ -16,12 +16,11 @@ from typing import Any
 
 from vpnlab.core.errors import LabError
 from vpnlab.core.pool import tunnel_address6
-from vpnlab.lab.build import build, listening, log_tail, start_daemon
+from vpnlab.lab.build import build, listening, start_daemon
 from vpnlab.lab.inspection import status
-from vpnlab.lab.nodes import check_environment, run_in, wait_for
+from vpnlab.lab.nodes import check_environment, run_in
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
-    alive,
     check_prefix,
     load,
     new_record,
@@ -32,7 +31,7 @@ from vpnlab.lab.state import (
     topology_of,
 )
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology
-from vpnlab.lab.vpn import SERVER_WAIT_S, start_vpn
+from vpnlab.lab.vpn import start_vpn, wait_started
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 
 
@@ -87,11 +86,8 @@ def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
     argv = [sys.executable, "-m", "vpnlab", "whoami", "--listen", listen]
     argv += ["--port", str(topo.web_port)]
     pid = start_daemon(prefix, record, "whoami", topo.web, argv)
-    if not wait_for(
-        lambda: listening(pid, topo.web_port) or not alive(pid), SERVER_WAIT_S
-    ) or not alive(pid):
-        log = record["daemons"]["whoami"]["log"]
-        raise LabError(f"who-am-I did not start on {topo.web}:\n{log_tail(log)}")
+    log = record["daemons"]["whoami"]["log"]
+    wait_started(f"who-am-I on {topo.web}", pid, log, lambda: listening(pid, topo.web_port))
 
 
 # --- proof that it works ------------------------------------------------------------------------

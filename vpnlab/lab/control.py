@@ -87,7 +87,9 @@ def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
     argv += ["--port", str(topo.web_port)]
     pid = start_daemon(prefix, record, "whoami", topo.web, argv)
     log = record["daemons"]["whoami"]["log"]
-    wait_started(f"who-am-I on {topo.web}", pid, log, lambda: listening(pid, topo.web_port))
+    took = wait_started(f"who-am-I on {topo.web}", pid, log, lambda: listening(pid, topo.web_port))
+    record["daemons"]["whoami"]["startup_s"] = round(took, 3)
+    save(record)
 
 
 # --- proof that it works ------------------------------------------------------------------------

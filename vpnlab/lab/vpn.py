@@ -278,7 +278,9 @@ def _start_server(prefix: str, record: dict[str, Any], argv: list[str]) -> None:
     path = state_dir(prefix) / "server.json"
     pid = start_daemon(prefix, record, "server", server, argv)
     log = record["daemons"]["server"]["log"]
-    wait_started(f"the VPN server on {server}", pid, log, path.exists)
+    took = wait_started(f"the VPN server on {server}", pid, log, path.exists)
+    record["daemons"]["server"]["startup_s"] = round(took, 3)
+    save(record)
 
 
 def _start_client(prefix: str, record: dict[str, Any], node: str, argv: list[str]) -> None:
@@ -298,7 +300,9 @@ def _start_client(prefix: str, record: dict[str, Any], node: str, argv: list[str
         closed = [line for line in this_start.splitlines() if "-> closed" in line]
         return f"did not connect ({closed[0].strip()})" if closed else None
 
-    wait_started(f"the VPN client on {node}", pid, log, connected, gave_up)
+    took = wait_started(f"the VPN client on {node}", pid, log, connected, gave_up)
+    record["daemons"][name]["startup_s"] = round(took, 3)
+    save(record)
 
 
 def wait_started(
@@ -308,17 +312,18 @@ def wait_started(
     ready: Callable[[], bool],
     gave_up: Callable[[], str | None] = lambda: None,
     deadline_s: float = STARTUP_DEADLINE_S,
-) -> None:
-    """Wait while the daemon ``pid`` is alive and still starting, until ``ready()``.
+) -> float:
+    """Wait while the daemon ``pid`` is alive and still starting, until ``ready()``; returns
+    the seconds it took (its start-up time, kept in the record: ``vpnlab bench --footprint``).
 
     Raises LabError naming the daemon and its node, the cause (it exited, it gave up, or the
     deadline passed while it was still starting) and the last lines of its log.
     """
     start = time.monotonic()
     wait_for(lambda: ready() or not alive(pid) or gave_up() is not None, deadline_s, POLL_S)
-    if ready():
-        return
     elapsed = time.monotonic() - start
+    if ready():
+        return elapsed
     if not alive(pid):
         cause = f"exited after {elapsed:.1f} s"
     else:

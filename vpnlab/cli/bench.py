@@ -73,31 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"instead: one server, a class of N load clients (default N {MAX_CLIENTS}): "
         "handshake latency one after another and all at once, RSS per client, idle CPU",
     )
-    p.add_argument(
-        "--class-hub",
-        type=student_count,
-        nargs="?",
-        const=40,
-        metavar="N",
-        help="instead: a class of N (default 40) real Unix users on a real JupyterHub, each "
-        "logging in and running notebook 00's first lab cell (vpnlab/course/classhub.py)",
-    )
-    p.add_argument(
-        "--python",
-        type=Path,
-        default=Path("/opt/vpnlab-bench/bin/python"),
-        help="--class-hub: the Python of the hub and the students, with vpnlab[course,hub], "
-        "outside any 0700 home (default %(default)s)",
-    )
-    p.add_argument(
-        "--proxy", help="--class-hub: configurable-http-proxy (default: beside --python)"
-    )
-    p.add_argument(
-        "--stagger-seconds",
-        type=stagger_seconds,
-        default=60.0,
-        help="--class-hub: the logins are spread over this many seconds (default %(default)s)",
-    )
+    _add_class_hub(p)
     p.add_argument(
         "--idle-seconds",
         type=idle_seconds,
@@ -126,6 +102,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mtu", type=int, default=MTU, help="tun MTU of every tunnel")
     p.set_defaults(func=cmd_bench)
+
+
+def _add_class_hub(p: argparse.ArgumentParser) -> None:
+    """``--class-hub [N] [--python PY] [--proxy PATH] [--stagger-seconds S]``."""
+    p.add_argument(
+        "--class-hub",
+        type=student_count,
+        nargs="?",
+        const=40,
+        metavar="N",
+        help="instead: a class of N (default 40) real Unix users on a real JupyterHub, each "
+        "logging in and running notebook 00's first lab cell (vpnlab/course/classhub.py)",
+    )
+    p.add_argument(
+        "--python",
+        type=Path,
+        default=Path("/opt/vpnlab-bench/bin/python"),
+        help="--class-hub: the Python of the hub and the students, with vpnlab[course,hub], "
+        "outside any 0700 home (default %(default)s)",
+    )
+    p.add_argument(
+        "--proxy", help="--class-hub: configurable-http-proxy (default: beside --python)"
+    )
+    p.add_argument(
+        "--stagger-seconds",
+        type=stagger_seconds,
+        default=60.0,
+        help="--class-hub: the logins are spread over this many seconds (default %(default)s)",
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -204,10 +204,8 @@ def start_vpn(
     ``mode`` ``"tap"`` (default: as last started, else ``"tun"``; ``--mode tap`` in both
     ``server_args`` and ``client_args`` counts too) makes both ends carry Ethernet frames.
 
-    Stops VPN daemons already running first. Waits until every client's status file says
-    ``connected``, as long as the client is alive and still trying (:func:`wait_started`).
-    Returns the tunnel part of :func:`status`. Raises LabError with the end of the daemon's log
-    when it dies or does not connect.
+    Stops VPN daemons already running first. Waits until every client says ``connected`` while
+    it is alive and trying (:func:`wait_started`). Returns the tunnel part of :func:`status`.
     """
     check_environment()
     cipher = cipher or record_of(prefix).get("cipher") or DEFAULT_CIPHER

@@ -68,7 +68,7 @@ SERVER_TIMEOUT_S = 300
 answer; the hub still reports a server that exits at once (the spawner polls its process)."""
 USER_PREFIX = "vcb"
 SERVER_IP = "198.51.100.2"
-SERVER_PSS_CORES, SERVER_GIB = 8, 32
+SERVER_CORES, SERVER_GIB = 8, 32
 CELL = """
 import json, os, shutil
 from vpnlab.course import figures
@@ -594,12 +594,12 @@ def format_class_hub(document: dict[str, Any]) -> str:
     ]
     if with_lab and cpu == cpu:
         by_memory = int(SERVER_GIB * 1024 * 0.9 / max(with_lab))
-        by_cpu = int(SERVER_PSS_CORES * document["wall_s"] / cpu)
+        per_minute = int(SERVER_CORES * 60 / cpu)
         lines.append(
-            f"an {SERVER_PSS_CORES}-core/{SERVER_GIB} GB server: {by_memory} students with a "
-            f"lab up by memory (90 % of {SERVER_GIB} GiB, the largest PSS), {by_cpu} logging "
-            f"in and running this cell within the same {document['wall_s']:.0f} s by CPU "
-            f"({SERVER_PSS_CORES} cores x {document['wall_s']:.0f} s / {cpu:.2f} CPU s)"
+            f"an {SERVER_CORES}-core/{SERVER_GIB} GB server: memory holds {by_memory} students "
+            f"with a lab up (90 % of {SERVER_GIB} GiB / the largest PSS with a lab); CPU lets "
+            f"{per_minute} log in and run this cell within one minute ({SERVER_CORES} cores x "
+            f"60 s / {cpu:.2f} CPU s, every core busy)"
         )
     during = document["load_during"]
     lines.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, run_bench
@@ -139,7 +140,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from vpnlab.course.classhub import class_hub, format_class_hub
 
         document = class_hub(args.class_hub, args.python, args.stagger_seconds, args.proxy)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "class-hub.json").write_text(json.dumps(document, indent=2, default=str))
         print(format_class_hub(document))
+        print(f"\nraw results: {args.out / 'class-hub.json'}")
         return 0 if all(r["failure"] is None for r in document["results"]) else 1
     if args.clients:
         document = class_load(args.clients, args.prefix or CLASS_PREFIX, args.idle_seconds)

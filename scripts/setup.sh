@@ -187,6 +187,10 @@ system_venv() {
     tail -n 20 "$log" >&2
     die "pip could not install the class install (full log: $log)"
   fi
+  # rfc3987-syntax (pulled in by jsonschema[format-nongpl] for jupyter_events) builds about 35
+  # parsers at import: 1.1 CPU s in every student's server start, for a format no Jupyter
+  # schema uses (jupyter_server#1559; docs/performance.md, "A class at once").
+  "$venv/bin/python" -m pip uninstall -q -y rfc3987-syntax >>"$log" 2>&1 || true
 }
 
 system_proxy() {
@@ -245,6 +249,10 @@ setup_system() {
   system_grader
   install -m 755 "$VPNLAB_ROOT/deploy/start-singleuser.sh" "$SYSTEM_PREFIX/bin/vpnlab-start-singleuser"
   install -m 644 "$VPNLAB_ROOT"/deploy/jupyterhub/*.py "$SYSTEM_PREFIX/jupyterhub/"
+  # a student's server without the instructor's extensions (jupyterhub_config.py)
+  install -d "$SYSTEM_PREFIX/jupyterhub/student-server"
+  install -m 644 "$VPNLAB_ROOT"/deploy/jupyterhub/student-server/* \
+    "$SYSTEM_PREFIX/jupyterhub/student-server/"
   chown -R root:root "$SYSTEM_PREFIX"
   chmod -R u+w,go-w,a+rX "$SYSTEM_PREFIX"
   chmod 755 "$SYSTEM_PREFIX"

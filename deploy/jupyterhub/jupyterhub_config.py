@@ -134,8 +134,14 @@ c.Spawner.environment |= {
     "VPNLAB_COURSE": str(COURSE),
     "VPNLAB_MAX_LABS": setting("LABS", "3"),
 }
-c.Spawner.start_timeout = 60
-c.Spawner.http_timeout = 60
+# A student's server without the instructor's server extensions (nbgrader's formgrader alone
+# costs a second of CPU per start) and without the language-server probe: docs/performance.md.
+c.Spawner.environment["JUPYTER_CONFIG_PATH"] = str(Path(__file__).with_name("student-server"))
+# A spawn that cannot work fails within seconds (check_student, before it starts); one that
+# works may wait behind a class logging in at once: 40 on 2 cores were ready in 57 s at worst
+# under load (docs/performance.md), so the limits leave room and never cut a start that runs.
+c.Spawner.start_timeout = 300
+c.Spawner.http_timeout = 300
 c.Spawner.pre_spawn_hook = lambda spawner: check_student(spawner, [str(COURSE)])
 
 MEMORY = parse_bytes(setting("MEM", "2G"))

@@ -12,6 +12,9 @@ from vpnlab.course.classload import CLASS_PREFIX, MAX_CLIENTS, class_load, forma
 from vpnlab.course.flood import FLOOD_PREFIX, FLOOD_S, FLOODS, flood_bench, format_flood
 from vpnlab.course.footprint import FOOTPRINT_PREFIX, IDLE_S, footprint, format_footprint
 
+MAX_STUDENTS = 200
+"""``--class-hub``: at most this many Unix users are made (the benchmark removes them all)."""
+
 MAX_IDLE_S = 300.0
 MAX_FLOOD_S = 60.0
 
@@ -22,6 +25,9 @@ def flood_seconds(text: str) -> float:
     if not 5 <= value <= MAX_FLOOD_S:
         raise argparse.ArgumentTypeError(f"must be 5 to {MAX_FLOOD_S:g}")
     return value
+
+
+MAX_STAGGER_S = 600.0
 
 
 def idle_seconds(text: str) -> float:
@@ -37,6 +43,22 @@ def client_count(text: str) -> int:
     value = int(text)
     if not 1 <= value <= MAX_CLIENTS:
         raise argparse.ArgumentTypeError(f"must be 1 to {MAX_CLIENTS}")
+    return value
+
+
+def student_count(text: str) -> int:
+    """``--class-hub``: 1 to MAX_STUDENTS real Unix users."""
+    value = int(text)
+    if not 1 <= value <= MAX_STUDENTS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_STUDENTS}")
+    return value
+
+
+def stagger_seconds(text: str) -> float:
+    """``--stagger-seconds``: 0 to MAX_STAGGER_S."""
+    value = float(text)
+    if not 0 <= value <= MAX_STAGGER_S:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_STAGGER_S:g}")
     return value
 
 
@@ -65,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "handshake latency one after another and all at once, RSS per client, idle CPU",
     )
     _add_flood(p)
+    _add_class_hub(p)
     p.add_argument(
         "--idle-seconds",
         type=idle_seconds,
@@ -112,7 +135,46 @@ def _add_flood(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_class_hub(p: argparse.ArgumentParser) -> None:
+    """``--class-hub [N] [--python PY] [--proxy PATH] [--stagger-seconds S]``."""
+    p.add_argument(
+        "--class-hub",
+        type=student_count,
+        nargs="?",
+        const=40,
+        metavar="N",
+        help="instead: a class of N (default 40) real Unix users on a real JupyterHub, each "
+        "logging in and running notebook 00's first lab cell (vpnlab/course/classhub.py)",
+    )
+    p.add_argument(
+        "--python",
+        type=Path,
+        default=Path("/opt/vpnlab-bench/bin/python"),
+        help="--class-hub: the Python of the hub and the students, with vpnlab[course,hub], "
+        "outside any 0700 home (default %(default)s)",
+    )
+    p.add_argument(
+        "--proxy", help="--class-hub: configurable-http-proxy (default: beside --python)"
+    )
+    p.add_argument(
+        "--stagger-seconds",
+        type=stagger_seconds,
+        default=60.0,
+        help="--class-hub: the logins are spread over this many seconds (default %(default)s)",
+    )
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Only the module of the benchmark asked for is imported."""
+    if args.class_hub:
+        from vpnlab.course.classhub import class_hub, format_class_hub
+
+        document = class_hub(args.class_hub, args.python, args.stagger_seconds, args.proxy)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "class-hub.json").write_text(json.dumps(document, indent=2, default=str))
+        print(format_class_hub(document))
+        print(f"\nraw results: {args.out / 'class-hub.json'}")
+        return 0 if all(r["failure"] is None for r in document["results"]) else 1
     if args.flood:
         count = args.clients or MAX_CLIENTS
         document = flood_bench(args.prefix or FLOOD_PREFIX, count, args.flood_seconds)

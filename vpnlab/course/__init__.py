@@ -14,6 +14,8 @@
     bench      the benchmark against OpenVPN (``vpnlab bench``, ``scripts/bench.sh``)
     footprint  what a lab costs a class (``vpnlab bench --footprint``)
     classload  one server, a whole class of load clients (``vpnlab bench --clients``)
+    classhub   a class at once on a real hub: N Unix users log in and run notebook 00
+               (``vpnlab bench --class-hub``)
     meltdown   the TCP-meltdown experiment, UDP against TCP transport (``vpnlab meltdown``)
     check      ``vpnlab check``: the end-to-end checks of a lab (a troubleshooting lab's repair)
     report     ``vpnlab check --report``: a student's progress per SEED VPN lab task

@@ -15,6 +15,7 @@ limit). Then:
     all at once         every client says Bye, then all N Hellos at once, then all N pings
 
 Every phase is bounded in time; a client that did not connect or got no reply is counted.
+The whole class as students meet it (real users, a hub, their notebooks) is ``classhub.py``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ In a lab of its own (prefix ``vfoot-``, removed at the end, also when something 
 
     lab up / lab down    wall-clock seconds of ``lab.up`` (with the VPN, default cipher) and
                          ``lab.down``
+    CPU of lab up        CPU seconds of ``lab.up``: this process, the commands it ran and
+                         reaped (ip, nft, sysctl), and the daemons it started, up to their start
+    start-up             per daemon, seconds from its start to ready (the server's status
+                         file, the client connected, who-am-I listening): ``lab.up`` records it
     RSS                  VmRSS (/proc/PID/status) of each daemon of the record (server, every
                          client, who-am-I) and the sum over every process in the lab's namespaces
     idle CPU             utime + stime (/proc/PID/stat) of those processes over an idle window
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +70,14 @@ def idle_cpu_percent(pids: list[int], seconds: float) -> float:
     return 100 * used / os.sysconf("SC_CLK_TCK") / elapsed
 
 
+def own_cpu_s() -> float:
+    """CPU seconds of this process and of the children it reaped."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
+
+
 def measure(pids_of: dict[str, int], prefix: str, idle_s: float) -> dict[str, Any]:
     """RSS of each daemon and of the whole lab, then its idle CPU (the lab is up)."""
     processes = lab_processes(prefix)
@@ -91,12 +104,17 @@ def footprint(
         "idle_s": idle_s,
     }
     progress(f"footprint: lab up ({prefix}, VPN, {cipher}) ...")
-    start = time.monotonic()
+    start, cpu = time.monotonic(), own_cpu_s()
     try:
         lab.up(prefix=prefix, cipher=cipher)
         document["up_s"] = round(time.monotonic() - start, 2)
         daemons = (load(prefix) or {}).get("daemons", {})
         pids_of = {name: info["pid"] for name, info in daemons.items()}
+        daemons_cpu = sum(cpu_ticks(pid) for pid in pids_of.values()) / os.sysconf("SC_CLK_TCK")
+        document["up_cpu_s"] = round(own_cpu_s() - cpu + daemons_cpu, 2)
+        document["startup_s"] = {
+            name: info["startup_s"] for name, info in daemons.items() if "startup_s" in info
+        }
         progress(f"footprint: up in {document['up_s']} s; idle for {idle_s} s ...")
         document.update(measure(pids_of, prefix, idle_s))
     finally:
@@ -112,7 +130,16 @@ def format_footprint(document: dict[str, Any]) -> str:
     mib = 1024
     rows = [
         (f"lab up (VPN, {document['cipher']})", f"{document['up_s']:.2f}", "s"),
+        (
+            "CPU of lab up (this process, its commands, the daemons)",
+            f"{document['up_cpu_s']:.2f}",
+            "s",
+        ),
         ("lab down", f"{document['down_s']:.2f}", "s"),
+        *(
+            (f"start-up {name} (start to ready)", f"{seconds:.2f}", "s")
+            for name, seconds in sorted(document["startup_s"].items())
+        ),
         *(
             (f"RSS {name}", f"{kb / mib:.1f}", "MiB")
             for name, kb in sorted(document["rss_kb"].items())

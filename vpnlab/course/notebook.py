@@ -66,6 +66,9 @@ RESULTS_ENV = "VPNLAB_COURSE_RESULTS"
 """If set: a folder where each notebook writes ``<name>.json`` with its key results."""
 CLONE_NEWNET = 0x40000000
 COMMAND_TIMEOUT_S = 60.0
+UP_TIMEOUT_S = 600.0
+"""``lab up`` waits for its daemons as long as they make progress (``vpnlab/lab/vpn.py``); this
+is only the bound on the whole command, for a machine a whole class shares."""
 
 
 class CourseError(VpnlabError):
@@ -115,15 +118,34 @@ class CourseLab:
         self.results_file = Path(folder) / f"{name}.json" if folder else None
 
     # lab commands
-    def vpnlab(self, *args: str, check: bool = True, show: bool = True) -> str:
-        """``vpnlab ARGS --prefix P`` (a lab subcommand), its output printed and returned."""
+    def vpnlab(
+        self,
+        *args: str,
+        check: bool = True,
+        show: bool = True,
+        timeout_s: float = COMMAND_TIMEOUT_S,
+    ) -> str:
+        """``vpnlab ARGS --prefix P`` (a lab subcommand), its output printed and returned.
+
+        A failure raises CourseError with the command's whole output (its stderr last: the
+        error line, the node, the daemon's log), which is what the notebook shows under the cell.
+        """
         argv = [sys.executable, "-m", "vpnlab", *args, "--prefix", self.prefix]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-        out = (done.stdout + done.stderr).rstrip()
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            out = "".join(
+                part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                for part in (exc.stdout, exc.stderr)
+            )
+            raise CourseError(
+                f"vpnlab {' '.join(args)} did not finish in {timeout_s:.0f} s:\n{out}".rstrip()
+            ) from None
+        out = (done.stdout.rstrip() + "\n" + done.stderr.rstrip()).strip()
         if show and out:
             print(out)
         if check and done.returncode != 0:
-            raise CourseError(f"vpnlab {' '.join(args)} failed: {out.splitlines()[-1:]}")
+            raise CourseError(f"vpnlab {' '.join(args)} failed (exit {done.returncode}):\n{out}")
         return Output(out)
 
     def up(
@@ -146,8 +168,9 @@ class CourseLab:
         args += ["--site-to-site"] if site_to_site else []
         args += ["--clients", str(clients)] if clients != 1 else []
         args += ["--mode", mode] if mode != "tun" else []
-        self.vpnlab(*args, show=False)
-        return self.status()
+        out = self.vpnlab(*args, "--json", show=False, timeout_s=UP_TIMEOUT_S)
+        status, _ = json.JSONDecoder().raw_decode(out, out.index("{"))  # as `lab status --json`
+        return status
 
     def down(self) -> str:
         """CleanUp: remove the lab (namespaces, daemons, state)."""

@@ -24,13 +24,42 @@ facade: it imports from the modules below, and none of them imports it.
 
 from __future__ import annotations
 
-from vpnlab.lab.control import down, up, verify
-from vpnlab.lab.inspection import format_status, format_verify, status
-from vpnlab.lab.nodes import exec_in
-from vpnlab.lab.state import DEFAULT_PREFIX
-from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology, load_topology, make_topology
-from vpnlab.lab.vpn import route_back, start_vpn, stop_vpn
-from vpnlab.wire.ciphers import CIPHERS
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "down": "control",
+    "up": "control",
+    "verify": "control",
+    "format_status": "inspection",
+    "format_verify": "inspection",
+    "status": "inspection",
+    "exec_in": "nodes",
+    "DEFAULT_PREFIX": "state",
+    "DEFAULT_TOPOLOGY": "topology",
+    "Topology": "topology",
+    "load_topology": "topology",
+    "make_topology": "topology",
+    "route_back": "vpn",
+    "start_vpn": "vpn",
+    "stop_vpn": "vpn",
+}
+"""Each name of the facade and its module: imported when first used (PEP 562), so that
+``import vpnlab.lab.state`` (the rootless forwarder, a notebook's helpers) does not load the
+VPN's keys, cryptography and the builder along with it."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CIPHERS":
+        from vpnlab.wire.ciphers import CIPHERS
+
+        return CIPHERS
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vpnlab.lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"vpnlab.lab.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_PREFIX",

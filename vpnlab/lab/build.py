@@ -46,6 +46,10 @@ def build(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
     from pyroute2 import netns
     from pyroute2.netlink.exceptions import NetlinkError
 
+    # pyroute2 forks a child per namespace operation, and each child that has no libc yet runs
+    # ctypes' find_library, that is `ldconfig -p` (27 processes a lab up): load it once here,
+    # the children inherit it
+    netns._get_libc()
     try:
         for node in topo.nodes:
             ns = namespace(prefix, node.name)

@@ -16,14 +16,13 @@ from typing import Any
 
 from vpnlab.core.errors import LabError
 from vpnlab.core.pool import tunnel_address6
-from vpnlab.lab.build import build, listening, log_tail, start_daemon
+from vpnlab.lab.build import build, listening, start_daemon
 from vpnlab.lab.draw import WHOAMI_TOKEN, draw
 from vpnlab.lab.inspection import status
-from vpnlab.lab.nodes import check_environment, run_in, wait_for
+from vpnlab.lab.nodes import check_environment, run_in
 from vpnlab.lab.rootless import check_lab_limit, labs_here
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
-    alive,
     check_prefix,
     load,
     new_record,
@@ -34,7 +33,7 @@ from vpnlab.lab.state import (
     topology_of,
 )
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology
-from vpnlab.lab.vpn import SERVER_WAIT_S, start_vpn
+from vpnlab.lab.vpn import start_vpn, wait_started
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 
 
@@ -92,11 +91,10 @@ def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
     argv += ["--port", str(topo.web_port)]
     argv += ["--token", str(record.get("drawn", {}).get(WHOAMI_TOKEN, ""))]
     pid = start_daemon(prefix, record, "whoami", topo.web, argv)
-    if not wait_for(
-        lambda: listening(pid, topo.web_port) or not alive(pid), SERVER_WAIT_S
-    ) or not alive(pid):
-        log = record["daemons"]["whoami"]["log"]
-        raise LabError(f"who-am-I did not start on {topo.web}:\n{log_tail(log)}")
+    log = record["daemons"]["whoami"]["log"]
+    took = wait_started(f"who-am-I on {topo.web}", pid, log, lambda: listening(pid, topo.web_port))
+    record["daemons"]["whoami"]["startup_s"] = round(took, 3)
+    save(record)
 
 
 # --- proof that it works ------------------------------------------------------------------------

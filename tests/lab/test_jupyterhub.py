@@ -271,9 +271,10 @@ def test_students_each_notebook_owns_its_lab(tmp_path):
                 whoami = hub.execute(name, WHOAMI_CELL.format(name=notebook)).strip()
                 assert whoami == f"you are {SERVER_IP}", (name, notebook)
         refused = hub.execute(s0.pw_name, REFUSED_CELL).strip().splitlines()
-        assert len(refused) == 1, refused  # one line, naming the limit and the way out
-        assert "2 labs up already (nb00-, nb01-)" in refused[0]
-        assert "the most you may have at once is 2" in refused[0]
+        # the command that failed, then its error whole: one line, naming the limit and the way out
+        assert len(refused) == 2 and refused[0].startswith("vpnlab lab up"), refused
+        assert "2 labs up already (nb00-, nb01-)" in refused[1]
+        assert "the most you may have at once is 2" in refused[1]
         for user in users:
             assert hub.api("DELETE", f"/hub/api/users/{user.pw_name}/server")[0] in (202, 204)
         for user in users:

@@ -56,7 +56,11 @@ def test_02_handshake_timeouts(run_notebook):
     r = run.results
     assert r["plain_first_kinds"] == ["HELLO", "WELCOME"]
     assert {"IP packet", "KEEPALIVE"} <= set(r["plain_kinds"])
-    assert r["keepalive_gaps"] and all(1.5 <= g <= 2.6 for g in r["keepalive_gaps"])
+    # a keepalive when nothing was sent for 2 s; the first one leaves right after the Welcome
+    # (issue 27: it confirms the session's address), so the notebook's pings after it may
+    # push the second one later: the gaps after that are the 2 s timer's alone
+    first, *rest = r["keepalive_gaps"]
+    assert 1.5 <= first <= 4.0 and rest and all(1.5 <= g <= 2.6 for g in rest)
     assert r["stranger_drops"] == {"unknown peer": 1}  # nc's "hello": dropped and counted
     assert all(s.endswith("udpencap:isakmp") for s in r["esp_handshake_stacks"])
     assert r["esp_data_stack"].endswith("udpencap:esp")
@@ -69,6 +73,9 @@ def test_02_handshake_timeouts(run_notebook):
     assert kinds[:2] == [[True, "HELLO"], [False, "WELCOME"]]
     assert [True, "KEEPALIVE"] in kinds and [False, "KEEPALIVE"] in kinds
     assert [True, "BYE"] in kinds[-2:]  # the client's CleanUp says goodbye
+    # issue 27: under a junk burst, the Hello gets a cookie reply first, then is answered
+    assert r["cookie_messages"] == ["Hello", "Cookie reply", "Hello", "Welcome"]
+    assert r["junk_dropped"] >= 1000  # each for one hash: "bad mac1"
     assert run.images() >= 3  # the select-loop timeline, the sequence, the timeout timeline
     assert graded(run) == (0, 1)  # live checks right; the fixed facts
 
@@ -125,9 +132,6 @@ def test_04_nat(run_notebook):
     assert r["conntrack"] == ["10.8.0.2", "203.0.113.10", "203.0.113.10", "198.51.100.2"]
     assert r["no_nat_rc"] != 0
     assert r["whoami_restored"] == "you are 198.51.100.2"
-    # issue 27: under a junk burst, the Hello gets a cookie reply first, then is answered
-    assert r["cookie_messages"] == ["Hello", "Cookie reply", "Hello", "Welcome"]
-    assert r["junk_dropped"] >= 1000  # each for one hash: "bad mac1"
     assert run.images() >= 1  # the ping's path
     assert graded(run) == (0, 1)  # live checks right; the fixed facts
 

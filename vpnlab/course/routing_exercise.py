@@ -57,7 +57,8 @@ def _restore(lab: CourseLab, before: set[str]) -> None:
     """Whatever the student left: extra routes deleted, missing ones put back."""
     for route in routes(lab) - before:
         lab.run("r1", ["ip", "route", "del", *route.split()])
-    for route in before - routes(lab):
+    # the directly connected routes first: a route via a gateway needs the gateway's network
+    for route in sorted(before - routes(lab), key=lambda r: " via " in r):
         lab.run("r1", ["ip", "route", "replace", *route.split()])
 
 

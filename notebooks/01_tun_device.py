@@ -33,7 +33,7 @@
 #
 # In this notebook **you** are the daemon: we open a TUN device inside `r1` by hand, let the
 # kernel route a ping into it, decode the packet with scapy, and write the answer back.
-# In the code: `vpnlab/tun.py` (`ifreq`, `create_tun_dev`, `ifconfig`).
+# In the code: `vpnlab/shell/tun.py` (`ifreq`, `create_tun_dev`, `ifconfig`).
 
 # %%
 import fcntl
@@ -43,8 +43,8 @@ import stat
 import struct
 import time
 
-from vpnlab import tun
 from vpnlab.course import notebook as course
+from vpnlab.shell import tun
 
 lab = course.CourseLab("01_tun_device")
 lab.up(vpn=False)  # the lab without the VPN daemons: r1 has no tun0 yet
@@ -101,8 +101,9 @@ lab.sh("r1", "ip -d link show tun0")
 
 # %% [markdown]
 # `ip -d link` says `tun type tun pi off`: a TUN device, no packet-information header.
-# It is `DOWN` and has no address: that is **Ifconfig**'s job (the daemons do it with netlink,
-# `vpnlab/tun.py`: `ifconfig`; here with `ip`). The address's /24 also gives the kernel a route:
+# It is `DOWN` and has no address: that is **Ifconfig**'s job (the daemons do it with
+# netlink, `vpnlab/shell/tun.py`: `ifconfig`; here with `ip`). The address's /24 also gives the
+# kernel a route:
 # `10.8.0.0/24 dev tun0`.
 
 # %%

@@ -27,7 +27,7 @@
 # > which will read the data, encapsulate it within another packet, and send back to kernel,
 # > this time it will route the packet outside the physical interface.
 #
-# In the code: `vpnlab/routing.py`, `ClientRouting` (SetRouting(1)) and `ServerRouting`
+# In the code: `vpnlab/shell/routing.py`, `ClientRouting` (SetRouting(1)) and `ServerRouting`
 # (SetRouting(0)). The kernel picks, for each destination, the **longest matching prefix**.
 
 # %%

@@ -29,7 +29,7 @@
 # back to 10.8.0.0/24 and drops them. So r2 **masquerades**:
 # it rewrites the source to its own public address 198.51.100.2 on the way out, remembers the
 # translation in its **conntrack** table, and rewrites the answers back.
-# In the code: `vpnlab/routing.py`: `nat_ruleset` and `ServerRouting` (SetRouting(0)).
+# In the code: `vpnlab/shell/routing.py`: `nat_ruleset` and `ServerRouting` (SetRouting(0)).
 #
 # The web node runs a tiny "who am I" HTTP service that answers with the client address it
 # sees: the perfect NAT detector.
@@ -38,7 +38,7 @@
 import re
 
 from vpnlab.course import notebook as course
-from vpnlab.routing import nat_ruleset
+from vpnlab.shell.routing import nat_ruleset
 
 lab = course.CourseLab("04_nat")
 lab.up(vpn=False)

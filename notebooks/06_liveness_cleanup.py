@@ -29,7 +29,7 @@
 # UDP has no connection to break: a dead peer is simply silent. So each side sends a
 # **keepalive** after 2 s without sending anything, and a peer silent for **6 s** is declared
 # lost. In the code: `vpnlab/core/session.py: Session.next_timer/handle_timer`,
-# `vpnlab/core/constants.py: LIVENESS_TIMEOUT_S`, and `vpnlab/tunnel.py: clean_up`, which both
+# `vpnlab/core/constants.py: LIVENESS_TIMEOUT_S`, and `vpnlab/shell/tunnel.py: clean_up`, which both
 # daemons run in their `finally`.
 #
 # We kill daemons with `SIGKILL` (`kill -9`: no chance to say goodbye) and with `SIGTERM`
@@ -168,7 +168,7 @@ lab.record("r1_routes_after_sigterm", lab.run("r1", "ip route").stdout.strip())
 # The notes' CleanUp restores the routes: once the client stops (or loses the server), r1's
 # traffic takes the default route again, **unencrypted**. That is what a student wants in a
 # lab; a user whose traffic must never leave in the clear wants the opposite, as WireGuard's
-# and OpenVPN's kill switches do. `vpnlab client --fail-closed` (`vpnlab/routing.py:
+# and OpenVPN's kill switches do. `vpnlab client --fail-closed` (`vpnlab/shell/routing.py:
 # ClientRouting`) ends with an `unreachable` route for each network it had sent into the
 # tunnel, and keeps the host route to the server, so the next client can connect (and
 # replaces them). Below: the same ping after each CleanUp.

@@ -29,7 +29,7 @@
 # The notes only describe it. Here we build the tunnel they warn against and measure it:
 # `--transport tcp` (client and server) carries the very same datagrams (Hello, ESP,
 # keepalives, Bye) as 2-byte-length-prefixed frames over **one TCP connection per client**
-# (`vpnlab/transport.py`; the sans-IO cores, the 2.5 s and 6 s timeouts are unchanged).
+# (`vpnlab/shell/transport.py`; the sans-IO cores, the 2.5 s and 6 s timeouts are unchanged).
 # Then we make the path between r1 and r2 lossy and slow (`vpnlab lab impair`) and compare an
 # inner TCP transfer over both transports.
 

@@ -19,8 +19,8 @@
 # Notebook 1 opened `tun0` by hand. Here we look at the corners: names chosen by the kernel,
 # the length limit of a name, what `ip -d link` says about a TUN device, what the kernel
 # sends into a fresh TUN device **on its own**, and what happens when we write something that
-# is not an IP packet. In the code: `vpnlab/tun.py` (`ifreq`, `create_tun_dev`) and
-# `vpnlab/tunnel.py` (`Tunnel.dispatch`, which writes to `tun0`).
+# is not an IP packet. In the code: `vpnlab/shell/tun.py` (`ifreq`, `create_tun_dev`) and
+# `vpnlab/shell/tunnel.py` (`Tunnel.dispatch`, which writes to `tun0`).
 
 # %%
 import errno
@@ -31,11 +31,11 @@ from types import SimpleNamespace
 
 from scapy.all import IPv6
 
-from vpnlab import tun, tunnel
 from vpnlab.core.errors import SetupError
 from vpnlab.core.events import PacketReceived
 from vpnlab.core.session import Counters
 from vpnlab.course import notebook as course
+from vpnlab.shell import tun, tunnel
 
 lab = course.CourseLab("11_tun_in_depth")
 lab.up(vpn=False)
@@ -96,7 +96,7 @@ lab.record("pi_off", "pi off" in details)
 # ## At most 15 characters
 # `ifr_name` is 16 bytes and must end with a NUL, so a name has at most 15 characters
 # (`IFNAMSIZ - 1`). `struct.pack("16s", ...)` would silently cut a longer name (and drop its
-# NUL), so `vpnlab/tun.py: ifreq` refuses it with a clear error before the kernel sees it:
+# NUL), so `vpnlab/shell/tun.py: ifreq` refuses it with a clear error before the kernel sees it:
 
 # %%
 try:

@@ -166,7 +166,7 @@ for src, dst, inner in wire[:8]:
 
 # %% [markdown]
 # ## Yours beside vpnlab's
-# On the left your loop, on the right the TunSelected and SockSelected of `vpnlab/tunnel.py`.
+# On the left your loop, on the right the TunSelected and SockSelected of `vpnlab/shell/tunnel.py`.
 # What the real one adds:
 # - **A core.** Each packet goes to `core.send_packet` and each datagram to
 #   `core.receive_datagram` (the sans-IO `core/`): the format (plain, ESP), the session (keys,

@@ -33,8 +33,8 @@
 # The policies say which inner packets go in (those routed to tun0); the kernel's sequence
 # numbers start where Python's ended, so no GCM nonce is used twice.
 #
-# In the code: `vpnlab/xfrm.py` (`KernelDataplane.hand_off`), `hand_to_kernel` in
-# `vpnlab/client.py`. The kernel must have ESP: the lab's may not. We ask it.
+# In the code: `vpnlab/shell/xfrm.py` (`KernelDataplane.hand_off`), `hand_to_kernel` in
+# `vpnlab/shell/client.py`. The kernel must have ESP: the lab's may not. We ask it.
 
 # %%
 import os
@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 
 from vpnlab.course import dataplane
 from vpnlab.course import notebook as course
-from vpnlab.xfrm import kernel_has_esp
+from vpnlab.shell.xfrm import kernel_has_esp
 
 lab = course.CourseLab("15_kernel_dataplane")
 why = kernel_has_esp("esp-aes-gcm")

@@ -25,7 +25,7 @@ ip link add tunx type veth peer name tuny && ip link set tunx up && ip link set 
 SCRIPT = """
 import subprocess, sys
 from ipaddress import ip_address
-from vpnlab.routing import ClientRouting
+from vpnlab.shell.routing import ClientRouting
 routing = ClientRouting(ip_address("198.51.100.2"), "tunx", fail_closed=sys.argv[1] == "1")
 routing.apply()
 routing.restore()

@@ -18,12 +18,12 @@ import pytest
 
 from vpnlab import lab
 from vpnlab.core.constants import PORT
-from vpnlab.keys import write_secret
 from vpnlab.lab import state
 from vpnlab.lab.build import start_daemon
 from vpnlab.lab.nodes import udp_socket_in
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
-from vpnlab.peers import PEERS, read_client_config
+from vpnlab.shell.keys import write_secret
+from vpnlab.shell.peers import PEERS, read_client_config
 from vpnlab.wire.identity import WELCOME_PREFIX, IdentityFormat
 
 from .helpers import LAN1, SITE_TO_SITE, WEB_IP, run, wait_until

@@ -21,7 +21,7 @@ from vpnlab.instruments.capture import fields, start_capture
 from vpnlab.lab import state
 from vpnlab.lab.nodes import popen_in
 from vpnlab.lab.topology import make_topology
-from vpnlab.peers import ClientConfig, client_config_text, read_client_config, read_peers
+from vpnlab.shell.peers import ClientConfig, client_config_text, read_client_config, read_peers
 from vpnlab.wire.identity import ClientIdentity
 
 from .helpers import WEB_IP, run, tunnel_address, wait_until

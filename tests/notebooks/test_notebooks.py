@@ -290,7 +290,7 @@ def test_12_write_your_tunnel(run_notebook):
     assert run.images() >= 1  # the loop as a ping's path
     passed = {a.item for a in run.attempts if a.passed}
     assert {"12.1", "12.2"} <= passed
-    assert "vpnlab/tunnel.py" in str(run.notebook.cells)  # the side-by-side table
+    assert "vpnlab/shell/tunnel.py" in str(run.notebook.cells)  # the side-by-side table
     assert run.seconds < 90
     assert graded(run) == (2, 1)  # live checks right; the fixed facts
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from vpnlab.transport import init_socket
-from vpnlab.tunnel import SignalPipe
+from vpnlab.shell.transport import init_socket
+from vpnlab.shell.tunnel import SignalPipe
 
 from .helpers import FORMATS
 

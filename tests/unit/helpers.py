@@ -26,8 +26,8 @@ from vpnlab.core.events import Event
 from vpnlab.core.formats import Format
 from vpnlab.core.server_core import ServerCore
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
-from vpnlab.report import Reporter
-from vpnlab.tunnel import Tunnel
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.tunnel import Tunnel
 from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.plain import PLAIN
 

@@ -36,19 +36,19 @@ FLOORS = [  # (floor, the modules on it: a package prefix or a module), top firs
     ("course", ("vpnlab.course",)),
     ("instruments", ("vpnlab.instruments",)),
     ("lab", ("vpnlab.lab",)),
-    ("daemons", ("vpnlab.client", "vpnlab.server", "vpnlab.fast")),
+    ("daemons", ("vpnlab.shell.client", "vpnlab.shell.server", "vpnlab.fast")),
     (
         "shell",
         (
-            "vpnlab.tun",
-            "vpnlab.tap",
-            "vpnlab.routing",
-            "vpnlab.tunnel",
-            "vpnlab.transport",
-            "vpnlab.report",
-            "vpnlab.keys",
-            "vpnlab.peers",
-            "vpnlab.xfrm",
+            "vpnlab.shell.tun",
+            "vpnlab.shell.tap",
+            "vpnlab.shell.routing",
+            "vpnlab.shell.tunnel",
+            "vpnlab.shell.transport",
+            "vpnlab.shell.report",
+            "vpnlab.shell.keys",
+            "vpnlab.shell.peers",
+            "vpnlab.shell.xfrm",
         ),
     ),
     ("wire", ("vpnlab.wire",)),
@@ -56,7 +56,12 @@ FLOORS = [  # (floor, the modules on it: a package prefix or a module), top firs
 ]
 PURE_FLOORS = ("core", "wire")
 IO_MODULES = {"socket", "select", "selectors", "os", "subprocess", "time", "threading", "fcntl"}
-SIMPLE_PATH = ("vpnlab.tunnel", "vpnlab.client", "vpnlab.server", "vpnlab.tap")
+SIMPLE_PATH = (
+    "vpnlab.shell.tunnel",
+    "vpnlab.shell.client",
+    "vpnlab.shell.server",
+    "vpnlab.shell.tap",
+)
 MAX_FUNCTION_LINES = 60
 LONG_FUNCTIONS: dict[str, str] = {}
 """``module:function`` -> why it may be longer than MAX_FUNCTION_LINES (none today)."""

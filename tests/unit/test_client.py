@@ -8,11 +8,11 @@ import socket
 import threading
 import time
 
-from vpnlab.client import client_connection
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.session import State
-from vpnlab.report import Reporter
-from vpnlab.tunnel import SignalPipe
+from vpnlab.shell.client import client_connection
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.tunnel import SignalPipe
 from vpnlab.wire.plain import HELLO, PLAIN, WELCOME
 
 

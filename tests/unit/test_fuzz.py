@@ -55,7 +55,7 @@ from vpnlab.core.ratelimit import HandshakeLoad
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import State, Timeouts
 from vpnlab.fast import segment
-from vpnlab.transport import FrameDecoder, encode_frame
+from vpnlab.shell.transport import FrameDecoder, encode_frame
 from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.crypto import SaKeys
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession, generate_static_keys

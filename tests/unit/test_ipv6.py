@@ -179,7 +179,7 @@ def test_every_decoder_takes_ipv6():
 
 
 def test_nat66_is_the_same_rule_in_an_ip6_table():
-    from vpnlab.routing import nat_ruleset
+    from vpnlab.shell.routing import nat_ruleset
 
     v4_only = nat_ruleset(IPv4Network("10.8.0.0/24"), "eth0")
     both = nat_ruleset(IPv4Network("10.8.0.0/24"), "eth0", IPv6Network("fd10:8::/64"))
@@ -216,7 +216,7 @@ def test_the_cli_derives_a_20_bytes_smaller_mtu_for_an_ipv6_outer_path(argv, mtu
     ],
 )
 def test_client_configs_take_ipv6_endpoints(text, endpoint):
-    from vpnlab.peers import format_endpoint, parse_endpoint
+    from vpnlab.shell.peers import format_endpoint, parse_endpoint
 
     host, port = parse_endpoint(text)
     assert (str(host), port) == endpoint

@@ -1,4 +1,4 @@
-"""Key files (vpnlab/keys.py): created private, never through a planted link; passphrases
+"""Key files (vpnlab/shell/keys.py): created private, never through a planted link; passphrases
 stretched."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import stat
 import pytest
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from vpnlab import keys
 from vpnlab.core.errors import VpnlabError
+from vpnlab.shell import keys
 from vpnlab.wire.esp import generate_static_keys
 
 

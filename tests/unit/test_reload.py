@@ -13,10 +13,10 @@ import pytest
 
 from vpnlab.core.errors import VpnlabError
 from vpnlab.core.formats import Peer
-from vpnlab.keys import write_secret
-from vpnlab.peers import PEERS, peers_text, read_peers
-from vpnlab.report import Reporter
-from vpnlab.server import HelloStamps, PeersWatch, guarded
+from vpnlab.shell.keys import write_secret
+from vpnlab.shell.peers import PEERS, peers_text, read_peers
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.server import HelloStamps, PeersWatch, guarded
 
 from .test_identity import PEERS as IDENTITY_PEERS
 from .test_identity import SERVER_TUNNEL_ADDRESS, connect, server_core
@@ -66,7 +66,7 @@ def test_PeersWatch_a_wrongly_typed_file_changes_nothing_and_says_why(tmp_path):
     ],
 )
 def test_read_peers_refuses_every_wrong_type(tmp_path, text):
-    from vpnlab.peers import encode_key
+    from vpnlab.shell.peers import encode_key
 
     write_secret(tmp_path / PEERS, text.format(key=encode_key(bytes(32))))
     with pytest.raises(VpnlabError):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vpnlab import routing
 from vpnlab.core.errors import SetupError
+from vpnlab.shell import routing
 
 NETWORK = IPv4Network("10.8.0.0/24")
 BAD_NAMES = [

@@ -10,9 +10,9 @@ import pytest
 from vpnlab.core.errors import SetupError
 from vpnlab.fast.loop import FastTunnel
 from vpnlab.fast.offload import IFF_VNET_HDR
-from vpnlab.tap import device_flags, device_mtu, device_name
-from vpnlab.tun import IFF_NO_PI, IFF_TAP, IFF_TUN
-from vpnlab.tunnel import Tunnel
+from vpnlab.shell.tap import device_flags, device_mtu, device_name
+from vpnlab.shell.tun import IFF_NO_PI, IFF_TAP, IFF_TUN
+from vpnlab.shell.tunnel import Tunnel
 
 
 def test_device_flags_tap_and_tun():

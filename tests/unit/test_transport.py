@@ -10,7 +10,7 @@ import time
 import pytest
 
 from vpnlab.core.errors import LocalProtocolError
-from vpnlab.transport import (
+from vpnlab.shell.transport import (
     FIRST_FRAME_S,
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,

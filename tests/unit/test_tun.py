@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from vpnlab.core.errors import SetupError
-from vpnlab.tun import IFF_NO_PI, IFF_TUN, ifreq
+from vpnlab.shell.tun import IFF_NO_PI, IFF_TUN, ifreq
 
 
 def test_ifreq_layout_is_name_then_flags():

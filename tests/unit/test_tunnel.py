@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from vpnlab import transport
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import State
-from vpnlab.report import Reporter
-from vpnlab.transport import TcpServerTransport
-from vpnlab.tunnel import Tunnel
+from vpnlab.shell import transport
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.transport import TcpServerTransport
+from vpnlab.shell.tunnel import Tunnel
 from vpnlab.wire.framing import encode_frame
 from vpnlab.wire.plain import PLAIN
 

@@ -1,4 +1,4 @@
-"""The kernel data plane's userspace half (``vpnlab/xfrm.py``) and its one-line refusals.
+"""The kernel data plane's userspace half (``vpnlab/shell/xfrm.py``) and its one-line refusals.
 
 The xfrm states themselves need a kernel with ESP: ``tests/lab/test_kernel_vm.py`` runs them
 in Debian's kernel in a VM.
@@ -13,8 +13,8 @@ import pytest
 
 from vpnlab.core.constants import NAT_KEEPALIVE
 from vpnlab.core.errors import LocalProtocolError
+from vpnlab.shell.xfrm import KernelHeld
 from vpnlab.wire.crypto import SaKeys
-from vpnlab.xfrm import KernelHeld
 
 
 @pytest.mark.parametrize(("cipher", "key_bytes"), [("esp-aes-gcm", 20), ("esp-null", 32)])

@@ -6,7 +6,6 @@ import argparse
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
-from vpnlab.client import ClientOptions, run_client
 from vpnlab.core.constants import (
     LIVENESS_TIMEOUT_S,
     PORT,
@@ -20,19 +19,20 @@ from vpnlab.core.errors import SetupError, VpnlabError
 from vpnlab.core.formats import Format
 from vpnlab.core.session import Timeouts
 from vpnlab.fast.loop import FastTunnel
-from vpnlab.keys import read_psk, read_static_keys
-from vpnlab.peers import read_client_config, read_server_identity
-from vpnlab.report import Reporter
-from vpnlab.routing import check_interface_name
-from vpnlab.server import ServerOptions, run_server
-from vpnlab.tap import DEFAULT_MODE, MODES, device_mtu, device_name
-from vpnlab.transport import DEFAULT_TRANSPORT, TRANSPORTS
-from vpnlab.tunnel import Tunnel
+from vpnlab.shell.client import ClientOptions, run_client
+from vpnlab.shell.keys import read_psk, read_static_keys
+from vpnlab.shell.peers import read_client_config, read_server_identity
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.routing import check_interface_name
+from vpnlab.shell.server import ServerOptions, run_server
+from vpnlab.shell.tap import DEFAULT_MODE, MODES, device_mtu, device_name
+from vpnlab.shell.transport import DEFAULT_TRANSPORT, TRANSPORTS
+from vpnlab.shell.tunnel import Tunnel
+from vpnlab.shell.xfrm import kernel_has_esp
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER, make_format
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import StaticKeys
 from vpnlab.wire.identity import IdentityFormat
-from vpnlab.xfrm import kernel_has_esp
 
 DATAPATHS: dict[str, type[Tunnel]] = {loop.name: loop for loop in (Tunnel, FastTunnel)}
 DEFAULT_DATAPATH = FastTunnel.name

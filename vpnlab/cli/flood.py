@@ -11,7 +11,7 @@ from ipaddress import IPv4Address
 
 from vpnlab.core.errors import VpnlabError
 from vpnlab.instruments.flood import MAX_RATE, MAX_SECONDS, FloodPlan, check_plan, flood
-from vpnlab.routing import in_named_netns
+from vpnlab.shell.routing import in_named_netns
 
 
 def parse(argv: list[str], in_lab: bool | None = None) -> FloodPlan:

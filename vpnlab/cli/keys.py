@@ -19,9 +19,9 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_network
 from pathlib import Path
 
 from vpnlab.core.errors import VpnlabError
-from vpnlab.keys import new_psk, read_secret, write_secret
 from vpnlab.lab.state import state_dir
-from vpnlab.peers import (
+from vpnlab.shell.keys import new_psk, read_secret, write_secret
+from vpnlab.shell.peers import (
     DEFAULT_SERVER_ADDRESS,
     SERVER_KEY,
     add_peer,

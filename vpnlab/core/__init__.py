@@ -1,7 +1,7 @@
 """The sans-IO protocol core: bytes in, bytes and events out, time passed in as ``now``.
 
 Nothing here touches a socket, a file descriptor, a process or the clock (a unit test parses
-every import to hold this): the I/O shell one floor up (``vpnlab/tunnel.py`` and the daemons)
+every import to hold this): the I/O shell one floor up (``vpnlab/shell/tunnel.py`` and the daemons)
 moves the bytes, and ``tests/unit`` drives two cores against each other with a fake clock.
 
     errors, events, constants   the vocabulary: the exception tree, what the cores report, the

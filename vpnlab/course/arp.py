@@ -3,7 +3,7 @@
 Run inside a lab node (``vpnlab arp-experiment`` there, or ``CourseLab.arp_experiment``): open a
 TAP device by hand, make the kernel want a neighbour's MAC, read the ARP request it writes to
 the device, answer it with a reply crafted in scapy, and watch the answer appear in
-``ip neigh``. The daemons' TAP mode is ``vpnlab/tap.py``; this is the course's experiment.
+``ip neigh``. The daemons' TAP mode is ``vpnlab/shell/tap.py``; this is the course's experiment.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ipaddress import IPv4Interface
 
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import SetupError
-from vpnlab.tun import IFF_NO_PI, IFF_TAP, create_tun_dev, ifconfig
+from vpnlab.shell.tun import IFF_NO_PI, IFF_TAP, create_tun_dev, ifconfig
 
 ETH_P_ARP = 0x0806
 

@@ -33,10 +33,10 @@ from vpnlab.core.constants import PORT
 from vpnlab.course.bench import cpu_ticks, say
 from vpnlab.course.footprint import rss_kb
 from vpnlab.instruments.loadclients import LoadClient, LoadDriver
-from vpnlab.keys import read_psk
 from vpnlab.lab.nodes import run_in, udp_socket_in
 from vpnlab.lab.state import state_dir
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
+from vpnlab.shell.keys import read_psk
 from vpnlab.wire.ciphers import make_format
 
 CLASS_PREFIX = "vclass-"

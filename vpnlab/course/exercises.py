@@ -216,7 +216,7 @@ EXERCISES: dict[str, Exercise] = {
     ),
     "15.1": Exercise(
         int,
-        "the value setsockopt(IPPROTO_UDP, UDP_ENCAP, ...) is given in vpnlab/xfrm.py",
+        "the value setsockopt(IPPROTO_UDP, UDP_ENCAP, ...) is given in vpnlab/shell/xfrm.py",
     ),
     "15.2": Exercise(int, "one SA for each direction of one session (`ip xfrm state`)"),
     "15.3": Exercise(

@@ -38,11 +38,11 @@ from vpnlab.core.formats import Peer
 from vpnlab.course.bench import cpu_ticks, say
 from vpnlab.course.classload import all_at_once, percentiles, source_addresses
 from vpnlab.instruments.loadclients import LoadDriver
-from vpnlab.keys import read_secret, write_secret
 from vpnlab.lab.nodes import popen_in, udp_socket_in
 from vpnlab.lab.state import state_dir
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
-from vpnlab.peers import PEERS, SERVER_KEY, decode_key, encode_key, peers_text, read_peers
+from vpnlab.shell.keys import read_secret, write_secret
+from vpnlab.shell.peers import PEERS, SERVER_KEY, decode_key, encode_key, peers_text, read_peers
 from vpnlab.wire.identity import ClientIdentity, IdentityFormat
 from vpnlab.wire.noise import public_key
 

@@ -26,8 +26,8 @@ from vpnlab.core.constants import PORT, tun_mtu
 from vpnlab.course import inject
 from vpnlab.course.notebook import CourseLab, netns
 from vpnlab.instruments import capture
-from vpnlab.tun import create_tun_dev
-from vpnlab.tunnel import Tunnel
+from vpnlab.shell.tun import create_tun_dev
+from vpnlab.shell.tunnel import Tunnel
 
 WEB = "203.0.113.10"
 SPOOFED = {
@@ -203,6 +203,6 @@ def side_by_side(*functions: Callable) -> str:
     mine = "\n\n".join(inspect.getsource(f) for f in functions)
     real = inspect.getsource(Tunnel.tun_selected) + "\n" + inspect.getsource(Tunnel.sock_selected)
     cell = '<td style="vertical-align:top;text-align:left"><pre>{}</pre></td>'
-    head = "<tr><th>your loop</th><th>vpnlab/tunnel.py</th></tr>"
+    head = "<tr><th>your loop</th><th>vpnlab/shell/tunnel.py</th></tr>"
     body = cell.format(html.escape(mine)) + cell.format(html.escape(real))
     return f"<table>{head}<tr>{body}</tr></table>"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from vpnlab.core.constants import tun_mtu
 from vpnlab.course.notebook import CourseLab, netns
-from vpnlab.tun import create_tun_dev
+from vpnlab.shell.tun import create_tun_dev
 
 SERVER = "198.51.100.2"
 GATEWAY = "192.0.2.1"

@@ -27,7 +27,7 @@ from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.packet import internet_checksum
 from vpnlab.course.inject import icmp_echo
 from vpnlab.course.notebook import CourseLab, netns
-from vpnlab.tun import IFF_NO_PI, IFF_TAP, IFF_TUN, create_tun_dev
+from vpnlab.shell.tun import IFF_NO_PI, IFF_TAP, IFF_TUN, create_tun_dev
 
 _ECHO = icmp_echo("10.66.0.2", "10.66.0.1", 7)
 OTHER_PACKETS = [

@@ -35,7 +35,7 @@ from vpnlab.core.packet import clamp_mss
 from vpnlab.fast import offload
 from vpnlab.fast.batch import gso_batches, split_gro
 from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, coalesce, split
-from vpnlab.tunnel import BATCH, Tunnel
+from vpnlab.shell.tunnel import BATCH, Tunnel
 
 READ_BYTES = VNET_HDR_LEN + MAX_DATAGRAM
 RECV_BYTES = MAX_DATAGRAM

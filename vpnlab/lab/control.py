@@ -48,7 +48,7 @@ def up(
 ) -> dict[str, Any]:
     """Build the lab (replacing any lab of the same prefix) and start its services.
 
-    ``mode="tap"``: the daemons carry Ethernet frames (``--mode tap``, see ``vpnlab/tap.py``).
+    ``mode="tap"``: the daemons carry Ethernet frames (``--mode tap``, see ``vpnlab/shell/tap.py``).
     ``psk``: one shared key for every client (the notes' simple case) instead of an identity
     per client (see ``vpn.py``).
 

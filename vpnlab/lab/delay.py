@@ -34,7 +34,7 @@ from vpnlab.core.errors import LabError
 from vpnlab.lab.build import log_tail, start_daemon
 from vpnlab.lab.nodes import run_in, wait_for
 from vpnlab.lab.state import alive, load, save, stop_daemons, topology_of
-from vpnlab.tun import create_tun_dev
+from vpnlab.shell.tun import create_tun_dev
 
 DEVICE = "imp0"
 TABLE = "4500"

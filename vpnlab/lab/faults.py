@@ -65,7 +65,6 @@ from pathlib import Path
 from typing import Any
 
 from vpnlab.core.errors import LabError
-from vpnlab.keys import write_secret
 from vpnlab.lab.build import start_daemon
 from vpnlab.lab.control import up
 from vpnlab.lab.inspection import status
@@ -81,7 +80,8 @@ from vpnlab.lab.state import (
 )
 from vpnlab.lab.topology import Topology
 from vpnlab.lab.vpn import start_vpn
-from vpnlab.peers import client_config_text, read_client_config
+from vpnlab.shell.keys import write_secret
+from vpnlab.shell.peers import client_config_text, read_client_config
 
 RECORD_VERSION = 1
 DAEMON_ARGS = ["--liveness-timeout", "0"]

@@ -25,7 +25,6 @@ from typing import Any
 from vpnlab.core.constants import NAT_TABLE, PORT
 from vpnlab.core.errors import LabError
 from vpnlab.core.pool import AddressPool, tunnel_address6
-from vpnlab.keys import new_psk, write_secret
 from vpnlab.lab.build import log_tail, start_daemon
 from vpnlab.lab.inspection import read_status_file, status
 from vpnlab.lab.nodes import check_environment, run_in, wait_for
@@ -41,7 +40,8 @@ from vpnlab.lab.state import (
     topology_of,
 )
 from vpnlab.lab.topology import Topology
-from vpnlab.peers import PEERS, SERVER_KEY, add_peer, make_server
+from vpnlab.shell.keys import new_psk, write_secret
+from vpnlab.shell.peers import PEERS, SERVER_KEY, add_peer, make_server
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 from vpnlab.wire.esp import generate_static_keys
 

@@ -30,15 +30,15 @@ from vpnlab.core.formats import ClientHandshake, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
 from vpnlab.core.pool import tunnel_address6
 from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
-from vpnlab.keys import esp_sa_text, write_secret
-from vpnlab.report import Reporter
-from vpnlab.routing import ClientRouting, carries_ipv6, refuse_host_changes
-from vpnlab.tap import device_flags
-from vpnlab.transport import open_transport
-from vpnlab.tun import create_tun_dev, ifconfig
-from vpnlab.tunnel import SignalPipe, Tunnel, clean_up
+from vpnlab.shell.keys import esp_sa_text, write_secret
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.routing import ClientRouting, carries_ipv6, refuse_host_changes
+from vpnlab.shell.tap import device_flags
+from vpnlab.shell.transport import open_transport
+from vpnlab.shell.tun import create_tun_dev, ifconfig
+from vpnlab.shell.tunnel import SignalPipe, Tunnel, clean_up
+from vpnlab.shell.xfrm import KernelDataplane, encapsulate, outer_source
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
-from vpnlab.xfrm import KernelDataplane, encapsulate, outer_source
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 3

@@ -49,7 +49,7 @@ from typing import Any
 from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS
 from vpnlab.core.errors import VpnlabError
 from vpnlab.core.formats import Peer
-from vpnlab.keys import read_secret, write_secret
+from vpnlab.shell.keys import read_secret, write_secret
 from vpnlab.wire.identity import ClientIdentity, ServerIdentity, check_peers
 from vpnlab.wire.noise import public_key
 

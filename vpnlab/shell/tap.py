@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from vpnlab.core.errors import SetupError
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
-from vpnlab.tun import IFF_NO_PI, IFF_TAP, IFF_TUN
+from vpnlab.shell.tun import IFF_NO_PI, IFF_TAP, IFF_TUN
 
 MODES = ("tun", "tap")
 DEFAULT_MODE = "tun"

@@ -34,8 +34,8 @@ from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
 from vpnlab.core.packet import clamp_mss
 from vpnlab.core.session import Counters, State
-from vpnlab.report import Reporter
-from vpnlab.routing import Routing
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.routing import Routing
 
 BATCH = 64
 """Packets drained per wake-up from each file descriptor before looking at the other."""

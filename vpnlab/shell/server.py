@@ -31,14 +31,14 @@ from vpnlab.core.packet import TCP_IP_HEADERS_BYTES, unmapped
 from vpnlab.core.pool import tunnel_address6
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
-from vpnlab.keys import esp_sa_text, write_secret
-from vpnlab.peers import PEERS, read_hello_stamps, read_peers, write_hello_stamps
-from vpnlab.report import Reporter
-from vpnlab.routing import ServerRouting, carries_ipv6, refuse_host_changes
-from vpnlab.tap import device_flags, mac_address
-from vpnlab.transport import open_transport
-from vpnlab.tun import create_tun_dev, ifconfig
-from vpnlab.tunnel import SignalPipe, Tunnel, clean_up
+from vpnlab.shell.keys import esp_sa_text, write_secret
+from vpnlab.shell.peers import PEERS, read_hello_stamps, read_peers, write_hello_stamps
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.routing import ServerRouting, carries_ipv6, refuse_host_changes
+from vpnlab.shell.tap import device_flags, mac_address
+from vpnlab.shell.transport import open_transport
+from vpnlab.shell.tun import create_tun_dev, ifconfig
+from vpnlab.shell.tunnel import SignalPipe, Tunnel, clean_up
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 from vpnlab.wire.identity import check_peers
 

@@ -141,8 +141,8 @@ lab.record("unasked_kinds", kinds)
 # ## ... and what the daemons do with them
 # vpnlab carries IPv4 and IPv6, but not IPv6 that belongs to tun0's own link (from `::` or
 # fe80::, to ff02::...). The client and the server read such a packet from `tun0` like any
-# other and drop it, counted as **"tun: ipv6 link scope"** (`client_core.ClientCore.send_packet`,
-# `server_core.ServerCore.send_packet`): never a crash, never sent. With IPv6 still on in r1,
+# other and drop it, counted as **"tun: ipv6 link scope"** (`client_core.ClientCore.send_packets`,
+# `server_core.ServerCore.send_packets`): never a crash, never sent. With IPv6 still on in r1,
 # we start the VPN: the client's new `tun0` gets the same unasked packets.
 
 # %%

@@ -22,7 +22,7 @@ from scapy.layers.inet6 import IPv6
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import PORT
-from vpnlab.core.events import Event
+from vpnlab.core.events import Address, Event, PacketReceived
 from vpnlab.core.formats import Format
 from vpnlab.core.server_core import ServerCore
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
@@ -73,6 +73,13 @@ def ipv4_packet(src: str, dst: str, payload: bytes = b"x" * 20, proto: int = 17)
     return header + payload
 
 
+def receive_one(core: ClientCore | ServerCore, datagram: bytes, peer: Address, now: float):
+    """One datagram through the cores' batch entry (a batch of one, as the select loop hands
+    it): its events, then what it opened for tun0 as PacketReceived, in one list."""
+    packets, events = core.receive_datagrams([datagram], peer, now)
+    return [*events, *map(PacketReceived, packets)]
+
+
 class CorePair:
     """One client and one server core and the fake clock they share."""
 
@@ -89,7 +96,7 @@ class CorePair:
         for datagram, peer in out:
             assert peer == SERVER
             if not drop:
-                self.server_events += self.server.receive_datagram(datagram, CLIENT, self.now)
+                self.server_events += receive_one(self.server, datagram, CLIENT, self.now)
         return len(out)
 
     def server_to_client(self, drop: bool = False) -> int:
@@ -97,7 +104,7 @@ class CorePair:
         for datagram, peer in out:
             assert peer == CLIENT
             if not drop:
-                self.client_events += self.client.receive_datagram(datagram, SERVER, self.now)
+                self.client_events += receive_one(self.client, datagram, SERVER, self.now)
         return len(out)
 
     def connect(self) -> None:
@@ -148,10 +155,11 @@ class BuggyServer(ServerCore):
             raise IndexError("index out of range")
         return super().send_packets(packets, now)
 
-    def receive_datagram(self, datagram: bytes, peer, now: float) -> list[Event]:
+    def _receive(self, datagram: bytes, peer, now: float) -> list[Event]:
+        """Each datagram of a batch (the one entry ``receive_datagrams`` hands each here)."""
         if datagram.startswith(BOOM):
             raise KeyError(peer)
-        return super().receive_datagram(datagram, peer, now)
+        return super()._receive(datagram, peer, now)
 
 
 def make_tunnel(loop_parts, core=None, tunnel_class: type[Tunnel] = Tunnel, **kw) -> Tunnel:

@@ -12,7 +12,7 @@ import random
 from scapy.layers.inet import IP, TCP
 
 from vpnlab.core.client_core import ClientCore
-from vpnlab.core.events import DatagramDropped, PacketReceived
+from vpnlab.core.events import DatagramDropped
 from vpnlab.fast.batch import gso_batches, split_gro
 from vpnlab.fast.offload import gro_segment_size, gso_control
 from vpnlab.wire.esp import generate_static_keys
@@ -95,10 +95,10 @@ def server_batch_pair(fmt):
     pair.connect()
     pair.server.datagrams_to_send()
     own = str(pair.client.session.tunnel_address.ip)
-    pair.client.send_packet(ipv4_packet(own, "203.0.113.10"), pair.now)
+    pair.client.send_packets([ipv4_packet(own, "203.0.113.10")], pair.now)
     pair.client.session.send_keepalive(pair.now)
-    pair.client.send_packet(ipv4_packet("10.8.0.99", "203.0.113.10"), pair.now)  # spoofed
-    pair.client.send_packet(ipv4_packet(own, "203.0.113.10", b"y" * 30), pair.now)
+    pair.client.send_packets([ipv4_packet("10.8.0.99", "203.0.113.10")], pair.now)  # spoofed
+    pair.client.send_packets([ipv4_packet(own, "203.0.113.10", b"y" * 30)], pair.now)
     datagrams = [d for d, _ in pair.client.datagrams_to_send()]
     bad = bytearray(datagrams[-1])
     bad[-1] ^= 1
@@ -111,12 +111,10 @@ def test_server_batch_entry_decides_as_one_datagram_at_a_time(fmt):
     many, again = server_batch_pair(fmt)
     assert batch == again  # seeded: the same datagrams for both
     packets, events = [], []
-    for datagram in batch:
-        for event in one.server.receive_datagram(datagram, CLIENT, one.now):
-            if type(event) is PacketReceived:
-                packets.append(event.packet)
-            else:
-                events.append(event)
+    for datagram in batch:  # the select loop's batches of one
+        opened, happened = one.server.receive_datagrams([datagram], CLIENT, one.now)
+        packets += opened
+        events += happened
     assert many.server.receive_datagrams(batch, CLIENT, many.now) == (packets, events)
     assert many.server.counters == one.server.counters
     assert many.server.counters.drops["spoofed source"] == 1
@@ -128,7 +126,7 @@ def test_server_batch_entry_counts_a_bug_and_opens_the_rest(fmt):
     pair, batch = server_batch_pair(fmt)
     batch = batch[:-1]  # no replay: the first datagram is never opened here
     session = pair.server.sessions[CLIENT]
-    real = session.receive_datagram
+    real = session.open
     calls = []
 
     def flaky(datagram, now):
@@ -137,7 +135,7 @@ def test_server_batch_entry_counts_a_bug_and_opens_the_rest(fmt):
             raise ValueError("a parser bug")
         return real(datagram, now)
 
-    session.receive_datagram = flaky
+    session.open = flaky
     bugs = []
     packets, _ = pair.server.receive_datagrams(batch, CLIENT, pair.now, on_bug=bugs.append)
     assert [type(b) for b in bugs] == [ValueError]

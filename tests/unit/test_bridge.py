@@ -27,7 +27,7 @@ from vpnlab.wire.crypto import SaKeys
 from vpnlab.wire.esp import NH_ETHERNET, EspSession, generate_static_keys
 from vpnlab.wire.plain import PLAIN, PlainProtection
 
-from .helpers import CLIENT, SERVER, CorePair, ipv4_packet, seeded_random
+from .helpers import CLIENT, SERVER, CorePair, ipv4_packet, receive_one, seeded_random
 
 A = bytes.fromhex("020000000001")
 B = bytes.fromhex("020000000002")
@@ -249,7 +249,7 @@ class TapPair(CorePair):
     def connect2(self) -> None:
         self.client2.connect(self.now)
         for datagram, _ in self.client2.datagrams_to_send():
-            self.server.receive_datagram(datagram, CLIENT2, self.now)
+            receive_one(self.server, datagram, CLIENT2, self.now)
         self.deliver()
 
     def deliver(self) -> dict:
@@ -257,16 +257,16 @@ class TapPair(CorePair):
         got: dict = {CLIENT: [], CLIENT2: []}
         for datagram, peer in self.server.datagrams_to_send():
             core = self.client if peer == CLIENT else self.client2
-            for event in core.receive_datagram(datagram, SERVER, self.now):
+            for event in receive_one(core, datagram, SERVER, self.now):
                 if isinstance(event, PacketReceived):
                     got[peer].append(event.packet)
         return got
 
     def from_client(self, core: ClientCore, peer, data: bytes) -> list:
-        core.send_packet(data, self.now)
+        core.send_packets([data], self.now)
         events = []
         for datagram, _ in core.datagrams_to_send():
-            events += self.server.receive_datagram(datagram, peer, self.now)
+            events += receive_one(self.server, datagram, peer, self.now)
         return events
 
 
@@ -283,7 +283,7 @@ def test_ServerCore_tap_arp_request_floods_and_reply_is_unicast(fmt):
     assert [e.packet for e in events if isinstance(e, PacketReceived)] == [request]
     assert pair.deliver()[CLIENT2] == [request]  # flooded to the other client too
     reply = frame(A, SRV)
-    assert pair.server.send_packet(reply, pair.now) == []
+    assert pair.server.send_packets([reply], pair.now) == []
     got = pair.deliver()
     assert got == {CLIENT: [reply], CLIENT2: []}  # learned: unicast to one client
     assert pair.client.counters.drops == {}
@@ -337,12 +337,12 @@ def test_ClientCore_tap_carries_any_frame_but_not_runts():
     server = ServerCore(PLAIN, IPv4Interface("10.8.0.1/24"), seeded_random(1), layer2=True)
     core.connect(0.0)
     for datagram, _ in core.datagrams_to_send():
-        server.receive_datagram(datagram, CLIENT, 0.0)
+        receive_one(server, datagram, CLIENT, 0.0)
     for datagram, _ in server.datagrams_to_send():
-        core.receive_datagram(datagram, SERVER, 0.0)
+        receive_one(core, datagram, SERVER, 0.0)
     ipv6_frame = frame(bytes.fromhex("333300000002"), A, b"\x86\xdd" + b"\x60" + b"\0" * 39)
-    assert core.send_packet(ipv6_frame, 0.0) == []
-    assert core.send_packet(b"\x00" * 5, 0.0) == [DatagramDropped("tun: runt frame")]
+    assert core.send_packets([ipv6_frame], 0.0) == []
+    assert core.send_packets([b"\x00" * 5], 0.0) == [DatagramDropped("tun: runt frame")]
 
 
 # --- TAP mode: a client speaks only for its own addresses ---------------------------------------
@@ -418,17 +418,17 @@ def test_ServerCore_tap_static_keys_add_a_port_only_after_a_datagram_opens():
     )
     server.set_local_mac(SRV)
     for n in range(100):
-        events = server.receive_datagram(b"\x00\x00\xc0\x01" + bytes(40), ("198.51.100.7", n), 0.0)
+        events = receive_one(server, b"\x00\x00\xc0\x01" + bytes(40), ("198.51.100.7", n), 0.0)
         assert events and isinstance(events[0], DatagramDropped)
     assert server.switch.ports == {LOCAL}
-    assert server.send_packet(frame(BROADCAST, SRV), 0.0) == []  # flooded to nobody, no KeyError
+    assert server.send_packets([frame(BROADCAST, SRV)], 0.0) == []  # flooded to nobody, no KeyError
     client = ClientCore(SERVER, None, established=keys.client(), layer2=True)
     client.connect(0.0)
-    client.send_packet(arp(A, "10.8.0.2"), 0.0)
+    client.send_packets([arp(A, "10.8.0.2")], 0.0)
     for datagram, _ in client.datagrams_to_send():
-        server.receive_datagram(datagram, CLIENT, 0.0)
+        receive_one(server, datagram, CLIENT, 0.0)
     assert server.switch.ports == {LOCAL, CLIENT}
-    server.send_packet(frame(BROADCAST, SRV), 0.0)
+    server.send_packets([frame(BROADCAST, SRV)], 0.0)
     assert [peer for _, peer in server.datagrams_to_send()] == [CLIENT]
 
 

@@ -17,7 +17,7 @@ from vpnlab.core.events import DatagramDropped, HandshakeCompleted, SessionClose
 from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
 from vpnlab.wire.esp import generate_static_keys
 
-from .helpers import CLIENT, SERVER, CorePair
+from .helpers import CLIENT, SERVER, CorePair, receive_one
 
 
 def test_ClientCore_handshake_assigns_first_address(fmt):
@@ -79,16 +79,16 @@ def test_ClientCore_bye_from_server_closes_at_once(fmt):
 def test_ClientCore_drops_strangers_non_ip_and_tun0s_own_router_solicitations(fmt):
     pair = CorePair(fmt)
     pair.connect()
-    assert pair.client.receive_datagram(b"x", ("203.0.113.66", 4500), pair.now) == [
+    assert receive_one(pair.client, b"x", ("203.0.113.66", 4500), pair.now) == [
         DatagramDropped("unknown peer", ("203.0.113.66", 4500))
     ]
     # what a fresh tun0 sends: ICMPv6 router solicitation, from :: to all-routers ff02::2
     router_solicitation = bytes([0x60]) + bytes(5) + bytes([58, 255]) + bytes(16)
     router_solicitation += bytes.fromhex("ff02" + "00" * 13 + "02") + bytes([133]) + bytes(7)
-    assert pair.client.send_packet(router_solicitation, pair.now) == [
+    assert pair.client.send_packets([router_solicitation], pair.now) == [
         DatagramDropped("tun: ipv6 link scope")
     ]
-    assert pair.client.send_packet(b"\x50" + bytes(47), pair.now) == [
+    assert pair.client.send_packets([b"\x50" + bytes(47)], pair.now) == [
         DatagramDropped("tun: not ip")
     ]
 

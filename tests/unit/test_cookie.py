@@ -17,7 +17,7 @@ from vpnlab.core.session import State
 from vpnlab.wire.identity import COOKIE_REPLY_BYTES, HELLO_BYTES
 from vpnlab.wire.noise import public_key
 
-from .helpers import SERVER, seeded_random
+from .helpers import SERVER, receive_one, seeded_random
 from .test_identity import NOW, SERVER_KEY, client_format, exchange, server_core
 
 ALICE_AT = ("192.0.2.2", 4100)
@@ -56,7 +56,7 @@ def test_ServerCore_drops_a_hello_without_mac1_before_any_diffie_hellman(monkeyp
     spent = []
     monkeypatch.setattr(server.handshake, "check", lambda *a: spent.append(a))
     for port in range(1000):
-        server.receive_datagram(junk, ("203.0.113.66", port), 0.0)
+        receive_one(server, junk, ("203.0.113.66", port), 0.0)
     assert spent == [] and server.counters.drops["bad mac1"] == 1000
     assert server.datagrams_to_send() == [] and not server.hello_queue
 
@@ -77,7 +77,7 @@ def test_ServerCore_a_cookie_works_only_from_the_address_it_was_sent_to():
     exchange(server, client, ALICE_AT)
     ((with_mac2, _),) = client.datagrams_to_send()
     assert with_mac2[-16:] != bytes(16)
-    server.receive_datagram(with_mac2, ("192.0.2.99", 4100), 0.0)  # another source
+    receive_one(server, with_mac2, ("192.0.2.99", 4100), 0.0)  # another source
     ((reply, _),) = server.datagrams_to_send()
     assert len(reply) == COOKIE_REPLY_BYTES and not server.sessions
     assert server.counters.drops["under load: cookie reply sent"] == 2
@@ -122,7 +122,7 @@ def test_ServerCore_queues_hellos_past_the_budget_and_answers_them_after_the_dat
         client.connect(seed * 1e-3)
         hellos += [h for h, _ in client.datagrams_to_send()]
     for port, hello in enumerate(hellos):
-        server.receive_datagram(hello, ("192.0.2.7", 6000 + port), 0.0)
+        receive_one(server, hello, ("192.0.2.7", 6000 + port), 0.0)
     assert len(server.hello_queue) == 3 and server.next_timer() == 0.0
     server.handle_timer(0.0)
     assert len(server.hello_queue) == 3 - constants.HANDSHAKES_PER_WAKEUP
@@ -135,7 +135,7 @@ def test_ServerCore_a_full_handshake_queue_drops_and_counts():
     ((hello, _),) = client.datagrams_to_send()
     server.limiter.rate_per_s = server.limiter.burst = 10**9
     for port in range(constants.HANDSHAKE_QUEUE + constants.HANDSHAKES_PER_WAKEUP + 5):
-        server.receive_datagram(hello, ("192.0.2.8", port), 0.0)
+        receive_one(server, hello, ("192.0.2.8", port), 0.0)
     assert len(server.hello_queue) == constants.HANDSHAKE_QUEUE
     assert server.counters.drops["handshake queue full"] == 5
 

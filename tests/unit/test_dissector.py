@@ -35,6 +35,7 @@ from .helpers import (
     SERVER_TUNNEL_ADDRESS,
     CorePair,
     needs_tshark,
+    receive_one,
     seeded_random,
 )
 
@@ -80,11 +81,11 @@ def psk_exchange(cipher: str) -> dict:
     pair = CorePair(make_format(cipher, PSK), now=NOW)
     pair.client.connect(pair.now)
     [(hello, _)] = pair.client.datagrams_to_send()
-    pair.server.receive_datagram(hello, CLIENT, pair.now)
+    receive_one(pair.server, hello, CLIENT, pair.now)
     [(welcome, _)] = pair.server.datagrams_to_send()
-    pair.client.receive_datagram(welcome, SERVER, pair.now)
+    receive_one(pair.client, welcome, SERVER, pair.now)
     assert pair.client.state is State.CONNECTED
-    pair.client.send_packet(_inner_ping(), pair.now)
+    pair.client.send_packets([_inner_ping()], pair.now)
     [(data, _)] = pair.client.datagrams_to_send()
     return {"hello": hello, "welcome": welcome, "data": data, "session": pair.client.session}
 
@@ -104,9 +105,9 @@ def identity_exchange(cipher: str) -> dict:
     )
     client.connect(0.0)
     [(hello, _)] = client.datagrams_to_send()
-    server.receive_datagram(hello, CLIENT, 0.0)
+    receive_one(server, hello, CLIENT, 0.0)
     [(welcome, _)] = server.datagrams_to_send()
-    client.receive_datagram(welcome, SERVER, 0.0)
+    receive_one(client, welcome, SERVER, 0.0)
     assert client.state is State.CONNECTED
     cookie = server.handshake.screen(hello, CLIENT, NOW, True)  # what a loaded server sends
     return {"hello": hello, "welcome": welcome, "cookie": cookie}
@@ -119,10 +120,10 @@ def exchanges() -> dict:
     pair = CorePair(plain.PLAIN, now=NOW)
     pair.client.connect(pair.now)
     [(hello, _)] = pair.client.datagrams_to_send()
-    pair.server.receive_datagram(hello, CLIENT, pair.now)
+    receive_one(pair.server, hello, CLIENT, pair.now)
     [(welcome, _)] = pair.server.datagrams_to_send()
-    pair.client.receive_datagram(welcome, SERVER, pair.now)
-    pair.client.send_packet(_inner_ping(), pair.now)
+    receive_one(pair.client, welcome, SERVER, pair.now)
+    pair.client.send_packets([_inner_ping()], pair.now)
     [(data, _)] = pair.client.datagrams_to_send()
     out["plain"] = {"hello": hello, "welcome": welcome, "data": data}
     return out

@@ -69,7 +69,7 @@ from vpnlab.wire.identity import (
 from vpnlab.wire.noise import public_key
 from vpnlab.wire.plain import MAGIC
 
-from .helpers import PSK, SERVER, SERVER_TUNNEL_ADDRESS, seeded_random
+from .helpers import PSK, SERVER, SERVER_TUNNEL_ADDRESS, receive_one, seeded_random
 
 SEED = 20240601
 STEPS = 10_000
@@ -224,6 +224,8 @@ def call(where: str, core, method: str, *args):
     grew = Counter(core.counters.drops)
     grew.subtract(before)
     grew = +grew
+    if method == "receive_datagrams":
+        result = result[1]  # (packets for tun0, events)
     events = result if isinstance(result, list) and method not in ("datagrams_to_send",) else []
     dropped = Counter(e.reason for e in events if isinstance(e, DatagramDropped))
     SEEN_DROPS.update(dropped)
@@ -449,13 +451,13 @@ class Fuzz:
                 self.remember(out)
                 for datagram, _ in out:
                     if self.rng.random() >= loss:
-                        call(where, server, "receive_datagram", datagram, address, self.now)
+                        call(where, server, "receive_datagrams", [datagram], address, self.now)
             out = call(where, server, "datagrams_to_send")
             self.remember(out)
             for datagram, peer in out:
                 client = self.cores.clients.get(peer)
                 if client is not None and self.rng.random() >= loss:
-                    call(where, client, "receive_datagram", datagram, SERVER, self.now)
+                    call(where, client, "receive_datagrams", [datagram], SERVER, self.now)
 
     def spis(self) -> list[bytes]:
         spis = []
@@ -485,17 +487,17 @@ class Fuzz:
                 if rng.random() < 0.8
                 else rng.choice(STRANGERS)
             )
-            call(where, server, "receive_datagram", self.datagram(), peer, self.now)
+            call(where, server, "receive_datagrams", [self.datagram()], peer, self.now)
         elif op < 42:
             peer = SERVER if rng.random() < 0.9 else rng.choice(STRANGERS)
-            call(where, client, "receive_datagram", self.datagram(), peer, self.now)
+            call(where, client, "receive_datagrams", [self.datagram()], peer, self.now)
         elif op < 50:
-            call(where, client, "send_packet", tun_packet(rng, self.sc, src), self.now)
+            call(where, client, "send_packets", [tun_packet(rng, self.sc, src)], self.now)
         elif op < 54:
             packets = [tun_packet(rng, self.sc, src) for _ in range(rng.randrange(6))]
             call(where, client, "send_packets", packets, self.now)
         elif op < 60:
-            call(where, server, "send_packet", tun_packet(rng, self.sc, dst), self.now)
+            call(where, server, "send_packets", [tun_packet(rng, self.sc, dst)], self.now)
         elif op < 63:
             packets = [tun_packet(rng, self.sc, dst) for _ in range(rng.randrange(6))]
             call(where, server, "send_packets", packets, self.now)
@@ -533,15 +535,15 @@ class Fuzz:
             src = rng.choice((SITE[5].packed, src))
             dst = rng.choice((SITE[9].packed, bytes((10, 8, 0, 3)), dst))
         packet = valid_packet(rng, self.sc, src, dst, MAC_CLIENT)
-        call(where, self.cores.client, "send_packet", packet, self.now)
+        call(where, self.cores.client, "send_packets", [packet], self.now)
         for address, other in self.cores.clients.items():
             if address != CLIENT and other.session is not None:
                 mine = other.session.tunnel_address.ip.packed
                 theirs = rng.choice((dst, src))
                 packet = valid_packet(rng, self.sc, mine, theirs, MAC_CLIENT2)
-                call(where, other, "send_packet", packet, self.now)
+                call(where, other, "send_packets", [packet], self.now)
         back = valid_packet(rng, self.sc, dst, src, MAC_SERVER)
-        call(where, self.cores.server, "send_packet", back, self.now)
+        call(where, self.cores.server, "send_packets", [back], self.now)
         self.pump()
 
     def connecting_client(self) -> None:
@@ -555,7 +557,7 @@ class Fuzz:
         cookies = [d for d in self.pool[:8] if d.startswith(COOKIE_PREFIX)]
         if cookies and self.rng.random() < 0.3:  # a connecting client is what takes them
             datagram = mutate(self.rng, self.rng.choice(cookies), self.pool)
-        call(self.where(), self.fresh, "receive_datagram", datagram, peer, self.now)
+        call(self.where(), self.fresh, "receive_datagrams", [datagram], peer, self.now)
 
     def second_client(self) -> None:
         """Another client from another port: two sessions, client-to-client frames, a pool and
@@ -574,10 +576,10 @@ class Fuzz:
             call(where, core, "close", self.now)
             self.remember(call(where, core, "datagrams_to_send"))
         for _ in range(5):
-            call(where, server, "receive_datagram", self.datagram(), CLIENT, self.now)
-            call(where, client, "receive_datagram", self.datagram(), SERVER, self.now)
-            call(where, client, "send_packet", ip_packet(self.rng), self.now)
-            call(where, server, "send_packet", ip_packet(self.rng), self.now)
+            call(where, server, "receive_datagrams", [self.datagram()], CLIENT, self.now)
+            call(where, client, "receive_datagrams", [self.datagram()], SERVER, self.now)
+            call(where, client, "send_packets", [ip_packet(self.rng)], self.now)
+            call(where, server, "send_packets", [ip_packet(self.rng)], self.now)
             call(where, client, "handle_timer", self.now)
             call(where, server, "handle_timer", self.now)
             call(where, client, "close", self.now)
@@ -642,7 +644,7 @@ def _identity_pair(cipher: str) -> tuple[ClientCore, ServerCore, bytes]:
     )
     client.connect(0.0)
     [(hello, _)] = client.datagrams_to_send()
-    server.receive_datagram(hello, CLIENT, 0.0)
+    receive_one(server, hello, CLIENT, 0.0)
     [(welcome, _)] = server.datagrams_to_send()
     return client, server, welcome
 
@@ -657,22 +659,22 @@ def test_a_forged_identity_welcome_does_not_spoil_the_real_one(cipher):
     a forged Welcome used to leave the Initiator spent and the real one raised
     NoiseHandshakeError out of receive_datagram. Each Welcome is now read by a fresh copy."""
     client, _, welcome = _identity_pair(cipher)
-    dropped = client.receive_datagram(_forged(welcome), SERVER, 0.0)
+    dropped = receive_one(client, _forged(welcome), SERVER, 0.0)
     assert dropped == [DatagramDropped("bad welcome", SERVER)]
-    events = client.receive_datagram(welcome, SERVER, 0.0)
+    events = receive_one(client, welcome, SERVER, 0.0)
     assert client.state is State.CONNECTED and events
 
 
 def test_a_forged_identity_welcome_does_not_spoil_a_rekey():
     client, server, welcome = _identity_pair("esp-aes-gcm")
-    client.receive_datagram(welcome, SERVER, 0.0)
+    receive_one(client, welcome, SERVER, 0.0)
     now = TIMEOUTS.rekey_s + 0.5
     client.handle_timer(now)  # the rekey's Hello
     for datagram, _ in client.datagrams_to_send():
-        server.receive_datagram(datagram, CLIENT, now)
+        receive_one(server, datagram, CLIENT, now)
     [(rekey_welcome, _)] = server.datagrams_to_send()
-    client.receive_datagram(_forged(rekey_welcome), SERVER, now)  # dropped: no ESP
-    events = client.receive_datagram(rekey_welcome, SERVER, now)
+    receive_one(client, _forged(rekey_welcome), SERVER, now)  # dropped: no ESP
+    events = receive_one(client, rekey_welcome, SERVER, now)
     assert client.counters.rekeys == 1 and events
 
 

@@ -35,7 +35,7 @@ from vpnlab.wire.identity import (
 )
 from vpnlab.wire.noise import public_key
 
-from .helpers import SERVER, SERVER_TUNNEL_ADDRESS, ipv4_packet, seeded_random
+from .helpers import SERVER, SERVER_TUNNEL_ADDRESS, ipv4_packet, receive_one, seeded_random
 
 NOW = 1_800_000_000.0
 rng = random.Random(5)
@@ -73,11 +73,11 @@ def connect(
 def exchange(server: ServerCore, client: ClientCore, peer, now: float = 0.0) -> list:
     events = []
     for datagram, _ in client.datagrams_to_send():
-        events += server.receive_datagram(datagram, peer, now)
+        events += receive_one(server, datagram, peer, now)
     while server.hello_queue:  # what the loop does at the end of each round
         events += server.handle_timer(now)
     for datagram, _ in server.datagrams_to_send():
-        events += client.receive_datagram(datagram, SERVER, now)
+        events += receive_one(client, datagram, SERVER, now)
     return events
 
 
@@ -96,7 +96,7 @@ def test_identity_messages_have_their_fixed_sizes_and_the_non_esp_marker():
     client.connect(0.0)
     ((hello, _),) = client.datagrams_to_send()
     assert len(hello) == HELLO_BYTES and hello[:5] == bytes(4) + b"\x03"
-    server.receive_datagram(hello, ("192.0.2.2", 4500), 0.0)
+    receive_one(server, hello, ("192.0.2.2", 4500), 0.0)
     ((welcome, _),) = server.datagrams_to_send()
     assert len(welcome) == WELCOME_BYTES and welcome[:5] == bytes(4) + b"\x04"
 
@@ -121,11 +121,11 @@ def test_identity_a_recorded_hello_is_never_answered_again():
     )
     client.connect(0.0)
     ((hello, _),) = client.datagrams_to_send()
-    server.receive_datagram(hello, ("192.0.2.2", 4500), 0.0)
+    receive_one(server, hello, ("192.0.2.2", 4500), 0.0)
     server.datagrams_to_send()
     for i in range(5000):  # many other Hellos in between do not make it fresh again
         connect(server, "bob", 5000 + i % 7, seed=10 + i) if i < 3 else None
-    events = server.receive_datagram(hello, ("203.0.113.66", 4500), 1.0)  # replayed elsewhere
+    events = receive_one(server, hello, ("203.0.113.66", 4500), 1.0)  # replayed elsewhere
     assert events == [DatagramDropped("replayed hello", ("203.0.113.66", 4500))]
     assert server.datagrams_to_send() == []
 
@@ -136,17 +136,17 @@ def test_identity_a_peer_cannot_use_another_peers_address_or_read_its_traffic():
     bob = connect(server, "bob", 4006, seed=22)
     alice_peer, bob_peer = ("192.0.2.2", 4005), ("192.0.2.2", 4006)
     # bob sends from alice's tunnel address: dropped as spoofed
-    bob.send_packet(ipv4_packet("10.8.0.7", "203.0.113.10"), 0.0)
+    bob.send_packets([ipv4_packet("10.8.0.7", "203.0.113.10")], 0.0)
     ((datagram, _),) = bob.datagrams_to_send()
-    assert server.receive_datagram(datagram, bob_peer, 0.0) == [
+    assert receive_one(server, datagram, bob_peer, 0.0) == [
         DatagramDropped("spoofed source", bob_peer)
     ]
     # traffic for alice is sealed with alice's keys: bob's session cannot open it
-    server.send_packet(ipv4_packet("203.0.113.10", "10.8.0.7"), 0.0)
+    server.send_packets([ipv4_packet("203.0.113.10", "10.8.0.7")], 0.0)
     ((to_alice, peer),) = server.datagrams_to_send()
     assert peer == alice_peer
-    assert bob.receive_datagram(to_alice, SERVER, 0.0)[0].reason == "unknown spi"
-    assert type(alice.receive_datagram(to_alice, SERVER, 0.0)[0]) is PacketReceived
+    assert receive_one(bob, to_alice, SERVER, 0.0)[0].reason == "unknown spi"
+    assert type(receive_one(alice, to_alice, SERVER, 0.0)[0]) is PacketReceived
 
 
 def test_identity_a_peer_that_restarts_on_another_port_keeps_its_address():
@@ -171,13 +171,13 @@ def test_identity_a_copied_hello_from_elsewhere_ends_nothing():
     exchange(server, alice, ("192.0.2.2", 4020), 0.0)
     rekey = client_format("alice").client_handshake(seeded_random(30))
     copied = rekey.hello(NOW + 1.0)  # alice's next Hello, seen on the wire by mallory
-    events = server.receive_datagram(copied, ("203.0.113.66", 4500), 1.0)
+    events = receive_one(server, copied, ("203.0.113.66", 4500), 1.0)
     assert not any(isinstance(e, SessionClosed) for e in events)
     assert list(server.sessions) == [("192.0.2.2", 4020)]
-    alice.send_packet(ipv4_packet("10.8.0.7", "203.0.113.10"), 1.5)
+    alice.send_packets([ipv4_packet("10.8.0.7", "203.0.113.10")], 1.5)
     events = exchange(server, alice, ("192.0.2.2", 4020), 1.5)  # the old keys still carry
     assert any(isinstance(e, PacketReceived) for e in events)
-    server.receive_datagram(b"\x00" * 64, ("203.0.113.66", 4500), 1.6)  # no keys: no move
+    receive_one(server, b"\x00" * 64, ("203.0.113.66", 4500), 1.6)  # no keys: no move
     assert list(server.sessions) == [("192.0.2.2", 4020)]
 
 
@@ -236,9 +236,9 @@ def test_identity_a_revoked_peer_loses_its_session_and_gets_nothing_more():
     events = server.update_peers([p for p in PEERS if p.name != "alice"])
     assert [e.reason for e in events] == ["revoked"]
     assert {s.identity.name for s in server.sessions.values()} == {"bob"}
-    alice.send_packet(ipv4_packet("10.8.0.7", "203.0.113.10"), 1.0)
+    alice.send_packets([ipv4_packet("10.8.0.7", "203.0.113.10")], 1.0)
     ((datagram, _),) = alice.datagrams_to_send()
-    assert server.receive_datagram(datagram, ("192.0.2.2", 4011), 1.0)[0].reason == "unknown peer"
+    assert receive_one(server, datagram, ("192.0.2.2", 4011), 1.0)[0].reason == "unknown peer"
     again = connect(server, "alice", 4013, seed=33, now=2.0)
     assert again.state is State.CONNECTING and server.counters.drops["unknown peer key"] == 1
     server.update_peers(PEERS)  # taken back in: answered again

@@ -118,11 +118,11 @@ def test_cores_carry_ipv6_both_ways(fmt):
     session = next(iter(pair.server.sessions.values()))
     assert session.tunnel_address6 == IPv6Interface("fd10:8::2/64")
     out = ipv6_packet(CLIENT6, WEB6)
-    assert pair.client.send_packet(out, pair.now) == []
+    assert pair.client.send_packets([out], pair.now) == []
     pair.client_to_server()
     assert pair.server_events[-1] == PacketReceived(out)
     back = ipv6_packet(WEB6, CLIENT6)
-    assert pair.server.send_packet(back, pair.now) == []
+    assert pair.server.send_packets([back], pair.now) == []
     pair.server_to_client()
     assert pair.client_events[-1] == PacketReceived(back)
     assert pair.server.counters.packets_to_tun == pair.client.counters.packets_to_tun == 1
@@ -139,12 +139,12 @@ def test_server_checks_ipv6_sources_and_drops_what_no_client_owns(fmt):
     assert pair.server.counters.drops["spoofed source"] == 3  # "::" never left the client
     assert pair.client.counters.drops["tun: ipv6 link scope"] == 1
     assert pair.server.counters.packets_to_tun == 0
-    assert pair.server.send_packet(ipv6_packet(WEB6, "fd10:8::9"), pair.now) == [
+    assert pair.server.send_packets([ipv6_packet(WEB6, "fd10:8::9")], pair.now) == [
         DatagramDropped("tun: no client for destination")
     ]
     rs = bytes(IPv6(src="fe80::1", dst="ff02::2") / ICMPv6ND_RS())  # the server's tun0
-    assert pair.server.send_packet(rs, pair.now) == [DatagramDropped("tun: ipv6 link scope")]
-    assert pair.server.send_packet(b"\x60" + bytes(30), pair.now) == [
+    assert pair.server.send_packets([rs], pair.now) == [DatagramDropped("tun: ipv6 link scope")]
+    assert pair.server.send_packets([b"\x60" + bytes(30)], pair.now) == [
         DatagramDropped("tun: not ip")
     ]
 
@@ -156,8 +156,8 @@ def test_client_to_client_over_ipv6_allowed_or_isolated(fmt, isolate):
     pair = CorePair(fmt, isolate_clients=isolate)
     pair.connect()
     second_client(pair, fmt)
-    pair.client.send_packet(ipv6_packet(CLIENT6, "fd10:8::3"), pair.now)
-    pair.client.send_packet(ipv6_packet(CLIENT6, SERVER6), pair.now)
+    pair.client.send_packets([ipv6_packet(CLIENT6, "fd10:8::3")], pair.now)
+    pair.client.send_packets([ipv6_packet(CLIENT6, SERVER6)], pair.now)
     pair.client_to_server()
     assert pair.server.counters.drops["client to client denied"] == (1 if isolate else 0)
     assert pair.server.counters.packets_to_tun == (1 if isolate else 2)

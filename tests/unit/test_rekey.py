@@ -22,7 +22,7 @@ from vpnlab.wire.crypto import MAX_SEQ
 from vpnlab.wire.identity import ClientIdentity, IdentityFormat, ServerIdentity
 from vpnlab.wire.noise import public_key
 
-from .helpers import CLIENT, PSK, SERVER, CorePair, ipv4_packet, seeded_random
+from .helpers import CLIENT, PSK, SERVER, CorePair, ipv4_packet, receive_one, seeded_random
 
 _CLIENT_KEY, _SERVER_KEY = bytes(range(32)), bytes(range(1, 33))
 IDENTITY = IdentityFormat(
@@ -51,8 +51,8 @@ def both_ways(pair: CorePair, n: int = 1) -> tuple[int, int]:
     """Send ``n`` packets each way; return how many arrived at the server and at the client."""
     seen_server, seen_client = len(pair.server_events), len(pair.client_events)
     for _ in range(n):
-        pair.client.send_packet(ipv4_packet(CLIENT_IP, WEB_IP), pair.now)
-        pair.server.send_packet(ipv4_packet(WEB_IP, CLIENT_IP), pair.now)
+        pair.client.send_packets([ipv4_packet(CLIENT_IP, WEB_IP)], pair.now)
+        pair.server.send_packets([ipv4_packet(WEB_IP, CLIENT_IP)], pair.now)
     pair.client_to_server()
     pair.server_to_client()
     at_server = [e for e in pair.server_events[seen_server:] if isinstance(e, PacketReceived)]
@@ -82,20 +82,18 @@ def test_Session_rekeys_on_the_timer_without_losing_a_packet(fmt):
 @pytest.mark.parametrize("fmt", ESP_FORMATS, ids=["esp-null", "esp-aes-gcm", "identity"])
 def test_Session_old_keys_open_late_datagrams_then_are_forgotten(fmt):
     pair = rekeying_pair(fmt)
-    pair.client.send_packet(ipv4_packet(CLIENT_IP, WEB_IP), pair.now)
+    pair.client.send_packets([ipv4_packet(CLIENT_IP, WEB_IP)], pair.now)
     ((late, _),) = pair.client.datagrams_to_send()  # sealed with the first keys, held back
     pair.advance(REKEY_AFTER_S + 1)
     assert pair.client.counters.rekeys == 1 and pair.server.counters.rekeys == 1
-    events = pair.server.receive_datagram(late, CLIENT, pair.now)
+    events = receive_one(pair.server, late, CLIENT, pair.now)
     assert [type(e) for e in events] == [PacketReceived]
-    pair.client.send_packet(ipv4_packet(CLIENT_IP, WEB_IP), pair.now)
+    pair.client.send_packets([ipv4_packet(CLIENT_IP, WEB_IP)], pair.now)
     fresh = pair.client.datagrams_to_send()[-1][0]
-    assert [type(e) for e in pair.server.receive_datagram(fresh, CLIENT, pair.now)] == [
-        PacketReceived
-    ]
+    assert [type(e) for e in receive_one(pair.server, fresh, CLIENT, pair.now)] == [PacketReceived]
     pair.advance(pair.now + KEEP_OLD_KEYS_S + 5)
     assert pair.server.sessions[CLIENT].previous is None
-    assert pair.server.receive_datagram(late, CLIENT, pair.now)[0].reason == "unknown spi"
+    assert receive_one(pair.server, late, CLIENT, pair.now)[0].reason == "unknown spi"
 
 
 @pytest.mark.parametrize("fmt", ESP_FORMATS, ids=["esp-null", "esp-aes-gcm", "identity"])
@@ -129,7 +127,7 @@ def test_Session_exhausted_keys_close_the_session_instead_of_raising(fmt):
     pair.connect()
     for session in (pair.client.session, pair.server.sessions[CLIENT]):
         session.protection._next_seq = MAX_SEQ + 1
-    pair.client.send_packet(ipv4_packet(CLIENT_IP, WEB_IP), pair.now)
+    pair.client.send_packets([ipv4_packet(CLIENT_IP, WEB_IP)], pair.now)
     assert pair.client.counters.drops["tun: sequence number exhausted: a new SA is needed"] == 1
     pair.now = 3.0  # past the keepalive (2 s), not the liveness (6 s): it cannot be sealed
     events = pair.client.handle_timer(pair.now) + pair.server.handle_timer(pair.now)

@@ -18,6 +18,7 @@ from vpnlab.shell.peers import PEERS, peers_text, read_peers
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.server import HelloStamps, PeersWatch, guarded
 
+from .helpers import receive_one
 from .test_identity import PEERS as IDENTITY_PEERS
 from .test_identity import SERVER_TUNNEL_ADDRESS, connect, server_core
 
@@ -114,7 +115,7 @@ def test_HelloStamps_a_recorded_hello_is_refused_after_a_restart(tmp_path):
     )
     client.connect(0.0)
     ((hello, _),) = client.datagrams_to_send()
-    first.receive_datagram(hello, ("192.0.2.2", 4500), 0.0)
+    receive_one(first, hello, ("192.0.2.2", 4500), 0.0)
     assert first.sessions
     stamps.save()  # what the server does before the Welcome leaves
     assert stamps.unsynced
@@ -122,5 +123,5 @@ def test_HelloStamps_a_recorded_hello_is_refused_after_a_restart(tmp_path):
     assert not stamps.unsynced
     restarted = server_core()
     HelloStamps(tmp_path, restarted)
-    events = restarted.receive_datagram(hello, ("192.0.2.2", 4500), 5.0)
+    events = receive_one(restarted, hello, ("192.0.2.2", 4500), 5.0)
     assert [e.reason for e in events] == ["replayed hello"] and not restarted.sessions

@@ -19,7 +19,16 @@ from vpnlab.core.server_core import MAX_SESSIONS_PER_IP
 from vpnlab.core.session import State
 from vpnlab.wire.plain import PLAIN
 
-from .helpers import CLIENT, FORMATS, SERVER, CorePair, ipv4_packet, ipv6_packet, seeded_random
+from .helpers import (
+    CLIENT,
+    FORMATS,
+    SERVER,
+    CorePair,
+    ipv4_packet,
+    ipv6_packet,
+    receive_one,
+    seeded_random,
+)
 
 
 def test_ServerCore_drops_silent_client_and_frees_its_address(fmt):
@@ -49,7 +58,7 @@ def test_ServerCore_once_finishes_with_its_client(fmt):
 def test_ServerCore_drops_spoofed_inner_source(fmt):
     pair = CorePair(fmt)
     pair.connect()
-    pair.client.send_packet(ipv4_packet("10.8.0.77", "203.0.113.10"), pair.now)
+    pair.client.send_packets([ipv4_packet("10.8.0.77", "203.0.113.10")], pair.now)
     pair.client_to_server()
     assert pair.server_events[-1] == DatagramDropped("spoofed source", CLIENT)
     assert pair.server.counters.drops["spoofed source"] == 1
@@ -62,9 +71,9 @@ def test_ServerCore_drops_spoofed_inner_source(fmt):
 def test_ServerCore_counts_garbage_from_unknown_and_known_peers(garbage, fmt):
     pair = CorePair(fmt)
     pair.connect()
-    events = pair.server.receive_datagram(garbage, ("192.0.2.99", 1234), pair.now)
+    events = receive_one(pair.server, garbage, ("192.0.2.99", 1234), pair.now)
     assert events == [DatagramDropped("unknown peer", ("192.0.2.99", 1234))]
-    events = pair.server.receive_datagram(garbage, CLIENT, pair.now)
+    events = receive_one(pair.server, garbage, CLIENT, pair.now)
     assert len(events) == 1 and isinstance(events[0], DatagramDropped)
     assert pair.server.sessions  # still connected
 
@@ -74,7 +83,7 @@ def test_ServerCore_nat_keepalive_is_not_liveness(fmt):
     pair.connect()
     server = pair.server
     for t in range(1, 7):  # a 0xFF every second: the client must still be declared lost
-        server.receive_datagram(b"\xff", CLIENT, float(t) - 0.5)
+        receive_one(server, b"\xff", CLIENT, float(t) - 0.5)
         server.handle_timer(float(t) - 0.5)
         server.datagrams_to_send()
     assert server.counters.drops["nat keepalive"] == 6
@@ -84,7 +93,7 @@ def test_ServerCore_nat_keepalive_is_not_liveness(fmt):
 def test_ServerCore_routes_by_destination_and_drops_unknown(fmt):
     pair = CorePair(fmt)
     pair.connect()
-    events = pair.server.send_packet(ipv4_packet("203.0.113.10", "10.8.0.99"), pair.now)
+    events = pair.server.send_packets([ipv4_packet("203.0.113.10", "10.8.0.99")], pair.now)
     assert events == [DatagramDropped("tun: no client for destination")]
 
 
@@ -92,7 +101,7 @@ def test_ServerCore_pool_exhaustion_is_counted():
     pair = CorePair(PLAIN)
     while pair.server.pool.take() is not None:
         pass
-    events = pair.server.receive_datagram(b"VPNLAB/1 HELLO\n", CLIENT, 0.0)
+    events = receive_one(pair.server, b"VPNLAB/1 HELLO\n", CLIENT, 0.0)
     assert events == [DatagramDropped("address pool exhausted", CLIENT)]
 
 
@@ -108,7 +117,7 @@ def test_ServerCore_hello_flood_from_one_source_is_rate_limited():
     pair = CorePair(PLAIN)
     server = pair.server
     for port in range(10_000):
-        server.receive_datagram(b"VPNLAB/1 HELLO\n", ("203.0.113.66", 1024 + port), 0.0)
+        receive_one(server, b"VPNLAB/1 HELLO\n", ("203.0.113.66", 1024 + port), 0.0)
     assert len(server.sessions) == 20
     assert server.counters.drops["hello rate limit"] == 10_000 - 20
     assert len(server.datagrams_to_send()) == 20
@@ -122,7 +131,7 @@ def test_ServerCore_forged_hellos_leave_no_state(fmt):
     for n in range(5_000):
         forged = bytearray(hello)
         forged[-1 - n % 16] ^= 1 + n % 255  # a wrong MAC
-        server.receive_datagram(bytes(forged), (f"198.51.100.{n % 200}", n), 0.0)
+        receive_one(server, bytes(forged), (f"198.51.100.{n % 200}", n), 0.0)
     assert not server.sessions and not server._replies
     assert server.datagrams_to_send() == []
     assert sum(server.counters.drops.values()) == 5_000
@@ -135,7 +144,7 @@ def test_ServerCore_retransmitted_hello_is_answered_within_the_rate_limit(fmt):
     pair.client.connect(0.0)
     ((hello, _),) = pair.client.datagrams_to_send()
     for _ in range(200):
-        pair.server.receive_datagram(hello, CLIENT, 0.0)
+        receive_one(pair.server, hello, CLIENT, 0.0)
     assert len(pair.server.sessions) == 1
     welcomes = pair.server.datagrams_to_send()
     assert len(welcomes) == HELLO_BURST  # the first answer, then re-sends from the burst
@@ -148,10 +157,10 @@ def second_client(pair: CorePair, fmt, peer=("192.0.2.3", 4500)) -> ClientCore:
     client = ClientCore(SERVER, fmt.client_handshake(seeded_random(3)))
     client.connect(pair.now)
     for datagram, _ in client.datagrams_to_send():
-        pair.server.receive_datagram(datagram, peer, pair.now)
+        receive_one(pair.server, datagram, peer, pair.now)
     for datagram, to in pair.server.datagrams_to_send():
         assert to == peer
-        client.receive_datagram(datagram, SERVER, pair.now)
+        receive_one(client, datagram, SERVER, pair.now)
     assert client.state is State.CONNECTED
     return client
 
@@ -165,8 +174,8 @@ def test_ServerCore_client_to_client_allowed_or_isolated(fmt, isolate):
         *map(IPv4Address, ("10.8.0.2", "10.8.0.3")),
         *map(IPv6Address, ("fd10:8::2", "fd10:8::3")),  # each client's IPv6 twin
     }
-    pair.client.send_packet(ipv4_packet("10.8.0.2", "10.8.0.3"), pair.now)
-    pair.client.send_packet(ipv4_packet("10.8.0.2", "10.8.0.1"), pair.now)  # the server: fine
+    pair.client.send_packets([ipv4_packet("10.8.0.2", "10.8.0.3")], pair.now)
+    pair.client.send_packets([ipv4_packet("10.8.0.2", "10.8.0.1")], pair.now)  # the server: fine
     pair.client_to_server()
     assert pair.server.counters.drops["client to client denied"] == (1 if isolate else 0)
     assert pair.server.counters.packets_to_tun == (1 if isolate else 2)
@@ -185,13 +194,13 @@ def test_ServerCore_site_to_site_routes_client_networks(fmt, family):
     packet = ipv4_packet if family == 4 else ipv6_packet
     pair = CorePair(fmt, client_networks={IPv4Address("10.8.0.2"): [lan]})
     pair.connect()
-    pair.client.send_packet(packet(h1, h2), pair.now)  # h1 -> h2
-    pair.client.send_packet(packet(outside, h2), pair.now)  # not its LAN
+    pair.client.send_packets([packet(h1, h2)], pair.now)  # h1 -> h2
+    pair.client.send_packets([packet(outside, h2)], pair.now)  # not its LAN
     pair.client_to_server()
     assert pair.server.counters.packets_to_tun == 1
     assert pair.server.counters.drops["spoofed source"] == 1
-    assert pair.server.send_packet(packet(h2, h1), pair.now) == []
-    assert pair.server.send_packet(packet(h2, stranger), pair.now) == [
+    assert pair.server.send_packets([packet(h2, h1)], pair.now) == []
+    assert pair.server.send_packets([packet(h2, stranger)], pair.now) == [
         DatagramDropped("tun: no client for destination")
     ]
     pair.server_to_client()
@@ -207,9 +216,9 @@ def test_ServerCore_forged_hellos_cost_the_victim_no_tokens(fmt):
     ((hello, _),) = pair.client.datagrams_to_send()
     forged = hello[:-1] + bytes((hello[-1] ^ 1,))
     for _ in range(HELLO_BURST * 3):
-        pair.server.receive_datagram(forged, CLIENT, 0.0)
+        receive_one(pair.server, forged, CLIENT, 0.0)
     assert pair.server.counters.drops["hello rate limit"] == 0
-    assert pair.server.receive_datagram(hello, CLIENT, 0.0)[0].tunnel_address is not None
+    assert receive_one(pair.server, hello, CLIENT, 0.0)[0].tunnel_address is not None
 
 
 def test_ServerCore_one_address_cannot_drain_the_pool():
@@ -217,11 +226,11 @@ def test_ServerCore_one_address_cannot_drain_the_pool():
     pair = CorePair(PLAIN)
     before = len(pair.server.pool)
     for port in range(1, 200):
-        pair.server.receive_datagram(b"VPNLAB/1 HELLO\n", ("192.0.2.66", port), port * 0.2)
+        receive_one(pair.server, b"VPNLAB/1 HELLO\n", ("192.0.2.66", port), port * 0.2)
     assert len(pair.server.sessions) == MAX_SESSIONS_PER_IP
     assert pair.server.counters.drops["too many sessions from one address"] > 0
     assert len(pair.server.pool) == before - MAX_SESSIONS_PER_IP
-    events = pair.server.receive_datagram(b"VPNLAB/1 HELLO\n", ("192.0.2.77", 4500), 41.0)
+    events = receive_one(pair.server, b"VPNLAB/1 HELLO\n", ("192.0.2.77", 4500), 41.0)
     assert events[0].tunnel_address is not None  # another host still gets one
 
 

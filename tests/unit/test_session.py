@@ -20,11 +20,11 @@ def test_Session_packets_cross_both_ways(fmt):
     pair = CorePair(fmt)
     pair.connect()
     up = ipv4_packet("10.8.0.2", "203.0.113.10")
-    assert pair.client.send_packet(up, pair.now) == []
+    assert pair.client.send_packets([up], pair.now) == []
     pair.client_to_server()
     assert pair.server_events[-1] == PacketReceived(up)
     down = ipv4_packet("203.0.113.10", "10.8.0.2")
-    assert pair.server.send_packet(down, pair.now) == []
+    assert pair.server.send_packets([down], pair.now) == []
     pair.server_to_client()
     assert pair.client_events[-1] == PacketReceived(down)
     assert pair.client.counters.packets_from_tun == 1

@@ -103,8 +103,8 @@ class ClientCore(CoreBase):
         self.close_reason = reason
         return [SessionClosed(self.server, reason)]
 
-    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
-        """SockSelected: one datagram from the socket."""
+    def _receive(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+        """SockSelected for one datagram (``receive_datagrams`` hands each of its batch here)."""
         if peer != self.server:
             return self._drop("unknown peer", peer)
         handshake = self.handshake if self.state is State.CONNECTING else self.rekeying
@@ -131,7 +131,7 @@ class ClientCore(CoreBase):
             else:
                 return self._rekeyed(established, now)
         try:
-            kind, packet = self.session.receive_datagram(datagram, now)
+            kind, packet = self.session.open(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         if kind is Kind.PACKET:
@@ -163,18 +163,15 @@ class ClientCore(CoreBase):
         self.counters.rekeys += 1
         return [HandshakeCompleted(self.server, established.client_address)]
 
-    def send_packet(self, packet: bytes, now: float) -> list[Event]:
-        """TunSelected: one packet read from tun0; IPv4 and IPv6 enter the tunnel, but not
-        IPv6 that belongs to tun0's own link (a fresh tun0's router solicitations and MLD
-        reports: the kernel's, never the user's; dropped and counted, ``is_link_scope``).
-
-        In TAP mode: one Ethernet frame from tap0, whatever it carries (ARP, IPv4, IPv6).
-        """
-        return self.send_packets([packet], now)
-
     def send_packets(self, packets: list[bytes], now: float) -> list[Event]:
-        """TunSelected for a batch (the fast path's segments of one super-packet): the state
-        is checked once, then each packet is sealed as ``send_packet`` would."""
+        """TunSelected: packets read from tun0 (one from the select loop, the segments of a
+        super-packet from the fast path); the state is checked once, then each is sealed.
+        IPv4 and IPv6 enter the tunnel, but not IPv6 that belongs to tun0's own link (a fresh
+        tun0's router solicitations and MLD reports: the kernel's, never the user's; dropped
+        and counted, ``is_link_scope``).
+
+        In TAP mode: Ethernet frames from tap0, whatever they carry (ARP, IPv4, IPv6).
+        """
         session = self.session
         if session is None or self.state is not State.CONNECTED:
             return [event for _ in packets for event in self._drop("not connected")]

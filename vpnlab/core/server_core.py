@@ -148,8 +148,9 @@ class ServerCore(TapSwitching, BatchReceiving):
             return State.CLOSED
         return State.CONNECTED if self.sessions else State.CONNECTING
 
-    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
-        """SockSelected: a Hello from a new client, or a datagram from a known one."""
+    def _receive(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+        """SockSelected for one datagram: a Hello from a new client, or a datagram from a
+        known one (``receive_datagrams`` hands each of its batch here)."""
         session = self.sessions.get(peer)
         if session is None and self.static is not None and not self.sessions:
             return self._receive_static(datagram, peer, now)
@@ -158,7 +159,7 @@ class ServerCore(TapSwitching, BatchReceiving):
         if session is None:
             return self._receive_roaming(datagram, peer, now)
         try:
-            kind, packet = session.receive_datagram(datagram, now)
+            kind, packet = session.open(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         return self._deliver(session, kind, packet, now)
@@ -171,7 +172,7 @@ class ServerCore(TapSwitching, BatchReceiving):
         if session is None:
             return self._drop("unknown peer", peer)
         try:
-            kind, packet = session.receive_datagram(datagram, now)
+            kind, packet = session.open(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         old = session.peer
@@ -213,7 +214,7 @@ class ServerCore(TapSwitching, BatchReceiving):
         assert self.static is not None
         session = self._session(peer, self.static, now)
         try:
-            kind, packet = session.receive_datagram(datagram, now)
+            kind, packet = session.open(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         self._add(session)
@@ -394,23 +395,15 @@ class ServerCore(TapSwitching, BatchReceiving):
                 return self.by_address.get(client)
         return None
 
-    def send_packet(self, packet: bytes, now: float) -> list[Event]:
-        """TunSelected: route one packet from tun0 to the client that owns its destination.
-
-        TAP mode: switch one frame from tap0 by its destination MAC (flooded if unknown).
-        """
-        if self.switch is not None:
-            return self._switch_from_tap(packet, now)
-        return self.send_packets([packet], now)
-
     def send_packets(self, packets: list[bytes], now: float) -> list[Event]:
         """TunSelected for a batch: one routing decision per run of packets to one destination
         (the fast path's segments of a super-packet share theirs), then each is sealed.
 
-        TAP mode: each frame is switched on its own (``send_packet``).
+        TAP mode: each frame is switched on its own by its destination MAC (flooded to every
+        client if unknown).
         """
         if self.switch is not None:
-            return [event for packet in packets for event in self.send_packet(packet, now)]
+            return [event for frame in packets for event in self._switch_from_tap(frame, now)]
         events: list[Event] = []
         routed_to, session = b"", None
         for packet in packets:

@@ -112,13 +112,14 @@ class CoreBase:
 
     counters: Counters
 
-    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+    def _receive(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
         raise NotImplementedError
 
     def receive_datagrams(
         self, datagrams: list[bytes], peer: Address, now: float, on_bug: OnBug | None = None
     ) -> tuple[list[bytes], list[Event]]:
-        """SockSelected for a GRO batch from one peer: each datagram opened on its own.
+        """SockSelected: the one entry for datagrams from the socket (a GRO batch from one
+        peer, or a batch of one from the select loop), each opened on its own.
 
         Args:
             on_bug: given, what the core raises for one datagram goes to it and the batch's
@@ -131,7 +132,7 @@ class CoreBase:
         events: list[Event] = []
         for datagram in datagrams:
             try:
-                sort_events(self.receive_datagram(datagram, peer, now), packets, events)
+                sort_events(self._receive(datagram, peer, now), packets, events)
             except Exception as exc:
                 if on_bug is None:
                     raise
@@ -146,7 +147,7 @@ class CoreBase:
     def _seal(self, session: Session, packet: bytes, now: float, where: str = "tun") -> list[Event]:
         """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped."""
         try:
-            session.send_packet(packet, now)
+            session.seal(packet, now)
         except LocalProtocolError as exc:
             return self._drop(f"{where}: {exc}")
         return []
@@ -199,8 +200,8 @@ class Session:
 
     def _use(self, protection: Protection, now: float) -> None:
         self.protection = protection
-        self._seal = protection.seal_frame if self.layer2 else protection.seal
-        self._open = protection.open_frame if self.layer2 else protection.open
+        self._sealer = protection.seal_frame if self.layer2 else protection.seal
+        self._opener = protection.open_frame if self.layer2 else protection.open
         self.keys_since = now
         self.sealed = 0
 
@@ -221,25 +222,25 @@ class Session:
         """Every set of keys that opens datagrams now (current, pending, previous)."""
         return [p for p in (self.protection, self.pending, self.previous) if p is not None]
 
-    def send_packet(self, packet: bytes, now: float) -> None:
+    def seal(self, packet: bytes, now: float) -> None:
         """TunSelected: seal one packet read from tun0 for the peer.
 
         Raises:
             LocalProtocolError: the packet cannot be sealed (too large for the format, or the
                 keys' sequence space is used up).
         """
-        self.outbox.append(self._seal(packet))
+        self.outbox.append(self._sealer(packet))
         self.sealed += 1
         self.last_sent = now
         self.counters.packets_from_tun += 1
         self.counters.bytes_from_tun += len(packet)
 
-    def receive_datagram(self, datagram: bytes, now: float) -> tuple[Kind, bytes]:
+    def open(self, datagram: bytes, now: float) -> tuple[Kind, bytes]:
         """SockSelected: open one datagram; raises RemoteProtocolError if it is bad."""
         if datagram == constants.NAT_KEEPALIVE:
             raise RemoteProtocolError("nat keepalive")
         try:
-            kind, packet = self._open(datagram)
+            kind, packet = self._opener(datagram)
         except RemoteProtocolError as exc:
             if exc.reason != "unknown spi" or (self.pending is None and self.previous is None):
                 raise

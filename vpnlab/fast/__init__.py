@@ -6,6 +6,6 @@
     batch      UDP GSO and GRO batches, pure
 
 Only the CLI imports this package: the simple path (tunnel, client, server, tap) never does.
-It talks to the cores through their batch entry (``send_packets``), as the simple path does
-through ``send_packet``.
+It talks to the cores through their one entry each way (``send_packets``,
+``receive_datagrams``), as the simple path does with batches of one.
 """

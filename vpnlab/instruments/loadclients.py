@@ -119,7 +119,7 @@ class LoadDriver:
         client.rtt_s = None
         client.ping_at = time.monotonic()
         packet = echo_request(session.tunnel_address.ip, self.target, client.ping_seq)
-        self._events(client, client.core.send_packet(packet, client.ping_at))
+        self._events(client, client.core.send_packets([packet], client.ping_at))
         self._flush(client)
 
     def run(self, done: Callable[[], bool], limit_s: float) -> bool:
@@ -155,7 +155,8 @@ class LoadDriver:
             except OSError:  # an ICMP error queued on the socket: the next Hello retries
                 continue
             now = time.monotonic()
-            self._events(client, client.core.receive_datagram(datagram, peer[:2], now))
+            packets, events = client.core.receive_datagrams([datagram], peer[:2], now)
+            self._events(client, [*events, *map(PacketReceived, packets)])
             self._flush(client)
 
     def _events(self, client: LoadClient, events: list[Event]) -> None:

@@ -51,7 +51,6 @@ class Core(Protocol):
     clock_offset_s: float
     """Wall-clock minus monotonic time, for the handshake's timestamps (the loop re-measures)."""
 
-    def receive_datagram(self, datagram: bytes, peer: Address, now: float) -> list[Event]: ...
     def receive_datagrams(
         self,
         datagrams: list[bytes],
@@ -59,7 +58,6 @@ class Core(Protocol):
         now: float,
         on_bug: Callable[[Exception], None] | None = None,
     ) -> tuple[list[bytes], list[Event]]: ...
-    def send_packet(self, packet: bytes, now: float) -> list[Event]: ...
     def send_packets(self, packets: list[bytes], now: float) -> list[Event]: ...
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]: ...
     def next_timer(self) -> float | None: ...
@@ -205,7 +203,7 @@ class Tunnel:
         """One packet from tun0: its MSS clamped (TCP SYN), then to the core to seal."""
         if self.mss_clamp:
             packet = clamp_mss(packet, self.mss_clamp)
-        self.dispatch(self.core.send_packet(packet, now))
+        self.dispatch(self.core.send_packets([packet], now))
 
     def sock_selected(self, now: float) -> None:
         """SockSelected: receive datagrams, hand them to the core, write packets to tun0."""
@@ -221,7 +219,8 @@ class Tunnel:
                 self.count_bug(exc)
                 return
             try:
-                self.dispatch(self.core.receive_datagram(datagram, peer[:2], now))
+                packets, events = self.core.receive_datagrams([datagram], peer[:2], now)
+                self.dispatch([*events, *map(PacketReceived, packets)])
             except Exception as exc:  # a bug costs this datagram, never the daemon
                 self.count_bug(exc)
 

@@ -137,14 +137,14 @@ answer_0_1 = ...
 ### BEGIN SOLUTION
 answer_0_1 = 4
 ### END SOLUTION
-course.check("0.1", answer_0_1)
+course.check_answer("0.1", answer_0_1)
 
 # %%
 answer_0_2 = ...
 ### BEGIN SOLUTION
 answer_0_2 = lab.prefix + "r2"
 ### END SOLUTION
-course.check("0.2", answer_0_2, lab)
+course.check_answer("0.2", answer_0_2, lab)
 
 # %%
 course.grade("0.2", answer_0_2, lab)
@@ -154,14 +154,14 @@ answer_0_3 = ...
 ### BEGIN SOLUTION
 answer_0_3 = "r2"
 ### END SOLUTION
-course.check("0.3", answer_0_3)
+course.check_answer("0.3", answer_0_3)
 
 # %%
 answer_0_4 = ...
 ### BEGIN SOLUTION
 answer_0_4 = lab.whoami("r1", "http://203.0.113.10/token")
 ### END SOLUTION
-course.check("0.4", answer_0_4, lab)
+course.check_answer("0.4", answer_0_4, lab)
 
 # %%
 course.grade("0.4", answer_0_4, lab)

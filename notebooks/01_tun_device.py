@@ -324,28 +324,28 @@ answer_1_1 = ...
 ### BEGIN SOLUTION
 answer_1_1 = 40
 ### END SOLUTION
-course.check("1.1", answer_1_1)
+course.check_answer("1.1", answer_1_1)
 
 # %%
 answer_1_2 = ...
 ### BEGIN SOLUTION
 answer_1_2 = 4
 ### END SOLUTION
-course.check("1.2", answer_1_2)
+course.check_answer("1.2", answer_1_2)
 
 # %%
 answer_1_3 = ...
 ### BEGIN SOLUTION
 answer_1_3 = 0x0002
 ### END SOLUTION
-course.check("1.3", answer_1_3)
+course.check_answer("1.3", answer_1_3)
 
 # %%
 answer_1_4 = ...
 ### BEGIN SOLUTION
 answer_1_4 = 0x0800
 ### END SOLUTION
-course.check("1.4", answer_1_4)
+course.check_answer("1.4", answer_1_4)
 
 # %%
 # The fixed facts of this notebook (1.1, 1.2, 1.3, 1.4) are graded together, by your

@@ -377,28 +377,28 @@ answer_2_1 = ...
 ### BEGIN SOLUTION
 answer_2_1 = 15
 ### END SOLUTION
-course.check("2.1", answer_2_1)
+course.check_answer("2.1", answer_2_1)
 
 # %%
 answer_2_2 = ...
 ### BEGIN SOLUTION
 answer_2_2 = 5
 ### END SOLUTION
-course.check("2.2", answer_2_2)
+course.check_answer("2.2", answer_2_2)
 
 # %%
 answer_2_3 = ...
 ### BEGIN SOLUTION
 answer_2_3 = 3
 ### END SOLUTION
-course.check("2.3", answer_2_3)
+course.check_answer("2.3", answer_2_3)
 
 # %%
 answer_2_4 = ...
 ### BEGIN SOLUTION
 answer_2_4 = 2
 ### END SOLUTION
-course.check("2.4", answer_2_4)
+course.check_answer("2.4", answer_2_4)
 
 # %%
 # The fixed facts of this notebook (2.1, 2.2, 2.3, 2.4) are graded together, by your

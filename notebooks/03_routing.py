@@ -211,7 +211,7 @@ def clean_up(ip, server: str, gateway: str) -> None:
     ### END SOLUTION
 
 
-behaviour.show(routing_exercise.check(lab, set_routing, clean_up))
+behaviour.show(routing_exercise.check_routing_steps(lab, set_routing, clean_up))
 
 # %% [markdown]
 # The grade comes from the next cell's hidden test: `nbgrader autograde` runs the same check
@@ -221,7 +221,7 @@ behaviour.show(routing_exercise.check(lab, set_routing, clean_up))
 ### BEGIN HIDDEN TESTS
 from vpnlab.course import behaviour, routing_exercise
 
-behaviour.require(routing_exercise.check(lab, set_routing, clean_up))
+behaviour.require(routing_exercise.check_routing_steps(lab, set_routing, clean_up))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -242,28 +242,28 @@ answer_3_1 = ...
 ### BEGIN SOLUTION
 answer_3_1 = "128.0.0.0/1"
 ### END SOLUTION
-course.check("3.1", answer_3_1)
+course.check_answer("3.1", answer_3_1)
 
 # %%
 answer_3_2 = ...
 ### BEGIN SOLUTION
 answer_3_2 = 32
 ### END SOLUTION
-course.check("3.2", answer_3_2)
+course.check_answer("3.2", answer_3_2)
 
 # %%
 answer_3_3 = ...
 ### BEGIN SOLUTION
 answer_3_3 = "tun0"
 ### END SOLUTION
-course.check("3.3", answer_3_3)
+course.check_answer("3.3", answer_3_3)
 
 # %%
 answer_3_4 = ...
 ### BEGIN SOLUTION
 answer_3_4 = True
 ### END SOLUTION
-course.check("3.4", answer_3_4)
+course.check_answer("3.4", answer_3_4)
 
 # %%
 # The fixed facts of this notebook (3.1, 3.2, 3.3, 3.4) are graded together, by your

@@ -168,7 +168,7 @@ table ip mynat {{
     ### END SOLUTION
 
 
-behaviour.show(nat_exercise.check(lab, nat_ruleset))
+behaviour.show(nat_exercise.check_nat_ruleset(lab, nat_ruleset))
 
 # %% [markdown]
 # The grade comes from the next cell's hidden test: `nbgrader autograde` runs the same check
@@ -178,7 +178,7 @@ behaviour.show(nat_exercise.check(lab, nat_ruleset))
 ### BEGIN HIDDEN TESTS
 from vpnlab.course import behaviour, nat_exercise
 
-behaviour.require(nat_exercise.check(lab, nat_ruleset))
+behaviour.require(nat_exercise.check_nat_ruleset(lab, nat_ruleset))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -197,28 +197,28 @@ answer_4_1 = ...
 ### BEGIN SOLUTION
 answer_4_1 = "192.0.2.2"
 ### END SOLUTION
-course.check("4.1", answer_4_1)
+course.check_answer("4.1", answer_4_1)
 
 # %%
 answer_4_2 = ...
 ### BEGIN SOLUTION
 answer_4_2 = "198.51.100.2"
 ### END SOLUTION
-course.check("4.2", answer_4_2)
+course.check_answer("4.2", answer_4_2)
 
 # %%
 answer_4_3 = ...
 ### BEGIN SOLUTION
 answer_4_3 = "198.51.100.2"
 ### END SOLUTION
-course.check("4.3", answer_4_3)
+course.check_answer("4.3", answer_4_3)
 
 # %%
 answer_4_4 = ...
 ### BEGIN SOLUTION
 answer_4_4 = "postrouting"
 ### END SOLUTION
-course.check("4.4", answer_4_4)
+course.check_answer("4.4", answer_4_4)
 
 # %%
 # The fixed facts of this notebook (4.1, 4.2, 4.3, 4.4) are graded together, by your

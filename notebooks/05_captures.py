@@ -280,7 +280,7 @@ def esp_open(key: bytes, datagram: bytes) -> tuple[int, int, bytes]:
 
 
 lab.start_vpn("esp-aes-gcm")
-behaviour.show(esp_exercise.check(lab, esp_seal, esp_open))
+behaviour.show(esp_exercise.check_esp_seal_open(lab, esp_seal, esp_open))
 
 # %% [markdown]
 # The grade comes from the next cell's hidden test: `nbgrader autograde` runs the same check
@@ -290,7 +290,7 @@ behaviour.show(esp_exercise.check(lab, esp_seal, esp_open))
 ### BEGIN HIDDEN TESTS
 from vpnlab.course import behaviour, esp_exercise
 
-behaviour.require(esp_exercise.check(lab, esp_seal, esp_open))
+behaviour.require(esp_exercise.check_esp_seal_open(lab, esp_seal, esp_open))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -310,28 +310,28 @@ answer_5_1 = ...
 ### BEGIN SOLUTION
 answer_5_1 = 28
 ### END SOLUTION
-course.check("5.1", answer_5_1)
+course.check_answer("5.1", answer_5_1)
 
 # %%
 answer_5_2 = ...
 ### BEGIN SOLUTION
 answer_5_2 = 162
 ### END SOLUTION
-course.check("5.2", answer_5_2)
+course.check_answer("5.2", answer_5_2)
 
 # %%
 answer_5_3 = ...
 ### BEGIN SOLUTION
 answer_5_3 = "raw:ip:tcp:ftp"
 ### END SOLUTION
-course.check("5.3", answer_5_3)
+course.check_answer("5.3", answer_5_3)
 
 # %%
 answer_5_4 = ...
 ### BEGIN SOLUTION
 answer_5_4 = "0x45000054"
 ### END SOLUTION
-course.check("5.4", answer_5_4)
+course.check_answer("5.4", answer_5_4)
 
 # %%
 # The fixed facts of this notebook (5.1, 5.2, 5.3, 5.4) are graded together, by your

@@ -266,7 +266,7 @@ answer_6_1 = ...
 ### BEGIN SOLUTION
 answer_6_1 = 6
 ### END SOLUTION
-course.check("6.1", answer_6_1)
+course.check_answer("6.1", answer_6_1)
 
 # %% [markdown]
 # **Explain 6.1** in a few sentences: why does a tunnel over UDP need keepalives and a
@@ -289,21 +289,21 @@ answer_6_2 = ...
 ### BEGIN SOLUTION
 answer_6_2 = sum(e[0] > 0 and e[1] == "r1 sends" for e in events)
 ### END SOLUTION
-course.check("6.2", answer_6_2, lab)
+course.check_answer("6.2", answer_6_2, lab)
 
 # %%
 answer_6_3 = ...
 ### BEGIN SOLUTION
 answer_6_3 = "SIGTERM"
 ### END SOLUTION
-course.check("6.3", answer_6_3)
+course.check_answer("6.3", answer_6_3)
 
 # %%
 answer_6_4 = ...
 ### BEGIN SOLUTION
 answer_6_4 = "vpnlab"
 ### END SOLUTION
-course.check("6.4", answer_6_4)
+course.check_answer("6.4", answer_6_4)
 
 # %%
 # The fixed facts of this notebook (6.1, 6.2, 6.3, 6.4) are graded together, by your

@@ -201,14 +201,14 @@ answer_7_1 = ...
 ### BEGIN SOLUTION
 answer_7_1 = "udp"
 ### END SOLUTION
-course.check("7.1", answer_7_1)
+course.check_answer("7.1", answer_7_1)
 
 # %%
 answer_7_2 = ...
 ### BEGIN SOLUTION
 answer_7_2 = 0
 ### END SOLUTION
-course.check("7.2", answer_7_2, lab)
+course.check_answer("7.2", answer_7_2, lab)
 
 # %% [markdown]
 # **Explain 7.2** in two or three sentences: why that number, and where did the losses get
@@ -230,14 +230,14 @@ answer_7_3 = ...
 ### BEGIN SOLUTION
 answer_7_3 = 2
 ### END SOLUTION
-course.check("7.3", answer_7_3)
+course.check_answer("7.3", answer_7_3)
 
 # %%
 answer_7_4 = ...
 ### BEGIN SOLUTION
 answer_7_4 = 30
 ### END SOLUTION
-course.check("7.4", answer_7_4, lab)
+course.check_answer("7.4", answer_7_4, lab)
 
 # %%
 # The fixed facts of this notebook (7.1, 7.2, 7.3, 7.4) are graded together, by your

@@ -152,28 +152,28 @@ answer_8_1 = ...
 ### BEGIN SOLUTION
 answer_8_1 = "isp"
 ### END SOLUTION
-course.check("8.1", answer_8_1)
+course.check_answer("8.1", answer_8_1)
 
 # %%
 answer_8_2 = ...
 ### BEGIN SOLUTION
 answer_8_2 = 0
 ### END SOLUTION
-course.check("8.2", answer_8_2)
+course.check_answer("8.2", answer_8_2)
 
 # %%
 answer_8_3 = ...
 ### BEGIN SOLUTION
 answer_8_3 = "10.8.0.2"
 ### END SOLUTION
-course.check("8.3", answer_8_3)
+course.check_answer("8.3", answer_8_3)
 
 # %%
 answer_8_4 = ...
 ### BEGIN SOLUTION
 answer_8_4 = "198.51.100.2"
 ### END SOLUTION
-course.check("8.4", answer_8_4)
+course.check_answer("8.4", answer_8_4)
 
 # %%
 # The fixed facts of this notebook (8.1, 8.2, 8.3, 8.4) are graded together, by your

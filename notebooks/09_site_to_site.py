@@ -203,28 +203,28 @@ answer_9_1 = ...
 ### BEGIN SOLUTION
 answer_9_1 = "172.16.2.0/24"
 ### END SOLUTION
-course.check("9.1", answer_9_1)
+course.check_answer("9.1", answer_9_1)
 
 # %%
 answer_9_2 = ...
 ### BEGIN SOLUTION
 answer_9_2 = "198.51.100.2"
 ### END SOLUTION
-course.check("9.2", answer_9_2)
+course.check_answer("9.2", answer_9_2)
 
 # %%
 answer_9_3 = ...
 ### BEGIN SOLUTION
 answer_9_3 = "172.16.1.10"
 ### END SOLUTION
-course.check("9.3", answer_9_3)
+course.check_answer("9.3", answer_9_3)
 
 # %%
 answer_9_4 = ...
 ### BEGIN SOLUTION
 answer_9_4 = 0
 ### END SOLUTION
-course.check("9.4", answer_9_4)
+course.check_answer("9.4", answer_9_4)
 
 # %%
 # The fixed facts of this notebook (9.1, 9.2, 9.3, 9.4) are graded together, by your

@@ -288,49 +288,49 @@ answer_10_1 = ...
 ### BEGIN SOLUTION
 answer_10_1 = True
 ### END SOLUTION
-course.check("10.1", answer_10_1, lab)
+course.check_answer("10.1", answer_10_1, lab)
 
 # %%
 answer_10_2 = ...
 ### BEGIN SOLUTION
 answer_10_2 = 2
 ### END SOLUTION
-course.check("10.2", answer_10_2)
+course.check_answer("10.2", answer_10_2)
 
 # %%
 answer_10_3 = ...
 ### BEGIN SOLUTION
 answer_10_3 = 6
 ### END SOLUTION
-course.check("10.3", answer_10_3)
+course.check_answer("10.3", answer_10_3)
 
 # %%
 answer_10_4_1 = ...
 ### BEGIN SOLUTION
 answer_10_4_1 = "server"
 ### END SOLUTION
-course.check("10.4.1", answer_10_4_1)
+course.check_answer("10.4.1", answer_10_4_1)
 
 # %%
 answer_10_4_2 = ...
 ### BEGIN SOLUTION
 answer_10_4_2 = "client"
 ### END SOLUTION
-course.check("10.4.2", answer_10_4_2)
+course.check_answer("10.4.2", answer_10_4_2)
 
 # %%
 answer_10_5 = ...
 ### BEGIN SOLUTION
 answer_10_5 = True
 ### END SOLUTION
-course.check("10.5", answer_10_5, lab)
+course.check_answer("10.5", answer_10_5, lab)
 
 # %%
 answer_10_6 = ...
 ### BEGIN SOLUTION
 answer_10_6 = "10.8.0.2"
 ### END SOLUTION
-course.check("10.6", answer_10_6, lab)
+course.check_answer("10.6", answer_10_6, lab)
 
 # %%
 course.grade("10.6", answer_10_6, lab)

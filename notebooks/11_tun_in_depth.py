@@ -288,28 +288,28 @@ answer_11_1 = ...
 ### BEGIN SOLUTION
 answer_11_1 = name1
 ### END SOLUTION
-course.check("11.1", answer_11_1, lab)
+course.check_answer("11.1", answer_11_1, lab)
 
 # %%
 answer_11_2 = ...
 ### BEGIN SOLUTION
 answer_11_2 = 15
 ### END SOLUTION
-course.check("11.2", answer_11_2)
+course.check_answer("11.2", answer_11_2)
 
 # %%
 answer_11_3 = ...
 ### BEGIN SOLUTION
 answer_11_3 = 6
 ### END SOLUTION
-course.check("11.3", answer_11_3)
+course.check_answer("11.3", answer_11_3)
 
 # %%
 answer_11_4 = ...
 ### BEGIN SOLUTION
 answer_11_4 = "EINVAL"
 ### END SOLUTION
-course.check("11.4", answer_11_4)
+course.check_answer("11.4", answer_11_4)
 
 # %%
 # The fixed facts of this notebook (11.1, 11.2, 11.3, 11.4) are graded together, by your

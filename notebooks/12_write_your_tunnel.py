@@ -199,21 +199,21 @@ answer_12_3 = ...
 ### BEGIN SOLUTION
 answer_12_3 = 28
 ### END SOLUTION
-course.check("12.3", answer_12_3)
+course.check_answer("12.3", answer_12_3)
 
 # %%
 answer_12_4 = ...
 ### BEGIN SOLUTION
 answer_12_4 = True
 ### END SOLUTION
-course.check("12.4", answer_12_4)
+course.check_answer("12.4", answer_12_4)
 
 # %%
 answer_12_5 = ...
 ### BEGIN SOLUTION
 answer_12_5 = 3
 ### END SOLUTION
-course.check("12.5", answer_12_5, lab)
+course.check_answer("12.5", answer_12_5, lab)
 
 # %%
 # The fixed facts of this notebook (12.3, 12.4, 12.5) are graded together, by your

@@ -240,35 +240,35 @@ answer_13_1 = ...
 ### BEGIN SOLUTION
 answer_13_1 = 1472
 ### END SOLUTION
-course.check("13.1", answer_13_1)
+course.check_answer("13.1", answer_13_1)
 
 # %%
 answer_13_2 = ...
 ### BEGIN SOLUTION
 answer_13_2 = 1435
 ### END SOLUTION
-course.check("13.2", answer_13_2)
+course.check_answer("13.2", answer_13_2)
 
 # %%
 answer_13_3 = ...
 ### BEGIN SOLUTION
 answer_13_3 = False
 ### END SOLUTION
-course.check("13.3", answer_13_3)
+course.check_answer("13.3", answer_13_3)
 
 # %%
 answer_13_4 = ...
 ### BEGIN SOLUTION
 answer_13_4 = 1410
 ### END SOLUTION
-course.check("13.4", answer_13_4, lab)
+course.check_answer("13.4", answer_13_4, lab)
 
 # %%
 answer_13_5 = ...
 ### BEGIN SOLUTION
 answer_13_5 = 1395
 ### END SOLUTION
-course.check("13.5", answer_13_5)
+course.check_answer("13.5", answer_13_5)
 
 # %%
 # The fixed facts of this notebook (13.1, 13.2, 13.3, 13.4, 13.5) are graded together, by your

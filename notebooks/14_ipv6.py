@@ -217,7 +217,7 @@ answer_14_1 = ...
 ### BEGIN SOLUTION
 answer_14_1 = "fd10:8::2"
 ### END SOLUTION
-course.check("14.1", answer_14_1, lab)
+course.check_answer("14.1", answer_14_1, lab)
 
 # %%
 course.grade("14.1", answer_14_1, lab)
@@ -227,21 +227,21 @@ answer_14_2 = ...
 ### BEGIN SOLUTION
 answer_14_2 = 1415
 ### END SOLUTION
-course.check("14.2", answer_14_2)
+course.check_answer("14.2", answer_14_2)
 
 # %%
 answer_14_3 = ...
 ### BEGIN SOLUTION
 answer_14_3 = "2001:db8:2::2"
 ### END SOLUTION
-course.check("14.3", answer_14_3)
+course.check_answer("14.3", answer_14_3)
 
 # %%
 answer_14_4 = ...
 ### BEGIN SOLUTION
 answer_14_4 = 41
 ### END SOLUTION
-course.check("14.4", answer_14_4)
+course.check_answer("14.4", answer_14_4)
 
 # %%
 # The fixed facts of this notebook (14.2, 14.3, 14.4) are graded together, by your

@@ -133,21 +133,21 @@ answer_15_1 = ...
 ### BEGIN SOLUTION
 answer_15_1 = 2
 ### END SOLUTION
-course.check("15.1", answer_15_1)
+course.check_answer("15.1", answer_15_1)
 
 # %%
 answer_15_2 = ...
 ### BEGIN SOLUTION
 answer_15_2 = 2
 ### END SOLUTION
-course.check("15.2", answer_15_2)
+course.check_answer("15.2", answer_15_2)
 
 # %%
 answer_15_3 = ...
 ### BEGIN SOLUTION
 answer_15_3 = "XfrmInStateProtoError"
 ### END SOLUTION
-course.check("15.3", answer_15_3)
+course.check_answer("15.3", answer_15_3)
 
 # %%
 # The fixed facts of this notebook (15.1, 15.2, 15.3) are graded together, by your

@@ -13,10 +13,10 @@ only, so that the pairs stay plain text; this build step gives each copied cell 
     markdown cells                               none
 
 Cell ids (``grade_id``): ``check-0_2``, ``explain-6_1``, ``grade-0_2``, ``facts-00`` from the
-course function a cell calls first and the exercises it names, else from the notebook's cell id
-(``cell-8a2f...``; a repeated one gets the cell id added). Then ``nbgrader generate_assignment``
-(run in the course directory) writes ``release/NN_name/NN_name.ipynb`` without solutions and
-hidden tests.
+course function a cell calls first (``check`` for ``check_answer``) and the exercises it names,
+else from the notebook's cell id (``cell-8a2f...``; a repeated one gets the cell id added).
+Then ``nbgrader generate_assignment`` (run in the course directory) writes
+``release/NN_name/NN_name.ipynb`` without solutions and hidden tests.
 
 Usage: python scripts/nbgrader_course.py COURSE_DIR [NOTEBOOK.ipynb ...]
 (default: every notebook; COURSE_DIR gets nbgrader_config.py, source/, release/, gradebook.db)
@@ -35,7 +35,10 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-_NAMED = re.compile(r'course\.(check|grade|explain|predict|observe)\(\s*"([0-9.]+)"')
+_NAMED = re.compile(r'course\.(check_answer|grade|explain|predict|observe)\(\s*"([0-9.]+)"')
+# course.check_answer's cells keep the id they had as course.check: a gradebook made before the
+# rename still finds its cells
+_ID_PREFIX = {"check_answer": "check"}
 _FACT = re.compile(r'^\s*"[0-9.]+": \(', re.M)
 _POINTS = re.compile(r"^# points: (\d+)$", re.M)
 
@@ -60,7 +63,7 @@ def _tag(source: str) -> str:
     if not named:
         return ""
     ids = "_".join(dict.fromkeys(exercise for _, exercise in named)).replace(".", "_")
-    return f"{named[0][0]}-{ids}"
+    return f"{_ID_PREFIX.get(named[0][0], named[0][0])}-{ids}"
 
 
 def _points(source: str) -> int:

@@ -28,7 +28,7 @@ def exercise_notebook() -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     answered = nbformat.v4.new_code_cell(
         "answer_3_1 = ...\n### BEGIN SOLUTION\nanswer_3_1 = '128.0.0.0/1'\n### END SOLUTION\n"
-        "course.check('3.1', answer_3_1)\n### BEGIN HIDDEN TESTS\nassert True\n"
+        "course.check_answer('3.1', answer_3_1)\n### BEGIN HIDDEN TESTS\nassert True\n"
         "### END HIDDEN TESTS\n"
     )
     answered.outputs = [nbformat.v4.new_output("stream", text="3.1: correct\n")]
@@ -42,7 +42,7 @@ def test_students_edition_takes_out_the_answers_and_keeps_the_figures(chapters):
     nb = exercise_notebook()
     chapters.students_edition(nb)
     figure, answered = nb.cells[1], nb.cells[2]
-    assert answered.source == "answer_3_1 = ...\ncourse.check('3.1', answer_3_1)"
+    assert answered.source == "answer_3_1 = ...\ncourse.check_answer('3.1', answer_3_1)"
     assert answered.outputs == []  # "correct" under an unanswered cell would mislead
     assert "image/png" in figure.outputs[0]["data"]
 

@@ -22,7 +22,7 @@ from vpnlab.lab.draw import WHOAMI_TOKEN
 
 from .helpers import NOTEBOOKS, ROOT
 
-CHECK = re.compile(r'course\.check\("([\d.]+)", (answer_\w+)(, lab)?\)')
+CHECK = re.compile(r'course\.check_answer\("([\d.]+)", (answer_\w+)(, lab)?\)')
 BLOCK = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 FACT_LINE = re.compile(r'^\s*"([\d.]+)": \((answer_\w+), (.*)\),$', re.M)
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
@@ -193,13 +193,13 @@ def test_fixed_facts_pass_as_a_set_and_one_wrong_fails_it(exercise):
 
 def test_a_fact_is_recorded_without_a_verdict(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VPNLAB_PROGRESS", str(tmp_path / "progress.jsonl"))
-    grading.check("3.2", ...)  # not answered: nothing recorded
-    grading.check("3.2", 32)
-    grading.check("3.2", 31)  # right or wrong: the same words
+    grading.check_answer("3.2", ...)  # not answered: nothing recorded
+    grading.check_answer("3.2", 32)
+    grading.check_answer("3.2", 31)  # right or wrong: the same words
     out = capsys.readouterr().out
     assert out.count("graded by your instructor") == 2 and "correct" not in out
     with pytest.raises(AssertionError, match="not a int"):
-        grading.check("3.2", "32")  # the wrong type is said at once
+        grading.check_answer("3.2", "32")  # the wrong type is said at once
     assert [(a.item, a.passed) for a in load()] == [("3.2", False), ("3.2", False)]
 
 
@@ -275,9 +275,9 @@ def test_a_live_check_in_the_notebook_and_its_grade_cell(two_labs, tmp_path, mon
     lab_a, lab_b = two_labs
     lab = course.CourseLab("exercises", lab_prefix=lab_a.prefix)
     token = lab.drawn()[WHOAMI_TOKEN]
-    course.check("0.4", token, lab)
+    course.check_answer("0.4", token, lab)
     with pytest.raises(AssertionError, match="not what your lab shows"):
-        course.check("0.4", lab_b.drawn()[WHOAMI_TOKEN], lab)
+        course.check_answer("0.4", lab_b.drawn()[WHOAMI_TOKEN], lab)
     assert [(a.item, a.passed) for a in load()] == [("0.4", True), ("0.4", False)]
     course.grade("0.4", token, lab)
     lab.drawn = lambda: {WHOAMI_TOKEN: "forged"}  # a student's code changing the object
@@ -311,13 +311,13 @@ def test_student_edition_has_no_solution_and_no_expected_literal(student_edition
             assert "expected=" not in source and "grade_facts" not in source, name
             for exercise, var, lab in CHECK.findall(source):
                 # the cell the student edits: the question's variable and the check, nothing else
-                want = f'{var} = ...\n\ncourse.check("{exercise}", {var}{lab})'
+                want = f'{var} = ...\n\ncourse.check_answer("{exercise}", {var}{lab})'
                 assert source.strip() == want, (name, source)
 
 
 def test_student_edition_keeps_the_teaching(student_edition):
     text = "\n".join("".join(c["source"]) for nb in student_edition.values() for c in nb["cells"])
-    assert text.count("course.check(") == len(EXERCISES)
+    assert text.count("course.check_answer(") == len(EXERCISES)
     assert "course.predict(" in text and "course.explain(" in text
     assert text.count("course.grade(") == len(LIVE)
 

@@ -57,8 +57,8 @@ def test_pair_in_sync_and_without_outputs(name):
 def test_exercises_summary_cleanup(name):
     text = (NOTEBOOKS / f"{name}.py").read_text()
     assert "## Exercises" in text and "## What you learned" in text
-    assert text.count("course.check(") >= 3
-    checks = text.count("course.check(")
+    assert text.count("course.check_answer(") >= 3
+    checks = text.count("course.check_answer(")
     assert text.count("### BEGIN SOLUTION") >= checks  # each answer in a solution block
     assert "lab.down()" in text
 

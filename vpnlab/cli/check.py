@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vpnlab.core.errors import LabError
 from vpnlab.course import progress
-from vpnlab.course.check import check, format_check
+from vpnlab.course.check import check_local_lab, format_check
 from vpnlab.course.report import report, to_csv, to_json
 from vpnlab.lab.state import DEFAULT_PREFIX
 
@@ -57,7 +57,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     path = Path(args.progress) if args.progress else None
     if args.report:
         return _report(args, path)
-    result = check(args.prefix, save=lambda attempt: progress.record(attempt, path))
+    result = check_local_lab(args.prefix, save=lambda attempt: progress.record(attempt, path))
     print(json.dumps(result, indent=2) if args.json else format_check(result))
     return 0 if result["ok"] else 1
 

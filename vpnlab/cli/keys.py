@@ -25,9 +25,9 @@ from vpnlab.shell.peers import (
     DEFAULT_SERVER_ADDRESS,
     SERVER_KEY,
     add_peer,
+    create_server_identity,
     decode_key,
     encode_key,
-    make_server,
     parse_endpoint,
     read_client_config,
     read_peers,
@@ -135,7 +135,7 @@ def endpoint(text: str) -> tuple[IPv4Address | IPv6Address, int]:
 
 
 def server_main(args: argparse.Namespace) -> int:
-    public = make_server(args.folder)
+    public = create_server_identity(args.folder)
     print(f"{args.folder / SERVER_KEY}: the server's key; public key {encode_key(public)}")
     return 0
 

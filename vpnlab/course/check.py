@@ -25,7 +25,7 @@ All but two are behaviour, observed through a :class:`NodeView` (``exec_in`` in 
 from outside, with the course's fixed topology and the restart marks of its own store. The two
 that read the lab's state folder ("daemons running", "counters") are for one's own lab only.
 
-Each run of :func:`check` appends one Attempt to the progress file (``progress.py``): item
+Each run of :func:`check_local_lab` appends one Attempt to the progress file (``progress.py``): item
 ``fault`` in a fault lab (its detail names the fault only once it is fixed), ``lab``
 otherwise. That file is the student's own: practice, never a grade (DESIGN.md section 6).
 """
@@ -250,7 +250,7 @@ def _counters_sane(
     return ok, detail
 
 
-def check(prefix: str, save: Callable[[Attempt], None] = record) -> dict[str, Any]:
+def check_local_lab(prefix: str, save: Callable[[Attempt], None] = record) -> dict[str, Any]:
     """Run the checks and record one Attempt (``fault`` or ``lab``).
 
     Returns ``{"ok", "fault_lab", "checks", "fixed"}``; ``fixed`` is the fault's name once a
@@ -271,7 +271,7 @@ def check(prefix: str, save: Callable[[Attempt], None] = record) -> dict[str, An
 
 
 def format_check(result: dict[str, Any]) -> str:
-    """:func:`check`'s result as lines: one check a line, then the verdict."""
+    """:func:`check_local_lab`'s result as lines: one check a line, then the verdict."""
     lines = [
         f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']:<16} {c['detail']}" for c in result["checks"]
     ]

@@ -102,7 +102,9 @@ def _refuses(esp_open: Open, key: bytes, datagram: bytes) -> bool:
     return False
 
 
-def check(lab: CourseLab, esp_seal: Seal, esp_open: Open, folder: Path = Path("work")) -> dict:
+def check_esp_seal_open(
+    lab: CourseLab, esp_seal: Seal, esp_open: Open, folder: Path = Path("work")
+) -> dict:
     """The student's seal against the running server, open against the wire: the facts."""
     to_server, to_client = lab_sas(lab)
     with capture.start_capture(

@@ -9,7 +9,7 @@ No answer, hash of an answer or salt is in any file a student reads. Each exerci
   ``vpnlab/lab/draw.py``). :func:`judge` compares; a value copied from another lab, an earlier
   run or the notes is wrong in this one. Never compared with what the notebook recorded.
 - **fixed fact** (a True/False, a small count, a name from the notes): not judged one by one
-  in the student's process. :func:`check` records the answer ("graded by your instructor");
+  in the student's process. :func:`check_answer` records the answer ("graded by your instructor");
   the instructor edition's ``### BEGIN HIDDEN TESTS`` block grades all of a notebook's facts at
   once with :func:`grade_facts`, so guessing one earns nothing. nbgrader strips that block from
   the student edition (``scripts/student-edition.sh``).
@@ -17,7 +17,7 @@ No answer, hash of an answer or salt is in any file a student reads. Each exerci
 The grade comes from where the student has no write access (DESIGN.md section 6): nbgrader's
 autograde re-running the submission in a fresh lab (the grade cells call :func:`grade` and
 :func:`grade_facts`), or the hub's grader service calling :func:`judge` on a student's live lab.
-In the student's own notebook :func:`check` is practice: feedback, and a line in the progress
+In the student's own notebook :func:`check_answer` is practice: feedback, and a line in the progress
 file (``progress.py``) that the student owns and that is no grade.
 """
 
@@ -38,7 +38,16 @@ from vpnlab.lab.state import drawn_values
 
 MIN_EXPLANATION_WORDS = 8
 FACT_RECORDED = "recorded, graded by your instructor"
-__all__ = ["LabView", "LocalLab", "check", "explain", "grade", "grade_facts", "judge", "predict"]
+__all__ = [
+    "LabView",
+    "LocalLab",
+    "check_answer",
+    "explain",
+    "grade",
+    "grade_facts",
+    "judge",
+    "predict",
+]
 
 
 class LocalLab:
@@ -111,7 +120,7 @@ def judge(exercise: str, answer: Any, lab: LabView) -> bool:
     return canonical(answer) == canonical(expected)
 
 
-def check(exercise: str, answer: Any, lab: LabView | None = None) -> None:
+def check_answer(exercise: str, answer: Any, lab: LabView | None = None) -> None:
     """Practice feedback for one exercise, recorded in the student's progress file.
 
     ``answer`` still ``...`` (Ellipsis): says so (so "Run all" goes on), records nothing.

@@ -64,7 +64,9 @@ def _source_at_web(lab: CourseLab, folder: Path) -> list[str]:
     return sorted({src for (src,) in rows})
 
 
-def check(lab: CourseLab, nat_ruleset: Ruleset, folder: Path = Path("work")) -> dict[str, bool]:
+def check_nat_ruleset(
+    lab: CourseLab, nat_ruleset: Ruleset, folder: Path = Path("work")
+) -> dict[str, bool]:
     """The student's rule in r2, the facts observed. The server's own rule (its ``ip vpnlab``
     table), if there is one, is set aside meanwhile and loaded again from its file after."""
     server_rule = lab.state_dir() / "r2-nat.nft"

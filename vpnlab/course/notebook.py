@@ -7,7 +7,7 @@ The notebooks in ``notebooks/`` import this module as ``from vpnlab import cours
     lab.sh("r1", "ip route")              # `ip netns exec nb01-r1 ip route`, printed
     lab.record("stack", "raw:ip:icmp")    # key results, for the tests (tests/notebooks)
     course.predict("7.2", 0)              # a guess, recorded before the demonstration
-    course.check("0.2", answer_0_2, lab)  # practice feedback, recorded (progress.py)
+    course.check_answer("0.2", answer_0_2, lab)  # practice feedback, recorded (progress.py)
     course.grade("0.2", answer_0_2, lab)  # nbgrader's grade cell: what this lab shows now
     course.explain("6.1", "because ...")  # a written explanation, for the instructor
     lab.down()
@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from vpnlab.core.errors import VpnlabError
-from vpnlab.course import grading
-from vpnlab.course.grading import explain, grade, grade_facts, observe, predict
+from vpnlab.course.grading import check_answer, explain, grade, grade_facts, observe, predict
 from vpnlab.lab.nodes import exec_in, popen_in, wait_for
 from vpnlab.lab.state import drawn_values, namespace, state_dir
 
@@ -49,7 +48,7 @@ __all__ = [
     "CourseError",
     "CourseLab",
     "Output",
-    "check",
+    "check_answer",
     "explain",
     "grade",
     "grade_facts",
@@ -363,18 +362,6 @@ def netns(namespace: str) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(own)
-
-
-# --- exercises ----------------------------------------------------------------------------------
-
-
-def check(exercise: str, answer: Any, lab: CourseLab | None = None) -> None:
-    """Practice feedback on one exercise of ``exercises.py`` (``grading.check``: recorded).
-
-    ``lab``: the notebook's lab, for the live exercises (judged by what the lab shows now);
-    a fixed fact is recorded for the instructor's hidden tests.
-    """
-    grading.check(exercise, answer, lab)
 
 
 def hexdump(data: bytes, width: int = 16) -> str:

@@ -49,7 +49,7 @@ from .progress import Attempt
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 """The course's notebooks, in a checkout of the repository (where the exercises are listed)."""
-_EXERCISE = re.compile(r'course\.(?:check|observe)\(\s*"([^"]+)"')
+_EXERCISE = re.compile(r'course\.(?:check_answer|observe)\(\s*"([^"]+)"')
 
 SEED_TASKS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "Network setup", ("0.",)),
@@ -84,7 +84,7 @@ CSV_COLUMNS = [
 
 
 def known_exercises(folder: Path = NOTEBOOKS) -> list[str]:
-    """Every exercise id the notebooks check (``course.check("3.1", ...)``), in order; none
+    """Every exercise id the notebooks check (``course.check_answer("3.1", ...)``), in order; none
     if the folder is not there (an installed package without the course)."""
     found = {m for path in sorted(folder.glob("*.py")) for m in _EXERCISE.findall(path.read_text())}
     return sorted(found, key=_sort_key)

@@ -69,7 +69,7 @@ def _run(step: Routing, ip: Ip, errors: list[str]) -> None:
         errors.append(f"{step.__name__}: {type(exc).__name__}: {exc}")
 
 
-def check(lab: CourseLab, set_routing: Routing, clean_up: Routing) -> dict[str, bool]:
+def check_routing_steps(lab: CourseLab, set_routing: Routing, clean_up: Routing) -> dict[str, bool]:
     """SetRouting(1) and CleanUp of the student, in r1 (the VPN must be stopped): the facts."""
 
     def ip(args: str) -> str:

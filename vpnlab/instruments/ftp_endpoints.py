@@ -44,7 +44,7 @@ class FtpError(VpnlabError):
 # --- the server ---------------------------------------------------------------------------------
 
 
-def make_server(
+def make_ftp_server(
     listen: str,
     root: str | Path,
     port: int = FTP_PORT,
@@ -117,7 +117,7 @@ def serve(
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    server = make_server(listen, root, port, user, password)
+    server = make_ftp_server(listen, root, port, user, password)
 
     def stop(signum, frame):
         raise SystemExit(0)

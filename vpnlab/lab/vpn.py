@@ -41,7 +41,7 @@ from vpnlab.lab.state import (
 )
 from vpnlab.lab.topology import Topology
 from vpnlab.shell.keys import new_psk, write_secret
-from vpnlab.shell.peers import PEERS, SERVER_KEY, add_peer, make_server
+from vpnlab.shell.peers import PEERS, SERVER_KEY, add_peer, create_server_identity
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
 from vpnlab.wire.esp import generate_static_keys
 
@@ -155,7 +155,7 @@ def _identities(
     """Identity mode: a fresh server key, and for each client its key, its peers.toml line
     (its address, the LAN behind it) and its config file (``vpnlab keys add-peer``)."""
     shutil.rmtree(folder, ignore_errors=True)
-    make_server(folder)
+    create_server_identity(folder)
     endpoint = (ipaddress.ip_address(_public_ip(topo, outer)), PORT)  # the outer family's
     server_address = ipaddress.IPv4Interface(topo.tunnel.server_address)
     configs = {}

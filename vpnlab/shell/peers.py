@@ -279,7 +279,7 @@ def read_server_identity(folder: Path, server_address: IPv4Interface) -> ServerI
     return ServerIdentity(key, peers)
 
 
-def make_server(folder: Path) -> bytes:
+def create_server_identity(folder: Path) -> bytes:
     """``vpnlab keys server DIR``: a fresh server key (and an empty peers file); returns the
     public key.
 

@@ -4,9 +4,9 @@
 # every vpnlab cipher x data path, in a lab of its own (prefix vbench-, removed at the end).
 # Arguments go to `vpnlab bench` (vpnlab/course/bench.py), e.g. `sudo scripts/bench.sh --quick`,
 # `sudo scripts/bench.sh --runs 5 --out /tmp/bench`; `.venv/bin/vpnlab bench --help` lists them.
-# `sudo scripts/bench.sh --footprint [--idle-seconds S]`: instead, what a lab costs a class
-# (seconds of lab up/down, RSS per daemon and of the lab, CPU of the idle lab; prefix vfoot-,
-# about 15 s, no OpenVPN needed).
+# `sudo scripts/bench.sh --footprint [--idle-seconds S] [--datapath simple]`: instead, what a lab
+# costs a class (seconds of lab up/down, start-up and RSS per daemon, RSS of the lab, CPU of the
+# idle lab; prefix vfoot-, about 15 s, no OpenVPN needed).
 # `sudo scripts/bench.sh --clients [N]`: instead, one server and a class of N (default 250)
 # lightweight load clients: handshake latency one after another and all at once, server RSS
 # per client, server CPU with all N idle (prefix vclass-, about 20 s, no OpenVPN needed).

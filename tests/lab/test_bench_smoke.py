@@ -42,10 +42,11 @@ def test_bench_quick_runs_and_produces_numbers(prefix, tmp_path):
         assert (last != "-") == ("vpnlab" in row["case"]), line  # "client / server" or "-"
 
 
-def test_bench_footprint_prints_the_table_and_leaves_nothing(prefix):
+@pytest.mark.parametrize("datapath", ["fast", "simple"])
+def test_bench_footprint_prints_the_table_and_leaves_nothing(prefix, datapath):
     done = subprocess.run(
         [sys.executable, "-m", "vpnlab", "bench", "--footprint", "--idle-seconds", "2"]
-        + ["--prefix", prefix],
+        + ["--prefix", prefix, "--datapath", datapath],
         capture_output=True,
         text=True,
         timeout=60,
@@ -56,7 +57,7 @@ def test_bench_footprint_prints_the_table_and_leaves_nothing(prefix):
         for cells in (line.split("|") for line in done.stdout.splitlines())
         if len(cells) == 5 and cells[2].strip().replace(".", "").isdigit()
     }
-    assert rows["lab up (VPN, esp-aes-gcm)"] > 0 and rows["lab down"] >= 0, rows
+    assert rows[f"lab up (VPN, esp-aes-gcm, {datapath} path)"] > 0 and rows["lab down"] >= 0, rows
     rss = {what: value for what, value in rows.items() if what.startswith("RSS ")}
     assert {"RSS server", "RSS client-r1", "RSS whoami"} <= set(rss), rows
     assert any(what.startswith("RSS whole lab") for what in rss), rows

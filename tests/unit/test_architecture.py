@@ -14,7 +14,8 @@ as much as one at the top of a module. The floors, from the top:
     core                        the sans-IO protocol
 
 An import may point to its own floor or below, never up; nothing may import in a circle; the
-two pure floors (core, wire) import no I/O module; the simple path never imports fast/.
+two pure floors (core, wire) import no I/O module; the simple path never imports fast/; the
+daemons never import pyroute2 (their netlink is ``shell/rtnetlink.py``: 14 MiB less each).
 Also: no function over 60 lines and no block of six lines written twice. A module ends where
 its idea ends: there is no line limit for modules (one used to cut a docstring to fit).
 """
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,6 +45,7 @@ FLOORS = [  # (floor, the modules on it: a package prefix or a module), top firs
         (
             "vpnlab.shell.tun",
             "vpnlab.shell.tap",
+            "vpnlab.shell.rtnetlink",
             "vpnlab.shell.routing",
             "vpnlab.shell.tunnel",
             "vpnlab.shell.transport",
@@ -193,6 +197,50 @@ def test_the_simple_path_never_imports_the_fast_one():
         if target == "vpnlab.fast" or target.startswith("vpnlab.fast.")
     ]
     assert bad == []
+
+
+DAEMON_COMMAND = "vpnlab.cli.daemons"
+"""The one command module ``python -m vpnlab server`` (or ``client``) imports (cli/__init__.py:
+COMMANDS; its ``vpnlab.lab.rootless`` is for other commands, given by an ordinary user)."""
+
+
+def daemon_modules() -> set[str]:
+    """Every vpnlab module a daemon can import, inside functions too."""
+    graph, found = internal_graph(), {DAEMON_COMMAND}
+    todo = [DAEMON_COMMAND]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in found:
+                found.add(target)
+                todo.append(target)
+    return found
+
+
+def test_the_daemons_never_import_pyroute2():
+    """Read from the source: no daemon module imports it, not even inside a function."""
+    modules = daemon_modules()
+    assert "vpnlab.shell.rtnetlink" in modules  # the graph is the daemons' own
+    bad = [
+        f"{module}:{line} imports {target}"
+        for module in sorted(modules)
+        for target, line in imports(module)
+        if target.split(".")[0] == "pyroute2"
+    ]
+    assert bad == []
+
+
+def test_importing_the_daemons_loads_no_pyroute2():
+    """Imported for real, in a fresh interpreter: ``sys.modules`` has no pyroute2 (nor a module
+    that a daemon's command loads only for other commands: the lab, the course)."""
+    code = (
+        "import sys, vpnlab.cli.daemons, vpnlab.shell.client, vpnlab.shell.server, "
+        "vpnlab.fast.loop\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('pyroute2')}"
+        " | {m for m in sys.modules if m.startswith(('vpnlab.lab', 'vpnlab.course'))}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_argparse_only_in_cli():

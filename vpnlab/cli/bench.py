@@ -64,7 +64,8 @@ def stagger_seconds(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``vpnlab bench [--quick] [--runs N] [--seconds S] [--cases CASE ...] [--out DIR]``,
-    ``vpnlab bench --footprint [--idle-seconds S]``, ``vpnlab bench --clients [N]``."""
+    ``vpnlab bench --footprint [--idle-seconds S] [--datapath fast|simple]``,
+    ``vpnlab bench --clients [N]``."""
     p = sub.add_parser(
         "bench",
         help="the benchmark against OpenVPN (a lab of its own)",
@@ -93,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=idle_seconds,
         default=IDLE_S,
         help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
+    )
+    p.add_argument(
+        "--datapath",
+        choices=("fast", "simple"),
+        default="fast",
+        help="--footprint: the daemons' data path (default %(default)s)",
     )
     p.add_argument("--runs", type=int, default=3, help="rounds (default %(default)s)")
     p.add_argument("--seconds", type=float, default=10, help="per run (default %(default)s)")
@@ -188,7 +195,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(format_class_load(document))
         return 0 if document["sequential"]["answered"] == args.clients else 1
     if args.footprint:
-        document = footprint(args.prefix or FOOTPRINT_PREFIX, args.idle_seconds)
+        prefix = args.prefix or FOOTPRINT_PREFIX
+        document = footprint(prefix, args.idle_seconds, datapath=args.datapath)
         print(format_footprint(document))
         return 0
     if args.quick:

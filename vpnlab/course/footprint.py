@@ -2,8 +2,8 @@
 
 In a lab of its own (prefix ``vfoot-``, removed at the end, also when something fails):
 
-    lab up / lab down    wall-clock seconds of ``lab.up`` (with the VPN, default cipher) and
-                         ``lab.down``
+    lab up / lab down    wall-clock seconds of ``lab.up`` and ``lab.start_vpn`` (default cipher,
+                         ``--datapath`` fast or simple: the daemons' option) and ``lab.down``
     CPU of lab up        CPU seconds of ``lab.up``: this process, the commands it ran and
                          reaped (ip, nft, sysctl), and the daemons it started, up to their start
     start-up             per daemon, seconds from its start to ready (the server's status
@@ -94,19 +94,24 @@ def footprint(
     idle_s: float = IDLE_S,
     cipher: str = DEFAULT_CIPHER,
     progress: Callable[[str], None] = say,
+    datapath: str = "fast",
 ) -> dict[str, Any]:
-    """Build a lab with the VPN, measure it, remove it; the document :func:`format_footprint`
-    prints. The lab is removed whatever happens (``lab.up`` and the window are bounded)."""
+    """Build a lab with the VPN (its daemons on ``datapath``), measure it, remove it; the
+    document :func:`format_footprint` prints. The lab is removed whatever happens (``lab.up``
+    and the window are bounded)."""
     document: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": {"cpus": os.cpu_count(), "model": cpu_model(), "kernel": platform.release()},
         "cipher": cipher,
+        "datapath": datapath,
         "idle_s": idle_s,
     }
-    progress(f"footprint: lab up ({prefix}, VPN, {cipher}) ...")
+    progress(f"footprint: lab up ({prefix}, VPN, {cipher}, {datapath} path) ...")
     start, cpu = time.monotonic(), own_cpu_s()
     try:
-        lab.up(prefix=prefix, cipher=cipher)
+        lab.up(prefix=prefix, cipher=cipher, vpn=False)
+        datapath_args = ["--datapath", datapath]
+        lab.start_vpn(prefix, cipher, server_args=datapath_args, client_args=datapath_args)
         document["up_s"] = round(time.monotonic() - start, 2)
         daemons = (load(prefix) or {}).get("daemons", {})
         pids_of = {name: info["pid"] for name, info in daemons.items()}
@@ -129,7 +134,11 @@ def format_footprint(document: dict[str, Any]) -> str:
     """The footprint as a Markdown table (it goes into the README as it is)."""
     mib = 1024
     rows = [
-        (f"lab up (VPN, {document['cipher']})", f"{document['up_s']:.2f}", "s"),
+        (
+            f"lab up (VPN, {document['cipher']}, {document['datapath']} path)",
+            f"{document['up_s']:.2f}",
+            "s",
+        ),
         (
             "CPU of lab up (this process, its commands, the daemons)",
             f"{document['up_cpu_s']:.2f}",

@@ -19,6 +19,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from vpnlab.shell.rtnetlink import Rtnetlink, link_index
+
 TUNSETOFFLOAD = 0x400454D0
 TUNGETIFF = 0x800454D2
 TUNSETVNETHDRSZ = 0x400454D8
@@ -72,19 +74,17 @@ def enable_tun(fd: int, name: str, offloads: Offloads) -> None:
         offloads.refused.append(f"TUNSETOFFLOAD TSO: {exc.strerror}")
         return
     try:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            (index,) = ipr.link_lookup(ifname=name)
-            ipr.link("set", index=index, gso_max_size=GSO_MAX_SIZE)
-    except Exception as exc:  # an old kernel or pyroute2: super-packets stay at 64 KB
+        with Rtnetlink() as netlink:
+            netlink.set_link(link_index(name), gso_max_size=GSO_MAX_SIZE)
+    except OSError as exc:  # an old kernel: super-packets stay at 64 KB
         offloads.refused.append(f"gso_max_size {GSO_MAX_SIZE}: {exc}")
 
 
 def enable_socket(sock: socket.socket, offloads: Offloads) -> None:
     """The UDP socket: UDP_GRO on receive; UDP_SEGMENT is tried here and again at each send.
 
-    Its 4 MiB buffers (room for a few 64 KB batches) were set by ``transport.init_socket``.
+    Its buffers (``transport.SOCKET_BUFFER_BYTES``: room for a few 64 KB batches) were set by
+    ``transport.init_socket``.
     """
     try:
         sock.setsockopt(SOL_UDP, UDP_GRO, 1)

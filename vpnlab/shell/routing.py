@@ -31,13 +31,14 @@ import contextlib
 import os
 import subprocess
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 from typing import Protocol
 
 from vpnlab.core.constants import NAT_TABLE
 from vpnlab.core.errors import SetupError
 from vpnlab.core.packet import IPV6_MIN_MTU
+from vpnlab.shell.rtnetlink import NetlinkError, Route, Rtnetlink, link_index
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 IP6_FORWARD = Path("/proc/sys/net/ipv6/conf/all/forwarding")
@@ -103,26 +104,21 @@ def restore_forwarding(previous: str | None, path: Path = IP_FORWARD) -> None:
             path.write_text(previous + "\n")
 
 
-def add_routes(routes: list[dict[str, object]], added: list[dict[str, object]]) -> None:
+def add_routes(routes: list[Route], added: list[Route]) -> None:
     """``ip route replace`` each route, remembering it in ``added`` for CleanUp."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
+    with Rtnetlink() as netlink:
         for route in routes:
-            ipr.route("replace", **route)
+            netlink.replace_route(route)
             added.append(route)
 
 
-def delete_routes(added: list[dict[str, object]]) -> None:
+def delete_routes(added: list[Route]) -> None:
     """CleanUp: delete the routes we added, newest first; routes already gone are fine."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
+    with Rtnetlink() as netlink:
         for route in reversed(added):
             # tun0 may be closed already, and its routes gone with it
             with contextlib.suppress(NetlinkError):
-                ipr.route("del", **route)
+                netlink.delete_route(route)
     added.clear()
 
 
@@ -132,14 +128,6 @@ class Routing(Protocol):
     def apply(self) -> None: ...
 
     def restore(self) -> None: ...
-
-
-def tun_index(name: str) -> int:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        (index,) = ipr.link_lookup(ifname=name)
-    return index
 
 
 @dataclass
@@ -163,7 +151,7 @@ class ClientRouting:
     server: IPv4Address | IPv6Address
     tun_name: str
     networks: tuple[IPv4Network | IPv6Network, ...] = ()
-    added: list[dict[str, object]] = field(default_factory=list)
+    added: list[Route] = field(default_factory=list)
     previous_forward: str | None = None
     gateway: IPv4Address | None = None
     ipv6: bool = False
@@ -173,46 +161,35 @@ class ClientRouting:
     def apply(self) -> None:
         """SetRouting(1): the host route and the two halves of the address space (or the
         site-to-site networks) via tun0, for each family the tunnel carries."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
         try:
-            tun = tun_index(self.tun_name)
-            via = {"gateway": str(self.gateway)} if self.gateway else {}
+            tun = link_index(self.tun_name)
             if self.networks:
                 self.previous_forward = set_forwarding(True)
                 if self.ipv6:
                     self.previous_forward6 = set_forwarding(True, IP6_FORWARD)
-                nets = [{"dst": str(net), "oif": tun, **via} for net in self.networks]
+                nets = [Route(net, tun, self.gateway) for net in self.networks]
                 add_routes(nets, self.added)
                 return
             halves = ["0.0.0.0/1", "128.0.0.0/1"] + (["::/1", "8000::/1"] if self.ipv6 else [])
-            everything = [{"dst": half, "oif": tun, **via} for half in halves]
+            everything = [Route(ip_network(half), tun, self.gateway) for half in halves]
             add_routes([self._host_route(), *everything], self.added)
-        except (NetlinkError, ValueError) as exc:
+        except NetlinkError as exc:
             self.restore()
             raise SetupError(f"SetRouting(1) failed: {exc}") from None
 
-    def _host_route(self) -> dict[str, object]:
+    def _host_route(self) -> Route:
         """The server's address (/32, or /128 over IPv6) the way it is reached now."""
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            (path,) = ipr.route("get", dst=str(self.server))[:1]
-        host_route: dict[str, object] = {
-            "dst": f"{self.server}/{self.server.max_prefixlen}",
-            "oif": path.get("RTA_OIF"),
-        }
-        if path.get("RTA_GATEWAY"):
-            host_route["gateway"] = path.get("RTA_GATEWAY")
-        return host_route
+        with Rtnetlink() as netlink:
+            path = netlink.get_route(self.server)
+        return Route(ip_network(self.server), path.oif, path.gateway)
 
     def restore(self) -> None:
         """CleanUp: delete the routes apply() added (fail closed: each redirected network
         becomes unreachable, the server's host route stays); forwarding as it was."""
         if self.fail_closed and self.added:
-            host = f"{self.server}/{self.server.max_prefixlen}"
-            redirected = [route for route in self.added if route["dst"] != host]
-            closed = [{"dst": route["dst"], "type": "unreachable"} for route in redirected]
+            host = ip_network(self.server)
+            redirected = [route for route in self.added if route.dst != host]
+            closed = [Route(route.dst, kind="unreachable") for route in redirected]
             add_routes(closed, [])  # replaces each tun0 route: never a moment in the clear
             self.added.clear()  # kept on purpose: the host route and the unreachable ones
         delete_routes(self.added)
@@ -306,14 +283,12 @@ class ServerRouting:
     client_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     previous_forward: str | None = None
     nat_applied: bool = False
-    added: list[dict[str, object]] = field(default_factory=list)
+    added: list[Route] = field(default_factory=list)
     network6: IPv6Network | None = None
     previous_forward6: str | None = None
 
     def apply(self) -> None:
         """SetRouting(0): ip_forward=1, routes to client networks, ``nft -f`` the NAT file."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
         if self.external_interface:
             check_interface_name(self.external_interface)  # before anything is changed
         self.previous_forward = set_forwarding(True)
@@ -321,9 +296,9 @@ class ServerRouting:
             self.previous_forward6 = set_forwarding(True, IP6_FORWARD)
         if self.client_networks:
             try:
-                tun = tun_index(self.tun_name)
-                add_routes([{"dst": str(n), "oif": tun} for n in self.client_networks], self.added)
-            except (NetlinkError, ValueError) as exc:
+                tun = link_index(self.tun_name)
+                add_routes([Route(n, tun) for n in self.client_networks], self.added)
+            except NetlinkError as exc:
                 raise SetupError(f"SetRouting(0) failed: {exc}") from None
         if self.external_interface:
             self.ruleset_file.parent.mkdir(parents=True, exist_ok=True)
@@ -335,13 +310,13 @@ class ServerRouting:
     def set_client_networks(self, networks: tuple[IPv4Network | IPv6Network, ...]) -> None:
         """``peers.toml`` changed: route exactly ``networks`` into tun0 from now on (a
         revoked peer's routes deleted, a new peer's added)."""
-        wanted = {str(network) for network in networks}
-        delete_routes([route for route in self.added if route["dst"] not in wanted])
-        self.added = [route for route in self.added if route["dst"] in wanted]
-        have = {route["dst"] for route in self.added}
+        wanted = set(networks)
+        delete_routes([route for route in self.added if route.dst not in wanted])
+        self.added = [route for route in self.added if route.dst in wanted]
+        have = {route.dst for route in self.added}
         if wanted - have:
-            tun = tun_index(self.tun_name)
-            add_routes([{"dst": dst, "oif": tun} for dst in sorted(wanted - have)], self.added)
+            tun = link_index(self.tun_name)
+            add_routes([Route(dst, tun) for dst in sorted(wanted - have, key=str)], self.added)
         self.client_networks = networks
 
     def restore(self) -> None:

@@ -14,13 +14,19 @@ experiment of the course, which plays the other end of a TAP device by hand, is
 
 from __future__ import annotations
 
+import fcntl
+import socket
+import struct
+
 from vpnlab.core.errors import SetupError
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
-from vpnlab.shell.tun import IFF_NO_PI, IFF_TAP, IFF_TUN
+from vpnlab.shell.tun import IFF_NO_PI, IFF_TAP, IFF_TUN, IFNAMSIZ
 
 MODES = ("tun", "tap")
 DEFAULT_MODE = "tun"
 TAP_NAME = "tap0"
+SIOCGIFHWADDR = 0x8927
+"""linux/sockios.h: get the hardware (MAC) address of an interface."""
 
 
 def device_flags(mode: str, datapath_flags: int = 0) -> int:
@@ -51,16 +57,17 @@ def device_mtu(mode: str, tun_mtu: int) -> int:
 
 
 def mac_address(name: str) -> bytes:
-    """Ifconfig: the MAC the kernel gave ``name`` (the server tells its switch about it).
+    """Ifconfig: the MAC the kernel gave ``name`` (the server tells its switch about it), read
+    with the SIOCGIFHWADDR ioctl: a ``struct ifreq`` whose union the kernel fills in as a
+    ``struct sockaddr`` (family ARPHRD_ETHER, then the six bytes).
 
     Raises:
         SetupError: no such interface.
     """
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            raise SetupError(f"no interface {name}")
-        text = ipr.get_links(found[0])[0].get_attr("IFLA_ADDRESS")
-    return bytes.fromhex(text.replace(":", ""))
+    request = struct.pack("16s24x", name.encode()[: IFNAMSIZ - 1])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            ifreq = fcntl.ioctl(sock, SIOCGIFHWADDR, request)
+        except OSError:
+            raise SetupError(f"no interface {name}") from None
+    return ifreq[18:24]  # after the name: struct sockaddr, its 2-byte family, then the MAC

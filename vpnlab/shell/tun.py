@@ -23,6 +23,7 @@ import struct
 from ipaddress import IPv4Interface, IPv6Interface
 
 from vpnlab.core.errors import SetupError
+from vpnlab.shell.rtnetlink import NetlinkError, Rtnetlink, link_index
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -83,7 +84,7 @@ def create_tun_dev(name: str = "tun0", flags: int = IFF_TUN | IFF_NO_PI) -> tupl
 def ifconfig(
     name: str, address: IPv4Interface, mtu: int, address6: IPv6Interface | None = None
 ) -> None:
-    """Ifconfig: give tun0 its address and MTU and bring it up (``ip addr/link`` via netlink).
+    """Ifconfig: give tun0 its address and MTU and bring it up (``ip addr/link``: rtnetlink.py).
 
     With ``address6`` (dual stack) tun0 gets its IPv6 tunnel address too (``ip -6 addr add
     ... nodad``). Bringing tun0 up with IPv6 on makes the kernel give it a link-local fe80::
@@ -93,24 +94,13 @@ def ifconfig(
     Raises:
         SetupError: netlink refused (for example, the interface vanished).
     """
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
     try:
-        with IPRoute() as ipr:
-            (index,) = ipr.link_lookup(ifname=name)
-            ipr.link("set", index=index, mtu=mtu)
-            ipr.addr(
-                "replace", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
-            )
+        with Rtnetlink() as netlink:
+            index = link_index(name)
+            netlink.set_link(index, mtu=mtu)
+            netlink.replace_address(index, address)
             if address6 is not None:
-                ipr.addr(
-                    "replace",
-                    index=index,
-                    address=str(address6.ip),
-                    prefixlen=address6.network.prefixlen,
-                    IFA_FLAGS=IFA_F_NODAD,
-                )
-            ipr.link("set", index=index, state="up")
-    except (NetlinkError, ValueError) as exc:
+                netlink.replace_address(index, address6, IFA_F_NODAD)
+            netlink.set_link(index, up=True)
+    except NetlinkError as exc:
         raise SetupError(f"ifconfig {name} {address} mtu {mtu} failed: {exc}") from None

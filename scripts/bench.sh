@@ -30,4 +30,4 @@ if ! command -v openvpn >/dev/null; then
 fi
 cd "$VPNLAB_ROOT"
 say "benchmark (progress below; about 8 minutes, --quick: under a minute)"
-"$VENV/bin/vpnlab" bench "$@"
+exec "$VENV/bin/vpnlab" bench "$@"

@@ -13,4 +13,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 setup course
 cd "$VPNLAB_ROOT"
 say "TCP meltdown sweep (progress below; about 8 minutes, --quick: under a minute)"
-"$VENV/bin/vpnlab" meltdown "$@"
+exec "$VENV/bin/vpnlab" meltdown "$@"

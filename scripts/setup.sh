@@ -254,7 +254,8 @@ setup_system() {
   install -m 644 "$VPNLAB_ROOT"/deploy/jupyterhub/student-server/* \
     "$SYSTEM_PREFIX/jupyterhub/student-server/"
   chown -R root:root "$SYSTEM_PREFIX"
-  chmod -R u+w,go-w,a+rX "$SYSTEM_PREFIX"
+  # files and folders only: never a device node (a TUN node, VPNLAB_TUN_NODE) nor through a link
+  find "$SYSTEM_PREFIX" \( -type f -o -type d \) -exec chmod u+w,go-w,a+rX {} +
   chmod 755 "$SYSTEM_PREFIX"
   say "class install: done ($SYSTEM_PREFIX; the hub: docs/class.md)"
 }

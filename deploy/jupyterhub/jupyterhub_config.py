@@ -13,8 +13,9 @@ owns, and stopping a server kills its holder and with it the student's labs.
 
 Settings, all from the environment so that the test and a real class use the same file:
 
-    VPNLAB_SYSTEM_PREFIX             the class install (default /opt/vpnlab): venv/, proxy/,
-                                     course/, bin/vpnlab-start-singleuser
+    VPNLAB_SYSTEM_PREFIX             the class install (default: the one this file is in,
+                                     PREFIX/jupyterhub/): venv/, proxy/, course/,
+                                     bin/vpnlab-start-singleuser
     VPNLAB_HUB_IP, VPNLAB_HUB_PORT   where the proxy listens (default 127.0.0.1:8000; the hub's
                                      own API and the proxy's API take the two ports after it)
     VPNLAB_HUB_SSL_CERT, _SSL_KEY    the TLS certificate (full chain) and key: required unless
@@ -56,7 +57,9 @@ def setting(name: str, default: str) -> str:
 
 # --- where things are: the class install (scripts/setup.sh --system) ----------------------------
 
-PREFIX = Path(os.environ.get("VPNLAB_SYSTEM_PREFIX") or "/opt/vpnlab")
+PREFIX = Path(os.environ.get("VPNLAB_SYSTEM_PREFIX") or Path(__file__).resolve().parents[1])
+"""The class install this file was installed into ($PREFIX/jupyterhub/): /opt/vpnlab, or the
+VPNLAB_SYSTEM_PREFIX that ``scripts/setup.sh --system`` was given."""
 PYTHON = PREFIX / "venv/bin/python"
 COURSE = PREFIX / "course"
 START = PREFIX / "bin/vpnlab-start-singleuser"

@@ -17,5 +17,7 @@ def test_not_root_or_missing_tools_is_one_clear_error(monkeypatch):
         lab.status("vpnlab-")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(nodes.shutil, "which", lambda tool: None if tool == "ip" else "/x")
-    with pytest.raises(LabError, match="missing tools: ip"):
+    with pytest.raises(
+        LabError, match="missing tools: ip: install them with .sudo apt-get install iproute2."
+    ):
         lab.up("vpnlab-")

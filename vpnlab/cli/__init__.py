@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import typing
 
+from vpnlab.cli.process import Stopped, stop_on, with_sbin
 from vpnlab.core.errors import VpnlabError
 
 COMMANDS = {
@@ -43,6 +45,9 @@ COMMANDS = {
 """Each sub-command, and the module of ``vpnlab.cli`` that defines it (in --help order)."""
 ROOTLESS_COMMANDS = ("lab", "capture", "check", "bench", "meltdown", "arp-experiment")
 """Given by an ordinary user, these run in a holder the user owns (``vpnlab/lab/rootless.py``)."""
+BUILDING_COMMANDS = ("lab", "capture", "bench", "meltdown", "arp-experiment", "check")
+"""These build something (a lab, a capture) and remove it when stopped: SIGTERM acts as Ctrl-C
+(``vpnlab/cli/process.py``). The daemons and services handle their signals themselves."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,22 +74,30 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run one subcommand; errors are one line on stderr and a non-zero exit."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
+    os.environ["PATH"] = with_sbin(os.environ.get("PATH", os.defpath))
+    signals = (signal.SIGTERM,) if args.command in BUILDING_COMMANDS else ()
     try:
-        decoding = args.command == "capture" and args.target[:1] == ["decode"]  # a file only
-        if args.command in ROOTLESS_COMMANDS and os.geteuid() != 0 and not decoding:
-            from vpnlab.lab import rootless
-
-            verb = getattr(args, "lab_command", None)
-            return rootless.forward(args.command, argv, getattr(args, "prefix", None), verb)
-        return int(args.func(args) or 0)
+        with stop_on(*signals):
+            return _run(args, argv)
     except VpnlabError as exc:
         print(f"vpnlab {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal stop_on turned into one
+        return 128 + (exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
     except BrokenPipeError:  # `vpnlab ... | head` closed the pipe: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    """The command: here, or (an ordinary user's lab command) in the user's rootless holder."""
+    decoding = args.command == "capture" and args.target[:1] == ["decode"]  # a file only
+    if args.command in ROOTLESS_COMMANDS and os.geteuid() != 0 and not decoding:
+        from vpnlab.lab import rootless
+
+        verb = getattr(args, "lab_command", None)
+        return rootless.forward(args.command, argv, getattr(args, "prefix", None), verb)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
@@ -61,7 +62,12 @@ def cli_main(args: argparse.Namespace) -> int:
     cap = start_capture(
         args.prefix, node, interface, args.write, args.count, args.duration, args.filter
     )
-    path = cap.wait(args.duration + 10)  # dumpcap stops by itself: count or duration
+    try:
+        path = cap.wait(args.duration + 10)  # dumpcap stops by itself: count or duration
+    finally:  # CleanUp: stopped first (Ctrl-C, SIGTERM), dumpcap is stopped too
+        if cap.running:
+            with contextlib.suppress(CaptureError):
+                cap.stop(settle_s=0)
     counts = stack_counts(path)
     print(f"{path}: {sum(counts.values())} packets")
     for stack, n in counts.items():

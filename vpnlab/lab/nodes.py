@@ -21,20 +21,31 @@ from typing import Any
 from vpnlab.core.errors import LabError
 from vpnlab.lab.state import check_prefix, namespace, ns_exists, topology_of
 
-REQUIRED_TOOLS = ("ip", "sysctl")
+REQUIRED_TOOLS = {"ip": "iproute2", "sysctl": "procps"}
+"""The tools the lab runs, and the Debian package of each."""
 
 
 def check_environment() -> None:
     """LabError (one line) unless we are root and have iproute2 and pyroute2."""
     if os.geteuid() != 0:
-        raise LabError("the lab needs root (network namespaces): run it with sudo")
+        raise LabError(
+            "the lab needs root (network namespaces): run it with sudo, or without it in a "
+            "holder of your own: vpnlab rootless run -- COMMAND (docs/class.md)"
+        )
     missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
-        raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
+        packages = " ".join(REQUIRED_TOOLS[tool] for tool in missing)
+        raise LabError(
+            f"missing tools: {', '.join(missing)}: install them with "
+            f"'sudo apt-get install {packages}' (sudo scripts/netns-lab.sh installs all it needs)"
+        )
     try:
         import pyroute2  # noqa: F401
     except ImportError:
-        raise LabError("pyroute2 is not installed (run scripts/setup.sh)") from None
+        raise LabError(
+            "pyroute2 is not installed in this Python: use the lab's .venv/bin/python "
+            "(scripts/netns-lab.sh makes it), or 'pip install vpnlab'"
+        ) from None
 
 
 def namespace_of(prefix: str, node: str) -> str:

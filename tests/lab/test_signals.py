@@ -1,0 +1,99 @@
+"""SIGTERM stops a command that builds something as Ctrl-C does (vpnlab/cli/process.py): the
+lab it built is removed (CleanUp), nothing of it is left running, and the exit status is 143
+(128 + SIGTERM), as a shell reports it. Real commands, real labs, a real signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vpnlab.lab import state
+
+from .helpers import assert_gone, lab_pids, wait_until
+from .users import REPO
+
+pytestmark = pytest.mark.lab
+
+STOPPED = 128 + signal.SIGTERM
+
+
+def daemons_running(prefix: str) -> bool:
+    pids = lab_pids(prefix)
+    return bool(pids) and all(state.alive(pid) for pid in pids)
+
+
+def stop_when_up(argv: list[str], prefix: str) -> tuple[int, str, dict, list[int]]:
+    """Start ``argv``; once its lab's daemons run, SIGTERM it; its exit status, stderr, and
+    the lab's namespace ids and daemon PIDs as they were just before the signal."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: daemons_running(prefix), 120, 0.2) is not None, "never up"
+        ns_ids = state.ns_ids(state.prefix_namespaces(prefix))
+        pids = lab_pids(prefix)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err, ns_ids, pids
+
+
+def test_bench_footprint_removes_its_lab_on_sigterm(prefix):
+    argv = [sys.executable, "-m", "vpnlab", "bench", "--footprint", "--idle-seconds", "60"]
+    code, err, ns_ids, pids = stop_when_up([*argv, "--prefix", prefix], prefix)
+    assert code == STOPPED, err
+    assert "Traceback" not in err, err
+    assert_gone(prefix, ns_ids, pids)
+
+
+def test_meltdown_script_passes_sigterm_on_and_its_lab_goes(prefix, tmp_path):
+    """scripts/meltdown.sh execs vpnlab: the signal sent to the script's PID reaches it."""
+    argv = ["bash", "scripts/meltdown.sh", "--quick", "--prefix", prefix, "--out", str(tmp_path)]
+    code, err, ns_ids, pids = stop_when_up(argv, prefix)
+    assert code == STOPPED, err
+    assert "Traceback" not in err, err
+    assert_gone(prefix, ns_ids, pids)
+
+
+def dumpcaps_writing(path: Path) -> list[int]:
+    """The dumpcap processes whose command line names ``path``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.isdigit() and argv[0].endswith(b"dumpcap") and str(path).encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def test_capture_stops_its_dumpcap_on_sigterm(shared_lab, tmp_path):
+    path = tmp_path / "eth0.pcapng"
+    argv = [sys.executable, "-m", "vpnlab", "capture", "--prefix", shared_lab.prefix]
+    argv += ["r1", "eth0", "--count", "1000", "--duration", "60", "-w", str(path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: path.exists(), 30, 0.1) is not None, "dumpcap never started"
+        assert dumpcaps_writing(path)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == STOPPED, err
+    assert wait_until(lambda: not dumpcaps_writing(path), 5) is not None, "dumpcap still runs"

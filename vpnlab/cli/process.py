@@ -1,0 +1,60 @@
+"""How a ``vpnlab`` command runs as a process: the PATH its tools are found on, and SIGTERM.
+
+Init: the lab's tools (``ip``, ``nft``, ``sysctl``, tshark's ``dumpcap``...) live in /usr/sbin
+and /sbin, which an ordinary user's PATH on Debian lacks: :func:`with_sbin` adds them.
+
+CleanUp: a command that builds something (a lab, a benchmark's lab, a capture) removes it again
+when it is stopped. Ctrl-C raises KeyboardInterrupt and the ``finally`` blocks run; :func:`stop_on`
+makes SIGTERM (``kill PID``, a CI's timeout, JupyterHub stopping a server) do the same, and the
+command exits 128 + the signal's number, as a shell reports a process killed by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+SBIN = ("/usr/sbin", "/sbin")
+"""Where Debian keeps the tools that need root (iproute2, nftables, dumpcap, sysctl)."""
+
+
+def with_sbin(path: str) -> str:
+    """``path`` (a PATH value) with the :data:`SBIN` folders it lacks added at its end."""
+    folders = [folder for folder in path.split(os.pathsep) if folder]
+    return os.pathsep.join(folders + [folder for folder in SBIN if folder not in folders])
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal asked the command to stop: handled as Ctrl-C, exit status 128 + ``signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on(*signums: int) -> Iterator[None]:
+    """CleanUp: within the block, each of ``signums`` raises :class:`Stopped` in this process.
+
+    A child forked inside the block (not exec'd: exec resets the handler by itself) keeps the
+    signal's default action, so a SIGTERM sent to it ends it as before. The previous handlers
+    are put back on the way out.
+    """
+    owner = os.getpid()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:  # a forked child: die of the signal, as without us
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -89,18 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_flood(p)
     _add_class_hub(p)
-    p.add_argument(
-        "--idle-seconds",
-        type=idle_seconds,
-        default=IDLE_S,
-        help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
-    )
-    p.add_argument(
-        "--datapath",
-        choices=("fast", "simple"),
-        default="fast",
-        help="--footprint: the daemons' data path (default %(default)s)",
-    )
+    _add_footprint_options(p)
     p.add_argument("--runs", type=int, default=3, help="rounds (default %(default)s)")
     p.add_argument("--seconds", type=float, default=10, help="per run (default %(default)s)")
     p.add_argument(
@@ -123,6 +112,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mtu", type=int, default=MTU, help="tun MTU of every tunnel")
     p.set_defaults(func=cmd_bench)
+
+
+def _add_footprint_options(p: argparse.ArgumentParser) -> None:
+    """``--idle-seconds`` (``--footprint``, ``--clients``) and ``--datapath`` (``--footprint``)."""
+    p.add_argument(
+        "--idle-seconds",
+        type=idle_seconds,
+        default=IDLE_S,
+        help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
+    )
+    p.add_argument(
+        "--datapath",
+        choices=("fast", "simple"),
+        default="fast",
+        help="--footprint: the daemons' data path (default %(default)s)",
+    )
 
 
 def _add_flood(p: argparse.ArgumentParser) -> None:

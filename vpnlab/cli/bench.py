@@ -73,11 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with OpenVPN.",
     )
     p.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 s, 4 cases")
-    p.add_argument(
-        "--footprint",
-        action="store_true",
-        help="instead: what a lab costs (seconds of lab up/down, RSS, CPU of the idle lab)",
-    )
+    _add_footprint(p)
     p.add_argument(
         "--clients",
         type=client_count,
@@ -94,12 +90,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=idle_seconds,
         default=IDLE_S,
         help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
-    )
-    p.add_argument(
-        "--datapath",
-        choices=("fast", "simple"),
-        default="fast",
-        help="--footprint: the daemons' data path (default %(default)s)",
     )
     p.add_argument("--runs", type=int, default=3, help="rounds (default %(default)s)")
     p.add_argument("--seconds", type=float, default=10, help="per run (default %(default)s)")
@@ -123,6 +113,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mtu", type=int, default=MTU, help="tun MTU of every tunnel")
     p.set_defaults(func=cmd_bench)
+
+
+def _add_footprint(p: argparse.ArgumentParser) -> None:
+    """``--footprint`` and ``--datapath``."""
+    p.add_argument(
+        "--footprint",
+        action="store_true",
+        help="instead: what a lab costs (seconds of lab up/down, RSS, CPU of the idle lab)",
+    )
+    p.add_argument(
+        "--datapath",
+        choices=("fast", "simple"),
+        default="fast",
+        help="--footprint: the daemons' data path (default %(default)s)",
+    )
 
 
 def _add_flood(p: argparse.ArgumentParser) -> None:

@@ -10,9 +10,9 @@ sub-command, each with a ``register(subparsers)`` that sets ``func``; the module
 
 Only the module of the command given is imported (``COMMANDS``): a daemon started as
 ``python -m vpnlab server`` loads the daemons, not the lab, the course or tshark's decoders
-(measured in a lab: the who-am-I service 37 -> 21 MB resident, each VPN daemon 49 -> 47 MB,
-most of the rest being pyroute2 and cryptography). ``vpnlab --help`` and an unknown command
-load them all.
+(measured in a lab: the who-am-I service 37 -> 21 MB resident, each VPN daemon 49 -> 47 MB;
+netlink by ``shell/rtnetlink.py`` instead of pyroute2 then 47 -> 33 MB). ``vpnlab --help``
+and an unknown command load them all.
 """
 
 from __future__ import annotations

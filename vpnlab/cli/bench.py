@@ -73,11 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with OpenVPN.",
     )
     p.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 s, 4 cases")
-    p.add_argument(
-        "--footprint",
-        action="store_true",
-        help="instead: what a lab costs (seconds of lab up/down, RSS, CPU of the idle lab)",
-    )
+    _add_footprint(p)
     p.add_argument(
         "--clients",
         type=client_count,
@@ -89,7 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_flood(p)
     _add_class_hub(p)
-    _add_footprint_options(p)
+    p.add_argument(
+        "--idle-seconds",
+        type=idle_seconds,
+        default=IDLE_S,
+        help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
+    )
     p.add_argument("--runs", type=int, default=3, help="rounds (default %(default)s)")
     p.add_argument("--seconds", type=float, default=10, help="per run (default %(default)s)")
     p.add_argument(
@@ -114,13 +115,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def _add_footprint_options(p: argparse.ArgumentParser) -> None:
-    """``--idle-seconds`` (``--footprint``, ``--clients``) and ``--datapath`` (``--footprint``)."""
+def _add_footprint(p: argparse.ArgumentParser) -> None:
+    """``--footprint`` and ``--datapath``."""
     p.add_argument(
-        "--idle-seconds",
-        type=idle_seconds,
-        default=IDLE_S,
-        help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
+        "--footprint",
+        action="store_true",
+        help="instead: what a lab costs (seconds of lab up/down, RSS, CPU of the idle lab)",
     )
     p.add_argument(
         "--datapath",

@@ -1,22 +1,31 @@
-"""The TCP transport's framing (pure), and its shell over loopback (no root, no namespace)."""
+"""The Transport interface over loopback (no root, no namespace): UDP's runs, the TCP transport's
+framing (pure) and its shell, and what open_transport refuses."""
 
 from __future__ import annotations
 
+import io
 import select
 import socket
 import time
+from collections import Counter
 
 import pytest
 
-from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.errors import LocalProtocolError, SetupError
+from vpnlab.fast.datapath import FastDatapath
+from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import (
     FIRST_FRAME_S,
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
     TcpClientTransport,
     TcpServerTransport,
+    open_transport,
 )
+from vpnlab.shell.tunnel import SimpleDatapath
 from vpnlab.wire.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame
+
+REPORTER = Reporter("server", None, stream=io.StringIO())
 
 
 def test_encode_frame_prefixes_big_endian_length():
@@ -251,3 +260,41 @@ def test_TcpServerTransport_closes_a_connection_when_its_session_ends():
     finally:
         server.close()
         raw.close()
+
+
+# --- the Transport interface: UDP's runs, and what open_transport refuses -----------------------
+
+
+def test_UdpTransport_receive_groups_datagrams_in_runs_of_one_peer():
+    """SockSelected hands the core one call per run: datagrams in a row from one peer."""
+    drops: Counter[str] = Counter()
+    transport = open_transport(
+        "udp", "127.0.0.1", 0, datapath=SimpleDatapath(REPORTER), drops=drops
+    )
+    a, b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    try:
+        address = transport.sock.getsockname()
+        for sender, datagram in ((a, b"1"), (a, b"2"), (b, b"3"), (a, b"4")):
+            sender.sendto(datagram, address)
+        time.sleep(0.05)
+        runs = transport.receive(64)
+        assert [(peer[1], datagrams) for peer, datagrams in runs] == [
+            (a.getsockname()[1], [b"1", b"2"]),
+            (b.getsockname()[1], [b"3"]),
+            (a.getsockname()[1], [b"4"]),
+        ]
+        assert transport.receive(64) == []
+        transport.send([(b"x", ("127.0.0.1", 0))])  # port 0: the kernel refuses the send
+        assert sum(drops.values()) == 1 and next(iter(drops)).startswith("send: ")
+    finally:
+        for end in (a, b, transport):
+            end.close()
+
+
+def test_open_transport_refuses_tcp_on_the_fast_data_path_in_one_line():
+    with pytest.raises(SetupError) as refused:
+        open_transport("tcp", "127.0.0.1", 0, datapath=FastDatapath(REPORTER), drops=Counter())
+    assert (
+        str(refused.value)
+        == "--transport tcp runs on the simple data path only, not --datapath fast"
+    )

@@ -33,7 +33,7 @@
 # from anyone simply arrive; the Hello is what makes a "connection". In the code:
 # `vpnlab/shell/transport.py: init_socket` (Init), `vpnlab/shell/client.py: client_connection`
 # (the Hello and the 2.5 s wait), `vpnlab/core/server_core.py: ServerCore` (ServerConnection),
-# `vpnlab/shell/tunnel.py: Tunnel` (the select loop), `vpnlab/core/constants.py` (2.5 s, 6 s,
+# `vpnlab/shell/tunnel.py: SelectLoop` (the select loop), `vpnlab/core/constants.py` (2.5 s, 6 s,
 # the 2 s keepalive).
 #
 # We watch it all on the wire: dumpcap runs **inside** `r1`
@@ -103,7 +103,7 @@ lab.record("plain_kinds", sorted({w[4] for w in wire}))
 # `IP packet`s, and while nothing else is sent, a `KEEPALIVE` every 2 s from each side.
 #
 # ## The select loop, on a timeline
-# Each daemon is one loop (`vpnlab/shell/tunnel.py`):
+# Each daemon is one loop (`vpnlab/shell/tunnel.py: SelectLoop.turn`):
 # 1. ask the core for its next deadline (a keepalive to send, or the 6 s liveness timeout);
 # 2. `select()` on `tun0` and the socket until that deadline;
 # 3. **TunSelected**: read the packets waiting on `tun0`, seal them, `sendto()` the peer;

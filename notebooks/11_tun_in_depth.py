@@ -20,19 +20,17 @@
 # the length limit of a name, what `ip -d link` says about a TUN device, what the kernel
 # sends into a fresh TUN device **on its own**, and what happens when we write something that
 # is not an IP packet. In the code: `vpnlab/shell/tun.py` (`ifreq`, `create_tun_dev`) and
-# `vpnlab/shell/tunnel.py` (`Tunnel.dispatch`, which writes to `tun0`).
+# `vpnlab/shell/tunnel.py` (`TunDevice.write`, which writes to `tun0`).
 
 # %%
 import errno
 import os
 import select
 import time
-from types import SimpleNamespace
 
 from scapy.all import IPv6
 
 from vpnlab.core.errors import SetupError
-from vpnlab.core.events import PacketReceived
 from vpnlab.core.session import Counters
 from vpnlab.course import notebook as course
 from vpnlab.shell import tun, tunnel
@@ -181,17 +179,17 @@ lab.record("rx_dropped_delta", int(after) - int(before))
 # Only the nibble is checked: `b"\x45"` followed by garbage is accepted by the driver (the
 # write returns its length) and thrown away later by the IP layer, which checks the header.
 #
-# The daemons write to `tun0` in one place, `tunnel.Tunnel.dispatch`. They only write what
-# opened as an IPv4 or IPv6 packet (plain checks the version nibble, ESP checks that it
-# matches the next-header field), but if a write fails anyway, `dispatch` counts it as
-# **"tun write: <reason>"** and carries on. Here is that very method, on our device:
+# The simple data path writes to `tun0` in one place, `tunnel.TunDevice.write`. The daemons
+# only write what opened as an IPv4 or IPv6 packet (plain checks the version nibble, ESP
+# checks that it matches the next-header field), but if a write fails anyway, `write` counts
+# it as **"tun write: <reason>"** and carries on. Here is that very method, on our device:
 
 # %%
 print("b'\\x45' + garbage:", os.write(fresh, b"\x45" + bytes(7)), "bytes accepted")
-loop = SimpleNamespace(tun_fd=fresh, core=SimpleNamespace(counters=Counters()))
-tunnel.Tunnel.dispatch(loop, [PacketReceived(b"\x00not an IP packet")])
-print("counted by dispatch:", dict(loop.core.counters.drops))
-lab.record("dispatch_drops", dict(loop.core.counters.drops))
+device = tunnel.TunDevice(fresh, Counters().drops)
+device.write([b"\x00not an IP packet"])
+print("counted by TunDevice.write:", dict(device.drops))
+lab.record("tun_write_drops", dict(device.drops))
 os.close(fresh)
 
 # %% [markdown]

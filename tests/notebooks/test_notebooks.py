@@ -271,7 +271,7 @@ def test_11_tun_in_depth(run_notebook):
     assert r["client_not_ipv4"] >= 1  # the daemon counted and dropped them
     assert r["verify_ok"] is True
     assert r["write_errno"] == "EINVAL" and r["rx_dropped_delta"] == 1
-    assert r["dispatch_drops"] == {"tun write: Invalid argument": 1}
+    assert r["tun_write_drops"] == {"tun write: Invalid argument": 1}
     assert run.images() >= 1  # what one read returns from TUN and TAP
     passed = {a.item for a in run.attempts if a.passed}
     assert {"11.5", "11.6"} <= passed  # SEED 2.d and 9, the student's code, observed

@@ -27,7 +27,7 @@ from vpnlab.core.formats import Format
 from vpnlab.core.server_core import ServerCore
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
 from vpnlab.shell.report import Reporter
-from vpnlab.shell.tunnel import Tunnel
+from vpnlab.shell.tunnel import Datapath, SelectLoop, SimpleDatapath
 from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.plain import PLAIN
 
@@ -141,7 +141,7 @@ def super_v4(payload: bytes, seq: int = 1000, ip_id: int = 7, flags: str = "PA",
     return bytes(packet / payload)
 
 
-# --- the select loop without root: a socket pair as tun0 (test_tunnel.py, test_loop.py) --------
+# --- the select loop without root: a socket pair as tun0 (test_tunnel.py, test_datapath.py) ----
 
 BOOM = b"boom"
 """What :class:`BuggyServer` cannot parse."""
@@ -162,12 +162,16 @@ class BuggyServer(ServerCore):
         return super()._receive(datagram, peer, now)
 
 
-def make_tunnel(loop_parts, core=None, tunnel_class: type[Tunnel] = Tunnel, **kw) -> Tunnel:
-    """A Tunnel (or subclass) on the ``loop_parts`` fixture; a BuggyServer unless told."""
+def make_loop(loop_parts, core=None, datapath: type[Datapath] = SimpleDatapath, **kw) -> SelectLoop:
+    """A SelectLoop on the ``loop_parts`` fixture with ``datapath``'s two ends; a BuggyServer
+    unless told."""
     tun, _, sock, signals = loop_parts
     core = core or BuggyServer(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
     reporter = Reporter("server", None, stream=io.StringIO())
-    return tunnel_class(core, tun.fileno(), sock, reporter, signals, **kw)
+    ends = datapath(reporter)
+    device = ends.device(tun.fileno(), core.counters.drops)
+    transport = ends.udp(sock, core.counters.drops)
+    return SelectLoop(core, device, transport, reporter, signals, **kw)
 
 
 def wait_readable(sock: socket.socket) -> None:

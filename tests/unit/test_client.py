@@ -12,6 +12,7 @@ from vpnlab.core.client_core import ClientCore
 from vpnlab.core.session import State
 from vpnlab.shell.client import client_connection
 from vpnlab.shell.report import Reporter
+from vpnlab.shell.transport import UdpTransport
 from vpnlab.shell.tunnel import SignalPipe
 from vpnlab.wire.plain import HELLO, PLAIN, WELCOME
 
@@ -28,6 +29,7 @@ def test_client_connection_sends_the_hello_at_once_and_connects_on_the_welcome(t
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     core = ClientCore(server.getsockname(), PLAIN.client_handshake(None))
+    transport = UdpTransport(sock, core.counters.drops)
     signals = SignalPipe()
     status = tmp_path / "client.json"
     result: list[bool] = []
@@ -35,7 +37,9 @@ def test_client_connection_sends_the_hello_at_once_and_connects_on_the_welcome(t
         started = time.monotonic()
         thread = threading.Thread(
             target=lambda: result.append(
-                client_connection(core, sock, signals, Reporter("client", status, io.StringIO()))
+                client_connection(
+                    core, transport, signals, Reporter("client", status, io.StringIO())
+                )
             )
         )
         thread.start()

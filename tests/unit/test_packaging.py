@@ -27,7 +27,7 @@ DAEMON_MODULES = (
     "vpnlab.shell.client",
     "vpnlab.shell.server",
     "vpnlab.shell.tunnel",
-    "vpnlab.fast.loop",
+    "vpnlab.fast.datapath",
     "vpnlab.lab",
     "vpnlab.instruments.whoami",
 )

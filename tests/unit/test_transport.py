@@ -1,23 +1,31 @@
-"""The TCP transport's framing (pure), and its shell over loopback (no root, no namespace)."""
+"""The Transport interface over loopback (no root, no namespace): UDP's runs, the TCP transport's
+framing (pure) and its shell, and what open_transport refuses."""
 
 from __future__ import annotations
 
-import contextlib
+import io
 import select
 import socket
 import time
+from collections import Counter
 
 import pytest
 
-from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.errors import LocalProtocolError, SetupError
+from vpnlab.fast.datapath import FastDatapath
+from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import (
     FIRST_FRAME_S,
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
     TcpClientTransport,
     TcpServerTransport,
+    open_transport,
 )
+from vpnlab.shell.tunnel import SimpleDatapath
 from vpnlab.wire.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame
+
+REPORTER = Reporter("server", None, stream=io.StringIO())
 
 
 def test_encode_frame_prefixes_big_endian_length():
@@ -69,23 +77,20 @@ def test_FrameDecoder_rejects_empty_frame():
 
 def _pump(transport) -> None:
     """Let a transport finish its connect and flush (the daemon's loop does this)."""
-    try:
-        transport.recvfrom(65535)
-    except BlockingIOError:
-        return
-    raise AssertionError("unexpected datagram")
+    assert transport.receive(1) == [], "unexpected datagram"
 
 
 def _receive(transport, *others, timeout_s: float = 2.0):
+    """The next datagram ``transport`` receives, as (datagram, peer)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         select.select([transport, *others], [], [], 0.1)
         for other in others:
             _pump(other)
-        try:
-            return transport.recvfrom(65535)
-        except BlockingIOError:
-            continue
+        runs = transport.receive(1)
+        if runs:
+            (peer, [datagram]), *_ = runs
+            return datagram, peer
     raise AssertionError("nothing received")
 
 
@@ -94,16 +99,15 @@ def test_TcpTransport_carries_datagrams_both_ways_over_loopback():
     address = ("127.0.0.1", server.listener.getsockname()[1])
     client = TcpClientTransport(address)
     try:
-        client.sendto(b"hello", address)  # connects on first send
+        client.send([(b"hello", address)])  # connects on first send
         data, peer = _receive(server, client)
         assert data == b"hello" and peer[0] == "127.0.0.1"
-        for i in range(200):  # more than one Tunnel batch: the inbox keeps epoll readable
-            server.sendto(bytes([i % 256]) * 1400, peer)
+        # more than one loop's batch: the inbox keeps epoll readable
+        server.send([(bytes([i % 256]) * 1400, peer) for i in range(200)])
         got = [_receive(client) for _ in range(200)]
         assert [d[0] for d, _ in got] == [i % 256 for i in range(200)]
         assert {p for _, p in got} == {address}
-        with pytest.raises(BlockingIOError):
-            client.recvfrom(65535)
+        assert client.receive(64) == []
         assert not select.select([client], [], [], 0)[0]  # nothing left: not readable
     finally:
         client.close()
@@ -115,18 +119,17 @@ def test_TcpServerTransport_counts_a_broken_stream_and_forgets_the_peer():
     address = ("127.0.0.1", server.listener.getsockname()[1])
     client = TcpClientTransport(address)
     try:
-        client.sendto(b"x", address)
+        client.send([(b"x", address)])
         _, peer = _receive(server, client)
         conn = client._conn
         conn.sock.send(b"\xff\xff")  # a length above MAX_FRAME_BYTES
         deadline = time.monotonic() + 2
         while not server.drops and time.monotonic() < deadline:
             select.select([server], [], [], 0.1)
-            with pytest.raises(BlockingIOError):
-                server.recvfrom(65535)
+            assert server.receive(1) == []
         assert server.drops["tcp: oversize frame"] == 1
-        with pytest.raises(OSError):
-            server.sendto(b"y", peer)  # no connection for that peer any more
+        server.send([(b"y", peer)])  # no connection for that peer any more: counted
+        assert server.drops["send: Transport endpoint is not connected"] == 1
     finally:
         client.close()
         server.close()
@@ -138,12 +141,11 @@ def test_TcpClientTransport_counts_a_refused_connection():
     probe.close()  # nobody listens there now
     client = TcpClientTransport(address)
     try:
-        client.sendto(b"hello", address)
+        client.send([(b"hello", address)])
         deadline = time.monotonic() + 2
         while not client.drops and time.monotonic() < deadline:
             select.select([client], [], [], 0.1)
-            with pytest.raises(BlockingIOError):
-                client.recvfrom(65535)
+            assert client.receive(1) == []
         assert client.drops["tcp: connect: Connection refused"] == 1
         assert client._conn is None
     finally:
@@ -164,8 +166,8 @@ def test_TcpServerTransport_a_framing_bug_costs_one_connection(monkeypatch):
     address = ("127.0.0.1", server.listener.getsockname()[1])
     bad, good = TcpClientTransport(address), TcpClientTransport(address)
     try:
-        bad.sendto(b"boom", address)
-        good.sendto(b"fine", address)
+        bad.send([(b"boom", address)])
+        good.send([(b"fine", address)])
         assert _receive(server, bad, good)[0] == b"fine"
         assert server.drops["bug: ValueError"] == 1
         assert len(server._by_peer) == 1
@@ -178,12 +180,11 @@ def test_TcpServerTransport_a_framing_bug_costs_one_connection(monkeypatch):
 
 
 def _accept_all(server, count: int, timeout_s: float = 5.0) -> None:
-    """Let the server accept() ``count`` connections (the loop's recvfrom does it)."""
+    """Let the server accept() ``count`` connections (the loop's receive does it)."""
     deadline = time.monotonic() + timeout_s
     while len(server._conns) < count and time.monotonic() < deadline:
         select.select([server], [], [], 0.05)
-        with contextlib.suppress(BlockingIOError):
-            server.recvfrom(65535)
+        server.receive(1)
     assert len(server._conns) >= count
 
 
@@ -204,7 +205,7 @@ def test_TcpServerTransport_256_idle_connections_do_not_keep_a_client_out():
         while len(idle) < MAX_CONNECTIONS:  # in steps the listen backlog holds
             idle += [socket.create_connection(address, timeout=5) for _ in range(32)]
             _accept_all(server, len(idle))
-        client.sendto(b"hello", address)
+        client.send([(b"hello", address)])
         data, _ = _receive(server, client)
         assert data == b"hello"
         assert server.drops["tcp: evicted (no session)"] == 1
@@ -222,7 +223,7 @@ def test_TcpServerTransport_closes_a_connection_without_a_frame_in_time():
     silent = socket.create_connection(address)
     talker = TcpClientTransport(address)
     try:
-        talker.sendto(b"hello", address)
+        talker.send([(b"hello", address)])
         _receive(server, talker)
         _accept_all(server, 2)
         server.handle_timer(time.monotonic() + FIRST_FRAME_S - 1)
@@ -249,7 +250,7 @@ def test_TcpServerTransport_closes_a_connection_when_its_session_ends():
         server.session_opened(peer)
         server.handle_timer(time.monotonic() + IDLE_TIMEOUT_S - 1)
         assert server._by_peer
-        server.sendto(b"bye", peer)
+        server.send([(b"bye", peer)])
         server.session_closed(peer)
         server.handle_timer(time.monotonic())
         assert not server._by_peer
@@ -259,3 +260,41 @@ def test_TcpServerTransport_closes_a_connection_when_its_session_ends():
     finally:
         server.close()
         raw.close()
+
+
+# --- the Transport interface: UDP's runs, and what open_transport refuses -----------------------
+
+
+def test_UdpTransport_receive_groups_datagrams_in_runs_of_one_peer():
+    """SockSelected hands the core one call per run: datagrams in a row from one peer."""
+    drops: Counter[str] = Counter()
+    transport = open_transport(
+        "udp", "127.0.0.1", 0, datapath=SimpleDatapath(REPORTER), drops=drops
+    )
+    a, b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    try:
+        address = transport.sock.getsockname()
+        for sender, datagram in ((a, b"1"), (a, b"2"), (b, b"3"), (a, b"4")):
+            sender.sendto(datagram, address)
+        time.sleep(0.05)
+        runs = transport.receive(64)
+        assert [(peer[1], datagrams) for peer, datagrams in runs] == [
+            (a.getsockname()[1], [b"1", b"2"]),
+            (b.getsockname()[1], [b"3"]),
+            (a.getsockname()[1], [b"4"]),
+        ]
+        assert transport.receive(64) == []
+        transport.send([(b"x", ("127.0.0.1", 0))])  # port 0: the kernel refuses the send
+        assert sum(drops.values()) == 1 and next(iter(drops)).startswith("send: ")
+    finally:
+        for end in (a, b, transport):
+            end.close()
+
+
+def test_open_transport_refuses_tcp_on_the_fast_data_path_in_one_line():
+    with pytest.raises(SetupError) as refused:
+        open_transport("tcp", "127.0.0.1", 0, datapath=FastDatapath(REPORTER), drops=Counter())
+    assert (
+        str(refused.value)
+        == "--transport tcp runs on the simple data path only, not --datapath fast"
+    )

@@ -1,4 +1,4 @@
-"""tunnel.py without root: the select loop with a socket pair as tun0 and UDP on 127.0.0.1.
+"""tunnel.py without root: the SelectLoop with a socket pair as tun0 and UDP on 127.0.0.1.
 
 A bug in a parser must cost one packet, never the daemon: the loop counts whatever a core
 raises for one packet as a drop (``bug: <ExceptionType>``) and goes on with the next.
@@ -18,7 +18,7 @@ from vpnlab.core.session import State
 from vpnlab.shell import transport
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import TcpServerTransport
-from vpnlab.shell.tunnel import Tunnel
+from vpnlab.shell.tunnel import SelectLoop, TunDevice
 from vpnlab.wire.framing import encode_frame
 from vpnlab.wire.plain import PLAIN
 
@@ -26,14 +26,14 @@ from .helpers import (
     BOOM,
     SERVER_TUNNEL_ADDRESS,
     ipv4_packet,
-    make_tunnel,
+    make_loop,
     seeded_random,
     wait_readable,
 )
 
 
-def test_Tunnel_tun_selected_counts_a_core_bug_and_goes_on(loop_parts):
-    tunnel = make_tunnel(loop_parts, mss_clamp=1360)
+def test_SelectLoop_tun_selected_counts_a_core_bug_and_goes_on(loop_parts):
+    tunnel = make_loop(loop_parts, mss_clamp=1360)
     _, tun_peer, _, _ = loop_parts
     for packet in (BOOM, ipv4_packet("10.8.0.1", "10.8.0.9"), BOOM):
         tun_peer.send(packet)
@@ -44,8 +44,8 @@ def test_Tunnel_tun_selected_counts_a_core_bug_and_goes_on(loop_parts):
     assert "bug: IndexError" in tunnel.reporter.stream.getvalue()  # logged once
 
 
-def test_Tunnel_sock_selected_counts_a_core_bug_and_goes_on(loop_parts):
-    tunnel = make_tunnel(loop_parts)
+def test_SelectLoop_sock_selected_counts_a_core_bug_and_goes_on(loop_parts):
+    tunnel = make_loop(loop_parts)
     _, _, sock, _ = loop_parts
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
         stranger.sendto(BOOM, sock.getsockname())
@@ -58,10 +58,10 @@ def test_Tunnel_sock_selected_counts_a_core_bug_and_goes_on(loop_parts):
     assert drops["unknown peer"] == 1
 
 
-def test_Tunnel_run_survives_a_bug_in_every_packet(loop_parts):
+def test_SelectLoop_run_survives_a_bug_in_every_packet(loop_parts):
     """The whole loop: bugs from tun0 and from the socket, and it still stops on request."""
     _, tun_peer, sock, signals = loop_parts
-    tunnel = make_tunnel(loop_parts)
+    tunnel = make_loop(loop_parts)
     tun_peer.send(BOOM)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
         stranger.sendto(BOOM, sock.getsockname())
@@ -80,11 +80,11 @@ def test_Tunnel_run_survives_a_bug_in_every_packet(loop_parts):
     assert len(rounds) == 2
 
 
-def test_Tunnel_run_measures_the_wall_clock_offset_again(loop_parts, monkeypatch):
+def test_SelectLoop_run_measures_the_wall_clock_offset_again(loop_parts, monkeypatch):
     """A wall-clock step (NTP, a suspended VM) reaches the core's handshake time within 1 s."""
     _, _, _, signals = loop_parts
     core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random(), clock_offset_s=0.0)
-    tunnel = make_tunnel(loop_parts, core)
+    tunnel = make_loop(loop_parts, core)
     assert core.state is State.CONNECTING
     stepped = time.time() + 3600.0
     monkeypatch.setattr(time, "time", lambda: stepped)
@@ -97,7 +97,7 @@ def test_Tunnel_run_measures_the_wall_clock_offset_again(loop_parts, monkeypatch
     assert abs(core.clock_offset_s - (stepped - time.monotonic())) < 1.0
 
 
-def test_Tunnel_drives_the_tcp_transports_timers_and_sessions(loop_parts, monkeypatch):
+def test_SelectLoop_drives_the_tcp_transports_timers_and_sessions(loop_parts, monkeypatch):
     """--transport tcp: the loop tells the server transport when a session starts and ends
     (it closes the connection) and lets it close a connection that never sends a frame."""
     monkeypatch.setattr(transport, "FIRST_FRAME_S", 0.3)
@@ -105,7 +105,9 @@ def test_Tunnel_drives_the_tcp_transports_timers_and_sessions(loop_parts, monkey
     sock = TcpServerTransport("127.0.0.1", 0)
     address = ("127.0.0.1", sock.listener.getsockname()[1])
     core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
-    tunnel = Tunnel(core, tun.fileno(), sock, Reporter("server", None, io.StringIO()), signals)
+    device = TunDevice(tun.fileno(), core.counters.drops)
+    reporter = Reporter("server", None, io.StringIO())
+    tunnel = SelectLoop(core, device, sock, reporter, signals)
     client = ClientCore(address, PLAIN.client_handshake(seeded_random(2)))
     silent = socket.create_connection(address)
     raw = socket.create_connection(address)
@@ -126,7 +128,7 @@ def test_Tunnel_drives_the_tcp_transports_timers_and_sessions(loop_parts, monkey
         silent.settimeout(2.0)
         assert silent.recv(1) == b""
         tunnel.dispatch(core.close(time.monotonic()))  # the session ends: Bye, then closed
-        tunnel.flush()
+        tunnel.send_queued()
         sock.handle_timer(time.monotonic())
         assert not sock._conns
     finally:
@@ -135,12 +137,14 @@ def test_Tunnel_drives_the_tcp_transports_timers_and_sessions(loop_parts, monkey
             end.close()
 
 
-def test_Tunnel_sock_selected_survives_a_bug_in_the_tcp_transport(loop_parts, monkeypatch):
-    """The TCP transport parses (accept, framing) inside recvfrom: a bug there is counted too."""
+def test_SelectLoop_sock_selected_survives_a_bug_in_the_tcp_transport(loop_parts, monkeypatch):
+    """The TCP transport parses (accept, framing) inside receive: a bug there is counted too."""
     tun, _, _, signals = loop_parts
     sock = TcpServerTransport("127.0.0.1", 0)
     core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
-    tunnel = Tunnel(core, tun.fileno(), sock, Reporter("server", None, io.StringIO()), signals)
+    device = TunDevice(tun.fileno(), core.counters.drops)
+    reporter = Reporter("server", None, io.StringIO())
+    tunnel = SelectLoop(core, device, sock, reporter, signals)
 
     def broken() -> None:
         raise RuntimeError("accept bug")

@@ -18,7 +18,7 @@ from vpnlab.core.constants import (
 from vpnlab.core.errors import SetupError, VpnlabError
 from vpnlab.core.formats import Format
 from vpnlab.core.session import Timeouts
-from vpnlab.fast.loop import FastTunnel
+from vpnlab.fast.datapath import FastDatapath
 from vpnlab.shell.client import ClientOptions, run_client
 from vpnlab.shell.keys import read_psk, read_static_keys
 from vpnlab.shell.peers import read_client_config, read_server_identity
@@ -27,16 +27,19 @@ from vpnlab.shell.routing import check_interface_name
 from vpnlab.shell.server import ServerOptions, run_server
 from vpnlab.shell.tap import DEFAULT_MODE, MODES, device_mtu, device_name
 from vpnlab.shell.transport import DEFAULT_TRANSPORT, TRANSPORTS
-from vpnlab.shell.tunnel import Tunnel
+from vpnlab.shell.tunnel import Datapath, SimpleDatapath
 from vpnlab.shell.xfrm import kernel_has_esp
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER, make_format
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import StaticKeys
 from vpnlab.wire.identity import IdentityFormat
 
-DATAPATHS: dict[str, type[Tunnel]] = {loop.name: loop for loop in (Tunnel, FastTunnel)}
-DEFAULT_DATAPATH = FastTunnel.name
-"""The batched loop is the default; ``--mode tap`` and ``--transport tcp`` run the simple one.
+DATAPATHS: dict[str, type[Datapath]] = {
+    datapath.name: datapath for datapath in (SimpleDatapath, FastDatapath)
+}
+"""``--datapath``: the select loop's two ends, one packet per system call or many."""
+DEFAULT_DATAPATH = FastDatapath.name
+"""The batched ends are the default; ``--mode tap`` and ``--transport tcp`` run the simple ones.
 Captures stay exact: the lab turns off ``tx-udp-segmentation`` on its veths (``lab/build.py``),
 so the kernel cuts each UDP GSO batch into datagrams before the wire, as a NIC would."""
 
@@ -54,7 +57,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         "--datapath",
         choices=tuple(DATAPATHS),
         help="simple: the select loop of the design notes; fast: TUN offloads, UDP GSO/GRO "
-        f"(default {DEFAULT_DATAPATH}; {Tunnel.name} with --mode tap or --transport tcp)",
+        f"(default {DEFAULT_DATAPATH}; {SimpleDatapath.name} with --mode tap or --transport tcp)",
     )
     parser.add_argument(
         "--mode",
@@ -288,14 +291,16 @@ def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys |
     return device_mtu(args.mode, tun_mtu(overhead, outer_ipv6=":" in str(outer)))
 
 
-def datapath_of(args: argparse.Namespace) -> type[Tunnel]:
+def datapath_of(args: argparse.Namespace) -> type[Datapath]:
     """``--datapath`` as given; unset, fast, except that TAP mode and the TCP transport (whose
     frames and byte stream have no GSO/GRO) run the simple loop."""
     if getattr(args, "kernel_dataplane", False):
-        return Tunnel  # the kernel carries the data: a plain socket (no GRO) for the control
+        return SimpleDatapath  # the kernel carries the data: a plain socket (no GRO) for control
     if args.datapath is not None:
         return DATAPATHS[args.datapath]
-    return Tunnel if args.mode == "tap" or args.transport == "tcp" else DATAPATHS[DEFAULT_DATAPATH]
+    if args.mode == "tap" or args.transport == "tcp":
+        return SimpleDatapath
+    return DATAPATHS[DEFAULT_DATAPATH]
 
 
 def timeouts(args: argparse.Namespace) -> Timeouts:

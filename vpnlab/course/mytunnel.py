@@ -27,7 +27,7 @@ from vpnlab.course import inject
 from vpnlab.course.notebook import CourseLab, netns
 from vpnlab.instruments import capture
 from vpnlab.shell.tun import create_tun_dev
-from vpnlab.shell.tunnel import Tunnel
+from vpnlab.shell.tunnel import SelectLoop
 
 WEB = "203.0.113.10"
 SPOOFED = {
@@ -199,9 +199,11 @@ def try_tunnel(lab: CourseLab, tunnel: Loop, ends: dict[str, End], seconds=8.0) 
 
 
 def side_by_side(*functions: Callable) -> str:
-    """HTML: the student's loop on the left, tunnel.py's TunSelected and SockSelected right."""
+    """HTML: the student's loop on the left, tunnel.py's TunSelected and SockSelected (and the
+    two calls into the core they make) on the right."""
     mine = "\n\n".join(inspect.getsource(f) for f in functions)
-    real = inspect.getsource(Tunnel.tun_selected) + "\n" + inspect.getsource(Tunnel.sock_selected)
+    steps = (SelectLoop.tun_selected, SelectLoop.sock_selected, SelectLoop.seal, SelectLoop.open)
+    real = "\n".join(inspect.getsource(step) for step in steps)
     cell = '<td style="vertical-align:top;text-align:left"><pre>{}</pre></td>'
     head = "<tr><th>your loop</th><th>vpnlab/shell/tunnel.py</th></tr>"
     body = cell.format(html.escape(mine)) + cell.format(html.escape(real))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -34,9 +33,9 @@ from vpnlab.shell.keys import esp_sa_text, write_secret
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ClientRouting, carries_ipv6, refuse_host_changes
 from vpnlab.shell.tap import device_flags
-from vpnlab.shell.transport import open_transport
+from vpnlab.shell.transport import Transport, UdpTransport, open_transport
 from vpnlab.shell.tun import create_tun_dev, ifconfig
-from vpnlab.shell.tunnel import SignalPipe, Tunnel, clean_up
+from vpnlab.shell.tunnel import Datapath, SelectLoop, SignalPipe, SimpleDatapath, clean_up
 from vpnlab.shell.xfrm import KernelDataplane, encapsulate, outer_source
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 
@@ -67,8 +66,8 @@ class ClientOptions:
     reconnect: bool = False
     routes: tuple[IPv4Network | IPv6Network, ...] = ()
     """Site to site: only these networks go through the tunnel (default: everything)."""
-    datapath: type[Tunnel] = Tunnel
-    """The select loop of the notes, or the batched one (``vpnlab/fast/``, chosen by the CLI)."""
+    datapath: type[Datapath] = SimpleDatapath
+    """The loop's ends: a packet per system call, or many (``vpnlab/fast/``, the CLI chooses)."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
@@ -126,7 +125,7 @@ def make_core(options: ClientOptions) -> ClientCore:
 
 
 def client_connection(
-    core: ClientCore, sock: socket.socket, signals: SignalPipe, reporter: Reporter
+    core: ClientCore, transport: Transport, signals: SignalPipe, reporter: Reporter
 ) -> bool:
     """ClientConnection: send Hello and wait (select with a timeout) for the server's answer.
 
@@ -138,7 +137,7 @@ def client_connection(
     """
     reporter.state("connecting", f"server {core.server[0]}:{core.server[1]}")
     core.connect(time.monotonic())
-    Tunnel(core, None, sock, reporter, signals).run(until=State.CONNECTING)
+    SelectLoop(core, None, transport, reporter, signals).run(until=State.CONNECTING)
     return core.state is State.CONNECTED
 
 
@@ -169,17 +168,18 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
     """Init, ClientConnection, CreateTunDev, Ifconfig, SetRouting(1), the loop, CleanUp."""
     server = options.server_address
     core = make_core(options)
-    sock = tun_fd = routing = dataplane = None
+    datapath = options.datapath(reporter)
+    transport = tun_fd = routing = dataplane = None
     try:
-        sock = open_transport(
+        transport = open_transport(
             options.transport,
             options.bind_address,
             options.local_port,
-            datapath=options.datapath.name,
+            datapath=datapath,
             server=server,
             drops=core.counters.drops,
         )
-        if not client_connection(core, sock, signals, reporter):
+        if not client_connection(core, transport, signals, reporter):
             if signals.received is not None:
                 return EXIT_OK
             reporter.log(
@@ -187,11 +187,11 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
                 f"within {CONNECT_TIMEOUT_S} s"
             )
             return EXIT_UNREACHABLE
-        tun_fd, routing = bring_up(options, core, reporter)
+        tun_fd, routing = bring_up(options, datapath, core, reporter)
         layer2 = options.mode == "tap"
         mss_clamp = None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES
         if options.kernel_dataplane:  # the kernel's ESP from here on; tun0 is not read
-            dataplane = hand_to_kernel(options, core, sock, reporter)
+            dataplane = hand_to_kernel(options, core, transport, reporter)
 
         def on_event(event: Event) -> None:  # a rekey: export the new keys too
             if isinstance(event, HandshakeCompleted):
@@ -199,9 +199,8 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
                 if dataplane is not None and core.session is not None:
                     dataplane.hand_off(core.session, time.monotonic())
 
-        loop = options.datapath(
-            core, tun_fd, sock, reporter, signals, on_event, mss_clamp=mss_clamp
-        )
+        device = datapath.device(tun_fd, core.counters.drops)
+        loop = SelectLoop(core, device, transport, reporter, signals, on_event, mss_clamp=mss_clamp)
         if dataplane is not None:  # tun0 is not read; a late datagram may still be written
             loop.selector.unregister(tun_fd)
         core.tunnel_up(time.monotonic())  # the keepalive and liveness clocks start here
@@ -210,14 +209,15 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
     finally:
         if dataplane is not None:
             dataplane.remove()
-        clean_up(core, sock, tun_fd, routing, reporter, f"cleaned up ({core.close_reason})")
+        clean_up(core, transport, tun_fd, routing, reporter, f"cleaned up ({core.close_reason})")
 
 
 def hand_to_kernel(
-    options: ClientOptions, core: ClientCore, sock: socket.socket, reporter: Reporter
+    options: ClientOptions, core: ClientCore, transport: Transport, reporter: Reporter
 ) -> KernelDataplane:
     """``--kernel-dataplane``: the session's keys into xfrm states and policies (``xfrm.py``)."""
     assert core.session is not None
+    assert isinstance(transport, UdpTransport)  # the CLI refuses --transport tcp with it
     server = str(options.server)
     local = (outer_source(server), options.local_port)
     dataplane = KernelDataplane(
@@ -225,7 +225,7 @@ def hand_to_kernel(
     )
     try:
         dataplane.hand_off(core.session, time.monotonic())
-        encapsulate(sock)
+        encapsulate(transport.sock)
     except BaseException:
         dataplane.remove()  # what was added before the step that failed
         raise
@@ -235,7 +235,7 @@ def hand_to_kernel(
 
 
 def bring_up(
-    options: ClientOptions, core: ClientCore, reporter: Reporter
+    options: ClientOptions, datapath: Datapath, core: ClientCore, reporter: Reporter
 ) -> tuple[int, ClientRouting]:
     """After the Welcome: the key export, CreateTunDev, Ifconfig, SetRouting(1).
 
@@ -246,7 +246,7 @@ def bring_up(
     address = core.session.tunnel_address
     export_keys(options, core)
     tun_fd, tun_name = create_tun_dev(
-        options.tun_name, device_flags(options.mode, options.datapath.tun_flags)
+        options.tun_name, device_flags(options.mode, datapath.tun_flags)
     )
     address6 = tunnel_address6(address) if carries_ipv6(options.mode, options.mtu) else None
     try:

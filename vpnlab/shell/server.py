@@ -38,7 +38,7 @@ from vpnlab.shell.routing import ServerRouting, carries_ipv6, refuse_host_change
 from vpnlab.shell.tap import device_flags, mac_address
 from vpnlab.shell.transport import open_transport
 from vpnlab.shell.tun import create_tun_dev, ifconfig
-from vpnlab.shell.tunnel import SignalPipe, Tunnel, clean_up
+from vpnlab.shell.tunnel import Datapath, SelectLoop, SignalPipe, SimpleDatapath, clean_up
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 from vpnlab.wire.identity import check_peers
 
@@ -62,8 +62,8 @@ class ServerOptions:
     isolate_clients: bool = False
     client_networks: tuple[tuple[IPv4Address, IPv4Network | IPv6Network], ...] = ()
     allow_host_changes: bool = False
-    datapath: type[Tunnel] = Tunnel
-    """The select loop of the notes, or the batched one (``vpnlab/fast/``, chosen by the CLI)."""
+    datapath: type[Datapath] = SimpleDatapath
+    """The loop's ends: a packet per system call, or many (``vpnlab/fast/``, the CLI chooses)."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
@@ -266,7 +266,8 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
     """
     refuse_host_changes(options.allow_host_changes)
     signals = SignalPipe()
-    sock = tun_fd = None
+    transport = tun_fd = None
+    datapath = options.datapath(reporter)
     routing = ServerRouting(
         options.tunnel_address.network,
         options.external_interface,
@@ -284,19 +285,19 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
 
     watch = peers_watch(options, core, reporter, routing)
     try:
-        sock = open_transport(
+        transport = open_transport(
             options.transport,
             options.listen,
             options.port,
-            datapath=options.datapath.name,
+            datapath=datapath,
             drops=core.counters.drops,
         )
-        tun_fd = bring_up(options, core, routing, reporter)
+        tun_fd = bring_up(options, datapath, core, routing, reporter)
         mss_clamp = None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES
-        options.datapath(
+        SelectLoop(
             core,
-            tun_fd,
-            sock,
+            datapath.device(tun_fd, core.counters.drops),
+            transport,
             reporter,
             signals,
             on_event,
@@ -309,15 +310,19 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
     finally:
         stamps.sync()
         summary = "cleaned up: NAT rule removed, forwarding restored"
-        clean_up(core, sock, tun_fd, routing, reporter, summary)
+        clean_up(core, transport, tun_fd, routing, reporter, summary)
         signals.close()
 
 
 def bring_up(
-    options: ServerOptions, core: ServerCore, routing: ServerRouting, reporter: Reporter
+    options: ServerOptions,
+    datapath: Datapath,
+    core: ServerCore,
+    routing: ServerRouting,
+    reporter: Reporter,
 ) -> int:
     """CreateTunDev, Ifconfig, SetRouting(0); returns tun0's fd."""
-    flags = device_flags(options.mode, options.datapath.tun_flags)
+    flags = device_flags(options.mode, datapath.tun_flags)
     tun_fd, tun_name = create_tun_dev(options.tun_name, flags)
     address6 = None
     if carries_ipv6(options.mode, options.mtu):  # dual stack: fd10:8::1/64 beside 10.8.0.1/24

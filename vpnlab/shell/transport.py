@@ -1,5 +1,9 @@
 """Init(PORT): the UDP socket of the notes, and the counter-example: the same datagrams over
-one TCP connection per client.
+one TCP connection per client; both behind one small interface, :class:`Transport`.
+
+The select loop (``tunnel.py``) sees a transport as a file descriptor to select on, a batch of
+datagrams received (grouped in runs from one peer), a batch sent, and a close; TCP adds three
+hooks (a timer, and a session opened or closed for a peer) that UDP does not need.
 
 The design notes choose UDP "to avoid TCP meltdown": when the tunnel is itself TCP, a lost
 outer segment stalls every inner packet behind it until the outer TCP has retransmitted it,
@@ -13,9 +17,8 @@ for anything else.
 Each frame carries one datagram exactly as UDP would (Hello, Welcome, ESP, keepalive, Bye), so
 the sans-IO cores, the handshake and the 2.5 s / 6 s timeouts are unchanged. The framing is
 pure (``wire/framing.py``); :class:`TcpClientTransport` and :class:`TcpServerTransport` are
-the I/O shell, over IPv4 or IPv6. Both look like a non-blocking UDP socket to the loop
-(``fileno``, ``recvfrom``, ``sendto``, ``close``): ``fileno`` is an epoll descriptor holding
-the listener, every connection and an eventfd readable while frames read wait to be taken.
+the I/O shell, over IPv4 or IPv6. Their ``fileno`` is an epoll descriptor holding the listener,
+every connection and an eventfd readable while frames read wait to be taken.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import select
 import socket
 import time
 from collections import Counter, deque
+from typing import Protocol
 
+from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
 from vpnlab.wire.framing import FrameDecoder, encode_frame
@@ -50,6 +55,49 @@ RECV_BYTES = 65536
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 """Room for a burst (or a few 64 KB GSO batches): each datagram dropped is a retransmit inside."""
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # linux/socket.h: as root, past net.core.*mem_max
+Run = tuple[Address, list[bytes]]
+"""Datagrams received in a row from one peer: the cores open them in one call."""
+
+
+class Transport(Protocol):
+    """Init(PORT)'s socket as the select loop sees it (``tunnel.SelectLoop``)."""
+
+    def fileno(self) -> int:
+        """What the loop selects on: readable when :meth:`receive` has datagrams."""
+        ...
+
+    def receive(self, limit: int) -> list[Run]:
+        """SockSelected: up to ``limit`` receives' datagrams, in order, grouped in runs of
+        one peer; [] when none waits."""
+        ...
+
+    def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """Send datagrams, each to its peer; a refused one is counted as a drop, never raised."""
+        ...
+
+    def handle_timer(self, now: float) -> None:
+        """Called every turn of the loop (TCP closes the connections that overstayed)."""
+        ...
+
+    def session_opened(self, peer: Address) -> None:
+        """The core made a session for ``peer``."""
+        ...
+
+    def session_closed(self, peer: Address) -> None:
+        """The core ended ``peer``'s session."""
+        ...
+
+    def close(self) -> None:
+        """CleanUp: close the socket(s)."""
+        ...
+
+
+def add_run(runs: list[Run], peer: Address, datagrams: list[bytes]) -> None:
+    """Append datagrams from ``peer``: to the last run if it is that peer's, else a new run."""
+    if runs and runs[-1][0] == peer:
+        runs[-1][1].extend(datagrams)
+    else:
+        runs.append((peer, datagrams))
 
 
 def family_of(address: str) -> socket.AddressFamily:
@@ -79,6 +127,54 @@ def init_socket(address: str, port: int) -> socket.socket:
     return sock
 
 
+class UdpTransport:
+    """Init(PORT)'s UDP socket for the simple data path: one datagram per system call.
+
+    Args:
+        sock: the socket of :func:`init_socket`.
+        drops: the core's drop counters (a send the kernel refused, an ICMP error).
+    """
+
+    def __init__(self, sock: socket.socket, drops: Counter[str]) -> None:
+        self.sock = sock
+        self.drops = drops
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive(self, limit: int) -> list[Run]:
+        runs: list[Run] = []
+        for _ in range(limit):
+            try:
+                datagram, sender = self.sock.recvfrom(MAX_DATAGRAM)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                self.drops[f"socket: {exc.strerror}"] += 1
+                continue
+            add_run(runs, sender[:2], [datagram])
+        return runs
+
+    def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        for datagram, peer in datagrams:
+            try:
+                self.sock.sendto(datagram, peer)
+            except OSError as exc:
+                self.drops[f"send: {exc.strerror}"] += 1
+
+    def handle_timer(self, now: float) -> None:
+        """UDP has no connections to sweep."""
+
+    def session_opened(self, peer: Address) -> None:
+        """UDP keeps no state per peer."""
+
+    def session_closed(self, peer: Address) -> None:
+        """UDP keeps no state per peer."""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class _Connection:
     """One TCP connection: its peer, its decoder and the frames not yet sent."""
 
@@ -96,54 +192,66 @@ class _Connection:
         """Its session ended: closed once what was queued for it has been sent."""
 
 
-class _TcpTransport:
-    """What both ends share: the epoll set, the inbox of frames read, flushing, closing."""
+class TcpTransport:
+    """What both ends of the TCP transport share: the epoll set, the inbox of frames read,
+    flushing, closing. A :class:`Transport`; the hooks it does not need do nothing."""
 
-    def __init__(self, drops: Counter | None = None) -> None:
-        self.drops: Counter = drops if drops is not None else Counter()
+    def __init__(self, drops: Counter[str] | None = None) -> None:
+        self.drops: Counter[str] = drops if drops is not None else Counter()
         self._poll = select.epoll()
         self._ready = os.eventfd(0, os.EFD_NONBLOCK)
         self._poll.register(self._ready, select.EPOLLIN)
         self._conns: dict[int, _Connection] = {}
         self._inbox: deque[tuple[bytes, Address]] = deque()
 
-    # --- what tunnel.Tunnel sees ---------------------------------------------------------------
+    # --- the Transport interface ---------------------------------------------------------------
     def fileno(self) -> int:
         return self._poll.fileno()
 
-    def setblocking(self, flag: bool) -> None:
-        """Always non-blocking; accepted for the socket interface."""
-
-    def recvfrom(self, bufsize: int = RECV_BYTES) -> tuple[bytes, Address]:
-        """The next datagram from any connection. Raises BlockingIOError when there is none."""
+    def receive(self, limit: int) -> list[Run]:
+        """Up to ``limit`` frames from any connection, as runs of one peer."""
         if not self._inbox:
             self._pump()
-        if not self._inbox:
-            self._signal(False)
-            raise BlockingIOError(errno.EAGAIN, "no frame waiting")
-        item = self._inbox.popleft()
+        runs: list[Run] = []
+        while self._inbox and limit > 0:
+            frame, peer = self._inbox.popleft()
+            add_run(runs, peer, [frame])
+            limit -= 1
         self._signal(bool(self._inbox))
-        return item
+        return runs
 
-    def sendto(self, datagram: bytes, peer: Address) -> int:
-        """Queue one frame to ``peer`` and send what the socket takes now.
+    def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """Queue one frame per datagram to its peer and send what the sockets take now; no
+        connection to the peer (ENOTCONN) or a full queue (ENOBUFS) is a drop, as a refused
+        UDP send would be."""
+        for datagram, peer in datagrams:
+            failed = self._queue(datagram, peer)
+            if failed:
+                self.drops[f"send: {os.strerror(failed)}"] += 1
 
-        Raises:
-            OSError: no connection to ``peer`` (ENOTCONN) or its queue is full (ENOBUFS);
-                ``tunnel.send_queued`` counts it as a drop, as it would a refused UDP send.
-        """
+    def _queue(self, datagram: bytes, peer: Address) -> int:
+        """One frame to ``peer``'s connection; returns 0, or the errno that refused it."""
         conn = self._connection_for(peer)
         if conn is None:
-            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+            return errno.ENOTCONN
         if len(conn.out) > MAX_PENDING_BYTES:
-            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+            return errno.ENOBUFS
         try:
             conn.out += encode_frame(datagram)
         except LocalProtocolError:
-            raise OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE)) from None
+            return errno.EMSGSIZE
         if not conn.connecting:
             self._flush(conn)
-        return len(datagram)
+        return 0
+
+    def handle_timer(self, now: float) -> None:
+        """Nothing to sweep (the server's transport closes what overstayed)."""
+
+    def session_opened(self, peer: Address) -> None:
+        """Only the server's transport follows sessions."""
+
+    def session_closed(self, peer: Address) -> None:
+        """Only the server's transport follows sessions."""
 
     def close(self) -> None:
         for conn in list(self._conns.values()):
@@ -251,7 +359,7 @@ class _TcpTransport:
                 os.eventfd_read(self._ready)
 
 
-class TcpClientTransport(_TcpTransport):
+class TcpClientTransport(TcpTransport):
     """Init(PORT), TCP client: one connection to the server, opened (again) on first send.
 
     A refused or broken connection is counted and forgotten; the next datagram (the Hello's
@@ -284,7 +392,7 @@ class TcpClientTransport(_TcpTransport):
             self._conn = None
 
 
-class TcpServerTransport(_TcpTransport):
+class TcpServerTransport(TcpTransport):
     """Init(PORT), TCP server: listen() and accept() (what UDP spares us, see the notes);
     each connection's peer address (client IP and port) stands for the client, as UDP's does."""
 
@@ -330,7 +438,7 @@ class TcpServerTransport(_TcpTransport):
         self._close(oldest, "tcp: evicted (no session)")
         return True
 
-    # --- what tunnel.Tunnel calls, beyond a UDP socket's interface -------------------------------
+    # --- the Transport hooks that TCP needs ------------------------------------------------------
     def handle_timer(self, now: float) -> None:
         """Close what overstayed: no frame ``FIRST_FRAME_S`` after accept, no frame for
         ``IDLE_TIMEOUT_S``, or a session that ended (after a last try to send its Bye)."""
@@ -372,15 +480,24 @@ class TcpServerTransport(_TcpTransport):
         self.listener.close()
 
 
+class UdpMaker(Protocol):
+    """What :func:`open_transport` needs of a data path (``tunnel.SimpleDatapath``,
+    ``fast.datapath.FastDatapath``): its name, and its UDP transport made of the socket."""
+
+    name: str
+
+    def udp(self, sock: socket.socket, drops: Counter[str]) -> Transport: ...
+
+
 def open_transport(
     kind: str,
     address: str,
     port: int,
     *,
-    datapath: str = "simple",
+    datapath: UdpMaker,
+    drops: Counter[str],
     server: Address | None = None,
-    drops: Counter | None = None,
-):
+) -> Transport:
     """Init(PORT) for ``--transport``: the UDP socket of the notes, or a TCP transport.
 
     ``server`` given: the client's side (TCP connects to it; UDP binds ``address``:``port``).
@@ -390,11 +507,13 @@ def open_transport(
             data path (its batches are UDP GSO/GRO).
     """
     if kind == "udp":
-        return init_socket(address, port)
+        return datapath.udp(init_socket(address, port), drops)
     if kind != "tcp":
         raise SetupError(f"unknown transport {kind!r} (choose from {', '.join(TRANSPORTS)})")
-    if datapath != "simple":
-        raise SetupError("--transport tcp runs the simple data path only")
+    if datapath.name != "simple":
+        raise SetupError(
+            f"--transport tcp runs on the simple data path only, not --datapath {datapath.name}"
+        )
     if server is not None:
         return TcpClientTransport(server, drops)
     return TcpServerTransport(address, port, drops)

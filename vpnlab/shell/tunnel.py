@@ -1,21 +1,27 @@
 """TunSelected / SockSelected: the select loop that both daemons run (the notes' while loop).
 
 The same loop carries ClientConnection's Hello exchange (before tun0 exists: the socket and the
-timers only) and then the session:
+timers only) and then the session. One turn of it (:meth:`SelectLoop.turn`):
 
     1. ask the core for its next deadline (a keepalive to send, or the liveness timeout)
-    2. select() on tun0, the UDP socket and the signal pipe, until that deadline
-    3. TunSelected: read every packet waiting on tun0, hand each to the core (it seals them)
-    4. SockSelected: receive every datagram waiting on the socket, hand each to the core,
-       write the packets it opened to tun0
+    2. select() on tun0, the socket and the signal pipe, until that deadline
+    3. TunSelected: read a packet from tun0, hand it to the core (it seals it), send the
+       datagram to the peer; again, up to BATCH reads
+    4. SockSelected: receive the datagrams waiting on the socket, hand each peer's run of them
+       to the core, write the packets it opened to tun0
     5. deadline passed: let the core send its keepalive or declare the peer lost (and let a
        TCP transport close the connections that overstayed, ``transport.py``)
     6. send what the core queued; stop when the core is closed or a signal arrived
 
+The loop works on two ends: a device (tun0: :class:`TunDevice`, one packet per read) and a
+transport (the socket: ``transport.UdpTransport``, one datagram per system call). Together they
+are the simple data path, :class:`SimpleDatapath`: every call into the core is a batch of one
+packet from tun0, or of the datagrams one peer sent. ``--datapath fast``
+(``vpnlab/fast/datapath.py``) gives the same loop ends that move many packets per system call;
+the daemons are handed the data path by the CLI and never import it.
+
 This module moves bytes and nothing else: what a datagram means is decided in ``core/``.
-Tests hand it one end of a ``socket.socketpair()`` in place of tun0. ``--datapath fast`` is
-a subclass (``vpnlab/fast/loop.py``) that overrides its four I/O methods; the daemons are handed
-the class by the CLI (``ClientOptions.datapath``) and never import it. Init(PORT) is in
+Tests hand it one end of a ``socket.socketpair()`` in place of tun0. Init(PORT) is in
 ``transport.py``; CleanUp, the same for both daemons, is :func:`clean_up` below.
 """
 
@@ -26,6 +32,7 @@ import selectors
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
@@ -36,11 +43,10 @@ from vpnlab.core.packet import clamp_mss
 from vpnlab.core.session import Counters, State
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import Routing
+from vpnlab.shell.transport import Transport, UdpTransport
 
 BATCH = 64
-"""Packets drained per wake-up from each file descriptor before looking at the other."""
-SOCK_HOOKS = {HandshakeCompleted: "session_opened", SessionClosed: "session_closed"}
-"""What a TCP server transport is told (with the peer), so a connection lives as its session."""
+"""Reads from tun0 (and receives from the socket) per wake-up before looking at the other."""
 
 
 class Core(Protocol):
@@ -66,13 +72,85 @@ class Core(Protocol):
     def describe(self, now: float) -> dict[str, object]: ...
 
 
-def send_queued(core: Core, sock: socket.socket) -> None:
-    """Send every datagram the core queued; a refused send is counted, not raised."""
-    for datagram, peer in core.datagrams_to_send():
+class Device(Protocol):
+    """tun0 (or tap0) as the loop sees it."""
+
+    def fileno(self) -> int: ...
+    def read(self) -> list[bytes]:
+        """One read: the packets it returned (one on the simple path); [] when none waits."""
+        ...
+
+    def write(self, packets: list[bytes]) -> None:
+        """Write packets to the kernel, counting each refused write as a drop."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """What the status file shows of this device."""
+        ...
+
+
+class TunDevice:
+    """CreateTunDev's tun0 for the simple path: one packet per read, one per write.
+
+    Args:
+        fd: tun0 (non-blocking), or one end of a datagram socket pair in tests.
+        drops: the core's drop counters (a read or write the kernel refused).
+    """
+
+    def __init__(self, fd: int, drops: Counter[str]) -> None:
+        self.fd = fd
+        self.drops = drops
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self) -> list[bytes]:
         try:
-            sock.sendto(datagram, peer)
+            return [os.read(self.fd, MAX_DATAGRAM)]
+        except BlockingIOError:
+            return []
         except OSError as exc:
-            core.counters.drops[f"send: {exc.strerror}"] += 1
+            self.drops[f"tun read: {exc.strerror}"] += 1
+            return []
+
+    def write(self, packets: list[bytes]) -> None:
+        for packet in packets:
+            try:
+                os.write(self.fd, packet)
+            except OSError as exc:
+                self.drops[f"tun write: {exc.strerror}"] += 1
+
+    def describe(self) -> dict[str, object]:
+        return {}
+
+
+class Datapath(Protocol):
+    """A data path: how tun0 is opened and read, and how the UDP socket moves datagrams."""
+
+    name: str
+    tun_flags: int
+    """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
+
+    def __init__(self, reporter: Reporter) -> None: ...
+    def device(self, fd: int, drops: Counter[str]) -> Device: ...
+    def udp(self, sock: socket.socket, drops: Counter[str]) -> Transport: ...
+
+
+class SimpleDatapath:
+    """``--datapath simple``: (:class:`TunDevice`, ``transport.UdpTransport``)."""
+
+    name = "simple"
+    tun_flags = 0
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def device(self, fd: int, drops: Counter[str]) -> TunDevice:
+        self.reporter.log("datapath simple: one packet per system call")
+        return TunDevice(fd, drops)
+
+    def udp(self, sock: socket.socket, drops: Counter[str]) -> UdpTransport:
+        return UdpTransport(sock, drops)
 
 
 class SignalPipe:
@@ -99,17 +177,14 @@ class SignalPipe:
         self.writer.close()
 
 
-class Tunnel:
-    """``--datapath simple``: the select loop, moving packets between tun0 and the socket
-    through a core, one packet per system call.
+class SelectLoop:
+    """The select loop, moving packets between a device (tun0) and a transport (the socket)
+    through a core.
 
     Args:
         core: ClientCore or ServerCore.
-        tun_fd: tun0 (non-blocking), one end of a socket pair in tests, or None while
-            ClientConnection waits for the Welcome (tun0 does not exist yet).
-        sock: the UDP socket from Init (non-blocking), or a TCP transport that looks like one;
-            a transport's ``handle_timer(now)`` is called every round, its ``session_opened``
-            and ``session_closed`` (:data:`SOCK_HOOKS`) with a session's peer.
+        device: tun0, or None while ClientConnection waits for the Welcome (no tun0 yet).
+        transport: the socket of Init(PORT), UDP or TCP.
         reporter: log and status file.
         signals: the signal pipe; the loop ends when it fires.
         on_event: called with every event that is not a packet (a handshake, a closed
@@ -119,17 +194,11 @@ class Tunnel:
             reads its peers file again there).
     """
 
-    name = "simple"
-    tun_flags = 0
-    """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
-    read_bytes = MAX_DATAGRAM
-    """The most one read from tun0 returns."""
-
     def __init__(
         self,
         core: Core,
-        tun_fd: int | None,
-        sock: socket.socket,
+        device: Device | None,
+        transport: Transport,
         reporter: Reporter,
         signals: SignalPipe,
         on_event: Callable[[Event], None] | None = None,
@@ -138,91 +207,98 @@ class Tunnel:
         every_second: Callable[[float], list[Event]] | None = None,
     ) -> None:
         self.core = core
-        self.mss_clamp = mss_clamp
-        self.every_second = every_second
-        self.on_event = on_event
-        self.tun_fd = tun_fd
-        self.sock = sock
+        self.device = device
+        self.transport = transport
         self.reporter = reporter
         self.signals = signals
+        self.on_event = on_event
+        self.mss_clamp = mss_clamp
+        self.every_second = every_second
         self.selector = selectors.DefaultSelector()
-        if tun_fd is not None:
-            self.selector.register(tun_fd, selectors.EVENT_READ, self.tun_selected)
-        self.selector.register(sock, selectors.EVENT_READ, self.sock_selected)
-        self.sock_timer: Callable[[float], None] | None = getattr(sock, "handle_timer", None)
+        if device is not None:
+            self.selector.register(device, selectors.EVENT_READ, self.tun_selected)
+        self.selector.register(transport, selectors.EVENT_READ, self.sock_selected)
         self.selector.register(signals.reader, selectors.EVENT_READ, self._drain_signals)
         self._status_at = 0.0
 
     def run(self, until: State | None = None) -> None:
         """Loop until the core closes (peer lost, Bye), a signal asks us to stop, or the core
         has left state ``until`` (ClientConnection: ``State.CONNECTING``)."""
-        core = self.core
-        self.flush()  # what the core queued before the loop (ClientConnection's first Hello)
+        self.send_queued()  # what the core queued before the loop (ClientConnection's Hello)
         while (
-            core.state is not State.CLOSED
+            self.core.state is not State.CLOSED
             and self.signals.received is None
-            and (until is None or core.state is until)
+            and (until is None or self.core.state is until)
         ):
-            deadline = core.next_timer()
-            now = time.monotonic()
-            timeout = None if deadline is None else max(0.0, deadline - now)
-            for key, _ in self.selector.select(min(timeout, 1.0) if timeout is not None else 1.0):
-                key.data(time.monotonic())
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                self.periodic(core.handle_timer, now)
-            self.flush()
-            if self.sock_timer is not None:
-                self.sock_timer(now)
-            if until is None and now >= self._status_at:  # ClientConnection reports itself
-                core.clock_offset_s = time.time() - time.monotonic()  # the wall clock may step
-                if self.every_second is not None:
-                    self.periodic(self.every_second, now)
-                    self.flush()
-                self.report_status(now)
-                self._status_at = now + 1.0
-        self.flush()
+            self.turn(report=until is None)  # ClientConnection reports itself
+        self.send_queued()
         self.selector.close()
 
-    def tun_selected(self, now: float) -> None:
-        """TunSelected: read packets from tun0, hand each read to :meth:`tun_read`."""
-        for _ in range(BATCH):
-            try:
-                data = os.read(self.tun_fd, self.read_bytes)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.core.counters.drops[f"tun read: {exc.strerror}"] += 1
-                return
-            try:
-                self.tun_read(data, now)
-            except Exception as exc:  # a bug costs this packet, never the daemon
-                self.count_bug(exc)
+    def turn(self, report: bool = True) -> None:
+        """One turn of the loop: select until the core's deadline, TunSelected or
+        SockSelected for what is readable, the core's timers, then send what it queued."""
+        deadline = self.core.next_timer()
+        now = time.monotonic()
+        timeout = 1.0 if deadline is None else min(max(0.0, deadline - now), 1.0)
+        for key, _ in self.selector.select(timeout):
+            key.data(time.monotonic())
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            self.periodic(self.core.handle_timer, now)
+        self.transport.handle_timer(now)
+        if report and now >= self._status_at:
+            self.core.clock_offset_s = time.time() - time.monotonic()  # the wall clock may step
+            if self.every_second is not None:
+                self.periodic(self.every_second, now)
+            self.report_status(now)
+            self._status_at = now + 1.0
+        self.send_queued()
 
-    def tun_read(self, packet: bytes, now: float) -> None:
-        """One packet from tun0: its MSS clamped (TCP SYN), then to the core to seal."""
-        if self.mss_clamp:
-            packet = clamp_mss(packet, self.mss_clamp)
-        self.dispatch(self.core.send_packets([packet], now))
+    def tun_selected(self, now: float) -> None:
+        """TunSelected: read a packet from tun0, encapsulate it, send it to the peer; again,
+        up to :data:`BATCH` reads."""
+        assert self.device is not None
+        for _ in range(BATCH):
+            packets = self.device.read()
+            if not packets:
+                return
+            self.seal(packets, now)
+            self.send_queued()
 
     def sock_selected(self, now: float) -> None:
-        """SockSelected: receive datagrams, hand them to the core, write packets to tun0."""
-        for _ in range(BATCH):
-            try:
-                datagram, peer = self.sock.recvfrom(MAX_DATAGRAM)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # e.g. an ICMP error queued on the socket
-                self.core.counters.drops[f"socket: {exc.strerror}"] += 1
-                continue
-            except Exception as exc:  # a bug in a transport's parsing (TCP): this wake-up only
-                self.count_bug(exc)
-                return
-            try:
-                packets, events = self.core.receive_datagrams([datagram], peer[:2], now)
-                self.dispatch([*events, *map(PacketReceived, packets)])
-            except Exception as exc:  # a bug costs this datagram, never the daemon
-                self.count_bug(exc)
+        """SockSelected: receive datagrams from the socket, open them, write to tun0."""
+        try:
+            runs = self.transport.receive(BATCH)
+        except Exception as exc:  # a bug in a transport's parsing (TCP): this wake-up only
+            self.count_bug(exc)
+            return
+        for peer, datagrams in runs:
+            self.open(datagrams, peer, now)
+
+    def seal(self, packets: list[bytes], now: float) -> None:
+        """The packets of one read from tun0 (their TCP SYNs' MSS clamped) to the core."""
+        if self.mss_clamp:
+            packets = [clamp_mss(packet, self.mss_clamp) for packet in packets]
+        try:
+            self.dispatch(self.core.send_packets(packets, now))
+        except Exception as exc:  # a bug costs this read's packets, never the daemon
+            self.count_bug(exc)
+
+    def open(self, datagrams: list[bytes], peer: Address, now: float) -> None:
+        """One peer's run of datagrams to the core; the packets it opened to tun0."""
+        try:
+            packets, events = self.core.receive_datagrams(datagrams, peer, now, self.count_bug)
+            if packets and self.device is not None:
+                self.device.write(packets)
+            self.dispatch(events)
+        except Exception as exc:  # a bug (in on_event, say) never ends the daemon
+            self.count_bug(exc)
+
+    def send_queued(self) -> None:
+        """Send every datagram the core queued; a refused send is counted, not raised."""
+        queued = self.core.datagrams_to_send()
+        if queued:
+            self.transport.send(queued)
 
     def periodic(self, task: Callable[[float], list[Event]], now: float) -> None:
         """A timer or the once-a-second work: a bug in it is counted and logged, and the
@@ -242,26 +318,26 @@ class Tunnel:
             self.reporter.log(f"{key} ({exc!r}): packet dropped; later ones are only counted")
 
     def dispatch(self, events: list[Event]) -> None:
-        """Write opened packets to tun0; everything else goes to the log."""
+        """Opened packets to tun0; a session's start and end to the transport; every other
+        event to the log."""
+        packets = [event.packet for event in events if type(event) is PacketReceived]
+        if packets and self.device is not None:
+            self.device.write(packets)
         for event in events:
             if type(event) is PacketReceived:
-                try:
-                    os.write(self.tun_fd, event.packet)
-                except OSError as exc:
-                    self.core.counters.drops[f"tun write: {exc.strerror}"] += 1
-            else:
-                hook = SOCK_HOOKS.get(type(event))
-                if hook is not None and hasattr(self.sock, hook):
-                    getattr(self.sock, hook)(event.peer)
-                self.reporter.event(event)
-                if self.on_event is not None:
-                    self.on_event(event)
-
-    def flush(self) -> None:
-        send_queued(self.core, self.sock)
+                continue
+            if type(event) is HandshakeCompleted:
+                self.transport.session_opened(event.peer)
+            elif type(event) is SessionClosed:
+                self.transport.session_closed(event.peer)
+            self.reporter.event(event)
+            if self.on_event is not None:
+                self.on_event(event)
 
     def report_status(self, now: float) -> None:
         self.reporter.update(**self.core.describe(now))
+        if self.device is not None:
+            self.reporter.update(**self.device.describe())
         self.reporter.write_status(force=True)
 
     def _drain_signals(self, now: float) -> None:
@@ -274,7 +350,7 @@ class Tunnel:
 
 def clean_up(
     core: Core,
-    sock: socket.socket | None,
+    transport: Transport | None,
     tun_fd: int | None,
     routing: Routing | None,
     reporter: Reporter,
@@ -288,9 +364,11 @@ def clean_up(
     now = time.monotonic()
     for event in core.close(now):
         reporter.event(event)
-    if sock is not None:
-        send_queued(core, sock)
-        sock.close()
+    if transport is not None:
+        queued = core.datagrams_to_send()
+        if queued:
+            transport.send(queued)
+        transport.close()
     if routing is not None:
         routing.restore()
     if tun_fd is not None:

@@ -1,7 +1,9 @@
-"""fast/loop.py without root: FastTunnel on a socket pair (the kernel's offloads faked off).
+"""fast/datapath.py without root: the SelectLoop with FastDatapath's ends on a socket pair
+(the kernel's tun offloads faked off).
 
-As on the simple path, a bug costs one packet (``bug: <ExceptionType>``), never the daemon:
-in TunSelected, in SockSelected (each datagram of a GRO batch on its own) and in the writes.
+As on the simple path, a bug costs one read or one datagram (``bug: <ExceptionType>``), never
+the daemon: in TunSelected, in SockSelected (each datagram of a GRO batch on its own) and in
+the writes to tun0.
 """
 
 from __future__ import annotations
@@ -11,22 +13,23 @@ import time
 
 import pytest
 
-from vpnlab.fast import loop, offload
-from vpnlab.fast.loop import FastTunnel
+from vpnlab.fast import datapath, offload
+from vpnlab.fast.datapath import FastDatapath
 from vpnlab.fast.segment import NO_OFFLOAD
 
-from .helpers import BOOM, ipv4_packet, make_tunnel, wait_readable
+from .helpers import BOOM, ipv4_packet, make_loop, wait_readable
 
 
 @pytest.fixture
 def fast(loop_parts, monkeypatch):
-    """A FastTunnel whose tun0 is a socket pair: no TUNGETIFF, no vnet header, no TSO."""
+    """A SelectLoop on FastDatapath's ends whose tun0 is a socket pair: no TUNGETIFF, no vnet
+    header, no TSO."""
     monkeypatch.setattr(offload, "device_name", lambda fd: "tun-test")
     monkeypatch.setattr(offload, "enable_tun", lambda fd, name, offloads: None)
-    return make_tunnel(loop_parts, tunnel_class=FastTunnel, mss_clamp=1360)
+    return make_loop(loop_parts, datapath=FastDatapath, mss_clamp=1360)
 
 
-def test_FastTunnel_tun_selected_counts_a_core_bug_and_goes_on(fast, loop_parts):
+def test_FastDatapath_tun_selected_counts_a_core_bug_and_goes_on(fast, loop_parts):
     _, tun_peer, _, _ = loop_parts
     for packet in (BOOM, ipv4_packet("10.8.0.1", "10.8.0.9"), BOOM):
         tun_peer.send(packet)
@@ -36,7 +39,7 @@ def test_FastTunnel_tun_selected_counts_a_core_bug_and_goes_on(fast, loop_parts)
     assert drops["tun: no client for destination"] == 1
 
 
-def test_FastTunnel_sock_selected_counts_a_core_bug_and_goes_on(fast, loop_parts):
+def test_FastDatapath_sock_selected_counts_a_core_bug_and_goes_on(fast, loop_parts):
     _, _, sock, _ = loop_parts
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
         for datagram in (BOOM, b"not boom", BOOM + b"!"):
@@ -49,16 +52,26 @@ def test_FastTunnel_sock_selected_counts_a_core_bug_and_goes_on(fast, loop_parts
     assert drops["unknown peer"] == 1
 
 
-def test_FastTunnel_write_packets_survives_a_coalesce_bug(fast, loop_parts, monkeypatch):
+def test_VnetTun_write_survives_a_coalesce_bug(fast, loop_parts, monkeypatch):
     """A bug joining segments costs the join, not the packets: each is written on its own."""
     _, tun_peer, _, _ = loop_parts
-    fast.offloads.vnet_hdr = fast.offloads.tso = True
+    device = fast.device
+    device.offloads.vnet_hdr = device.offloads.tso = True
 
     def broken(packets):
         raise ValueError("bad segment")
 
-    monkeypatch.setattr(loop, "coalesce", broken)
+    monkeypatch.setattr(datapath, "coalesce", broken)
     packets = [ipv4_packet("10.8.0.2", "10.8.0.1"), ipv4_packet("10.8.0.3", "10.8.0.1")]
-    fast.write_packets(packets)
+    device.write(packets)
     assert fast.core.counters.drops["bug: ValueError"] == 1
     assert [tun_peer.recv(2048) for _ in packets] == [NO_OFFLOAD + p for p in packets]
+
+
+def test_FastDatapath_reports_its_offloads_and_batches(fast):
+    """The status file shows the data path, what the kernel granted and the batch counters."""
+    status = fast.device.describe()
+    assert status["datapath"] == "fast"
+    assert str(status["offloads"]).startswith("offloads ")
+    assert isinstance(status["fastpath"], dict)
+    assert "datapath fast: offloads" in fast.reporter.stream.getvalue()

@@ -1,0 +1,214 @@
+"""TunSelected / SockSelected, batched: the fast data path (``--datapath fast``).
+
+The select loop of ``shell/tunnel.py`` unchanged, the same cores, the same ESP-in-UDP bytes;
+what changes is how many packets each system call moves, behind the loop's two ends:
+
+    1. TunSelected: one read from tun0 (:class:`VnetTun`) returns a virtio_net_hdr and a TCP
+       super-packet of up to 60 KB (TSO); ``segment.split`` cuts it into MSS-sized packets with
+       full checksums: the loop hands them to the core as one batch
+    2. the loop's send: ``batch.gso_batches`` groups the datagrams (same size, the last no
+       longer) and one sendmsg with a UDP_SEGMENT control message sends a whole group
+       (:class:`GsoUdp`, UDP GSO)
+    3. SockSelected: one recvmsg returns many datagrams of the peer (UDP_GRO; where the lab's
+       kernel cut the batches before the veth, one each); the loop hands each peer's run of
+       them to the core at once
+    4. the loop's write to tun0: ``segment.coalesce`` joins consecutive TCP segments into
+       super-packets, and one writev with a GSO virtio_net_hdr hands each to the kernel
+
+Where the kernel refuses an offload (``offload.py``) the daemon logs it once and does without.
+The CLI hands :class:`FastDatapath` to the daemons; the simple path never imports it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections import Counter
+
+from vpnlab.core.constants import MAX_DATAGRAM
+from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.events import Address
+from vpnlab.fast import offload
+from vpnlab.fast.batch import gso_batches, split_gro
+from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, coalesce, split
+from vpnlab.shell.report import Reporter
+from vpnlab.shell.transport import Run, UdpTransport, add_run
+
+READ_BYTES = VNET_HDR_LEN + MAX_DATAGRAM
+"""One read from tun0: the virtio_net_hdr and a super-packet of up to 64 KB."""
+RECV_ANCILLARY = socket.CMSG_SPACE(4)
+"""Room for the UDP_GRO control message (the segment size, an int)."""
+GSO_REFUSED = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+"""What a UDP GSO send fails with where the kernel or the route cannot segment."""
+
+
+def count_bug(drops: Counter[str], exc: Exception) -> None:
+    """A bug batching packets costs the batching, never the packets (they go one by one)."""
+    drops[f"bug: {type(exc).__name__}"] += 1
+
+
+class VnetTun:
+    """CreateTunDev with offloads: tun0 opened with IFF_VNET_HDR (``tun_flags``), TSO on.
+
+    Args:
+        fd: tun0, non-blocking.
+        drops: the core's drop counters (a read or write the kernel refused).
+        offloads: what the kernel granted (shared with :class:`GsoUdp`, for the status).
+        stats: super-packets and tun writes, for the status file.
+    """
+
+    def __init__(
+        self, fd: int, drops: Counter[str], offloads: offload.Offloads, stats: Counter[str]
+    ) -> None:
+        self.fd = fd
+        self.drops = drops
+        self.offloads = offloads
+        self.stats = stats
+        offload.enable_tun(fd, offload.device_name(fd), offloads)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self) -> list[bytes]:
+        """One read: a super-packet cut into its segments, or one packet; [] when none waits."""
+        try:
+            data = os.read(self.fd, READ_BYTES)
+        except BlockingIOError:
+            return []
+        except OSError as exc:
+            self.drops[f"tun read: {exc.strerror}"] += 1
+            return []
+        if not self.offloads.vnet_hdr:
+            return [data]
+        if data[:VNET_HDR_LEN] == NO_OFFLOAD:
+            return [data[VNET_HDR_LEN:]]
+        try:
+            packets = split(data[:VNET_HDR_LEN], data[VNET_HDR_LEN:])
+        except (LocalProtocolError, IndexError) as exc:
+            self.drops[f"tun: {exc}"] += 1
+            return []
+        self.stats["super_packets"] += len(packets) > 1
+        return packets
+
+    def write(self, packets: list[bytes]) -> None:
+        """Coalesced tun writes: one writev per super-packet (or per packet without TSO)."""
+        if not self.offloads.vnet_hdr:
+            writes = [[packet] for packet in packets]
+        elif self.offloads.tso:
+            try:
+                writes = coalesce(packets)
+            except Exception as exc:  # a bug joining them: write each packet on its own
+                count_bug(self.drops, exc)
+                writes = [[NO_OFFLOAD, packet] for packet in packets]
+        else:
+            writes = [[NO_OFFLOAD, packet] for packet in packets]
+        for buffers in writes:
+            try:
+                os.writev(self.fd, buffers)
+            except OSError as exc:
+                self.drops[f"tun write: {exc.strerror}"] += 1
+        self.stats["tun_writes"] += len(writes)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "datapath": FastDatapath.name,
+            "offloads": self.offloads.describe(),
+            "fastpath": dict(self.stats),
+        }
+
+
+class GsoUdp(UdpTransport):
+    """Init(PORT) with offloads: the UDP socket with UDP_GRO on, sending with UDP_SEGMENT.
+
+    Args:
+        sock: the socket of ``transport.init_socket``.
+        drops: the core's drop counters (a send the kernel refused, an ICMP error).
+        offloads: what the kernel granted (shared with :class:`VnetTun`).
+        stats: GRO batches and GSO sends, for the status file.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        drops: Counter[str],
+        offloads: offload.Offloads,
+        stats: Counter[str],
+        reporter: Reporter,
+    ) -> None:
+        super().__init__(sock, drops)
+        self.offloads = offloads
+        self.stats = stats
+        self.reporter = reporter
+        offload.enable_socket(sock, offloads)
+
+    def receive(self, limit: int) -> list[Run]:
+        """Up to ``limit`` recvmsg: each a UDP_GRO batch of one sender, or one datagram."""
+        runs: list[Run] = []
+        for _ in range(limit):
+            try:
+                data, ancillary, _, sender = self.sock.recvmsg(MAX_DATAGRAM, RECV_ANCILLARY)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                self.drops[f"socket: {exc.strerror}"] += 1
+                continue
+            segment_size = offload.gro_segment_size(ancillary)
+            self.stats["gro_batches"] += segment_size > 0
+            add_run(runs, sender[:2], split_gro(data, segment_size))
+        return runs
+
+    def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """One sendmsg with UDP_SEGMENT per batch (UDP GSO); one sendto each without it."""
+        try:
+            batches = gso_batches(datagrams)
+        except Exception as exc:  # a bug grouping them: send each datagram on its own
+            count_bug(self.drops, exc)
+            batches = [(peer, len(datagram), [datagram]) for datagram, peer in datagrams]
+        for peer, size, run in batches:
+            if len(run) > 1 and self.offloads.udp_gso:
+                try:
+                    self.sock.sendmsg(run, offload.gso_control(size), 0, peer)
+                    self.stats["gso_sends"] += 1
+                    continue
+                except BlockingIOError:
+                    self.drops["send: no buffer space"] += len(run)
+                    continue
+                except OSError as exc:
+                    if exc.errno not in GSO_REFUSED:
+                        self.drops[f"send: {exc.strerror}"] += len(run)
+                        continue
+                    self.offloads.udp_gso = False
+                    self.reporter.log(f"fast path: UDP GSO send refused ({exc.strerror}); off")
+            super().send([(datagram, peer) for datagram in run])
+
+
+class FastDatapath:
+    """``--datapath fast``: (:class:`VnetTun`, :class:`GsoUdp`), one :class:`~offload.Offloads`
+    shared by both; each offload the kernel refused is logged once."""
+
+    name = "fast"
+    tun_flags = offload.IFF_VNET_HDR
+    """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.offloads = offload.Offloads()
+        self.stats: Counter[str] = Counter()
+        self._logged = 0
+
+    def udp(self, sock: socket.socket, drops: Counter[str]) -> GsoUdp:
+        transport = GsoUdp(sock, drops, self.offloads, self.stats, self.reporter)
+        self._log_refusals()
+        return transport
+
+    def device(self, fd: int, drops: Counter[str]) -> VnetTun:
+        device = VnetTun(fd, drops, self.offloads, self.stats)
+        self._log_refusals()
+        self.reporter.log(f"datapath fast: {self.offloads.describe()}")
+        return device
+
+    def _log_refusals(self) -> None:
+        for refusal in self.offloads.refused[self._logged :]:
+            self.reporter.log(f"fast path: kernel refused {refusal}; doing without")
+        self._logged = len(self.offloads.refused)

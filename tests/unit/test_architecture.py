@@ -234,7 +234,7 @@ def test_importing_the_daemons_loads_no_pyroute2():
     that a daemon's command loads only for other commands: the lab, the course)."""
     code = (
         "import sys, vpnlab.cli.daemons, vpnlab.shell.client, vpnlab.shell.server, "
-        "vpnlab.fast.loop\n"
+        "vpnlab.fast.datapath\n"
         "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('pyroute2')}"
         " | {m for m in sys.modules if m.startswith(('vpnlab.lab', 'vpnlab.course'))}))"
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from vpnlab.core.constants import LIVENESS_TIMEOUT_S
+from vpnlab.course.classhub import user_processes
 
 from .helpers import SERVER_IP, WEB_IP, root_snapshot, wait_until
 from .users import (
@@ -35,7 +36,6 @@ from .users import (
     made_folder,
     tun_node,
     unix_user,
-    user_processes,
 )
 
 PREFIX = "rl-"

@@ -239,6 +239,27 @@ def test_killing_the_holder_removes_everything(host):
         assert wait_until(lambda: user_processes(d_user.pw_uid) == [], 5) is not None
 
 
+def test_sigterm_to_a_users_experiment_removes_its_lab(host):
+    """An experiment in a holder of its own (bench --footprint), SIGTERM'd as JupyterHub or a
+    CI's timeout does: it removes its lab (its state folder in the home too), exit 143."""
+    with unix_user("e") as e_user:
+        e = Student(e_user, host["python_bin"], {"VPNLAB_TUN_NODE": str(host["tun"])})
+        state = e.home / ".vpnlab/labs/vfoot-"
+        proc = e.start_vpnlab("bench", "--footprint", "--idle-seconds", "60")
+        try:
+            logs = state / "logs"
+            assert wait_until(lambda: len(list(logs.glob("*.log"))) >= 3, 60, 0.2) is not None
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert not state.exists(), "the lab's state folder is left"
+        assert wait_until(lambda: user_processes(e_user.pw_uid) == [], 5) is not None
+
+
 NOTEBOOK = """
 import json, sys
 from pathlib import Path

@@ -67,7 +67,7 @@ class Student:
             "HOME": user.pw_dir,
             "USER": user.pw_name,
             "LOGNAME": user.pw_name,
-            "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",  # Debian's, no sbin
             "LANG": "C.UTF-8",
             **env,
         }
@@ -93,6 +93,21 @@ class Student:
     def vpnlab(self, *args: str, timeout: float = 90, **kwargs) -> subprocess.CompletedProcess:
         """``python -m vpnlab ARGS`` as this user."""
         return self.run([self.python, "-m", "vpnlab", *args], timeout=timeout, **kwargs)
+
+    def start_vpnlab(self, *args: str) -> subprocess.Popen:
+        """``python -m vpnlab ARGS`` as this user, in the background; its stderr piped."""
+        return subprocess.Popen(
+            [self.python, "-m", "vpnlab", *args],
+            user=self.user.pw_uid,
+            group=self.user.pw_gid,
+            extra_groups=[],
+            cwd=self.user.pw_dir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
 
 def build_class_install(prefix: Path, source: Path = REPO) -> Path:

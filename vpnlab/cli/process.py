@@ -14,11 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
 SBIN = ("/usr/sbin", "/sbin")
 """Where Debian keeps the tools that need root (iproute2, nftables, dumpcap, sysctl)."""
+RESEND_S = 0.01
+"""A stop Python dropped (:func:`stop_on`) is sent again after this long."""
 
 
 def with_sbin(path: str) -> str:
@@ -39,9 +43,11 @@ class Stopped(KeyboardInterrupt):
 def stop_on(*signums: int) -> Iterator[None]:
     """CleanUp: within the block, each of ``signums`` raises :class:`Stopped` in this process.
 
-    A child forked inside the block (not exec'd: exec resets the handler by itself) keeps the
-    signal's default action, so a SIGTERM sent to it ends it as before. The previous handlers
-    are put back on the way out.
+    Python drops an exception raised where nothing can catch it (a fork handler of the
+    logging module, a ``__del__``): a signal that lands there is sent again, so it is handled
+    a moment later instead of being lost. A child forked inside the block (not exec'd: exec
+    resets the handler by itself) keeps the signal's default action, so a SIGTERM sent to it
+    ends it as before. The previous handlers are put back on the way out.
     """
     owner = os.getpid()
 
@@ -52,9 +58,20 @@ def stop_on(*signums: int) -> Iterator[None]:
             return
         raise Stopped(signum)
 
+    def again(unraisable: sys.UnraisableHookArgs) -> None:
+        stopped = unraisable.exc_value
+        if isinstance(stopped, Stopped) and os.getpid() == owner:
+            # raised where Python drops it: sent again from a thread, handled after this hook
+            threading.Timer(RESEND_S, os.kill, (owner, stopped.signum)).start()
+        else:
+            hook(unraisable)
+
+    hook = sys.unraisablehook
     previous = {signum: signal.signal(signum, stop) for signum in signums}
+    sys.unraisablehook = again
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)

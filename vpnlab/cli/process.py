@@ -1,7 +1,7 @@
 """How a ``vpnlab`` command runs as a process: the PATH its tools are found on, and SIGTERM.
 
-Init: the lab's tools (``ip``, ``nft``, ``sysctl``, tshark's ``dumpcap``...) live in /usr/sbin
-and /sbin, which an ordinary user's PATH on Debian lacks: :func:`with_sbin` adds them.
+Init: some of the lab's tools (``nft``, ``sysctl``, ``conntrack``) live in /usr/sbin only,
+which an ordinary user's PATH on Debian lacks: :func:`with_sbin` adds /usr/sbin and /sbin.
 
 CleanUp: a command that builds something (a lab, a benchmark's lab, a capture) removes it again
 when it is stopped. Ctrl-C raises KeyboardInterrupt and the ``finally`` blocks run; :func:`stop_on`
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 SBIN = ("/usr/sbin", "/sbin")
-"""Where Debian keeps the tools that need root (iproute2, nftables, dumpcap, sysctl)."""
+"""Where Debian keeps the tools meant for root (nft, sysctl, conntrack)."""
 RESEND_S = 0.01
 """A stop Python dropped (:func:`stop_on`) is sent again after this long."""
 

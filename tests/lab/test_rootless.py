@@ -27,7 +27,7 @@ import pytest
 from vpnlab.core.constants import LIVENESS_TIMEOUT_S
 from vpnlab.course.classhub import user_processes
 
-from .helpers import SERVER_IP, WEB_IP, root_snapshot, wait_until
+from .helpers import SERVER_IP, WEB_IP, root_snapshot, stop_with_sigterm, wait_until
 from .users import (
     Student,
     class_install,
@@ -246,15 +246,8 @@ def test_sigterm_to_a_users_experiment_removes_its_lab(host):
         e = Student(e_user, host["python_bin"], {"VPNLAB_TUN_NODE": str(host["tun"])})
         state = e.home / ".vpnlab/labs/vfoot-"
         proc = e.start_vpnlab("bench", "--footprint", "--idle-seconds", "60")
-        try:
-            logs = state / "logs"
-            assert wait_until(lambda: len(list(logs.glob("*.log"))) >= 3, 60, 0.2) is not None
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        logs = state / "logs"
+        err = stop_with_sigterm(proc, lambda: len(list(logs.glob("*.log"))) >= 3, 60)
         assert proc.returncode == 128 + signal.SIGTERM, err
         assert not state.exists(), "the lab's state folder is left"
         assert wait_until(lambda: user_processes(e_user.pw_uid) == [], 5) is not None

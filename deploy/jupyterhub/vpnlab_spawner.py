@@ -18,7 +18,7 @@
   the cgroup and removes it. Where systemd runs, jupyterhub_config.py uses SystemdSpawner
   instead (a transient unit per student with the same limits) and this class is not used.
 
-Nothing here imports vpnlab: the hub's side only.
+The hub's side; of vpnlab only ``kill_all`` (the class install's venv has it, as the hub does).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from tornado import web
 from traitlets import Integer
+
+from vpnlab.course.classhub import kill_all
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
@@ -115,14 +115,7 @@ class StudentCgroup:
 
     def remove(self) -> None:
         """SIGKILL what is left in it, then remove the folders (a folder with tasks cannot go)."""
-        for _ in range(50):
-            left = self.pids()
-            if not left:
-                break
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        kill_all(self.pids)
         for folder in self.folders:
             with contextlib.suppress(FileNotFoundError):
                 folder.rmdir()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -104,6 +105,19 @@ def wait_until(
             return time.monotonic() - start
         time.sleep(interval_s)
     return None
+
+
+def stop_with_sigterm(proc: subprocess.Popen, ready: Callable[[], object], ready_s: float) -> str:
+    """Once ``ready()`` holds (``ready_s`` at most), SIGTERM ``proc`` and wait for it (60 s at
+    most); its stderr. ``proc`` is killed in any case, also when the test fails."""
+    try:
+        assert wait_until(ready, ready_s, 0.1) is not None, "never ready for the signal"
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # --- building a lab and proving it gone ----------------------------------------------------------

@@ -20,6 +20,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from vpnlab.course.classhub import user_processes
+
 from .helpers import SERVER_IP, root_snapshot, wait_until
 from .test_jupyterhub import LAB_CELL, running_hub, tail
 from .users import (
@@ -31,7 +33,6 @@ from .users import (
     made_folder,
     tun_node,
     unix_user,
-    user_processes,
 )
 
 INSTRUCTOR_MARKS = ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "END SOLUTION")

@@ -35,12 +35,13 @@ from pathlib import Path
 import pytest
 
 from vpnlab.core.errors import LabError
+from vpnlab.course.classhub import user_processes
 from vpnlab.grader import enter
 from vpnlab.grader.report import COLUMNS
 
 from .helpers import root_snapshot, wait_until
 from .test_troubleshooting import REPAIRS
-from .users import REPO, Student, install_bin, made_folder, tun_node, unix_user, user_processes
+from .users import REPO, Student, install_bin, made_folder, tun_node, unix_user
 
 pytestmark = pytest.mark.lab
 

@@ -21,28 +21,28 @@ configurable-http-proxy from npm).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.cookiejar
 import json
 import os
 import re
 import secrets
-import signal
 import ssl
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from vpnlab.course import classhub
+from vpnlab.course.classhub import user_processes
+
 from .helpers import SERVER_IP, root_snapshot, wait_until
-from .users import REPO, class_install, made_folder, tun_node, unix_user, user_processes
+from .users import REPO, class_install, made_folder, tun_node, unix_user
 
 CONFIG = REPO / "deploy/jupyterhub/jupyterhub_config.py"
 PORT = 18000 + os.getpid() % 1000 * 3
@@ -83,27 +83,8 @@ print(len(children), refused)
 """
 
 
-class Hub:
-    """The hub's REST API, with the service token."""
-
-    def __init__(self, token: str, log: Path) -> None:
-        self.token = token
-        self.log = log
-        self.base = f"http://127.0.0.1:{PORT}"
-
-    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
-        request.add_header("Authorization", f"token {self.token}")
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                text = response.read().decode()
-                return response.status, json.loads(text) if text else {}
-        except urllib.error.HTTPError as exc:
-            return exc.code, {"error": exc.read().decode()[:500]}
-        except (urllib.error.URLError, ConnectionError):
-            return 0, {"error": "no answer"}
+class Hub(classhub.Hub):
+    """classhub's hub and REST API (the service token), with what these tests ask of it."""
 
     def spawn(self, name: str) -> int:
         assert self.api("POST", f"/hub/api/users/{name}")[0] in (201, 409)
@@ -127,39 +108,7 @@ class Hub:
 
     def execute(self, name: str, code: str, timeout_s: float = 120) -> str:
         """Run ``code`` in a new kernel of ``name``'s server; its stdout (raises on an error)."""
-        status, kernel = self.api("POST", f"/user/{name}/api/kernels", {"name": "python3"})
-        assert status == 201, kernel
-        return asyncio.run(self._run(name, kernel["id"], code, timeout_s))
-
-    async def _run(self, name: str, kernel: str, code: str, timeout_s: float) -> str:
-        from tornado.httpclient import HTTPRequest
-        from tornado.websocket import websocket_connect
-
-        url = f"ws://127.0.0.1:{PORT}/user/{name}/api/kernels/{kernel}/channels"
-        headers = {"Authorization": f"token {self.token}"}
-        ws = await websocket_connect(HTTPRequest(url, headers=headers, request_timeout=30))
-        msg_id = uuid.uuid4().hex
-        header = {"msg_id": msg_id, "msg_type": "execute_request", "session": uuid.uuid4().hex}
-        header |= {"username": name, "version": "5.3", "date": ""}
-        content = {"code": code, "silent": False, "store_history": False}
-        content |= {"user_expressions": {}, "allow_stdin": False}
-        message = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
-        await ws.write_message(json.dumps({**message, "channel": "shell"}))
-        out, deadline = [], time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
-            reply = json.loads(raw)
-            if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = reply["header"]["msg_type"]
-            if kind == "stream":
-                out.append(reply["content"]["text"])
-            elif kind == "error":
-                raise AssertionError("\n".join(reply["content"]["traceback"])[-3000:])
-            elif kind == "status" and reply["content"]["execution_state"] == "idle":
-                ws.close()
-                return "".join(out)
-        raise AssertionError(f"{name}: the cell did not finish in {timeout_s} s")
+        return classhub.execute(self, name, code, timeout_s)
 
     def answer(self, name: str, code: str) -> dict:
         """The JSON of the last line the cell printed."""
@@ -187,19 +136,6 @@ def jupyterhub(prefix: Path) -> list[str]:
     return [str(prefix / "venv/bin/python"), "-m", "jupyterhub", "-f", str(config)]
 
 
-def start_hub(prefix: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """The hub as root, its output in ``log_path``, in a session of its own."""
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            jupyterhub(prefix),
-            cwd=log_path.parent,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 @contextlib.contextmanager
 def running_hub(tmp_path: Path, prefix: Path | None = None, **settings: str) -> Iterator[Hub]:
     """A hub (root) on the class install ``prefix``, stopped after; the root namespace kept."""
@@ -210,26 +146,15 @@ def running_hub(tmp_path: Path, prefix: Path | None = None, **settings: str) -> 
         env = hub_env(folder, tmp_path / "hub", prefix, **settings)
         env |= {"VPNLAB_HUB_AUTH": "dummy", "VPNLAB_HUB_TOKEN": token}
         log_path = tmp_path / "hub.log"
-        proc = start_hub(prefix, env, log_path)
+        proc = classhub.start_hub(jupyterhub(prefix), env, log_path)
         try:
-            hub = Hub(token, log_path)
+            hub = Hub(f"http://127.0.0.1:{PORT}", token, proc, log_path)
             started = wait_until(lambda: hub.api("GET", "/hub/api/")[0] == 200, 60, 0.5)
             assert started is not None, log_path.read_text()[-3000:]
             yield hub
         finally:
-            stop(proc)
+            classhub.stop_hub(proc)
     assert root_snapshot() == before
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """The hub stops its servers and its proxy on SIGTERM (with the idle culler, about 30 s);
-    SIGKILL if it takes too long."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def tail(hub: Hub) -> str:
@@ -343,7 +268,8 @@ def test_limits_bite_and_the_culler_stops_idle_servers(tmp_path):
         assert culled is not None, tail(hub)
         assert wait_until(lambda: user_processes(user.pw_uid) == [], 10) is not None
         assert not any(folder.exists() for folder in (memory, cpu, pids))
-        assert "Culling server" in tail(hub) or "culling" in tail(hub).lower()
+        log = hub.log.read_text(errors="replace")  # the whole log: polls fill its tail
+        assert "Culling server" in log or "culling" in log.lower(), tail(hub)
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -410,7 +336,7 @@ def test_pam_login_over_https_with_a_capitalised_name(tmp_path):
             ]
             env |= {"VPNLAB_HUB_SSL_CERT": str(cert), "VPNLAB_HUB_SSL_KEY": str(key)}
             log_path = tmp_path / "hub.log"
-            proc = start_hub(class_install(), env, log_path)
+            proc = classhub.start_hub(jupyterhub(class_install()), env, log_path)
             try:
                 base = f"https://127.0.0.1:{PORT}"
                 context = ssl.create_default_context(cafile=str(cert))
@@ -432,7 +358,7 @@ def test_pam_login_over_https_with_a_capitalised_name(tmp_path):
                 hub_log = log_path.read_text()
                 assert f"User logged in: {user.pw_name}" in hub_log, hub_log[-3000:]
             finally:
-                stop(proc)
+                classhub.stop_hub(proc)
     finally:
         subprocess.run(["groupdel", group], capture_output=True, timeout=30, check=False)
 

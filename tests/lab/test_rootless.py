@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 
 from vpnlab.core.constants import LIVENESS_TIMEOUT_S
+from vpnlab.course.classhub import user_processes
 
-from .helpers import SERVER_IP, WEB_IP, root_snapshot, wait_until
+from .helpers import SERVER_IP, WEB_IP, root_snapshot, stop_with_sigterm, wait_until
 from .users import (
     Student,
     class_install,
@@ -35,7 +36,6 @@ from .users import (
     made_folder,
     tun_node,
     unix_user,
-    user_processes,
 )
 
 PREFIX = "rl-"
@@ -237,6 +237,20 @@ def test_killing_the_holder_removes_everything(host):
         assert len(user_processes(d_user.pw_uid)) >= 4  # holder, who-am-I, server, client
         os.kill(holder(d), signal.SIGKILL)
         assert wait_until(lambda: user_processes(d_user.pw_uid) == [], 5) is not None
+
+
+def test_sigterm_to_a_users_experiment_removes_its_lab(host):
+    """An experiment in a holder of its own (bench --footprint), SIGTERM'd as JupyterHub or a
+    CI's timeout does: it removes its lab (its state folder in the home too), exit 143."""
+    with unix_user("e") as e_user:
+        e = Student(e_user, host["python_bin"], {"VPNLAB_TUN_NODE": str(host["tun"])})
+        state = e.home / ".vpnlab/labs/vfoot-"
+        proc = e.start_vpnlab("bench", "--footprint", "--idle-seconds", "60")
+        logs = state / "logs"
+        err = stop_with_sigterm(proc, lambda: len(list(logs.glob("*.log"))) >= 3, 60)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert not state.exists(), "the lab's state folder is left"
+        assert wait_until(lambda: user_processes(e_user.pw_uid) == [], 5) is not None
 
 
 NOTEBOOK = """

@@ -14,7 +14,7 @@ import pytest
 
 from vpnlab.lab import state
 
-from .helpers import assert_gone, lab_pids, wait_until
+from .helpers import assert_gone, lab_pids, stop_with_sigterm, wait_until
 from .users import REPO
 
 pytestmark = pytest.mark.lab
@@ -30,6 +30,13 @@ def daemons_running(prefix: str) -> bool:
 def stop_when_up(argv: list[str], prefix: str) -> tuple[int, str, dict, list[int]]:
     """Start ``argv``; once its lab's daemons run, SIGTERM it; its exit status, stderr, and
     the lab's namespace ids and daemon PIDs as they were just before the signal."""
+    seen: dict = {}
+
+    def up() -> bool:
+        if daemons_running(prefix):
+            seen.update(ns_ids=state.ns_ids(state.prefix_namespaces(prefix)), pids=lab_pids(prefix))
+        return bool(seen)
+
     proc = subprocess.Popen(
         argv,
         cwd=REPO,
@@ -38,17 +45,8 @@ def stop_when_up(argv: list[str], prefix: str) -> tuple[int, str, dict, list[int
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert wait_until(lambda: daemons_running(prefix), 120, 0.2) is not None, "never up"
-        ns_ids = state.ns_ids(state.prefix_namespaces(prefix))
-        pids = lab_pids(prefix)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err, ns_ids, pids
+    err = stop_with_sigterm(proc, up, 120)
+    return proc.returncode, err, seen["ns_ids"], seen["pids"]
 
 
 def test_bench_footprint_removes_its_lab_on_sigterm(prefix):
@@ -86,14 +84,6 @@ def test_capture_stops_its_dumpcap_on_sigterm(shared_lab, tmp_path):
     argv = [sys.executable, "-m", "vpnlab", "capture", "--prefix", shared_lab.prefix]
     argv += ["r1", "eth0", "--count", "1000", "--duration", "60", "-w", str(path)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_until(lambda: path.exists(), 30, 0.1) is not None, "dumpcap never started"
-        assert dumpcaps_writing(path)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = stop_with_sigterm(proc, lambda: path.exists() and dumpcaps_writing(path), 30)
     assert proc.returncode == STOPPED, err
     assert wait_until(lambda: not dumpcaps_writing(path), 5) is not None, "dumpcap still runs"

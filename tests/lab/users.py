@@ -25,35 +25,20 @@ import itertools
 import os
 import pwd
 import shutil
-import signal
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from vpnlab.course import classhub
+from vpnlab.course.classhub import remove_user
 
 REPO = Path(__file__).resolve().parents[2]
 CLASS_INSTALL_ENV = "VPNLAB_TEST_CLASS_INSTALL"
 """The session's folder for the class install (tests/lab/conftest.py makes and removes it)."""
 BUILD_TIMEOUT_S = 900
 _counter = itertools.count(1)
-
-
-def user_processes(uid: int) -> list[int]:
-    """The PIDs of ``uid``'s running processes (zombies, which hold nothing, left out)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if (
-                    os.stat(f"/proc/{entry}").st_uid == uid
-                    and stat.rsplit(")", 1)[1].split()[0] != "Z"
-                ):
-                    pids.append(int(entry))
-    return pids
 
 
 @contextlib.contextmanager
@@ -68,17 +53,7 @@ def unix_user(tag: str = "u") -> Iterator[pwd.struct_passwd]:
         os.chmod(user.pw_dir, 0o700)
         yield user
     finally:
-        with contextlib.suppress(KeyError):
-            uid = pwd.getpwnam(name).pw_uid
-            for _ in range(20):
-                pids = user_processes(uid)
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                time.sleep(0.1)
-        subprocess.run(["userdel", "-r", name], capture_output=True, timeout=30, check=False)
+        remove_user(name)
 
 
 class Student:
@@ -92,7 +67,7 @@ class Student:
             "HOME": user.pw_dir,
             "USER": user.pw_name,
             "LOGNAME": user.pw_name,
-            "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",  # Debian's, no sbin
             "LANG": "C.UTF-8",
             **env,
         }
@@ -118,6 +93,21 @@ class Student:
     def vpnlab(self, *args: str, timeout: float = 90, **kwargs) -> subprocess.CompletedProcess:
         """``python -m vpnlab ARGS`` as this user."""
         return self.run([self.python, "-m", "vpnlab", *args], timeout=timeout, **kwargs)
+
+    def start_vpnlab(self, *args: str) -> subprocess.Popen:
+        """``python -m vpnlab ARGS`` as this user, in the background; its stderr piped."""
+        return subprocess.Popen(
+            [self.python, "-m", "vpnlab", *args],
+            user=self.user.pw_uid,
+            group=self.user.pw_gid,
+            extra_groups=[],
+            cwd=self.user.pw_dir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
 
 def build_class_install(prefix: Path, source: Path = REPO) -> Path:
@@ -202,15 +192,9 @@ def clone_for(user: pwd.struct_passwd) -> Path:
     return clone
 
 
-@contextlib.contextmanager
-def made_folder() -> Iterator[Path]:
-    """A folder the test made (0711: others may pass, not list), removed after."""
-    folder = Path(tempfile.mkdtemp(prefix="vpnlab-rootless-", dir="/tmp"))
-    try:
-        folder.chmod(0o711)
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def made_folder() -> contextlib.AbstractContextManager[Path]:
+    """A folder the test made in /tmp (0711: others may pass, not list), removed after."""
+    return classhub.made_folder("vpnlab-rootless-")
 
 
 def tun_node(folder: Path) -> Path:

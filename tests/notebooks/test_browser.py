@@ -22,41 +22,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tests.chromium import headless_chromium
+
 from .helpers import NOTEBOOKS, execute
 
 pytestmark = pytest.mark.lab
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NOTEBOOK = "00_setup_topology"
-
-
-def ensure_chromium() -> str:
-    """The chromium binary; installs chromium + chromium-driver with apt-get if missing."""
-    found = shutil.which("chromium")
-    if not (found and CHROMEDRIVER.exists()) and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        argv = [
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "chromium",
-            "chromium-driver",
-        ]
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:  # the package lists may be stale: update once, retry
-            subprocess.run(
-                ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=False
-            )
-            subprocess.run(argv, env=env, capture_output=True, timeout=900, check=False)
-        found = shutil.which("chromium")
-    if not (found and CHROMEDRIVER.exists()):
-        pytest.fail(
-            "chromium and chromium-driver are needed (apt-get install chromium "
-            "chromium-driver) and could not be installed"
-        )
-    return found
 
 
 def free_port() -> int:
@@ -105,9 +77,6 @@ def start_jupyter(root: Path, port: int, token: str, home: Path) -> subprocess.P
 
 
 def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
-    chromium = ensure_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -123,23 +92,7 @@ def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
     home = tmp_path / "jupyter"
     home.mkdir()
     server = start_jupyter(root, port, token, home)
-    os.environ["SE_OFFLINE"] = "true"  # selenium must not download a driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = headless_chromium(tmp_path / "chromium-profile")
     shots = Path(os.environ.get("VPNLAB_SCREENSHOT_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     try:

@@ -57,3 +57,21 @@ def test_a_forked_child_dies_of_sigterm_as_without_stop_on():
         os.kill(pid, signal.SIGTERM)
         _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+class SignalledOnDelete:
+    """Sends SIGTERM to its process when deleted, and gives the handler its chance in there:
+    an exception of ``__del__`` is dropped by Python, as in a fork handler of logging."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):  # the handler runs in this loop, and its Stopped is dropped
+            pass
+
+
+def test_a_sigterm_python_drops_is_handled_at_the_next_step():
+    before = sys.unraisablehook
+    with pytest.raises(Stopped), stop_on(signal.SIGTERM):
+        SignalledOnDelete()  # deleted at once
+        time.sleep(5)  # never reached: the signal came again, outside __del__
+    assert sys.unraisablehook is before

@@ -224,25 +224,32 @@ def made_users(count: int, tag: str) -> Iterator[list[Student]]:
             remove_user(name)
 
 
+def kill_all(pids_of: Callable[[], list[int]], tries: int = 50) -> None:
+    """SIGKILL every PID ``pids_of()`` names, again until it names none (a process may fork
+    while we kill), ``tries`` rounds 0.1 s apart at the most. A user's processes
+    (:func:`remove_user`), a student's cgroup (``deploy/jupyterhub/vpnlab_spawner.py``)."""
+    for _ in range(tries):
+        pids = pids_of()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
 def remove_user(name: str) -> None:
-    """Kill the user's processes (by PID, from /proc), then ``userdel -r``."""
+    """Kill the user's processes (by PID, from /proc), then ``userdel -r`` (its home too)."""
     with contextlib.suppress(KeyError):
         uid = pwd.getpwnam(name).pw_uid
-        for _ in range(50):
-            pids = user_processes(uid)
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        kill_all(lambda: user_processes(uid))
     subprocess.run(["userdel", "-r", name], capture_output=True, timeout=60, check=False)
 
 
 @contextlib.contextmanager
-def made_folder() -> Iterator[Path]:
-    """The benchmark's folder (0711: students pass, not list), removed after."""
-    folder = Path(tempfile.mkdtemp(prefix="vpnlab-classhub-", dir="/tmp"))
+def made_folder(prefix: str = "vpnlab-classhub-") -> Iterator[Path]:
+    """A folder in /tmp named ``prefix...`` (0711: students pass, not list), removed after."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     try:
         folder.chmod(0o711)
         yield folder
@@ -344,15 +351,7 @@ def running_hub(
     }
     env.pop("VPNLAB_HUB_AUTH", None)  # PAM: the students log in with their passwords
     log_path = folder / "hub" / "hub.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(python), "-m", "jupyterhub", "-f", str(config)],
-            cwd=folder / "hub",
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_hub([str(python), "-m", "jupyterhub", "-f", str(config)], env, log_path)
     hub = Hub(f"http://127.0.0.1:{port}", token, proc, log_path)
     try:
         deadline = time.monotonic() + 120
@@ -363,12 +362,31 @@ def running_hub(
             time.sleep(0.5)
         yield hub
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_hub(proc)
+
+
+def start_hub(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """The hub (root) in a session of its own, in ``log_path``'s folder, its output there."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            argv,
+            cwd=log_path.parent,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_hub(proc: subprocess.Popen) -> None:
+    """The hub stops its servers and its proxy on SIGTERM (with the idle culler, about 30 s);
+    SIGKILL to its whole session if it takes more than a minute."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 # --- one student --------------------------------------------------------------------------------

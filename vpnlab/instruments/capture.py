@@ -198,15 +198,20 @@ def start_capture(
     proc, log_path = _start_dumpcap(prefix, node, argv)
     cap = Capture(path, ns, interface, proc, log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        exited = not cap.running  # read the log after this: it may say File: and then exit
-        text = _read(cap.log_path)
-        if re.search(r"^File: ", text, re.M):
-            return cap
-        if exited:
-            cap.log_path.unlink(missing_ok=True)
-            raise CaptureError(f"dumpcap on {ns} {interface}: {_last_line(text)}")
-        time.sleep(0.02)
+    try:
+        while time.monotonic() < deadline:
+            exited = not cap.running  # read the log after this: it may say File: and then exit
+            text = _read(cap.log_path)
+            if re.search(r"^File: ", text, re.M):
+                return cap
+            if exited:
+                cap.log_path.unlink(missing_ok=True)
+                raise CaptureError(f"dumpcap on {ns} {interface}: {_last_line(text)}")
+            time.sleep(0.02)
+    except KeyboardInterrupt:  # CleanUp: stopped while waiting (Ctrl-C, SIGTERM): dumpcap too
+        with contextlib.suppress(CaptureError):
+            cap.stop(settle_s=0)
+        raise
     with contextlib.suppress(CaptureError):
         cap.stop(settle_s=0)
     raise CaptureError(f"dumpcap on {ns} {interface} not capturing after {READY_TIMEOUT_S} s")

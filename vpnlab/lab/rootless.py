@@ -37,6 +37,8 @@ from vpnlab.core.errors import LabError
 from vpnlab.lab.state import DEFAULT_PREFIX, alive, base_dir, check_prefix, prefix_namespaces
 
 HOLDER_WAIT_S = 5.0
+STOP_GRACE_S = 30.0
+"""A command in a holder of its own, stopped: how long its CleanUp may take (``run``)."""
 TUN_NODE_ENV = "VPNLAB_TUN_NODE"
 """A character device 10:200 (mode 0666) to bind over /dev/net/tun inside the holder, for a host
 whose own /dev/net/tun is 0600 (no udev): an admin makes it once (``mknod -m 0666 FILE c 10 200``
@@ -289,19 +291,40 @@ def enter_argv(pid: int, argv: Sequence[str]) -> list[str]:
 def run(argv: Sequence[str], name: str | None = None) -> int:
     """Run ``argv`` in a holder of its own; the holder and all in it go when ``argv`` ends.
 
-    SIGTERM or SIGINT end it too (how JupyterHub stops a single-user server). Returns the exit
-    status of ``argv``.
+    SIGTERM or SIGINT end it too (how JupyterHub stops a single-user server): ``argv`` is given
+    the signal and up to ``STOP_GRACE_S`` for its CleanUp (a benchmark removes its lab and its
+    state folder in the user's home), then the holder goes. Returns the exit status of
+    ``argv``, or 128 + the signal's number.
     """
     name = name or f"run{os.getpid()}"
     pid = start_holder(name)
     previous = signal.signal(signal.SIGTERM, _raise_exit)
     try:
-        return subprocess.run(enter_argv(pid, argv), env=inside_env(), check=False).returncode
-    except KeyboardInterrupt:
-        return 130
+        proc = subprocess.Popen(enter_argv(pid, argv), env=inside_env())
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached argv too (the terminal's process group)
+            _let_finish(proc, None)
+            return 128 + signal.SIGINT
+        except SystemExit:
+            _let_finish(proc, signal.SIGTERM)
+            raise
     finally:
         stop_holder(name)
         signal.signal(signal.SIGTERM, previous)
+
+
+def _let_finish(enter: subprocess.Popen, signum: int | None) -> None:
+    """CleanUp: send ``signum`` to what ``nsenter`` started (its one child, ``argv``), then wait
+    up to ``STOP_GRACE_S`` for it to end."""
+    if signum is not None:
+        children = Path(f"/proc/{enter.pid}/task/{enter.pid}/children")
+        with contextlib.suppress(OSError):
+            for child in children.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(child), signum)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        enter.wait(STOP_GRACE_S)
 
 
 def _raise_exit(signum: int, frame: Any) -> NoReturn:

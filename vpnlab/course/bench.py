@@ -200,7 +200,11 @@ class Bench:
             rtt_load = loaded_rtt_ms(pings)
             used = {name: cpu_ticks(pid) - ticks[name] for name, pid in self.daemons.items()}
         after = self.packets()
-        carried = {n: after[n] - before[n] for n in after if None not in (before[n], after[n])}
+        carried = {}
+        for name, now in after.items():
+            then = before[name]
+            if now is not None and then is not None:
+                carried[name] = now - then
         try:
             mbps, retransmits = iperf_result(done.stdout)
         except IperfError:

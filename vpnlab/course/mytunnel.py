@@ -140,7 +140,9 @@ def try_one_way(lab: CourseLab, forward: Loop, ends: dict[str, End], seconds=5.0
 
 def wire(path: Any) -> list[tuple[str, str, tuple[str, str, int] | None]]:
     """r1's eth0: per UDP 4500 datagram, (outer source, outer destination, inner packet)."""
-    from scapy.all import IP, UDP, rdpcap  # scapy loads slowly: only when a capture is read
+    # scapy loads slowly: only when a capture is read
+    from scapy.all import rdpcap
+    from scapy.layers.inet import IP, UDP
 
     rows = []
     for frame in rdpcap(str(path)):

@@ -332,9 +332,10 @@ def forward(command: str, argv: Sequence[str], prefix: str | None, verb: str | N
     elif command == "lab" and verb == "down":
         return _down(prefix, inner)
     else:
-        pid = holder_pid(prefix)
-        if pid is None:
+        held = holder_pid(prefix)
+        if held is None:
             raise LabError(f"no lab with prefix {prefix!r} is up (run: vpnlab lab up)")
+        pid = held
     sys.stdout.flush()
     os.execvpe("nsenter", enter_argv(pid, inner), inside_env())
 

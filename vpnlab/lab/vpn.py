@@ -84,7 +84,13 @@ def _client_argv(
 def _addresses(topo: Topology) -> dict[str, ipaddress.IPv4Interface]:
     """Each client's tunnel address: 10.8.0.2, .3, ... in the topology's order."""
     pool = AddressPool(ipaddress.IPv4Interface(topo.tunnel.server_address))
-    return {client: pool.take() for client in topo.tunnel.clients}
+    addresses = {}
+    for client in topo.tunnel.clients:
+        address = pool.take()
+        if address is None:
+            raise LabError(f"the tunnel network has no address left for client {client}")
+        addresses[client] = address
+    return addresses
 
 
 def _lans(topo: Topology) -> list[tuple[str, str]]:

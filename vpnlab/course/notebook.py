@@ -213,7 +213,7 @@ class CourseLab:
         code = (
             "import sys; from vpnlab.lab.build import start_daemon; "
             "from vpnlab.lab.state import record_of; p, node = sys.argv[1:]; r = record_of(p); "
-            "name = 'client-' + node; start_daemon(p, r, name, node, r['daemons'][name]['argv'])"
+            "name = 'client-' + node; start_daemon(p, r, name, node, r.daemons[name].argv)"
         )
         status = self.state_dir() / f"client-{node}.json"
         status.unlink(missing_ok=True)  # the old client's last word

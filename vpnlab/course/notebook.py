@@ -319,7 +319,7 @@ class CourseLab:
         return state_dir(self.prefix)
 
     # results for the tests
-    def record(self, key: str, value: Any) -> None:
+    def record(self, key: str, value: object) -> None:
         """Keep a key result of the notebook (written to $VPNLAB_COURSE_RESULTS/<name>.json)."""
         self.results[key] = value
         if self.results_file is not None:

@@ -31,7 +31,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from types import FrameType
+from typing import NoReturn
 
 from vpnlab.core.errors import LabError
 from vpnlab.lab.state import DEFAULT_PREFIX, alive, base_dir, check_prefix, prefix_namespaces
@@ -304,7 +305,7 @@ def run(argv: Sequence[str], name: str | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _raise_exit(signum: int, frame: Any) -> NoReturn:
+def _raise_exit(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 

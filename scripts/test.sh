@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what is missing (as netns-lab.sh does), then runs
-# ruff (lint and format) and the whole test suite: unit tests (no root needed) and lab tests
+# ruff (lint and format), mypy and the whole test suite: unit tests (no root needed) and lab tests
 # (root: real network namespaces, each removed again even when a test fails), then builds the
 # course website from the notebooks the suite executed and checks it in Chromium (tests/docs,
 # scripts/docs.sh). Extra arguments go to pytest instead of the whole suite and the website,
@@ -15,6 +15,12 @@ cd "$VPNLAB_ROOT"
 say "ruff check and ruff format --check"
 "$VENV/bin/ruff" check vpnlab tests docs notebooks  # notebooks: the jupytext .py pairs
 "$VENV/bin/ruff" format --check vpnlab tests docs
+# mypy ([tool.mypy] in pyproject.toml): the wire formats, the lab, the course and the grader at
+# mypy's default strictness, then the pure layers with --strict
+say "mypy, and mypy --strict on the pure layers"
+"$VENV/bin/mypy" vpnlab/wire vpnlab/lab vpnlab/course vpnlab/grader
+strict=(vpnlab/wire)
+"$VENV/bin/mypy" --strict "${strict[@]}"
 # Labs are isolated by prefix and mostly wait on timers: three at a time take the suite from
 # 11 to about 5 minutes on 2 cores (a test file stays on one worker: its labs are shared).
 workers=${VPNLAB_TEST_WORKERS:-3}

@@ -162,8 +162,8 @@ def assert_gone(prefix: str, ns_ids: dict, pids: list[int]) -> None:
 
 
 def lab_pids(prefix: str) -> list[int]:
-    record = state.load(prefix) or {}
-    return [d["pid"] for d in record.get("daemons", {}).values() if d.get("pid")]
+    record = state.load(prefix)
+    return [d.pid for d in record.daemons.values() if d.pid] if record else []
 
 
 class LabHandle:

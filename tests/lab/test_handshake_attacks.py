@@ -54,11 +54,11 @@ def answered(prefix: str, hello: bytes, source: str = "192.0.2.2") -> bool:
 def restart_server(prefix: str) -> None:
     """SIGTERM the server, start it again with the same argv (the same identity folder)."""
     record = state.record_of(prefix)
-    daemon = record["daemons"]["server"]
+    daemon = record.daemons["server"]
     state.stop_daemons(record, ["server"])
     status = state.state_dir(prefix) / "server.json"
     status.unlink(missing_ok=True)
-    start_daemon(prefix, record, "server", daemon["node"], daemon["argv"])
+    start_daemon(prefix, record, "server", daemon.node, daemon.argv)
     assert wait_until(lambda: status.exists(), 10) is not None
 
 

@@ -18,6 +18,7 @@ import pytest
 from vpnlab import cli, lab
 from vpnlab.core.errors import LabError
 from vpnlab.lab import nodes, state
+from vpnlab.lab.records import DaemonRecord
 from vpnlab.lab.topology import make_topology
 
 from .helpers import (
@@ -146,7 +147,7 @@ def test_down_kills_recorded_pids_only_inside_the_lab(fresh_lab):
     outsider = subprocess.Popen(["sleep", "30"])  # root namespace: must survive down
     try:
         record = state.load(fresh_lab.prefix)
-        record["daemons"]["reused"] = {"node": "r1", "pid": outsider.pid, "argv": [], "log": ""}
+        record.daemons["reused"] = DaemonRecord("r1", [], outsider.pid, "")
         state.save(record)
         lab.down(fresh_lab.prefix)
         assert outsider.poll() is None

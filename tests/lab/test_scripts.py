@@ -63,9 +63,9 @@ def assert_progress_only(stderr: str) -> None:
 
 
 def vpn_pids(prefix: str) -> dict[str, int]:
-    record = state.load(prefix) or {}
-    daemons = record.get("daemons", {})
-    return {n: d["pid"] for n, d in daemons.items() if n == "server" or n.startswith("client-")}
+    record = state.load(prefix)
+    daemons = record.daemons if record else {}
+    return {n: d.pid for n, d in daemons.items() if n == "server" or n.startswith("client-")}
 
 
 @dataclass

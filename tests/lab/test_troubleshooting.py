@@ -239,9 +239,9 @@ def test_restarting_and_rewriting_the_pids_earns_no_credit(host_route_lab, tmp_p
     the host route back) and writing the new daemons' PIDs wherever the old ones were recorded.
     Judged by the lab's own tun0s, it is still a restart."""
     prefix, _ = host_route_lab
-    old = {n: d["pid"] for n, d in state.record_of(prefix)["daemons"].items()}
+    old = {n: d.pid for n, d in state.record_of(prefix).daemons.items()}
     assert vpnlab("lab", "start-vpn", "--prefix", prefix).returncode == 0
-    new = {n: d["pid"] for n, d in state.record_of(prefix)["daemons"].items()}
+    new = {n: d.pid for n, d in state.record_of(prefix).daemons.items()}
     private = faults.record_path(prefix).parent
     for path in [*state.state_dir(prefix).rglob("*"), *private.rglob("*")]:
         if path.is_file():

@@ -267,8 +267,8 @@ def test_who_am_i_serves_each_labs_own_token(two_labs):
 
 @pytest.mark.lab
 def test_a_live_check_in_the_notebook_and_its_grade_cell(two_labs, tmp_path, monkeypatch, capsys):
-    """``course.check`` gives practice feedback and records; ``course.grade`` (the grade cell)
-    reads the lab afresh, whatever the notebook's object says."""
+    """``course.check_answer`` gives practice feedback and records; ``course.grade`` (the grade
+    cell) reads the lab afresh, whatever the notebook's object says."""
     from vpnlab.course import notebook as course
 
     monkeypatch.setenv("VPNLAB_PROGRESS", str(tmp_path / "progress.jsonl"))

@@ -130,12 +130,13 @@ class Bench:
 
     def teardown(self, case: str) -> None:
         if case == "openvpn":
-            record = load(self.prefix) or {}
-            names = ["openvpn-client", "openvpn-server"]
-            stop_daemons(record, names)
-            for name in names:
-                record.get("daemons", {}).pop(name, None)
-            save(record)
+            record = load(self.prefix)
+            if record is not None:
+                names = ["openvpn-client", "openvpn-server"]
+                stop_daemons(record, names)
+                for name in names:
+                    record.daemons.pop(name, None)
+                save(record)
             self.run_in("r2", ["nft", "delete", "table", "ip", "vbench"])
             self.run_in("r2", ["sysctl", "-qw", f"net.ipv4.ip_forward={self.forwarding}"])
         elif case.startswith("vpnlab "):
@@ -154,7 +155,7 @@ class Bench:
         for name, node, conf in (("server", "r2", server_conf), ("client", "r1", client_conf)):
             argv = [binary, "--config", str(conf)]
             pids[name] = start_daemon(self.prefix, record, f"openvpn-{name}", node, argv)
-        log = Path(record["daemons"]["openvpn-client"]["log"])
+        log = Path(record.daemons["openvpn-client"].log)
 
         def ready() -> bool:
             text = log.read_text(errors="replace") if log.exists() else ""
@@ -200,7 +201,11 @@ class Bench:
             rtt_load = loaded_rtt_ms(pings)
             used = {name: cpu_ticks(pid) - ticks[name] for name, pid in self.daemons.items()}
         after = self.packets()
-        carried = {n: after[n] - before[n] for n in after if None not in (before[n], after[n])}
+        carried = {}
+        for name, now in after.items():
+            then = before[name]
+            if now is not None and then is not None:
+                carried[name] = now - then
         try:
             mbps, retransmits = iperf_result(done.stdout)
         except IperfError:

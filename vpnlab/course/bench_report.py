@@ -13,7 +13,7 @@ from typing import Any
 
 def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Medians per case, and the ratio of each median to OpenVPN's."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for case in cases:
         runs = [r for r in results if r["case"] == case and "error" not in r]
         if not runs:

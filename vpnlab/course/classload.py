@@ -104,12 +104,20 @@ def source_addresses(prefix: str, count: int) -> list[str]:
     return addresses
 
 
+def _connected(client: LoadClient) -> Callable[[], bool]:
+    return lambda: client.connected_at is not None
+
+
+def _answered(client: LoadClient) -> Callable[[], bool]:
+    return lambda: client.rtt_s is not None
+
+
 def one_after_another(driver: LoadDriver) -> dict[str, Any]:
     for client in driver.clients:
         driver.connect(client)
-        if driver.run(lambda c=client: c.connected_at is not None, CONNECT_LIMIT_S):
+        if driver.run(_connected(client), CONNECT_LIMIT_S):
             driver.ping(client)
-            driver.run(lambda c=client: c.rtt_s is not None, 2.0)
+            driver.run(_answered(client), 2.0)
     return summary(driver.clients)
 
 

@@ -171,8 +171,11 @@ def compare(prefix: str = "dp-") -> dict[str, Any]:
             tempfile.TemporaryDirectory(prefix="vpnlab-dataplane-") as work,
             KernelVM(image, r2, Path(work)) as vm,
         ):
-            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-            iperf = subprocess.Popen(["ip", "netns", "exec", r2, "iperf3", "-s"], **quiet)
+            iperf = subprocess.Popen(
+                ["ip", "netns", "exec", r2, "iperf3", "-s"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             paths = {"python": one_path(vm, r2, False), "kernel": one_path(vm, r2, True)}
             release, boot_s = vm.release, vm.boot_s
     finally:

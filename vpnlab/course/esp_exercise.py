@@ -67,7 +67,9 @@ def lab_sas(lab: CourseLab) -> tuple[Sa, Sa]:
 
 def _wire(path: Path) -> list[tuple[str, int, str, bytes]]:
     """Per UDP 4500 datagram on r1's eth0: (source, source port, destination, payload)."""
-    from scapy.all import IP, UDP, rdpcap  # scapy loads slowly: only when a capture is read
+    # scapy loads slowly: only when a capture is read
+    from scapy.all import rdpcap
+    from scapy.layers.inet import IP, UDP
 
     return [
         (f[IP].src, f[UDP].sport, f[IP].dst, bytes(f[UDP].payload))

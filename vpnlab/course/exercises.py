@@ -37,7 +37,7 @@ def _server_namespace(lab: LabView) -> str | None:
     return lab.prefix + "r2" if lab.exec_in("r2", ["true"], timeout=5).returncode == 0 else None
 
 
-def _whoami_token(lab: LabView) -> Any:
+def _whoami_token(lab: LabView) -> object:
     """The who-am-I token drawn for this lab at ``lab up``."""
     return lab.drawn().get(WHOAMI_TOKEN)
 

@@ -113,12 +113,15 @@ def footprint(
         datapath_args = ["--datapath", datapath]
         lab.start_vpn(prefix, cipher, server_args=datapath_args, client_args=datapath_args)
         document["up_s"] = round(time.monotonic() - start, 2)
-        daemons = (load(prefix) or {}).get("daemons", {})
-        pids_of = {name: info["pid"] for name, info in daemons.items()}
+        record = load(prefix)
+        daemons = record.daemons if record else {}
+        pids_of = {name: daemon.pid for name, daemon in daemons.items()}
         daemons_cpu = sum(cpu_ticks(pid) for pid in pids_of.values()) / os.sysconf("SC_CLK_TCK")
         document["up_cpu_s"] = round(own_cpu_s() - cpu + daemons_cpu, 2)
         document["startup_s"] = {
-            name: info["startup_s"] for name, info in daemons.items() if "startup_s" in info
+            name: daemon.startup_s
+            for name, daemon in daemons.items()
+            if daemon.startup_s is not None
         }
         progress(f"footprint: up in {document['up_s']} s; idle for {idle_s} s ...")
         document.update(measure(pids_of, prefix, idle_s))

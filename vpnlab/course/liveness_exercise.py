@@ -155,12 +155,13 @@ def on_fake_time(liveness: Decide) -> dict[str, bool]:
         facts[f"now={now}, last_received={received}, last_sent={sent}: {want!r} ({why})"] = (
             got == want
         )
+    timeline: object
     try:
-        got = simulate(liveness, 0.0, 0.0, 10.0)
+        timeline = simulate(liveness, 0.0, 0.0, 10.0)
     except Exception as exc:
-        got = ([], f"{type(exc).__name__}: {exc}")
+        timeline = ([], f"{type(exc).__name__}: {exc}")
     facts["a silent peer on a fake clock: keepalives at 2 s and 4 s, close at 6 s"] = (
-        got == simulate(daemon, 0.0, 0.0, 10.0)
+        timeline == simulate(daemon, 0.0, 0.0, 10.0)
     )
     return facts
 

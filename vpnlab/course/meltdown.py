@@ -24,7 +24,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from vpnlab import lab
 from vpnlab.core.errors import VpnlabError
@@ -35,8 +35,24 @@ from vpnlab.lab.nodes import run_in, wait_for
 
 DEFAULT_PREFIX = "vmelt-"
 TRANSPORTS = ("udp", "tcp")
-FULL = {"losses": (0, 0.5, 1, 2, 3, 5), "delays": (0, 20, 50), "seconds": 8.0, "samples": 5}
-QUICK = {"losses": (0, 2), "delays": (10,), "seconds": 2.0, "samples": 2}
+
+
+class SweepSize(TypedDict):
+    """A sweep's grid and its length: loss %, delay ms, seconds per sample, samples per point."""
+
+    losses: tuple[float, ...]
+    delays: tuple[float, ...]
+    seconds: float
+    samples: int
+
+
+FULL: SweepSize = {
+    "losses": (0, 0.5, 1, 2, 3, 5),
+    "delays": (0, 20, 50),
+    "seconds": 8.0,
+    "samples": 5,
+}
+QUICK: SweepSize = {"losses": (0, 2), "delays": (10,), "seconds": 2.0, "samples": 2}
 TRANSFER_BYTES = 65536
 TRANSFER_LIMIT_S = 20
 
@@ -159,8 +175,12 @@ def sweep(
     finally:
         if not keep_lab:
             lab.down(prefix)
-    settings = {"seconds": seconds, "samples": samples, "transfer_bytes": TRANSFER_BYTES}
-    settings["rate"] = rate
+    settings = {
+        "seconds": seconds,
+        "samples": samples,
+        "transfer_bytes": TRANSFER_BYTES,
+        "rate": rate,
+    }
     wall_s = round(time.time() - started, 1)
     return {"settings": settings, "points": points, "captures": captures, "wall_s": wall_s}
 
@@ -176,7 +196,7 @@ def format_point(p: dict[str, Any]) -> str:
 
 def format_table(results: dict[str, Any]) -> str:
     """The README's table: one row per (delay, loss), UDP and TCP side by side."""
-    rows = {}
+    rows: dict[tuple[float, float], dict[str, dict[str, Any]]] = {}
     for p in results["points"]:
         rows.setdefault((p["delay_ms"], p["loss"]), {})[p["transport"]] = p
 

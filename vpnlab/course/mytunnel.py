@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 from vpnlab.core.constants import PORT, tun_mtu
 from vpnlab.course import inject
@@ -138,9 +138,11 @@ def try_one_way(lab: CourseLab, forward: Loop, ends: dict[str, End], seconds=5.0
     }
 
 
-def wire(path: Any) -> list[tuple[str, str, tuple[str, str, int] | None]]:
+def wire(path: str | Path) -> list[tuple[str, str, tuple[str, str, int] | None]]:
     """r1's eth0: per UDP 4500 datagram, (outer source, outer destination, inner packet)."""
-    from scapy.all import IP, UDP, rdpcap  # scapy loads slowly: only when a capture is read
+    # scapy loads slowly: only when a capture is read
+    from scapy.all import rdpcap
+    from scapy.layers.inet import IP, UDP
 
     rows = []
     for frame in rdpcap(str(path)):

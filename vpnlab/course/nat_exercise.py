@@ -69,7 +69,7 @@ def check_nat_ruleset(
 ) -> dict[str, bool]:
     """The student's rule in r2, the facts observed. The server's own rule (its ``ip vpnlab``
     table), if there is one, is set aside meanwhile and loaded again from its file after."""
-    server_rule = lab.state_dir() / "r2-nat.nft"
+    server_rule: Path | None = lab.state_dir() / "r2-nat.nft"
     if "ip vpnlab" in tables(lab):
         lab.run("r2", "nft delete table ip vpnlab", check=True)
     else:

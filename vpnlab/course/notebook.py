@@ -213,7 +213,7 @@ class CourseLab:
         code = (
             "import sys; from vpnlab.lab.build import start_daemon; "
             "from vpnlab.lab.state import record_of; p, node = sys.argv[1:]; r = record_of(p); "
-            "name = 'client-' + node; start_daemon(p, r, name, node, r['daemons'][name]['argv'])"
+            "name = 'client-' + node; start_daemon(p, r, name, node, r.daemons[name].argv)"
         )
         status = self.state_dir() / f"client-{node}.json"
         status.unlink(missing_ok=True)  # the old client's last word
@@ -319,7 +319,7 @@ class CourseLab:
         return state_dir(self.prefix)
 
     # results for the tests
-    def record(self, key: str, value: Any) -> None:
+    def record(self, key: str, value: object) -> None:
         """Keep a key result of the notebook (written to $VPNLAB_COURSE_RESULTS/<name>.json)."""
         self.results[key] = value
         if self.results_file is not None:

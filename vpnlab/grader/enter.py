@@ -234,7 +234,8 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
         args = [request[name] for name in REQUEST[:4]]
         text = request.get("input")
         timeout = float(request.get("timeout", 30))
-        done = run_in_student_lab(*map(str, args[:3]), list(args[3]), text, timeout)
+        student, prefix, node = (str(arg) for arg in args[:3])
+        done = run_in_student_lab(student, prefix, node, list(args[3]), text, timeout)
     except subprocess.TimeoutExpired:
         return {"timeout": True}
     except (LabError, KeyError, TypeError, ValueError) as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 from vpnlab.core.errors import LabError
 from vpnlab.lab.nodes import namespace_of, popen_in, run_in
+from vpnlab.lab.records import DaemonRecord, LabRecord
 from vpnlab.lab.state import NETNS_DIR, namespace, ns_exists, register_child, save, state_dir
 from vpnlab.lab.topology import Link, Node, Topology
 
@@ -33,7 +34,7 @@ def _ipr(ns: str):
     return IPRoute(netns=ns, flags=0)
 
 
-def build(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
+def build(prefix: str, topo: Topology, record: LabRecord) -> None:
     """Create every namespace, veth, address, route and sysctl of ``topo``.
 
     Args:
@@ -55,7 +56,7 @@ def build(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
             ns = namespace(prefix, node.name)
             if ns_exists(ns):
                 raise LabError(f"namespace {ns} already exists (run: vpnlab lab down)")
-            record["namespaces"].append(ns)
+            record.namespaces.append(ns)
             save(record)
             netns.create(ns)
             if not topo.ipv6:
@@ -165,7 +166,7 @@ def _configure(prefix: str, node: Node, ipv6: bool = True) -> None:
         run_in(prefix, node.name, sysctl + ["net.ipv6.conf.all.forwarding=1"] * ipv6, check=True)
 
 
-def start_daemon(prefix: str, record: dict[str, Any], name: str, node: str, argv: list[str]) -> int:
+def start_daemon(prefix: str, record: LabRecord, name: str, node: str, argv: list[str]) -> int:
     """Start a long-running ``argv`` inside ``node``; log to ``{state}/logs/{name}.log``.
 
     The PID (``ip netns exec`` execs the program, so it is the daemon's own) is recorded with
@@ -190,13 +191,7 @@ def start_daemon(prefix: str, record: dict[str, Any], name: str, node: str, argv
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     register_child(proc)
-    record["daemons"][name] = {
-        "node": node,
-        "argv": argv,
-        "pid": proc.pid,
-        "log": str(log_path),
-        "started": time.time(),
-    }
+    record.daemons[name] = DaemonRecord(node, argv, proc.pid, str(log_path), time.time())
     save(record)
     return proc.pid
 

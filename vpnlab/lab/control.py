@@ -20,12 +20,12 @@ from vpnlab.lab.build import build, listening, start_daemon
 from vpnlab.lab.draw import WHOAMI_TOKEN, draw
 from vpnlab.lab.inspection import status
 from vpnlab.lab.nodes import check_environment, run_in
+from vpnlab.lab.records import LabRecord
 from vpnlab.lab.rootless import check_lab_limit, labs_here
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
     check_prefix,
     load,
-    new_record,
     prefix_namespaces,
     record_of,
     save,
@@ -65,8 +65,14 @@ def up(
         raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
     if load(prefix) is not None or prefix_namespaces(prefix):
         teardown(prefix)
-    record = new_record(prefix, topology=topo.to_dict(), cipher=cipher, vpn=False, nat=nat, psk=psk)
-    record["drawn"] = draw()  # per-lab values the course's live exercises compare with
+    record = LabRecord(
+        prefix,
+        topology=topo.to_dict(),
+        drawn=draw(),  # per-lab values the course's live exercises compare with
+        cipher=cipher,
+        nat=nat,
+        psk=psk,
+    )
     save(record)
     try:
         build(prefix, topo, record)
@@ -85,15 +91,15 @@ def down(prefix: str = DEFAULT_PREFIX) -> list[str]:
     return teardown(prefix)
 
 
-def _start_web(prefix: str, topo: Topology, record: dict[str, Any]) -> None:
+def _start_web(prefix: str, topo: Topology, record: LabRecord) -> None:
     listen = "::" if topo.dual_stack else topo.web_ip  # dual stack: one socket for both families
     argv = [sys.executable, "-m", "vpnlab", "whoami", "--listen", listen]
     argv += ["--port", str(topo.web_port)]
-    argv += ["--token", str(record.get("drawn", {}).get(WHOAMI_TOKEN, ""))]
+    argv += ["--token", str(record.drawn.get(WHOAMI_TOKEN, ""))]
     pid = start_daemon(prefix, record, "whoami", topo.web, argv)
-    log = record["daemons"]["whoami"]["log"]
+    log = record.daemons["whoami"].log
     took = wait_started(f"who-am-I on {topo.web}", pid, log, lambda: listening(pid, topo.web_port))
-    record["daemons"]["whoami"]["startup_s"] = round(took, 3)
+    record.daemons["whoami"].startup_s = round(took, 3)
     save(record)
 
 
@@ -124,7 +130,7 @@ def verify(prefix: str = DEFAULT_PREFIX, check: bool = True) -> dict[str, Any]:
     for client in topology_of(prefix).tunnel.clients:
         checks += _client_checks(prefix, record, info, client)
     ok = all(c["ok"] for c in checks)
-    result = {"ok": ok, "vpn": bool(record.get("vpn")), "checks": checks}
+    result = {"ok": ok, "vpn": record.vpn, "checks": checks}
     if check and not ok:
         failed = "; ".join(
             f"{c['node']}: {c['name']}: {c['detail']}" for c in checks if not c["ok"]
@@ -134,7 +140,7 @@ def verify(prefix: str = DEFAULT_PREFIX, check: bool = True) -> dict[str, Any]:
 
 
 def _client_checks(
-    prefix: str, record: dict[str, Any], info: dict[str, Any], client: str
+    prefix: str, record: LabRecord, info: dict[str, Any], client: str
 ) -> list[dict[str, Any]]:
     """The checks of one client: connected, then for IPv4 and (dual stack) IPv6: pings, the
     route to web, who-am-I's answer."""
@@ -145,25 +151,25 @@ def _client_checks(
     def add(name: str, ok: bool, detail: str) -> None:
         checks.append({"node": client, "name": name, "ok": bool(ok), "detail": detail})
 
-    if record.get("vpn"):
+    if record.vpn:
         daemon = info["daemons"].get(f"client-{client}")
         ok = bool(daemon and daemon["alive"]) and tunnel.get("state") == "connected"
         add("vpn client connected", ok, f"status {tunnel.get('state', 'missing')}")
     eth0 = topo.node(client).interface("eth0")
-    six = topo.dual_stack and record.get("mode") != "tap" and eth0 is not None and eth0.ip6
+    six = topo.dual_stack and record.mode != "tap" and eth0 is not None and eth0.ip6
     for family in (4, 6) if six else (4,):
         _family_checks(prefix, record, info, client, family, add)
     return checks
 
 
 def _family_checks(
-    prefix: str, record: dict[str, Any], info: dict[str, Any], client: str, family: int, add
+    prefix: str, record: LabRecord, info: dict[str, Any], client: str, family: int, add
 ) -> None:
     """One family's checks: the server's tunnel address (10.8.0.1 or fd10:8::1) and web answer
     pings, the route to web leaves through tun0, who-am-I sees the server's public address of
     that family (NAT, NAT66), or without NAT the client's tunnel address."""
     topo = topology_of(prefix)
-    vpn = bool(record.get("vpn"))
+    vpn = record.vpn
     six = family == 6
     tunnel = info["tunnel"]["clients"].get(client) or {}
     web = topo.web_ip6 if six else topo.web_ip
@@ -175,13 +181,13 @@ def _family_checks(
     ping = _ping(prefix, client, web)
     add(f"ping {web} (web)", ping.returncode == 0, _summary(ping))
     dev = _route_dev(prefix, client, web)
-    want_dev = ("tap0" if record.get("mode") == "tap" else "tun0") if vpn else "eth0"
+    want_dev = ("tap0" if record.mode == "tap" else "tun0") if vpn else "eth0"
     add(f"route to {web} via {want_dev}", dev == want_dev, f"dev {dev}")
     answer = _whoami(prefix, client, info["web6"] if six else info["web"])
     if not vpn:
         node = topo.node(client)
         want = node.address6("eth0") if six else node.address("eth0")
-    elif record.get("nat", True):
+    elif record.nat:
         want = topo.server_ip6 if six else topo.server_ip
     else:  # no NAT: web sees the tunnel address (if the isp knows the way back)
         want = str(tunnel.get("tunnel_address6" if six else "tunnel_address", "?")).split("/")[0]

@@ -171,7 +171,7 @@ def _start_relay(prefix: str, router: str, delay_ms: float, jitter_ms: float) ->
     argv = [sys.executable, "-m", "vpnlab", "lab", "relay", "--delay-ms", str(delay_ms)]
     pid = start_daemon(prefix, record, DAEMON, router, argv + ["--jitter-ms", str(jitter_ms)])
     if not wait_for(lambda: _device_up(prefix, router) or not alive(pid), 5.0) or not alive(pid):
-        log = record["daemons"][DAEMON]["log"]
+        log = record.daemons[DAEMON].log
         clear_delay(prefix)
         raise LabError(f"the delay relay did not start:\n{log_tail(log)}")
 
@@ -189,9 +189,9 @@ def clear_delay(prefix: str) -> None:
             break
     run_in(prefix, router, ["ip", "route", "flush", "table", TABLE])
     record = load(prefix)
-    if record and DAEMON in record.get("daemons", {}):
+    if record and DAEMON in record.daemons:
         stop_daemons(record, [DAEMON])
-        record["daemons"].pop(DAEMON, None)
+        record.daemons.pop(DAEMON, None)
         save(record)
 
 
@@ -200,11 +200,11 @@ def describe(prefix: str) -> dict[str, Any]:
     router, _, _ = _sides(prefix)
     qdisc = run_in(prefix, router, ["tc", "qdisc", "show", "dev", toward_client_interface(prefix)])
     rules = run_in(prefix, router, ["ip", "rule", "show", "pref", RULE_PREF]).stdout.strip()
-    record = load(prefix) or {}
-    daemon = record.get("daemons", {}).get(DAEMON)
+    record = load(prefix)
+    daemon = record.daemons.get(DAEMON) if record else None
     return {
         "netem": "netem" in qdisc.stdout,
-        "relay_pid": daemon["pid"] if daemon and alive(daemon["pid"]) else None,
-        "relay_argv": daemon["argv"] if daemon else None,
+        "relay_pid": daemon.pid if daemon and alive(daemon.pid) else None,
+        "relay_argv": daemon.argv if daemon else None,
         "rule": rules or None,
     }

@@ -267,7 +267,7 @@ def _wrong_key(run: NodeRunner, topo: Topology, prefix: str) -> None:
     client is restarted with it (same command line) and retries every few seconds."""
     client = _client(topo)
     record = record_of(prefix)
-    daemon = record["daemons"].get(f"client-{client}")
+    daemon = record.daemons.get(f"client-{client}")
     path = state_dir(prefix) / "identity" / f"{client}.conf"
     if daemon is None or not path.exists():
         raise LabError("the wrong-key fault needs a running identity-mode client")
@@ -275,7 +275,7 @@ def _wrong_key(run: NodeRunner, topo: Topology, prefix: str) -> None:
     identity = replace(config.identity, private_key=os.urandom(32))
     write_secret(path, client_config_text(replace(config, identity=identity)))
     stop_daemons(record, [f"client-{client}"])
-    start_daemon(prefix, record, f"client-{client}", client, daemon["argv"])
+    start_daemon(prefix, record, f"client-{client}", client, daemon.argv)
 
 
 DOWN = "r1: the VPN is down, nothing crosses the tunnel"
@@ -302,7 +302,7 @@ FAULTS = {
 
 def applicable(prefix: str) -> list[str]:
     """The faults this lab can have (wrong-key needs the identity mode)."""
-    identity = record_of(prefix).get("keying") == "identity"
+    identity = record_of(prefix).keying == "identity"
     return [n for n, f in FAULTS.items() if identity or not f.local_only]
 
 
@@ -371,7 +371,7 @@ def prepare(prefix: str, **up_kwargs: Any) -> None:
     rule = f'oifname "tun0" ip daddr {topo.server_ip} udp dport 4500 counter drop'
     _nft(local_runner(prefix), _client(topo), _filter(GUARD_TABLE, "output", rule))
     record = record_of(prefix)
-    record["troubleshooting"] = True
+    record.troubleshooting = True
     save(record)
 
 
@@ -404,13 +404,13 @@ def inject(prefix: str, name: str) -> None:
     Only in a lab :func:`start` made: elsewhere the daemons give up, and a missing host route
     would be a routing loop.
     """
-    if not record_of(prefix).get("troubleshooting"):
+    if not record_of(prefix).troubleshooting:
         raise LabError("faults go into troubleshooting labs only (vpnlab lab up --fault ...)")
     if name not in applicable(prefix):
         raise LabError(f"fault {name!r} does not fit this lab (it can have: {applicable(prefix)})")
     topo, run = topology_of(prefix), local_runner(prefix)
     FAULTS[name].inject(run, topo, prefix)
-    marks, created = restart_marks(run, topo), float(record_of(prefix)["created"])
+    marks, created = restart_marks(run, topo), record_of(prefix).created
     note = FaultRecord(name, time.time(), marks, secrets.token_hex(4), created)
     _write_private(record_path(prefix), note.to_json())
 
@@ -459,7 +459,7 @@ def practice_record(prefix: str) -> FaultRecord | None:
     who made a rootless lab: practice); None for a lab without a fault."""
     try:
         note = FaultRecord.from_json(record_path(prefix).read_text())
-        created = float(record_of(prefix)["created"])
+        created = record_of(prefix).created
     except (OSError, ValueError, TypeError, KeyError, LabError):
         return None
     return note if note.lab_created == created else None

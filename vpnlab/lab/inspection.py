@@ -9,18 +9,19 @@ from the record; the tunnel from the daemons' own status files) and changes noth
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from vpnlab.lab.build import inspect_node
 from vpnlab.lab.nodes import check_environment
+from vpnlab.lab.records import LabRecord
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
     alive,
     check_prefix,
     load,
     namespace,
-    new_record,
     prefix_namespaces,
     state_dir,
     topology_of,
@@ -41,25 +42,25 @@ def status(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     check_environment()
     check_prefix(prefix)
     loaded = load(prefix)
-    record = loaded or new_record(prefix)
+    record = loaded or LabRecord(prefix)
     topo = topology_of(prefix)
     known = {namespace(prefix, n.name) for n in topo.nodes}
     nodes = {}
     for node in topo.nodes:
         ns = namespace(prefix, node.name)
         nodes[node.name] = {"namespace": ns, "role": node.role, **inspect_node(ns)}
-    daemons = {
-        name: {**info, "alive": alive(info.get("pid"))}
-        for name, info in record.get("daemons", {}).items()
-    }
+    daemons = {}
+    for name, daemon in record.daemons.items():
+        fields = {k: v for k, v in asdict(daemon).items() if v is not None}  # startup_s once known
+        daemons[name] = {**fields, "alive": alive(daemon.pid)}
     folder = state_dir(prefix)
     return {
         "prefix": prefix,
         "state_dir": str(folder),
         "recorded": loaded is not None,
         "up": any(n["exists"] for n in nodes.values()),
-        "cipher": record.get("cipher"),
-        "vpn": bool(record.get("vpn")),
+        "cipher": record.cipher,
+        "vpn": record.vpn,
         "nodes": nodes,
         "daemons": daemons,
         "tunnel": {

@@ -31,7 +31,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from types import FrameType
+from typing import NoReturn
 
 from vpnlab.core.errors import LabError
 from vpnlab.lab.state import DEFAULT_PREFIX, alive, base_dir, check_prefix, prefix_namespaces
@@ -327,7 +328,7 @@ def _let_finish(enter: subprocess.Popen, signum: int | None) -> None:
         enter.wait(STOP_GRACE_S)
 
 
-def _raise_exit(signum: int, frame: Any) -> NoReturn:
+def _raise_exit(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
@@ -355,9 +356,10 @@ def forward(command: str, argv: Sequence[str], prefix: str | None, verb: str | N
     elif command == "lab" and verb == "down":
         return _down(prefix, inner)
     else:
-        pid = holder_pid(prefix)
-        if pid is None:
+        held = holder_pid(prefix)
+        if held is None:
             raise LabError(f"no lab with prefix {prefix!r} is up (run: vpnlab lab up)")
+        pid = held
     sys.stdout.flush()
     os.execvpe("nsenter", enter_argv(pid, inner), inside_env())
 

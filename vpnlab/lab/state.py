@@ -19,9 +19,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from vpnlab.core.errors import LabError
+from vpnlab.lab.records import LabRecord
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology, from_dict
 
 DEFAULT_PREFIX = "vpnlab-"
@@ -65,13 +65,14 @@ def namespace(prefix: str, node: str) -> str:
 # --- the record ---------------------------------------------------------------------------------
 
 
-def load(prefix: str) -> dict[str, Any] | None:
-    """The lab's record, or None if there is none (or it is unreadable)."""
+def load(prefix: str) -> LabRecord | None:
+    """The lab's record, or None if there is none (or it is no JSON); LabError for a record of
+    an unknown version or the wrong shape (``records.py``)."""
     try:
         data = json.loads((state_dir(prefix) / "lab.json").read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return LabRecord.from_json(data)
 
 
 def _remove_private(prefix: str) -> None:
@@ -84,23 +85,12 @@ def _remove_private(prefix: str) -> None:
         shutil.rmtree(private, ignore_errors=True)
 
 
-def new_record(prefix: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "prefix": prefix,
-        "created": time.time(),
-        "namespaces": [],
-        "daemons": {},
-        "files": [],
-        **fields,
-    }
-
-
-def save(record: dict[str, Any]) -> None:
+def save(record: LabRecord) -> None:
     """Write the record atomically (write-ahead: called before each thing is created)."""
-    folder = state_dir(record["prefix"])
+    folder = state_dir(record.prefix)
     folder.mkdir(parents=True, exist_ok=True, mode=0o755)
     tmp = folder / "lab.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(record.to_json(), indent=2, sort_keys=True))
     os.replace(tmp, folder / "lab.json")
 
 
@@ -212,15 +202,15 @@ def stop_pids(pids: list[int], grace_s: float | None = None) -> list[int]:
     return pids
 
 
-def stop_daemons(record: dict[str, Any], names: list[str] | None = None) -> list[str]:
+def stop_daemons(record: LabRecord, names: list[str] | None = None) -> list[str]:
     """Stop recorded daemons (all, or ``names``) whose PID still runs in a lab namespace."""
-    ids = ns_ids(record.get("namespaces", []) or prefix_namespaces(record["prefix"]))
-    daemons = record.get("daemons", {})
+    ids = ns_ids(record.namespaces or prefix_namespaces(record.prefix))
+    daemons = record.daemons
     chosen = [n for n in daemons if names is None or n in names]
-    chosen.sort(key=lambda n: daemons[n].get("started", 0), reverse=True)  # last started first
+    chosen.sort(key=lambda n: daemons[n].started, reverse=True)  # last started first
     done = []
     for name in chosen:
-        pid = daemons[name].get("pid")
+        pid = daemons[name].pid
         if pid and alive(pid) and pid_ns_id(pid) in ids:
             stop_pids([pid])
             done.append(f"stopped {name} (pid {pid})")
@@ -254,9 +244,12 @@ def teardown(prefix: str) -> list[str]:
     Never raises for things already gone.
     """
     check_prefix(prefix)
-    record = load(prefix) or new_record(prefix)
-    names = sorted(set(record.get("namespaces", [])) | set(prefix_namespaces(prefix)))
-    record["namespaces"] = names
+    try:
+        record = load(prefix) or LabRecord(prefix)
+    except LabError:  # a record this vpnlab cannot read: the prefix alone says what to remove
+        record = LabRecord(prefix)
+    names = sorted(set(record.namespaces) | set(prefix_namespaces(prefix)))
+    record.namespaces = names
     done = stop_daemons(record)
     for _ in range(5):  # again if a namespace appears meanwhile (orphan of a killed `up`)
         ids = ns_ids(names)
@@ -285,7 +278,7 @@ def teardown(prefix: str) -> list[str]:
     return done
 
 
-def record_of(prefix: str) -> dict[str, Any]:
+def record_of(prefix: str) -> LabRecord:
     """The record of a lab that is up; LabError if there is none."""
     record = load(prefix)
     if record is None:
@@ -295,14 +288,13 @@ def record_of(prefix: str) -> dict[str, Any]:
 
 def drawn_values(prefix: str) -> dict[str, object]:
     """The values drawn for the lab at ``lab up`` (``draw.py``), {} for a lab without them."""
-    record = load(prefix) or {}
-    drawn = record.get("drawn")
-    return dict(drawn) if isinstance(drawn, dict) else {}
+    record = load(prefix)
+    return dict(record.drawn) if record else {}
 
 
 def topology_of(prefix: str) -> Topology:
     """The topology a lab was built with (the default one if nothing is recorded)."""
     record = load(prefix)
-    if record and record.get("topology"):
-        return from_dict(record["topology"])
+    if record and record.topology:
+        return from_dict(record.topology)
     return DEFAULT_TOPOLOGY

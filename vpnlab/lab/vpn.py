@@ -28,6 +28,7 @@ from vpnlab.core.pool import AddressPool, tunnel_address6
 from vpnlab.lab.build import log_tail, start_daemon
 from vpnlab.lab.inspection import read_status_file, status
 from vpnlab.lab.nodes import check_environment, run_in, wait_for
+from vpnlab.lab.records import LabRecord
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
     alive,
@@ -84,7 +85,13 @@ def _client_argv(
 def _addresses(topo: Topology) -> dict[str, ipaddress.IPv4Interface]:
     """Each client's tunnel address: 10.8.0.2, .3, ... in the topology's order."""
     pool = AddressPool(ipaddress.IPv4Interface(topo.tunnel.server_address))
-    return {client: pool.take() for client in topo.tunnel.clients}
+    addresses = {}
+    for client in topo.tunnel.clients:
+        address = pool.take()
+        if address is None:
+            raise LabError(f"the tunnel network has no address left for client {client}")
+        addresses[client] = address
+    return addresses
 
 
 def _lans(topo: Topology) -> list[tuple[str, str]]:
@@ -208,7 +215,7 @@ def start_vpn(
     it is alive and trying (:func:`wait_started`). Returns the tunnel part of :func:`status`.
     """
     check_environment()
-    cipher = cipher or record_of(prefix).get("cipher") or DEFAULT_CIPHER
+    cipher = cipher or record_of(prefix).cipher or DEFAULT_CIPHER
     if cipher not in CIPHERS:
         raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
     stop_vpn(prefix)
@@ -217,17 +224,18 @@ def start_vpn(
     folder = state_dir(prefix)
     if static_keys and (cipher == "plain" or len(topo.tunnel.clients) != 1):
         raise LabError("static keys need an ESP cipher and exactly one client")
-    psk = bool(record.get("psk")) if psk is None else psk
+    psk = record.psk if psk is None else psk
     keying = _keying(cipher, static_keys, psk)
-    outer = outer or record.get("outer") or 4
+    outer = outer or record.outer or 4
     server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying, outer)
     mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
-    record.update(cipher=cipher, vpn=True, mode=mode, psk=psk, keying=keying, outer=outer)
+    record.cipher, record.vpn, record.mode, record.psk = cipher, True, mode, psk
+    record.keying, record.outer = keying, outer
     if nat is not None:
-        record["nat"] = nat
+        record.nat = nat
     _fresh_files(record, topo, folder, key_files)
     lan_server_args, lan_client_args = _lan_args(topo, keying)
-    server_argv = _server_argv(topo, folder, server_keys, record.get("nat", True), outer)
+    server_argv = _server_argv(topo, folder, server_keys, record.nat, outer)
     _start_server(prefix, record, [*server_argv, *server_args, *lan_server_args])
     for node in topo.tunnel.clients:
         argv = _client_argv(topo, node, folder, client_keys[node], outer)
@@ -237,14 +245,14 @@ def start_vpn(
 
 
 def _mode_args(
-    mode: str | None, record: dict[str, Any], server_args: Sequence[str], client_args: Sequence[str]
+    mode: str | None, record: LabRecord, server_args: Sequence[str], client_args: Sequence[str]
 ) -> tuple[str, list[str], list[str]]:
     """The mode (given, else ``--mode`` among the daemon options, else as last started, else
     tun) and both daemons' options with ``--mode`` added where it is missing."""
     given = [*server_args, *client_args]
     if mode is None and "--mode" in given:
         mode = given[given.index("--mode") + 1]
-    mode = mode or record.get("mode") or "tun"
+    mode = mode or record.mode or "tun"
     if mode not in ("tun", "tap"):
         raise LabError(f"unknown mode {mode!r} (choose tun or tap)")
     if mode == "tun":
@@ -256,9 +264,7 @@ def _mode_args(
     return mode, server_args, client_args
 
 
-def _fresh_files(
-    record: dict[str, Any], topo: Topology, folder: Path, key_files: list[Path]
-) -> None:
+def _fresh_files(record: LabRecord, topo: Topology, folder: Path, key_files: list[Path]) -> None:
     """Remove old status files; record every file the daemons will make (for CleanUp)."""
     status_files = [folder / "server.json"] + [
         folder / f"client-{node}.json" for node in topo.tunnel.clients
@@ -267,26 +273,26 @@ def _fresh_files(
         path.unlink(missing_ok=True)
     nft_file = folder / f"{topo.tunnel.server}-nat.nft"
     made = {str(p) for p in [*status_files, nft_file, *key_files]}
-    record["files"] = sorted(set(record["files"]) | made)
+    record.files = sorted(set(record.files) | made)
 
 
-def _start_server(prefix: str, record: dict[str, Any], argv: list[str]) -> None:
+def _start_server(prefix: str, record: LabRecord, argv: list[str]) -> None:
     """ServerConnection: start the server, wait for its status file; LabError if it exits."""
     server = topology_of(prefix).tunnel.server
     path = state_dir(prefix) / "server.json"
     pid = start_daemon(prefix, record, "server", server, argv)
-    log = record["daemons"]["server"]["log"]
+    log = record.daemons["server"].log
     took = wait_started(f"the VPN server on {server}", pid, log, path.exists)
-    record["daemons"]["server"]["startup_s"] = round(took, 3)
+    record.daemons["server"].startup_s = round(took, 3)
     save(record)
 
 
-def _start_client(prefix: str, record: dict[str, Any], node: str, argv: list[str]) -> None:
+def _start_client(prefix: str, record: LabRecord, node: str, argv: list[str]) -> None:
     """ClientConnection: start one client, wait until its status file says connected."""
     name = f"client-{node}"
     path = state_dir(prefix) / f"{name}.json"
     pid = start_daemon(prefix, record, name, node, argv)
-    log = record["daemons"][name]["log"]
+    log = record.daemons[name].log
 
     def connected() -> bool:
         return (read_status_file(path) or {}).get("state") == "connected"
@@ -299,7 +305,7 @@ def _start_client(prefix: str, record: dict[str, Any], node: str, argv: list[str
         return f"did not connect ({closed[0].strip()})" if closed else None
 
     took = wait_started(f"the VPN client on {node}", pid, log, connected, gave_up)
-    record["daemons"][name]["startup_s"] = round(took, 3)
+    record.daemons[name].startup_s = round(took, 3)
     save(record)
 
 
@@ -355,12 +361,12 @@ def stop_vpn(prefix: str = DEFAULT_PREFIX) -> list[str]:
     """CleanUp of the VPN only: stop clients then server, put routes and forwarding back."""
     check_environment()
     record = record_of(prefix)
-    names = [n for n in record.get("daemons", {}) if n == "server" or n.startswith("client-")]
-    ran = bool(names) or bool(record.get("vpn"))
+    names = [n for n in record.daemons if n == "server" or n.startswith("client-")]
+    ran = bool(names) or record.vpn
     done = stop_daemons(record, names)
     for name in names:
-        record["daemons"].pop(name, None)
-    record["vpn"] = False
+        record.daemons.pop(name, None)
+    record.vpn = False
     save(record)
     if not ran:  # a lab just built: nothing to put back (6 processes fewer a lab up)
         return done

@@ -9,7 +9,6 @@ from vpnlab.core.events import (
     Address,
     Event,
     HandshakeCompleted,
-    PacketReceived,
     SessionClosed,
 )
 from vpnlab.core.formats import ClientHandshake, Established, Kind
@@ -22,6 +21,7 @@ from vpnlab.core.session import (
     State,
     Timeouts,
     next_state,
+    seal,
 )
 
 
@@ -103,8 +103,11 @@ class ClientCore(CoreBase):
         self.close_reason = reason
         return [SessionClosed(self.server, reason)]
 
-    def _receive(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
-        """SockSelected for one datagram (``receive_datagrams`` hands each of its batch here)."""
+    def _receive(
+        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """SockSelected for one datagram (``receive_datagrams`` hands each of its batch here):
+        an opened packet is appended to ``to_tun``."""
         if peer != self.server:
             return self._drop("unknown peer", peer)
         handshake = self.handshake if self.state is State.CONNECTING else self.rekeying
@@ -137,7 +140,8 @@ class ClientCore(CoreBase):
         if kind is Kind.PACKET:
             self.counters.packets_to_tun += 1
             self.counters.bytes_to_tun += len(packet)
-            return [PacketReceived(packet)]
+            to_tun.append(packet)
+            return []
         if kind is Kind.BYE:
             return self._close("bye")
         return []
@@ -180,7 +184,7 @@ class ClientCore(CoreBase):
             if not self.layer2 and (not ip_version(packet) or is_link_scope(packet)):
                 events += self._drop(LINK_SCOPE_DROP if ip_version(packet) else "tun: not ip")
                 continue
-            events += self._seal(session, packet, now)
+            events += seal(session, packet, now)
         return events
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
-from vpnlab.core.events import Address, DatagramDropped, Event, PacketReceived
+from vpnlab.core.events import Address, DatagramDropped, Event
 from vpnlab.core.formats import Established, Kind, Peer, Protection
 from vpnlab.core.pool import tunnel_address6
 
@@ -98,21 +98,30 @@ DEFAULT_TIMEOUTS = Timeouts()
 OnBug = Callable[[Exception], None]
 
 
-def sort_events(opened: list[Event], packets: list[bytes], events: list[Event]) -> None:
-    """Packets (PacketReceived) to ``packets`` as bytes, every other event to ``events``."""
-    for event in opened:
-        if type(event) is PacketReceived:
-            packets.append(event.packet)
-        else:
-            events.append(event)
+def drop(counters: Counters, reason: str, peer: Address | None = None) -> list[Event]:
+    """Count a refused datagram or packet by ``reason``; the event is for the log."""
+    counters.drops[reason] += 1
+    return [DatagramDropped(reason, peer)]
+
+
+def seal(session: Session, packet: bytes, now: float, where: str = "tun") -> list[Event]:
+    """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped."""
+    try:
+        session.seal(packet, now)
+    except LocalProtocolError as exc:
+        return drop(session.counters, f"{where}: {exc}")
+    return []
 
 
 class CoreBase:
-    """What ClientCore and ServerCore share: their counters, and how they drop and seal."""
+    """What ClientCore and ServerCore share: their counters, the one receive entry, and how
+    they drop."""
 
     counters: Counters
 
-    def _receive(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+    def _receive(
+        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
         raise NotImplementedError
 
     def receive_datagrams(
@@ -132,7 +141,7 @@ class CoreBase:
         events: list[Event] = []
         for datagram in datagrams:
             try:
-                sort_events(self._receive(datagram, peer, now), packets, events)
+                events += self._receive(datagram, peer, now, packets)
             except Exception as exc:
                 if on_bug is None:
                     raise
@@ -140,17 +149,7 @@ class CoreBase:
         return packets, events
 
     def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
-        """Count a refused datagram or packet by ``reason``; the event is for the log."""
-        self.counters.drops[reason] += 1
-        return [DatagramDropped(reason, peer)]
-
-    def _seal(self, session: Session, packet: bytes, now: float, where: str = "tun") -> list[Event]:
-        """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped."""
-        try:
-            session.seal(packet, now)
-        except LocalProtocolError as exc:
-            return self._drop(f"{where}: {exc}")
-        return []
+        return drop(self.counters, reason, peer)
 
 
 class Session:

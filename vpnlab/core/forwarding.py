@@ -21,18 +21,18 @@ from vpnlab.core.bridge import LOCAL, Switch, claimed_sender, frame_macs, is_gro
 from vpnlab.core.events import Address, Event
 from vpnlab.core.packet import (
     ETHERNET_HEADER_BYTES,
-    LINK_SCOPE_DROP,
     destination_bytes,
     is_link_scope,
 )
+from vpnlab.core.reasons import Drop
 from vpnlab.core.router import Router
 from vpnlab.core.session import Counters, Session, drop, seal
 
 
-def no_client(packet: bytes) -> str:
+def no_client(packet: bytes) -> Drop:
     """Why a packet from tun0 has nowhere to go: the kernel's own IPv6 link chatter (a fresh
     tun0's router solicitations, MLD reports), or a destination no client owns."""
-    return LINK_SCOPE_DROP if is_link_scope(packet) else "tun: no client for destination"
+    return Drop.TUN_LINK_SCOPE if is_link_scope(packet) else Drop.TUN_NO_CLIENT
 
 
 class Forwarder(Protocol):
@@ -88,12 +88,12 @@ class IpForwarder:
         """A client's packet goes to tun0 if it comes from the client's own address (or its
         network); with ``isolate_clients`` not if it is for another client."""
         if not self.router.owns_source(session, packet):
-            return drop(self.counters, "spoofed source", session.peer)
+            return drop(self.counters, Drop.SPOOFED_SOURCE, session.peer)
         if self.isolate_clients:
             destination = destination_bytes(packet)
             target = self.router.route(ip_address(destination)) if destination else None
             if target is not None and target is not session:
-                return drop(self.counters, "client to client denied", session.peer)
+                return drop(self.counters, Drop.CLIENT_TO_CLIENT_DENIED, session.peer)
         to_tun.append(packet)
         self.counters.packets_to_tun += 1
         self.counters.bytes_to_tun += len(packet)
@@ -107,7 +107,7 @@ class IpForwarder:
         for packet in packets:
             destination = destination_bytes(packet)  # IPv4 or IPv6
             if not destination:
-                events += drop(self.counters, "tun: not ip")
+                events += drop(self.counters, Drop.TUN_NOT_IP)
                 continue
             if destination != routed_to:
                 routed_to = destination
@@ -163,10 +163,10 @@ class EthernetForwarder:
             return drop(self.counters, claim[0], peer)
         destination, source = frame_macs(frame)
         if not self.switch.learn(source, peer, now):
-            reason = "bad source mac" if is_group(source) else "spoofed source mac"
+            reason = Drop.BAD_SOURCE_MAC if is_group(source) else Drop.SPOOFED_SOURCE_MAC
             return drop(self.counters, reason, peer)
         if not self.switch.flood_allowed(destination, peer, now):
-            return drop(self.counters, "flood rate limit", peer)
+            return drop(self.counters, Drop.FLOOD_RATE_LIMIT, peer)
         events: list[Event] = []
         for port in self.switch.forward(destination, peer, now):
             if port == LOCAL:
@@ -175,9 +175,9 @@ class EthernetForwarder:
                 to_tun.append(frame)
             elif self.isolate_clients:
                 if not is_group(destination):
-                    events += drop(self.counters, "client to client denied", peer)
+                    events += drop(self.counters, Drop.CLIENT_TO_CLIENT_DENIED, peer)
             else:
-                events += seal(self.ports[port], frame, now, "tap")
+                events += seal(self.ports[port], frame, now, Drop.TAP)
         return events
 
     def from_tun(self, packets: list[bytes], now: float) -> list[Event]:
@@ -186,12 +186,12 @@ class EthernetForwarder:
         events: list[Event] = []
         for frame in packets:
             if len(frame) < ETHERNET_HEADER_BYTES:
-                events += drop(self.counters, "tap: runt frame")
+                events += drop(self.counters, Drop.TAP_RUNT_FRAME)
                 continue
             destination, source = frame_macs(frame)
             self.switch.learn(source, LOCAL, now, take_over=True)
             for port in self.switch.forward(destination, LOCAL, now):
-                events += seal(self.ports[port], frame, now, "tap")
+                events += seal(self.ports[port], frame, now, Drop.TAP)
         return events
 
     def expire(self, now: float) -> None:

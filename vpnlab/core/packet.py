@@ -86,10 +86,6 @@ def unmapped(host: str) -> str:
     return host[7:] if host[:7].lower() == "::ffff:" and "." in host else host
 
 
-LINK_SCOPE_DROP = "tun: ipv6 link scope"
-"""The drop reason of :func:`is_link_scope` packets read from tun0: expected, not a fault."""
-
-
 def is_link_scope(packet: bytes) -> bool:
     """An IPv6 packet that belongs to the link it was sent on, never to be routed: from
     ``::`` or a link-local fe80::/10 address, or to link-local (fe80::/10) or link-scope

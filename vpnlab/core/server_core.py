@@ -30,13 +30,13 @@ from vpnlab.core.forwarding import EthernetForwarder, Forwarder, IpForwarder
 from vpnlab.core.packet import unmapped
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HandshakeLoad, HelloRateLimiter
+from vpnlab.core.reasons import Close, Drop, State
 from vpnlab.core.router import ClientNetworks, Router
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
     Counters,
     Session,
-    State,
     Timeouts,
 )
 
@@ -152,7 +152,7 @@ class ServerCore(CoreBase):
         to it (the address follows the latest authentic datagram); anything else is dropped."""
         session = self._roaming.get(peer)
         if session is None:
-            return self._drop("unknown peer", peer)
+            return self._drop(Drop.UNKNOWN_PEER, peer)
         try:
             kind, packet = session.open(datagram, now)
         except RemoteProtocolError as exc:
@@ -170,7 +170,7 @@ class ServerCore(CoreBase):
         """What an opened datagram says: a Bye ends the session, a keepalive only keeps it
         alive (``Session.open`` noted the time), a packet goes to the forwarder."""
         if kind is Kind.BYE:
-            return self._end(session, "bye")
+            return self._end(session, Close.BYE)
         if kind is Kind.KEEPALIVE:
             return []
         return self.forwarder.from_client(session, packet, now, to_tun)
@@ -196,7 +196,7 @@ class ServerCore(CoreBase):
         cached = self._replies.get(peer)
         if cached is not None and cached[0] == hello:
             if not self.limiter.allow(peer[0], now):
-                return self._drop("hello rate limit", peer)
+                return self._drop(Drop.HELLO_RATE_LIMIT, peer)
             self._outbox.append((cached[1], peer))  # our answer was lost: the same again
             return []
         assert self.handshake is not None
@@ -209,13 +209,13 @@ class ServerCore(CoreBase):
             return self._drop(exc.reason, peer)
         if cookie:
             self._outbox.append((cookie, peer))
-            return self._drop("under load: cookie reply sent", peer)
+            return self._drop(Drop.UNDER_LOAD_COOKIE_SENT, peer)
         if not self.limiter.allow(peer[0], now):
-            return self._drop("hello rate limit", peer)
+            return self._drop(Drop.HELLO_RATE_LIMIT, peer)
         if not self.hello_queue and self._take_budget(now):
             return self._handshake(hello, peer, now)
         if len(self.hello_queue) >= constants.HANDSHAKE_QUEUE:
-            return self._drop("handshake queue full", peer)
+            return self._drop(Drop.HANDSHAKE_QUEUE_FULL, peer)
         self.hello_queue.append((hello, peer, now))
         return []
 
@@ -251,10 +251,10 @@ class ServerCore(CoreBase):
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         if rate_limit and not self.limiter.allow(peer[0], now):
-            return self._drop("hello rate limit", peer)
+            return self._drop(Drop.HELLO_RATE_LIMIT, peer)
         old = self.sessions.get(peer)
         if old is not None and old.identity != checked.peer:
-            return self._drop("peer address taken", peer)
+            return self._drop(Drop.PEER_ADDRESS_TAKEN, peer)
         if old is None and checked.peer is not None:
             old = self.router.by_address.get(checked.peer.tunnel_address.ip)
         address, refused = self._address_for(checked, old, peer)
@@ -283,9 +283,9 @@ class ServerCore(CoreBase):
         if hello.peer is not None:  # identity mode: the peer's own, wherever it comes from
             return hello.peer.tunnel_address, ""
         if self._sessions_from(peer[0]) >= self.max_sessions_per_ip:
-            return None, "too many sessions from one address"
+            return None, Drop.TOO_MANY_SESSIONS
         address = self.pool.take()
-        return address, "" if address is not None else "address pool exhausted"
+        return address, "" if address is not None else Drop.POOL_EXHAUSTED
 
     def _sessions_from(self, ip: str) -> int:
         return sum(1 for address in self.sessions if address[0] == ip)
@@ -309,7 +309,7 @@ class ServerCore(CoreBase):
         for address in [a for a, s in self._roaming.items() if s is session]:
             del self._roaming[address]
 
-    def _end(self, session: Session, reason: str) -> list[Event]:
+    def _end(self, session: Session, reason: Close) -> list[Event]:
         self._forget(session)
         if self.static is None and session.identity is None:
             self.pool.give_back(session.tunnel_address)
@@ -327,7 +327,7 @@ class ServerCore(CoreBase):
         events: list[Event] = []
         for session in list(self.sessions.values()):
             if session.identity is not None and session.identity not in keep:
-                events += self._end(session, "revoked")
+                events += self._end(session, Close.REVOKED)
         return events
 
     def set_client_networks(self, client_networks: ClientNetworks) -> None:
@@ -403,6 +403,6 @@ class ServerCore(CoreBase):
             session.close()
             self._outbox.extend((d, session.peer) for d in session.outbox)
             session.outbox = []
-            events += self._end(session, "closed")
+            events += self._end(session, Close.CLOSED)
         self.finished = True
         return events

@@ -13,7 +13,6 @@ I/O, and the unit tests drive two cores against each other with a fake clock (``
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,29 +22,21 @@ from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import Address, DatagramDropped, Event
 from vpnlab.core.formats import Established, Kind, Peer, Protection
 from vpnlab.core.pool import tunnel_address6
-
-
-class State(enum.Enum):
-    """Where a core is in the design notes' connection flow."""
-
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
+from vpnlab.core.reasons import Close, Drop, Opened, State
 
 # The one transition table (as h11's _state.py): (state, what happened) -> next state.
-TRANSITIONS: dict[tuple[State, str], State] = {
-    (State.CONNECTING, "welcome"): State.CONNECTED,
-    (State.CONNECTING, "server unreachable"): State.CLOSED,
-    (State.CONNECTING, "closed"): State.CLOSED,
-    (State.CONNECTED, "peer lost"): State.CLOSED,
-    (State.CONNECTED, "bye"): State.CLOSED,
-    (State.CONNECTED, "closed"): State.CLOSED,
-    (State.CONNECTED, "keys exhausted"): State.CLOSED,
+TRANSITIONS: dict[tuple[State, Opened | Close], State] = {
+    (State.CONNECTING, Opened.WELCOME): State.CONNECTED,
+    (State.CONNECTING, Close.SERVER_UNREACHABLE): State.CLOSED,
+    (State.CONNECTING, Close.CLOSED): State.CLOSED,
+    (State.CONNECTED, Close.PEER_LOST): State.CLOSED,
+    (State.CONNECTED, Close.BYE): State.CLOSED,
+    (State.CONNECTED, Close.CLOSED): State.CLOSED,
+    (State.CONNECTED, Close.KEYS_EXHAUSTED): State.CLOSED,
 }
 
 
-def next_state(state: State, what: str) -> State:
+def next_state(state: State, what: Opened | Close) -> State:
     """Look up the transition table; a missing entry is a bug in the caller."""
     try:
         return TRANSITIONS[(state, what)]
@@ -104,12 +95,13 @@ def drop(counters: Counters, reason: str, peer: Address | None = None) -> list[E
     return [DatagramDropped(reason, peer)]
 
 
-def seal(session: Session, packet: bytes, now: float, where: str = "tun") -> list[Event]:
-    """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped."""
+def seal(session: Session, packet: bytes, now: float, where: Drop = Drop.TUN) -> list[Event]:
+    """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped
+    (``where``: the device it came from, with why: "tun: oversize")."""
     try:
         session.seal(packet, now)
     except LocalProtocolError as exc:
-        return drop(session.counters, f"{where}: {exc}")
+        return drop(session.counters, where.detail(str(exc)))
     return []
 
 
@@ -237,11 +229,11 @@ class Session:
     def open(self, datagram: bytes, now: float) -> tuple[Kind, bytes]:
         """SockSelected: open one datagram; raises RemoteProtocolError if it is bad."""
         if datagram == constants.NAT_KEEPALIVE:
-            raise RemoteProtocolError("nat keepalive")
+            raise RemoteProtocolError(Drop.NAT_KEEPALIVE)
         try:
             kind, packet = self._opener(datagram)
         except RemoteProtocolError as exc:
-            if exc.reason != "unknown spi" or (self.pending is None and self.previous is None):
+            if exc.reason != Drop.UNKNOWN_SPI or (self.pending is None and self.previous is None):
                 raise
             kind, packet = self._open_with_other_keys(datagram, now)
         self.last_received = now
@@ -258,13 +250,13 @@ class Session:
             try:
                 opened = opener(datagram)
             except RemoteProtocolError as exc:
-                if exc.reason == "unknown spi":
+                if exc.reason == Drop.UNKNOWN_SPI:
                     continue
                 raise
             if protection is self.pending:
                 self._switch(protection, now)
             return opened
-        raise RemoteProtocolError("unknown spi")
+        raise RemoteProtocolError(Drop.UNKNOWN_SPI)
 
     def rekey_due(self, now: float) -> bool:
         """Time for new keys: ``rekey_s`` (120 s) with these, or half their sequence space."""
@@ -282,7 +274,7 @@ class Session:
             deadlines.append(self.previous_until)
         return min(deadlines)
 
-    def handle_timer(self, now: float) -> str | None:
+    def handle_timer(self, now: float) -> Close | None:
         """Send a keepalive if idle; forget old keys; say why the session must end, if it must.
 
         Returns:
@@ -292,9 +284,9 @@ class Session:
         if self.previous is not None and now >= self.previous_until:
             self.previous = None
         if self.timeouts.liveness_s > 0 and now >= self.last_received + self.timeouts.liveness_s:
-            return "peer lost"
+            return Close.PEER_LOST
         if now >= self.last_sent + self.timeouts.keepalive_s and not self.send_keepalive(now):
-            return "keys exhausted"
+            return Close.KEYS_EXHAUSTED
         return None
 
     def send_keepalive(self, now: float) -> bool:

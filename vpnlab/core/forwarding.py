@@ -17,11 +17,12 @@ from __future__ import annotations
 from ipaddress import ip_address
 from typing import Protocol
 
-from vpnlab.core.bridge import LOCAL, Switch, claimed_sender, frame_macs, is_group
-from vpnlab.core.events import Address, Event
+from vpnlab.core.bridge import LOCAL, Port, Switch, claimed_sender, frame_macs, is_group
+from vpnlab.core.events import Event
 from vpnlab.core.packet import (
     ETHERNET_HEADER_BYTES,
     destination_bytes,
+    ip_destination,
     is_link_scope,
 )
 from vpnlab.core.reasons import Drop
@@ -90,8 +91,7 @@ class IpForwarder:
         if not self.router.owns_source(session, packet):
             return drop(self.counters, Drop.SPOOFED_SOURCE, session.peer)
         if self.isolate_clients:
-            destination = destination_bytes(packet)
-            target = self.router.route(ip_address(destination)) if destination else None
+            target = self.router.route(ip_destination(packet))
             if target is not None and target is not session:
                 return drop(self.counters, Drop.CLIENT_TO_CLIENT_DENIED, session.peer)
         to_tun.append(packet)
@@ -137,7 +137,7 @@ class EthernetForwarder:
         self.isolate_clients = isolate_clients
         self.switch = Switch()
         self.switch.add_port(LOCAL)
-        self.ports: dict[Address, Session] = {}
+        self.ports: dict[Port, Session] = {}
 
     def set_local_mac(self, mac: bytes) -> None:
         """Ifconfig, TAP mode: the MAC of the server's tap0, which no client may claim."""

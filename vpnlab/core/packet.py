@@ -39,11 +39,6 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x4
 TCP_OPT_MSS = 2
 
 
-def is_ipv4(packet: bytes) -> bool:
-    """Whether ``packet`` starts like an IPv4 packet (version 4, room for a header)."""
-    return len(packet) >= IPV4_HEADER_BYTES and packet[0] >> 4 == 4
-
-
 def ip_version(packet: bytes) -> int:
     """4 or 6 if ``packet`` starts like an IPv4 or IPv6 packet with room for its header, else 0."""
     if not packet:
@@ -116,20 +111,6 @@ def tcp_offset(packet: bytes) -> int | None:
     return None
 
 
-def ipv4_source(packet: bytes) -> IPv4Address | None:
-    """The source address of an IPv4 packet, or None if ``packet`` is not IPv4."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    return IPv4Address(packet[12:16])
-
-
-def ipv4_destination(packet: bytes) -> IPv4Address | None:
-    """The destination address of an IPv4 packet, or None if ``packet`` is not IPv4."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    return IPv4Address(packet[16:20])
-
-
 def ones_sum(data: bytes | bytearray | memoryview) -> int:
     """An integer congruent (mod 0xFFFF) to the RFC 1071 sum of ``data`` (odd: a zero pad)."""
     value = int.from_bytes(data, "big")
@@ -150,6 +131,12 @@ def finish(total: int) -> int:
 def internet_checksum(data: bytes | bytearray | memoryview) -> int:
     """RFC 1071 checksum of ``data`` (e.g. an IPv4 header with its checksum field zeroed)."""
     return finish(ones_sum(data))
+
+
+def _swapped(word: int) -> int:
+    """A 16-bit value with its two bytes swapped: what it adds to a one's complement sum when
+    it starts at an odd offset (RFC 1071 2.B: the sum is byte-order independent)."""
+    return (word & 0xFF) << 8 | word >> 8
 
 
 def clamp_mss(packet: bytes, mss: int) -> bytes:
@@ -187,8 +174,11 @@ def clamp_mss(packet: bytes, mss: int) -> bytes:
             out = bytearray(packet)
             out[at + 2 : at + 4] = mss.to_bytes(2, "big")
             check = int.from_bytes(out[ihl + 16 : ihl + 18], "big")
+            word_old, word_new = old, mss
+            if (at - ihl) & 1:  # the field straddles two 16-bit words: it sums byte-swapped
+                word_old, word_new = _swapped(old), _swapped(mss)
             # RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')
-            value = fold((0xFFFF - check) + (0xFFFF - old) + mss)
+            value = fold((0xFFFF - check) + (0xFFFF - word_old) + word_new)
             out[ihl + 16 : ihl + 18] = (0xFFFF - value).to_bytes(2, "big")
             return bytes(out)
         at += length

@@ -12,9 +12,9 @@ forwarders (``forwarding.py``) ask it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from vpnlab.core.packet import source_bytes
+from vpnlab.core.packet import ip_source, source_bytes
 from vpnlab.core.session import Session
 
 IPAddress = IPv4Address | IPv6Address
@@ -48,8 +48,10 @@ class Router:
             key=lambda route: -route[0].prefixlen,
         )
 
-    def route(self, destination: IPAddress) -> Session | None:
+    def route(self, destination: IPAddress | None) -> Session | None:
         """The client a packet to ``destination`` goes to: its tunnel address, or its network."""
+        if destination is None:
+            return None
         return self.by_address.get(destination) or self.owner(destination)
 
     def owner(self, address: IPAddress | None) -> Session | None:
@@ -67,7 +69,7 @@ class Router:
         source = source_bytes(packet)
         if source == session.source_bytes or source == session.source6_bytes:
             return True
-        return bool(source) and self.owner(ip_address(source)) is session
+        return self.owner(ip_source(packet)) is session
 
     def speaks_for(self, session: Session, address: IPv4Address | None) -> bool:
         """Whether ``session`` may claim ``address`` (TAP mode's ARP and IPv4 senders): its

@@ -180,10 +180,10 @@ class Switch:
     def _room(self, now: float) -> bool:
         """Whether the table has room, after forgetting aged entries (the oldest come first)."""
         while len(self._table) >= self.max_entries:
-            oldest = next((m for m, e in self._table.items() if e.seen is not None), None)
-            if oldest is None or now - self._table[oldest].seen < self.aging_s:
+            oldest = next(((m, e.seen) for m, e in self._table.items() if e.seen is not None), None)
+            if oldest is None or now - oldest[1] < self.aging_s:
                 return False
-            self._remove(oldest)
+            self._remove(oldest[0])
         return True
 
     def add_static(self, mac: bytes, port: Port) -> None:

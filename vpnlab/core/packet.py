@@ -52,15 +52,21 @@ def ip_version(packet: bytes) -> int:
 
 
 def source_bytes(packet: bytes) -> bytes:
-    """The source address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither."""
-    version = ip_version(packet)
-    return packet[12:16] if version == 4 else packet[8:24] if version == 6 else b""
+    """The source address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither.
+    (``ip_version`` written out: the server reads this for every packet from a client.)"""
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= IPV4_HEADER_BYTES:
+        return packet[12:16]
+    return packet[8:24] if version == 6 and len(packet) >= IPV6_HEADER_BYTES else b""
 
 
 def destination_bytes(packet: bytes) -> bytes:
-    """The destination address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither."""
-    version = ip_version(packet)
-    return packet[16:20] if version == 4 else packet[24:40] if version == 6 else b""
+    """The destination address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither.
+    (``ip_version`` written out: the server reads this for every packet from tun0.)"""
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= IPV4_HEADER_BYTES:
+        return packet[16:20]
+    return packet[24:40] if version == 6 and len(packet) >= IPV6_HEADER_BYTES else b""
 
 
 def ip_source(packet: bytes) -> IPv4Address | IPv6Address | None:

@@ -659,7 +659,8 @@ def _forged(welcome: bytes) -> bytes:
 def test_a_forged_identity_welcome_does_not_spoil_the_real_one(cipher):
     """Found by the walks: noiseprotocol moves its state on before a Welcome's tag fails, so
     a forged Welcome used to leave the Initiator spent and the real one raised
-    NoiseHandshakeError out of receive_datagram. Each Welcome is now read by a fresh copy."""
+    NoiseHandshakeError out of the core's receive entry. Each Welcome is now read by a fresh
+    copy."""
     client, _, welcome = _identity_pair(cipher)
     dropped = receive_one(client, _forged(welcome), SERVER, 0.0)
     assert dropped == [DatagramDropped("bad welcome", SERVER)]

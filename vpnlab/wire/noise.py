@@ -31,8 +31,12 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from noise.connection import Keypair, NoiseConnection
-from noise.exceptions import NoiseHandshakeError, NoiseInvalidMessage, NoiseValueError
+from noise.connection import Keypair, NoiseConnection  # type: ignore[import-untyped]
+from noise.exceptions import (  # type: ignore[import-untyped]
+    NoiseHandshakeError,
+    NoiseInvalidMessage,
+    NoiseValueError,
+)
 
 from vpnlab.core.errors import RemoteProtocolError, VpnlabError
 from vpnlab.core.reasons import Drop
@@ -70,7 +74,9 @@ class TransportKeys:
     receive: bytes = field(repr=False)
 
 
-def _connection(initiator: bool, static: bytes, ephemeral: bytes, prologue: bytes):
+def _connection(
+    initiator: bool, static: bytes, ephemeral: bytes, prologue: bytes
+) -> NoiseConnection:
     proto = NoiseConnection.from_name(PROTOCOL)
     if initiator:
         proto.set_as_initiator()
@@ -82,13 +88,13 @@ def _connection(initiator: bool, static: bytes, ephemeral: bytes, prologue: byte
     return proto
 
 
-def _start(proto) -> None:
+def _start(proto: NoiseConnection) -> None:
     with warnings.catch_warnings():  # "ephemeral keypair already set": injected on purpose
         warnings.simplefilter("ignore", UserWarning)
         proto.start_handshake()
 
 
-def _split(proto) -> TransportKeys:
+def _split(proto: NoiseConnection) -> TransportKeys:
     state = proto.noise_protocol
     send, receive = state.cipher_state_encrypt.k, state.cipher_state_decrypt.k
     return TransportKeys(bytes(send), bytes(receive))
@@ -122,7 +128,7 @@ class Initiator:
         self._inputs = (static_private, server_public, psk, ephemeral_private, prologue)
         self._payload: bytes | None = None
 
-    def _fresh(self):
+    def _fresh(self) -> NoiseConnection:
         static_private, server_public, psk, ephemeral_private, prologue = self._inputs
         proto = _connection(True, static_private, ephemeral_private, prologue)
         proto.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, server_public)

@@ -326,9 +326,9 @@ def test_ServerCore_tap_forgets_a_lost_clients_macs():
     pair = TapPair(PLAIN)
     pair.connect()
     pair.from_client(pair.client, CLIENT, frame(BROADCAST, A))
-    assert pair.server.switch.lookup(A, pair.now) == CLIENT
+    assert pair.server.forwarder.switch.lookup(A, pair.now) == CLIENT
     pair.server.close(pair.now)
-    assert pair.server.switch.lookup(A, pair.now) is None
+    assert pair.server.forwarder.switch.lookup(A, pair.now) is None
     assert "mac_table" in pair.server.describe(pair.now)
 
 
@@ -374,7 +374,7 @@ def test_ServerCore_tap_drops_arp_claiming_an_address_not_its_own(spoof):
     events = pair.from_client(pair.client, CLIENT, spoof)
     assert events == [DatagramDropped("spoofed arp sender", CLIENT)]
     assert pair.deliver() == {CLIENT: [], CLIENT2: []}  # flooded to nobody
-    assert pair.server.switch.lookup(A, pair.now) is None  # and its MAC was not learned
+    assert pair.server.forwarder.switch.lookup(A, pair.now) is None  # and its MAC was not learned
 
 
 def test_ServerCore_tap_drops_ipv4_from_an_address_not_its_own():
@@ -420,14 +420,14 @@ def test_ServerCore_tap_static_keys_add_a_port_only_after_a_datagram_opens():
     for n in range(100):
         events = receive_one(server, b"\x00\x00\xc0\x01" + bytes(40), ("198.51.100.7", n), 0.0)
         assert events and isinstance(events[0], DatagramDropped)
-    assert server.switch.ports == {LOCAL}
+    assert server.forwarder.switch.ports == {LOCAL}
     assert server.send_packets([frame(BROADCAST, SRV)], 0.0) == []  # flooded to nobody, no KeyError
     client = ClientCore(SERVER, None, established=keys.client(), layer2=True)
     client.connect(0.0)
     client.send_packets([arp(A, "10.8.0.2")], 0.0)
     for datagram, _ in client.datagrams_to_send():
         receive_one(server, datagram, CLIENT, 0.0)
-    assert server.switch.ports == {LOCAL, CLIENT}
+    assert server.forwarder.switch.ports == {LOCAL, CLIENT}
     server.send_packets([frame(BROADCAST, SRV)], 0.0)
     assert [peer for _, peer in server.datagrams_to_send()] == [CLIENT]
 

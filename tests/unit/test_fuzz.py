@@ -31,9 +31,12 @@ import random
 import traceback
 from collections import Counter
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Interface, IPv4Network, ip_address
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.utils6 import in6_islladdr, in6_ismaddr
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.cookie import CookieGenerator
@@ -46,9 +49,8 @@ from vpnlab.core.packet import (
     ip_destination,
     ip_source,
     ip_version,
-    ipv4_source,
-    is_ipv4,
     is_link_scope,
+    source_bytes,
     tcp_offset,
 )
 from vpnlab.core.ratelimit import HandshakeLoad
@@ -657,7 +659,8 @@ def _forged(welcome: bytes) -> bytes:
 def test_a_forged_identity_welcome_does_not_spoil_the_real_one(cipher):
     """Found by the walks: noiseprotocol moves its state on before a Welcome's tag fails, so
     a forged Welcome used to leave the Initiator spent and the real one raised
-    NoiseHandshakeError out of receive_datagram. Each Welcome is now read by a fresh copy."""
+    NoiseHandshakeError out of the core's receive entry. Each Welcome is now read by a fresh
+    copy."""
     client, _, welcome = _identity_pair(cipher)
     dropped = receive_one(client, _forged(welcome), SERVER, 0.0)
     assert dropped == [DatagramDropped("bad welcome", SERVER)]
@@ -723,8 +726,36 @@ def test_fuzz_esp_open_raises_only_remote_protocol_errors(cipher):
                 pytest.fail(f"{method.__name__}({_short(datagram)})\n{traceback.format_exc()}")
 
 
-def test_fuzz_packet_helpers_never_raise():
-    """IPv4 and IPv6 (no IPv4-only parser left): every helper of ``core/packet.py``."""
+def _scapy_fields(packet: bytes):
+    """What scapy reads in ``packet``: (version, source, destination, TCP offset), or None
+    where the packet is no IP packet with room for its header."""
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= 20:
+        ip = IP(packet)
+        ihl = ip.ihl * 4
+        tcp = ihl if ip.proto == 6 and 20 <= ihl <= len(packet) else None
+        return 4, ip_address(ip.src), ip_address(ip.dst), tcp
+    if version == 6 and len(packet) >= 40:
+        ip6 = IPv6(packet)
+        return 6, ip_address(ip6.src), ip_address(ip6.dst), 40 if ip6.nh == 6 else None
+    return None
+
+
+def _scapy_link_scope(source, destination) -> bool:
+    """scapy's reading of an IPv6 packet's scope: from :: or fe80::/10, or to fe80::/10 or a
+    multicast group of link scope (its scope nibble is 2)."""
+    return (
+        source == ip_address("::")
+        or in6_islladdr(str(source))
+        or in6_islladdr(str(destination))
+        or in6_ismaddr(str(destination))
+        and destination.packed[1] & 0x0F == 2
+    )
+
+
+def test_fuzz_packet_helpers_agree_with_scapy():
+    """Every helper of ``core/packet.py`` on random IPv4 and IPv6 packets (mutated, cut, with
+    lying lengths), held against what scapy reads in the same bytes; none may raise."""
     rng = random.Random(f"{SEED}-packet")
     for _ in range(DECODER_INPUTS):
         make = rng.choice((tcp_syn, ip_packet, ip6_packet))
@@ -732,22 +763,60 @@ def test_fuzz_packet_helpers_never_raise():
         if rng.random() < 0.3:
             packet = mutate(rng, packet, [packet])
         try:
+            got = (ip_version(packet), ip_source(packet), ip_destination(packet))
+            raw = (source_bytes(packet), destination_bytes(packet))
+            link_scope, offset = is_link_scope(packet), tcp_offset(packet)
             clamped = clamp_mss(packet, 1360)
-            assert is_ipv4(packet) in (True, False)
-            source = ipv4_source(packet)
-            version = ip_version(packet)
-            addresses = (ip_source(packet), ip_destination(packet), destination_bytes(packet))
-            assert is_link_scope(packet) in (True, False)
-            offset = tcp_offset(packet)
         except Exception:
             pytest.fail(f"packet helpers({_short(packet)})\n{traceback.format_exc()}")
+        expected = _scapy_fields(packet)
+        if expected is None:
+            assert got == (0, None, None) and raw == (b"", b""), _short(packet)
+            assert not link_scope and offset is None and clamped == packet, _short(packet)
+            continue
+        version, source, destination, tcp = expected
+        assert got == (version, source, destination), _short(packet)
+        assert raw == (source.packed, destination.packed), _short(packet)
+        assert offset == tcp, _short(packet)
+        assert link_scope == (version == 6 and _scapy_link_scope(source, destination))
         assert len(clamped) == len(packet), _short(packet)
-        assert sum(a != b for a, b in zip(clamped, packet, strict=True)) <= 4, _short(
-            packet
-        )  # MSS + checksum
-        assert (source is not None) == is_ipv4(packet)
-        assert version in (0, 4, 6) and (addresses[0] is None) == (version == 0)
-        assert offset is None or offset <= len(packet)
+
+
+def test_fuzz_clamp_mss_agrees_with_scapy():
+    """A SYN clamped: the MSS scapy reads is the clamp (20 less for IPv6) or the old one if
+    smaller, every other byte but the checksum's is the same, and the checksum is the one
+    scapy computes for the new bytes (RFC 1624's incremental update, checked in full)."""
+    rng = random.Random(f"{SEED}-clamp")
+    for _ in range(DECODER_INPUTS):
+        version = rng.choice((4, 6))
+        mss = rng.choice((0, 1, 536, 1340, 1360, 1361, 1460, 8960, 65535, rng.randrange(65536)))
+        extra = rng.sample(
+            [("NOP", None), ("SAckOK", b""), ("WScale", 7), ("Timestamp", (1, 0))], 2
+        )
+        options = [*extra[: rng.randrange(3)], ("MSS", mss), *extra[rng.randrange(3) :]]
+        ip = (
+            IP(src="10.8.0.2", dst="203.0.113.10")
+            if version == 4
+            else IPv6(src="fd10:8::2", dst="2001:db8::10")
+        )
+        syn = ip / TCP(
+            sport=rng.randrange(1, 65536),
+            dport=443,
+            flags="S",
+            seq=rng.randrange(2**32),
+            options=options,
+        )
+        packet = bytes(syn / rng.randbytes(rng.choice((0, 0, 7, 100))))
+        clamped = clamp_mss(packet, 1360)
+        limit = 1360 if version == 4 else 1340
+        parsed = (IP if version == 4 else IPv6)(clamped)
+        assert dict(parsed[TCP].options)["MSS"] == min(mss, limit), _short(packet)
+        recomputed = parsed.copy()
+        del recomputed[TCP].chksum
+        expected = (IP if version == 4 else IPv6)(bytes(recomputed))[TCP].chksum
+        assert parsed[TCP].chksum == expected, _short(packet)
+        differ = [i for i, (a, b) in enumerate(zip(packet, clamped, strict=True)) if a != b]
+        assert len(differ) <= 4, _short(packet)  # the MSS and the checksum
 
 
 def _super_packet(rng: random.Random) -> tuple[bytes, bytes]:

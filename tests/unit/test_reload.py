@@ -83,11 +83,11 @@ def test_PeersWatch_a_revoked_peers_networks_go_with_it(tmp_path):
     watcher, reporter, _ = watch(tmp_path, core, (site, bob))
     rewrite(watcher, peers_text((site, bob)))
     watcher.check(1.0)
-    assert (LAN, IPv4Address("10.8.0.7")) in core.client_networks
+    assert (LAN, IPv4Address("10.8.0.7")) in core.router.client_networks
     newcomer = Peer("carol", bob.public_key, alice.tunnel_address)  # alice's address, no LAN
     rewrite(watcher, peers_text((newcomer,)))
     watcher.check(2.0)
-    assert core.client_networks == [] and reporter.fields["peers_error"] is None
+    assert core.router.client_networks == [] and reporter.fields["peers_error"] is None
 
 
 def test_guarded_counts_a_bug_and_goes_on():

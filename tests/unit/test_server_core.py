@@ -170,7 +170,7 @@ def test_ServerCore_client_to_client_allowed_or_isolated(fmt, isolate):
     pair = CorePair(fmt, isolate_clients=isolate)
     pair.connect()
     second_client(pair, fmt)
-    assert set(pair.server.by_address) == {
+    assert set(pair.server.router.by_address) == {
         *map(IPv4Address, ("10.8.0.2", "10.8.0.3")),
         *map(IPv6Address, ("fd10:8::2", "fd10:8::3")),  # each client's IPv6 twin
     }

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from vpnlab.core.ratelimit import HelloRateLimiter
+from vpnlab.core.reasons import Drop, NotLearned
 
 Port = Hashable
 """A switch port: a client's UDP address, or :data:`LOCAL`."""
@@ -83,7 +84,7 @@ def frame_payload(frame: bytes) -> tuple[int, bytes]:
     return ethertype, frame[at + 2 :]
 
 
-def claimed_sender(frame: bytes) -> tuple[str, IPv4Address | None] | None:
+def claimed_sender(frame: bytes) -> tuple[Drop, IPv4Address | None] | None:
     """The IPv4 address a frame speaks for, with the drop reason if it is not the sender's own.
 
     ARP (the sender protocol address, if the sender hardware address is the frame's source
@@ -94,12 +95,12 @@ def claimed_sender(frame: bytes) -> tuple[str, IPv4Address | None] | None:
     ethertype, payload = frame_payload(frame)
     if ethertype == ETHERTYPE_IPV4:
         ok = len(payload) >= 20 and payload[0] >> 4 == 4
-        return "spoofed source", IPv4Address(payload[12:16]) if ok else None
+        return Drop.SPOOFED_SOURCE, IPv4Address(payload[12:16]) if ok else None
     if ethertype != ETHERTYPE_ARP:
         return None
     ok = len(payload) >= 28 and payload[:6] == ARP_IPV4 and payload[8:14] == frame[6:12]
     sender = IPv4Address(payload[14:18]) if ok else None
-    return None if sender == IPv4Address(0) else ("spoofed arp sender", sender)
+    return None if sender == IPv4Address(0) else (Drop.SPOOFED_ARP_SENDER, sender)
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Switch:
         self.max_per_port = max_per_port
         self.max_per_ip = max_per_ip
         self.ports: set[Port] = set()
-        self.refused: Counter[str] = Counter()
+        self.refused: Counter[NotLearned] = Counter()
         """MACs not learned, by why: "mac table full", "too many macs from one address"."""
         self._per_ip: Counter[Hashable] = Counter()
         self._floods = HelloRateLimiter(FLOOD_RATE_PER_S, FLOOD_BURST)
@@ -179,10 +180,10 @@ class Switch:
     def _room(self, now: float) -> bool:
         """Whether the table has room, after forgetting aged entries (the oldest come first)."""
         while len(self._table) >= self.max_entries:
-            oldest = next((m for m, e in self._table.items() if e.seen is not None), None)
-            if oldest is None or now - self._table[oldest].seen < self.aging_s:
+            oldest = next(((m, e.seen) for m, e in self._table.items() if e.seen is not None), None)
+            if oldest is None or now - oldest[1] < self.aging_s:
                 return False
-            self._remove(oldest)
+            self._remove(oldest[0])
         return True
 
     def add_static(self, mac: bytes, port: Port) -> None:
@@ -220,9 +221,9 @@ class Switch:
         if len(own) >= self.max_per_port:
             self._evict(own)  # only its own oldest
         if self._per_ip[source_of(port)] >= self.max_per_ip and port != LOCAL:
-            self.refused["too many macs from one address"] += 1
+            self.refused[NotLearned.TOO_MANY_MACS] += 1
         elif not self._room(now):
-            self.refused["mac table full"] += 1
+            self.refused[NotLearned.TABLE_FULL] += 1
         else:
             self._table[mac] = Entry(port, now)
             own[mac] = None

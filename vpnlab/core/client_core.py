@@ -9,19 +9,19 @@ from vpnlab.core.events import (
     Address,
     Event,
     HandshakeCompleted,
-    PacketReceived,
     SessionClosed,
 )
 from vpnlab.core.formats import ClientHandshake, Established, Kind
-from vpnlab.core.packet import LINK_SCOPE_DROP, ip_version, is_link_scope
+from vpnlab.core.packet import ip_version, is_link_scope
+from vpnlab.core.reasons import Close, Drop, Opened, State
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
     Counters,
     Session,
-    State,
     Timeouts,
     next_state,
+    seal,
 )
 
 
@@ -64,7 +64,7 @@ class ClientCore(CoreBase):
         self.state = State.CONNECTING
         self.counters = Counters()
         self.session: Session | None = None
-        self.close_reason: str | None = None
+        self.close_reason: Close | None = None
         self._outbox: list[bytes] = []
         self._hello = b""
         self._connect_deadline = 0.0
@@ -92,21 +92,24 @@ class ClientCore(CoreBase):
                 self.session.send_keepalive(now)
 
     def _established(self, established: Established, now: float) -> list[Event]:
-        self.state = next_state(self.state, "welcome")
+        self.state = next_state(self.state, Opened.WELCOME)
         self.session = Session(
             self.server, established, now, self.counters, self.timeouts, self.layer2
         )
         return [HandshakeCompleted(self.server, established.client_address)]
 
-    def _close(self, reason: str) -> list[Event]:
+    def _close(self, reason: Close) -> list[Event]:
         self.state = next_state(self.state, reason)
         self.close_reason = reason
         return [SessionClosed(self.server, reason)]
 
-    def _receive(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
-        """SockSelected for one datagram (``receive_datagrams`` hands each of its batch here)."""
+    def _receive(
+        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """SockSelected for one datagram (``receive_datagrams`` hands each of its batch here):
+        an opened packet is appended to ``to_tun``."""
         if peer != self.server:
-            return self._drop("unknown peer", peer)
+            return self._drop(Drop.UNKNOWN_PEER, peer)
         handshake = self.handshake if self.state is State.CONNECTING else self.rekeying
         if handshake is not None:
             try:
@@ -122,7 +125,7 @@ class ClientCore(CoreBase):
                 return self._drop(exc.reason, peer)
             return self._established(established, now)
         if self.state is State.CLOSED or self.session is None:
-            return self._drop("session closed", peer)
+            return self._drop(Drop.SESSION_CLOSED, peer)
         if self.rekeying is not None:
             try:
                 established = self.rekeying.receive(datagram, now + self.clock_offset_s)
@@ -137,9 +140,10 @@ class ClientCore(CoreBase):
         if kind is Kind.PACKET:
             self.counters.packets_to_tun += 1
             self.counters.bytes_to_tun += len(packet)
-            return [PacketReceived(packet)]
+            to_tun.append(packet)
+            return []
         if kind is Kind.BYE:
-            return self._close("bye")
+            return self._close(Close.BYE)
         return []
 
     def _hello_with_cookie(self, handshake: ClientHandshake, now: float) -> list[Event]:
@@ -174,13 +178,13 @@ class ClientCore(CoreBase):
         """
         session = self.session
         if session is None or self.state is not State.CONNECTED:
-            return [event for _ in packets for event in self._drop("not connected")]
+            return [event for _ in packets for event in self._drop(Drop.NOT_CONNECTED)]
         events: list[Event] = []
         for packet in packets:
             if not self.layer2 and (not ip_version(packet) or is_link_scope(packet)):
-                events += self._drop(LINK_SCOPE_DROP if ip_version(packet) else "tun: not ip")
+                events += self._drop(Drop.TUN_LINK_SCOPE if ip_version(packet) else Drop.TUN_NOT_IP)
                 continue
-            events += self._seal(session, packet, now)
+            events += seal(session, packet, now)
         return events
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
@@ -209,7 +213,7 @@ class ClientCore(CoreBase):
         """Connect timeout and Hello retries; then keepalives and the liveness timeout."""
         if self.state is State.CONNECTING:
             if now >= self._connect_deadline:
-                return self._close("server unreachable")
+                return self._close(Close.SERVER_UNREACHABLE)
             if now >= self._retry_at:
                 self._outbox.append(self._hello)
                 self._retry_at = now + self.timeouts.hello_retry_s
@@ -256,4 +260,4 @@ class ClientCore(CoreBase):
             return []
         if self.state is State.CONNECTED and self.session is not None:
             self.session.close()
-        return self._close("closed")
+        return self._close(Close.CLOSED)

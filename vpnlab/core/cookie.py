@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from vpnlab.core.errors import RemoteProtocolError
 from vpnlab.core.formats import RandomBytes
+from vpnlab.core.reasons import Drop
 
 MAC_BYTES = 16
 MACS_BYTES = 2 * MAC_BYTES
@@ -150,12 +151,12 @@ class CookieGenerator:
                 our last mac1 (not an answer to our Hello).
         """
         if len(body) != COOKIE_REPLY_BODY or not self.last_mac1:
-            raise RemoteProtocolError("bad cookie reply")
+            raise RemoteProtocolError(Drop.BAD_COOKIE_REPLY)
         nonce, sealed = body[:NONCE_BYTES], body[NONCE_BYTES:]
         try:
             cookie = self._aead.decrypt(nonce, sealed, self.last_mac1)
         except InvalidTag:
-            raise RemoteProtocolError("bad cookie reply") from None
+            raise RemoteProtocolError(Drop.BAD_COOKIE_REPLY) from None
         self._cookie, self._cookie_until = cookie, now + COOKIE_LIFE_S
 
     @property

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
+from vpnlab.core.reasons import Close
+
 Address = tuple[str, int]
 
 
@@ -31,7 +33,8 @@ class PacketReceived(Event):
 
 @dataclass(frozen=True, slots=True)
 class DatagramDropped(Event):
-    """A datagram (or a packet from tun0) was refused; ``reason`` is its counter key."""
+    """A datagram (or a packet from tun0) was refused; ``reason`` is its counter key (a
+    ``Drop``, or ``Drop.X.detail(...)``)."""
 
     reason: str
     peer: Address | None = None
@@ -42,7 +45,7 @@ class SessionClosed(Event):
     """A session ended: "peer lost" (liveness), "bye", "server unreachable", "closed"."""
 
     peer: Address
-    reason: str
+    reason: Close
 
 
 @dataclass(frozen=True, slots=True)

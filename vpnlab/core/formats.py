@@ -162,7 +162,17 @@ class AnswersHellos:
         self, datagram: bytes, client_address: IPv4Interface, now: float
     ) -> tuple[bytes, Protection]:
         """Answer a Hello; raise RemoteProtocolError(reason) and send nothing if it is bad."""
-        return self.answer(self.check(datagram, now), client_address)  # type: ignore[attr-defined]
+        return self.answer(self.check(datagram, now), client_address)
+
+    def check(self, datagram: bytes, now: float) -> CheckedHello:
+        """Each format's own first step (``ServerHandshake.check``)."""
+        raise NotImplementedError
+
+    def answer(
+        self, hello: CheckedHello, client_address: IPv4Interface
+    ) -> tuple[bytes, Protection]:
+        """Each format's own second step (``ServerHandshake.answer``)."""
+        raise NotImplementedError
 
 
 class Format(Protocol):

@@ -39,11 +39,6 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x4
 TCP_OPT_MSS = 2
 
 
-def is_ipv4(packet: bytes) -> bool:
-    """Whether ``packet`` starts like an IPv4 packet (version 4, room for a header)."""
-    return len(packet) >= IPV4_HEADER_BYTES and packet[0] >> 4 == 4
-
-
 def ip_version(packet: bytes) -> int:
     """4 or 6 if ``packet`` starts like an IPv4 or IPv6 packet with room for its header, else 0."""
     if not packet:
@@ -57,15 +52,21 @@ def ip_version(packet: bytes) -> int:
 
 
 def source_bytes(packet: bytes) -> bytes:
-    """The source address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither."""
-    version = ip_version(packet)
-    return packet[12:16] if version == 4 else packet[8:24] if version == 6 else b""
+    """The source address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither.
+    (``ip_version`` written out: the server reads this for every packet from a client.)"""
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= IPV4_HEADER_BYTES:
+        return packet[12:16]
+    return packet[8:24] if version == 6 and len(packet) >= IPV6_HEADER_BYTES else b""
 
 
 def destination_bytes(packet: bytes) -> bytes:
-    """The destination address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither."""
-    version = ip_version(packet)
-    return packet[16:20] if version == 4 else packet[24:40] if version == 6 else b""
+    """The destination address field of an IPv4 (4 bytes) or IPv6 (16) packet; b"" if neither.
+    (``ip_version`` written out: the server reads this for every packet from tun0.)"""
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= IPV4_HEADER_BYTES:
+        return packet[16:20]
+    return packet[24:40] if version == 6 and len(packet) >= IPV6_HEADER_BYTES else b""
 
 
 def ip_source(packet: bytes) -> IPv4Address | IPv6Address | None:
@@ -84,10 +85,6 @@ def unmapped(host: str) -> str:
     """A peer of a dual-stack socket (``--listen ::``) as it is on the wire: an IPv4 client
     arrives as ``::ffff:192.0.2.2`` and is ``192.0.2.2``; any other address is itself."""
     return host[7:] if host[:7].lower() == "::ffff:" and "." in host else host
-
-
-LINK_SCOPE_DROP = "tun: ipv6 link scope"
-"""The drop reason of :func:`is_link_scope` packets read from tun0: expected, not a fault."""
 
 
 def is_link_scope(packet: bytes) -> bool:
@@ -120,20 +117,6 @@ def tcp_offset(packet: bytes) -> int | None:
     return None
 
 
-def ipv4_source(packet: bytes) -> IPv4Address | None:
-    """The source address of an IPv4 packet, or None if ``packet`` is not IPv4."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    return IPv4Address(packet[12:16])
-
-
-def ipv4_destination(packet: bytes) -> IPv4Address | None:
-    """The destination address of an IPv4 packet, or None if ``packet`` is not IPv4."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    return IPv4Address(packet[16:20])
-
-
 def ones_sum(data: bytes | bytearray | memoryview) -> int:
     """An integer congruent (mod 0xFFFF) to the RFC 1071 sum of ``data`` (odd: a zero pad)."""
     value = int.from_bytes(data, "big")
@@ -154,6 +137,12 @@ def finish(total: int) -> int:
 def internet_checksum(data: bytes | bytearray | memoryview) -> int:
     """RFC 1071 checksum of ``data`` (e.g. an IPv4 header with its checksum field zeroed)."""
     return finish(ones_sum(data))
+
+
+def _swapped(word: int) -> int:
+    """A 16-bit value with its two bytes swapped: what it adds to a one's complement sum when
+    it starts at an odd offset (RFC 1071 2.B: the sum is byte-order independent)."""
+    return (word & 0xFF) << 8 | word >> 8
 
 
 def clamp_mss(packet: bytes, mss: int) -> bytes:
@@ -191,8 +180,11 @@ def clamp_mss(packet: bytes, mss: int) -> bytes:
             out = bytearray(packet)
             out[at + 2 : at + 4] = mss.to_bytes(2, "big")
             check = int.from_bytes(out[ihl + 16 : ihl + 18], "big")
+            word_old, word_new = old, mss
+            if (at - ihl) & 1:  # the field straddles two 16-bit words: it sums byte-swapped
+                word_old, word_new = _swapped(old), _swapped(mss)
             # RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')
-            value = fold((0xFFFF - check) + (0xFFFF - old) + mss)
+            value = fold((0xFFFF - check) + (0xFFFF - word_old) + word_new)
             out[ihl + 16 : ihl + 18] = (0xFFFF - value).to_bytes(2, "big")
             return bytes(out)
         at += length

@@ -13,46 +13,30 @@ address the server sends to follows the latest authentic datagram (``_roaming``)
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
-from ipaddress import (
-    IPv4Address,
-    IPv4Interface,
-    IPv4Network,
-    IPv6Address,
-    IPv6Network,
-    ip_address,
-)
+from collections.abc import Sequence
+from ipaddress import IPv4Interface
 
 from vpnlab.core import constants
-from vpnlab.core.bridge import LOCAL, Switch
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
     EndpointMoved,
     Event,
     HandshakeCompleted,
-    PacketReceived,
     SessionClosed,
 )
 from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
-from vpnlab.core.packet import (
-    LINK_SCOPE_DROP,
-    destination_bytes,
-    ip_destination,
-    ip_source,
-    ip_version,
-    is_link_scope,
-    unmapped,
-)
+from vpnlab.core.forwarding import EthernetForwarder, Forwarder, IpForwarder
+from vpnlab.core.packet import unmapped
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.ratelimit import HandshakeLoad, HelloRateLimiter
-from vpnlab.core.server_batch import BatchReceiving
-from vpnlab.core.server_tap import TapSwitching
+from vpnlab.core.reasons import Close, Drop, State
+from vpnlab.core.router import ClientNetworks, Router
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
+    CoreBase,
     Counters,
     Session,
-    State,
     Timeouts,
 )
 
@@ -61,19 +45,13 @@ MAX_SESSIONS_PER_IP = 32
 identities; in the identity mode each peer has its own address, so no pool can be drained."""
 
 
-def no_client(packet: bytes) -> str:
-    """Why a packet from tun0 has nowhere to go: the kernel's own IPv6 link chatter (a fresh
-    tun0's router solicitations, MLD reports), or a destination no client owns."""
-    return LINK_SCOPE_DROP if is_link_scope(packet) else "tun: no client for destination"
-
-
 def _endpoint(peer: Address) -> str:
     """A client's UDP address for the status: ``192.0.2.2:4500`` or ``[2001:db8:1::2]:4500``."""
     host = unmapped(peer[0])
     return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
 
 
-class ServerCore(TapSwitching, BatchReceiving):
+class ServerCore(CoreBase):
     """ServerConnection: answer Hellos, give each client an address, carry its packets.
 
     Args:
@@ -106,17 +84,16 @@ class ServerCore(TapSwitching, BatchReceiving):
         clock_offset_s: float = 0.0,
         static: Established | None = None,
         isolate_clients: bool = False,
-        client_networks: Mapping[IPv4Address, Sequence[IPv4Network | IPv6Network]] | None = None,
+        client_networks: ClientNetworks | None = None,
         layer2: bool = False,
         max_sessions_per_ip: int = MAX_SESSIONS_PER_IP,
     ) -> None:
         self.format = format
         self.max_sessions_per_ip = max_sessions_per_ip
-        self.switch: Switch | None = Switch() if layer2 else None
-        if self.switch is not None:
-            self.switch.add_port(LOCAL)
-        self.isolate_clients = isolate_clients
-        self.set_client_networks(client_networks or {})
+        self.counters = Counters()
+        self.router = Router(client_networks)
+        forwarder = EthernetForwarder if layer2 else IpForwarder
+        self.forwarder: Forwarder = forwarder(self.router, self.counters, isolate_clients)
         self.clock_offset_s = clock_offset_s
         self.static = static
         if (format is None) == (static is None):
@@ -125,9 +102,7 @@ class ServerCore(TapSwitching, BatchReceiving):
         self.pool = AddressPool(server_address)
         self.once = once
         self.timeouts = timeouts
-        self.counters = Counters()
         self.sessions: dict[Address, Session] = {}
-        self.by_address: dict[IPv4Address | IPv6Address, Session] = {}  # both families
         self.finished = False
         self._replies: dict[Address, tuple[bytes, bytes]] = {}  # peer -> (hello, reply)
         self.limiter = HelloRateLimiter()
@@ -148,29 +123,36 @@ class ServerCore(TapSwitching, BatchReceiving):
             return State.CLOSED
         return State.CONNECTED if self.sessions else State.CONNECTING
 
-    def _receive(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
-        """SockSelected for one datagram: a Hello from a new client, or a datagram from a
-        known one (``receive_datagrams`` hands each of its batch here)."""
+    def _receive(
+        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """SockSelected for one datagram (``receive_datagrams`` hands each of its batch here):
+        a Hello from a new client, or a datagram from a known one; what it carries for the
+        server's device is appended to ``to_tun``."""
         session = self.sessions.get(peer)
         if session is None and self.static is not None and not self.sessions:
-            return self._receive_static(datagram, peer, now)
+            return self._receive_static(datagram, peer, now, to_tun)
         if self.format is not None and self.format.is_hello(datagram):
             return self._receive_hello(datagram, peer, now)
         if session is None:
-            return self._receive_roaming(datagram, peer, now)
+            return self._receive_roaming(datagram, peer, now, to_tun)
         try:
             kind, packet = session.open(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
-        return self._deliver(session, kind, packet, now)
+        if kind is Kind.PACKET:
+            return self.forwarder.from_client(session, packet, now, to_tun)
+        return self._deliver(session, kind, packet, now, to_tun)
 
-    def _receive_roaming(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+    def _receive_roaming(
+        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
         """A datagram from an address without a session: if it opens under the keys of the
         session an authentic Hello from there (or its old address) named, the session moves
         to it (the address follows the latest authentic datagram); anything else is dropped."""
         session = self._roaming.get(peer)
         if session is None:
-            return self._drop("unknown peer", peer)
+            return self._drop(Drop.UNKNOWN_PEER, peer)
         try:
             kind, packet = session.open(datagram, now)
         except RemoteProtocolError as exc:
@@ -180,36 +162,22 @@ class ServerCore(TapSwitching, BatchReceiving):
         session.peer = peer
         self._add(session)
         self._roaming[old] = session
-        return [EndpointMoved(old, peer), *self._deliver(session, kind, packet, now)]
+        return [EndpointMoved(old, peer), *self._deliver(session, kind, packet, now, to_tun)]
 
-    def _deliver(self, session: Session, kind: Kind, packet: bytes, now: float) -> list[Event]:
-        peer = session.peer
+    def _deliver(
+        self, session: Session, kind: Kind, packet: bytes, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """What an opened datagram says: a Bye ends the session, a keepalive only keeps it
+        alive (``Session.open`` noted the time), a packet goes to the forwarder."""
         if kind is Kind.BYE:
-            return self._end(session, "bye")
+            return self._end(session, Close.BYE)
         if kind is Kind.KEEPALIVE:
             return []
-        if self.switch is not None:
-            return self._switch_frame(session, packet, now)
-        fast_ok = packet[12:16] == session.source_bytes and packet[0] >> 4 == 4  # IPv4, its own
-        if not fast_ok and not self._source_ok(session, packet):
-            return self._drop("spoofed source", peer)
-        if self.isolate_clients:
-            target = self._route(ip_destination(packet))
-            if target is not None and target is not session:
-                return self._drop("client to client denied", peer)
-        self.counters.packets_to_tun += 1
-        self.counters.bytes_to_tun += len(packet)
-        return [PacketReceived(packet)]
+        return self.forwarder.from_client(session, packet, now, to_tun)
 
-    def _source_ok(self, session: Session, packet: bytes) -> bool:
-        """Inner-source check past the IPv4 fast path: the client's IPv6 twin (fd10:8::N),
-        or an address of its LAN (site to site, either family)."""
-        if packet[8:24] == session.source6_bytes and ip_version(packet) == 6:
-            return True
-        source = ip_source(packet)
-        return source is not None and self._owner(source) is session
-
-    def _receive_static(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+    def _receive_static(
+        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
         """Static keys: a datagram that opens with them makes its sender the client."""
         assert self.static is not None
         session = self._session(peer, self.static, now)
@@ -219,7 +187,7 @@ class ServerCore(TapSwitching, BatchReceiving):
             return self._drop(exc.reason, peer)
         self._add(session)
         events: list[Event] = [HandshakeCompleted(peer, session.tunnel_address)]
-        return events + self._deliver(session, kind, packet, now)
+        return events + self._deliver(session, kind, packet, now, to_tun)
 
     def _receive_hello(self, hello: bytes, peer: Address, now: float) -> list[Event]:
         """ServerConnection: the cheap checks first (the handshake's ``screen``: mac1, and a
@@ -228,7 +196,7 @@ class ServerCore(TapSwitching, BatchReceiving):
         cached = self._replies.get(peer)
         if cached is not None and cached[0] == hello:
             if not self.limiter.allow(peer[0], now):
-                return self._drop("hello rate limit", peer)
+                return self._drop(Drop.HELLO_RATE_LIMIT, peer)
             self._outbox.append((cached[1], peer))  # our answer was lost: the same again
             return []
         assert self.handshake is not None
@@ -241,13 +209,13 @@ class ServerCore(TapSwitching, BatchReceiving):
             return self._drop(exc.reason, peer)
         if cookie:
             self._outbox.append((cookie, peer))
-            return self._drop("under load: cookie reply sent", peer)
+            return self._drop(Drop.UNDER_LOAD_COOKIE_SENT, peer)
         if not self.limiter.allow(peer[0], now):
-            return self._drop("hello rate limit", peer)
+            return self._drop(Drop.HELLO_RATE_LIMIT, peer)
         if not self.hello_queue and self._take_budget(now):
             return self._handshake(hello, peer, now)
         if len(self.hello_queue) >= constants.HANDSHAKE_QUEUE:
-            return self._drop("handshake queue full", peer)
+            return self._drop(Drop.HANDSHAKE_QUEUE_FULL, peer)
         self.hello_queue.append((hello, peer, now))
         return []
 
@@ -283,12 +251,12 @@ class ServerCore(TapSwitching, BatchReceiving):
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         if rate_limit and not self.limiter.allow(peer[0], now):
-            return self._drop("hello rate limit", peer)
+            return self._drop(Drop.HELLO_RATE_LIMIT, peer)
         old = self.sessions.get(peer)
         if old is not None and old.identity != checked.peer:
-            return self._drop("peer address taken", peer)
+            return self._drop(Drop.PEER_ADDRESS_TAKEN, peer)
         if old is None and checked.peer is not None:
-            old = self.by_address.get(checked.peer.tunnel_address.ip)
+            old = self.router.by_address.get(checked.peer.tunnel_address.ip)
         address, refused = self._address_for(checked, old, peer)
         if address is None:
             return self._drop(refused, peer)
@@ -315,9 +283,9 @@ class ServerCore(TapSwitching, BatchReceiving):
         if hello.peer is not None:  # identity mode: the peer's own, wherever it comes from
             return hello.peer.tunnel_address, ""
         if self._sessions_from(peer[0]) >= self.max_sessions_per_ip:
-            return None, "too many sessions from one address"
+            return None, Drop.TOO_MANY_SESSIONS
         address = self.pool.take()
-        return address, "" if address is not None else "address pool exhausted"
+        return address, "" if address is not None else Drop.POOL_EXHAUSTED
 
     def _sessions_from(self, ip: str) -> int:
         return sum(1 for address in self.sessions if address[0] == ip)
@@ -326,30 +294,22 @@ class ServerCore(TapSwitching, BatchReceiving):
         """The session is authentic (a Hello answered, a static-key datagram opened): only now
         does it get a switch port, so strangers add none."""
         self.sessions[session.peer] = session
-        self.by_address[session.tunnel_address.ip] = session
-        self.by_address[session.tunnel_address6.ip] = session
-        if self.switch is not None:
-            self.switch.add_port(session.peer)
+        self.router.add(session)
+        self.forwarder.add(session)
 
     def _session(self, peer: Address, established: Established, now: float) -> Session:
-        layer2 = self.switch is not None
+        layer2 = self.forwarder.layer2
         return Session(peer, established, now, self.counters, self.timeouts, layer2)
 
-    def _speaks_for(self, session: Session, address: IPv4Address | None) -> bool:
-        """Whether ``session`` may send from ``address``: its tunnel address, or its LAN's."""
-        return address == session.tunnel_address.ip or self._owner(address) is session
-
     def _forget(self, session: Session) -> None:
-        if self.switch is not None:
-            self.switch.remove_port(session.peer)
+        self.forwarder.remove(session)
         self.sessions.pop(session.peer, None)
-        self.by_address.pop(session.tunnel_address.ip, None)
-        self.by_address.pop(session.tunnel_address6.ip, None)
+        self.router.remove(session)
         self._replies.pop(session.peer, None)
         for address in [a for a, s in self._roaming.items() if s is session]:
             del self._roaming[address]
 
-    def _end(self, session: Session, reason: str) -> list[Event]:
+    def _end(self, session: Session, reason: Close) -> list[Event]:
         self._forget(session)
         if self.static is None and session.identity is None:
             self.pool.give_back(session.tunnel_address)
@@ -367,58 +327,26 @@ class ServerCore(TapSwitching, BatchReceiving):
         events: list[Event] = []
         for session in list(self.sessions.values()):
             if session.identity is not None and session.identity not in keep:
-                events += self._end(session, "revoked")
+                events += self._end(session, Close.REVOKED)
         return events
 
-    def set_client_networks(
-        self, client_networks: Mapping[IPv4Address, Sequence[IPv4Network | IPv6Network]]
-    ) -> None:
+    def set_client_networks(self, client_networks: ClientNetworks) -> None:
         """Site to site: the networks behind each client, by its tunnel address (at start,
         and whole again when ``peers.toml`` changes: a revoked peer's networks go with it)."""
-        self.client_networks = sorted(  # most specific first
-            ((net, client) for client, nets in client_networks.items() for net in nets),
-            key=lambda route: -route[0].prefixlen,
-        )
+        self.router.set_client_networks(client_networks)
 
-    def _route(self, destination: IPv4Address | IPv6Address | None) -> Session | None:
-        """The client a packet to ``destination`` goes to: its tunnel address, or its network."""
-        if destination is None:
-            return None
-        return self.by_address.get(destination) or self._owner(destination)
-
-    def _owner(self, address: IPv4Address | IPv6Address | None) -> Session | None:
-        """The connected client whose network (site to site) holds ``address``."""
-        if address is None:
-            return None
-        for network, client in self.client_networks:
-            if address in network:
-                return self.by_address.get(client)
-        return None
+    def set_local_mac(self, mac: bytes) -> None:
+        """Ifconfig, TAP mode: the MAC of the server's tap0, which no client may claim."""
+        if isinstance(self.forwarder, EthernetForwarder):
+            self.forwarder.set_local_mac(mac)
 
     def send_packets(self, packets: list[bytes], now: float) -> list[Event]:
-        """TunSelected for a batch: one routing decision per run of packets to one destination
-        (the fast path's segments of a super-packet share theirs), then each is sealed.
+        """TunSelected: packets from tun0 (one from the select loop, the segments of a
+        super-packet from the fast path), each to the client that owns its destination.
 
-        TAP mode: each frame is switched on its own by its destination MAC (flooded to every
-        client if unknown).
+        TAP mode: frames from tap0, switched by destination MAC (flooded if unknown).
         """
-        if self.switch is not None:
-            return [event for frame in packets for event in self._switch_from_tap(frame, now)]
-        events: list[Event] = []
-        routed_to, session = b"", None
-        for packet in packets:
-            destination = destination_bytes(packet)  # IPv4 or IPv6
-            if not destination:
-                events += self._drop("tun: not ip")
-                continue
-            if destination != routed_to:
-                routed_to = destination
-                session = self._route(ip_address(destination))
-            if session is None:
-                events += self._drop(no_client(packet))
-                continue
-            events += self._seal(session, packet, now)
-        return events
+        return self.forwarder.from_tun(packets, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything queued since the last call, with its destination."""
@@ -441,8 +369,7 @@ class ServerCore(TapSwitching, BatchReceiving):
         """Queued Hellos (this wake-up's budget); keepalives for idle sessions; drop the
         clients silent for 6 s."""
         events: list[Event] = self._answer_queued(now)
-        if self.switch is not None:
-            self.switch.expire(now)
+        self.forwarder.expire(now)
         for session in list(self.sessions.values()):
             reason = session.handle_timer(now)
             if reason is not None:
@@ -465,7 +392,7 @@ class ServerCore(TapSwitching, BatchReceiving):
                 for peer, session in self.sessions.items()
             ],
             "free_addresses": len(self.pool),
-            **({"mac_table": self.switch.entries(now)} if self.switch is not None else {}),
+            **self.forwarder.status(now),
             "counters": self.counters.as_dict(),
         }
 
@@ -476,6 +403,6 @@ class ServerCore(TapSwitching, BatchReceiving):
             session.close()
             self._outbox.extend((d, session.peer) for d in session.outbox)
             session.outbox = []
-            events += self._end(session, "closed")
+            events += self._end(session, Close.CLOSED)
         self.finished = True
         return events

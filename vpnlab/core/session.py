@@ -13,39 +13,30 @@ I/O, and the unit tests drive two cores against each other with a fake clock (``
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
-from vpnlab.core.events import Address, DatagramDropped, Event, PacketReceived
+from vpnlab.core.events import Address, DatagramDropped, Event
 from vpnlab.core.formats import Established, Kind, Peer, Protection
 from vpnlab.core.pool import tunnel_address6
-
-
-class State(enum.Enum):
-    """Where a core is in the design notes' connection flow."""
-
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
+from vpnlab.core.reasons import Close, Drop, Opened, State
 
 # The one transition table (as h11's _state.py): (state, what happened) -> next state.
-TRANSITIONS: dict[tuple[State, str], State] = {
-    (State.CONNECTING, "welcome"): State.CONNECTED,
-    (State.CONNECTING, "server unreachable"): State.CLOSED,
-    (State.CONNECTING, "closed"): State.CLOSED,
-    (State.CONNECTED, "peer lost"): State.CLOSED,
-    (State.CONNECTED, "bye"): State.CLOSED,
-    (State.CONNECTED, "closed"): State.CLOSED,
-    (State.CONNECTED, "keys exhausted"): State.CLOSED,
+TRANSITIONS: dict[tuple[State, Opened | Close], State] = {
+    (State.CONNECTING, Opened.WELCOME): State.CONNECTED,
+    (State.CONNECTING, Close.SERVER_UNREACHABLE): State.CLOSED,
+    (State.CONNECTING, Close.CLOSED): State.CLOSED,
+    (State.CONNECTED, Close.PEER_LOST): State.CLOSED,
+    (State.CONNECTED, Close.BYE): State.CLOSED,
+    (State.CONNECTED, Close.CLOSED): State.CLOSED,
+    (State.CONNECTED, Close.KEYS_EXHAUSTED): State.CLOSED,
 }
 
 
-def next_state(state: State, what: str) -> State:
+def next_state(state: State, what: Opened | Close) -> State:
     """Look up the transition table; a missing entry is a bug in the caller."""
     try:
         return TRANSITIONS[(state, what)]
@@ -98,21 +89,31 @@ DEFAULT_TIMEOUTS = Timeouts()
 OnBug = Callable[[Exception], None]
 
 
-def sort_events(opened: list[Event], packets: list[bytes], events: list[Event]) -> None:
-    """Packets (PacketReceived) to ``packets`` as bytes, every other event to ``events``."""
-    for event in opened:
-        if type(event) is PacketReceived:
-            packets.append(event.packet)
-        else:
-            events.append(event)
+def drop(counters: Counters, reason: str, peer: Address | None = None) -> list[Event]:
+    """Count a refused datagram or packet by ``reason``; the event is for the log."""
+    counters.drops[reason] += 1
+    return [DatagramDropped(reason, peer)]
+
+
+def seal(session: Session, packet: bytes, now: float, where: Drop = Drop.TUN) -> list[Event]:
+    """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped
+    (``where``: the device it came from, with why: "tun: oversize")."""
+    try:
+        session.seal(packet, now)
+    except LocalProtocolError as exc:
+        return drop(session.counters, where.detail(str(exc)))
+    return []
 
 
 class CoreBase:
-    """What ClientCore and ServerCore share: their counters, and how they drop and seal."""
+    """What ClientCore and ServerCore share: their counters, the one receive entry, and how
+    they drop."""
 
     counters: Counters
 
-    def _receive(self, datagram: bytes, peer: Address, now: float) -> list[Event]:
+    def _receive(
+        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
         raise NotImplementedError
 
     def receive_datagrams(
@@ -132,7 +133,7 @@ class CoreBase:
         events: list[Event] = []
         for datagram in datagrams:
             try:
-                sort_events(self._receive(datagram, peer, now), packets, events)
+                events += self._receive(datagram, peer, now, packets)
             except Exception as exc:
                 if on_bug is None:
                     raise
@@ -140,17 +141,7 @@ class CoreBase:
         return packets, events
 
     def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
-        """Count a refused datagram or packet by ``reason``; the event is for the log."""
-        self.counters.drops[reason] += 1
-        return [DatagramDropped(reason, peer)]
-
-    def _seal(self, session: Session, packet: bytes, now: float, where: str = "tun") -> list[Event]:
-        """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped."""
-        try:
-            session.seal(packet, now)
-        except LocalProtocolError as exc:
-            return self._drop(f"{where}: {exc}")
-        return []
+        return drop(self.counters, reason, peer)
 
 
 class Session:
@@ -238,11 +229,11 @@ class Session:
     def open(self, datagram: bytes, now: float) -> tuple[Kind, bytes]:
         """SockSelected: open one datagram; raises RemoteProtocolError if it is bad."""
         if datagram == constants.NAT_KEEPALIVE:
-            raise RemoteProtocolError("nat keepalive")
+            raise RemoteProtocolError(Drop.NAT_KEEPALIVE)
         try:
             kind, packet = self._opener(datagram)
         except RemoteProtocolError as exc:
-            if exc.reason != "unknown spi" or (self.pending is None and self.previous is None):
+            if exc.reason != Drop.UNKNOWN_SPI or (self.pending is None and self.previous is None):
                 raise
             kind, packet = self._open_with_other_keys(datagram, now)
         self.last_received = now
@@ -259,13 +250,13 @@ class Session:
             try:
                 opened = opener(datagram)
             except RemoteProtocolError as exc:
-                if exc.reason == "unknown spi":
+                if exc.reason == Drop.UNKNOWN_SPI:
                     continue
                 raise
             if protection is self.pending:
                 self._switch(protection, now)
             return opened
-        raise RemoteProtocolError("unknown spi")
+        raise RemoteProtocolError(Drop.UNKNOWN_SPI)
 
     def rekey_due(self, now: float) -> bool:
         """Time for new keys: ``rekey_s`` (120 s) with these, or half their sequence space."""
@@ -283,7 +274,7 @@ class Session:
             deadlines.append(self.previous_until)
         return min(deadlines)
 
-    def handle_timer(self, now: float) -> str | None:
+    def handle_timer(self, now: float) -> Close | None:
         """Send a keepalive if idle; forget old keys; say why the session must end, if it must.
 
         Returns:
@@ -293,9 +284,9 @@ class Session:
         if self.previous is not None and now >= self.previous_until:
             self.previous = None
         if self.timeouts.liveness_s > 0 and now >= self.last_received + self.timeouts.liveness_s:
-            return "peer lost"
+            return Close.PEER_LOST
         if now >= self.last_sent + self.timeouts.keepalive_s and not self.send_keepalive(now):
-            return "keys exhausted"
+            return Close.KEYS_EXHAUSTED
         return None
 
     def send_keepalive(self, now: float) -> bool:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from vpnlab.core.packet import LINK_SCOPE_DROP
+from vpnlab.core.reasons import Drop
 from vpnlab.instruments.whoami import pattern_sha256
 from vpnlab.lab import faults
 from vpnlab.lab.inspection import read_status_file, status
@@ -159,7 +159,7 @@ def _drops(counters: dict[str, Any]) -> int:
     drops = counters.get("drops") or {}
     if not isinstance(drops, dict):
         return int(drops)
-    return sum(n for reason, n in drops.items() if reason != LINK_SCOPE_DROP)
+    return sum(n for reason, n in drops.items() if reason != Drop.TUN_LINK_SCOPE)
 
 
 def _got_back(counters: dict[str, Any]) -> int:

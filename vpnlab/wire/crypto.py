@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
+from vpnlab.core.reasons import Drop
 
 ESP_HEADER = struct.Struct("!II")
 """SPI, sequence number (RFC 4303 section 2.1 and 2.2)."""
@@ -132,7 +133,7 @@ class NullHmacSha256:
         mac = self._mac.copy()
         mac.update(datagram[:-ICV_BYTES])
         if not hmac.compare_digest(mac.digest()[:ICV_BYTES], datagram[-ICV_BYTES:]):
-            raise RemoteProtocolError("bad icv")
+            raise RemoteProtocolError(Drop.BAD_ICV)
         return datagram[ESP_HEADER.size : -ICV_BYTES]
 
 
@@ -164,7 +165,7 @@ class AesGcm128:
         try:
             return self._aead.decrypt(self._salt + datagram[8:16], datagram[16:], datagram[:8])
         except InvalidTag:
-            raise RemoteProtocolError("bad icv") from None
+            raise RemoteProtocolError(Drop.BAD_ICV) from None
 
 
 Transform = NullHmacSha256 | AesGcm128

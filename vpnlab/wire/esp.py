@@ -53,6 +53,7 @@ from vpnlab.core.constants import MAX_DATAGRAM, NAT_KEEPALIVE
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
 from vpnlab.core.formats import Established, Kind, RandomBytes
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
+from vpnlab.core.reasons import Drop
 from vpnlab.wire.crypto import (
     ESP_HEADER,
     ICV_BYTES,
@@ -153,9 +154,9 @@ class EspSession:
         elif version == 6:
             nh = NH_IPV6
         else:
-            raise LocalProtocolError("not an ip packet")
+            raise LocalProtocolError(Drop.NOT_AN_IP_PACKET)
         if len(packet) > self.max_packet_bytes:
-            raise LocalProtocolError("oversize")
+            raise LocalProtocolError(Drop.OVERSIZE)
         return self._seal(packet, nh)
 
     def seal_frame(self, frame: bytes) -> bytes:
@@ -166,9 +167,9 @@ class EspSession:
                 would wrap.
         """
         if len(frame) < ETHERNET_HEADER_BYTES:
-            raise LocalProtocolError("runt frame")
+            raise LocalProtocolError(Drop.RUNT_FRAME)
         if len(frame) > self.max_packet_bytes:
-            raise LocalProtocolError("oversize")
+            raise LocalProtocolError(Drop.OVERSIZE)
         return self._seal(frame, NH_ETHERNET)
 
     def seal_keepalive(self) -> bytes:
@@ -199,7 +200,7 @@ class EspSession:
         nh = plaintext[-1]
         if nh in (NH_IPV4, NH_IPV6):
             if end == 0 or plaintext[0] >> 4 != (4 if nh == NH_IPV4 else 6):
-                raise RemoteProtocolError("bad next header")
+                raise RemoteProtocolError(Drop.BAD_NEXT_HEADER)
             return Kind.PACKET, plaintext[:end]
         return self._control(nh, plaintext[:end])
 
@@ -210,7 +211,7 @@ class EspSession:
         nh = plaintext[-1]
         if nh == NH_ETHERNET:
             if end < ETHERNET_HEADER_BYTES:
-                raise RemoteProtocolError("bad next header")
+                raise RemoteProtocolError(Drop.BAD_NEXT_HEADER)
             return Kind.PACKET, plaintext[:end]
         return self._control(nh, plaintext[:end])
 
@@ -220,31 +221,31 @@ class EspSession:
             return Kind.KEEPALIVE, b""
         if nh == NH_BYE and payload == BYE_PAYLOAD:
             return Kind.BYE, b""
-        raise RemoteProtocolError("bad next header")
+        raise RemoteProtocolError(Drop.BAD_NEXT_HEADER)
 
     def _authentic(self, datagram: bytes) -> tuple[bytes, int]:
         """Shape, SPI, ICV, padding, replay window: the plaintext and where its payload ends."""
         size = len(datagram)
         if size < self._min_datagram:
             if datagram == NAT_KEEPALIVE:
-                raise RemoteProtocolError("nat keepalive")
+                raise RemoteProtocolError(Drop.NAT_KEEPALIVE)
             if datagram[:4] == NON_ESP_MARKER:
-                raise RemoteProtocolError("control message")
-            raise RemoteProtocolError("truncated")
+                raise RemoteProtocolError(Drop.CONTROL_MESSAGE)
+            raise RemoteProtocolError(Drop.TRUNCATED)
         if size > MAX_DATAGRAM:
-            raise RemoteProtocolError("oversize")
+            raise RemoteProtocolError(Drop.OVERSIZE)
         spi, seq = ESP_HEADER.unpack_from(datagram)
         if spi != self._in_spi:
             if spi == 0:
-                raise RemoteProtocolError("control message")
-            raise RemoteProtocolError("unknown spi")
+                raise RemoteProtocolError(Drop.CONTROL_MESSAGE)
+            raise RemoteProtocolError(Drop.UNKNOWN_SPI)
         plaintext = self._unprotect(datagram)
         pad = plaintext[-2]
         end = len(plaintext) - 2 - pad
         if end < 0 or plaintext[end:-2] != PADDING[pad]:
-            raise RemoteProtocolError("bad padding")
+            raise RemoteProtocolError(Drop.BAD_PADDING)
         if not self.window.accept(seq):
-            raise RemoteProtocolError("replayed")
+            raise RemoteProtocolError(Drop.REPLAYED)
         return plaintext, end
 
 

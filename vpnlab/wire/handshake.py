@@ -45,6 +45,7 @@ from vpnlab.core.formats import (
     RandomBytes,
     SendsHellos,
 )
+from vpnlab.core.reasons import Drop
 from vpnlab.wire.crypto import algorithm, hello_key, hmac_sha256_128, session_keys
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
 
@@ -74,13 +75,13 @@ def _mac(key: bytes, message: bytes) -> bytes:
 def _check_prefix(datagram: bytes, prefix: bytes, size: int, cipher_id: int) -> None:
     """Marker and type, exact length, then cipher: the checks that need no key."""
     if datagram[:5] != prefix:
-        raise RemoteProtocolError("not a handshake")
+        raise RemoteProtocolError(Drop.NOT_A_HANDSHAKE)
     if len(datagram) < size:
-        raise RemoteProtocolError("truncated")
+        raise RemoteProtocolError(Drop.TRUNCATED)
     if len(datagram) > size:
-        raise RemoteProtocolError("oversize")
+        raise RemoteProtocolError(Drop.OVERSIZE)
     if datagram[5] != cipher_id:
-        raise RemoteProtocolError("wrong cipher")
+        raise RemoteProtocolError(Drop.WRONG_CIPHER)
 
 
 def _exchange(private: X25519PrivateKey, public: bytes) -> bytes:
@@ -88,7 +89,7 @@ def _exchange(private: X25519PrivateKey, public: bytes) -> bytes:
     try:
         return private.exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError:  # a low-order point gives the all-zero secret
-        raise RemoteProtocolError("bad public key") from None
+        raise RemoteProtocolError(Drop.BAD_PUBLIC_KEY) from None
 
 
 def _public_bytes(private: X25519PrivateKey) -> bytes:
@@ -151,7 +152,7 @@ class EspClientHandshake(SendsHellos):
         if self._established is not None:
             if datagram == self._welcome:
                 return self._established
-            raise RemoteProtocolError("unexpected welcome")
+            raise RemoteProtocolError(Drop.UNEXPECTED_WELCOME)
         if not self._hello:
             raise LocalProtocolError("receive before hello")
         _check_prefix(datagram, WELCOME_PREFIX, WELCOME.size, self._cipher_id)
@@ -159,9 +160,9 @@ class EspClientHandshake(SendsHellos):
         secret = _exchange(self._private, server_public)
         keys = session_keys(self._cipher, self._psk, secret, self._hello + datagram[:-16])
         if not hmac.compare_digest(_mac(keys.confirm_key, datagram), tag):
-            raise RemoteProtocolError("wrong psk or mutated")
+            raise RemoteProtocolError(Drop.WRONG_PSK_OR_MUTATED)
         if prefix > 32 or ip == bytes(4):
-            raise RemoteProtocolError("bad welcome address")
+            raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS)
         address = IPv4Interface((IPv4Address(ip), prefix))
         session = EspSession(self._cipher, keys.client_to_server, keys.server_to_client)
         self._welcome = datagram
@@ -213,16 +214,16 @@ class EspServerHandshake(AnswersHellos):
         _check_prefix(datagram, HELLO_PREFIX, HELLO.size, self._cipher_id)
         _, _, _, stamp_us, _, mac = HELLO.unpack(datagram)
         if not hmac.compare_digest(_mac(self._hello_key, datagram), mac):
-            raise RemoteProtocolError("wrong psk or mutated")
+            raise RemoteProtocolError(Drop.WRONG_PSK_OR_MUTATED)
         stamp = stamp_us / 1e6
         if abs(now - stamp) > self.max_skew_s:
-            raise RemoteProtocolError("stale hello")
+            raise RemoteProtocolError(Drop.STALE_HELLO)
         self._forget_expired(now)
         if datagram in self._answered:
-            raise RemoteProtocolError("replayed hello")
+            raise RemoteProtocolError(Drop.REPLAYED_HELLO)
         if len(self._answered) >= self.cache_size:
             # forgetting one that is still fresh would let it be replayed: refuse instead
-            raise RemoteProtocolError("hello cache full")
+            raise RemoteProtocolError(Drop.HELLO_CACHE_FULL)
         return CheckedHello(datagram, state=stamp)
 
     def answer(

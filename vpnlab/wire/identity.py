@@ -56,6 +56,7 @@ from vpnlab.core.formats import (
     RandomBytes,
     SendsHellos,
 )
+from vpnlab.core.reasons import Drop
 from vpnlab.wire.crypto import SaKeys, algorithm, sa_key, spi_from
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
 from vpnlab.wire.handshake import CIPHER_IDS
@@ -107,11 +108,11 @@ def _header(kind: int, cipher_id: int) -> bytes:
 
 def _check_header(datagram: bytes, prefix: bytes, size: int, cipher_id: int) -> None:
     if datagram[:5] != prefix:
-        raise RemoteProtocolError("not a handshake")
+        raise RemoteProtocolError(Drop.NOT_A_HANDSHAKE)
     if len(datagram) != size:
-        raise RemoteProtocolError("truncated" if len(datagram) < size else "oversize")
+        raise RemoteProtocolError(Drop.TRUNCATED if len(datagram) < size else Drop.OVERSIZE)
     if datagram[5] != cipher_id:
-        raise RemoteProtocolError("wrong cipher")
+        raise RemoteProtocolError(Drop.WRONG_CIPHER)
 
 
 def _session(cipher: str, send: bytes, out_spi: int, receive: bytes, in_spi: int) -> EspSession:
@@ -180,14 +181,14 @@ class IdentityClientHandshake(SendsHellos):
                 "bad welcome" (not from the pinned key), "bad welcome address".
         """
         if self._established is not None:
-            raise RemoteProtocolError("unexpected welcome")
+            raise RemoteProtocolError(Drop.UNEXPECTED_WELCOME)
         if self._initiator is None:
             raise LocalProtocolError("receive before hello")
         _check_header(datagram, WELCOME_PREFIX, WELCOME_BYTES, CIPHER_IDS[self._cipher])
         payload, keys = self._initiator.receive(datagram[HEADER_BYTES:])
         server_spi, ip, prefix = WELCOME_PAYLOAD.unpack(payload)
         if prefix > 32 or ip == bytes(4) or server_spi < 256:
-            raise RemoteProtocolError("bad welcome address")
+            raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS)
         address = IPv4Interface((IPv4Address(ip), prefix))
         session = _session(self._cipher, keys.send, server_spi, keys.receive, self._spi)
         self._established = Established(session, address)
@@ -236,7 +237,7 @@ class IdentityServerHandshake(AnswersHellos):
         """
         _check_header(datagram, HELLO_PREFIX, HELLO_BYTES, self._cipher_id)
         if not self.cookies.check_mac1(datagram):
-            raise RemoteProtocolError("bad mac1")
+            raise RemoteProtocolError(Drop.BAD_MAC1)
         if not under_load:
             return b""
         cookie = self.cookies.cookie(source_bytes(*source), now)
@@ -258,12 +259,12 @@ class IdentityServerHandshake(AnswersHellos):
         client_key, payload = responder.read_hello(datagram[HEADER_BYTES:-MACS_BYTES])
         peer = self.peers.get(client_key)
         if peer is None:
-            raise RemoteProtocolError("unknown peer key")
+            raise RemoteProtocolError(Drop.UNKNOWN_PEER_KEY)
         client_spi, stamp = HELLO_PAYLOAD.unpack(payload)
         if stamp <= self.latest.get(client_key, -1):
-            raise RemoteProtocolError("replayed hello")
+            raise RemoteProtocolError(Drop.REPLAYED_HELLO)
         if client_spi < 256:
-            raise RemoteProtocolError("bad spi")
+            raise RemoteProtocolError(Drop.BAD_SPI)
         return CheckedHello(datagram, peer, _Hello(responder, client_spi, stamp))
 
     def answer(

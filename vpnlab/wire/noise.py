@@ -31,10 +31,15 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from noise.connection import Keypair, NoiseConnection
-from noise.exceptions import NoiseHandshakeError, NoiseInvalidMessage, NoiseValueError
+from noise.connection import Keypair, NoiseConnection  # type: ignore[import-untyped]
+from noise.exceptions import (  # type: ignore[import-untyped]
+    NoiseHandshakeError,
+    NoiseInvalidMessage,
+    NoiseValueError,
+)
 
 from vpnlab.core.errors import RemoteProtocolError, VpnlabError
+from vpnlab.core.reasons import Drop
 
 PROTOCOL = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 KEY_BYTES = 32
@@ -147,13 +152,13 @@ class Initiator:
             RemoteProtocolError: "bad welcome": not from the pinned server (or not this PSK).
         """
         if self._payload is None:
-            raise RemoteProtocolError("bad welcome")
+            raise RemoteProtocolError(Drop.BAD_WELCOME)
         proto = self._fresh()
         proto.write_message(self._payload)
         try:
             payload = bytes(proto.read_message(welcome))
         except REFUSED as exc:
-            raise RemoteProtocolError("bad welcome") from exc
+            raise RemoteProtocolError(Drop.BAD_WELCOME) from exc
         return payload, _split(proto)
 
 
@@ -181,7 +186,7 @@ class Responder:
         try:
             payload = bytes(self._proto.read_message(hello))
         except REFUSED as exc:
-            raise RemoteProtocolError("bad hello") from exc
+            raise RemoteProtocolError(Drop.BAD_HELLO) from exc
         client_public = self._proto.noise_protocol.handshake_state.rs.public_bytes
         return bytes(client_public), payload
 

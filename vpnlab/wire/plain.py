@@ -32,6 +32,7 @@ from vpnlab.core.formats import (
     SendsHellos,
 )
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
+from vpnlab.core.reasons import Drop
 
 MAGIC = b"VPNLAB/1 "
 HELLO = MAGIC + b"HELLO\n"
@@ -56,7 +57,7 @@ class PlainProtection:
 
     def seal_frame(self, frame: bytes) -> bytes:
         if len(frame) < ETHERNET_HEADER_BYTES:
-            raise LocalProtocolError("runt frame")
+            raise LocalProtocolError(Drop.RUNT_FRAME)
         return frame
 
     def seal_keepalive(self) -> bytes:
@@ -71,9 +72,9 @@ class PlainProtection:
                 return Kind.KEEPALIVE, b""
             if datagram == BYE:
                 return Kind.BYE, b""
-            raise RemoteProtocolError("unexpected control message")
+            raise RemoteProtocolError(Drop.UNEXPECTED_CONTROL_MESSAGE)
         if ip_version(datagram) not in (4, 6) or len(datagram) < 20:
-            raise RemoteProtocolError("not an ip packet")
+            raise RemoteProtocolError(Drop.NOT_AN_IP_PACKET)
         return Kind.PACKET, datagram
 
     def open_frame(self, datagram: bytes) -> tuple[Kind, bytes]:
@@ -81,7 +82,7 @@ class PlainProtection:
         if datagram.startswith(MAGIC):
             return self.open(datagram)
         if len(datagram) < ETHERNET_HEADER_BYTES:
-            raise RemoteProtocolError("runt frame")
+            raise RemoteProtocolError(Drop.RUNT_FRAME)
         return Kind.PACKET, datagram
 
 
@@ -93,11 +94,11 @@ class PlainClientHandshake(SendsHellos):
 
     def receive(self, datagram: bytes, now: float) -> Established:
         if not datagram.startswith(WELCOME) or len(datagram) > MAX_CONTROL:
-            raise RemoteProtocolError("not a welcome")
+            raise RemoteProtocolError(Drop.NOT_A_WELCOME)
         try:
             address = IPv4Interface(datagram[len(WELCOME) :].decode("ascii").strip())
         except ValueError:
-            raise RemoteProtocolError("bad welcome address") from None
+            raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS) from None
         return Established(PlainProtection(), address)
 
 
@@ -106,7 +107,7 @@ class PlainServerHandshake(AnswersHellos):
 
     def check(self, datagram: bytes, now: float) -> CheckedHello:
         if datagram != HELLO:
-            raise RemoteProtocolError("not a hello")
+            raise RemoteProtocolError(Drop.NOT_A_HELLO)
         return CheckedHello(datagram)
 
     def answer(

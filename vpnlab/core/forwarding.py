@@ -1,0 +1,201 @@
+"""Where ServerConnection forwards what it opened and what tun0 (or tap0) gave it, sans-IO.
+
+The server core opens a client's datagram and hands the packet to its :class:`Forwarder`; it
+hands packets read from its device to the same forwarder. Two kinds, one interface:
+
+    IpForwarder        ``--mode tun``: IP packets, routed by address (``router.Router``): a
+                       client's packet goes to tun0 if its source is the client's own; a
+                       packet from tun0 goes to the client that owns its destination
+    EthernetForwarder  ``--mode tap``: Ethernet frames, switched by MAC (``bridge.Switch``): the
+                       server's tap0 and every client form one segment
+
+Both count what they drop (the core's counters) and seal for a client through its Session.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Protocol
+
+from vpnlab.core.bridge import LOCAL, Port, Switch, claimed_sender, frame_macs, is_group
+from vpnlab.core.events import Event
+from vpnlab.core.packet import (
+    ETHERNET_HEADER_BYTES,
+    destination_bytes,
+    ip_destination,
+    is_link_scope,
+)
+from vpnlab.core.reasons import Drop
+from vpnlab.core.router import Router
+from vpnlab.core.session import Counters, Session, drop, seal
+
+
+def no_client(packet: bytes) -> Drop:
+    """Why a packet from tun0 has nowhere to go: the kernel's own IPv6 link chatter (a fresh
+    tun0's router solicitations, MLD reports), or a destination no client owns."""
+    return Drop.TUN_LINK_SCOPE if is_link_scope(packet) else Drop.TUN_NO_CLIENT
+
+
+class Forwarder(Protocol):
+    """What the server core asks of its forwarder."""
+
+    layer2: bool
+    """Whether the sessions carry Ethernet frames (``Session``'s ``layer2``)."""
+
+    def add(self, session: Session) -> None:
+        """An authentic client joins (a Hello answered, a static-key datagram opened)."""
+
+    def remove(self, session: Session) -> None:
+        """A client leaves (or moves: removed, then added at its new address)."""
+
+    def from_client(
+        self, session: Session, packet: bytes, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """SockSelected: ``session`` opened ``packet``; what goes to tun0 is appended to
+        ``to_tun``; the events are the drops."""
+        ...
+
+    def from_tun(self, packets: list[bytes], now: float) -> list[Event]:
+        """TunSelected: packets read from the server's device, sealed for their clients."""
+        ...
+
+    def expire(self, now: float) -> None:
+        """Once a round: forget what has grown old."""
+
+    def status(self, now: float) -> dict[str, object]:
+        """Fields of the status file."""
+        ...
+
+
+class IpForwarder:
+    """``--mode tun``: IP packets routed by address."""
+
+    layer2 = False
+
+    def __init__(self, router: Router, counters: Counters, isolate_clients: bool) -> None:
+        self.router = router
+        self.counters = counters
+        self.isolate_clients = isolate_clients
+
+    def add(self, session: Session) -> None:
+        pass  # the router holds the clients' addresses
+
+    def remove(self, session: Session) -> None:
+        pass
+
+    def from_client(
+        self, session: Session, packet: bytes, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """A client's packet goes to tun0 if it comes from the client's own address (or its
+        network); with ``isolate_clients`` not if it is for another client."""
+        if not self.router.owns_source(session, packet):
+            return drop(self.counters, Drop.SPOOFED_SOURCE, session.peer)
+        if self.isolate_clients:
+            target = self.router.route(ip_destination(packet))
+            if target is not None and target is not session:
+                return drop(self.counters, Drop.CLIENT_TO_CLIENT_DENIED, session.peer)
+        to_tun.append(packet)
+        self.counters.packets_to_tun += 1
+        self.counters.bytes_to_tun += len(packet)
+        return []
+
+    def from_tun(self, packets: list[bytes], now: float) -> list[Event]:
+        """One routing decision per run of packets to one destination (the fast path's
+        segments of a super-packet share theirs), then each is sealed."""
+        events: list[Event] = []
+        routed_to, session = b"", None
+        for packet in packets:
+            destination = destination_bytes(packet)  # IPv4 or IPv6
+            if not destination:
+                events += drop(self.counters, Drop.TUN_NOT_IP)
+                continue
+            if destination != routed_to:
+                routed_to = destination
+                session = self.router.route(ip_address(destination))
+            if session is None:
+                events += drop(self.counters, no_client(packet))
+                continue
+            events += seal(session, packet, now)
+        return events
+
+    def expire(self, now: float) -> None:
+        pass
+
+    def status(self, now: float) -> dict[str, object]:
+        return {}
+
+
+class EthernetForwarder:
+    """``--mode tap``: the server's tap0 (the port :data:`~vpnlab.core.bridge.LOCAL`) and every
+    client (a port each, its UDP address) form one Ethernet segment, switched by MAC."""
+
+    layer2 = True
+
+    def __init__(self, router: Router, counters: Counters, isolate_clients: bool) -> None:
+        self.router = router
+        self.counters = counters
+        self.isolate_clients = isolate_clients
+        self.switch = Switch()
+        self.switch.add_port(LOCAL)
+        self.ports: dict[Port, Session] = {}
+
+    def set_local_mac(self, mac: bytes) -> None:
+        """Ifconfig, TAP mode: the MAC of the server's tap0, which no client may claim."""
+        self.switch.add_static(mac, LOCAL)
+
+    def add(self, session: Session) -> None:
+        """Only an authentic client gets a port, so strangers add none."""
+        self.ports[session.peer] = session
+        self.switch.add_port(session.peer)
+
+    def remove(self, session: Session) -> None:
+        self.ports.pop(session.peer, None)
+        self.switch.remove_port(session.peer)
+
+    def from_client(
+        self, session: Session, frame: bytes, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """Check what the frame claims, learn its source MAC, then forward it by its
+        destination MAC: to tap0 (``to_tun``), to other clients (sealed), or both."""
+        peer = session.peer
+        claim = claimed_sender(frame)  # ARP's sender or IPv4's source: its own address only
+        if claim is not None and not self.router.speaks_for(session, claim[1]):
+            return drop(self.counters, claim[0], peer)
+        destination, source = frame_macs(frame)
+        if not self.switch.learn(source, peer, now):
+            reason = Drop.BAD_SOURCE_MAC if is_group(source) else Drop.SPOOFED_SOURCE_MAC
+            return drop(self.counters, reason, peer)
+        if not self.switch.flood_allowed(destination, peer, now):
+            return drop(self.counters, Drop.FLOOD_RATE_LIMIT, peer)
+        events: list[Event] = []
+        for port in self.switch.forward(destination, peer, now):
+            if port == LOCAL:
+                self.counters.packets_to_tun += 1
+                self.counters.bytes_to_tun += len(frame)
+                to_tun.append(frame)
+            elif self.isolate_clients:
+                if not is_group(destination):
+                    events += drop(self.counters, Drop.CLIENT_TO_CLIENT_DENIED, peer)
+            else:
+                events += seal(self.ports[port], frame, now, Drop.TAP)
+        return events
+
+    def from_tun(self, packets: list[bytes], now: float) -> list[Event]:
+        """Frames from tap0, each switched by its destination MAC (flooded to every client if
+        unknown)."""
+        events: list[Event] = []
+        for frame in packets:
+            if len(frame) < ETHERNET_HEADER_BYTES:
+                events += drop(self.counters, Drop.TAP_RUNT_FRAME)
+                continue
+            destination, source = frame_macs(frame)
+            self.switch.learn(source, LOCAL, now, take_over=True)
+            for port in self.switch.forward(destination, LOCAL, now):
+                events += seal(self.ports[port], frame, now, Drop.TAP)
+        return events
+
+    def expire(self, now: float) -> None:
+        self.switch.expire(now)
+
+    def status(self, now: float) -> dict[str, object]:
+        return {"mac_table": self.switch.entries(now)}

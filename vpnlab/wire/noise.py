@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from noise.connection import Keypair, NoiseConnection  # type: ignore[import-untyped]
-from noise.exceptions import (  # type: ignore[import-untyped]
+from noise.connection import Keypair, NoiseConnection
+from noise.exceptions import (
     NoiseHandshakeError,
     NoiseInvalidMessage,
     NoiseValueError,

@@ -46,3 +46,16 @@ def test_a_timeline_whose_capture_began_late_anchors_on_the_first_send():
     assert all(exercise.against_daemon(right, timeline).values())
     late = exercise.against_daemon(timer(close_s=7.0), timeline)
     assert not all(late.values())
+
+
+def test_a_keepalive_the_client_sent_just_before_it_closed_is_a_tie_not_a_miss():
+    """CI's run at load 9: the client's third keepalive went out 10 ms before its close; the
+    replay's 10 ms grid puts both in one tick, where the right rule closes first."""
+    timeline = exercise.Timeline(-0.58, -0.585, [1.41, 3.42, 5.41], 5.42)
+    assert all(exercise.against_daemon(right, timeline).values())
+    silent = exercise.against_daemon(timer(close_s=6.0, strict=True), timeline)
+    assert all(silent.values())  # strict vs not: the same here, the tie is not compared
+    no_keepalives = exercise.against_daemon(
+        lambda now, r, s: "close" if now - r >= 6 else None, timeline
+    )
+    assert not no_keepalives["your keepalives fall when the client's did (within 0.3 s)"]

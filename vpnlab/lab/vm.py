@@ -11,8 +11,9 @@ The VM's userland is the host's: ``/`` shared read-only over 9p, and ``vm.run(sc
 shell script there (chroot) through the second serial port (the protocol is /init's, in
 ``vm_image.py``), so ``ip xfrm``, ``ping`` and ``python -m vpnlab`` are the host's own
 programs on the VM's kernel. A work folder of the host is shared writable at the same path
-(key files in, logs out). The first serial port is the kernel's console, kept in the work
-folder (``console.log``) for when the boot fails.
+(key files in, logs out). The VM has its own /tmp and /run; a checkout or a venv of the host
+under them stays visible at its path (``kept_folders``). The first serial port is the kernel's
+console, kept in the work folder (``console.log``) for when the boot fails.
 
 Every wait is bounded: boot (``BOOT_TIMEOUT_S``) and each command (its ``timeout_s``).
 :meth:`KernelVM.close` (also on failure: use ``with``) kills QEMU and removes the TAP.
@@ -27,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,29 @@ VM_ADDR = "203.0.113.130"
 PREFIX_LEN = 30
 """The node <-> VM link: a /30 of the lab's internet (TEST-NET-3), beside web's /24 routes."""
 MEMORY_MB = 512
+
+
+COVERED = (Path("/tmp"), Path("/run"))
+"""The host folders the VM covers with its own (tmpfs): /init writes there."""
+
+
+def kept_folders() -> list[Path]:
+    """The folders under ``COVERED`` that the VM must still see: this checkout of vpnlab and
+    the Python environment that runs it (``python -m vpnlab`` in the VM is the host's).
+
+    Raises:
+        LabError: such a folder's path has a comma or white space (the kernel's command line
+            carries the list).
+    """
+    checkout = Path(__file__).resolve().parents[2]  # vpnlab/lab/vm.py
+    wanted = {checkout, Path(sys.prefix).resolve()}
+    wanted.add(Path(sys.base_prefix).resolve())
+    under = sorted(p for p in wanted if any(p.is_relative_to(c) and p != c for c in COVERED))
+    kept = [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
+    for path in kept:
+        if any(c.isspace() or c == "," for c in str(path)):
+            raise LabError(f"the kernel VM cannot share {path}: no commas or spaces in its path")
+    return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +136,8 @@ class KernelVM:
     def qemu_argv(self, socket_path: Path) -> list[str]:
         """QEMU's command line: TCG, no default devices, two serial ports, a TAP, two 9p shares."""
         append = f"console=ttyS0 panic=-1 random.trust_cpu=on vmwork={self.work}"
+        if keep := kept_folders():
+            append += f" vmkeep={','.join(map(str, keep))}"
         return [
             QEMU,
             *("-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", str(MEMORY_MB)),

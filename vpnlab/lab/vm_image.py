@@ -68,11 +68,23 @@ mount -t devtmpfs dev /dev
 for m in $(cat /modules/order); do insmod /modules/$m.ko || echo "vpnlab-vm: insmod $m failed"; done
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host
+# $vmkeep: host folders under /tmp or /run the VM must still see (a checkout or a venv there),
+# held aside before the VM's own /tmp and /run cover them, then put back at the same path
+i=0
+for keep in $(echo "$vmkeep" | tr ',' ' '); do
+  mkdir -p /keep/$i && mount -o bind "/host$keep" /keep/$i
+  i=$((i + 1))
+done
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t tmpfs tmp /host/tmp
 mount -t tmpfs run /host/run
+i=0
+for keep in $(echo "$vmkeep" | tr ',' ' '); do
+  mkdir -p "/host$keep" && mount -o move /keep/$i "/host$keep"
+  i=$((i + 1))
+done
 if [ -n "$vmwork" ]; then
   mkdir -p "/host$vmwork" 2>/dev/null
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 work "/host$vmwork"

@@ -53,6 +53,10 @@ TUNNEL_NETWORK6 = "fd10:8::/64"
 10:0008:0000 chosen for 10.8). Every tunnel address has its twin here with the same host
 part: 10.8.0.1 is fd10:8::1, 10.8.0.5 is fd10:8::5 (``pool.tunnel_address6``)."""
 
+IPV6_ONLY_CLIENTS = 65_280
+"""Clients a server takes beyond its IPv4 pool, each with an IPv6-only address of
+fd10:8::/64 (``pool.Ipv6OnlyPool``): beside a /24 that is fd10:8::100 to fd10:8::ffff."""
+
 MAX_DATAGRAM = 65535
 """Largest UDP payload we ever read (and the largest read from tun0)."""
 

@@ -28,7 +28,7 @@ from vpnlab.core.events import (
 from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
 from vpnlab.core.forwarding import EthernetForwarder, Forwarder, IpForwarder
 from vpnlab.core.packet import unmapped
-from vpnlab.core.pool import AddressPool
+from vpnlab.core.pool import AddressPool, Ipv6OnlyPool, TunnelAddress
 from vpnlab.core.ratelimit import HandshakeLoad, HelloRateLimiter
 from vpnlab.core.reasons import Close, Drop, State
 from vpnlab.core.router import ClientNetworks, Router
@@ -71,6 +71,9 @@ class ServerCore(CoreBase):
             form one segment, switched by destination MAC (``bridge.Switch``).
         max_sessions_per_ip: sessions one source IP may hold (its ports): without
             identities, one address must not drain the pool.
+        ipv6_only_clients: once the IPv4 pool is used up, this many more clients get an
+            IPv6-only address of fd10:8::/64 (``pool.Ipv6OnlyPool``; 0: a Hello then gets
+            nothing, "address pool exhausted"). Only for a tun0 that carries IPv6.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class ServerCore(CoreBase):
         client_networks: ClientNetworks | None = None,
         layer2: bool = False,
         max_sessions_per_ip: int = MAX_SESSIONS_PER_IP,
+        ipv6_only_clients: int = 0,
     ) -> None:
         self.format = format
         self.max_sessions_per_ip = max_sessions_per_ip
@@ -100,6 +104,7 @@ class ServerCore(CoreBase):
             raise LocalProtocolError("give exactly one of format or static")
         self.handshake = format.server_handshake(random_bytes) if format else None
         self.pool = AddressPool(server_address)
+        self.pool6 = Ipv6OnlyPool(server_address, ipv6_only_clients)
         self.once = once
         self.timeouts = timeouts
         self.sessions: dict[Address, Session] = {}
@@ -186,7 +191,7 @@ class ServerCore(CoreBase):
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         self._add(session)
-        events: list[Event] = [HandshakeCompleted(peer, session.tunnel_address)]
+        events: list[Event] = [HandshakeCompleted(peer, session.client_address)]
         return events + self._deliver(session, kind, packet, now, to_tun)
 
     def _receive_hello(self, hello: bytes, peer: Address, now: float) -> list[Event]:
@@ -276,15 +281,16 @@ class ServerCore(CoreBase):
 
     def _address_for(
         self, hello: CheckedHello, old: Session | None, peer: Address
-    ) -> tuple[IPv4Interface | None, str]:
-        """The tunnel address a checked Hello gets, or None and the reason it gets none."""
+    ) -> tuple[TunnelAddress | None, str]:
+        """The tunnel address a checked Hello gets, or None and the reason it gets none: its
+        session's, its identity's, the IPv4 pool's, or once that is used up an IPv6-only one."""
         if old is not None:
-            return old.tunnel_address, ""
+            return old.client_address, ""
         if hello.peer is not None:  # identity mode: the peer's own, wherever it comes from
             return hello.peer.tunnel_address, ""
         if self._sessions_from(peer[0]) >= self.max_sessions_per_ip:
             return None, Drop.TOO_MANY_SESSIONS
-        address = self.pool.take()
+        address: TunnelAddress | None = self.pool.take() or self.pool6.take()
         return address, "" if address is not None else Drop.POOL_EXHAUSTED
 
     def _sessions_from(self, ip: str) -> int:
@@ -312,7 +318,10 @@ class ServerCore(CoreBase):
     def _end(self, session: Session, reason: Close) -> list[Event]:
         self._forget(session)
         if self.static is None and session.identity is None:
-            self.pool.give_back(session.tunnel_address)
+            if session.tunnel_address is None:
+                self.pool6.give_back(session.tunnel_address6)
+            else:
+                self.pool.give_back(session.tunnel_address)
         if self.once:
             self.finished = True
         return [SessionClosed(session.peer, reason)]
@@ -385,13 +394,13 @@ class ServerCore(CoreBase):
             "clients": [
                 {
                     "peer": _endpoint(peer),
-                    "tunnel_address": str(session.tunnel_address),
+                    "tunnel_address": str(session.tunnel_address or ""),
                     "tunnel_address6": str(session.tunnel_address6),
                     "silent_s": round(now - session.last_received, 1),
                 }
                 for peer, session in self.sessions.items()
             ],
-            "free_addresses": len(self.pool),
+            "free_addresses": len(self.pool) + len(self.pool6),
             **self.forwarder.status(now),
             "counters": self.counters.as_dict(),
         }

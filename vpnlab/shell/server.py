@@ -4,9 +4,10 @@
     CreateTunDev        tun0 (IFF_TUN | IFF_NO_PI)
     Ifconfig            10.8.0.1/24, MTU, up
     SetRouting(0)       forwarding on, the NAT rule (nftables) for the tunnel network
-    ServerConnection    loop: Hellos from clients are answered with a tunnel address;
-                        TunSelected / SockSelected carry their packets; a client silent for
-                        6 s is dropped ("peer lost")
+    ServerConnection    loop: Hellos from clients are answered with a tunnel address
+                        (once 10.8.0.0/24 is used up and tun0 carries IPv6: an IPv6-only
+                        one, fd10:8::100 and up); TunSelected / SockSelected carry their
+                        packets; a client silent for 6 s is dropped ("peer lost")
     CleanUp             Bye to every client, NAT rule removed, forwarding restored, tun0 and
                         the socket closed (on SIGINT/SIGTERM, or with --once when the client
                         leaves, as in the notes)
@@ -23,7 +24,13 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 from pathlib import Path
 
-from vpnlab.core.constants import PORT, SERVER_TUNNEL_ADDRESS, TUN_MTU, TUN_NAME
+from vpnlab.core.constants import (
+    IPV6_ONLY_CLIENTS,
+    PORT,
+    SERVER_TUNNEL_ADDRESS,
+    TUN_MTU,
+    TUN_NAME,
+)
 from vpnlab.core.errors import VpnlabError
 from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format, Peer
@@ -255,6 +262,9 @@ def make_core(options: ServerOptions) -> ServerCore:
         isolate_clients=options.isolate_clients,
         client_networks=networks_by_client(options.client_networks),
         layer2=options.mode == "tap",
+        ipv6_only_clients=(  # once 10.8.0.0/24 is used up: fd10:8::100 and up
+            IPV6_ONLY_CLIENTS if static is None and carries_ipv6(options.mode, options.mtu) else 0
+        ),
     )
 
 

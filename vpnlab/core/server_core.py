@@ -120,6 +120,9 @@ class ServerCore(CoreBase):
         """Addresses an authentic Hello (or the session's old address) came from: the first
         datagram from one that opens under the session's keys moves the session there."""
         self._outbox: list[tuple[bytes, Address]] = []
+        self._timer_at: float | None = None
+        """No later than any session's deadline (datagrams only move deadlines later, so it
+        stays true until ``handle_timer`` looks again): ``next_timer`` without visiting all."""
 
     @property
     def state(self) -> State:
@@ -302,6 +305,9 @@ class ServerCore(CoreBase):
         self.sessions[session.peer] = session
         self.router.add(session)
         self.forwarder.add(session)
+        deadline = session.next_timer()
+        if self._timer_at is None or deadline < self._timer_at:
+            self._timer_at = deadline
 
     def _session(self, peer: Address, established: Established, now: float) -> Session:
         layer2 = self.forwarder.layer2
@@ -368,22 +374,31 @@ class ServerCore(CoreBase):
         return queued
 
     def next_timer(self) -> float | None:
-        """The earliest deadline over all sessions (None while no client is connected); at
-        once while Hellos wait in the queue."""
+        """No later than the earliest deadline of any session (None while no client is
+        connected), at most one ``SERVER_TIMER_STEP_S`` after the last look; at once while
+        Hellos wait in the queue."""
         if self.hello_queue:
             return self.hello_queue[0][2]
-        return min((s.next_timer() for s in self.sessions.values()), default=None)
+        return self._timer_at
 
     def handle_timer(self, now: float) -> list[Event]:
         """Queued Hellos (this wake-up's budget); keepalives for idle sessions; drop the
-        clients silent for 6 s."""
+        clients silent for 6 s. Then the next look: the earliest deadline, but not before
+        ``SERVER_TIMER_STEP_S`` from now."""
         events: list[Event] = self._answer_queued(now)
         self.forwarder.expire(now)
+        earliest: float | None = None
         for session in list(self.sessions.values()):
             reason = session.handle_timer(now)
             if reason is not None:
                 self._outbox.extend((d, session.peer) for d in session.outbox)
                 events += self._end(session, reason)
+                continue
+            deadline = session.next_timer()
+            if earliest is None or deadline < earliest:
+                earliest = deadline
+        step = now + constants.SERVER_TIMER_STEP_S
+        self._timer_at = None if earliest is None else max(earliest, step)
         return events
 
     def describe(self, now: float) -> dict[str, object]:
@@ -394,8 +409,8 @@ class ServerCore(CoreBase):
             "clients": [
                 {
                     "peer": _endpoint(peer),
-                    "tunnel_address": str(session.tunnel_address or ""),
-                    "tunnel_address6": str(session.tunnel_address6),
+                    "tunnel_address": session.addresses_text[0],
+                    "tunnel_address6": session.addresses_text[1],
                     "silent_s": round(now - session.last_received, 1),
                 }
                 for peer, session in self.sessions.items()

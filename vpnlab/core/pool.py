@@ -68,7 +68,7 @@ def tunnel_address6(
 class Ipv6OnlyPool:
     """ServerConnection, pool used up: IPv6-only tunnel addresses, no IPv4 twin.
 
-    Their host parts start where the IPv4 network's end (fd10:8::100 and up beside 10.8.0.0/24),
+    Their host parts start where the IPv4 network's hosts end (fd10:8::100 and up beside a /24),
     so they never meet a twin of an IPv4 address; ``count`` of them at most, handed out lazily
     as ``AddressPool`` does, an address given back the next one taken.
     """

@@ -175,3 +175,19 @@ def test_the_client_daemon_takes_an_ipv6_only_address_only_on_a_tun0_with_ipv6()
     small = ClientOptions(IPv4Address(SERVER[0]), PLAIN, mtu=1200)
     with pytest.raises(SetupError, match="carries no IPv6"):
         tunnel_addresses(small, IPv6Interface("fd10:8::100/64"))
+
+
+@pytest.mark.parametrize("text", ["fd10:8::100/64", "10.8.0.9/24"])
+def test_plain_welcome_carries_either_family_as_text(text):
+    client = PLAIN.client_handshake(seeded_random(2))
+    client.hello(0.0)
+    address = client.receive(b"VPNLAB/1 WELCOME " + text.encode() + b"\n", 0.0).client_address
+    assert str(address) == text
+
+
+@pytest.mark.parametrize("text", ["2001:db8::5/64", "fd10:8::100/48", "fd10:8::100/128"])
+def test_plain_welcome_refuses_ipv6_outside_the_tunnel_s_64(text):
+    client = PLAIN.client_handshake(seeded_random(2))
+    client.hello(0.0)
+    with pytest.raises(RemoteProtocolError, match="bad welcome address"):
+        client.receive(b"VPNLAB/1 WELCOME " + text.encode() + b"\n", 0.0)

@@ -20,7 +20,7 @@ source MAC with the group bit set (0x2f), which no frame carries.
 
 from __future__ import annotations
 
-from ipaddress import ip_interface
+from ipaddress import IPv6Interface, ip_interface
 
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.formats import (
@@ -33,7 +33,7 @@ from vpnlab.core.formats import (
     SendsHellos,
 )
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
-from vpnlab.core.pool import TunnelAddress
+from vpnlab.core.pool import TUNNEL_NETWORK6_NET, TunnelAddress
 from vpnlab.core.reasons import Drop
 
 MAGIC = b"VPNLAB/1 "
@@ -89,7 +89,8 @@ class PlainProtection:
 
 
 class PlainClientHandshake(SendsHellos):
-    """ClientConnection: send ``HELLO``, accept ``WELCOME <address>``."""
+    """ClientConnection: send ``HELLO``, accept ``WELCOME <address>`` (IPv4, or an IPv6-only
+    address of the tunnel's /64)."""
 
     def hello(self, now: float) -> bytes:
         return HELLO
@@ -101,6 +102,8 @@ class PlainClientHandshake(SendsHellos):
             address = ip_interface(datagram[len(WELCOME) :].decode("ascii").strip())
         except ValueError:
             raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS) from None
+        if isinstance(address, IPv6Interface) and address.network != TUNNEL_NETWORK6_NET:
+            raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS)
         return Established(PlainProtection(), address)
 
 

@@ -7,9 +7,10 @@
 # `sudo scripts/bench.sh --footprint [--idle-seconds S] [--datapath simple]`: instead, what a lab
 # costs a class (seconds of lab up/down, start-up and RSS per daemon, RSS of the lab, CPU of the
 # idle lab; prefix vfoot-, about 15 s, no OpenVPN needed).
-# `sudo scripts/bench.sh --clients [N]`: instead, one server and a class of N (default 250)
-# lightweight load clients: handshake latency one after another and all at once, server RSS
-# per client, server CPU with all N idle (prefix vclass-, about 20 s, no OpenVPN needed).
+# `sudo scripts/bench.sh --clients [N]`: instead, one server and a class of N (default 250, at most
+# 1000: past 252 IPv6 only) lightweight load clients: handshake latency one after another and all
+# at once, server RSS per client, server CPU with all N idle, echoes (prefix vclass-, about 20 s,
+# no OpenVPN needed).
 # Progress lines ([vpnlab] ...) go to stderr, the benchmark's own output to stdout.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=setup.sh

@@ -78,11 +78,11 @@ def test_bench_clients_connects_a_small_class_and_leaves_nothing(prefix):
     phases = {
         cells[1].strip(): cells[2:]
         for cells in (line.split("|") for line in done.stdout.splitlines())
-        if len(cells) == 7
+        if len(cells) == 8
     }
     for phase in ("one after another", "all at once"):
-        connected, handshake, answered, ping = (cell.strip() for cell in phases[phase][:4])
-        assert connected == "4/4" and answered == "4/4", done.stdout
+        connected, ipv6_only, handshake, answered, ping = (c.strip() for c in phases[phase][:5])
+        assert connected == "4/4" and answered == "4/4" and ipv6_only == "0", done.stdout
         assert all(float(v) > 0 for v in handshake.split(" / ") + ping.split(" / ")), done.stdout
     assert "KiB per client" in done.stdout and "idle (keepalives)" in done.stdout
     assert prefix_namespaces(prefix) == []

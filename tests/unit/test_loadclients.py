@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.server_core import ServerCore
@@ -65,3 +66,25 @@ def test_a_load_client_connects_to_a_real_server_core_over_udp():
     finally:
         sock.close()
         server_sock.close()
+
+
+ME6, SERVER_IP6 = IPv6Address("fd10:8::104"), IPv6Address("fd10:8::1")
+
+
+def test_an_ipv6_only_client_s_echo_request_is_a_valid_icmpv6_echo():
+    packet = IPv6(echo_request(ME6, SERVER_IP6, 3))
+    assert packet[ICMPv6EchoRequest].seq == 3 and packet.src == str(ME6) and packet.hlim == 64
+    again = packet.copy()
+    del again[ICMPv6EchoRequest].cksum
+    assert IPv6(bytes(again))[ICMPv6EchoRequest].cksum == packet[ICMPv6EchoRequest].cksum
+
+
+def test_only_the_matching_icmpv6_reply_is_accepted():
+    reply = bytes(
+        IPv6(src=str(SERVER_IP6), dst=str(ME6))
+        / ICMPv6EchoReply(id=0x7601, seq=3, data=b"vpnlab class load")
+    )
+    assert is_echo_reply(reply, ME6, SERVER_IP6, 3)
+    assert not is_echo_reply(reply, ME6, SERVER_IP6, 4)
+    assert not is_echo_reply(reply, IPv6Address("fd10:8::105"), SERVER_IP6, 3)
+    assert not is_echo_reply(echo_request(SERVER_IP6, ME6, 3), ME6, SERVER_IP6, 3)

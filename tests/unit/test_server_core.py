@@ -12,10 +12,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 import pytest
 
 from vpnlab.core.client_core import ClientCore
-from vpnlab.core.constants import HELLO_BURST, LIVENESS_TIMEOUT_S
+from vpnlab.core.constants import HELLO_BURST, LIVENESS_TIMEOUT_S, PORT, SERVER_TIMER_STEP_S
 from vpnlab.core.events import DatagramDropped, PacketReceived, SessionClosed
 from vpnlab.core.pool import AddressPool
-from vpnlab.core.server_core import MAX_SESSIONS_PER_IP
+from vpnlab.core.server_core import MAX_SESSIONS_PER_IP, ServerCore
 from vpnlab.core.session import State
 from vpnlab.wire.plain import PLAIN
 
@@ -23,6 +23,7 @@ from .helpers import (
     CLIENT,
     FORMATS,
     SERVER,
+    SERVER_TUNNEL_ADDRESS,
     CorePair,
     ipv4_packet,
     ipv6_packet,
@@ -240,3 +241,22 @@ def test_AddressPool_hands_out_a_large_network_lazily():
     pool = AddressPool(IPv4Interface("10.64.0.1/14"))
     assert len(pool) == 2**18 - 3 and str(pool.take()) == "10.64.0.2/14"
     assert time.monotonic() - started < 0.1
+
+
+def test_ServerCore_looks_at_its_sessions_timers_at_most_every_step():
+    """Deadlines 0.05 s apart are looked at together, the later one up to 0.1 s late; a
+    datagram that moves a deadline later leaves next_timer an earlier (harmless) bound."""
+    server = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random(1))
+    for i, at in enumerate((0.0, 0.05)):
+        client = ClientCore(SERVER, PLAIN.client_handshake(seeded_random(2)))
+        client.connect(at)
+        receive_one(server, client.datagrams_to_send()[0][0], (f"192.0.2.{10 + i}", PORT), at)
+    server.datagrams_to_send()
+    assert server.next_timer() == 2.0  # the first keepalive
+    server.handle_timer(2.0)
+    assert len(server.datagrams_to_send()) == 1
+    assert server.next_timer() == pytest.approx(2.0 + SERVER_TIMER_STEP_S)  # not 2.05
+    server.handle_timer(2.1)
+    assert [peer for _, peer in server.datagrams_to_send()] == [("192.0.2.11", PORT)]
+    receive_one(server, b"VPNLAB/1 KEEPALIVE\n", ("192.0.2.10", PORT), 3.0)
+    assert server.next_timer() == pytest.approx(4.0)  # still the first's old keepalive time

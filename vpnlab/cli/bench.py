@@ -6,9 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from vpnlab.core.errors import VpnlabError
 from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, run_bench
 from vpnlab.course.bench_report import format_table
-from vpnlab.course.classload import CLASS_PREFIX, MAX_CLIENTS, class_load, format_class_load
+from vpnlab.course.classload import (
+    CLASS_PREFIX,
+    DEFAULT_CLIENTS,
+    MAX_CLIENTS,
+    class_load,
+    format_class_load,
+)
+from vpnlab.course.flood import CLIENTS as FLOOD_CLIENTS
 from vpnlab.course.flood import FLOOD_PREFIX, FLOOD_S, FLOODS, flood_bench, format_flood
 from vpnlab.course.footprint import FOOTPRINT_PREFIX, IDLE_S, footprint, format_footprint
 
@@ -39,7 +47,7 @@ def idle_seconds(text: str) -> float:
 
 
 def client_count(text: str) -> int:
-    """``--clients``: 1 to MAX_CLIENTS load clients (one address of the /24 each)."""
+    """``--clients``: 1 to MAX_CLIENTS load clients (past the tunnel's /24, IPv6 only)."""
     value = int(text)
     if not 1 <= value <= MAX_CLIENTS:
         raise argparse.ArgumentTypeError(f"must be 1 to {MAX_CLIENTS}")
@@ -78,10 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--clients",
         type=client_count,
         nargs="?",
-        const=MAX_CLIENTS,
+        const=DEFAULT_CLIENTS,
         metavar="N",
-        help=f"instead: one server, a class of N load clients (default N {MAX_CLIENTS}): "
-        "handshake latency one after another and all at once, RSS per client, idle CPU",
+        help=f"instead: one server, a class of N load clients (default N {DEFAULT_CLIENTS}, "
+        f"at most {MAX_CLIENTS}; past 252 IPv6 only): handshake latency one after another and "
+        "all at once, RSS per client, idle CPU, echoes",
     )
     _add_flood(p)
     _add_class_hub(p)
@@ -188,7 +197,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"\nraw results: {args.out / 'class-hub.json'}")
         return 0 if all(r["failure"] is None for r in document["results"]) else 1
     if args.flood:
-        count = args.clients or MAX_CLIENTS
+        count = args.clients or FLOOD_CLIENTS
+        if count > FLOOD_CLIENTS:  # each load client a peer with an address of the /24
+            raise VpnlabError(f"--flood takes at most {FLOOD_CLIENTS} clients (--clients)")
         document = flood_bench(args.prefix or FLOOD_PREFIX, count, args.flood_seconds)
         print(format_flood(document))
         if args.out:

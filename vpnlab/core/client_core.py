@@ -244,12 +244,12 @@ class ClientCore(CoreBase):
             self._retry_at = now + self.timeouts.hello_retry_s
 
     def describe(self, now: float) -> dict[str, object]:
-        """The status file's fields: state, addresses, counters."""
+        """The status file's fields: state, addresses (IPv6 only: no IPv4 one, ""), counters."""
         session = self.session
         return {
             "state": self.state.value,
             "server": f"{self.server[0]}:{self.server[1]}",
-            "tunnel_address": str(session.tunnel_address) if session else None,
+            "tunnel_address": None if session is None else str(session.tunnel_address or ""),
             "close_reason": self.close_reason,
             "counters": self.counters.as_dict(),
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 
 from vpnlab.core.reasons import Close
 
@@ -18,10 +18,11 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeCompleted(Event):
-    """The Hello exchange finished: ``peer`` now has ``tunnel_address``."""
+    """The Hello exchange finished: ``peer`` now has ``tunnel_address`` (IPv6 only once the
+    server's IPv4 pool is used up)."""
 
     peer: Address
-    tunnel_address: IPv4Interface
+    tunnel_address: IPv4Interface | IPv6Interface
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv4Network, IPv6Network
 from typing import Protocol
 
+from vpnlab.core.pool import TunnelAddress
+
 RandomBytes = Callable[[int], bytes]
 """A source of randomness, ``os.urandom`` in the daemons and a seeded one in tests."""
 
@@ -53,10 +55,11 @@ class Protection(Protocol):
 
 @dataclass(frozen=True)
 class Established:
-    """A finished handshake: the session's keys and the client's tunnel address."""
+    """A finished handshake: the session's keys and the client's tunnel address (IPv4, or
+    IPv6 only once the server's IPv4 pool is used up: ``pool.TunnelAddress``)."""
 
     protection: Protection
-    client_address: IPv4Interface
+    client_address: TunnelAddress
 
 
 class ClientHandshake(Protocol):
@@ -133,7 +136,7 @@ class ServerHandshake(Protocol):
         ...
 
     def answer(
-        self, hello: CheckedHello, client_address: IPv4Interface
+        self, hello: CheckedHello, client_address: TunnelAddress
     ) -> tuple[bytes, Protection]:
         """The reply to a checked Hello, and the session's keys; a Hello is answered once."""
         ...
@@ -159,7 +162,7 @@ class AnswersHellos:
         return b""
 
     def respond(
-        self, datagram: bytes, client_address: IPv4Interface, now: float
+        self, datagram: bytes, client_address: TunnelAddress, now: float
     ) -> tuple[bytes, Protection]:
         """Answer a Hello; raise RemoteProtocolError(reason) and send nothing if it is bad."""
         return self.answer(self.check(datagram, now), client_address)
@@ -169,7 +172,7 @@ class AnswersHellos:
         raise NotImplementedError
 
     def answer(
-        self, hello: CheckedHello, client_address: IPv4Interface
+        self, hello: CheckedHello, client_address: TunnelAddress
     ) -> tuple[bytes, Protection]:
         """Each format's own second step (``ServerHandshake.answer``)."""
         raise NotImplementedError

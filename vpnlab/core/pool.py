@@ -1,11 +1,16 @@
-"""ServerConnection's address pool: the tunnel addresses clients get without an identity, and
-the IPv6 twin of each (``tunnel_address6``)."""
+"""ServerConnection's address pool: the tunnel addresses clients get without an identity, the
+IPv6 twin of each (``tunnel_address6``), and the IPv6-only addresses handed out once the IPv4
+pool is used up (``Ipv6OnlyPool``: a /24 holds 253 clients, the /64 beside it many more)."""
 
 from __future__ import annotations
 
 from ipaddress import IPv4Interface, IPv6Interface, IPv6Network
 
-from vpnlab.core.constants import TUNNEL_NETWORK6
+from vpnlab.core.constants import IPV6_ONLY_CLIENTS, TUNNEL_NETWORK6
+
+TunnelAddress = IPv4Interface | IPv6Interface
+"""The address a Welcome gives: IPv4 (dual stack: its twin fd10:8::N goes with it), or IPv6
+only (the IPv4 pool was used up: an address of fd10:8::/64 and no IPv4 at all)."""
 
 
 class AddressPool:
@@ -58,3 +63,37 @@ def tunnel_address6(
     """
     host = int(address.ip) - int(address.network.network_address)
     return IPv6Interface((network6.network_address + host, network6.prefixlen))
+
+
+class Ipv6OnlyPool:
+    """ServerConnection, pool used up: IPv6-only tunnel addresses, no IPv4 twin.
+
+    Their host parts start where the IPv4 network's hosts end (fd10:8::100 and up beside a /24),
+    so they never meet a twin of an IPv4 address; ``count`` of them at most, handed out lazily
+    as ``AddressPool`` does, an address given back the next one taken.
+    """
+
+    def __init__(
+        self,
+        server_address: IPv4Interface,
+        count: int = IPV6_ONLY_CLIENTS,
+        network6: IPv6Network = TUNNEL_NETWORK6_NET,
+    ) -> None:
+        self.network6 = network6
+        self._next = int(network6.network_address) + server_address.network.num_addresses
+        self._end = self._next + count
+        self._returned: list[IPv6Interface] = []
+
+    def take(self) -> IPv6Interface | None:
+        if self._returned:
+            return self._returned.pop()
+        if self._next >= self._end:
+            return None
+        self._next += 1
+        return IPv6Interface((self._next - 1, self.network6.prefixlen))
+
+    def give_back(self, address: IPv6Interface) -> None:
+        self._returned.append(address)
+
+    def __len__(self) -> int:
+        return self._end - self._next + len(self._returned)

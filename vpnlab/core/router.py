@@ -32,12 +32,15 @@ class Router:
         self.set_client_networks(client_networks or {})
 
     def add(self, session: Session) -> None:
-        """A client's tunnel addresses (both families) now lead to ``session``."""
-        self.by_address[session.tunnel_address.ip] = session
+        """A client's tunnel addresses (both families, or its IPv6-only one) now lead to
+        ``session``."""
+        if session.tunnel_address is not None:
+            self.by_address[session.tunnel_address.ip] = session
         self.by_address[session.tunnel_address6.ip] = session
 
     def remove(self, session: Session) -> None:
-        self.by_address.pop(session.tunnel_address.ip, None)
+        if session.tunnel_address is not None:
+            self.by_address.pop(session.tunnel_address.ip, None)
         self.by_address.pop(session.tunnel_address6.ip, None)
 
     def set_client_networks(self, client_networks: ClientNetworks) -> None:
@@ -74,4 +77,5 @@ class Router:
     def speaks_for(self, session: Session, address: IPv4Address | None) -> bool:
         """Whether ``session`` may claim ``address`` (TAP mode's ARP and IPv4 senders): its
         tunnel address, or its network's."""
-        return address == session.tunnel_address.ip or self.owner(address) is session
+        own = session.tunnel_address
+        return (own is not None and address == own.ip) or self.owner(address) is session

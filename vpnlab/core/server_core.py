@@ -28,7 +28,7 @@ from vpnlab.core.events import (
 from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
 from vpnlab.core.forwarding import EthernetForwarder, Forwarder, IpForwarder
 from vpnlab.core.packet import unmapped
-from vpnlab.core.pool import AddressPool
+from vpnlab.core.pool import AddressPool, Ipv6OnlyPool, TunnelAddress
 from vpnlab.core.ratelimit import HandshakeLoad, HelloRateLimiter
 from vpnlab.core.reasons import Close, Drop, State
 from vpnlab.core.router import ClientNetworks, Router
@@ -71,6 +71,9 @@ class ServerCore(CoreBase):
             form one segment, switched by destination MAC (``bridge.Switch``).
         max_sessions_per_ip: sessions one source IP may hold (its ports): without
             identities, one address must not drain the pool.
+        ipv6_only_clients: once the IPv4 pool is used up, this many more clients get an
+            IPv6-only address of fd10:8::/64 (``pool.Ipv6OnlyPool``; 0: a Hello then gets
+            nothing, "address pool exhausted"). Only for a tun0 that carries IPv6.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class ServerCore(CoreBase):
         client_networks: ClientNetworks | None = None,
         layer2: bool = False,
         max_sessions_per_ip: int = MAX_SESSIONS_PER_IP,
+        ipv6_only_clients: int = 0,
     ) -> None:
         self.format = format
         self.max_sessions_per_ip = max_sessions_per_ip
@@ -100,6 +104,7 @@ class ServerCore(CoreBase):
             raise LocalProtocolError("give exactly one of format or static")
         self.handshake = format.server_handshake(random_bytes) if format else None
         self.pool = AddressPool(server_address)
+        self.pool6 = Ipv6OnlyPool(server_address, ipv6_only_clients)
         self.once = once
         self.timeouts = timeouts
         self.sessions: dict[Address, Session] = {}
@@ -115,6 +120,9 @@ class ServerCore(CoreBase):
         """Addresses an authentic Hello (or the session's old address) came from: the first
         datagram from one that opens under the session's keys moves the session there."""
         self._outbox: list[tuple[bytes, Address]] = []
+        self._timer_at: float | None = None
+        """No later than any session's deadline (datagrams only move deadlines later, so it
+        stays true until ``handle_timer`` looks again): ``next_timer`` without visiting all."""
 
     @property
     def state(self) -> State:
@@ -186,7 +194,7 @@ class ServerCore(CoreBase):
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
         self._add(session)
-        events: list[Event] = [HandshakeCompleted(peer, session.tunnel_address)]
+        events: list[Event] = [HandshakeCompleted(peer, session.client_address)]
         return events + self._deliver(session, kind, packet, now, to_tun)
 
     def _receive_hello(self, hello: bytes, peer: Address, now: float) -> list[Event]:
@@ -276,15 +284,16 @@ class ServerCore(CoreBase):
 
     def _address_for(
         self, hello: CheckedHello, old: Session | None, peer: Address
-    ) -> tuple[IPv4Interface | None, str]:
-        """The tunnel address a checked Hello gets, or None and the reason it gets none."""
+    ) -> tuple[TunnelAddress | None, str]:
+        """The tunnel address a checked Hello gets, or None and the reason it gets none: its
+        session's, its identity's, the IPv4 pool's, or once that is used up an IPv6-only one."""
         if old is not None:
-            return old.tunnel_address, ""
+            return old.client_address, ""
         if hello.peer is not None:  # identity mode: the peer's own, wherever it comes from
             return hello.peer.tunnel_address, ""
         if self._sessions_from(peer[0]) >= self.max_sessions_per_ip:
             return None, Drop.TOO_MANY_SESSIONS
-        address = self.pool.take()
+        address: TunnelAddress | None = self.pool.take() or self.pool6.take()
         return address, "" if address is not None else Drop.POOL_EXHAUSTED
 
     def _sessions_from(self, ip: str) -> int:
@@ -296,6 +305,9 @@ class ServerCore(CoreBase):
         self.sessions[session.peer] = session
         self.router.add(session)
         self.forwarder.add(session)
+        deadline = session.next_timer()
+        if self._timer_at is None or deadline < self._timer_at:
+            self._timer_at = deadline
 
     def _session(self, peer: Address, established: Established, now: float) -> Session:
         layer2 = self.forwarder.layer2
@@ -312,7 +324,10 @@ class ServerCore(CoreBase):
     def _end(self, session: Session, reason: Close) -> list[Event]:
         self._forget(session)
         if self.static is None and session.identity is None:
-            self.pool.give_back(session.tunnel_address)
+            if session.tunnel_address is None:
+                self.pool6.give_back(session.tunnel_address6)
+            else:
+                self.pool.give_back(session.tunnel_address)
         if self.once:
             self.finished = True
         return [SessionClosed(session.peer, reason)]
@@ -359,22 +374,31 @@ class ServerCore(CoreBase):
         return queued
 
     def next_timer(self) -> float | None:
-        """The earliest deadline over all sessions (None while no client is connected); at
-        once while Hellos wait in the queue."""
+        """No later than the earliest deadline of any session (None while no client is
+        connected), at most one ``SERVER_TIMER_STEP_S`` after the last look; at once while
+        Hellos wait in the queue."""
         if self.hello_queue:
             return self.hello_queue[0][2]
-        return min((s.next_timer() for s in self.sessions.values()), default=None)
+        return self._timer_at
 
     def handle_timer(self, now: float) -> list[Event]:
         """Queued Hellos (this wake-up's budget); keepalives for idle sessions; drop the
-        clients silent for 6 s."""
+        clients silent for 6 s. Then the next look: the earliest deadline, but not before
+        ``SERVER_TIMER_STEP_S`` from now."""
         events: list[Event] = self._answer_queued(now)
         self.forwarder.expire(now)
+        earliest: float | None = None
         for session in list(self.sessions.values()):
             reason = session.handle_timer(now)
             if reason is not None:
                 self._outbox.extend((d, session.peer) for d in session.outbox)
                 events += self._end(session, reason)
+                continue
+            deadline = session.next_timer()
+            if earliest is None or deadline < earliest:
+                earliest = deadline
+        step = now + constants.SERVER_TIMER_STEP_S
+        self._timer_at = None if earliest is None else max(earliest, step)
         return events
 
     def describe(self, now: float) -> dict[str, object]:
@@ -385,13 +409,13 @@ class ServerCore(CoreBase):
             "clients": [
                 {
                     "peer": _endpoint(peer),
-                    "tunnel_address": str(session.tunnel_address),
-                    "tunnel_address6": str(session.tunnel_address6),
+                    "tunnel_address": session.addresses_text[0],
+                    "tunnel_address6": session.addresses_text[1],
                     "silent_s": round(now - session.last_received, 1),
                 }
                 for peer, session in self.sessions.items()
             ],
-            "free_addresses": len(self.pool),
+            "free_addresses": len(self.pool) + len(self.pool6),
             **self.forwarder.status(now),
             "counters": self.counters.as_dict(),
         }

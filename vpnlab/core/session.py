@@ -16,6 +16,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Interface
 
 from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
@@ -171,10 +172,22 @@ class Session:
     ) -> None:
         self.peer = peer
         self.layer2 = layer2
-        self.tunnel_address = established.client_address
-        self.source_bytes = self.tunnel_address.ip.packed  # the per-packet check compares bytes
-        self.tunnel_address6 = tunnel_address6(self.tunnel_address)  # its IPv6 twin, fd10:8::N
-        self.source6_bytes = self.tunnel_address6.ip.packed
+        self.client_address = established.client_address
+        """What the Welcome gave: the IPv4 address, or the IPv6-only one."""
+        self.tunnel_address: IPv4Interface | None = None
+        """None: IPv6 only (the server's IPv4 pool was used up)."""
+        if isinstance(self.client_address, IPv4Interface):
+            self.tunnel_address = self.client_address
+            self.tunnel_address6 = tunnel_address6(self.client_address)  # twin, fd10:8::N
+        else:
+            self.tunnel_address6 = self.client_address
+        self.source6_bytes = self.tunnel_address6.ip.packed  # the per-packet check: bytes
+        self.source_bytes = (  # IPv6 only: 16 bytes, which no IPv4 source (4) equals
+            self.tunnel_address.ip.packed if self.tunnel_address else self.source6_bytes
+        )
+        self.addresses_text = (str(self.tunnel_address or ""), str(self.tunnel_address6))
+        """Both addresses for the server's status file, written once here (an IPv6 address
+        takes 20 us to write out: 1,000 clients' every second were 2 % of a core)."""
         self.counters = counters
         self.timeouts = timeouts
         self.last_received = now

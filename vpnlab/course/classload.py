@@ -4,9 +4,13 @@ In a lab of its own (prefix ``vclass-``, removed at the end, also when something
 server runs as always (esp-aes-gcm, one shared PSK: the notes' simple case, so no peers file of
 N keys is needed; the handshake is the real one, an X25519 exchange per Hello). N load clients
 (``instruments/loadclients.py``: the project's ClientCore, one UDP socket each, no tun0) run
-in this process with sockets made in r1's namespace, each bound to an address of its own
-(192.0.2.3, .4, ...: one student's machine each, so no client shares another's Hello rate
-limit). Then:
+in this process with sockets made in r1's namespace (``notebook.netns``: this thread enters
+it), each bound to an address of the lab internet: 192.0.2.3, .4, ... .252, one student's
+machine each; past 250 clients they share them, up to four on one address with ports of their
+own, as machines behind one NAT (the server allows 32 sessions per address, and each address's
+Hello rate limit is far from empty with four). The tunnel's /24 holds 252 of them (r1's own
+client has 10.8.0.2); the others get IPv6-only Welcomes (fd10:8::100 and up) and ping
+fd10:8::1 with ICMPv6 instead. Then:
 
     one after another   each connects (Hello -> Welcome: the handshake latency) and pings
                         10.8.0.1 through the tunnel (an ESP-sealed ICMP echo, reply checked)
@@ -21,6 +25,7 @@ The whole class as students meet it (real users, a hub, their notebooks) is ``cl
 from __future__ import annotations
 
 import os
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -30,22 +35,32 @@ from typing import Any
 from vpnlab import lab
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import PORT
+from vpnlab.core.pool import tunnel_address6
 from vpnlab.course.bench import cpu_ticks, say
 from vpnlab.course.footprint import rss_kb
+from vpnlab.course.notebook import netns
 from vpnlab.instruments.loadclients import LoadClient, LoadDriver
-from vpnlab.lab.nodes import run_in, udp_socket_in
+from vpnlab.lab.nodes import namespace_of, run_in
 from vpnlab.lab.state import state_dir
-from vpnlab.lab.topology import DEFAULT_TOPOLOGY
+from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology
 from vpnlab.shell.keys import read_psk
 from vpnlab.wire.ciphers import make_format
 
 CLASS_PREFIX = "vclass-"
-MAX_CLIENTS = 250
-"""The tunnel's /24 less the server, r1's own client and a spare: one student each."""
+MAX_CLIENTS = 1000
+"""Four per source address at most (``SOURCE_ADDRESSES``); past the tunnel /24's 252 free
+addresses each one IPv6 only."""
+DEFAULT_CLIENTS = 250
+"""``--clients`` without N: a large class, all of it dual stack."""
+SOURCE_ADDRESSES = 250
+"""192.0.2.3 to .252 on r1's eth0: one per client up to 250 clients, then shared."""
 CIPHER = "esp-aes-gcm"
 IDLE_S = 10.0
 CONNECT_LIMIT_S = 5.0
 """One client's handshake, one after another (its core retries the Hello every 0.5 s)."""
+SEQUENTIAL_LIMIT_S = 90.0
+"""The whole of one after another: clients not yet tried by then are counted as not
+connected."""
 BURST_LIMIT_S = 30.0
 """All N handshakes at once (each core gives up after 2.5 s; the loop connects it again)."""
 
@@ -55,9 +70,12 @@ def class_load(
     prefix: str = CLASS_PREFIX,
     idle_s: float = IDLE_S,
     progress: Callable[[str], None] = say,
+    topology: Topology = DEFAULT_TOPOLOGY,
 ) -> dict[str, Any]:
-    """Build the lab, run the three phases with ``count`` load clients, remove the lab."""
-    topo = DEFAULT_TOPOLOGY
+    """Build the lab, run the three phases with ``count`` load clients, remove the lab.
+    ``topology``: the lab's (a tunnel network smaller than the /24 makes IPv6-only clients
+    sooner, as the lab test does)."""
+    topo = topology
     document: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "clients": count,
@@ -68,20 +86,21 @@ def class_load(
     }
     progress(f"class: lab up ({prefix}, {CIPHER}, PSK) and {count} load clients on r1 ...")
     try:
-        lab.up(prefix=prefix, cipher=CIPHER, psk=True)
+        lab.up(prefix=prefix, topology=topo, cipher=CIPHER, psk=True)
         pid = lab.status(prefix)["daemons"]["server"]["pid"]
         psk = read_psk(state_dir(prefix) / "psk")
         fmt = make_format(CIPHER, psk)
         offset = time.time() - time.monotonic()
         server = (topo.server_ip, PORT)
-        target = IPv4Interface(topo.tunnel.server_address).ip
+        target = IPv4Interface(topo.tunnel.server_address)
         driver = LoadDriver(
             server,
             lambda: ClientCore(server, fmt.client_handshake(os.urandom), clock_offset_s=offset),
-            target,
+            target.ip,
+            tunnel_address6(target).ip,
         )
-        for address in source_addresses(prefix, count):
-            driver.add(udp_socket_in(prefix, "r1", address))
+        for sock in udp_sockets_in(prefix, "r1", source_addresses(prefix, count)):
+            driver.add(sock)
         document["rss_before_kb"] = rss_kb(pid)
         progress("class: one after another ...")
         document["sequential"] = one_after_another(driver)
@@ -97,11 +116,25 @@ def class_load(
 
 
 def source_addresses(prefix: str, count: int) -> list[str]:
-    """``count`` addresses of the lab internet on r1's eth0, 192.0.2.3 upwards."""
-    addresses = [str(IPv4Address("192.0.2.3") + i) for i in range(count)]
+    """The source address of each of ``count`` load clients: 192.0.2.3 upwards on r1's
+    eth0, one each, and past ``SOURCE_ADDRESSES`` clients the same ones again."""
+    addresses = [str(IPv4Address("192.0.2.3") + i) for i in range(min(count, SOURCE_ADDRESSES))]
     for address in addresses:
         run_in(prefix, "r1", ["ip", "addr", "add", f"{address}/24", "dev", "eth0"], check=True)
-    return addresses
+    return [addresses[i % len(addresses)] for i in range(count)]
+
+
+def udp_sockets_in(prefix: str, node: str, addresses: list[str]) -> list[socket.socket]:
+    """A non-blocking UDP socket of ``node``'s namespace for each address (bound to it, any
+    port): this thread enters the namespace once for all of them."""
+    sockets = []
+    with netns(namespace_of(prefix, node)):
+        for address in addresses:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((address, 0))
+            sock.setblocking(False)
+            sockets.append(sock)
+    return sockets
 
 
 def _connected(client: LoadClient) -> Callable[[], bool]:
@@ -113,7 +146,10 @@ def _answered(client: LoadClient) -> Callable[[], bool]:
 
 
 def one_after_another(driver: LoadDriver) -> dict[str, Any]:
+    end = time.monotonic() + SEQUENTIAL_LIMIT_S
     for client in driver.clients:
+        if time.monotonic() >= end:
+            break
         driver.connect(client)
         if driver.run(_connected(client), CONNECT_LIMIT_S):
             driver.ping(client)
@@ -156,8 +192,10 @@ def summary(clients: list[LoadClient]) -> dict[str, Any]:
     """Connected and answered counts; median and p99 of handshake latency and ping RTT (ms)."""
     handshakes = [c.handshake_s for c in clients if c.handshake_s is not None]
     rtts = [c.rtt_s for c in clients if c.rtt_s is not None]
+    sessions = [c.core.session for c in clients if c.connected_at is not None]
     return {
         "connected": len(handshakes),
+        "ipv6_only": sum(1 for s in sessions if s is not None and s.tunnel_address is None),
         "answered": len(rtts),
         "bad_replies": sum(c.bad_replies for c in clients),
         "handshake_ms": percentiles(handshakes),
@@ -178,14 +216,15 @@ def format_class_load(document: dict[str, Any]) -> str:
     """The result as a Markdown table and two lines (for the README)."""
     n = document["clients"]
     lines = [
-        "| phase | connected | handshake ms (median / p99) | answered pings | ping ms "
-        "(median / p99) |",
-        "|---|---:|---|---:|---|",
+        "| phase | connected | of them IPv6 only | handshake ms (median / p99) | answered pings "
+        "| ping ms (median / p99) |",
+        "|---|---:|---:|---|---:|---|",
     ]
     for name, key in (("one after another", "sequential"), ("all at once", "at_once")):
         phase = document[key]
         lines.append(
-            f"| {name} | {phase['connected']}/{n} | {_pair(phase['handshake_ms'])} | "
+            f"| {name} | {phase['connected']}/{n} | {phase['ipv6_only']} | "
+            f"{_pair(phase['handshake_ms'])} | "
             f"{phase['answered']}/{n} | {_pair(phase['ping_ms'])} |"
         )
     per_client = (document["rss_with_all_kb"] - document["rss_before_kb"]) / n

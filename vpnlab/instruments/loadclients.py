@@ -4,7 +4,8 @@ A full client daemon costs about 46 MB, so 250 of them would not fit a teaching 
 client is the part of a daemon that the server sees: the project's own ``ClientCore`` (the same
 handshake, ESP sealing, keepalives and liveness as ``vpnlab client``) with a UDP socket of its
 own, and no tun0. After its handshake it sends one ICMP echo request from its tunnel address
-to the server's (10.8.0.1), sealed in ESP; the server opens it and writes it to its tun0, the
+to the server's (10.8.0.1; an IPv6-only client, past the /24's 253, an ICMPv6 one from its
+fd10:8::N to fd10:8::1), sealed in ESP; the server opens it and writes it to its tun0, the
 kernel answers, the server seals the reply, and the load client opens it and checks it (an
 echo reply, from 10.8.0.1 to it, its id and sequence number). One select loop drives every load
 client with their cores' timers, always bounded in time.
@@ -19,7 +20,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
@@ -29,8 +30,15 @@ ECHO_ID = 0x7601
 ECHO_PAYLOAD = b"vpnlab class load"
 
 
-def echo_request(source: IPv4Address, target: IPv4Address, seq: int) -> bytes:
-    """An IPv4 ICMP echo request ``source`` -> ``target`` (checksums filled in)."""
+IPAddress = IPv4Address | IPv6Address
+ICMP6 = 58
+
+
+def echo_request(source: IPAddress, target: IPAddress, seq: int) -> bytes:
+    """An ICMP echo request ``source`` -> ``target`` (checksums filled in): IPv4, or ICMPv6
+    for two IPv6 addresses."""
+    if isinstance(source, IPv6Address):
+        return _echo_request6(source, target, seq)
     icmp = struct.pack("!BBHHH", 8, 0, 0, ECHO_ID, seq) + ECHO_PAYLOAD
     icmp = icmp[:2] + internet_checksum(icmp).to_bytes(2, "big") + icmp[4:]
     total = 20 + len(icmp)
@@ -40,8 +48,28 @@ def echo_request(source: IPv4Address, target: IPv4Address, seq: int) -> bytes:
     return ip[:10] + internet_checksum(ip).to_bytes(2, "big") + ip[12:] + icmp
 
 
-def is_echo_reply(packet: bytes, source: IPv4Address, target: IPv4Address, seq: int) -> bool:
+def _echo_request6(source: IPv6Address, target: IPAddress, seq: int) -> bytes:
+    """ICMPv6 echo request (type 128); its checksum covers the RFC 8200 pseudo-header."""
+    icmp = struct.pack("!BBHHH", 128, 0, 0, ECHO_ID, seq) + ECHO_PAYLOAD
+    pseudo = source.packed + target.packed + struct.pack("!I3xB", len(icmp), ICMP6)
+    icmp = icmp[:2] + internet_checksum(pseudo + icmp).to_bytes(2, "big") + icmp[4:]
+    header = struct.pack("!IHBB", 6 << 28, len(icmp), ICMP6, 64)
+    return header + source.packed + target.packed + icmp
+
+
+def is_echo_reply(packet: bytes, source: IPAddress, target: IPAddress, seq: int) -> bool:
     """Whether ``packet`` answers :func:`echo_request` (``source``, ``target``, ``seq``)."""
+    if isinstance(source, IPv6Address):
+        return (
+            len(packet) >= 48
+            and packet[0] >> 4 == 6
+            and packet[6] == ICMP6
+            and packet[8:24] == target.packed
+            and packet[24:40] == source.packed
+            and packet[40] == 129
+            and packet[44:48] == struct.pack("!HH", ECHO_ID, seq)
+            and packet[48:] == ECHO_PAYLOAD
+        )
     return (
         len(packet) >= 28
         and packet[9] == 1
@@ -81,14 +109,21 @@ class LoadDriver:
         server: the server's UDP address.
         make_core: a fresh ClientCore (its handshake) for each connection.
         target: where the echo requests go (the server's tunnel address).
+        target6: where those of IPv6-only clients go (its twin, fd10:8::1); None: they
+            send none.
     """
 
     def __init__(
-        self, server: Address, make_core: Callable[[], ClientCore], target: IPv4Address
+        self,
+        server: Address,
+        make_core: Callable[[], ClientCore],
+        target: IPv4Address,
+        target6: IPv6Address | None = None,
     ) -> None:
         self.server = server
         self.make_core = make_core
         self.target = target
+        self.target6 = target6
         self.selector = selectors.DefaultSelector()
         self.clients: list[LoadClient] = []
 
@@ -112,13 +147,13 @@ class LoadDriver:
 
     def ping(self, client: LoadClient) -> None:
         """TunSelected, as if tun0 had one echo request: sealed by the core, sent."""
-        session = client.core.session
-        if session is None:
+        ends = self._ends(client)
+        if ends is None:
             return
         client.ping_seq += 1
         client.rtt_s = None
         client.ping_at = time.monotonic()
-        packet = echo_request(session.tunnel_address.ip, self.target, client.ping_seq)
+        packet = echo_request(*ends, client.ping_seq)
         self._events(client, client.core.send_packets([packet], client.ping_at))
         self._flush(client)
 
@@ -167,12 +202,22 @@ class LoadDriver:
             elif type(event) is SessionClosed:
                 client.closed = event.reason
             elif type(event) is PacketReceived and client.ping_at is not None:
-                session = client.core.session
-                ours = session.tunnel_address.ip if session is not None else self.target
-                if is_echo_reply(event.packet, ours, self.target, client.ping_seq):
+                ends = self._ends(client)
+                if ends is not None and is_echo_reply(event.packet, *ends, client.ping_seq):
                     client.rtt_s = now - client.ping_at
                 else:
                     client.bad_replies += 1
+
+    def _ends(self, client: LoadClient) -> tuple[IPAddress, IPAddress] | None:
+        """A connected client's echo: its tunnel address and the target of that family."""
+        session = client.core.session
+        if session is None:
+            return None
+        if session.tunnel_address is not None:
+            return session.tunnel_address.ip, self.target
+        if self.target6 is None:
+            return None
+        return session.tunnel_address6.ip, self.target6
 
     def _flush(self, client: LoadClient) -> None:
         for datagram, peer in client.core.datagrams_to_send():

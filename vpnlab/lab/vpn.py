@@ -111,7 +111,7 @@ def _lan_args(topo: Topology, keying: str) -> tuple[list[str], dict[str, list[st
     Clients start one after another and get 10.8.0.2, .3, ... in that order, so the lab knows
     which tunnel address stands for which LAN (as OpenVPN's iroute names a client).
     """
-    if keying == "identity":
+    if keying == "identity" or not _lans(topo):  # no LAN: no client need be named by address
         return [], {client: [] for client in topo.tunnel.clients}
     addresses = _addresses(topo)
     server_args = [

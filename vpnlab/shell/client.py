@@ -18,7 +18,14 @@ import os
 import select
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 from pathlib import Path
 
 from vpnlab.core.client_core import ClientCore
@@ -27,7 +34,7 @@ from vpnlab.core.errors import SetupError
 from vpnlab.core.events import Event, HandshakeCompleted
 from vpnlab.core.formats import ClientHandshake, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
-from vpnlab.core.pool import tunnel_address6
+from vpnlab.core.pool import TunnelAddress, tunnel_address6
 from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
 from vpnlab.shell.report import Reporter
@@ -218,11 +225,13 @@ def hand_to_kernel(
     """``--kernel-dataplane``: the session's keys into xfrm states and policies (``xfrm.py``)."""
     assert core.session is not None
     assert isinstance(transport, UdpTransport)  # the CLI refuses --transport tcp with it
+    address = core.session.tunnel_address
+    if address is None:
+        raise SetupError("--kernel-dataplane needs an IPv4 tunnel address; the server gave "
+                         f"only {core.session.tunnel_address6}")  # fmt: skip
     server = str(options.server)
     local = (outer_source(server), options.local_port)
-    dataplane = KernelDataplane(
-        core.session.tunnel_address.ip, "client", local, (server, options.port)
-    )
+    dataplane = KernelDataplane(address.ip, "client", local, (server, options.port))
     try:
         dataplane.hand_off(core.session, time.monotonic())
         encapsulate(transport.sock)
@@ -230,7 +239,7 @@ def hand_to_kernel(
         dataplane.remove()  # what was added before the step that failed
         raise
     reporter.log(f"kernel data plane: xfrm states {local[0]} <-> {server}, policies for "
-                 f"{core.session.tunnel_address.ip}; tun0 is no longer read")  # fmt: skip
+                 f"{address.ip}; tun0 is no longer read")  # fmt: skip
     return dataplane
 
 
@@ -243,16 +252,15 @@ def bring_up(
         tun0's fd, and the routing that CleanUp restores.
     """
     assert core.session is not None
-    address = core.session.tunnel_address
+    address, address6 = tunnel_addresses(options, core.session.client_address)
     export_keys(options, core)
     tun_fd, tun_name = create_tun_dev(
         options.tun_name, device_flags(options.mode, datapath.tun_flags)
     )
-    address6 = tunnel_address6(address) if carries_ipv6(options.mode, options.mtu) else None
     try:
         ifconfig(tun_name, address, options.mtu, address6)
         # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
-        gateway = next(address.network.hosts()) if options.mode == "tap" else None
+        gateway = next(address.network.hosts()) if options.mode == "tap" and address else None
         routing = ClientRouting(
             options.server,
             tun_name,
@@ -265,10 +273,34 @@ def bring_up(
     except BaseException:
         os.close(tun_fd)
         raise
-    both = f"{address} and {address6}" if address6 else str(address)
-    reporter.update(tunnel_address=str(address), tunnel_address6=str(address6 or ""), tun=tun_name)
+    both = " and ".join(str(a) for a in (address, address6) if a)
+    reporter.update(
+        tunnel_address=str(address or ""), tunnel_address6=str(address6 or ""), tun=tun_name
+    )
     reporter.state("connected", f"tunnel {both} on {tun_name}, routes via {tun_name}")
     return tun_fd, routing
+
+
+def tunnel_addresses(
+    options: ClientOptions, given: TunnelAddress
+) -> tuple[IPv4Interface | None, IPv6Interface | None]:
+    """Ifconfig's addresses: the Welcome's IPv4 one and its twin fd10:8::N (dual stack), or
+    the IPv6-only one alone (the server's IPv4 pool was used up; IPv4 then still goes into
+    tun0, whose server drops it, rather than around the tunnel in the clear).
+
+    Raises:
+        SetupError: an IPv6-only address, but this tun0 carries no IPv6 (TAP mode, an MTU
+            below 1280, IPv6 off).
+    """
+    six = carries_ipv6(options.mode, options.mtu)
+    if isinstance(given, IPv4Interface):
+        return given, tunnel_address6(given) if six else None
+    if not six:
+        raise SetupError(
+            f"the server gave only the IPv6 address {given}, and this tun0 carries no IPv6 "
+            "(--mode tap, an MTU below 1280, or IPv6 off)"
+        )
+    return None, given
 
 
 def export_keys(options: ClientOptions, core: ClientCore) -> None:

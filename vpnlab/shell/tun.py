@@ -82,14 +82,15 @@ def create_tun_dev(name: str = "tun0", flags: int = IFF_TUN | IFF_NO_PI) -> tupl
 
 
 def ifconfig(
-    name: str, address: IPv4Interface, mtu: int, address6: IPv6Interface | None = None
+    name: str, address: IPv4Interface | None, mtu: int, address6: IPv6Interface | None = None
 ) -> None:
     """Ifconfig: give tun0 its address and MTU and bring it up (``ip addr/link``: rtnetlink.py).
 
     With ``address6`` (dual stack) tun0 gets its IPv6 tunnel address too (``ip -6 addr add
-    ... nodad``). Bringing tun0 up with IPv6 on makes the kernel give it a link-local fe80::
-    address and send router solicitations out of it: the daemon reads them like any packet
-    and drops them (``packet.is_link_scope``, counted as "tun: ipv6 link scope").
+    ... nodad``); with ``address`` None only that one (an IPv6-only Welcome). Bringing tun0
+    up with IPv6 on makes the kernel give it a link-local fe80:: address and send router
+    solicitations out of it: the daemon reads them like any packet and drops them
+    (``packet.is_link_scope``, counted as "tun: ipv6 link scope").
 
     Raises:
         SetupError: netlink refused (for example, the interface vanished).
@@ -98,9 +99,10 @@ def ifconfig(
         with Rtnetlink() as netlink:
             index = link_index(name)
             netlink.set_link(index, mtu=mtu)
-            netlink.replace_address(index, address)
+            if address is not None:
+                netlink.replace_address(index, address)
             if address6 is not None:
                 netlink.replace_address(index, address6, IFA_F_NODAD)
             netlink.set_link(index, up=True)
     except NetlinkError as exc:
-        raise SetupError(f"ifconfig {name} {address} mtu {mtu} failed: {exc}") from None
+        raise SetupError(f"ifconfig {name} {address or address6} mtu {mtu} failed: {exc}") from None

@@ -192,6 +192,9 @@ class SelectLoop:
         mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (None: leave it).
         every_second: called with ``now`` once a second, with the status report (the server
             reads its peers file again there).
+        end_of_turn: called with ``now`` once a turn, before what the core queued is sent
+            (the server exports the keys of the sessions that turn started or ended, once
+            for them all), guarded as ``every_second``.
     """
 
     def __init__(
@@ -205,6 +208,7 @@ class SelectLoop:
         *,
         mss_clamp: int | None = None,
         every_second: Callable[[float], list[Event]] | None = None,
+        end_of_turn: Callable[[float], list[Event]] | None = None,
     ) -> None:
         self.core = core
         self.device = device
@@ -214,6 +218,7 @@ class SelectLoop:
         self.on_event = on_event
         self.mss_clamp = mss_clamp
         self.every_second = every_second
+        self.end_of_turn = end_of_turn
         self.selector = selectors.DefaultSelector()
         if device is not None:
             self.selector.register(device, selectors.EVENT_READ, self.tun_selected)
@@ -252,6 +257,8 @@ class SelectLoop:
                 self.periodic(self.every_second, now)
             self.report_status(now)
             self._status_at = now + 1.0
+        if self.end_of_turn is not None:
+            self.periodic(self.end_of_turn, now)
         self.send_queued()
 
     def tun_selected(self, now: float) -> None:

@@ -4,6 +4,7 @@
     esp          ESP framing (RFC 4303, in UDP as RFC 3948), static keys, tshark esp_sa rows
     crypto       the algorithms (NULL + HMAC-SHA-256-128, AES-GCM-128), the replay window
     handshake    the PSK-authenticated X25519 Hello/Welcome of the ESP formats
+    welcome_address  the tunnel address in a Welcome: IPv4, or IPv6 only once the pool is used up
     ciphers      the factory: ``--cipher NAME`` to a Format (``make_format``)
     framing      ``--transport tcp``: each datagram as a length-prefixed frame of the stream
 

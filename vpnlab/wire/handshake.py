@@ -9,10 +9,12 @@ nor for a NAT-keepalive. All integers are big-endian::
       | 0000 | 0x01 | cipher | timestamp (8)  | client X25519 (32)  | MAC (16)  |
     Welcome (server -> client, 59 bytes)
       0      4      5        6                    38               42       43          59
-      | 0000 | 0x02 | cipher | server X25519 (32) | client IPv4 (4) | prefix | tag (16)  |
+      | 0000 | 0x02 | cipher | server X25519 (32) | client address (4) | prefix | tag (16) |
 
     cipher     1 esp-null, 2 esp-aes-gcm
     timestamp  the client's ``now`` in microseconds (unsigned)
+    address    an IPv4 address and its prefix length, or (prefix 64) an IPv6-only address of
+               fd10:8::/64 (``welcome_address.py``)
     MAC        HMAC-SHA-256-128 under hello_key = HKDF(PSK) over the 46 bytes before it
     tag        HMAC-SHA-256-128 under confirm_key over the 43 bytes before it
 
@@ -33,7 +35,6 @@ from __future__ import annotations
 import hmac
 import struct
 from collections import OrderedDict
-from ipaddress import IPv4Address, IPv4Interface
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -45,9 +46,11 @@ from vpnlab.core.formats import (
     RandomBytes,
     SendsHellos,
 )
+from vpnlab.core.pool import TunnelAddress
 from vpnlab.core.reasons import Drop
 from vpnlab.wire.crypto import algorithm, hello_key, hmac_sha256_128, session_keys
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
+from vpnlab.wire.welcome_address import pack_address, unpack_address
 
 HELLO = struct.Struct("!4sBBQ32s16s")
 WELCOME = struct.Struct("!4sBB32s4sB16s")
@@ -161,9 +164,7 @@ class EspClientHandshake(SendsHellos):
         keys = session_keys(self._cipher, self._psk, secret, self._hello + datagram[:-16])
         if not hmac.compare_digest(_mac(keys.confirm_key, datagram), tag):
             raise RemoteProtocolError(Drop.WRONG_PSK_OR_MUTATED)
-        if prefix > 32 or ip == bytes(4):
-            raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS)
-        address = IPv4Interface((IPv4Address(ip), prefix))
+        address = unpack_address(ip, prefix)
         session = EspSession(self._cipher, keys.client_to_server, keys.server_to_client)
         self._welcome = datagram
         self._established = Established(session, address)
@@ -227,7 +228,7 @@ class EspServerHandshake(AnswersHellos):
         return CheckedHello(datagram, state=stamp)
 
     def answer(
-        self, hello: CheckedHello, client_address: IPv4Interface
+        self, hello: CheckedHello, client_address: TunnelAddress
     ) -> tuple[bytes, EspSession]:
         """ServerConnection: assign ``client_address``, derive the session, remember the Hello.
 
@@ -246,8 +247,7 @@ class EspServerHandshake(AnswersHellos):
             WELCOME_TYPE,
             self._cipher_id,
             _public_bytes(private),
-            client_address.ip.packed,
-            client_address.network.prefixlen,
+            *pack_address(client_address),
             bytes(16),
         )
         keys = session_keys(self._cipher, self._psk, secret, datagram + body[:-16])

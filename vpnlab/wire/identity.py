@@ -13,7 +13,8 @@ The handshake is Noise IKpsk2 (``noise.py``); its keys are expanded into the two
         mac2: MAC(cookie, bytes 0..129), or 16 zero bytes without a cookie
     Welcome (server -> client, 63 bytes)
       | 0000 | 0x04 | cipher | Noise message 2 (<- e, ee, se, psk): 48 bytes + payload (9) |
-        payload: the server's inbound SPI (4) | the client's tunnel IPv4 (4) | prefix (1)
+        payload: the server's inbound SPI (4) | the client's tunnel address (4) | prefix (1)
+                 (IPv4, or with prefix 64 IPv6 only: ``welcome_address.py``)
     Cookie reply (server -> client, under load, instead of a Welcome; 50 bytes)
       0      4      5        6           18                        50
       | 0000 | 0x05 | cipher | nonce (12) | ChaCha20-Poly1305(cookie) |  AD: the Hello's mac1
@@ -37,7 +38,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Interface
 
 from vpnlab.core.cookie import (
     COOKIE_REPLY_BODY,
@@ -56,6 +57,7 @@ from vpnlab.core.formats import (
     RandomBytes,
     SendsHellos,
 )
+from vpnlab.core.pool import TunnelAddress
 from vpnlab.core.reasons import Drop
 from vpnlab.wire.crypto import SaKeys, algorithm, sa_key, spi_from
 from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
@@ -68,6 +70,7 @@ from vpnlab.wire.noise import (
     Responder,
     public_key,
 )
+from vpnlab.wire.welcome_address import pack_address, unpack_address
 
 HELLO_TYPE = 3
 WELCOME_TYPE = 4
@@ -187,9 +190,9 @@ class IdentityClientHandshake(SendsHellos):
         _check_header(datagram, WELCOME_PREFIX, WELCOME_BYTES, CIPHER_IDS[self._cipher])
         payload, keys = self._initiator.receive(datagram[HEADER_BYTES:])
         server_spi, ip, prefix = WELCOME_PAYLOAD.unpack(payload)
-        if prefix > 32 or ip == bytes(4) or server_spi < 256:
+        if server_spi < 256:
             raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS)
-        address = IPv4Interface((IPv4Address(ip), prefix))
+        address = unpack_address(ip, prefix)
         session = _session(self._cipher, keys.send, server_spi, keys.receive, self._spi)
         self._established = Established(session, address)
         return self._established
@@ -268,7 +271,7 @@ class IdentityServerHandshake(AnswersHellos):
         return CheckedHello(datagram, peer, _Hello(responder, client_spi, stamp))
 
     def answer(
-        self, hello: CheckedHello, client_address: IPv4Interface
+        self, hello: CheckedHello, client_address: TunnelAddress
     ) -> tuple[bytes, EspSession]:
         """The Welcome for a checked Hello (its peer's address), and the session."""
         state = hello.state
@@ -276,9 +279,7 @@ class IdentityServerHandshake(AnswersHellos):
         server_spi = spi_from(self._random_bytes(4))
         if server_spi == state.client_spi:
             server_spi = spi_from(self._random_bytes(4))  # one SPI per direction, never shared
-        payload = WELCOME_PAYLOAD.pack(
-            server_spi, client_address.ip.packed, client_address.network.prefixlen
-        )
+        payload = WELCOME_PAYLOAD.pack(server_spi, *pack_address(client_address))
         message, keys = state.responder.welcome(hello.peer.psk or NO_PSK, payload)
         self.latest[hello.peer.public_key] = state.stamp
         session = _session(self._cipher, keys.send, state.client_spi, keys.receive, server_spi)

@@ -7,6 +7,7 @@ it, which is exactly what the ESP formats fix.
 
     client -> server   VPNLAB/1 HELLO
     server -> client   VPNLAB/1 WELCOME 10.8.0.2/24
+                       (VPNLAB/1 WELCOME fd10:8::100/64 once the IPv4 pool is used up)
     either way         VPNLAB/1 KEEPALIVE          (when idle)
     either way         VPNLAB/1 BYE                (on CleanUp)
 
@@ -19,7 +20,7 @@ source MAC with the group bit set (0x2f), which no frame carries.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface
+from ipaddress import IPv6Interface, ip_interface
 
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.formats import (
@@ -32,6 +33,7 @@ from vpnlab.core.formats import (
     SendsHellos,
 )
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
+from vpnlab.core.pool import TUNNEL_NETWORK6_NET, TunnelAddress
 from vpnlab.core.reasons import Drop
 
 MAGIC = b"VPNLAB/1 "
@@ -87,7 +89,8 @@ class PlainProtection:
 
 
 class PlainClientHandshake(SendsHellos):
-    """ClientConnection: send ``HELLO``, accept ``WELCOME <address>``."""
+    """ClientConnection: send ``HELLO``, accept ``WELCOME <address>`` (IPv4, or an IPv6-only
+    address of the tunnel's /64)."""
 
     def hello(self, now: float) -> bytes:
         return HELLO
@@ -96,9 +99,11 @@ class PlainClientHandshake(SendsHellos):
         if not datagram.startswith(WELCOME) or len(datagram) > MAX_CONTROL:
             raise RemoteProtocolError(Drop.NOT_A_WELCOME)
         try:
-            address = IPv4Interface(datagram[len(WELCOME) :].decode("ascii").strip())
+            address = ip_interface(datagram[len(WELCOME) :].decode("ascii").strip())
         except ValueError:
             raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS) from None
+        if isinstance(address, IPv6Interface) and address.network != TUNNEL_NETWORK6_NET:
+            raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS)
         return Established(PlainProtection(), address)
 
 
@@ -111,7 +116,7 @@ class PlainServerHandshake(AnswersHellos):
         return CheckedHello(datagram)
 
     def answer(
-        self, hello: CheckedHello, client_address: IPv4Interface
+        self, hello: CheckedHello, client_address: TunnelAddress
     ) -> tuple[bytes, Protection]:
         return WELCOME + str(client_address).encode("ascii") + b"\n", PlainProtection()
 

@@ -257,9 +257,9 @@ class ServerCore(CoreBase):
             return self._drop(Drop.PEER_ADDRESS_TAKEN, peer)
         if old is None and checked.peer is not None:
             old = self.router.by_address.get(checked.peer.tunnel_address.ip)
-        address, refused = self._address_for(checked, old, peer)
-        if address is None:
-            return self._drop(refused, peer)
+        address = self._address_for(checked, old, peer)
+        if isinstance(address, Drop):
+            return self._drop(address, peer)
         reply, protection = self.handshake.answer(checked, address)
         if old is not None:  # a rekey, or roaming: the live keys stay until these are used
             old.rekey(protection, now, confirmed=False)
@@ -276,16 +276,16 @@ class ServerCore(CoreBase):
 
     def _address_for(
         self, hello: CheckedHello, old: Session | None, peer: Address
-    ) -> tuple[IPv4Interface | None, str]:
-        """The tunnel address a checked Hello gets, or None and the reason it gets none."""
+    ) -> IPv4Interface | Drop:
+        """The tunnel address a checked Hello gets, or the reason it gets none."""
         if old is not None:
-            return old.tunnel_address, ""
+            return old.tunnel_address
         if hello.peer is not None:  # identity mode: the peer's own, wherever it comes from
-            return hello.peer.tunnel_address, ""
+            return hello.peer.tunnel_address
         if self._sessions_from(peer[0]) >= self.max_sessions_per_ip:
-            return None, Drop.TOO_MANY_SESSIONS
+            return Drop.TOO_MANY_SESSIONS
         address = self.pool.take()
-        return address, "" if address is not None else Drop.POOL_EXHAUSTED
+        return Drop.POOL_EXHAUSTED if address is None else address
 
     def _sessions_from(self, ip: str) -> int:
         return sum(1 for address in self.sessions if address[0] == ip)

@@ -28,6 +28,7 @@ from vpnlab.core.events import Event, HandshakeCompleted
 from vpnlab.core.formats import ClientHandshake, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
 from vpnlab.core.pool import tunnel_address6
+from vpnlab.core.reasons import Close
 from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
 from vpnlab.shell.report import Reporter
@@ -287,10 +288,10 @@ def export_keys(options: ClientOptions, core: ClientCore) -> None:
 
 def exit_code(core: ClientCore, reporter: Reporter) -> int:
     """How the session ended, as the process exit code (the ``vpnlab client`` help lists them)."""
-    if core.close_reason == "peer lost":
+    if core.close_reason is Close.PEER_LOST:
         reporter.log("peer lost: no datagram from the server for 6 s")
         return EXIT_PEER_LOST
-    if core.close_reason == "bye":
+    if core.close_reason is Close.BYE:
         reporter.log("the server closed the session (Bye)")
         return EXIT_SERVER_CLOSED
     return EXIT_OK

@@ -25,6 +25,7 @@ from vpnlab.core.events import (
     HandshakeCompleted,
     SessionClosed,
 )
+from vpnlab.core.reasons import DropLabel
 
 
 def clock() -> str:
@@ -42,7 +43,7 @@ class Reporter:
         self.stream = stream
         self.fields: dict[str, object] = {"role": role, "pid": os.getpid(), "state": "starting"}
         self._written_at = 0.0
-        self._seen_drops: set[str] = set()
+        self._seen_drops: set[DropLabel] = set()
 
     def log(self, message: str) -> None:
         print(f"{clock()} {self.role:<7} {message}", file=self.stream, flush=True)

@@ -29,6 +29,7 @@ from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format, Peer
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES, unmapped
 from vpnlab.core.pool import tunnel_address6
+from vpnlab.core.reasons import Drop
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
@@ -212,7 +213,7 @@ def guarded(name: str, task, core: ServerCore, reporter: Reporter, then=None):
             try:
                 events += part(now)
             except Exception as exc:
-                key = f"bug: {name}: {type(exc).__name__}"
+                key = Drop.BUG.detail(f"{name}: {type(exc).__name__}")
                 core.counters.drops[key] += 1
                 if core.counters.drops[key] == 1:
                     reporter.log(f"{key} ({exc!r}); the server goes on, later ones are counted")

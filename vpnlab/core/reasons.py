@@ -20,8 +20,13 @@ class Reason(str, Enum):
 
 @unique
 class State(Reason):
-    """Where a core is in the design notes' connection flow."""
+    """Where a core is in the design notes' connection flow, and its daemon around it: the
+    status file's "state" and the log's "state A -> B"."""
 
+    STARTING = "starting"
+    """A daemon before its core has a say (the socket, tun0 and routes being set up)."""
+    LISTENING = "listening"
+    """The server with no client (ServerConnection waits for a Hello)."""
     CONNECTING = "connecting"
     CONNECTED = "connected"
     CLOSED = "closed"

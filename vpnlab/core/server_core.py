@@ -118,10 +118,10 @@ class ServerCore(CoreBase):
 
     @property
     def state(self) -> State:
-        """CONNECTED while at least one client is, else CONNECTING (waiting for a Hello)."""
+        """CONNECTED while at least one client is, else LISTENING (waiting for a Hello)."""
         if self.finished:
             return State.CLOSED
-        return State.CONNECTED if self.sessions else State.CONNECTING
+        return State.CONNECTED if self.sessions else State.LISTENING
 
     def _receive(
         self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
@@ -379,9 +379,8 @@ class ServerCore(CoreBase):
 
     def describe(self, now: float) -> dict[str, object]:
         """The status file's fields: every client's address and silence, and the counters."""
-        state = "closed" if self.finished else "connected" if self.sessions else "listening"
         return {
-            "state": state,
+            "state": self.state.value,
             "clients": [
                 {
                     "peer": _endpoint(peer),

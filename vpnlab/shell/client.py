@@ -136,7 +136,7 @@ def client_connection(
     Returns:
         True once the handshake completed; False on the 2.5 s timeout or a signal.
     """
-    reporter.state("connecting", f"server {core.server[0]}:{core.server[1]}")
+    reporter.state(State.CONNECTING, f"server {core.server[0]}:{core.server[1]}")
     core.connect(time.monotonic())
     SelectLoop(core, None, transport, reporter, signals).run(until=State.CONNECTING)
     return core.state is State.CONNECTED
@@ -268,7 +268,7 @@ def bring_up(
         raise
     both = f"{address} and {address6}" if address6 else str(address)
     reporter.update(tunnel_address=str(address), tunnel_address6=str(address6 or ""), tun=tun_name)
-    reporter.state("connected", f"tunnel {both} on {tun_name}, routes via {tun_name}")
+    reporter.state(State.CONNECTED, f"tunnel {both} on {tun_name}, routes via {tun_name}")
     return tun_fd, routing
 
 

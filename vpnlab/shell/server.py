@@ -29,7 +29,7 @@ from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format, Peer
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES, unmapped
 from vpnlab.core.pool import tunnel_address6
-from vpnlab.core.reasons import Drop
+from vpnlab.core.reasons import Drop, State
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
@@ -352,7 +352,7 @@ def bring_up(
     )
     both = f"{options.tunnel_address} and {address6}" if address6 else str(options.tunnel_address)
     reporter.state(
-        "listening",
+        State.LISTENING,
         f"{options.transport} {options.listen}:{options.port}, "
         f"{tun_name} {both}, {cipher}, forwarding on, {nat}",
     )

@@ -375,5 +375,5 @@ def clean_up(
     if tun_fd is not None:
         os.close(tun_fd)
     reporter.update(**{k: v for k, v in core.describe(now).items() if k != "state"})
-    reporter.state("closed", summary)
+    reporter.state(State.CLOSED, summary)
     reporter.log(f"counters {core.counters.as_dict()}")

@@ -18,6 +18,7 @@ import os
 import select
 import time
 from dataclasses import dataclass
+from enum import IntEnum, unique
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
@@ -40,11 +41,22 @@ from vpnlab.shell.tunnel import Datapath, SelectLoop, SignalPipe, SimpleDatapath
 from vpnlab.shell.xfrm import KernelDataplane, encapsulate, outer_source
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 
-EXIT_OK = 0
-EXIT_UNREACHABLE = 3
-EXIT_PEER_LOST = 4
-EXIT_SERVER_CLOSED = 5
-RETRY_ON = (EXIT_UNREACHABLE, EXIT_PEER_LOST, EXIT_SERVER_CLOSED)
+
+@unique
+class Exit(IntEnum):
+    """The client's exit code: how its session ended (the ``vpnlab client`` help lists them)."""
+
+    OK = 0
+    """Stopped by a signal, or the session ended another way."""
+    UNREACHABLE = 3
+    """``Close.SERVER_UNREACHABLE``: no Welcome within the 2.5 s connect timeout."""
+    PEER_LOST = 4
+    """``Close.PEER_LOST``: 6 s without a datagram from the server."""
+    SERVER_CLOSED = 5
+    """``Close.BYE``: the server said Bye."""
+
+
+RETRY_ON = (Exit.UNREACHABLE, Exit.PEER_LOST, Exit.SERVER_CLOSED)
 RECONNECT_PAUSE_S = 1.0
 
 
@@ -142,7 +154,7 @@ def client_connection(
     return core.state is State.CONNECTED
 
 
-def run_client(options: ClientOptions, reporter: Reporter) -> int:
+def run_client(options: ClientOptions, reporter: Reporter) -> Exit:
     """The client daemon: one session from Init to CleanUp, or (``--reconnect``) one after
     another while the server is lost or unreachable. Returns the process exit code.
 
@@ -160,12 +172,12 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
                 return code
             reporter.log(f"reconnecting in {RECONNECT_PAUSE_S} s (--reconnect)")
             if select.select([signals.reader], [], [], RECONNECT_PAUSE_S)[0]:
-                return EXIT_OK
+                return Exit.OK
     finally:
         signals.close()
 
 
-def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe) -> int:
+def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe) -> Exit:
     """Init, ClientConnection, CreateTunDev, Ifconfig, SetRouting(1), the loop, CleanUp."""
     server = options.server_address
     core = make_core(options)
@@ -182,12 +194,12 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
         )
         if not client_connection(core, transport, signals, reporter):
             if signals.received is not None:
-                return EXIT_OK
+                return Exit.OK
             reporter.log(
                 f"server unreachable: no answer from {server[0]}:{server[1]} "
                 f"within {CONNECT_TIMEOUT_S} s"
             )
-            return EXIT_UNREACHABLE
+            return Exit.UNREACHABLE
         tun_fd, routing = bring_up(options, datapath, core, reporter)
         layer2 = options.mode == "tap"
         mss_clamp = None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES
@@ -286,12 +298,12 @@ def export_keys(options: ClientOptions, core: ClientCore) -> None:
         write_secret(options.esp_sa_file, esp_sa_text(rows))
 
 
-def exit_code(core: ClientCore, reporter: Reporter) -> int:
+def exit_code(core: ClientCore, reporter: Reporter) -> Exit:
     """How the session ended, as the process exit code (the ``vpnlab client`` help lists them)."""
     if core.close_reason is Close.PEER_LOST:
         reporter.log("peer lost: no datagram from the server for 6 s")
-        return EXIT_PEER_LOST
+        return Exit.PEER_LOST
     if core.close_reason is Close.BYE:
         reporter.log("the server closed the session (Bye)")
-        return EXIT_SERVER_CLOSED
-    return EXIT_OK
+        return Exit.SERVER_CLOSED
+    return Exit.OK

@@ -32,7 +32,7 @@ from vpnlab.core.events import Address
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.fast import offload
 from vpnlab.fast.batch import gso_batches, split_gro
-from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, coalesce, split
+from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, Write, coalesce, split
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import Run, UdpTransport, add_run
 
@@ -94,6 +94,7 @@ class VnetTun:
 
     def write(self, packets: list[bytes]) -> None:
         """Coalesced tun writes: one writev per super-packet (or per packet without TSO)."""
+        writes: list[Write]
         if not self.offloads.vnet_hdr:
             writes = [[packet] for packet in packets]
         elif self.offloads.tso:

@@ -340,11 +340,11 @@ def bring_up(
         raise
     nat66 = " (and NAT66)" if routing.network6 else ""
     nat = f"NAT{nat66} out of {options.external_interface}" if routing.nat_applied else "no NAT"
-    cipher = (
-        f"static keys, {options.static_keys.cipher}"
-        if options.static_keys
-        else f"cipher {options.format.name}"
-    )
+    if options.static_keys is not None:
+        cipher = f"static keys, {options.static_keys.cipher}"
+    else:
+        assert options.format is not None  # one of the two, or ServerCore had refused
+        cipher = f"cipher {options.format.name}"
     reporter.update(
         tun=tun_name,
         tunnel_address=str(options.tunnel_address),

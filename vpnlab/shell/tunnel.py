@@ -53,7 +53,11 @@ BATCH = 64
 class Core(Protocol):
     """What the loop needs of ClientCore and ServerCore."""
 
-    state: State
+    @property
+    def state(self) -> State:
+        """ClientCore's attribute, ServerCore's property: the loop only reads it."""
+        ...
+
     counters: Counters
     clock_offset_s: float
     """Wall-clock minus monotonic time, for the handshake's timestamps (the loop re-measures)."""

@@ -196,7 +196,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             if signals.received is not None:
                 return Exit.OK
             reporter.log(
-                f"server unreachable: no answer from {server[0]}:{server[1]} "
+                f"{Close.SERVER_UNREACHABLE}: no answer from {server[0]}:{server[1]} "
                 f"within {CONNECT_TIMEOUT_S} s"
             )
             return Exit.UNREACHABLE
@@ -301,7 +301,7 @@ def export_keys(options: ClientOptions, core: ClientCore) -> None:
 def exit_code(core: ClientCore, reporter: Reporter) -> Exit:
     """How the session ended, as the process exit code (the ``vpnlab client`` help lists them)."""
     if core.close_reason is Close.PEER_LOST:
-        reporter.log("peer lost: no datagram from the server for 6 s")
+        reporter.log(f"{Close.PEER_LOST}: no datagram from the server for 6 s")
         return Exit.PEER_LOST
     if core.close_reason is Close.BYE:
         reporter.log("the server closed the session (Bye)")

@@ -43,7 +43,7 @@ def test_ServerCore_drops_silent_client_and_frees_its_address(fmt):
         events = server.handle_timer(now)
     assert now == pytest.approx(LIVENESS_TIMEOUT_S)
     assert events == [SessionClosed(CLIENT, "peer lost")]
-    assert server.state is State.CONNECTING  # listening again
+    assert server.state is State.LISTENING
     assert len(server.pool) == 253
 
 

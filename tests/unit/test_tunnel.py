@@ -85,7 +85,7 @@ def test_SelectLoop_run_measures_the_wall_clock_offset_again(loop_parts, monkeyp
     _, _, _, signals = loop_parts
     core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random(), clock_offset_s=0.0)
     tunnel = make_loop(loop_parts, core)
-    assert core.state is State.CONNECTING
+    assert core.state is State.LISTENING
     stepped = time.time() + 3600.0
     monkeypatch.setattr(time, "time", lambda: stepped)
 

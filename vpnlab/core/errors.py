@@ -1,5 +1,9 @@
 """The exception tree: one root, then who is at fault (as in h11's _util.py)."""
 
+from __future__ import annotations
+
+from vpnlab.core.reasons import Drop
+
 
 class VpnlabError(Exception):
     """Root of every error vpnlab raises on purpose."""
@@ -12,10 +16,10 @@ class LocalProtocolError(VpnlabError):
 class RemoteProtocolError(VpnlabError):
     """The peer (or an attacker) sent something we cannot accept: drop it and count it.
 
-    ``reason`` is a short, stable label ("bad icv", "truncated", ...) used as a counter key.
+    ``reason`` is a short, stable label (``Drop.BAD_ICV``: "bad icv") used as a counter key.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: Drop) -> None:
         super().__init__(reason)
         self.reason = reason
 

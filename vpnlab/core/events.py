@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 
-from vpnlab.core.reasons import Close
+from vpnlab.core.reasons import Close, DropLabel
 
 Address = tuple[str, int]
 
@@ -37,7 +37,7 @@ class DatagramDropped(Event):
     """A datagram (or a packet from tun0) was refused; ``reason`` is its counter key (a
     ``Drop``, or ``Drop.X.detail(...)``)."""
 
-    reason: str
+    reason: DropLabel
     peer: Address | None = None
 
 

@@ -24,6 +24,7 @@ from vpnlab.core.packet import (
     destination_bytes,
     ip_destination,
     is_link_scope,
+    source_bytes,
 )
 from vpnlab.core.reasons import Drop
 from vpnlab.core.router import Router
@@ -88,7 +89,7 @@ class IpForwarder:
     ) -> list[Event]:
         """A client's packet goes to tun0 if it comes from the client's own address (or its
         network); with ``isolate_clients`` not if it is for another client."""
-        if not self.router.owns_source(session, packet):
+        if not self.router.owns_source(session, source_bytes(packet)):
             return drop(self.counters, Drop.SPOOFED_SOURCE, session.peer)
         if self.isolate_clients:
             target = self.router.route(ip_destination(packet))

@@ -20,8 +20,13 @@ class Reason(str, Enum):
 
 @unique
 class State(Reason):
-    """Where a core is in the design notes' connection flow."""
+    """Where a core is in the design notes' connection flow, and its daemon around it: the
+    status file's "state" and the log's "state A -> B"."""
 
+    STARTING = "starting"
+    """A daemon before its core has a say (the socket, tun0 and routes being set up)."""
+    LISTENING = "listening"
+    """The server with no client (ServerConnection waits for a Hello)."""
     CONNECTING = "connecting"
     CONNECTED = "connected"
     CLOSED = "closed"
@@ -126,10 +131,32 @@ class Drop(Reason):
     SEND_NO_BUFFER = "send: no buffer space"
     TCP_TOO_MANY = "tcp: too many connections"
     TCP_ACCEPT = "tcp: accept"
+    # the TCP transport's connections (each closed, the reason counted once)
+    TCP = "tcp"
+    """A connection's socket failed: ``Drop.TCP.detail(exc.strerror)``."""
+    TCP_CONNECT = "tcp: connect"
+    TCP_CLOSED_BY_PEER = "tcp: closed by peer"
+    TCP_OVERSIZE_FRAME = "tcp: oversize frame"
+    TCP_EMPTY_FRAME = "tcp: empty frame"
+    TCP_EVICTED = "tcp: evicted (no session)"
+    TCP_NO_FRAME_IN_TIME = "tcp: no frame in time"
+    TCP_IDLE = "tcp: idle"
     BUG = "bug"
     """A bug met one packet: ``Drop.BUG.detail(type(exc).__name__)``; in a periodic task
     (reading ``peers.toml``, say), ``Drop.BUG.detail(f"{task}: {type(exc).__name__}")``."""
 
-    def detail(self, text: str) -> str:
-        """This reason with what makes it precise: "value: text"."""
-        return f"{self.value}: {text}"
+    def detail(self, text: object) -> Detailed:
+        """This reason with what makes it precise: "value: text" (an OS error's
+        ``strerror``, an exception)."""
+        return Detailed(f"{self.value}: {text}")
+
+
+class Detailed(str):
+    """A drop reason made precise ("tun write: No buffer space available"): the counter key
+    and the label, as a ``Drop`` is; only :meth:`Drop.detail` makes one."""
+
+    __slots__ = ()
+
+
+DropLabel = Drop | Detailed
+"""What a drop is counted under (``Counters.drops``): a ``Drop``, or ``Drop.X.detail(...)``."""

@@ -1,5 +1,6 @@
 """ServerConnection's routing decisions in one place, sans-IO: which client a packet goes to,
-and whether a client may send from an address.
+and whether a client may send from an address: on addresses only, which the forwarders read
+from the packets (``packet.py``).
 
 TunSelected asks :meth:`Router.route`: the client whose tunnel address (either family, fd10:8::N
 beside 10.8.0.N) is the destination, or whose network is behind it (site to site, as OpenVPN's
@@ -12,9 +13,8 @@ forwarders (``forwarding.py``) ask it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
-from vpnlab.core.packet import ip_source, source_bytes
 from vpnlab.core.session import Session
 
 IPAddress = IPv4Address | IPv6Address
@@ -66,13 +66,14 @@ class Router:
                 return self.by_address.get(client)
         return None
 
-    def owns_source(self, session: Session, packet: bytes) -> bool:
-        """The inner-source check of every packet from a client: its own address (IPv4 or its
-        IPv6 twin, compared as bytes), or an address of its network (site to site)."""
-        source = source_bytes(packet)
+    def owns_source(self, session: Session, source: bytes) -> bool:
+        """The inner-source check of every packet from a client (``source``: the packet's
+        source address as bytes, ``packet.source_bytes``; empty if it is not IP): the client's
+        own address (IPv4 or its IPv6 twin, compared as bytes), or an address of its network
+        (site to site)."""
         if source == session.source_bytes or source == session.source6_bytes:
             return True
-        return self.owner(ip_source(packet)) is session
+        return source != b"" and self.owner(ip_address(source)) is session
 
     def speaks_for(self, session: Session, address: IPv4Address | None) -> bool:
         """Whether ``session`` may claim ``address`` (TAP mode's ARP and IPv4 senders): its

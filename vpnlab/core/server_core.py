@@ -126,10 +126,10 @@ class ServerCore(CoreBase):
 
     @property
     def state(self) -> State:
-        """CONNECTED while at least one client is, else CONNECTING (waiting for a Hello)."""
+        """CONNECTED while at least one client is, else LISTENING (waiting for a Hello)."""
         if self.finished:
             return State.CLOSED
-        return State.CONNECTED if self.sessions else State.CONNECTING
+        return State.CONNECTED if self.sessions else State.LISTENING
 
     def _receive(
         self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
@@ -265,9 +265,9 @@ class ServerCore(CoreBase):
             return self._drop(Drop.PEER_ADDRESS_TAKEN, peer)
         if old is None and checked.peer is not None:
             old = self.router.by_address.get(checked.peer.tunnel_address.ip)
-        address, refused = self._address_for(checked, old, peer)
-        if address is None:
-            return self._drop(refused, peer)
+        address = self._address_for(checked, old, peer)
+        if isinstance(address, Drop):
+            return self._drop(address, peer)
         reply, protection = self.handshake.answer(checked, address)
         if old is not None:  # a rekey, or roaming: the live keys stay until these are used
             old.rekey(protection, now, confirmed=False)
@@ -284,17 +284,17 @@ class ServerCore(CoreBase):
 
     def _address_for(
         self, hello: CheckedHello, old: Session | None, peer: Address
-    ) -> tuple[TunnelAddress | None, str]:
-        """The tunnel address a checked Hello gets, or None and the reason it gets none: its
-        session's, its identity's, the IPv4 pool's, or once that is used up an IPv6-only one."""
+    ) -> TunnelAddress | Drop:
+        """The tunnel address a checked Hello gets, or the reason it gets none: its session's,
+        its identity's, the IPv4 pool's, or once that is used up an IPv6-only one."""
         if old is not None:
-            return old.client_address, ""
+            return old.client_address
         if hello.peer is not None:  # identity mode: the peer's own, wherever it comes from
-            return hello.peer.tunnel_address, ""
+            return hello.peer.tunnel_address
         if self._sessions_from(peer[0]) >= self.max_sessions_per_ip:
-            return None, Drop.TOO_MANY_SESSIONS
+            return Drop.TOO_MANY_SESSIONS
         address: TunnelAddress | None = self.pool.take() or self.pool6.take()
-        return address, "" if address is not None else Drop.POOL_EXHAUSTED
+        return Drop.POOL_EXHAUSTED if address is None else address
 
     def _sessions_from(self, ip: str) -> int:
         return sum(1 for address in self.sessions if address[0] == ip)
@@ -403,9 +403,8 @@ class ServerCore(CoreBase):
 
     def describe(self, now: float) -> dict[str, object]:
         """The status file's fields: every client's address and silence, and the counters."""
-        state = "closed" if self.finished else "connected" if self.sessions else "listening"
         return {
-            "state": state,
+            "state": self.state.value,
             "clients": [
                 {
                     "peer": _endpoint(peer),

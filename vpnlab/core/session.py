@@ -23,7 +23,7 @@ from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import Address, DatagramDropped, Event
 from vpnlab.core.formats import Established, Kind, Peer, Protection
 from vpnlab.core.pool import tunnel_address6
-from vpnlab.core.reasons import Close, Drop, Opened, State
+from vpnlab.core.reasons import Close, Drop, DropLabel, Opened, State
 
 # The one transition table (as h11's _state.py): (state, what happened) -> next state.
 TRANSITIONS: dict[tuple[State, Opened | Close], State] = {
@@ -57,7 +57,7 @@ class Counters:
     keepalives_received: int = 0
     rekeys: int = 0
     cookies_received: int = 0
-    drops: Counter[str] = field(default_factory=Counter)
+    drops: Counter[DropLabel] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -90,7 +90,7 @@ DEFAULT_TIMEOUTS = Timeouts()
 OnBug = Callable[[Exception], None]
 
 
-def drop(counters: Counters, reason: str, peer: Address | None = None) -> list[Event]:
+def drop(counters: Counters, reason: DropLabel, peer: Address | None = None) -> list[Event]:
     """Count a refused datagram or packet by ``reason``; the event is for the log."""
     counters.drops[reason] += 1
     return [DatagramDropped(reason, peer)]
@@ -141,7 +141,7 @@ class CoreBase:
                 on_bug(exc)
         return packets, events
 
-    def _drop(self, reason: str, peer: Address | None = None) -> list[Event]:
+    def _drop(self, reason: DropLabel, peer: Address | None = None) -> list[Event]:
         return drop(self.counters, reason, peer)
 
 

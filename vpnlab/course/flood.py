@@ -35,6 +35,7 @@ from vpnlab import lab
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.constants import PORT
 from vpnlab.core.formats import Peer
+from vpnlab.core.reasons import Drop
 from vpnlab.course.bench import cpu_ticks, say
 from vpnlab.course.classload import all_at_once, percentiles, source_addresses
 from vpnlab.instruments.loadclients import LoadDriver
@@ -57,11 +58,11 @@ FLOODS = {
 }
 """The review's two floods (issue 27)."""
 COUNTERS = (
-    "bad mac1",
-    "under load: cookie reply sent",
-    "hello rate limit",
-    "handshake queue full",
-    "bad hello",
+    Drop.BAD_MAC1,
+    Drop.UNDER_LOAD_COOKIE_SENT,
+    Drop.HELLO_RATE_LIMIT,
+    Drop.HANDSHAKE_QUEUE_FULL,
+    Drop.BAD_HELLO,
 )
 
 
@@ -194,8 +195,8 @@ def format_flood(document: dict[str, Any]) -> str:
             f"| {name} | {ping['loss_percent']} % | {_pair(ping['rtt_ms'], '.2f')} | "
             f"{clients['connected']}/{n} | {_pair(clients['handshake_ms'], '.0f')} / "
             f"{clients['slowest_handshake_ms']} | {phase['server_cpu_percent']} % | "
-            f"{drops['bad mac1']} | {drops['under load: cookie reply sent']} | "
-            f"{drops['hello rate limit']} |"
+            f"{drops[Drop.BAD_MAC1]} | {drops[Drop.UNDER_LOAD_COOKIE_SENT]} | "
+            f"{drops[Drop.HELLO_RATE_LIMIT]} |"
         )
     lines.append(
         f"\n{document['date']}, {document['cpus']} cores, /proc/loadavg at the start: "

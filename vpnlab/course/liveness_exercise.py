@@ -30,6 +30,7 @@ from pathlib import Path
 
 from vpnlab.core.constants import LIVENESS_TIMEOUT_S, PORT
 from vpnlab.core.formats import Established
+from vpnlab.core.reasons import Close
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Counters, Session
 from vpnlab.course.notebook import CourseLab, wait_for
 from vpnlab.instruments import capture
@@ -90,7 +91,7 @@ def measure(lab: CourseLab, folder: Path = Path("work")) -> Timeline:
     """The real daemon's timeline: the VPN (re)started, r1's eth0 captured from 4.5 s before
     ``kill -9`` of the server until the client logs 'peer lost' (the VPN stopped after)."""
     lab.start_vpn()
-    server, lost_before = lab.daemon_pid("server"), lab.log("client-r1").count("peer lost")
+    server, lost_before = lab.daemon_pid("server"), lab.log("client-r1").count(Close.PEER_LOST)
     if server is None:
         raise ValueError("the server is not running")
     with capture.start_capture(
@@ -100,7 +101,7 @@ def measure(lab: CourseLab, folder: Path = Path("work")) -> Timeline:
         killed = time.time()
         os.kill(server, signal.SIGKILL)
         noticed = wait_for(
-            lambda: lab.log("client-r1").count("peer lost") > lost_before,
+            lambda: lab.log("client-r1").count(Close.PEER_LOST) > lost_before,
             LIVENESS_TIMEOUT_S + 4,
             0.05,
         )
@@ -142,7 +143,7 @@ def daemon(now: float, last_received: float, last_sent: float) -> str | None:
         DEFAULT_TIMEOUTS,
     )
     session.last_received, session.last_sent = last_received, last_sent
-    if session.handle_timer(now) == "peer lost":
+    if session.handle_timer(now) is Close.PEER_LOST:
         return "close"
     return "keepalive" if session.outbox else None
 

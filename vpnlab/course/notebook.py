@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from vpnlab.core.errors import VpnlabError
+from vpnlab.core.reasons import State
 from vpnlab.course.grading import check_answer, explain, grade, grade_facts, observe, predict
 from vpnlab.lab.nodes import exec_in, popen_in, wait_for
 from vpnlab.lab.state import drawn_values, namespace, state_dir
@@ -224,7 +225,7 @@ class CourseLab:
 
         def connected() -> bool:
             try:
-                return json.loads(status.read_text()).get("state") == "connected"
+                return json.loads(status.read_text()).get("state") == State.CONNECTED
             except (OSError, ValueError):
                 return False
 

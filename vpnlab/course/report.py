@@ -39,13 +39,29 @@ import json
 import re
 import time
 from collections import defaultdict
+from enum import unique
 from pathlib import Path
 from typing import Any
 
+from vpnlab.core.reasons import Reason
 from vpnlab.lab.faults import FAULTS
 
 from .grading import FACT_RECORDED
 from .progress import Attempt
+
+
+@unique
+class Status(Reason):
+    """An item's or a SEED task's status in the report (its JSON and CSV say the value)."""
+
+    PASSED = "passed"
+    ANSWERED = "answered"
+    """A fixed fact recorded: the instructor's hidden tests grade it."""
+    NOT_PASSED = "not passed"
+    IN_PROGRESS = "in progress"
+    """A SEED task: some of its items tried, not all passed."""
+    NOT_ATTEMPTED = "not attempted"
+
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 """The course's notebooks, in a checkout of the repository (where the exercises are listed)."""
@@ -169,12 +185,12 @@ def report(
         mine = sorted((n for n in items if _belongs(n, patterns)), key=_sort_key)
         placed |= set(mine)
         if not mine:
-            task_status = "not attempted"
-        elif all(_status(items[n]) in ("passed", "answered") for n in mine):
-            task_status = "passed"
+            task_status = Status.NOT_ATTEMPTED
+        elif all(_status(items[n]) in (Status.PASSED, Status.ANSWERED) for n in mine):
+            task_status = Status.PASSED
         else:
             tried = any(items[n]["attempts"] for n in mine)
-            task_status = "in progress" if tried else "not attempted"
+            task_status = Status.IN_PROGRESS if tried else Status.NOT_ATTEMPTED
         task = {"seed_task": number, "title": title, "status": task_status}
         task["checked_by"] = list(patterns)
         task["items"] = [items[n] for n in mine]
@@ -206,9 +222,9 @@ def to_csv(data: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def _status(item: dict[str, Any]) -> str:
+def _status(item: dict[str, Any]) -> Status:
     if item["passed"]:
-        return "passed"
+        return Status.PASSED
     if item["attempts"] and FACT_RECORDED in item["detail"]:
-        return "answered"
-    return "not passed" if item["attempts"] else "not attempted"
+        return Status.ANSWERED
+    return Status.NOT_PASSED if item["attempts"] else Status.NOT_ATTEMPTED

@@ -29,9 +29,10 @@ from collections import Counter
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError
 from vpnlab.core.events import Address
+from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.fast import offload
 from vpnlab.fast.batch import gso_batches, split_gro
-from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, coalesce, split
+from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, Write, coalesce, split
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import Run, UdpTransport, add_run
 
@@ -43,9 +44,9 @@ GSO_REFUSED = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 """What a UDP GSO send fails with where the kernel or the route cannot segment."""
 
 
-def count_bug(drops: Counter[str], exc: Exception) -> None:
+def count_bug(drops: Counter[DropLabel], exc: Exception) -> None:
     """A bug batching packets costs the batching, never the packets (they go one by one)."""
-    drops[f"bug: {type(exc).__name__}"] += 1
+    drops[Drop.BUG.detail(type(exc).__name__)] += 1
 
 
 class VnetTun:
@@ -59,7 +60,7 @@ class VnetTun:
     """
 
     def __init__(
-        self, fd: int, drops: Counter[str], offloads: offload.Offloads, stats: Counter[str]
+        self, fd: int, drops: Counter[DropLabel], offloads: offload.Offloads, stats: Counter[str]
     ) -> None:
         self.fd = fd
         self.drops = drops
@@ -77,7 +78,7 @@ class VnetTun:
         except BlockingIOError:
             return []
         except OSError as exc:
-            self.drops[f"tun read: {exc.strerror}"] += 1
+            self.drops[Drop.TUN_READ.detail(exc.strerror)] += 1
             return []
         if not self.offloads.vnet_hdr:
             return [data]
@@ -86,13 +87,14 @@ class VnetTun:
         try:
             packets = split(data[:VNET_HDR_LEN], data[VNET_HDR_LEN:])
         except (LocalProtocolError, IndexError) as exc:
-            self.drops[f"tun: {exc}"] += 1
+            self.drops[Drop.TUN.detail(exc)] += 1
             return []
         self.stats["super_packets"] += len(packets) > 1
         return packets
 
     def write(self, packets: list[bytes]) -> None:
         """Coalesced tun writes: one writev per super-packet (or per packet without TSO)."""
+        writes: list[Write]
         if not self.offloads.vnet_hdr:
             writes = [[packet] for packet in packets]
         elif self.offloads.tso:
@@ -107,7 +109,7 @@ class VnetTun:
             try:
                 os.writev(self.fd, buffers)
             except OSError as exc:
-                self.drops[f"tun write: {exc.strerror}"] += 1
+                self.drops[Drop.TUN_WRITE.detail(exc.strerror)] += 1
         self.stats["tun_writes"] += len(writes)
 
     def describe(self) -> dict[str, object]:
@@ -131,7 +133,7 @@ class GsoUdp(UdpTransport):
     def __init__(
         self,
         sock: socket.socket,
-        drops: Counter[str],
+        drops: Counter[DropLabel],
         offloads: offload.Offloads,
         stats: Counter[str],
         reporter: Reporter,
@@ -151,7 +153,7 @@ class GsoUdp(UdpTransport):
             except BlockingIOError:
                 break
             except OSError as exc:  # e.g. an ICMP error queued on the socket
-                self.drops[f"socket: {exc.strerror}"] += 1
+                self.drops[Drop.SOCKET.detail(exc.strerror)] += 1
                 continue
             segment_size = offload.gro_segment_size(ancillary)
             self.stats["gro_batches"] += segment_size > 0
@@ -172,11 +174,11 @@ class GsoUdp(UdpTransport):
                     self.stats["gso_sends"] += 1
                     continue
                 except BlockingIOError:
-                    self.drops["send: no buffer space"] += len(run)
+                    self.drops[Drop.SEND_NO_BUFFER] += len(run)
                     continue
                 except OSError as exc:
                     if exc.errno not in GSO_REFUSED:
-                        self.drops[f"send: {exc.strerror}"] += len(run)
+                        self.drops[Drop.SEND.detail(exc.strerror)] += len(run)
                         continue
                     self.offloads.udp_gso = False
                     self.reporter.log(f"fast path: UDP GSO send refused ({exc.strerror}); off")
@@ -197,12 +199,12 @@ class FastDatapath:
         self.stats: Counter[str] = Counter()
         self._logged = 0
 
-    def udp(self, sock: socket.socket, drops: Counter[str]) -> GsoUdp:
+    def udp(self, sock: socket.socket, drops: Counter[DropLabel]) -> GsoUdp:
         transport = GsoUdp(sock, drops, self.offloads, self.stats, self.reporter)
         self._log_refusals()
         return transport
 
-    def device(self, fd: int, drops: Counter[str]) -> VnetTun:
+    def device(self, fd: int, drops: Counter[DropLabel]) -> VnetTun:
         device = VnetTun(fd, drops, self.offloads, self.stats)
         self._log_refusals()
         self.reporter.log(f"datapath fast: {self.offloads.describe()}")

@@ -72,6 +72,9 @@ NO_OFFLOAD = bytes(VNET_HDR_LEN)
 """The header of an ordinary, complete packet (no GSO, checksum already done)."""
 
 MAX_IP_PACKET = 65535
+Write = list[bytes | memoryview]
+"""The buffers of one tun write (writev): the virtio_net_hdr, then the packet, or the joined
+segments' headers and their payloads as views of the segments they came in."""
 
 
 def _pseudo_addresses(packet: bytes | bytearray, version: int) -> int:
@@ -316,7 +319,7 @@ class _Flow:
         self.psh = bool(packet[ihl + 13] & PSH)
 
 
-def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[list[bytes]]:
+def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[Write]:
     """SockSelected with offloads: join consecutive segments of a TCP flow for one tun write.
 
     A segment joins the one before it when it belongs to the same TCP flow (addresses, ports),
@@ -333,7 +336,7 @@ def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[list[
         super-packet (GSO_TCPV4 or GSO_TCPV6, NEEDS_CSUM, the checksum field holding the
         pseudo-header sum).
     """
-    writes: list[list[bytes]] = []
+    writes: list[Write] = []
     flow: _Flow | None = None
     for packet in packets:
         segment = _segment(packet)
@@ -364,7 +367,7 @@ def coalesce(packets: list[bytes], max_bytes: int = MAX_IP_PACKET) -> list[list[
     return writes
 
 
-def _flow_write(flow: _Flow) -> list[bytes]:
+def _flow_write(flow: _Flow) -> Write:
     if len(flow.parts) == 1:  # nothing joined: the packet as it came, checksum intact
         return [NO_OFFLOAD, bytes(flow.ip) + bytes(flow.tcp) + bytes(flow.parts[0])]
     ip, tcp = flow.ip, flow.tcp

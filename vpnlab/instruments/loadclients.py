@@ -25,6 +25,7 @@ from ipaddress import IPv4Address, IPv6Address
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
 from vpnlab.core.packet import internet_checksum
+from vpnlab.core.reasons import Close
 
 ECHO_ID = 0x7601
 ECHO_PAYLOAD = b"vpnlab class load"
@@ -92,7 +93,7 @@ class LoadClient:
     ping_seq: int = 0
     ping_at: float | None = None
     rtt_s: float | None = None
-    closed: str | None = None
+    closed: Close | None = None
     bad_replies: int = 0
     make_core: Callable[[], ClientCore] | None = None
     """Its own cores (an identity each); None: the driver's."""

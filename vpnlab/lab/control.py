@@ -16,6 +16,7 @@ from typing import Any
 
 from vpnlab.core.errors import LabError
 from vpnlab.core.pool import tunnel_address6
+from vpnlab.core.reasons import State
 from vpnlab.lab.build import build, listening, start_daemon
 from vpnlab.lab.draw import WHOAMI_TOKEN, draw
 from vpnlab.lab.inspection import status
@@ -153,7 +154,7 @@ def _client_checks(
 
     if record.vpn:
         daemon = info["daemons"].get(f"client-{client}")
-        ok = bool(daemon and daemon["alive"]) and tunnel.get("state") == "connected"
+        ok = bool(daemon and daemon["alive"]) and tunnel.get("state") == State.CONNECTED
         add("vpn client connected", ok, f"status {tunnel.get('state', 'missing')}")
     eth0 = topo.node(client).interface("eth0")
     six = topo.dual_stack and record.mode != "tap" and eth0 is not None and eth0.ip6

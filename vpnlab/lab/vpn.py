@@ -25,6 +25,7 @@ from typing import Any
 from vpnlab.core.constants import NAT_TABLE, PORT
 from vpnlab.core.errors import LabError
 from vpnlab.core.pool import AddressPool, tunnel_address6
+from vpnlab.core.reasons import State
 from vpnlab.lab.build import log_tail, start_daemon
 from vpnlab.lab.inspection import read_status_file, status
 from vpnlab.lab.nodes import check_environment, run_in, wait_for
@@ -295,7 +296,7 @@ def _start_client(prefix: str, record: LabRecord, node: str, argv: list[str]) ->
     log = record.daemons[name].log
 
     def connected() -> bool:
-        return (read_status_file(path) or {}).get("state") == "connected"
+        return (read_status_file(path) or {}).get("state") == State.CONNECTED
 
     def gave_up() -> str | None:
         """The first attempt of this start ended (``--reconnect`` would go on trying: that is

@@ -18,6 +18,7 @@ import os
 import select
 import time
 from dataclasses import dataclass
+from enum import IntEnum, unique
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -35,6 +36,7 @@ from vpnlab.core.events import Event, HandshakeCompleted
 from vpnlab.core.formats import ClientHandshake, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
 from vpnlab.core.pool import TunnelAddress, tunnel_address6
+from vpnlab.core.reasons import Close
 from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
 from vpnlab.shell.report import Reporter
@@ -46,11 +48,22 @@ from vpnlab.shell.tunnel import Datapath, SelectLoop, SignalPipe, SimpleDatapath
 from vpnlab.shell.xfrm import KernelDataplane, encapsulate, outer_source
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 
-EXIT_OK = 0
-EXIT_UNREACHABLE = 3
-EXIT_PEER_LOST = 4
-EXIT_SERVER_CLOSED = 5
-RETRY_ON = (EXIT_UNREACHABLE, EXIT_PEER_LOST, EXIT_SERVER_CLOSED)
+
+@unique
+class Exit(IntEnum):
+    """The client's exit code: how its session ended (the ``vpnlab client`` help lists them)."""
+
+    OK = 0
+    """Stopped by a signal, or the session ended another way."""
+    UNREACHABLE = 3
+    """``Close.SERVER_UNREACHABLE``: no Welcome within the 2.5 s connect timeout."""
+    PEER_LOST = 4
+    """``Close.PEER_LOST``: 6 s without a datagram from the server."""
+    SERVER_CLOSED = 5
+    """``Close.BYE``: the server said Bye."""
+
+
+RETRY_ON = (Exit.UNREACHABLE, Exit.PEER_LOST, Exit.SERVER_CLOSED)
 RECONNECT_PAUSE_S = 1.0
 
 
@@ -142,13 +155,13 @@ def client_connection(
     Returns:
         True once the handshake completed; False on the 2.5 s timeout or a signal.
     """
-    reporter.state("connecting", f"server {core.server[0]}:{core.server[1]}")
+    reporter.state(State.CONNECTING, f"server {core.server[0]}:{core.server[1]}")
     core.connect(time.monotonic())
     SelectLoop(core, None, transport, reporter, signals).run(until=State.CONNECTING)
     return core.state is State.CONNECTED
 
 
-def run_client(options: ClientOptions, reporter: Reporter) -> int:
+def run_client(options: ClientOptions, reporter: Reporter) -> Exit:
     """The client daemon: one session from Init to CleanUp, or (``--reconnect``) one after
     another while the server is lost or unreachable. Returns the process exit code.
 
@@ -166,12 +179,12 @@ def run_client(options: ClientOptions, reporter: Reporter) -> int:
                 return code
             reporter.log(f"reconnecting in {RECONNECT_PAUSE_S} s (--reconnect)")
             if select.select([signals.reader], [], [], RECONNECT_PAUSE_S)[0]:
-                return EXIT_OK
+                return Exit.OK
     finally:
         signals.close()
 
 
-def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe) -> int:
+def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe) -> Exit:
     """Init, ClientConnection, CreateTunDev, Ifconfig, SetRouting(1), the loop, CleanUp."""
     server = options.server_address
     core = make_core(options)
@@ -188,12 +201,12 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
         )
         if not client_connection(core, transport, signals, reporter):
             if signals.received is not None:
-                return EXIT_OK
+                return Exit.OK
             reporter.log(
-                f"server unreachable: no answer from {server[0]}:{server[1]} "
+                f"{Close.SERVER_UNREACHABLE}: no answer from {server[0]}:{server[1]} "
                 f"within {CONNECT_TIMEOUT_S} s"
             )
-            return EXIT_UNREACHABLE
+            return Exit.UNREACHABLE
         tun_fd, routing = bring_up(options, datapath, core, reporter)
         layer2 = options.mode == "tap"
         mss_clamp = None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES
@@ -277,7 +290,7 @@ def bring_up(
     reporter.update(
         tunnel_address=str(address or ""), tunnel_address6=str(address6 or ""), tun=tun_name
     )
-    reporter.state("connected", f"tunnel {both} on {tun_name}, routes via {tun_name}")
+    reporter.state(State.CONNECTED, f"tunnel {both} on {tun_name}, routes via {tun_name}")
     return tun_fd, routing
 
 
@@ -317,12 +330,12 @@ def export_keys(options: ClientOptions, core: ClientCore) -> None:
         write_secret(options.esp_sa_file, esp_sa_text(rows))
 
 
-def exit_code(core: ClientCore, reporter: Reporter) -> int:
+def exit_code(core: ClientCore, reporter: Reporter) -> Exit:
     """How the session ended, as the process exit code (the ``vpnlab client`` help lists them)."""
-    if core.close_reason == "peer lost":
-        reporter.log("peer lost: no datagram from the server for 6 s")
-        return EXIT_PEER_LOST
-    if core.close_reason == "bye":
+    if core.close_reason is Close.PEER_LOST:
+        reporter.log(f"{Close.PEER_LOST}: no datagram from the server for 6 s")
+        return Exit.PEER_LOST
+    if core.close_reason is Close.BYE:
         reporter.log("the server closed the session (Bye)")
-        return EXIT_SERVER_CLOSED
-    return EXIT_OK
+        return Exit.SERVER_CLOSED
+    return Exit.OK

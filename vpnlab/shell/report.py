@@ -25,6 +25,7 @@ from vpnlab.core.events import (
     HandshakeCompleted,
     SessionClosed,
 )
+from vpnlab.core.reasons import DropLabel, State
 
 
 def clock() -> str:
@@ -40,14 +41,14 @@ class Reporter:
         self.role = role
         self.status_file = status_file
         self.stream = stream
-        self.fields: dict[str, object] = {"role": role, "pid": os.getpid(), "state": "starting"}
+        self.fields: dict[str, object] = {"role": role, "pid": os.getpid(), "state": State.STARTING}
         self._written_at = 0.0
-        self._seen_drops: set[str] = set()
+        self._seen_drops: set[DropLabel] = set()
 
     def log(self, message: str) -> None:
         print(f"{clock()} {self.role:<7} {message}", file=self.stream, flush=True)
 
-    def state(self, state: str, detail: str = "") -> None:
+    def state(self, state: State, detail: str = "") -> None:
         """Log a state change and write it to the status file at once."""
         old = self.fields.get("state")
         self.fields["state"] = state

@@ -36,6 +36,7 @@ from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format, Peer
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES, unmapped
 from vpnlab.core.pool import tunnel_address6
+from vpnlab.core.reasons import Drop, State
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
@@ -242,7 +243,7 @@ def guarded(name: str, task, core: ServerCore, reporter: Reporter, then=None):
             try:
                 events += part(now)
             except Exception as exc:
-                key = f"bug: {name}: {type(exc).__name__}"
+                key = Drop.BUG.detail(f"{name}: {type(exc).__name__}")
                 core.counters.drops[key] += 1
                 if core.counters.drops[key] == 1:
                     reporter.log(f"{key} ({exc!r}); the server goes on, later ones are counted")
@@ -374,11 +375,11 @@ def bring_up(
         raise
     nat66 = " (and NAT66)" if routing.network6 else ""
     nat = f"NAT{nat66} out of {options.external_interface}" if routing.nat_applied else "no NAT"
-    cipher = (
-        f"static keys, {options.static_keys.cipher}"
-        if options.static_keys
-        else f"cipher {options.format.name}"
-    )
+    if options.static_keys is not None:
+        cipher = f"static keys, {options.static_keys.cipher}"
+    else:
+        assert options.format is not None  # one of the two, or ServerCore had refused
+        cipher = f"cipher {options.format.name}"
     reporter.update(
         tun=tun_name,
         tunnel_address=str(options.tunnel_address),
@@ -386,7 +387,7 @@ def bring_up(
     )
     both = f"{options.tunnel_address} and {address6}" if address6 else str(options.tunnel_address)
     reporter.state(
-        "listening",
+        State.LISTENING,
         f"{options.transport} {options.listen}:{options.port}, "
         f"{tun_name} {both}, {cipher}, forwarding on, {nat}",
     )

@@ -35,6 +35,7 @@ from typing import Protocol
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
+from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.wire.framing import FrameDecoder, encode_frame
 
 TRANSPORTS = ("udp", "tcp")
@@ -135,7 +136,7 @@ class UdpTransport:
         drops: the core's drop counters (a send the kernel refused, an ICMP error).
     """
 
-    def __init__(self, sock: socket.socket, drops: Counter[str]) -> None:
+    def __init__(self, sock: socket.socket, drops: Counter[DropLabel]) -> None:
         self.sock = sock
         self.drops = drops
 
@@ -150,7 +151,7 @@ class UdpTransport:
             except BlockingIOError:
                 break
             except OSError as exc:  # e.g. an ICMP error queued on the socket
-                self.drops[f"socket: {exc.strerror}"] += 1
+                self.drops[Drop.SOCKET.detail(exc.strerror)] += 1
                 continue
             add_run(runs, sender[:2], [datagram])
         return runs
@@ -160,7 +161,7 @@ class UdpTransport:
             try:
                 self.sock.sendto(datagram, peer)
             except OSError as exc:
-                self.drops[f"send: {exc.strerror}"] += 1
+                self.drops[Drop.SEND.detail(exc.strerror)] += 1
 
     def handle_timer(self, now: float) -> None:
         """UDP has no connections to sweep."""
@@ -196,8 +197,8 @@ class TcpTransport:
     """What both ends of the TCP transport share: the epoll set, the inbox of frames read,
     flushing, closing. A :class:`Transport`; the hooks it does not need do nothing."""
 
-    def __init__(self, drops: Counter[str] | None = None) -> None:
-        self.drops: Counter[str] = drops if drops is not None else Counter()
+    def __init__(self, drops: Counter[DropLabel] | None = None) -> None:
+        self.drops: Counter[DropLabel] = drops if drops is not None else Counter()
         self._poll = select.epoll()
         self._ready = os.eventfd(0, os.EFD_NONBLOCK)
         self._poll.register(self._ready, select.EPOLLIN)
@@ -227,7 +228,7 @@ class TcpTransport:
         for datagram, peer in datagrams:
             failed = self._queue(datagram, peer)
             if failed:
-                self.drops[f"send: {os.strerror(failed)}"] += 1
+                self.drops[Drop.SEND.detail(os.strerror(failed))] += 1
 
     def _queue(self, datagram: bytes, peer: Address) -> int:
         """One frame to ``peer``'s connection; returns 0, or the errno that refused it."""
@@ -280,7 +281,7 @@ class TcpTransport:
             if conn.connecting and mask & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP):
                 err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
-                    self._close(conn, f"tcp: connect: {os.strerror(err)}")
+                    self._close(conn, Drop.TCP_CONNECT.detail(os.strerror(err)))
                     continue
                 conn.connecting = False
             if mask & select.EPOLLOUT:
@@ -294,15 +295,15 @@ class TcpTransport:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._close(conn, f"tcp: {exc.strerror}")
+            self._close(conn, Drop.TCP.detail(exc.strerror))
             return
         if not data:
-            self._close(conn, "tcp: closed by peer")
+            self._close(conn, Drop.TCP_CLOSED_BY_PEER)
             return
         try:
             frames = conn.decoder.feed(data)
         except Exception as exc:  # a bug in the framing costs this connection, not the daemon
-            self._close(conn, f"bug: {type(exc).__name__}")
+            self._close(conn, Drop.BUG.detail(type(exc).__name__))
             return
         for frame in frames:
             self._inbox.append((frame, conn.peer))
@@ -320,7 +321,7 @@ class TcpTransport:
         except BlockingIOError:
             sent = 0
         except OSError as exc:
-            self._close(conn, f"tcp: {exc.strerror}")
+            self._close(conn, Drop.TCP.detail(exc.strerror))
             return
         del conn.out[:sent]
         self._watch(conn)
@@ -337,7 +338,7 @@ class TcpTransport:
         self._conns[conn.sock.fileno()] = conn
         self._poll.register(conn.sock, select.EPOLLIN)
 
-    def _close(self, conn: _Connection, reason: str | None) -> None:
+    def _close(self, conn: _Connection, reason: DropLabel | None) -> None:
         """CleanUp of one connection; ``reason`` (if any) is counted as a drop."""
         if reason:
             self.drops[reason] += 1
@@ -380,7 +381,7 @@ class TcpClientTransport(TcpTransport):
             self._add(conn)
             err = sock.connect_ex(self.server)
             if err not in (0, errno.EINPROGRESS):
-                self._close(conn, f"tcp: connect: {os.strerror(err)}")
+                self._close(conn, Drop.TCP_CONNECT.detail(os.strerror(err)))
                 return None
             conn.connecting = err != 0
             self._watch(conn)
@@ -419,10 +420,10 @@ class TcpServerTransport(TcpTransport):
             except BlockingIOError:
                 return
             except OSError as exc:
-                self.drops[f"tcp: accept: {exc.strerror}"] += 1
+                self.drops[Drop.TCP_ACCEPT.detail(exc.strerror)] += 1
                 return
             if len(self._conns) >= MAX_CONNECTIONS and not self._make_room():
-                self.drops["tcp: too many connections"] += 1
+                self.drops[Drop.TCP_TOO_MANY] += 1
                 sock.close()
                 continue
             conn = _Connection(sock, peer[:2])
@@ -435,7 +436,7 @@ class TcpServerTransport(TcpTransport):
         oldest = min(strangers, key=lambda conn: conn.opened, default=None)
         if oldest is None:
             return False
-        self._close(oldest, "tcp: evicted (no session)")
+        self._close(oldest, Drop.TCP_EVICTED)
         return True
 
     # --- the Transport hooks that TCP needs ------------------------------------------------------
@@ -451,9 +452,9 @@ class TcpServerTransport(TcpTransport):
                     self._flush(conn)
                 self._close(conn, None)
             elif conn.last_frame is None and now - conn.opened >= FIRST_FRAME_S:
-                self._close(conn, "tcp: no frame in time")
+                self._close(conn, Drop.TCP_NO_FRAME_IN_TIME)
             elif conn.last_frame is not None and now - conn.last_frame >= IDLE_TIMEOUT_S:
-                self._close(conn, "tcp: idle")
+                self._close(conn, Drop.TCP_IDLE)
 
     def session_opened(self, peer: Address) -> None:
         """The core made a session for ``peer``: its connection is no stranger any more."""
@@ -486,7 +487,7 @@ class UdpMaker(Protocol):
 
     name: str
 
-    def udp(self, sock: socket.socket, drops: Counter[str]) -> Transport: ...
+    def udp(self, sock: socket.socket, drops: Counter[DropLabel]) -> Transport: ...
 
 
 def open_transport(
@@ -495,7 +496,7 @@ def open_transport(
     port: int,
     *,
     datapath: UdpMaker,
-    drops: Counter[str],
+    drops: Counter[DropLabel],
     server: Address | None = None,
 ) -> Transport:
     """Init(PORT) for ``--transport``: the UDP socket of the notes, or a TCP transport.

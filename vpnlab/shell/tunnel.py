@@ -40,6 +40,7 @@ from typing import Protocol
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
 from vpnlab.core.packet import clamp_mss
+from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.core.session import Counters, State
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import Routing
@@ -52,7 +53,11 @@ BATCH = 64
 class Core(Protocol):
     """What the loop needs of ClientCore and ServerCore."""
 
-    state: State
+    @property
+    def state(self) -> State:
+        """ClientCore's attribute, ServerCore's property: the loop only reads it."""
+        ...
+
     counters: Counters
     clock_offset_s: float
     """Wall-clock minus monotonic time, for the handshake's timestamps (the loop re-measures)."""
@@ -97,7 +102,7 @@ class TunDevice:
         drops: the core's drop counters (a read or write the kernel refused).
     """
 
-    def __init__(self, fd: int, drops: Counter[str]) -> None:
+    def __init__(self, fd: int, drops: Counter[DropLabel]) -> None:
         self.fd = fd
         self.drops = drops
 
@@ -110,7 +115,7 @@ class TunDevice:
         except BlockingIOError:
             return []
         except OSError as exc:
-            self.drops[f"tun read: {exc.strerror}"] += 1
+            self.drops[Drop.TUN_READ.detail(exc.strerror)] += 1
             return []
 
     def write(self, packets: list[bytes]) -> None:
@@ -118,7 +123,7 @@ class TunDevice:
             try:
                 os.write(self.fd, packet)
             except OSError as exc:
-                self.drops[f"tun write: {exc.strerror}"] += 1
+                self.drops[Drop.TUN_WRITE.detail(exc.strerror)] += 1
 
     def describe(self) -> dict[str, object]:
         return {}
@@ -132,8 +137,8 @@ class Datapath(Protocol):
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
 
     def __init__(self, reporter: Reporter) -> None: ...
-    def device(self, fd: int, drops: Counter[str]) -> Device: ...
-    def udp(self, sock: socket.socket, drops: Counter[str]) -> Transport: ...
+    def device(self, fd: int, drops: Counter[DropLabel]) -> Device: ...
+    def udp(self, sock: socket.socket, drops: Counter[DropLabel]) -> Transport: ...
 
 
 class SimpleDatapath:
@@ -145,11 +150,11 @@ class SimpleDatapath:
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
 
-    def device(self, fd: int, drops: Counter[str]) -> TunDevice:
+    def device(self, fd: int, drops: Counter[DropLabel]) -> TunDevice:
         self.reporter.log("datapath simple: one packet per system call")
         return TunDevice(fd, drops)
 
-    def udp(self, sock: socket.socket, drops: Counter[str]) -> UdpTransport:
+    def udp(self, sock: socket.socket, drops: Counter[DropLabel]) -> UdpTransport:
         return UdpTransport(sock, drops)
 
 
@@ -318,7 +323,7 @@ class SelectLoop:
     def count_bug(self, exc: Exception) -> None:
         """A bug (ours, or a parser's) met one packet: count it as a drop, log the first of
         each type, and carry on; no packet can end the loop."""
-        key = f"bug: {type(exc).__name__}"
+        key = Drop.BUG.detail(type(exc).__name__)
         drops = self.core.counters.drops
         drops[key] += 1
         if drops[key] == 1:
@@ -381,5 +386,5 @@ def clean_up(
     if tun_fd is not None:
         os.close(tun_fd)
     reporter.update(**{k: v for k, v in core.describe(now).items() if k != "state"})
-    reporter.state("closed", summary)
+    reporter.state(State.CLOSED, summary)
     reporter.log(f"counters {core.counters.as_dict()}")

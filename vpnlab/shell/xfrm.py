@@ -72,7 +72,8 @@ class KernelHeld(KernelPeerSession):
     def seal(self, packet: bytes) -> bytes:
         raise LocalProtocolError("the kernel seals this session's packets (--kernel-dataplane)")
 
-    seal_frame = seal
+    def seal_frame(self, frame: bytes) -> bytes:
+        return self.seal(frame)
 
 
 class KernelDataplane:

@@ -9,6 +9,7 @@ Pure code: bytes in, datagrams out; the connections themselves are ``transport.p
 from __future__ import annotations
 
 from vpnlab.core.errors import LocalProtocolError
+from vpnlab.core.reasons import Drop
 
 LENGTH_BYTES = 2
 MAX_FRAME_BYTES = 16384
@@ -38,7 +39,7 @@ class FrameDecoder:
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
-        self.error: str | None = None
+        self.error: Drop | None = None
         self.frames = 0
         self.rejected = 0
 
@@ -53,7 +54,7 @@ class FrameDecoder:
         while len(buf) - start >= LENGTH_BYTES:
             length = int.from_bytes(buf[start : start + LENGTH_BYTES], "big")
             if not 0 < length <= self.max_frame_bytes:
-                self.error = "tcp: oversize frame" if length else "tcp: empty frame"
+                self.error = Drop.TCP_OVERSIZE_FRAME if length else Drop.TCP_EMPTY_FRAME
                 self.rejected += 1
                 buf.clear()
                 return out

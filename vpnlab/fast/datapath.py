@@ -190,6 +190,8 @@ class FastDatapath:
     name = "fast"
     tun_flags = offload.IFF_VNET_HDR
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
+    super_packet_bytes = offload.GSO_MAX_SIZE
+    """tun0 hands over TCP super-packets up to this size (gso_max_size, TSO)."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter

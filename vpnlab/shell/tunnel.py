@@ -130,6 +130,9 @@ class Datapath(Protocol):
     name: str
     tun_flags: int
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
+    super_packet_bytes: int
+    """The largest packet a tun0 read returns when beyond the MTU (TSO), else 0: what one
+    entry of tun0's ring can hold (``queues.ring_entries``)."""
 
     def __init__(self, reporter: Reporter) -> None: ...
     def device(self, fd: int, drops: Counter[str]) -> Device: ...
@@ -141,6 +144,7 @@ class SimpleDatapath:
 
     name = "simple"
     tun_flags = 0
+    super_packet_bytes = 0
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter

@@ -1,0 +1,63 @@
+"""``--queue-bytes`` in real namespaces: tun0's ring and the UDP socket's buffers are what it says.
+
+Both daemons size tun0's ``txqueuelen`` from the budget (``queues.ring_entries``: over 60,000
+bytes a super-packet on the fast path, over the MTU on the simple one) and ask for socket
+buffers of the budget (the kernel doubles what is asked: ``ss``'s ``rb``/``tb``). Read back
+with ``ip -j link`` and ``ss -m`` in r1 and r2, and the tunnel still carries a ping.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from vpnlab import lab
+from vpnlab.fast.offload import GSO_MAX_SIZE
+from vpnlab.lab.inspection import read_status_file
+from vpnlab.lab.state import state_dir
+from vpnlab.shell.queues import DEFAULT_QUEUE_BYTES, ring_entries
+
+from .helpers import WEB_IP
+
+pytestmark = pytest.mark.lab
+
+NODES = ("r1", "r2")
+
+
+def txqueuelen(handle, node: str) -> int:
+    done = handle.run(node, "ip", "-j", "link", "show", "tun0")
+    assert done.returncode == 0, done.stderr
+    return int(json.loads(done.stdout)[0]["txqlen"])
+
+
+def socket_buffers(handle, node: str) -> tuple[int, int]:
+    """rb and tb of the daemon's UDP socket on port 4500 (``ss -uam``)."""
+    done = handle.run(node, "ss", "-uamnH", "sport", "=", ":4500")
+    found = re.search(r"rb(\d+),t\d+,tb(\d+)", done.stdout)
+    assert found, done.stdout
+    return int(found[1]), int(found[2])
+
+
+def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
+    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm")  # the default data path: fast
+    for node in NODES:
+        assert txqueuelen(fresh_lab, node) == ring_entries(DEFAULT_QUEUE_BYTES, GSO_MAX_SIZE) == 4
+        assert socket_buffers(fresh_lab, node) == (2 * DEFAULT_QUEUE_BYTES,) * 2
+    for name in ("server.json", "client-r1.json"):  # what the status files say
+        status = read_status_file(state_dir(fresh_lab.prefix) / name) or {}
+        assert status.get("queues") == {
+            "tun_txqueuelen": 4,
+            "socket_buffer_bytes": DEFAULT_QUEUE_BYTES,
+        }
+    assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0
+
+
+def test_queue_bytes_sizes_the_simple_path_by_the_mtu(fresh_lab):
+    extra = ["--datapath", "simple", "--mtu", "1400", "--queue-bytes", "1048576"]
+    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", server_args=extra, client_args=extra)
+    for node in NODES:
+        assert txqueuelen(fresh_lab, node) == 1048576 // 1400 == 748
+        assert socket_buffers(fresh_lab, node) == (2 * 1048576,) * 2
+    assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0

@@ -1,0 +1,39 @@
+"""Bounded queues: how many bytes may wait for a daemon (issue 29 item 1, latency under load).
+
+A packet waits for a daemon in one of two places, and a ping sent during a bulk transfer
+waits behind everything queued there:
+
+    tun0's ring    what the kernel routed into tun0 and the daemon has not read yet
+                   (TunSelected); ``txqueuelen`` entries, and on the fast path each entry
+                   can be a 60 KB TCP super-packet (TSO), so the kernel's 500 hold 30 MB
+    the socket     datagrams from the peer the daemon has not received yet (SockSelected);
+                   SO_RCVBUF bytes of the kernel's accounting (``truesize``: a 1,400-byte
+                   datagram costs about 2.3 KB of it; the kernel doubles what is asked)
+
+tun does not stop its queue when the ring is full (it drops, so a qdisc on tun0 never holds
+packets), and it orphans each packet, so TCP Small Queues does not limit a sender either. A
+sender that fills whatever buffer there is (Linux's BBR, CUBIC) keeps that buffer full: the
+slower daemon's queue is then the tunnel's standing queue, milliseconds of it. Bounding both
+to ``--queue-bytes`` (as BQL bounds a NIC's ring in bytes) makes a full queue drop, which the
+sender's TCP repairs, instead of holding a ping behind megabytes.
+"""
+
+from __future__ import annotations
+
+DEFAULT_QUEUE_BYTES = 256 * 1024
+"""Per queue (tun0's ring, the socket's receive and send buffers): about 2 ms at 1 Gbit/s."""
+MIN_QUEUE_BYTES = 64 * 1024
+"""Less would not hold one super-packet (or one UDP GSO batch)."""
+MIN_RING_ENTRIES = 4
+"""tun0's ring never shorter than this: a few small packets (pings, ACKs) may arrive at once."""
+
+
+def ring_entries(queue_bytes: int, entry_bytes: int) -> int:
+    """tun0's ``txqueuelen`` for a byte budget: ``queue_bytes`` over the largest entry.
+
+    Args:
+        queue_bytes: the budget (``--queue-bytes``).
+        entry_bytes: the largest packet one entry holds: the MTU, or on the fast path the
+            super-packet size the daemon asked tun0 for (``offload.GSO_MAX_SIZE``).
+    """
+    return max(MIN_RING_ENTRIES, queue_bytes // entry_bytes)

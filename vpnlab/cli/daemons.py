@@ -22,7 +22,7 @@ from vpnlab.fast.datapath import FastDatapath
 from vpnlab.shell.client import ClientOptions, run_client
 from vpnlab.shell.keys import read_psk, read_static_keys
 from vpnlab.shell.peers import read_client_config, read_server_identity
-from vpnlab.shell.queues import DEFAULT_QUEUE_BYTES, MIN_QUEUE_BYTES
+from vpnlab.shell.queues import FAST_QUEUE_BYTES, MIN_QUEUE_BYTES, SIMPLE_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import check_interface_name
 from vpnlab.shell.server import ServerOptions, run_server
@@ -63,12 +63,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--queue-bytes",
         type=int,
-        default=DEFAULT_QUEUE_BYTES,
         metavar="BYTES",
         help="at most about this much waits for the daemon in each queue: tun0's ring "
         "(its txqueuelen: BYTES over the largest packet a read returns, 60,000 on the fast "
-        "path) and the UDP socket's buffers; less queue is less latency under load, a full "
-        f"queue drops (default %(default)s, at least {MIN_QUEUE_BYTES})",
+        "path, 4 to 500) and the UDP socket's buffers; less queue is less latency under load, "
+        f"a full queue drops (default {FAST_QUEUE_BYTES} on the fast path, "
+        f"{SIMPLE_QUEUE_BYTES} on the simple one; at least {MIN_QUEUE_BYTES})",
     )
     parser.add_argument(
         "--mode",
@@ -314,8 +314,11 @@ def datapath_of(args: argparse.Namespace) -> type[Datapath]:
     return DATAPATHS[DEFAULT_DATAPATH]
 
 
-def queue_bytes_of(args: argparse.Namespace) -> int:
-    """``--queue-bytes``, refused below :data:`~vpnlab.shell.queues.MIN_QUEUE_BYTES`."""
+def queue_bytes_of(args: argparse.Namespace) -> int | None:
+    """``--queue-bytes`` (None: the data path's default), refused below
+    :data:`~vpnlab.shell.queues.MIN_QUEUE_BYTES`."""
+    if args.queue_bytes is None:
+        return None
     if args.queue_bytes < MIN_QUEUE_BYTES:
         raise VpnlabError(
             f"--queue-bytes {args.queue_bytes}: at least {MIN_QUEUE_BYTES} (one super-packet)"

@@ -30,7 +30,7 @@ from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
 from vpnlab.core.pool import tunnel_address6
 from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
-from vpnlab.shell.queues import DEFAULT_QUEUE_BYTES, ring_entries
+from vpnlab.shell.queues import ring_entries
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ClientRouting, carries_ipv6, refuse_host_changes
 from vpnlab.shell.tap import device_flags
@@ -62,9 +62,10 @@ class ClientOptions:
     local_port: int = PORT
     tun_name: str = TUN_NAME
     mtu: int = TUN_MTU
-    queue_bytes: int = DEFAULT_QUEUE_BYTES
+    queue_bytes: int | None = None
     """``--queue-bytes``: tun0's ring and the socket's buffers hold about this much each
-    (``queues.py``): a bound on the packets waiting for this daemon, hence on latency."""
+    (``queues.py``), a bound on the packets waiting for this daemon, hence on latency;
+    None: the data path's default (``Datapath.queue_bytes``)."""
     status_file: Path | None = None
     allow_host_changes: bool = False
     reconnect: bool = False
@@ -182,7 +183,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             datapath=datapath,
             server=server,
             drops=core.counters.drops,
-            buffer_bytes=options.queue_bytes,
+            buffer_bytes=options.queue_bytes or datapath.queue_bytes,
         )
         if not client_connection(core, transport, signals, reporter):
             if signals.received is not None:
@@ -255,7 +256,8 @@ def bring_up(
     )
     address6 = tunnel_address6(address) if carries_ipv6(options.mode, options.mtu) else None
     try:
-        ring = ring_entries(options.queue_bytes, datapath.super_packet_bytes or options.mtu)
+        budget = options.queue_bytes or datapath.queue_bytes
+        ring = ring_entries(budget, datapath.super_packet_bytes or options.mtu)
         ifconfig(tun_name, address, options.mtu, address6, txqueuelen=ring)
         # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
         gateway = next(address.network.hosts()) if options.mode == "tap" else None
@@ -273,7 +275,7 @@ def bring_up(
         raise
     both = f"{address} and {address6}" if address6 else str(address)
     reporter.update(tunnel_address=str(address), tunnel_address6=str(address6 or ""), tun=tun_name)
-    reporter.update(queues={"tun_txqueuelen": ring, "socket_buffer_bytes": options.queue_bytes})
+    reporter.update(queues={"tun_txqueuelen": ring, "socket_buffer_bytes": budget})
     reporter.state("connected", f"tunnel {both} on {tun_name}, routes via {tun_name}")
     return tun_fd, routing
 

@@ -35,7 +35,7 @@ from typing import Protocol
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
-from vpnlab.shell.queues import DEFAULT_QUEUE_BYTES
+from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
 from vpnlab.wire.framing import FrameDecoder, encode_frame
 
 TRANSPORTS = ("udp", "tcp")
@@ -104,7 +104,7 @@ def family_of(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def init_socket(address: str, port: int, buffer_bytes: int = DEFAULT_QUEUE_BYTES) -> socket.socket:
+def init_socket(address: str, port: int, buffer_bytes: int = SIMPLE_QUEUE_BYTES) -> socket.socket:
     """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
 
     Its receive and send buffers are ``buffer_bytes`` (``--queue-bytes``, ``queues.py``): a
@@ -499,7 +499,7 @@ def open_transport(
     datapath: UdpMaker,
     drops: Counter[str],
     server: Address | None = None,
-    buffer_bytes: int = DEFAULT_QUEUE_BYTES,
+    buffer_bytes: int = SIMPLE_QUEUE_BYTES,
 ) -> Transport:
     """Init(PORT) for ``--transport``: the UDP socket of the notes, or a TCP transport.
 

@@ -195,14 +195,14 @@ print("UDP transport, eth0 stacks:", sorted(set(capture.stacks(udp_eth0)))[:3])
 # 500 entries hold 30 MB; with 4 MiB socket buffers (the daemons' setting before issue 29) a
 # ping under load took 10-30 ms. `--queue-bytes` bounds each queue in bytes (as BQL does
 # for a network card's ring): tun0's `txqueuelen` becomes BYTES over 60,000 (4 super-packets
-# for the fast path's default, 256 KiB) and the socket buffers BYTES. A full queue now
+# for the fast path's default, 128 KiB) and the socket buffers BYTES. A full queue now
 # drops, the inner TCP retransmits (on the wire that is loss, as with any router's short
 # queue), and the ping waits behind less. `vpnlab meltdown --queues` measures both (its own
 # lab, 4 s each): a ping r1 -> web every 0.1 s while iperf3 sends r1 -> web.
 
 # %%
 argv = [sys.executable, "-u", "-m", "vpnlab", "meltdown", "--prefix", lab.prefix,
-        "--queues", str(4 * 1024 * 1024), str(256 * 1024), "--seconds", "4",
+        "--queues", str(4 * 1024 * 1024), str(128 * 1024), "--seconds", "4",
         "--out", str(WORK / "queues")]
 print(subprocess.run(argv, capture_output=True, text=True, timeout=200).stdout)
 queues = json.loads((WORK / "queues" / "results.json").read_text())
@@ -214,7 +214,7 @@ plt.show()
 # %% [markdown]
 # Read the two lines: with 4 MiB the ping climbs within a second to the depth of the queue
 # and stays there (a **standing queue**: it never drains, because the sender refills it);
-# with 256 KiB it stays near the bottom, and the transfer loses little or no throughput,
+# with 128 KiB it stays near the bottom, and the transfer loses little or no throughput,
 # since a queue only needs to be long enough to keep the slower daemon busy. The price is
 # drops (the retransmissions in the output above, and a lost ping now and then): TCP reads
 # them as "slow down". This machine's numbers, OpenVPN's beside them, are in

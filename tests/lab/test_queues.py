@@ -18,7 +18,7 @@ from vpnlab import lab
 from vpnlab.fast.offload import GSO_MAX_SIZE
 from vpnlab.lab.inspection import read_status_file
 from vpnlab.lab.state import state_dir
-from vpnlab.shell.queues import FAST_QUEUE_BYTES, SIMPLE_QUEUE_BYTES
+from vpnlab.shell.queues import FAST_QUEUE_BYTES, SIMPLE_QUEUE_BYTES, ring_entries
 
 from .helpers import WEB_IP
 
@@ -44,12 +44,12 @@ def socket_buffers(handle, node: str) -> tuple[int, int]:
 def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
     lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm")  # the default data path: fast
     for node in NODES:
-        assert txqueuelen(fresh_lab, node) == FAST_QUEUE_BYTES // GSO_MAX_SIZE == 4
+        assert txqueuelen(fresh_lab, node) == ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE) == 4
         assert socket_buffers(fresh_lab, node) == (2 * FAST_QUEUE_BYTES,) * 2
     for name in ("server.json", "client-r1.json"):  # what the status files say
         status = read_status_file(state_dir(fresh_lab.prefix) / name) or {}
         assert status.get("queues") == {
-            "tun_txqueuelen": 4,
+            "tun_txqueuelen": 4,  # never fewer than 4 entries (queues.MIN_RING_ENTRIES)
             "socket_buffer_bytes": FAST_QUEUE_BYTES,
         }
     assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0

@@ -214,11 +214,15 @@ plt.show()
 # %% [markdown]
 # Read the two lines: with 4 MiB the ping climbs within a second to the depth of the queue
 # and stays there (a **standing queue**: it never drains, because the sender refills it);
-# with 128 KiB it stays near the bottom, and the transfer loses little or no throughput,
-# since a queue only needs to be long enough to keep the slower daemon busy. The price is
-# drops (the retransmissions in the output above, and a lost ping now and then): TCP reads
-# them as "slow down". This machine's numbers, OpenVPN's beside them, are in
-# `docs/performance.md`.
+# with 128 KiB it stays within a few milliseconds. The price is drops: the retransmissions
+# in the output above, a lost ping now and then, and throughput (on the lab's machine 15-40 %
+# less: every retransmitted segment crosses the tunnel twice, and a datagram dropped at the
+# server's socket was sealed by the client for nothing). The inner TCP is the host's
+# (`sysctl net.ipv4.tcp_congestion_control`; a lab node cannot change it): CUBIC backs
+# off at each loss, BBR (on the course's machine) paces itself but ignores ECN and most
+# losses; either way only a short queue limits how much of it waits. Run the cell again:
+# single 4 s runs on a shared machine vary a lot, and which line is lower is the robust part.
+# This machine's numbers, OpenVPN's beside them, are in `docs/performance.md`.
 
 # %% [markdown]
 # ## Exercises

@@ -195,14 +195,14 @@ print("UDP transport, eth0 stacks:", sorted(set(capture.stacks(udp_eth0)))[:3])
 # 500 entries hold 30 MB; with 4 MiB socket buffers (the daemons' setting before issue 29) a
 # ping under load took 10-30 ms. `--queue-bytes` bounds each queue in bytes (as BQL does
 # for a network card's ring): tun0's `txqueuelen` becomes BYTES over 60,000 (4 super-packets
-# for the fast path's default, 128 KiB) and the socket buffers BYTES. A full queue now
+# for the fast path's default, 256 KiB) and the socket buffers BYTES. A full queue now
 # drops, the inner TCP retransmits (on the wire that is loss, as with any router's short
 # queue), and the ping waits behind less. `vpnlab meltdown --queues` measures both (its own
 # lab, 4 s each): a ping r1 -> web every 0.1 s while iperf3 sends r1 -> web.
 
 # %%
 argv = [sys.executable, "-u", "-m", "vpnlab", "meltdown", "--prefix", lab.prefix,
-        "--queues", str(4 * 1024 * 1024), str(128 * 1024), "--seconds", "4",
+        "--queues", str(4 * 1024 * 1024), str(256 * 1024), "--seconds", "4",
         "--out", str(WORK / "queues")]
 print(subprocess.run(argv, capture_output=True, text=True, timeout=200).stdout)
 queues = json.loads((WORK / "queues" / "results.json").read_text())
@@ -214,10 +214,11 @@ plt.show()
 # %% [markdown]
 # Read the two lines: with 4 MiB the ping climbs within a second to the depth of the queue
 # and stays there (a **standing queue**: it never drains, because the sender refills it);
-# with 128 KiB it stays within a few milliseconds. The price is drops: the retransmissions
-# in the output above, a lost ping now and then, and throughput (on the lab's machine 15-40 %
-# less: every retransmitted segment crosses the tunnel twice, and a datagram dropped at the
-# server's socket was sealed by the client for nothing). The inner TCP is the host's
+# with 256 KiB it stays within a few milliseconds. The price is drops: the retransmissions
+# in the output above, a lost ping now and then, and some work done twice: every
+# retransmitted segment crosses the tunnel again, and a datagram dropped at the server's
+# socket was sealed by the client for nothing (a smaller budget, 128 KiB, cost a fifth of
+# the throughput on the lab's machine; 256 KiB about none). The inner TCP is the host's
 # (`sysctl net.ipv4.tcp_congestion_control`; a lab node cannot change it): CUBIC backs
 # off at each loss, BBR (on the course's machine) paces itself but ignores ECN and most
 # losses; either way only a short queue limits how much of it waits. Run the cell again:

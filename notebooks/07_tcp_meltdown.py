@@ -198,11 +198,11 @@ print("UDP transport, eth0 stacks:", sorted(set(capture.stacks(udp_eth0)))[:3])
 # for the fast path's default, 256 KiB) and the socket buffers BYTES. A full queue now
 # drops, the inner TCP retransmits (on the wire that is loss, as with any router's short
 # queue), and the ping waits behind less. `vpnlab meltdown --queues` measures both (its own
-# lab, 4 s each): a ping r1 -> web every 0.1 s while iperf3 sends r1 -> web.
+# lab, 6 s each): a ping r1 -> web every 0.1 s while iperf3 sends r1 -> web.
 
 # %%
 argv = [sys.executable, "-u", "-m", "vpnlab", "meltdown", "--prefix", lab.prefix,
-        "--queues", str(4 * 1024 * 1024), str(256 * 1024), "--seconds", "4",
+        "--queues", str(4 * 1024 * 1024), str(256 * 1024), "--seconds", "6",
         "--out", str(WORK / "queues")]
 print(subprocess.run(argv, capture_output=True, text=True, timeout=200).stdout)
 queues = json.loads((WORK / "queues" / "results.json").read_text())
@@ -212,9 +212,10 @@ meltdown.plot_queues(queues)
 plt.show()
 
 # %% [markdown]
-# Read the two lines: with 4 MiB the ping climbs within a second to the depth of the queue
-# and stays there (a **standing queue**: it never drains, because the sender refills it);
-# with 256 KiB it stays within a few milliseconds. The price is drops: the retransmissions
+# Read the two lines: with 4 MiB the ping rises to the depth of the queue as soon as the
+# sender's window outgrows the path (within a few seconds here) and stays up: a **standing
+# queue**, which never drains, because the sender refills it. With 256 KiB it stays within a
+# few milliseconds. The price is drops: the retransmissions
 # in the output above, a lost ping now and then, and some work done twice: every
 # retransmitted segment crosses the tunnel again, and a datagram dropped at the server's
 # socket was sealed by the client for nothing (a smaller budget, 128 KiB, cost a fifth of
@@ -222,7 +223,7 @@ plt.show()
 # (`sysctl net.ipv4.tcp_congestion_control`; a lab node cannot change it): CUBIC backs
 # off at each loss, BBR (on the course's machine) paces itself but ignores ECN and most
 # losses; either way only a short queue limits how much of it waits. Run the cell again:
-# single 4 s runs on a shared machine vary a lot, and which line is lower is the robust part.
+# single 6 s runs on a shared machine vary a lot, and which line is lower is the robust part.
 # This machine's numbers, OpenVPN's beside them, are in `docs/performance.md`.
 
 # %% [markdown]

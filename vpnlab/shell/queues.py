@@ -15,7 +15,8 @@ packets), and it orphans each packet, so TCP Small Queues does not limit a sende
 sender that fills whatever buffer there is (Linux's BBR, CUBIC) keeps that buffer full: the
 slower daemon's queue is then the tunnel's standing queue, milliseconds of it. Bounding both
 to ``--queue-bytes`` (as BQL bounds a NIC's ring in bytes) makes a full queue drop, which the
-sender's TCP repairs, instead of holding a ping behind megabytes. The default depends on the
+sender's TCP repairs, instead of holding a ping behind megabytes. Ifconfig sets the ring
+(``tun.ifconfig``), Init(PORT) the buffers (``transport.init_socket``). The default depends on the
 data path (``Datapath.queue_bytes``): 256 KiB on the fast path (tun0's ring: 4 super-packets),
 4 MiB on the simple one (the kernel's 500 packets, as before).
 """
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 FAST_QUEUE_BYTES = 256 * 1024
 """The fast path's default per queue (tun0's ring, the socket's receive and send buffers):
-about 2 ms at 1 Gbit/s. With TunSelected's batch counted in packets (``tunnel.BATCH``) the
-loaded ping was at or below OpenVPN's with it, at 128 KiB too, but with less throughput."""
+about 2 ms at 1 Gbit/s. With TunSelected's batch counted in packets (``tunnel.BATCH``) it
+gave a loaded ping at or below OpenVPN's at about the throughput of 4 MiB; 128 KiB cost a
+fifth of the throughput (``docs/performance.md``)."""
 SIMPLE_QUEUE_BYTES = 4 * 1024 * 1024
 """The simple path's default: its loop, one system call per packet, needs the room (with
 256 KiB its throughput fell by a third, and its loaded ping did not improve)."""

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from vpnlab.course import figures
+from vpnlab.course import figures, meltdown
 from vpnlab.course import notebook as course
 from vpnlab.instruments import capture
 
@@ -185,6 +185,48 @@ udp_eth0 = results["captures"]["udp"]["files"]["eth0"]
 print("UDP transport, eth0 stacks:", sorted(set(capture.stacks(udp_eth0)))[:3])
 
 # %% [markdown]
+# ## A UDP tunnel's own delay: the standing queue
+# Over UDP nothing is retransmitted twice, but a UDP tunnel can still make a ping slow. During
+# a bulk transfer the slower of the two daemons cannot keep up, and the packets waiting for it
+# form a queue: in tun0's ring (what the kernel routed into tun0 and the daemon has not read
+# yet) and in the UDP socket's buffer (datagrams not yet received). The inner TCP (here Linux's
+# BBR or CUBIC) keeps whatever room there is full, and a ping sent meanwhile waits behind all
+# of it. On the fast data path each ring entry can be a 60 KB TCP super-packet, so the kernel's
+# 500 entries hold 30 MB; with 4 MiB socket buffers (the daemons' setting before issue 29) a
+# ping under load took 10-30 ms. `--queue-bytes` bounds each queue in bytes (as BQL does
+# for a network card's ring): tun0's `txqueuelen` becomes BYTES over 60,000 (4 super-packets
+# for the fast path's default, 256 KiB) and the socket buffers BYTES. A full queue now
+# drops, the inner TCP retransmits (on the wire that is loss, as with any router's short
+# queue), and the ping waits behind less. `vpnlab meltdown --queues` measures both (its own
+# lab, 6 s each): a ping r1 -> web every 0.1 s while iperf3 sends r1 -> web.
+
+# %%
+argv = [sys.executable, "-u", "-m", "vpnlab", "meltdown", "--prefix", lab.prefix,
+        "--queues", str(4 * 1024 * 1024), str(256 * 1024), "--seconds", "6",
+        "--out", str(WORK / "queues")]
+print(subprocess.run(argv, capture_output=True, text=True, timeout=200).stdout)
+queues = json.loads((WORK / "queues" / "results.json").read_text())
+lab.record("queues", [{k: run[k] for k in ("queue_bytes", "median_ms", "lost", "mbps",
+                                           "inner_retrans")} for run in queues["queues"]])
+meltdown.plot_queues(queues)
+plt.show()
+
+# %% [markdown]
+# Read the two lines: with 4 MiB the ping rises to the depth of the queue as soon as the
+# sender's window outgrows the path (within a few seconds here) and stays up: a **standing
+# queue**, which never drains, because the sender refills it. With 256 KiB it stays within a
+# few milliseconds. The price is drops: the retransmissions
+# in the output above, a lost ping now and then, and some work done twice: every
+# retransmitted segment crosses the tunnel again, and a datagram dropped at the server's
+# socket was sealed by the client for nothing (a smaller budget, 128 KiB, cost a fifth of
+# the throughput on the lab's machine; 256 KiB about none). The inner TCP is the host's
+# (`sysctl net.ipv4.tcp_congestion_control`; a lab node cannot change it): CUBIC backs
+# off at each loss, BBR (on the course's machine) paces itself but ignores ECN and most
+# losses; either way only a short queue limits how much of it waits. Run the cell again:
+# single 6 s runs on a shared machine vary a lot, and which line is lower is the robust part.
+# This machine's numbers, OpenVPN's beside them, are in `docs/performance.md`.
+
+# %% [markdown]
 # ## Exercises
 # **7.1** Which transport do the design notes choose for the tunnel: `"udp"` or `"tcp"`?
 #
@@ -274,3 +316,6 @@ lab.record("namespaces_left", left)
 #   (nftables for loss; netem or a userspace relay for delay), removed by `down`.
 # - tshark's `tcp.analysis.retransmission` shows who retransmits: on `tun0` the inner TCP,
 #   on `eth0` the tunnel's own TCP (none over UDP).
+# - A UDP tunnel has a latency problem of its own: the **standing queue** in front of the
+#   slower daemon (tun0's ring, the socket's buffer). Bounding it in bytes (`--queue-bytes`)
+#   turns milliseconds of waiting into a few drops the inner TCP repairs.

@@ -168,21 +168,13 @@ for src, dst, inner in wire[:8]:
 # ## Yours beside vpnlab's
 # On the left your loop, on the right the TunSelected and SockSelected of `vpnlab/shell/tunnel.py`.
 # What the real one adds:
-# <<<<<<< ours
-# - **A core.** Each packet goes to `core.send_packets` and each datagram to
-#   `core.receive_datagrams`, as a batch of one (the sans-IO `core/`): the format (plain,
-#   ESP), the session (keys, sequence numbers), the peer check (a datagram from an unknown
-#   address is dropped **and counted**), and the timers: keepalives every 2 s, the 6 s
-#   liveness window, rekeying.
-# =======
 # - **A core.** Each packet goes to `core.send_packets` (`seal`) and each peer's datagrams
 #   to `core.receive_datagrams` (`open`), the sans-IO `core/`: the format (plain, ESP), the
 #   session (keys, sequence numbers), the peer check (a datagram from an unknown address is
 #   dropped **and counted**), and the timers: keepalives every 2 s, the 6 s liveness window,
 #   rekeying.
-# >>>>>>> theirs
 # - **Batches.** `tun0` and the socket are non-blocking; each wake-up drains up to `BATCH`
-#   reads instead of one, so a busy tunnel makes fewer wake-ups per packet. The same loop
+#   packets instead of one, so a busy tunnel makes fewer wake-ups per packet. The same loop
 #   with other ends (`--datapath fast`, `vpnlab/fast/datapath.py`) moves many packets per
 #   system call: a TCP super-packet per read from `tun0`, a UDP GSO batch per send.
 # - **No packet can kill it.** An error reading the socket (an ICMP error queued there), a

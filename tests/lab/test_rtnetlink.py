@@ -23,7 +23,7 @@ from vpnlab.shell.tun import IFA_F_NODAD
 
 with Rtnetlink() as netlink:
     index = link_index("d0")
-    netlink.set_link(index, mtu=1400)
+    netlink.set_link(index, mtu=1400, txqueuelen=7)
     netlink.replace_address(index, ip_interface("10.8.0.1/24"))
     netlink.replace_address(index, ip_interface("fd10:8::1/64"), IFA_F_NODAD)
     netlink.set_link(index, up=True)
@@ -78,6 +78,7 @@ def test_links_addresses_and_routes_read_back_by_ip(prefix):
 
         (link,) = ip_json(namespace, "link", "show", "d0")
         assert link["ifindex"] == index and link["mtu"] == 1400 and "UP" in link["flags"]
+        assert link["txqlen"] == 7  # --queue-bytes: tun0's ring (queues.py)
 
         addresses = {
             (a["local"], a["prefixlen"]): a

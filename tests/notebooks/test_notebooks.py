@@ -191,8 +191,10 @@ def test_07_tcp_meltdown(run_notebook):
     assert r["captures"]["udp"]["eth0"] == 0  # ESP in UDP: no TCP on the wire to retransmit
     assert r["captures"]["udp"]["tun0"] > 0  # the inner TCP repairs the isp's losses
     assert r["captures"]["tcp"]["eth0"] > 0  # the outer TCP repairs them instead
+    assert [q["queue_bytes"] for q in r["queues"]] == [4 * 1024 * 1024, 256 * 1024]
+    assert all(q["median_ms"] and q["mbps"] > 0 for q in r["queues"])  # the tunnel carried
     assert r["namespaces_left"] == []
-    assert run.images() >= 1
+    assert run.images() >= 2  # the meltdown sweep, the loaded ping per queue
     assert graded(run) == (0, 1)  # live checks right; the fixed facts
 
 

@@ -44,6 +44,38 @@ def test_SelectLoop_tun_selected_counts_a_core_bug_and_goes_on(loop_parts):
     assert "bug: IndexError" in tunnel.reporter.stream.getvalue()  # logged once
 
 
+class SuperPacketTun(TunDevice):
+    """tun0 as the fast path reads it: each read one TSO super-packet, cut into 43 segments
+    (here 43 copies of the datagram read)."""
+
+    def read(self) -> list[bytes]:
+        return [packet for packet in super().read() for _ in range(43)]
+
+
+def pending(end: socket.socket) -> int:
+    """Datagrams still waiting on ``end`` (read and thrown away)."""
+    count = 0
+    while True:
+        try:
+            end.recv(65536)
+        except BlockingIOError:
+            return count
+        count += 1
+
+
+@pytest.mark.parametrize(("device", "reads"), [(TunDevice, 64), (SuperPacketTun, 2)])
+def test_SelectLoop_tun_selected_reads_a_batch_of_packets_not_of_reads(loop_parts, device, reads):
+    tun, tun_peer, _, _ = loop_parts
+    tunnel = make_loop(loop_parts)
+    tunnel.device = device(tun.fileno(), tunnel.core.counters.drops)
+    for _ in range(70):
+        tun_peer.send(ipv4_packet("10.8.0.1", "10.8.0.9"))
+    tunnel.tun_selected(time.monotonic())  # then the socket's turn (the inner TCP's ACKs)
+    assert pending(tun) == 70 - reads
+    per_read = 43 if device is SuperPacketTun else 1
+    assert tunnel.core.counters.drops["tun: no client for destination"] == reads * per_read
+
+
 def test_SelectLoop_sock_selected_counts_a_core_bug_and_goes_on(loop_parts):
     tunnel = make_loop(loop_parts)
     _, _, sock, _ = loop_parts

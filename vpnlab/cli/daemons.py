@@ -22,6 +22,7 @@ from vpnlab.fast.datapath import FastDatapath
 from vpnlab.shell.client import ClientOptions, run_client
 from vpnlab.shell.keys import read_psk, read_static_keys
 from vpnlab.shell.peers import read_client_config, read_server_identity
+from vpnlab.shell.queues import FAST_QUEUE_BYTES, MIN_QUEUE_BYTES, SIMPLE_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import check_interface_name
 from vpnlab.shell.server import ServerOptions, run_server
@@ -58,6 +59,16 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         choices=tuple(DATAPATHS),
         help="simple: the select loop of the design notes; fast: TUN offloads, UDP GSO/GRO "
         f"(default {DEFAULT_DATAPATH}; {SimpleDatapath.name} with --mode tap or --transport tcp)",
+    )
+    parser.add_argument(
+        "--queue-bytes",
+        type=int,
+        metavar="BYTES",
+        help="at most about this much waits for the daemon in each queue: tun0's ring "
+        "(its txqueuelen: BYTES over the largest packet a read returns, 60,000 on the fast "
+        "path, 4 to 500) and the UDP socket's buffers; less queue is less latency under load, "
+        f"a full queue drops (default {FAST_QUEUE_BYTES} on the fast path, "
+        f"{SIMPLE_QUEUE_BYTES} on the simple one; at least {MIN_QUEUE_BYTES})",
     )
     parser.add_argument(
         "--mode",
@@ -303,6 +314,18 @@ def datapath_of(args: argparse.Namespace) -> type[Datapath]:
     return DATAPATHS[DEFAULT_DATAPATH]
 
 
+def queue_bytes_of(args: argparse.Namespace) -> int | None:
+    """``--queue-bytes`` (None: the data path's default), refused below
+    :data:`~vpnlab.shell.queues.MIN_QUEUE_BYTES`."""
+    if args.queue_bytes is None:
+        return None
+    if args.queue_bytes < MIN_QUEUE_BYTES:
+        raise VpnlabError(
+            f"--queue-bytes {args.queue_bytes}: at least {MIN_QUEUE_BYTES} (one super-packet)"
+        )
+    return int(args.queue_bytes)
+
+
 def timeouts(args: argparse.Namespace) -> Timeouts:
     """The timers the options change; the notes' 2.5 s connect timeout stays."""
     if args.kernel_peer and args.static_keys is None:
@@ -332,6 +355,7 @@ def server_main(args: argparse.Namespace) -> int:
         tunnel_address=args.tunnel_address,
         tun_name=device_name(args.mode, args.tun),
         mtu=mtu_of(args, format, static),
+        queue_bytes=queue_bytes_of(args),
         mode=args.mode,
         datapath=datapath_of(args),
         transport=args.transport,
@@ -371,6 +395,7 @@ def client_main(args: argparse.Namespace) -> int:
         mode=args.mode,
         datapath=datapath_of(args),
         transport=args.transport,
+        queue_bytes=queue_bytes_of(args),
         status_file=args.status_file,
         allow_host_changes=args.allow_host_changes,
         timeouts=timeouts(args),

@@ -6,7 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
-from vpnlab.course.meltdown import DEFAULT_PREFIX, FULL, QUICK, format_table, plot, sweep
+from vpnlab.core.errors import VpnlabError
+from vpnlab.course.meltdown import (
+    DEFAULT_PREFIX,
+    FULL,
+    QUICK,
+    format_table,
+    plot,
+    plot_queues,
+    queue_sweep,
+    sweep,
+)
+from vpnlab.shell.queues import MIN_QUEUE_BYTES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,10 +39,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--capture-loss", type=float, help="also capture tun0/eth0 at this loss, per transport"
     )
+    p.add_argument(
+        "--queues",
+        type=int,
+        nargs="+",
+        metavar="BYTES",
+        help="instead: latency under load, the VPN over UDP (fast path) with each --queue-bytes "
+        "BYTES, a ping every 0.1 s during iperf3 (--seconds, default 4)",
+    )
     p.set_defaults(func=cmd_meltdown)
 
 
 def cmd_meltdown(args: argparse.Namespace) -> int:
+    if args.queues:
+        return cmd_queues(args)
     base = dict(QUICK if args.quick else FULL)
     for key in ("losses", "delays", "seconds", "samples"):
         if getattr(args, key) is not None:
@@ -51,4 +72,16 @@ def cmd_meltdown(args: argparse.Namespace) -> int:
         f"{len(results['points'])} points in {results['wall_s']} s; {args.out}/results.json, "
         f"{args.out}/meltdown.png"
     )
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    """``--queues``: the loaded ping per ``--queue-bytes`` (``meltdown.queue_sweep``)."""
+    if min(args.queues) < MIN_QUEUE_BYTES:
+        raise VpnlabError(f"--queues: each at least {MIN_QUEUE_BYTES} bytes")
+    results = queue_sweep(args.prefix, args.queues, args.seconds or 4.0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    plot_queues(results, args.out / "queues.png")
+    print(f"{args.out}/results.json, {args.out}/queues.png")
     return 0

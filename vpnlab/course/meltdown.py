@@ -17,11 +17,18 @@ from r1 to web, through the tunnel:
 Everything is bounded: each iperf3 and curl runs under ``timeout``, the lab is removed at the
 end (also on Ctrl-C or an error). :func:`retransmissions_seen` captures tun0 and eth0 on r1
 and lets tshark count ``tcp.analysis.retransmission`` in each (notebook 07).
+
+The same lab also shows where a UDP tunnel's own latency comes from (issue 29 item 1):
+:func:`queue_sweep` (``vpnlab meltdown --queues BYTES ...``) runs the VPN on the fast path with
+each ``--queue-bytes`` and pings r1 -> web every 0.1 s while iperf3 fills the tunnel; the
+ping's time is the wait behind the standing queue (``shell/queues.py``), :func:`plot_queues`
+draws it over time.
 """
 
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, TypedDict
@@ -31,10 +38,12 @@ from vpnlab.core.errors import VpnlabError
 from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
 from vpnlab.instruments import capture
 from vpnlab.lab import impair
-from vpnlab.lab.nodes import run_in, wait_for
+from vpnlab.lab.nodes import popen_in, run_in, wait_for
 
 DEFAULT_PREFIX = "vmelt-"
 TRANSPORTS = ("udp", "tcp")
+PING_INTERVAL_S = 0.1
+"""The loaded pings of :func:`queue_sweep`: ten a second."""
 
 
 class SweepSize(TypedDict):
@@ -125,6 +134,91 @@ def start(prefix: str, transport: str, cipher: str | None = None) -> None:
 
     if not wait_for(reaches, 5, 0.2):
         raise MeltdownError(f"{transport}: r1 cannot reach {WEB} through the tunnel")
+
+
+def loaded_pings(prefix: str, queue_bytes: int, seconds: float) -> dict[str, Any]:
+    """The VPN (UDP, fast path) with ``--queue-bytes``: ping r1 -> web every 0.1 s while
+    iperf3 sends r1 -> web for ``seconds``; the pings' times (ms, in order, None for a lost
+    one), their median after the first second, goodput and the inner TCP's retransmissions."""
+    extra = ["--datapath", "fast", "--queue-bytes", str(queue_bytes)]
+    lab.start_vpn(prefix, server_args=extra, client_args=extra)
+    try:
+        if not wait_for(
+            lambda: run_in(prefix, "r1", ["ping", "-c1", "-W1", WEB]).returncode == 0, 5, 0.2
+        ):
+            raise MeltdownError(f"--queue-bytes {queue_bytes}: r1 cannot reach {WEB}")
+        count = str(int(seconds / PING_INTERVAL_S))
+        argv = ["timeout", str(int(seconds) + 10), "ping", "-n", "-D", "-i", str(PING_INTERVAL_S),
+                "-c", count, "-W", "2", WEB]  # fmt: skip
+        pings = popen_in(prefix, "r1", argv, stdout=subprocess.PIPE, text=True)
+        result = iperf(prefix, seconds)
+        out, _ = pings.communicate(timeout=seconds + 15)
+    finally:
+        lab.stop_vpn(prefix)
+    times: list[float | None] = [None] * int(count)
+    for line in out.splitlines():
+        if "icmp_seq=" in line and "time=" in line:
+            seq = int(line.split("icmp_seq=")[1].split()[0])
+            if 0 < seq <= len(times):
+                times[seq - 1] = float(line.split("time=")[1].split()[0])
+    loaded = [t for t in times[int(1 / PING_INTERVAL_S) :] if t is not None]
+    median = round(statistics.median(loaded), 2) if loaded else None
+    lost = sum(t is None for t in times)
+    return {
+        "queue_bytes": queue_bytes,
+        "ping_ms": times,
+        "median_ms": median,
+        "lost": lost,
+        **result,
+    }
+
+
+def queue_sweep(prefix: str, budgets: list[int], seconds: float, say=print) -> dict[str, Any]:
+    """Build a lab, :func:`loaded_pings` for each ``--queue-bytes``, remove the lab."""
+    lab.up(prefix=prefix, vpn=False)
+    runs = []
+    try:
+        for budget in budgets:
+            run = loaded_pings(prefix, budget, seconds)
+            say(
+                f"--queue-bytes {budget}: ping under load {run['median_ms']} ms (median), "
+                f"{run['mbps']} Mbit/s, {run['inner_retrans']} retransmits"
+            )
+            runs.append(run)
+    finally:
+        lab.down(prefix)
+    return {"interval_s": PING_INTERVAL_S, "seconds": seconds, "queues": runs}
+
+
+def plot_queues(results: dict[str, Any], path: str | Path | None = None):
+    """The loaded ping over time, one line per ``--queue-bytes``: the standing queue, seen."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    step = results["interval_s"]
+    for run in results["queues"]:
+        points = [(i * step, t) for i, t in enumerate(run["ping_ms"]) if t is not None]
+        ax.plot(
+            [x for x, _ in points],
+            [y for _, y in points],
+            ".-",
+            label=f"--queue-bytes {run['queue_bytes']:,}: median {run['median_ms']} ms, "
+            f"{run['lost']} lost, {run['mbps']:.0f} Mbit/s",
+        )
+    ax.set_xlabel("seconds into the transfer")
+    ax.set_ylabel("ping r1 -> web (ms)")
+    ax.set_title("ping through the tunnel during a bulk TCP transfer r1 -> web (fast path)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
 
 
 def sweep(

@@ -33,6 +33,7 @@ from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.fast import offload
 from vpnlab.fast.batch import gso_batches, split_gro
 from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, Write, coalesce, split
+from vpnlab.shell.queues import FAST_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import Run, UdpTransport, add_run
 
@@ -192,6 +193,10 @@ class FastDatapath:
     name = "fast"
     tun_flags = offload.IFF_VNET_HDR
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
+    super_packet_bytes = offload.GSO_MAX_SIZE
+    """tun0 hands over TCP super-packets up to this size (gso_max_size, TSO)."""
+    queue_bytes = FAST_QUEUE_BYTES
+    """The default budget of each queue: tun0's ring holds 4 super-packets (``queues.py``)."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter

@@ -83,7 +83,7 @@ def enable_tun(fd: int, name: str, offloads: Offloads) -> None:
 def enable_socket(sock: socket.socket, offloads: Offloads) -> None:
     """The UDP socket: UDP_GRO on receive; UDP_SEGMENT is tried here and again at each send.
 
-    Its buffers (``transport.SOCKET_BUFFER_BYTES``: room for a few 64 KB batches) were set by
+    Its buffers (``--queue-bytes``, ``queues.py``: room for a few 64 KB batches) were set by
     ``transport.init_socket``.
     """
     try:

@@ -39,6 +39,7 @@ from vpnlab.core.pool import TunnelAddress, tunnel_address6
 from vpnlab.core.reasons import Close
 from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
+from vpnlab.shell.queues import ring_entries
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ClientRouting, carries_ipv6, refuse_host_changes
 from vpnlab.shell.tap import device_flags
@@ -81,6 +82,10 @@ class ClientOptions:
     local_port: int = PORT
     tun_name: str = TUN_NAME
     mtu: int = TUN_MTU
+    queue_bytes: int | None = None
+    """``--queue-bytes``: tun0's ring and the socket's buffers hold about this much each
+    (``queues.py``), a bound on the packets waiting for this daemon, hence on latency;
+    None: the data path's default (``Datapath.queue_bytes``)."""
     status_file: Path | None = None
     allow_host_changes: bool = False
     reconnect: bool = False
@@ -198,6 +203,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             datapath=datapath,
             server=server,
             drops=core.counters.drops,
+            buffer_bytes=options.queue_bytes or datapath.queue_bytes,
         )
         if not client_connection(core, transport, signals, reporter):
             if signals.received is not None:
@@ -271,7 +277,9 @@ def bring_up(
         options.tun_name, device_flags(options.mode, datapath.tun_flags)
     )
     try:
-        ifconfig(tun_name, address, options.mtu, address6)
+        budget = options.queue_bytes or datapath.queue_bytes
+        ring = ring_entries(budget, datapath.super_packet_bytes or options.mtu)
+        ifconfig(tun_name, address, options.mtu, address6, txqueuelen=ring)
         # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP
         gateway = next(address.network.hosts()) if options.mode == "tap" and address else None
         routing = ClientRouting(
@@ -290,6 +298,7 @@ def bring_up(
     reporter.update(
         tunnel_address=str(address or ""), tunnel_address6=str(address6 or ""), tun=tun_name
     )
+    reporter.update(queues={"tun_txqueuelen": ring, "socket_buffer_bytes": budget})
     reporter.state(State.CONNECTED, f"tunnel {both} on {tun_name}, routes via {tun_name}")
     return tun_fd, routing
 

@@ -41,6 +41,7 @@ from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
 from vpnlab.shell.peers import PEERS, read_hello_stamps, read_peers, write_hello_stamps
+from vpnlab.shell.queues import ring_entries
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ServerRouting, carries_ipv6, refuse_host_changes
 from vpnlab.shell.tap import device_flags, mac_address
@@ -72,6 +73,10 @@ class ServerOptions:
     allow_host_changes: bool = False
     datapath: type[Datapath] = SimpleDatapath
     """The loop's ends: a packet per system call, or many (``vpnlab/fast/``, the CLI chooses)."""
+    queue_bytes: int | None = None
+    """``--queue-bytes``: tun0's ring and the socket's buffers hold about this much each
+    (``queues.py``), a bound on the packets waiting for this daemon, hence on latency;
+    None: the data path's default (``Datapath.queue_bytes``)."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
@@ -326,6 +331,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             options.port,
             datapath=datapath,
             drops=core.counters.drops,
+            buffer_bytes=options.queue_bytes or datapath.queue_bytes,
         )
         tun_fd = bring_up(options, datapath, core, routing, reporter)
         mss_clamp = None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES
@@ -365,7 +371,9 @@ def bring_up(
         address6 = tunnel_address6(options.tunnel_address)
         routing.network6 = address6.network
     try:
-        ifconfig(tun_name, options.tunnel_address, options.mtu, address6)
+        budget = options.queue_bytes or datapath.queue_bytes
+        ring = ring_entries(budget, datapath.super_packet_bytes or options.mtu)
+        ifconfig(tun_name, options.tunnel_address, options.mtu, address6, txqueuelen=ring)
         if options.mode == "tap":
             core.set_local_mac(mac_address(tun_name))
         routing.tun_name = tun_name
@@ -384,6 +392,7 @@ def bring_up(
         tun=tun_name,
         tunnel_address=str(options.tunnel_address),
         tunnel_address6=str(address6 or ""),
+        queues={"tun_txqueuelen": ring, "socket_buffer_bytes": budget},
     )
     both = f"{options.tunnel_address} and {address6}" if address6 else str(options.tunnel_address)
     reporter.state(

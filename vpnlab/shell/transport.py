@@ -36,6 +36,7 @@ from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
 from vpnlab.core.reasons import Drop, DropLabel
+from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
 from vpnlab.wire.framing import FrameDecoder, encode_frame
 
 TRANSPORTS = ("udp", "tcp")
@@ -53,8 +54,6 @@ SWEEP_S = 0.5
 """How often the server looks for connections to close (``handle_timer``)."""
 RECV_BYTES = 65536
 """Bytes asked of one TCP connection per read."""
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-"""Room for a burst (or a few 64 KB GSO batches): each datagram dropped is a retransmit inside."""
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # linux/socket.h: as root, past net.core.*mem_max
 Run = tuple[Address, list[bytes]]
 """Datagrams received in a row from one peer: the cores open them in one call."""
@@ -106,8 +105,11 @@ def family_of(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def init_socket(address: str, port: int) -> socket.socket:
+def init_socket(address: str, port: int, buffer_bytes: int = SIMPLE_QUEUE_BYTES) -> socket.socket:
     """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
+
+    Its receive and send buffers are ``buffer_bytes`` (``--queue-bytes``, ``queues.py``): a
+    full receive buffer drops, which bounds the datagrams waiting for this daemon.
 
     UDP needs no listen() or accept(): datagrams from any peer simply arrive (see the notes).
     An IPv6 address makes the socket, and the outer packets, IPv6 (:func:`family_of`).
@@ -118,7 +120,7 @@ def init_socket(address: str, port: int) -> socket.socket:
     sock = socket.socket(family_of(address), socket.SOCK_DGRAM)
     for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
         with contextlib.suppress(OSError):  # not root: the kernel's default buffers
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, option, buffer_bytes)
     try:
         sock.bind((address, port))
     except OSError as exc:
@@ -498,17 +500,19 @@ def open_transport(
     datapath: UdpMaker,
     drops: Counter[DropLabel],
     server: Address | None = None,
+    buffer_bytes: int = SIMPLE_QUEUE_BYTES,
 ) -> Transport:
     """Init(PORT) for ``--transport``: the UDP socket of the notes, or a TCP transport.
 
     ``server`` given: the client's side (TCP connects to it; UDP binds ``address``:``port``).
+    ``buffer_bytes``: the UDP socket's buffers (:func:`init_socket`).
 
     Raises:
         SetupError: as :func:`init_socket` does; an unknown transport; tcp with the fast
             data path (its batches are UDP GSO/GRO).
     """
     if kind == "udp":
-        return datapath.udp(init_socket(address, port), drops)
+        return datapath.udp(init_socket(address, port, buffer_bytes), drops)
     if kind != "tcp":
         raise SetupError(f"unknown transport {kind!r} (choose from {', '.join(TRANSPORTS)})")
     if datapath.name != "simple":

@@ -82,9 +82,16 @@ def create_tun_dev(name: str = "tun0", flags: int = IFF_TUN | IFF_NO_PI) -> tupl
 
 
 def ifconfig(
-    name: str, address: IPv4Interface | None, mtu: int, address6: IPv6Interface | None = None
+    name: str,
+    address: IPv4Interface | None,
+    mtu: int,
+    address6: IPv6Interface | None = None,
+    txqueuelen: int | None = None,
 ) -> None:
     """Ifconfig: give tun0 its address and MTU and bring it up (``ip addr/link``: rtnetlink.py).
+
+    ``txqueuelen``: the length of tun0's ring, the packets the kernel holds for the daemon
+    (``queues.ring_entries``; None: the kernel's 500).
 
     With ``address6`` (dual stack) tun0 gets its IPv6 tunnel address too (``ip -6 addr add
     ... nodad``); with ``address`` None only that one (an IPv6-only Welcome). Bringing tun0
@@ -98,7 +105,7 @@ def ifconfig(
     try:
         with Rtnetlink() as netlink:
             index = link_index(name)
-            netlink.set_link(index, mtu=mtu)
+            netlink.set_link(index, mtu=mtu, txqueuelen=txqueuelen)
             if address is not None:
                 netlink.replace_address(index, address)
             if address6 is not None:

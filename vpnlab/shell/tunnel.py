@@ -6,7 +6,7 @@ timers only) and then the session. One turn of it (:meth:`SelectLoop.turn`):
     1. ask the core for its next deadline (a keepalive to send, or the liveness timeout)
     2. select() on tun0, the socket and the signal pipe, until that deadline
     3. TunSelected: read a packet from tun0, hand it to the core (it seals it), send the
-       datagram to the peer; again, up to BATCH reads
+       datagram to the peer; again, until BATCH packets were read
     4. SockSelected: receive the datagrams waiting on the socket, hand each peer's run of them
        to the core, write the packets it opened to tun0
     5. deadline passed: let the core send its keepalive or declare the peer lost (and let a
@@ -42,12 +42,16 @@ from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceive
 from vpnlab.core.packet import clamp_mss
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.core.session import Counters, State
+from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import Routing
 from vpnlab.shell.transport import Transport, UdpTransport
 
 BATCH = 64
-"""Reads from tun0 (and receives from the socket) per wake-up before looking at the other."""
+"""Packets read from tun0 (a super-packet counts its segments: one read of 43 would otherwise
+hold back the socket's side, the inner TCP's ACKs, for up to 64 x 43 packets, and the ACKs
+then arrive in bursts that make BBR's window grow) and receives from the socket per wake-up
+before looking at the other."""
 
 
 class Core(Protocol):
@@ -135,6 +139,11 @@ class Datapath(Protocol):
     name: str
     tun_flags: int
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
+    super_packet_bytes: int
+    """The largest packet a tun0 read returns when beyond the MTU (TSO), else 0: what one
+    entry of tun0's ring can hold (``queues.ring_entries``)."""
+    queue_bytes: int
+    """The default of ``--queue-bytes`` on this data path (``queues.py``)."""
 
     def __init__(self, reporter: Reporter) -> None: ...
     def device(self, fd: int, drops: Counter[DropLabel]) -> Device: ...
@@ -146,6 +155,8 @@ class SimpleDatapath:
 
     name = "simple"
     tun_flags = 0
+    super_packet_bytes = 0
+    queue_bytes = SIMPLE_QUEUE_BYTES
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
@@ -268,12 +279,14 @@ class SelectLoop:
 
     def tun_selected(self, now: float) -> None:
         """TunSelected: read a packet from tun0, encapsulate it, send it to the peer; again,
-        up to :data:`BATCH` reads."""
+        until :data:`BATCH` packets were read."""
         assert self.device is not None
-        for _ in range(BATCH):
+        read = 0
+        while read < BATCH:
             packets = self.device.read()
             if not packets:
                 return
+            read += len(packets)
             self.seal(packets, now)
             self.send_queued()
 

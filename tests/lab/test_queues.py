@@ -1,0 +1,70 @@
+"""``--queue-bytes`` in real namespaces: tun0's ring and the UDP socket's buffers are what it says.
+
+Both daemons size tun0's ``txqueuelen`` from the budget (``queues.ring_entries``: over 60,000
+bytes a super-packet on the fast path, over the MTU on the simple one; the default budget is
+the data path's) and ask for socket buffers of the budget (the kernel doubles what is asked:
+``ss``'s ``rb``/``tb``). Read back with ``ip -j link`` and ``ss -m`` in r1 and r2, and the
+tunnel still carries a ping.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from vpnlab import lab
+from vpnlab.fast.offload import GSO_MAX_SIZE
+from vpnlab.lab.inspection import read_status_file
+from vpnlab.lab.state import state_dir
+from vpnlab.shell.queues import FAST_QUEUE_BYTES, SIMPLE_QUEUE_BYTES, ring_entries
+
+from .helpers import WEB_IP
+
+pytestmark = pytest.mark.lab
+
+NODES = ("r1", "r2")
+
+
+def txqueuelen(handle, node: str) -> int:
+    done = handle.run(node, "ip", "-j", "link", "show", "tun0")
+    assert done.returncode == 0, done.stderr
+    return int(json.loads(done.stdout)[0]["txqlen"])
+
+
+def socket_buffers(handle, node: str) -> tuple[int, int]:
+    """rb and tb of the daemon's UDP socket on port 4500 (``ss -uam``)."""
+    done = handle.run(node, "ss", "-uamnH", "sport", "=", ":4500")
+    found = re.search(r"rb(\d+),t\d+,tb(\d+)", done.stdout)
+    assert found, done.stdout
+    return int(found[1]), int(found[2])
+
+
+def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
+    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm")  # the default data path: fast
+    for node in NODES:
+        assert txqueuelen(fresh_lab, node) == ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE) == 4
+        assert socket_buffers(fresh_lab, node) == (2 * FAST_QUEUE_BYTES,) * 2
+    for name in ("server.json", "client-r1.json"):  # what the status files say
+        status = read_status_file(state_dir(fresh_lab.prefix) / name) or {}
+        assert status.get("queues") == {
+            "tun_txqueuelen": 4,  # never fewer than 4 entries (queues.MIN_RING_ENTRIES)
+            "socket_buffer_bytes": FAST_QUEUE_BYTES,
+        }
+    assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0
+
+
+def test_queue_bytes_sizes_the_simple_path_by_the_mtu(fresh_lab):
+    simple = ["--datapath", "simple", "--mtu", "1400"]
+    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", server_args=simple, client_args=simple)
+    for node in NODES:  # its default: the kernel's 500 packets, 4 MiB buffers (as before)
+        assert txqueuelen(fresh_lab, node) == 500
+        assert socket_buffers(fresh_lab, node) == (2 * SIMPLE_QUEUE_BYTES,) * 2
+    lab.stop_vpn(fresh_lab.prefix)
+    extra = [*simple, "--queue-bytes", "262144"]
+    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", server_args=extra, client_args=extra)
+    for node in NODES:
+        assert txqueuelen(fresh_lab, node) == 262144 // 1400 == 187
+        assert socket_buffers(fresh_lab, node) == (2 * 262144,) * 2
+    assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0

@@ -1,0 +1,37 @@
+"""queues.py: tun0's ring sized by bytes, and ``--queue-bytes`` refused below one super-packet."""
+
+from __future__ import annotations
+
+import pytest
+
+from vpnlab import cli
+from vpnlab.fast.offload import GSO_MAX_SIZE
+from vpnlab.shell.queues import (
+    FAST_QUEUE_BYTES,
+    MAX_RING_ENTRIES,
+    MIN_QUEUE_BYTES,
+    MIN_RING_ENTRIES,
+    SIMPLE_QUEUE_BYTES,
+    ring_entries,
+)
+
+
+def test_the_ring_holds_the_budget_in_its_largest_entries():
+    assert ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE) == 4  # fast path: 4 super-packets
+    assert ring_entries(512 * 1024, 1400) == 374  # simple path: MTU-sized packets
+    assert ring_entries(SIMPLE_QUEUE_BYTES, GSO_MAX_SIZE) == 69
+
+
+def test_the_ring_stays_between_a_few_entries_and_the_kernels_500():
+    assert ring_entries(MIN_QUEUE_BYTES, GSO_MAX_SIZE) == MIN_RING_ENTRIES
+    assert ring_entries(SIMPLE_QUEUE_BYTES, 1400) == MAX_RING_ENTRIES == 500  # as before
+
+
+@pytest.mark.parametrize("role", [["server"], ["client", "--server", "192.0.2.1"]])
+def test_a_queue_smaller_than_a_super_packet_is_one_line(capsys, role):
+    assert cli.main([*role, "--cipher", "plain", "--queue-bytes", "1000"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"vpnlab {role[0]}: error: --queue-bytes 1000: at least {MIN_QUEUE_BYTES} "
+        "(one super-packet)\n"
+    )

@@ -1,0 +1,51 @@
+"""Bounded queues: how many bytes may wait for a daemon (issue 29 item 1, latency under load).
+
+A packet waits for a daemon in one of two places, and a ping sent during a bulk transfer
+waits behind everything queued there:
+
+    tun0's ring    what the kernel routed into tun0 and the daemon has not read yet
+                   (TunSelected); ``txqueuelen`` entries, and on the fast path each entry
+                   can be a 60 KB TCP super-packet (TSO), so the kernel's 500 hold 30 MB
+    the socket     datagrams from the peer the daemon has not received yet (SockSelected);
+                   SO_RCVBUF bytes of the kernel's accounting (each datagram's ``truesize``,
+                   more than its bytes; the kernel doubles what is asked)
+
+tun does not stop its queue when the ring is full (it drops, so a qdisc on tun0 never holds
+packets), and it orphans each packet, so TCP Small Queues does not limit a sender either. A
+sender that fills whatever buffer there is (Linux's BBR, CUBIC) keeps that buffer full: the
+slower daemon's queue is then the tunnel's standing queue, milliseconds of it. Bounding both
+to ``--queue-bytes`` (as BQL bounds a NIC's ring in bytes) makes a full queue drop, which the
+sender's TCP repairs, instead of holding a ping behind megabytes. Ifconfig sets the ring
+(``tun.ifconfig``), Init(PORT) the buffers (``transport.init_socket``). The default depends on the
+data path (``Datapath.queue_bytes``): 256 KiB on the fast path (tun0's ring: 4 super-packets),
+4 MiB on the simple one (the kernel's 500 packets, as before).
+"""
+
+from __future__ import annotations
+
+FAST_QUEUE_BYTES = 256 * 1024
+"""The fast path's default per queue (tun0's ring, the socket's receive and send buffers):
+about 2 ms at 1 Gbit/s. With TunSelected's batch counted in packets (``tunnel.BATCH``) it
+gave a loaded ping at or below OpenVPN's at about the throughput of 4 MiB; 128 KiB cost a
+fifth of the throughput (``docs/performance.md``)."""
+SIMPLE_QUEUE_BYTES = 4 * 1024 * 1024
+"""The simple path's default: its loop, one system call per packet, needs the room (with
+256 KiB its throughput fell by a third, and its loaded ping did not improve)."""
+MIN_QUEUE_BYTES = 64 * 1024
+"""Less would not hold one super-packet (or one UDP GSO batch)."""
+MIN_RING_ENTRIES = 4
+"""tun0's ring never shorter than this: a few small packets (pings, ACKs) may arrive at once."""
+MAX_RING_ENTRIES = 500
+"""Nor longer than the kernel's own default."""
+
+
+def ring_entries(queue_bytes: int, entry_bytes: int) -> int:
+    """tun0's ``txqueuelen`` for a byte budget: ``queue_bytes`` over the largest entry,
+    within :data:`MIN_RING_ENTRIES` and :data:`MAX_RING_ENTRIES`.
+
+    Args:
+        queue_bytes: the budget (``--queue-bytes``).
+        entry_bytes: the largest packet one entry holds: the MTU, or on the fast path the
+            super-packet size the daemon asked tun0 for (``offload.GSO_MAX_SIZE``).
+    """
+    return min(MAX_RING_ENTRIES, max(MIN_RING_ENTRIES, queue_bytes // entry_bytes))

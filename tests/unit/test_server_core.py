@@ -16,12 +16,14 @@ from vpnlab.core.constants import HELLO_BURST, LIVENESS_TIMEOUT_S
 from vpnlab.core.events import DatagramDropped, PacketReceived, SessionClosed
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.server_core import MAX_SESSIONS_PER_IP
-from vpnlab.core.session import State
+from vpnlab.core.session import Session, State, Timeouts
+from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.plain import PLAIN
 
 from .helpers import (
     CLIENT,
     FORMATS,
+    PSK,
     SERVER,
     CorePair,
     ipv4_packet,
@@ -240,3 +242,55 @@ def test_AddressPool_hands_out_a_large_network_lazily():
     pool = AddressPool(IPv4Interface("10.64.0.1/14"))
     assert len(pool) == 2**18 - 3 and str(pool.take()) == "10.64.0.2/14"
     assert time.monotonic() - started < 0.1
+
+
+def test_ServerCore_a_wake_up_walks_the_sessions_only_once_a_timer_may_be_due(monkeypatch):
+    """Issue 27: every turn of the loop asked each of 250 sessions for its timer (0.3-0.7 ms a
+    turn), and while Hellos waited each turn walked them all in ``handle_timer`` too."""
+    server = CorePair(PLAIN).server
+    for host in range(10, 60):
+        receive_one(server, b"VPNLAB/1 HELLO\n", (f"192.0.2.{host}", 4500), 0.0)
+    assert len(server.datagrams_to_send()) == 50  # the Welcomes
+    asked = []
+    monkeypatch.setattr(Session, "next_timer", spy(Session.next_timer, asked))
+    monkeypatch.setattr(Session, "handle_timer", spy(Session.handle_timer, asked))
+    due = server.next_timer()
+    assert due == 2.0  # the keepalives (KEEPALIVE_INTERVAL_S after the start)
+    server.handle_timer(1.0)
+    assert asked == []
+    server.handle_timer(due)  # all 50 due: a keepalive each, and their next timers
+    assert len(asked) == 100 and server.next_timer() == 4.0
+    assert len(server.datagrams_to_send()) == 50
+
+
+def test_ServerCore_old_keys_are_forgotten_on_time_with_a_long_keepalive():
+    """The bound on the sessions' timers comes down when a key switch gives old keys a
+    deadline before any other timer (here: keepalives every 60 s, no liveness timeout)."""
+    fmt, rng = make_format("esp-aes-gcm", PSK), seeded_random(7)
+    timeouts = Timeouts(keepalive_s=60.0, liveness_s=0.0, rekey_s=10.0)
+    pair = CorePair(fmt, timeouts=timeouts)
+    pair.client = ClientCore(
+        SERVER,
+        fmt.client_handshake(rng),
+        new_handshake=lambda: fmt.client_handshake(rng),
+        timeouts=timeouts,
+    )
+    pair.connect()
+    pair.advance(11.0)  # the rekey: the server switches on the client's first new datagram
+    pair.client.send_packets([ipv4_packet("10.8.0.2", "203.0.113.10")], pair.now)
+    pair.client_to_server()
+    session = pair.server.sessions[CLIENT]
+    assert session.previous is not None
+    assert pair.server.next_timer() == session.previous_until
+    pair.server.handle_timer(session.previous_until)
+    assert session.previous is None
+
+
+def spy(method, calls: list):
+    """``method``, noting each call in ``calls`` (the real one still runs)."""
+
+    def noted(self, *args):
+        calls.append(method.__name__)
+        return method(self, *args)
+
+    return noted

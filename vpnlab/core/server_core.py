@@ -111,6 +111,11 @@ class ServerCore(CoreBase):
         """Hellos past every cheap check, waiting for their Diffie-Hellman (bounded)."""
         self._budget_now = float("nan")
         self._budget = 0
+        self._sessions_due = float("inf")
+        """No session's timer is due before this: ``handle_timer`` walks the sessions only once
+        it has passed (and sets it again), so a wake-up does not cost a walk over all of them.
+        A bound, never late: a new session or a key switch lowers it; traffic only moves the
+        sessions' timers later (then one walk finds nothing due and sets it again)."""
         self._roaming: dict[Address, Session] = {}
         """Addresses an authentic Hello (or the session's old address) came from: the first
         datagram from one that opens under the session's keys moves the session there."""
@@ -140,6 +145,8 @@ class ServerCore(CoreBase):
             kind, packet = session.open(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
+        if session.previous is not None:  # keys switched: the old ones have a deadline
+            self._sessions_due = min(self._sessions_due, session.previous_until)
         if kind is Kind.PACKET:
             return self.forwarder.from_client(session, packet, now, to_tun)
         return self._deliver(session, kind, packet, now, to_tun)
@@ -157,6 +164,8 @@ class ServerCore(CoreBase):
             kind, packet = session.open(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
+        if session.previous is not None:
+            self._sessions_due = min(self._sessions_due, session.previous_until)
         old = session.peer
         self._forget(session)
         session.peer = peer
@@ -294,6 +303,7 @@ class ServerCore(CoreBase):
         """The session is authentic (a Hello answered, a static-key datagram opened): only now
         does it get a switch port, so strangers add none."""
         self.sessions[session.peer] = session
+        self._sessions_due = min(self._sessions_due, session.next_timer())
         self.router.add(session)
         self.forwarder.add(session)
 
@@ -359,22 +369,27 @@ class ServerCore(CoreBase):
         return queued
 
     def next_timer(self) -> float | None:
-        """The earliest deadline over all sessions (None while no client is connected); at
-        once while Hellos wait in the queue."""
+        """When the sessions' earliest timer may be due (None while no client is connected;
+        it may come early, never late); at once while Hellos wait in the queue."""
         if self.hello_queue:
             return self.hello_queue[0][2]
-        return min((s.next_timer() for s in self.sessions.values()), default=None)
+        return self._sessions_due if self.sessions else None
 
     def handle_timer(self, now: float) -> list[Event]:
-        """Queued Hellos (this wake-up's budget); keepalives for idle sessions; drop the
-        clients silent for 6 s."""
+        """Queued Hellos (this wake-up's budget); once a session's timer may be due, the walk:
+        keepalives for idle sessions, drop the clients silent for 6 s."""
         events: list[Event] = self._answer_queued(now)
+        if now < self._sessions_due:
+            return events
         self.forwarder.expire(now)
+        self._sessions_due = float("inf")
         for session in list(self.sessions.values()):
             reason = session.handle_timer(now)
             if reason is not None:
                 self._outbox.extend((d, session.peer) for d in session.outbox)
                 events += self._end(session, reason)
+            else:
+                self._sessions_due = min(self._sessions_due, session.next_timer())
         return events
 
     def describe(self, now: float) -> dict[str, object]:

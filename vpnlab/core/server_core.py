@@ -120,6 +120,9 @@ class ServerCore(CoreBase):
         """Addresses an authentic Hello (or the session's old address) came from: the first
         datagram from one that opens under the session's keys moves the session there."""
         self._outbox: list[tuple[bytes, Address]] = []
+        self._status_texts: dict[Address, tuple[str, str, str]] = {}
+        """A session's endpoint and tunnel addresses as the status shows them, formatted once
+        (an IPv6 address's text costs about 30 us: 250 clients' took 12 ms a second)."""
 
     @property
     def state(self) -> State:
@@ -316,6 +319,7 @@ class ServerCore(CoreBase):
         self.sessions.pop(session.peer, None)
         self.router.remove(session)
         self._replies.pop(session.peer, None)
+        self._status_texts.pop(session.peer, None)
         for address in [a for a, s in self._roaming.items() if s is session]:
             del self._roaming[address]
 
@@ -399,17 +403,26 @@ class ServerCore(CoreBase):
             "state": state,
             "clients": [
                 {
-                    "peer": _endpoint(peer),
-                    "tunnel_address": str(session.tunnel_address),
-                    "tunnel_address6": str(session.tunnel_address6),
+                    "peer": endpoint,
+                    "tunnel_address": address,
+                    "tunnel_address6": address6,
                     "silent_s": round(now - session.last_received, 1),
                 }
-                for peer, session in self.sessions.items()
+                for session in self.sessions.values()
+                for endpoint, address, address6 in (self._texts(session),)
             ],
             "free_addresses": len(self.pool),
             **self.forwarder.status(now),
             "counters": self.counters.as_dict(),
         }
+
+    def _texts(self, session: Session) -> tuple[str, str, str]:
+        texts = self._status_texts.get(session.peer)
+        if texts is None:
+            address, address6 = str(session.tunnel_address), str(session.tunnel_address6)
+            texts = (_endpoint(session.peer), address, address6)
+            self._status_texts[session.peer] = texts
+        return texts
 
     def close(self, now: float) -> list[Event]:
         """CleanUp: Bye to every client."""

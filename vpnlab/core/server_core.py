@@ -20,6 +20,7 @@ from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
     Address,
+    DatagramDropped,
     EndpointMoved,
     Event,
     HandshakeCompleted,
@@ -36,6 +37,7 @@ from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
     Counters,
+    OnBug,
     Session,
     Timeouts,
 )
@@ -153,6 +155,42 @@ class ServerCore(CoreBase):
         if kind is Kind.PACKET:
             return self.forwarder.from_client(session, packet, now, to_tun)
         return self._deliver(session, kind, packet, now, to_tun)
+
+    def receive_runs(
+        self, runs: Sequence[tuple[Address, list[bytes]]], now: float, on_bug: OnBug | None = None
+    ) -> tuple[list[bytes], list[Event]]:
+        """SockSelected for one wake-up's datagrams: the data first, then the Hellos, so a
+        flood of Hellos never holds up the tunnel's datagrams that arrived with it. The
+        Hellos' batch screen comes first (identity mode): a well-formed Hello whose mac1 is
+        wrong costs one hash and is counted, one event per peer's run ("bad mac1", with its
+        count), not one per datagram.
+        """
+        if self.format is None or self.handshake is None:
+            return super().receive_runs(runs, now, on_bug)
+        is_hello, bad_mac1 = self.format.is_hello, self.handshake.bad_mac1
+        packets: list[bytes] = []
+        events: list[Event] = []
+        hellos: list[tuple[Address, list[bytes]]] = []
+        for peer, datagrams in runs:
+            data = [d for d in datagrams if not is_hello(d)]
+            if len(data) < len(datagrams):
+                hellos.append((peer, [d for d in datagrams if is_hello(d)]))
+            if data:
+                opened, more = self.receive_datagrams(data, peer, now, on_bug)
+                packets += opened
+                events += more
+        for peer, datagrams in hellos:
+            screened = [d for d in datagrams if not bad_mac1(d)]
+            if len(screened) < len(datagrams):
+                bad = len(datagrams) - len(screened)
+                self.counters.drops[Drop.BAD_MAC1] += bad
+                self.load.hellos(now, bad, len(self.hello_queue))
+                events.append(DatagramDropped(Drop.BAD_MAC1, peer, bad))
+            if screened:
+                opened, more = self.receive_datagrams(screened, peer, now, on_bug)
+                packets += opened
+                events += more
+        return packets, events
 
     def _receive_roaming(
         self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
@@ -408,20 +446,20 @@ class ServerCore(CoreBase):
                     "tunnel_address6": address6,
                     "silent_s": round(now - session.last_received, 1),
                 }
-                for session in self.sessions.values()
-                for endpoint, address, address6 in (self._texts(session),)
+                for peer, session in self.sessions.items()
+                for endpoint, address, address6 in (self._texts(peer, session),)
             ],
             "free_addresses": len(self.pool),
             **self.forwarder.status(now),
             "counters": self.counters.as_dict(),
         }
 
-    def _texts(self, session: Session) -> tuple[str, str, str]:
-        texts = self._status_texts.get(session.peer)
+    def _texts(self, peer: Address, session: Session) -> tuple[str, str, str]:
+        texts = self._status_texts.get(peer)
         if texts is None:
             address, address6 = str(session.tunnel_address), str(session.tunnel_address6)
-            texts = (_endpoint(session.peer), address, address6)
-            self._status_texts[session.peer] = texts
+            texts = (_endpoint(peer), address, address6)
+            self._status_texts[peer] = texts
         return texts
 
     def close(self, now: float) -> list[Event]:

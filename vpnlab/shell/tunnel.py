@@ -7,8 +7,9 @@ timers only) and then the session. One turn of it (:meth:`SelectLoop.turn`):
     2. select() on tun0, the socket and the signal pipe, until that deadline
     3. TunSelected: read a packet from tun0, hand it to the core (it seals it), send the
        datagram to the peer; again, up to BATCH reads
-    4. SockSelected: receive the datagrams waiting on the socket, hand each peer's run of them
-       to the core, write the packets it opened to tun0
+    4. SockSelected: receive the datagrams waiting on the socket (up to BATCH), hand them to
+       the core in runs of one peer (the server opens the data before the Hellos), write the
+       packets it opened to tun0
     5. deadline passed: let the core send its keepalive or declare the peer lost (and let a
        TCP transport close the connections that overstayed, ``transport.py``)
     6. send what the core queued; stop when the core is closed or a signal arrived
@@ -16,7 +17,7 @@ timers only) and then the session. One turn of it (:meth:`SelectLoop.turn`):
 The loop works on two ends: a device (tun0: :class:`TunDevice`, one packet per read) and a
 transport (the socket: ``transport.UdpTransport``, one datagram per system call). Together they
 are the simple data path, :class:`SimpleDatapath`: every call into the core is a batch of one
-packet from tun0, or of the datagrams one peer sent. ``--datapath fast``
+packet from tun0, or of the datagrams one wake-up received. ``--datapath fast``
 (``vpnlab/fast/datapath.py``) gives the same loop ends that move many packets per system call;
 the daemons are handed the data path by the CLI and never import it.
 
@@ -43,7 +44,7 @@ from vpnlab.core.packet import clamp_mss
 from vpnlab.core.session import Counters, State
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import Routing
-from vpnlab.shell.transport import Transport, UdpTransport
+from vpnlab.shell.transport import Run, Transport, UdpTransport
 
 BATCH = 64
 """Reads from tun0 (and receives from the socket) per wake-up before looking at the other."""
@@ -56,6 +57,10 @@ class Core(Protocol):
     counters: Counters
     clock_offset_s: float
     """Wall-clock minus monotonic time, for the handshake's timestamps (the loop re-measures)."""
+
+    def receive_runs(
+        self, runs: list[Run], now: float, on_bug: Callable[[Exception], None] | None = None
+    ) -> tuple[list[bytes], list[Event]]: ...
 
     def receive_datagrams(
         self,
@@ -272,8 +277,7 @@ class SelectLoop:
         except Exception as exc:  # a bug in a transport's parsing (TCP): this wake-up only
             self.count_bug(exc)
             return
-        for peer, datagrams in runs:
-            self.open(datagrams, peer, now)
+        self.open(runs, now)
 
     def seal(self, packets: list[bytes], now: float) -> None:
         """The packets of one read from tun0 (their TCP SYNs' MSS clamped) to the core."""
@@ -284,10 +288,11 @@ class SelectLoop:
         except Exception as exc:  # a bug costs this read's packets, never the daemon
             self.count_bug(exc)
 
-    def open(self, datagrams: list[bytes], peer: Address, now: float) -> None:
-        """One peer's run of datagrams to the core; the packets it opened to tun0."""
+    def open(self, runs: list[Run], now: float) -> None:
+        """A wake-up's datagrams (in runs of one peer) to the core; the packets it opened to
+        tun0."""
         try:
-            packets, events = self.core.receive_datagrams(datagrams, peer, now, self.count_bug)
+            packets, events = self.core.receive_runs(runs, now, self.count_bug)
             if packets and self.device is not None:
                 self.device.write(packets)
             self.dispatch(events)

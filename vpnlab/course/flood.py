@@ -15,12 +15,12 @@ identity each) sit on r1's addresses 192.0.2.3 upwards. Three phases, each bound
 
 In each: r1 pings the server's tunnel address through the tunnel (50 a second: loss, median
 and p99 RTT), all load clients say Bye and then connect at once (each gets a cookie reply
-first while the server is under load, and comes back with mac2), and each pings through its
-own session; the server's CPU over the phase and its drop counters are read. r1's ping is
-summed up three times: over the whole phase, over the pings sent while the load clients
-connect (from their Byes to their last ping's answer), and over the others, sent while only
-the flood runs (``ping -D`` stamps each answer; a lost ping goes to the window of its
-neighbours). The flood
+first while the server is under load, and comes back with mac2), each pings through its own
+session, and they keep their sessions alive (keepalives) until r1's ping ends; the server's
+CPU over the phase and its drop counters are read. r1's ping is summed up three times: over
+the whole phase, over the pings sent while the load clients connect (from their Byes to
+their last ping's answer), and over the others, sent while only the flood runs (``ping -D``
+stamps each answer; a lost ping goes to the window of its neighbours). The flood
 (``instruments/flood.py``) is bounded in rate, count and time, and stops by itself.
 """
 
@@ -159,6 +159,7 @@ def phase(
     connects_from = time.time()
     clients = all_at_once(driver)
     connects = (connects_from, time.time())
+    driver.run(lambda: ping.poll() is not None, flood_s + 30)  # their keepalives, as a client's
     slowest = max((c.handshake_s for c in driver.clients if c.handshake_s), default=None)
     ping_out = ping.communicate(timeout=flood_s + 30)[0]
     sent = sender.communicate(timeout=flood_s + 30)[0].strip() if sender else ""

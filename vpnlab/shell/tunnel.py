@@ -197,6 +197,9 @@ class SelectLoop:
         mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (None: leave it).
         every_second: called with ``now`` once a second, with the status report (the server
             reads its peers file again there).
+        on_events: called once per batch (a wake-up's datagrams, a timer) with all its events
+            that are not packets, after ``on_event``: work that a batch needs once, not once
+            per event (the server's key export and Hello timestamps).
     """
 
     def __init__(
@@ -210,6 +213,7 @@ class SelectLoop:
         *,
         mss_clamp: int | None = None,
         every_second: Callable[[float], list[Event]] | None = None,
+        on_events: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.core = core
         self.device = device
@@ -219,6 +223,7 @@ class SelectLoop:
         self.on_event = on_event
         self.mss_clamp = mss_clamp
         self.every_second = every_second
+        self.on_events = on_events
         self.selector = selectors.DefaultSelector()
         if device is not None:
             self.selector.register(device, selectors.EVENT_READ, self.tun_selected)
@@ -328,9 +333,8 @@ class SelectLoop:
         packets = [event.packet for event in events if type(event) is PacketReceived]
         if packets and self.device is not None:
             self.device.write(packets)
-        for event in events:
-            if type(event) is PacketReceived:
-                continue
+        others = [event for event in events if type(event) is not PacketReceived]
+        for event in others:
             if type(event) is HandshakeCompleted:
                 self.transport.session_opened(event.peer)
             elif type(event) is SessionClosed:
@@ -338,6 +342,8 @@ class SelectLoop:
             self.reporter.event(event)
             if self.on_event is not None:
                 self.on_event(event)
+        if others and self.on_events is not None:
+            self.on_events(others)
 
     def report_status(self, now: float) -> None:
         self.reporter.update(**self.core.describe(now))

@@ -419,13 +419,21 @@ class ServerCore(CoreBase):
 
     def handle_timer(self, now: float) -> list[Event]:
         """Queued Hellos (this wake-up's budget); once a session's timer may be due, the walk:
-        keepalives for idle sessions, drop the clients silent for 6 s."""
+        keepalives for idle sessions, drop the clients silent for 6 s, at most
+        ``SESSION_TIMERS_PER_WAKEUP`` of them (the others stay due: the next wake-up, at
+        once, serves the data first and then them)."""
         events: list[Event] = self._answer_queued(now)
         if now < self._sessions_due:
             return events
         self.forwarder.expire(now)
         self._sessions_due = float("inf")
+        budget = constants.SESSION_TIMERS_PER_WAKEUP
         for session in list(self.sessions.values()):
+            due = session.next_timer()
+            if due > now or budget == 0:
+                self._sessions_due = min(self._sessions_due, due)
+                continue
+            budget -= 1
             reason = session.handle_timer(now)
             if reason is not None:
                 self._outbox.extend((d, session.peer) for d in session.outbox)

@@ -86,3 +86,27 @@ def test_bench_clients_connects_a_small_class_and_leaves_nothing(prefix):
         assert all(float(v) > 0 for v in handshake.split(" / ") + ping.split(" / ")), done.stdout
     assert "KiB per client" in done.stdout and "idle (keepalives)" in done.stdout
     assert prefix_namespaces(prefix) == []
+
+
+def test_bench_flood_runs_the_three_phases_with_the_ping_by_window(prefix, tmp_path):
+    """A small ``bench --flood`` (4 clients, floods of 8 s): every phase connects them all and
+    sums up r1's ping over the whole phase, while the clients connect and while only the
+    flood runs (issue 27 item 6)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vpnlab", "bench", "--flood", "--clients", "4"]
+        + ["--flood-seconds", "8", "--prefix", prefix, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    document = json.loads((tmp_path / "flood.json").read_text())
+    for phase in ("baseline", "junk", "mac1"):
+        result = document[phase]
+        windows = (result["ping_connects"], result["ping_flood_only"])
+        assert result["clients"]["connected"] == 4, result
+        assert sum(w["sent"] for w in windows) == result["ping"]["sent"] > 0, result
+        assert all(w["sent"] > 0 and w["rtt_ms"] is not None for w in windows), result
+    assert document["junk"]["drops"]["bad mac1"] > 0
+    assert document["mac1"]["drops"]["under load: cookie reply sent"] > 0
+    assert prefix_namespaces(prefix) == []

@@ -12,13 +12,14 @@ from vpnlab.core import constants
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.cookie import COOKIE_SECRET_LIFE_S, CookieChecker, CookieGenerator, mac
 from vpnlab.core.errors import RemoteProtocolError
+from vpnlab.core.events import DatagramDropped, HandshakeCompleted
 from vpnlab.core.ratelimit import HandshakeLoad
-from vpnlab.core.session import State
+from vpnlab.core.session import Session, State
 from vpnlab.wire.identity import COOKIE_REPLY_BYTES, HELLO_BYTES
 from vpnlab.wire.noise import public_key
 
-from .helpers import SERVER, receive_one, seeded_random
-from .test_identity import NOW, SERVER_KEY, client_format, exchange, server_core
+from .helpers import SERVER, ipv4_packet, receive_one, seeded_random
+from .test_identity import NOW, SERVER_KEY, client_format, connect, exchange, server_core
 
 ALICE_AT = ("192.0.2.2", 4100)
 
@@ -145,3 +146,39 @@ def test_HandshakeLoad_turns_on_above_the_rate_and_holds_for_a_second():
     assert [load.hello(0.0, 0) for _ in range(4)] == [False, False, False, True]
     assert load.hello(0.5, 0) and load.hello(1.5, 0) is False
     assert load.hello(2.0, 100)  # a queue that long means load, whatever the rate
+
+
+def test_ServerCore_batch_screen_counts_a_run_of_junk_in_one_event(monkeypatch):
+    """Issue 27: each junk Hello cost an exception and an event (and the loop a dispatch);
+    a wake-up's run of them now costs one event with its count, and no Diffie-Hellman."""
+    server = server_core()
+    client = alice()
+    ((hello, _),) = client.datagrams_to_send()
+    junk = hello[:-32] + bytes(32)
+    spent = []
+    monkeypatch.setattr(server.handshake, "check", lambda *a: spent.append(a))
+    source = ("192.0.2.200", 4500)
+    packets, events = server.receive_runs([(source, [junk] * 64)], 0.0)
+    assert packets == [] and spent == []
+    assert events == [DatagramDropped("bad mac1", source, 64)]
+    assert server.counters.drops["bad mac1"] == 64
+    assert server.load.hello(0.0, 0)  # the junk counts towards "under load"
+
+
+def test_ServerCore_opens_a_wake_ups_data_before_its_hellos(monkeypatch):
+    """Issue 27: a Hello's Diffie-Hellman (0.34 ms) came before the tunnel's datagrams that
+    arrived after it in the same wake-up; now the data of a batch goes first."""
+    server = server_core()
+    bob = connect(server, "bob", 4500, seed=9)
+    bob.send_packets([ipv4_packet("10.8.0.9", "203.0.113.10")], 0.0)
+    ((data, _),) = bob.datagrams_to_send()
+    client = alice()
+    ((hello, _),) = client.datagrams_to_send()
+    order = []
+    check, open_ = server.handshake.check, Session.open
+    monkeypatch.setattr(server.handshake, "check", lambda *a: order.append("hello") or check(*a))
+    monkeypatch.setattr(Session, "open", lambda *a: order.append("data") or open_(*a))
+    runs = [(ALICE_AT, [hello]), (("192.0.2.2", 4500), [data])]
+    packets, events = server.receive_runs(runs, 0.0)
+    assert order == ["data", "hello"] and len(packets) == 1
+    assert [type(e) for e in events] == [HandshakeCompleted]

@@ -9,7 +9,7 @@ import pytest
 
 from vpnlab.cli.flood import parse
 from vpnlab.core.cookie import CookieChecker
-from vpnlab.course.flood import ping_summary
+from vpnlab.course.flood import ping_summary, ping_windows
 from vpnlab.instruments import flood
 from vpnlab.wire.identity import HELLO_BYTES
 from vpnlab.wire.noise import public_key
@@ -65,3 +65,19 @@ def test_ping_summary_reads_loss_and_percentiles():
     output += "\n4 packets transmitted, 3 received, 25% packet loss, time 3003ms\n"
     summary = ping_summary(output)
     assert summary["loss_percent"] == 25.0 and summary["rtt_ms"]["median"] == 2.0
+
+
+def test_ping_windows_split_the_pings_sent_while_the_clients_connect_from_the_others():
+    """Issue 27 item 6: the phase's p99 mixed the 250 connects into the flood's figure."""
+    rtts_ms = {1: 1.0, 2: 30.0, 3: 40.0, 5: 2.0, 6: 1.0}  # seq 4 and 7 are lost
+    lines = [
+        f"[{100.0 + seq * 0.02 + rtt / 1e3:.6f}] 64 bytes from 10.8.0.1: icmp_seq={seq} ttl=64 "
+        f"time={rtt} ms"
+        for seq, rtt in rtts_ms.items()
+    ]
+    output = "\n".join(lines) + "\n7 packets transmitted, 5 received, 28% packet loss\n"
+    windows = ping_windows(output, (100.03, 100.07))  # seq 2, 3 (and the lost 4) were sent then
+    assert windows["connects"]["sent"] == 3 and windows["connects"]["lost"] == 1
+    assert windows["connects"]["rtt_ms"] == {"median": 35.0, "p99": 40.0}
+    assert windows["flood_only"]["sent"] == 4 and windows["flood_only"]["lost"] == 1
+    assert windows["flood_only"]["rtt_ms"] == {"median": 1.0, "p99": 2.0}

@@ -7,7 +7,8 @@ Hello, Welcome and data datagrams seen so far: bit flips, truncation, extension,
 replays), tun packets (IPv4, IPv6, garbage, TCP SYNs with bad option lengths, Ethernet frames
 with ARP and VLAN tags), real traffic both ways, timers, ``describe``, ``close``. After every
 call of a public method: no exception, and ``counters.drops`` grew by exactly the
-``DatagramDropped`` events it returned, reason by reason.
+``DatagramDropped`` events it returned (each with its count), reason by reason. The server
+also gets whole wake-ups' batches (``receive_runs``: data first, Hellos screened for mac1).
 
 The decoders get inputs of their own: ``EspSession.open``/``open_frame`` (RemoteProtocolError
 only), every helper of ``core/packet.py`` with IPv4 and IPv6 (never raise),
@@ -226,10 +227,13 @@ def call(where: str, core, method: str, *args):
     grew = Counter(core.counters.drops)
     grew.subtract(before)
     grew = +grew
-    if method == "receive_datagrams":
+    if method in ("receive_datagrams", "receive_runs"):
         result = result[1]  # (packets for tun0, events)
     events = result if isinstance(result, list) and method not in ("datagrams_to_send",) else []
-    dropped = Counter(e.reason for e in events if isinstance(e, DatagramDropped))
+    dropped: Counter[str] = Counter()
+    for e in events:
+        if isinstance(e, DatagramDropped):
+            dropped[e.reason] += e.count
     SEEN_DROPS.update(dropped)
     if grew != dropped:
         raise Crash(
@@ -489,7 +493,12 @@ class Fuzz:
                 if rng.random() < 0.8
                 else rng.choice(STRANGERS)
             )
-            call(where, server, "receive_datagrams", [self.datagram()], peer, self.now)
+            if rng.random() < 0.7:
+                call(where, server, "receive_datagrams", [self.datagram()], peer, self.now)
+            else:  # one wake-up's batch: the data first, then the Hellos, screened for mac1
+                other = rng.choice(list(self.cores.clients))
+                runs = [(peer, [self.datagram() for _ in range(rng.randrange(1, 4))])]
+                call(where, server, "receive_runs", [*runs, (other, [self.datagram()])], self.now)
         elif op < 42:
             peer = SERVER if rng.random() < 0.9 else rng.choice(STRANGERS)
             call(where, client, "receive_datagrams", [self.datagram()], peer, self.now)

@@ -161,6 +161,21 @@ def test_identity_a_peer_that_restarts_on_another_port_keeps_its_address():
     assert list(server.sessions) == [("192.0.2.2", 4008)]
 
 
+def test_identity_the_status_follows_a_moved_session():
+    """The status's texts are formatted once per session and address (issue 27: 12 ms a
+    second for 250 clients), and again when the session moves."""
+    server = server_core()
+    connect(server, "alice", 4007, seed=5)
+    (before,) = server.describe(1.0)["clients"]
+    again = connect(server, "alice", 4008, seed=6, now=3.0)
+    again.tunnel_up(3.0)
+    exchange(server, again, ("192.0.2.2", 4008), 3.0)
+    (after,) = server.describe(4.0)["clients"]
+    assert before["peer"] == "192.0.2.2:4007" and after["peer"] == "192.0.2.2:4008"
+    assert after["tunnel_address"] == "10.8.0.7/24" == before["tunnel_address"]
+    assert after["tunnel_address6"] == "fd10:8::7/64"
+
+
 def test_identity_a_copied_hello_from_elsewhere_ends_nothing():
     """Issue 27: a valid Hello copied off the wire and sent from another address used to end
     the live session ("moved") before any key was confirmed. Now the session keeps its keys

@@ -14,7 +14,15 @@ import pytest
 from vpnlab.core.errors import VpnlabError
 from vpnlab.core.formats import Peer
 from vpnlab.shell.keys import write_secret
-from vpnlab.shell.peers import PEERS, peers_text, read_peers
+from vpnlab.shell.peers import (
+    HELLO_STAMPS,
+    HELLO_STAMPS_LOG,
+    PEERS,
+    encode_key,
+    peers_text,
+    read_hello_stamps,
+    read_peers,
+)
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.server import HelloStamps, PeersWatch, guarded
 
@@ -125,3 +133,32 @@ def test_HelloStamps_a_recorded_hello_is_refused_after_a_restart(tmp_path):
     HelloStamps(tmp_path, restarted)
     events = receive_one(restarted, hello, ("192.0.2.2", 4500), 5.0)
     assert [e.reason for e in events] == ["replayed hello"] and not restarted.sessions
+
+
+def test_HelloStamps_a_handshake_appends_a_line_and_a_start_merges_the_log(tmp_path):
+    """Issue 27: each handshake rewrote the whole timestamps file in the server's loop (250
+    connects: 250 rewrites of a 250-line file); now it appends one line to a log."""
+    from .test_identity import NOW, SERVER, ClientCore, client_format, seeded_random
+
+    first = server_core()
+    stamps = HelloStamps(tmp_path, first)
+    whole = (tmp_path / HELLO_STAMPS).read_text()
+    client = ClientCore(
+        SERVER, client_format("alice").client_handshake(seeded_random(7)), clock_offset_s=NOW
+    )
+    client.connect(0.0)
+    ((hello, _),) = client.datagrams_to_send()
+    receive_one(first, hello, ("192.0.2.2", 4500), 0.0)
+    stamps.save()
+    stamps.save()  # nothing new: nothing appended
+    (line,) = (tmp_path / HELLO_STAMPS_LOG).read_text().splitlines()
+    assert (tmp_path / HELLO_STAMPS).read_text() == whole  # not rewritten
+    alice_key = IDENTITY_PEERS[0].public_key
+    assert line == f"{encode_key(alice_key)} {first.handshake.latest[alice_key]}"
+    restarted = server_core()
+    HelloStamps(tmp_path, restarted)  # killed, started again: the log is read and merged
+    assert restarted.handshake.latest == first.handshake.latest
+    assert (tmp_path / HELLO_STAMPS_LOG).read_text() == ""
+    assert read_hello_stamps(tmp_path) == first.handshake.latest
+    (tmp_path / HELLO_STAMPS_LOG).write_text(line[:-3])  # a last line cut off by a crash
+    assert read_hello_stamps(tmp_path) == first.handshake.latest

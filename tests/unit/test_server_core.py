@@ -12,16 +12,24 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 import pytest
 
 from vpnlab.core.client_core import ClientCore
-from vpnlab.core.constants import HELLO_BURST, LIVENESS_TIMEOUT_S, PORT, SERVER_TIMER_STEP_S
+from vpnlab.core.constants import (
+    HELLO_BURST,
+    LIVENESS_TIMEOUT_S,
+    PORT,
+    SERVER_TIMER_STEP_S,
+    SESSION_TIMERS_PER_WAKEUP,
+)
 from vpnlab.core.events import DatagramDropped, PacketReceived, SessionClosed
 from vpnlab.core.pool import AddressPool
 from vpnlab.core.server_core import MAX_SESSIONS_PER_IP, ServerCore
-from vpnlab.core.session import State
+from vpnlab.core.session import Session, State, Timeouts
+from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.plain import PLAIN
 
 from .helpers import (
     CLIENT,
     FORMATS,
+    PSK,
     SERVER,
     SERVER_TUNNEL_ADDRESS,
     CorePair,
@@ -260,3 +268,60 @@ def test_ServerCore_looks_at_its_sessions_timers_at_most_every_step():
     assert [peer for _, peer in server.datagrams_to_send()] == [("192.0.2.11", PORT)]
     receive_one(server, b"VPNLAB/1 KEEPALIVE\n", ("192.0.2.10", PORT), 3.0)
     assert server.next_timer() == pytest.approx(4.0)  # still the first's old keepalive time
+
+
+def test_ServerCore_a_wake_up_walks_the_sessions_only_once_a_timer_may_be_due(monkeypatch):
+    """Issue 27: every turn of the loop asked each of 250 sessions for its timer (0.3-0.7 ms a
+    turn), and while Hellos waited each turn walked them all in ``handle_timer`` too; and a
+    class that connected together sent its 250 keepalives in one wake-up (3-4 ms of CPU)."""
+    server = CorePair(PLAIN).server
+    for host in range(10, 60):
+        receive_one(server, b"VPNLAB/1 HELLO\n", (f"192.0.2.{host}", 4500), 0.0)
+    assert len(server.datagrams_to_send()) == 50  # the Welcomes
+    asked = []
+    monkeypatch.setattr(Session, "next_timer", spy(Session.next_timer, asked))
+    monkeypatch.setattr(Session, "handle_timer", spy(Session.handle_timer, asked))
+    due = server.next_timer()
+    assert due == 2.0  # the keepalives (KEEPALIVE_INTERVAL_S after the start)
+    server.handle_timer(1.0)
+    assert asked == []
+    server.handle_timer(due)  # all 50 due: a keepalive each, SESSION_TIMERS_PER_WAKEUP now
+    assert asked.count("handle_timer") == SESSION_TIMERS_PER_WAKEUP < 50
+    assert server.next_timer() == due  # the others at once, in the next wake-up
+    assert len(server.datagrams_to_send()) == SESSION_TIMERS_PER_WAKEUP
+    server.handle_timer(due)
+    assert asked.count("handle_timer") == 50 and server.next_timer() == 4.0
+    assert len(server.datagrams_to_send()) == 50 - SESSION_TIMERS_PER_WAKEUP
+
+
+def test_ServerCore_old_keys_are_forgotten_on_time_with_a_long_keepalive():
+    """The bound on the sessions' timers comes down when a key switch gives old keys a
+    deadline before any other timer (here: keepalives every 60 s, no liveness timeout)."""
+    fmt, rng = make_format("esp-aes-gcm", PSK), seeded_random(7)
+    timeouts = Timeouts(keepalive_s=60.0, liveness_s=0.0, rekey_s=10.0)
+    pair = CorePair(fmt, timeouts=timeouts)
+    pair.client = ClientCore(
+        SERVER,
+        fmt.client_handshake(rng),
+        new_handshake=lambda: fmt.client_handshake(rng),
+        timeouts=timeouts,
+    )
+    pair.connect()
+    pair.advance(11.0)  # the rekey: the server switches on the client's first new datagram
+    pair.client.send_packets([ipv4_packet("10.8.0.2", "203.0.113.10")], pair.now)
+    pair.client_to_server()
+    session = pair.server.sessions[CLIENT]
+    assert session.previous is not None
+    assert pair.server.next_timer() == session.previous_until
+    pair.server.handle_timer(session.previous_until)
+    assert session.previous is None
+
+
+def spy(method, calls: list):
+    """``method``, noting each call in ``calls`` (the real one still runs)."""
+
+    def noted(self, *args):
+        calls.append(method.__name__)
+        return method(self, *args)
+
+    return noted

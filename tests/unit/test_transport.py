@@ -298,3 +298,24 @@ def test_open_transport_refuses_tcp_on_the_fast_data_path_in_one_line():
         str(refused.value)
         == "--transport tcp runs on the simple data path only, not --datapath fast"
     )
+
+
+@pytest.mark.parametrize("datapath", [SimpleDatapath, FastDatapath], ids=["simple", "fast"])
+def test_server_udp_steers_hellos_to_their_own_lane_and_reads_the_data_first(datapath):
+    """Issue 27: under a Hello flood the tunnel's datagrams queued in the one socket behind
+    thousands of Hellos (10,000 counted after the flood had ended); the kernel now steers the
+    Hellos to a second socket on the port, and each receive takes the data first."""
+    server = open_transport("udp", "127.0.0.1", 0, datapath=datapath(REPORTER), drops=Counter())
+    port = server.sock.getsockname()[1]
+    psk_hello, identity_hello = b"\0\0\0\0\x01" + bytes(40), b"\0\0\0\0\x03" + bytes(140)
+    welcome, esp, short = b"\0\0\0\0\x02" + bytes(40), b"\x12\x34\x56\x78" + bytes(40), b"\0\0"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        for datagram in (psk_hello, identity_hello, esp, welcome, short, identity_hello):
+            client.sendto(datagram, ("127.0.0.1", port))
+        time.sleep(0.1)
+        assert select.select([server], [], [], 1.0)[0] == [server]
+        runs = server.receive(64)
+        data, hellos = [esp, welcome, short], [psk_hello, identity_hello, identity_hello]
+        assert runs == [(client.getsockname()[:2], data + hellos)]  # one peer: one run
+    server.close()

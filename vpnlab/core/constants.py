@@ -96,3 +96,8 @@ its CPU; a keepalive 0.1 s late changes nothing."""
 HANDSHAKES_PER_WAKEUP = 2
 """ServerConnection: Hellos answered per wake-up of the loop (per ``now``); the rest wait in
 the queue, so the data that arrived in the same wake-up is never held up by more."""
+
+SESSION_TIMERS_PER_WAKEUP = 32
+"""ServerConnection: sessions whose timer is due handled per wake-up (a keepalive sealed and
+sent, or the session ended); the rest in the next ones, after their data. A class that
+connected together falls due together: 250 keepalives in one wake-up cost 3-4 ms of CPU."""

@@ -35,10 +35,12 @@ class PacketReceived(Event):
 @dataclass(frozen=True, slots=True)
 class DatagramDropped(Event):
     """A datagram (or a packet from tun0) was refused; ``reason`` is its counter key (a
-    ``Drop``, or ``Drop.X.detail(...)``)."""
+    ``Drop``, or ``Drop.X.detail(...)``); ``count``: this many of one peer's batch were, for
+    the same reason (the server's batch screen of a flood: one event, not one per datagram)."""
 
     reason: DropLabel
     peer: Address | None = None
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)

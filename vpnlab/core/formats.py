@@ -131,6 +131,11 @@ class ServerHandshake(Protocol):
         RemoteProtocolError(reason) to drop it."""
         ...
 
+    def bad_mac1(self, datagram: bytes) -> bool:
+        """The batch screen (identity mode): is this a well-formed Hello for us whose mac1 is
+        wrong, one that ``screen`` would drop as "bad mac1"? One hash, and no exception."""
+        ...
+
     def check(self, datagram: bytes, now: float) -> CheckedHello:
         """Is this an authentic, fresh Hello? Raise RemoteProtocolError(reason) if not."""
         ...
@@ -160,6 +165,10 @@ class AnswersHellos:
     ) -> bytes:
         """Only the identity mode has MACs and cookies: every Hello goes on to ``check``."""
         return b""
+
+    def bad_mac1(self, datagram: bytes) -> bool:
+        """Only the identity mode has a mac1."""
+        return False
 
     def respond(
         self, datagram: bytes, client_address: TunnelAddress, now: float

@@ -73,9 +73,13 @@ class HandshakeLoad:
 
     def hello(self, now: float, queued: int) -> bool:
         """One more Hello arrived (``queued`` wait already); is the server under load now?"""
+        return self.hellos(now, 1, queued)
+
+    def hellos(self, now: float, count: int, queued: int) -> bool:
+        """``count`` more Hellos arrived (the batch screen's junk too); under load now?"""
         if now >= self._second + 1.0:
             self._second, self._count = now, 0
-        self._count += 1
+        self._count += count
         if self._count > self.hellos_per_s or queued >= self.queue_limit:
             self._until = now + self.hold_s
         return now < self._until

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 
@@ -139,6 +139,23 @@ class CoreBase:
                 if on_bug is None:
                     raise
                 on_bug(exc)
+        return packets, events
+
+    def receive_runs(
+        self, runs: Sequence[tuple[Address, list[bytes]]], now: float, on_bug: OnBug | None = None
+    ) -> tuple[list[bytes], list[Event]]:
+        """SockSelected: one wake-up's datagrams, in runs of one peer each
+        (``receive_datagrams`` for each run, in order).
+
+        Returns:
+            The inner packets to write to tun0, in order, and every other event.
+        """
+        packets: list[bytes] = []
+        events: list[Event] = []
+        for peer, datagrams in runs:
+            opened, more = self.receive_datagrams(datagrams, peer, now, on_bug)
+            packets += opened
+            events += more
         return packets, events
 
     def _drop(self, reason: DropLabel, peer: Address | None = None) -> list[Event]:

@@ -15,8 +15,12 @@ identity each) sit on r1's addresses 192.0.2.3 upwards. Three phases, each bound
 
 In each: r1 pings the server's tunnel address through the tunnel (50 a second: loss, median
 and p99 RTT), all load clients say Bye and then connect at once (each gets a cookie reply
-first while the server is under load, and comes back with mac2), and each pings through its
-own session; the server's CPU over the phase and its drop counters are read. The flood
+first while the server is under load, and comes back with mac2), each pings through its own
+session, and they keep their sessions alive (keepalives) until r1's ping ends; the server's
+CPU over the phase and its drop counters are read. r1's ping is summed up three times: over
+the whole phase, over the pings sent while the load clients connect (from their Byes to
+their last ping's answer), and over the others, sent while only the flood runs (``ping -D``
+stamps each answer; a lost ping goes to the window of its neighbours). The flood
 (``instruments/flood.py``) is bounded in rate, count and time, and stops by itself.
 """
 
@@ -140,9 +144,23 @@ def phase(
     driver.run(lambda: False, 1.0)  # the flood under way (and the server under load)
     count = int((flood_s - 3.0) / PING_INTERVAL_S)
     tunnel_ip = str(IPv4Interface(DEFAULT_TOPOLOGY.tunnel.server_address).ip)
-    ping_argv = ["ping", "-n", "-i", str(PING_INTERVAL_S), "-c", str(count), "-W", "1", tunnel_ip]
+    ping_argv = [
+        "ping",
+        "-n",
+        "-D",
+        "-i",
+        str(PING_INTERVAL_S),
+        "-c",
+        str(count),
+        "-W",
+        "1",
+        tunnel_ip,
+    ]
     ping = popen_in(prefix, "r1", ping_argv, stdout=subprocess.PIPE, text=True)
+    connects_from = time.time()
     clients = all_at_once(driver)
+    connects = (connects_from, time.time())
+    driver.run(lambda: ping.poll() is not None, flood_s + 30)  # their keepalives, as a client's
     slowest = max((c.handshake_s for c in driver.clients if c.handshake_s), default=None)
     ping_out = ping.communicate(timeout=flood_s + 30)[0]
     sent = sender.communicate(timeout=flood_s + 30)[0].strip() if sender else ""
@@ -151,6 +169,7 @@ def phase(
     return {
         "flood": sent,
         "ping": ping_summary(ping_out),
+        **{f"ping_{k}": v for k, v in ping_windows(ping_out, connects).items()},
         "clients": {
             **clients,
             "slowest_handshake_ms": round(1e3 * slowest, 1) if slowest else None,
@@ -180,19 +199,61 @@ def ping_summary(output: str) -> dict[str, Any]:
     return {"sent": transmitted, "loss_percent": loss, "rtt_ms": percentiles(rtts)}
 
 
+PING_LINE = re.compile(r"^\[([\d.]+)\] .*icmp_seq=(\d+) .*time=([\d.]+) ms", re.MULTILINE)
+
+
+def ping_windows(output: str, connects: tuple[float, float]) -> dict[str, dict[str, Any]]:
+    """``ping -D``'s output split by when each ping was sent (the answer's wall-clock stamp
+    minus its RTT): ``connects``, inside the window (wall clock) while the load clients
+    connect, and ``flood_only``, the others. A ping without an answer is sent when its
+    nearest answered neighbour (by ``icmp_seq``) was. Each: sent, lost, and the RTTs'
+    median and p99 (ms)."""
+    sent_at: dict[int, float] = {}
+    rtts: dict[int, float] = {}
+    for stamp, seq, rtt_ms in PING_LINE.findall(output):
+        rtts[int(seq)] = float(rtt_ms) / 1e3
+        sent_at[int(seq)] = float(stamp) - rtts[int(seq)]
+    total = re.search(r"(\d+) packets transmitted", output)
+    windows: dict[str, tuple[list[float], list[int]]] = {
+        "connects": ([], []),
+        "flood_only": ([], []),
+    }
+    if not sent_at or total is None:
+        return {name: {"sent": 0, "lost": 0, "rtt_ms": None} for name in windows}
+    answered = sorted(sent_at)
+    for seq in range(1, int(total[1]) + 1):
+        nearest = seq if seq in sent_at else min(answered, key=lambda s: abs(s - seq))
+        inside = connects[0] <= sent_at[nearest] <= connects[1]
+        values, lost = windows["connects" if inside else "flood_only"]
+        if seq in rtts:
+            values.append(rtts[seq])
+        else:
+            lost.append(seq)
+    return {
+        name: {"sent": len(values) + len(lost), "lost": len(lost), "rtt_ms": percentiles(values)}
+        for name, (values, lost) in windows.items()
+    }
+
+
 def format_flood(document: dict[str, Any]) -> str:
     """The result as a Markdown table and a line on the machine."""
     n = document["clients"]
     lines = [
-        "| phase | ping loss | ping ms (median / p99) | clients connected | handshake ms "
-        "(median / p99 / slowest) | server CPU | bad mac1 | cookie replies | rate limited |",
-        "|---|---:|---|---:|---|---:|---:|---:|---:|",
+        "| phase | ping loss | ping ms (median / p99) | while connecting: lost, ms "
+        "(median / p99) | flood only: lost, ms (median / p99) | clients connected | "
+        "handshake ms (median / p99 / slowest) | server CPU | bad mac1 | cookie replies | "
+        "rate limited |",
+        "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for name in ("baseline", *FLOODS):
         phase = document[name]
         ping, clients, drops = phase["ping"], phase["clients"], phase["drops"]
+        windows = " | ".join(
+            f"{w['lost']}/{w['sent']}, {_pair(w['rtt_ms'], '.2f')}"
+            for w in (phase["ping_connects"], phase["ping_flood_only"])
+        )
         lines.append(
-            f"| {name} | {ping['loss_percent']} % | {_pair(ping['rtt_ms'], '.2f')} | "
+            f"| {name} | {ping['loss_percent']} % | {_pair(ping['rtt_ms'], '.2f')} | {windows} | "
             f"{clients['connected']}/{n} | {_pair(clients['handshake_ms'], '.0f')} / "
             f"{clients['slowest_handshake_ms']} | {phase['server_cpu_percent']} % | "
             f"{drops[Drop.BAD_MAC1]} | {drops[Drop.UNDER_LOAD_COOKIE_SENT]} | "

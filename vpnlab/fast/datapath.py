@@ -159,6 +159,7 @@ class GsoUdp(UdpTransport):
             segment_size = offload.gro_segment_size(ancillary)
             self.stats["gro_batches"] += segment_size > 0
             add_run(runs, sender[:2], split_gro(data, segment_size))
+        self.receive_hellos(runs, limit)
         return runs
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:

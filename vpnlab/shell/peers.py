@@ -57,6 +57,8 @@ SERVER_KEY = "server.key"
 DEFAULT_SERVER_ADDRESS = IPv4Interface(SERVER_TUNNEL_ADDRESS)
 PEERS = "peers.toml"
 HELLO_STAMPS = "hello-stamps.json"
+HELLO_STAMPS_LOG = "hello-stamps.log"
+"""A line per answered Hello since ``HELLO_STAMPS`` was last written whole: ``KEY STAMP``."""
 
 
 def encode_key(key: bytes) -> str:
@@ -228,20 +230,44 @@ def read_peers(folder: Path) -> tuple[Peer, ...]:
 
 
 def read_hello_stamps(folder: Path) -> dict[bytes, int]:
-    """The latest Hello timestamp answered per peer key (none if the file is missing).
+    """The latest Hello timestamp answered per peer key: the whole file's, then the log's
+    lines (the highest wins); none if both are missing. A last line without its newline
+    (a write cut off by a crash of the machine) is left out.
 
     Raises:
-        VpnlabError: the file is there but unreadable or malformed (better refuse to start
+        VpnlabError: a file is there but unreadable or malformed (better refuse to start
             than forget which Hellos were answered).
     """
-    path = folder / HELLO_STAMPS
-    if not path.exists():
-        return {}
+    path, log = folder / HELLO_STAMPS, folder / HELLO_STAMPS_LOG
+    stamps: dict[bytes, int] = {}
     try:
-        data = json.loads(read_secret(path, "hello timestamps"))
-        return {decode_key(key, str(path)): int(stamp) for key, stamp in data.items()}
+        if path.exists():
+            data = json.loads(read_secret(path, "hello timestamps"))
+            stamps = {decode_key(key, str(path)): int(stamp) for key, stamp in data.items()}
     except (ValueError, TypeError, AttributeError) as exc:
         raise VpnlabError(f"{path}: not a map of keys to timestamps ({exc})") from None
+    if not log.exists():
+        return stamps
+    text = read_secret(log, "hello timestamps")
+    for number, line in enumerate(text.split("\n")[:-1], 1):  # the part after the last \n: cut
+        try:
+            key_text, stamp_text = line.split(" ")
+            key, stamp = decode_key(key_text, str(log)), int(stamp_text)
+        except ValueError as exc:
+            raise VpnlabError(f"{log}, line {number}: not KEY STAMP ({exc})") from None
+        stamps[key] = max(stamp, stamps.get(key, stamp))
+    return stamps
+
+
+def open_hello_stamps_log(folder: Path) -> int:
+    """The log, emptied, for appending (mode 0600): call it once the whole file is durable."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    return os.open(folder / HELLO_STAMPS_LOG, flags, 0o600)
+
+
+def append_hello_stamps(fd: int, stamps: dict[bytes, int]) -> None:
+    """A line per changed timestamp, in one write (the kernel keeps it if the server dies)."""
+    os.write(fd, "".join(f"{encode_key(key)} {stamp}\n" for key, stamp in stamps.items()).encode())
 
 
 def write_hello_stamps(folder: Path, stamps: dict[bytes, int], durable: bool = True) -> None:

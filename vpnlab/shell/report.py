@@ -80,5 +80,15 @@ class Reporter:
         self._written_at = now
         self.fields["updated"] = time.time()
         tmp = self.status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.fields, indent=1, default=str))
+        tmp.write_text(status_text(self.fields))
         os.replace(tmp, self.status_file)
+
+
+def status_text(fields: dict[str, object]) -> str:
+    """The status file's JSON, a field a line, each value in JSON's compact form: indented
+    throughout, the encoder is pure Python (5 ms a second in the server's loop with 250
+    clients); compact, it is the C one."""
+    lines = [
+        f" {json.dumps(key)}: {json.dumps(value, default=str)}" for key, value in fields.items()
+    ]
+    return "{\n" + ",\n".join(lines) + "\n}\n"

@@ -19,6 +19,7 @@ one unless ``--once`` is given.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
@@ -40,7 +41,14 @@ from vpnlab.core.reasons import Drop, State
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
-from vpnlab.shell.peers import PEERS, read_hello_stamps, read_peers, write_hello_stamps
+from vpnlab.shell.peers import (
+    PEERS,
+    append_hello_stamps,
+    open_hello_stamps_log,
+    read_hello_stamps,
+    read_peers,
+    write_hello_stamps,
+)
 from vpnlab.shell.queues import ring_entries
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ServerRouting, carries_ipv6, refuse_host_changes
@@ -89,38 +97,34 @@ class ServerOptions:
     """Identity mode: the folder of ``peers.toml``, read again when it changes (revocations)."""
 
 
-@dataclass
 class EspSaExport:
-    """Key export (``--esp-sa-file``): rewritten at the end of each loop turn in which a
-    session started or ended, before the turn's Welcomes leave. Once per turn, not per event:
-    the file of 1,000 sessions takes about 17 ms to write, and a burst of 1,000 Hellos
-    (``vpnlab bench --clients 1000``) waited 30 s behind one write per Welcome."""
+    """Key export (``--esp-sa-file``): tshark esp_sa rows for every ESP session that is up
+    (both directions), written again whenever a session starts or ends.
 
-    path: Path
-    core: ServerCore
-    listen: str
-    due: bool = False
+    Each set of keys' rows is formatted once and kept while the keys live: formatting every
+    session's rows on each of 250 handshakes (and again on each of their 250 ends) held up
+    the server's loop for a quarter of a second (``vpnlab bench --flood``).
+    """
 
-    def note(self, event: Event) -> None:
-        if isinstance(event, (HandshakeCompleted, SessionClosed)):
-            self.due = True
+    def __init__(self, path: Path, listen: str) -> None:
+        self.path = path
+        self.local = "*" if listen in ("0.0.0.0", "::") else listen
+        self._rows: dict[int, tuple[EspSession, str, list[str]]] = {}
 
-    def write(self, now: float) -> list[Event]:
-        if self.due:
-            self.due = False
-            write_esp_sa(self.path, self.core, self.listen)
-        return []
-
-
-def write_esp_sa(path: Path, core: ServerCore, listen: str) -> None:
-    """Key export: tshark esp_sa rows for every ESP session that is up (both directions)."""
-    local = "*" if listen in ("0.0.0.0", "::") else listen
-    rows = []
-    for (peer, _), session in core.sessions.items():
-        for protection in session.protections():  # a rekey's new keys, and the old ones
-            if isinstance(protection, EspSession):
-                rows += esp_sa_rows(protection, local, unmapped(peer))
-    write_secret(path, esp_sa_text(rows))
+    def write(self, core: ServerCore) -> None:
+        rows: list[str] = []
+        kept: dict[int, tuple[EspSession, str, list[str]]] = {}
+        for (peer, _), session in core.sessions.items():
+            for protection in session.protections():  # a rekey's new keys, and the old ones
+                if not isinstance(protection, EspSession):
+                    continue
+                entry = self._rows.get(id(protection))
+                if entry is None or entry[0] is not protection or entry[1] != peer:
+                    entry = (protection, peer, esp_sa_rows(protection, self.local, unmapped(peer)))
+                kept[id(protection)] = entry
+                rows += entry[2]
+        self._rows = kept
+        write_secret(self.path, esp_sa_text(rows))
 
 
 Networks = tuple[tuple[IPv4Address, IPv4Network | IPv6Network], ...]
@@ -206,36 +210,73 @@ class HelloStamps:
     server's identity folder (read at start), so a recorded Hello is not answered again
     after a restart.
 
-    Written whole (temporary file, rename) before each Welcome leaves: a server that is
-    killed and started again finds it, since the kernel keeps what was written. On the disk
-    itself (fsync of the file and the folder) once a second and at CleanUp: an fsync costs
-    3-6 ms here, and one per handshake held up the tunnel's packets while 250 clients
-    connected (``vpnlab bench --flood``). Only a crash of the whole machine can lose the last
-    second of timestamps.
+    Two files: ``hello-stamps.json``, whole, and ``hello-stamps.log``, a line appended for
+    each answered Hello before its Welcome leaves (one write of a few dozen bytes; rewriting
+    the whole file for each of 250 handshakes held up the tunnel's packets while the clients
+    connected, ``vpnlab bench --flood``). A server that is killed and started again finds
+    them, since the kernel keeps what was written. On the disk itself (fdatasync of the log)
+    once a second, in a thread of its own so that the loop never waits for the disk (an
+    fsync costs 3-6 ms here): only a crash of the whole machine can lose the last second of
+    timestamps. At start, at CleanUp and when the log passes ``LOG_LINES`` lines, the log is
+    merged into the whole file (durable: fsync, rename, fsync of the folder) and emptied.
     """
+
+    LOG_LINES = 10_000
 
     def __init__(self, folder: Path | None, core: ServerCore) -> None:
         self.folder = folder
         self.latest: dict[bytes, int] | None = getattr(core.handshake, "latest", None)
+        self.saved: dict[bytes, int] = {}
+        self.log: int | None = None
+        self.lines = 0
+        self.unsynced = False
+        self._syncing: threading.Thread | None = None
         if folder is not None and self.latest is not None:
             self.latest.update(read_hello_stamps(folder))
-        self.saved = dict(self.latest or {})
-        self.unsynced = False
+            self._merge()
+
+    def _merge(self) -> None:
+        """The whole file written (durable), then the log emptied."""
+        assert self.folder is not None and self.latest is not None
+        if self._syncing is not None:
+            self._syncing.join()
+        write_hello_stamps(self.folder, self.latest, durable=True)
+        if self.log is not None:
+            os.close(self.log)
+        self.log = open_hello_stamps_log(self.folder)
+        self.saved, self.lines, self.unsynced = dict(self.latest), 0, False
 
     def save(self) -> None:
-        """Write the timestamps if a handshake changed them (temporary file, rename)."""
-        if self.folder is None or self.latest is None or self.latest == self.saved:
+        """A line in the log for each timestamp a handshake changed."""
+        if self.log is None or self.latest is None or self.latest == self.saved:
             return
-        write_hello_stamps(self.folder, self.latest, durable=False)
-        self.saved = dict(self.latest)
+        changed = {k: v for k, v in self.latest.items() if self.saved.get(k) != v}
+        append_hello_stamps(self.log, changed)
+        self.saved.update(changed)
+        self.lines += len(changed)
         self.unsynced = True
 
     def sync(self, now: float = 0.0) -> list[Event]:
-        """Once a second and at CleanUp: the last write onto the disk (fsync, rename)."""
-        if self.unsynced and self.folder is not None and self.latest is not None:
-            write_hello_stamps(self.folder, self.latest, durable=True)
+        """Once a second: the log onto the disk, in a thread (or merged, when it is long)."""
+        if not self.unsynced or self.log is None:
+            return []
+        if self.lines > self.LOG_LINES:
+            self._merge()
+        elif self._syncing is None or not self._syncing.is_alive():
             self.unsynced = False
+            self._syncing = threading.Thread(
+                target=os.fdatasync, args=(self.log,), name="hello stamps", daemon=True
+            )
+            self._syncing.start()
         return []
+
+    def close(self) -> None:
+        """CleanUp: the log merged into the whole file, on the disk."""
+        if self.log is None:
+            return
+        self._merge()
+        os.close(self.log)
+        self.log = None
 
 
 def guarded(name: str, task, core: ServerCore, reporter: Reporter, then=None):
@@ -315,13 +356,16 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
     )
     core = make_core(options)
     stamps = HelloStamps(options.peers_folder, core)
-    export = EspSaExport(options.esp_sa_file, core, options.listen) if options.esp_sa_file else None
+    export = EspSaExport(options.esp_sa_file, options.listen) if options.esp_sa_file else None
 
-    def on_event(event: Event) -> None:
-        if isinstance(event, HandshakeCompleted):
-            stamps.save()  # before the Welcome leaves (the loop sends after the events)
-        if export is not None:
-            export.note(event)
+    def on_events(events: list[Event]) -> None:
+        """Once per batch of events, not per event: 250 Byes arriving together rewrote the
+        key export once each, 137 ms in one wake-up (``vpnlab bench --flood``)."""
+        kinds = {type(event) for event in events}
+        if HandshakeCompleted in kinds:
+            stamps.save()  # before the Welcomes leave (the loop sends after the events)
+        if export and kinds & {HandshakeCompleted, SessionClosed}:
+            export.write(core)
 
     watch = peers_watch(options, core, reporter, routing)
     try:
@@ -341,16 +385,15 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             transport,
             reporter,
             signals,
-            on_event,
             mss_clamp=mss_clamp,
+            on_events=on_events,
             every_second=guarded("peers", watch.check, core, reporter, then=stamps.sync)
             if options.peers_folder
             else None,
-            end_of_turn=export.write if export is not None else None,
         ).run()
         return 0
     finally:
-        stamps.sync()
+        stamps.close()
         summary = "cleaned up: NAT rule removed, forwarding restored"
         clean_up(core, transport, tun_fd, routing, reporter, summary)
         signals.close()

@@ -24,10 +24,12 @@ every connection and an eventfd readable while frames read wait to be taken.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import select
 import socket
+import struct
 import time
 from collections import Counter, deque
 from typing import Protocol
@@ -37,6 +39,7 @@ from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
+from vpnlab.wire import handshake, identity
 from vpnlab.wire.framing import FrameDecoder, encode_frame
 
 TRANSPORTS = ("udp", "tcp")
@@ -105,7 +108,9 @@ def family_of(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def init_socket(address: str, port: int, buffer_bytes: int = SIMPLE_QUEUE_BYTES) -> socket.socket:
+def init_socket(
+    address: str, port: int, buffer_bytes: int = SIMPLE_QUEUE_BYTES, *, reuse_port: bool = False
+) -> socket.socket:
     """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
 
     Its receive and send buffers are ``buffer_bytes`` (``--queue-bytes``, ``queues.py``): a
@@ -113,6 +118,7 @@ def init_socket(address: str, port: int, buffer_bytes: int = SIMPLE_QUEUE_BYTES)
 
     UDP needs no listen() or accept(): datagrams from any peer simply arrive (see the notes).
     An IPv6 address makes the socket, and the outer packets, IPv6 (:func:`family_of`).
+    ``reuse_port``: SO_REUSEPORT, so that the server's Hello lane can share the port.
 
     Raises:
         SetupError: the address is not ours, or the port is taken.
@@ -121,6 +127,8 @@ def init_socket(address: str, port: int, buffer_bytes: int = SIMPLE_QUEUE_BYTES)
     for option in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
         with contextlib.suppress(OSError):  # not root: the kernel's default buffers
             sock.setsockopt(socket.SOL_SOCKET, option, buffer_bytes)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((address, port))
     except OSError as exc:
@@ -130,8 +138,55 @@ def init_socket(address: str, port: int, buffer_bytes: int = SIMPLE_QUEUE_BYTES)
     return sock
 
 
+SO_ATTACH_REUSEPORT_CBPF = 51  # asm-generic/socket.h
+HELLO_TYPES = (handshake.HELLO_TYPE, identity.HELLO_TYPE)
+"""The message types after the non-ESP marker that the server's Hello lane takes."""
+
+
+def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("HBBI", code, jt, jf, k)  # struct sock_filter
+
+
+HELLO_STEERING = b"".join(
+    (
+        _bpf(0x80, 0, 0, 0),  # A = the UDP payload's length
+        _bpf(0x35, 0, 5, 5),  # A >= 5, or: the data socket
+        _bpf(0x20, 0, 0, 0),  # A = its first 4 bytes
+        _bpf(0x15, 0, 3, 0),  # the non-ESP marker (zero), or: the data socket
+        _bpf(0x30, 0, 0, 4),  # A = its fifth byte, the message type
+        _bpf(0x15, 2, 0, HELLO_TYPES[0]),  # a PSK Hello: the lane
+        _bpf(0x15, 1, 0, HELLO_TYPES[1]),  # an identity Hello: the lane
+        _bpf(0x06, 0, 0, 0),  # return 0: the data socket (the group's first)
+        _bpf(0x06, 0, 0, 1),  # return 1: the Hello lane (its second)
+    )
+)
+"""A classic BPF program the kernel runs on each datagram for the port's SO_REUSEPORT group
+(its payload at offset 0): the index of the socket that gets it."""
+
+
+def hello_lane(sock: socket.socket, address: str) -> socket.socket:
+    """The server's Hello lane: a second UDP socket on ``sock``'s port (both SO_REUSEPORT) to
+    which the kernel steers every Hello (:data:`HELLO_STEERING`), so that a flood of Hellos
+    queues there and never in front of the tunnel's datagrams (issue 27).
+
+    Raises:
+        SetupError: the kernel refused the program or the second socket.
+    """
+    program = ctypes.create_string_buffer(HELLO_STEERING)
+    fprog = struct.pack("HL", len(HELLO_STEERING) // 8, ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError as exc:
+        raise SetupError(f"cannot steer Hellos to a lane of their own: {exc.strerror}") from None
+    return init_socket(address, sock.getsockname()[1], reuse_port=True)
+
+
 class UdpTransport:
     """Init(PORT)'s UDP socket for the simple data path: one datagram per system call.
+
+    The server adds a Hello lane (:func:`hello_lane`): then ``fileno`` is an epoll
+    descriptor holding both sockets, and each ``receive`` takes the data socket's datagrams
+    first, then at most as many from the lane.
 
     Args:
         sock: the socket of :func:`init_socket`.
@@ -141,22 +196,39 @@ class UdpTransport:
     def __init__(self, sock: socket.socket, drops: Counter[DropLabel]) -> None:
         self.sock = sock
         self.drops = drops
+        self.hellos: socket.socket | None = None
+        self._both: select.epoll | None = None
+
+    def add_hello_lane(self, lane: socket.socket) -> None:
+        self.hellos = lane
+        self._both = select.epoll()
+        self._both.register(self.sock, select.EPOLLIN)
+        self._both.register(lane, select.EPOLLIN)
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self._both.fileno() if self._both is not None else self.sock.fileno()
 
     def receive(self, limit: int) -> list[Run]:
         runs: list[Run] = []
+        self._receive_from(self.sock, runs, limit)
+        self.receive_hellos(runs, limit)
+        return runs
+
+    def receive_hellos(self, runs: list[Run], limit: int) -> None:
+        """Up to ``limit`` datagrams from the Hello lane, if there is one, after the data."""
+        if self.hellos is not None:
+            self._receive_from(self.hellos, runs, limit)
+
+    def _receive_from(self, sock: socket.socket, runs: list[Run], limit: int) -> None:
         for _ in range(limit):
             try:
-                datagram, sender = self.sock.recvfrom(MAX_DATAGRAM)
+                datagram, sender = sock.recvfrom(MAX_DATAGRAM)
             except BlockingIOError:
                 break
             except OSError as exc:  # e.g. an ICMP error queued on the socket
                 self.drops[Drop.SOCKET.detail(exc.strerror)] += 1
                 continue
             add_run(runs, sender[:2], [datagram])
-        return runs
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
         for datagram, peer in datagrams:
@@ -176,6 +248,9 @@ class UdpTransport:
 
     def close(self) -> None:
         self.sock.close()
+        if self.hellos is not None and self._both is not None:
+            self.hellos.close()
+            self._both.close()
 
 
 class _Connection:
@@ -511,8 +586,18 @@ def open_transport(
         SetupError: as :func:`init_socket` does; an unknown transport; tcp with the fast
             data path (its batches are UDP GSO/GRO).
     """
-    if kind == "udp":
+    if kind == "udp" and server is not None:
         return datapath.udp(init_socket(address, port, buffer_bytes), drops)
+    if kind == "udp":  # the server: the data socket, then the Hello lane on the same port
+        sock = init_socket(address, port, buffer_bytes, reuse_port=True)
+        transport = datapath.udp(sock, drops)
+        if isinstance(transport, UdpTransport):
+            try:
+                transport.add_hello_lane(hello_lane(sock, address))
+            except SetupError:
+                transport.close()
+                raise
+        return transport
     if kind != "tcp":
         raise SetupError(f"unknown transport {kind!r} (choose from {', '.join(TRANSPORTS)})")
     if datapath.name != "simple":

@@ -7,8 +7,9 @@ timers only) and then the session. One turn of it (:meth:`SelectLoop.turn`):
     2. select() on tun0, the socket and the signal pipe, until that deadline
     3. TunSelected: read a packet from tun0, hand it to the core (it seals it), send the
        datagram to the peer; again, until BATCH packets were read
-    4. SockSelected: receive the datagrams waiting on the socket, hand each peer's run of them
-       to the core, write the packets it opened to tun0
+    4. SockSelected: receive the datagrams waiting on the socket (up to BATCH), hand them to
+       the core in runs of one peer (the server opens the data before the Hellos), write the
+       packets it opened to tun0
     5. deadline passed: let the core send its keepalive or declare the peer lost (and let a
        TCP transport close the connections that overstayed, ``transport.py``)
     6. send what the core queued; stop when the core is closed or a signal arrived
@@ -16,7 +17,7 @@ timers only) and then the session. One turn of it (:meth:`SelectLoop.turn`):
 The loop works on two ends: a device (tun0: :class:`TunDevice`, one packet per read) and a
 transport (the socket: ``transport.UdpTransport``, one datagram per system call). Together they
 are the simple data path, :class:`SimpleDatapath`: every call into the core is a batch of one
-packet from tun0, or of the datagrams one peer sent. ``--datapath fast``
+packet from tun0, or of the datagrams one wake-up received. ``--datapath fast``
 (``vpnlab/fast/datapath.py``) gives the same loop ends that move many packets per system call;
 the daemons are handed the data path by the CLI and never import it.
 
@@ -45,7 +46,7 @@ from vpnlab.core.session import Counters, State
 from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import Routing
-from vpnlab.shell.transport import Transport, UdpTransport
+from vpnlab.shell.transport import Run, Transport, UdpTransport
 
 BATCH = 64
 """Packets read from tun0 (a super-packet counts its segments: one read of 43 would otherwise
@@ -65,6 +66,10 @@ class Core(Protocol):
     counters: Counters
     clock_offset_s: float
     """Wall-clock minus monotonic time, for the handshake's timestamps (the loop re-measures)."""
+
+    def receive_runs(
+        self, runs: list[Run], now: float, on_bug: Callable[[Exception], None] | None = None
+    ) -> tuple[list[bytes], list[Event]]: ...
 
     def receive_datagrams(
         self,
@@ -208,9 +213,9 @@ class SelectLoop:
         mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (None: leave it).
         every_second: called with ``now`` once a second, with the status report (the server
             reads its peers file again there).
-        end_of_turn: called with ``now`` once a turn, before what the core queued is sent
-            (the server exports the keys of the sessions that turn started or ended, once
-            for them all), guarded as ``every_second``.
+        on_events: called once per batch (a wake-up's datagrams, a timer) with all its events
+            that are not packets, after ``on_event``: work that a batch needs once, not once
+            per event (the server's key export and Hello timestamps).
     """
 
     def __init__(
@@ -224,7 +229,7 @@ class SelectLoop:
         *,
         mss_clamp: int | None = None,
         every_second: Callable[[float], list[Event]] | None = None,
-        end_of_turn: Callable[[float], list[Event]] | None = None,
+        on_events: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.core = core
         self.device = device
@@ -234,7 +239,7 @@ class SelectLoop:
         self.on_event = on_event
         self.mss_clamp = mss_clamp
         self.every_second = every_second
-        self.end_of_turn = end_of_turn
+        self.on_events = on_events
         self.selector = selectors.DefaultSelector()
         if device is not None:
             self.selector.register(device, selectors.EVENT_READ, self.tun_selected)
@@ -273,8 +278,6 @@ class SelectLoop:
                 self.periodic(self.every_second, now)
             self.report_status(now)
             self._status_at = now + 1.0
-        if self.end_of_turn is not None:
-            self.periodic(self.end_of_turn, now)
         self.send_queued()
 
     def tun_selected(self, now: float) -> None:
@@ -297,8 +300,7 @@ class SelectLoop:
         except Exception as exc:  # a bug in a transport's parsing (TCP): this wake-up only
             self.count_bug(exc)
             return
-        for peer, datagrams in runs:
-            self.open(datagrams, peer, now)
+        self.open(runs, now)
 
     def seal(self, packets: list[bytes], now: float) -> None:
         """The packets of one read from tun0 (their TCP SYNs' MSS clamped) to the core."""
@@ -309,10 +311,11 @@ class SelectLoop:
         except Exception as exc:  # a bug costs this read's packets, never the daemon
             self.count_bug(exc)
 
-    def open(self, datagrams: list[bytes], peer: Address, now: float) -> None:
-        """One peer's run of datagrams to the core; the packets it opened to tun0."""
+    def open(self, runs: list[Run], now: float) -> None:
+        """A wake-up's datagrams (in runs of one peer) to the core; the packets it opened to
+        tun0."""
         try:
-            packets, events = self.core.receive_datagrams(datagrams, peer, now, self.count_bug)
+            packets, events = self.core.receive_runs(runs, now, self.count_bug)
             if packets and self.device is not None:
                 self.device.write(packets)
             self.dispatch(events)
@@ -348,9 +351,8 @@ class SelectLoop:
         packets = [event.packet for event in events if type(event) is PacketReceived]
         if packets and self.device is not None:
             self.device.write(packets)
-        for event in events:
-            if type(event) is PacketReceived:
-                continue
+        others = [event for event in events if type(event) is not PacketReceived]
+        for event in others:
             if type(event) is HandshakeCompleted:
                 self.transport.session_opened(event.peer)
             elif type(event) is SessionClosed:
@@ -358,6 +360,8 @@ class SelectLoop:
             self.reporter.event(event)
             if self.on_event is not None:
                 self.on_event(event)
+        if others and self.on_events is not None:
+            self.on_events(others)
 
     def report_status(self, now: float) -> None:
         self.reporter.update(**self.core.describe(now))

@@ -248,6 +248,15 @@ class IdentityServerHandshake(AnswersHellos):
             return b""
         return self.cookies.reply(self._cookie_header, datagram, cookie)
 
+    def bad_mac1(self, datagram: bytes) -> bool:
+        """A Hello of the right size and header whose mac1 is wrong (``screen``'s "bad mac1"),
+        for one hash and no exception: the server's batch screen of a flood."""
+        return (
+            len(datagram) == HELLO_BYTES
+            and datagram.startswith(self._header)
+            and not self.cookies.check_mac1(datagram)
+        )
+
     def check(self, datagram: bytes, now: float) -> CheckedHello:
         """Is this a Hello of a known peer, newer than its last one? (``screen`` it first:
         this costs the Diffie-Hellman operations.)

@@ -183,6 +183,35 @@ def test_down_without_record_cleans_by_prefix_and_kills_orphans(
     check_gone(prefix, ids, pids + [orphan.pid, stubborn.pid])
 
 
+def test_down_stops_a_process_that_entered_the_lab_after_it_looked(
+    prefix, check_gone, recorded_pids, monkeypatch
+):
+    """CI (meltdown.sh, SIGTERM): an ``ip netns exec ... ping`` forked just as the signal came
+    entered r1 after down had looked for processes, and outlived the deleted namespace."""
+    lab.up(prefix=prefix, vpn=False)
+    ids = state.ns_ids(state.prefix_namespaces(prefix))
+    pids = recorded_pids(prefix)
+    late: list[subprocess.Popen] = []
+    remove = state.remove_namespace
+
+    def enter_then_remove(name: str) -> bool:
+        if not late and name == f"{prefix}r1":  # after the look, before the delete
+            late.append(subprocess.Popen(["ip", "netns", "exec", name, "sleep", "600"]))
+            state.register_child(late[0])
+            assert nodes.wait_for(lambda: state.pid_ns_id(late[0].pid) in ids, 5, 0.02)
+        return remove(name)
+
+    monkeypatch.setattr(state, "remove_namespace", enter_then_remove)
+    try:
+        done = lab.down(prefix)
+        assert late and late[0].wait(timeout=5) is not None, done
+        check_gone(prefix, ids, [*pids, late[0].pid])
+    finally:
+        for proc in late:
+            proc.kill()
+            proc.wait()
+
+
 def test_down_after_kill9_of_up(prefix, check_gone):
     """kill -9 of ``vpnlab lab up`` at some point of the build: down still removes it all."""
     for delay_s in (0.05, 0.25):

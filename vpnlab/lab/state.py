@@ -238,7 +238,8 @@ def teardown(prefix: str) -> list[str]:
     """CleanUp: undo everything of the lab ``prefix``; returns what was done, one line each.
 
     1. recorded daemons: TERM then KILL, only if the PID still runs in a lab namespace;
-    2. any other process left in a lab namespace (orphans of a killed ``up``): the same;
+    2. any other process left in a lab namespace (orphans of a killed ``up``, or one that
+       entered while we looked): the same, until none is left;
     3. the namespaces, from the record and from the prefix;
     4. the state folder.
     Never raises for things already gone.
@@ -251,8 +252,9 @@ def teardown(prefix: str) -> list[str]:
     names = sorted(set(record.namespaces) | set(prefix_namespaces(prefix)))
     record.namespaces = names
     done = stop_daemons(record)
+    ids: dict[tuple[int, int], str] = {}
     for _ in range(5):  # again if a namespace appears meanwhile (orphan of a killed `up`)
-        ids = ns_ids(names)
+        ids.update(ns_ids(names))  # kept after the names go: a process still holds its ns
         orphans = stop_pids(pids_in(ids)) if ids else []
         if orphans:
             done.append(f"stopped {len(orphans)} other process(es) in the lab: {orphans}")
@@ -261,7 +263,9 @@ def teardown(prefix: str) -> list[str]:
                 done.append(f"deleted namespace {name}")
         time.sleep(0.02 if names else 0)
         late = prefix_namespaces(prefix)
-        if not late:
+        # a process that entered a namespace between the look and the delete (an `ip netns
+        # exec` under way when a signal stopped its parent) keeps that namespace alive: again
+        if not late and not (ids and pids_in(ids)):
             break
         names = late
     leftover = [n for n in names if ns_exists(n)]

@@ -18,7 +18,12 @@ from vpnlab import lab
 from vpnlab.fast.offload import GSO_MAX_SIZE
 from vpnlab.lab.inspection import read_status_file
 from vpnlab.lab.state import state_dir
-from vpnlab.shell.queues import FAST_QUEUE_BYTES, SIMPLE_QUEUE_BYTES, ring_entries
+from vpnlab.shell.queues import (
+    FAST_QUEUE_BYTES,
+    SERVER_MIN_RING_ENTRIES,
+    SIMPLE_QUEUE_BYTES,
+    ring_entries,
+)
 
 from .helpers import WEB_IP
 
@@ -43,13 +48,15 @@ def socket_buffers(handle, node: str) -> tuple[int, int]:
 
 def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
     lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm")  # the default data path: fast
+    rings = {"r1": 4, "r2": SERVER_MIN_RING_ENTRIES}  # the client: 4 super-packets
+    assert ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE) == 4
     for node in NODES:
-        assert txqueuelen(fresh_lab, node) == ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE) == 4
+        assert txqueuelen(fresh_lab, node) == rings[node]
         assert socket_buffers(fresh_lab, node) == (2 * FAST_QUEUE_BYTES,) * 2
-    for name in ("server.json", "client-r1.json"):  # what the status files say
+    for name, node in (("server.json", "r2"), ("client-r1.json", "r1")):  # the status files
         status = read_status_file(state_dir(fresh_lab.prefix) / name) or {}
         assert status.get("queues") == {
-            "tun_txqueuelen": 4,  # never fewer than 4 entries (queues.MIN_RING_ENTRIES)
+            "tun_txqueuelen": rings[node],
             "socket_buffer_bytes": FAST_QUEUE_BYTES,
         }
     assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0

@@ -11,9 +11,11 @@ from vpnlab.shell.queues import (
     MAX_RING_ENTRIES,
     MIN_QUEUE_BYTES,
     MIN_RING_ENTRIES,
+    SERVER_MIN_RING_ENTRIES,
     SIMPLE_QUEUE_BYTES,
     ring_entries,
 )
+from vpnlab.shell.tunnel import BATCH
 
 
 def test_the_ring_holds_the_budget_in_its_largest_entries():
@@ -35,3 +37,10 @@ def test_a_queue_smaller_than_a_super_packet_is_one_line(capsys, role):
         f"vpnlab {role[0]}: error: --queue-bytes 1000: at least {MIN_QUEUE_BYTES} "
         "(one super-packet)\n"
     )
+
+
+def test_the_servers_ring_holds_one_wake_ups_worth_of_small_packets():
+    """8 load clients pinging at once lost echo replies in a server ring of 4 entries."""
+    assert SERVER_MIN_RING_ENTRIES == BATCH
+    assert ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE, SERVER_MIN_RING_ENTRIES) == BATCH
+    assert ring_entries(512 * 1024, 1400, SERVER_MIN_RING_ENTRIES) == 374  # a budget above it

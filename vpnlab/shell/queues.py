@@ -17,8 +17,9 @@ slower daemon's queue is then the tunnel's standing queue, milliseconds of it. B
 to ``--queue-bytes`` (as BQL bounds a NIC's ring in bytes) makes a full queue drop, which the
 sender's TCP repairs, instead of holding a ping behind megabytes. Ifconfig sets the ring
 (``tun.ifconfig``), Init(PORT) the buffers (``transport.init_socket``). The default depends on the
-data path (``Datapath.queue_bytes``): 256 KiB on the fast path (tun0's ring: 4 super-packets),
-4 MiB on the simple one (the kernel's 500 packets, as before).
+data path (``Datapath.queue_bytes``): 256 KiB on the fast path (the client's tun0 ring: 4
+super-packets; the server's at least 64 entries, :data:`SERVER_MIN_RING_ENTRIES`), 4 MiB on the
+simple one (the kernel's 500 packets, as before).
 """
 
 from __future__ import annotations
@@ -34,18 +35,26 @@ SIMPLE_QUEUE_BYTES = 4 * 1024 * 1024
 MIN_QUEUE_BYTES = 64 * 1024
 """Less would not hold one super-packet (or one UDP GSO batch)."""
 MIN_RING_ENTRIES = 4
-"""tun0's ring never shorter than this: a few small packets (pings, ACKs) may arrive at once."""
+"""A client's tun0 ring never shorter than this: a few small packets (pings, ACKs) may arrive
+at once."""
+SERVER_MIN_RING_ENTRIES = 64
+"""The server's tun0 ring never shorter than this, one wake-up's worth (``tunnel.BATCH``): its
+SockSelected writes up to that many packets of many clients to tun0, and the kernel may answer
+each at once (an echo reply, an ACK) into the ring before the daemon reads again. With 4, a
+class of 8 load clients pinging at once lost replies (the ring dropped them). The price: a
+download's standing queue at the server may reach 64 super-packets."""
 MAX_RING_ENTRIES = 500
 """Nor longer than the kernel's own default."""
 
 
-def ring_entries(queue_bytes: int, entry_bytes: int) -> int:
+def ring_entries(queue_bytes: int, entry_bytes: int, floor: int = MIN_RING_ENTRIES) -> int:
     """tun0's ``txqueuelen`` for a byte budget: ``queue_bytes`` over the largest entry,
-    within :data:`MIN_RING_ENTRIES` and :data:`MAX_RING_ENTRIES`.
+    within ``floor`` (the server's: :data:`SERVER_MIN_RING_ENTRIES`) and
+    :data:`MAX_RING_ENTRIES`.
 
     Args:
         queue_bytes: the budget (``--queue-bytes``).
         entry_bytes: the largest packet one entry holds: the MTU, or on the fast path the
             super-packet size the daemon asked tun0 for (``offload.GSO_MAX_SIZE``).
     """
-    return min(MAX_RING_ENTRIES, max(MIN_RING_ENTRIES, queue_bytes // entry_bytes))
+    return min(MAX_RING_ENTRIES, max(floor, queue_bytes // entry_bytes))

@@ -49,7 +49,7 @@ from vpnlab.shell.peers import (
     read_peers,
     write_hello_stamps,
 )
-from vpnlab.shell.queues import ring_entries
+from vpnlab.shell.queues import SERVER_MIN_RING_ENTRIES, ring_entries
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ServerRouting, carries_ipv6, refuse_host_changes
 from vpnlab.shell.tap import device_flags, mac_address
@@ -415,7 +415,8 @@ def bring_up(
         routing.network6 = address6.network
     try:
         budget = options.queue_bytes or datapath.queue_bytes
-        ring = ring_entries(budget, datapath.super_packet_bytes or options.mtu)
+        entry = datapath.super_packet_bytes or options.mtu
+        ring = ring_entries(budget, entry, SERVER_MIN_RING_ENTRIES)
         ifconfig(tun_name, options.tunnel_address, options.mtu, address6, txqueuelen=ring)
         if options.mode == "tap":
             core.set_local_mac(mac_address(tun_name))

@@ -164,10 +164,11 @@ HELLO_STEERING = b"".join(
 (its payload at offset 0): the index of the socket that gets it."""
 
 
-def hello_lane(sock: socket.socket, address: str) -> socket.socket:
+def hello_lane(sock: socket.socket, address: str, buffer_bytes: int) -> socket.socket:
     """The server's Hello lane: a second UDP socket on ``sock``'s port (both SO_REUSEPORT) to
     which the kernel steers every Hello (:data:`HELLO_STEERING`), so that a flood of Hellos
-    queues there and never in front of the tunnel's datagrams (issue 27).
+    queues there and never in front of the tunnel's datagrams (issue 27). Its buffers are the
+    data socket's (``--queue-bytes``): a full lane drops Hellos, and a client says Hello again.
 
     Raises:
         SetupError: the kernel refused the program or the second socket.
@@ -178,7 +179,7 @@ def hello_lane(sock: socket.socket, address: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
     except OSError as exc:
         raise SetupError(f"cannot steer Hellos to a lane of their own: {exc.strerror}") from None
-    return init_socket(address, sock.getsockname()[1], reuse_port=True)
+    return init_socket(address, sock.getsockname()[1], buffer_bytes, reuse_port=True)
 
 
 class UdpTransport:
@@ -593,7 +594,7 @@ def open_transport(
         transport = datapath.udp(sock, drops)
         if isinstance(transport, UdpTransport):
             try:
-                transport.add_hello_lane(hello_lane(sock, address))
+                transport.add_hello_lane(hello_lane(sock, address, buffer_bytes))
             except SetupError:
                 transport.close()
                 raise

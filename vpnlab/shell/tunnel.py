@@ -305,7 +305,9 @@ class SelectLoop:
         if self.mss_clamp:
             packets = [clamp_mss(packet, self.mss_clamp) for packet in packets]
         try:
-            self.dispatch(self.core.send_packets(packets, now))
+            events = self.core.send_packets(packets, now)
+            if events:  # nearly always none: a packet sealed is no event
+                self.dispatch(events)
         except Exception as exc:  # a bug costs this read's packets, never the daemon
             self.count_bug(exc)
 
@@ -315,7 +317,8 @@ class SelectLoop:
             packets, events = self.core.receive_datagrams(datagrams, peer, now, self.count_bug)
             if packets and self.device is not None:
                 self.device.write(packets)
-            self.dispatch(events)
+            if events:
+                self.dispatch(events)
         except Exception as exc:  # a bug (in on_event, say) never ends the daemon
             self.count_bug(exc)
 

@@ -72,6 +72,7 @@ def child(cipher: str, seconds: float, per_wakeup: int, only: str | None) -> dic
 
     from vpnlab.core.formats import Established
     from vpnlab.core.server_core import ServerCore
+    from vpnlab.core.session import Timeouts
     from vpnlab.shell.report import Reporter
     from vpnlab.shell.transport import UdpTransport
     from vpnlab.shell.tunnel import SelectLoop, SignalPipe, TunDevice
@@ -98,6 +99,7 @@ def child(cipher: str, seconds: float, per_wakeup: int, only: str | None) -> dic
             IPv4Interface("10.8.0.1/24"),
             os.urandom,
             static=Established(keys.server(), keys.client_address),
+            timeouts=Timeouts(liveness_s=0),  # "loop out" hears nothing back: never lost
         )
         core.receive_datagrams([client.seal(data)], peer, time.monotonic())  # binds the client
         return core

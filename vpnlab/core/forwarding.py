@@ -14,7 +14,6 @@ Both count what they drop (the core's counters) and seal for a client through it
 
 from __future__ import annotations
 
-from ipaddress import ip_address
 from typing import Protocol
 
 from vpnlab.core.bridge import LOCAL, Port, Switch, claimed_sender, frame_macs, is_group
@@ -112,7 +111,7 @@ class IpForwarder:
                 continue
             if destination != routed_to:
                 routed_to = destination
-                session = self.router.route(ip_address(destination))
+                session = self.router.route_bytes(destination)
             if session is None:
                 events += drop(self.counters, no_client(packet))
                 continue

@@ -154,6 +154,8 @@ def clamp_mss(packet: bytes, mss: int) -> bytes:
     option's word. Never raises: a header or an option that claims bytes past the packet's
     end leaves it unchanged.
     """
+    if len(packet) > 33 and packet[0] == 0x45 and (packet[9] != PROTO_TCP or not packet[33] & SYN):
+        return packet  # IPv4 without options, no TCP SYN: nearly every packet, told at once
     ihl = tcp_offset(packet)
     if ihl is None or len(packet) < ihl + 24 or not packet[ihl + 13] & SYN:
         return packet

@@ -28,6 +28,9 @@ class Router:
 
     def __init__(self, client_networks: ClientNetworks | None = None) -> None:
         self.by_address: dict[IPAddress, Session] = {}  # both families
+        self.by_bytes: dict[bytes, Session] = {}
+        """The same clients by their addresses' packed bytes (4 or 16), as a packet carries
+        them: TunSelected's lookup without building an address object (``route_bytes``)."""
         self.client_networks: list[tuple[IPNetwork, IPv4Address]] = []
         self.set_client_networks(client_networks or {})
 
@@ -36,12 +39,16 @@ class Router:
         ``session``."""
         if session.tunnel_address is not None:
             self.by_address[session.tunnel_address.ip] = session
+            self.by_bytes[session.tunnel_address.ip.packed] = session
         self.by_address[session.tunnel_address6.ip] = session
+        self.by_bytes[session.tunnel_address6.ip.packed] = session
 
     def remove(self, session: Session) -> None:
         if session.tunnel_address is not None:
             self.by_address.pop(session.tunnel_address.ip, None)
+            self.by_bytes.pop(session.tunnel_address.ip.packed, None)
         self.by_address.pop(session.tunnel_address6.ip, None)
+        self.by_bytes.pop(session.tunnel_address6.ip.packed, None)
 
     def set_client_networks(self, client_networks: ClientNetworks) -> None:
         """Site to site: the networks behind each client, by its tunnel address (at start,
@@ -56,6 +63,11 @@ class Router:
         if destination is None:
             return None
         return self.by_address.get(destination) or self.owner(destination)
+
+    def route_bytes(self, destination: bytes) -> Session | None:
+        """:meth:`route` for a destination field of 4 or 16 bytes (``packet.destination_bytes``):
+        a client's own address by its bytes, a network behind one by its address."""
+        return self.by_bytes.get(destination) or self.owner(ip_address(destination))
 
     def owner(self, address: IPAddress | None) -> Session | None:
         """The connected client whose network (site to site) holds ``address``."""

@@ -228,7 +228,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
         device = datapath.device(tun_fd, core.counters.drops)
         loop = SelectLoop(core, device, transport, reporter, signals, on_event, mss_clamp=mss_clamp)
         if dataplane is not None:  # tun0 is not read; a late datagram may still be written
-            loop.selector.unregister(tun_fd)
+            loop.unregister(tun_fd)
         core.tunnel_up(time.monotonic())  # the keepalive and liveness clocks start here
         loop.run()
         return exit_code(core, reporter)

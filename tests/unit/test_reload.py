@@ -138,17 +138,12 @@ def test_HelloStamps_a_recorded_hello_is_refused_after_a_restart(tmp_path):
 def test_HelloStamps_a_handshake_appends_a_line_and_a_start_merges_the_log(tmp_path):
     """Issue 27: each handshake rewrote the whole timestamps file in the server's loop (250
     connects: 250 rewrites of a 250-line file); now it appends one line to a log."""
-    from .test_identity import NOW, SERVER, ClientCore, client_format, seeded_random
+    from .test_identity import connect
 
     first = server_core()
     stamps = HelloStamps(tmp_path, first)
     whole = (tmp_path / HELLO_STAMPS).read_text()
-    client = ClientCore(
-        SERVER, client_format("alice").client_handshake(seeded_random(7)), clock_offset_s=NOW
-    )
-    client.connect(0.0)
-    ((hello, _),) = client.datagrams_to_send()
-    receive_one(first, hello, ("192.0.2.2", 4500), 0.0)
+    connect(first, "alice", 4500, seed=7)
     stamps.save()
     stamps.save()  # nothing new: nothing appended
     (line,) = (tmp_path / HELLO_STAMPS_LOG).read_text().splitlines()

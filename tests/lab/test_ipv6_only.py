@@ -60,3 +60,13 @@ def test_load_clients_past_a_small_pool_echo_over_ipv6(prefix):
         result = document[phase]
         assert result["connected"] == 8 and result["answered"] == 8, document
         assert result["ipv6_only"] == 4 and result["bad_replies"] == 0, document
+
+
+def test_a_class_pinging_at_once_gets_every_echo_reply(prefix):
+    """160 load clients' echoes at once: the server's SockSelected writes 64 at a time to tun0
+    and the kernel answers each into tun0's ring at once; a ring of one wake-up's worth (64)
+    dropped replies (250 clients: 161 answered), two wake-ups' worth holds them
+    (queues.SERVER_MIN_RING_ENTRIES)."""
+    document = class_load(160, prefix, idle_s=0.5, progress=lambda _: None)
+    result = document["at_once"]
+    assert result["connected"] == 160 and result["answered"] == 160, result

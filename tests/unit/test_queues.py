@@ -39,8 +39,9 @@ def test_a_queue_smaller_than_a_super_packet_is_one_line(capsys, role):
     )
 
 
-def test_the_servers_ring_holds_one_wake_ups_worth_of_small_packets():
-    """8 load clients pinging at once lost echo replies in a server ring of 4 entries."""
-    assert SERVER_MIN_RING_ENTRIES == BATCH
-    assert ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE, SERVER_MIN_RING_ENTRIES) == BATCH
+def test_the_servers_ring_holds_two_wake_ups_worth_of_small_packets():
+    """8 load clients pinging at once lost echo replies in a server ring of 4 entries, 250 in
+    one of 64 (the lab test: test_ipv6_only's class of 160)."""
+    assert SERVER_MIN_RING_ENTRIES == 2 * BATCH
+    assert ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE, SERVER_MIN_RING_ENTRIES) == 2 * BATCH
     assert ring_entries(512 * 1024, 1400, SERVER_MIN_RING_ENTRIES) == 374  # a budget above it

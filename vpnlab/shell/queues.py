@@ -18,7 +18,7 @@ to ``--queue-bytes`` (as BQL bounds a NIC's ring in bytes) makes a full queue dr
 sender's TCP repairs, instead of holding a ping behind megabytes. Ifconfig sets the ring
 (``tun.ifconfig``), Init(PORT) the buffers (``transport.init_socket``). The default depends on the
 data path (``Datapath.queue_bytes``): 256 KiB on the fast path (the client's tun0 ring: 4
-super-packets; the server's at least 64 entries, :data:`SERVER_MIN_RING_ENTRIES`), 4 MiB on the
+super-packets; the server's at least 128 entries, :data:`SERVER_MIN_RING_ENTRIES`), 4 MiB on the
 simple one (the kernel's 500 packets, as before).
 """
 
@@ -37,12 +37,15 @@ MIN_QUEUE_BYTES = 64 * 1024
 MIN_RING_ENTRIES = 4
 """A client's tun0 ring never shorter than this: a few small packets (pings, ACKs) may arrive
 at once."""
-SERVER_MIN_RING_ENTRIES = 64
-"""The server's tun0 ring never shorter than this, one wake-up's worth (``tunnel.BATCH``): its
-SockSelected writes up to that many packets of many clients to tun0, and the kernel may answer
-each at once (an echo reply, an ACK) into the ring before the daemon reads again. With 4, a
-class of 8 load clients pinging at once lost replies (the ring dropped them). The price: a
-download's standing queue at the server may reach 64 super-packets."""
+SERVER_MIN_RING_ENTRIES = 128
+"""The server's tun0 ring never shorter than this, two wake-ups' worth (2 x ``tunnel.BATCH``):
+its SockSelected writes up to BATCH packets of many clients to tun0 and the kernel may answer
+each at once (an echo reply, an ACK) into the ring, while up to BATCH answers of the wake-up
+before may still wait there (epoll does not promise TunSelected runs first). With 4, a class
+of 8 load clients pinging at once lost replies; with 64 (one wake-up), 250 lost 89 of 250
+(``bench --clients``, 2026-12-05); with 128, 250 and 1,000 got every reply. The price: a
+download's standing queue at the server may reach 128 super-packets (``bench.sh``'s loaded
+ping is an upload: its super-packets wait in the client's ring of 4)."""
 MAX_RING_ENTRIES = 500
 """Nor longer than the kernel's own default."""
 

@@ -85,6 +85,9 @@ def test_bench_clients_connects_a_small_class_and_leaves_nothing(prefix):
         assert connected == "4/4" and answered == "4/4" and ipv6_only == "0", done.stdout
         assert all(float(v) > 0 for v in handshake.split(" / ") + ping.split(" / ")), done.stdout
     assert "KiB per client" in done.stdout and "idle (keepalives)" in done.stdout
+    assert "the server's kernel dropped 0 datagrams (full socket buffer) and 0 packets" in (
+        done.stdout
+    )
     assert prefix_namespaces(prefix) == []
 
 
@@ -105,6 +108,8 @@ def test_bench_flood_runs_the_three_phases_with_the_ping_by_window(prefix, tmp_p
         result = document[phase]
         windows = (result["ping_connects"], result["ping_flood_only"])
         assert result["clients"]["connected"] == 4, result
+        assert result["clients"]["answered"] == 4, result
+        assert set(result["kernel_drops"]) == {"socket", "tun_ring"}, result
         assert sum(w["sent"] for w in windows) == result["ping"]["sent"] > 0, result
         assert all(w["sent"] > 0 and w["rtt_ms"] is not None for w in windows), result
     assert document["junk"]["drops"]["bad mac1"] > 0

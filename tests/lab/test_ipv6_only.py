@@ -70,3 +70,4 @@ def test_a_class_pinging_at_once_gets_every_echo_reply(prefix):
     document = class_load(160, prefix, idle_s=0.5, progress=lambda _: None)
     result = document["at_once"]
     assert result["connected"] == 160 and result["answered"] == 160, result
+    assert document["kernel_drops"] == {"socket": 0, "tun_ring": 0}, document["kernel_drops"]

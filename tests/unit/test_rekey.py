@@ -8,6 +8,7 @@ KEEP_OLD_KEYS_S. A session whose sequence space is used up closes instead of rai
 
 from __future__ import annotations
 
+import io
 from ipaddress import IPv4Interface
 
 import pytest
@@ -17,6 +18,8 @@ from vpnlab.core.constants import KEEP_OLD_KEYS_S, REKEY_AFTER_PACKETS, REKEY_AF
 from vpnlab.core.events import PacketReceived, SessionClosed
 from vpnlab.core.formats import Peer
 from vpnlab.core.session import State
+from vpnlab.shell.client import Exit, exit_code
+from vpnlab.shell.report import Reporter
 from vpnlab.wire.ciphers import make_format
 from vpnlab.wire.crypto import MAX_SEQ
 from vpnlab.wire.identity import ClientIdentity, IdentityFormat, ServerIdentity
@@ -135,3 +138,6 @@ def test_Session_exhausted_keys_close_the_session_instead_of_raising(fmt):
     assert SessionClosed(CLIENT, "keys exhausted") in events
     assert pair.client.state is State.CLOSED and pair.client.close_reason == "keys exhausted"
     assert pair.client.close(pair.now) == [] and pair.server.close(pair.now) == []
+    log = io.StringIO()
+    assert exit_code(pair.client, Reporter("client", None, log)) == Exit.KEYS_EXHAUSTED == 6
+    assert "keys exhausted: the sequence numbers are used up" in log.getvalue()

@@ -204,7 +204,8 @@ def register_client(sub: argparse._SubParsersAction) -> None:
         help="run the VPN client (ClientConnection)",
         description="The VPN client: Init, ClientConnection, CreateTunDev, Ifconfig, "
         "SetRouting(1), the loop. Exit codes: 0 stopped by a signal, 1 error, "
-        "3 server unreachable, 4 peer lost (6 s of silence), 5 the server said Bye.",
+        "3 server unreachable, 4 peer lost (6 s of silence), 5 the server said Bye, "
+        "6 keys exhausted (no rekey came).",
     )
     client.add_argument(
         "--server", type=ip_address, help="server address, IPv4 or IPv6 (or from --config)"

@@ -24,6 +24,7 @@ The whole class as students meet it (real users, a hub, their notebooks) is ``cl
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -109,10 +110,29 @@ def class_load(
         document["idle_cpu_percent"] = idle_cpu(driver, pid, idle_s)
         progress("class: all at once ...")
         document["at_once"] = all_at_once(driver)
+        document["kernel_drops"] = kernel_drops(prefix)
         driver.close()
     finally:
         lab.down(prefix)
     return document
+
+
+def kernel_drops(prefix: str, node: str = "r2") -> dict[str, int]:
+    """What the kernel dropped in ``node``'s namespace before the daemon saw it, so far: UDP
+    datagrams a full receive buffer refused (``RcvbufErrors``, IPv4 and IPv6) and packets a
+    full tun0 ring refused (its ``tx_dropped``)."""
+    snmp = run_in(prefix, node, ["cat", "/proc/net/snmp", "/proc/net/snmp6"], check=True).stdout
+    socket_drops = 0
+    rows = [line.split() for line in snmp.splitlines()]
+    for names, values in zip(rows, rows[1:], strict=False):
+        if names and names[0] == "Udp:" and values[:1] == ["Udp:"] and names != values:
+            socket_drops += int(values[names.index("RcvbufErrors")])
+    socket_drops += sum(int(row[1]) for row in rows if row[:1] == ["Udp6RcvbufErrors"])
+    links = json.loads(run_in(prefix, node, ["ip", "-j", "-s", "link"], check=True).stdout)
+    ring_drops = sum(
+        link["stats64"]["tx"]["dropped"] for link in links if link["ifname"].startswith("tun")
+    )
+    return {"socket": socket_drops, "tun_ring": ring_drops}
 
 
 def source_addresses(prefix: str, count: int) -> list[str]:
@@ -228,6 +248,7 @@ def format_class_load(document: dict[str, Any]) -> str:
             f"{phase['answered']}/{n} | {_pair(phase['ping_ms'])} |"
         )
     per_client = (document["rss_with_all_kb"] - document["rss_before_kb"]) / n
+    drops = document["kernel_drops"]
     lines += [
         "",
         f"server RSS {document['rss_before_kb'] / 1024:.1f} MiB with one client, "
@@ -235,7 +256,9 @@ def format_class_load(document: dict[str, Any]) -> str:
         f"per client; server CPU with all {n} idle (keepalives): "
         f"{document['idle_cpu_percent']:.2f} % of a core over {document['idle_s']:g} s; "
         f"all at once: the load process took {document['at_once']['hellos_sent_ms']:.0f} ms "
-        f"to make and send the {n} Hellos",
+        f"to make and send the {n} Hellos; the server's kernel dropped "
+        f"{drops['socket']} datagrams (full socket buffer) and {drops['tun_ring']} packets "
+        "(full tun0 ring)",
         f"{document['date']}, {os.cpu_count()} cores, load average "
         f"{document['load_average']:.2f} at the start; {document['cipher']}, "
         "PSK handshake, lightweight load clients (ClientCore + a UDP socket each, no tun0)",

@@ -41,7 +41,7 @@ from vpnlab.core.constants import PORT
 from vpnlab.core.formats import Peer
 from vpnlab.core.reasons import Drop
 from vpnlab.course.bench import cpu_ticks, say
-from vpnlab.course.classload import all_at_once, percentiles, source_addresses
+from vpnlab.course.classload import all_at_once, kernel_drops, percentiles, source_addresses
 from vpnlab.instruments.loadclients import LoadDriver
 from vpnlab.lab.nodes import popen_in, udp_socket_in
 from vpnlab.lab.state import state_dir
@@ -137,6 +137,7 @@ def phase(
 ) -> dict[str, Any]:
     """One phase: the flood (if any), r1's ping through the tunnel, all clients at once."""
     before, ticks, start = server_drops(prefix), cpu_ticks(pid), time.monotonic()
+    kernel_before = kernel_drops(prefix)
     sender = None
     if flood is not None:
         argv = [sys.executable, "-m", "vpnlab.cli.flood", *flood, "--seconds"]
@@ -176,6 +177,7 @@ def phase(
         },
         "server_cpu_percent": round(100 * cpu_s / (time.monotonic() - start), 1),
         "drops": {k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS},
+        "kernel_drops": {k: v - kernel_before[k] for k, v in kernel_drops(prefix).items()},
     }
 
 
@@ -242,8 +244,8 @@ def format_flood(document: dict[str, Any]) -> str:
         "| phase | ping loss | ping ms (median / p99) | while connecting: lost, ms "
         "(median / p99) | flood only: lost, ms (median / p99) | clients connected | "
         "handshake ms (median / p99 / slowest) | server CPU | bad mac1 | cookie replies | "
-        "rate limited |",
-        "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|",
+        "rate limited | echoes answered | server's kernel dropped (socket / tun0 ring) |",
+        "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for name in ("baseline", *FLOODS):
         phase = document[name]
@@ -257,7 +259,8 @@ def format_flood(document: dict[str, Any]) -> str:
             f"{clients['connected']}/{n} | {_pair(clients['handshake_ms'], '.0f')} / "
             f"{clients['slowest_handshake_ms']} | {phase['server_cpu_percent']} % | "
             f"{drops[Drop.BAD_MAC1]} | {drops[Drop.UNDER_LOAD_COOKIE_SENT]} | "
-            f"{drops[Drop.HELLO_RATE_LIMIT]} |"
+            f"{drops[Drop.HELLO_RATE_LIMIT]} | {clients['answered']}/{n} | "
+            f"{phase['kernel_drops']['socket']} / {phase['kernel_drops']['tun_ring']} |"
         )
     lines.append(
         f"\n{document['date']}, {document['cpus']} cores, /proc/loadavg at the start: "

@@ -62,9 +62,12 @@ class Exit(IntEnum):
     """``Close.PEER_LOST``: 6 s without a datagram from the server."""
     SERVER_CLOSED = 5
     """``Close.BYE``: the server said Bye."""
+    KEYS_EXHAUSTED = 6
+    """``Close.KEYS_EXHAUSTED``: the keys can seal nothing more (static keys used up, or no
+    rekey came); with ``--reconnect`` a new handshake gives new keys."""
 
 
-RETRY_ON = (Exit.UNREACHABLE, Exit.PEER_LOST, Exit.SERVER_CLOSED)
+RETRY_ON = (Exit.UNREACHABLE, Exit.PEER_LOST, Exit.SERVER_CLOSED, Exit.KEYS_EXHAUSTED)
 RECONNECT_PAUSE_S = 1.0
 
 
@@ -347,4 +350,7 @@ def exit_code(core: ClientCore, reporter: Reporter) -> Exit:
     if core.close_reason is Close.BYE:
         reporter.log("the server closed the session (Bye)")
         return Exit.SERVER_CLOSED
+    if core.close_reason is Close.KEYS_EXHAUSTED:
+        reporter.log(f"{Close.KEYS_EXHAUSTED}: the sequence numbers are used up, no new keys came")
+        return Exit.KEYS_EXHAUSTED
     return Exit.OK

@@ -248,7 +248,7 @@ def format_class_load(document: dict[str, Any]) -> str:
             f"{phase['answered']}/{n} | {_pair(phase['ping_ms'])} |"
         )
     per_client = (document["rss_with_all_kb"] - document["rss_before_kb"]) / n
-    drops = document["kernel_drops"]
+    kernel = document["kernel_drops"]
     lines += [
         "",
         f"server RSS {document['rss_before_kb'] / 1024:.1f} MiB with one client, "
@@ -257,7 +257,7 @@ def format_class_load(document: dict[str, Any]) -> str:
         f"{document['idle_cpu_percent']:.2f} % of a core over {document['idle_s']:g} s; "
         f"all at once: the load process took {document['at_once']['hellos_sent_ms']:.0f} ms "
         f"to make and send the {n} Hellos; the server's kernel dropped "
-        f"{drops['socket']} datagrams (full socket buffer) and {drops['tun_ring']} packets "
+        f"{kernel['socket']} datagrams (full socket buffer) and {kernel['tun_ring']} packets "
         "(full tun0 ring)",
         f"{document['date']}, {os.cpu_count()} cores, load average "
         f"{document['load_average']:.2f} at the start; {document['cipher']}, "

@@ -121,13 +121,10 @@ def kernel_drops(prefix: str, node: str = "r2") -> dict[str, int]:
     """What the kernel dropped in ``node``'s namespace before the daemon saw it, so far: UDP
     datagrams a full receive buffer refused (``RcvbufErrors``, IPv4 and IPv6) and packets a
     full tun0 ring refused (its ``tx_dropped``)."""
-    snmp = run_in(prefix, node, ["cat", "/proc/net/snmp", "/proc/net/snmp6"], check=True).stdout
-    socket_drops = 0
-    rows = [line.split() for line in snmp.splitlines()]
-    for names, values in zip(rows, rows[1:], strict=False):
-        if names and names[0] == "Udp:" and values[:1] == ["Udp:"] and names != values:
-            socket_drops += int(values[names.index("RcvbufErrors")])
-    socket_drops += sum(int(row[1]) for row in rows if row[:1] == ["Udp6RcvbufErrors"])
+    counters = ["nstat", "--json", "-asz", "UdpRcvbufErrors", "Udp6RcvbufErrors"]
+    socket_drops = sum(
+        json.loads(run_in(prefix, node, counters, check=True).stdout)["kernel"].values()
+    )
     links = json.loads(run_in(prefix, node, ["ip", "-j", "-s", "link"], check=True).stdout)
     ring_drops = sum(
         link["stats64"]["tx"]["dropped"] for link in links if link["ifname"].startswith("tun")

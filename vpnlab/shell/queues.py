@@ -40,10 +40,11 @@ at once."""
 SERVER_MIN_RING_ENTRIES = 128
 """The server's tun0 ring never shorter than this, two wake-ups' worth (2 x ``tunnel.BATCH``):
 its SockSelected writes up to BATCH packets of many clients to tun0 and the kernel may answer
-each at once (an echo reply, an ACK) into the ring, while up to BATCH answers of the wake-up
-before may still wait there (epoll does not promise TunSelected runs first). With 4, a class
-of 8 load clients pinging at once lost replies; with 64 (one wake-up), 250 lost 89 of 250
-(``bench --clients``, 2026-12-05); with 128, 250 and 1,000 got every reply. The price: a
+each at once (an echo reply, an ACK) into the ring, while answers of the wake-up before that
+TunSelected (which runs first, ``SelectLoop._drain_first``, and reads up to BATCH) left may
+still wait there. With 4, a class of 8 load clients pinging at once lost replies; with 64, 250
+got 161 replies (``bench --clients``, 2026-12-05); with 128, 250 and 1,000 got every one, and
+with TunSelected first also the flood bench's identity-mode class (6-10 lost before). The price: a
 download's standing queue at the server may reach 128 super-packets (``bench.sh``'s loaded
 ping is an upload: its super-packets wait in the client's ring of 4)."""
 MAX_RING_ENTRIES = 500

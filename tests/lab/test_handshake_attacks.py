@@ -86,6 +86,10 @@ def test_a_copied_hello_ends_nothing_and_a_bad_peers_file_kills_nothing(prefix):
     hello = copied.client_handshake(os.urandom).hello(time.time())
     assert answered(prefix, hello)  # a valid Hello of r1's key, from another port
     time.sleep(1.5)
+    # the status as the server wrote it after that (once a second, so up to 2 s apart)
+    status_file = state.state_dir(prefix) / "server.json"
+    written_after = time.time()
+    assert wait_until(lambda: status_file.stat().st_mtime > written_after, 3) is not None
     clients = server_status(prefix)["clients"]
     assert [c["tunnel_address"] for c in clients] == ["10.8.0.2/24"]
     assert clients[0]["peer"] == "192.0.2.2:4500"  # still r1's own address and session

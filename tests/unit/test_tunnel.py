@@ -19,7 +19,7 @@ from vpnlab.core.session import State
 from vpnlab.shell import transport
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import TcpServerTransport
-from vpnlab.shell.tunnel import SelectLoop, TunDevice
+from vpnlab.shell.tunnel import STATUS_QUIET_S, SelectLoop, TunDevice, status_due
 from vpnlab.wire.framing import encode_frame
 from vpnlab.wire.plain import PLAIN
 
@@ -228,3 +228,36 @@ def test_SelectLoop_on_events_once_per_wake_up_with_all_its_events(loop_parts):
     assert {type(a), type(b), type(c)} == {HandshakeCompleted}
     for client in clients:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("now", "busy_at", "due"),
+    [
+        (9.9, 0.0, False),  # not yet due
+        (10.0, 5.0, True),  # due, and the loop has been quiet for 5 s
+        (10.0, 9.995, False),  # due, but a packet passed 5 ms ago: wait for the pause
+        (10.011, 10.0, True),  # the pause came
+        (11.0, 10.999, True),  # packets all the time: at most STATUS_LATE_S late
+    ],
+)
+def test_status_due_waits_for_a_pause_in_packets(now, busy_at, due):
+    assert status_due(now, 10.0, busy_at) is due
+
+
+def test_SelectLoop_writes_the_status_after_a_pause_not_between_two_packets(loop_parts):
+    """Issue 29: the once-a-second work ran right after the wake-up that wrote an echo request
+    to tun0, so the reply waited behind it (idle ping spikes of 0.5-3.5 ms once a second)."""
+    _, tun_peer, _, _ = loop_parts
+    tunnel = make_loop(loop_parts)
+    written = []
+    tunnel.report_status = written.append
+    tunnel.turn()  # nothing readable: the status is due and the loop is quiet
+    assert len(written) == 1
+    tunnel._status_at = time.monotonic()  # due again (not yet STATUS_LATE_S late)
+    tun_peer.send(ipv4_packet("10.8.0.1", "10.8.0.9"))
+    tunnel.turn()  # a packet: the status waits
+    assert len(written) == 1
+    started = time.monotonic()
+    tunnel.turn()  # nothing more: the loop wakes after the pause and writes it
+    assert len(written) == 2
+    assert STATUS_QUIET_S * 0.9 <= time.monotonic() - started < 0.5

@@ -55,6 +55,23 @@ hold back the socket's side, the inner TCP's ACKs, for up to 64 x 43 packets, an
 then arrive in bursts that make BBR's window grow) and receives from the socket per wake-up
 before looking at the other."""
 
+STATUS_QUIET_S = 0.010
+"""The once-a-second work (status file, the server's peers file and Hello timestamps: up to
+a few ms, tens for a class) waits for a pause this long in packets, so that it never holds up
+the second half of a round trip (an echo request just written to tun0 and its reply about to
+be read): idle pings had spikes of 0.5-3.5 ms once a second without it (issue 29 item 1)."""
+STATUS_LATE_S = 1.0
+"""... but never waits longer than this after it fell due: a bulk transfer never pauses."""
+
+
+def status_due(now: float, due_at: float, busy_at: float) -> bool:
+    """Whether the once-a-second work runs now: it fell due at ``due_at`` and either the
+    loop has seen no packet since ``busy_at`` for :data:`STATUS_QUIET_S`, or it is
+    :data:`STATUS_LATE_S` late."""
+    if now < due_at:
+        return False
+    return now - busy_at >= STATUS_QUIET_S or now >= due_at + STATUS_LATE_S
+
 
 class Core(Protocol):
     """What the loop needs of ClientCore and ServerCore."""
@@ -251,6 +268,7 @@ class SelectLoop:
         self.register(transport.fileno(), self.sock_selected)
         self.register(signals.reader.fileno(), self._drain_signals)
         self._status_at = 0.0
+        self._busy_at = 0.0  # the last wake-up that found a packet (see status_due)
 
     def register(self, fd: int, selected: Callable[[float], None]) -> None:
         """Call ``selected(now)`` whenever ``fd`` is readable."""
@@ -281,9 +299,13 @@ class SelectLoop:
         deadline = self.core.next_timer()
         now = time.monotonic()
         timeout = 1.0 if deadline is None else min(max(0.0, deadline - now), 1.0)
+        if report:  # wake for the once-a-second work too, after its pause in packets
+            status_at = max(self._status_at, self._busy_at + STATUS_QUIET_S)
+            timeout = min(timeout, max(0.0, status_at - now))
         ready = self.poll.poll(math.ceil(timeout * 1e3) * 1e-3)  # epoll waits whole ms
         if ready:
             now = time.monotonic()  # one wake-up, one ``now`` for all it found readable
+            self._busy_at = now
             selected = self._selected
             if len(ready) > 1:
                 ready.sort(key=self._drain_first)
@@ -293,7 +315,7 @@ class SelectLoop:
         if deadline is not None and now >= deadline:
             self.periodic(self.core.handle_timer, now)
         self.transport.handle_timer(now)
-        if report and now >= self._status_at:
+        if report and status_due(now, self._status_at, self._busy_at):
             self.core.clock_offset_s = time.time() - time.monotonic()  # the wall clock may step
             if self.every_second is not None:
                 self.periodic(self.every_second, now)

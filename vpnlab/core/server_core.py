@@ -27,12 +27,17 @@ from vpnlab.core.events import (
     SessionClosed,
 )
 from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
-from vpnlab.core.forwarding import EthernetForwarder, Forwarder, IpForwarder
+from vpnlab.core.forwarding import (
+    ClientNetworks,
+    EthernetForwarder,
+    Forwarder,
+    IpForwarder,
+    Router,
+)
 from vpnlab.core.packet import unmapped
 from vpnlab.core.pool import AddressPool, Ipv6OnlyPool, TunnelAddress
 from vpnlab.core.ratelimit import HandshakeLoad, HelloRateLimiter
 from vpnlab.core.reasons import Close, Drop, State
-from vpnlab.core.router import ClientNetworks, Router
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,

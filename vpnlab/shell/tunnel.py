@@ -41,7 +41,6 @@ from typing import Protocol
 
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
-from vpnlab.core.packet import clamp_mss
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.core.session import Counters, State
 from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
@@ -211,7 +210,6 @@ class SelectLoop:
         signals: the signal pipe; the loop ends when it fires.
         on_event: called with every event that is not a packet (a handshake, a closed
             session, a drop), after the reporter has logged it.
-        mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (None: leave it).
         every_second: called with ``now`` once a second, with the status report (the server
             reads its peers file again there).
         on_events: called once per batch (a wake-up's datagrams, a timer) with all its events
@@ -228,7 +226,6 @@ class SelectLoop:
         signals: SignalPipe,
         on_event: Callable[[Event], None] | None = None,
         *,
-        mss_clamp: int | None = None,
         every_second: Callable[[float], list[Event]] | None = None,
         on_events: Callable[[list[Event]], None] | None = None,
     ) -> None:
@@ -238,7 +235,6 @@ class SelectLoop:
         self.reporter = reporter
         self.signals = signals
         self.on_event = on_event
-        self.mss_clamp = mss_clamp
         self.every_second = every_second
         self.on_events = on_events
         self.poll = select.epoll()
@@ -332,9 +328,8 @@ class SelectLoop:
         self.open(runs, now)
 
     def seal(self, packets: list[bytes], now: float) -> None:
-        """The packets of one read from tun0 (their TCP SYNs' MSS clamped) to the core."""
-        if self.mss_clamp:
-            packets = [clamp_mss(packet, self.mss_clamp) for packet in packets]
+        """The packets of one read from tun0 to the core (it clamps their TCP SYNs' MSS and
+        seals them)."""
         try:
             events = self.core.send_packets(packets, now)
             if events:  # nearly always none: a packet sealed is no event

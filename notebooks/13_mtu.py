@@ -198,7 +198,8 @@ lab.record("big_fixed", big_fixed)
 # TCP learns how big its segments may be from the **MSS** option of the SYNs: each side
 # announces its own MTU minus 40 (IPv4 + TCP headers). r1's kernel announces 1435 - 40 =
 # 1395, but web, on a 1500 link, announces 1460, and r1 would believe it. So the daemons
-# **clamp** the MSS of every SYN they read from tun0 to tun0's MTU - 40 (`SelectLoop.seal`).
+# **clamp** the MSS of every SYN they read from tun0 to tun0's MTU - 40: the core does it as it
+# seals the packet (`ClientCore.send_packets`, `ServerCore.send_packets`, their `mss_clamp`).
 # We capture the handshake on web's eth0 and on r1's tun0:
 
 # %%

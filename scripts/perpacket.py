@@ -100,6 +100,7 @@ def child(cipher: str, seconds: float, per_wakeup: int, only: str | None) -> dic
             os.urandom,
             static=Established(keys.server(), keys.client_address),
             timeouts=Timeouts(liveness_s=0),  # "loop out" hears nothing back: never lost
+            mss_clamp=1360,
         )
         core.receive_datagrams([client.seal(data)], peer, time.monotonic())  # binds the client
         return core
@@ -135,7 +136,6 @@ def child(cipher: str, seconds: float, per_wakeup: int, only: str | None) -> dic
             UdpTransport(udp, core.counters.drops),
             reporter,
             SignalPipe(),
-            mss_clamp=1360,
         )
         server = udp.getsockname()
 

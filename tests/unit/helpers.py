@@ -164,9 +164,9 @@ class BuggyServer(ServerCore):
 
 def make_loop(loop_parts, core=None, datapath: type[Datapath] = SimpleDatapath, **kw) -> SelectLoop:
     """A SelectLoop on the ``loop_parts`` fixture with ``datapath``'s two ends; a BuggyServer
-    unless told."""
+    (clamping the MSS as the daemon's does) unless told."""
     tun, _, sock, signals = loop_parts
-    core = core or BuggyServer(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
+    core = core or BuggyServer(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random(), mss_clamp=1360)
     reporter = Reporter("server", None, stream=io.StringIO())
     ends = datapath(reporter)
     device = ends.device(tun.fileno(), core.counters.drops)

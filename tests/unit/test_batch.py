@@ -13,8 +13,7 @@ from scapy.layers.inet import IP, TCP
 
 from vpnlab.core.client_core import ClientCore
 from vpnlab.core.events import DatagramDropped
-from vpnlab.fast.batch import gso_batches, split_gro
-from vpnlab.fast.offload import gro_segment_size, gso_control
+from vpnlab.fast.batch import gro_segment_size, gso_batches, gso_control, split_gro
 from vpnlab.wire.esp import generate_static_keys
 
 from .helpers import CLIENT, SERVER, CorePair, ipv4_packet

@@ -26,7 +26,7 @@ def fast(loop_parts, monkeypatch):
     header, no TSO."""
     monkeypatch.setattr(offload, "device_name", lambda fd: "tun-test")
     monkeypatch.setattr(offload, "enable_tun", lambda fd, name, offloads: None)
-    return make_loop(loop_parts, datapath=FastDatapath, mss_clamp=1360)
+    return make_loop(loop_parts, datapath=FastDatapath)
 
 
 def test_FastDatapath_tun_selected_counts_a_core_bug_and_goes_on(fast, loop_parts):

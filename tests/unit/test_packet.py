@@ -1,4 +1,5 @@
-"""packet.py (vpnlab/core/packet.py): the Internet checksum and the MSS clamp of TCP SYNs.
+"""packet.py (vpnlab/core/packet.py): the Internet checksum and the MSS clamp of TCP SYNs (which
+both cores apply to what they read from tun0).
 
 scapy is the independent judge: it recomputes the checksum of every packet we change.
 """
@@ -9,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 
+from vpnlab.core.events import PacketReceived
 from vpnlab.core.packet import clamp_mss, fold, internet_checksum, ones_sum
+from vpnlab.wire.plain import PLAIN
 
-from .helpers import super_v4
+from .helpers import CorePair, super_v4
 
 TCP_OPT_NOP = 1
 
@@ -59,3 +62,29 @@ def test_clamp_mss_never_raises(tcp: bytes, ihl: int, cut: int):
     packet = (bytes(header) + tcp)[: 44 + cut]
     assert isinstance(clamp_mss(packet, 1360), bytes)
     assert isinstance(clamp_mss(packet[: cut % 60], 1360), bytes)
+
+
+def test_both_cores_clamp_the_mss_of_syns_they_seal():
+    """The clamp is the cores' (``mss_clamp``, tun0's MTU - 40): a SYN read from tun0 leaves
+    the tunnel with its MSS lowered, on the client and on the server, whichever data path
+    read it; without ``mss_clamp`` (TAP mode) it is left alone."""
+    pair = CorePair(PLAIN, mss_clamp=1360)
+    pair.client.mss_clamp = 1360
+    pair.connect()
+    pair.client.tunnel_up(pair.now)
+    pair.client_to_server()
+    client, server = str(pair.client.session.tunnel_address.ip), "203.0.113.10"
+    out = bytes(IP(src=client, dst=server) / TCP(flags="S", options=[("MSS", 1460)]))
+    assert pair.client.send_packets([out], pair.now) == []
+    pair.client_to_server()
+    back = bytes(IP(src=server, dst=client) / TCP(flags="SA", options=[("MSS", 1460)]))
+    assert pair.server.send_packets([back], pair.now) == []
+    pair.server_to_client()
+    arrived = [
+        e.packet for e in pair.server_events + pair.client_events if type(e) is PacketReceived
+    ]
+    assert [dict(IP(p)[TCP].options)["MSS"] for p in arrived] == [1360, 1360]
+    pair.client.mss_clamp = None
+    pair.client.send_packets([out], pair.now)
+    pair.client_to_server()
+    assert pair.server_events[-1].packet == out

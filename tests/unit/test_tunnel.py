@@ -34,7 +34,7 @@ from .helpers import (
 
 
 def test_SelectLoop_tun_selected_counts_a_core_bug_and_goes_on(loop_parts):
-    tunnel = make_loop(loop_parts, mss_clamp=1360)
+    tunnel = make_loop(loop_parts)
     _, tun_peer, _, _ = loop_parts
     for packet in (BOOM, ipv4_packet("10.8.0.1", "10.8.0.9"), BOOM):
         tun_peer.send(packet)

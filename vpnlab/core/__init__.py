@@ -10,7 +10,7 @@ moves the bytes, and ``tests/unit`` drives two cores against each other with a f
     packet                      IPv4/TCP/Ethernet field helpers, checksums, the MSS clamp
     session                     one peer: seal/open, keepalive, liveness, the state table
     client_core, server_core    ClientConnection and ServerConnection
-    router, forwarding          the server's routing decisions; where it forwards a packet
-                                (IpForwarder by address, EthernetForwarder by MAC: TAP mode)
+    forwarding                  the server's routing decisions (Router) and where it forwards a
+                                packet (IpForwarder by address, EthernetForwarder by MAC: TAP)
     ratelimit, bridge           the Hello rate limit; TAP mode's MAC-learning switch
 """

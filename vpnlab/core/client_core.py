@@ -12,7 +12,7 @@ from vpnlab.core.events import (
     SessionClosed,
 )
 from vpnlab.core.formats import ClientHandshake, Established, Kind
-from vpnlab.core.packet import ip_version, is_link_scope
+from vpnlab.core.packet import clamp_mss, ip_version, is_link_scope
 from vpnlab.core.reasons import Close, Drop, Opened, State
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
@@ -37,6 +37,8 @@ class ClientCore(CoreBase):
         layer2: ``--mode tap``: carry Ethernet frames from tap0 instead of IPv4 packets.
         new_handshake: makes a fresh handshake for each rekey (every ``timeouts.rekey_s``);
             None: the session keeps its first keys (plain, static keys).
+        mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (tun0's MTU - 40;
+            None: leave it, as TAP mode does).
     """
 
     def __init__(
@@ -49,8 +51,10 @@ class ClientCore(CoreBase):
         clock_offset_s: float = 0.0,
         layer2: bool = False,
         new_handshake: Callable[[], ClientHandshake] | None = None,
+        mss_clamp: int | None = None,
     ) -> None:
         self.layer2 = layer2
+        self.mss_clamp = mss_clamp
         self.new_handshake = new_handshake
         self.rekeying: ClientHandshake | None = None
         """The handshake of a rekey in flight (the session goes on with its keys meanwhile)."""
@@ -172,7 +176,8 @@ class ClientCore(CoreBase):
         super-packet from the fast path); the state is checked once, then each is sealed.
         IPv4 and IPv6 enter the tunnel, but not IPv6 that belongs to tun0's own link (a fresh
         tun0's router solicitations and MLD reports: the kernel's, never the user's; dropped
-        and counted, ``is_link_scope``).
+        and counted, ``is_link_scope``). A TCP SYN's MSS is clamped before it is sealed
+        (``mss_clamp``).
 
         In TAP mode: Ethernet frames from tap0, whatever they carry (ARP, IPv4, IPv6).
         """
@@ -180,10 +185,13 @@ class ClientCore(CoreBase):
         if session is None or self.state is not State.CONNECTED:
             return [event for _ in packets for event in self._drop(Drop.NOT_CONNECTED)]
         events: list[Event] = []
+        clamp = self.mss_clamp
         for packet in packets:
             if not self.layer2 and (not ip_version(packet) or is_link_scope(packet)):
                 events += self._drop(Drop.TUN_LINK_SCOPE if ip_version(packet) else Drop.TUN_NOT_IP)
                 continue
+            if clamp:
+                packet = clamp_mss(packet, clamp)
             events += seal(session, packet, now)
         return events
 

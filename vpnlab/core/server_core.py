@@ -27,12 +27,17 @@ from vpnlab.core.events import (
     SessionClosed,
 )
 from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
-from vpnlab.core.forwarding import EthernetForwarder, Forwarder, IpForwarder
-from vpnlab.core.packet import unmapped
+from vpnlab.core.forwarding import (
+    ClientNetworks,
+    EthernetForwarder,
+    Forwarder,
+    IpForwarder,
+    Router,
+)
+from vpnlab.core.packet import clamp_mss, unmapped
 from vpnlab.core.pool import AddressPool, Ipv6OnlyPool, TunnelAddress
 from vpnlab.core.ratelimit import HandshakeLoad, HelloRateLimiter
 from vpnlab.core.reasons import Close, Drop, State
-from vpnlab.core.router import ClientNetworks, Router
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
@@ -76,6 +81,8 @@ class ServerCore(CoreBase):
         ipv6_only_clients: once the IPv4 pool is used up, this many more clients get an
             IPv6-only address of fd10:8::/64 (``pool.Ipv6OnlyPool``; 0: a Hello then gets
             nothing, "address pool exhausted"). Only for a tun0 that carries IPv6.
+        mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (tun0's MTU - 40;
+            None: leave it, as TAP mode does).
     """
 
     def __init__(
@@ -93,8 +100,10 @@ class ServerCore(CoreBase):
         layer2: bool = False,
         max_sessions_per_ip: int = MAX_SESSIONS_PER_IP,
         ipv6_only_clients: int = 0,
+        mss_clamp: int | None = None,
     ) -> None:
         self.format = format
+        self.mss_clamp = mss_clamp
         self.max_sessions_per_ip = max_sessions_per_ip
         self.counters = Counters()
         self.router = Router(client_networks)
@@ -406,8 +415,12 @@ class ServerCore(CoreBase):
         """TunSelected: packets from tun0 (one from the select loop, the segments of a
         super-packet from the fast path), each to the client that owns its destination.
 
+        A TCP SYN's MSS is clamped before it is sealed (``mss_clamp``).
+
         TAP mode: frames from tap0, switched by destination MAC (flooded if unknown).
         """
+        if self.mss_clamp:
+            packets = [clamp_mss(packet, self.mss_clamp) for packet in packets]
         return self.forwarder.from_tun(packets, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:

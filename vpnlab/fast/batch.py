@@ -9,12 +9,19 @@ Receiving (``UDP_GRO``): one ``recvmsg`` returns datagrams of one sender glued t
 their size in a control message; :func:`split_gro` cuts them apart again and
 :func:`receive_datagrams` of the cores (their batch entry) opens them: one bad datagram (a
 bad ICV, a replay) is dropped and counted on its own, the others of the batch still arrive.
-Pure code: no socket, no os.
+The control messages of both (:func:`gso_control`, :func:`gro_segment_size`) are built and
+read here too. Pure code: no socket, no os.
 """
 
 from __future__ import annotations
 
+import struct
+
 from vpnlab.core.events import Address
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
 
 MAX_SEGMENTS = 64
 """Datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels)."""
@@ -67,3 +74,16 @@ def split_gro(buffer: bytes, segment_size: int) -> list[bytes]:
     if segment_size <= 0 or segment_size >= len(buffer):
         return [buffer]
     return [buffer[at : at + segment_size] for at in range(0, len(buffer), segment_size)]
+
+
+def gso_control(segment_size: int) -> list[tuple[int, int, bytes]]:
+    """The UDP_SEGMENT control message of one GSO send."""
+    return [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", segment_size))]
+
+
+def gro_segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The UDP_GRO segment size of one recvmsg (0 when the kernel sent no control message)."""
+    for level, kind, data in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            return struct.unpack("=i", data[:4])[0]
+    return 0

@@ -31,7 +31,7 @@ from vpnlab.core.errors import LocalProtocolError
 from vpnlab.core.events import Address
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.fast import offload
-from vpnlab.fast.batch import gso_batches, split_gro
+from vpnlab.fast.batch import gro_segment_size, gso_batches, gso_control, split_gro
 from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, Write, coalesce, split
 from vpnlab.shell.queues import FAST_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
@@ -156,7 +156,7 @@ class GsoUdp(UdpTransport):
             except OSError as exc:  # e.g. an ICMP error queued on the socket
                 self.drops[Drop.SOCKET.detail(exc.strerror)] += 1
                 continue
-            segment_size = offload.gro_segment_size(ancillary)
+            segment_size = gro_segment_size(ancillary)
             self.stats["gro_batches"] += segment_size > 0
             add_run(runs, sender[:2], split_gro(data, segment_size))
         self.receive_hellos(runs, limit)
@@ -172,7 +172,7 @@ class GsoUdp(UdpTransport):
         for peer, size, run in batches:
             if len(run) > 1 and self.offloads.udp_gso:
                 try:
-                    self.sock.sendmsg(run, offload.gso_control(size), 0, peer)
+                    self.sock.sendmsg(run, gso_control(size), 0, peer)
                     self.stats["gso_sends"] += 1
                     continue
                 except BlockingIOError:

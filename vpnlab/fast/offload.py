@@ -9,7 +9,8 @@ Four switches, each reachable from Python's ``fcntl`` and ``socket``:
             UDP_SEGMENT (per send, in a control message): one sendmsg, many datagrams
 
 Where the kernel refuses one, :class:`Offloads` records it and the fast loop does without it;
-the daemon logs each refusal once. Only this module and ``fastpath.py`` do the I/O.
+the daemon logs each refusal once. Only this module and ``datapath.py`` do the I/O; the control
+messages of each send and receive are pure (``batch.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from vpnlab.fast.batch import SOL_UDP, UDP_GRO, UDP_SEGMENT
 from vpnlab.shell.rtnetlink import Rtnetlink, link_index
 
 TUNSETOFFLOAD = 0x400454D0
@@ -28,9 +30,6 @@ IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
-SOL_UDP = 17
-UDP_SEGMENT = 103
-UDP_GRO = 104
 GSO_MAX_SIZE = 60000
 """Largest TCP super-packet we ask tun0 for: 43 ESP datagrams of 1,472 bytes fit in 65,507."""
 
@@ -96,16 +95,3 @@ def enable_socket(sock: socket.socket, offloads: Offloads) -> None:
         offloads.udp_gso = True
     except OSError as exc:
         offloads.refused.append(f"UDP_SEGMENT: {exc.strerror}")
-
-
-def gso_control(segment_size: int) -> list[tuple[int, int, bytes]]:
-    """The UDP_SEGMENT control message of one GSO send."""
-    return [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", segment_size))]
-
-
-def gro_segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
-    """The UDP_GRO segment size of one recvmsg (0 when the kernel sent no control message)."""
-    for level, kind, data in ancillary:
-        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
-            return struct.unpack("=i", data[:4])[0]
-    return 0

@@ -125,6 +125,7 @@ class ClientOptions:
 def make_core(options: ClientOptions) -> ClientCore:
     """The sans-IO client: with the format's handshake, or with static keys (none)."""
     layer2 = options.mode == "tap"
+    mss_clamp = None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES  # TCP SYNs from tun0
     if options.static_keys is not None:
         established = options.static_keys.client(kernel_peer=options.kernel_peer)
         return ClientCore(
@@ -133,6 +134,7 @@ def make_core(options: ClientOptions) -> ClientCore:
             established=established,
             timeouts=options.timeouts,
             layer2=layer2,
+            mss_clamp=mss_clamp,
         )
     format = options.format
     assert format is not None
@@ -146,6 +148,7 @@ def make_core(options: ClientOptions) -> ClientCore:
         timeouts=options.timeouts,
         clock_offset_s=time.time() - time.monotonic(),
         layer2=layer2,
+        mss_clamp=mss_clamp,
         new_handshake=None
         if format.name == "plain"
         else lambda: format.client_handshake(os.urandom),
@@ -217,8 +220,6 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             )
             return Exit.UNREACHABLE
         tun_fd, routing = bring_up(options, datapath, core, reporter)
-        layer2 = options.mode == "tap"
-        mss_clamp = None if layer2 else options.mtu - TCP_IP_HEADERS_BYTES
         if options.kernel_dataplane:  # the kernel's ESP from here on; tun0 is not read
             dataplane = hand_to_kernel(options, core, transport, reporter)
 
@@ -229,7 +230,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
                     dataplane.hand_off(core.session, time.monotonic())
 
         device = datapath.device(tun_fd, core.counters.drops)
-        loop = SelectLoop(core, device, transport, reporter, signals, on_event, mss_clamp=mss_clamp)
+        loop = SelectLoop(core, device, transport, reporter, signals, on_event)
         if dataplane is not None:  # tun0 is not read; a late datagram may still be written
             loop.unregister(tun_fd)
         core.tunnel_up(time.monotonic())  # the keepalive and liveness clocks start here

@@ -332,6 +332,7 @@ def make_core(options: ServerOptions) -> ServerCore:
         isolate_clients=options.isolate_clients,
         client_networks=networks_by_client(options.client_networks),
         layer2=options.mode == "tap",
+        mss_clamp=None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES,
         ipv6_only_clients=(  # once 10.8.0.0/24 is used up: fd10:8::100 and up
             IPV6_ONLY_CLIENTS if static is None and carries_ipv6(options.mode, options.mtu) else 0
         ),
@@ -378,14 +379,12 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             buffer_bytes=options.queue_bytes or datapath.queue_bytes,
         )
         tun_fd = bring_up(options, datapath, core, routing, reporter)
-        mss_clamp = None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES
         SelectLoop(
             core,
             datapath.device(tun_fd, core.counters.drops),
             transport,
             reporter,
             signals,
-            mss_clamp=mss_clamp,
             on_events=on_events,
             every_second=guarded("peers", watch.check, core, reporter, then=stamps.sync)
             if options.peers_folder

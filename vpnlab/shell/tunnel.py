@@ -41,7 +41,6 @@ from typing import Protocol
 
 from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
-from vpnlab.core.packet import clamp_mss
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.core.session import Counters, State
 from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
@@ -87,16 +86,16 @@ class Core(Protocol):
 
     def receive_runs(
         self, runs: list[Run], now: float, on_bug: Callable[[Exception], None] | None = None
-    ) -> tuple[list[bytes], list[Event]]: ...
+    ) -> tuple[list[bytes], list[Event]]:
+        """SockSelected's one entry: a wake-up's datagrams (one per system call on the simple
+        path, UDP GRO batches on the fast one), in runs of one peer."""
+        ...
 
-    def receive_datagrams(
-        self,
-        datagrams: list[bytes],
-        peer: Address,
-        now: float,
-        on_bug: Callable[[Exception], None] | None = None,
-    ) -> tuple[list[bytes], list[Event]]: ...
-    def send_packets(self, packets: list[bytes], now: float) -> list[Event]: ...
+    def send_packets(self, packets: list[bytes], now: float) -> list[Event]:
+        """TunSelected's one entry: one read's packets (one on the simple path, a
+        super-packet's segments on the fast one)."""
+        ...
+
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]: ...
     def next_timer(self) -> float | None: ...
     def handle_timer(self, now: float) -> list[Event]: ...
@@ -228,7 +227,6 @@ class SelectLoop:
         signals: the signal pipe; the loop ends when it fires.
         on_event: called with every event that is not a packet (a handshake, a closed
             session, a drop), after the reporter has logged it.
-        mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (None: leave it).
         every_second: called with ``now`` once a second, with the status report (the server
             reads its peers file again there).
         on_events: called once per batch (a wake-up's datagrams, a timer) with all its events
@@ -245,7 +243,6 @@ class SelectLoop:
         signals: SignalPipe,
         on_event: Callable[[Event], None] | None = None,
         *,
-        mss_clamp: int | None = None,
         every_second: Callable[[float], list[Event]] | None = None,
         on_events: Callable[[list[Event]], None] | None = None,
     ) -> None:
@@ -255,7 +252,6 @@ class SelectLoop:
         self.reporter = reporter
         self.signals = signals
         self.on_event = on_event
-        self.mss_clamp = mss_clamp
         self.every_second = every_second
         self.on_events = on_events
         self.poll = select.epoll()
@@ -354,9 +350,8 @@ class SelectLoop:
         self.open(runs, now)
 
     def seal(self, packets: list[bytes], now: float) -> None:
-        """The packets of one read from tun0 (their TCP SYNs' MSS clamped) to the core."""
-        if self.mss_clamp:
-            packets = [clamp_mss(packet, self.mss_clamp) for packet in packets]
+        """The packets of one read from tun0 to the core (it clamps their TCP SYNs' MSS and
+        seals them)."""
         try:
             events = self.core.send_packets(packets, now)
             if events:  # nearly always none: a packet sealed is no event

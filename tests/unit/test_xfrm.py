@@ -103,8 +103,8 @@ def test_plan_of_a_rekey_and_a_move():
     ]
     lines = dataplane.plan(esp_session(0x1030))
     assert lines[2:] == [
-        "xfrm state deleteall src 198.51.100.2 dst 192.0.2.2 proto esp spi 0x00001010",
-        "xfrm state deleteall src 192.0.2.2 dst 198.51.100.2 proto esp spi 0x00001011",
+        "xfrm state delete src 198.51.100.2 dst 192.0.2.2 proto esp spi 0x00001010",
+        "xfrm state delete src 192.0.2.2 dst 198.51.100.2 proto esp spi 0x00001011",
     ]
     dataplane.peer = ("192.0.2.3", 4600)
     moved = dataplane.plan(esp_session(0x1040))

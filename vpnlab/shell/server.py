@@ -153,10 +153,13 @@ class KernelSessions:
         self.reporter = reporter
         self.held: dict[IPv4Address, KernelDataplane] = {}
 
-    def encapsulate(self, transport: Transport) -> None:
-        """Init(PORT), then: ESP on the socket goes to xfrm; Hellos still come up."""
+    def take_over(self, transport: Transport, loop: SelectLoop, tun_fd: int) -> None:
+        """Before the loop: ESP on the socket goes to xfrm (Hellos still come up), and the
+        loop leaves tun0 (the kernel routes tun0's traffic into xfrm before tun0)."""
         assert isinstance(transport, UdpTransport)  # the CLI refuses --transport tcp with it
         encapsulate(transport.sock)
+        loop.unregister(tun_fd)
+        self.reporter.log("kernel data plane: ESP on the socket goes to xfrm; tun0 is not read")
 
     def handle(self, events: list[Event], now: float) -> None:
         """A batch of the core's events: hand-offs and removals, in their order."""
@@ -399,6 +402,28 @@ def peers_watch(
     )
 
 
+def server_routing(options: ServerOptions) -> ServerRouting:
+    """SetRouting(0)'s forwarding and NAT, applied at bring-up, restored at CleanUp."""
+    return ServerRouting(
+        options.tunnel_address.network,
+        options.external_interface,
+        options.nft_file,
+        client_networks=tuple(network for _, network in options.client_networks),
+    )
+
+
+def server_transport(options: ServerOptions, datapath: Datapath, core: ServerCore) -> Transport:
+    """Init(PORT): the socket (or TCP listener) the clients reach."""
+    return open_transport(
+        options.transport,
+        options.listen,
+        options.port,
+        datapath=datapath,
+        drops=core.counters.drops,
+        buffer_bytes=options.queue_bytes or datapath.queue_bytes,
+    )
+
+
 def make_core(options: ServerOptions) -> ServerCore:
     """The sans-IO server: the format's handshake (or static keys), the address pool, limits."""
     static = options.static_keys
@@ -438,12 +463,7 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
     signals = SignalPipe()
     transport = tun_fd = None
     datapath = options.datapath(reporter)
-    routing = ServerRouting(
-        options.tunnel_address.network,
-        options.external_interface,
-        options.nft_file,
-        client_networks=tuple(network for _, network in options.client_networks),
-    )
+    routing = server_routing(options)
     core = make_core(options)
     stamps = HelloStamps(options.peers_folder, core)
     export = EspSaExport(options.esp_sa_file, options.listen) if options.esp_sa_file else None
@@ -457,21 +477,12 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             stamps.save()  # before the Welcomes leave (the loop sends after the events)
         if export and kinds & {HandshakeCompleted, SessionClosed}:
             export.write(core)
-        if kernel is not None and kinds & {HandshakeCompleted, SessionClosed}:
+        if kernel is not None:
             kernel.handle(events, time.monotonic())  # before the Welcomes leave
 
     watch = peers_watch(options, core, reporter, routing)
     try:
-        transport = open_transport(
-            options.transport,
-            options.listen,
-            options.port,
-            datapath=datapath,
-            drops=core.counters.drops,
-            buffer_bytes=options.queue_bytes or datapath.queue_bytes,
-        )
-        if kernel is not None:
-            kernel.encapsulate(transport)
+        transport = server_transport(options, datapath, core)
         tun_fd = bring_up(options, datapath, core, routing, reporter)
         mss_clamp = None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES
         loop = SelectLoop(
@@ -486,9 +497,8 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             if options.peers_folder
             else None,
         )
-        if kernel is not None:  # the kernel routes tun0's traffic into xfrm before tun0
-            loop.unregister(tun_fd)
-            reporter.log("kernel data plane: ESP on the socket goes to xfrm; tun0 is not read")
+        if kernel is not None:
+            kernel.take_over(transport, loop, tun_fd)
         loop.run()
         return 0
     finally:

@@ -114,9 +114,10 @@ class KernelDataplane:
     def plan(self, esp: EspSession) -> list[str]:
         """The ``ip -batch`` lines of one hand-off of ``esp``'s keys (pure: runs nothing):
         both states; the policies when there are none yet or the peer moved (``update``
-        replaces them in place); last, the states of two handshakes ago deleted
-        (``deleteall``, which a state already gone does not fail: an ``ip xfrm`` line that
-        fails ends the whole batch, ``-force`` or not)."""
+        replaces them in place); last, the states of two handshakes ago deleted. (An ``ip
+        xfrm`` line that fails ends the whole batch, ``-force`` or not; ``deleteall``, which
+        would not fail on a state already gone, keeps only its first line's filter in a
+        batch: iproute2 6.1, seen in the VM.)"""
         (local, lport), (peer, pport) = self.local, self.peer
         lines = [
             self._state(local, peer, esp.outbound, lport, pport, esp.cipher,
@@ -126,7 +127,7 @@ class KernelDataplane:
         ]  # fmt: skip
         if self.policy_peer != (self.local, self.peer):
             lines += [f"xfrm policy update {policy}" for policy in self._policies()]
-        lines += [f"xfrm state deleteall {_state_id(*state)}" for state in self.states[:-2]]
+        lines += [f"xfrm state delete {_state_id(*state)}" for state in self.states[:-2]]
         return lines
 
     def hand_over(self, session: Session, now: float, peer: tuple[str, int] | None = None) -> None:
@@ -138,8 +139,9 @@ class KernelDataplane:
                 from there): the states and policies are installed for it.
 
         Raises:
-            SetupError: not an ESP session (``--cipher plain``), or ``ip`` refused a line;
-                then nothing of this hand-off stays (its states are deleted again).
+            SetupError: not an ESP session (``--cipher plain``), or ``ip`` refused a line
+                (also an old state someone else removed); then this hand-off's states are
+                deleted again, and the caller ends the session.
         """
         esp = session.protection
         if peer is not None:
@@ -153,7 +155,7 @@ class KernelDataplane:
         added = [(local, remote, esp.outbound.spi), (remote, local, esp.inbound.spi)]
         done = ip_batch(lines)
         if done.returncode != 0:
-            ip_batch([f"xfrm state deleteall {_state_id(*state)}" for state in added])
+            one_by_one([f"xfrm state delete {_state_id(*state)}" for state in added])
             errors = "; ".join(done.stderr.strip().splitlines()) or f"exit {done.returncode}"
             raise SetupError(f"ip -batch (xfrm hand-off): {errors}")
         if self.policy_peer != (self.local, self.peer):
@@ -188,17 +190,23 @@ class KernelDataplane:
         return policies
 
     def remove(self) -> None:
-        """CleanUp: every state and policy this session added, in one ``ip -batch``
-        (``deleteall`` with the exact selector: one already gone is fine)."""
-        lines = [f"xfrm policy deleteall {selector}" for selector in self.policies]
-        lines += [f"xfrm state deleteall {_state_id(*state)}" for state in self.states]
-        if lines:
-            ip_batch(lines)
+        """CleanUp: every state and policy this session added, in one ``ip -batch``; if a
+        line fails (one already gone), the rest one by one."""
+        lines = [f"xfrm policy delete {selector}" for selector in self.policies]
+        lines += [f"xfrm state delete {_state_id(*state)}" for state in self.states]
+        if lines and ip_batch(lines).returncode != 0:
+            one_by_one(lines)
         self.policies, self.states, self.policy_peer = [], [], None
 
 
 def _state_id(src: str, dst: str, spi: int) -> str:
     return f"src {src} dst {dst} proto esp spi {spi:#010x}"
+
+
+def one_by_one(lines: list[str]) -> None:
+    """Each ``ip`` line on its own, whatever the others do (CleanUp after a failed batch)."""
+    for line in lines:
+        subprocess.run(["ip", *line.split()], capture_output=True, timeout=10)
 
 
 def ip_batch(lines: list[str]) -> subprocess.CompletedProcess:

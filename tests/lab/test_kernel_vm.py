@@ -14,6 +14,10 @@ esp-null (cipher_null + hmac(sha256), truncated to 128 bits), exactly as ``Algor
 spells them from the key file. Each pair pings both ways, idles past the liveness timeout (the
 kernel sends nothing while idle; ``--kernel-peer`` sends RFC 3948 NAT-keepalives), pings
 again, and the kernel's /proc/net/xfrm_stat stays all zero.
+
+Then the kernel as vpnlab's data plane, in the same boot: ``vpnlab client --kernel-dataplane``
+in the VM against vpnlab's server in r2, and ``vpnlab server --kernel-dataplane`` in the VM
+against a ``--kernel-peer`` client in r2 (its states and policies gone when it stops).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -33,8 +33,10 @@
 # The policies say which inner packets go in (those routed to tun0); the kernel's sequence
 # numbers start where Python's ended, so no GCM nonce is used twice.
 #
-# In the code: `vpnlab/shell/xfrm.py` (`KernelDataplane.hand_off`), `hand_to_kernel` in
-# `vpnlab/shell/client.py`. The kernel must have ESP: the lab's may not. We ask it.
+# In the code: `vpnlab/shell/xfrm.py` (`KernelDataplane.hand_over`), `hand_to_kernel` in
+# `vpnlab/shell/client.py`. The server does the same for each client (`vpnlab server
+# --kernel-dataplane`, `KernelSessions` in `vpnlab/shell/server.py`). The kernel must have
+# ESP: the lab's may not. We ask it.
 
 # %%
 import os

@@ -14,6 +14,10 @@ esp-null (cipher_null + hmac(sha256), truncated to 128 bits), exactly as ``Algor
 spells them from the key file. Each pair pings both ways, idles past the liveness timeout (the
 kernel sends nothing while idle; ``--kernel-peer`` sends RFC 3948 NAT-keepalives), pings
 again, and the kernel's /proc/net/xfrm_stat stays all zero.
+
+Then the kernel as vpnlab's data plane, in the same boot: ``vpnlab client --kernel-dataplane``
+in the VM against vpnlab's server in r2, and ``vpnlab server --kernel-dataplane`` in the VM
+against a ``--kernel-peer`` client in r2 (its states and policies gone when it stops).
 """
 
 from __future__ import annotations
@@ -261,3 +265,72 @@ def test_kernel_dataplane_client_in_the_vm(kernel_vm, tmp_path):
         vm.run("kill $(cat /tmp/client.pid) 2>/dev/null; ip xfrm state flush; ip xfrm policy flush")
         server.terminate()
         server.wait(timeout=10)
+
+
+# --- the kernel as the server's data plane (vpnlab server --kernel-dataplane) ------------------
+
+SERVER_PORT = 4502
+"""4500 in the VM is the module's ESP-in-UDP socket (the static-key tests)."""
+
+
+def test_kernel_dataplane_server_in_the_vm(kernel_vm, tmp_path):
+    """vpnlab's server in the VM hands each handshake's keys to the VM kernel's xfrm; vpnlab's
+    client in r2 (userspace, ``--kernel-peer``: NAT-keepalives, no ESP dummy packets) pings
+    through it both ways, across a rekey; the kernel's counters show it carried the data with
+    no error; after the server stops, no state and no policy is left."""
+    cipher = "esp-aes-gcm"
+    handle, vm = kernel_vm
+    psk = vm.work / "psk-server"
+    psk.write_text(os.urandom(32).hex() + "\n")
+    psk.chmod(0o600)
+    log = vm.work / "server.log"
+    argv = [sys.executable, "-m", "vpnlab", "server", "--psk-file", str(psk), "--cipher", cipher]
+    argv += ["--port", str(SERVER_PORT), "--kernel-dataplane", "--allow-host-changes"]
+    argv += ["--nft-file", str(vm.work / "nat.nft")]
+    vm.must("ip xfrm state flush; ip xfrm policy flush")
+    before = xfrm_errors(vm)  # since boot: the client's test before counts the server's dummies
+    vm.must(f"nohup {' '.join(argv)} > {log} 2>&1 & echo $! > /tmp/server.pid")
+    alive = "kill -0 $(cat /tmp/server.pid) 2>/dev/null"
+    wait = (
+        f"for i in $(seq 240); do grep -q 'tun0 is not read' {log} && exit 0; {alive} || exit 1; "
+    )
+    assert vm.run(wait + "sleep 1; done; exit 1", timeout_s=400).returncode == 0, log.read_text()
+    client_log = tmp_path / "client.log"
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", handle.ns(SERVER), sys.executable, "-m", "vpnlab", "client",
+         "--server", VM_ADDR, "--port", str(SERVER_PORT), "--psk-file", str(psk),
+         "--cipher", cipher, "--kernel-peer", "--rekey-after", "20", "--datapath", "simple"],
+        stdout=open(client_log, "wb"),  # noqa: SIM115 (the child keeps it)
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        up = wait_until(lambda: "-> connected" in client_log.read_text(), 60, 0.5)
+        assert up is not None and client.poll() is None, client_log.read_text() + log.read_text()
+        assert "kernel data plane: xfrm states and policies for 10.8.0.2" in log.read_text()
+        states = vm.must("ip xfrm state")
+        assert states.count("proto esp") == 2 and "espinudp" in states, states
+        assert vm.must("ip xfrm policy").count("dir ") == 3  # out, in, fwd
+        ping = handle.run(SERVER, "ping", "-c", "3", "-i", "0.3", "-W", "5", SERVER_TUNNEL_IP)
+        assert ping.returncode == 0, ping.stdout + client_log.read_text() + log.read_text()
+        ping = vm.run(f"ping -c 3 -i 0.3 -W 5 {CLIENT_TUNNEL_IP}", timeout_s=120)
+        assert ping.returncode == 0, ping.output + log.read_text()
+        assert min(sa_packets(vm)) >= 6  # the kernel sealed and opened them, not vpnlab
+        # a rekey (the client's --rekey-after 20): new states beside the old, the data goes on
+        rekeyed = wait_until(lambda: log.read_text().count("xfrm states and policies") >= 2, 90, 1)
+        assert rekeyed is not None, log.read_text()
+        time.sleep(2)
+        ping = handle.run(SERVER, "ping", "-c", "3", "-i", "0.3", "-W", "5", SERVER_TUNNEL_IP)
+        assert ping.returncode == 0, ping.stdout + log.read_text()
+        assert vm.must("ip xfrm state").count("proto esp") == 4  # old ones go at the next
+        assert xfrm_errors(vm) == before  # not one error in this test
+        assert client.poll() is None, client_log.read_text()
+    finally:
+        vm.run("kill $(cat /tmp/server.pid); for i in $(seq 120); do "
+               "kill -0 $(cat /tmp/server.pid) || exit 0; sleep 1; done", 240)  # fmt: skip
+        left = vm.must("ip xfrm state; ip xfrm policy").strip()
+        vm.run("ip xfrm state flush; ip xfrm policy flush")
+        client.terminate()
+        client.wait(timeout=10)
+    text = log.read_text()
+    assert "xfrm states and policies removed" in text and "bug:" not in text, text
+    assert left == "", f"CleanUp left xfrm: {left}"

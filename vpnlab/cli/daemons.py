@@ -124,9 +124,10 @@ def add_keying(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernel-peer",
         action="store_true",
-        help="with --static-keys: the peer is Linux's own ESP (ip xfrm, encap espinudp): "
-        "RFC 3948 NAT-keepalives instead of ESP dummy packets (which the kernel counts as "
-        "XfrmInStateProtoError), no Bye, and no liveness timeout unless given",
+        help="the peer is Linux's own ESP (ip xfrm, encap espinudp: static keys, or a vpnlab "
+        "daemon with --kernel-dataplane after the handshake): RFC 3948 NAT-keepalives instead "
+        "of ESP dummy packets (which the kernel counts as XfrmInStateProtoError), no Bye, "
+        "and no liveness timeout unless given",
     )
     parser.add_argument(
         "--rekey-after",
@@ -185,6 +186,15 @@ def register_server(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="ADDRESS=NETWORK",
         help="site to site: NETWORK is behind the client with tunnel ADDRESS (repeatable)",
+    )
+    server.add_argument(
+        "--kernel-dataplane",
+        action="store_true",
+        help="after each handshake, the kernel's xfrm carries that client's data (ESP in UDP, "
+        "as strongSwan after IKE; each session its own states, policies and reqid); the "
+        "daemon keeps the handshakes, rekeys, roaming and CleanUp (needs a kernel with ESP, "
+        "a handshake and an ESP cipher; IPv4, TUN, UDP only; no liveness timeout unless "
+        "given; docs/kernel.md)",
     )
     server.add_argument(
         "--identity",
@@ -284,12 +294,19 @@ def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
         raise VpnlabError(f"{options}: choose one way to key the tunnel")
     if args.static_keys is not None:  # claimed for this run: a second one would repeat nonces
         return None, read_static_keys(args.static_keys, args.command)
+    format: Format
     if getattr(args, "identity", None) is not None:
         identity = read_server_identity(args.identity, args.tunnel_address)
-        return IdentityFormat(args.cipher, server=identity), None
-    if getattr(args, "config", None) is not None:
-        return IdentityFormat(args.config_file.cipher, client=args.config_file.identity), None
-    return make_format(args.cipher, read_psk(args.psk_file)), None
+        format = IdentityFormat(args.cipher, server=identity)
+    elif getattr(args, "config", None) is not None:
+        format = IdentityFormat(args.config_file.cipher, client=args.config_file.identity)
+    else:
+        format = make_format(args.cipher, read_psk(args.psk_file))
+    if args.kernel_peer:  # the peer's kernel carries its data after the handshake
+        if not hasattr(format, "kernel_peer"):
+            raise VpnlabError("--kernel-peer needs ESP: --cipher esp-null or esp-aes-gcm")
+        format.kernel_peer = True  # type: ignore[attr-defined]  # its sessions: KernelPeerSession
+    return format, None
 
 
 def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys | None) -> int:
@@ -329,8 +346,6 @@ def queue_bytes_of(args: argparse.Namespace) -> int | None:
 
 def timeouts(args: argparse.Namespace) -> Timeouts:
     """The timers the options change; the notes' 2.5 s connect timeout stays."""
-    if args.kernel_peer and args.static_keys is None:
-        raise VpnlabError("--kernel-peer goes with --static-keys (the kernel does no handshake)")
     liveness = args.liveness_timeout
     if liveness is None:  # a kernel's ESP says nothing while idle, and ours cannot see it
         quiet = args.kernel_peer or getattr(args, "kernel_dataplane", False)
@@ -342,6 +357,13 @@ def timeouts(args: argparse.Namespace) -> Timeouts:
 
 def server_main(args: argparse.Namespace) -> int:
     format, static = wire(args)
+    if args.kernel_dataplane:
+        if static is not None:
+            raise VpnlabError(
+                "--kernel-dataplane needs the handshake: a static-key server learns its "
+                "client from the first ESP datagram, which the kernel keeps"
+            )
+        require_kernel_esp(args, format.name)
     networks = tuple(args.client_network)
     if isinstance(format, IdentityFormat) and format.server is not None:
         networks += tuple(
@@ -370,6 +392,7 @@ def server_main(args: argparse.Namespace) -> int:
         timeouts=timeouts(args),
         kernel_peer=args.kernel_peer,
         peers_folder=args.identity,
+        kernel_dataplane=args.kernel_dataplane,
     )
     return run_server(options, Reporter("server", args.status_file))
 
@@ -408,8 +431,10 @@ def client_main(args: argparse.Namespace) -> int:
 
 
 def require_kernel_esp(args: argparse.Namespace, cipher: str) -> None:
-    """``--kernel-dataplane``: refuse at once, in one line, on a kernel without ESP."""
-    if args.mode == "tap" or args.transport == "tcp" or ":" in str(args.server):
+    """``--kernel-dataplane`` (either daemon): refuse at once, in one line, what it cannot
+    carry (TAP, TCP, IPv6 outside, a cipher that is not ESP) and a kernel without ESP."""
+    outer = getattr(args, "server", None) or getattr(args, "listen", "")
+    if args.mode == "tap" or args.transport == "tcp" or ":" in str(outer):
         raise VpnlabError("--kernel-dataplane carries IP packets in UDP over IPv4 only")
     if cipher not in ("esp-null", "esp-aes-gcm"):
         raise VpnlabError("--kernel-dataplane needs ESP: --cipher esp-null or esp-aes-gcm")

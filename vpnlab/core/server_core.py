@@ -8,6 +8,14 @@ reply), then the per-source rate limit, and only then a Diffie-Hellman, at most
 works through after the data of the same wake-up. A new handshake never ends a live session:
 its keys wait as the session's ``pending`` ones until a datagram under them arrives, and the
 address the server sends to follows the latest authentic datagram (``_roaming``).
+
+With ``kernel_dataplane`` the kernel's xfrm carries the data (``vpnlab server
+--kernel-dataplane``, ``shell/xfrm.py``): no datagram under a session's keys ever reaches this
+core, so an answered Hello is all it sees of a client after the first handshake. Then a
+rekey's keys are in use at once (the kernel sends with the newest state), an authentic Hello
+from another address moves its session at once (roaming), the Hello is the client's sign of
+life, and :meth:`ServerCore.keys_in_use` and :meth:`ServerCore.end_session` tell the shell
+which keys to give the kernel and let it end a session whose hand-off failed.
 """
 
 from __future__ import annotations
@@ -26,7 +34,15 @@ from vpnlab.core.events import (
     HandshakeCompleted,
     SessionClosed,
 )
-from vpnlab.core.formats import CheckedHello, Established, Format, Kind, Peer, RandomBytes
+from vpnlab.core.formats import (
+    CheckedHello,
+    Established,
+    Format,
+    Kind,
+    Peer,
+    Protection,
+    RandomBytes,
+)
 from vpnlab.core.forwarding import (
     ClientNetworks,
     EthernetForwarder,
@@ -83,6 +99,8 @@ class ServerCore(CoreBase):
             nothing, "address pool exhausted"). Only for a tun0 that carries IPv6.
         mss_clamp: lower the MSS option of TCP SYNs read from tun0 to this (tun0's MTU - 40;
             None: leave it, as TAP mode does).
+        kernel_dataplane: the kernel carries the sessions' data (see the module's text): a
+            handshake's keys are used at once and its Hello moves and refreshes its session.
     """
 
     def __init__(
@@ -101,9 +119,11 @@ class ServerCore(CoreBase):
         max_sessions_per_ip: int = MAX_SESSIONS_PER_IP,
         ipv6_only_clients: int = 0,
         mss_clamp: int | None = None,
+        kernel_dataplane: bool = False,
     ) -> None:
         self.format = format
         self.mss_clamp = mss_clamp
+        self.kernel_dataplane = kernel_dataplane
         self.max_sessions_per_ip = max_sessions_per_ip
         self.counters = Counters()
         self.router = Router(client_networks)
@@ -222,12 +242,18 @@ class ServerCore(CoreBase):
             return self._drop(exc.reason, peer)
         if session.previous is not None:
             self._sessions_due = min(self._sessions_due, session.previous_until)
+        moved = self._move(session, peer)
+        return [moved, *self._deliver(session, kind, packet, now, to_tun)]
+
+    def _move(self, session: Session, peer: Address) -> EndpointMoved:
+        """Roaming: the session's datagrams go to ``peer`` from now on (its old address may
+        still prove itself, as a client moving back does)."""
         old = session.peer
         self._forget(session)
         session.peer = peer
         self._add(session)
         self._roaming[old] = session
-        return [EndpointMoved(old, peer), *self._deliver(session, kind, packet, now, to_tun)]
+        return EndpointMoved(old, peer)
 
     def _deliver(
         self, session: Session, kind: Kind, packet: bytes, now: float, to_tun: list[bytes]
@@ -326,7 +352,14 @@ class ServerCore(CoreBase):
         if isinstance(address, Drop):
             return self._drop(address, peer)
         reply, protection = self.handshake.answer(checked, address)
-        if old is not None:  # a rekey, or roaming: the live keys stay until these are used
+        events: list[Event] = []
+        if old is not None and self.kernel_dataplane:  # no datagram will confirm them: now
+            old.rekey(protection, now, confirmed=True)
+            old.last_received = now  # the only sign of life the kernel lets us see
+            self.counters.rekeys += 1
+            if old.peer != peer:
+                events.append(self._move(old, peer))
+        elif old is not None:  # a rekey, or roaming: the live keys stay until these are used
             old.rekey(protection, now, confirmed=False)
             self.counters.rekeys += 1
             if old.peer != peer:
@@ -337,7 +370,7 @@ class ServerCore(CoreBase):
             self._add(session)
         self._replies[peer] = (hello, reply)
         self._outbox.append((reply, peer))
-        return [HandshakeCompleted(peer, address)]
+        return [*events, HandshakeCompleted(peer, address)]
 
     def _address_for(
         self, hello: CheckedHello, old: Session | None, peer: Address
@@ -387,6 +420,19 @@ class ServerCore(CoreBase):
         if self.once:
             self.finished = True
         return [SessionClosed(session.peer, reason)]
+
+    def keys_in_use(self, peer: Address) -> Protection | None:
+        """The keys ``peer``'s session sends with now (a rekey's, once in use), which the
+        kernel must hold (``--kernel-dataplane``); None: no session there."""
+        session = self.sessions.get(peer)
+        return None if session is None else session.protection
+
+    def end_session(self, peer: Address, reason: Close = Close.CLOSED) -> list[Event]:
+        """End ``peer``'s session from outside the protocol (the shell could not give its keys
+        to the kernel): its address goes back to the pool; nothing is sent (the peer's next
+        Hello starts again). No session there: nothing happens."""
+        session = self.sessions.get(peer)
+        return [] if session is None else self._end(session, reason)
 
     def update_peers(self, peers: Sequence[Peer]) -> list[Event]:
         """Identity mode: ``peers.toml`` changed. New peers are answered from now on; a

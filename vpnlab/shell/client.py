@@ -227,7 +227,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             if isinstance(event, HandshakeCompleted):
                 export_keys(options, core)
                 if dataplane is not None and core.session is not None:
-                    dataplane.hand_off(core.session, time.monotonic())
+                    dataplane.hand_over(core.session, time.monotonic())
 
         device = datapath.device(tun_fd, core.counters.drops)
         loop = SelectLoop(core, device, transport, reporter, signals, on_event)
@@ -256,7 +256,7 @@ def hand_to_kernel(
     local = (outer_source(server), options.local_port)
     dataplane = KernelDataplane(address.ip, "client", local, (server, options.port))
     try:
-        dataplane.hand_off(core.session, time.monotonic())
+        dataplane.hand_over(core.session, time.monotonic())
         encapsulate(transport.sock)
     except BaseException:
         dataplane.remove()  # what was added before the step that failed

@@ -12,6 +12,10 @@
                         the socket closed (on SIGINT/SIGTERM, or with --once when the client
                         leaves, as in the notes)
 
+With ``--kernel-dataplane`` the kernel's xfrm carries every session's data (``xfrm.py``,
+:class:`KernelSessions`): the socket hands ESP to the kernel, each handshake's keys become
+xfrm states and policies, and the loop sees only Hellos; tun0 is not read.
+
 The notes' server answers one client and ends with it; ours keeps listening for the next
 one unless ``--once`` is given.
 """
@@ -33,7 +37,7 @@ from vpnlab.core.constants import (
     TUN_NAME,
 )
 from vpnlab.core.errors import VpnlabError
-from vpnlab.core.events import Event, HandshakeCompleted, SessionClosed
+from vpnlab.core.events import Address, Event, HandshakeCompleted, SessionClosed
 from vpnlab.core.formats import Established, Format, Peer
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES, unmapped
 from vpnlab.core.pool import tunnel_address6
@@ -53,9 +57,10 @@ from vpnlab.shell.queues import SERVER_MIN_RING_ENTRIES, ring_entries
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ServerRouting, carries_ipv6, refuse_host_changes
 from vpnlab.shell.tap import device_flags, mac_address
-from vpnlab.shell.transport import open_transport
+from vpnlab.shell.transport import Transport, UdpTransport, open_transport
 from vpnlab.shell.tun import create_tun_dev, ifconfig
 from vpnlab.shell.tunnel import Datapath, SelectLoop, SignalPipe, SimpleDatapath, clean_up
+from vpnlab.shell.xfrm import KernelDataplane, KernelHeld, encapsulate, outer_source
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 from vpnlab.wire.identity import check_peers
 
@@ -95,6 +100,8 @@ class ServerOptions:
     """Static keys against Linux's own ESP: NAT-keepalives, no Bye (``esp.KernelPeerSession``)."""
     peers_folder: Path | None = None
     """Identity mode: the folder of ``peers.toml``, read again when it changes (revocations)."""
+    kernel_dataplane: bool = False
+    """Each handshake's keys go to the kernel's xfrm, which carries the data (``xfrm.py``)."""
 
 
 class EspSaExport:
@@ -125,6 +132,87 @@ class EspSaExport:
                 rows += entry[2]
         self._rows = kept
         write_secret(self.path, esp_sa_text(rows))
+
+
+class KernelSessions:
+    """``--kernel-dataplane``: every client's session in the kernel's xfrm, by its tunnel
+    address (``xfrm.KernelDataplane``, the same hand-off as the client's).
+
+    SetRouting, per session: after each completed handshake (the first, a rekey, or one from
+    a new address: roaming, its Hello the proof) its keys go to the kernel in one ``ip
+    -batch``, before the Welcome leaves; the states of two handshakes ago go. CleanUp, per
+    session: when it ends (``SessionClosed``: revoked, a liveness timeout if one was given)
+    and for all of them at exit. A hand-off that fails ends that session only
+    (``ServerCore.end_session``); the others go on.
+    """
+
+    def __init__(self, options: ServerOptions, core: ServerCore, reporter: Reporter) -> None:
+        self.port = options.port
+        self.listen = options.listen
+        self.core = core
+        self.reporter = reporter
+        self.held: dict[IPv4Address, KernelDataplane] = {}
+
+    def take_over(self, transport: Transport, loop: SelectLoop, tun_fd: int) -> None:
+        """Before the loop: ESP on the socket goes to xfrm (Hellos still come up), and the
+        loop leaves tun0 (the kernel routes tun0's traffic into xfrm before tun0)."""
+        assert isinstance(transport, UdpTransport)  # the CLI refuses --transport tcp with it
+        encapsulate(transport.sock)
+        loop.unregister(tun_fd)
+        self.reporter.log("kernel data plane: ESP on the socket goes to xfrm; tun0 is not read")
+
+    def handle(self, events: list[Event], now: float) -> None:
+        """A batch of the core's events: hand-offs and removals, in their order."""
+        for event in events:
+            if type(event) is HandshakeCompleted:
+                self.hand_over(event.peer, now)
+            elif type(event) is SessionClosed:
+                self.remove(event.peer)
+
+    def hand_over(self, peer: Address, now: float) -> None:
+        session = self.core.sessions.get(peer)
+        keys = self.core.keys_in_use(peer)
+        if session is None or keys is None or isinstance(keys, KernelHeld):
+            return
+        address = session.tunnel_address
+        try:
+            if address is None:
+                raise VpnlabError("no IPv4 tunnel address (--kernel-dataplane carries IPv4)")
+            dataplane = self.held.get(address.ip)
+            if dataplane is None:
+                local = self.listen if self.listen != "0.0.0.0" else outer_source(peer[0])
+                dataplane = KernelDataplane(address.ip, "server", (local, self.port), peer)
+                self.held[address.ip] = dataplane
+            moved = dataplane.peer != peer
+            dataplane.hand_over(session, now, peer)
+        except (VpnlabError, OSError) as exc:
+            self.reporter.log(f"kernel data plane: {peer[0]}:{peer[1]}: {exc}; session ended")
+            if address is not None:
+                self.remove_address(address.ip)
+            for event in self.core.end_session(peer):
+                self.reporter.event(event)
+            return
+        where = f"{peer[0]}:{peer[1]}" + (" (moved)" if moved else "")
+        self.reporter.log(f"kernel data plane: xfrm states and policies for {address.ip} at "
+                          f"{where}, reqid {dataplane.reqid:#010x}")  # fmt: skip
+
+    def remove(self, peer: Address) -> None:
+        """CleanUp of the session at ``peer`` (its states and policies)."""
+        for address, dataplane in list(self.held.items()):
+            if dataplane.peer == peer:
+                self.remove_address(address)
+
+    def remove_address(self, address: IPv4Address) -> None:
+        dataplane = self.held.pop(address, None)
+        if dataplane is not None:
+            dataplane.remove()
+
+    def remove_all(self) -> None:
+        """CleanUp at exit: every session's states and policies."""
+        for address in list(self.held):
+            self.remove_address(address)
+        if self.held == {}:
+            self.reporter.log("kernel data plane: xfrm states and policies removed")
 
 
 Networks = tuple[tuple[IPv4Address, IPv4Network | IPv6Network], ...]
@@ -314,6 +402,28 @@ def peers_watch(
     )
 
 
+def server_routing(options: ServerOptions) -> ServerRouting:
+    """SetRouting(0)'s forwarding and NAT, applied at bring-up, restored at CleanUp."""
+    return ServerRouting(
+        options.tunnel_address.network,
+        options.external_interface,
+        options.nft_file,
+        client_networks=tuple(network for _, network in options.client_networks),
+    )
+
+
+def server_transport(options: ServerOptions, datapath: Datapath, core: ServerCore) -> Transport:
+    """Init(PORT): the socket (or TCP listener) the clients reach."""
+    return open_transport(
+        options.transport,
+        options.listen,
+        options.port,
+        datapath=datapath,
+        drops=core.counters.drops,
+        buffer_bytes=options.queue_bytes or datapath.queue_bytes,
+    )
+
+
 def make_core(options: ServerOptions) -> ServerCore:
     """The sans-IO server: the format's handshake (or static keys), the address pool, limits."""
     static = options.static_keys
@@ -334,8 +444,13 @@ def make_core(options: ServerOptions) -> ServerCore:
         layer2=options.mode == "tap",
         mss_clamp=None if options.mode == "tap" else options.mtu - TCP_IP_HEADERS_BYTES,
         ipv6_only_clients=(  # once 10.8.0.0/24 is used up: fd10:8::100 and up
-            IPV6_ONLY_CLIENTS if static is None and carries_ipv6(options.mode, options.mtu) else 0
+            IPV6_ONLY_CLIENTS
+            if static is None
+            and carries_ipv6(options.mode, options.mtu)
+            and not options.kernel_dataplane  # its policies select IPv4 addresses
+            else 0
         ),
+        kernel_dataplane=options.kernel_dataplane,
     )
 
 
@@ -349,15 +464,11 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
     signals = SignalPipe()
     transport = tun_fd = None
     datapath = options.datapath(reporter)
-    routing = ServerRouting(
-        options.tunnel_address.network,
-        options.external_interface,
-        options.nft_file,
-        client_networks=tuple(network for _, network in options.client_networks),
-    )
+    routing = server_routing(options)
     core = make_core(options)
     stamps = HelloStamps(options.peers_folder, core)
     export = EspSaExport(options.esp_sa_file, options.listen) if options.esp_sa_file else None
+    kernel = KernelSessions(options, core, reporter) if options.kernel_dataplane else None
 
     def on_events(events: list[Event]) -> None:
         """Once per batch of events, not per event: 250 Byes arriving together rewrote the
@@ -367,19 +478,14 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             stamps.save()  # before the Welcomes leave (the loop sends after the events)
         if export and kinds & {HandshakeCompleted, SessionClosed}:
             export.write(core)
+        if kernel is not None:
+            kernel.handle(events, time.monotonic())  # before the Welcomes leave
 
     watch = peers_watch(options, core, reporter, routing)
     try:
-        transport = open_transport(
-            options.transport,
-            options.listen,
-            options.port,
-            datapath=datapath,
-            drops=core.counters.drops,
-            buffer_bytes=options.queue_bytes or datapath.queue_bytes,
-        )
+        transport = server_transport(options, datapath, core)
         tun_fd = bring_up(options, datapath, core, routing, reporter)
-        SelectLoop(
+        loop = SelectLoop(
             core,
             datapath.device(tun_fd, core.counters.drops),
             transport,
@@ -389,9 +495,14 @@ def run_server(options: ServerOptions, reporter: Reporter) -> int:
             every_second=guarded("peers", watch.check, core, reporter, then=stamps.sync)
             if options.peers_folder
             else None,
-        ).run()
+        )
+        if kernel is not None:
+            kernel.take_over(transport, loop, tun_fd)
+        loop.run()
         return 0
     finally:
+        if kernel is not None:
+            kernel.remove_all()
         stamps.close()
         summary = "cleaned up: NAT rule removed, forwarding restored"
         clean_up(core, transport, tun_fd, routing, reporter, summary)

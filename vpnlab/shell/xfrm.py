@@ -5,10 +5,11 @@ IKE, the daemon gives them to the kernel and keeps only the control plane:
 
     handshake (userspace)    Hello / Welcome on the UDP socket: non-ESP marker 0x00000000,
                              which the kernel's ESP-in-UDP decapsulation passes to the socket
-    hand-off                 ip xfrm state add (both SAs, encap espinudp, the outbound one
-                             continuing the sequence numbers userspace used: replay-oseq)
-                             ip xfrm policy add (inner selectors: what goes in the tunnel)
-                             setsockopt(UDP_ENCAP, UDP_ENCAP_ESPINUDP) on the daemon's socket
+    hand-off                 one ``ip -batch``: xfrm state add (both SAs, encap espinudp, the
+                             outbound one continuing the sequence numbers userspace used:
+                             replay-oseq; the session's own reqid), xfrm policy update (inner
+                             selectors: what goes in the tunnel), the states of two
+                             handshakes ago deleted; UDP_ENCAP_ESPINUDP on the daemon's socket
     data                     the kernel: a packet routed to tun0 meets the out policy first and
                              leaves as ESP in UDP; ESP arriving on port 4500 is opened by the
                              kernel and never reaches the daemon. tun0 stays (its address and
@@ -76,11 +77,24 @@ class KernelHeld(KernelPeerSession):
         return self.seal(frame)
 
 
+def reqid_of(inner: IPv4Address) -> int:
+    """Each session's own reqid: the client's tunnel address as a number (10.8.0.2 is
+    0x0a080002). A policy's template names it, and only that session's states match it: two
+    clients behind one NAT share an outer address, and the kernel would otherwise send both
+    their traffic with whichever state is newest."""
+    return int(inner)
+
+
 class KernelDataplane:
-    """One session's xfrm states and policies, installed at hand-off, removed at CleanUp.
+    """One session's xfrm states and policies, installed at each hand-off, removed at CleanUp.
+
+    Both daemons use it: the client for its one session, the server for each of its clients
+    (``vpnlab server --kernel-dataplane``). :meth:`hand_over` is the one step that gives the
+    kernel a session's keys, after its first handshake and after each rekey.
 
     Args:
-        inner: our tunnel address (client) or the client's (server): the policies' selector.
+        inner: the client's tunnel address (ours at a client): the policies' selector, and
+            the reqid (:func:`reqid_of`).
         role: "client" or "server" (which side of the selector is ``inner``).
         local, peer: the outer UDP addresses (ours, the peer's).
     """
@@ -89,42 +103,75 @@ class KernelDataplane:
         self, inner: IPv4Address, role: str, local: tuple[str, int], peer: tuple[str, int]
     ) -> None:
         self.inner, self.role, self.local, self.peer = inner, role, local, peer
+        self.reqid = reqid_of(inner)
         self.states: list[tuple[str, str, int]] = []
         """(src, dst, spi) of every state we added, oldest first."""
-        self.policies: list[list[str]] = []
+        self.policies: list[str] = []
+        """The selectors (with direction) of the policies we installed."""
+        self.policy_peer: tuple[tuple[str, int], tuple[str, int]] | None = None
+        """The outer addresses the installed policies' templates name (None: none yet)."""
 
-    def hand_off(self, session: Session, now: float) -> None:
-        """Give the session's current keys to the kernel; userspace seals nothing after this.
+    def plan(self, esp: EspSession) -> list[str]:
+        """The ``ip -batch`` lines of one hand-off of ``esp``'s keys (pure: runs nothing):
+        both states; the policies when there are none yet or the peer moved (``update``
+        replaces them in place); last, the states of two handshakes ago deleted. (An ``ip
+        xfrm`` line that fails ends the whole batch, ``-force`` or not; ``deleteall``, which
+        would not fail on a state already gone, keeps only its first line's filter in a
+        batch: iproute2 6.1, seen in the VM.)"""
+        (local, lport), (peer, pport) = self.local, self.peer
+        lines = [
+            self._state(local, peer, esp.outbound, lport, pport, esp.cipher,
+                        f"replay-oseq {esp.next_seq - 1}"),
+            self._state(peer, local, esp.inbound, pport, lport, esp.cipher,
+                        f"replay-window {REPLAY_WINDOW}"),
+        ]  # fmt: skip
+        if self.policy_peer != (self.local, self.peer):
+            lines += [f"xfrm policy update {policy}" for policy in self._policies()]
+        lines += [f"xfrm state delete {_state_id(*state)}" for state in self.states[:-2]]
+        return lines
+
+    def hand_over(self, session: Session, now: float, peer: tuple[str, int] | None = None) -> None:
+        """SetRouting (the kernel's data plane): give the session's current keys to the
+        kernel, in one ``ip -batch`` (``ip -b -``); userspace seals nothing after this.
+
+        Args:
+            peer: the peer's outer address if it moved (roaming, after an authentic Hello
+                from there): the states and policies are installed for it.
 
         Raises:
-            SetupError: not an ESP session (``--cipher plain``), or ``ip xfrm`` refused.
+            SetupError: not an ESP session (``--cipher plain``), or ``ip`` refused a line
+                (also an old state someone else removed); then this hand-off's states are
+                deleted again, and the caller ends the session.
         """
         esp = session.protection
+        if peer is not None:
+            self.peer = peer
         if isinstance(esp, KernelHeld):
-            return
+            return  # the kernel's already (a move comes with a handshake, hence new keys)
         if not isinstance(esp, EspSession):
             raise SetupError("--kernel-dataplane needs ESP: --cipher esp-null or esp-aes-gcm")
-        (local, lport), (peer, pport) = self.local, self.peer
-        self.add_state(local, peer, esp.outbound, lport, pport, esp.algorithm.name,
-                       ["replay-oseq", str(esp.next_seq - 1)])  # fmt: skip
-        self.add_state(peer, local, esp.inbound, pport, lport, esp.algorithm.name,
-                       ["replay-window", str(REPLAY_WINDOW)])  # fmt: skip
-        if not self.policies:
-            self.add_policies()
-        for src, dst, spi in self.states[:-4]:  # two handshakes ago: nothing uses them now
-            ip_xfrm("state", "delete", "src", src, "dst", dst, "proto", "esp", "spi", hex(spi))
-        self.states = self.states[-4:]
+        lines = self.plan(esp)
+        (local, _), (remote, _) = self.local, self.peer
+        added = [(local, remote, esp.outbound.spi), (remote, local, esp.inbound.spi)]
+        done = ip_batch(lines)
+        if done.returncode != 0:
+            one_by_one([f"xfrm state delete {_state_id(*state)}" for state in added])
+            errors = "; ".join(done.stderr.strip().splitlines()) or f"exit {done.returncode}"
+            raise SetupError(f"ip -batch (xfrm hand-off): {errors}")
+        if self.policy_peer != (self.local, self.peer):
+            self.policies = [policy.split(" tmpl ")[0] for policy in self._policies()]
+            self.policy_peer = (self.local, self.peer)
+        self.states = [*self.states[-2:], *added]
         session.rekey(KernelHeld(esp.cipher, esp.outbound, esp.inbound), now, confirmed=True)
 
-    def add_state(
-        self, src: str, dst: str, sa: SaKeys, sport: int, dport: int, cipher: str, extra: list[str]
-    ) -> None:
-        self.run("state", "add", "src", src, "dst", dst, "proto", "esp", "spi", hex(sa.spi),
-                 "mode", "tunnel", *algorithm(cipher).xfrm_args(sa.key), *extra,
-                 "encap", "espinudp", str(sport), str(dport), "0.0.0.0")  # fmt: skip
-        self.states.append((src, dst, sa.spi))
+    def _state(
+        self, src: str, dst: str, sa: SaKeys, sport: int, dport: int, cipher: str, extra: str
+    ) -> str:
+        transform = " ".join(f'"{arg}"' for arg in algorithm(cipher).xfrm_args(sa.key))
+        return (f"xfrm state add {_state_id(src, dst, sa.spi)} reqid {self.reqid} mode tunnel "
+                f"{transform} {extra} encap espinudp {sport} {dport} 0.0.0.0")  # fmt: skip
 
-    def add_policies(self) -> None:
+    def _policies(self) -> list[str]:
         """out: our inner traffic into the tunnel; in (and fwd at a server): what may come out.
 
         A client sends from its tunnel address to anywhere; a server sends anything to the
@@ -133,27 +180,41 @@ class KernelDataplane:
         (local, _), (peer, _) = self.local, self.peer
         one, anywhere = f"{self.inner}/32", "0.0.0.0/0"
         ours, theirs = (one, anywhere) if self.role == "client" else (anywhere, one)
-        outbound = ["src", local, "dst", peer, "proto", "esp", "mode", "tunnel"]
-        inbound = ["src", peer, "dst", local, "proto", "esp", "mode", "tunnel"]
-        wanted = [["src", ours, "dst", theirs, "dir", "out", "tmpl", *outbound]]
+        tmpl = f"proto esp reqid {self.reqid} mode tunnel"
+        policies = [f"src {ours} dst {theirs} dir out tmpl src {local} dst {peer} {tmpl}"]
         directions = ["in"] if self.role == "client" else ["in", "fwd"]
-        wanted += [["src", theirs, "dst", ours, "dir", d, "tmpl", *inbound] for d in directions]
-        for policy in wanted:
-            self.run("policy", "add", *policy)
-            self.policies.append(policy[:6])  # the selector and direction name it
-
-    def run(self, *argv: str) -> None:
-        done = ip_xfrm(*argv)
-        if done.returncode != 0:
-            raise SetupError(f"ip xfrm {argv[0]} {argv[1]}: {done.stderr.strip()}")
+        policies += [
+            f"src {theirs} dst {ours} dir {d} tmpl src {peer} dst {local} {tmpl}"
+            for d in directions
+        ]
+        return policies
 
     def remove(self) -> None:
-        """CleanUp: every state and policy this session added (missing ones are fine)."""
-        for selector in self.policies:
-            ip_xfrm("policy", "delete", *selector)
-        for src, dst, spi in self.states:
-            ip_xfrm("state", "delete", "src", src, "dst", dst, "proto", "esp", "spi", hex(spi))
-        self.policies, self.states = [], []
+        """CleanUp: every state and policy this session added, in one ``ip -batch``; if a
+        line fails (one already gone), the rest one by one."""
+        lines = [f"xfrm policy delete {selector}" for selector in self.policies]
+        lines += [f"xfrm state delete {_state_id(*state)}" for state in self.states]
+        if lines and ip_batch(lines).returncode != 0:
+            one_by_one(lines)
+        self.policies, self.states, self.policy_peer = [], [], None
+
+
+def _state_id(src: str, dst: str, spi: int) -> str:
+    return f"src {src} dst {dst} proto esp spi {spi:#010x}"
+
+
+def one_by_one(lines: list[str]) -> None:
+    """Each ``ip`` line on its own, whatever the others do (CleanUp after a failed batch)."""
+    for line in lines:
+        subprocess.run(["ip", *line.split()], capture_output=True, timeout=10)
+
+
+def ip_batch(lines: list[str]) -> subprocess.CompletedProcess:
+    """``ip -batch -``: the lines (``ip`` commands without the ``ip``) in one process, up to
+    the first that fails."""
+    argv = ["ip", "-batch", "-"]
+    text = "".join(line + "\n" for line in lines)
+    return subprocess.run(argv, input=text, capture_output=True, text=True, timeout=30)
 
 
 def encapsulate(sock: socket.socket) -> None:

@@ -49,7 +49,7 @@ from vpnlab.core.formats import (
 from vpnlab.core.pool import TunnelAddress
 from vpnlab.core.reasons import Drop
 from vpnlab.wire.crypto import algorithm, hello_key, hmac_sha256_128, session_keys
-from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
+from vpnlab.wire.esp import NON_ESP_MARKER, EspSession, KernelPeerSession
 from vpnlab.wire.welcome_address import pack_address, unpack_address
 
 HELLO = struct.Struct("!4sBBQ32s16s")
@@ -108,6 +108,9 @@ class EspClientHandshake(SendsHellos):
         random_bytes: the source of the ephemeral X25519 key.
     """
 
+    kernel_peer = False
+    """The peer is Linux's own ESP (``--kernel-peer``): the sessions are ``KernelPeerSession``."""
+
     def __init__(self, cipher: str, psk: bytes, random_bytes: RandomBytes) -> None:
         algorithm(cipher)
         self._cipher = cipher
@@ -165,7 +168,8 @@ class EspClientHandshake(SendsHellos):
         if not hmac.compare_digest(_mac(keys.confirm_key, datagram), tag):
             raise RemoteProtocolError(Drop.WRONG_PSK_OR_MUTATED)
         address = unpack_address(ip, prefix)
-        session = EspSession(self._cipher, keys.client_to_server, keys.server_to_client)
+        kind = KernelPeerSession if self.kernel_peer else EspSession
+        session = kind(self._cipher, keys.client_to_server, keys.server_to_client)
         self._welcome = datagram
         self._established = Established(session, address)
         return self._established
@@ -181,6 +185,9 @@ class EspServerHandshake(AnswersHellos):
         max_skew_s: how far a Hello's timestamp may be from our ``now``.
         cache_size: how many answered Hellos to remember (bounds the server's memory).
     """
+
+    kernel_peer = False
+    """The peer is Linux's own ESP (``--kernel-peer``): the sessions are ``KernelPeerSession``."""
 
     def __init__(
         self,
@@ -253,7 +260,8 @@ class EspServerHandshake(AnswersHellos):
         keys = session_keys(self._cipher, self._psk, secret, datagram + body[:-16])
         welcome = body[:-16] + _mac(keys.confirm_key, body)
         self._answered[datagram] = hello.state + self.max_skew_s  # type: ignore[operator]
-        return welcome, EspSession(self._cipher, keys.server_to_client, keys.client_to_server)
+        kind = KernelPeerSession if self.kernel_peer else EspSession
+        return welcome, kind(self._cipher, keys.server_to_client, keys.client_to_server)
 
     def _forget_expired(self, now: float) -> None:
         """Drop remembered Hellos that would now be stale anyway (oldest answered first)."""
@@ -293,6 +301,9 @@ class EspFormat:
             raise VpnlabError(f"the pre-shared key needs at least {MIN_PSK_BYTES} bytes")
         self.max_skew_s = max_skew_s
         self.cache_size = cache_size
+        self.kernel_peer = False
+        """``--kernel-peer`` with the handshake: its sessions are ``KernelPeerSession`` (the
+        peer is a vpnlab daemon whose kernel carries the data, ``--kernel-dataplane``)."""
 
     def is_hello(self, datagram: bytes) -> bool:
         """Whether ``datagram`` claims to be a Hello (``respond`` checks the rest)."""
@@ -300,17 +311,21 @@ class EspFormat:
 
     def client_handshake(self, random_bytes: RandomBytes) -> EspClientHandshake:
         """ClientConnection: a fresh handshake (a fresh ephemeral key) for one connection."""
-        return EspClientHandshake(self.name, self.psk, random_bytes)
+        handshake = EspClientHandshake(self.name, self.psk, random_bytes)
+        handshake.kernel_peer = self.kernel_peer
+        return handshake
 
     def server_handshake(self, random_bytes: RandomBytes) -> EspServerHandshake:
         """ServerConnection: the one handshake object that answers every client."""
-        return EspServerHandshake(
+        handshake = EspServerHandshake(
             self.name,
             self.psk,
             random_bytes,
             max_skew_s=self.max_skew_s,
             cache_size=self.cache_size,
         )
+        handshake.kernel_peer = self.kernel_peer
+        return handshake
 
 
 def esp_format(

@@ -60,7 +60,7 @@ from vpnlab.core.formats import (
 from vpnlab.core.pool import TunnelAddress
 from vpnlab.core.reasons import Drop
 from vpnlab.wire.crypto import SaKeys, algorithm, sa_key, spi_from
-from vpnlab.wire.esp import NON_ESP_MARKER, EspSession
+from vpnlab.wire.esp import NON_ESP_MARKER, EspSession, KernelPeerSession
 from vpnlab.wire.handshake import CIPHER_IDS
 from vpnlab.wire.noise import (
     HELLO_OVERHEAD,
@@ -118,9 +118,12 @@ def _check_header(datagram: bytes, prefix: bytes, size: int, cipher_id: int) -> 
         raise RemoteProtocolError(Drop.WRONG_CIPHER)
 
 
-def _session(cipher: str, send: bytes, out_spi: int, receive: bytes, in_spi: int) -> EspSession:
-    """The ESP SAs of one handshake: each direction's Noise key, expanded for its SPI."""
-    return EspSession(
+def _session(
+    cipher: str, send: bytes, out_spi: int, receive: bytes, in_spi: int, kernel_peer: bool
+) -> EspSession:
+    """The ESP SAs of one handshake: each direction's Noise key, expanded for its SPI
+    (``kernel_peer``: a ``KernelPeerSession``, for a peer whose kernel carries the data)."""
+    return (KernelPeerSession if kernel_peer else EspSession)(
         cipher,
         SaKeys(out_spi, sa_key(cipher, send, out_spi)),
         SaKeys(in_spi, sa_key(cipher, receive, in_spi)),
@@ -130,6 +133,9 @@ def _session(cipher: str, send: bytes, out_spi: int, receive: bytes, in_spi: int
 class IdentityClientHandshake(SendsHellos):
     """ClientConnection: the Noise Hello to the pinned server key, then its Welcome (or,
     from a server under load, a cookie reply first: the Hello again, with mac2)."""
+
+    kernel_peer = False
+    """The peer is Linux's own ESP (``--kernel-peer``): the sessions are ``KernelPeerSession``."""
 
     def __init__(self, cipher: str, identity: ClientIdentity, random_bytes: RandomBytes) -> None:
         self._cipher = cipher
@@ -193,7 +199,9 @@ class IdentityClientHandshake(SendsHellos):
         if server_spi < 256:
             raise RemoteProtocolError(Drop.BAD_WELCOME_ADDRESS)
         address = unpack_address(ip, prefix)
-        session = _session(self._cipher, keys.send, server_spi, keys.receive, self._spi)
+        session = _session(
+            self._cipher, keys.send, server_spi, keys.receive, self._spi, self.kernel_peer
+        )
         self._established = Established(session, address)
         return self._established
 
@@ -209,6 +217,9 @@ class IdentityServerHandshake(AnswersHellos):
     """ServerConnection: answer the Hellos of known peers, each with its own address."""
 
     costly_check = True  # reading a Noise Hello is the Diffie-Hellman
+
+    kernel_peer = False
+    """The peer is Linux's own ESP (``--kernel-peer``): the sessions are ``KernelPeerSession``."""
 
     def __init__(self, cipher: str, identity: ServerIdentity, random_bytes: RandomBytes) -> None:
         self._cipher = cipher
@@ -291,7 +302,9 @@ class IdentityServerHandshake(AnswersHellos):
         payload = WELCOME_PAYLOAD.pack(server_spi, *pack_address(client_address))
         message, keys = state.responder.welcome(hello.peer.psk or NO_PSK, payload)
         self.latest[hello.peer.public_key] = state.stamp
-        session = _session(self._cipher, keys.send, state.client_spi, keys.receive, server_spi)
+        session = _session(
+            self._cipher, keys.send, state.client_spi, keys.receive, server_spi, self.kernel_peer
+        )
         return self._welcome_header + message, session
 
 
@@ -317,6 +330,8 @@ class IdentityFormat:
             raise VpnlabError(f"the identity mode needs an ESP cipher, not {name!r}")
         self.client = client
         self.server = server
+        self.kernel_peer = False
+        """``--kernel-peer`` with the handshake: its sessions are ``KernelPeerSession``."""
 
     def is_hello(self, datagram: bytes) -> bool:
         return datagram[:5] == HELLO_PREFIX
@@ -324,12 +339,16 @@ class IdentityFormat:
     def client_handshake(self, random_bytes: RandomBytes) -> IdentityClientHandshake:
         if self.client is None:
             raise VpnlabError("a client handshake needs the client's config (--config)")
-        return IdentityClientHandshake(self.name, self.client, random_bytes)
+        handshake = IdentityClientHandshake(self.name, self.client, random_bytes)
+        handshake.kernel_peer = self.kernel_peer
+        return handshake
 
     def server_handshake(self, random_bytes: RandomBytes) -> IdentityServerHandshake:
         if self.server is None:
             raise VpnlabError("the server's handshake needs its key and peers (--peers)")
-        return IdentityServerHandshake(self.name, self.server, random_bytes)
+        handshake = IdentityServerHandshake(self.name, self.server, random_bytes)
+        handshake.kernel_peer = self.kernel_peer
+        return handshake
 
 
 def check_peers(peers: Iterable[Peer], server_address: IPv4Interface) -> None:

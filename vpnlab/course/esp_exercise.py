@@ -30,7 +30,8 @@ from vpnlab.core.constants import PORT
 from vpnlab.course import inject
 from vpnlab.course.notebook import CourseLab
 from vpnlab.instruments import capture
-from vpnlab.wire.crypto import ESP_HEADER, AesGcm128
+from vpnlab.wire.crypto import ESP_HEADER
+from vpnlab.wire.esp import AesGcm128
 
 CLIENT, SERVER, WEB = "192.0.2.2", "198.51.100.2", "203.0.113.10"
 IDENT = 0xE5B0
@@ -79,7 +80,7 @@ def _wire(path: Path) -> list[tuple[str, int, str, bytes]]:
 
 
 def reference_open(sa: Sa, datagram: bytes) -> tuple[int, int, bytes]:
-    """vpnlab's own AES-GCM (``wire/crypto.py``): what ``esp_open`` must return."""
+    """vpnlab's own AES-GCM (``wire/esp.py``): what ``esp_open`` must return."""
     spi, seq = ESP_HEADER.unpack_from(datagram)
     plaintext = AesGcm128(sa.key).unprotect(datagram)
     return spi, seq, plaintext[: -2 - plaintext[-2]]

@@ -1,8 +1,8 @@
-"""Security associations: the two ESP transforms, the anti-replay window and the key schedule.
+"""The key schedule: the ESP algorithms' sizes and names, the SAs' keys, the handshakes' HKDF.
 
-Framing (SPI, sequence number, padding, next header) lives in ``esp.py``; this module only
-knows how one SA turns ``SPI || seq || plaintext`` into authenticated bytes and back, in the
-style of aioquic's ``quic/crypto.py`` next to ``quic/packet.py``.
+What one SA does to each datagram (the two transforms, the anti-replay window) lives in
+``esp.py`` beside the framing; this module only says which algorithms there are and derives
+their keys, in the style of aioquic's ``quic/crypto.py`` next to ``quic/packet.py``.
 
     esp-null      RFC 2410 NULL encryption + RFC 4868 HMAC-SHA-256-128 (32-byte key)
     esp-aes-gcm   RFC 4106 AES-GCM-128, 16-byte ICV (20 bytes: 16-byte key || 4-byte salt)
@@ -24,26 +24,19 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from vpnlab.core.reasons import Drop
+from vpnlab.core.errors import VpnlabError
 
+# ESP's sizes that the algorithms and the SAs below need as well; ``esp.py`` imports them
+# from here (the arrow goes esp -> crypto only).
 ESP_HEADER = struct.Struct("!II")
 """SPI, sequence number (RFC 4303 section 2.1 and 2.2)."""
 
-ESP_HEADER_IV = struct.Struct("!IIQ")
-"""SPI, sequence number, 8-byte explicit IV (RFC 4106 section 3.1): one pack per packet."""
-
 ICV_BYTES = 16
 MAX_SEQ = 0xFFFFFFFF
-"""Largest 32-bit sequence number; the sender refuses to wrap (RFC 4303 section 3.3.3)."""
-
-REPLAY_WINDOW_BITS = 1024
-"""Anti-replay window (RFC 4303 section 3.4.3 asks for at least 64)."""
+"""Largest 32-bit sequence number (and SPI); the sender refuses to wrap (RFC 4303 3.3.3)."""
 
 LABEL = b"vpnlab/1 "
 
@@ -104,122 +97,6 @@ class SaKeys:
 def hmac_sha256_128(key: bytes, data: bytes) -> bytes:
     """RFC 4868 HMAC-SHA-256-128: HMAC-SHA-256 truncated to its first 128 bits."""
     return hmac.digest(key, data, "sha256")[:ICV_BYTES]
-
-
-class NullHmacSha256:
-    """RFC 2410 NULL encryption with RFC 4868 HMAC-SHA-256-128 over the whole ESP packet.
-
-    Args:
-        key: the 32-byte HMAC key.
-    """
-
-    def __init__(self, key: bytes) -> None:
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
-
-    def protect(self, spi: int, seq: int, plaintext: bytes) -> bytes:
-        """ESP packet: ``SPI || seq || plaintext || ICV``; the plaintext stays readable."""
-        header = ESP_HEADER.pack(spi, seq)
-        mac = self._mac.copy()
-        mac.update(header)
-        mac.update(plaintext)
-        return b"".join((header, plaintext, mac.digest()[:ICV_BYTES]))
-
-    def unprotect(self, datagram: bytes) -> bytes:
-        """Check the ICV and return the plaintext after the 8-byte header.
-
-        Raises:
-            RemoteProtocolError: "bad icv".
-        """
-        mac = self._mac.copy()
-        mac.update(datagram[:-ICV_BYTES])
-        if not hmac.compare_digest(mac.digest()[:ICV_BYTES], datagram[-ICV_BYTES:]):
-            raise RemoteProtocolError(Drop.BAD_ICV)
-        return datagram[ESP_HEADER.size : -ICV_BYTES]
-
-
-class AesGcm128:
-    """RFC 4106 AES-GCM: nonce = salt || explicit IV, AAD = SPI || seq (32-bit, no ESN).
-
-    The explicit IV is the sequence number as 64 bits, so it never repeats under one key while
-    the sender refuses to wrap the counter.
-
-    Args:
-        key: 20 bytes of key material: the 16-byte AES key, then the 4-byte salt.
-    """
-
-    def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key[:16])
-        self._salt = key[16:]
-
-    def protect(self, spi: int, seq: int, plaintext: bytes) -> bytes:
-        """ESP packet: ``SPI || seq || IV || ciphertext || ICV``."""
-        header = ESP_HEADER_IV.pack(spi, seq, seq)
-        return header + self._aead.encrypt(self._salt + header[8:], plaintext, header[:8])
-
-    def unprotect(self, datagram: bytes) -> bytes:
-        """Verify and decrypt; the explicit IV is whatever the sender put after ``seq``.
-
-        Raises:
-            RemoteProtocolError: "bad icv".
-        """
-        try:
-            return self._aead.decrypt(self._salt + datagram[8:16], datagram[16:], datagram[:8])
-        except InvalidTag:
-            raise RemoteProtocolError(Drop.BAD_ICV) from None
-
-
-Transform = NullHmacSha256 | AesGcm128
-
-
-def make_transform(name: str, key: bytes) -> Transform:
-    """The transform of ``--cipher name`` keyed with ``key``.
-
-    Raises:
-        VpnlabError: unknown cipher, or a key of the wrong length.
-    """
-    algo = algorithm(name)
-    if len(key) != algo.key_bytes:
-        raise VpnlabError(f"{name} needs a {algo.key_bytes}-byte key, got {len(key)}")
-    return AesGcm128(key) if name == "esp-aes-gcm" else NullHmacSha256(key)
-
-
-class ReplayWindow:
-    """RFC 4303 section 3.4.3 anti-replay window, a sliding bitmap as wireguard-go replay.go.
-
-    Bit ``i`` of the bitmap says ``highest - i`` was received. Call :meth:`accept` only after
-    the ICV verified, so forged packets never move the window.
-
-    Args:
-        size_bits: how far behind the highest sequence number a packet may arrive.
-    """
-
-    def __init__(self, size_bits: int = REPLAY_WINDOW_BITS) -> None:
-        if size_bits < 64:
-            raise LocalProtocolError("RFC 4303 asks for a window of at least 64")
-        self.size_bits = size_bits
-        self.highest = 0
-        self._mask = (1 << size_bits) - 1
-        self._bitmap = 0
-
-    def accept(self, seq: int) -> bool:
-        """Record ``seq`` and return True, or return False for a duplicate or a too-old one."""
-        if seq <= 0:
-            return False
-        shift = seq - self.highest
-        if shift > 0:
-            if shift < self.size_bits:
-                self._bitmap = ((self._bitmap << shift) | 1) & self._mask
-            else:
-                self._bitmap = 1
-            self.highest = seq
-            return True
-        if -shift >= self.size_bits:
-            return False
-        bit = 1 << -shift
-        if self._bitmap & bit:
-            return False
-        self._bitmap |= bit
-        return True
 
 
 def _hkdf(length: int, salt: bytes, ikm: bytes, info: bytes) -> bytes:

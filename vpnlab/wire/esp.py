@@ -26,6 +26,13 @@ Left bracket (esp-aes-gcm): the AAD (SPI, sequence number), then the plaintext t
 encrypts (payload to next header); the IV only goes into the nonce (salt || IV). Right bracket
 (esp-null): what the HMAC covers; nothing is encrypted, so captures show the inner packet.
 
+A datagram's whole walk through the wire layer is in this module: TunSelected frames the
+packet and has the outbound SA's transform protect it; SockSelected has the inbound SA's
+transform check the ICV, then the padding, then the anti-replay window (RFC 4303 section
+3.4.3). The transforms are ``NullHmacSha256`` (esp-null: RFC 2410 NULL encryption, RFC 4868
+HMAC-SHA-256-128) and ``AesGcm128`` (esp-aes-gcm: RFC 4106). ``crypto.py`` names the
+algorithms and derives their keys (the handshakes' key schedule), once per session.
+
 Next Header: 4 an IPv4 packet, 41 an IPv6 packet, 59 a dummy packet (our keepalive, empty),
 253 (RFC 3692 experimental) with payload ``BYE`` (CleanUp), 143 an Ethernet frame (``--mode
 tap``: ``seal_frame``/``open_frame``; tshark decodes it as ``esp:eth``). A datagram that
@@ -45,25 +52,28 @@ nonces. Pure code: no socket, no clock, no os.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vpnlab.core.constants import MAX_DATAGRAM, NAT_KEEPALIVE
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
 from vpnlab.core.formats import Established, Kind, RandomBytes
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
 from vpnlab.core.reasons import Drop
-from vpnlab.wire.crypto import (
-    ESP_HEADER,
-    ICV_BYTES,
-    MAX_SEQ,
-    REPLAY_WINDOW_BITS,
-    ReplayWindow,
-    SaKeys,
-    algorithm,
-    make_transform,
-)
+from vpnlab.wire.crypto import ESP_HEADER, ICV_BYTES, MAX_SEQ, SaKeys, algorithm
+
+ESP_HEADER_IV = struct.Struct("!IIQ")
+"""SPI, sequence number, 8-byte explicit IV (RFC 4106 section 3.1): one pack per packet."""
+
+REPLAY_WINDOW_BITS = 1024
+"""Anti-replay window (RFC 4303 section 3.4.3 asks for at least 64)."""
 
 NH_IPV4 = 4
 NH_IPV6 = 41
@@ -86,6 +96,122 @@ _TRAILERS = {
     for pad in range(4)
     for nh in (NH_IPV4, NH_IPV6, NH_NONE, NH_BYE, NH_ETHERNET)
 }
+
+
+class NullHmacSha256:
+    """RFC 2410 NULL encryption with RFC 4868 HMAC-SHA-256-128 over the whole ESP packet.
+
+    Args:
+        key: the 32-byte HMAC key.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def protect(self, spi: int, seq: int, plaintext: bytes) -> bytes:
+        """ESP packet: ``SPI || seq || plaintext || ICV``; the plaintext stays readable."""
+        header = ESP_HEADER.pack(spi, seq)
+        mac = self._mac.copy()
+        mac.update(header)
+        mac.update(plaintext)
+        return b"".join((header, plaintext, mac.digest()[:ICV_BYTES]))
+
+    def unprotect(self, datagram: bytes) -> bytes:
+        """Check the ICV and return the plaintext after the 8-byte header.
+
+        Raises:
+            RemoteProtocolError: "bad icv".
+        """
+        mac = self._mac.copy()
+        mac.update(datagram[:-ICV_BYTES])
+        if not hmac.compare_digest(mac.digest()[:ICV_BYTES], datagram[-ICV_BYTES:]):
+            raise RemoteProtocolError(Drop.BAD_ICV)
+        return datagram[ESP_HEADER.size : -ICV_BYTES]
+
+
+class AesGcm128:
+    """RFC 4106 AES-GCM: nonce = salt || explicit IV, AAD = SPI || seq (32-bit, no ESN).
+
+    The explicit IV is the sequence number as 64 bits, so it never repeats under one key while
+    the sender refuses to wrap the counter.
+
+    Args:
+        key: 20 bytes of key material: the 16-byte AES key, then the 4-byte salt.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key[:16])
+        self._salt = key[16:]
+
+    def protect(self, spi: int, seq: int, plaintext: bytes) -> bytes:
+        """ESP packet: ``SPI || seq || IV || ciphertext || ICV``."""
+        header = ESP_HEADER_IV.pack(spi, seq, seq)
+        return header + self._aead.encrypt(self._salt + header[8:], plaintext, header[:8])
+
+    def unprotect(self, datagram: bytes) -> bytes:
+        """Verify and decrypt; the explicit IV is whatever the sender put after ``seq``.
+
+        Raises:
+            RemoteProtocolError: "bad icv".
+        """
+        try:
+            return self._aead.decrypt(self._salt + datagram[8:16], datagram[16:], datagram[:8])
+        except InvalidTag:
+            raise RemoteProtocolError(Drop.BAD_ICV) from None
+
+
+Transform = NullHmacSha256 | AesGcm128
+
+
+def make_transform(name: str, key: bytes) -> Transform:
+    """The transform of ``--cipher name`` keyed with ``key``.
+
+    Raises:
+        VpnlabError: unknown cipher, or a key of the wrong length.
+    """
+    algo = algorithm(name)
+    if len(key) != algo.key_bytes:
+        raise VpnlabError(f"{name} needs a {algo.key_bytes}-byte key, got {len(key)}")
+    return AesGcm128(key) if name == "esp-aes-gcm" else NullHmacSha256(key)
+
+
+class ReplayWindow:
+    """RFC 4303 section 3.4.3 anti-replay window, a sliding bitmap as wireguard-go replay.go.
+
+    Bit ``i`` of the bitmap says ``highest - i`` was received. Call :meth:`accept` only after
+    the ICV verified, so forged packets never move the window.
+
+    Args:
+        size_bits: how far behind the highest sequence number a packet may arrive.
+    """
+
+    def __init__(self, size_bits: int = REPLAY_WINDOW_BITS) -> None:
+        if size_bits < 64:
+            raise LocalProtocolError("RFC 4303 asks for a window of at least 64")
+        self.size_bits = size_bits
+        self.highest = 0
+        self._mask = (1 << size_bits) - 1
+        self._bitmap = 0
+
+    def accept(self, seq: int) -> bool:
+        """Record ``seq`` and return True, or return False for a duplicate or a too-old one."""
+        if seq <= 0:
+            return False
+        shift = seq - self.highest
+        if shift > 0:
+            if shift < self.size_bits:
+                self._bitmap = ((self._bitmap << shift) | 1) & self._mask
+            else:
+                self._bitmap = 1
+            self.highest = seq
+            return True
+        if -shift >= self.size_bits:
+            return False
+        bit = 1 << -shift
+        if self._bitmap & bit:
+            return False
+        self._bitmap |= bit
+        return True
 
 
 class EspSession:

@@ -13,7 +13,7 @@ and 9; WireGuard's own pattern), run by the maintained ``noiseprotocol`` library
 
 After the Welcome both sides hold two transport keys (Noise's Split()): one per direction.
 vpnlab does not send its data with Noise's own transport messages: the keys are expanded into
-the two ESP security associations (``crypto.sa_keys_from``), so the data stays RFC 4303 ESP
+the two ESP security associations (``crypto.sa_key``), so the data stays RFC 4303 ESP
 that tshark decrypts and scapy opens. What Noise gives us: mutual authentication by static
 keys (a client holds only its own private key, so it cannot impersonate another client nor
 read another's traffic), identity hiding for the client, forward secrecy from the ephemeral

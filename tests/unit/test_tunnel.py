@@ -7,19 +7,29 @@ raises for one packet as a drop (``bug: <ExceptionType>``) and goes on with the 
 from __future__ import annotations
 
 import io
+import os
 import socket
 import time
 
 import pytest
 
 from vpnlab.core.client_core import ClientCore
-from vpnlab.core.events import HandshakeCompleted
+from vpnlab.core.events import EndpointMoved, HandshakeCompleted, SessionClosed
+from vpnlab.core.reasons import Close
 from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import State
+from vpnlab.fast.datapath import FastDatapath
 from vpnlab.shell import transport
+from vpnlab.shell.queues import SESSION_ROOM_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import TcpServerTransport
-from vpnlab.shell.tunnel import STATUS_QUIET_S, SelectLoop, TunDevice, status_due
+from vpnlab.shell.tunnel import (
+    STATUS_QUIET_S,
+    SelectLoop,
+    SimpleDatapath,
+    TunDevice,
+    status_due,
+)
 from vpnlab.wire.framing import encode_frame
 from vpnlab.wire.plain import PLAIN
 
@@ -261,3 +271,34 @@ def test_SelectLoop_writes_the_status_after_a_pause_not_between_two_packets(loop
     tunnel.turn()  # nothing more: the loop wakes after the pause and writes it
     assert len(written) == 2
     assert STATUS_QUIET_S * 0.9 <= time.monotonic() - started < 0.5
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SO_RCVBUFFORCE needs CAP_NET_ADMIN")
+@pytest.mark.parametrize("datapath", [SimpleDatapath, FastDatapath], ids=["simple", "fast"])
+def test_SelectLoop_gives_each_session_room_in_the_sockets_receive_buffer(loop_parts, datapath):
+    """1,000 clients' echo requests sent at once overflowed the fast path's 256 KiB receive
+    buffer (873 answered): the socket grows by SESSION_ROOM_BYTES per session; a rekey adds
+    nothing, roaming moves the room to the new address, a closed session gives it back."""
+    tun, _, sock, signals = loop_parts
+    core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
+    reporter = Reporter("server", None, io.StringIO())
+    device = SimpleDatapath(reporter).device(tun.fileno(), core.counters.drops)
+    udp = datapath(reporter).udp(sock, core.counters.drops)  # GsoUdp on the fast path
+    tunnel = SelectLoop(core, device, udp, reporter, signals)
+
+    def receive_buffer() -> int:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # the kernel's: doubled
+
+    empty = receive_buffer()
+    peers = [(f"192.0.2.{i}", 4500) for i in range(1, 101)]
+    address = SERVER_TUNNEL_ADDRESS  # any: the transport reads the peer only
+    tunnel.dispatch([HandshakeCompleted(peer, address) for peer in peers])
+    assert receive_buffer() == empty + 2 * 100 * SESSION_ROOM_BYTES
+    tunnel.dispatch([HandshakeCompleted(peers[0], address)])  # a rekey
+    tunnel.dispatch([EndpointMoved(old=peers[1], peer=("198.51.100.7", 4500))])
+    assert receive_buffer() == empty + 2 * 100 * SESSION_ROOM_BYTES
+    tunnel.dispatch([SessionClosed(("198.51.100.7", 4500), Close.BYE)])
+    tunnel.dispatch([SessionClosed(peers[1], Close.BYE)])  # moved away: gave its room already
+    assert receive_buffer() == empty + 2 * 99 * SESSION_ROOM_BYTES
+    tunnel.dispatch([SessionClosed(peer, Close.PEER_LOST) for peer in peers])
+    assert receive_buffer() == empty

@@ -16,7 +16,8 @@ sender that fills whatever buffer there is (Linux's BBR, CUBIC) keeps that buffe
 slower daemon's queue is then the tunnel's standing queue, milliseconds of it. Bounding both
 to ``--queue-bytes`` (as BQL bounds a NIC's ring in bytes) makes a full queue drop, which the
 sender's TCP repairs, instead of holding a ping behind megabytes. Ifconfig sets the ring
-(``tun.ifconfig``), Init(PORT) the buffers (``transport.init_socket``). The default depends on the
+(``tun.ifconfig``), Init(PORT) the buffers (``transport.init_socket``; the server's receive
+buffer grows by :data:`SESSION_ROOM_BYTES` per session). The default depends on the
 data path (``Datapath.queue_bytes``): 256 KiB on the fast path (the client's tun0 ring: 4
 super-packets; the server's at least 128 entries, :data:`SERVER_MIN_RING_ENTRIES`), 4 MiB on the
 simple one (the kernel's 500 packets, as before).
@@ -48,6 +49,12 @@ with TunSelected first also the flood bench's identity-mode class (6-10 lost bef
 download's standing queue at the server may reach 128 super-packets (``bench.sh``'s loaded
 ping is an upload: its super-packets wait in the client's ring of 4)."""
 MAX_RING_ENTRIES = 500
+SESSION_ROOM_BYTES = 1024
+"""What the server's data socket grows by per session (asked of SO_RCVBUF, which the kernel
+doubles: room for one small datagram of each client at once, as a class told to ping together
+sends them). With the fast path's 256 KiB alone, 1,000 clients' echo requests sent at once
+overflowed it: 873 of 1,000 answered (``bench --clients 1000``, 2026-12-06). A bulk transfer's
+queue stays the budget: one session adds 1 KiB (``transport.UdpTransport.session_opened``)."""
 """Nor longer than the kernel's own default."""
 
 

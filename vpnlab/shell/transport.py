@@ -38,7 +38,7 @@ from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
 from vpnlab.core.reasons import Drop, DropLabel
-from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
+from vpnlab.shell.queues import SESSION_ROOM_BYTES, SIMPLE_QUEUE_BYTES
 from vpnlab.wire import handshake, identity
 from vpnlab.wire.framing import FrameDecoder, encode_frame
 
@@ -83,11 +83,11 @@ class Transport(Protocol):
         ...
 
     def session_opened(self, peer: Address) -> None:
-        """The core made a session for ``peer``."""
+        """The core made a session for ``peer`` (or moved one there: roaming)."""
         ...
 
     def session_closed(self, peer: Address) -> None:
-        """The core ended ``peer``'s session."""
+        """The core ended ``peer``'s session (or moved it away: roaming)."""
         ...
 
     def close(self) -> None:
@@ -199,6 +199,8 @@ class UdpTransport:
         self.drops = drops
         self.hellos: socket.socket | None = None
         self._both: select.epoll | None = None
+        self._peers: set[Address] = set()  # with a session: each adds SESSION_ROOM_BYTES
+        self._buffer_bytes = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
 
     def add_hello_lane(self, lane: socket.socket) -> None:
         self.hellos = lane
@@ -242,10 +244,23 @@ class UdpTransport:
         """UDP has no connections to sweep."""
 
     def session_opened(self, peer: Address) -> None:
-        """UDP keeps no state per peer."""
+        """The receive buffer grows by ``SESSION_ROOM_BYTES`` (a rekey of ``peer``: unchanged)."""
+        if peer not in self._peers:
+            self._peers.add(peer)
+            self._fit_receive_buffer()
 
     def session_closed(self, peer: Address) -> None:
-        """UDP keeps no state per peer."""
+        """The receive buffer gives back ``peer``'s room."""
+        if peer in self._peers:
+            self._peers.remove(peer)
+            self._fit_receive_buffer()
+
+    def _fit_receive_buffer(self) -> None:
+        """SO_RCVBUF: the budget of :func:`init_socket` and room for one small datagram per
+        session (not root: the kernel's default, as there)."""
+        room = self._buffer_bytes + SESSION_ROOM_BYTES * len(self._peers)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, room)
 
     def close(self) -> None:
         self.sock.close()

@@ -40,7 +40,14 @@ from types import FrameType
 from typing import Protocol
 
 from vpnlab.core.constants import MAX_DATAGRAM
-from vpnlab.core.events import Address, Event, HandshakeCompleted, PacketReceived, SessionClosed
+from vpnlab.core.events import (
+    Address,
+    EndpointMoved,
+    Event,
+    HandshakeCompleted,
+    PacketReceived,
+    SessionClosed,
+)
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.core.session import Counters, State
 from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
@@ -406,6 +413,9 @@ class SelectLoop:
                 self.transport.session_opened(event.peer)
             elif type(event) is SessionClosed:
                 self.transport.session_closed(event.peer)
+            elif type(event) is EndpointMoved:  # roaming: the session is at its new address
+                self.transport.session_closed(event.old)
+                self.transport.session_opened(event.peer)
             self.reporter.event(event)
             if self.on_event is not None:
                 self.on_event(event)

@@ -21,6 +21,7 @@ from vpnlab.lab.state import state_dir
 from vpnlab.shell.queues import (
     FAST_QUEUE_BYTES,
     SERVER_MIN_RING_ENTRIES,
+    SESSION_ROOM_BYTES,
     SIMPLE_QUEUE_BYTES,
     ring_entries,
 )
@@ -38,12 +39,21 @@ def txqueuelen(handle, node: str) -> int:
     return int(json.loads(done.stdout)[0]["txqlen"])
 
 
-def socket_buffers(handle, node: str) -> tuple[int, int]:
-    """rb and tb of the daemon's UDP socket on port 4500 (``ss -uam``)."""
+def socket_buffers(handle, node: str) -> list[tuple[int, int]]:
+    """rb and tb of each of the daemon's UDP sockets on port 4500 (``ss -uam``), smallest
+    first: the client's one; the server's Hello lane, then its data socket."""
     done = handle.run(node, "ss", "-uamnH", "sport", "=", ":4500")
-    found = re.search(r"rb(\d+),t\d+,tb(\d+)", done.stdout)
+    found = re.findall(r"rb(\d+),t\d+,tb(\d+)", done.stdout)
     assert found, done.stdout
-    return int(found[1]), int(found[2])
+    return sorted((int(rb), int(tb)) for rb, tb in found)
+
+
+def expected_buffers(node: str, budget: int) -> list[tuple[int, int]]:
+    """The budget on both sides (the kernel doubles what is asked), and in the receive buffer
+    of the data socket room for its one session (the client's, or r1's at the server); the
+    server's Hello lane has the budget only."""
+    data = (2 * (budget + SESSION_ROOM_BYTES), 2 * budget)
+    return [(2 * budget, 2 * budget), data] if node == "r2" else [data]
 
 
 def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
@@ -52,7 +62,7 @@ def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
     assert ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE) == 4
     for node in NODES:
         assert txqueuelen(fresh_lab, node) == rings[node]
-        assert socket_buffers(fresh_lab, node) == (2 * FAST_QUEUE_BYTES,) * 2
+        assert socket_buffers(fresh_lab, node) == expected_buffers(node, FAST_QUEUE_BYTES)
     for name, node in (("server.json", "r2"), ("client-r1.json", "r1")):  # the status files
         status = read_status_file(state_dir(fresh_lab.prefix) / name) or {}
         assert status.get("queues") == {
@@ -67,11 +77,11 @@ def test_queue_bytes_sizes_the_simple_path_by_the_mtu(fresh_lab):
     lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", server_args=simple, client_args=simple)
     for node in NODES:  # its default: the kernel's 500 packets, 4 MiB buffers (as before)
         assert txqueuelen(fresh_lab, node) == 500
-        assert socket_buffers(fresh_lab, node) == (2 * SIMPLE_QUEUE_BYTES,) * 2
+        assert socket_buffers(fresh_lab, node) == expected_buffers(node, SIMPLE_QUEUE_BYTES)
     lab.stop_vpn(fresh_lab.prefix)
     extra = [*simple, "--queue-bytes", "262144"]
     lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", server_args=extra, client_args=extra)
     for node in NODES:
         assert txqueuelen(fresh_lab, node) == 262144 // 1400 == 187
-        assert socket_buffers(fresh_lab, node) == (2 * 262144,) * 2
+        assert socket_buffers(fresh_lab, node) == expected_buffers(node, 262144)
     assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0

@@ -66,7 +66,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="at most about this much waits for the daemon in each queue: tun0's ring "
         "(its txqueuelen: BYTES over the largest packet a read returns, 60,000 on the fast "
-        "path, 4 to 500) and the UDP socket's buffers; less queue is less latency under load, "
+        "path, 4 to 500) and the UDP socket's buffers (receiving: 1 KiB more per session); "
+        "less queue is less latency under load, "
         f"a full queue drops (default {FAST_QUEUE_BYTES} on the fast path, "
         f"{SIMPLE_QUEUE_BYTES} on the simple one; at least {MIN_QUEUE_BYTES})",
     )

@@ -49,13 +49,13 @@ with TunSelected first also the flood bench's identity-mode class (6-10 lost bef
 download's standing queue at the server may reach 128 super-packets (``bench.sh``'s loaded
 ping is an upload: its super-packets wait in the client's ring of 4)."""
 MAX_RING_ENTRIES = 500
+"""Nor longer than the kernel's own default."""
 SESSION_ROOM_BYTES = 1024
 """What the server's data socket grows by per session (asked of SO_RCVBUF, which the kernel
 doubles: room for one small datagram of each client at once, as a class told to ping together
 sends them). With the fast path's 256 KiB alone, 1,000 clients' echo requests sent at once
 overflowed it: 873 of 1,000 answered (``bench --clients 1000``, 2026-12-06). A bulk transfer's
 queue stays the budget: one session adds 1 KiB (``transport.UdpTransport.session_opened``)."""
-"""Nor longer than the kernel's own default."""
 
 
 def ring_entries(queue_bytes: int, entry_bytes: int, floor: int = MIN_RING_ENTRIES) -> int:

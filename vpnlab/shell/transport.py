@@ -200,6 +200,7 @@ class UdpTransport:
         self.hellos: socket.socket | None = None
         self._both: select.epoll | None = None
         self._peers: set[Address] = set()  # with a session: each adds SESSION_ROOM_BYTES
+        # the budget init_socket asked for (the kernel reports it doubled)
         self._buffer_bytes = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
 
     def add_hello_lane(self, lane: socket.socket) -> None:

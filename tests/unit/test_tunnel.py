@@ -20,6 +20,7 @@ from vpnlab.core.server_core import ServerCore
 from vpnlab.core.session import State
 from vpnlab.fast.datapath import FastDatapath
 from vpnlab.shell import transport
+from vpnlab.shell import tunnel as tunnel_module
 from vpnlab.shell.queues import SESSION_ROOM_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import TcpServerTransport
@@ -222,9 +223,11 @@ def test_the_default_data_path_is_fast_except_for_tap_and_tcp(argv, expected):
         assert datapath_of(args).name == expected, (command, argv)
 
 
-def test_SelectLoop_on_events_once_per_wake_up_with_all_its_events(loop_parts):
+def test_SelectLoop_on_events_once_per_wake_up_with_all_its_events(loop_parts, monkeypatch):
     """Issue 27: the server rewrote its key export once per event: 250 Byes arriving
-    together cost 137 ms in one wake-up. A batch's events now come to ``on_events`` once."""
+    together cost 137 ms in one wake-up. A batch's events now come to ``on_events`` once.
+    (A busy loop's wake-up: after a pause the first reads one, as the next test shows.)"""
+    monkeypatch.setattr(tunnel_module, "IDLE_GAP_S", float("inf"))
     batches = []
     core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
     tunnel = make_loop(loop_parts, core, on_events=batches.append)
@@ -236,6 +239,27 @@ def test_SelectLoop_on_events_once_per_wake_up_with_all_its_events(loop_parts):
     tunnel.turn(report=False)
     ((a, b, c),) = batches
     assert {type(a), type(b), type(c)} == {HandshakeCompleted}
+    for client in clients:
+        client.close()
+
+
+def test_SelectLoop_reads_one_datagram_after_a_pause_and_the_rest_next_turn(loop_parts):
+    """Issue 29 (idle ping): after a pause a wake-up receives one datagram and goes back to
+    select(), which is still readable, instead of trying again until the socket is empty:
+    after a pause that empty receive cost more than the datagram's own way to tun0."""
+    batches = []
+    core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
+    tunnel = make_loop(loop_parts, core, on_events=batches.append)
+    _, _, sock, _ = loop_parts
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for client in clients:
+        client.sendto(b"VPNLAB/1 HELLO\n", sock.getsockname())
+    time.sleep(0.1)
+    tunnel.turn(report=False)
+    assert [len(batch) for batch in batches] == [1]
+    tunnel.turn(report=False)  # select() saw the second one waiting
+    assert [len(batch) for batch in batches] == [1, 1]
+    assert len(core.sessions) == 2
     for client in clients:
         client.close()
 

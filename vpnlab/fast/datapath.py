@@ -148,6 +148,7 @@ class GsoUdp(UdpTransport):
     def receive(self, limit: int) -> list[Run]:
         """Up to ``limit`` recvmsg: each a UDP_GRO batch of one sender, or one datagram."""
         runs: list[Run] = []
+        received = 0
         for _ in range(limit):
             try:
                 data, ancillary, _, sender = self.sock.recvmsg(MAX_DATAGRAM, RECV_ANCILLARY)
@@ -159,7 +160,8 @@ class GsoUdp(UdpTransport):
             segment_size = gro_segment_size(ancillary)
             self.stats["gro_batches"] += segment_size > 0
             add_run(runs, sender[:2], split_gro(data, segment_size))
-        self.receive_hellos(runs, limit)
+            received += 1
+        self.receive_hellos(runs, limit, received)
         return runs
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:

@@ -214,16 +214,20 @@ class UdpTransport:
 
     def receive(self, limit: int) -> list[Run]:
         runs: list[Run] = []
-        self._receive_from(self.sock, runs, limit)
-        self.receive_hellos(runs, limit)
+        self.receive_hellos(runs, limit, self._receive_from(self.sock, runs, limit))
         return runs
 
-    def receive_hellos(self, runs: list[Run], limit: int) -> None:
-        """Up to ``limit`` datagrams from the Hello lane, if there is one, after the data."""
-        if self.hellos is not None:
+    def receive_hellos(self, runs: list[Run], limit: int, data: int) -> None:
+        """Up to ``limit`` datagrams from the Hello lane, if there is one, after the ``data``
+        datagrams received from the data socket. A receive of one (the loop after a pause)
+        that found a datagram leaves the lane to the next turn: select() is still readable
+        then if a Hello waits, and the datagram's way to tun0 has no empty read in front."""
+        if self.hellos is not None and (limit > 1 or not data):
             self._receive_from(self.hellos, runs, limit)
 
-    def _receive_from(self, sock: socket.socket, runs: list[Run], limit: int) -> None:
+    def _receive_from(self, sock: socket.socket, runs: list[Run], limit: int) -> int:
+        """Up to ``limit`` datagrams from ``sock`` into ``runs``; how many there were."""
+        received = 0
         for _ in range(limit):
             try:
                 datagram, sender = sock.recvfrom(MAX_DATAGRAM)
@@ -233,6 +237,8 @@ class UdpTransport:
                 self.drops[Drop.SOCKET.detail(exc.strerror)] += 1
                 continue
             add_run(runs, sender[:2], [datagram])
+            received += 1
+        return received
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
         for datagram, peer in datagrams:

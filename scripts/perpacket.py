@@ -21,6 +21,13 @@ round by round, so that the machine's other load falls on all of them alike::
     mkdir /tmp/before && git archive HEAD~3 vpnlab | tar -x -C /tmp/before   # before a lever
     .venv/bin/python scripts/perpacket.py /tmp/before .
 
+``--pause S`` measures what a student's idle ping meets instead: each row's packet alone, after
+``S`` seconds asleep, as wall time (the median over the round's samples). After a pause every
+step is slower, the more so the more memory it touches (issue 29 item 1: on the 2-core VM of
+2026-12-06 a whole loop turn took 14 us warm and about 150 us after 50 ms)::
+
+    .venv/bin/python scripts/perpacket.py /tmp/before . --pause 0.05
+
 Profile one tree's loop with py-spy (``--only loop-in --seconds 20`` runs just that row)::
 
     py-spy record -r 1000 -o profile.txt -f raw -- .venv/bin/python scripts/perpacket.py \\
@@ -66,7 +73,22 @@ def cpu_us_per(task: Callable[[], int], seconds: float) -> float:
             return (now - start) / 1000 / packets
 
 
-def child(cipher: str, seconds: float, per_wakeup: int, only: str | None) -> dict[str, float]:
+def wall_us_after(task: Callable[[], int], pause: float, seconds: float) -> float:
+    """Run ``task`` (one packet) after ``pause`` seconds asleep, again until ``seconds`` have
+    passed (at least 10 times); the median wall microseconds of one run."""
+    times: list[float] = []
+    deadline = time.monotonic() + seconds
+    while len(times) < 10 or time.monotonic() < deadline:
+        time.sleep(pause)
+        start = time.perf_counter_ns()
+        task()
+        times.append((time.perf_counter_ns() - start) / 1000)
+    return statistics.median(times)
+
+
+def child(
+    cipher: str, seconds: float, per_wakeup: int, only: str | None, pause: float = 0.0
+) -> dict[str, float]:
     """One interpreter's measurements of the ``vpnlab`` on ``sys.path``."""
     from ipaddress import IPv4Interface
 
@@ -86,7 +108,10 @@ def child(cipher: str, seconds: float, per_wakeup: int, only: str | None) -> dic
 
     def measure(row: str, task: Callable[[], int]) -> None:
         if only is None or only == row.replace(" ", "-"):
-            results[row] = cpu_us_per(task, seconds)
+            if pause:
+                results[row] = wall_us_after(task, pause, seconds)
+            else:
+                results[row] = cpu_us_per(task, seconds)
 
     server_side = keys.server()
     datagrams = iter(lambda: client.seal(data), None)
@@ -183,13 +208,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=0.5, help="CPU seconds per row")
     parser.add_argument("--per-wakeup", type=int, default=1, help="packets per select (<= 8)")
     parser.add_argument("--only", choices=[row.replace(" ", "-") for row in ROWS])
+    parser.add_argument(
+        "--pause", type=float, default=0.0, help="instead: wall us of one packet after S s asleep"
+    )
     parser.add_argument("--child", metavar="TREE", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if not 1 <= options.per_wakeup <= 8:  # a datagram socket pair queues at most 10
         parser.error("--per-wakeup: 1 to 8")
+    if not 0 <= options.pause <= 1:
+        parser.error("--pause: 0 to 1 s")
+    if options.pause and options.per_wakeup > 1:
+        parser.error("--pause: one packet per wake-up")
     if options.child:
         sys.path.insert(0, os.path.abspath(options.child))
-        args = (options.cipher, options.seconds, options.per_wakeup, options.only)
+        args = (options.cipher, options.seconds, options.per_wakeup, options.only, options.pause)
         print(json.dumps(child(*args)))
         return 0
     runs: dict[str, list[dict[str, float]]] = {tree: [] for tree in options.trees}
@@ -197,12 +229,16 @@ def main() -> int:
         for tree in options.trees:
             command = [sys.executable, __file__, "--child", tree, "--cipher", options.cipher]
             command += ["--seconds", str(options.seconds)]
-            command += ["--per-wakeup", str(options.per_wakeup)]
+            command += ["--per-wakeup", str(options.per_wakeup), "--pause", str(options.pause)]
             command += ["--only", options.only] if options.only else []
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs[tree].append(json.loads(output))
     rows = [row for row in ROWS if row in runs[options.trees[0]][0]]
-    print(f"{options.cipher}, {options.per_wakeup} packet(s) per wake-up, CPU us/packet, median")
+    if options.pause:
+        print(f"{options.cipher}, one packet after {options.pause} s asleep, wall us, median")
+    else:
+        per = f"{options.per_wakeup} packet(s) per wake-up"
+        print(f"{options.cipher}, {per}, CPU us/packet, median")
     print(f"of {options.rounds} rounds (min-max); load average {os.getloadavg()[0]:.1f}")
     print("| row | " + " | ".join(options.trees) + " |")
     print("|---|" + "---:|" * len(options.trees))

@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_perpacket_prints_every_row_for_each_tree() -> None:
+@pytest.mark.parametrize("mode", [[], ["--pause", "0.001"]], ids=["cpu", "after-a-pause"])
+def test_perpacket_prints_every_row_for_each_tree(mode: list[str]) -> None:
     command = [sys.executable, str(ROOT / "scripts" / "perpacket.py"), str(ROOT), str(ROOT)]
-    command += ["--rounds", "1", "--seconds", "0.02", "--cipher", "esp-null"]
+    command += ["--rounds", "1", "--seconds", "0.02", "--cipher", "esp-null", *mode]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
     names = [row.split(" | ")[0].removeprefix("| ") for row in rows]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vpnlab.course.bench import run_bench
+from vpnlab.course.bench import HOPS, run_bench
 from vpnlab.course.bench_report import format_table
 from vpnlab.lab.state import prefix_namespaces
 
@@ -34,9 +34,13 @@ def test_bench_quick_runs_and_produces_numbers(prefix, tmp_path):
         assert set(per_packet) == ({"client", "server"} if "vpnlab" in row["case"] else set())
         assert all(value > 0 for value in per_packet.values()), row
         assert row["rtt_ms"] > 0 and row["rtt_load_ms"] > 0, row  # idle and under load
+        hops = row["idle_hops_us"]  # where the idle ping waits, per tunnel daemon (tcpdump)
+        assert list(hops) == ([] if row["case"] == "routed" else list(HOPS)), row
+        assert all(value >= 0 for value in hops.values()), row
     table = format_table(document).splitlines()
     assert table[0].endswith("| CPU % (client / server) | CPU us/packet (client / server) |")
     assert "| ping RTT ms idle / loaded |" in table[0]
+    assert "| case | client out | server in | server out | client in | sum |" in table
     for row, line in zip(document["summary"], table[2:], strict=False):
         last = line.split("|")[-2].strip()
         assert (last != "-") == ("vpnlab" in row["case"]), line  # "client / server" or "-"

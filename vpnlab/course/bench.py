@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import select
 import shutil
 import statistics
 import subprocess
@@ -53,6 +54,10 @@ VPNLAB_CASES = [
 ]
 ALL_CASES = ["routed", "openvpn", *VPNLAB_CASES]
 QUICK_CASES = ["routed", "openvpn", "vpnlab esp-aes-gcm simple", "vpnlab esp-aes-gcm fast"]
+HOPS = ("client out", "server in", "server out", "client in")
+"""The four times a tunnel daemon holds an idle ping (``idle_hops``): the client from the echo
+request on its tun0 to the datagram on its eth0, the server from that datagram on its eth0 to
+the request on its tun0, then the same for the reply, the other way."""
 STATUS_FILES = {"client": "client-r1.json", "server": "server.json"}
 """The vpnlab daemons' status files in the lab's state folder (rewritten about once a second)."""
 
@@ -174,6 +179,33 @@ class Bench:
                 return float(line.split("=")[1].split("/")[1])
         return None
 
+    def idle_hops(self, pings: int = 20) -> dict[str, float]:
+        """Where an idle ping's round trip waits (:data:`HOPS`): ``pings`` pings r1 -> web,
+        0.05 s apart, under tcpdump in r1 and r2 (the kernel's time stamps of each packet on
+        tun0 and eth0); the median of each hop in microseconds ({} without tcpdump)."""
+        if shutil.which("tcpdump") is None:
+            return {}
+        argv = ["tcpdump", "-i", "any", "-n", "-tt", "-l", "-q", "udp or icmp"]
+        captures = {
+            node: popen_in(self.prefix, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for node in ("r1", "r2")
+        }
+        try:
+            for capture in captures.values():  # "listening on any, ..." once it captures
+                assert capture.stderr is not None
+                ready, _, _ = select.select([capture.stderr], [], [], 5)
+                if ready:
+                    capture.stderr.readline()
+                    capture.stderr.readline()
+            count = str(pings + 2)  # the first two warm the path (neighbours, routes)
+            self.run_in("r1", ["ping", "-n", "-c", count, "-i", "0.05", "-W", "2", WEB])
+            time.sleep(0.2)  # the last reply's stamps
+        finally:
+            for capture in captures.values():
+                capture.terminate()
+        out = {node: c.communicate(timeout=10)[0].decode() for node, c in captures.items()}
+        return hop_times(out["r1"].splitlines(), out["r2"].splitlines(), skip=2)
+
     def pinger(self, limit: str) -> subprocess.Popen:
         """Pings r1 -> web every 0.2 s while iperf3 runs (the first second is ramp-up)."""
         count = str(max(1, int(self.seconds * 5) - 2))
@@ -225,6 +257,79 @@ class Bench:
         }
 
 
+Stamp = tuple[float, str, str, str]
+"""One line of ``tcpdump -i any -tt -q``: time, interface, direction (In/Out), the rest."""
+
+
+def parse_tcpdump(lines: list[str]) -> list[Stamp]:
+    stamps = []
+    for line in lines:
+        fields = line.split(None, 3)
+        if len(fields) == 4 and fields[0][:1].isdigit() and fields[2] in ("In", "Out"):
+            stamps.append((float(fields[0]), fields[1], fields[2], fields[3]))
+    return stamps
+
+
+def hop_times(r1: list[str], r2: list[str], skip: int = 0) -> dict[str, float]:
+    """The median of each of :data:`HOPS` in microseconds, from tcpdump's lines in r1 (the
+    client) and r2 (the server); the first ``skip`` pings are left out, and so is a ping
+    whose packets are not all there.
+
+    The inner packets are the ICMP echoes on tun0 (each found by its sequence number), the
+    outer ones the first UDP datagram on another interface after them.
+    """
+    client, server = parse_tcpdump(r1), parse_tcpdump(r2)
+
+    def echo(stamps: list[Stamp], way: str, kind: str, seq: str) -> float | None:
+        tag = f", seq {seq},"
+        for when, device, direction, rest in stamps:
+            if device == "tun0" and direction == way and kind in rest and tag in rest:
+                return when
+        return None
+
+    def datagram(stamps: list[Stamp], way: str, after: float) -> float | None:
+        for when, device, direction, rest in stamps:
+            if when >= after and device != "tun0" and direction == way and "UDP" in rest:
+                return when
+        return None
+
+    sequences = [
+        rest.split(", seq ")[1].split(",")[0]
+        for _, device, direction, rest in client
+        if device == "tun0" and direction == "Out" and "echo request" in rest
+    ]
+    hops: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    for seq in sequences[skip:]:
+        asked = echo(client, "Out", "echo request", seq)  # on the client's tun0
+        answered = echo(server, "Out", "echo reply", seq)  # on the server's tun0
+        if asked is None or answered is None:
+            continue
+        times = (
+            datagram(client, "Out", asked),
+            datagram(server, "In", asked),
+            echo(server, "In", "echo request", seq),
+            datagram(server, "Out", answered),
+            datagram(client, "In", answered),
+            echo(client, "In", "echo reply", seq),
+        )
+        found = [when for when in times if when is not None]
+        if len(found) < len(times):
+            continue
+        client_sent, server_got, server_wrote, server_sent, client_got, client_wrote = found
+        spans = (
+            client_sent - asked,
+            server_wrote - server_got,
+            server_sent - answered,
+            client_wrote - client_got,
+        )
+        if all(0 <= span < 0.1 for span in spans):
+            for hop, span in zip(HOPS, spans, strict=True):
+                hops[hop].append(span * 1e6)
+    if not hops[HOPS[0]]:
+        return {}
+    return {hop: round(statistics.median(values)) for hop, values in hops.items()}
+
+
 def loaded_rtt_ms(pings: subprocess.Popen) -> float | None:
     """The median RTT of the pings sent while iperf3 ran, after its first second (ms)."""
     out, _ = pings.communicate(timeout=30)
@@ -270,7 +375,9 @@ def run_bench(
                 try:
                     bench.setup(case)
                     rtt = bench.ping_ms()
+                    hops = bench.idle_hops() if case != "routed" else {}
                     run = {"case": case, "round": round_ + 1, "rtt_ms": rtt, **bench.iperf()}
+                    run["idle_hops_us"] = hops
                 except Exception as exc:  # one broken case must not lose the others
                     run = {"case": case, "round": round_ + 1, "error": str(exc), "mbps": 0.0}
                 finally:

@@ -33,6 +33,7 @@ def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str,
                 "rtt_load_ms": round(statistics.median(loaded), 3) if loaded else None,
                 "cpu_percent": _medians(runs, "cpu_percent", 1),
                 "cpu_us_per_packet": _medians(runs, "cpu_us_per_packet", 2),
+                "idle_hops_us": _medians(runs, "idle_hops_us", 0),
             }
         )
     base = next((r["mbps"] for r in rows if r["case"] == "openvpn" and r["mbps"]), None)
@@ -42,8 +43,9 @@ def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str,
 
 
 def _medians(runs: list[dict[str, Any]], key: str, digits: int) -> dict[str, float]:
-    """Per daemon, the median of ``run[key][daemon]`` over the runs that have it."""
-    names = sorted({n for r in runs for n in r.get(key) or {}})
+    """Per daemon (or hop), the median of ``run[key][daemon]`` over the runs that have it, in
+    the order the runs name them."""
+    names = list(dict.fromkeys(n for r in runs for n in r.get(key) or {}))
     values = {n: [r[key][n] for r in runs if n in (r.get(key) or {})] for n in names}
     return {n: round(statistics.median(v), digits) for n, v in values.items()}
 
@@ -73,6 +75,7 @@ def format_table(document: dict[str, Any]) -> str:
             f"| {row['case']} | {row['mbps']:.0f} | {ratio} | {row.get('retransmits', '-')} | "
             f"{rtt} | {cpu_text} | {per_packet} |"
         )
+    lines += _hops_table(document["summary"])
     machine = document["machine"]
     lines.append("")
     lines.append(
@@ -82,6 +85,28 @@ def format_table(document: dict[str, Any]) -> str:
         f"tun MTU {document['settings']['tun_mtu']}, iperf3 r1 -> web"
     )
     return "\n".join(lines)
+
+
+def _hops_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Where an idle ping waits, per tunnel (``bench.idle_hops``): none without tcpdump."""
+    measured = [row for row in rows if row.get("idle_hops_us")]
+    if not measured:
+        return []
+    hops = list(measured[0]["idle_hops_us"])
+    lines = [
+        "",
+        "Idle ping, the time each tunnel daemon holds the echo request and its reply (us, "
+        "median; tcpdump's time stamps on tun0 and eth0 of r1 and r2):",
+        "",
+        "| case | " + " | ".join(hops) + " | sum |",
+        "|---|" + "---:|" * (len(hops) + 1),
+    ]
+    for row in measured:
+        values = [row["idle_hops_us"].get(hop) for hop in hops]
+        cells = [f"{value:.0f}" if value is not None else "-" for value in values]
+        total = sum(value for value in values if value is not None)
+        lines.append(f"| {row['case']} | " + " | ".join(cells) + f" | {total:.0f} |")
+    return lines
 
 
 def chart(document: dict[str, Any], path: Path) -> None:

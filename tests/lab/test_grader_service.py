@@ -118,6 +118,19 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
 
 
+def process_states(pids: list[int]) -> dict[int, str]:
+    """Each process's state and parent (``/proc/PID/stat``: "Z 1" is a zombie PID 1 has not
+    collected yet), for a failure's message."""
+    states = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        states[pid] = f"{fields[0]} parent {fields[1]}"
+    return states
+
+
 def children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -193,8 +206,8 @@ def session(tmp_path):
                 student.vpnlab("lab", "down", "--prefix", PREFIX, timeout=120)
             enterers = children(service)
         stop(hub)  # the hub stops its service; the enterer ends with it
-        gone = wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in enterers), 15)
-        assert gone is not None, f"the enterer outlived the service: {enterers}"
+        gone = wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in enterers), 30)
+        assert gone is not None, f"the enterer outlived the service: {process_states(enterers)}"
     assert root_snapshot() == before
 
 

@@ -201,10 +201,8 @@ class Bench:
             self.run_in("r1", ["ping", "-n", "-c", count, "-i", "0.05", "-W", "2", WEB])
             time.sleep(0.2)  # the last reply's stamps
         finally:
-            for capture in captures.values():
-                capture.terminate()
-        out = {node: c.communicate(timeout=10)[0].decode() for node, c in captures.items()}
-        return hop_times(out["r1"].splitlines(), out["r2"].splitlines(), skip=2)
+            lines = {node: stopped(capture) for node, capture in captures.items()}
+        return hop_times(lines["r1"], lines["r2"], skip=2)
 
     def pinger(self, limit: str) -> subprocess.Popen:
         """Pings r1 -> web every 0.2 s while iperf3 runs (the first second is ramp-up)."""
@@ -257,11 +255,23 @@ class Bench:
         }
 
 
+def stopped(capture: subprocess.Popen) -> list[str]:
+    """Stop a capture (SIGTERM, SIGKILL if it lingers 5 s); the lines it printed."""
+    capture.terminate()
+    try:
+        out, _ = capture.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        capture.kill()
+        out, _ = capture.communicate()
+    return out.decode(errors="replace").splitlines()
+
+
 Stamp = tuple[float, str, str, str]
 """One line of ``tcpdump -i any -tt -q``: time, interface, direction (In/Out), the rest."""
 
 
 def parse_tcpdump(lines: list[str]) -> list[Stamp]:
+    """The packets of tcpdump's lines; any other line (its banner) is skipped."""
     stamps = []
     for line in lines:
         fields = line.split(None, 3)

@@ -25,6 +25,7 @@ import os
 import pwd
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
@@ -181,5 +182,20 @@ def serve(user: str, store_path: Path, port: int, prefix: str, listen: str = "12
     finally:
         server.server_close()
         enterer.channel.close()  # the enterer ends
+        reap(enterer_pid)
         store.close()
     return 0
+
+
+def reap(pid: int, timeout_s: float = 10.0) -> None:
+    """Wait (at most ``timeout_s``) for the enterer to end once its channel is closed, and
+    collect its exit: a child never waited for stays a zombie until PID 1 finds it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ended, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # already collected (or never ours)
+            return
+        if ended or time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)

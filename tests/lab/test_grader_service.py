@@ -118,6 +118,13 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
 
 
+def ignore_sigint() -> None:
+    """The hub as a background job starts it (``cmd &``, ``.ci/run`` run by a script): SIGINT
+    ignored, and its service inherits that. The hub stops its service with SIGINT, then 10 s
+    later SIGTERM; the service must end on the first (``service.stop_on_signals``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def process_states(pids: list[int]) -> dict[int, str]:
     """Each process's state and parent (``/proc/PID/stat``: "Z 1" is a zombie PID 1 has not
     collected yet), for a failure's message."""
@@ -178,6 +185,7 @@ def session(tmp_path):
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=ignore_sigint,
         )
         stack.callback(stop, hub)
         up = wait_until(lambda: hub_api(admin, "GET", "/")[0] == 200, 60, 0.5)

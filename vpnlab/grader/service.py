@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 import socket
 import sys
 import time
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from vpnlab.core.errors import LabError
@@ -170,6 +172,7 @@ def serve(user: str, store_path: Path, port: int, prefix: str, listen: str = "12
         raise LabError(f"no user {user!r}: the class install makes it (scripts/setup.sh)") from None
     identify = hub_identify()  # jupyterhub imported while root can read every file
     enterer_pid, enterer = start_enterer(uid)
+    stop_on_signals()
     drop_to(user)
     store = open_store(store_path)
     Handler.service = GraderService(store, enterer.run, identify, prefix)
@@ -185,6 +188,20 @@ def serve(user: str, store_path: Path, port: int, prefix: str, listen: str = "12
         reap(enterer_pid)
         store.close()
     return 0
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM end the service through its clean-up (the enterer's channel closed,
+    the enterer collected, the store closed), whatever the service inherited: the hub stops a
+    service with SIGINT and only 10 s later with SIGTERM, and a process started from a
+    background job inherits SIGINT ignored (a hub started so kept its service for 10 s, then
+    was itself stopped before its SIGTERM, and the service and the root enterer lived on)."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
 
 
 def reap(pid: int, timeout_s: float = 10.0) -> None:

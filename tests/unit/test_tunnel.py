@@ -6,10 +6,12 @@ raises for one packet as a drop (``bug: <ExceptionType>``) and goes on with the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -223,6 +225,21 @@ def test_the_default_data_path_is_fast_except_for_tap_and_tcp(argv, expected):
         assert datapath_of(args).name == expected, (command, argv)
 
 
+@contextlib.contextmanager
+def hellos_waiting(loop_parts, count: int) -> Iterator[None]:
+    """``count`` PSK Hellos from as many clients, waiting on the loop's socket."""
+    _, _, sock, _ = loop_parts
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    try:
+        for client in clients:
+            client.sendto(b"VPNLAB/1 HELLO\n", sock.getsockname())
+        time.sleep(0.1)
+        yield
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_SelectLoop_on_events_once_per_wake_up_with_all_its_events(loop_parts, monkeypatch):
     """Issue 27: the server rewrote its key export once per event: 250 Byes arriving
     together cost 137 ms in one wake-up. A batch's events now come to ``on_events`` once.
@@ -231,16 +248,10 @@ def test_SelectLoop_on_events_once_per_wake_up_with_all_its_events(loop_parts, m
     batches = []
     core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
     tunnel = make_loop(loop_parts, core, on_events=batches.append)
-    _, _, sock, _ = loop_parts
-    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
-    for client in clients:
-        client.sendto(b"VPNLAB/1 HELLO\n", sock.getsockname())
-    time.sleep(0.1)
-    tunnel.turn(report=False)
+    with hellos_waiting(loop_parts, 3):
+        tunnel.turn(report=False)
     ((a, b, c),) = batches
     assert {type(a), type(b), type(c)} == {HandshakeCompleted}
-    for client in clients:
-        client.close()
 
 
 def test_SelectLoop_reads_one_datagram_after_a_pause_and_the_rest_next_turn(loop_parts):
@@ -250,18 +261,12 @@ def test_SelectLoop_reads_one_datagram_after_a_pause_and_the_rest_next_turn(loop
     batches = []
     core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
     tunnel = make_loop(loop_parts, core, on_events=batches.append)
-    _, _, sock, _ = loop_parts
-    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
-    for client in clients:
-        client.sendto(b"VPNLAB/1 HELLO\n", sock.getsockname())
-    time.sleep(0.1)
-    tunnel.turn(report=False)
-    assert [len(batch) for batch in batches] == [1]
-    tunnel.turn(report=False)  # select() saw the second one waiting
+    with hellos_waiting(loop_parts, 2):
+        tunnel.turn(report=False)
+        assert [len(batch) for batch in batches] == [1]
+        tunnel.turn(report=False)  # select() saw the second one waiting
     assert [len(batch) for batch in batches] == [1, 1]
     assert len(core.sessions) == 2
-    for client in clients:
-        client.close()
 
 
 @pytest.mark.parametrize(

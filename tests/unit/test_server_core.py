@@ -190,6 +190,21 @@ def test_ServerCore_client_to_client_allowed_or_isolated(fmt, isolate):
     assert pair.server.counters.packets_to_tun == (1 if isolate else 2)
 
 
+def test_ServerCore_sends_in_the_order_it_sealed_whatever_the_client(fmt):
+    """One outbox for the server and its sessions: the datagrams for two clients leave in the
+    order tun0 gave their packets, each to the address its session had then."""
+    pair = CorePair(fmt)
+    pair.connect()
+    other = ("192.0.2.3", 4500)
+    second_client(pair, fmt, other)
+    order = ["10.8.0.3", "10.8.0.2", "10.8.0.3", "10.8.0.2"]
+    for destination in order:
+        assert pair.server.send_packets([ipv4_packet("203.0.113.10", destination)], 0.0) == []
+    sent = pair.server.datagrams_to_send()
+    assert [peer for _, peer in sent] == [other, CLIENT, other, CLIENT]
+    assert pair.server.datagrams_to_send() == []  # taken once
+
+
 SITES = {  # a client's LAN, an address in it, one outside it, the LAN behind the server, a stranger
     4: (IPv4Network("172.16.1.0/24"), "172.16.1.10", "172.16.9.10", "172.16.2.10", "172.16.3.1"),
     6: (IPv6Network("fd16:1::/64"), "fd16:1::10", "fd16:9::10", "fd16:2::10", "fd16:3::1"),

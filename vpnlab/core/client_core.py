@@ -18,10 +18,12 @@ from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
     Counters,
+    Outbox,
     Session,
     Timeouts,
     next_state,
     seal,
+    take,
 )
 
 
@@ -69,7 +71,7 @@ class ClientCore(CoreBase):
         self.counters = Counters()
         self.session: Session | None = None
         self.close_reason: Close | None = None
-        self._outbox: list[bytes] = []
+        self.outbox: Outbox = []
         self._hello = b""
         self._connect_deadline = 0.0
         self._retry_at = 0.0
@@ -80,7 +82,7 @@ class ClientCore(CoreBase):
             return self._established(self.static, now)
         assert self.handshake is not None
         self._hello = self.handshake.hello(now + self.clock_offset_s)
-        self._outbox.append(self._hello)
+        self.outbox.append((self._hello, self.server))
         self._connect_deadline = now + self.timeouts.connect_s
         self._retry_at = now + self.timeouts.hello_retry_s
         return []
@@ -98,7 +100,7 @@ class ClientCore(CoreBase):
     def _established(self, established: Established, now: float) -> list[Event]:
         self.state = next_state(self.state, Opened.WELCOME)
         self.session = Session(
-            self.server, established, now, self.counters, self.timeouts, self.layer2
+            self.server, established, now, self.counters, self.outbox, self.timeouts, self.layer2
         )
         return [HandshakeCompleted(self.server, established.client_address)]
 
@@ -156,7 +158,7 @@ class ClientCore(CoreBase):
         hello = handshake.hello(now + self.clock_offset_s)
         if hello != self._hello:
             self._hello = hello
-            self._outbox.append(hello)
+            self.outbox.append((hello, self.server))
             self._retry_at = now + self.timeouts.hello_retry_s
         self.counters.cookies_received += 1
         return []
@@ -197,12 +199,7 @@ class ClientCore(CoreBase):
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything queued since the last call, with its destination."""
-        queued = self._outbox
-        if self.session is not None:
-            queued += self.session.outbox
-            self.session.outbox = []
-        self._outbox = []
-        return [(datagram, self.server) for datagram in queued]
+        return take(self.outbox)
 
     def next_timer(self) -> float | None:
         """When ``handle_timer`` must run next (None: nothing pending)."""
@@ -223,7 +220,7 @@ class ClientCore(CoreBase):
             if now >= self._connect_deadline:
                 return self._close(Close.SERVER_UNREACHABLE)
             if now >= self._retry_at:
-                self._outbox.append(self._hello)
+                self.outbox.append((self._hello, self.server))
                 self._retry_at = now + self.timeouts.hello_retry_s
             return []
         session = self.session
@@ -242,13 +239,13 @@ class ClientCore(CoreBase):
             if self.new_handshake is not None and session.rekey_due(now):
                 self.rekeying = self.new_handshake()
                 self._hello = self.rekeying.hello(now + self.clock_offset_s)
-                self._outbox.append(self._hello)
+                self.outbox.append((self._hello, self.server))
                 self._connect_deadline = now + self.timeouts.connect_s
                 self._retry_at = now + self.timeouts.hello_retry_s
         elif now >= self._connect_deadline:
             self.rekeying = None
         elif now >= self._retry_at:
-            self._outbox.append(self._hello)
+            self.outbox.append((self._hello, self.server))
             self._retry_at = now + self.timeouts.hello_retry_s
 
     def describe(self, now: float) -> dict[str, object]:

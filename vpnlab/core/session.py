@@ -89,6 +89,19 @@ DEFAULT_TIMEOUTS = Timeouts()
 
 OnBug = Callable[[Exception], None]
 
+Outbox = list[tuple[bytes, Address]]
+"""Datagrams sealed and not yet sent, each with where it goes, in the order they were made:
+one per core, which its sessions append to, so taking them costs the same with 1,000 clients
+as with one (it walked every session: 15 us a call with 1,000)."""
+
+
+def take(outbox: Outbox) -> Outbox:
+    """``datagrams_to_send``: everything in ``outbox``, which is left empty (the sessions keep
+    appending to the same list)."""
+    queued = outbox.copy()
+    outbox.clear()
+    return queued
+
 
 def drop(counters: Counters, reason: DropLabel, peer: Address | None = None) -> list[Event]:
     """Count a refused datagram or packet by ``reason``; the event is for the log."""
@@ -175,6 +188,7 @@ class Session:
         established: keys and tunnel address from the handshake (or a static key file).
         now: the time the session starts; both timers start from it.
         counters: where to count (the core's, shared by all its sessions).
+        outbox: where to put what it seals, with ``peer`` (the core's, shared likewise).
         layer2: ``--mode tap``: the "packets" are Ethernet frames (``seal_frame``/``open_frame``).
     """
 
@@ -184,6 +198,7 @@ class Session:
         established: Established,
         now: float,
         counters: Counters,
+        outbox: Outbox,
         timeouts: Timeouts,
         layer2: bool = False,
     ) -> None:
@@ -209,7 +224,7 @@ class Session:
         self.timeouts = timeouts
         self.last_received = now
         self.last_sent = now
-        self.outbox: list[bytes] = []
+        self.outbox = outbox
         self.pending: Protection | None = None
         """Keys of a rekey we answered, not yet confirmed by a datagram from the peer."""
         self.previous: Protection | None = None
@@ -250,7 +265,7 @@ class Session:
             LocalProtocolError: the packet cannot be sealed (too large for the format, or the
                 keys' sequence space is used up).
         """
-        self.outbox.append(self._sealer(packet))
+        self.outbox.append((self._sealer(packet), self.peer))
         self.sealed += 1
         self.last_sent = now
         self.counters.packets_from_tun += 1
@@ -326,7 +341,7 @@ class Session:
             False if the keys cannot seal anything more.
         """
         try:
-            self.outbox.append(self.protection.seal_keepalive())
+            self.outbox.append((self.protection.seal_keepalive(), self.peer))
         except LocalProtocolError:
             return False
         self.sealed += 1
@@ -337,4 +352,4 @@ class Session:
     def close(self) -> None:
         """CleanUp: tell the peer at once, so it need not wait for its liveness timeout."""
         with contextlib.suppress(LocalProtocolError):  # keys exhausted: the peer's timeout
-            self.outbox.append(self.protection.seal_bye())
+            self.outbox.append((self.protection.seal_bye(), self.peer))

@@ -140,6 +140,7 @@ def daemon(now: float, last_received: float, last_sent: float) -> str | None:
         Established(PlainProtection(), IPv4Interface("10.8.0.2/24")),
         0.0,
         Counters(),
+        [],
         DEFAULT_TIMEOUTS,
     )
     session.last_received, session.last_sent = last_received, last_sent

@@ -77,6 +77,19 @@ def download_with_pause(prefix: str, pause_s: float, out: Path, after_bytes: int
     return curl, stopped
 
 
+def retransmission_timeouts(times: list[float], burst_s: float = 0.05) -> list[float]:
+    """The moments web's TCP retransmitted, a burst of retransmissions counted once.
+
+    Loss recovery can resend several segments within a millisecond (SACK, RACK) as the tunnel
+    freezes; each retransmission timeout after that (200 ms at least, RFC 6298) resends one.
+    """
+    moments: list[float] = []
+    for t in sorted(times):
+        if not moments or t - moments[-1] > burst_s:
+            moments.append(t)
+    return moments
+
+
 def test_a_3s_pause_of_the_server_is_survived_with_tcp_retransmissions(vpn_lab, tmp_path: Path):
     prefix = vpn_lab.prefix
     client = pid_of(prefix, "client-r1")
@@ -98,9 +111,10 @@ def test_a_3s_pause_of_the_server_is_survived_with_tcp_retransmissions(vpn_lab, 
     web_retransmits = f"tcp.analysis.retransmission and ip.src == {WEB_IP}"
     retrans = capture.fields(cap.path, ["frame.time_epoch"], display_filter=web_retransmits)
     during = [float(t) - stopped for (t,) in retrans if 0 <= float(t) - stopped < 3.0]
-    assert len(during) >= 3, during  # web's TCP retransmitted while the tunnel was frozen ...
-    gaps = [b - a for a, b in pairwise(during)]
-    assert all(1.4 < b / a < 2.6 for a, b in pairwise(gaps)), gaps  # ... backing off x2
+    timeouts = retransmission_timeouts(during)
+    assert len(timeouts) >= 3, during  # web's TCP retransmitted while the tunnel was frozen ...
+    gaps = [b - a for a, b in pairwise(timeouts)]
+    assert all(1.4 < b / a < 2.6 for a, b in pairwise(gaps)), (gaps, during)  # ... backing off x2
 
 
 def test_an_8s_pause_of_the_server_ends_the_session(vpn_lab, tmp_path: Path):

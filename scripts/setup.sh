@@ -168,8 +168,20 @@ SYSTEM_EXTRAS=course,hub
 SYSTEM_PACKAGES=(jupyterhub-idle-culler jupyterhub-systemdspawner jupyterhub-ltiauthenticator
   oauthenticator)
 
+# The files pip builds the package from, copied out of the checkout into a new folder (printed).
+# Built in the checkout itself, setuptools would leave build/ and vpnlab.egg-info there, owned by
+# root, and ship whatever build/lib holds: also a module that an older checkout had and this one
+# deleted, after `git pull` (a course update, docs/class.md step 7).
+package_sources() {
+  local src
+  src=$(mktemp -d) || die "could not make a folder for the package's sources (mktemp -d)"
+  tar -C "$VPNLAB_ROOT" --exclude=__pycache__ -cf - pyproject.toml README.md vpnlab \
+    | tar -C "$src" -xf - || { rm -rf "$src"; die "could not copy the package's sources"; }
+  echo "$src"
+}
+
 system_venv() {
-  local venv="$SYSTEM_PREFIX/venv" py log="$SYSTEM_PREFIX/pip.log" again=()
+  local venv="$SYSTEM_PREFIX/venv" py log="$SYSTEM_PREFIX/pip.log" again=() src
   if [ -x "$venv/bin/python" ]; then
     again=(--force-reinstall --no-deps)  # the same version number, new code: install it anew
   else
@@ -180,13 +192,16 @@ system_venv() {
     "$py" -m venv "$venv" || die "could not create $venv ($py -m venv failed)"
   fi
   say "class install: installing vpnlab[$SYSTEM_EXTRAS] ${SYSTEM_PACKAGES[*]} (pip, a minute)"
+  src=$(package_sources)
   if ! { "$venv/bin/python" -m pip install -q --upgrade pip \
-      && "$venv/bin/python" -m pip install -q "$VPNLAB_ROOT[$SYSTEM_EXTRAS]" "${SYSTEM_PACKAGES[@]}" \
+      && "$venv/bin/python" -m pip install -q "$src[$SYSTEM_EXTRAS]" "${SYSTEM_PACKAGES[@]}" \
       && { [ ${#again[@]} -eq 0 ] \
-        || "$venv/bin/python" -m pip install -q "${again[@]}" "$VPNLAB_ROOT"; }; } >"$log" 2>&1; then
+        || "$venv/bin/python" -m pip install -q "${again[@]}" "$src"; }; } >"$log" 2>&1; then
+    rm -rf "$src"
     tail -n 20 "$log" >&2
     die "pip could not install the class install (full log: $log)"
   fi
+  rm -rf "$src"
   # rfc3987-syntax (pulled in by jsonschema[format-nongpl] for jupyter_events) builds about 35
   # parsers at import: 1.1 CPU s in every student's server start, for a format no Jupyter
   # schema uses (jupyter_server#1559; docs/performance.md, "A class at once").

@@ -1,9 +1,11 @@
 """The class install (``scripts/setup.sh --system``, docs/class.md) from any checkout.
 
 - From a clone in a 0700 folder (a Debian 12 home): ``git clone`` of this checkout's HEAD into
-  a 0700 parent, ``setup.sh --system`` from the clone into a prefix of the test's own, then
-  the student paths against that install: a rootless lab as a new Unix user (up, verify,
-  down) and a hub that spawns a server for a student whose notebook cell builds a lab.
+  a 0700 parent, ``setup.sh --system`` from the clone into a prefix of the test's own (the
+  installed package holds the clone's modules, not a stale one an older build left in
+  ``build/lib``, and nothing is written into the clone), then the student paths against that
+  install: a rootless lab as a new Unix user (up, verify, down) and a hub that spawns a
+  server for a student whose notebook cell builds a lab.
 - What the install holds: the student edition only. No file under the prefix has the content
   of an instructor notebook (or its jupytext pair), and no notebook in it holds a solution or a
   hidden test.
@@ -55,8 +57,13 @@ def test_the_suite_paths_from_a_clone_in_a_0700_home(tmp_path):
             timeout=120,
         )
         assert cloned.returncode == 0, cloned.stderr
+        stale = clone / "build/lib/vpnlab/stale_module.py"  # an older checkout's build
+        stale.parent.mkdir(parents=True)
+        stale.write_text("DELETED_SINCE = 1\n")
         build_class_install(prefix, source=clone)
         assert not str(os.path.realpath(install_bin(prefix))).startswith(str(home))
+        assert installed_modules(prefix) == modules(clone / "vpnlab")
+        assert untracked(clone) == ["build/"], "the install wrote into the checkout"
         with unix_user("k") as user, made_folder() as folder:
             student = Student(user, install_bin(prefix), {"VPNLAB_TUN_NODE": str(tun_node(folder))})
             up = student.vpnlab("lab", "up", "--prefix", "cl-")
@@ -79,6 +86,24 @@ def test_the_suite_paths_from_a_clone_in_a_0700_home(tmp_path):
     finally:
         subprocess.run(["rm", "-rf", str(home), str(prefix)], check=False, timeout=120)
     assert root_snapshot() == before
+
+
+def modules(package: Path) -> list[str]:
+    """The package's modules, as paths below it."""
+    return sorted(str(p.relative_to(package)) for p in package.rglob("*.py"))
+
+
+def installed_modules(prefix: Path) -> list[str]:
+    """The modules of the vpnlab installed in the class install's venv."""
+    (site,) = (prefix / "venv/lib").glob("python3*/site-packages")
+    return modules(site / "vpnlab")
+
+
+def untracked(checkout: Path) -> list[str]:
+    """What git does not track in the checkout, ignored files included."""
+    status = ["git", "-C", str(checkout), "status", "--porcelain", "--ignored"]
+    lines = subprocess.run(status, capture_output=True, text=True, check=True).stdout.splitlines()
+    return sorted(line[3:] for line in lines)
 
 
 def test_the_install_holds_the_student_edition_only():

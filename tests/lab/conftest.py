@@ -5,9 +5,6 @@ The helpers behind them (prefixes, snapshots, ``build_lab``) are in ``helpers.py
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +19,6 @@ from .helpers import (
     lab_pids,
     root_snapshot,
 )
-from .users import CLASS_INSTALL_ENV
 
 
 @pytest.fixture
@@ -72,21 +68,3 @@ def prefix() -> Iterator[str]:
         lab.down(p)
     assert_gone(p, {}, [])
     assert root_snapshot() == before, "the root namespace changed"
-
-
-# --- the class install of the session (users.py: class_install) ------------------------------
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The controller names a folder for the session's class install; the workers inherit it."""
-    if not hasattr(config, "workerinput") and CLASS_INSTALL_ENV not in os.environ:
-        os.environ[CLASS_INSTALL_ENV] = tempfile.mkdtemp(prefix="vpnlab-class-", dir="/tmp")
-        config._vpnlab_class_install = os.environ[CLASS_INSTALL_ENV]
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """The controller removes the class install once every worker is done."""
-    folder = getattr(config, "_vpnlab_class_install", None)
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
-        os.environ.pop(CLASS_INSTALL_ENV, None)

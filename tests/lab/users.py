@@ -8,7 +8,7 @@ groups; no su, no PAM).
 The users run the **class install** (``scripts/setup.sh --system``), never this checkout or its
 venv: a checkout may sit in a 0700 home (Debian 12), which no other user can read.
 :func:`class_install` builds it once per test session under a folder the session made in /tmp
-(``VPNLAB_TEST_CLASS_INSTALL``, set and removed by ``tests/lab/conftest.py``), under a lock, so
+(``VPNLAB_TEST_CLASS_INSTALL``, set and removed by ``tests/conftest.py``), under a lock, so
 every worker and test file shares one build (about 75 s with a warm pip cache).
 :func:`tun_node` is what the issue checked on a host whose /dev/net/tun is 0600: a 0666 node
 (c 10 200) in a folder the test made, which the holder binds over /dev/net/tun
@@ -34,9 +34,9 @@ import pytest
 from vpnlab.course import classhub
 from vpnlab.course.classhub import remove_user
 
+from ..conftest import CLASS_INSTALL_ENV
+
 REPO = Path(__file__).resolve().parents[2]
-CLASS_INSTALL_ENV = "VPNLAB_TEST_CLASS_INSTALL"
-"""The session's folder for the class install (tests/lab/conftest.py makes and removes it)."""
 BUILD_TIMEOUT_S = 900
 _counter = itertools.count(1)
 
@@ -130,11 +130,10 @@ def build_class_install(prefix: Path, source: Path = REPO) -> Path:
 def class_install() -> Path:
     """The session's class install (``PREFIX/venv``, ``course``, ``proxy``, ``bin``).
 
-    Built once for the whole session: the first worker builds it under an flock, the others
-    wait and find it built. Without ``VPNLAB_TEST_CLASS_INSTALL`` (a test file run on its own
-    outside this conftest) the folder is this process's own, left to /tmp's cleaning.
+    Built once for the whole session, in the folder ``tests/conftest.py`` made for it: the
+    first worker builds it under an flock, the others wait and find it built.
     """
-    folder = Path(os.environ.get(CLASS_INSTALL_ENV) or f"/tmp/vpnlab-class-{os.getpid()}")
+    folder = Path(os.environ[CLASS_INSTALL_ENV])
     folder.mkdir(mode=0o755, exist_ok=True)
     folder.chmod(0o755)
     prefix = folder / "install"

@@ -12,6 +12,7 @@ import pytest
 
 from vpnlab import lab
 from vpnlab.core.constants import PORT
+from vpnlab.instruments.capture import TSHARK_TRUE
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import load_static_keys
 
@@ -87,7 +88,7 @@ def test_tshark_decrypts_live_tunnel_with_exported_keys(vpn_lab, tmp_path):
     for stack, spi, icv_good, _ in decoded:  # keepalives (next header 59) may be there too
         assert stack.startswith("eth:ethertype:ip:udp:udpencap:esp")
         assert int(spi, 16) != 0
-        assert icv_good == "1"
+        assert icv_good in TSHARK_TRUE
     without_keys = tshark_rows(pcap, [], "frame.protocols")
     expected = "eth:ethertype:ip:udp:udpencap:esp"
     if vpn_lab.info["cipher"] == "esp-aes-gcm":

@@ -67,14 +67,15 @@ def test_meltdown_script_passes_sigterm_on_and_its_lab_goes(prefix, tmp_path):
 
 
 def dumpcaps_writing(path: Path) -> list[int]:
-    """The dumpcap processes whose command line names ``path``."""
+    """The dumpcap processes writing ``path`` (their stdout: ``capture._start_dumpcap``)."""
     found = []
     for entry in os.listdir("/proc"):
         try:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            stdout = os.readlink(f"/proc/{entry}/fd/1")
         except OSError:
             continue
-        if entry.isdigit() and argv[0].endswith(b"dumpcap") and str(path).encode() in argv:
+        if entry.isdigit() and argv[0].endswith(b"dumpcap") and stdout == str(path):
             found.append(int(entry))
     return found
 

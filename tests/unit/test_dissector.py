@@ -8,9 +8,14 @@ with it the Hello, the Welcome and the plain control lines are ``vpnlab``, and e
 from __future__ import annotations
 
 import importlib.resources
+import os
 import random
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from ipaddress import IPv4Interface
+from pathlib import Path
 
 import pytest
 
@@ -177,10 +182,30 @@ def catalogue(exchanges, tmp_path_factory):
     }
 
 
-def tshark(*args: str) -> str:
-    done = subprocess.run(["tshark", "-n", *args], capture_output=True, text=True, timeout=60)
+def tshark(*args: str, cwd: Path | None = None) -> str:
+    """tshark as a person types it; as root, as nobody (:data:`capture.TSHARK_USER`), as
+    Wireshark asks and as 4.2 and later need for a Lua script."""
+    user, who = capture.TSHARK_USER, {}
+    if os.geteuid() == 0:  # nobody's settings: none (root's are closed to it)
+        env = {**os.environ, "HOME": str(cwd)}
+        who = {"user": user, "group": user, "extra_groups": [], "env": env}
+    argv = ["tshark", "-n", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=cwd, **who)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+@pytest.fixture
+def by_hand(catalogue) -> Iterator[Path]:
+    """A folder everyone may read with the catalogue as ``capture.pcap`` and the dissector as
+    ``vpnlab.lua``, as a student has them (pytest's own folders are root's alone)."""
+    with tempfile.TemporaryDirectory(prefix="vpnlab-by-hand-") as name:
+        folder = Path(name)
+        folder.chmod(0o755)
+        for source, target in ((catalogue[0], "capture.pcap"), (capture.DISSECTOR, "vpnlab.lua")):
+            shutil.copyfile(source, folder / target)
+            (folder / target).chmod(0o644)
+        yield folder
 
 
 # --- the handshakes -----------------------------------------------------------------------------
@@ -284,18 +309,19 @@ def test_everything_else_decodes_exactly_as_without_the_dissector(catalogue):
     assert rows["truncated hello"]["frame.protocols"].endswith("udpencap:isakmp")
 
 
-def test_the_command_line_of_the_brief(catalogue):
+def test_the_command_line_of_the_brief(catalogue, by_hand):
     """``tshark -X lua_script:...`` by hand: vpnlab for handshakes, no isakmp anywhere."""
-    path, rows = catalogue
-    script = f"lua_script:{capture.DISSECTOR}"
-    out = tshark("-X", script, "-r", str(path), "-T", "fields", "-e", "frame.protocols")
+    _, rows = catalogue
+    script, path = "lua_script:vpnlab.lua", "capture.pcap"
+    out = tshark("-X", script, "-r", path, "-T", "fields", "-e", "frame.protocols", cwd=by_hand)
     handshakes = [i for i, name in enumerate(rows) if name.split()[0] in ("psk", "identity")]
     lines = out.splitlines()
     assert all(lines[i] == "eth:ethertype:ip:udp:vpnlab" for i in handshakes)
     assert "isakmp" not in "".join(lines[i] for i in handshakes)
-    plain_out = tshark("-r", str(path), "-T", "fields", "-e", "frame.protocols").splitlines()
+    fields = ("-T", "fields", "-e", "frame.protocols")
+    plain_out = tshark("-r", path, *fields, cwd=by_hand).splitlines()
     assert all(plain_out[i].endswith("udpencap:isakmp") for i in handshakes)
-    verbose = tshark("-X", script, "-r", str(path), "-V")
+    verbose = tshark("-X", script, "-r", path, "-V", cwd=by_hand)
     assert "Lua Error" not in verbose and "vpnlab Hello (identity, esp-aes-gcm)" in verbose
     assert "Encrypted static key: " in verbose and "Noise ephemeral key: " in verbose
 
@@ -313,7 +339,7 @@ def test_esp_still_decrypts_with_esp_sa_rows(exchanges, tmp_path):
     ]
     assert with_keys[2:] == capture.stacks(path, rows)[2:]
     [pkt] = decode.decode(path, rows, display_filter="esp", dissector=True)
-    assert {f.name: f.value for f in pkt.layer("esp").fields}["esp.icv_good"] == "1"
+    assert {f.name: f.value for f in pkt.layer("esp").fields}["esp.icv_good"] in capture.TSHARK_TRUE
 
 
 @pytest.mark.parametrize("ports", [(4500, 40000), (40000, 4500), (1234, 4500), (4500, 1234)])

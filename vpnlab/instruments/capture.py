@@ -23,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,11 @@ DISSECTOR = Path(__file__).with_name("vpnlab.lua")
 """Our tshark dissector (package data): Hello, Welcome and the plain control lines as ``vpnlab``
 instead of a bogus ``udpencap:isakmp``; ESP and everything else decode as before."""
 
+TSHARK_USER = 65534
+"""nobody (and nogroup), as whom tshark reads captures when we are root (:func:`run_tshark`)."""
+TSHARK_TRUE = frozenset({"1", "True"})
+"""How tshark writes a true boolean field (``esp.icv_good``): 1 up to 4.0, True from 4.2."""
+
 Keys = str | Path | Sequence[str] | None
 """esp_sa rows: a file (rows, one a line, or a static-key JSON file), or the rows themselves."""
 
@@ -76,23 +81,32 @@ def _namespace(prefix: str, node: str) -> str:
         raise CaptureError(str(exc)) from None
 
 
-def _start_dumpcap(prefix: str, node: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
-    """dumpcap in the node, its stderr to a temporary log (removed again if it cannot start)."""
+def _start_dumpcap(
+    prefix: str, node: str, argv: list[str], path: Path
+) -> tuple[subprocess.Popen, Path]:
+    """dumpcap in the node writing to its stdout, which is ``path``, opened here; its stderr to
+    a temporary log (both removed again if it cannot start).
+
+    dumpcap run as root keeps only the capabilities to capture (not CAP_DAC_OVERRIDE), so it
+    cannot open a file in a folder that root may not enter without them: a checkout in a
+    student's 0700 or 0750 home, with ``sudo``. This process can, so it opens the file."""
     fd, log_name = tempfile.mkstemp(prefix="vpnlab-dumpcap-", suffix=".log")
     try:
-        with os.fdopen(fd, "wb") as log:
+        with os.fdopen(fd, "wb") as log, path.open("wb") as out:
             proc = popen_in(
                 prefix,
                 node,
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=out,
                 stderr=log,
                 start_new_session=True,
             )
-    except LabError as exc:
+    except (LabError, OSError) as exc:
         Path(log_name).unlink(missing_ok=True)
-        raise CaptureError(str(exc)) from None
+        path.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise CaptureError(f"cannot capture into {path}: {reason}") from None
     return proc, Path(log_name)
 
 
@@ -153,10 +167,10 @@ class Capture:
     def _finish(self) -> Path:
         text = _read(self.log_path)
         self.log_path.unlink(missing_ok=True)
-        if not self.path.exists():
-            raise CaptureError(f"dumpcap wrote no file: {_last_line(text)}")
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            raise CaptureError(f"dumpcap wrote nothing: {_last_line(text)}")
         with contextlib.suppress(OSError):
-            self.path.chmod(0o644)  # dumpcap writes 0600; a notebook may not run as root
+            self.path.chmod(0o644)  # whatever the umask: a notebook may not run as root
         return self.path
 
     def __enter__(self) -> Capture:
@@ -191,11 +205,10 @@ def start_capture(
     ns = _namespace(prefix, node)
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    argv = ["dumpcap", "-q", "-i", interface, "-w", str(path)]
+    argv = ["dumpcap", "-q", "-i", interface, "-w", "-"]  # to path: _start_dumpcap
     argv += ["-c", str(count), "-a", f"duration:{round(duration_s)}"]
     argv += ["-a", f"filesize:{MAX_FILE_KB}"] + (["-f", capture_filter] if capture_filter else [])
-    proc, log_path = _start_dumpcap(prefix, node, argv)
+    proc, log_path = _start_dumpcap(prefix, node, argv, path)
     cap = Capture(path, ns, interface, proc, log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
@@ -206,6 +219,7 @@ def start_capture(
                 return cap
             if exited:
                 cap.log_path.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
                 raise CaptureError(f"dumpcap on {ns} {interface}: {_last_line(text)}")
             time.sleep(0.02)
     except KeyboardInterrupt:  # CleanUp: stopped while waiting (Ctrl-C, SIGTERM): dumpcap too
@@ -214,6 +228,7 @@ def start_capture(
         raise
     with contextlib.suppress(CaptureError):
         cap.stop(settle_s=0)
+    path.unlink(missing_ok=True)
     raise CaptureError(f"dumpcap on {ns} {interface} not capturing after {READY_TIMEOUT_S} s")
 
 
@@ -242,17 +257,9 @@ def lab_keys(prefix: str) -> list[str]:
     return load_keys(path) if path.exists() else []
 
 
-def dissector_options() -> list[str]:
-    """tshark's ``-X lua_script:`` option that loads :data:`DISSECTOR`."""
-    if not DISSECTOR.is_file():
-        raise CaptureError(f"the vpnlab dissector is missing: {DISSECTOR}")
-    return ["-X", f"lua_script:{DISSECTOR}"]
-
-
-def tshark_options(keys: Keys = None, dissector: bool = False) -> list[str]:
-    """tshark ``-o`` options that decrypt ESP and check its ICV with ``keys`` (none: []),
-    after the option that loads our dissector if ``dissector``."""
-    opts = dissector_options() if dissector else []
+def tshark_options(keys: Keys = None) -> list[str]:
+    """tshark ``-o`` options that decrypt ESP and check its ICV with ``keys`` (none: [])."""
+    opts: list[str] = []
     rows = load_keys(keys)
     if not rows:
         return opts
@@ -263,16 +270,66 @@ def tshark_options(keys: Keys = None, dissector: bool = False) -> list[str]:
     return opts
 
 
+def _unprivileged() -> bool:
+    """Whether tshark must leave root to us: we are root, and :data:`TSHARK_USER` exists in this
+    user namespace (a rootless lab's holder maps one user only)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        uid_map = Path("/proc/self/uid_map").read_text().splitlines()
+    except OSError:
+        return False
+    for line in uid_map:  # "inside outside count" a range
+        inside, _, count = (int(n) for n in line.split())
+        if inside <= TSHARK_USER < inside + count:
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _tshark_argv(path: Path, dissector: bool) -> Iterator[tuple[list[str], dict[str, Any]]]:
+    """tshark's argv up to the options, and how to run it (:func:`subprocess.run` arguments).
+
+    As root, tshark runs as :data:`TSHARK_USER`, reading the capture from its stdin and our
+    dissector from a copy in a folder of its own (a checkout in a 0700 home is closed to it):
+    Wireshark 4.2 and later run no Lua script given on the command line as root (4.0 did, as
+    Debian 12's /etc/wireshark/init.lua allowed), and dissecting packets unprivileged is what
+    Wireshark asks of everyone (its wiki, CaptureSetup/CapturePrivileges).
+    """
+    if not _unprivileged():
+        script = ["-X", f"lua_script:{DISSECTOR}"] if dissector else []
+        yield ["tshark", "-n", "-r", str(path), *script], {}
+        return
+    with tempfile.TemporaryDirectory(prefix="vpnlab-tshark-") as folder, path.open("rb") as data:
+        os.chmod(folder, 0o755)
+        script = []
+        if dissector:
+            copy = Path(folder) / DISSECTOR.name
+            copy.write_bytes(DISSECTOR.read_bytes())
+            copy.chmod(0o644)
+            script = ["-X", f"lua_script:{copy}"]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": folder, "LANG": "C.UTF-8"}
+        run: dict[str, Any] = {"stdin": data, "cwd": folder, "env": env, "extra_groups": []}
+        run |= {"user": TSHARK_USER, "group": TSHARK_USER}
+        yield ["tshark", "-n", "-r", "-", *script], run
+
+
 def run_tshark(
     path: str | Path, args: list[str], keys: Keys = None, dissector: bool = False
 ) -> str:
     """tshark on ``path``: its stdout; ``dissector`` loads ours (tshark goes on without a script
     it cannot load, only saying so on stderr: that is an error here)."""
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise CaptureError(f"no capture file {path}")
-    argv = ["tshark", "-n", "-r", str(path), *tshark_options(keys, dissector), *args]
+    if dissector and not DISSECTOR.is_file():
+        raise CaptureError(f"the vpnlab dissector is missing: {DISSECTOR}")
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S)
+        with _tshark_argv(path, dissector) as (head, run):
+            argv = [*head, *tshark_options(keys), *args]
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S, **run
+            )
     except FileNotFoundError:
         raise CaptureError("tshark not found: apt-get install tshark") from None
     except subprocess.TimeoutExpired:

@@ -3,6 +3,10 @@
 --   tshark -X lua_script:vpnlab/instruments/vpnlab.lua -r capture.pcapng
 --   vpnlab capture decode capture.pcapng          (loads this file itself)
 --
+-- Run the first as yourself, not as root: Wireshark 4.2 and later load no script named on the
+-- command line as root (4.0 did where /etc/wireshark/init.lua allowed it, as Debian 12's does).
+-- vpnlab capture decode, as root, runs tshark as nobody (vpnlab/instruments/capture.py).
+--
 -- On UDP port 4500 tshark's udpencap dissector takes every datagram: four zero bytes (the
 -- RFC 3948 non-ESP marker) make it IKE (isakmp), anything else ESP. Our handshakes start with
 -- that marker, so without this file a Hello shows as a bogus ISAKMP message. This file shows,

@@ -1,8 +1,10 @@
 """Headless Chromium, as the tests that look at pages the way a student does use it (the
 course website, tests/docs/test_site.py; JupyterLab, tests/notebooks/test_browser.py).
 
-Debian's ``chromium`` and ``chromium-driver`` are installed on demand with apt-get; without them
-a test fails, it never skips. Selenium runs offline (it must not download a driver).
+Debian's ``chromium`` and ``chromium-driver`` are installed on demand with apt-get; Ubuntu has
+Chromium as a snap only (its debs of that name install the snap), so there ``snap install
+chromium``. Without a browser a test fails, it never skips. Selenium runs offline (it must not
+download a driver).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+BROWSERS = (
+    (Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")),  # Debian: chromium-driver
+    (Path("/snap/bin/chromium"), Path("/snap/bin/chromium.chromedriver")),  # Ubuntu's snap
+)
+"""Chromium and its driver, as each distribution installs them."""
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -29,10 +35,15 @@ FLAGS = (
 """Headless, as root in a container, and quiet: no network of its own, no updates."""
 
 
-def ensure_chromium() -> str:
-    """The chromium binary; installs chromium + chromium-driver with apt-get if missing."""
-    found = shutil.which("chromium")
-    if not (found and CHROMEDRIVER.exists()) and shutil.which("apt-get"):
+def installed_chromium() -> tuple[Path, Path] | None:
+    """The first of :data:`BROWSERS` installed whole: (chromium, its driver)."""
+    return next(((b, d) for b, d in BROWSERS if b.exists() and d.exists()), None)
+
+
+def ensure_chromium() -> tuple[Path, Path]:
+    """Chromium and its driver; installs them (apt-get, else snap) if missing."""
+    found = installed_chromium()
+    if found is None and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
         argv += ["chromium", "chromium-driver"]
@@ -42,11 +53,14 @@ def ensure_chromium() -> str:
                 ["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300, check=False
             )
             subprocess.run(argv, env=env, capture_output=True, timeout=900, check=False)
-        found = shutil.which("chromium")
-    if not (found and CHROMEDRIVER.exists()):
+        found = installed_chromium()
+    if found is None and shutil.which("snap"):  # Ubuntu: no chromium deb to install
+        subprocess.run(["snap", "install", "chromium"], capture_output=True, timeout=900)
+        found = installed_chromium()
+    if found is None:
         pytest.fail(
-            "chromium and chromium-driver are needed (apt-get install chromium "
-            "chromium-driver) and could not be installed"
+            "Chromium and its driver are needed and could not be installed: on Debian "
+            "'apt-get install chromium chromium-driver', on Ubuntu 'snap install chromium'"
         )
     return found
 
@@ -54,15 +68,15 @@ def ensure_chromium() -> str:
 def headless_chromium(profile: Path, browser_log: bool = False):
     """A selenium driver of headless Chromium with its profile in ``profile``; with
     ``browser_log``, the page's console messages are kept (``driver.get_log("browser")``)."""
-    chromium = ensure_chromium()
+    chromium, driver = ensure_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = str(chromium)
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     if browser_log:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(str(driver)), options=options)

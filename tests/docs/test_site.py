@@ -1,6 +1,6 @@
 """The course website: ``scripts/docs.sh`` builds it with every warning an error, and headless
-Chromium (Debian's ``chromium`` and ``chromium-driver``, installed on demand as for
-``tests/notebooks/test_browser.py``) finds every page loading, every link to a local page and
+Chromium (Debian's ``chromium`` and ``chromium-driver``, or Ubuntu's snap, installed on demand
+by ``tests/chromium.py``) finds every page loading, every link to a local page and
 anchor resolving, and every figure of the notebook chapters drawn.
 
 The chapters have their outputs only where the notebook tests executed them (``build/executed/``);

@@ -3,8 +3,9 @@
 JupyterLab is started the way ``scripts/netns-lab.sh notebook`` starts it (loopback, a token,
 ``--allow-root``), on a free port, serving a copy of ``notebooks/`` in which notebook 0 has
 been executed (so its topology figure is there). Chromium (Debian's ``chromium`` and
-``chromium-driver``) is installed on demand with apt-get; without it the test fails, it never
-silently passes. The screenshot is kept in ``$VPNLAB_SCREENSHOT_DIR`` (or pytest's tmp dir).
+``chromium-driver``, Ubuntu's snap: ``tests/chromium.py``) is installed on demand; without it
+the test fails, it never silently passes. The screenshot is kept in
+``$VPNLAB_SCREENSHOT_DIR`` (or pytest's tmp dir).
 """
 
 from __future__ import annotations

@@ -36,10 +36,11 @@ from pathlib import Path
 import pytest
 
 from vpnlab.core.constants import LIVENESS_TIMEOUT_S, PORT
+from vpnlab.core.errors import LabError
 from vpnlab.course.dataplane import run_client, start_server, stop_client
 from vpnlab.instruments.capture import TSHARK_TRUE
 from vpnlab.lab.vm import HOST_ADDR, VM_ADDR, KernelVM
-from vpnlab.lab.vm_image import build_image
+from vpnlab.lab.vm_image import build_image, distribution
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import load_static_keys
 
@@ -70,7 +71,12 @@ def kernel_vm(tmp_path_factory) -> Iterator[tuple[LabHandle, KernelVM]]:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("no qemu-system-x86_64: scripts/setup.sh test installs qemu-system-x86")
     started = time.monotonic()
-    image = build_image()
+    try:
+        image = build_image()
+    except LabError as exc:
+        if distribution() != "debian":  # Ubuntu: the host kernel's ESP is tested instead
+            pytest.skip(str(exc))
+        raise
     print(f"\nVM image ready in {time.monotonic() - started:.1f} s: {image.kernel.parent.name}")
     labs = build_lab(vpn=False)
     handle = next(labs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -147,9 +148,30 @@ def candidate(package: str) -> str:
     return found.group(1)
 
 
+def distribution() -> str:
+    """This machine's distribution as /etc/os-release names it (``ID``): debian, ubuntu, ..."""
+    try:
+        return platform.freedesktop_os_release().get("ID", "unknown")
+    except OSError:
+        return "unknown"
+
+
 def kernel_package() -> str:
-    """The real kernel package the metapackage depends on, e.g. linux-image-6.1.0-57-amd64."""
-    version = candidate(KERNEL_PACKAGE)
+    """The real kernel package the metapackage depends on, e.g. linux-image-6.1.0-57-amd64.
+
+    Raises:
+        LabError: apt does not know :data:`KERNEL_PACKAGE`; off Debian it never will (Ubuntu's
+            kernels are other packages, their modules compressed: not what this module reads).
+    """
+    try:
+        version = candidate(KERNEL_PACKAGE)
+    except LabError:
+        if distribution() == "debian":
+            raise
+        raise LabError(
+            f"the kernel VM is built from Debian's {KERNEL_PACKAGE}, which apt on "
+            f"{distribution()} does not have: it runs on Debian only (docs/kernel.md)"
+        ) from None
     out = subprocess.run(
         ["apt-cache", "show", f"{KERNEL_PACKAGE}={version}"],
         capture_output=True,

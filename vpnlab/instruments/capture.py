@@ -309,9 +309,11 @@ def _tshark_argv(path: Path, dissector: bool) -> Iterator[tuple[list[str], dict[
             copy.chmod(0o644)
             script = ["-X", f"lua_script:{copy}"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": folder, "LANG": "C.UTF-8"}
-        run: dict[str, Any] = {"stdin": data, "cwd": folder, "env": env, "extra_groups": []}
-        run |= {"user": TSHARK_USER, "group": TSHARK_USER}
-        yield ["tshark", "-n", "-r", "-", *script], run
+        as_nobody = {"user": TSHARK_USER, "group": TSHARK_USER, "extra_groups": []}
+        yield (
+            ["tshark", "-n", "-r", "-", *script],
+            {"stdin": data, "cwd": folder, "env": env} | as_nobody,
+        )
 
 
 def run_tshark(

@@ -23,6 +23,7 @@ reused: the first build takes a few seconds (a 70 MB download from the Debian mi
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import platform
 import re
@@ -244,15 +245,33 @@ def unpack(deb: Path, tree: Path) -> None:
         raise LabError(f"dpkg-deb -x {deb.name} failed: {done.stderr.strip()}")
 
 
+def in_tree(tree: Path, path: str) -> Path:
+    """``path`` in an unpacked package: where Debian 12 ships it (``bin/``, ``lib/``) or under
+    ``usr/``, where Debian 13's merged /usr put it."""
+    merged = tree / "usr" / path
+    return merged if merged.exists() else tree / path
+
+
+def module_name(path: Path) -> str:
+    """The module a file holds, as modinfo spells it: ``ghash-generic.ko.xz`` -> ghash_generic."""
+    return path.name.removesuffix(".xz").removesuffix(".ko").replace("-", "_")
+
+
+def module_bytes(path: Path) -> bytes:
+    """A module file's contents, uncompressed (Debian 13 ships them xz-compressed)."""
+    data = path.read_bytes()
+    return lzma.decompress(data) if path.suffix == ".xz" else data
+
+
 def module_order(modules_dir: Path, wanted: tuple[str, ...]) -> list[Path]:
-    """The ``.ko`` files for ``wanted`` and their dependencies, each after what it needs.
+    """The module files (``.ko``, ``.ko.xz``) for ``wanted`` and their dependencies, each after
+    what it needs.
 
     The dependencies come from each module's ``.modinfo`` (``depends=a,b``), what depmod
     reads too; a module the kernel has built in has no file and needs none.
     """
-    files = {
-        path.name.removesuffix(".ko").replace("-", "_"): path for path in modules_dir.rglob("*.ko")
-    }
+    found = [*modules_dir.rglob("*.ko"), *modules_dir.rglob("*.ko.xz")]
+    files = {module_name(path): path for path in found}
     order: list[Path] = []
     seen: set[str] = set()
 
@@ -266,7 +285,7 @@ def module_order(modules_dir: Path, wanted: tuple[str, ...]) -> list[Path]:
             if re.search(rf"/{re.escape(name)}\.ko$", builtin.replace("-", "_"), re.MULTILINE):
                 return
             raise LabError(f"the kernel has no module {name}")
-        info = re.search(rb"\x00depends=([^\x00]*)\x00", files[name].read_bytes())
+        info = re.search(rb"\x00depends=([^\x00]*)\x00", module_bytes(files[name]))
         for dep in info.group(1).decode().split(",") if info else []:
             if dep:
                 visit(dep)
@@ -283,12 +302,12 @@ def initramfs_files(tree: Path, release: str) -> dict[str, tuple[int, bytes]]:
     files: dict[str, tuple[int, bytes]] = {
         d: (folder, b"") for d in ("bin", "dev", "proc", "sys", "tmp", "host", "modules")
     }
-    files["bin/busybox"] = (0o100755, (tree / "bin" / "busybox").read_bytes())
+    files["bin/busybox"] = (0o100755, in_tree(tree, "bin/busybox").read_bytes())
     files["init"] = (0o100755, INIT.encode())
     names = []
-    for path in module_order(tree / "lib" / "modules" / release, MODULES):
-        name = path.name.removesuffix(".ko")
-        files[f"modules/{name}.ko"] = (0o100644, path.read_bytes())
+    for path in module_order(in_tree(tree, f"lib/modules/{release}"), MODULES):
+        name = path.name.removesuffix(".xz").removesuffix(".ko")
+        files[f"modules/{name}.ko"] = (0o100644, module_bytes(path))
         names.append(name)
     files["modules/order"] = (0o100644, ("\n".join(names) + "\n").encode())
     return files

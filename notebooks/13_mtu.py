@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -107,8 +107,8 @@ lab.record("probes", {"outside": outside, "inside": inside})
 
 # %% [markdown]
 # 1472 + 28 = 1500 fits eth0; 1407 + 28 = 1435 fits tun0. One byte more and the kernel
-# refuses before anything is sent ("local error: message too long, mtu=..."): it knows the
-# MTU of the first link. What it cannot know is what lies **behind** the tunnel's daemon.
+# refuses before anything is sent ("message too long"; older pings add "mtu=1435"): it knows
+# the MTU of the first link. What it cannot know is what lies **behind** the tunnel's daemon.
 #
 # ## A black hole
 # Predict first: we restart the VPN with tun0 at MTU **1500** (`--mtu 1500`, both ends), and

@@ -5,8 +5,8 @@ No container registry is reached from the test machine, so the base image is mad
 debootstrap (Debian's packages, from the mirror of this machine's own apt sources) into a folder,
 committed with ``buildah from scratch``. Everything, the storage of buildah included (``--root``,
 ``vfs``), is in a folder of the test's own and removed after: nothing stays on the host.
-buildah and debootstrap are installed with apt-get on first use (about 15 s); the build takes
-about 4 minutes and 2 GB of disk.
+buildah, debootstrap and netavark are installed with apt-get on first use (about 15 s); the build
+takes about 4 minutes and 2 GB of disk.
 
 Not run here: the entry point's rootless lab *inside* a container. buildah's chroot isolation
 forbids user namespaces to a chrooted process, and in a container of runc's defaults the holder
@@ -30,6 +30,9 @@ from .helpers import root_snapshot
 from .users import REPO, made_folder
 
 TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap"}
+NETAVARK = Path("/usr/lib/podman/netavark")
+"""buildah's network helper, which it recommends: Debian 13's buildah does not start without it
+(``buildah from``: could not find "netavark"), even with chroot isolation and no network."""
 BASE = "localhost/vpnlab-base:bookworm"
 IMAGE = "localhost/vpnlab-singleuser:test"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -37,6 +40,7 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 def install_tools() -> None:
     missing = [pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
+    missing += [] if NETAVARK.exists() else ["netavark"]
     if not missing:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -36,6 +37,19 @@ NETAVARK = Path("/usr/lib/podman/netavark")
 BASE = "localhost/vpnlab-base:bookworm"
 IMAGE = "localhost/vpnlab-singleuser:test"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+NPROC = 32768
+"""buildah 1.28's (Debian 12) own process limit in a RUN step, set before the configured ones."""
+
+
+def ulimits() -> str:
+    """The limits a RUN step gets: buildah 1.39 (Debian 13) raises open files and processes to
+    1048576 unless told otherwise, which fails where the hard limits are lower (``setting
+    "RLIMIT_NOFILE" ...: operation not permitted``); ours, and processes at most :data:`NPROC`
+    (a step of buildah 1.28 may lower the limit, not raise it again)."""
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    now = resource.getrlimit(resource.RLIMIT_NPROC)
+    nproc = [NPROC if n == resource.RLIM_INFINITY else min(n, NPROC) for n in now]
+    return f'"nofile={nofile[0]}:{nofile[1]}", "nproc={nproc[0]}:{nproc[1]}"'
 
 
 def install_tools() -> None:
@@ -71,7 +85,10 @@ def buildah() -> Iterator[tuple[list[str], Path]]:
         if shutil.disk_usage(folder).free < 6 * 2**30:
             pytest.skip("less than 6 GiB free for the image build")
         storage = ["--root", str(folder / "storage"), "--runroot", str(folder / "run")]
-        yield ["buildah", *storage, "--storage-driver", "vfs"], folder
+        conf = folder / "containers.conf"
+        conf.write_text(f"[containers]\ndefault_ulimits = [{ulimits()}]\n")
+        env = ["env", f"CONTAINERS_CONF={conf}"]
+        yield [*env, "buildah", *storage, "--storage-driver", "vfs"], folder
         argv = ["buildah", *storage, "--storage-driver", "vfs", "rm", "--all"]
         subprocess.run(argv, capture_output=True, timeout=120, check=False)
     assert root_snapshot() == before

@@ -92,8 +92,12 @@ def test_jupyterlab_renders_the_course_in_chromium(tmp_path):
     port, token = free_port(), secrets.token_hex(16)
     home = tmp_path / "jupyter"
     home.mkdir()
-    server = start_jupyter(root, port, token, home)
-    driver = headless_chromium(tmp_path / "chromium-profile")
+    driver = headless_chromium(tmp_path / "chromium-profile")  # first: no browser, no server left
+    try:
+        server = start_jupyter(root, port, token, home)  # stops its own process if it fails
+    except BaseException:
+        driver.quit()
+        raise
     shots = Path(os.environ.get("VPNLAB_SCREENSHOT_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     try:

@@ -181,7 +181,7 @@ package_sources() {
 }
 
 system_venv() {
-  local venv="$SYSTEM_PREFIX/venv" py log="$SYSTEM_PREFIX/pip.log" again=() src
+  local venv="$SYSTEM_PREFIX/venv" py log="$SYSTEM_PREFIX/pip.log" again=() src installed
   if [ -x "$venv/bin/python" ]; then
     again=(--force-reinstall --no-deps)  # the same version number, new code: install it anew
   else
@@ -193,15 +193,17 @@ system_venv() {
   fi
   say "class install: installing vpnlab[$SYSTEM_EXTRAS] ${SYSTEM_PACKAGES[*]} (pip, a minute)"
   src=$(package_sources)
-  if ! { "$venv/bin/python" -m pip install -q --upgrade pip \
+  installed=0
+  { "$venv/bin/python" -m pip install -q --upgrade pip \
       && "$venv/bin/python" -m pip install -q "$src[$SYSTEM_EXTRAS]" "${SYSTEM_PACKAGES[@]}" \
       && { [ ${#again[@]} -eq 0 ] \
-        || "$venv/bin/python" -m pip install -q "${again[@]}" "$src"; }; } >"$log" 2>&1; then
-    rm -rf "$src"
+        || "$venv/bin/python" -m pip install -q "${again[@]}" "$src"; }; } >"$log" 2>&1 \
+    || installed=$?
+  rm -rf "$src"  # the copy of the sources, whether pip took them or not
+  if [ "$installed" -ne 0 ]; then
     tail -n 20 "$log" >&2
     die "pip could not install the class install (full log: $log)"
   fi
-  rm -rf "$src"
   # rfc3987-syntax (pulled in by jsonschema[format-nongpl] for jupyter_events) builds about 35
   # parsers at import: 1.1 CPU s in every student's server start, for a format no Jupyter
   # schema uses (jupyter_server#1559; docs/performance.md, "A class at once").

@@ -192,3 +192,14 @@ def test_cli_errors_are_one_line(capsys, argv):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("vpnlab capture: error: ") and err.count("\n") == 1
+
+
+def test_a_missing_tshark_or_capture_is_named_in_one_line(tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    reference = CAPTURES / "plain-ping-eth0.pcapng"
+    with pytest.raises(CaptureError, match=r"^no capture file /nonexistent\.pcapng$"):
+        capture.stacks("/nonexistent.pcapng")
+    monkeypatch.setenv("PATH", str(empty))  # a machine without Wireshark's tools
+    with pytest.raises(CaptureError, match=r"^tshark not found: apt-get install tshark$"):
+        capture.stacks(reference)

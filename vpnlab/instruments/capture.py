@@ -19,6 +19,7 @@ import collections
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -63,7 +64,7 @@ TSHARK_USER = 65534
 TSHARK_TRUE = frozenset({"1", "True"})
 """How tshark writes a true boolean field (``esp.icv_good``): 1 up to 4.0, True from 4.2."""
 
-Keys = str | Path | Sequence[str] | None
+Keys = str | Path | list[str] | tuple[str, ...] | None
 """esp_sa rows: a file (rows, one a line, or a static-key JSON file), or the rows themselves."""
 
 
@@ -324,6 +325,8 @@ def run_tshark(
     path = Path(path)
     if not path.is_file():
         raise CaptureError(f"no capture file {path}")
+    if shutil.which("tshark") is None:
+        raise CaptureError("tshark not found: apt-get install tshark")
     if dissector and not DISSECTOR.is_file():
         raise CaptureError(f"the vpnlab dissector is missing: {DISSECTOR}")
     try:
@@ -332,8 +335,8 @@ def run_tshark(
             done = subprocess.run(
                 argv, capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S, **run
             )
-    except FileNotFoundError:
-        raise CaptureError("tshark not found: apt-get install tshark") from None
+    except FileNotFoundError:  # as root the capture is opened here, not by tshark
+        raise CaptureError(f"no capture file {path}") from None
     except subprocess.TimeoutExpired:
         raise CaptureError(f"tshark took over {TSHARK_TIMEOUT_S} s on {path}") from None
     if done.returncode != 0:

@@ -15,11 +15,10 @@ cd "$VPNLAB_ROOT"
 say "ruff check and ruff format --check"
 "$VENV/bin/ruff" check vpnlab tests docs notebooks  # notebooks: the jupytext .py pairs
 "$VENV/bin/ruff" format --check vpnlab tests docs
-# mypy ([tool.mypy] in pyproject.toml): the wire formats, the I/O shell and the fast path (every
-# drop counter key a Drop member there too), the lab, the course and the grader at mypy's default
-# strictness, then the pure layers with --strict
+# mypy ([tool.mypy] in pyproject.toml): the whole package at mypy's default strictness (every
+# drop counter key a Drop member too), then the pure layers with --strict
 say "mypy, and mypy --strict on the pure layers (core, wire)"
-"$VENV/bin/mypy" vpnlab/wire vpnlab/shell vpnlab/fast vpnlab/lab vpnlab/course vpnlab/grader
+"$VENV/bin/mypy" vpnlab
 strict=(vpnlab/core vpnlab/wire)
 "$VENV/bin/mypy" --strict "${strict[@]}"
 # Labs are isolated by prefix and mostly wait on timers: three at a time take the suite from

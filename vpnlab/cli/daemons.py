@@ -316,7 +316,11 @@ def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys |
     ``--listen`` an IPv6 address, 20 less: the outer header is 40 bytes)."""
     if args.mtu:
         return args.mtu
-    overhead = algorithm(static.cipher).overhead_bytes if static else format.overhead_bytes
+    if static is not None:
+        overhead = algorithm(static.cipher).overhead_bytes
+    else:
+        assert format is not None  # wire() gives one of the two
+        overhead = format.overhead_bytes
     outer = getattr(args, "server", None) or getattr(args, "listen", "")
     return device_mtu(args.mode, tun_mtu(overhead, outer_ipv6=":" in str(outer)))
 
@@ -364,6 +368,7 @@ def server_main(args: argparse.Namespace) -> int:
                 "--kernel-dataplane needs the handshake: a static-key server learns its "
                 "client from the first ESP datagram, which the kernel keeps"
             )
+        assert format is not None  # wire() gives one of the two
         require_kernel_esp(args, format.name)
     networks = tuple(args.client_network)
     if isinstance(format, IdentityFormat) and format.server is not None:
@@ -405,7 +410,11 @@ def client_main(args: argparse.Namespace) -> int:
     if server is None:
         raise VpnlabError("no server: give --server ADDRESS (or --config FILE)")
     if args.kernel_dataplane:
-        require_kernel_esp(args, static.cipher if static else format.name)
+        if static is not None:
+            require_kernel_esp(args, static.cipher)
+        else:
+            assert format is not None  # wire() gives one of the two
+            require_kernel_esp(args, format.name)
     options = ClientOptions(
         server=server,
         format=format,

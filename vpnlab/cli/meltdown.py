@@ -53,13 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_meltdown(args: argparse.Namespace) -> int:
     if args.queues:
         return cmd_queues(args)
-    base = dict(QUICK if args.quick else FULL)
-    for key in ("losses", "delays", "seconds", "samples"):
-        if getattr(args, key) is not None:
-            base[key] = getattr(args, key)
+    size = QUICK if args.quick else FULL  # each of its four, unless given on the command line
     results = sweep(
         args.prefix,
-        **base,
+        losses=size["losses"] if args.losses is None else tuple(args.losses),
+        delays=size["delays"] if args.delays is None else tuple(args.delays),
+        seconds=size["seconds"] if args.seconds is None else args.seconds,
+        samples=size["samples"] if args.samples is None else args.samples,
         capture_loss=args.capture_loss,
         capture_folder=args.out,
         rate=args.rate,

@@ -142,6 +142,7 @@ def layer_table(packets: Sequence[Any]) -> list[dict[str, Any]]:
     """
     rows = []
     for i, pkt in enumerate(packets, 1):
+        layers: list[tuple[str, Sequence[Field]]]
         if isinstance(pkt, Packet):
             number, layers = pkt.number, [(layer.name, layer.fields) for layer in pkt.layers]
         else:

@@ -75,7 +75,7 @@ def lab_server(
         FtpError: no such namespace, or the server did not start within READY_TIMEOUT_S.
     """
     made = root is None
-    folder = Path(tempfile.mkdtemp(prefix="vpnlab-ftp-")) if made else Path(root)
+    folder = Path(tempfile.mkdtemp(prefix="vpnlab-ftp-")) if root is None else Path(root)
     argv = [sys.executable, "-m", "vpnlab", "ftp", "serve", "--listen", listen]
     argv += ["--port", str(port), "--root", str(folder), "--lifetime", str(lifetime_s)]
     try:
@@ -103,13 +103,15 @@ def lab_server(
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait_ready(proc: subprocess.Popen) -> None:
+def _wait_ready(proc: subprocess.Popen[str]) -> None:
+    out = proc.stdout
+    assert out is not None  # stdout=PIPE, text=True: lab_ftp_server
     deadline = time.monotonic() + READY_TIMEOUT_S
     seen = []
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        ready, _, _ = select.select([out], [], [], 0.1)
         if ready:
-            line = proc.stdout.readline()
+            line = out.readline()
             if line.startswith(READY_LINE):
                 return
             if line:

@@ -88,17 +88,17 @@ def make_ftp_server(
                     return super().connect_af_unspecified(addr, (source_address[0], port - 1))
             return super().connect_af_unspecified(addr, source_address)
 
-    authorizer = DummyAuthorizer()
-    authorizer.add_user(user, password, str(root), perm="elradfmw")
-    authorizer.add_anonymous(str(root), perm="elr")
-    handler = type("VpnlabFTPHandler", (FTPHandler,), {})
-    handler.authorizer = authorizer
-    handler.dtp_handler = LimitedDTPHandler
-    handler.active_dtp = Rfc959ActiveDTP
-    handler.banner = "vpnlab FTP on the tunnel"
-    handler.timeout = 60
+    class VpnlabFTPHandler(FTPHandler):  # the control connection
+        authorizer = DummyAuthorizer()
+        dtp_handler = LimitedDTPHandler
+        active_dtp = Rfc959ActiveDTP
+        banner = "vpnlab FTP on the tunnel"
+        timeout = 60
+
+    VpnlabFTPHandler.authorizer.add_user(user, password, str(root), perm="elradfmw")
+    VpnlabFTPHandler.authorizer.add_anonymous(str(root), perm="elr")
     try:
-        server = FTPServer((listen, port), handler)
+        server = FTPServer((listen, port), VpnlabFTPHandler)
     except OSError as exc:
         raise FtpError(f"cannot listen on {listen}:{port}: {exc.strerror}") from None
     server.max_cons = MAX_CONNECTIONS

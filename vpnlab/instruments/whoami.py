@@ -107,6 +107,8 @@ class WhoAmIServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    token = ""
+    """What ``GET /token`` answers (``serve``'s ``token``)."""
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         # IPv6 (``::`` takes both families: the lab's dual stack), or IPv4
@@ -115,7 +117,7 @@ class WhoAmIServer(ThreadingHTTPServer):
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self.server_name, self.server_port = self.socket.getsockname()[:2]
 
 
 def _stop(signum: int, frame: object) -> None:

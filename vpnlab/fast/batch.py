@@ -85,5 +85,6 @@ def gro_segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
     """The UDP_GRO segment size of one recvmsg (0 when the kernel sent no control message)."""
     for level, kind, data in ancillary:
         if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
-            return struct.unpack("=i", data[:4])[0]
+            size: int = struct.unpack("=i", data[:4])[0]
+            return size
     return 0

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from vpnlab.core.errors import LocalProtocolError
 from vpnlab.core.packet import (
@@ -45,7 +47,7 @@ from vpnlab.core.packet import (
 
 
 @functools.cache
-def _numpy():
+def _numpy() -> Any:
     """numpy (a matplotlib dependency) sums all segments of a super-packet in one call. Loaded
     at the first super-packet, not at start: it is 20 MB of a daemon that may never see one.
     None without numpy (the pure-Python sums are used instead)."""
@@ -210,7 +212,7 @@ def _segment_flags(
     return flags, urgent
 
 
-def _ip_header_maker(ip: bytes, version: int):
+def _ip_header_maker(ip: bytes, version: int) -> Callable[[int, int], bytes]:
     """A function (TCP segment length, index) -> that segment's IP header.
 
     IPv4: total length, id + index and a fresh checksum (the rest of the sum is computed once);
@@ -243,11 +245,14 @@ def payload_sums(payload: memoryview, mss: int, count: int) -> list[int]:
     if np is None:
         return [ones_sum(payload[at : at + mss]) for at in range(0, count * mss, mss)]
     words = np.frombuffer(payload[: full * mss], dtype=">u2").reshape(full, mss // 2)
-    sums = words.sum(axis=1, dtype=np.uint64).tolist()
+    sums: list[int] = words.sum(axis=1, dtype=np.uint64).tolist()
     if full < count:
         sums.append(ones_sum(payload[full * mss :]))
     return sums
 
+
+FlowKey = tuple[int | bytes, ...]
+"""What every segment of a coalesced run shares (:func:`_segment`): header fields and bytes."""
 
 SEGMENT_HEAD = struct.Struct("!BBH2xHBB2x8s4sI5sB2s")
 """What coalescing reads of an IPv4/TCP segment, in one call: version/IHL, TOS, total length,
@@ -257,7 +262,7 @@ SEGMENT6_HEAD = struct.Struct("!4sHBB32s4sI5sB2s")
 hop limit, addresses, then the TCP fields as above."""
 
 
-def _segment(packet: bytes) -> tuple[int, int, tuple] | None:
+def _segment(packet: bytes) -> tuple[int, int, FlowKey] | None:
     """(seq, IP+TCP header length, flow key) of a coalescable TCP data segment, else None.
 
     Coalescable: IPv4 without options and not a fragment, or IPv6 without extension headers;
@@ -286,7 +291,7 @@ def _segment(packet: bytes) -> tuple[int, int, tuple] | None:
     return seq, head, (tos, ttl, addresses, ports, ack_offset, window, packet[40:head])
 
 
-def _segment6(packet: bytes) -> tuple[int, int, tuple] | None:
+def _segment6(packet: bytes) -> tuple[int, int, FlowKey] | None:
     """:func:`_segment` for IPv6: TCP right after the 40-byte header."""
     flow, length, next_header, hops, addresses, ports, seq, ack_offset, flags, window = (
         SEGMENT6_HEAD.unpack_from(packet)
@@ -307,7 +312,7 @@ class _Flow:
 
     __slots__ = ("ip", "tcp", "key", "parts", "next_seq", "gso_size", "length", "psh")
 
-    def __init__(self, packet: bytes, seq: int, head: int, key: tuple) -> None:
+    def __init__(self, packet: bytes, seq: int, head: int, key: FlowKey) -> None:
         ihl = 40 if packet[0] >> 4 == 6 else 20
         self.ip = bytearray(packet[:ihl])
         self.tcp = bytearray(packet[ihl:head])

@@ -36,8 +36,8 @@ from vpnlab.core.events import Event, HandshakeCompleted
 from vpnlab.core.formats import ClientHandshake, Format
 from vpnlab.core.packet import TCP_IP_HEADERS_BYTES
 from vpnlab.core.pool import TunnelAddress, tunnel_address6
-from vpnlab.core.reasons import Close
-from vpnlab.core.session import DEFAULT_TIMEOUTS, State, Timeouts
+from vpnlab.core.reasons import Close, State
+from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
 from vpnlab.shell.queues import ring_entries
 from vpnlab.shell.report import Reporter

@@ -59,7 +59,14 @@ from vpnlab.shell.routing import ServerRouting, carries_ipv6, refuse_host_change
 from vpnlab.shell.tap import device_flags, mac_address
 from vpnlab.shell.transport import Transport, UdpTransport, open_transport
 from vpnlab.shell.tun import create_tun_dev, ifconfig
-from vpnlab.shell.tunnel import Datapath, SelectLoop, SignalPipe, SimpleDatapath, clean_up
+from vpnlab.shell.tunnel import (
+    Datapath,
+    Periodic,
+    SelectLoop,
+    SignalPipe,
+    SimpleDatapath,
+    clean_up,
+)
 from vpnlab.shell.xfrm import KernelDataplane, KernelHeld, encapsulate, outer_source
 from vpnlab.wire.esp import EspSession, StaticKeys, esp_sa_rows
 from vpnlab.wire.identity import check_peers
@@ -367,7 +374,9 @@ class HelloStamps:
         self.log = None
 
 
-def guarded(name: str, task, core: ServerCore, reporter: Reporter, then=None):
+def guarded(
+    name: str, task: Periodic, core: ServerCore, reporter: Reporter, then: Periodic | None = None
+) -> Periodic:
     """A periodic task that a bug cannot end: counted ("bug: NAME: Type") and logged once;
     ``then``, another, guarded the same way and run after it whatever happened."""
 

@@ -467,7 +467,7 @@ class TcpClientTransport(TcpTransport):
     retry, a keepalive) opens a new one, and the 2.5 s and 6 s timeouts decide as for UDP.
     """
 
-    def __init__(self, server: Address, drops: Counter | None = None) -> None:
+    def __init__(self, server: Address, drops: Counter[DropLabel] | None = None) -> None:
         super().__init__(drops)
         self.server = server
         self._conn: _Connection | None = None
@@ -497,7 +497,7 @@ class TcpServerTransport(TcpTransport):
     """Init(PORT), TCP server: listen() and accept() (what UDP spares us, see the notes);
     each connection's peer address (client IP and port) stands for the client, as UDP's does."""
 
-    def __init__(self, address: str, port: int, drops: Counter | None = None) -> None:
+    def __init__(self, address: str, port: int, drops: Counter[DropLabel] | None = None) -> None:
         super().__init__(drops)
         self.listener = socket.socket(family_of(address), socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -49,8 +49,8 @@ from vpnlab.core.events import (
     PacketReceived,
     SessionClosed,
 )
-from vpnlab.core.reasons import Drop, DropLabel
-from vpnlab.core.session import Counters, State
+from vpnlab.core.reasons import Drop, DropLabel, State
+from vpnlab.core.session import Counters
 from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import Routing
@@ -71,6 +71,9 @@ recvfrom that finds nothing took 2.8 us after 0.5 ms and 64 us after 50 ms (its 
 included), and the server's data socket and Hello lane each ended an idle echo request's
 receive with one, before the packet reached tun0 (issue 29 item 1, idle ping). Busy, the loop
 reads up to :data:`BATCH` as before: select() says at once if a second packet waits."""
+
+Periodic = Callable[[float], list[Event]]
+"""Work the loop does on a timer or once a second: ``now`` in, the events it made out."""
 
 STATUS_QUIET_S = 0.010
 """The once-a-second work (status file, the server's peers file and Hello timestamps: up to
@@ -261,7 +264,7 @@ class SelectLoop:
         signals: SignalPipe,
         on_event: Callable[[Event], None] | None = None,
         *,
-        every_second: Callable[[float], list[Event]] | None = None,
+        every_second: Periodic | None = None,
         on_events: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.core = core
@@ -397,7 +400,7 @@ class SelectLoop:
         if queued:
             self.transport.send(queued)
 
-    def periodic(self, task: Callable[[float], list[Event]], now: float) -> None:
+    def periodic(self, task: Periodic, now: float) -> None:
         """A timer or the once-a-second work: a bug in it is counted and logged, and the
         loop goes on (it runs again next time), as for a bad packet."""
         try:

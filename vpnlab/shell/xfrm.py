@@ -34,8 +34,8 @@ from ipaddress import IPv4Address
 
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.session import Session
-from vpnlab.wire.crypto import algorithm
-from vpnlab.wire.esp import EspSession, KernelPeerSession, SaKeys
+from vpnlab.wire.crypto import SaKeys, algorithm
+from vpnlab.wire.esp import EspSession, KernelPeerSession
 
 UDP_ENCAP = 100
 UDP_ENCAP_ESPINUDP = 2
@@ -45,7 +45,7 @@ PROBE_SPI = 0x101
 PROBE_SRC, PROBE_DST = "192.0.2.254", "192.0.2.253"
 
 
-def ip_xfrm(*argv: str) -> subprocess.CompletedProcess:
+def ip_xfrm(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "xfrm", *argv], capture_output=True, text=True, timeout=10)
 
 
@@ -209,7 +209,7 @@ def one_by_one(lines: list[str]) -> None:
         subprocess.run(["ip", *line.split()], capture_output=True, timeout=10)
 
 
-def ip_batch(lines: list[str]) -> subprocess.CompletedProcess:
+def ip_batch(lines: list[str]) -> subprocess.CompletedProcess[str]:
     """``ip -batch -``: the lines (``ip`` commands without the ``ip``) in one process, up to
     the first that fails."""
     argv = ["ip", "-batch", "-"]
@@ -226,4 +226,5 @@ def outer_source(peer: str) -> str:
     """The address the kernel sends from to reach ``peer`` (a connected UDP socket's name)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((peer, 4500))  # no datagram is sent
-        return probe.getsockname()[0]
+        source: str = probe.getsockname()[0]
+        return source

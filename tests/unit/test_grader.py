@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import stat
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from vpnlab.core.errors import LabError
+from vpnlab.grader.client import ask
 from vpnlab.grader.judging import MAX_TRIES, StudentLab, check_lab
 from vpnlab.grader.report import COLUMNS, plot, rows, to_csv
 from vpnlab.grader.store import Attempt, open_store
@@ -95,3 +98,44 @@ def test_tries_are_limited_in_the_store_before_the_lab_is_entered(tmp_path):
     with pytest.raises(LabError, match="already passed"):
         check_lab(store, StudentLab(_never_entered, "bob", "nb-"))
     assert store.tries("ann", "lab") == MAX_TRIES
+
+
+ANSWERS = {  # path: (status, body) as a student's server might meet them between hub and grader
+    "/grader/check": (200, b'{"passed": true}'),
+    "/grader/page": (200, b"<html>Sign in to JupyterHub</html>"),
+    "/grader/list": (200, b"[1, 2]"),
+    "/grader/refused": (403, b'{"error": "not a student of this class"}'),
+    "/grader/broken": (502, b"<html>Bad Gateway</html>"),
+}
+
+
+class Answering(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status, body = ANSWERS[self.path]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_grader_client_takes_a_JSON_object_and_says_anything_else_in_one_line(monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), Answering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "a-token")
+        monkeypatch.setenv("VPNLAB_GRADER_URL", f"http://127.0.0.1:{server.server_port}/grader/")
+        assert ask("check", {"item": "lab"}) == {"passed": True}
+        for verb in ("page", "list"):
+            with pytest.raises(LabError, match=r"^the grader at .* answered with no JSON object$"):
+                ask(verb)
+        with pytest.raises(LabError, match=r"^the grader says: not a student of this class$"):
+            ask("refused")
+        with pytest.raises(LabError, match=r"^the grader says: Bad Gateway$"):
+            ask("broken")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -22,7 +22,8 @@ TIMEOUT_S = 180.0
 def ask(verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """``POST`` (or, for ``attempts``, ``GET``) ``verb`` to the grader; its JSON answer.
 
-    Raises LabError (one line) without a hub token, or for the grader's refusal.
+    Raises LabError (one line) without a hub token, for the grader's refusal, or for an answer
+    that is no JSON object (a proxy's or the hub's page in its place).
     """
     token = os.environ.get("JUPYTERHUB_API_TOKEN")
     if not token:
@@ -32,12 +33,21 @@ def ask(verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     request = urllib.request.Request(url, data=data, headers={"Authorization": f"token {token}"})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as reply:
-            return json.loads(reply.read())
+            answer = _json_object(reply.read())
     except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            reason = exc.reason
-        raise LabError(f"the grader says: {reason}") from None
+        refusal = _json_object(exc.read()) or {}
+        raise LabError(f"the grader says: {refusal.get('error', exc.reason)}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise LabError(f"the grader at {url} cannot be reached: {exc}") from None
+    if answer is None:
+        raise LabError(f"the grader at {url} answered with no JSON object")
+    return answer
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The JSON object ``body`` holds, or None (not JSON, or JSON but no object)."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

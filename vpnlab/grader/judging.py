@@ -34,7 +34,7 @@ MAX_TRIES = 10
 """Judged tries per student and item (an exercise, ``lab``, one fault)."""
 MAX_FAULT_TRIES = 30
 """Checks of one fault: a student checks again after each step of a repair."""
-Enter = Callable[..., subprocess.CompletedProcess]
+Enter = Callable[..., subprocess.CompletedProcess[str]]
 """``enter.Enterer.run`` (or ``enter.run_in_student_lab`` where the caller is root)."""
 
 

@@ -109,7 +109,7 @@ class Store:
     def attempts(self, student: str | None = None) -> list[Attempt]:
         """Every attempt (of ``student``), oldest first."""
         query = "SELECT student, item, passed, time, detail FROM attempts"
-        args: tuple = ()
+        args: tuple[str, ...] = ()
         if student is not None:
             query, args = query + " WHERE student = ?", (student,)
         with self._lock:

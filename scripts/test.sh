@@ -16,11 +16,11 @@ say "ruff check and ruff format --check"
 "$VENV/bin/ruff" check vpnlab tests docs notebooks  # notebooks: the jupytext .py pairs
 "$VENV/bin/ruff" format --check vpnlab tests docs
 # mypy ([tool.mypy] in pyproject.toml): the whole package at mypy's default strictness (every
-# drop counter key a Drop member too), then the daemons' code with --strict: the pure layers
-# (core, wire) and the I/O shell and fast path around them
-say "mypy, and mypy --strict on the daemons' layers (core, wire, shell, fast)"
+# drop counter key a Drop member too), then with --strict the daemons' code (the pure core and
+# wire, the I/O shell and fast path around them), the lab and the grader
+say "mypy, and mypy --strict on the daemons, the lab and the grader"
 "$VENV/bin/mypy" vpnlab
-strict=(vpnlab/core vpnlab/wire vpnlab/shell vpnlab/fast)
+strict=(vpnlab/core vpnlab/wire vpnlab/shell vpnlab/fast vpnlab/lab vpnlab/grader)
 "$VENV/bin/mypy" --strict "${strict[@]}"
 # Labs are isolated by prefix and mostly wait on timers: three at a time take the suite from
 # 11 to about 5 minutes on 2 cores (a test file stays on one worker: its labs are shared).

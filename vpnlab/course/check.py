@@ -142,7 +142,9 @@ def _status_files(prefix: str, client: str) -> tuple[dict[str, Any], dict[str, A
     return client_st, read_status_file(folder / "server.json") or {}
 
 
-def _counters(prefix: str, client: str, since: float = 0.0) -> tuple[dict, dict]:
+def _counters(
+    prefix: str, client: str, since: float = 0.0
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both daemons' counters, from status files written after ``since`` (waiting up to
     COUNTER_WAIT_S for them; older ones if none come)."""
     wait_for(

@@ -116,7 +116,7 @@ def judge(exercise: str, answer: Any, lab: LabView) -> bool:
     if expected is None:
         return False
     if spec.kind is int:
-        return abs(answer - expected) <= spec.tolerance
+        return bool(abs(answer - expected) <= spec.tolerance)
     return canonical(answer) == canonical(expected)
 
 

@@ -21,6 +21,7 @@ import signal
 import socket
 import socketserver
 import sys
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from vpnlab.core.errors import VpnlabError
@@ -33,7 +34,7 @@ class WhoAmIError(VpnlabError):
     """who-am-I could not listen on its address."""
 
 
-def pattern_chunks(size: int):
+def pattern_chunks(size: int) -> Iterator[bytes]:
     """The bytes of ``/bytes/<size>``, in chunks: a PRNG seeded with the size."""
     rng = random.Random(size)
     for offset in range(0, size, CHUNK):

@@ -27,7 +27,7 @@ NODAD = 0x02
 """IFA_F_NODAD (linux/if_addr.h): an IPv6 address without duplicate address detection."""
 
 
-def _ipr(ns: str):
+def _ipr(ns: str) -> Any:
     """An IPRoute bound to namespace ``ns``; flags=0 so a typo never creates a namespace."""
     from pyroute2 import IPRoute
 
@@ -254,7 +254,7 @@ def inspect_node(ns: str) -> dict[str, Any]:
     return {"exists": True, "interfaces": interfaces, "routes": routes}
 
 
-def _route_text(route, names: dict[int, str]) -> str:
+def _route_text(route: Any, names: dict[int, str]) -> str:
     """``ip route``-like one-liner for a route message."""
     dst = route.get("dst")
     text = f"{dst}/{route['dst_len']}" if dst else "default"

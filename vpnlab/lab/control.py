@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from vpnlab.core.errors import LabError
@@ -164,7 +165,12 @@ def _client_checks(
 
 
 def _family_checks(
-    prefix: str, record: LabRecord, info: dict[str, Any], client: str, family: int, add
+    prefix: str,
+    record: LabRecord,
+    info: dict[str, Any],
+    client: str,
+    family: int,
+    add: Callable[[str, bool, str], None],
 ) -> None:
     """One family's checks: the server's tunnel address (10.8.0.1 or fd10:8::1) and web answer
     pings, the route to web leaves through tun0, who-am-I sees the server's public address of
@@ -196,11 +202,11 @@ def _family_checks(
     add(f"who-am-I{over} says {want}", answer == f"you are {want}", answer)
 
 
-def _ping(prefix: str, node: str, address: str) -> subprocess.CompletedProcess:
+def _ping(prefix: str, node: str, address: str) -> subprocess.CompletedProcess[str]:
     return run_in(prefix, node, ["ping", "-c", "2", "-i", "0.1", "-W", "2", address])
 
 
-def _summary(result: subprocess.CompletedProcess) -> str:
+def _summary(result: subprocess.CompletedProcess[str]) -> str:
     """A ping's "2 packets transmitted, 2 received, ..." line (or what went wrong)."""
     lines = [line for line in (result.stdout or "").splitlines() if "transmitted" in line]
     return lines[0].strip() if lines else (result.stderr or "no output").strip()
@@ -210,9 +216,10 @@ def _route_dev(prefix: str, node: str, address: str) -> str | None:
     """The device ``ip route get`` picks in ``node`` for ``address``."""
     route = run_in(prefix, node, ["ip", "-j", "route", "get", address])
     try:
-        return json.loads(route.stdout)[0].get("dev")
+        dev = json.loads(route.stdout)[0].get("dev")
     except (ValueError, IndexError, AttributeError):
         return None
+    return dev if isinstance(dev, str) else None
 
 
 def _whoami(prefix: str, node: str, url: str) -> str:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -47,7 +48,13 @@ MAX_DELAY_MS = 5000.0
 # --- the relay (runs inside the isp's namespace) ------------------------------------------------
 
 
-def relay(tun_fd: int, delay_s: float, jitter_s: float, counters: Counter, stop) -> None:
+def relay(
+    tun_fd: int,
+    delay_s: float,
+    jitter_s: float,
+    counters: Counter[str],
+    stop: Callable[[], bool],
+) -> None:
     """Hold every packet read from ``tun_fd`` for delay +- jitter, then write it back."""
     queue: list[tuple[float, int, bytes]] = []
     seq = 0
@@ -93,7 +100,7 @@ def run_relay(device: str, delay_ms: float, jitter_ms: float = 0.0) -> int:
     os.set_blocking(fd, False)
     subprocess.run(["ip", "link", "set", name, "up"], check=True)
     print(f"relay on {name}: delay {delay_ms} ms, jitter {jitter_ms} ms", flush=True)
-    counters: Counter = Counter()
+    counters: Counter[str] = Counter()
     try:
         relay(fd, delay_ms / 1000, jitter_ms / 1000, counters, lambda: bool(stopping))
     finally:

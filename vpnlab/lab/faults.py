@@ -92,7 +92,7 @@ POLICY_TABLE = "100"
 POLICY_MARK = "0x1"
 
 
-NodeRunner = Callable[[str, list[str], str | None], subprocess.CompletedProcess]
+NodeRunner = Callable[[str, list[str], str | None], subprocess.CompletedProcess[str]]
 """Run ``argv`` in a lab node with ``input`` (text or None) on stdin; its text result.
 
 Locally :func:`local_runner` (``ip netns exec``); the hub's grader enters a student's lab."""
@@ -153,7 +153,9 @@ class FaultRecord:
 def local_runner(prefix: str) -> NodeRunner:
     """The :data:`NodeRunner` of a lab on this machine (``ip netns exec``, as root)."""
 
-    def run(node: str, argv: list[str], input: str | None = None) -> subprocess.CompletedProcess:
+    def run(
+        node: str, argv: list[str], input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return run_in(prefix, node, argv, input=input, timeout=30)
 
     return run
@@ -173,7 +175,7 @@ def _ok(run: NodeRunner, node: str, argv: list[str], input: str | None = None) -
     if done.returncode != 0:
         err = (done.stderr or done.stdout or "").strip().splitlines()
         raise LabError(f"{' '.join(argv)} in {node} failed: {err[-1] if err else done.returncode}")
-    return done.stdout
+    return str(done.stdout)
 
 
 def _sh(run: NodeRunner, node: str, *commands: str) -> None:

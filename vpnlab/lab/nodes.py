@@ -70,7 +70,7 @@ def _netns_exec(prefix: str, node: str, argv: Sequence[str]) -> list[str]:
 
 def exec_in(
     prefix: str, node: str, argv: Sequence[str], **subprocess_kwargs: Any
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[Any]:
     """Run ``argv`` inside ``node`` (``ip netns exec {prefix}{node} argv``); returns its result.
 
     Keyword arguments go to :func:`subprocess.run` (``check`` defaults to False).
@@ -79,7 +79,9 @@ def exec_in(
     return subprocess.run(_netns_exec(prefix, node, argv), **subprocess_kwargs)
 
 
-def popen_in(prefix: str, node: str, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
+def popen_in(
+    prefix: str, node: str, argv: Sequence[str], **popen_kwargs: Any
+) -> subprocess.Popen[Any]:
     """Start ``argv`` inside ``node`` in the background; keyword arguments go to Popen.
 
     ``ip netns exec`` execs the program, so the PID is the program's own. Raises as
@@ -90,7 +92,7 @@ def popen_in(prefix: str, node: str, argv: Sequence[str], **popen_kwargs: Any) -
 
 def run_in(
     prefix: str, node: str, argv: Sequence[str], check: bool = False, **kwargs: Any
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[Any]:
     """:func:`exec_in` with the output captured as text; ``check``: LabError if it fails.
 
     The LabError names the command, the namespace and the last line the command wrote.
@@ -126,7 +128,7 @@ def udp_socket_in(prefix: str, node: str, address: str) -> socket.socket:
     namespace and hands the descriptor back)."""
     from pyroute2 import netns
 
-    sock = netns.create_socket(
+    sock: socket.socket = netns.create_socket(
         namespace_of(prefix, node), socket.AF_INET, socket.SOCK_DGRAM, flags=0
     )
     sock.bind((address, 0))

@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from vpnlab.core.errors import LabError
 from vpnlab.lab.state import DEFAULT_PREFIX, alive, base_dir, check_prefix, prefix_namespaces
@@ -315,7 +315,7 @@ def run(argv: Sequence[str], name: str | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _let_finish(enter: subprocess.Popen, signum: int | None) -> None:
+def _let_finish(enter: subprocess.Popen[Any], signum: int | None) -> None:
     """CleanUp: send ``signum`` to what ``nsenter`` started (its one child, ``argv``), then wait
     up to ``STOP_GRACE_S`` for it to end."""
     if signum is not None:

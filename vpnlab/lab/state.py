@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from vpnlab.core.errors import LabError
 from vpnlab.lab.records import LabRecord
@@ -35,7 +36,7 @@ TERM_GRACE_S = 3.0
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,19}-$")
 _NODE = r"[a-z][a-z0-9]*"
 
-_children: dict[int, subprocess.Popen] = {}
+_children: dict[int, subprocess.Popen[Any]] = {}
 """Daemons started by this process, so they can be reaped (no zombies in long-lived callers)."""
 
 
@@ -175,7 +176,7 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def register_child(proc: subprocess.Popen) -> None:
+def register_child(proc: subprocess.Popen[Any]) -> None:
     _children[proc.pid] = proc
 
 

@@ -85,7 +85,7 @@ class KernelVM:
 
     def __init__(self, image: VmImage, namespace: str, work: Path) -> None:
         self.image, self.namespace, self.work = image, namespace, work
-        self.qemu: subprocess.Popen | None = None
+        self.qemu: subprocess.Popen[bytes] | None = None
         self.control: socket.socket | None = None
         self.buffer = b""
         self.ids = itertools.count(1)

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from vpnlab.core.constants import NAT_TABLE, PORT
 from vpnlab.core.errors import LabError
@@ -242,7 +242,7 @@ def start_vpn(
         argv = _client_argv(topo, node, folder, client_keys[node], outer)
         argv += ["--reconnect"] if reconnect else []
         _start_client(prefix, record, node, [*argv, *client_args, *lan_client_args[node]])
-    return status(prefix)["tunnel"]
+    return cast(dict[str, Any], status(prefix)["tunnel"])
 
 
 def _mode_args(

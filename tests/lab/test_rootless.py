@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,6 +227,57 @@ def test_refusals_are_one_line(host):
         down = c.vpnlab("lab", "down", "--prefix", PREFIX)
         assert down.returncode == 0 and "holder" in down.stdout
         assert user_processes(c_user.pw_uid) == []
+
+
+def test_a_tun_node_in_run_is_bound_before_run_is_hidden(host):
+    """An admin's node under /run: the holder binds it before its own tmpfs hides /run (it
+    bound it after, and every lab failed with mount's "dmesg(1) may have more information").
+    Where /run is mounted nodev (systemd's), the refusal is one line naming it instead."""
+    folder = Path("/run") / f"vpnlab-test-tun-{os.getpid()}"
+    folder.mkdir(mode=0o755)
+    try:
+        node = tun_node(folder)
+        with unix_user("g") as g_user:
+            g = Student(g_user, host["python_bin"], {"VPNLAB_TUN_NODE": str(node)})
+            up = g.vpnlab("lab", "up", "--prefix", PREFIX)
+            if "nodev" in subprocess.run(
+                ["findmnt", "-no", "OPTIONS", "-T", str(folder)], capture_output=True, text=True
+            ).stdout.split(","):
+                assert up.returncode == 1 and "mounted nodev" in up.stderr, up.stderr
+            else:
+                assert up.returncode == 0, up.stderr
+                verify = g.vpnlab("lab", "verify", "--prefix", PREFIX)
+                assert verify.returncode == 0, verify.stdout + verify.stderr
+            down = g.vpnlab("lab", "down", "--prefix", PREFIX)
+            assert down.returncode == 0, down.stderr
+            assert user_processes(g_user.pw_uid) == []
+    finally:
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+
+def test_a_tun_node_on_a_nodev_filesystem_is_refused_in_one_line(tmp_path):
+    """A 0666 node where the filesystem refuses devices (a nodev tmpfs, in a mount namespace of
+    the test's own): its mode allows it, so only opening it tells; one line names nodev."""
+    check = (
+        "import sys\nfrom vpnlab.core.errors import LabError\n"
+        "from vpnlab.lab.rootless import check_tun\n"
+        "try:\n    check_tun(sys.argv[1])\nexcept LabError as exc:\n    sys.exit(str(exc))"
+    )
+    script = (
+        f"mount -t tmpfs -o nodev,mode=0755 vpnlab-test {tmp_path} && "
+        f"mknod -m 0666 {tmp_path}/tun c 10 200 && "
+        f'exec "$0" -c "$1" {tmp_path}/tun'
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        + [sys.executable, check],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "mounted nodev" in done.stderr and "findmnt -T" in done.stderr
+    assert not (tmp_path / "tun").exists()  # the tmpfs went with the mount namespace
 
 
 def test_killing_the_holder_removes_everything(host):

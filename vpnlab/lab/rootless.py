@@ -47,13 +47,17 @@ on a filesystem without ``nodev``)."""
 APPARMOR_PROFILE = "deploy/apparmor/vpnlab-unshare"
 
 HOLDER_SCRIPT = """set -e
+if [ -n "${VPNLAB_TUN_NODE:-}" ]; then
+  mount --bind "$VPNLAB_TUN_NODE" /dev/net/tun \
+    || { echo "VPNLAB_TUN_NODE=$VPNLAB_TUN_NODE could not be bound over /dev/net/tun"; exit 1; }
+fi
 mount -t tmpfs -o mode=0755 vpnlab-run /run
 mkdir /run/netns
-if [ -n "${VPNLAB_TUN_NODE:-}" ]; then mount --bind "$VPNLAB_TUN_NODE" /dev/net/tun; fi
 echo ready
 exec sleep infinity
 """
-"""PID 1 of the holder: /run as a tmpfs (named namespaces), the tun node if one is given."""
+"""PID 1 of the holder: the tun node if one is given, bound before /run is hidden under a tmpfs
+(a node in /run would be gone), then /run as that tmpfs (named namespaces)."""
 
 MAX_LABS_ENV = "VPNLAB_MAX_LABS"
 """The most labs a user may have up at once (a class hub sets it; unset: no limit)."""
@@ -130,6 +134,16 @@ def check_tun(node: str | None = None) -> None:
             f"('mknod -m 0666 FILE c 10 200') that {TUN_NODE_ENV}=FILE names; without the VPN: "
             "vpnlab lab up --no-vpn"
         )
+    try:  # opened and closed: no device is made until a TUNSETIFF
+        os.close(os.open(node, os.O_RDWR))
+    except PermissionError:  # the mode allows it: its filesystem refuses devices
+        raise LabError(
+            f"{node} cannot be opened although its mode allows it: its filesystem is mounted "
+            f"nodev ('findmnt -T {node}'); an admin makes the node where devices open, such "
+            "as /opt/vpnlab (not /run, /tmp or /dev/shm)"
+        ) from None
+    except OSError as exc:
+        raise LabError(f"{node}: {exc.strerror}: the VPN needs the TUN device") from None
 
 
 def check_tools() -> None:

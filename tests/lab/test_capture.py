@@ -173,6 +173,23 @@ def test_a_capture_into_a_home_that_root_enters_by_override_only(shared_lab, tmp
     assert capture.stacks(path) == ["eth:ethertype:ip:icmp:data"] * 4  # 2 requests, 2 replies
 
 
+def test_a_capture_nobody_stops_leaves_no_file_but_its_own(shared_lab, tmp_path):
+    """A notebook cell that fails between start and stop: dumpcap ends by itself (its count)
+    and nothing of it is left but the capture. Its stderr is a file without a name (it was a
+    named temporary log, left in /tmp whenever nobody called stop or wait)."""
+    path = tmp_path / "r1-eth0.pcapng"
+    cap = capture.start_capture(shared_lab.prefix, "r1", "eth0", path, 2, 5, "icmp")
+    stderr = os.readlink(f"/proc/{cap.process.pid}/fd/2")
+    assert stderr.endswith("(deleted)"), stderr  # O_TMPFILE: never had a name
+    ping = ["ping", "-c", "1", "-W", "1", CLIENT_GATEWAY]
+    lab.exec_in(shared_lab.prefix, "r1", ping, check=True, capture_output=True, timeout=10)
+    assert cap.process.wait(10) == 0 and not cap.running
+    assert capture.stacks(path) == ["eth:ethertype:ip:icmp:data"] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1-eth0.pcapng"]
+    cap.stop()  # late, after dumpcap ended: still the file, and its log closed
+    assert cap.log.closed
+
+
 def test_capture_errors_are_one_line(shared_lab, tmp_path):
     with pytest.raises(capture.CaptureError, match="nope0"):
         capture.start_capture(shared_lab.prefix, "r1", "nope0", tmp_path / "x.pcapng")

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from vpnlab.core.errors import LabError, VpnlabError
 from vpnlab.lab.nodes import namespace_of, popen_in
@@ -40,6 +40,8 @@ MAX_FILE_KB = 20_000
 READY_TIMEOUT_S = 5.0
 SETTLE_S = 0.3
 """After the traffic, how long a capture keeps running so the last replies are in the file."""
+LOG_MAX_BYTES = 65536
+"""What is read of dumpcap's stderr: its greeting, its statistics or its error (a few lines)."""
 TSHARK_TIMEOUT_S = 60.0
 EXTERNAL_STACK = "eth:ethertype:ip:udp:udpencap:esp"
 """The notes' external-interface stack, as tshark names it (``ethertype`` included)."""
@@ -84,16 +86,17 @@ def _namespace(prefix: str, node: str) -> str:
 
 def _start_dumpcap(
     prefix: str, node: str, argv: list[str], path: Path
-) -> tuple[subprocess.Popen, Path]:
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     """dumpcap in the node writing to its stdout, which is ``path``, opened here; its stderr to
-    a temporary log (both removed again if it cannot start).
+    a log without a name (nothing is left of it, whatever ends the capture or us); ``path`` is
+    removed again if dumpcap cannot start.
 
     dumpcap run as root keeps only the capabilities to capture (not CAP_DAC_OVERRIDE), so it
     cannot open a file in a folder that root may not enter without them: a checkout in a
     student's 0700 or 0750 home, with ``sudo``. This process can, so it opens the file."""
-    fd, log_name = tempfile.mkstemp(prefix="vpnlab-dumpcap-", suffix=".log")
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (the Capture owns it: closed by _finish)
     try:
-        with os.fdopen(fd, "wb") as log, path.open("wb") as out:
+        with path.open("wb") as out:
             proc = popen_in(
                 prefix,
                 node,
@@ -104,18 +107,17 @@ def _start_dumpcap(
                 start_new_session=True,
             )
     except (LabError, OSError) as exc:
-        Path(log_name).unlink(missing_ok=True)
+        log.close()
         path.unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise CaptureError(f"cannot capture into {path}: {reason}") from None
-    return proc, Path(log_name)
+    return proc, log
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
+def _read(log: IO[bytes]) -> str:
+    """What dumpcap wrote to ``log`` so far (read at offset 0 without moving the offset it
+    writes at: the file's offset is shared with dumpcap's stderr)."""
+    return os.pread(log.fileno(), LOG_MAX_BYTES, 0).decode(errors="replace")
 
 
 def _last_line(text: str) -> str:
@@ -132,8 +134,9 @@ class Capture:
     path: Path
     namespace: str
     interface: str
-    process: subprocess.Popen
-    log_path: Path
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+    """dumpcap's stderr (closed once the capture is finished)."""
 
     @property
     def running(self) -> bool:
@@ -166,8 +169,8 @@ class Capture:
         return self._finish()
 
     def _finish(self) -> Path:
-        text = _read(self.log_path)
-        self.log_path.unlink(missing_ok=True)
+        text = "" if self.log.closed else _read(self.log)
+        self.log.close()
         if not self.path.exists() or self.path.stat().st_size == 0:
             raise CaptureError(f"dumpcap wrote nothing: {_last_line(text)}")
         with contextlib.suppress(OSError):
@@ -209,17 +212,17 @@ def start_capture(
     argv = ["dumpcap", "-q", "-i", interface, "-w", "-"]  # to path: _start_dumpcap
     argv += ["-c", str(count), "-a", f"duration:{round(duration_s)}"]
     argv += ["-a", f"filesize:{MAX_FILE_KB}"] + (["-f", capture_filter] if capture_filter else [])
-    proc, log_path = _start_dumpcap(prefix, node, argv, path)
-    cap = Capture(path, ns, interface, proc, log_path)
+    proc, log = _start_dumpcap(prefix, node, argv, path)
+    cap = Capture(path, ns, interface, proc, log)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
             exited = not cap.running  # read the log after this: it may say File: and then exit
-            text = _read(cap.log_path)
+            text = _read(cap.log)
             if re.search(r"^File: ", text, re.M):
                 return cap
             if exited:
-                cap.log_path.unlink(missing_ok=True)
+                cap.log.close()
                 path.unlink(missing_ok=True)
                 raise CaptureError(f"dumpcap on {ns} {interface}: {_last_line(text)}")
             time.sleep(0.02)

@@ -45,6 +45,28 @@ def test_store_that_cannot_be_made_is_one_line(tmp_path):
         open_store(tmp_path / "file" / "grader.db")
 
 
+def test_a_store_others_may_open_is_refused_and_left_as_it_was(tmp_path):
+    """``--store`` names any path: a folder or a file others may open is refused in one line
+    and never chmod-ed (a file in a 0755 folder, as /etc/passwd, once left /etc 0700)."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    listed = shared / "passwd"
+    listed.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    listed.chmod(0o644)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    readable = private / "grades.db"
+    readable.write_bytes(b"")
+    readable.chmod(0o644)
+    for path, named in ((listed, shared), (shared / "new.db", shared), (readable, readable)):
+        with pytest.raises(LabError, match=f"may not be in {named}: others may open it"):
+            open_store(path)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755 and not (shared / "new.db").exists()
+    assert stat.S_IMODE(listed.stat().st_mode) == 0o644 and listed.read_text().startswith("root")
+    assert stat.S_IMODE(readable.stat().st_mode) == 0o644
+
+
 def test_report_one_row_per_student_and_item_with_a_plot(tmp_path):
     attempts = [
         Attempt("ann", "lab", False, 10.0, "failing: ping web"),

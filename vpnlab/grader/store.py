@@ -60,18 +60,24 @@ class DrawnFault:
 
 
 class Store:
-    """The SQLite store at ``path`` (made with its folder if missing, 0700/0600)."""
+    """The SQLite store at ``path``, made with its folder if missing (0700, 0600).
+
+    An existing folder or file that others may open is refused (:func:`closed_to_others`),
+    never chmod-ed: ``--store`` may name any path, and a folder the store did not make is not
+    the store's to change (``/etc/passwd`` as a store once left /etc 0700).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         old = os.umask(0o077)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            closed_to_others(self.path.parent)
+            if self.path.exists():
+                closed_to_others(self.path)
             self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         finally:
             os.umask(old)
-        os.chmod(self.path.parent, 0o700)
-        os.chmod(self.path, 0o600)
         self._lock = threading.Lock()
         with self._lock:
             self.db.executescript(SCHEMA)
@@ -153,6 +159,18 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def closed_to_others(path: Path) -> None:
+    """LabError (one line) unless only ``path``'s owner may open it (its mode has no group or
+    other bits): the grades and the fault draw's secret are read by the grader alone."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        private = "700" if path.is_dir() else "600"
+        raise LabError(
+            f"the grader's store may not be in {path}: others may open it (mode {mode:o}); "
+            f"give --store a folder of its own (it makes it 0700) or chmod {private} it"
+        )
 
 
 def open_store(path: Path) -> Store:

@@ -10,6 +10,7 @@ import stat
 import pytest
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from vpnlab import cli
 from vpnlab.core.errors import VpnlabError
 from vpnlab.shell import keys
 from vpnlab.wire.esp import generate_static_keys
@@ -20,6 +21,32 @@ def test_psk_is_created_0600(tmp_path):
     keys.new_psk(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(bytes.fromhex(path.read_text().strip())) == 32
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["keys", "psk", "{tmp}"], "cannot write {tmp}: Is a directory"),
+        (
+            ["keys", "static", "{tmp}/file/keys"],
+            "cannot write {tmp}/file/keys: {tmp}/file is not a folder",
+        ),
+        (["server", "--port", "70000"], "argument --port: 70000 is not a port: 1 to 65535"),
+        (["client", "--port", "0"], "argument --port: 0 is not a port: 1 to 65535"),
+        (["whoami", "--port", "http"], "argument --port: 'http' is not a port number"),
+        (["ftp", "serve", "--root", "{tmp}", "--port", "99999"], "99999 is not a port"),
+    ],
+)
+def test_a_key_file_or_port_that_cannot_be_is_one_line(tmp_path, capsys, argv, said):
+    (tmp_path / "file").write_text("")
+    before = sorted(tmp_path.iterdir())
+    try:
+        status = cli.main([arg.format(tmp=tmp_path) for arg in argv])
+    except SystemExit as usage:  # argparse's usage errors exit 2
+        status = usage.code
+    err = capsys.readouterr().err
+    assert status in (1, 2) and err.count("\n") == 1 and said.format(tmp=tmp_path) in err, err
+    assert sorted(tmp_path.iterdir()) == before  # no temporary file left beside the target
 
 
 def test_write_secret_does_not_follow_a_symlink_planted_at_the_tmp_name(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
+from vpnlab.cli.arguments import port_number
 from vpnlab.core.constants import (
     LIVENESS_TIMEOUT_S,
     PORT,
@@ -46,7 +47,9 @@ so the kernel cuts each UDP GSO batch into datagrams before the wire, as a NIC w
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=PORT, help="UDP port (default %(default)s)")
+    parser.add_argument(
+        "--port", type=port_number, default=PORT, help="UDP port (default %(default)s)"
+    )
     parser.add_argument("--tun", default=TUN_NAME, help="TUN interface name (default %(default)s)")
     parser.add_argument(
         "--mtu",

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from vpnlab.cli.arguments import port_number
 from vpnlab.instruments.ftp_endpoints import (
     CLIENT_TIMEOUT_S,
     FTP_PORT,
@@ -37,14 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = ftp.add_subparsers(dest="ftp_command", required=True, metavar="VERB")
     p = verbs.add_parser("serve", help="FTP server (run it in r2's namespace)")
     p.add_argument("--listen", default="10.8.0.1")
-    p.add_argument("--port", type=int, default=FTP_PORT)
+    p.add_argument("--port", type=port_number, default=FTP_PORT)
     p.add_argument("--root", required=True, type=Path)
     p.add_argument("--lifetime", type=float, default=LIFETIME_S, help="seconds before exiting")
     p.set_defaults(func=cmd_serve)
     for name, helptext in (("transfer", "STOR + RETR + SHA-256 check"), ("get", "anonymous RETR")):
         p = verbs.add_parser(name, help=helptext)
         p.add_argument("--server", default="10.8.0.1")
-        p.add_argument("--port", type=int, default=FTP_PORT)
+        p.add_argument("--port", type=port_number, default=FTP_PORT)
         p.add_argument("--mode", choices=MODES, default="passive")
         p.add_argument("--timeout", type=float, default=CLIENT_TIMEOUT_S)
         if name == "transfer":

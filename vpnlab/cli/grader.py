@@ -20,6 +20,7 @@ import json
 import os
 from pathlib import Path
 
+from vpnlab.cli.arguments import port_number
 from vpnlab.core.errors import LabError
 
 DEFAULT_STORE = Path("/var/lib/vpnlab-grader/grader.db")
@@ -37,7 +38,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service (as root: it drops to --user)")
     serve.add_argument("--user", default="vpnlab-grader")
     serve.add_argument("--store", type=Path, default=DEFAULT_STORE)
-    serve.add_argument("--port", type=int, default=10101)
+    serve.add_argument("--port", type=port_number, default=10101)
     serve.add_argument("--listen", default="127.0.0.1")
     serve.add_argument("--prefix", default="nb-", help="the students' lab prefix (%(default)s)")
     check = sub.add_parser("check", help="judge my lab, my open fault or a live exercise")

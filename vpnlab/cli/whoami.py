@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vpnlab.cli.arguments import port_number
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``vpnlab whoami --listen A --port P``: answer each request with its source address."""
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the request come from.",
     )
     p.add_argument("--listen", default="0.0.0.0", help="address to bind (default: all)")
-    p.add_argument("--port", type=int, default=80, help="TCP port (default: 80)")
+    p.add_argument("--port", type=port_number, default=80, help="TCP port (default: 80)")
     p.add_argument(
         "--token", default="", help="what GET /token answers (the lab draws one per lab)"
     )

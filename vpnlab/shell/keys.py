@@ -46,7 +46,19 @@ def write_secret(path: Path, text: str, *, durable: bool = False) -> None:
     in the same folder, so a file or link planted at a predictable name is never written.
     ``durable``: the data and the rename reach the disk (fsync of the file, then of the
     folder) before this returns, so a crash leaves the old file or the new one.
+
+    Raises:
+        VpnlabError: the folder cannot be made or written, or ``path`` is a folder.
     """
+    try:
+        _write_secret(path, text, durable)
+    except FileExistsError as exc:  # the folders were made up to a file where one must be
+        raise VpnlabError(f"cannot write {path}: {exc.filename} is not a folder") from None
+    except OSError as exc:
+        raise VpnlabError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _write_secret(path: Path, text: str, durable: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -1,0 +1,18 @@
+"""Argument types that several sub-commands share (argparse ``type=``): a bad value is
+argparse's one-line usage error, before anything runs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def port_number(text: str) -> int:
+    """``--port``'s type: a TCP or UDP port, 1 to 65535 (the socket would refuse any other
+    with a traceback, "bind(): port must be 0-65535", or pick one at random for 0)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: 1 to 65535")
+    return port

@@ -142,6 +142,10 @@ def test_load_keys_reads_rows_files_and_static_key_files(tmp_path):
     assert "esp.enable_encryption_decode:TRUE" in opts and opts.count("-o") == 4
     with pytest.raises(CaptureError):
         capture.load_keys(tmp_path / "missing")
+    binary = tmp_path / "binary"
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(CaptureError, match=r"^cannot read keys .*/binary: not text$"):
+        capture.load_keys(binary)
 
 
 @needs_tshark

@@ -540,6 +540,11 @@ def test_load_static_keys_refuses_bad_files(text: str) -> None:
         load_static_keys(text)
 
 
+def test_a_static_key_file_without_a_direction_names_it() -> None:
+    with pytest.raises(VpnlabError, match="^bad static key file: no 'client_to_server'$"):
+        load_static_keys('{"cipher": "esp-aes-gcm"}')
+
+
 @pytest.mark.parametrize(
     "c2s, s2c, same",
     [

@@ -59,6 +59,8 @@ def test_a_store_others_may_open_is_refused_and_left_as_it_was(tmp_path):
     readable = private / "grades.db"
     readable.write_bytes(b"")
     readable.chmod(0o644)
+    with pytest.raises(LabError, match=f"^the grader's store {private} is a folder"):
+        open_store(private)
     for path, named in ((listed, shared), (shared / "new.db", shared), (readable, readable)):
         with pytest.raises(LabError, match=f"may not be in {named}: others may open it"):
             open_store(path)

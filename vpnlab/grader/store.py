@@ -69,6 +69,8 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise LabError(f"the grader's store {path} is a folder: --store names its file")
         old = os.umask(0o077)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

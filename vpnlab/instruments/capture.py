@@ -249,6 +249,8 @@ def load_keys(keys: Keys) -> list[str]:
         text = Path(keys).read_text()
     except OSError as exc:
         raise CaptureError(f"cannot read keys {keys}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CaptureError(f"cannot read keys {keys}: not text") from None
     if text.lstrip().startswith("{"):
         return esp_sa_rows(load_static_keys(text).server())
     rows = [line.strip() for line in text.splitlines()]

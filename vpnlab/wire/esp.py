@@ -516,7 +516,9 @@ def load_static_keys(text: str) -> StaticKeys:
         address = IPv4Interface(document.get("client_address", "10.8.0.2/24"))
     except VpnlabError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except KeyError as exc:
+        raise VpnlabError(f"bad static key file: no {exc.args[0]!r}") from None
+    except (ValueError, TypeError, AttributeError) as exc:
         raise VpnlabError(f"bad static key file: {exc!r}") from None
     same = "SPI" if sas[0].spi == sas[1].spi else "key" if sas[0].key == sas[1].key else ""
     if same:  # a reflected datagram would open; the two senders' GCM nonces would collide

@@ -85,6 +85,8 @@ def test_Topology_rejects_bad_descriptions():
         from_dict({**data, "nodes": [{**data["nodes"][0], "name": "R-1"}, *data["nodes"][1:]]})
     with pytest.raises(LabError, match="no node 'r9'"):
         DEFAULT_TOPOLOGY.node("r9")
+    with pytest.raises(LabError, match="^bad topology description: no 'nodes'$"):
+        from_dict({"node": [{"name": "x"}]})  # a topology file's typo: [[node]]
 
 
 def test_make_topology_adds_clients_behind_a_bridge():

@@ -230,8 +230,10 @@ def from_dict(data: dict[str, Any]) -> Topology:
             web_port=int(data.get("web_port", 80)),
             ipv6=bool(data.get("ipv6", True)),
         )
-    except (KeyError, TypeError) as exc:
-        raise LabError(f"bad topology description: {exc!r}") from None
+    except KeyError as exc:
+        raise LabError(f"bad topology description: no {exc.args[0]!r}") from None
+    except TypeError as exc:
+        raise LabError(f"bad topology description: {exc}") from None
 
 
 def _interfaces(raw: Any) -> list[Interface]:

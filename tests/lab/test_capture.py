@@ -194,6 +194,9 @@ def test_capture_errors_are_one_line(shared_lab, tmp_path):
     with pytest.raises(capture.CaptureError, match="nope0"):
         capture.start_capture(shared_lab.prefix, "r1", "nope0", tmp_path / "x.pcapng")
     assert not (tmp_path / "x.pcapng").exists()  # the file it opened for dumpcap is gone
+    with pytest.raises(capture.CaptureError, match="cannot capture into .*: Is a directory"):
+        capture.start_capture(shared_lab.prefix, "r1", "eth0", tmp_path)  # -w FOLDER
+    assert tmp_path.is_dir()
     with pytest.raises(capture.CaptureError, match="does not exist"):
         capture.start_capture(shared_lab.prefix, "r9", "eth0", tmp_path / "x.pcapng")
     wrong = ftp.lab_server(shared_lab.prefix, "r2", "10.8.0.99")  # not r2's: bind fails

@@ -95,8 +95,10 @@ def _start_dumpcap(
     cannot open a file in a folder that root may not enter without them: a checkout in a
     student's 0700 or 0750 home, with ``sudo``. This process can, so it opens the file."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 (the Capture owns it: closed by _finish)
+    opened = False
     try:
         with path.open("wb") as out:
+            opened = True
             proc = popen_in(
                 prefix,
                 node,
@@ -108,7 +110,8 @@ def _start_dumpcap(
             )
     except (LabError, OSError) as exc:
         log.close()
-        path.unlink(missing_ok=True)
+        if opened:  # never what could not be opened: a folder, say
+            path.unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise CaptureError(f"cannot capture into {path}: {reason}") from None
     return proc, log

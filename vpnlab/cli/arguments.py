@@ -4,6 +4,10 @@ argparse's one-line usage error, before anything runs."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+Number = TypeVar("Number", int, float)
 
 
 def port_number(text: str) -> int:
@@ -16,3 +20,17 @@ def port_number(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port: 1 to 65535")
     return port
+
+
+def bounded(kind: Callable[[str], Number], low: Number, high: Number) -> Callable[[str], Number]:
+    """A number from ``low`` to ``high`` (both included): what keeps a benchmark or a flood
+    bounded in count and time. Text that is no number is argparse's "invalid float value"."""
+
+    def parse(text: str) -> Number:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low:g} to {high:g}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from vpnlab.cli.arguments import bounded
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, run_bench
 from vpnlab.course.bench_report import format_table
@@ -25,17 +26,10 @@ MAX_STUDENTS = 200
 
 MAX_IDLE_S = 300.0
 MAX_FLOOD_S = 60.0
-
-
-def flood_seconds(text: str) -> float:
-    """``--flood-seconds``: 5 to MAX_FLOOD_S (every flood stops by itself)."""
-    value = float(text)
-    if not 5 <= value <= MAX_FLOOD_S:
-        raise argparse.ArgumentTypeError(f"must be 5 to {MAX_FLOOD_S:g}")
-    return value
-
-
 MAX_STAGGER_S = 600.0
+MAX_RUNS = 20
+MAX_RUN_S = 300.0
+"""``--runs`` and ``--seconds``: every benchmark stops by itself (at most 20 x 300 s a case)."""
 
 
 def idle_seconds(text: str) -> float:
@@ -43,30 +37,6 @@ def idle_seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= MAX_IDLE_S:
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_IDLE_S:g}")
-    return value
-
-
-def client_count(text: str) -> int:
-    """``--clients``: 1 to MAX_CLIENTS load clients (past the tunnel's /24, IPv6 only)."""
-    value = int(text)
-    if not 1 <= value <= MAX_CLIENTS:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_CLIENTS}")
-    return value
-
-
-def student_count(text: str) -> int:
-    """``--class-hub``: 1 to MAX_STUDENTS real Unix users."""
-    value = int(text)
-    if not 1 <= value <= MAX_STUDENTS:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_STUDENTS}")
-    return value
-
-
-def stagger_seconds(text: str) -> float:
-    """``--stagger-seconds``: 0 to MAX_STAGGER_S."""
-    value = float(text)
-    if not 0 <= value <= MAX_STAGGER_S:
-        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_STAGGER_S:g}")
     return value
 
 
@@ -84,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_footprint(p)
     p.add_argument(
         "--clients",
-        type=client_count,
+        type=bounded(int, 1, MAX_CLIENTS),
         nargs="?",
         const=DEFAULT_CLIENTS,
         metavar="N",
@@ -100,8 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=IDLE_S,
         help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
     )
-    p.add_argument("--runs", type=int, default=3, help="rounds (default %(default)s)")
-    p.add_argument("--seconds", type=float, default=10, help="per run (default %(default)s)")
+    p.add_argument(
+        "--runs", type=bounded(int, 1, MAX_RUNS), default=3, help="rounds (default %(default)s)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=bounded(float, 1.0, MAX_RUN_S),
+        default=10,
+        help="per run (default %(default)s)",
+    )
     p.add_argument(
         "--cases",
         nargs="+",
@@ -150,7 +127,7 @@ def _add_flood(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--flood-seconds",
-        type=flood_seconds,
+        type=bounded(float, 5.0, MAX_FLOOD_S),
         default=FLOOD_S,
         help="--flood: how long each flood lasts (default %(default)s)",
     )
@@ -160,7 +137,7 @@ def _add_class_hub(p: argparse.ArgumentParser) -> None:
     """``--class-hub [N] [--python PY] [--proxy PATH] [--stagger-seconds S]``."""
     p.add_argument(
         "--class-hub",
-        type=student_count,
+        type=bounded(int, 1, MAX_STUDENTS),
         nargs="?",
         const=40,
         metavar="N",
@@ -179,7 +156,7 @@ def _add_class_hub(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--stagger-seconds",
-        type=stagger_seconds,
+        type=bounded(float, 0.0, MAX_STAGGER_S),
         default=60.0,
         help="--class-hub: the logins are spread over this many seconds (default %(default)s)",
     )

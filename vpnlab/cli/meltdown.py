@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from vpnlab.cli.arguments import bounded
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course.meltdown import (
     DEFAULT_PREFIX,
@@ -32,8 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default=DEFAULT_PREFIX)
     p.add_argument("--losses", type=float, nargs="+", help="percent, each way")
     p.add_argument("--delays", type=float, nargs="+", help="ms, r2 -> r1")
-    p.add_argument("--seconds", type=float, help="per iperf3 run")
-    p.add_argument("--samples", type=int, help="64 KB fetches per point (median)")
+    p.add_argument("--seconds", type=bounded(float, 1.0, 60.0), help="per iperf3 run (1-60)")
+    p.add_argument(
+        "--samples", type=bounded(int, 1, 50), help="64 KB fetches per point (median; 1-50)"
+    )
     p.add_argument("--out", type=Path, default=Path("meltdown-results"))
     p.add_argument("--rate", help="iperf3 -b: offered load (default: as fast as it goes)")
     p.add_argument(

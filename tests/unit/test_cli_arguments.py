@@ -1,0 +1,34 @@
+"""Numbers on the command line (vpnlab/cli/arguments.py): a port, a benchmark's count and time.
+Out of range is argparse's one-line usage error (exit 2) before anything runs: no socket
+bound, no lab built, no benchmark started."""
+
+from __future__ import annotations
+
+import pytest
+
+from vpnlab import cli
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["server", "--port", "70000"], "argument --port: 70000 is not a port: 1 to 65535"),
+        (["client", "--port", "0"], "argument --port: 0 is not a port: 1 to 65535"),
+        (["whoami", "--port", "http"], "argument --port: 'http' is not a port number"),
+        (["ftp", "serve", "--root", "/", "--port", "99999"], "99999 is not a port"),
+        (["grader", "serve", "--port", "-1"], "-1 is not a port"),
+        (["bench", "--seconds", "-1"], "argument --seconds: must be 1 to 300"),
+        (["bench", "--runs", "0"], "argument --runs: must be 1 to 20"),
+        (["bench", "--runs", "x"], "argument --runs: invalid int value: 'x'"),
+        (["bench", "--clients", "1001"], "argument --clients: must be 1 to 1000"),
+        (["bench", "--flood", "--flood-seconds", "61"], "--flood-seconds: must be 5 to 60"),
+        (["bench", "--class-hub", "201"], "argument --class-hub: must be 1 to 200"),
+        (["meltdown", "--seconds", "0"], "argument --seconds: must be 1 to 60"),
+        (["meltdown", "--samples", "51"], "argument --samples: must be 1 to 50"),
+    ],
+)
+def test_a_number_out_of_range_is_a_one_line_usage_error(capsys, argv, said):
+    with pytest.raises(SystemExit) as usage:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert usage.value.code == 2 and err.count("\n") == 1 and said in err, err

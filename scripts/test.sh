@@ -13,8 +13,9 @@ require_root  # the lab tests build labs as root (and make the users of the root
 setup course,dev,hub
 cd "$VPNLAB_ROOT"
 say "ruff check and ruff format --check"
-"$VENV/bin/ruff" check vpnlab tests docs notebooks  # notebooks: the jupytext .py pairs
-"$VENV/bin/ruff" format --check vpnlab tests docs
+# notebooks: the jupytext .py pairs; deploy: the hub's config and spawner; scripts: the benches
+"$VENV/bin/ruff" check vpnlab tests docs notebooks deploy scripts
+"$VENV/bin/ruff" format --check vpnlab tests docs deploy scripts
 # mypy ([tool.mypy] in pyproject.toml): the whole package at mypy's default strictness (every
 # drop counter key a Drop member too), then with --strict the daemons' code (the pure core and
 # wire, the I/O shell and fast path around them), the lab and the grader

@@ -55,6 +55,16 @@ def setting(name: str, default: str) -> str:
     return os.environ.get(f"VPNLAB_HUB_{name}") or default
 
 
+def number_setting(name: str, default: str, parse=int) -> int:
+    """A setting that is a number (``parse``: int, or parse_bytes for sizes); anything else
+    stops the hub with one line naming it, not a traceback from the config file."""
+    text = setting(name, default)
+    try:
+        return parse(text)
+    except ValueError:
+        sys.exit(f"vpnlab hub: VPNLAB_HUB_{name}={text!r} is not a number (default {default})")
+
+
 # --- where things are: the class install (scripts/setup.sh --system) ----------------------------
 
 PREFIX = Path(os.environ.get("VPNLAB_SYSTEM_PREFIX") or Path(__file__).resolve().parents[1])
@@ -73,7 +83,7 @@ HUB_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 # --- the network: TLS, or the loopback only ---------------------------------------------------
 
 IP = setting("IP", "127.0.0.1")
-PORT = int(setting("PORT", "8000"))
+PORT = number_setting("PORT", "8000")
 CERT, KEY = os.environ.get("VPNLAB_HUB_SSL_CERT"), os.environ.get("VPNLAB_HUB_SSL_KEY")
 if bool(CERT) != bool(KEY):
     sys.exit("vpnlab hub: set both VPNLAB_HUB_SSL_CERT and VPNLAB_HUB_SSL_KEY, or neither")
@@ -147,9 +157,9 @@ c.Spawner.start_timeout = 300
 c.Spawner.http_timeout = 300
 c.Spawner.pre_spawn_hook = lambda spawner: check_student(spawner, [str(COURSE)])
 
-MEMORY = parse_bytes(setting("MEM", "2G"))
-CPU_PERCENT = int(setting("CPU", "100"))
-TASKS = int(setting("TASKS", "1024"))
+MEMORY = number_setting("MEM", "2G", parse_bytes)
+CPU_PERCENT = number_setting("CPU", "100")
+TASKS = number_setting("TASKS", "1024")
 SYSTEMD = Path("/run/systemd/system").is_dir()
 if setting("SPAWNER", "systemd" if SYSTEMD else "local") == "systemd":
     # a transient unit per student; ProtectProc=invisible: hidepid for that unit's /proc
@@ -172,7 +182,7 @@ c.JupyterHub.load_roles = []
 
 # jupyterhub-idle-culler: a server idle for CULL_TIMEOUT s is stopped, and its labs with it
 # (they live in the server's holder).
-CULL_TIMEOUT = int(setting("CULL_TIMEOUT", "3600"))
+CULL_TIMEOUT = number_setting("CULL_TIMEOUT", "3600")
 if CULL_TIMEOUT:
     c.JupyterHub.services.append(
         {

@@ -334,6 +334,18 @@ def test_pam_login_over_https_with_a_capitalised_name(tmp_path):
                 "vpnlab hub: refusing plain HTTP on 0.0.0.0: passwords would cross the network "
                 "in clear; set VPNLAB_HUB_SSL_CERT and VPNLAB_HUB_SSL_KEY (docs/class.md)"
             ]
+            typo = subprocess.run(
+                jupyterhub(class_install()),
+                env={**env, "VPNLAB_HUB_MEM": "2 GB"},
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert typo.returncode == 1
+            assert typo.stderr.strip().splitlines() == [
+                "vpnlab hub: VPNLAB_HUB_MEM='2 GB' is not a number (default 2G)"
+            ]
             env |= {"VPNLAB_HUB_SSL_CERT": str(cert), "VPNLAB_HUB_SSL_KEY": str(key)}
             log_path = tmp_path / "hub.log"
             proc = classhub.start_hub(jupyterhub(class_install()), env, log_path)

@@ -117,7 +117,12 @@ main() {
       # holder (the notebooks build labs: namespaces). Each notebook builds its own lab
       # (VPNLAB_PREFIX, default nb-) and removes it at its end.
       local port=8888
-      if [ "${1:-}" = "--port" ]; then port=${2:?usage: notebook [--port N]}; shift 2; fi
+      if [ "${1:-}" = "--port" ]; then
+        port=${2:-}
+        [[ "$port" =~ ^[0-9]{1,5}$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] \
+          || die "usage: $0 notebook [--port N] (N: a port, 1 to 65535)"
+        shift 2
+      fi
       say "Course: JupyterLab on http://127.0.0.1:$port/ (open the URL with the token below)"
       say "On a VM: ssh -L $port:127.0.0.1:$port USER@VM, then open that URL on your machine"
       cd "$VPNLAB_ROOT/notebooks"

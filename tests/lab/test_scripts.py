@@ -180,6 +180,16 @@ def test_a_known_verb_gets_vpnlabs_own_usage_error(scripted_lab):
     assert len(errors) == 1 and "unrecognized arguments: --bogus" in errors[0], errors
 
 
+@pytest.mark.parametrize("port", [[], ["abc"], ["0"], ["65536"]])
+def test_a_notebook_port_that_is_none_is_one_line(scripted_lab, port):
+    run = script(scripted_lab.prefix, "notebook", "--port", *port)
+    errors = [line for line in run.stderr.splitlines() if "Debian packages" not in line]
+    errors = [line for line in errors if "Python environment" not in line]
+    assert run.returncode == 1 and errors == [
+        f"[vpnlab] error: usage: {SCRIPT} notebook [--port N] (N: a port, 1 to 65535)"
+    ], run.stderr
+
+
 def test_stop_vpn_then_the_daemons_by_hand_then_start_vpn(scripted_lab):
     """The README's "by hand (after stop-vpn)", as written, in the lab of this module."""
     prefix = scripted_lab.prefix

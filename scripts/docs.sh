@@ -16,7 +16,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 strict=${VPNLAB_DOCS_STRICT:-0}
 if [ "${1:-}" = --strict ]; then strict=1; shift; fi
-[ $# -le 1 ] || die "usage: scripts/docs.sh [--strict] [OUT]"
+case "$#:${1:-}" in 0:* | 1:[!-]*) ;; *) die "usage: scripts/docs.sh [--strict] [OUT]" ;; esac
 setup course,dev  # Sphinx and myst-nb (dev), jupytext and nbformat to read the notebooks (course)
 cd "$VPNLAB_ROOT"
 out=$(realpath -m "${1:-build/site}")

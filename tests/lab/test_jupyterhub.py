@@ -321,29 +321,25 @@ def test_pam_login_over_https_with_a_capitalised_name(tmp_path):
             subprocess.run(["chpasswd"], input=f"{user.pw_name}:{password}", text=True, check=True)
             cert, key = self_signed(folder)
             env = hub_env(folder, tmp_path / "hub", class_install(), VPNLAB_HUB_GROUP=group)
-            plain = subprocess.run(
-                jupyterhub(class_install()),
-                env={**env, "VPNLAB_HUB_IP": "0.0.0.0"},
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert plain.returncode == 1
-            assert plain.stderr.strip().splitlines() == [
+
+            def refusal(setting: dict[str, str]) -> list[str]:
+                """The hub started with ``setting``: it must stop at once; its stderr lines."""
+                done = subprocess.run(
+                    jupyterhub(class_install()),
+                    env={**env, **setting},
+                    cwd=tmp_path,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert done.returncode == 1, done.stderr
+                return done.stderr.strip().splitlines()
+
+            assert refusal({"VPNLAB_HUB_IP": "0.0.0.0"}) == [
                 "vpnlab hub: refusing plain HTTP on 0.0.0.0: passwords would cross the network "
                 "in clear; set VPNLAB_HUB_SSL_CERT and VPNLAB_HUB_SSL_KEY (docs/class.md)"
             ]
-            typo = subprocess.run(
-                jupyterhub(class_install()),
-                env={**env, "VPNLAB_HUB_MEM": "2 GB"},
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert typo.returncode == 1
-            assert typo.stderr.strip().splitlines() == [
+            assert refusal({"VPNLAB_HUB_MEM": "2 GB"}) == [
                 "vpnlab hub: VPNLAB_HUB_MEM='2 GB' is not a number (default 2G)"
             ]
             env |= {"VPNLAB_HUB_SSL_CERT": str(cert), "VPNLAB_HUB_SSL_KEY": str(key)}

@@ -1,6 +1,7 @@
-"""Numbers on the command line (vpnlab/cli/arguments.py): a port, a benchmark's count and time.
-Out of range is argparse's one-line usage error (exit 2) before anything runs: no socket
-bound, no lab built, no benchmark started."""
+"""Numbers and names on the command line (vpnlab/cli/arguments.py, the daemons' --tun and
+--mtu): a port, a benchmark's count and time. Out of range is argparse's one-line usage error
+(exit 2) before anything runs: no socket bound, no lab built, no benchmark started, no client
+connecting before it finds it cannot make its tun0."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from vpnlab import cli
         (["server", "--port", "70000"], "argument --port: 70000 is not a port: 1 to 65535"),
         (["client", "--port", "0"], "argument --port: 0 is not a port: 1 to 65535"),
         (["whoami", "--port", "http"], "argument --port: 'http' is not a port number"),
+        (["client", "--mtu", "50"], "argument --mtu: must be 68 to 65535"),
+        (["server", "--mtu", "65536"], "argument --mtu: must be 68 to 65535"),
+        (["client", "--tun", "tun-of-the-course"], "argument --tun: interface name 'tun-of-the"),
+        (["client", "--tun", "my tun"], "argument --tun: bad interface name 'my tun'"),
         (["ftp", "serve", "--root", "/", "--port", "99999"], "99999 is not a port"),
         (["grader", "serve", "--port", "-1"], "-1 is not a port"),
         (["bench", "--seconds", "-1"], "argument --seconds: must be 1 to 300"),

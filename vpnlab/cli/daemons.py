@@ -6,7 +6,7 @@ import argparse
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
-from vpnlab.cli.arguments import port_number
+from vpnlab.cli.arguments import bounded, port_number
 from vpnlab.core.constants import (
     LIVENESS_TIMEOUT_S,
     PORT,
@@ -29,6 +29,7 @@ from vpnlab.shell.routing import check_interface_name
 from vpnlab.shell.server import ServerOptions, run_server
 from vpnlab.shell.tap import DEFAULT_MODE, MODES, device_mtu, device_name
 from vpnlab.shell.transport import DEFAULT_TRANSPORT, TRANSPORTS
+from vpnlab.shell.tun import ifreq
 from vpnlab.shell.tunnel import Datapath, SimpleDatapath
 from vpnlab.shell.xfrm import kernel_has_esp
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER, make_format
@@ -40,6 +41,8 @@ DATAPATHS: dict[str, type[Datapath]] = {
     datapath.name: datapath for datapath in (SimpleDatapath, FastDatapath)
 }
 """``--datapath``: the select loop's two ends, one packet per system call or many."""
+MIN_MTU, MAX_MTU = 68, 65535
+"""``--mtu``: what Linux lets a tun device have (RFC 791's minimum, the largest IP packet)."""
 DEFAULT_DATAPATH = FastDatapath.name
 """The batched ends are the default; ``--mode tap`` and ``--transport tcp`` run the simple ones.
 Captures stay exact: the lab turns off ``tx-udp-segmentation`` on its veths (``lab/build.py``),
@@ -50,10 +53,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=port_number, default=PORT, help="UDP port (default %(default)s)"
     )
-    parser.add_argument("--tun", default=TUN_NAME, help="TUN interface name (default %(default)s)")
+    parser.add_argument(
+        "--tun", type=tun_name, default=TUN_NAME, help="TUN interface name (default %(default)s)"
+    )
     parser.add_argument(
         "--mtu",
-        type=int,
+        type=bounded(int, MIN_MTU, MAX_MTU),
         help="tun MTU (default: derived from the cipher, 1500 - 28 - its overhead; "
         f"{TUN_MTU} fits every cipher)",
     )
@@ -261,6 +266,16 @@ def register_client(sub: argparse._SubParsersAction) -> None:
     add_common(client)
     add_keying(client)
     client.set_defaults(func=client_main)
+
+
+def tun_name(text: str) -> str:
+    """``--tun``: a name TUNSETIFF takes (``tun.ifreq``), checked before the client connects
+    (it makes tun0 only after the Welcome)."""
+    try:
+        ifreq(text, 0)
+    except SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def interface_name(text: str) -> str:

@@ -14,10 +14,10 @@
 # else a temporary one is removed)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-case "${1:-}" in
-    -*) echo "usage: scripts/student-edition.sh [OUT]" >&2; exit 2 ;;
+case "$#:${1:-}" in  # no argument, or one that is no option
+    0:* | 1:[!-]*) ;;
+    *) echo "usage: scripts/student-edition.sh [OUT]" >&2; exit 2 ;;
 esac
-[ $# -le 1 ] || { echo "usage: scripts/student-edition.sh [OUT]" >&2; exit 2; }
 out=${1:-$root/notebooks/student}
 python=${PYTHON:-}
 if [ -z "$python" ]; then

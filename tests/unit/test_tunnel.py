@@ -302,6 +302,25 @@ def test_SelectLoop_writes_the_status_after_a_pause_not_between_two_packets(loop
     assert STATUS_QUIET_S * 0.9 <= time.monotonic() - started < 0.5
 
 
+def test_SelectLoop_writes_the_status_a_pause_after_a_session_opens(loop_parts):
+    """``vpnlab lab start-vpn`` printed the server "listening" with no client after both
+    clients said connected: its status file came up to a second after their handshakes. A
+    session opened makes the once-a-second work due at once (after its pause in packets)."""
+    written = []
+    core = ServerCore(PLAIN, SERVER_TUNNEL_ADDRESS, seeded_random())
+    tunnel = make_loop(loop_parts, core)
+    tunnel.report_status = written.append
+    tunnel.turn()  # the status at start, due next in a second
+    assert len(written) == 1
+    with hellos_waiting(loop_parts, 1):
+        tunnel.turn()  # the Hello: a session opens, the status waits for the pause
+        assert len(core.sessions) == 1 and len(written) == 1
+        started = time.monotonic()
+        tunnel.turn()  # nothing more: written after the pause, not a second later
+    assert len(written) == 2
+    assert time.monotonic() - started < 0.5
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="SO_RCVBUFFORCE needs CAP_NET_ADMIN")
 @pytest.mark.parametrize("datapath", [SimpleDatapath, FastDatapath], ids=["simple", "fast"])
 def test_SelectLoop_gives_each_session_room_in_the_sockets_receive_buffer(loop_parts, datapath):

@@ -72,6 +72,12 @@ included), and the server's data socket and Hello lane each ended an idle echo r
 receive with one, before the packet reached tun0 (issue 29 item 1, idle ping). Busy, the loop
 reads up to :data:`BATCH` as before: select() says at once if a second packet waits."""
 
+SESSION_CHANGES = (HandshakeCompleted, SessionClosed, EndpointMoved)
+"""Events that make the once-a-second work due at once (it still waits for
+:data:`STATUS_QUIET_S`): a session opened, closed or moved is in the status file a pause
+later, not up to a second later (``vpnlab lab start-vpn`` printed the server still
+"listening" with no client after both clients said connected)."""
+
 Periodic = Callable[[float], list[Event]]
 """Work the loop does on a timer or once a second: ``now`` in, the events it made out."""
 
@@ -432,6 +438,8 @@ class SelectLoop:
             elif type(event) is EndpointMoved:  # roaming: the session is at its new address
                 self.transport.session_closed(event.old)
                 self.transport.session_opened(event.peer)
+            if type(event) in SESSION_CHANGES:  # the status file says so at the next pause
+                self._status_at = min(self._status_at, time.monotonic())
             self.reporter.event(event)
             if self.on_event is not None:
                 self.on_event(event)

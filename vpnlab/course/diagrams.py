@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # matplotlib loads slowly: imported where a figure is drawn
+    from matplotlib.axes import Axes
 
 PING_PATH = [
     ("r1: ping", "10.8.0.2 -> 203.0.113.10\nICMP echo request", "routed into tun0 (0/1, 128/1)"),
@@ -28,10 +32,10 @@ PING_BACK = (
 
 def draw_ping_path(
     steps: Sequence[tuple[str, str, str]] = PING_PATH,
-    ax=None,
+    ax: Axes | None = None,
     title: str = "one ping through the tunnel, and back",
     back: str = PING_BACK,
-):
+) -> Axes:
     """One ping through the tunnel, top to bottom: where the packet is, what it looks like
     there, what decides its way; the reply climbs back up on the left (``back`` says how).
     The default is notebook 4's, r1 -> web with NAT; notebooks 9, 12 and 14 draw theirs."""
@@ -70,8 +74,8 @@ def draw_sequence(
     left: str = "r1 (client)",
     right: str = "r2 (server)",
     title: str = "",
-    ax=None,
-):
+    ax: Axes | None = None,
+) -> Axes:
     """A sequence diagram: ``messages`` are ``(seconds, sent_by_left, label)``, in order, one
     row each (downward), each labelled with its time."""
     import matplotlib.pyplot as plt
@@ -94,7 +98,7 @@ def draw_sequence(
     return ax
 
 
-def shade_window(ax, start: float, seconds: float, label: str):
+def shade_window(ax: Axes, start: float, seconds: float, label: str) -> Axes:
     """The liveness window on a timeline: ``seconds`` from ``start`` (the last datagram)."""
     ax.axvspan(start, start + seconds, color="tab:orange", alpha=0.15, label=label)
     ax.annotate("", (start + seconds, -0.45), (start, -0.45), arrowprops={"arrowstyle": "<->"})
@@ -117,7 +121,9 @@ def winner(routes: Sequence[str], destination: str) -> str:
     return str(max(matching, key=lambda n: n.prefixlen))
 
 
-def draw_prefixes(routes: Sequence[str], destinations: Sequence[str], ax=None):
+def draw_prefixes(
+    routes: Sequence[str], destinations: Sequence[str], ax: Axes | None = None
+) -> Axes:
     """The address space as a line: each route a bar over the addresses it covers, each
     destination a vertical line, labelled with the route that wins for it."""
     import matplotlib.pyplot as plt
@@ -165,7 +171,9 @@ DEVICE_READS = [
 """Notebook 11: what one ``os.read`` of the device returns for the same ping, per kind."""
 
 
-def draw_reads(rows=DEVICE_READS, ax=None):
+def draw_reads(
+    rows: Sequence[tuple[str, Sequence[tuple[str, int]]]] = DEVICE_READS, ax: Axes | None = None
+) -> Axes:
     """One bar per kind of device: the bytes one read returns for the same 84-byte ping, part
     by part, so that what the kernel adds in front (nothing, tun_pi, Ethernet) stands out."""
     import matplotlib.pyplot as plt

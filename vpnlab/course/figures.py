@@ -13,7 +13,13 @@ Each function draws on the matplotlib Axes it is given (a new figure if none) an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # matplotlib loads slowly: imported where a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from vpnlab.instruments.decode import Packet
 
 _POS = {"r1": (0.0, 0.0), "isp": (4.0, 0.0), "r2": (8.0, 0.0), "web": (4.0, -3.0)}
 _LINKS = (
@@ -24,7 +30,7 @@ _LINKS = (
 _COLORS = {"client": "#cfe8ff", "router": "#eeeeee", "server": "#ffe2c6", "web": "#d8f5d0"}
 
 
-def draw_topology(status: dict[str, Any], ax=None):
+def draw_topology(status: dict[str, Any], ax: Axes | None = None) -> Axes:
     """The lab as a picture: nodes with their addresses and daemons, links, the tunnel.
 
     ``status`` is :meth:`CourseLab.status`. Returns the matplotlib Axes.
@@ -52,7 +58,7 @@ def draw_topology(status: dict[str, Any], ax=None):
     return ax
 
 
-def _draw_links(ax, nodes: dict[str, Any], pos: dict[str, tuple[float, float]]) -> None:
+def _draw_links(ax: Axes, nodes: dict[str, Any], pos: dict[str, tuple[float, float]]) -> None:
     """The veths of the default lab with their networks, and the tunnel once it is up."""
     for a, b, label in _LINKS:
         if a in nodes and b in nodes:
@@ -81,7 +87,9 @@ def _draw_links(ax, nodes: dict[str, Any], pos: dict[str, tuple[float, float]]) 
         )
 
 
-def _draw_node(ax, xy: tuple[float, float], name: str, node: dict[str, Any], runs: list[str]):
+def _draw_node(
+    ax: Axes, xy: tuple[float, float], name: str, node: dict[str, Any], runs: list[str]
+) -> None:
     """One node as a box: name, role, namespace, addresses, the daemons it runs."""
     lines = [f"{name}  [{node.get('role', '')}]", node.get("namespace", "")]
     for ifname, itf in node.get("interfaces", {}).items():
@@ -106,8 +114,8 @@ def draw_timeline(
     lanes: Sequence[str],
     title: str = "",
     marks: Sequence[tuple[float, str]] = (),
-    ax=None,
-):
+    ax: Axes | None = None,
+) -> Axes:
     """A timeline: ``events`` are ``(seconds, lane, label)``; ``marks`` vertical lines."""
     import matplotlib.pyplot as plt
 
@@ -136,7 +144,7 @@ def draw_timeline(
     return ax
 
 
-def draw_layers(packet: Any, ax=None, title: str = ""):
+def draw_layers(packet: Packet, ax: Axes | None = None, title: str = "") -> Axes:
     """A layer/byte diagram of one decoded packet (``vpnlab.decode.Packet``).
 
     One bar per layer, from its first to its last byte; decrypted ESP contents (whose byte
@@ -172,7 +180,9 @@ def draw_layers(packet: Any, ax=None, title: str = ""):
     return ax
 
 
-def draw_budget(rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], limit: int = 1500, ax=None):
+def draw_budget(
+    rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], limit: int = 1500, ax: Axes | None = None
+) -> Axes:
     """The MTU budget: per format, one bar of its parts (``(label, bytes)``) against ``limit``."""
     import matplotlib.pyplot as plt
 
@@ -198,7 +208,7 @@ def draw_budget(rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], limit: in
     return ax
 
 
-def draw_repeats(runs: Sequence[dict[str, Any]], title: str = ""):
+def draw_repeats(runs: Sequence[dict[str, Any]], title: str = "") -> Figure:
     """Notebook 7's quick meltdown sweep, run several times: per metric, UDP against TCP by
     loss, each run's points faint, their median as the line and the min-max spread as a bar,
     so that one noisy 2 s point cannot pass for a trend. ``runs``: ``meltdown.sweep`` results.

@@ -82,12 +82,13 @@ def cpu_ticks(pid: int) -> int:
 def packets_carried(path: Path, since: float, wait_s: float = 3.0) -> int | None:
     """packets_from_tun + packets_to_tun of a status file written after ``since`` (time.time()),
     waiting for the daemon's next write; None if none comes within ``wait_s``."""
-    counters: dict[str, Any] = {}
+    counters: dict[str, int] = {}
 
     def fresh() -> bool:
         status = read_status_file(path) or {}
         counters.update(status.get("counters") or {})
-        return status.get("updated", 0) > since
+        updated: float = status.get("updated", 0)
+        return updated > since
 
     if not wait_for(fresh, wait_s, 0.1):
         return None
@@ -106,8 +107,10 @@ class Bench:
         self.status_files: dict[str, Path] = {}
         self.forwarding = "0"
 
-    def run_in(self, node: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
-        return run_in(self.prefix, node, argv, **kwargs)
+    def run_in(
+        self, node: str, argv: list[str], check: bool = False, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run_in(self.prefix, node, argv, check=check, input=input)
 
     # cases ----------------------------------------------------------------------------------
 
@@ -204,7 +207,7 @@ class Bench:
             lines = {node: stopped(capture) for node, capture in captures.items()}
         return hop_times(lines["r1"], lines["r2"], skip=2)
 
-    def pinger(self, limit: str) -> subprocess.Popen:
+    def pinger(self, limit: str) -> subprocess.Popen[str]:
         """Pings r1 -> web every 0.2 s while iperf3 runs (the first second is ramp-up)."""
         count = str(max(1, int(self.seconds * 5) - 2))
         argv = ["timeout", limit, "ping", "-n", "-c", count, "-i", "0.2", "-W", "2", WEB]
@@ -255,9 +258,10 @@ class Bench:
         }
 
 
-def stopped(capture: subprocess.Popen) -> list[str]:
+def stopped(capture: subprocess.Popen[bytes]) -> list[str]:
     """Stop a capture (SIGTERM, SIGKILL if it lingers 5 s); the lines it printed."""
     capture.terminate()
+    out: bytes
     try:
         out, _ = capture.communicate(timeout=5)
     except subprocess.TimeoutExpired:
@@ -340,7 +344,7 @@ def hop_times(r1: list[str], r2: list[str], skip: int = 0) -> dict[str, float]:
     return {hop: round(statistics.median(values)) for hop, values in hops.items()}
 
 
-def loaded_rtt_ms(pings: subprocess.Popen) -> float | None:
+def loaded_rtt_ms(pings: subprocess.Popen[str]) -> float | None:
     """The median RTT of the pings sent while iperf3 ran, after its first second (ms)."""
     out, _ = pings.communicate(timeout=30)
     times = [

@@ -300,10 +300,14 @@ def write_config(folder: Path, paths: dict[str, str]) -> Path:
 class Hub:
     """The hub process and its REST API (a service token with admin rights)."""
 
-    def __init__(self, base: str, token: str, proc: subprocess.Popen, log: Path) -> None:
+    def __init__(self, base: str, token: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.base, self.token, self.proc, self.log = base, token, proc, log
 
-    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    def api(
+        self, method: str, path: str, body: dict[str, object] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """A REST call: its HTTP status and the JSON object answered (0 and the reason under
+        ``"error"`` if none came; an HTTP error's text under ``"error"``)."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
         request.add_header("Authorization", f"token {self.token}")
@@ -365,7 +369,7 @@ def running_hub(
         stop_hub(proc)
 
 
-def start_hub(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def start_hub(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """The hub (root) in a session of its own, in ``log_path``'s folder, its output there."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
@@ -378,7 +382,7 @@ def start_hub(argv: list[str], env: dict[str, str], log_path: Path) -> subproces
         )
 
 
-def stop_hub(proc: subprocess.Popen) -> None:
+def stop_hub(proc: subprocess.Popen[bytes]) -> None:
     """The hub stops its servers and its proxy on SIGTERM (with the idle culler, about 30 s);
     SIGKILL to its whole session if it takes more than a minute."""
     proc.send_signal(signal.SIGTERM)

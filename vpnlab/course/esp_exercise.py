@@ -107,7 +107,7 @@ def _refuses(esp_open: Open, key: bytes, datagram: bytes) -> bool:
 
 def check_esp_seal_open(
     lab: CourseLab, esp_seal: Seal, esp_open: Open, folder: Path = Path("work")
-) -> dict:
+) -> dict[str, bool]:
     """The student's seal against the running server, open against the wire: the facts."""
     to_server, to_client = lab_sas(lab)
     with capture.start_capture(

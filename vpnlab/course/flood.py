@@ -31,6 +31,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,10 @@ COUNTERS = (
 
 
 def flood_bench(
-    prefix: str = FLOOD_PREFIX, clients: int = CLIENTS, flood_s: float = FLOOD_S, progress=say
+    prefix: str = FLOOD_PREFIX,
+    clients: int = CLIENTS,
+    flood_s: float = FLOOD_S,
+    progress: Callable[[str], None] = say,
 ) -> dict[str, Any]:
     """Build the lab, add the peers, run the three phases, remove the lab."""
     document: dict[str, Any] = {
@@ -121,7 +125,7 @@ def load_driver(prefix: str, server_key: bytes, keys: list[bytes]) -> LoadDriver
     server = (DEFAULT_TOPOLOGY.server_ip, PORT)
     offset = time.time() - time.monotonic()
 
-    def maker(key: bytes):
+    def maker(key: bytes) -> Callable[[], ClientCore]:
         fmt = IdentityFormat(CIPHER, client=ClientIdentity(key, server_key))
         return lambda: ClientCore(server, fmt.client_handshake(os.urandom), clock_offset_s=offset)
 
@@ -189,7 +193,8 @@ def server_drops(prefix: str) -> dict[str, int]:
         status = json.loads((state_dir(prefix) / "server.json").read_text())
     except (OSError, ValueError):
         return {}
-    return status.get("counters", {}).get("drops", {})
+    drops: dict[str, int] = status.get("counters", {}).get("drops", {})
+    return drops
 
 
 def ping_summary(output: str) -> dict[str, Any]:

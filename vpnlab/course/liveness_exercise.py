@@ -116,7 +116,9 @@ def measure(lab: CourseLab, folder: Path = Path("work")) -> Timeline:
     return Timeline.from_events(events, lost)
 
 
-def simulate(decide: Decide, last_received: float, last_sent: float, until: float):
+def simulate(
+    decide: Decide, last_received: float, last_sent: float, until: float
+) -> tuple[list[float], float | None]:
     """A fake clock from ``last_received`` to ``until`` with a silent peer: the times of the
     keepalives ``decide`` asks for (each resets ``last_sent``) and of its close (or None)."""
     keepalives: list[float] = []

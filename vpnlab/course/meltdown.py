@@ -30,8 +30,9 @@ from __future__ import annotations
 import statistics
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from vpnlab import lab
 from vpnlab.core.errors import VpnlabError
@@ -39,6 +40,9 @@ from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
 from vpnlab.instruments import capture
 from vpnlab.lab import impair
 from vpnlab.lab.nodes import popen_in, run_in, wait_for
+
+if TYPE_CHECKING:  # matplotlib loads slowly: imported where a figure is drawn
+    from matplotlib.figure import Figure
 
 DEFAULT_PREFIX = "vmelt-"
 TRANSPORTS = ("udp", "tcp")
@@ -173,7 +177,9 @@ def loaded_pings(prefix: str, queue_bytes: int, seconds: float) -> dict[str, Any
     }
 
 
-def queue_sweep(prefix: str, budgets: list[int], seconds: float, say=print) -> dict[str, Any]:
+def queue_sweep(
+    prefix: str, budgets: list[int], seconds: float, say: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Build a lab, :func:`loaded_pings` for each ``--queue-bytes``, remove the lab."""
     lab.up(prefix=prefix, vpn=False)
     runs = []
@@ -190,7 +196,7 @@ def queue_sweep(prefix: str, budgets: list[int], seconds: float, say=print) -> d
     return {"interval_s": PING_INTERVAL_S, "seconds": seconds, "queues": runs}
 
 
-def plot_queues(results: dict[str, Any], path: str | Path | None = None):
+def plot_queues(results: dict[str, Any], path: str | Path | None = None) -> Figure:
     """The loaded ping over time, one line per ``--queue-bytes``: the standing queue, seen."""
     import matplotlib
 
@@ -223,17 +229,17 @@ def plot_queues(results: dict[str, Any], path: str | Path | None = None):
 
 def sweep(
     prefix: str = DEFAULT_PREFIX,
-    losses=QUICK["losses"],
-    delays=QUICK["delays"],
+    losses: Sequence[float] = QUICK["losses"],
+    delays: Sequence[float] = QUICK["delays"],
     seconds: float = QUICK["seconds"],
     samples: int = QUICK["samples"],
-    transports=TRANSPORTS,
+    transports: Sequence[str] = TRANSPORTS,
     cipher: str | None = None,
     keep_lab: bool = False,
     capture_loss: float | None = None,
     capture_folder: str | Path = "meltdown-results",
     rate: str | None = None,
-    say=print,
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Build a lab, measure every (transport, delay, loss), remove the lab; returns the results.
 
@@ -314,7 +320,7 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, Any], path: str | Path | None = None):
+def plot(results: dict[str, Any], path: str | Path | None = None) -> Figure:
     """Goodput, inner retransmissions and transfer time against loss, UDP vs TCP, per delay."""
     import matplotlib
 

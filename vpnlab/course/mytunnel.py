@@ -121,7 +121,9 @@ def receive(end: End, seconds: float) -> list[bytes]:
     return got
 
 
-def try_one_way(lab: CourseLab, forward: Loop, ends: dict[str, End], seconds=5.0) -> dict:
+def try_one_way(
+    lab: CourseLab, forward: Loop, ends: dict[str, End], seconds: float = 5.0
+) -> dict[str, bool]:
     """Task 4: ``forward`` in r1 only; 3 pings to web; what r2's socket received."""
     start(forward, [ends["r1"]], seconds)
     arrived: list[bytes] = []
@@ -166,7 +168,9 @@ def attack(lab: CourseLab) -> None:
     time.sleep(0.3)  # let them arrive (or not) before the real traffic
 
 
-def try_tunnel(lab: CourseLab, tunnel: Loop, ends: dict[str, End], seconds=8.0) -> dict:
+def try_tunnel(
+    lab: CourseLab, tunnel: Loop, ends: dict[str, End], seconds: float = 8.0
+) -> dict[str, bool]:
     """Task 5: ``tunnel`` in r1 and r2, attacked (:func:`attack`); then a ping and a who-am-I
     fetch; r1's eth0 and web's eth0 captured."""
     cap = capture.start_capture(
@@ -200,7 +204,7 @@ def try_tunnel(lab: CourseLab, tunnel: Loop, ends: dict[str, End], seconds=8.0) 
     }
 
 
-def side_by_side(*functions: Callable) -> str:
+def side_by_side(*functions: Callable[..., object]) -> str:
     """HTML: the student's loop on the left, tunnel.py's TunSelected and SockSelected (and the
     two calls into the core they make) on the right."""
     mine = "\n\n".join(inspect.getsource(f) for f in functions)

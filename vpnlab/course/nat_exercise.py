@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vpnlab.core.constants import TUNNEL_NETWORK
-from vpnlab.course.notebook import CourseLab, exec_in
+from vpnlab.course.notebook import CourseLab
 from vpnlab.instruments import capture
+from vpnlab.lab.nodes import exec_in
 
 EXTERNAL = "eth0"
 SERVER_PUBLIC = "198.51.100.2"

@@ -169,7 +169,8 @@ class CourseLab:
         args += ["--clients", str(clients)] if clients != 1 else []
         args += ["--mode", mode] if mode != "tun" else []
         out = self.vpnlab(*args, "--json", show=False, timeout_s=UP_TIMEOUT_S)
-        status, _ = json.JSONDecoder().raw_decode(out, out.index("{"))  # as `lab status --json`
+        # as `lab status --json`
+        status: dict[str, Any] = json.JSONDecoder().raw_decode(out, out.index("{"))[0]
         return status
 
     def down(self) -> str:
@@ -178,7 +179,8 @@ class CourseLab:
 
     def status(self) -> dict[str, Any]:
         """``vpnlab lab status --json`` as a dict."""
-        return json.loads(self.vpnlab("lab", "status", "--json", show=False))
+        status: dict[str, Any] = json.loads(self.vpnlab("lab", "status", "--json", show=False))
+        return status
 
     def start_vpn(
         self,
@@ -225,7 +227,8 @@ class CourseLab:
 
         def connected() -> bool:
             try:
-                return json.loads(status.read_text()).get("state") == State.CONNECTED
+                fields: dict[str, object] = json.loads(status.read_text())
+                return fields.get("state") == State.CONNECTED
             except (OSError, ValueError):
                 return False
 
@@ -245,7 +248,7 @@ class CourseLab:
         cmd: str | Sequence[str],
         timeout_s: float = COMMAND_TIMEOUT_S,
         check: bool = False,
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         """``ip netns exec {prefix}{node} CMD``; returns the finished process (text output)."""
         done = exec_in(
             self.prefix, node, _argv(cmd), capture_output=True, text=True, timeout=timeout_s
@@ -282,7 +285,7 @@ class CourseLab:
             print(f"{node}$ {text}" + (f"\n{out}" if out else ""))
         return Output(out)
 
-    def popen(self, node: str, cmd: str | Sequence[str]) -> subprocess.Popen:
+    def popen(self, node: str, cmd: str | Sequence[str]) -> subprocess.Popen[str]:
         """Start ``cmd`` in ``node`` in the background (text pipes); stop it yourself."""
         return popen_in(
             self.prefix,
@@ -300,7 +303,8 @@ class CourseLab:
         and the ``ip neigh`` line that proves the kernel believed it."""
         argv = [sys.executable, "-m", "vpnlab", "arp-experiment", "--name", name]
         done = self.run(node, argv, check=True)
-        return json.loads(done.stdout)
+        experiment: dict[str, str] = json.loads(done.stdout)
+        return experiment
 
     def whoami(self, node: str = "r1", url: str = "http://203.0.113.10/") -> str:
         """The who-am-I answer seen from ``node`` (curl, 3 s at most)."""

@@ -157,7 +157,7 @@ def split_faults(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
     return dict(items)
 
 
-def _sort_key(item: str) -> tuple:
+def _sort_key(item: str) -> tuple[tuple[int, int] | tuple[int, str], ...]:
     parts = item.split(".")
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 

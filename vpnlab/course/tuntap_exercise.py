@@ -87,7 +87,7 @@ class Served:
         os.close(self.fd)
 
 
-def _answer(function: Callable, *args: object) -> object:
+def _answer(function: Callable[..., object], *args: object) -> object:
     try:
         return function(*args)
     except Exception as exc:  # the student's bug: a fact of the check
@@ -137,7 +137,9 @@ def check_echo_reply(lab: CourseLab, echo_reply: Answer) -> dict[str, bool]:
     }
 
 
-def check_arp_reply(lab: CourseLab, arp_reply: Callable[[bytes, str], bytes | None]) -> dict:
+def check_arp_reply(
+    lab: CourseLab, arp_reply: Callable[[bytes, str], bytes | None]
+) -> dict[str, bool]:
     """SEED 9: the student's ARP replies written to a TAP device in web, judged by arping."""
     device = Served(lab, "web", "ex9tap0", IFF_TAP, "10.10.0.1/24")
     try:

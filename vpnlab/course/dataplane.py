@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from vpnlab import lab
 from vpnlab.core.errors import LabError
@@ -44,9 +44,28 @@ SAVED = Path(__file__).with_name("dataplane_vm.json")
 """The result of one run of :func:`compare`, for kernels without ESP."""
 
 
+class PathResult(TypedDict):
+    """One data path (:func:`one_path`): what tshark and iperf3 saw."""
+
+    pings_answered: bool
+    xfrm_states: int
+    stacks: list[str]
+    mbit_s: float
+
+
+class Comparison(TypedDict):
+    """:func:`compare`'s result (and ``SAVED``'s): the VM, the times, both data paths."""
+
+    kernel_release: str
+    boot_s: float
+    total_s: float
+    when: str
+    paths: dict[str, PathResult]
+
+
 def start_server(
     r2: str, psk: Path, cipher: str, log: Path | None = None, extra: tuple[str, ...] = ()
-) -> subprocess.Popen:
+) -> subprocess.Popen[bytes]:
     """vpnlab's server in r2's namespace, without a liveness timeout: a kernel-data-plane
     client's keepalives are NAT-keepalives, which prove nothing (anyone can send 0xFF)."""
     argv = [sys.executable, "-m", "vpnlab", "server", "--psk-file", str(psk), "--cipher", cipher]
@@ -132,7 +151,7 @@ def captured_pings(vm: KernelVM, r2: str, pcap: Path) -> VmResult:
     return ping
 
 
-def one_path(vm: KernelVM, r2: str, kernel: bool) -> dict[str, Any]:
+def one_path(vm: KernelVM, r2: str, kernel: bool) -> PathResult:
     """One data path: handshake, pings under capture, iperf3; what tshark and iperf3 saw."""
     name = "kernel" if kernel else "python"
     psk, rows, pcap = (vm.work / f"{name}.{ext}" for ext in ("psk", "esp_sa", "pcapng"))
@@ -159,7 +178,7 @@ def one_path(vm: KernelVM, r2: str, kernel: bool) -> dict[str, Any]:
     }
 
 
-def compare(prefix: str = "dp-") -> dict[str, Any]:
+def compare(prefix: str = "dp-") -> Comparison:
     """Build a lab, boot the VM beside r2, measure both data paths; always tear down."""
     started = time.monotonic()
     image = build_image()
@@ -192,9 +211,10 @@ def compare(prefix: str = "dp-") -> dict[str, Any]:
     }
 
 
-def saved_result() -> dict[str, Any]:
+def saved_result() -> Comparison:
     """The saved run (``SAVED``)."""
-    return json.loads(SAVED.read_text())
+    saved: Comparison = json.loads(SAVED.read_text())
+    return saved
 
 
 if __name__ == "__main__":

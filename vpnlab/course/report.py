@@ -41,7 +41,7 @@ import time
 from collections import defaultdict
 from enum import unique
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from vpnlab.core.reasons import Reason
 from vpnlab.lab.faults import FAULTS
@@ -61,6 +61,37 @@ class Status(Reason):
     IN_PROGRESS = "in progress"
     """A SEED task: some of its items tried, not all passed."""
     NOT_ATTEMPTED = "not attempted"
+
+
+class ItemSummary(TypedDict):
+    """One item of the report (:func:`item_summary`); times in UTC, "" if none yet."""
+
+    item: str
+    passed: bool
+    attempts: int
+    first_attempt: str
+    first_pass: str
+    seconds_to_pass: float | None
+    detail: str
+
+
+class SeedTask(TypedDict):
+    """One SEED task of the report: its status and the items that check it."""
+
+    seed_task: int
+    title: str
+    status: Status
+    checked_by: list[str]
+    items: list[ItemSummary]
+
+
+class Report(TypedDict):
+    """:func:`report`'s result (``vpnlab check --report``'s JSON)."""
+
+    student: str
+    generated: str
+    seed_tasks: list[SeedTask]
+    beyond_seed: list[ItemSummary]
 
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -114,7 +145,7 @@ def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t is not None else ""
 
 
-def item_summary(item: str, attempts: list[Attempt]) -> dict[str, Any]:
+def item_summary(item: str, attempts: list[Attempt]) -> ItemSummary:
     """One item: passed, attempts, first attempt and first pass (UTC), seconds between."""
     if not attempts:
         return {
@@ -164,7 +195,7 @@ def _sort_key(item: str) -> tuple[tuple[int, int] | tuple[int, str], ...]:
 
 def report(
     attempts: list[Attempt], student: str = "", exercises: list[str] | None = None
-) -> dict[str, Any]:
+) -> Report:
     """The report: every SEED task with its items, then the items of no SEED task.
 
     Every exercise of ``exercises`` (default: :func:`known_exercises`) and every fault is an
@@ -180,7 +211,8 @@ def report(
     for name, tries in split_faults(by_item.pop("fault", [])).items():
         by_item[name] += tries
     items = {name: item_summary(name, tries) for name, tries in by_item.items()}
-    tasks, placed = [], set()
+    tasks: list[SeedTask] = []
+    placed: set[str] = set()
     for number, title, patterns in SEED_TASKS:
         mine = sorted((n for n in items if _belongs(n, patterns)), key=_sort_key)
         placed |= set(mine)
@@ -191,20 +223,25 @@ def report(
         else:
             tried = any(items[n]["attempts"] for n in mine)
             task_status = Status.IN_PROGRESS if tried else Status.NOT_ATTEMPTED
-        task = {"seed_task": number, "title": title, "status": task_status}
-        task["checked_by"] = list(patterns)
-        task["items"] = [items[n] for n in mine]
-        tasks.append(task)
+        tasks.append(
+            {
+                "seed_task": number,
+                "title": title,
+                "status": task_status,
+                "checked_by": list(patterns),
+                "items": [items[n] for n in mine],
+            }
+        )
     extra = [items[n] for n in sorted(set(items) - placed, key=_sort_key)]
     generated = _when(time.time())
     return {"student": student, "generated": generated, "seed_tasks": tasks, "beyond_seed": extra}
 
 
-def to_json(data: dict[str, Any]) -> str:
+def to_json(data: Report) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def to_csv(data: dict[str, Any]) -> str:
+def to_csv(data: Report) -> str:
     """One row per item (a SEED task without any: one row, its status), columns CSV_COLUMNS."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
@@ -222,7 +259,7 @@ def to_csv(data: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def _status(item: dict[str, Any]) -> Status:
+def _status(item: ItemSummary) -> Status:
     if item["passed"]:
         return Status.PASSED
     if item["attempts"] and FACT_RECORDED in item["detail"]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from vpnlab.course.labview import LabView
 from vpnlab.lab.draw import WHOAMI_TOKEN
@@ -28,7 +27,7 @@ class Exercise:
 
     kind: type
     hint: str
-    live: Callable[[LabView], Any] | None = None
+    live: Callable[[LabView], object] | None = None
     tolerance: float = 0.0
 
 

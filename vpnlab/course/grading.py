@@ -27,7 +27,6 @@ import json
 import subprocess
 import time
 from collections.abc import Collection
-from typing import Any
 
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course.exercises import EXERCISES, Exercise
@@ -66,7 +65,7 @@ class LocalLab:
         return drawn_values(self.prefix)
 
 
-def canonical(value: Any) -> str:
+def canonical(value: object) -> str:
     """The typed text answers are compared by: ``bool:True``, ``num:32``, ``str:tun0``.
 
     Strings are compared stripped and lower-case; ints and integral floats are one number;
@@ -81,7 +80,7 @@ def canonical(value: Any) -> str:
     raise TypeError(f"not an answer type: {type(value).__name__}")
 
 
-def _kind_ok(kind: type, answer: Any) -> bool:
+def _kind_ok(kind: type, answer: object) -> bool:
     if kind is bool:
         return isinstance(answer, bool)
     if kind is int:  # 2.0 is 2; True is not 1
@@ -96,7 +95,7 @@ def _spec(exercise: str) -> Exercise:
         raise ValueError(f"no exercise {exercise!r} in vpnlab/course/exercises.py") from None
 
 
-def judge(exercise: str, answer: Any, lab: LabView) -> bool:
+def judge(exercise: str, answer: object, lab: LabView) -> bool:
     """Whether ``answer`` is what ``lab`` shows now for the live ``exercise`` (nothing printed,
     nothing recorded). The one judging entry: the notebook's check, nbgrader's grade cells and
     the hub's grader service call it.
@@ -116,11 +115,13 @@ def judge(exercise: str, answer: Any, lab: LabView) -> bool:
     if expected is None:
         return False
     if spec.kind is int:
-        return bool(abs(answer - expected) <= spec.tolerance)
+        if not (isinstance(answer, int | float) and isinstance(expected, int | float)):
+            raise TypeError(f"exercise {exercise}: {answer!r} - {expected!r}: not numbers")
+        return abs(answer - expected) <= spec.tolerance
     return canonical(answer) == canonical(expected)
 
 
-def check_answer(exercise: str, answer: Any, lab: LabView | None = None) -> None:
+def check_answer(exercise: str, answer: object, lab: LabView | None = None) -> None:
     """Practice feedback for one exercise, recorded in the student's progress file.
 
     ``answer`` still ``...`` (Ellipsis): says so (so "Run all" goes on), records nothing.
@@ -154,7 +155,7 @@ def check_answer(exercise: str, answer: Any, lab: LabView | None = None) -> None
 # --- nbgrader's grade cells ---------------------------------------------------------------------
 
 
-def grade(exercise: str, answer: Any, lab: LabView) -> None:
+def grade(exercise: str, answer: object, lab: LabView) -> None:
     """A grade cell of a live exercise: passes if ``answer`` is what the lab of ``lab.prefix``
     shows now (read afresh: :class:`LocalLab`, not the notebook's object).
 
@@ -166,7 +167,7 @@ def grade(exercise: str, answer: Any, lab: LabView) -> None:
     print(f"Exercise {exercise}: right for this lab")
 
 
-def grade_facts(facts: dict[str, tuple[Any, Any]]) -> None:
+def grade_facts(facts: dict[str, tuple[object, object]]) -> None:
     """A notebook's fixed facts graded as one set (instructor edition, hidden tests only).
 
     ``facts``: exercise -> (the student's answer, the key); a key that is a list, tuple, set or
@@ -187,7 +188,7 @@ def grade_facts(facts: dict[str, tuple[Any, Any]]) -> None:
 # --- predict, then observe, then explain --------------------------------------------------------
 
 
-def predict(exercise: str, value: Any) -> None:
+def predict(exercise: str, value: object) -> None:
     """Record a prediction for ``exercise`` before the demonstration that answers it runs.
 
     ``value``: what the exercise's answer will be (an int, str or bool).
@@ -209,7 +210,7 @@ def _prediction_verdict(exercise: str, ok: bool, lab: LabView) -> str:
     return f"; your prediction {guess!r} was {'right' if right else 'wrong'}"
 
 
-def explain(exercise: str, text: Any) -> None:
+def explain(exercise: str, text: object) -> None:
     """Record a short written explanation (``MIN_EXPLANATION_WORDS`` words at least)."""
     if text is Ellipsis:
         print(f"Explanation {exercise}: not written yet (replace ... with a few sentences).")

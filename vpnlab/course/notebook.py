@@ -113,7 +113,7 @@ class CourseLab:
     def __init__(self, name: str, lab_prefix: str | None = None) -> None:
         self.name = name
         self.prefix = lab_prefix or prefix(name)
-        self.results: dict[str, Any] = {"prefix": self.prefix}
+        self.results: dict[str, object] = {"prefix": self.prefix}
         folder = os.environ.get(RESULTS_ENV)
         self.results_file = Path(folder) / f"{name}.json" if folder else None
 

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from vpnlab.core.reasons import Drop
 from vpnlab.instruments.whoami import pattern_sha256
@@ -71,6 +71,20 @@ _DOWNLOAD = (
     "import hashlib, sys, urllib.request as u\n"
     "print(hashlib.sha256(u.urlopen(sys.argv[1], timeout=4).read()).hexdigest())"
 )
+
+
+Check = dict[str, str | bool]
+"""One check's result: ``{"name": str, "ok": bool, "detail": str}``. A plain dict, not a
+TypedDict: the grader (``grader/judging.py``) takes the checks as ``dict[str, Any]``."""
+
+
+class CheckReport(TypedDict):
+    """:func:`check_local_lab`'s result: the verdict, the checks, the fault fixed (if any)."""
+
+    ok: bool
+    fault_lab: bool
+    checks: list[Check]
+    fixed: str | None
 
 
 class NodeView(Protocol):
@@ -168,7 +182,7 @@ def _got_back(counters: dict[str, Any]) -> int:
     return int(counters.get("packets_to_tun", 0)) + int(counters.get("keepalives_received", 0))
 
 
-def behaviour_checks(lab: NodeView, topo: Topology) -> list[dict[str, Any]]:
+def behaviour_checks(lab: NodeView, topo: Topology) -> list[Check]:
     """The checks that observe behaviour only (module docstring), as ``{"name", "ok",
     "detail"}``, in order; ``topo`` says where things are (the grader's own, fixed one).
 
@@ -176,7 +190,7 @@ def behaviour_checks(lab: NodeView, topo: Topology) -> list[dict[str, Any]]:
     saying so, instead of waiting for its timeout.
     """
     client, server = topo.tunnel.clients[0], topo.tunnel.server
-    results: list[dict[str, Any]] = []
+    results: list[Check] = []
 
     def add(name: str, ok: bool, detail: str) -> bool:
         results.append({"name": name, "ok": bool(ok), "detail": detail})
@@ -203,7 +217,7 @@ def behaviour_checks(lab: NodeView, topo: Topology) -> list[dict[str, Any]]:
     return results
 
 
-def not_restarted(run: faults.NodeRunner, topo: Topology, marks: dict[str, int]) -> dict[str, Any]:
+def not_restarted(run: faults.NodeRunner, topo: Topology, marks: dict[str, int]) -> Check:
     """The "not restarted" check: the lab's namespaces and tun0s are those ``marks`` (the fault
     record's) saw. A tun0 that was not there then (wrong-key: the client has none before its
     handshake) may be new."""
@@ -215,7 +229,7 @@ def not_restarted(run: faults.NodeRunner, topo: Topology, marks: dict[str, int])
     return {"name": "not restarted", "ok": same, "detail": detail}
 
 
-def run_checks(prefix: str) -> list[dict[str, Any]]:
+def run_checks(prefix: str) -> list[Check]:
     """Every check (module docstring) of a lab on this machine, in order."""
     topo = topology_of(prefix)
     client = topo.tunnel.clients[0]
@@ -224,7 +238,7 @@ def run_checks(prefix: str) -> list[dict[str, Any]]:
     names = ["server", f"client-{client}"]
     dead = [n for n in names if not (info["daemons"].get(n) or {}).get("alive")]
     detail = f"not running: {', '.join(dead)}" if dead else "all alive"
-    results = [{"name": "daemons running", "ok": not dead, "detail": detail}]
+    results: list[Check] = [{"name": "daemons running", "ok": not dead, "detail": detail}]
     results += behaviour_checks(LocalNodes(prefix), topo)
     ok, detail = _counters_sane(before, _counters(prefix, client, since=time.time()))
     results.append({"name": "counters", "ok": ok, "detail": detail})
@@ -252,7 +266,7 @@ def _counters_sane(
     return ok, detail
 
 
-def check_local_lab(prefix: str, save: Callable[[Attempt], None] = record) -> dict[str, Any]:
+def check_local_lab(prefix: str, save: Callable[[Attempt], None] = record) -> CheckReport:
     """Run the checks and record one Attempt (``fault`` or ``lab``).
 
     Returns ``{"ok", "fault_lab", "checks", "fixed"}``; ``fixed`` is the fault's name once a
@@ -263,7 +277,9 @@ def check_local_lab(prefix: str, save: Callable[[Attempt], None] = record) -> di
     ok = all(c["ok"] for c in checks)
     note = faults.practice_record(prefix)
     fixed = note.name if ok and note else None
-    detail = "failing: " + ", ".join(c["name"] for c in checks if not c["ok"]) if not ok else ""
+    detail = (
+        "failing: " + ", ".join(str(c["name"]) for c in checks if not c["ok"]) if not ok else ""
+    )
     if note is not None and fixed:
         detail = f"fixed {fixed} after {time.time() - note.started:.0f} s"
     if note is not None:  # which lab: the report groups a fault's attempts by it
@@ -272,7 +288,7 @@ def check_local_lab(prefix: str, save: Callable[[Attempt], None] = record) -> di
     return {"ok": ok, "fault_lab": note is not None, "checks": checks, "fixed": fixed}
 
 
-def format_check(result: dict[str, Any]) -> str:
+def format_check(result: CheckReport) -> str:
     """:func:`check_local_lab`'s result as lines: one check a line, then the verdict."""
     lines = [
         f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']:<16} {c['detail']}" for c in result["checks"]

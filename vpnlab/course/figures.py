@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # matplotlib loads slowly: imported where a figure is drawn
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from vpnlab.course.meltdown import Metric, Sweep
     from vpnlab.instruments.decode import Packet
 
 _POS = {"r1": (0.0, 0.0), "isp": (4.0, 0.0), "r2": (8.0, 0.0), "web": (4.0, -3.0)}
@@ -208,7 +209,7 @@ def draw_budget(
     return ax
 
 
-def draw_repeats(runs: Sequence[dict[str, Any]], title: str = "") -> Figure:
+def draw_repeats(runs: Sequence[Sweep], title: str = "") -> Figure:
     """Notebook 7's quick meltdown sweep, run several times: per metric, UDP against TCP by
     loss, each run's points faint, their median as the line and the min-max spread as a bar,
     so that one noisy 2 s point cannot pass for a trend. ``runs``: ``meltdown.sweep`` results.
@@ -217,7 +218,7 @@ def draw_repeats(runs: Sequence[dict[str, Any]], title: str = "") -> Figure:
 
     import matplotlib.pyplot as plt
 
-    metrics = (
+    metrics: tuple[tuple[Metric, str], ...] = (
         ("mbps", "goodput (Mbit/s)"),
         ("inner_retrans", "inner TCP retransmissions"),
         ("transfer_s", "64 KB fetch (s)"),
@@ -228,8 +229,9 @@ def draw_repeats(runs: Sequence[dict[str, Any]], title: str = "") -> Figure:
             by_loss: dict[float, list[float]] = {}
             for run in runs:
                 for p in run["points"]:
-                    if p["transport"] == transport and p.get(key) is not None:
-                        by_loss.setdefault(p["loss"], []).append(p[key])
+                    value = p.get(key)
+                    if p["transport"] == transport and value is not None:
+                        by_loss.setdefault(p["loss"], []).append(value)
             losses = sorted(by_loss)
             xs = [x + (shift - 0.5) * 0.12 for x in losses]  # side by side, not on top
             medians = [statistics.median(by_loss[x]) for x in losses]

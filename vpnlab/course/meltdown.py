@@ -32,7 +32,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from vpnlab import lab
 from vpnlab.core.errors import VpnlabError
@@ -70,6 +70,79 @@ TRANSFER_BYTES = 65536
 TRANSFER_LIMIT_S = 20
 
 
+class _Iperf(TypedDict):
+    mbps: float
+    inner_retrans: int | None
+
+
+class Iperf(_Iperf, total=False):
+    """One iperf3 run (:func:`iperf`): goodput (Mbit/s), the inner TCP's retransmissions;
+    ``error``: the end of iperf3's output when it gave no result (then 0.0 and None)."""
+
+    error: str
+
+
+class Point(Iperf):
+    """One point of the sweep (:func:`measure_point`); ``transfer_s`` None: no fetch came."""
+
+    transport: str
+    loss: float
+    delay_ms: float
+    outer_retrans: int
+    transfer_s: float | None
+
+
+class Settings(TypedDict):
+    """:func:`sweep`'s settings: seconds per sample, samples per point, the fetch's bytes,
+    iperf3's ``-b`` (None: as fast as the tunnel goes)."""
+
+    seconds: float
+    samples: int
+    transfer_bytes: int
+    rate: str | None
+
+
+class Retransmissions(TypedDict):
+    """:func:`retransmissions_seen`: what tshark counts on r1's tun0 and eth0, the iperf3 run
+    meanwhile, the captures' files."""
+
+    tun0: int
+    eth0: int
+    iperf: Iperf
+    files: dict[str, str]
+
+
+class Sweep(TypedDict):
+    """:func:`sweep`'s results (``results.json``)."""
+
+    settings: Settings
+    points: list[Point]
+    captures: dict[str, Retransmissions]
+    wall_s: float
+
+
+class LoadedPings(Iperf):
+    """:func:`loaded_pings`: the pings' times (ms, None: lost), their median after the first
+    second, how many were lost, and the iperf3 run."""
+
+    queue_bytes: int
+    ping_ms: list[float | None]
+    median_ms: float | None
+    lost: int
+
+
+class QueueSweep(TypedDict):
+    """:func:`queue_sweep`'s results."""
+
+    interval_s: float
+    seconds: float
+    queues: list[LoadedPings]
+
+
+Metric = Literal["mbps", "inner_retrans", "outer_retrans", "transfer_s"]
+"""A measured value of a :class:`Point`."""
+
+
 class MeltdownError(VpnlabError):
     """The experiment's tunnel does not carry: r1 cannot reach web through it."""
 
@@ -80,7 +153,7 @@ def tcp_retrans_segs(prefix: str, node: str = "r1") -> int:
     return int(out[out.index("TcpRetransSegs") + 1]) if "TcpRetransSegs" in out else 0
 
 
-def iperf(prefix: str, seconds: float, rate: str | None = None) -> dict[str, Any]:
+def iperf(prefix: str, seconds: float, rate: str | None = None) -> Iperf:
     """One iperf3 run r1 -> web (the server answers one test); goodput and inner retransmits."""
     limit = str(int(seconds) + 15)
     with iperf_server(prefix, int(limit)):
@@ -114,17 +187,21 @@ def measure_point(
     seconds: float,
     samples: int,
     rate: str | None = None,
-) -> dict[str, Any]:
+) -> Point:
     """One point of the sweep: impair the path, then goodput, retransmissions, transfer time."""
     impair.apply(prefix, loss=loss, delay_ms=delay_ms)
     before = tcp_retrans_segs(prefix)
     result = iperf(prefix, seconds, rate)
     all_retrans = tcp_retrans_segs(prefix) - before
     inner = result.get("inner_retrans") or 0
-    point = {"transport": transport, "loss": loss, "delay_ms": delay_ms, **result}
-    point["outer_retrans"] = max(0, all_retrans - inner) if transport == "tcp" else 0
-    point["transfer_s"] = transfer_s(prefix, samples)
-    return point
+    return {
+        "transport": transport,
+        "loss": loss,
+        "delay_ms": delay_ms,
+        **result,
+        "outer_retrans": max(0, all_retrans - inner) if transport == "tcp" else 0,
+        "transfer_s": transfer_s(prefix, samples),
+    }
 
 
 def start(prefix: str, transport: str, cipher: str | None = None) -> None:
@@ -140,7 +217,7 @@ def start(prefix: str, transport: str, cipher: str | None = None) -> None:
         raise MeltdownError(f"{transport}: r1 cannot reach {WEB} through the tunnel")
 
 
-def loaded_pings(prefix: str, queue_bytes: int, seconds: float) -> dict[str, Any]:
+def loaded_pings(prefix: str, queue_bytes: int, seconds: float) -> LoadedPings:
     """The VPN (UDP, fast path) with ``--queue-bytes``: ping r1 -> web every 0.1 s while
     iperf3 sends r1 -> web for ``seconds``; the pings' times (ms, in order, None for a lost
     one), their median after the first second, goodput and the inner TCP's retransmissions."""
@@ -179,7 +256,7 @@ def loaded_pings(prefix: str, queue_bytes: int, seconds: float) -> dict[str, Any
 
 def queue_sweep(
     prefix: str, budgets: list[int], seconds: float, say: Callable[[str], None] = print
-) -> dict[str, Any]:
+) -> QueueSweep:
     """Build a lab, :func:`loaded_pings` for each ``--queue-bytes``, remove the lab."""
     lab.up(prefix=prefix, vpn=False)
     runs = []
@@ -196,7 +273,7 @@ def queue_sweep(
     return {"interval_s": PING_INTERVAL_S, "seconds": seconds, "queues": runs}
 
 
-def plot_queues(results: dict[str, Any], path: str | Path | None = None) -> Figure:
+def plot_queues(results: QueueSweep, path: str | Path | None = None) -> Figure:
     """The loaded ping over time, one line per ``--queue-bytes``: the standing queue, seen."""
     import matplotlib
 
@@ -240,7 +317,7 @@ def sweep(
     capture_folder: str | Path = "meltdown-results",
     rate: str | None = None,
     say: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> Sweep:
     """Build a lab, measure every (transport, delay, loss), remove the lab; returns the results.
 
     ``keep_lab``: the lab already exists (a notebook's) and stays up afterwards.
@@ -252,8 +329,8 @@ def sweep(
     started = time.time()
     if not keep_lab:
         lab.up(prefix=prefix, vpn=False)
-    points = []
-    captures = {}
+    points: list[Point] = []
+    captures: dict[str, Retransmissions] = {}
     try:
         for transport in transports:
             start(prefix, transport, cipher)
@@ -275,7 +352,7 @@ def sweep(
     finally:
         if not keep_lab:
             lab.down(prefix)
-    settings = {
+    settings: Settings = {
         "seconds": seconds,
         "samples": samples,
         "transfer_bytes": TRANSFER_BYTES,
@@ -285,7 +362,7 @@ def sweep(
     return {"settings": settings, "points": points, "captures": captures, "wall_s": wall_s}
 
 
-def format_point(p: dict[str, Any]) -> str:
+def format_point(p: Point) -> str:
     t = "-" if p["transfer_s"] is None else f"{p['transfer_s'] * 1000:.0f} ms"
     return (
         f"{p['transport']:>3} delay {p['delay_ms']:>4g} ms loss {p['loss']:>4g} %: "
@@ -294,13 +371,13 @@ def format_point(p: dict[str, Any]) -> str:
     )
 
 
-def format_table(results: dict[str, Any]) -> str:
+def format_table(results: Sweep) -> str:
     """The README's table: one row per (delay, loss), UDP and TCP side by side."""
-    rows: dict[tuple[float, float], dict[str, dict[str, Any]]] = {}
+    rows: dict[tuple[float, float], dict[str, Point]] = {}
     for p in results["points"]:
         rows.setdefault((p["delay_ms"], p["loss"]), {})[p["transport"]] = p
 
-    def cell(p: dict[str, Any] | None, key: str, fmt: str, scale: float = 1) -> str:
+    def cell(p: Point | None, key: Metric, fmt: str, scale: float = 1) -> str:
         value = None if p is None else p.get(key)
         return "-" if value is None else format(value * scale, fmt)
 
@@ -320,7 +397,7 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, Any], path: str | Path | None = None) -> Figure:
+def plot(results: Sweep, path: str | Path | None = None) -> Figure:
     """Goodput, inner retransmissions and transfer time against loss, UDP vs TCP, per delay."""
     import matplotlib
 
@@ -331,7 +408,7 @@ def plot(results: dict[str, Any], path: str | Path | None = None) -> Figure:
     points = results["points"]
     delays = sorted({p["delay_ms"] for p in points})
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    metrics = (
+    metrics: tuple[tuple[Metric, str], ...] = (
         ("mbps", "goodput (Mbit/s)"),
         ("inner_retrans", "inner TCP retransmissions"),
         ("transfer_s", "64 KB fetch (s)"),
@@ -364,7 +441,7 @@ def plot(results: dict[str, Any], path: str | Path | None = None) -> Figure:
 
 def retransmissions_seen(
     prefix: str, folder: str | Path, seconds: float = 3.0, rate: str = "10M"
-) -> dict[str, Any]:
+) -> Retransmissions:
     """Capture r1's tun0 and eth0 during a rate-limited iperf3; tshark counts retransmissions.
 
     Returns ``{"tun0": n, "eth0": n, "iperf": {...}, "files": {...}}``: on tun0 the inner TCP's
@@ -390,4 +467,9 @@ def retransmissions_seen(
         itf: len(capture.fields(path, ["frame.number"], None, "tcp.analysis.retransmission"))
         for itf, path in files.items()
     }
-    return {**seen, "iperf": result, "files": {k: str(v) for k, v in files.items()}}
+    return {
+        "tun0": seen["tun0"],
+        "eth0": seen["eth0"],
+        "iperf": result,
+        "files": {k: str(v) for k, v in files.items()},
+    }

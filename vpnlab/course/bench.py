@@ -38,7 +38,7 @@ from typing import Any
 
 from vpnlab import lab
 from vpnlab.core.errors import VpnlabError
-from vpnlab.course.bench_report import chart, summarize
+from vpnlab.course.bench_report import Machine, Measured, Run, chart, summarize
 from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
 from vpnlab.course.openvpn import NAT_RULES, openvpn_configs
 from vpnlab.lab.build import log_tail, start_daemon
@@ -218,7 +218,7 @@ class Bench:
         since = time.time()
         return {n: packets_carried(path, since) for n, path in self.status_files.items()}
 
-    def iperf(self) -> dict[str, Any]:
+    def iperf(self) -> Measured:
         """One iperf3 run r1 -> web; the server on web answers exactly one test."""
         limit = str(int(self.seconds) + 15)
         before = self.packets()  # no tunnel traffic until iperf3 starts
@@ -371,7 +371,7 @@ def run_bench(
         progress("openvpn is not installed: that case is skipped (scripts/bench.sh installs it)")
         cases = [c for c in cases if c != "openvpn"]
     out.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
+    results: list[Run] = []
     document: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
@@ -390,8 +390,13 @@ def run_bench(
                     bench.setup(case)
                     rtt = bench.ping_ms()
                     hops = bench.idle_hops() if case != "routed" else {}
-                    run = {"case": case, "round": round_ + 1, "rtt_ms": rtt, **bench.iperf()}
-                    run["idle_hops_us"] = hops
+                    run: Run = {
+                        "case": case,
+                        "round": round_ + 1,
+                        "rtt_ms": rtt,
+                        **bench.iperf(),
+                        "idle_hops_us": hops,
+                    }
                 except Exception as exc:  # one broken case must not lose the others
                     run = {"case": case, "round": round_ + 1, "error": str(exc), "mbps": 0.0}
                 finally:
@@ -411,7 +416,7 @@ def run_bench(
     return document
 
 
-def machine() -> dict[str, Any]:
+def machine() -> Machine:
     version = ""
     if shutil.which("openvpn"):
         first = subprocess.run(["openvpn", "--version"], capture_output=True, text=True).stdout

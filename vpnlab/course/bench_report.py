@@ -8,20 +8,88 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 
-def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+class Measured(TypedDict):
+    """One iperf3 run (``bench.Bench.iperf``): Mbit/s, the loaded ping's median RTT, TCP's
+    retransmits, and per tunnel daemon its CPU (% of a core), the data packets it carried and
+    its CPU per packet (microseconds)."""
+
+    mbps: float
+    rtt_load_ms: float | None
+    retransmits: int | None
+    cpu_percent: dict[str, float]
+    packets: dict[str, int]
+    cpu_us_per_packet: dict[str, float]
+
+
+class MeasuredRun(Measured):
+    """One run of a case (``bench.run_bench``): the iperf3 run, the idle ping's RTT and where
+    it waits (``bench.Bench.idle_hops``)."""
+
+    case: str
+    round: int
+    rtt_ms: float | None
+    idle_hops_us: dict[str, float]
+
+
+class FailedRun(TypedDict):
+    """A run whose case could not be set up or measured: why, and 0.0 Mbit/s."""
+
+    case: str
+    round: int
+    error: str
+    mbps: float
+
+
+Run = MeasuredRun | FailedRun
+
+
+class _Row(TypedDict):
+    case: str
+    runs: int
+    mbps: float
+
+
+class Row(_Row, total=False):
+    """One case of the summary (:func:`summarize`): medians over its runs, the ratio of its
+    Mbit/s to OpenVPN's; a case without a run has only its name, 0 runs, 0.0 Mbit/s."""
+
+    mbps_all: list[float]
+    retransmits: int | None
+    rtt_ms: float | None
+    rtt_load_ms: float | None
+    cpu_percent: dict[str, float]
+    cpu_us_per_packet: dict[str, float]
+    idle_hops_us: dict[str, float]
+    vs_openvpn: float | None
+
+
+class Machine(TypedDict):
+    """Where the benchmark ran (``bench.machine``)."""
+
+    cpus: int | None
+    kernel: str
+    python: str
+    openvpn: str
+
+
+PerDaemon = Literal["cpu_percent", "cpu_us_per_packet", "idle_hops_us"]
+"""The measurements of a run that are per daemon (or per hop)."""
+
+
+def summarize(cases: list[str], results: list[Run]) -> list[Row]:
     """Medians per case, and the ratio of each median to OpenVPN's."""
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     for case in cases:
         runs = [r for r in results if r["case"] == case and "error" not in r]
         if not runs:
             rows.append({"case": case, "mbps": 0.0, "runs": 0})
             continue
-        rtts = [r["rtt_ms"] for r in runs if r.get("rtt_ms") is not None]
-        loaded = [r["rtt_load_ms"] for r in runs if r.get("rtt_load_ms") is not None]
-        retrans = [r["retransmits"] for r in runs if r.get("retransmits") is not None]
+        rtts = [v for v in (r.get("rtt_ms") for r in runs) if v is not None]
+        loaded = [v for v in (r.get("rtt_load_ms") for r in runs) if v is not None]
+        retrans = [v for v in (r.get("retransmits") for r in runs) if v is not None]
         rows.append(
             {
                 "case": case,
@@ -42,7 +110,7 @@ def summarize(cases: list[str], results: list[dict[str, Any]]) -> list[dict[str,
     return rows
 
 
-def _medians(runs: list[dict[str, Any]], key: str, digits: int) -> dict[str, float]:
+def _medians(runs: list[MeasuredRun], key: PerDaemon, digits: int) -> dict[str, float]:
     """Per daemon (or hop), the median of ``run[key][daemon]`` over the runs that have it, in
     the order the runs name them."""
     names = list(dict.fromkeys(n for r in runs for n in r.get(key) or {}))
@@ -87,7 +155,7 @@ def format_table(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _hops_table(rows: list[dict[str, Any]]) -> list[str]:
+def _hops_table(rows: list[Row]) -> list[str]:
     """Where an idle ping waits, per tunnel (``bench.idle_hops``): none without tcpdump."""
     measured = [row for row in rows if row.get("idle_hops_us")]
     if not measured:

@@ -266,10 +266,10 @@ setup_system() {
   system_grader
   install -m 755 "$VPNLAB_ROOT/deploy/start-singleuser.sh" "$SYSTEM_PREFIX/bin/vpnlab-start-singleuser"
   install -m 644 "$VPNLAB_ROOT"/deploy/jupyterhub/*.py "$SYSTEM_PREFIX/jupyterhub/"
-  # a student's server without the instructor's extensions (jupyterhub_config.py)
-  install -d "$SYSTEM_PREFIX/jupyterhub/student-server"
-  install -m 644 "$VPNLAB_ROOT"/deploy/jupyterhub/student-server/* \
-    "$SYSTEM_PREFIX/jupyterhub/student-server/"
+  # a student's server without the instructor's extensions (jupyterhub_config.py): the server
+  # extensions (jupyter_server_config.json) and their JupyterLab parts (labconfig/), whole
+  rm -rf "$SYSTEM_PREFIX/jupyterhub/student-server"
+  cp -R "$VPNLAB_ROOT/deploy/jupyterhub/student-server" "$SYSTEM_PREFIX/jupyterhub/"
   chown -R root:root "$SYSTEM_PREFIX"
   # files and folders only: never a device node (a TUN node, VPNLAB_TUN_NODE) nor through a link
   find "$SYSTEM_PREFIX" \( -type f -o -type d \) -exec chmod u+w,go-w,a+rX {} +

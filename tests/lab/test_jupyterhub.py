@@ -83,6 +83,13 @@ print(len(children), refused)
 """
 
 
+STUDENT_DISABLED = (
+    "@jupyter/nbgrader",  # Create Assignment (cells' grading metadata), the Nbgrader menu
+    "jupyterlab-jupytext",  # its server part is off too
+    "@jupyterlab/apputils-extension:announcements",  # the news prompt (a fetch to jupyter.org)
+)
+
+
 class Hub(classhub.Hub):
     """classhub's hub and REST API (the service token), with what these tests ask of it."""
 
@@ -105,6 +112,16 @@ class Hub(classhub.Hub):
         with urllib.request.urlopen(request, timeout=30) as response:
             text = response.read().decode()
         return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+
+    def lab_page_config(self, name: str) -> dict:
+        """The page config ``name``'s JupyterLab gives the browser (``jupyter-config-data``)."""
+        request = urllib.request.Request(f"{self.base}/user/{name}/lab")
+        request.add_header("Authorization", f"token {self.token}")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            page = response.read().decode()
+        found = re.search(r'<script id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S)
+        assert found is not None, page[:2000]
+        return json.loads(found.group(1))
 
     def execute(self, name: str, code: str, timeout_s: float = 120) -> str:
         """Run ``code`` in a new kernel of ``name``'s server; its stdout (raises on an error)."""
@@ -182,6 +199,10 @@ def test_students_each_notebook_owns_its_lab(tmp_path):
                 p.name for p in (class_install() / "course").glob("*.ipynb")
             )
             assert Path(user.pw_dir).stat().st_mode & 0o777 == 0o700
+        # the instructor's tools are off in a student's JupyterLab, server and browser parts
+        disabled = hub.lab_page_config(s0.pw_name)["disabledExtensions"]
+        assert set(STUDENT_DISABLED) <= set(disabled), disabled
+        assert hub.api("GET", f"/user/{s0.pw_name}/formgrader")[0] == 404
         homes = {user.pw_name: user.pw_dir for user in users}
         orders = {s0.pw_name: ("00_a", "01_b"), s1.pw_name: ("01_b", "00_a"), s2.pw_name: ()}
         for name, notebooks in orders.items():

@@ -12,6 +12,7 @@ config. No helm and no Kubernetes run here (docs/performance.md says what was no
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,14 @@ def test_the_pod_keeps_fsgroup_and_its_own_user_namespace(values):
     assert user["cloudMetadata"]["blockWithIptables"] is False  # a privileged init container
 
 
-def test_the_student_server_config_is_the_one_in_deploy(values):
+def test_the_student_server_config_is_where_the_image_puts_it(values):
+    """The values named /opt/vpnlab/deploy/jupyterhub/student-server, a folder the image does
+    not have (it copies the config to /opt/vpnlab/jupyterhub/): every extension was on."""
     path = values["singleuser"]["extraEnv"]["JUPYTER_CONFIG_PATH"]
-    assert path == "/opt/vpnlab/deploy/jupyterhub/student-server"
+    dockerfile = (REPO / "deploy/Dockerfile").read_text()
+    copied = re.search(r"^COPY deploy/jupyterhub/student-server (\S+)$", dockerfile, re.M)
+    assert copied is not None and path == copied.group(1)
+    assert f"JUPYTER_CONFIG_PATH={path}" in dockerfile  # the image's default, the same folder
     assert (REPO / "deploy/jupyterhub/student-server/jupyter_server_config.json").exists()
 
 

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course.bench import say
@@ -147,7 +147,15 @@ def user_cpu_s(uid: int) -> float:
     return sum(process_cpu_s(pid) for pid in user_processes(uid))
 
 
-def percentiles(values: list[float]) -> dict[str, float] | None:
+class Percentiles(TypedDict):
+    """The median, the 95th percentile and the largest of some values."""
+
+    p50: float
+    p95: float
+    max: float
+
+
+def percentiles(values: list[float]) -> Percentiles | None:
     """p50, p95 and max (None for no values)."""
     if not values:
         return None
@@ -635,7 +643,7 @@ def format_class_hub(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _row(what: str, values: dict[str, float] | None, fmt: str) -> str:
+def _row(what: str, values: Percentiles | None, fmt: str) -> str:
     if values is None:
         return f"| {what} | - | - | - |"
     return f"| {what} | " + " | ".join(fmt.format(values[k]) for k in ("p50", "p95", "max")) + " |"

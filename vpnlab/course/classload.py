@@ -31,7 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
-from typing import Any
+from typing import Any, TypedDict
 
 from vpnlab import lab
 from vpnlab.core.client_core import ClientCore
@@ -64,6 +64,32 @@ SEQUENTIAL_LIMIT_S = 90.0
 connected."""
 BURST_LIMIT_S = 30.0
 """All N handshakes at once (each core gives up after 2.5 s; the loop connects it again)."""
+
+
+class Percentiles(TypedDict):
+    """Median and p99, in milliseconds."""
+
+    median: float
+    p99: float
+
+
+class Summary(TypedDict):
+    """The load clients of a phase (:func:`summary`): how many connected (of them without an
+    IPv4 address), answered a ping, sent a bad reply; handshake and ping times."""
+
+    connected: int
+    ipv6_only: int
+    answered: int
+    bad_replies: int
+    handshake_ms: Percentiles | None
+    ping_ms: Percentiles | None
+
+
+class AtOnce(Summary):
+    """:func:`all_at_once`: the :class:`Summary`, and how long making and sending every Hello
+    took this process (ms)."""
+
+    hellos_sent_ms: float
 
 
 def class_load(
@@ -162,7 +188,7 @@ def _answered(client: LoadClient) -> Callable[[], bool]:
     return lambda: client.rtt_s is not None
 
 
-def one_after_another(driver: LoadDriver) -> dict[str, Any]:
+def one_after_another(driver: LoadDriver) -> Summary:
     end = time.monotonic() + SEQUENTIAL_LIMIT_S
     for client in driver.clients:
         if time.monotonic() >= end:
@@ -182,7 +208,7 @@ def idle_cpu(driver: LoadDriver, pid: int, idle_s: float) -> float:
     return round(100 * used / (time.monotonic() - start), 2)
 
 
-def all_at_once(driver: LoadDriver) -> dict[str, Any]:
+def all_at_once(driver: LoadDriver) -> AtOnce:
     driver.close()
     driver.run(lambda: False, 1.0)  # the Byes arrive; the server forgets every session
     start = time.monotonic()
@@ -205,7 +231,7 @@ def all_at_once(driver: LoadDriver) -> dict[str, Any]:
     return {**summary(driver.clients), "hellos_sent_ms": round(1e3 * sending_s, 1)}
 
 
-def summary(clients: list[LoadClient]) -> dict[str, Any]:
+def summary(clients: list[LoadClient]) -> Summary:
     """Connected and answered counts; median and p99 of handshake latency and ping RTT (ms)."""
     handshakes = [c.handshake_s for c in clients if c.handshake_s is not None]
     rtts = [c.rtt_s for c in clients if c.rtt_s is not None]
@@ -220,7 +246,7 @@ def summary(clients: list[LoadClient]) -> dict[str, Any]:
     }
 
 
-def percentiles(values: list[float]) -> dict[str, float] | None:
+def percentiles(values: list[float]) -> Percentiles | None:
     """Median and p99 in milliseconds (None for no values)."""
     if not values:
         return None
@@ -263,5 +289,5 @@ def format_class_load(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pair(values: dict[str, float] | None) -> str:
+def _pair(values: Percentiles | None) -> str:
     return "-" if values is None else f"{values['median']:.2f} / {values['p99']:.2f}"

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from vpnlab import lab
 from vpnlab.core.client_core import ClientCore
@@ -42,7 +42,14 @@ from vpnlab.core.constants import PORT
 from vpnlab.core.formats import Peer
 from vpnlab.core.reasons import Drop
 from vpnlab.course.bench import cpu_ticks, say
-from vpnlab.course.classload import all_at_once, kernel_drops, percentiles, source_addresses
+from vpnlab.course.classload import (
+    AtOnce,
+    Percentiles,
+    all_at_once,
+    kernel_drops,
+    percentiles,
+    source_addresses,
+)
 from vpnlab.instruments.loadclients import LoadDriver
 from vpnlab.lab.nodes import popen_in, udp_socket_in
 from vpnlab.lab.state import state_dir
@@ -69,6 +76,43 @@ COUNTERS = (
     Drop.HANDSHAKE_QUEUE_FULL,
     Drop.BAD_HELLO,
 )
+
+
+class PingSummary(TypedDict):
+    """:func:`ping_summary`: pings sent, the loss (%, None: none sent), RTTs (ms)."""
+
+    sent: int
+    loss_percent: float | None
+    rtt_ms: Percentiles | None
+
+
+class Window(TypedDict):
+    """The pings of one window of :func:`ping_windows`: sent, lost, RTTs (ms)."""
+
+    sent: int
+    lost: int
+    rtt_ms: Percentiles | None
+
+
+class Clients(AtOnce):
+    """The load clients of a phase, all at once, and the slowest handshake (ms)."""
+
+    slowest_handshake_ms: float | None
+
+
+class Phase(TypedDict):
+    """One phase of :func:`flood_bench` (:func:`phase`): what the flood sender said, r1's
+    ping (whole, while the clients connect, flood only), the load clients, the server's CPU
+    (%), its drop counters and its kernel's drops during the phase."""
+
+    flood: str
+    ping: PingSummary
+    ping_connects: Window
+    ping_flood_only: Window
+    clients: Clients
+    server_cpu_percent: float
+    drops: dict[Drop, int]
+    kernel_drops: dict[str, int]
 
 
 def flood_bench(
@@ -138,7 +182,7 @@ def load_driver(prefix: str, server_key: bytes, keys: list[bytes]) -> LoadDriver
 
 def phase(
     prefix: str, driver: LoadDriver, pid: int, flood: list[str] | None, flood_s: float
-) -> dict[str, Any]:
+) -> Phase:
     """One phase: the flood (if any), r1's ping through the tunnel, all clients at once."""
     before, ticks, start = server_drops(prefix), cpu_ticks(pid), time.monotonic()
     kernel_before = kernel_drops(prefix)
@@ -171,10 +215,12 @@ def phase(
     sent = sender.communicate(timeout=flood_s + 30)[0].strip() if sender else ""
     cpu_s = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
     after = server_drops(prefix)
+    windows = ping_windows(ping_out, connects)
     return {
         "flood": sent,
         "ping": ping_summary(ping_out),
-        **{f"ping_{k}": v for k, v in ping_windows(ping_out, connects).items()},
+        "ping_connects": windows["connects"],
+        "ping_flood_only": windows["flood_only"],
         "clients": {
             **clients,
             "slowest_handshake_ms": round(1e3 * slowest, 1) if slowest else None,
@@ -197,7 +243,7 @@ def server_drops(prefix: str) -> dict[str, int]:
     return drops
 
 
-def ping_summary(output: str) -> dict[str, Any]:
+def ping_summary(output: str) -> PingSummary:
     """Loss (%) and the RTTs' median and p99 (ms) of ``ping``'s output."""
     rtts = [float(t) / 1e3 for t in re.findall(r"time=([\d.]+) ms", output)]
     sent = re.search(r"(\d+) packets transmitted, (\d+) received", output)
@@ -209,7 +255,7 @@ def ping_summary(output: str) -> dict[str, Any]:
 PING_LINE = re.compile(r"^\[([\d.]+)\] .*icmp_seq=(\d+) .*time=([\d.]+) ms", re.MULTILINE)
 
 
-def ping_windows(output: str, connects: tuple[float, float]) -> dict[str, dict[str, Any]]:
+def ping_windows(output: str, connects: tuple[float, float]) -> dict[str, Window]:
     """``ping -D``'s output split by when each ping was sent (the answer's wall-clock stamp
     minus its RTT): ``connects``, inside the window (wall clock) while the load clients
     connect, and ``flood_only``, the others. A ping without an answer is sent when its
@@ -275,7 +321,7 @@ def format_flood(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pair(values: dict[str, float] | None, spec: str) -> str:
+def _pair(values: Percentiles | None, spec: str) -> str:
     if values is None:
         return "-"
     return f"{format(values['median'], spec)} / {format(values['p99'], spec)}"

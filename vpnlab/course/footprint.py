@@ -25,7 +25,7 @@ import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from vpnlab import lab
 from vpnlab.course.bench import cpu_ticks, say
@@ -34,6 +34,16 @@ from vpnlab.wire.ciphers import DEFAULT_CIPHER
 
 FOOTPRINT_PREFIX = "vfoot-"
 IDLE_S = 10.0
+
+
+class Measured(TypedDict):
+    """:func:`measure`: RSS per daemon (kB), the lab's processes, their RSS (kB) and their
+    idle CPU (% of one core)."""
+
+    rss_kb: dict[str, int]
+    processes: int
+    lab_rss_kb: int
+    idle_cpu_percent: float
 
 
 def rss_kb(pid: int) -> int:
@@ -78,7 +88,7 @@ def own_cpu_s() -> float:
     )
 
 
-def measure(pids_of: dict[str, int], prefix: str, idle_s: float) -> dict[str, Any]:
+def measure(pids_of: dict[str, int], prefix: str, idle_s: float) -> Measured:
     """RSS of each daemon and of the whole lab, then its idle CPU (the lab is up)."""
     processes = lab_processes(prefix)
     return {

@@ -22,8 +22,8 @@ import importlib
 import os
 import signal
 import sys
-import typing
 
+from vpnlab.cli.arguments import Parser
 from vpnlab.cli.process import Stopped, stop_on, with_sbin
 from vpnlab.core.errors import VpnlabError
 
@@ -48,13 +48,6 @@ ROOTLESS_COMMANDS = ("lab", "capture", "check", "bench", "meltdown", "arp-experi
 BUILDING_COMMANDS = ("lab", "capture", "bench", "meltdown", "arp-experiment", "check")
 """These build something (a lab, a capture) and remove it when stopped: SIGTERM acts as Ctrl-C
 (``vpnlab/cli/process.py``). The daemons and services handle their signals themselves."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and a hint), not the whole usage text."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -1,13 +1,26 @@
-"""Argument types that several sub-commands share (argparse ``type=``): a bad value is
-argparse's one-line usage error, before anything runs."""
+"""What every sub-command's parser shares: the parser class (a usage error is one line), and
+argument types (argparse ``type=``): a bad value is argparse's one-line usage error, before
+anything runs."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeAlias, TypeVar
 
 Number = TypeVar("Number", int, float)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and a hint), not the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
+"""What each command module's ``register`` is given: ``vpnlab``'s sub-commands (or a command's
+verbs), whose parsers are :class:`Parser` too (argparse makes them of the parent's class)."""
 
 
 def port_number(text: str) -> int:

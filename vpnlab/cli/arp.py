@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from vpnlab.cli.arguments import Subparsers
 from vpnlab.course.arp import arp_experiment
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     """``vpnlab arp-experiment [--name tap9] ...``: run it, print the result as JSON."""
     p = sub.add_parser(
         "arp-experiment",

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vpnlab.cli.arguments import bounded
+from vpnlab.cli.arguments import Subparsers, bounded
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course.bench import ALL_CASES, MTU, QUICK_CASES, run_bench
 from vpnlab.course.bench_report import format_table
@@ -40,7 +40,7 @@ def idle_seconds(text: str) -> float:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     """``vpnlab bench [--quick] [--runs N] [--seconds S] [--cases CASE ...] [--out DIR]``,
     ``vpnlab bench --footprint [--idle-seconds S] [--datapath fast|simple]``,
     ``vpnlab bench --clients [N]``."""

@@ -7,6 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from vpnlab.cli.arguments import Subparsers
 from vpnlab.instruments.capture import CaptureError, stack_counts, start_capture
 from vpnlab.instruments.decode import decode, format_table, layer_overhead, layer_table
 
@@ -14,7 +15,7 @@ USAGE = """vpnlab capture [--prefix P] NODE IFACE [--count N] [--duration S] [-f
        vpnlab capture decode FILE [--keys FILE] [--overhead] [--table] [--no-dissector]"""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     """``vpnlab capture``: capture in a lab node, or decode a capture file."""
     p = sub.add_parser(
         "capture",

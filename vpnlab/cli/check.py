@@ -19,6 +19,7 @@ import json
 import os
 from pathlib import Path
 
+from vpnlab.cli.arguments import Subparsers
 from vpnlab.core.errors import LabError
 from vpnlab.course import progress
 from vpnlab.course.check import check_local_lab, format_check
@@ -26,7 +27,7 @@ from vpnlab.course.report import report, to_csv, to_json
 from vpnlab.lab.state import DEFAULT_PREFIX
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Add ``check`` to the ``vpnlab`` parser."""
     p = subparsers.add_parser(
         "check",

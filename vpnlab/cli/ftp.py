@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vpnlab.cli.arguments import port_number
+from vpnlab.cli.arguments import Subparsers, port_number
 from vpnlab.instruments.ftp_endpoints import (
     CLIENT_TIMEOUT_S,
     FTP_PORT,
@@ -27,7 +27,7 @@ from vpnlab.instruments.ftp_endpoints import (
 )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     """``vpnlab ftp``: an FTP server, or a client's transfer, on the tunnel."""
     ftp = sub.add_parser(
         "ftp",

@@ -18,6 +18,7 @@ import sys
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_network
 from pathlib import Path
 
+from vpnlab.cli.arguments import Subparsers
 from vpnlab.core.errors import VpnlabError
 from vpnlab.lab.state import state_dir
 from vpnlab.shell.keys import new_psk, read_secret, write_secret
@@ -37,7 +38,7 @@ from vpnlab.wire.esp import generate_static_keys
 from vpnlab.wire.noise import public_key
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     """``vpnlab keys``: make key files, and export the live sessions' esp_sa rows."""
     keys = sub.add_parser(
         "keys",
@@ -78,7 +79,7 @@ def static_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_identities(verbs: argparse._SubParsersAction) -> None:
+def register_identities(verbs: Subparsers) -> None:
     """The identity mode's verbs: server, add-peer, revoke, peers."""
     server = verbs.add_parser("server", help="make a server identity: DIR/server.key, peers.toml")
     server.add_argument("folder", type=Path, metavar="DIR")

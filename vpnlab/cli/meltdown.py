@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vpnlab.cli.arguments import bounded
+from vpnlab.cli.arguments import Subparsers, bounded
 from vpnlab.core.errors import VpnlabError
 from vpnlab.course.meltdown import (
     DEFAULT_PREFIX,
@@ -21,7 +21,7 @@ from vpnlab.course.meltdown import (
 from vpnlab.shell.queues import MIN_QUEUE_BYTES
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     """``vpnlab meltdown [--quick] ...``: the sweep, its table, JSON and chart."""
     p = sub.add_parser(
         "meltdown",

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 
+from vpnlab.cli.arguments import Subparsers
 from vpnlab.core.errors import LabError
 from vpnlab.lab import rootless
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "rootless",
         help="labs without sudo: check the host, run a command in a holder",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from vpnlab.cli.arguments import port_number
+from vpnlab.cli.arguments import Subparsers, port_number
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     """``vpnlab whoami --listen A --port P``: answer each request with its source address."""
     p = sub.add_parser(
         "whoami",

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 
+from vpnlab.cli.arguments import Parser, Subparsers
 from vpnlab.core.errors import LabError
 from vpnlab.lab.state import DEFAULT_PREFIX
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER
@@ -39,9 +40,9 @@ class _FaultNames(argparse.HelpFormatter):
         return f"{action.help}{', '.join(faults.FAULTS)}"
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Add ``lab`` and its subcommands to the ``vpnlab`` parser; each sets ``func``."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--prefix",
         default=os.environ.get("VPNLAB_PREFIX", DEFAULT_PREFIX),
@@ -61,7 +62,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     return lab
 
 
-def _add_up(sub, common: argparse.ArgumentParser) -> None:
+def _add_up(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser(
         "up", parents=[common], help="build the lab and start the VPN", formatter_class=_FaultNames
     )
@@ -105,31 +106,31 @@ def _add_psk(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_down(sub, common: argparse.ArgumentParser) -> None:
+def _add_down(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("down", parents=[common], help="stop everything, delete the namespaces")
     p.set_defaults(func=cmd_down)
 
 
-def _add_status(sub, common: argparse.ArgumentParser) -> None:
+def _add_status(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("status", parents=[common], help="nodes, routes, daemons, tunnel")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
 
-def _add_exec(sub, common: argparse.ArgumentParser) -> None:
+def _add_exec(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("exec", parents=[common], help="run a command inside a node")
     p.add_argument("node", help="r1, isp, r2, web, ...")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and its arguments")
     p.set_defaults(func=cmd_exec)
 
 
-def _add_verify(sub, common: argparse.ArgumentParser) -> None:
+def _add_verify(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("verify", parents=[common], help="ping and who-am-I from each client")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
 
-def _add_start_vpn(sub, common: argparse.ArgumentParser) -> None:
+def _add_start_vpn(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("start-vpn", parents=[common], help="(re)start the VPN server and clients")
     p.add_argument("--cipher", default=None, choices=CIPHERS)
     p.add_argument(
@@ -143,7 +144,7 @@ def _add_start_vpn(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_start_vpn)
 
 
-def _add_route_back(sub, common: argparse.ArgumentParser) -> None:
+def _add_route_back(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser(
         "route-back", parents=[common], help="without NAT: route the tunnel network via r2"
     )
@@ -151,12 +152,12 @@ def _add_route_back(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_route_back)
 
 
-def _add_stop_vpn(sub, common: argparse.ArgumentParser) -> None:
+def _add_stop_vpn(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("stop-vpn", parents=[common], help="stop the VPN daemons only")
     p.set_defaults(func=cmd_stop_vpn)
 
 
-def _add_impair(sub, common: argparse.ArgumentParser) -> None:
+def _add_impair(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser(
         "impair", parents=[common], help="loss, delay, jitter on the r1-r2 path (isp)"
     )
@@ -172,7 +173,7 @@ def _add_impair(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_impair)
 
 
-def _add_relay(sub, common: argparse.ArgumentParser) -> None:
+def _add_relay(sub: Subparsers, common: Parser) -> None:
     """The delay relay daemon, which ``impair`` starts in the isp (no ``help=``: not listed)."""
     p = sub.add_parser(
         "relay", description="The delay relay daemon (started by vpnlab lab impair in the isp)."
@@ -184,7 +185,7 @@ def _add_relay(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_route_back(args: argparse.Namespace) -> int:
-    from vpnlab.lab import route_back
+    from vpnlab.lab.vpn import route_back
 
     for route in route_back(args.prefix, add=not args.remove).splitlines():
         print(f"isp: {'removed' if args.remove else 'added'} route {route}")
@@ -199,7 +200,10 @@ def cmd_impair(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from vpnlab.lab import faults, format_status, load_topology, make_topology, status, up
+    from vpnlab.lab import faults
+    from vpnlab.lab.control import up
+    from vpnlab.lab.inspection import format_status, status
+    from vpnlab.lab.topology import load_topology, make_topology
 
     if args.topology:
         topo = load_topology(args.topology)
@@ -231,7 +235,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from vpnlab.lab import down
+    from vpnlab.lab.control import down
 
     done = down(args.prefix)
     print("\n".join(done) if done else f"lab {args.prefix}: nothing to remove")
@@ -239,7 +243,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vpnlab.lab import format_status, status
+    from vpnlab.lab.inspection import format_status, status
 
     info = status(args.prefix)
     print(json.dumps(info, indent=2) if args.json else format_status(info))
@@ -247,7 +251,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from vpnlab.lab import exec_in
+    from vpnlab.lab.nodes import exec_in
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
@@ -257,7 +261,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from vpnlab.lab import format_verify, verify
+    from vpnlab.lab.control import verify
+    from vpnlab.lab.inspection import format_verify
 
     result = verify(args.prefix, check=False)
     print(json.dumps(result, indent=2) if args.json else format_verify(result))
@@ -267,7 +272,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_start_vpn(args: argparse.Namespace) -> int:
-    from vpnlab.lab import format_status, start_vpn, status
+    from vpnlab.lab.inspection import format_status, status
+    from vpnlab.lab.vpn import start_vpn
 
     nat = None if args.nat is None else args.nat == "on"
     start_vpn(
@@ -283,7 +289,7 @@ def cmd_start_vpn(args: argparse.Namespace) -> int:
 
 
 def cmd_stop_vpn(args: argparse.Namespace) -> int:
-    from vpnlab.lab import stop_vpn
+    from vpnlab.lab.vpn import stop_vpn
 
     done = stop_vpn(args.prefix)
     print("\n".join(done) if done else "no VPN daemon was running")

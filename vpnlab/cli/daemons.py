@@ -6,7 +6,7 @@ import argparse
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
-from vpnlab.cli.arguments import bounded, port_number
+from vpnlab.cli.arguments import Subparsers, bounded, port_number
 from vpnlab.core.constants import (
     LIVENESS_TIMEOUT_S,
     PORT,
@@ -35,6 +35,7 @@ from vpnlab.shell.xfrm import kernel_has_esp
 from vpnlab.wire.ciphers import CIPHERS, DEFAULT_CIPHER, make_format
 from vpnlab.wire.crypto import algorithm
 from vpnlab.wire.esp import StaticKeys
+from vpnlab.wire.handshake import EspFormat
 from vpnlab.wire.identity import IdentityFormat
 
 DATAPATHS: dict[str, type[Datapath]] = {
@@ -152,13 +153,13 @@ def add_keying(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     """``vpnlab server`` and ``vpnlab client``."""
     register_server(sub)
     register_client(sub)
 
 
-def register_server(sub: argparse._SubParsersAction) -> None:
+def register_server(sub: Subparsers) -> None:
     server = sub.add_parser(
         "server",
         help="run the VPN server (ServerConnection)",
@@ -217,7 +218,7 @@ def register_server(sub: argparse._SubParsersAction) -> None:
     server.set_defaults(func=server_main)
 
 
-def register_client(sub: argparse._SubParsersAction) -> None:
+def register_client(sub: Subparsers) -> None:
     client = sub.add_parser(
         "client",
         help="run the VPN client (ClientConnection)",
@@ -322,9 +323,9 @@ def wire(args: argparse.Namespace) -> tuple[Format | None, StaticKeys | None]:
     else:
         format = make_format(args.cipher, read_psk(args.psk_file))
     if args.kernel_peer:  # the peer's kernel carries its data after the handshake
-        if not hasattr(format, "kernel_peer"):
+        if not isinstance(format, (EspFormat, IdentityFormat)):  # the formats with kernel_peer
             raise VpnlabError("--kernel-peer needs ESP: --cipher esp-null or esp-aes-gcm")
-        format.kernel_peer = True  # type: ignore[attr-defined]  # its sessions: KernelPeerSession
+        format.kernel_peer = True  # its sessions: KernelPeerSession
     return format, None
 
 
@@ -333,7 +334,7 @@ def mtu_of(args: argparse.Namespace, format: Format | None, static: StaticKeys |
     (in TAP mode 14 bytes less: the Ethernet header travels too; over IPv6, ``--server`` or
     ``--listen`` an IPv6 address, 20 less: the outer header is 40 bytes)."""
     if args.mtu:
-        return args.mtu
+        return int(args.mtu)
     if static is not None:
         overhead = algorithm(static.cipher).overhead_bytes
     else:

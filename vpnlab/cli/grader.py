@@ -19,14 +19,15 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from vpnlab.cli.arguments import port_number
+from vpnlab.cli.arguments import Subparsers, port_number
 from vpnlab.core.errors import LabError
 
 DEFAULT_STORE = Path("/var/lib/vpnlab-grader/grader.db")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Add ``grader`` to the ``vpnlab`` parser."""
     p = subparsers.add_parser(
         "grader",
@@ -70,7 +71,7 @@ def cmd_grader(args: argparse.Namespace) -> int:
     from vpnlab.grader.client import ask
 
     if args.grader_command == "check":
-        body: dict = {"item": args.item, "prefix": args.prefix}
+        body: dict[str, Any] = {"item": args.item, "prefix": args.prefix}
         if args.answer is not None:
             try:
                 body["answer"] = json.loads(args.answer)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 from vpnlab.core.errors import LabError, VpnlabError
 from vpnlab.lab.nodes import namespace_of, popen_in
@@ -295,8 +295,20 @@ def _unprivileged() -> bool:
     return False
 
 
+class _TsharkRun(TypedDict, total=False):
+    """:func:`subprocess.run`'s arguments for tshark (:func:`_tshark_argv`): none, or as root
+    those that run it as :data:`TSHARK_USER`, the capture on its stdin, in a folder of its own."""
+
+    stdin: IO[bytes]
+    cwd: str
+    env: dict[str, str]
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
 @contextlib.contextmanager
-def _tshark_argv(path: Path, dissector: bool) -> Iterator[tuple[list[str], dict[str, Any]]]:
+def _tshark_argv(path: Path, dissector: bool) -> Iterator[tuple[list[str], _TsharkRun]]:
     """tshark's argv up to the options, and how to run it (:func:`subprocess.run` arguments).
 
     As root, tshark runs as :data:`TSHARK_USER`, reading the capture from its stdin and our
@@ -318,10 +330,10 @@ def _tshark_argv(path: Path, dissector: bool) -> Iterator[tuple[list[str], dict[
             copy.chmod(0o644)
             script = ["-X", f"lua_script:{copy}"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": folder, "LANG": "C.UTF-8"}
-        as_nobody = {"user": TSHARK_USER, "group": TSHARK_USER, "extra_groups": []}
+        as_nobody: _TsharkRun = {"user": TSHARK_USER, "group": TSHARK_USER, "extra_groups": []}
         yield (
             ["tshark", "-n", "-r", "-", *script],
-            {"stdin": data, "cwd": folder, "env": env} | as_nobody,
+            {"stdin": data, "cwd": folder, "env": env, **as_nobody},
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,7 @@ def layer_overhead(packet: Packet) -> list[Overhead]:
     return out
 
 
-def _same_buffer(start: int, layers: list[Layer]):
+def _same_buffer(start: int, layers: list[Layer]) -> Iterator[Layer]:
     """The leading ``layers`` whose positions do not jump back before ``start``."""
     last = start
     for layer in layers:

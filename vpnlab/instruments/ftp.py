@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vpnlab.core.errors import LabError
-from vpnlab.instruments.ftp_endpoints import FTP_PORT, MODES, READY_LINE, FtpError, sha256
+from vpnlab.instruments.ftp_endpoints import (
+    FTP_PORT,
+    MODES,
+    READY_LINE,
+    FtpError,
+    TransferResult,
+    sha256,
+)
 from vpnlab.lab.nodes import exec_in, popen_in
 from vpnlab.lab.state import namespace
 
@@ -43,7 +50,7 @@ class LabFtpServer:
     address: str
     port: int
     root: Path
-    process: subprocess.Popen
+    process: subprocess.Popen[str]
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """CleanUp: SIGTERM, then SIGKILL if it lingers (only this PID)."""
@@ -132,7 +139,7 @@ def lab_transfer(
     port: int = FTP_PORT,
     timeout_s: float = 20.0,
     path: str | Path | None = None,
-) -> dict:
+) -> TransferResult:
     """:func:`transfer` run inside ``{prefix}{node}`` (the VPN client); returns its result.
 
     Uploads ``size_bytes`` of random data, or the file at ``path``.
@@ -152,4 +159,6 @@ def lab_transfer(
     if done.returncode != 0:
         lines = (done.stderr or done.stdout or "no output").strip().splitlines()
         raise FtpError(lines[-1] if lines else "FTP transfer failed")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # its last line: the JSON of transfer()'s TransferResult (vpnlab/cli/ftp.py prints it)
+    result: TransferResult = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

@@ -19,10 +19,17 @@ import hashlib
 import io
 import os
 import signal
+import socket
 import time
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn, TypedDict
 
 from vpnlab.core.errors import VpnlabError
+
+if TYPE_CHECKING:  # imported where used: only the server needs pyftpdlib (untyped)
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import FTPServer
 
 FTP_PORT = 21
 USER = "vpnlab"
@@ -41,6 +48,26 @@ class FtpError(VpnlabError):
     """The FTP server could not start, or a transfer failed."""
 
 
+class TransferResult(TypedDict):
+    """What :func:`transfer` did (``vpnlab ftp transfer`` prints it as one JSON line)."""
+
+    mode: str
+    bytes: int
+    sha256_sent: str
+    sha256_received: str
+    ok: bool
+    seconds: float
+
+
+class GetResult(TypedDict):
+    """What :func:`get` fetched (``vpnlab ftp get`` prints it as one JSON line)."""
+
+    mode: str
+    name: str
+    bytes: int
+    sha256: str
+
+
 # --- the server ---------------------------------------------------------------------------------
 
 
@@ -51,21 +78,35 @@ def make_ftp_server(
     user: str = USER,
     password: str = PASSWORD,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
-):
+) -> FTPServer:
     """ServerConnection's FTP: a pyftpdlib server, anonymous read-only plus one writable user.
 
     Raises:
         FtpError: the root is not a directory, or the address cannot be bound.
     """
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import DTPHandler, FTPHandler
     from pyftpdlib.servers import FTPServer
 
     root = Path(root)
     if not root.is_dir():
         raise FtpError(f"FTP root {root} is not a directory")
+    handler = _handler_class(port, max_upload_bytes)
+    handler.authorizer.add_user(user, password, str(root), perm="elradfmw")
+    handler.authorizer.add_anonymous(str(root), perm="elr")
+    try:
+        server = FTPServer((listen, port), handler)
+    except OSError as exc:
+        raise FtpError(f"cannot listen on {listen}:{port}: {exc.strerror}") from None
+    server.max_cons = MAX_CONNECTIONS
+    return server
 
-    class LimitedDTPHandler(DTPHandler):
+
+def _handler_class(port: int, max_upload_bytes: int) -> type[FTPHandler]:
+    """The control connection of :func:`make_ftp_server`'s server: an authorizer of its own,
+    uploads of at most ``max_upload_bytes``, active mode from ``port`` - 1."""
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import DTPHandler, FTPHandler
+
+    class LimitedDTPHandler(DTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
         """A data connection that aborts an upload larger than ``max_upload_bytes``."""
 
         def handle_read(self) -> None:
@@ -75,34 +116,34 @@ def make_ftp_server(
 
         handle_read_event = handle_read
 
-    class Rfc959ActiveDTP(FTPHandler.active_dtp):
+    class Rfc959ActiveDTP(FTPHandler.active_dtp):  # type: ignore[misc]  # pyftpdlib is untyped
         """Active mode from port L-1 (20), as RFC 959 says: tshark then labels it ftp-data."""
 
-        def bind(self, addr) -> None:
+        def bind(self, addr: tuple[str, int]) -> None:
             self.set_reuse_addr()
             super().bind(addr)
 
-        def connect_af_unspecified(self, addr, source_address=None):
+        def connect_af_unspecified(
+            self, addr: tuple[str, int], source_address: tuple[str, int] | None = None
+        ) -> socket.AddressFamily:
+            family: socket.AddressFamily  # pyftpdlib's (untyped): the family getaddrinfo gave
             if source_address and port > 1:
                 with contextlib.suppress(OSError):  # not root: any source port will do
-                    return super().connect_af_unspecified(addr, (source_address[0], port - 1))
-            return super().connect_af_unspecified(addr, source_address)
+                    family = super().connect_af_unspecified(addr, (source_address[0], port - 1))
+                    return family
+            family = super().connect_af_unspecified(addr, source_address)
+            return family
 
-    class VpnlabFTPHandler(FTPHandler):  # the control connection
+    class VpnlabFTPHandler(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
+        """The control connection."""
+
         authorizer = DummyAuthorizer()
         dtp_handler = LimitedDTPHandler
         active_dtp = Rfc959ActiveDTP
         banner = "vpnlab FTP on the tunnel"
         timeout = 60
 
-    VpnlabFTPHandler.authorizer.add_user(user, password, str(root), perm="elradfmw")
-    VpnlabFTPHandler.authorizer.add_anonymous(str(root), perm="elr")
-    try:
-        server = FTPServer((listen, port), VpnlabFTPHandler)
-    except OSError as exc:
-        raise FtpError(f"cannot listen on {listen}:{port}: {exc.strerror}") from None
-    server.max_cons = MAX_CONNECTIONS
-    return server
+    return VpnlabFTPHandler
 
 
 def serve(
@@ -119,7 +160,7 @@ def serve(
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     server = make_ftp_server(listen, root, port, user, password)
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> NoReturn:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -160,7 +201,7 @@ def transfer(
     user: str = USER,
     password: str = PASSWORD,
     timeout_s: float = CLIENT_TIMEOUT_S,
-) -> dict:
+) -> TransferResult:
     """ClientConnection's FTP: log in, STOR ``data``, RETR it back, compare SHA-256, QUIT.
 
     Returns:
@@ -203,7 +244,7 @@ def get(
     port: int = FTP_PORT,
     timeout_s: float = CLIENT_TIMEOUT_S,
     max_bytes: int = MAX_UPLOAD_BYTES,
-) -> dict:
+) -> GetResult:
     """Anonymous read: RETR ``name``; returns ``{"mode", "name", "bytes", "sha256"}``."""
     received = io.BytesIO()
 

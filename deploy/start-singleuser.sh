@@ -21,6 +21,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 python=${VPNLAB_PYTHON:-$here/../venv/bin/python}
 course=${VPNLAB_COURSE:-$here/../course}
 [ -d "$course" ] || { echo "vpnlab: the course $course is missing or not readable" >&2; exit 1; }
+# The student's commands (`vpnlab grader check` in a terminal, `!vpnlab lab status` in a cell)
+# are the install's: its bin first (the hub passes on its own PATH, which has no venv in it).
+PATH=$(cd "$(dirname "$python")" && pwd):$PATH
+export PATH
 umask 077
 mkdir -p "$HOME/course" "$HOME/.vpnlab"
 manifest=$HOME/.vpnlab/course.sha256

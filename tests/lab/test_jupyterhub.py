@@ -203,6 +203,9 @@ def test_students_each_notebook_owns_its_lab(tmp_path):
         disabled = hub.lab_page_config(s0.pw_name)["disabledExtensions"]
         assert set(STUDENT_DISABLED) <= set(disabled), disabled
         assert hub.api("GET", f"/user/{s0.pw_name}/formgrader")[0] == 404
+        # a student's `vpnlab ...` in a terminal or a cell is the install's
+        which = hub.execute(s0.pw_name, "import shutil; print(shutil.which('vpnlab'))").strip()
+        assert which == str(class_install() / "venv/bin/vpnlab")
         homes = {user.pw_name: user.pw_dir for user in users}
         orders = {s0.pw_name: ("00_a", "01_b"), s1.pw_name: ("01_b", "00_a"), s2.pw_name: ()}
         for name, notebooks in orders.items():

@@ -45,11 +45,10 @@ def test_a_core_reports_enum_reasons():
 
 
 # --- every drop is counted under a member ------------------------------------------------------
-# core/ and wire/ are checked by mypy --strict (``Counters.drops`` is a Counter[DropLabel]); the
-# rest of the package is read here, with ``ast`` (mypy checks shell/ and fast/ too, but not the
-# body of a function without annotations, nor cli/ or instruments/): a drop counted or passed on
-# under a string ("tcp: idle", f"send: {why}") instead of ``Drop.X`` or ``Drop.X.detail(why)``
-# fails.
+# mypy --strict checks the whole package (``Counters.drops`` is a Counter[DropLabel]); the modules
+# outside core/ and wire/ are also read here, with ``ast``, for what a looser type lets through
+# (a Counter[str] of the shell's own): a drop counted or passed on under a string ("tcp: idle",
+# f"send: {why}") instead of ``Drop.X`` or ``Drop.X.detail(why)`` fails.
 
 PACKAGE = Path(__file__).resolve().parents[2] / "vpnlab"
 TYPED_STRICTLY = ("core", "wire")

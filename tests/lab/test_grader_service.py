@@ -38,6 +38,7 @@ from vpnlab.core.errors import LabError
 from vpnlab.course.classhub import user_processes
 from vpnlab.grader import enter
 from vpnlab.grader.report import COLUMNS
+from vpnlab.lab.state import DEFAULT_PREFIX
 
 from .helpers import root_snapshot, wait_until
 from .test_troubleshooting import REPAIRS
@@ -45,7 +46,7 @@ from .users import REPO, Student, install_bin, made_folder, tun_node, unix_user
 
 pytestmark = pytest.mark.lab
 
-PREFIX = "hub-"
+PREFIX = DEFAULT_PREFIX  # a student's on the one-server hub: no $VPNLAB_PREFIX, `vpnlab lab`'s
 BLOCK = REPO / "deploy/jupyterhub/grader_service.py"
 BASE = 21000 + os.getpid() % 1000 * 2
 HUB_PORT, GRADER_PORT = BASE, BASE + 1

@@ -37,3 +37,19 @@ def test_a_number_out_of_range_is_a_one_line_usage_error(capsys, argv, said):
         cli.main(argv)
     err = capsys.readouterr().err
     assert usage.value.code == 2 and err.count("\n") == 1 and said in err, err
+
+
+@pytest.mark.parametrize("prefix", [None, "nb-"])
+def test_the_grader_judges_the_lab_that_lab_up_made(monkeypatch, prefix):
+    """A student's `vpnlab lab up --fault grader` then `vpnlab grader check`, as docs/course.md
+    gives them: on the one-server hub ($VPNLAB_PREFIX unset) the first made lab vpnlab- and
+    the second asked the grader about nb- ("alice has no lab 'nb-' up")."""
+    if prefix is None:
+        monkeypatch.delenv("VPNLAB_PREFIX", raising=False)
+    else:
+        monkeypatch.setenv("VPNLAB_PREFIX", prefix)
+    parser = cli.build_parser()
+    made = parser.parse_args(["lab", "up", "--fault", "grader"]).prefix
+    assert made == (prefix or "vpnlab-")
+    for verb in ("check", "fault"):
+        assert parser.parse_args(["grader", verb]).prefix == made

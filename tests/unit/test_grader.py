@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from vpnlab import cli
 from vpnlab.core.errors import LabError
 from vpnlab.grader.client import ask
 from vpnlab.grader.judging import MAX_TRIES, StudentLab, check_lab
@@ -37,6 +39,27 @@ def test_store_is_private_and_keeps_attempts_and_faults(tmp_path):
     store.close()
     again = open_store(tmp_path / "grader" / "grader.db")
     assert again.secret() == secret and len(again.attempts("ann")) == 2
+
+
+def test_the_report_reads_the_store_and_writes_nothing(tmp_path, capsys):
+    """``vpnlab grader report`` (root, or the service's user, while the service runs) opens
+    the store read-only: no write reaches the grades, no file of its own beside them."""
+    folder = tmp_path / "grader"
+    store = open_store(folder / "grader.db")
+    store.add(Attempt("ann", "lab", True, 5.0, ""))
+    store.close()
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+    reader = open_store(folder / "grader.db", read_only=True)
+    assert [a.item for a in reader.attempts("ann")] == ["lab"]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.add(Attempt("ann", "lab", False, 6.0, "forged"))
+    reader.close()
+    assert cli.main(["grader", "report", "--store", str(folder / "grader.db")]) == 0
+    assert "ann,lab,True,1," in capsys.readouterr().out
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()} == before
+    with pytest.raises(LabError, match="cannot open the grader's store"):
+        open_store(folder / "missing.db", read_only=True)
+    assert not (folder / "missing.db").exists()
 
 
 def test_store_that_cannot_be_made_is_one_line(tmp_path):

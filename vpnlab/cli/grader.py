@@ -3,14 +3,18 @@
 vpnlab grader serve [--user vpnlab-grader] [--store DB] [--port 10101] [--prefix nb-]
                                  the service (started as root by the hub: the enterer
                                  keeps root, the rest runs as --user; vpnlab/grader/)
-vpnlab grader check [ITEM [ANSWER]]
+vpnlab grader check [ITEM [ANSWER]] [--prefix P]
                                  a student: judge my lab (ITEM lab, the default, or my
                                  open fault) or a live exercise (ANSWER as JSON, else text)
-vpnlab grader fault              a student: give me a fault (in a lab made with
+vpnlab grader fault [--prefix P] a student: give me a fault (in a lab made with
                                  vpnlab lab up --fault grader)
 vpnlab grader attempts           a student: my attempts, as the grader keeps them
 vpnlab grader report [--store DB] [--csv FILE] [--plot FILE.png]
                                  the instructor: per student and item, from the store
+                                 (opened read-only)
+
+A student's lab is the one `vpnlab lab` names: --prefix, else $VPNLAB_PREFIX, else vpnlab-
+(a notebook's: its prefix, e.g. --prefix nb03-).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from vpnlab.cli.arguments import Subparsers, port_number
 from vpnlab.core.errors import LabError
+from vpnlab.lab.state import DEFAULT_PREFIX
 
 DEFAULT_STORE = Path("/var/lib/vpnlab-grader/grader.db")
 
@@ -46,11 +51,11 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     check.add_argument("item", nargs="?", default="lab")
     check.add_argument("answer", nargs="?")
     fault = sub.add_parser("fault", help="give me a fault in my troubleshooting lab")
-    for verb in (check, fault):
+    for verb in (check, fault):  # the lab `vpnlab lab up --fault grader` made, by default
         verb.add_argument(
             "--prefix",
-            default=os.environ.get("VPNLAB_PREFIX"),
-            help="which of my labs (default: $VPNLAB_PREFIX, else the grader's)",
+            default=os.environ.get("VPNLAB_PREFIX", DEFAULT_PREFIX),
+            help=f"my lab (default: $VPNLAB_PREFIX, else {DEFAULT_PREFIX}, as vpnlab lab)",
         )
     sub.add_parser("attempts", help="my attempts as the grader keeps them")
     report = sub.add_parser("report", help="the instructor's report from the store")
@@ -91,7 +96,7 @@ def _report(args: argparse.Namespace) -> int:
 
     if not args.store.exists():
         raise LabError(f"no grader store {args.store} (see --store)")
-    store = open_store(args.store)
+    store = open_store(args.store, read_only=True)  # the report never writes the grades
     table = rows(store.attempts())
     store.close()
     if args.csv:

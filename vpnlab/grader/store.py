@@ -18,6 +18,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,23 +65,31 @@ class Store:
 
     An existing folder or file that others may open is refused (:func:`closed_to_others`),
     never chmod-ed: ``--store`` may name any path, and a folder the store did not make is not
-    the store's to change (``/etc/passwd`` as a store once left /etc 0700).
+    the store's to change (``/etc/passwd`` as a store once left /etc 0700). ``read_only`` (the
+    instructor's report): an existing store, opened so that nothing can be written to it, by
+    whoever reads it (root leaves no file of its own beside the service's).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = Path(path)
         if self.path.is_dir():
             raise LabError(f"the grader's store {path} is a folder: --store names its file")
         old = os.umask(0o077)
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not read_only:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             closed_to_others(self.path.parent)
-            if self.path.exists():
+            if self.path.exists() or read_only:
                 closed_to_others(self.path)
-            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            where = f"file:{urllib.parse.quote(str(self.path))}?mode=ro" if read_only else self.path
+            self.db = sqlite3.connect(
+                where, check_same_thread=False, isolation_level=None, uri=read_only
+            )
         finally:
             os.umask(old)
         self._lock = threading.Lock()
+        if read_only:
+            return
         with self._lock:
             self.db.executescript(SCHEMA)
             if self.db.execute("SELECT COUNT(*) FROM secret").fetchone()[0] == 0:
@@ -175,9 +184,9 @@ def closed_to_others(path: Path) -> None:
         )
 
 
-def open_store(path: Path) -> Store:
+def open_store(path: Path, read_only: bool = False) -> Store:
     """The store, or LabError (one line) if it cannot be opened."""
     try:
-        return Store(path)
+        return Store(path, read_only)
     except (OSError, sqlite3.Error) as exc:
         raise LabError(f"cannot open the grader's store {path}: {exc}") from None

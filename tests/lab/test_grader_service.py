@@ -297,6 +297,21 @@ def test_a_class_session_with_the_grader(session, tmp_path):
     failing = [c["name"] for c in json.loads(restarted.stdout)["checks"] if not c["ok"]]
     assert "not restarted" in failing
 
+    # a lab built anew (a server the idle culler stopped took its labs with it) carries the
+    # open fault over: the same fault again, judged on its own, and its repair passes (it was
+    # given no fault and failed "not restarted" at every check, for good)
+    second = fault_in_store(store, alice.user.pw_name)
+    assert alice.vpnlab("lab", "down", "--prefix", PREFIX, timeout=120).returncode == 0
+    rebuilt = alice.vpnlab("lab", "up", "--prefix", PREFIX, "--fault", "grader", timeout=240)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert fault_in_store(store, alice.user.pw_name) == second
+    broken = alice.vpnlab("grader", "check", timeout=240)
+    failing = [c["name"] for c in json.loads(broken.stdout)["checks"] if not c["ok"]]
+    assert broken.returncode == 1 and failing and "not restarted" not in failing, failing
+    repair_as(alice, second)
+    fixed = wait_until(lambda: alice.vpnlab("grader", "check", timeout=240).returncode == 0, 30, 2)
+    assert fixed is not None, alice.vpnlab("grader", "check", timeout=240).stdout
+
     # the instructor's report reads the store
     csv_path, png = tmp_path / "grades.csv", tmp_path / "grades.png"
     done = subprocess.run(
@@ -323,7 +338,7 @@ def test_a_class_session_with_the_grader(session, tmp_path):
     assert lines[0].split(",") == COLUMNS
     rows = {tuple(line.split(",")[:3]) for line in lines[1:]}
     assert (alice.user.pw_name, "fault:1", "True") in rows
-    assert (alice.user.pw_name, "fault:2", "False") in rows
+    assert (alice.user.pw_name, "fault:2", "True") in rows
     assert (bob.user.pw_name, "lab", "True") in rows
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

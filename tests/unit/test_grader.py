@@ -14,7 +14,7 @@ import pytest
 from vpnlab import cli
 from vpnlab.core.errors import LabError
 from vpnlab.grader.client import ask
-from vpnlab.grader.judging import MAX_TRIES, StudentLab, check_lab
+from vpnlab.grader.judging import MAX_TRIES, StudentLab, check_lab, rebuilt
 from vpnlab.grader.report import COLUMNS, plot, rows, to_csv
 from vpnlab.grader.store import Attempt, open_store
 from vpnlab.lab import faults
@@ -186,3 +186,19 @@ def test_the_grader_client_takes_a_JSON_object_and_says_anything_else_in_one_lin
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("now", "moved"),
+    [
+        ({"r1": 7, "r1 netns": 11, "r2": 9, "r2 netns": 12}, False),  # the same lab
+        ({"r1": 8, "r1 netns": 11, "r2": 9, "r2 netns": 12}, False),  # the VPN restarted
+        ({"r1": 7, "r1 netns": 21, "r2": 9, "r2 netns": 22}, True),  # built anew
+        ({"r1": -1, "r1 netns": -1, "r2": -1, "r2 netns": -1}, True),  # no lab: not a lab
+    ],
+)
+def test_an_open_fault_moves_only_to_a_lab_built_anew(now, moved):
+    """A restart in the same lab stays visible ("not restarted"); new namespaces get the fault
+    injected again (``give_fault``)."""
+    old = {"r1": 7, "r1 netns": 11, "r2": 9, "r2 netns": 12}
+    assert rebuilt(old, now) is moved

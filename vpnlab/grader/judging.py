@@ -85,18 +85,27 @@ def give_fault(store: Store, lab: StudentLab) -> dict[str, Any]:
     store's secret, among those they did not have yet) and injected into their troubleshooting
     lab, its record kept in the store.
 
+    An open fault follows the student into a lab built anew (its namespaces are new: the idle
+    culler stopped their server and the lab with it, or ``vpnlab lab down``): the same fault
+    is injected there and its marks moved, so it can be repaired in that lab and a rebuild
+    never gets rid of it. A VPN restarted in the same lab keeps the old marks ("not restarted").
+
     Raises LabError if the lab is not a troubleshooting lab (``vpnlab lab up --fault grader``).
     """
-    drawn = store.open_fault(lab.student)
-    if drawn is not None:
-        return {"ticket": drawn.ticket, "new": False}
     topo = lab.topology
+    drawn = store.open_fault(lab.student)
+    if drawn is not None and not rebuilt(drawn.marks, faults.restart_marks(lab.run, topo)):
+        return {"ticket": drawn.ticket, "new": False}
     guard = lab.run(topo.tunnel.clients[0], ["nft", "list", "table", "inet", faults.GUARD_TABLE])
     if guard.returncode != 0:
         raise LabError(
             f"lab {lab.prefix} is not a troubleshooting lab: "
             f"vpnlab lab up --prefix {lab.prefix} --fault grader"
         )
+    if drawn is not None:
+        faults.FAULTS[drawn.name].inject(lab.run, topo, lab.prefix)
+        store.move_fault(drawn.id, faults.restart_marks(lab.run, topo))
+        return {"ticket": drawn.ticket, "new": False}
     names = [n for n, f in faults.FAULTS.items() if not f.local_only]
     names = [n for n in names if n not in store.fault_names(lab.student)] or names  # each once
     name = faults.draw(names, lab.student, store.secret(), store.faults_drawn(lab.student))
@@ -104,6 +113,12 @@ def give_fault(store: Store, lab: StudentLab) -> dict[str, Any]:
     ticket = faults.FAULTS[name].ticket
     store.add_fault(lab.student, name, faults.restart_marks(lab.run, topo), ticket)
     return {"ticket": ticket, "new": True}
+
+
+def rebuilt(old: dict[str, int], now: dict[str, int]) -> bool:
+    """Whether ``now``'s marks are of other namespaces than ``old``'s (their netns cookies
+    differ: :func:`faults.restart_marks`), not merely of a restarted tun0."""
+    return any(now.get(key) != value for key, value in old.items() if key.endswith(" netns"))
 
 
 def check_lab(store: Store, lab: StudentLab) -> dict[str, Any]:

@@ -164,6 +164,13 @@ class Store:
             return None
         return DrawnFault(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
 
+    def move_fault(self, fault_id: int, marks: dict[str, int]) -> None:
+        """The open fault injected again into a lab built anew: that lab's marks."""
+        with self._lock:
+            self.db.execute(
+                "UPDATE faults SET marks = ? WHERE id = ?", (json.dumps(marks), fault_id)
+            )
+
     def fix_fault(self, fault_id: int) -> None:
         with self._lock:
             self.db.execute("UPDATE faults SET fixed = ? WHERE id = ?", (time.time(), fault_id))

@@ -11,11 +11,11 @@
 # VPNLAB_COURSE: the student edition (default: PREFIX/course);
 # VPNLAB_SERVER: another program instead of jupyterhub-singleuser (the tests use it).
 #
-# The course update (every start): a notebook the student does not have is copied; one the
-# student has not changed since it was copied is replaced by the new version; one the student
-# changed is never overwritten (the server's log says so, once). ~/.vpnlab/course.sha256
-# remembers the version last copied or offered. To take a new version over an edited one, a
-# student renames theirs and restarts the server (File > Hub Control Panel > Stop My Server).
+# The course update (every start; vpnlab/course/student_copy.py): a notebook the student does
+# not have is copied; one whose cells the student has not changed since it was copied is
+# replaced by the new version; one the student changed is never overwritten (the server's log
+# says so, once). To take a new version over an edited one, a student renames theirs and
+# restarts the server (File > Hub Control Panel > Stop My Server).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 python=${VPNLAB_PYTHON:-$here/../venv/bin/python}
@@ -25,35 +25,7 @@ course=${VPNLAB_COURSE:-$here/../course}
 # are the install's: its bin first (the hub passes on its own PATH, which has no venv in it).
 PATH=$(cd "$(dirname "$python")" && pwd):$PATH
 export PATH
-umask 077
-mkdir -p "$HOME/course" "$HOME/.vpnlab"
-manifest=$HOME/.vpnlab/course.sha256
-touch "$manifest"
-: >"$manifest.new"
-(cd "$course" && find . -type f ! -name '.*' | sort) | while IFS= read -r name; do
-  name=${name#./}
-  target=$HOME/course/$name
-  new=$(sha256sum <"$course/$name" | cut -c1-64)
-  copied=$(awk -v n="$name" 'substr($0, 67) == n { print substr($0, 1, 64); exit }' "$manifest")
-  if [ ! -e "$target" ]; then
-    mkdir -p "$(dirname "$target")"
-    cp "$course/$name" "$target"
-    copied=$new
-  else
-    have=$(sha256sum <"$target" | cut -c1-64)
-    if [ "$have" != "$new" ] && [ "$have" = "$copied" ]; then
-      cp "$course/$name" "$target"  # unchanged by the student: the new version
-      echo "vpnlab: course: $name updated" >&2
-      copied=$new
-    elif [ "$have" != "$new" ] && [ "$copied" != "$new" ]; then
-      echo "vpnlab: course: $name has a new version; yours has changes and is kept" >&2
-      copied=$new  # said once
-    fi
-  fi
-  [ -z "$copied" ] || printf '%s  %s\n' "$copied" "$name" >>"$manifest.new"
-done
-mv "$manifest.new" "$manifest"
-umask 022
+"$python" -m vpnlab.course.student_copy "$course"  # vpnlab/course/student_copy.py
 if [ -n "${VPNLAB_SERVER:-}" ]; then
   set -- "$VPNLAB_SERVER" "$@"
 else  # root of the student's own user namespace inside the holder: hence --allow-root

@@ -18,6 +18,7 @@
                (``vpnlab bench --class-hub``)
     meltdown   the TCP-meltdown experiment, UDP against TCP transport (``vpnlab meltdown``)
     check      ``vpnlab check``: the end-to-end checks of a lab (a troubleshooting lab's repair)
+    student_copy  a student's ~/course brought up to date at each start of their hub server
     report     ``vpnlab check --report``: a student's progress per SEED VPN lab task
 
 Their command lines are in ``vpnlab/cli/`` (``arp-experiment``, ``bench``, ``meltdown``,

@@ -115,3 +115,15 @@ def test_main_makes_the_copy_the_students_alone(tmp_path, course, monkeypatch, c
     assert stat.S_IMODE((home / "course").stat().st_mode) == 0o700
     assert student_copy.main([str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_file_that_cannot_be_read_is_left_and_the_rest_updated(tmp_path, course):
+    """One file the student turned into something else stops no server start."""
+    home = tmp_path / "home"
+    said(home, course)
+    (home / "course/00_a.ipynb").unlink()
+    (home / "course/00_a.ipynb").mkdir()  # a folder where the notebook was
+    write(course / "01_b.ipynb", notebook("b = 2\n"))
+    lines = said(home, course)
+    assert lines[0].startswith("vpnlab: course: 00_a.ipynb left as it is: ")
+    assert lines[1:] == ["vpnlab: course: 01_b.ipynb updated"]

@@ -62,30 +62,39 @@ def merge(course: Path, home: Path, say: Callable[[str], None]) -> None:
         name = source.relative_to(course).as_posix()
         if not source.is_file() or source.name.startswith("."):
             continue
-        target = mine / name
-        new = fingerprint(source)
         copied = manifest.get(name)
-        if not target.exists():
-            copy(source, target)
-            copied = new
-        else:
-            have = fingerprint(target)
-            untouched = copied in (have, hashlib.sha256(target.read_bytes()).hexdigest())
-            if have == new:
-                copied = new
-            elif untouched:  # (a manifest of before fingerprints: the file's bytes)
-                copy(source, target)
-                say(f"vpnlab: course: {name} updated")
-                copied = new
-            elif copied != new:
-                say(f"vpnlab: course: {name} has a new version; yours has changes and is kept")
-                copied = new  # said once
+        try:
+            copied = update(source, mine / name, name, copied, say)
+        except OSError as exc:  # one file the student made unreadable stops no server
+            say(f"vpnlab: course: {name} left as it is: {exc.strerror or exc}")
         if copied:
             offered[name] = copied
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     written = manifest_path.with_name(manifest_path.name + ".new")
     written.write_text("".join(f"{value}  {name}\n" for name, value in offered.items()))
     written.replace(manifest_path)
+
+
+def update(
+    source: Path, target: Path, name: str, copied: str | None, say: Callable[[str], None]
+) -> str | None:
+    """One file of the course into the student's copy; the fingerprint to remember for it."""
+    new = fingerprint(source)
+    if not target.exists():
+        copy(source, target)
+        return new
+    have = fingerprint(target)
+    if have == new:
+        return new
+    bytes_hash = hashlib.sha256(target.read_bytes()).hexdigest()  # the shell version's manifest
+    if copied in (have, bytes_hash):  # untouched since copied: the new version
+        copy(source, target)
+        say(f"vpnlab: course: {name} updated")
+        return new
+    if copied != new:
+        say(f"vpnlab: course: {name} has a new version; yours has changes and is kept")
+        return new  # said once
+    return copied
 
 
 def copy(source: Path, target: Path) -> None:

@@ -150,6 +150,11 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def services(hub: int, grader_uid: int) -> list[int]:
+    """The grader service's processes the hub started (its enterers are root's)."""
+    return [p for p in user_processes(grader_uid) if p in descendants(hub)]
+
+
 @pytest.fixture
 def session(tmp_path):
     """A hub, the grader service, two students with hub tokens; all removed after."""
@@ -199,7 +204,7 @@ def session(tmp_path):
             tokens[user.pw_name] = made["token"]
         ready = wait_until(lambda: grader_api("x", "attempts")[0] == 403, 30, 0.3)
         assert ready is not None, (tmp_path / "hub.log").read_text()[-3000:]
-        (service,) = [p for p in user_processes(grader.pw_uid) if p in descendants(hub.pid)]
+        (service,) = services(hub.pid, grader.pw_uid)
         env = {
             "VPNLAB_TUN_NODE": str(tun_node(folder)),
             "VPNLAB_GRADER_URL": f"http://127.0.0.1:{GRADER_PORT}/services/vpnlab-grader/",
@@ -213,7 +218,7 @@ def session(tmp_path):
         finally:
             for student in people:
                 student.vpnlab("lab", "down", "--prefix", PREFIX, timeout=120)
-            enterers = children(service)
+            enterers = [e for s in services(hub.pid, grader.pw_uid) for e in children(s)]
         stop(hub)  # the hub stops its service; the enterer ends with it
         gone = wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in enterers), 30)
         assert gone is not None, f"the enterer outlived the service: {process_states(enterers)}"
@@ -383,3 +388,28 @@ ID = (
 )
 """In a node, through the enterer: makes a file (whose owner the host sees), prints the
 supplementary groups (an unmapped root group would show as 65534) and the network namespace."""
+
+
+def test_a_grader_service_that_ends_is_started_again_by_the_hub(session, tmp_path):
+    """A course update reaches the grader without stopping the class (docs/class.md, step 7):
+    the service ends (SIGTERM, as ``pkill -f 'vpnlab grader serve'``), the hub starts it again
+    from the install as it is now, and it answers with the store it kept."""
+    (alice, _), service, grader, store = session
+    token = alice.env["JUPYTERHUB_API_TOKEN"]
+    # the hub restarts a service it saw up (one that ends while the hub still waits for it at
+    # its own start is logged as failed and left alone): its proxy route says so
+    added = "Adding service vpnlab-grader to proxy"
+    seen = wait_until(lambda: added in (tmp_path / "hub.log").read_text(errors="replace"), 60, 0.5)
+    assert seen is not None, (tmp_path / "hub.log").read_text(errors="replace")[-3000:]
+    assert grader_api(token, "attempts") == (200, {"student": alice.user.pw_name, "attempts": []})
+    parent = int(process_states([service])[service].split()[-1])  # the hub
+    os.kill(service, signal.SIGTERM)
+    ended = wait_until(lambda: process_states([service]).get(service, "Z")[0] == "Z", 10, 0.05)
+    assert ended is not None, process_states([service])  # (a zombie until the hub's next poll)
+    meanwhile = alice.vpnlab("grader", "attempts", timeout=60)  # the next one takes > 1 s
+    assert meanwhile.returncode == 1 and meanwhile.stderr.count("\n") == 1, meanwhile.stderr
+    again = wait_until(lambda: [p for p in services(parent, grader.pw_uid) if p != service], 90, 1)
+    assert again is not None, "the hub did not start its grader service again"
+    answered = wait_until(lambda: grader_api(token, "attempts")[0] == 200, 30, 0.5)
+    assert answered is not None
+    assert os.stat(store).st_mode & 0o777 == 0o600

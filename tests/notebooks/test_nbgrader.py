@@ -5,12 +5,14 @@ replaced). ``nbgrader autograde`` re-runs each in a fresh lab of the instructor'
 the hidden tests; the grades must be 4, 1 and 2 of 4. Submissions are put where ``nbgrader
 collect`` leaves them (one Unix user runs this test, and the exchange names a submitter by Unix
 user). 3 to 6 minutes on the shared 2 cores (three labs built, nbgrader's own start-ups).
+A second test runs the exchange itself with real Unix students (steps 2 and 3).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import secrets
 import subprocess
@@ -144,3 +146,56 @@ def _grades(path: Path) -> dict[str, tuple[float, float]]:
             row["student_id"]: (float(row["raw_score"]), float(row["max_score"]))
             for row in csv.DictReader(rows)
         }
+
+
+def test_students_fetch_and_submit_through_the_exchange_and_collect_takes_them():
+    """Steps 2 and 3 as a class does them: real Unix students run the class install's nbgrader
+    (``fetch_assignment``, ``submit``), the instructor's ``collect`` takes each submission; a
+    student cannot list the exchange's inbound, so no one finds another's submission."""
+    from tests.lab.users import install_bin, made_folder, unix_user
+
+    nbgrader_bin = install_bin() / "nbgrader"
+    with made_folder() as folder, unix_user("x") as ann, unix_user("y") as ben:
+        course, exchange = folder / "course", folder / "exchange"
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        build = [sys.executable, str(ROOT / "scripts" / "nbgrader_course.py"), str(course)]
+        subprocess.run([*build, str(NOTEBOOKS / f"{ASSIGNMENT}.ipynb")], env=env, check=True)
+        config = course / "nbgrader_config.py"
+        config.write_text(config.read_text() + f"c.Exchange.root = {str(exchange)!r}\n")
+        nbgrader(course, "release_assignment", ASSIGNMENT, env=env)
+        where = f"--course vpnlab --Exchange.root={exchange}"
+        for student, answers in ((ann, ANSWERS["complete"][0]), (ben, {})):
+            work = Path(student.pw_dir) / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+            as_student(student, f"cd ~ && {nbgrader_bin} fetch_assignment {ASSIGNMENT} {where}")
+            if answers:
+                edited = folder / "edited.ipynb"
+                edited.write_bytes(work.read_bytes())
+                answer(edited, answers, forge=False)
+                as_student(student, f"cat > {work}", stdin=edited.read_bytes())
+            as_student(student, f"cd ~ && {nbgrader_bin} submit {ASSIGNMENT} {where}")
+        listed = as_student(ben, f"ls {exchange}/vpnlab/inbound", check=False)
+        assert listed.returncode != 0 and "Permission denied" in listed.stderr
+        nbgrader(course, "collect", ASSIGNMENT, f"--Exchange.root={exchange}", env=env)
+        for student in (ann, ben):
+            taken = course / "submitted" / student.pw_name / ASSIGNMENT
+            assert (taken / "timestamp.txt").exists(), sorted(course.rglob("*"))
+        mine = course / "submitted" / ann.pw_name / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        sources = "".join(cell.source for cell in nbformat.read(mine, as_version=4).cells)
+        assert 'answer_0_3 = "r2"' in sources  # ann's work, as she submitted it
+
+
+def as_student(
+    student: pwd.struct_passwd, script: str, stdin: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``script`` in a shell of ``student``'s, as a terminal in their server runs it."""
+    done = subprocess.run(
+        ["runuser", "-u", student.pw_name, "--", "sh", "-c", script],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, f"{script}:\n{done.stdout}\n{done.stderr}"
+    return done

@@ -29,10 +29,9 @@ MANIFEST = Path(".vpnlab/course.sha256")
 """Under the student's home: ``FINGERPRINT  NAME`` a line, the version last copied or offered."""
 
 
-def fingerprint(path: Path) -> str:
+def fingerprint(name: str, data: bytes) -> str:
     """A notebook's cells (type and source), or any other file's bytes, as SHA-256 hex."""
-    data = path.read_bytes()
-    if path.suffix == ".ipynb":
+    if name.endswith(".ipynb"):
         try:
             cells = [
                 [cell["cell_type"], "".join(cell["source"])] for cell in json.loads(data)["cells"]
@@ -79,14 +78,15 @@ def update(
     source: Path, target: Path, name: str, copied: str | None, say: Callable[[str], None]
 ) -> str | None:
     """One file of the course into the student's copy; the fingerprint to remember for it."""
-    new = fingerprint(source)
+    new = fingerprint(name, source.read_bytes())
     if not target.exists():
         copy(source, target)
         return new
-    have = fingerprint(target)
+    mine = target.read_bytes()
+    have = fingerprint(name, mine)
     if have == new:
         return new
-    bytes_hash = hashlib.sha256(target.read_bytes()).hexdigest()  # the shell version's manifest
+    bytes_hash = hashlib.sha256(mine).hexdigest()  # what the shell version's manifest holds
     if copied in (have, bytes_hash):  # untouched since copied: the new version
         copy(source, target)
         say(f"vpnlab: course: {name} updated")

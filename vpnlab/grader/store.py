@@ -18,7 +18,6 @@ import secrets
 import sqlite3
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +80,7 @@ class Store:
             closed_to_others(self.path.parent)
             if self.path.exists() or read_only:
                 closed_to_others(self.path)
-            where = f"file:{urllib.parse.quote(str(self.path))}?mode=ro" if read_only else self.path
+            where = f"{self.path.resolve().as_uri()}?mode=ro" if read_only else self.path
             self.db = sqlite3.connect(
                 where, check_same_thread=False, isolation_level=None, uri=read_only
             )

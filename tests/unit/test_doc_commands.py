@@ -1,7 +1,7 @@
 """The documentation's commands are the CLI's: every ``vpnlab ...`` and ``scripts/netns-lab.sh ...``
 command line written in README.md, DESIGN.md, captures/README.md, docs/*.md and the notebooks'
 text names sub-commands that exist, options that its sub-command has, and, where an option
-takes one of a set of values, one of them.
+takes one of a set of values, one of them; and every repository file they name exists.
 Read from inline code that starts with the command and from lines of shell blocks (a ``$ ``
 prompt, ``sudo``, ``.venv/bin/`` or an install's ``bin/`` in front are allowed). Each line is
 held against vpnlab's own parser (``vpnlab.cli.build_parser``), walked without running anything:
@@ -13,6 +13,7 @@ or names a command without its arguments. ``scripts/netns-lab.sh VERB`` is ``vpn
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import shlex
 from collections.abc import Iterator
@@ -155,6 +156,51 @@ def test_a_written_command_is_one_vpnlab_has(page, line, program, argv):
         return
     wrong = list(problems(vpnlab_argv, build_parser()))
     assert not wrong, f"{page}:{line}: {program} {shlex.join(argv)}: {'; '.join(wrong)}"
+
+
+REPOSITORY_PATH = re.compile(r"`((?:vpnlab|scripts|deploy|docs|notebooks|tests|captures)/[\w./-]*)")
+"""A file or folder of this repository written in inline code (up to a ``:line`` or a space)."""
+PACKAGE_PATH = re.compile(r"`((?:cli|core|course|fast|grader|instruments|lab|shell|wire)/[\w./-]*)")
+"""A module or folder of the package, as pages write them (``shell/tunnel.py``, ``wire/esp``)."""
+
+
+def _exists(path: Path) -> bool:
+    """A file or folder, a module without its ``.py``, or a module's name (``core/pool.Pool``)."""
+    if path.exists() or path.with_name(path.name + ".py").exists():
+        return True
+    module, _, names = path.name.partition(".")
+    source = path.with_name(module + ".py")
+    if not names or not source.is_file() or REPO / "vpnlab" not in source.parents:
+        return False
+    dotted = ".".join(source.relative_to(REPO).with_suffix("").parts)
+    found: object = importlib.import_module(dotted)
+    for name in names.removesuffix("()").split("."):
+        if not hasattr(found, name):
+            return False
+        found = getattr(found, name)
+    return True
+
+
+def test_every_file_a_page_names_exists():
+    """A page that names ``vpnlab/shell/tunnel.py``, ``wire/esp``, ``core/pool.Pool`` or
+    ``scripts/bench.sh`` names a real one (after a file or a name moved, the pages that still
+    name it are found here); ``...`` in a path makes it a pattern."""
+    named = {
+        (page.name, REPO / path)
+        for page in PAGES
+        for path in REPOSITORY_PATH.findall(page.read_text())
+        if "..." not in path
+    } | {
+        (page.name, REPO / "vpnlab" / path)
+        for page in PAGES
+        for path in PACKAGE_PATH.findall(page.read_text())
+        if "..." not in path
+    }
+    assert len(named) > 100, len(named)
+    missing = sorted(
+        f"{page}: {path.relative_to(REPO)}" for page, path in named if not _exists(path)
+    )
+    assert not missing, missing
 
 
 @pytest.mark.parametrize(

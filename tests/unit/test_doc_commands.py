@@ -131,9 +131,10 @@ def problems(argv: list[str], parser: argparse.ArgumentParser) -> Iterator[str]:
 
 
 def as_vpnlab(program: str, argv: list[str]) -> list[str] | None:
-    """The ``vpnlab`` arguments a command line amounts to, or None for the script's own verbs."""
+    """The ``vpnlab`` arguments a command line amounts to, or None for the script's own verbs
+    (and for ``vpnlab`` alone, which a page writes as the program's name)."""
     if program == "vpnlab":
-        return argv
+        return argv or None
     verb, rest = (argv[0], argv[1:]) if argv else ("up", [])
     if verb in ("-h", "--help", "help", "exec", "notebook"):
         return None  # the script's own (tests/unit/test_script_usage.py, tests/lab/test_scripts.py)

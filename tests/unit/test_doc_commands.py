@@ -1,14 +1,15 @@
-"""The documentation's commands are the CLI's: every ``vpnlab ...`` and ``scripts/netns-lab.sh ...``
-command line written in README.md, DESIGN.md, captures/README.md, docs/*.md and the notebooks'
-text names sub-commands that exist, options that its sub-command has, and, where an option
-takes one of a set of values, one of them; and every repository file they name exists.
-
+"""The documentation's commands are the CLI's: every ``vpnlab ...``, ``scripts/netns-lab.sh ...``,
+``scripts/bench.sh ...`` and ``scripts/meltdown.sh ...`` command line written in README.md,
+DESIGN.md, captures/README.md, docs/*.md and the notebooks' text names sub-commands that exist,
+options that its sub-command has, and, where an option takes one of a set of values, one of
+them; and every repository file they name exists.
 Read from inline code that starts with the command and from lines of shell blocks (a ``$ ``
 prompt, ``sudo``, ``.venv/bin/`` or an install's ``bin/`` in front are allowed). Each line is
 held against vpnlab's own parser (``vpnlab.cli.build_parser``), walked without running anything:
 positional values are not checked, since a page often writes a placeholder (``FILE``, ``...``)
 or names a command without its arguments. ``scripts/netns-lab.sh VERB`` is ``vpnlab lab VERB``
-(the script passes any verb on), except its own ``exec`` and ``notebook``.
+(the script passes any verb on), except its own ``exec`` and ``notebook``;
+``scripts/bench.sh ARGS`` and ``scripts/meltdown.sh ARGS`` are ``vpnlab bench|meltdown ARGS``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ PAGES = [
 SHELL_FENCES = ("", "sh", "bash", "shell", "console")
 COMMAND = re.compile(
     r"^(?:\$\s+)?(?:[A-Z_]+=\S*\s+)*(?:sudo\s+(?:-u\s+\S+\s+)?(?:[A-Z_]+=\S*\s+)*)?"
-    r"(?:\S*/)?(vpnlab|netns-lab\.sh)(?:\s+(.*))?$"
+    r"(?:\S*/)?(vpnlab|netns-lab\.sh|bench\.sh|meltdown\.sh)(?:\s+(.*))?$"
 )
 """A command line: prompt, environment, sudo, a path to the program, then its arguments."""
 SHELL_END = re.compile(r"\s(?:#|\||>|2>|&&|;|<)")
@@ -130,11 +131,17 @@ def problems(argv: list[str], parser: argparse.ArgumentParser) -> Iterator[str]:
             return  # `lab exec NODE CMD...`: the rest is the node's command
 
 
+WRAPPERS = {"bench.sh": "bench", "meltdown.sh": "meltdown"}
+"""The scripts that install what is missing and then run ``vpnlab COMMAND "$@"``."""
+
+
 def as_vpnlab(program: str, argv: list[str]) -> list[str] | None:
     """The ``vpnlab`` arguments a command line amounts to, or None for the script's own verbs
     (and for ``vpnlab`` alone, which a page writes as the program's name)."""
     if program == "vpnlab":
         return argv or None
+    if program in WRAPPERS:
+        return [WRAPPERS[program], *argv]
     verb, rest = (argv[0], argv[1:]) if argv else ("up", [])
     if verb in ("-h", "--help", "help", "exec", "notebook"):
         return None  # the script's own (tests/unit/test_script_usage.py, tests/lab/test_scripts.py)
@@ -152,7 +159,7 @@ COMMANDS = [
 
 def test_the_pages_have_commands_to_check():
     programs = {program for _, _, program, _ in WRITTEN}
-    assert programs == {"vpnlab", "netns-lab.sh"} and len(COMMANDS) > 100, len(COMMANDS)
+    assert programs == {"vpnlab", "netns-lab.sh", *WRAPPERS} and len(COMMANDS) > 100, programs
 
 
 @pytest.mark.parametrize(("where", "written", "argv"), COMMANDS, ids=[c[0] for c in COMMANDS])

@@ -137,11 +137,11 @@ WRAPPERS = {"bench.sh": "bench", "meltdown.sh": "meltdown"}
 
 def as_vpnlab(program: str, argv: list[str]) -> list[str] | None:
     """The ``vpnlab`` arguments a command line amounts to, or None for the script's own verbs
-    (and for ``vpnlab`` alone, which a page writes as the program's name)."""
+    (and for ``vpnlab`` or a script alone, which a page writes as the program's name)."""
     if program == "vpnlab":
         return argv or None
-    if program in WRAPPERS:
-        return [WRAPPERS[program], *argv]
+    if program in WRAPPERS:  # alone, it names the script: `bench` exists, nothing to hold
+        return [WRAPPERS[program], *argv] if argv else None
     verb, rest = (argv[0], argv[1:]) if argv else ("up", [])
     if verb in ("-h", "--help", "help", "exec", "notebook"):
         return None  # the script's own (tests/unit/test_script_usage.py, tests/lab/test_scripts.py)

@@ -55,3 +55,22 @@ def test_ServerRouting_refuses_a_bad_name_before_changing_anything(monkeypatch, 
     with pytest.raises(SetupError, match="external interface"):
         server.apply()
     assert changed == [] and not nft_file.exists()
+
+
+def test_in_named_netns_passes_over_a_name_removed_while_it_looks(monkeypatch, tmp_path):
+    """Another lab's namespace removed between listing /run/netns and its stat (a dangling
+    name here) is passed over: ours, listed beside it, still says we are in a lab node."""
+    (tmp_path / "gone-r1").symlink_to(tmp_path / "removed")
+    (tmp_path / "ours").symlink_to("/proc/self/ns/net")
+    monkeypatch.setattr(routing, "NAMED_NETNS_DIR", tmp_path)
+    assert routing.in_named_netns()
+
+
+def test_in_named_netns_is_no_without_our_namespace_or_without_the_folder(monkeypatch, tmp_path):
+    """Fails closed: only other names (or no /run/netns at all) means the host's namespace."""
+    (tmp_path / "gone-r1").symlink_to(tmp_path / "removed")
+    (tmp_path / "other").write_text("")  # a plain file: not our namespace
+    monkeypatch.setattr(routing, "NAMED_NETNS_DIR", tmp_path)
+    assert not routing.in_named_netns()
+    monkeypatch.setattr(routing, "NAMED_NETNS_DIR", tmp_path / "missing")
+    assert not routing.in_named_netns()

@@ -59,14 +59,23 @@ NAMED_NETNS_DIR = Path("/run/netns")
 def in_named_netns() -> bool:
     """True when this process runs in a namespace made with ``ip netns add`` (a lab node).
 
-    Fails closed: if the namespaces cannot be inspected, the answer is False.
+    Fails closed: if our namespace or the named ones cannot be inspected, the answer is False.
+    A name removed while we look (another lab's ``down``) is passed over, not taken for a no:
+    with three labs built and removed at once a client refused to start, once in CI.
     """
     try:
-        ours = os.stat("/proc/self/ns/net").st_ino
-        named = {entry.stat().st_ino for entry in NAMED_NETNS_DIR.iterdir()}
+        ours = os.stat("/proc/self/ns/net")
+        names = list(NAMED_NETNS_DIR.iterdir())
     except OSError:
         return False
-    return ours in named
+    for name in names:
+        try:
+            named = name.stat()
+        except OSError:  # gone (or unmounted) since iterdir()
+            continue
+        if (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino):
+            return True
+    return False
 
 
 def refuse_host_changes(allow_host: bool) -> None:

@@ -89,6 +89,23 @@ def test_Topology_rejects_bad_descriptions():
         from_dict({"node": [{"name": "x"}]})  # a topology file's typo: [[node]]
 
 
+def test_load_topology_refuses_an_unreadable_file_in_one_line(tmp_path):
+    """A folder, a binary file and bad TOML: each one line naming the file and why."""
+    binary = tmp_path / "junk.toml"
+    binary.write_bytes(b"\xff\xfe\x00 not utf-8")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[[node]\nname = 1\n")
+    cases = {
+        tmp_path: f"^cannot read topology {tmp_path}: Is a directory$",
+        tmp_path / "absent.toml": f"^cannot read topology {tmp_path}/absent.toml: No such file",
+        binary: f"^cannot read topology {binary}: not text$",
+        broken: f"^cannot read topology {broken}: Expected ']]'",
+    }
+    for path, message in cases.items():
+        with pytest.raises(LabError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            load_topology(path)
+
+
 def test_make_topology_adds_clients_behind_a_bridge():
     topo = make_topology(3)
     assert topo.tunnel.clients == ("r1", "r3", "r4")

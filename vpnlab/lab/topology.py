@@ -275,7 +275,11 @@ def load_topology(path: str | Path) -> Topology:
             raise LabError("reading a TOML topology needs Python 3.11+ or tomli") from None
     try:
         data = tomllib.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise LabError(f"cannot read topology {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise LabError(f"cannot read topology {path}: not text") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError: where the TOML is wrong
         raise LabError(f"cannot read topology {path}: {exc}") from None
     return from_dict(data)
 

@@ -19,7 +19,7 @@ def test_perpacket_prints_every_row_for_each_tree(mode: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
     names = [row.split(" | ")[0].removeprefix("| ") for row in rows]
-    assert names == ["seal", "open", "core out", "core in", "loop out", "loop in"]
+    assert names == ["seal", "open", "core out", "core in", "loop out", "loop in", "loop floor"]
     for row in rows:
         cells = row.strip("| ").split(" | ")[1:]
         assert len(cells) == 2

@@ -42,6 +42,7 @@ if GRADER_USER:
         {
             "name": "vpnlab-grader",
             "url": f"http://127.0.0.1:{GRADER_PORT}",
+            "cwd": "/",  # not the hub's folder: python -m imports from where it starts
             "command": [
                 *(GRADER_PYTHON, "-m", "vpnlab", "grader", "serve", "--user", GRADER_USER),
                 *("--store", GRADER_STORE, "--port", str(GRADER_PORT), "--prefix", GRADER_PREFIX),

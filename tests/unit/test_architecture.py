@@ -243,6 +243,18 @@ def test_importing_the_daemons_loads_no_pyroute2():
     assert done.stdout.strip() == "[]"
 
 
+def test_python_is_started_only_through_python_argv():
+    """Every ``[sys.executable, ...]`` the package starts is ``lab.nodes.python_argv``'s, with
+    ``-P``: none imports from the folder it was started in (test_nodes: a planted package)."""
+    bad = []
+    for path in sorted(set(PACKAGE.rglob("*.py")) - {PACKAGE / "lab" / "nodes.py"}):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.List) and node.elts:
+                first = node.elts[0]
+                if isinstance(first, ast.Attribute) and ast.unparse(first) == "sys.executable":
+                    bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert bad == [], "start Python with lab.nodes.python_argv"
+
 def test_argparse_only_in_cli():
     bad = [
         f"{module}:{line}"

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypedDict
@@ -43,7 +42,7 @@ from vpnlab.core.reasons import Drop
 from vpnlab.instruments.whoami import pattern_sha256
 from vpnlab.lab import faults
 from vpnlab.lab.inspection import read_status_file, status
-from vpnlab.lab.nodes import run_in, wait_for
+from vpnlab.lab.nodes import python_argv, run_in, wait_for
 from vpnlab.lab.state import record_of, state_dir, topology_of
 from vpnlab.lab.topology import Topology
 
@@ -126,7 +125,7 @@ def _ping(lab: NodeView, node: str, address: str, *extra: str) -> tuple[bool, st
 
 def _in_node(lab: NodeView, node: str, code: str, *args: str, timeout: float = 8) -> str:
     """A Python one-liner in ``node``: its last line of output (or of its error)."""
-    _, out = _run(lab, node, [sys.executable, "-c", code, *args], timeout)
+    _, out = _run(lab, node, python_argv("-c", code, *args), timeout)
     lines = (out.strip() or "no output").splitlines()
     return lines[-1]
 

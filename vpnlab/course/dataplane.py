@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TypedDict
 
 from vpnlab import lab
 from vpnlab.core.errors import LabError
+from vpnlab.lab.nodes import python_argv
 from vpnlab.lab.state import namespace
 from vpnlab.lab.vm import HOST_ADDR, KernelVM, VmResult
 from vpnlab.lab.vm_image import build_image
@@ -68,7 +68,7 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     """vpnlab's server in r2's namespace, without a liveness timeout: a kernel-data-plane
     client's keepalives are NAT-keepalives, which prove nothing (anyone can send 0xFF)."""
-    argv = [sys.executable, "-m", "vpnlab", "server", "--psk-file", str(psk), "--cipher", cipher]
+    argv = python_argv("-m", "vpnlab", "server", "--psk-file", str(psk), "--cipher", cipher)
     output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
     return subprocess.Popen(
         ["ip", "netns", "exec", r2, *argv, "--liveness-timeout", "0", *extra],
@@ -90,7 +90,7 @@ def run_client(
     It runs in the VM's own network namespace (``--allow-host-changes``), on port 4501 (4500
     may be taken by a test's ESP-in-UDP socket), and exports its esp_sa rows to ``rows``.
     """
-    argv = [sys.executable, "-m", "vpnlab", "client", "--server", HOST_ADDR, "--psk-file"]
+    argv = python_argv("-m", "vpnlab", "client", "--server", HOST_ADDR, "--psk-file")
     argv += [str(psk), "--cipher", cipher, "--local-port", str(CLIENT_PORT), "--esp-sa-file"]
     argv += [str(rows), "--allow-host-changes", *(["--kernel-dataplane"] if kernel else [])]
     argv += extra

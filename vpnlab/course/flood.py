@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
@@ -51,7 +50,7 @@ from vpnlab.course.classload import (
     source_addresses,
 )
 from vpnlab.instruments.loadclients import LoadDriver
-from vpnlab.lab.nodes import popen_in, udp_socket_in
+from vpnlab.lab.nodes import popen_in, python_argv, udp_socket_in
 from vpnlab.lab.state import state_dir
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY
 from vpnlab.shell.keys import read_secret, write_secret
@@ -188,7 +187,7 @@ def phase(
     kernel_before = kernel_drops(prefix)
     sender = None
     if flood is not None:
-        argv = [sys.executable, "-m", "vpnlab.cli.flood", *flood, "--seconds"]
+        argv = python_argv("-m", "vpnlab.cli.flood", *flood, "--seconds")
         sender = popen_in(prefix, "isp", [*argv, str(flood_s)], stdout=subprocess.PIPE, text=True)
     driver.run(lambda: False, 1.0)  # the flood under way (and the server under load)
     count = int((flood_s - 3.0) / PING_INTERVAL_S)

@@ -34,7 +34,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from typing import Any
 from vpnlab.core.errors import VpnlabError
 from vpnlab.core.reasons import State
 from vpnlab.course.grading import check_answer, explain, grade, grade_facts, observe, predict
-from vpnlab.lab.nodes import exec_in, popen_in, wait_for
+from vpnlab.lab.nodes import exec_in, popen_in, python_argv, wait_for
 from vpnlab.lab.state import drawn_values, namespace, state_dir
 
 __all__ = [
@@ -130,7 +129,7 @@ class CourseLab:
         A failure raises CourseError with the command's whole output (its stderr last: the
         error line, the node, the daemon's log), which is what the notebook shows under the cell.
         """
-        argv = [sys.executable, "-m", "vpnlab", *args, "--prefix", self.prefix]
+        argv = python_argv("-m", "vpnlab", *args, "--prefix", self.prefix)
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
@@ -203,7 +202,7 @@ class CourseLab:
             "lab.start_vpn(sys.argv[1], sys.argv[2] or None, server_args=s, client_args=c)"
         )
         extra = json.dumps([list(server_args), list(client_args)])
-        argv = [sys.executable, "-c", code, self.prefix, cipher or "", extra]
+        argv = python_argv("-c", code, self.prefix, cipher or "", extra)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
         out = (done.stdout + done.stderr).rstrip()
         if done.returncode != 0:
@@ -220,7 +219,7 @@ class CourseLab:
         )
         status = self.state_dir() / f"client-{node}.json"
         status.unlink(missing_ok=True)  # the old client's last word
-        argv = [sys.executable, "-c", code, self.prefix, node]
+        argv = python_argv("-c", code, self.prefix, node)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
         if done.returncode != 0:
             raise CourseError(f"restart client-{node}: {(done.stderr or done.stdout).strip()}")
@@ -301,7 +300,7 @@ class CourseLab:
         """The classic TAP experiment in ``node`` (``vpnlab arp-experiment``, see ``arp.py``):
         the kernel's ARP request read from a hand-made TAP device, the scapy-crafted reply,
         and the ``ip neigh`` line that proves the kernel believed it."""
-        argv = [sys.executable, "-m", "vpnlab", "arp-experiment", "--name", name]
+        argv = python_argv("-m", "vpnlab", "arp-experiment", "--name", name)
         done = self.run(node, argv, check=True)
         experiment: dict[str, str] = json.loads(done.stdout)
         return experiment

@@ -26,6 +26,7 @@ from vpnlab.course.check import behaviour_checks, not_restarted
 from vpnlab.course.exercises import EXERCISES
 from vpnlab.lab import faults
 from vpnlab.lab.draw import WHOAMI_TOKEN
+from vpnlab.lab.nodes import python_argv
 from vpnlab.lab.topology import DEFAULT_TOPOLOGY, Topology
 
 from .store import Attempt, Store
@@ -64,7 +65,7 @@ class StudentLab:
         """The values drawn at ``lab up``, read from the live lab, never from the student's
         state folder (which the grader neither reads nor trusts): the who-am-I token is what
         the web node serves at ``/token`` now."""
-        done = self.exec_in("web", [sys.executable, "-c", _READ_TOKEN], timeout=10)
+        done = self.exec_in("web", python_argv("-c", _READ_TOKEN), timeout=10)
         token = done.stdout.strip() if done.returncode == 0 else ""
         return {WHOAMI_TOKEN: token} if token else {}
 

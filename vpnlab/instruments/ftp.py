@@ -19,7 +19,6 @@ import json
 import select
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from vpnlab.instruments.ftp_endpoints import (
     TransferResult,
     sha256,
 )
-from vpnlab.lab.nodes import exec_in, popen_in
+from vpnlab.lab.nodes import exec_in, popen_in, python_argv
 from vpnlab.lab.state import namespace
 
 __all__ = ["MODES", "FtpError", "LabFtpServer", "lab_server", "lab_transfer", "sha256"]
@@ -83,7 +82,7 @@ def lab_server(
     """
     made = root is None
     folder = Path(tempfile.mkdtemp(prefix="vpnlab-ftp-")) if root is None else Path(root)
-    argv = [sys.executable, "-m", "vpnlab", "ftp", "serve", "--listen", listen]
+    argv = python_argv("-m", "vpnlab", "ftp", "serve", "--listen", listen)
     argv += ["--port", str(port), "--root", str(folder), "--lifetime", str(lifetime_s)]
     try:
         proc = popen_in(
@@ -147,7 +146,7 @@ def lab_transfer(
     Raises:
         FtpError: the transfer failed (its one-line reason) or took longer than ``timeout_s``.
     """
-    argv = [sys.executable, "-m", "vpnlab", "ftp", "transfer", "--server", server]
+    argv = python_argv("-m", "vpnlab", "ftp", "transfer", "--server", server)
     argv += ["--mode", mode, "--size", str(size_bytes), "--port", str(port)]
     argv += ["--file", str(Path(path).absolute())] if path else []
     try:

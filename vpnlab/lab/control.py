@@ -11,7 +11,6 @@ import ipaddress
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ from vpnlab.core.reasons import State
 from vpnlab.lab.build import build, listening, start_daemon
 from vpnlab.lab.draw import WHOAMI_TOKEN, draw
 from vpnlab.lab.inspection import status
-from vpnlab.lab.nodes import check_environment, run_in
+from vpnlab.lab.nodes import check_environment, python_argv, run_in
 from vpnlab.lab.records import LabRecord
 from vpnlab.lab.rootless import check_lab_limit, labs_here
 from vpnlab.lab.state import (
@@ -95,7 +94,7 @@ def down(prefix: str = DEFAULT_PREFIX) -> list[str]:
 
 def _start_web(prefix: str, topo: Topology, record: LabRecord) -> None:
     listen = "::" if topo.dual_stack else topo.web_ip  # dual stack: one socket for both families
-    argv = [sys.executable, "-m", "vpnlab", "whoami", "--listen", listen]
+    argv = python_argv("-m", "vpnlab", "whoami", "--listen", listen)
     argv += ["--port", str(topo.web_port)]
     argv += ["--token", str(record.drawn.get(WHOAMI_TOKEN, ""))]
     pid = start_daemon(prefix, record, "whoami", topo.web, argv)
@@ -225,7 +224,7 @@ def _route_dev(prefix: str, node: str, address: str) -> str | None:
 def _whoami(prefix: str, node: str, url: str) -> str:
     """who-am-I's answer to ``node`` (``you are ...``), or the reason there is none."""
     try:
-        fetch = run_in(prefix, node, [sys.executable, "-c", _FETCH, url], timeout=10)
+        fetch = run_in(prefix, node, python_argv("-c", _FETCH, url), timeout=10)
     except subprocess.TimeoutExpired:
         return "timed out"
     errors = (fetch.stderr or "").strip().splitlines() or ["no answer"]

@@ -24,7 +24,6 @@ import random
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from typing import Any
 
 from vpnlab.core.errors import LabError
 from vpnlab.lab.build import log_tail, start_daemon
-from vpnlab.lab.nodes import run_in, wait_for
+from vpnlab.lab.nodes import python_argv, run_in, wait_for
 from vpnlab.lab.state import alive, load, save, stop_daemons, topology_of
 from vpnlab.shell.tun import create_tun_dev
 
@@ -175,7 +174,7 @@ def _start_relay(prefix: str, router: str, delay_ms: float, jitter_ms: float) ->
     record = load(prefix)
     if record is None:
         raise LabError(f"no lab with prefix {prefix!r} is up")
-    argv = [sys.executable, "-m", "vpnlab", "lab", "relay", "--delay-ms", str(delay_ms)]
+    argv = python_argv("-m", "vpnlab", "lab", "relay", "--delay-ms", str(delay_ms))
     pid = start_daemon(prefix, record, DAEMON, router, argv + ["--jitter-ms", str(jitter_ms)])
     if not wait_for(lambda: _device_up(prefix, router) or not alive(pid), 5.0) or not alive(pid):
         log = record.daemons[DAEMON].log

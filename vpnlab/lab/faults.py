@@ -57,7 +57,6 @@ import os
 import random
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -68,7 +67,7 @@ from vpnlab.core.errors import LabError
 from vpnlab.lab.build import start_daemon
 from vpnlab.lab.control import up
 from vpnlab.lab.inspection import status
-from vpnlab.lab.nodes import run_in
+from vpnlab.lab.nodes import python_argv, run_in
 from vpnlab.lab.state import (
     PRIVATE_DIR,
     base_dir,
@@ -329,7 +328,7 @@ def restart_marks(run: NodeRunner, topo: Topology) -> dict[str, int]:
     marks = {}
     for node in (_client(topo), topo.tunnel.server):
         done = run(node, ["ip", "-j", "link", "show", "dev", "tun0"], None)
-        cookie = run(node, [sys.executable, "-c", _COOKIE], None)
+        cookie = run(node, python_argv("-c", _COOKIE), None)
         try:
             marks[node] = int(json.loads(done.stdout)[0]["ifindex"])
         except (ValueError, IndexError, KeyError, TypeError):

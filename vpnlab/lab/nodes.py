@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +24,22 @@ from vpnlab.lab.state import check_prefix, namespace, ns_exists, topology_of
 
 REQUIRED_TOOLS = {"ip": "iproute2", "sysctl": "procps"}
 """The tools the lab runs, and the Debian package of each."""
+
+SAFE_PATH_FLAG: tuple[str, ...] = ("-P",) if sys.version_info >= (3, 11) else ()
+"""``python -P`` (3.11+): the current folder is not put in front of the import path."""
+
+
+def python_argv(*args: str) -> list[str]:
+    """This Python running ``args`` (``-m vpnlab server ...``, ``-c CODE``), as the lab, the
+    instruments and the course start it, in a node or not.
+
+    ``python -m`` and ``-c`` import from the current folder first, so root starting a lab
+    from a folder that others can write (/tmp, a student's home) would run, as root, in every
+    daemon, a ``vpnlab/`` or ``urllib/`` planted there. With ``-P`` the import path is this
+    Python's own (and PYTHONPATH's). Python 3.10 has no such switch: there, start labs from a
+    folder only you can write (docs/security.md).
+    """
+    return [sys.executable, *SAFE_PATH_FLAG, *args]
 
 
 def check_environment() -> None:

@@ -35,6 +35,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from vpnlab.core.errors import LabError
+from vpnlab.lab.nodes import python_argv
 from vpnlab.lab.state import DEFAULT_PREFIX, alive, base_dir, check_prefix, prefix_namespaces
 
 HOLDER_WAIT_S = 5.0
@@ -356,7 +357,7 @@ def forward(command: str, argv: Sequence[str], prefix: str | None, verb: str | N
     ``lab down`` removes the lab and then its holder, any other lab verb and ``capture`` enter
     the holder of ``prefix``; the experiments run in a holder of their own.
     """
-    inner = [sys.executable, "-m", "vpnlab", *argv]
+    inner = python_argv("-m", "vpnlab", *argv)
     if command in OWN_LAB_COMMANDS:
         return run(inner)
     prefix = check_prefix(prefix or os.environ.get("VPNLAB_PREFIX") or DEFAULT_PREFIX)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ from vpnlab.core.pool import AddressPool, tunnel_address6
 from vpnlab.core.reasons import State
 from vpnlab.lab.build import log_tail, start_daemon
 from vpnlab.lab.inspection import read_status_file, status
-from vpnlab.lab.nodes import check_environment, run_in, wait_for
+from vpnlab.lab.nodes import check_environment, python_argv, run_in, wait_for
 from vpnlab.lab.records import LabRecord
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
@@ -66,7 +65,7 @@ def _public_ip(topo: Topology, outer: int) -> str:
 def _server_argv(
     topo: Topology, folder: Path, key_args: list[str], nat: bool, outer: int = 4
 ) -> list[str]:
-    argv = [sys.executable, "-m", "vpnlab", "server", "--listen", _public_ip(topo, outer)]
+    argv = python_argv("-m", "vpnlab", "server", "--listen", _public_ip(topo, outer))
     argv += ["--tunnel-address", topo.tunnel.server_address, *key_args]
     if nat:
         argv += ["--external-interface", topo.tunnel.external_interface]
@@ -79,7 +78,7 @@ def _client_argv(
     topo: Topology, node: str, folder: Path, key_args: list[str], outer: int = 4
 ) -> list[str]:
     server = _public_ip(topo, outer)
-    argv = [sys.executable, "-m", "vpnlab", "client", "--server", server, *key_args]
+    argv = python_argv("-m", "vpnlab", "client", "--server", server, *key_args)
     return argv + ["--status-file", str(folder / f"client-{node}.json")]
 
 

@@ -19,10 +19,9 @@ from vpnlab.fast.offload import GSO_MAX_SIZE
 from vpnlab.lab.inspection import read_status_file
 from vpnlab.lab.state import state_dir
 from vpnlab.shell.queues import (
-    FAST_QUEUE_BYTES,
+    QUEUE_BYTES,
     SERVER_MIN_RING_ENTRIES,
     SESSION_ROOM_BYTES,
-    SIMPLE_QUEUE_BYTES,
     ring_entries,
 )
 
@@ -59,15 +58,15 @@ def expected_buffers(node: str, budget: int) -> list[tuple[int, int]]:
 def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
     lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm")  # the default data path: fast
     rings = {"r1": 4, "r2": SERVER_MIN_RING_ENTRIES}  # the client: 4 super-packets
-    assert ring_entries(FAST_QUEUE_BYTES, GSO_MAX_SIZE) == 4
+    assert ring_entries(QUEUE_BYTES, GSO_MAX_SIZE) == 4
     for node in NODES:
         assert txqueuelen(fresh_lab, node) == rings[node]
-        assert socket_buffers(fresh_lab, node) == expected_buffers(node, FAST_QUEUE_BYTES)
+        assert socket_buffers(fresh_lab, node) == expected_buffers(node, QUEUE_BYTES)
     for name, node in (("server.json", "r2"), ("client-r1.json", "r1")):  # the status files
         status = read_status_file(state_dir(fresh_lab.prefix) / name) or {}
         assert status.get("queues") == {
             "tun_txqueuelen": rings[node],
-            "socket_buffer_bytes": FAST_QUEUE_BYTES,
+            "socket_buffer_bytes": QUEUE_BYTES,
         }
     assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0
 
@@ -75,13 +74,13 @@ def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
 def test_queue_bytes_sizes_the_simple_path_by_the_mtu(fresh_lab):
     simple = ["--datapath", "simple", "--mtu", "1400"]
     lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", server_args=simple, client_args=simple)
-    for node in NODES:  # its default: the kernel's 500 packets, 4 MiB buffers (as before)
-        assert txqueuelen(fresh_lab, node) == 500
-        assert socket_buffers(fresh_lab, node) == expected_buffers(node, SIMPLE_QUEUE_BYTES)
+    for node in NODES:  # the default, as on the fast path: 256 KiB, 187 packets of the MTU
+        assert txqueuelen(fresh_lab, node) == QUEUE_BYTES // 1400 == 187
+        assert socket_buffers(fresh_lab, node) == expected_buffers(node, QUEUE_BYTES)
     lab.stop_vpn(fresh_lab.prefix)
-    extra = [*simple, "--queue-bytes", "262144"]
+    extra = [*simple, "--queue-bytes", "524288"]
     lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm", server_args=extra, client_args=extra)
     for node in NODES:
-        assert txqueuelen(fresh_lab, node) == 262144 // 1400 == 187
-        assert socket_buffers(fresh_lab, node) == expected_buffers(node, 262144)
+        assert txqueuelen(fresh_lab, node) == 524288 // 1400 == 374
+        assert socket_buffers(fresh_lab, node) == expected_buffers(node, 524288)
     assert fresh_lab.run("r1", "ping", "-c", "2", "-W", "2", WEB_IP).returncode == 0

@@ -255,6 +255,7 @@ def test_python_is_started_only_through_python_argv():
                     bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert bad == [], "start Python with lab.nodes.python_argv"
 
+
 def test_argparse_only_in_cli():
     bad = [
         f"{module}:{line}"

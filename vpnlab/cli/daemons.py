@@ -23,7 +23,7 @@ from vpnlab.fast.datapath import FastDatapath
 from vpnlab.shell.client import ClientOptions, run_client
 from vpnlab.shell.keys import read_psk, read_static_keys
 from vpnlab.shell.peers import read_client_config, read_server_identity
-from vpnlab.shell.queues import FAST_QUEUE_BYTES, MIN_QUEUE_BYTES, SIMPLE_QUEUE_BYTES
+from vpnlab.shell.queues import MIN_QUEUE_BYTES, QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import check_interface_name
 from vpnlab.shell.server import ServerOptions, run_server
@@ -77,8 +77,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         "(its txqueuelen: BYTES over the largest packet a read returns, 60,000 on the fast "
         "path, 4 to 500) and the UDP socket's buffers (receiving: 1 KiB more per session); "
         "less queue is less latency under load, "
-        f"a full queue drops (default {FAST_QUEUE_BYTES} on the fast path, "
-        f"{SIMPLE_QUEUE_BYTES} on the simple one; at least {MIN_QUEUE_BYTES})",
+        f"a full queue drops (default {QUEUE_BYTES}, at least {MIN_QUEUE_BYTES})",
     )
     parser.add_argument(
         "--mode",

@@ -33,7 +33,6 @@ from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.fast import offload
 from vpnlab.fast.batch import gro_segment_size, gso_batches, gso_control, split_gro
 from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, Write, coalesce, split
-from vpnlab.shell.queues import FAST_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import Run, UdpTransport, add_run
 
@@ -198,7 +197,6 @@ class FastDatapath:
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
     super_packet_bytes = offload.GSO_MAX_SIZE
     """tun0 hands over TCP super-packets up to this size (gso_max_size, TSO)."""
-    queue_bytes = FAST_QUEUE_BYTES
     """The default budget of each queue: tun0's ring holds 4 super-packets (``queues.py``)."""
 
     def __init__(self, reporter: Reporter) -> None:

@@ -39,7 +39,7 @@ from vpnlab.core.pool import TunnelAddress, tunnel_address6
 from vpnlab.core.reasons import Close, State
 from vpnlab.core.session import DEFAULT_TIMEOUTS, Timeouts
 from vpnlab.shell.keys import esp_sa_text, write_secret
-from vpnlab.shell.queues import ring_entries
+from vpnlab.shell.queues import QUEUE_BYTES, ring_entries
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ClientRouting, carries_ipv6, refuse_host_changes
 from vpnlab.shell.tap import device_flags
@@ -88,7 +88,7 @@ class ClientOptions:
     queue_bytes: int | None = None
     """``--queue-bytes``: tun0's ring and the socket's buffers hold about this much each
     (``queues.py``), a bound on the packets waiting for this daemon, hence on latency;
-    None: the data path's default (``Datapath.queue_bytes``)."""
+    None: the default, ``queues.QUEUE_BYTES``."""
     status_file: Path | None = None
     allow_host_changes: bool = False
     reconnect: bool = False
@@ -209,7 +209,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             datapath=datapath,
             server=server,
             drops=core.counters.drops,
-            buffer_bytes=options.queue_bytes or datapath.queue_bytes,
+            buffer_bytes=options.queue_bytes or QUEUE_BYTES,
         )
         if not client_connection(core, transport, signals, reporter):
             if signals.received is not None:
@@ -281,7 +281,7 @@ def bring_up(
         options.tun_name, device_flags(options.mode, datapath.tun_flags)
     )
     try:
-        budget = options.queue_bytes or datapath.queue_bytes
+        budget = options.queue_bytes or QUEUE_BYTES
         ring = ring_entries(budget, datapath.super_packet_bytes or options.mtu)
         ifconfig(tun_name, address, options.mtu, address6, txqueuelen=ring)
         # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP

@@ -17,22 +17,21 @@ slower daemon's queue is then the tunnel's standing queue, milliseconds of it. B
 to ``--queue-bytes`` (as BQL bounds a NIC's ring in bytes) makes a full queue drop, which the
 sender's TCP repairs, instead of holding a ping behind megabytes. Ifconfig sets the ring
 (``tun.ifconfig``), Init(PORT) the buffers (``transport.init_socket``; the server's receive
-buffer grows by :data:`SESSION_ROOM_BYTES` per session). The default depends on the
-data path (``Datapath.queue_bytes``): 256 KiB on the fast path (the client's tun0 ring: 4
-super-packets; the server's at least 128 entries, :data:`SERVER_MIN_RING_ENTRIES`), 4 MiB on the
-simple one (the kernel's 500 packets, as before).
+buffer grows by :data:`SESSION_ROOM_BYTES` per session). The default, :data:`QUEUE_BYTES`, is
+256 KiB on both data paths: on the fast path the client's tun0 ring holds 4 super-packets, on
+the simple one 187 packets of a 1,400-byte MTU (the server's ring at least 128 entries,
+:data:`SERVER_MIN_RING_ENTRIES`).
 """
 
 from __future__ import annotations
 
-FAST_QUEUE_BYTES = 256 * 1024
-"""The fast path's default per queue (tun0's ring, the socket's receive and send buffers):
-about 2 ms at 1 Gbit/s. With TunSelected's batch counted in packets (``tunnel.BATCH``) it
-gave a loaded ping at or below OpenVPN's at about the throughput of 4 MiB; 128 KiB cost a
-fifth of the throughput (``docs/performance.md``)."""
-SIMPLE_QUEUE_BYTES = 4 * 1024 * 1024
-"""The simple path's default: its loop, one system call per packet, needs the room (with
-256 KiB its throughput fell by a third, and its loaded ping did not improve)."""
+QUEUE_BYTES = 256 * 1024
+"""The default per queue (tun0's ring, the socket's receive and send buffers), on both data
+paths: about 2 ms at 1 Gbit/s. On the fast path, with TunSelected's batch counted in packets
+(``tunnel.BATCH``), it gave a loaded ping at or below OpenVPN's at about the throughput of
+4 MiB; 128 KiB cost a fifth of the throughput. On the simple path (4 MiB until 2026-12-07) it
+halved the loaded ping at the same throughput, with BBR and with CUBIC as the inner TCP
+(``docs/performance.md``)."""
 MIN_QUEUE_BYTES = 64 * 1024
 """Less would not hold one super-packet (or one UDP GSO batch)."""
 MIN_RING_ENTRIES = 4

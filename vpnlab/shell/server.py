@@ -53,7 +53,7 @@ from vpnlab.shell.peers import (
     read_peers,
     write_hello_stamps,
 )
-from vpnlab.shell.queues import SERVER_MIN_RING_ENTRIES, ring_entries
+from vpnlab.shell.queues import QUEUE_BYTES, SERVER_MIN_RING_ENTRIES, ring_entries
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import ServerRouting, carries_ipv6, refuse_host_changes
 from vpnlab.shell.tap import device_flags, mac_address
@@ -96,7 +96,7 @@ class ServerOptions:
     queue_bytes: int | None = None
     """``--queue-bytes``: tun0's ring and the socket's buffers hold about this much each
     (``queues.py``), a bound on the packets waiting for this daemon, hence on latency;
-    None: the data path's default (``Datapath.queue_bytes``)."""
+    None: the default, ``queues.QUEUE_BYTES``."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
@@ -429,7 +429,7 @@ def server_transport(options: ServerOptions, datapath: Datapath, core: ServerCor
         options.port,
         datapath=datapath,
         drops=core.counters.drops,
-        buffer_bytes=options.queue_bytes or datapath.queue_bytes,
+        buffer_bytes=options.queue_bytes or QUEUE_BYTES,
     )
 
 
@@ -533,7 +533,7 @@ def bring_up(
         address6 = tunnel_address6(options.tunnel_address)
         routing.network6 = address6.network
     try:
-        budget = options.queue_bytes or datapath.queue_bytes
+        budget = options.queue_bytes or QUEUE_BYTES
         entry = datapath.super_packet_bytes or options.mtu
         ring = ring_entries(budget, entry, SERVER_MIN_RING_ENTRIES)
         ifconfig(tun_name, options.tunnel_address, options.mtu, address6, txqueuelen=ring)

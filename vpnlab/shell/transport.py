@@ -38,7 +38,7 @@ from vpnlab.core.constants import MAX_DATAGRAM
 from vpnlab.core.errors import LocalProtocolError, SetupError
 from vpnlab.core.events import Address
 from vpnlab.core.reasons import Drop, DropLabel
-from vpnlab.shell.queues import SESSION_ROOM_BYTES, SIMPLE_QUEUE_BYTES
+from vpnlab.shell.queues import QUEUE_BYTES, SESSION_ROOM_BYTES
 from vpnlab.wire import handshake, identity
 from vpnlab.wire.framing import FrameDecoder, encode_frame
 
@@ -109,7 +109,7 @@ def family_of(address: str) -> socket.AddressFamily:
 
 
 def init_socket(
-    address: str, port: int, buffer_bytes: int = SIMPLE_QUEUE_BYTES, *, reuse_port: bool = False
+    address: str, port: int, buffer_bytes: int = QUEUE_BYTES, *, reuse_port: bool = False
 ) -> socket.socket:
     """Init(PORT): a UDP socket (SOCK_DGRAM) bound to ``address``:``port``, non-blocking.
 
@@ -598,7 +598,7 @@ def open_transport(
     datapath: UdpMaker,
     drops: Counter[DropLabel],
     server: Address | None = None,
-    buffer_bytes: int = SIMPLE_QUEUE_BYTES,
+    buffer_bytes: int = QUEUE_BYTES,
 ) -> Transport:
     """Init(PORT) for ``--transport``: the UDP socket of the notes, or a TCP transport.
 

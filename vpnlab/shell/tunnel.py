@@ -51,7 +51,6 @@ from vpnlab.core.events import (
 )
 from vpnlab.core.reasons import Drop, DropLabel, State
 from vpnlab.core.session import Counters
-from vpnlab.shell.queues import SIMPLE_QUEUE_BYTES
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import Routing
 from vpnlab.shell.transport import Run, Transport, UdpTransport
@@ -191,8 +190,6 @@ class Datapath(Protocol):
     super_packet_bytes: int
     """The largest packet a tun0 read returns when beyond the MTU (TSO), else 0: what one
     entry of tun0's ring can hold (``queues.ring_entries``)."""
-    queue_bytes: int
-    """The default of ``--queue-bytes`` on this data path (``queues.py``)."""
 
     def __init__(self, reporter: Reporter) -> None: ...
     def device(self, fd: int, drops: Counter[DropLabel]) -> Device: ...
@@ -205,7 +202,6 @@ class SimpleDatapath:
     name = "simple"
     tun_flags = 0
     super_packet_bytes = 0
-    queue_bytes = SIMPLE_QUEUE_BYTES
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter

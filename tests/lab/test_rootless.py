@@ -88,7 +88,8 @@ def host_pid(student: Student, daemon: str) -> int:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[1:4] == [b"-m", b"vpnlab", daemon.encode()]:
+        words = [word for word in argv[1:] if word != b"-P"]  # lab.nodes.python_argv's -P
+        if words[:3] == [b"-m", b"vpnlab", daemon.encode()]:
             return pid
     raise AssertionError(f"{daemon} of {student.user.pw_name} not found")
 

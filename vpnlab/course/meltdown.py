@@ -48,6 +48,10 @@ DEFAULT_PREFIX = "vmelt-"
 TRANSPORTS = ("udp", "tcp")
 PING_INTERVAL_S = 0.1
 """The loaded pings of :func:`queue_sweep`: ten a second."""
+SWEEP_QUEUE_BYTES = 4 * 1024 * 1024
+"""The daemons' ``--queue-bytes`` in the loss and delay sweep: room enough that the queue
+drops nothing (tun0's ring at the kernel's 500 packets), so the only loss is the impairment
+the sweep sets. The queue's own effect is :func:`queue_sweep`'s subject."""
 
 
 class SweepSize(TypedDict):
@@ -208,6 +212,7 @@ def start(prefix: str, transport: str, cipher: str | None = None) -> None:
     """(Re)start the VPN of the lab with ``--transport``; wait until r1 reaches web."""
     impair.clear(prefix)
     extra = ["--transport", transport, "--datapath", "simple"]  # tcp has only simple: like for like
+    extra += ["--queue-bytes", str(SWEEP_QUEUE_BYTES)]
     lab.start_vpn(prefix, cipher, server_args=extra, client_args=extra)
 
     def reaches() -> bool:

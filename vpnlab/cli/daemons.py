@@ -355,11 +355,11 @@ def datapath_of(args: argparse.Namespace) -> type[Datapath]:
     return DATAPATHS[DEFAULT_DATAPATH]
 
 
-def queue_bytes_of(args: argparse.Namespace) -> int | None:
-    """``--queue-bytes`` (None: the data path's default), refused below
+def queue_bytes_of(args: argparse.Namespace) -> int:
+    """``--queue-bytes`` (default :data:`~vpnlab.shell.queues.QUEUE_BYTES`), refused below
     :data:`~vpnlab.shell.queues.MIN_QUEUE_BYTES`."""
     if args.queue_bytes is None:
-        return None
+        return QUEUE_BYTES
     if args.queue_bytes < MIN_QUEUE_BYTES:
         raise VpnlabError(
             f"--queue-bytes {args.queue_bytes}: at least {MIN_QUEUE_BYTES} (one super-packet)"

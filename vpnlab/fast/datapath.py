@@ -197,7 +197,6 @@ class FastDatapath:
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
     super_packet_bytes = offload.GSO_MAX_SIZE
     """tun0 hands over TCP super-packets up to this size (gso_max_size, TSO)."""
-    """The default budget of each queue: tun0's ring holds 4 super-packets (``queues.py``)."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter

@@ -85,10 +85,10 @@ class ClientOptions:
     local_port: int = PORT
     tun_name: str = TUN_NAME
     mtu: int = TUN_MTU
-    queue_bytes: int | None = None
+    queue_bytes: int = QUEUE_BYTES
     """``--queue-bytes``: tun0's ring and the socket's buffers hold about this much each
-    (``queues.py``), a bound on the packets waiting for this daemon, hence on latency;
-    None: the default, ``queues.QUEUE_BYTES``."""
+    (``queues.py``), a bound on the packets waiting for this daemon, hence on latency
+    (default ``queues.QUEUE_BYTES``)."""
     status_file: Path | None = None
     allow_host_changes: bool = False
     reconnect: bool = False
@@ -209,7 +209,7 @@ def one_session(options: ClientOptions, reporter: Reporter, signals: SignalPipe)
             datapath=datapath,
             server=server,
             drops=core.counters.drops,
-            buffer_bytes=options.queue_bytes or QUEUE_BYTES,
+            buffer_bytes=options.queue_bytes,
         )
         if not client_connection(core, transport, signals, reporter):
             if signals.received is not None:
@@ -281,7 +281,7 @@ def bring_up(
         options.tun_name, device_flags(options.mode, datapath.tun_flags)
     )
     try:
-        budget = options.queue_bytes or QUEUE_BYTES
+        budget = options.queue_bytes
         ring = ring_entries(budget, datapath.super_packet_bytes or options.mtu)
         ifconfig(tun_name, address, options.mtu, address6, txqueuelen=ring)
         # tap: routes via the server's tap0 address, the first host (10.8.0.1), found by ARP

@@ -93,10 +93,10 @@ class ServerOptions:
     allow_host_changes: bool = False
     datapath: type[Datapath] = SimpleDatapath
     """The loop's ends: a packet per system call, or many (``vpnlab/fast/``, the CLI chooses)."""
-    queue_bytes: int | None = None
+    queue_bytes: int = QUEUE_BYTES
     """``--queue-bytes``: tun0's ring and the socket's buffers hold about this much each
-    (``queues.py``), a bound on the packets waiting for this daemon, hence on latency;
-    None: the default, ``queues.QUEUE_BYTES``."""
+    (``queues.py``), a bound on the packets waiting for this daemon, hence on latency
+    (default ``queues.QUEUE_BYTES``)."""
     transport: str = "udp"
     """udp (the notes), or tcp: the TCP-over-TCP counter-example (``transport.py``)."""
     mode: str = "tun"
@@ -429,7 +429,7 @@ def server_transport(options: ServerOptions, datapath: Datapath, core: ServerCor
         options.port,
         datapath=datapath,
         drops=core.counters.drops,
-        buffer_bytes=options.queue_bytes or QUEUE_BYTES,
+        buffer_bytes=options.queue_bytes,
     )
 
 
@@ -533,7 +533,7 @@ def bring_up(
         address6 = tunnel_address6(options.tunnel_address)
         routing.network6 = address6.network
     try:
-        budget = options.queue_bytes or QUEUE_BYTES
+        budget = options.queue_bytes
         entry = datapath.super_packet_bytes or options.mtu
         ring = ring_entries(budget, entry, SERVER_MIN_RING_ENTRIES)
         ifconfig(tun_name, options.tunnel_address, options.mtu, address6, txqueuelen=ring)

@@ -7,7 +7,7 @@ from the client, 52-byte ACKs from tun0), static esp-aes-gcm or esp-null keys:
     seal        EspSession.seal of one ACK (the protection alone)
     open        EspSession.open of one data datagram (and the client's seal of it)
     core out    ServerCore.send_packets([ack]) + datagrams_to_send() (batch of one)
-    core in     ServerCore.receive_datagrams([datagram]) (batch of one; with the seal)
+    core in     ServerCore.receive_runs, one datagram (the loop's call; with the seal)
     loop out    SelectLoop turns: an ACK read from tun0, sealed, sent by UDP
     loop in     SelectLoop turns: a datagram received by UDP, opened, written to tun0
     loop floor  the same system calls and ESP in a bare loop (epoll, recvfrom,
@@ -143,9 +143,12 @@ def child(
         return 1
 
     measure("core out", core_out)
-    measure(
-        "core in", lambda: (core.receive_datagrams([next(datagrams)], peer, time.monotonic()), 1)[1]
-    )
+
+    def core_in() -> int:
+        core.receive_runs([(peer, [next(datagrams)])], time.monotonic())
+        return 1
+
+    measure("core in", core_in)
 
     # The loop: a UDP socket on loopback, a datagram socket pair in place of tun0.
     tun, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)

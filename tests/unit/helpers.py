@@ -155,11 +155,11 @@ class BuggyServer(ServerCore):
             raise IndexError("index out of range")
         return super().send_packets(packets, now)
 
-    def _receive(self, datagram: bytes, peer, now: float, to_tun: list[bytes]) -> list[Event]:
-        """Each datagram of a batch (the one entry ``receive_datagrams`` hands each here)."""
+    def _receive_stranger(self, datagram: bytes, peer, now: float, to_tun: list[bytes]):
+        """A datagram from an address without a session (``receive_runs`` hands each here)."""
         if datagram.startswith(BOOM):
             raise KeyError(peer)
-        return super()._receive(datagram, peer, now, to_tun)
+        return super()._receive_stranger(datagram, peer, now, to_tun)
 
 
 def make_loop(loop_parts, core=None, datapath: type[Datapath] = SimpleDatapath, **kw) -> SelectLoop:

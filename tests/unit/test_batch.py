@@ -140,3 +140,49 @@ def test_server_batch_entry_counts_a_bug_and_opens_the_rest(fmt):
     assert [type(b) for b in bugs] == [ValueError]
     clean, _ = server_batch_pair(fmt)[0].server.receive_datagrams(batch, CLIENT, pair.now)
     assert packets == clean[1:]  # the bug cost the first data packet only
+
+
+def test_server_batch_entry_a_bug_in_the_forwarder_costs_the_packets_it_was_given(fmt):
+    """The data packets of a run reach the forwarder together, up to the next datagram that
+    is not data (here the keepalive): a bug there costs those packets, not the others."""
+    pair, batch = server_batch_pair(fmt)
+    batch = batch[:-1]
+    real = pair.server.forwarder.from_client
+    given = []
+
+    def flaky(session, packets, now, to_tun):
+        given.append(len(packets))
+        if len(given) == 1:
+            raise ValueError("a forwarder bug")
+        return real(session, packets, now, to_tun)
+
+    pair.server.forwarder.from_client = flaky
+    bugs = []
+    packets, _ = pair.server.receive_datagrams(batch, CLIENT, pair.now, on_bug=bugs.append)
+    assert [type(b) for b in bugs] == [ValueError]
+    assert given[0] == 1  # the data before the keepalive, alone
+    clean, _ = server_batch_pair(fmt)[0].server.receive_datagrams(batch, CLIENT, pair.now)
+    assert packets == clean[1:]
+
+
+def test_server_batch_entry_after_a_bye_the_rest_of_the_run_is_a_strangers(fmt):
+    """A Bye in the middle of a run ends the session there: the datagrams after it are from
+    an address without a session, as if they had come one at a time."""
+    one, _ = server_batch_pair(fmt)
+    many, _ = server_batch_pair(fmt)
+    batches = []
+    for pair in (one, many):
+        own = str(pair.client.session.tunnel_address.ip)
+        pair.client.send_packets([ipv4_packet(own, "203.0.113.10")], pair.now)
+        pair.client.close(pair.now)
+        datagrams = [d for d, _ in pair.client.datagrams_to_send()]
+        batches.append([*datagrams, datagrams[0]])
+    assert batches[0] == batches[1]
+    packets, events = [], []
+    for datagram in batches[0]:
+        opened, happened = one.server.receive_datagrams([datagram], CLIENT, one.now)
+        packets += opened
+        events += happened
+    assert many.server.receive_datagrams(batches[1], CLIENT, many.now) == (packets, events)
+    assert len(packets) == 1 and CLIENT not in many.server.sessions
+    assert many.server.counters.drops["unknown peer"] == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import (
@@ -18,10 +18,12 @@ from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
     Counters,
+    OnBug,
     Outbox,
     Session,
     Timeouts,
     next_state,
+    report_bug,
     seal,
     take,
 )
@@ -109,11 +111,24 @@ class ClientCore(CoreBase):
         self.close_reason = reason
         return [SessionClosed(self.server, reason)]
 
+    def receive_runs(
+        self, runs: Sequence[tuple[Address, list[bytes]]], now: float, on_bug: OnBug | None = None
+    ) -> tuple[list[bytes], list[Event]]:
+        """SockSelected (``CoreBase.receive_runs``): each datagram in turn (``_receive``)."""
+        packets: list[bytes] = []
+        events: list[Event] = []
+        for peer, datagrams in runs:
+            for datagram in datagrams:
+                try:
+                    events += self._receive(datagram, peer, now, packets)
+                except Exception as exc:
+                    report_bug(exc, on_bug)
+        return packets, events
+
     def _receive(
         self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
     ) -> list[Event]:
-        """SockSelected for one datagram (``receive_datagrams`` hands each of its batch here):
-        an opened packet is appended to ``to_tun``."""
+        """SockSelected for one datagram: an opened packet is appended to ``to_tun``."""
         if peer != self.server:
             return self._drop(Drop.UNKNOWN_PEER, peer)
         handshake = self.handshake if self.state is State.CONNECTING else self.rekeying

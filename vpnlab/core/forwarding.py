@@ -135,10 +135,10 @@ class Forwarder(Protocol):
         """A client leaves (or moves: removed, then added at its new address)."""
 
     def from_client(
-        self, session: Session, packet: bytes, now: float, to_tun: list[bytes]
+        self, session: Session, packets: list[bytes], now: float, to_tun: list[bytes]
     ) -> list[Event]:
-        """SockSelected: ``session`` opened ``packet``; what goes to tun0 is appended to
-        ``to_tun``; the events are the drops."""
+        """SockSelected: ``session`` opened ``packets`` (a GRO batch's, or one), in order;
+        what goes to tun0 is appended to ``to_tun``; the events are the drops."""
         ...
 
     def from_tun(self, packets: list[bytes], now: float) -> list[Event]:
@@ -170,20 +170,25 @@ class IpForwarder:
         pass
 
     def from_client(
-        self, session: Session, packet: bytes, now: float, to_tun: list[bytes]
+        self, session: Session, packets: list[bytes], now: float, to_tun: list[bytes]
     ) -> list[Event]:
         """A client's packet goes to tun0 if it comes from the client's own address (or its
         network); with ``isolate_clients`` not if it is for another client."""
-        if not self.router.owns_source(session, source_bytes(packet)):
-            return drop(self.counters, Drop.SPOOFED_SOURCE, session.peer)
-        if self.isolate_clients:
-            target = self.router.route(ip_destination(packet))
-            if target is not None and target is not session:
-                return drop(self.counters, Drop.CLIENT_TO_CLIENT_DENIED, session.peer)
-        to_tun.append(packet)
-        self.counters.packets_to_tun += 1
-        self.counters.bytes_to_tun += len(packet)
-        return []
+        events: list[Event] = []
+        router, counters = self.router, self.counters
+        for packet in packets:
+            if not router.owns_source(session, source_bytes(packet)):
+                events += drop(counters, Drop.SPOOFED_SOURCE, session.peer)
+                continue
+            if self.isolate_clients:
+                target = router.route(ip_destination(packet))
+                if target is not None and target is not session:
+                    events += drop(counters, Drop.CLIENT_TO_CLIENT_DENIED, session.peer)
+                    continue
+            to_tun.append(packet)
+            counters.packets_to_tun += 1
+            counters.bytes_to_tun += len(packet)
+        return events
 
     def from_tun(self, packets: list[bytes], now: float) -> list[Event]:
         """One routing decision per run of packets to one destination (the fast path's
@@ -239,6 +244,15 @@ class EthernetForwarder:
         self.switch.remove_port(session.peer)
 
     def from_client(
+        self, session: Session, frames: list[bytes], now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """Each frame in turn (``_from_client``)."""
+        events: list[Event] = []
+        for frame in frames:
+            events += self._from_client(session, frame, now, to_tun)
+        return events
+
+    def _from_client(
         self, session: Session, frame: bytes, now: float, to_tun: list[bytes]
     ) -> list[Event]:
         """Check what the frame claims, learn its source MAC, then forward it by its

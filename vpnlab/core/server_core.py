@@ -62,6 +62,7 @@ from vpnlab.core.session import (
     Outbox,
     Session,
     Timeouts,
+    report_bug,
     take,
 )
 
@@ -171,64 +172,128 @@ class ServerCore(CoreBase):
             return State.CLOSED
         return State.CONNECTED if self.sessions else State.LISTENING
 
-    def _receive(
-        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
-    ) -> list[Event]:
-        """SockSelected for one datagram (``receive_datagrams`` hands each of its batch here):
-        a Hello from a new client, or a datagram from a known one; what it carries for the
-        server's device is appended to ``to_tun``."""
-        session = self.sessions.get(peer)
-        if session is None and self.static is not None and not self.sessions:
-            return self._receive_static(datagram, peer, now, to_tun)
-        if self.format is not None and self.format.is_hello(datagram):
-            return self._receive_hello(datagram, peer, now)
-        if session is None:
-            return self._receive_roaming(datagram, peer, now, to_tun)
-        try:
-            kind, packet = session.open(datagram, now)
-        except RemoteProtocolError as exc:
-            return self._drop(exc.reason, peer)
-        if session.previous is not None:  # keys switched: the old ones have a deadline
-            self._sessions_due = min(self._sessions_due, session.previous_until)
-        if kind is Kind.PACKET:
-            return self.forwarder.from_client(session, packet, now, to_tun)
-        return self._deliver(session, kind, packet, now, to_tun)
-
     def receive_runs(
         self, runs: Sequence[tuple[Address, list[bytes]]], now: float, on_bug: OnBug | None = None
     ) -> tuple[list[bytes], list[Event]]:
-        """SockSelected for one wake-up's datagrams: the data first, then the Hellos, so a
-        flood of Hellos never holds up the tunnel's datagrams that arrived with it. The
-        Hellos' batch screen comes first (identity mode): a well-formed Hello whose mac1 is
-        wrong costs one hash and is counted, one event per peer's run ("bad mac1", with its
-        count), not one per datagram.
+        """SockSelected for one wake-up's datagrams, in runs of one peer each (a GRO batch, or
+        a batch of one): the data first, then the Hellos, so a flood of Hellos never holds up
+        the tunnel's datagrams that arrived with it. Each datagram is asked once whether it
+        is a Hello; a run's data then meets its session once (``_receive_data``).
         """
-        if self.format is None or self.handshake is None:
-            return super().receive_runs(runs, now, on_bug)
-        is_hello, bad_mac1 = self.format.is_hello, self.handshake.bad_mac1
+        is_hello = self.format.is_hello if self.format is not None else None
         packets: list[bytes] = []
         events: list[Event] = []
         hellos: list[tuple[Address, list[bytes]]] = []
         for peer, datagrams in runs:
-            data = [d for d in datagrams if not is_hello(d)]
-            if len(data) < len(datagrams):
-                hellos.append((peer, [d for d in datagrams if is_hello(d)]))
+            data = datagrams
+            if is_hello is not None:
+                data = [d for d in datagrams if not is_hello(d)]
+                if len(data) < len(datagrams):
+                    hellos.append((peer, [d for d in datagrams if is_hello(d)]))
             if data:
-                opened, more = self.receive_datagrams(data, peer, now, on_bug)
-                packets += opened
-                events += more
+                events += self._receive_data(data, peer, now, packets, on_bug)
         for peer, datagrams in hellos:
-            screened = [d for d in datagrams if not bad_mac1(d)]
-            if len(screened) < len(datagrams):
-                bad = len(datagrams) - len(screened)
-                self.counters.drops[Drop.BAD_MAC1] += bad
-                self.load.hellos(now, bad, len(self.hello_queue))
-                events.append(DatagramDropped(Drop.BAD_MAC1, peer, bad))
-            if screened:
-                opened, more = self.receive_datagrams(screened, peer, now, on_bug)
-                packets += opened
-                events += more
+            events += self._receive_hellos(datagrams, peer, now, on_bug)
         return packets, events
+
+    def _receive_data(
+        self,
+        datagrams: list[bytes],
+        peer: Address,
+        now: float,
+        to_tun: list[bytes],
+        on_bug: OnBug | None,
+    ) -> list[Event]:
+        """SockSelected for one peer's datagrams that are not Hellos: its session is looked up
+        once, and again only after a datagram that may have changed it (a Bye, a stranger's
+        datagram that made or moved one). Each is opened; its data packets go to the
+        forwarder together, which appends those for the server's device to ``to_tun``; before
+        anything else a datagram causes, so the order of events stays the datagrams'.
+
+        A bug costs its datagram (one in the forwarder, the packets it was given): it goes to
+        ``on_bug`` (None: it propagates) and the others still arrive.
+        """
+        events: list[Event] = []
+        opened: list[bytes] = []  # this session's data packets, not yet forwarded
+        session = self.sessions.get(peer)
+        for datagram in datagrams:
+            try:
+                if session is None:
+                    events += self._receive_stranger(datagram, peer, now, to_tun)
+                    session = self.sessions.get(peer)
+                    continue
+                try:
+                    kind, packet = session.open(datagram, now)
+                except RemoteProtocolError as exc:
+                    events += self._forward(session, opened, now, to_tun, on_bug)
+                    events += self._drop(exc.reason, peer)
+                    opened = []
+                    continue
+                if kind is Kind.PACKET:
+                    opened.append(packet)
+                    continue
+                events += self._forward(session, opened, now, to_tun, on_bug)
+                opened = []
+                events += self._deliver(session, kind, packet, now, to_tun)
+                session = self.sessions.get(peer)
+            except Exception as exc:
+                report_bug(exc, on_bug)
+        if opened:
+            assert session is not None  # it opened them
+            events += self._forward(session, opened, now, to_tun, on_bug)
+        if session is not None and session.previous is not None:  # keys switched: a deadline
+            self._sessions_due = min(self._sessions_due, session.previous_until)
+        return events
+
+    def _forward(
+        self,
+        session: Session,
+        opened: list[bytes],
+        now: float,
+        to_tun: list[bytes],
+        on_bug: OnBug | None,
+    ) -> list[Event]:
+        """The data packets ``session`` opened, to the forwarder together; a bug there costs
+        these packets."""
+        if not opened:
+            return []
+        try:
+            return self.forwarder.from_client(session, opened, now, to_tun)
+        except Exception as exc:
+            report_bug(exc, on_bug)
+            return []
+
+    def _receive_hellos(
+        self, hellos: list[bytes], peer: Address, now: float, on_bug: OnBug | None
+    ) -> list[Event]:
+        """SockSelected for one peer's Hellos: the batch screen first (identity mode): a
+        well-formed Hello whose mac1 is wrong costs one hash and is counted, one event for the
+        run ("bad mac1", with its count), not one per datagram; then each is answered or
+        queued (``_receive_hello``). A bug costs its Hello, as in ``_receive_data``."""
+        assert self.handshake is not None
+        screened = [h for h in hellos if not self.handshake.bad_mac1(h)]
+        events: list[Event] = []
+        if len(screened) < len(hellos):
+            bad = len(hellos) - len(screened)
+            self.counters.drops[Drop.BAD_MAC1] += bad
+            self.load.hellos(now, bad, len(self.hello_queue))
+            events.append(DatagramDropped(Drop.BAD_MAC1, peer, bad))
+        for hello in screened:
+            try:
+                events += self._receive_hello(hello, peer, now)
+            except Exception as exc:
+                report_bug(exc, on_bug)
+        return events
+
+    def _receive_stranger(
+        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
+    ) -> list[Event]:
+        """A datagram, not a Hello, from an address without a session: with static keys and
+        no client yet, it may make its sender the client; otherwise it may be a roaming
+        client's (``_receive_roaming``)."""
+        if self.static is not None and not self.sessions:
+            return self._receive_static(datagram, peer, now, to_tun)
+        return self._receive_roaming(datagram, peer, now, to_tun)
 
     def _receive_roaming(
         self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
@@ -267,7 +332,7 @@ class ServerCore(CoreBase):
             return self._end(session, Close.BYE)
         if kind is Kind.KEEPALIVE:
             return []
-        return self.forwarder.from_client(session, packet, now, to_tun)
+        return self.forwarder.from_client(session, [packet], now, to_tun)
 
     def _receive_static(
         self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]

@@ -88,6 +88,7 @@ DEFAULT_TIMEOUTS = Timeouts()
 
 
 OnBug = Callable[[Exception], None]
+"""What the loop does with a bug one datagram met (``receive_runs``)."""
 
 Outbox = list[tuple[bytes, Address]]
 """Datagrams sealed and not yet sent, each with where it goes, in the order they were made:
@@ -101,6 +102,14 @@ def take(outbox: Outbox) -> Outbox:
     queued = outbox.copy()
     outbox.clear()
     return queued
+
+
+def report_bug(exc: Exception, on_bug: OnBug | None) -> None:
+    """What a core raised for one datagram: to ``on_bug`` (the loop counts it and goes on),
+    or raised again without one."""
+    if on_bug is None:
+        raise exc
+    on_bug(exc)
 
 
 def drop(counters: Counters, reason: DropLabel, peer: Address | None = None) -> list[Event]:
@@ -125,51 +134,26 @@ class CoreBase:
 
     counters: Counters
 
-    def _receive(
-        self, datagram: bytes, peer: Address, now: float, to_tun: list[bytes]
-    ) -> list[Event]:
+    def receive_runs(
+        self, runs: Sequence[tuple[Address, list[bytes]]], now: float, on_bug: OnBug | None = None
+    ) -> tuple[list[bytes], list[Event]]:
+        """SockSelected: the one entry for datagrams from the socket, one wake-up's in runs of
+        one peer each (a GRO batch from one peer, or a batch of one from the select loop).
+
+        Args:
+            on_bug: given, what the core raises for one datagram goes to it and the other
+                datagrams still arrive; None: it propagates.
+
+        Returns:
+            The inner packets to write to tun0, in order, and every other event.
+        """
         raise NotImplementedError
 
     def receive_datagrams(
         self, datagrams: list[bytes], peer: Address, now: float, on_bug: OnBug | None = None
     ) -> tuple[list[bytes], list[Event]]:
-        """SockSelected: the one entry for datagrams from the socket (a GRO batch from one
-        peer, or a batch of one from the select loop), each opened on its own.
-
-        Args:
-            on_bug: given, what the core raises for one datagram goes to it and the batch's
-                other datagrams still arrive; None: it propagates.
-
-        Returns:
-            The inner packets to write to tun0, in order, and every other event.
-        """
-        packets: list[bytes] = []
-        events: list[Event] = []
-        for datagram in datagrams:
-            try:
-                events += self._receive(datagram, peer, now, packets)
-            except Exception as exc:
-                if on_bug is None:
-                    raise
-                on_bug(exc)
-        return packets, events
-
-    def receive_runs(
-        self, runs: Sequence[tuple[Address, list[bytes]]], now: float, on_bug: OnBug | None = None
-    ) -> tuple[list[bytes], list[Event]]:
-        """SockSelected: one wake-up's datagrams, in runs of one peer each
-        (``receive_datagrams`` for each run, in order).
-
-        Returns:
-            The inner packets to write to tun0, in order, and every other event.
-        """
-        packets: list[bytes] = []
-        events: list[Event] = []
-        for peer, datagrams in runs:
-            opened, more = self.receive_datagrams(datagrams, peer, now, on_bug)
-            packets += opened
-            events += more
-        return packets, events
+        """``receive_runs`` for one run: ``datagrams`` from ``peer``."""
+        return self.receive_runs([(peer, datagrams)], now, on_bug)
 
     def _drop(self, reason: DropLabel, peer: Address | None = None) -> list[Event]:
         return drop(self.counters, reason, peer)

@@ -7,7 +7,7 @@ run of datagrams to one peer that all have the same size except the last, which 
 
 Receiving (``UDP_GRO``): one ``recvmsg`` returns datagrams of one sender glued together and
 their size in a control message; :func:`split_gro` cuts them apart again and
-:func:`receive_datagrams` of the cores (their batch entry) opens them: one bad datagram (a
+the cores' ``receive_runs`` (their one entry) opens them: one bad datagram (a
 bad ICV, a replay) is dropped and counted on its own, the others of the batch still arrive.
 The control messages of both (:func:`gso_control`, :func:`gro_segment_size`) are built and
 read here too. Pure code: no socket, no os.

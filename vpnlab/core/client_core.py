@@ -204,9 +204,11 @@ class ClientCore(CoreBase):
         events: list[Event] = []
         clamp = self.mss_clamp
         for packet in packets:
-            if not self.layer2 and (not ip_version(packet) or is_link_scope(packet)):
-                events += self._drop(Drop.TUN_LINK_SCOPE if ip_version(packet) else Drop.TUN_NOT_IP)
-                continue
+            if not self.layer2:
+                version = ip_version(packet)
+                if not version or version == 6 and is_link_scope(packet):
+                    events += self._drop(Drop.TUN_LINK_SCOPE if version else Drop.TUN_NOT_IP)
+                    continue
             if clamp:
                 packet = clamp_mss(packet, clamp)
             events += seal(session, packet, now)

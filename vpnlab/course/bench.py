@@ -41,7 +41,7 @@ from vpnlab.core.errors import VpnlabError
 from vpnlab.course.bench_report import Machine, Measured, Run, chart, summarize
 from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
 from vpnlab.course.openvpn import NAT_RULES, openvpn_configs
-from vpnlab.lab.build import log_tail, start_daemon
+from vpnlab.lab.build import daemon_log, log_tail, start_daemon
 from vpnlab.lab.inspection import read_status_file
 from vpnlab.lab.nodes import popen_in, run_in, wait_for
 from vpnlab.lab.state import load, save, state_dir, stop_daemons
@@ -58,6 +58,8 @@ HOPS = ("client out", "server in", "server out", "client in")
 """The four times a tunnel daemon holds an idle ping (``idle_hops``): the client from the echo
 request on its tun0 to the datagram on its eth0, the server from that datagram on its eth0 to
 the request on its tun0, then the same for the reply, the other way."""
+OPENVPN_READY = b"Initialization Sequence Completed"
+"""What OpenVPN's client logs once its tunnel and routes are up."""
 STATUS_FILES = {"client": "client-r1.json", "server": "server.json"}
 """The vpnlab daemons' status files in the lab's state folder (rewritten about once a second)."""
 
@@ -77,6 +79,18 @@ def cpu_ticks(pid: int) -> int:
     except OSError:
         return 0
     return int(fields[11]) + int(fields[12])
+
+
+def logged_since(log: Path, offset: int, words: bytes) -> bool:
+    """Whether ``words`` were written to ``log`` past ``offset`` (its size before this start:
+    a daemon's log keeps every round's lines, and an earlier round's "connected" must not
+    count for this one)."""
+    try:
+        with log.open("rb") as file:
+            file.seek(offset)
+            return words in file.read()
+    except OSError:
+        return False
 
 
 def packets_carried(path: Path, since: float, wait_s: float = 3.0) -> int | None:
@@ -159,17 +173,13 @@ class Bench:
         self.run_in("r2", ["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
         self.run_in("r2", ["nft", "-f", "-"], input=NAT_RULES, check=True)
         binary = shutil.which("openvpn") or "openvpn"
+        log = daemon_log(self.prefix, "openvpn-client")
+        earlier = log.stat().st_size if log.exists() else 0  # the rounds before this one's
         pids = {}
         for name, node, conf in (("server", "r2", server_conf), ("client", "r1", client_conf)):
             argv = [binary, "--config", str(conf)]
             pids[name] = start_daemon(self.prefix, record, f"openvpn-{name}", node, argv)
-        log = Path(record.daemons["openvpn-client"].log)
-
-        def ready() -> bool:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            return "Initialization Sequence Completed" in text
-
-        if not wait_for(ready, 15):
+        if not wait_for(lambda: logged_since(log, earlier, OPENVPN_READY), 15):
             raise BenchError(f"openvpn did not connect:\n{log_tail(log, 12)}")
         self.daemons = pids
 

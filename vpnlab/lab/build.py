@@ -173,9 +173,8 @@ def start_daemon(prefix: str, record: LabRecord, name: str, node: str, argv: lis
     argv and log path before this returns. Returns the PID.
     """
     namespace_of(prefix, node)  # LabError before anything is written for a lab that is down
-    logs = state_dir(prefix) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{name}.log"
+    log_path = daemon_log(prefix, name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
@@ -194,6 +193,12 @@ def start_daemon(prefix: str, record: LabRecord, name: str, node: str, argv: lis
     record.daemons[name] = DaemonRecord(node, argv, proc.pid, str(log_path), time.time())
     save(record)
     return proc.pid
+
+
+def daemon_log(prefix: str, name: str) -> Path:
+    """Where :func:`start_daemon` logs daemon ``name``: each start appends to it (a header
+    line, then the daemon's output), so the lines of an earlier start stay there."""
+    return state_dir(prefix) / "logs" / f"{name}.log"
 
 
 def log_tail(path: str | Path, lines: int = 8) -> str:

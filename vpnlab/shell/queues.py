@@ -29,9 +29,10 @@ QUEUE_BYTES = 256 * 1024
 """The default per queue (tun0's ring, the socket's receive and send buffers), on both data
 paths: about 2 ms at 1 Gbit/s. On the fast path, with TunSelected's batch counted in packets
 (``tunnel.BATCH``), it gave a loaded ping at or below OpenVPN's at about the throughput of
-4 MiB; 128 KiB cost a fifth of the throughput. On the simple path (4 MiB until 2026-12-07) it
-halved the loaded ping at the same throughput, with BBR and with CUBIC as the inner TCP
-(``docs/performance.md``)."""
+4 MiB. 128 KiB costs no throughput on a quiet machine but a tenth to a fifth on a busy one (a
+class's shared server), so it is only an option (``--queue-bytes``). On the simple path
+(4 MiB until 2026-12-07) 256 KiB halved the loaded ping at the same throughput, with BBR and
+with CUBIC as the inner TCP (``docs/performance.md``)."""
 MIN_QUEUE_BYTES = 64 * 1024
 """Less would not hold one super-packet (or one UDP GSO batch)."""
 MIN_RING_ENTRIES = 4

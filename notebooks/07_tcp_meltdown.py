@@ -191,10 +191,10 @@ print("UDP transport, eth0 stacks:", sorted(set(capture.stacks(udp_eth0)))[:3])
 # form a queue: in tun0's ring (what the kernel routed into tun0 and the daemon has not read
 # yet) and in the UDP socket's buffer (datagrams not yet received). The inner TCP (here Linux's
 # BBR or CUBIC) keeps whatever room there is full, and a ping sent meanwhile waits behind all
-# of it. On the fast data path each ring entry can be a 60 KB TCP super-packet, so the kernel's
-# 500 entries hold 30 MB; with 4 MiB socket buffers (the daemons' setting before issue 29) a
+# of it. On the fast data path each ring entry can be a 64 KB TCP super-packet, so the kernel's
+# 500 entries hold 32 MB; with 4 MiB socket buffers (the daemons' setting before issue 29) a
 # ping under load took 10-30 ms. `--queue-bytes` bounds each queue in bytes (as BQL does
-# for a network card's ring): tun0's `txqueuelen` becomes BYTES over 60,000 (4 super-packets
+# for a network card's ring): tun0's `txqueuelen` becomes BYTES over 65,536 (4 super-packets
 # for the fast path's default, 256 KiB) and the socket buffers BYTES. A full queue now
 # drops, the inner TCP retransmits (on the wire that is loss, as with any router's short
 # queue), and the ping waits behind less. `vpnlab meltdown --queues` measures both (its own

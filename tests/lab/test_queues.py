@@ -1,6 +1,6 @@
 """``--queue-bytes`` in real namespaces: tun0's ring and the UDP socket's buffers are what it says.
 
-Both daemons size tun0's ``txqueuelen`` from the budget (``queues.ring_entries``: over 60,000
+Both daemons size tun0's ``txqueuelen`` from the budget (``queues.ring_entries``: over 65,536
 bytes a super-packet on the fast path, over the MTU on the simple one; the default budget is
 the data path's) and ask for socket buffers of the budget (the kernel doubles what is asked:
 ``ss``'s ``rb``/``tb``). Read back with ``ip -j link`` and ``ss -m`` in r1 and r2, and the
@@ -15,7 +15,7 @@ import re
 import pytest
 
 from vpnlab import lab
-from vpnlab.fast.offload import GSO_MAX_SIZE
+from vpnlab.fast.offload import SUPER_PACKET_BYTES
 from vpnlab.lab.inspection import read_status_file
 from vpnlab.lab.state import state_dir
 from vpnlab.shell.queues import (
@@ -58,7 +58,7 @@ def expected_buffers(node: str, budget: int) -> list[tuple[int, int]]:
 def test_the_default_bounds_ring_and_buffers_of_both_daemons(fresh_lab):
     lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm")  # the default data path: fast
     rings = {"r1": 4, "r2": SERVER_MIN_RING_ENTRIES}  # the client: 4 super-packets
-    assert ring_entries(QUEUE_BYTES, GSO_MAX_SIZE) == 4
+    assert ring_entries(QUEUE_BYTES, SUPER_PACKET_BYTES) == 4
     for node in NODES:
         assert txqueuelen(fresh_lab, node) == rings[node]
         assert socket_buffers(fresh_lab, node) == expected_buffers(node, QUEUE_BYTES)

@@ -74,7 +74,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="BYTES",
         help="at most about this much waits for the daemon in each queue: tun0's ring "
-        "(its txqueuelen: BYTES over the largest packet a read returns, 60,000 on the fast "
+        "(its txqueuelen: BYTES over the largest packet a read returns, 65,536 on the fast "
         "path, 4 to 500) and the UDP socket's buffers (receiving: 1 KiB more per session); "
         "less queue is less latency under load, "
         f"a full queue drops (default {QUEUE_BYTES}, at least {MIN_QUEUE_BYTES})",

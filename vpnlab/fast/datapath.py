@@ -4,7 +4,7 @@ The select loop of ``shell/tunnel.py`` unchanged, the same cores, the same ESP-i
 what changes is how many packets each system call moves, behind the loop's two ends:
 
     1. TunSelected: one read from tun0 (:class:`VnetTun`) returns a virtio_net_hdr and a TCP
-       super-packet of up to 60 KB (TSO); ``segment.split`` cuts it into MSS-sized packets with
+       super-packet of up to 64 KB (TSO); ``segment.split`` cuts it into MSS-sized packets with
        full checksums: the loop hands them to the core as one batch
     2. the loop's send: ``batch.gso_batches`` groups the datagrams (same size, the last no
        longer) and one sendmsg with a UDP_SEGMENT control message sends a whole group
@@ -66,7 +66,7 @@ class VnetTun:
         self.drops = drops
         self.offloads = offloads
         self.stats = stats
-        offload.enable_tun(fd, offload.device_name(fd), offloads)
+        offload.enable_tun(fd, offloads)
 
     def fileno(self) -> int:
         return self.fd
@@ -89,7 +89,9 @@ class VnetTun:
         except (LocalProtocolError, IndexError) as exc:
             self.drops[Drop.TUN.detail(exc)] += 1
             return []
-        self.stats["super_packets"] += len(packets) > 1
+        if len(packets) > 1:
+            self.stats["super_packets"] += 1
+            self.stats["super_packet_segments"] += len(packets)
         return packets
 
     def write(self, packets: list[bytes]) -> None:
@@ -195,8 +197,8 @@ class FastDatapath:
     name = "fast"
     tun_flags = offload.IFF_VNET_HDR
     """What this data path adds to IFF_TUN | IFF_NO_PI at CreateTunDev."""
-    super_packet_bytes = offload.GSO_MAX_SIZE
-    """tun0 hands over TCP super-packets up to this size (gso_max_size, TSO)."""
+    super_packet_bytes = offload.SUPER_PACKET_BYTES
+    """tun0 hands over TCP super-packets shorter than this (its gso_max_size, TSO)."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter

@@ -4,7 +4,6 @@ Four switches, each reachable from Python's ``fcntl`` and ``socket``:
 
     tun0    IFF_VNET_HDR (at TUNSETIFF), TUNSETVNETHDRSZ 10: a virtio_net_hdr before every packet
             TUNSETOFFLOAD CSUM|TSO4|TSO6: the kernel may hand us 64 KB TCP super-packets
-            gso_max_size 60000: a super-packet's ESP datagrams fit one UDP GSO send
     socket  UDP_GRO: one recvmsg returns many datagrams of one sender, and their size
             UDP_SEGMENT (per send, in a control message): one sendmsg, many datagrams
 
@@ -21,17 +20,20 @@ import struct
 from dataclasses import dataclass, field
 
 from vpnlab.fast.batch import SOL_UDP, UDP_GRO, UDP_SEGMENT
-from vpnlab.shell.rtnetlink import Rtnetlink, link_index
 
 TUNSETOFFLOAD = 0x400454D0
-TUNGETIFF = 0x800454D2
 TUNSETVNETHDRSZ = 0x400454D8
 IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
-GSO_MAX_SIZE = 60000
-"""Largest TCP super-packet we ask tun0 for: 43 ESP datagrams of 1,472 bytes fit in 65,507."""
+SUPER_PACKET_BYTES = 65536
+"""tun0's ``gso_max_size``, the kernel's default, which we leave alone: it hands over TCP
+super-packets shorter than this. A smaller one would not shrink what other hosts send: the
+kernel cuts a forwarded super-packet that does not fit (from a veth or a NIC, 64 KB) into
+packets before tun0, each with its checksum left to us, and a download through the server ran
+at half speed (``docs/performance.md``, *Downloads at half speed*). A super-packet's ESP
+datagrams may then need two UDP GSO sends (``batch.MAX_GSO_BYTES``)."""
 
 
 @dataclass
@@ -49,14 +51,8 @@ class Offloads:
         return "offloads " + (", ".join(on) if on else "none")
 
 
-def device_name(fd: int) -> str:
-    """The name of the TUN device behind ``fd`` (TUNGETIFF fills in a struct ifreq)."""
-    ifreq = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
-    return ifreq[:16].split(b"\0", 1)[0].decode()
-
-
-def enable_tun(fd: int, name: str, offloads: Offloads) -> None:
-    """tun0: the 10-byte virtio_net_hdr, then checksum and TSO offloads, then gso_max_size.
+def enable_tun(fd: int, offloads: Offloads) -> None:
+    """tun0: the 10-byte virtio_net_hdr, then checksum and TSO offloads.
 
     The fd must have been opened with IFF_VNET_HDR; without the header nothing else is tried.
     """
@@ -71,12 +67,6 @@ def enable_tun(fd: int, name: str, offloads: Offloads) -> None:
         offloads.tso = True
     except OSError as exc:
         offloads.refused.append(f"TUNSETOFFLOAD TSO: {exc.strerror}")
-        return
-    try:
-        with Rtnetlink() as netlink:
-            netlink.set_link(link_index(name), gso_max_size=GSO_MAX_SIZE)
-    except OSError as exc:  # an old kernel: super-packets stay at 64 KB
-        offloads.refused.append(f"gso_max_size {GSO_MAX_SIZE}: {exc}")
 
 
 def enable_socket(sock: socket.socket, offloads: Offloads) -> None:

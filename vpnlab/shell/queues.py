@@ -5,7 +5,7 @@ waits behind everything queued there:
 
     tun0's ring    what the kernel routed into tun0 and the daemon has not read yet
                    (TunSelected); ``txqueuelen`` entries, and on the fast path each entry
-                   can be a 60 KB TCP super-packet (TSO), so the kernel's 500 hold 30 MB
+                   can be a 64 KB TCP super-packet (TSO), so the kernel's 500 hold 32 MB
     the socket     datagrams from the peer the daemon has not received yet (SockSelected);
                    SO_RCVBUF bytes of the kernel's accounting (each datagram's ``truesize``,
                    more than its bytes; the kernel doubles what is asked)
@@ -66,6 +66,6 @@ def ring_entries(queue_bytes: int, entry_bytes: int, floor: int = MIN_RING_ENTRI
     Args:
         queue_bytes: the budget (``--queue-bytes``).
         entry_bytes: the largest packet one entry holds: the MTU, or on the fast path the
-            super-packet size the daemon asked tun0 for (``offload.GSO_MAX_SIZE``).
+            largest super-packet tun0 hands over (``offload.SUPER_PACKET_BYTES``).
     """
     return min(MAX_RING_ENTRIES, max(floor, queue_bytes // entry_bytes))

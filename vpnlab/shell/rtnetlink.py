@@ -72,7 +72,6 @@ RTM_GETROUTE = 26
 IFF_UP = 0x1
 IFLA_MTU = 4
 IFLA_TXQLEN = 13
-IFLA_GSO_MAX_SIZE = 41
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_FLAGS = 8
@@ -251,22 +250,17 @@ class Rtnetlink:
         *,
         up: bool | None = None,
         mtu: int | None = None,
-        gso_max_size: int | None = None,
         txqueuelen: int | None = None,
     ) -> None:
-        """``ip link set dev #index [up|down] [mtu N] [gso_max_size N] [txqueuelen N]``."""
+        """``ip link set dev #index [up|down] [mtu N] [txqueuelen N]``."""
         flags, change = (IFF_UP if up else 0, IFF_UP) if up is not None else (0, 0)
         body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change)
         if mtu is not None:
             body += rtattr(IFLA_MTU, struct.pack("=I", mtu))
-        if gso_max_size is not None:
-            body += rtattr(IFLA_GSO_MAX_SIZE, struct.pack("=I", gso_max_size))
         if txqueuelen is not None:
             body += rtattr(IFLA_TXQLEN, struct.pack("=I", txqueuelen))
         what = f"link set #{index}" + ("" if up is None else " up" if up else " down")
-        what += ("" if mtu is None else f" mtu {mtu}") + (
-            "" if gso_max_size is None else f" gso_max_size {gso_max_size}"
-        )
+        what += "" if mtu is None else f" mtu {mtu}"
         what += "" if txqueuelen is None else f" txqueuelen {txqueuelen}"
         self.request(RTM_NEWLINK, 0, body, what)
 

@@ -168,11 +168,11 @@ for src, dst, inner in wire[:8]:
 # ## Yours beside vpnlab's
 # On the left your loop, on the right the TunSelected and SockSelected of `vpnlab/shell/tunnel.py`.
 # What the real one adds:
-# - **A core.** Each packet goes to `core.send_packets` (`seal`) and each peer's datagrams
-#   to `core.receive_datagrams` (`open`), the sans-IO `core/`: the format (plain, ESP), the
-#   session (keys, sequence numbers), the peer check (a datagram from an unknown address is
-#   dropped **and counted**), and the timers: keepalives every 2 s, the 6 s liveness window,
-#   rekeying.
+# - **A core.** Each packet goes to `core.send_packets` (`seal`) and a wake-up's datagrams,
+#   grouped by peer, to `core.receive_runs` (`open`), the sans-IO `core/`: the format
+#   (plain, ESP), the session (keys, sequence numbers), the peer check (a datagram from an
+#   unknown address is dropped **and counted**), and the timers: keepalives every 2 s, the
+#   6 s liveness window, rekeying.
 # - **Batches.** `tun0` and the socket are non-blocking; each wake-up drains up to `BATCH`
 #   packets instead of one, so a busy tunnel makes fewer wake-ups per packet. The same loop
 #   with other ends (`--datapath fast`, `vpnlab/fast/datapath.py`) moves many packets per

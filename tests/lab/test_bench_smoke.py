@@ -46,6 +46,17 @@ def test_bench_quick_runs_and_produces_numbers(prefix, tmp_path):
         assert (last != "-") == ("vpnlab" in row["case"]), line  # "client / server" or "-"
 
 
+def test_bench_download_measures_web_to_r1(prefix, tmp_path):
+    """``--download``: iperf3 -R, web's data to r1 through both daemons."""
+    lines: list[str] = []
+    cases = ["vpnlab esp-aes-gcm fast"]
+    document = run_bench(cases, 1, 1.0, tmp_path, prefix, progress=lines.append, download=True)
+    assert document["settings"]["path"] == "web -> r1"
+    (row,) = document["summary"]
+    assert row["mbps"] > 0 and set(row["cpu_us_per_packet"]) == {"client", "server"}, row
+    assert format_table(document).splitlines()[-1].endswith("iperf3 web -> r1")
+
+
 @pytest.mark.parametrize("datapath", ["fast", "simple"])
 def test_bench_footprint_prints_the_table_and_leaves_nothing(prefix, datapath):
     done = subprocess.run(

@@ -59,3 +59,16 @@ def test_the_bench_table_shows_the_hops_per_tunnel():
     assert header == "| case | client out | server in | server out | client in | sum |"
     assert "| openvpn | 148 | 129 | 53 | 89 | 419 |" in table
     assert not any(line.startswith("| routed | ") and line.count("|") == 7 for line in table)
+
+
+def test_the_bench_table_says_which_way_the_data_flowed():
+    runs = [{"case": "routed", "mbps": 2000.0, "idle_hops_us": {}}]
+    document = {
+        "summary": summarize(["routed"], runs),
+        "date": "2026-12-07 16:00",
+        "machine": {"cpus": 2, "kernel": "6.1", "python": "3.11", "openvpn": None},
+        "settings": {"runs": 1, "seconds": 1.0, "tun_mtu": 1400, "path": "web -> r1"},
+    }
+    assert format_table(document).splitlines()[-1].endswith("iperf3 web -> r1")
+    document["settings"]["path"] = "r1 -> web"
+    assert format_table(document).splitlines()[-1].endswith("iperf3 r1 -> web")

@@ -41,7 +41,8 @@ def idle_seconds(text: str) -> float:
 
 
 def register(sub: Subparsers) -> None:
-    """``vpnlab bench [--quick] [--runs N] [--seconds S] [--cases CASE ...] [--out DIR]``,
+    """``vpnlab bench [--quick] [--runs N] [--seconds S] [--cases CASE ...] [--download]
+    [--out DIR]``,
     ``vpnlab bench --footprint [--idle-seconds S] [--datapath fast|simple]``,
     ``vpnlab bench --clients [N]``."""
     p = sub.add_parser(
@@ -98,6 +99,11 @@ def register(sub: Subparsers) -> None:
         f"--clients {CLASS_PREFIX})",
     )
     p.add_argument("--mtu", type=int, default=MTU, help="tun MTU of every tunnel")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="the data flows web -> r1 (iperf3 -R: a student's download) instead of r1 -> web",
+    )
     p.set_defaults(func=cmd_bench)
 
 
@@ -197,7 +203,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         runs, seconds, cases = args.runs, args.seconds, ALL_CASES
     cases = args.cases or cases
-    document = run_bench(cases, runs, seconds, args.out, args.prefix or "vbench-", args.mtu)
+    document = run_bench(
+        cases, runs, seconds, args.out, args.prefix or "vbench-", args.mtu, download=args.download
+    )
     print(format_table(document))
     print(f"\nraw runs: {args.out / 'results.json'}   chart: {args.out / 'bench.png'}")
     return 0 if all(row["mbps"] > 0 for row in document["summary"]) else 1

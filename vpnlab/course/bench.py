@@ -2,10 +2,13 @@
 
     sudo scripts/bench.sh                 # 3 rounds of 10 s per case, about 6 minutes
     sudo scripts/bench.sh --quick         # 1 round of 2 s, four cases: a smoke test
+    sudo scripts/bench.sh --download      # the data the other way: web -> r1 (iperf3 -R)
 
 What it measures, in a lab of its own (prefix ``vbench-``): ``iperf3 -J`` from r1 (the client)
 to web, so the data crosses the client daemon, the isp router, the server daemon, its NAT and
-forwarding: the path a user's traffic takes. Cases:
+forwarding: the path a user's traffic takes (an upload; ``--download``: web's data to r1, the
+path of a student's FTP get or web page, where the server reads what the kernel forwarded into
+its tun0 and the client writes the super-packets). Cases:
 
     routed                   no tunnel: the upper bound (the same lab, plain routing)
     openvpn                  OpenVPN 2.6, p2p UDP over tun, TLS, AES-256-GCM, tun-mtu 1400
@@ -112,10 +115,11 @@ def packets_carried(path: Path, since: float, wait_s: float = 3.0) -> int | None
 class Bench:
     """One benchmark: a lab, the cases, the runs, the results."""
 
-    def __init__(self, prefix: str, seconds: float, mtu: int) -> None:
+    def __init__(self, prefix: str, seconds: float, mtu: int, download: bool = False) -> None:
         self.prefix = prefix
         self.seconds = seconds
         self.mtu = mtu
+        self.download = download
         self.folder = state_dir(prefix)
         self.daemons: dict[str, int] = {}
         self.status_files: dict[str, Path] = {}
@@ -229,7 +233,8 @@ class Bench:
         return {n: packets_carried(path, since) for n, path in self.status_files.items()}
 
     def iperf(self) -> Measured:
-        """One iperf3 run r1 -> web; the server on web answers exactly one test."""
+        """One iperf3 run r1 -> web (web -> r1 with ``download``, ``iperf3 -R``); the server
+        on web answers exactly one test."""
         limit = str(int(self.seconds) + 15)
         before = self.packets()  # no tunnel traffic until iperf3 starts
         with iperf_server(self.prefix, int(limit)):
@@ -238,7 +243,8 @@ class Bench:
             pings = self.pinger(limit)
             done = self.run_in(
                 "r1",
-                ["timeout", limit, "iperf3", "-c", WEB, "-t", str(self.seconds), "-J", "-O", "1"],
+                ["timeout", limit, "iperf3", "-c", WEB, "-t", str(self.seconds), "-J", "-O", "1"]
+                + (["-R"] if self.download else []),
             )
             wall = time.monotonic() - start
             rtt_load = loaded_rtt_ms(pings)
@@ -372,8 +378,10 @@ def run_bench(
     prefix: str = "vbench-",
     mtu: int = MTU,
     progress: Callable[[str], None] = say,
+    download: bool = False,
 ) -> dict[str, Any]:
     """Build a lab, measure ``cases`` ``runs`` times (alternating), remove the lab.
+    ``download``: the data flows web -> r1 (``iperf3 -R``) instead of r1 -> web.
 
     Returns the results document (also written to ``out/results.json``, with the chart).
     """
@@ -385,11 +393,16 @@ def run_bench(
     document: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
-        "settings": {"runs": runs, "seconds": seconds, "tun_mtu": mtu, "path": "r1 -> web"},
+        "settings": {
+            "runs": runs,
+            "seconds": seconds,
+            "tun_mtu": mtu,
+            "path": "web -> r1" if download else "r1 -> web",
+        },
         "cases": cases,
         "runs": results,
     }
-    bench = Bench(prefix, seconds, mtu)
+    bench = Bench(prefix, seconds, mtu, download)
     total = runs * len(cases)
     try:
         lab.up(prefix=prefix, vpn=False)

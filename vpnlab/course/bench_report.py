@@ -124,6 +124,12 @@ def _per_daemon(values: dict[str, float] | None, spec: str) -> str:
     return " / ".join(f"{values[n]:{spec}}" for n in ("client", "server") if n in values) or "-"
 
 
+def path_of(document: dict[str, Any]) -> str:
+    """Which way the bench's data flowed: "r1 -> web" (the default) or "web -> r1"."""
+    path: str = document["settings"].get("path", "r1 -> web")
+    return path
+
+
 def format_table(document: dict[str, Any]) -> str:
     """The summary as a Markdown table (it goes into the README as it is)."""
     lines = [
@@ -150,7 +156,7 @@ def format_table(document: dict[str, Any]) -> str:
         f"{document['date']}, {machine['cpus']} cores, kernel {machine['kernel']}, "
         f"Python {machine['python']}, {machine['openvpn'] or 'no openvpn'}; "
         f"{document['settings']['runs']} rounds of {document['settings']['seconds']} s, "
-        f"tun MTU {document['settings']['tun_mtu']}, iperf3 r1 -> web"
+        f"tun MTU {document['settings']['tun_mtu']}, iperf3 {path_of(document)}"
     )
     return "\n".join(lines)
 
@@ -209,7 +215,7 @@ def chart(document: dict[str, Any], path: Path) -> None:
                 va="bottom",
                 fontsize=8,
             )
-    ax.set_ylabel("TCP throughput r1 -> web, Mbit/s")
+    ax.set_ylabel(f"TCP throughput {path_of(document)}, Mbit/s")
     machine = document["machine"]
     ax.set_title(
         f"vpnlab vs OpenVPN, {document['date']}, {machine['cpus']} cores, "

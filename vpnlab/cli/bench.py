@@ -71,6 +71,23 @@ def register(sub: Subparsers) -> None:
         default=IDLE_S,
         help="--footprint, --clients: how long the idle CPU is measured (default %(default)s)",
     )
+    _add_throughput(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results"),
+        help="folder for results.json and bench.png (default %(default)s)",
+    )
+    p.add_argument(
+        "--prefix",
+        help=f"lab prefix (default vbench-, --footprint {FOOTPRINT_PREFIX}, "
+        f"--clients {CLASS_PREFIX})",
+    )
+    p.set_defaults(func=cmd_bench)
+
+
+def _add_throughput(p: argparse.ArgumentParser) -> None:
+    """The default benchmark's options: TCP through every tunnel, side by side with OpenVPN."""
     p.add_argument(
         "--runs", type=bounded(int, 1, MAX_RUNS), default=3, help="rounds (default %(default)s)"
     )
@@ -87,24 +104,12 @@ def register(sub: Subparsers) -> None:
         metavar="CASE",
         help=f"subset of: {', '.join(ALL_CASES)}",
     )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("bench-results"),
-        help="folder for results.json and bench.png (default %(default)s)",
-    )
-    p.add_argument(
-        "--prefix",
-        help=f"lab prefix (default vbench-, --footprint {FOOTPRINT_PREFIX}, "
-        f"--clients {CLASS_PREFIX})",
-    )
     p.add_argument("--mtu", type=int, default=MTU, help="tun MTU of every tunnel")
     p.add_argument(
         "--download",
         action="store_true",
         help="the data flows web -> r1 (iperf3 -R: a student's download) instead of r1 -> web",
     )
-    p.set_defaults(func=cmd_bench)
 
 
 def _add_footprint(p: argparse.ArgumentParser) -> None:

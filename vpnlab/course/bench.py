@@ -187,6 +187,25 @@ class Bench:
             raise BenchError(f"openvpn did not connect:\n{log_tail(log, 12)}")
         self.daemons = pids
 
+    def run(self, case: str, round_: int) -> Run:
+        """One round of ``case``: set it up, measure, tear it down; a broken case is a run
+        with its error (and 0 Mbit/s), so that it cannot lose the others."""
+        try:
+            self.setup(case)
+            rtt = self.ping_ms()
+            hops = self.idle_hops() if case != "routed" else {}
+            return {
+                "case": case,
+                "round": round_,
+                "rtt_ms": rtt,
+                **self.iperf(),
+                "idle_hops_us": hops,
+            }
+        except Exception as exc:
+            return {"case": case, "round": round_, "error": str(exc), "mbps": 0.0}
+        finally:
+            self.teardown(case)
+
     # measurements ---------------------------------------------------------------------------
 
     def ping_ms(self) -> float | None:
@@ -389,16 +408,12 @@ def run_bench(
         progress("openvpn is not installed: that case is skipped (scripts/bench.sh installs it)")
         cases = [c for c in cases if c != "openvpn"]
     out.mkdir(parents=True, exist_ok=True)
+    path = "web -> r1" if download else "r1 -> web"
     results: list[Run] = []
     document: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
-        "settings": {
-            "runs": runs,
-            "seconds": seconds,
-            "tun_mtu": mtu,
-            "path": "web -> r1" if download else "r1 -> web",
-        },
+        "settings": {"runs": runs, "seconds": seconds, "tun_mtu": mtu, "path": path},
         "cases": cases,
         "runs": results,
     }
@@ -409,21 +424,7 @@ def run_bench(
         for round_ in range(runs):
             for case in cases:
                 progress(f"[{len(results) + 1}/{total}] round {round_ + 1}: {case} ...")
-                try:
-                    bench.setup(case)
-                    rtt = bench.ping_ms()
-                    hops = bench.idle_hops() if case != "routed" else {}
-                    run: Run = {
-                        "case": case,
-                        "round": round_ + 1,
-                        "rtt_ms": rtt,
-                        **bench.iperf(),
-                        "idle_hops_us": hops,
-                    }
-                except Exception as exc:  # one broken case must not lose the others
-                    run = {"case": case, "round": round_ + 1, "error": str(exc), "mbps": 0.0}
-                finally:
-                    bench.teardown(case)
+                run = bench.run(case, round_ + 1)
                 results.append(run)
                 progress(
                     f"    {run.get('mbps')} Mbit/s, retransmits {run.get('retransmits')}, "

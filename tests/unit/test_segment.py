@@ -25,6 +25,7 @@ from vpnlab.fast.segment import (
     NO_OFFLOAD,
     VNET_HDR,
     coalesce,
+    payload_sums,
     split,
 )
 
@@ -154,6 +155,25 @@ def test_split_then_coalesce_round_trip(size, mss, seq, ip_id):
     writes = coalesce(segments)
     rebuilt = [IP(b"".join(bytes(b) for b in write[1:])) for write in writes]
     assert b"".join(bytes(p[TCP].payload) for p in rebuilt) == payload
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=0, max_size=6000), mss=st.integers(1, 1460))
+def test_payload_sums_match_rfc1071_for_odd_and_even_mss(data, mss):
+    """Each chunk's sum (numpy for two or more full chunks, odd MSS padded) is the RFC 1071
+    sum of that chunk alone: the lab's default MSS, 1,395, is odd."""
+    count = -(-len(data) // mss)
+    sums = payload_sums(memoryview(data), mss, count)
+    expected = [ones_sum(data[at : at + mss]) for at in range(0, len(data), mss)]
+    assert [fold(s) for s in sums] == [fold(e) for e in expected]
+
+
+def test_payload_sums_of_the_labs_default_mss():
+    data = os.urandom(1395 * 46 + 7)
+    sums = payload_sums(memoryview(data), 1395, 47)
+    assert [fold(s) for s in sums] == [
+        fold(ones_sum(data[a : a + 1395])) for a in range(0, len(data), 1395)
+    ]
 
 
 def test_coalesce_joins_a_run_into_one_gso_write():

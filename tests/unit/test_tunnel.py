@@ -62,8 +62,8 @@ class SuperPacketTun(TunDevice):
     """tun0 as the fast path reads it: each read one TSO super-packet, cut into 43 segments
     (here 43 copies of the datagram read)."""
 
-    def read(self) -> list[bytes]:
-        return [packet for packet in super().read() for _ in range(43)]
+    def read(self, limit: int) -> list[bytes]:
+        return [packet for packet in super().read(limit) for _ in range(43)]
 
 
 def pending(end: socket.socket) -> int:

@@ -32,7 +32,15 @@ from vpnlab.core.events import Address
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.fast import offload
 from vpnlab.fast.batch import gro_segment_size, gso_batches, gso_control, split_gro
-from vpnlab.fast.segment import NO_OFFLOAD, VNET_HDR_LEN, Write, coalesce, split
+from vpnlab.fast.segment import (
+    NO_OFFLOAD,
+    VNET_HDR_LEN,
+    Write,
+    coalesce,
+    complete_checksums,
+    partial_checksum,
+    split,
+)
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import Run, UdpTransport, add_run
 
@@ -66,33 +74,64 @@ class VnetTun:
         self.drops = drops
         self.offloads = offloads
         self.stats = stats
+        self._drained = False
         offload.enable_tun(fd, offloads)
 
     def fileno(self) -> int:
         return self.fd
 
-    def read(self) -> list[bytes]:
-        """One read: a super-packet cut into its segments, or one packet; [] when none waits."""
-        try:
-            data = os.read(self.fd, READ_BYTES)
-        except BlockingIOError:
+    def read(self, limit: int) -> list[bytes]:
+        """Reads from tun0 until ``limit`` packets, a super-packet (cut into its segments, the
+        last read of the call) or an empty ring; [] when none waits.
+
+        Single packets whose checksum the kernel left to us (a forwarded UDP stream, TCP
+        ACKs) have it completed together, and are sealed and sent together: one UDP GSO send,
+        where one read at a time meant one ``sendto`` each (``docs/performance.md``, *A
+        stream of single packets*).
+        """
+        if self._drained:  # the last call found the ring empty: no second empty read
+            self._drained = False
             return []
-        except OSError as exc:
-            self.drops[Drop.TUN_READ.detail(exc.strerror)] += 1
-            return []
-        if not self.offloads.vnet_hdr:
-            return [data]
-        if data[:VNET_HDR_LEN] == NO_OFFLOAD:
-            return [data[VNET_HDR_LEN:]]
-        try:
-            packets = split(data[:VNET_HDR_LEN], data[VNET_HDR_LEN:])
-        except (LocalProtocolError, IndexError) as exc:
-            self.drops[Drop.TUN.detail(exc)] += 1
-            return []
-        if len(packets) > 1:
-            self.stats["super_packets"] += 1
-            self.stats["super_packet_segments"] += len(packets)
-        return packets
+        packets: list[bytes | None] = []
+        partials: list[tuple[int, tuple[bytes, int, int]]] = []
+        while len(packets) < limit:
+            try:
+                data = os.read(self.fd, READ_BYTES)
+            except BlockingIOError:
+                self._drained = bool(packets)
+                break
+            except OSError as exc:
+                self.drops[Drop.TUN_READ.detail(exc.strerror)] += 1
+                break
+            if not self.offloads.vnet_hdr:
+                packets.append(data)
+                continue
+            header, packet = data[:VNET_HDR_LEN], data[VNET_HDR_LEN:]
+            if header == NO_OFFLOAD:
+                packets.append(packet)
+                continue
+            csum = partial_checksum(header)
+            if csum is not None:
+                partials.append((len(packets), (packet, *csum)))
+                packets.append(None)
+                continue
+            try:
+                segments = split(header, packet)
+            except (LocalProtocolError, IndexError) as exc:
+                self.drops[Drop.TUN.detail(exc)] += 1
+                continue
+            if len(segments) > 1:
+                self.stats["super_packets"] += 1
+                self.stats["super_packet_segments"] += len(segments)
+            packets.extend(segments)
+            break
+        for (index, _), complete in zip(
+            partials, complete_checksums([partial for _, partial in partials]), strict=True
+        ):
+            packets[index] = complete
+            if complete is None:
+                self.drops[Drop.TUN.detail("checksum offsets outside the packet")] += 1
+        return [packet for packet in packets if packet is not None]
 
     def write(self, packets: list[bytes]) -> None:
         """Coalesced tun writes: one writev per super-packet (or per packet without TSO)."""

@@ -92,12 +92,67 @@ def complete_checksum(packet: bytes, csum_start: int, csum_offset: int) -> bytes
     at = csum_start + csum_offset
     if at + 2 > len(packet) or csum_start >= len(packet):
         raise LocalProtocolError("checksum offsets outside the packet")
-    value = finish(ones_sum(memoryview(packet)[csum_start:]))
+    return _with_checksum(
+        packet, at, finish(ones_sum(memoryview(packet)[csum_start:])), csum_offset
+    )
+
+
+def _with_checksum(packet: bytes, at: int, value: int, csum_offset: int) -> bytes:
+    """``packet`` with ``value`` in its checksum field at ``at``."""
     if value == 0 and csum_offset == 6:  # UDP: 0 means "no checksum"; send 0xFFFF instead
         value = 0xFFFF
     out = bytearray(packet)
     out[at : at + 2] = value.to_bytes(2, "big")
     return bytes(out)
+
+
+def partial_checksum(header: bytes) -> tuple[int, int] | None:
+    """``(csum_start, csum_offset)`` of a read that is one packet whose checksum the kernel
+    left to us (NEEDS_CSUM, no GSO: a forwarded UDP datagram, a TCP ACK); None otherwise."""
+    flags, gso_type, _, _, csum_start, csum_offset = VNET_HDR.unpack(header)
+    if gso_type & ~GSO_ECN == GSO_NONE and flags & F_NEEDS_CSUM:
+        return csum_start, csum_offset
+    return None
+
+
+def complete_checksums(partials: list[tuple[bytes, int, int]]) -> list[bytes | None]:
+    """:func:`complete_checksum` for the single packets of several reads, in order; None for
+    one whose offsets point outside it.
+
+    Where they add up to :data:`BATCH_SUM_BYTES` or more, their sums come from one numpy call
+    (``add.reduceat`` over their checksummed parts, each padded to whole 16-bit words as RFC
+    1071 pads odd data): about 0.3 us per 1,300-byte datagram, where one at a time took 3.1.
+    """
+    np = _numpy() if len(partials) > 1 else None
+    if np is None or sum(len(p) for p, _, _ in partials) < BATCH_SUM_BYTES:
+        return [_complete_or_none(*partial) for partial in partials]
+    valid = [start + offset + 2 <= len(p) and start < len(p) for p, start, offset in partials]
+    parts = bytearray()
+    starts = []
+    for (packet, start, _), ok in zip(partials, valid, strict=True):
+        if ok:
+            starts.append(len(parts) // 2)
+            parts += memoryview(packet)[start:]
+            if len(parts) & 1:
+                parts.append(0)
+    words = np.frombuffer(parts, dtype=">u2")
+    sums = iter(np.add.reduceat(words, starts, dtype=np.uint64).tolist())
+    return [
+        _with_checksum(packet, start + offset, finish(next(sums)), offset) if ok else None
+        for (packet, start, offset), ok in zip(partials, valid, strict=True)
+    ]
+
+
+BATCH_SUM_BYTES = 4096
+"""Below this many bytes in all, the single packets' sums are cheaper in pure Python (numpy's
+call costs about 2 us however little it sums)."""
+
+
+def _complete_or_none(packet: bytes, csum_start: int, csum_offset: int) -> bytes | None:
+    try:
+        return complete_checksum(packet, csum_start, csum_offset)
+    except LocalProtocolError:
+        return None
 
 
 def split(header: bytes, packet: bytes) -> list[bytes]:

@@ -133,8 +133,10 @@ class Device(Protocol):
     """tun0 (or tap0) as the loop sees it."""
 
     def fileno(self) -> int: ...
-    def read(self) -> list[bytes]:
-        """One read: the packets it returned (one on the simple path); [] when none waits."""
+    def read(self, limit: int) -> list[bytes]:
+        """Packets from the kernel, about ``limit`` at most (the simple path reads one per
+        call, the fast path a super-packet's segments or a run of single packets); [] when
+        none waits."""
         ...
 
     def write(self, packets: list[bytes]) -> None:
@@ -161,7 +163,8 @@ class TunDevice:
     def fileno(self) -> int:
         return self.fd
 
-    def read(self) -> list[bytes]:
+    def read(self, limit: int) -> list[bytes]:
+        """One packet (``limit`` is at least one): the seed's one read per TunSelected."""
         try:
             return [os.read(self.fd, MAX_DATAGRAM)]
         except BlockingIOError:
@@ -358,7 +361,7 @@ class SelectLoop:
         assert self.device is not None
         read = 0
         while read < self._batch:
-            packets = self.device.read()
+            packets = self.device.read(self._batch - read)
             if not packets:
                 return
             read += len(packets)
@@ -381,7 +384,7 @@ class SelectLoop:
             events = self.core.send_packets(packets, now)
             if events:  # nearly always none: a packet sealed is no event
                 self.dispatch(events)
-        except Exception as exc:  # a bug costs this read's packets, never the daemon
+        except Exception as exc:  # a bug costs the packets read together, never the daemon
             self.count_bug(exc)
 
     def open(self, runs: list[Run], now: float) -> None:

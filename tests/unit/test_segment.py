@@ -27,7 +27,6 @@ from vpnlab.fast.segment import (
     coalesce,
     complete_checksum,
     complete_checksums,
-    partial_checksum,
     payload_sums,
     split,
 )
@@ -120,22 +119,25 @@ def test_split_passes_non_tcp_through_untouched():
     assert split(NO_OFFLOAD, datagram) == [datagram]
 
 
-def test_split_finishes_partial_checksums_of_acks_and_small_packets():
+def test_split_leaves_partial_checksums_of_acks_and_small_packets_to_complete_checksums():
+    """A single packet with NEEDS_CSUM comes back as a Partial (the packet and its offsets),
+    and ``complete_checksums`` finishes it as scapy would."""
     ack = super_v4(b"", flags="A")
     header = VNET_HDR.pack(F_NEEDS_CSUM, 0, 0, 0, 20, 16)
-    (done,) = split(header, partial(ack))
-    assert done == ack  # scapy computed the full checksum; so did we
+    assert split(header, partial(ack)) == (partial(ack), 20, 16)
     datagram = bytes(IP(src="10.8.0.2", dst="203.0.113.10") / UDP(sport=1, dport=2) / b"hi")
     half = bytearray(datagram)
     half[26:28] = fold(ones_sum(datagram[12:20]) + 17 + 10).to_bytes(2, "big")
-    assert split(VNET_HDR.pack(F_NEEDS_CSUM, 0, 0, 0, 20, 6), bytes(half)) == [datagram]
+    udp = split(VNET_HDR.pack(F_NEEDS_CSUM, 0, 0, 0, 20, 6), bytes(half))
+    assert isinstance(udp, tuple)
+    outside = split(VNET_HDR.pack(F_NEEDS_CSUM, 0, 0, 0, 5000, 16), super_v4(b""))
+    assert isinstance(outside, tuple)
+    assert complete_checksums([split(header, partial(ack)), udp, outside]) == [ack, datagram, None]
 
 
-def test_split_refuses_gso_types_it_never_enabled_and_bad_offsets():
+def test_split_refuses_gso_types_it_never_enabled_and_malformed_super_packets():
     with pytest.raises(LocalProtocolError):
         split(VNET_HDR.pack(0, 3, 0, 1000, 20, 6), super_v4(b"x" * 100))  # UDP GSO
-    with pytest.raises(LocalProtocolError):
-        split(VNET_HDR.pack(F_NEEDS_CSUM, 0, 0, 0, 5000, 16), super_v4(b""))
     ping = bytes(IP() / ICMP())
     with pytest.raises(LocalProtocolError):
         split(tso_header(1000), ping)
@@ -205,12 +207,13 @@ def test_a_udp_run_gets_valid_checksums_from_one_numpy_call():
         for _ in range(8)
     ]
     headers = [VNET_HDR.pack(F_NEEDS_CSUM, 0, 0, 0, 20, 6) for _ in datagrams]
-    partials = [(d, *partial_checksum(h)) for d, h in zip(datagrams, headers, strict=True)]
+    reads = [split(h, d) for d, h in zip(datagrams, headers, strict=True)]
+    partials = [read for read in reads if isinstance(read, tuple)]
+    assert len(partials) == len(datagrams)
     for done in complete_checksums(partials):
         again = IP(done)
         del again[UDP].chksum
         assert IP(bytes(again))[UDP].chksum == IP(done)[UDP].chksum
-    assert partial_checksum(tso_header(1360)) is None  # a super-packet is split, not this
 
 
 def partial_udp(packet: bytes) -> bytes:

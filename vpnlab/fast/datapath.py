@@ -35,10 +35,10 @@ from vpnlab.fast.batch import gro_segment_size, gso_batches, gso_control, split_
 from vpnlab.fast.segment import (
     NO_OFFLOAD,
     VNET_HDR_LEN,
+    Partial,
     Write,
     coalesce,
     complete_checksums,
-    partial_checksum,
     split,
 )
 from vpnlab.shell.report import Reporter
@@ -93,7 +93,7 @@ class VnetTun:
             self._drained = False
             return []
         packets: list[bytes | None] = []
-        partials: list[tuple[int, tuple[bytes, int, int]]] = []
+        partials: list[tuple[int, Partial]] = []
         while len(packets) < limit:
             try:
                 data = os.read(self.fd, READ_BYTES)
@@ -107,24 +107,24 @@ class VnetTun:
                 packets.append(data)
                 continue
             header, packet = data[:VNET_HDR_LEN], data[VNET_HDR_LEN:]
-            if header == NO_OFFLOAD:
+            if header == NO_OFFLOAD:  # a complete packet: no header to unpack
                 packets.append(packet)
                 continue
-            csum = partial_checksum(header)
-            if csum is not None:
-                partials.append((len(packets), (packet, *csum)))
-                packets.append(None)
-                continue
             try:
-                segments = split(header, packet)
+                read = split(header, packet)
             except (LocalProtocolError, IndexError) as exc:
                 self.drops[Drop.TUN.detail(exc)] += 1
                 continue
-            if len(segments) > 1:
+            if isinstance(read, tuple):  # a Partial
+                partials.append((len(packets), read))
+                packets.append(None)
+            elif len(read) == 1:
+                packets.append(read[0])
+            else:
                 self.stats["super_packets"] += 1
-                self.stats["super_packet_segments"] += len(segments)
-            packets.extend(segments)
-            break
+                self.stats["super_packet_segments"] += len(read)
+                packets.extend(read)
+                break
         for (index, _), complete in zip(
             partials, complete_checksums([partial for _, partial in partials]), strict=True
         ):

@@ -106,16 +106,13 @@ def _with_checksum(packet: bytes, at: int, value: int, csum_offset: int) -> byte
     return bytes(out)
 
 
-def partial_checksum(header: bytes) -> tuple[int, int] | None:
-    """``(csum_start, csum_offset)`` of a read that is one packet whose checksum the kernel
-    left to us (NEEDS_CSUM, no GSO: a forwarded UDP datagram, a TCP ACK); None otherwise."""
-    flags, gso_type, _, _, csum_start, csum_offset = VNET_HDR.unpack(header)
-    if gso_type & ~GSO_ECN == GSO_NONE and flags & F_NEEDS_CSUM:
-        return csum_start, csum_offset
-    return None
+Partial = tuple[bytes, int, int]
+"""``(packet, csum_start, csum_offset)``: a read that is one packet whose checksum the kernel
+left to us (NEEDS_CSUM, no GSO: a forwarded UDP datagram, a TCP ACK). :func:`complete_checksums`
+finishes a run of them together. A plain tuple: a NamedTuple costs 0.2 us more per packet."""
 
 
-def complete_checksums(partials: list[tuple[bytes, int, int]]) -> list[bytes | None]:
+def complete_checksums(partials: list[Partial]) -> list[bytes | None]:
     """:func:`complete_checksum` for the single packets of several reads, in order; None for
     one whose offsets point outside it.
 
@@ -155,16 +152,17 @@ def _complete_or_none(packet: bytes, csum_start: int, csum_offset: int) -> bytes
         return None
 
 
-def split(header: bytes, packet: bytes) -> list[bytes]:
-    """TunSelected with offloads: one read from tun0 (header, packet) as ordinary IP packets.
+def split(header: bytes, packet: bytes) -> list[bytes] | Partial:
+    """TunSelected with offloads: one read from tun0 (header, packet), its header unpacked once.
 
     Args:
         header: the 10-byte virtio_net_hdr in front of the packet.
         packet: the IP packet or TCP super-packet after it.
 
     Returns:
-        Complete packets with valid checksums, in order; a packet without GSO is returned as
-        it is (with its checksum finished if it was partial).
+        A super-packet's segments, complete with valid checksums, in order; a packet without
+        GSO as it is ([packet]), or as a :data:`Partial` if the kernel left its checksum to
+        us (its offsets are checked where it is completed).
 
     Raises:
         LocalProtocolError: a GSO type we never enabled, or a malformed super-packet.
@@ -173,7 +171,7 @@ def split(header: bytes, packet: bytes) -> list[bytes]:
     kind = gso_type & ~GSO_ECN
     if kind == GSO_NONE:
         if flags & F_NEEDS_CSUM:
-            return [complete_checksum(packet, csum_start, csum_offset)]
+            return packet, csum_start, csum_offset
         return [packet]
     if kind in (GSO_TCPV4, GSO_TCPV6):
         return split_tcp(packet, gso_size)

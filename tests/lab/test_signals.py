@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from vpnlab.cli.process import stop_on
+from vpnlab.instruments import capture
 from vpnlab.lab import state
+from vpnlab.lab.nodes import popen_in
 
 from .helpers import assert_gone, lab_pids, stop_with_sigterm, wait_until
 from .users import REPO
@@ -88,3 +91,32 @@ def test_capture_stops_its_dumpcap_on_sigterm(shared_lab, tmp_path):
     err = stop_with_sigterm(proc, lambda: path.exists() and dumpcaps_writing(path), 30)
     assert proc.returncode == STOPPED, err
     assert wait_until(lambda: not dumpcaps_writing(path), 5) is not None, "dumpcap still runs"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_just_after_dumpcap_started_stops_dumpcap_too(
+    shared_lab, tmp_path, monkeypatch, signum
+):
+    """The gap CI met once (2026-12-07, on a loaded machine): a stop that lands after dumpcap
+    was started but before a Capture held it left dumpcap running. Here the stop lands exactly
+    there, as ``vpnlab capture`` takes it (SIGTERM within ``stop_on``, Ctrl-C as Python does)."""
+    path = tmp_path / "gap.pcapng"
+    started: list[subprocess.Popen] = []
+
+    def start_then_stop(*args, **kwargs):
+        started.append(popen_in(*args, **kwargs))
+        os.kill(os.getpid(), signum)
+        return started[-1]
+
+    monkeypatch.setattr(capture, "popen_in", start_then_stop)
+    try:
+        with pytest.raises(KeyboardInterrupt), stop_on(signal.SIGTERM):
+            capture.start_capture(shared_lab.prefix, "r1", "eth0", path, duration_s=30)
+        assert started, "dumpcap never started"
+        (dumpcap,) = started  # ip netns exec, then dumpcap in its place (the same PID)
+        assert wait_until(lambda: dumpcap.poll() is not None, 5) is not None, "dumpcap runs on"
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -60,13 +60,14 @@ def cli_main(args: argparse.Namespace) -> int:
     if len(args.target) != 2 or args.write is None:
         raise CaptureError("usage: vpnlab capture [--prefix P] NODE IFACE ... -w FILE")
     node, interface = args.target
-    cap = start_capture(
-        args.prefix, node, interface, args.write, args.count, args.duration, args.filter
-    )
-    try:
+    cap = None
+    try:  # (start_capture stops its dumpcap itself if stopped while starting)
+        cap = start_capture(
+            args.prefix, node, interface, args.write, args.count, args.duration, args.filter
+        )
         path = cap.wait(args.duration + 10)  # dumpcap stops by itself: count or duration
     finally:  # CleanUp: stopped first (Ctrl-C, SIGTERM), dumpcap is stopped too
-        if cap.running:
+        if cap is not None and cap.running:
             with contextlib.suppress(CaptureError):
                 cap.stop(settle_s=0)
     counts = stack_counts(path)

@@ -23,10 +23,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, TypedDict
 
 from vpnlab.core.errors import LabError, VpnlabError
@@ -115,6 +117,31 @@ def _start_dumpcap(
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise CaptureError(f"cannot capture into {path}: {reason}") from None
     return proc, log
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """CleanUp without a gap: from dumpcap's start until a :class:`Capture` holds it, a Ctrl-C
+    or SIGTERM is held back, then sent again on the way out (to the handlers put back), so it
+    lands where the capture is stopped with it. Without this, a stop landing in between (a
+    loaded machine may not run us for a while after the fork) left dumpcap running until its
+    own limits ended it. Only the main thread sets handlers; no signal reaches another."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():  # None: set outside Python (C), not ours
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for stop in dict.fromkeys(held):
+            os.kill(os.getpid(), stop)
 
 
 def _read(log: IO[bytes]) -> str:
@@ -215,10 +242,12 @@ def start_capture(
     argv = ["dumpcap", "-q", "-i", interface, "-w", "-"]  # to path: _start_dumpcap
     argv += ["-c", str(count), "-a", f"duration:{round(duration_s)}"]
     argv += ["-a", f"filesize:{MAX_FILE_KB}"] + (["-f", capture_filter] if capture_filter else [])
-    proc, log = _start_dumpcap(prefix, node, argv, path)
-    cap = Capture(path, ns, interface, proc, log)
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    cap: Capture | None = None
     try:
+        with _stops_held():
+            proc, log = _start_dumpcap(prefix, node, argv, path)
+            cap = Capture(path, ns, interface, proc, log)
+        deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             exited = not cap.running  # read the log after this: it may say File: and then exit
             text = _read(cap.log)
@@ -229,9 +258,10 @@ def start_capture(
                 path.unlink(missing_ok=True)
                 raise CaptureError(f"dumpcap on {ns} {interface}: {_last_line(text)}")
             time.sleep(0.02)
-    except KeyboardInterrupt:  # CleanUp: stopped while waiting (Ctrl-C, SIGTERM): dumpcap too
-        with contextlib.suppress(CaptureError):
-            cap.stop(settle_s=0)
+    except KeyboardInterrupt:  # CleanUp: stopped while starting (Ctrl-C, SIGTERM): dumpcap too
+        if cap is not None:
+            with contextlib.suppress(CaptureError):
+                cap.stop(settle_s=0)
         raise
     with contextlib.suppress(CaptureError):
         cap.stop(settle_s=0)

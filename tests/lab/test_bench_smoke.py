@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,4 +130,31 @@ def test_bench_flood_runs_the_three_phases_with_the_ping_by_window(prefix, tmp_p
         assert all(w["sent"] > 0 and w["rtt_ms"] is not None for w in windows), result
     assert document["junk"]["drops"]["bad mac1"] > 0
     assert document["mac1"]["drops"]["under load: cookie reply sent"] > 0
+    assert prefix_namespaces(prefix) == []
+
+
+def test_bench_ab_alternates_two_trees_and_leaves_nothing(prefix, tmp_path):
+    """``scripts/bench_ab.py``: two trees (this one and a copy), two rounds of 1 s, the order
+    turned in the second; a row per tree with numbers, the rank test of their 2 x 2 runs."""
+    root = Path(__file__).resolve().parents[2]
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "vpnlab", copy / "vpnlab", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bench_ab.py"), str(root), str(copy)]
+        + ["--rounds", "2", "--seconds", "1", "--prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    turns = [line.split(": ")[1] for line in done.stderr.splitlines() if line.startswith("[ab]")]
+    assert turns == [str(root), str(copy), str(copy), str(root)], done.stderr
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for cells in (line.split("|") for line in done.stdout.splitlines())
+        if len(cells) == 6 and cells[1].strip() in (str(root), str(copy))
+    }
+    assert set(rows) == {str(root), str(copy)}, done.stdout
+    assert all(float(mbps.split("(")[1].rstrip(")").replace(",", "")) > 0 for mbps in rows.values())
+    assert "Mann-Whitney U = " in done.stdout and " of 4 pairs" in done.stdout
     assert prefix_namespaces(prefix) == []

@@ -1,0 +1,60 @@
+"""``scripts/bench_ab.py``, the lab bench's A/B of two code trees: its rank test, the order it
+turns every round, and its refusals (the runs themselves: tests/lab/test_bench_smoke.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from math import comb
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "bench_ab.py"
+_spec = importlib.util.spec_from_file_location("bench_ab", SCRIPT)
+assert _spec is not None and _spec.loader is not None
+bench_ab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_ab)
+
+
+def test_rank_test_gives_the_exact_p_of_textbook_cases():
+    """Wholly apart, 3 against 3: 2 of the 20 orderings are as extreme, p = 0.1; 8 against 8:
+    p = 2 / 12,870. Interleaved alike: p = 1."""
+    assert bench_ab.rank_test([1, 2, 3], [4, 5, 6]) == (9, pytest.approx(0.1))
+    assert bench_ab.rank_test([4, 5, 6], [1, 2, 3]) == (0, pytest.approx(0.1))
+    u, p = bench_ab.rank_test(list(range(8)), list(range(10, 18)))
+    assert (u, p) == (64, pytest.approx(2 / comb(16, 8)))
+    assert bench_ab.rank_test([1, 3, 5, 7], [2, 4, 6, 8])[1] > 0.5
+    assert bench_ab.rank_test([1, 2], [1, 2]) == (2, 1.0)
+
+
+def test_rank_test_null_distribution_sums_to_every_ordering():
+    for m, n in ((1, 1), (3, 4), (7, 7)):
+        counts = [bench_ab._arrangements(u, m, n) for u in range(m * n + 1)]
+        assert sum(counts) == comb(m + n, m)
+        assert counts == counts[::-1]  # U and m*n - U are alike
+
+
+def test_turn_order_reverses_every_other_round():
+    assert [bench_ab.turn_order(["A", "B"], r) for r in range(3)] == [
+        ["A", "B"],
+        ["B", "A"],
+        ["A", "B"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["/nonexistent", "."], [".", ".", "--rounds", "0"]],
+    ids=["no-vpnlab-tree", "no-rounds"],
+)
+def test_bad_arguments_get_one_line_and_exit_2(arguments):
+    arguments = [str(ROOT) if a == "." else a for a in arguments]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "bench_ab.py: error: " in done.stderr.strip().splitlines()[-1]

@@ -14,8 +14,9 @@ its tun0 and the client writes the super-packets). Cases:
     openvpn                  OpenVPN 2.6, p2p UDP over tun, TLS, AES-256-GCM, tun-mtu 1400
     {plain, esp-null, esp-aes-gcm} x {simple, fast}   vpnlab, --mtu 1400
 
-Cases alternate within each round (so a slow minute of the machine hits all of them), each
-round sets its case up afresh. For every run: throughput, TCP retransmits, ping RTT from r1 to
+Cases alternate within each round (so a slow minute of the machine hits all of them), and
+each round starts one case later than the round before (:func:`round_order`); each run sets
+its case up afresh. For every run: throughput, TCP retransmits, ping RTT from r1 to
 web idle (10 pings before) and under load (every 0.2 s during the transfer, the median
 after its first second), the CPU each tunnel daemon used (per cent of one core, from
 /proc/PID/stat) and, for vpnlab, that CPU time divided by the data packets the daemon
@@ -389,6 +390,16 @@ def loaded_rtt_ms(pings: subprocess.Popen[str]) -> float | None:
     return round(statistics.median(loaded), 3) if loaded else None
 
 
+def round_order(cases: list[str], round_: int) -> list[str]:
+    """The cases in the order round ``round_`` (from 0) runs them: one case later each round,
+    so that each case runs at another place in each round (and the first case of the list is
+    not always the first run). On the 2-core VMs the tree that ran first in a round did better
+    (``docs/performance.md``, *A stream of single packets*); a fixed place would put that into
+    the ratios. Each case still follows the one before it in the list, but in one round."""
+    start = round_ % len(cases) if cases else 0
+    return cases[start:] + cases[:start]
+
+
 def run_bench(
     cases: list[str],
     runs: int,
@@ -422,7 +433,7 @@ def run_bench(
     try:
         lab.up(prefix=prefix, vpn=False)
         for round_ in range(runs):
-            for case in cases:
+            for case in round_order(cases, round_):
                 progress(f"[{len(results) + 1}/{total}] round {round_ + 1}: {case} ...")
                 run = bench.run(case, round_ + 1)
                 results.append(run)

@@ -28,13 +28,10 @@ import tempfile
 from math import ceil, comb
 from pathlib import Path
 
+from vpnlab.course.bench import round_order
+
 Run = dict[str, float]
 """One run of one tree: mbps, rtt_load_ms, client_us, server_us."""
-
-
-def turn_order(trees: list[str], round_: int) -> list[str]:
-    """The trees in the order round ``round_`` (from 0) runs them: reversed every other round."""
-    return trees if round_ % 2 == 0 else trees[::-1]
 
 
 @functools.cache
@@ -130,7 +127,7 @@ def main() -> int:
     by_name = dict(zip(names, trees, strict=True))
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
         for round_ in range(args.rounds):
-            for name in turn_order(names, round_):
+            for name in round_order(names, round_):  # two trees: A B, B A, A B, ...
                 out = Path(scratch) / f"{len(runs[name])}-{names.index(name)}"
                 runs[name].append(run_once(by_name[name], args, out))
                 mbps = runs[name][-1]["mbps"]

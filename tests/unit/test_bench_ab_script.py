@@ -37,8 +37,8 @@ def test_rank_test_null_distribution_sums_to_every_ordering():
         assert counts == counts[::-1]  # U and m*n - U are alike
 
 
-def test_turn_order_reverses_every_other_round():
-    assert [bench_ab.turn_order(["A", "B"], r) for r in range(3)] == [
+def test_the_order_of_two_trees_turns_every_round():
+    assert [bench_ab.round_order(["A", "B"], r) for r in range(3)] == [
         ["A", "B"],
         ["B", "A"],
         ["A", "B"],

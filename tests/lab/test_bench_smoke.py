@@ -28,6 +28,13 @@ def test_bench_quick_runs_and_produces_numbers(prefix, tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["runs"]) == len(cases)
+    for run in saved["runs"]:  # the bench's lab receives as NICs do: the fast path gets batches
+        batches = run.get("gro_batches", {})
+        assert set(batches) == ({"client", "server"} if "vpnlab" in run["case"] else set()), run
+        if run["case"] == "vpnlab esp-aes-gcm simple":  # its socket asks for no UDP GRO
+            assert batches == {"client": 0, "server": 0}, run
+        if run["case"] == "vpnlab esp-aes-gcm fast":  # r1 -> web: the client's bursts
+            assert batches["server"] > 0, run
     assert any("round 1" in line for line in lines)  # progress was shown
     assert "x OpenVPN" in format_table(document)
     for row in document["summary"]:  # CPU us per packet: the vpnlab cases have both daemons

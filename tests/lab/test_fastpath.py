@@ -21,6 +21,8 @@ from scapy.layers.ipsec import ESP, SecurityAssociation
 from scapy.utils import rdpcap
 
 from vpnlab import lab
+from vpnlab.lab.build import receive_like_a_nic
+from vpnlab.lab.state import topology_of
 from vpnlab.wire.esp import load_static_keys
 
 from .helpers import WEB_IP, wait_until
@@ -86,8 +88,8 @@ def esp_sas(keys) -> dict:
     }
 
 
-def udp_segmentation(ns: str, ifname: str) -> bool:
-    """Whether ``ifname`` in ``ns`` offers UDP GSO (``ethtool -k``'s tx-udp-segmentation)."""
+def feature(ns: str, ifname: str, name: str) -> bool:
+    """Whether ``ifname`` in ``ns`` has ethtool feature ``name`` on (``ethtool -k``)."""
     from pyroute2 import netns
     from pyroute2.ethtool.ioctl import IoctlEthtool
 
@@ -96,14 +98,41 @@ def udp_segmentation(ns: str, ifname: str) -> bool:
     ethtool.sock = netns.create_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
     try:
         ethtool.change_ifname(ifname)
-        return bool(ethtool.get_features()["tx-udp-segmentation"])
+        return bool(ethtool.get_features()[name])
     finally:
         ethtool.close()
 
 
 def test_lab_veths_leave_udp_segmentation_to_the_kernel(fresh_lab):
     for node, ifname in (("r1", "eth0"), ("isp", "eth0"), ("isp", "eth1"), ("r2", "eth0")):
-        assert not udp_segmentation(fresh_lab.ns(node), ifname), (node, ifname)
+        assert not feature(fresh_lab.ns(node), ifname, "tx-udp-segmentation"), (node, ifname)
+
+
+def test_the_bench_lab_receives_bursts_in_gro_batches_the_teaching_lab_does_not(fresh_lab):
+    """The teaching lab hands each datagram to the server's socket on its own (a capture on
+    r2's eth0 shows one ESP datagram per frame); ``receive_like_a_nic``, which the bench's lab
+    runs, turns GRO on at the daemons' eth0 and TSO off on the isp ends facing them, and then
+    the fast path's UDP_GRO socket receives a burst of the client's datagrams in one call."""
+    lab.start_vpn(fresh_lab.prefix, "esp-aes-gcm")  # the default data path
+
+    def gro_batches() -> int:
+        status = lab.status(fresh_lab.prefix)["tunnel"]["server"]
+        return int(status["fastpath"].get("gro_batches", 0))
+
+    assert mbps(iperf(fresh_lab, 2)) > 10
+    assert gro_batches() == 0
+    receive_like_a_nic(fresh_lab.prefix, topology_of(fresh_lab.prefix))
+    for node, ifname, name, value in (
+        ("r1", "eth0", "rx-gro", True),
+        ("r2", "eth0", "rx-gro", True),
+        ("isp", "eth0", "tx-tcp-segmentation", False),  # the end facing r1
+        ("isp", "eth1", "tx-tcp-segmentation", False),  # the end facing r2
+        ("isp", "eth2", "tx-tcp-segmentation", True),  # web's side: as it was
+        ("web", "eth0", "rx-gro", False),
+    ):
+        assert feature(fresh_lab.ns(node), ifname, name) is value, (node, ifname, name)
+    assert mbps(iperf(fresh_lab, 2)) > 10
+    assert wait_until(lambda: gro_batches() > 100, 3) is not None, gro_batches()
 
 
 def test_every_fast_path_datagram_is_ordinary_esp(fresh_lab, tmp_path):

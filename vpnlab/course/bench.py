@@ -4,11 +4,12 @@
     sudo scripts/bench.sh --quick         # 1 round of 2 s, four cases: a smoke test
     sudo scripts/bench.sh --download      # the data the other way: web -> r1 (iperf3 -R)
 
-What it measures, in a lab of its own (prefix ``vbench-``): ``iperf3 -J`` from r1 (the client)
-to web, so the data crosses the client daemon, the isp router, the server daemon, its NAT and
-forwarding: the path a user's traffic takes (an upload; ``--download``: web's data to r1, the
-path of a student's FTP get or web page, where the server reads what the kernel forwarded into
-its tun0 and the client writes the super-packets). Cases:
+What it measures, in a lab of its own (prefix ``vbench-``; the daemons' eth0 receive with GRO,
+as NICs do, :func:`bench_lab_up`): ``iperf3 -J`` from r1 (the client) to web, so the data
+crosses the client daemon, the isp router, the server daemon, its NAT and forwarding: the path
+a user's traffic takes (an upload; ``--download``: web's data to r1, the path of a student's
+FTP get or web page, where the server reads what the kernel forwarded into its tun0 and the
+client writes the super-packets). Cases:
 
     routed                   no tunnel: the upper bound (the same lab, plain routing)
     openvpn                  OpenVPN 2.6, p2p UDP over tun, TLS, AES-256-GCM, tun-mtu 1400
@@ -45,10 +46,10 @@ from vpnlab.core.errors import VpnlabError
 from vpnlab.course.bench_report import Machine, Measured, Run, chart, summarize
 from vpnlab.course.iperf import WEB, IperfError, iperf_result, iperf_server
 from vpnlab.course.openvpn import NAT_RULES, openvpn_configs
-from vpnlab.lab.build import daemon_log, log_tail, start_daemon
+from vpnlab.lab.build import daemon_log, log_tail, receive_like_a_nic, start_daemon
 from vpnlab.lab.inspection import read_status_file
 from vpnlab.lab.nodes import popen_in, run_in, wait_for
-from vpnlab.lab.state import load, save, state_dir, stop_daemons
+from vpnlab.lab.state import load, save, state_dir, stop_daemons, topology_of
 
 MTU = 1400
 VPNLAB_CASES = [
@@ -97,20 +98,22 @@ def logged_since(log: Path, offset: int, words: bytes) -> bool:
         return False
 
 
-def packets_carried(path: Path, since: float, wait_s: float = 3.0) -> int | None:
-    """packets_from_tun + packets_to_tun of a status file written after ``since`` (time.time()),
+def packets_carried(path: Path, since: float, wait_s: float = 3.0) -> tuple[int, int] | None:
+    """The data packets (packets_from_tun + packets_to_tun) and the UDP GRO batches received
+    (the fast path's ``gro_batches``) of a status file written after ``since`` (time.time()),
     waiting for the daemon's next write; None if none comes within ``wait_s``."""
-    counters: dict[str, int] = {}
+    status: dict[str, Any] = {}
 
     def fresh() -> bool:
-        status = read_status_file(path) or {}
-        counters.update(status.get("counters") or {})
+        status.update(read_status_file(path) or {})
         updated: float = status.get("updated", 0)
         return updated > since
 
     if not wait_for(fresh, wait_s, 0.1):
         return None
-    return counters.get("packets_from_tun", 0) + counters.get("packets_to_tun", 0)
+    counters = status.get("counters") or {}
+    packets = counters.get("packets_from_tun", 0) + counters.get("packets_to_tun", 0)
+    return packets, (status.get("fastpath") or {}).get("gro_batches", 0)
 
 
 class Bench:
@@ -247,8 +250,9 @@ class Bench:
         argv = ["timeout", limit, "ping", "-n", "-c", count, "-i", "0.2", "-W", "2", WEB]
         return popen_in(self.prefix, "r1", argv, stdout=subprocess.PIPE, text=True)
 
-    def packets(self) -> dict[str, int | None]:
-        """Data packets each vpnlab daemon has carried so far (none for OpenVPN)."""
+    def packets(self) -> dict[str, tuple[int, int] | None]:
+        """Data packets each vpnlab daemon has carried so far, and the UDP GRO batches it has
+        received (none for OpenVPN)."""
         since = time.time()
         return {n: packets_carried(path, since) for n, path in self.status_files.items()}
 
@@ -270,11 +274,11 @@ class Bench:
             rtt_load = loaded_rtt_ms(pings)
             used = {name: cpu_ticks(pid) - ticks[name] for name, pid in self.daemons.items()}
         after = self.packets()
-        carried = {}
+        carried, batches = {}, {}
         for name, now in after.items():
             then = before[name]
             if now is not None and then is not None:
-                carried[name] = now - then
+                carried[name], batches[name] = now[0] - then[0], now[1] - then[1]
         try:
             mbps, retransmits = iperf_result(done.stdout)
         except IperfError:
@@ -291,6 +295,7 @@ class Bench:
             "cpu_percent": cpu,
             "packets": carried,
             "cpu_us_per_packet": per_packet,
+            "gro_batches": batches,
         }
 
 
@@ -400,6 +405,13 @@ def round_order(cases: list[str], round_: int) -> list[str]:
     return cases[start:] + cases[:start]
 
 
+def bench_lab_up(prefix: str) -> None:
+    """The bench's lab: the default lab without its VPN, receiving as NICs do (GRO at the
+    daemons' eth0, ``receive_like_a_nic``: the fast path's UDP_GRO takes a burst in one call)."""
+    lab.up(prefix=prefix, vpn=False)
+    receive_like_a_nic(prefix, topology_of(prefix))
+
+
 def run_bench(
     cases: list[str],
     runs: int,
@@ -431,7 +443,7 @@ def run_bench(
     bench = Bench(prefix, seconds, mtu, download)
     total = runs * len(cases)
     try:
-        lab.up(prefix=prefix, vpn=False)
+        bench_lab_up(prefix)
         for round_ in range(runs):
             for case in round_order(cases, round_):
                 progress(f"[{len(results) + 1}/{total}] round {round_ + 1}: {case} ...")

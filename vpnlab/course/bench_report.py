@@ -13,8 +13,9 @@ from typing import Any, Literal, TypedDict
 
 class Measured(TypedDict):
     """One iperf3 run (``bench.Bench.iperf``): Mbit/s, the loaded ping's median RTT, TCP's
-    retransmits, and per tunnel daemon its CPU (% of a core), the data packets it carried and
-    its CPU per packet (microseconds)."""
+    retransmits, and per tunnel daemon its CPU (% of a core), the data packets it carried, its
+    CPU per packet (microseconds) and the UDP GRO batches it received (``recvmsg`` calls that
+    returned more than one datagram: 0 on the simple path, or where the device does no GRO)."""
 
     mbps: float
     rtt_load_ms: float | None
@@ -22,6 +23,7 @@ class Measured(TypedDict):
     cpu_percent: dict[str, float]
     packets: dict[str, int]
     cpu_us_per_packet: dict[str, float]
+    gro_batches: dict[str, int]
 
 
 class MeasuredRun(Measured):

@@ -9,9 +9,10 @@ what changes is how many packets each system call moves, behind the loop's two e
     2. the loop's send: ``batch.gso_batches`` groups the datagrams (same size, the last no
        longer) and one sendmsg with a UDP_SEGMENT control message sends a whole group
        (:class:`GsoUdp`, UDP GSO)
-    3. SockSelected: one recvmsg returns many datagrams of the peer (UDP_GRO; where the lab's
-       kernel cut the batches before the veth, one each); the loop hands each peer's run of
-       them to the core at once
+    3. SockSelected: one recvmsg returns many datagrams of the peer (UDP_GRO, where the device
+       runs GRO as a NIC does: the bench's lab; the teaching lab's veths hand over one datagram
+       each, so that captures show one ESP datagram per frame); the loop hands each peer's run
+       of them to the core at once
     4. the loop's write to tun0: ``segment.coalesce`` joins consecutive TCP segments into
        super-packets, and one writev with a GSO virtio_net_hdr hands each to the kernel
 

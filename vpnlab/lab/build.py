@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,49 @@ def _veth_names(topo: Topology, node: str) -> list[str]:
 
 
 def _udp_segmentation_off(ns: str, names: list[str]) -> None:
-    """``ethtool -K NAME tx-udp-segmentation off`` on each veth of ``ns`` (SIOCETHTOOL through
-    pyroute2, on a socket made in the namespace): the kernel then cuts a daemon's UDP GSO
-    batch into datagrams before the veth, as a NIC would, so a capture shows one ESP datagram
-    per frame instead of one 64 KB frame per batch. A kernel without the feature has no UDP
-    GSO to cut."""
+    """``ethtool -K NAME tx-udp-segmentation off`` on each veth of ``ns``: the kernel then cuts
+    a daemon's UDP GSO batch into datagrams before the veth, as a NIC would, so a capture shows
+    one ESP datagram per frame instead of one 64 KB frame per batch. A kernel without the
+    feature has no UDP GSO to cut."""
+    _set_features(ns, names, lambda feature: False if feature == "tx-udp-segmentation" else None)
+
+
+def receive_like_a_nic(prefix: str, topo: Topology) -> None:
+    """GRO on each VPN node's outer veth end, and no TCP segmentation on the end facing it, so
+    that the veth hands what it receives to GRO, as a NIC's NAPI does: the fast data path's
+    UDP_GRO socket then takes a burst of one client's datagrams in one ``recvmsg``.
+
+    A veth runs GRO only with its NAPI on (GRO on) and only for a packet that its sender could
+    not have segmented itself (the sender without TSO, Linux's ``veth_skb_is_eligible_for_gro``);
+    the routers' ends never send TCP of their own, so nothing is segmented for them. A capture
+    on such an end sees what GRO joined (one frame for a burst of ESP datagrams), so the
+    teaching lab keeps it off; ``vpnlab bench`` turns it on in its own lab.
+    """
+    vpn_nodes = {topo.tunnel.server, *topo.tunnel.clients}
+    ends = [(link.a, link.b) for link in topo.links] + [(link.b, link.a) for link in topo.links]
+    for end, peer in ends:
+        if end[0] not in vpn_nodes:
+            continue
+        gro = _end_name(topo, end, peer)[0]
+        _set_features(namespace(prefix, end[0]), [gro], _gro_on)
+        _set_features(namespace(prefix, peer[0]), [_end_name(topo, peer, end)[0]], _tso_off)
+
+
+def _gro_on(feature: str) -> bool | None:
+    """GRO (``ethtool``'s generic-receive-offload, the kernel's rx-gro)."""
+    return True if feature == "rx-gro" else None
+
+
+def _tso_off(feature: str) -> bool | None:
+    """Every TCP segmentation feature (NETIF_F_ALL_TSO: tx-tcp-segmentation, -ecn-, -mangleid-,
+    tx-tcp6-, and what a newer kernel adds)."""
+    return False if feature.startswith("tx-tcp") and feature.endswith("segmentation") else None
+
+
+def _set_features(ns: str, names: list[str], wanted: Callable[[str], bool | None]) -> None:
+    """``ethtool -K`` through pyroute2 (SIOCETHTOOL, on a socket made in ``ns``): each feature
+    of each device in ``names`` that ``wanted`` gives a value (None: left as it is). A device
+    without ethtool features is left alone."""
     from pyroute2 import netns
     from pyroute2.ethtool.ioctl import IoctlEthtool, NotSupportedError
 
@@ -132,10 +171,13 @@ def _udp_segmentation_off(ns: str, names: list[str]) -> None:
             ethtool.change_ifname(name)
             try:
                 features = ethtool.get_features()
-            except NotSupportedError:  # a device without ethtool features segments nothing
+            except NotSupportedError:  # a device without ethtool features
                 continue
-            if "tx-udp-segmentation" in features:
-                features["tx-udp-segmentation"] = False
+            names_here = features.keys()  # pyroute2's list iterates (name, value, ...) tuples
+            changes = {f: v for f in names_here if (v := wanted(f)) is not None}
+            if changes:
+                for feature, value in changes.items():
+                    features[feature] = value
                 ethtool.set_features(features)
     finally:
         ethtool.close()

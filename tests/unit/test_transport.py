@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from vpnlab.core.errors import LocalProtocolError, SetupError
+from vpnlab.fast.batch import SOL_UDP, UDP_GRO, gso_control
 from vpnlab.fast.datapath import FastDatapath
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.transport import (
@@ -318,4 +319,24 @@ def test_server_udp_steers_hellos_to_their_own_lane_and_reads_the_data_first(dat
         runs = server.receive(64)
         data, hellos = [esp, welcome, short], [psk_hello, identity_hello, identity_hello]
         assert runs == [(client.getsockname()[:2], data + hellos)]  # one peer: one run
+    server.close()
+
+
+def test_the_fast_servers_hello_lane_takes_a_udp_gro_batch_whole():
+    """The kernel's GRO picks one of the port's two sockets by a hash (its lookup has no packet
+    for the steering program), so the Hello lane has UDP_GRO as the data socket has: without
+    it, half the labs' servers never received a GRO batch. A batch led by a Hello reaches the
+    lane whole and is cut into its datagrams as the data socket's are."""
+    datapath = FastDatapath(REPORTER)
+    server = open_transport("udp", "127.0.0.1", 0, datapath=datapath, drops=Counter())
+    assert server.hellos is not None
+    assert server.hellos.getsockopt(SOL_UDP, UDP_GRO) == 1
+    port = server.sock.getsockname()[1]
+    hellos = [b"\0\0\0\0\x03" + bytes([n]) * 139 for n in range(3)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))  # one send of three (UDP GSO): loopback keeps it whole
+        client.sendmsg([b"".join(hellos)], gso_control(len(hellos[0])), 0, ("127.0.0.1", port))
+        assert select.select([server], [], [], 1.0)[0] == [server]
+        assert server.receive(64) == [(client.getsockname()[:2], hellos)]
+    assert datapath.stats["gro_batches"] == 1
     server.close()

@@ -22,6 +22,7 @@ The CLI hands :class:`FastDatapath` to the daemons; the simple path never import
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -32,7 +33,14 @@ from vpnlab.core.errors import LocalProtocolError
 from vpnlab.core.events import Address
 from vpnlab.core.reasons import Drop, DropLabel
 from vpnlab.fast import offload
-from vpnlab.fast.batch import gro_segment_size, gso_batches, gso_control, split_gro
+from vpnlab.fast.batch import (
+    SOL_UDP,
+    UDP_GRO,
+    gro_segment_size,
+    gso_batches,
+    gso_control,
+    split_gro,
+)
 from vpnlab.fast.segment import (
     NO_OFFLOAD,
     VNET_HDR_LEN,
@@ -186,13 +194,25 @@ class GsoUdp(UdpTransport):
         self.reporter = reporter
         offload.enable_socket(sock, offloads)
 
-    def receive(self, limit: int) -> list[Run]:
-        """Up to ``limit`` recvmsg: each a UDP_GRO batch of one sender, or one datagram."""
-        runs: list[Run] = []
+    def add_hello_lane(self, lane: socket.socket) -> None:
+        """The server's Hello lane gets UDP_GRO too. The kernel's GRO looks the socket up
+        without the packet, so the lane's steering program cannot run there, and it picks
+        one of the port's two sockets by a hash that is random per namespace: without UDP_GRO
+        on both, half the labs' servers never received a batch. A batch led by a Hello may
+        then reach the lane, which is read as the data socket is (:meth:`_receive_from`),
+        and the core tells each datagram apart as always."""
+        super().add_hello_lane(lane)
+        with contextlib.suppress(OSError):  # refused: the lane takes datagrams one by one
+            lane.setsockopt(SOL_UDP, UDP_GRO, 1)
+
+    def _receive_from(self, sock: socket.socket, runs: list[Run], limit: int) -> int:
+        """Up to ``limit`` recvmsg from ``sock`` (the data socket or the Hello lane) into
+        ``runs``: each a UDP_GRO batch of one sender, or one datagram; how many calls
+        returned something."""
         received = 0
         for _ in range(limit):
             try:
-                data, ancillary, _, sender = self.sock.recvmsg(MAX_DATAGRAM, RECV_ANCILLARY)
+                data, ancillary, _, sender = sock.recvmsg(MAX_DATAGRAM, RECV_ANCILLARY)
             except BlockingIOError:
                 break
             except OSError as exc:  # e.g. an ICMP error queued on the socket
@@ -202,8 +222,7 @@ class GsoUdp(UdpTransport):
             self.stats["gro_batches"] += segment_size > 0
             add_run(runs, sender[:2], split_gro(data, segment_size))
             received += 1
-        self.receive_hellos(runs, limit, received)
-        return runs
+        return received
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
         """One sendmsg with UDP_SEGMENT per batch (UDP GSO); one sendto each without it."""

@@ -7,6 +7,7 @@ by hand, the clock is a number we move. Nothing sleeps. Its peers have the lab's
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import random
 import select
@@ -15,6 +16,7 @@ import socket
 import struct
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
@@ -42,6 +44,16 @@ FORMATS = [PLAIN, make_format("esp-null", PSK), make_format("esp-aes-gcm", PSK)]
 CAPTURES = Path(__file__).resolve().parents[2] / "captures"
 """The committed reference captures."""
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` as a module (the developers' scripts are not a package)."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def seeded_random(seed: int = 1):

@@ -3,7 +3,6 @@ turns every round, and its refusals (the runs themselves: tests/lab/test_bench_s
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from math import comb
@@ -11,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bench_ab.py"
-_spec = importlib.util.spec_from_file_location("bench_ab", SCRIPT)
-assert _spec is not None and _spec.loader is not None
-bench_ab = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_ab)
+bench_ab = load_script("bench_ab")
 
 
 def test_rank_test_gives_the_exact_p_of_textbook_cases():

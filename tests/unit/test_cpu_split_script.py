@@ -4,19 +4,17 @@ script is a developer's tool, as ``perpacket.py`` is)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from .helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "cpu_split.py"
-_spec = importlib.util.spec_from_file_location("cpu_split", SCRIPT)
-assert _spec is not None and _spec.loader is not None
-cpu_split = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cpu_split)
+cpu_split = load_script("cpu_split")
 
 K = "[kernel.kallsyms]"
 LIBPYTHON = "/usr/lib/libpython3.11.so.1.0"

@@ -198,9 +198,9 @@ class GsoUdp(UdpTransport):
         """The server's Hello lane gets UDP_GRO too. The kernel's GRO looks the socket up
         without the packet, so the lane's steering program cannot run there, and it picks
         one of the port's two sockets by a hash that is random per namespace: without UDP_GRO
-        on both, half the labs' servers never received a batch. A batch led by a Hello may
-        then reach the lane, which is read as the data socket is (:meth:`_receive_from`),
-        and the core tells each datagram apart as always."""
+        on both, a lab whose hash chose the lane never gave its server a batch. A batch led by
+        a Hello may then reach the lane, which is read as the data socket is
+        (:meth:`_receive_from`), and the core tells each datagram apart as always."""
         super().add_hello_lane(lane)
         with contextlib.suppress(OSError):  # refused: the lane takes datagrams one by one
             lane.setsockopt(SOL_UDP, UDP_GRO, 1)

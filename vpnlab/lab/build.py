@@ -110,10 +110,14 @@ def _add_link(prefix: str, topo: Topology, link: Link) -> None:
                 )
 
 
+def _link_ends(topo: Topology) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """Every veth end with the end it is paired with, both ways round."""
+    return [(link.a, link.b) for link in topo.links] + [(link.b, link.a) for link in topo.links]
+
+
 def _veth_names(topo: Topology, node: str) -> list[str]:
     """The names of ``node``'s veth ends (a bridge port's included)."""
-    ends = [(link.a, link.b) for link in topo.links] + [(link.b, link.a) for link in topo.links]
-    return [_end_name(topo, end, peer)[0] for end, peer in ends if end[0] == node]
+    return [_end_name(topo, end, peer)[0] for end, peer in _link_ends(topo) if end[0] == node]
 
 
 def _udp_segmentation_off(ns: str, names: list[str]) -> None:
@@ -136,13 +140,10 @@ def receive_like_a_nic(prefix: str, topo: Topology) -> None:
     teaching lab keeps it off; ``vpnlab bench`` turns it on in its own lab.
     """
     vpn_nodes = {topo.tunnel.server, *topo.tunnel.clients}
-    ends = [(link.a, link.b) for link in topo.links] + [(link.b, link.a) for link in topo.links]
-    for end, peer in ends:
-        if end[0] not in vpn_nodes:
-            continue
-        gro = _end_name(topo, end, peer)[0]
-        _set_features(namespace(prefix, end[0]), [gro], _gro_on)
-        _set_features(namespace(prefix, peer[0]), [_end_name(topo, peer, end)[0]], _tso_off)
+    for end, peer in _link_ends(topo):
+        if end[0] in vpn_nodes:
+            _set_features(namespace(prefix, end[0]), [_end_name(topo, end, peer)[0]], _gro_on)
+            _set_features(namespace(prefix, peer[0]), [_end_name(topo, peer, end)[0]], _tso_off)
 
 
 def _gro_on(feature: str) -> bool | None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The course website: the notebooks, one chapter each, with their outputs and figures, and the
 # reference pages of docs/ (Sphinx with MyST and myst-nb, docs/conf.py), built into build/site/
-# with every warning an error. Prints where the site is. No root needed.
+# with every warning an error. Prints where the site is. No root needed. Sphinx's scratch (its
+# doctrees, myst-nb's images) stays in build/doctrees/, so OUT holds the site and nothing beside it.
 #
 #   scripts/docs.sh [--strict] [OUT]      (OUT: default build/site)
 #
@@ -23,7 +24,7 @@ out=$(realpath -m "${1:-build/site}")
 say "Course website: building docs/ into $out (sphinx-build -W)"
 start=$SECONDS
 VPNLAB_DOCS_STRICT=$strict "$VENV/bin/sphinx-build" -W --keep-going -q -b html \
-  -d "${out%/}.doctrees" docs "$out" \
+  -d "$VPNLAB_ROOT/build/doctrees" docs "$out" \
   || die "the course website did not build (the warnings above)"
 pages=$(find "$out" -name '*.html' -not -path '*/_static/*' | wc -l)
 say "Course website: $pages pages in $((SECONDS - start)) s"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -87,6 +88,14 @@ def write_if_changed(path: Path, nb: nbformat.NotebookNode) -> None:
         path.write_text(text)
 
 
+def scratch_with_doctrees(app: Sphinx) -> None:
+    """myst-nb's scratch folder (the outputs' images before Sphinx copies them into the site)
+    inside the doctrees folder, not beside the site: myst-nb puts it in the site's parent, so
+    ``scripts/docs.sh ~/public_html/vpnlab`` left a ``jupyter_execute/`` in ``~/public_html``."""
+    scratch = Path(app.doctreedir) / "jupyter_execute"
+    app.env.mystnb_config = app.env.mystnb_config.copy(output_folder=str(scratch))
+
+
 def make_chapters(app: Sphinx) -> None:
     """``docs/chapters/NN_name.ipynb`` for every ``notebooks/NN_name.py``."""
     config = app.config
@@ -117,8 +126,12 @@ def make_chapters(app: Sphinx) -> None:
             type="vpnlab",
             subtype="not_executed",
         )
-    elif missing:
-        log.info(f"chapters without outputs (not executed): {', '.join(missing)}")
+    elif missing:  # said on stderr: scripts/docs.sh runs Sphinx quiet (-q), which hides info
+        print(
+            f"[vpnlab] {len(missing)} chapter(s) built without outputs (their notebooks not "
+            f"executed from their current source): {', '.join(missing)}",
+            file=sys.stderr,
+        )
 
 
 def setup(app: Sphinx) -> dict[str, object]:
@@ -127,4 +140,5 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("vpnlab_chapters_strict", env("VPNLAB_DOCS_STRICT") == "1", "", bool)
     app.add_config_value("vpnlab_chapters_solutions", env("VPNLAB_DOCS_SOLUTIONS") == "1", "", bool)
     app.connect("builder-inited", make_chapters)
+    app.connect("builder-inited", scratch_with_doctrees, priority=900)  # after myst-nb's
     return {"parallel_read_safe": True, "parallel_write_safe": True}

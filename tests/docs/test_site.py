@@ -32,8 +32,8 @@ BUILD_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The site as ``scripts/docs.sh OUT`` builds it (sphinx-build -W --keep-going)."""
+def build(tmp_path_factory) -> subprocess.CompletedProcess[str]:
+    """``scripts/docs.sh OUT`` run once for the module (sphinx-build -W --keep-going)."""
     out = tmp_path_factory.mktemp("docs") / "site"
     done = subprocess.run(
         ["bash", str(ROOT / "scripts/docs.sh"), str(out)],
@@ -42,8 +42,28 @@ def site(tmp_path_factory) -> Path:
         timeout=BUILD_TIMEOUT_S,
     )
     assert done.returncode == 0, f"scripts/docs.sh failed:\n{done.stderr[-4000:]}"
-    assert done.stdout.strip() == str(out / "index.html")  # it prints where the site is
-    return out
+    return done
+
+
+@pytest.fixture(scope="module")
+def site(build) -> Path:
+    """The site as ``scripts/docs.sh OUT`` built it: where it says it is."""
+    return Path(build.stdout.strip()).parent
+
+
+def test_the_build_puts_the_site_in_out_and_nothing_beside_it(build, site):
+    assert site.name == "site" and (site / "index.html").is_file()
+    assert [p.name for p in site.parent.iterdir()] == ["site"]  # no doctrees, no jupyter_execute
+    without_outputs = [
+        name
+        for name in CHAPTERS
+        if NOT_EXECUTED in (ROOT / "docs" / "chapters" / f"{name}.ipynb").read_text()
+    ]
+    if without_outputs:  # run alone, not after the notebook tests: said on stderr, by name
+        assert f"{len(without_outputs)} chapter(s) built without outputs" in build.stderr
+        assert ", ".join(without_outputs) in build.stderr
+    else:
+        assert "built without outputs" not in build.stderr
 
 
 @pytest.fixture(scope="module")

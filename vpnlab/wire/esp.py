@@ -176,10 +176,14 @@ def make_transform(name: str, key: bytes) -> Transform:
 
 
 class ReplayWindow:
-    """RFC 4303 section 3.4.3 anti-replay window, a sliding bitmap as wireguard-go replay.go.
+    """RFC 4303 section 3.4.3 anti-replay window: wireguard-go replay.go's rules (its test
+    table is ours), kept as one sliding bitmap.
 
-    Bit ``i`` of the bitmap says ``highest - i`` was received. Call :meth:`accept` only after
-    the ICV verified, so forged packets never move the window.
+    Bit ``i`` of the bitmap says ``highest - i`` was received. wireguard-go keeps a ring of
+    64-bit blocks instead, so that moving forward clears a block rather than shifting the
+    window; in Python one int shifted in C is the faster (0.25 against 0.33 us an in-order
+    packet, 1,024 bits, measured 2026-12-08). Call :meth:`accept` only after the ICV
+    verified, so forged packets never move the window.
 
     Args:
         size_bits: how far behind the highest sequence number a packet may arrive.

@@ -11,7 +11,7 @@ from vpnlab.core.events import (
     HandshakeCompleted,
     SessionClosed,
 )
-from vpnlab.core.formats import ClientHandshake, Established, Kind
+from vpnlab.core.formats import KIND_BYE, KIND_PACKET, ClientHandshake, Established
 from vpnlab.core.packet import clamp_mss, ip_version, is_link_scope
 from vpnlab.core.reasons import Close, Drop, Opened, State
 from vpnlab.core.session import (
@@ -158,12 +158,12 @@ class ClientCore(CoreBase):
             kind, packet = self.session.open(datagram, now)
         except RemoteProtocolError as exc:
             return self._drop(exc.reason, peer)
-        if kind is Kind.PACKET:
+        if kind is KIND_PACKET:
             self.counters.packets_to_tun += 1
             self.counters.bytes_to_tun += len(packet)
             to_tun.append(packet)
             return []
-        if kind is Kind.BYE:
+        if kind is KIND_BYE:
             return self._close(Close.BYE)
         return []
 

@@ -35,6 +35,9 @@ from vpnlab.core.events import (
     SessionClosed,
 )
 from vpnlab.core.formats import (
+    KIND_BYE,
+    KIND_KEEPALIVE,
+    KIND_PACKET,
     CheckedHello,
     Established,
     Format,
@@ -229,7 +232,7 @@ class ServerCore(CoreBase):
                     events += self._drop(exc.reason, peer)
                     opened = []
                     continue
-                if kind is Kind.PACKET:
+                if kind is KIND_PACKET:
                     opened.append(packet)
                     continue
                 events += self._forward(session, opened, now, to_tun, on_bug)
@@ -328,9 +331,9 @@ class ServerCore(CoreBase):
     ) -> list[Event]:
         """What an opened datagram says: a Bye ends the session, a keepalive only keeps it
         alive (``Session.open`` noted the time), a packet goes to the forwarder."""
-        if kind is Kind.BYE:
+        if kind is KIND_BYE:
             return self._end(session, Close.BYE)
-        if kind is Kind.KEEPALIVE:
+        if kind is KIND_KEEPALIVE:
             return []
         return self.forwarder.from_client(session, [packet], now, to_tun)
 

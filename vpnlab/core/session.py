@@ -21,7 +21,7 @@ from ipaddress import IPv4Interface
 from vpnlab.core import constants
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.events import Address, DatagramDropped, Event
-from vpnlab.core.formats import Established, Kind, Peer, Protection
+from vpnlab.core.formats import KIND_KEEPALIVE, Established, Kind, Peer, Protection
 from vpnlab.core.pool import tunnel_address6
 from vpnlab.core.reasons import Close, Drop, DropLabel, Opened, State
 
@@ -266,7 +266,7 @@ class Session:
                 raise
             kind, packet = self._open_with_other_keys(datagram, now)
         self.last_received = now
-        if kind is Kind.KEEPALIVE:
+        if kind is KIND_KEEPALIVE:
             self.counters.keepalives_received += 1
         return kind, packet
 

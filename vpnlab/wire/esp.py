@@ -64,7 +64,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vpnlab.core.constants import MAX_DATAGRAM, NAT_KEEPALIVE
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError, VpnlabError
-from vpnlab.core.formats import Established, Kind, RandomBytes
+from vpnlab.core.formats import (
+    KIND_BYE,
+    KIND_KEEPALIVE,
+    KIND_PACKET,
+    Established,
+    Kind,
+    RandomBytes,
+)
 from vpnlab.core.packet import ETHERNET_HEADER_BYTES
 from vpnlab.core.reasons import Drop
 from vpnlab.wire.crypto import ESP_HEADER, ICV_BYTES, MAX_SEQ, SaKeys, algorithm
@@ -331,7 +338,7 @@ class EspSession:
         if nh in (NH_IPV4, NH_IPV6):
             if end == 0 or plaintext[0] >> 4 != (4 if nh == NH_IPV4 else 6):
                 raise RemoteProtocolError(Drop.BAD_NEXT_HEADER)
-            return Kind.PACKET, plaintext[:end]
+            return KIND_PACKET, plaintext[:end]
         return self._control(nh, plaintext[:end])
 
     def open_frame(self, datagram: bytes) -> tuple[Kind, bytes]:
@@ -342,15 +349,15 @@ class EspSession:
         if nh == NH_ETHERNET:
             if end < ETHERNET_HEADER_BYTES:
                 raise RemoteProtocolError(Drop.BAD_NEXT_HEADER)
-            return Kind.PACKET, plaintext[:end]
+            return KIND_PACKET, plaintext[:end]
         return self._control(nh, plaintext[:end])
 
     @staticmethod
     def _control(nh: int, payload: bytes) -> tuple[Kind, bytes]:
         if nh == NH_NONE:
-            return Kind.KEEPALIVE, b""
+            return KIND_KEEPALIVE, b""
         if nh == NH_BYE and payload == BYE_PAYLOAD:
-            return Kind.BYE, b""
+            return KIND_BYE, b""
         raise RemoteProtocolError(Drop.BAD_NEXT_HEADER)
 
     def _authentic(self, datagram: bytes) -> tuple[bytes, int]:

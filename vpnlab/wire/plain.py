@@ -24,6 +24,9 @@ from ipaddress import IPv6Interface, ip_interface
 
 from vpnlab.core.errors import LocalProtocolError, RemoteProtocolError
 from vpnlab.core.formats import (
+    KIND_BYE,
+    KIND_KEEPALIVE,
+    KIND_PACKET,
     AnswersHellos,
     CheckedHello,
     Established,
@@ -71,13 +74,13 @@ class PlainProtection:
     def open(self, datagram: bytes) -> tuple[Kind, bytes]:
         if datagram.startswith(MAGIC):
             if datagram == KEEPALIVE:
-                return Kind.KEEPALIVE, b""
+                return KIND_KEEPALIVE, b""
             if datagram == BYE:
-                return Kind.BYE, b""
+                return KIND_BYE, b""
             raise RemoteProtocolError(Drop.UNEXPECTED_CONTROL_MESSAGE)
         if ip_version(datagram) not in (4, 6) or len(datagram) < 20:
             raise RemoteProtocolError(Drop.NOT_AN_IP_PACKET)
-        return Kind.PACKET, datagram
+        return KIND_PACKET, datagram
 
     def open_frame(self, datagram: bytes) -> tuple[Kind, bytes]:
         """TAP mode: a control message, or else an Ethernet frame of at least 14 bytes."""
@@ -85,7 +88,7 @@ class PlainProtection:
             return self.open(datagram)
         if len(datagram) < ETHERNET_HEADER_BYTES:
             raise RemoteProtocolError(Drop.RUNT_FRAME)
-        return Kind.PACKET, datagram
+        return KIND_PACKET, datagram
 
 
 class PlainClientHandshake(SendsHellos):

@@ -13,7 +13,15 @@ from vpnlab.core.events import (
 )
 from vpnlab.core.formats import KIND_BYE, KIND_PACKET, ClientHandshake, Established
 from vpnlab.core.packet import clamp_mss, ip_version, is_link_scope
-from vpnlab.core.reasons import Close, Drop, Opened, State
+from vpnlab.core.reasons import (
+    STATE_CLOSED,
+    STATE_CONNECTED,
+    STATE_CONNECTING,
+    Close,
+    Drop,
+    Opened,
+    State,
+)
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
@@ -131,21 +139,22 @@ class ClientCore(CoreBase):
         """SockSelected for one datagram: an opened packet is appended to ``to_tun``."""
         if peer != self.server:
             return self._drop(Drop.UNKNOWN_PEER, peer)
-        handshake = self.handshake if self.state is State.CONNECTING else self.rekeying
+        state = self.state
+        handshake = self.handshake if state is STATE_CONNECTING else self.rekeying
         if handshake is not None:
             try:
                 if handshake.take_cookie(datagram, now + self.clock_offset_s):
                     return self._hello_with_cookie(handshake, now)
             except RemoteProtocolError as exc:
                 return self._drop(exc.reason, peer)
-        if self.state is State.CONNECTING:
+        if state is STATE_CONNECTING:
             assert self.handshake is not None
             try:
                 established = self.handshake.receive(datagram, now + self.clock_offset_s)
             except RemoteProtocolError as exc:
                 return self._drop(exc.reason, peer)
             return self._established(established, now)
-        if self.state is State.CLOSED or self.session is None:
+        if state is STATE_CLOSED or self.session is None:
             return self._drop(Drop.SESSION_CLOSED, peer)
         if self.rekeying is not None:
             try:
@@ -199,7 +208,7 @@ class ClientCore(CoreBase):
         In TAP mode: Ethernet frames from tap0, whatever they carry (ARP, IPv4, IPv6).
         """
         session = self.session
-        if session is None or self.state is not State.CONNECTED:
+        if session is None or self.state is not STATE_CONNECTED:
             return [event for _ in packets for event in self._drop(Drop.NOT_CONNECTED)]
         events: list[Event] = []
         clamp = self.mss_clamp
@@ -220,10 +229,10 @@ class ClientCore(CoreBase):
 
     def next_timer(self) -> float | None:
         """When ``handle_timer`` must run next (None: nothing pending)."""
-        if self.state is State.CONNECTING and self.static is None:
+        if self.state is STATE_CONNECTING and self.static is None:
             return min(self._retry_at, self._connect_deadline)
         session = self.session
-        if self.state is not State.CONNECTED or session is None:
+        if self.state is not STATE_CONNECTED or session is None:
             return None
         if self.rekeying is not None:
             return min(session.next_timer(), self._retry_at)
@@ -233,7 +242,7 @@ class ClientCore(CoreBase):
 
     def handle_timer(self, now: float) -> list[Event]:
         """Connect timeout and Hello retries; then keepalives and the liveness timeout."""
-        if self.state is State.CONNECTING:
+        if self.state is STATE_CONNECTING:
             if now >= self._connect_deadline:
                 return self._close(Close.SERVER_UNREACHABLE)
             if now >= self._retry_at:
@@ -241,7 +250,7 @@ class ClientCore(CoreBase):
                 self._retry_at = now + self.timeouts.hello_retry_s
             return []
         session = self.session
-        if self.state is not State.CONNECTED or session is None:
+        if self.state is not STATE_CONNECTED or session is None:
             return []
         reason = session.handle_timer(now)
         if reason is not None:
@@ -278,8 +287,8 @@ class ClientCore(CoreBase):
 
     def close(self, now: float) -> list[Event]:
         """CleanUp: say Bye if connected, and close."""
-        if self.state is State.CLOSED:
+        if self.state is STATE_CLOSED:
             return []
-        if self.state is State.CONNECTED and self.session is not None:
+        if self.state is STATE_CONNECTED and self.session is not None:
             self.session.close()
         return self._close(Close.CLOSED)

@@ -56,7 +56,7 @@ from vpnlab.core.forwarding import (
 from vpnlab.core.packet import clamp_mss, unmapped
 from vpnlab.core.pool import AddressPool, Ipv6OnlyPool, TunnelAddress
 from vpnlab.core.ratelimit import HandshakeLoad, HelloRateLimiter
-from vpnlab.core.reasons import Close, Drop, State
+from vpnlab.core.reasons import STATE_CLOSED, STATE_CONNECTED, STATE_LISTENING, Close, Drop, State
 from vpnlab.core.session import (
     DEFAULT_TIMEOUTS,
     CoreBase,
@@ -172,8 +172,8 @@ class ServerCore(CoreBase):
     def state(self) -> State:
         """CONNECTED while at least one client is, else LISTENING (waiting for a Hello)."""
         if self.finished:
-            return State.CLOSED
-        return State.CONNECTED if self.sessions else State.LISTENING
+            return STATE_CLOSED
+        return STATE_CONNECTED if self.sessions else STATE_LISTENING
 
     def receive_runs(
         self, runs: Sequence[tuple[Address, list[bytes]]], now: float, on_bug: OnBug | None = None

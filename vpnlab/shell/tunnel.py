@@ -49,7 +49,7 @@ from vpnlab.core.events import (
     PacketReceived,
     SessionClosed,
 )
-from vpnlab.core.reasons import Drop, DropLabel, State
+from vpnlab.core.reasons import STATE_CLOSED, Drop, DropLabel, State
 from vpnlab.core.session import Counters
 from vpnlab.shell.report import Reporter
 from vpnlab.shell.routing import Routing
@@ -308,7 +308,7 @@ class SelectLoop:
         has left state ``until`` (ClientConnection: ``State.CONNECTING``)."""
         self.send_queued()  # what the core queued before the loop (ClientConnection's Hello)
         while (
-            self.core.state is not State.CLOSED
+            self.core.state is not STATE_CLOSED
             and self.signals.received is None
             and (until is None or self.core.state is until)
         ):

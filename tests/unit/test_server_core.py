@@ -205,6 +205,38 @@ def test_ServerCore_sends_in_the_order_it_sealed_whatever_the_client(fmt):
     assert pair.server.datagrams_to_send() == []  # taken once
 
 
+def test_ServerCore_seals_one_read_from_tun0_in_order_with_its_refusals_counted(fmt):
+    """One batch from tun0 (a fast-path read) for two clients, interleaved, with a packet for
+    no client, one that is not IP and one too large to seal among them: each client's run is
+    sealed at once, yet the datagrams leave in tun0's order and each refusal is counted."""
+    pair = CorePair(fmt)
+    pair.connect()
+    other = ("192.0.2.3", 4500)
+    second_client(pair, fmt, other)
+    oversize = ipv4_packet("203.0.113.10", "10.8.0.2", b"x" * 65_500)  # past MAX_DATAGRAM sealed
+    refuses_oversize = fmt.name != "plain"  # plain carries what it is given
+    batch = [
+        ipv4_packet("203.0.113.10", "10.8.0.3"),
+        ipv4_packet("203.0.113.10", "10.8.0.3", b"y" * 20),
+        ipv4_packet("203.0.113.10", "10.8.0.2"),
+        oversize,
+        ipv4_packet("203.0.113.10", "10.8.0.2", b"y" * 20),
+        ipv4_packet("203.0.113.10", "10.8.0.99"),  # no client
+        b"\x00" * 40,  # not IP
+        ipv4_packet("203.0.113.10", "10.8.0.3", b"z" * 20),
+    ]
+    before = pair.server.counters.packets_from_tun
+    events = pair.server.send_packets(batch, pair.now)
+    sent = pair.server.datagrams_to_send()
+    expected = [other, other, CLIENT, *([] if refuses_oversize else [CLIENT]), CLIENT, other]
+    assert [peer for _, peer in sent] == expected
+    assert pair.server.counters.packets_from_tun - before == len(expected)
+    drops = pair.server.counters.drops
+    assert drops["tun: no client for destination"] == 1 and drops["tun: not ip"] == 1
+    assert drops["tun: oversize"] == (1 if refuses_oversize else 0)
+    assert len(events) == (3 if refuses_oversize else 2)  # one DatagramDropped each
+
+
 SITES = {  # a client's LAN, an address in it, one outside it, the LAN behind the server, a stranger
     4: (IPv4Network("172.16.1.0/24"), "172.16.1.10", "172.16.9.10", "172.16.2.10", "172.16.3.1"),
     6: (IPv6Network("fd16:1::/64"), "fd16:1::10", "fd16:9::10", "fd16:2::10", "fd16:3::1"),

@@ -212,16 +212,15 @@ class ClientCore(CoreBase):
             return [event for _ in packets for event in self._drop(Drop.NOT_CONNECTED)]
         events: list[Event] = []
         clamp = self.mss_clamp
+        ready: list[bytes] = []
         for packet in packets:
             if not self.layer2:
                 version = ip_version(packet)
                 if not version or version == 6 and is_link_scope(packet):
                     events += self._drop(Drop.TUN_LINK_SCOPE if version else Drop.TUN_NOT_IP)
                     continue
-            if clamp:
-                packet = clamp_mss(packet, clamp)
-            events += seal(session, packet, now)
-        return events
+            ready.append(clamp_mss(packet, clamp) if clamp else packet)
+        return events + seal(session, ready, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything queued since the last call, with its destination."""

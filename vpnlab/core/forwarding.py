@@ -192,21 +192,27 @@ class IpForwarder:
 
     def from_tun(self, packets: list[bytes], now: float) -> list[Event]:
         """One routing decision per run of packets to one destination (the fast path's
-        segments of a super-packet share theirs), then each is sealed."""
+        segments of a super-packet share theirs), and one seal per run of packets to one
+        client."""
         events: list[Event] = []
         routed_to, session = b"", None
+        run: list[bytes] = []  # for ``session``, not yet sealed
         for packet in packets:
             destination = destination_bytes(packet)  # IPv4 or IPv6
-            if not destination:
-                events += drop(self.counters, Drop.TUN_NOT_IP)
-                continue
             if destination != routed_to:
+                if run:
+                    assert session is not None  # a run is only made for a client
+                    events += seal(session, run, now)
+                    run = []
                 routed_to = destination
-                session = self.router.route_bytes(destination)
+                session = self.router.route_bytes(destination) if destination else None
             if session is None:
-                events += drop(self.counters, no_client(packet))
+                events += drop(self.counters, no_client(packet) if destination else Drop.TUN_NOT_IP)
                 continue
-            events += seal(session, packet, now)
+            run.append(packet)
+        if run:
+            assert session is not None
+            events += seal(session, run, now)
         return events
 
     def expire(self, now: float) -> None:
@@ -277,7 +283,7 @@ class EthernetForwarder:
                 if not is_group(destination):
                     events += drop(self.counters, Drop.CLIENT_TO_CLIENT_DENIED, peer)
             else:
-                events += seal(self.ports[port], frame, now, Drop.TAP)
+                events += seal(self.ports[port], [frame], now, Drop.TAP)
         return events
 
     def from_tun(self, packets: list[bytes], now: float) -> list[Event]:
@@ -291,7 +297,7 @@ class EthernetForwarder:
             destination, source = frame_macs(frame)
             self.switch.learn(source, LOCAL, now, take_over=True)
             for port in self.switch.forward(destination, LOCAL, now):
-                events += seal(self.ports[port], frame, now, Drop.TAP)
+                events += seal(self.ports[port], [frame], now, Drop.TAP)
         return events
 
     def expire(self, now: float) -> None:

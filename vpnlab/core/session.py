@@ -118,14 +118,13 @@ def drop(counters: Counters, reason: DropLabel, peer: Address | None = None) -> 
     return [DatagramDropped(reason, peer)]
 
 
-def seal(session: Session, packet: bytes, now: float, where: Drop = Drop.TUN) -> list[Event]:
-    """TunSelected: ``session`` seals one packet (or frame); one it cannot is dropped
+def seal(session: Session, packets: list[bytes], now: float, where: Drop = Drop.TUN) -> list[Event]:
+    """TunSelected: ``session`` seals packets (or frames) in order; one it cannot is dropped
     (``where``: the device it came from, with why: "tun: oversize")."""
-    try:
-        session.seal(packet, now)
-    except LocalProtocolError as exc:
-        return drop(session.counters, where.detail(str(exc)))
-    return []
+    events: list[Event] = []
+    for exc in session.seal(packets, now):
+        events += drop(session.counters, where.detail(str(exc)))
+    return events
 
 
 class CoreBase:
@@ -242,18 +241,30 @@ class Session:
         """Every set of keys that opens datagrams now (current, pending, previous)."""
         return [p for p in (self.protection, self.pending, self.previous) if p is not None]
 
-    def seal(self, packet: bytes, now: float) -> None:
-        """TunSelected: seal one packet read from tun0 for the peer.
+    def seal(self, packets: list[bytes], now: float) -> list[LocalProtocolError]:
+        """TunSelected: seal packets read from tun0 for the peer, in order, counted once.
 
-        Raises:
-            LocalProtocolError: the packet cannot be sealed (too large for the format, or the
-                keys' sequence space is used up).
+        Returns:
+            Why each packet that could not be sealed was not (too large for the format, or
+            the keys' sequence space used up); the others are in the outbox.
         """
-        self.outbox.append((self._sealer(packet), self.peer))
-        self.sealed += 1
-        self.last_sent = now
-        self.counters.packets_from_tun += 1
-        self.counters.bytes_from_tun += len(packet)
+        sealer, peer, queue = self._sealer, self.peer, self.outbox.append
+        refused: list[LocalProtocolError] = []
+        sealed_bytes = 0
+        for packet in packets:
+            try:
+                queue((sealer(packet), peer))
+            except LocalProtocolError as exc:
+                refused.append(exc)
+                continue
+            sealed_bytes += len(packet)
+        sealed = len(packets) - len(refused)
+        if sealed:
+            self.sealed += sealed
+            self.last_sent = now
+            self.counters.packets_from_tun += sealed
+            self.counters.bytes_from_tun += sealed_bytes
+        return refused
 
     def open(self, datagram: bytes, now: float) -> tuple[Kind, bytes]:
         """SockSelected: open one datagram; raises RemoteProtocolError if it is bad."""

@@ -43,6 +43,26 @@ def test_the_order_of_two_trees_turns_every_round():
     ]
 
 
+def test_the_report_tests_each_daemons_us_per_packet_as_well_as_the_throughput():
+    """Three runs a tree: the same throughputs, the server's us/packet wholly apart."""
+
+    def run(mbps: float, client_us: float, server_us: float) -> dict[str, float]:
+        return {"mbps": mbps, "rtt_load_ms": 3.0, "client_us": client_us, "server_us": server_us}
+
+    runs = {
+        "old": [run(900, 9.0, 8.0), run(1000, 9.2, 8.1), run(950, 9.1, 8.2)],
+        "new": [run(1000, 9.1, 7.0), run(900, 9.0, 7.1), run(950, 9.2, 7.2)],
+    }
+    args = bench_ab.argparse.Namespace(
+        case="vpnlab esp-aes-gcm fast", download=False, rounds=3, seconds=8, mtu=1400
+    )
+    lines = bench_ab.report(["old", "new"], runs, args).splitlines()
+    assert "| old | 900-1,000 (950) | 3.00 | 9.00-9.20 (9.10) / 8.00-8.20 (8.10) |" in lines
+    assert "Mbit/s: Mann-Whitney U = 4.5 of 9 pairs (new faster), p = 1.000" in lines
+    assert "server us/packet: Mann-Whitney U = 0 of 9 pairs (new costlier), p = 0.100" in lines
+    assert any(line.startswith("client us/packet: ") for line in lines)
+
+
 @pytest.mark.parametrize(
     "arguments",
     [["/nonexistent", "."], [".", ".", "--rounds", "0"]],

@@ -151,6 +151,7 @@ def assert_gone(prefix: str, ns_ids: dict, pids: list[int]) -> None:
     """Nothing of ``prefix`` left: namespaces, state folder, processes in its namespaces."""
     assert state.prefix_namespaces(prefix) == []
     assert not state.state_dir(prefix).exists()
+    assert not (state.base_dir() / f".{prefix}lock").exists(), "the lab's lock file is left"
     mounts = Path("/proc/self/mountinfo").read_text()
     assert f"/netns/{prefix}" not in mounts, "a namespace mount of the lab is left"
     for pid in pids:

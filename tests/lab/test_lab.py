@@ -125,6 +125,22 @@ def test_up_twice_down_twice(prefix):
     assert lab.format_status(lab.status(prefix)) == f"lab {prefix}: down"
 
 
+def test_two_ups_at_once_take_turns_and_down_leaves_nothing(prefix, check_gone):
+    """Two terminals (or a terminal and a notebook) build the same lab at once: the second
+    waits for the first and then replaces its lab, instead of both failing half-way."""
+    argv = [sys.executable, "-m", "vpnlab", "lab", "up", "--no-vpn", "--prefix", prefix]
+    ups = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, stdout=subprocess.DEVNULL)]
+    time.sleep(0.2)  # the first one is building
+    ups.append(subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, stdout=subprocess.DEVNULL))
+    errors = [up.communicate(timeout=120)[1] for up in ups]
+    assert [up.returncode for up in ups] == [0, 0], errors
+    assert f"lab {prefix}: waiting for another vpnlab command (PID {ups[0].pid})" in errors[1]
+    assert lab.status(prefix)["daemons"]["whoami"]["alive"]
+    assert lab.verify(prefix, check=False)["ok"]
+    lab.down(prefix)
+    check_gone(prefix, {}, [])
+
+
 def test_down_after_kill9_of_a_daemon(fresh_lab):
     pid = lab.status(fresh_lab.prefix)["daemons"]["whoami"]["pid"]
     os.kill(pid, signal.SIGKILL)

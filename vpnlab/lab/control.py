@@ -25,7 +25,7 @@ from vpnlab.lab.records import LabRecord
 from vpnlab.lab.rootless import check_lab_limit, labs_here
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
-    check_prefix,
+    changing,
     load,
     prefix_namespaces,
     record_of,
@@ -59,37 +59,38 @@ def up(
     connect is left running so its logs and state can be inspected.
     """
     check_environment()
-    check_prefix(prefix)
-    check_lab_limit(prefix, [name for name in labs_here() if name != prefix])
-    topo = topology or DEFAULT_TOPOLOGY
-    if cipher not in CIPHERS:
-        raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
-    if load(prefix) is not None or prefix_namespaces(prefix):
-        teardown(prefix)
-    record = LabRecord(
-        prefix,
-        topology=topo.to_dict(),
-        drawn=draw(),  # per-lab values the course's live exercises compare with
-        cipher=cipher,
-        nat=nat,
-        psk=psk,
-    )
-    save(record)
-    try:
-        build(prefix, topo, record)
-        _start_web(prefix, topo, record)
-    except BaseException:
-        teardown(prefix)
-        raise
-    if vpn:
-        start_vpn(prefix, cipher, mode=mode, psk=psk)
-    return status(prefix)
+    with changing(prefix):
+        check_lab_limit(prefix, [name for name in labs_here() if name != prefix])
+        topo = topology or DEFAULT_TOPOLOGY
+        if cipher not in CIPHERS:
+            raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
+        if load(prefix) is not None or prefix_namespaces(prefix):
+            teardown(prefix)
+        record = LabRecord(
+            prefix,
+            topology=topo.to_dict(),
+            drawn=draw(),  # per-lab values the course's live exercises compare with
+            cipher=cipher,
+            nat=nat,
+            psk=psk,
+        )
+        save(record)
+        try:
+            build(prefix, topo, record)
+            _start_web(prefix, topo, record)
+        except BaseException:
+            teardown(prefix)
+            raise
+        if vpn:
+            start_vpn(prefix, cipher, mode=mode, psk=psk)
+        return status(prefix)
 
 
 def down(prefix: str = DEFAULT_PREFIX) -> list[str]:
     """CleanUp: stop the lab's processes, delete its namespaces and state. Idempotent."""
     check_environment()
-    return teardown(prefix)
+    with changing(prefix):
+        return teardown(prefix)
 
 
 def _start_web(prefix: str, topo: Topology, record: LabRecord) -> None:

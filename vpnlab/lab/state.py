@@ -11,13 +11,17 @@ already gone, so ``down`` also works after a ``kill -9`` of anything.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,8 @@ PRIVATE_DIR = ".faults"
 NETNS_DIR = Path("/run/netns")
 TERM_GRACE_S = 3.0
 """CleanUp: how long daemons get between SIGTERM and SIGKILL."""
+CHANGE_WAIT_S = 300.0
+"""How long a command that changes a lab waits for another one changing it (:func:`changing`)."""
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,19}-$")
 _NODE = r"[a-z][a-z0-9]*"
@@ -61,6 +67,99 @@ def state_dir(prefix: str) -> Path:
 
 def namespace(prefix: str, node: str) -> str:
     return f"{prefix}{node}"
+
+
+# --- one change at a time -----------------------------------------------------------------------
+
+_changing: dict[str, int] = {}
+"""The labs this process is changing, with how deep (``up`` starts the VPN inside its change)."""
+
+
+@contextlib.contextmanager
+def changing(prefix: str) -> Iterator[None]:
+    """One command at a time changes the lab ``prefix`` (``up``, ``down``, ``start_vpn``,
+    ``stop_vpn``): a second one, from another terminal or a notebook, waits for the first
+    instead of building or deleting the same namespaces under it (two ``lab up`` at once
+    both failed, with "failed to open netns" or "No such file or directory").
+
+    A POSIX lock (``lockf``: a process's own, so no child it forks, pyroute2's among them,
+    holds it on) on ``{base}/.{prefix}lock``, which holds the changer's PID for the waiting
+    one's message. The file goes when the lab does, so ``down`` leaves nothing behind; a
+    waiter that finds it gone (or made anew) takes the new one. Re-entrant in one process.
+
+    Raises:
+        LabError: another command has changed the lab for :data:`CHANGE_WAIT_S`.
+    """
+    check_prefix(prefix)
+    if prefix in _changing:
+        _changing[prefix] += 1
+        try:
+            yield
+        finally:
+            _changing[prefix] -= 1
+        return
+    path = base_dir() / f".{prefix}lock"
+    fd = _lock(path, prefix)
+    _changing[prefix] = 1
+    try:
+        yield
+    finally:
+        del _changing[prefix]
+        if not state_dir(prefix).exists():  # the lab is gone: its lock too, while still held
+            with contextlib.suppress(OSError):
+                path.unlink()
+            _remove_base_if_empty()
+        os.close(fd)
+
+
+def _lock(path: Path, prefix: str) -> int:
+    """The lock of :func:`changing`, once no one else holds it: its open descriptor."""
+    deadline = time.monotonic() + CHANGE_WAIT_S
+    told = False
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise LabError(f"lab {prefix}: cannot lock {path}: {exc.strerror}") from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise LabError(f"lab {prefix}: cannot lock {path}: {exc.strerror}") from None
+            holder = os.pread(fd, 16, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"lab {prefix}: another vpnlab command (PID {holder}) has been changing it "
+                    f"for {CHANGE_WAIT_S:.0f} s; let it finish, or stop it"
+                ) from None
+            if not told:
+                print(
+                    f"[vpnlab] lab {prefix}: waiting for another vpnlab command (PID {holder}) "
+                    "that is changing it",
+                    file=sys.stderr,
+                )
+                told = True
+            time.sleep(0.1)
+            continue
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:  # the changer before us removed it with its lab
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+
+
+def _remove_base_if_empty() -> None:
+    """The default state folder (``/run/vpnlab``) goes with the last lab in it."""
+    if base_dir() == Path(DEFAULT_BASE_DIR):
+        with contextlib.suppress(OSError):
+            base_dir().rmdir()  # only if empty: other labs keep it
 
 
 # --- the record ---------------------------------------------------------------------------------
@@ -275,9 +374,7 @@ def teardown(prefix: str) -> list[str]:
         shutil.rmtree(folder, ignore_errors=True)
         done.append(f"removed {folder}")
     _remove_private(prefix)
-    if base_dir() == Path(DEFAULT_BASE_DIR):
-        with contextlib.suppress(OSError):
-            base_dir().rmdir()  # only if empty: other labs keep it
+    _remove_base_if_empty()
     if leftover:
         raise LabError(f"could not delete namespaces {leftover}")
     return done

@@ -32,6 +32,7 @@ from vpnlab.lab.records import LabRecord
 from vpnlab.lab.state import (
     DEFAULT_PREFIX,
     alive,
+    changing,
     namespace,
     ns_exists,
     record_of,
@@ -215,33 +216,34 @@ def start_vpn(
     it is alive and trying (:func:`wait_started`). Returns the tunnel part of :func:`status`.
     """
     check_environment()
-    cipher = cipher or record_of(prefix).cipher or DEFAULT_CIPHER
-    if cipher not in CIPHERS:
-        raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
-    stop_vpn(prefix)
-    record = record_of(prefix)
-    topo = topology_of(prefix)
-    folder = state_dir(prefix)
-    if static_keys and (cipher == "plain" or len(topo.tunnel.clients) != 1):
-        raise LabError("static keys need an ESP cipher and exactly one client")
-    psk = record.psk if psk is None else psk
-    keying = _keying(cipher, static_keys, psk)
-    outer = outer or record.outer or 4
-    server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying, outer)
-    mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
-    record.cipher, record.vpn, record.mode, record.psk = cipher, True, mode, psk
-    record.keying, record.outer = keying, outer
-    if nat is not None:
-        record.nat = nat
-    _fresh_files(record, topo, folder, key_files)
-    lan_server_args, lan_client_args = _lan_args(topo, keying)
-    server_argv = _server_argv(topo, folder, server_keys, record.nat, outer)
-    _start_server(prefix, record, [*server_argv, *server_args, *lan_server_args])
-    for node in topo.tunnel.clients:
-        argv = _client_argv(topo, node, folder, client_keys[node], outer)
-        argv += ["--reconnect"] if reconnect else []
-        _start_client(prefix, record, node, [*argv, *client_args, *lan_client_args[node]])
-    return cast(dict[str, Any], status(prefix)["tunnel"])
+    with changing(prefix):
+        cipher = cipher or record_of(prefix).cipher or DEFAULT_CIPHER
+        if cipher not in CIPHERS:
+            raise LabError(f"unknown cipher {cipher!r} (choose from {', '.join(CIPHERS)})")
+        stop_vpn(prefix)
+        record = record_of(prefix)
+        topo = topology_of(prefix)
+        folder = state_dir(prefix)
+        if static_keys and (cipher == "plain" or len(topo.tunnel.clients) != 1):
+            raise LabError("static keys need an ESP cipher and exactly one client")
+        psk = record.psk if psk is None else psk
+        keying = _keying(cipher, static_keys, psk)
+        outer = outer or record.outer or 4
+        server_keys, client_keys, key_files = _key_args(folder, topo, cipher, keying, outer)
+        mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
+        record.cipher, record.vpn, record.mode, record.psk = cipher, True, mode, psk
+        record.keying, record.outer = keying, outer
+        if nat is not None:
+            record.nat = nat
+        _fresh_files(record, topo, folder, key_files)
+        lan_server_args, lan_client_args = _lan_args(topo, keying)
+        server_argv = _server_argv(topo, folder, server_keys, record.nat, outer)
+        _start_server(prefix, record, [*server_argv, *server_args, *lan_server_args])
+        for node in topo.tunnel.clients:
+            argv = _client_argv(topo, node, folder, client_keys[node], outer)
+            argv += ["--reconnect"] if reconnect else []
+            _start_client(prefix, record, node, [*argv, *client_args, *lan_client_args[node]])
+        return cast(dict[str, Any], status(prefix)["tunnel"])
 
 
 def _mode_args(
@@ -360,20 +362,21 @@ def route_back(prefix: str = DEFAULT_PREFIX, add: bool = True) -> str:
 def stop_vpn(prefix: str = DEFAULT_PREFIX) -> list[str]:
     """CleanUp of the VPN only: stop clients then server, put routes and forwarding back."""
     check_environment()
-    record = record_of(prefix)
-    names = [n for n in record.daemons if n == "server" or n.startswith("client-")]
-    ran = bool(names) or record.vpn
-    done = stop_daemons(record, names)
-    for name in names:
-        record.daemons.pop(name, None)
-    record.vpn = False
-    save(record)
-    if not ran:  # a lab just built: nothing to put back (6 processes fewer a lab up)
+    with changing(prefix):
+        record = record_of(prefix)
+        names = [n for n in record.daemons if n == "server" or n.startswith("client-")]
+        ran = bool(names) or record.vpn
+        done = stop_daemons(record, names)
+        for name in names:
+            record.daemons.pop(name, None)
+        record.vpn = False
+        save(record)
+        if not ran:  # a lab just built: nothing to put back (6 processes fewer a lab up)
+            return done
+        topo = topology_of(prefix)
+        for node in (*topo.tunnel.clients, topo.tunnel.server):
+            _restore_node(prefix, topo, node)
         return done
-    topo = topology_of(prefix)
-    for node in (*topo.tunnel.clients, topo.tunnel.server):
-        _restore_node(prefix, topo, node)
-    return done
 
 
 def _restore_node(prefix: str, topo: Topology, name: str) -> None:

@@ -36,7 +36,15 @@ from typing import Any, NoReturn
 
 from vpnlab.core.errors import LabError
 from vpnlab.lab.nodes import python_argv
-from vpnlab.lab.state import DEFAULT_PREFIX, alive, base_dir, check_prefix, prefix_namespaces
+from vpnlab.lab.state import (
+    CHANGING_ENV,
+    DEFAULT_PREFIX,
+    alive,
+    base_dir,
+    changing,
+    check_prefix,
+    prefix_namespaces,
+)
 
 HOLDER_WAIT_S = 5.0
 STOP_GRACE_S = 30.0
@@ -46,6 +54,8 @@ TUN_NODE_ENV = "VPNLAB_TUN_NODE"
 whose own /dev/net/tun is 0600 (no udev): an admin makes it once (``mknod -m 0666 FILE c 10 200``
 on a filesystem without ``nodev``)."""
 APPARMOR_PROFILE = "deploy/apparmor/vpnlab-unshare"
+CHANGING_VERBS = ("up", "down", "start-vpn", "stop-vpn")
+"""The lab verbs that change a lab: they take the lab's turn (``state.changing``)."""
 
 HOLDER_SCRIPT = """set -e
 if [ -n "${VPNLAB_TUN_NODE:-}" ]; then
@@ -361,30 +371,53 @@ def forward(command: str, argv: Sequence[str], prefix: str | None, verb: str | N
     if command in OWN_LAB_COMMANDS:
         return run(inner)
     prefix = check_prefix(prefix or os.environ.get("VPNLAB_PREFIX") or DEFAULT_PREFIX)
-    if command == "lab" and verb == "up":
+    if command == "lab" and verb in CHANGING_VERBS:
+        with changing(prefix, Path(inside_env()["VPNLAB_STATE_DIR"])):
+            return _change(prefix, verb, argv, inner)
+    pid = holder_pid(prefix)
+    if pid is None:
+        raise LabError(f"no lab with prefix {prefix!r} is up (run: vpnlab lab up)")
+    sys.stdout.flush()
+    os.execvpe("nsenter", enter_argv(pid, inner), inside_env())
+
+
+def _change(prefix: str, verb: str, argv: Sequence[str], inner: list[str]) -> int:
+    """A lab verb that changes the lab, run in the lab's holder while this process holds the
+    lab's turn (``state.changing``; the command inside is told so, :data:`CHANGING_ENV`): two
+    ``lab up`` at once replaced each other's holder, and the first died of SIGKILL."""
+    if verb == "down":
+        return _down(prefix, inner)
+    if verb == "up":
         check_lab_limit(prefix, [name for name in labs_held() if name != prefix])
         if "--no-vpn" not in argv:
             check_tun()
         stop_holder(prefix)
         _remove_state(prefix)  # the old lab went with its holder; its record must not linger
-        pid = start_holder(prefix)
-    elif command == "lab" and verb == "down":
-        return _down(prefix, inner)
+        pid: int | None = start_holder(prefix)
     else:
-        held = holder_pid(prefix)
-        if held is None:
-            raise LabError(f"no lab with prefix {prefix!r} is up (run: vpnlab lab up)")
-        pid = held
+        pid = holder_pid(prefix)
+    if pid is None:
+        raise LabError(f"no lab with prefix {prefix!r} is up (run: vpnlab lab up)")
+    return _enter(pid, prefix, inner)
+
+
+def _enter(pid: int, prefix: str, inner: list[str]) -> int:
+    """Run ``inner`` in the holder ``pid`` on behalf of this process's turn; its exit status.
+    Ctrl-C reaches it too (the terminal's process group); a SIGTERM (``cli.process.Stopped``)
+    is passed on to it; either way it gets up to ``STOP_GRACE_S`` for its CleanUp."""
     sys.stdout.flush()
-    os.execvpe("nsenter", enter_argv(pid, inner), inside_env())
+    proc = subprocess.Popen(enter_argv(pid, inner), env={**inside_env(), CHANGING_ENV: prefix})
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as exc:
+        _let_finish(proc, getattr(exc, "signum", None))
+        raise
 
 
 def _down(prefix: str, inner: list[str]) -> int:
     """``lab down``: the lab's own CleanUp inside its holder, then the holder itself."""
     pid = holder_pid(prefix)
-    code = 0
-    if pid is not None:
-        code = subprocess.run(enter_argv(pid, inner), env=inside_env(), check=False).returncode
+    code = 0 if pid is None else _enter(pid, prefix, inner)
     if stop_holder(prefix):
         print(f"stopped the lab's holder (pid {pid}): its namespaces and processes are gone")
     else:

@@ -38,6 +38,10 @@ TERM_GRACE_S = 3.0
 """CleanUp: how long daemons get between SIGTERM and SIGKILL."""
 CHANGE_WAIT_S = 300.0
 """How long a command that changes a lab waits for another one changing it (:func:`changing`)."""
+CHANGING_ENV = "VPNLAB_CHANGING"
+"""A lab's prefix, set by a command that holds the lab's turn (:func:`changing`) for the child
+that changes the lab for it: an ordinary user's ``vpnlab lab up`` holds it outside the lab's
+holder while the root path runs inside (``rootless.forward``)."""
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,19}-$")
 _NODE = r"[a-z][a-z0-9]*"
@@ -76,7 +80,7 @@ _changing: dict[str, int] = {}
 
 
 @contextlib.contextmanager
-def changing(prefix: str) -> Iterator[None]:
+def changing(prefix: str, base: Path | None = None) -> Iterator[None]:
     """One command at a time changes the lab ``prefix`` (``up``, ``down``, ``start_vpn``,
     ``stop_vpn``): a second one, from another terminal or a notebook, waits for the first
     instead of building or deleting the same namespaces under it (two ``lab up`` at once
@@ -85,27 +89,33 @@ def changing(prefix: str) -> Iterator[None]:
     A POSIX lock (``lockf``: a process's own, so no child it forks, pyroute2's among them,
     holds it on) on ``{base}/.{prefix}lock``, which holds the changer's PID for the waiting
     one's message. The file goes when the lab does, so ``down`` leaves nothing behind; a
-    waiter that finds it gone (or made anew) takes the new one. Re-entrant in one process.
+    waiter that finds it gone (or made anew) takes the new one. Re-entrant in one process, and
+    in a child whose environment names the lab in :data:`CHANGING_ENV`. ``base``: the folder of
+    the labs' state folders, if not this process's (:func:`base_dir`).
 
     Raises:
         LabError: another command has changed the lab for :data:`CHANGE_WAIT_S`.
     """
     check_prefix(prefix)
-    if prefix in _changing:
-        _changing[prefix] += 1
+    held_here = prefix in _changing
+    if held_here or os.environ.get(CHANGING_ENV) == prefix:
+        _changing[prefix] = _changing.get(prefix, 0) + 1
         try:
             yield
         finally:
             _changing[prefix] -= 1
+            if not held_here:
+                del _changing[prefix]
         return
-    path = base_dir() / f".{prefix}lock"
+    base = base or base_dir()
+    path = base / f".{prefix}lock"
     fd = _lock(path, prefix)
     _changing[prefix] = 1
     try:
         yield
     finally:
         del _changing[prefix]
-        if not state_dir(prefix).exists():  # the lab is gone: its lock too, while still held
+        if not (base / prefix).exists():  # the lab is gone: its lock too, while still held
             with contextlib.suppress(OSError):
                 path.unlink()
             _remove_base_if_empty()

@@ -233,8 +233,7 @@ def start_vpn(
         mode, server_args, client_args = _mode_args(mode, record, server_args, client_args)
         record.cipher, record.vpn, record.mode, record.psk = cipher, True, mode, psk
         record.keying, record.outer = keying, outer
-        if nat is not None:
-            record.nat = nat
+        record.nat = record.nat if nat is None else nat
         _fresh_files(record, topo, folder, key_files)
         lan_server_args, lan_client_args = _lan_args(topo, keying)
         server_argv = _server_argv(topo, folder, server_keys, record.nat, outer)

@@ -292,6 +292,34 @@ def test_killing_the_holder_removes_everything(host):
         assert wait_until(lambda: user_processes(d_user.pw_uid) == [], 5) is not None
 
 
+def test_two_ups_at_once_by_one_user_take_turns(host):
+    """Two terminals (or two notebooks' first cells) of one user build the lab at once: the
+    second waits for the first's turn, then replaces its lab and holder; one holder is left,
+    and down leaves nothing (before, the second stopped the first's holder under it: SIGKILL)."""
+    with unix_user("f") as f_user:
+        f = Student(f_user, host["python_bin"], {"VPNLAB_TUN_NODE": str(host["tun"])})
+        first = f.start_vpnlab("lab", "up", "--no-vpn", "--prefix", PREFIX)
+        time.sleep(0.3)  # the first one is building
+        second = f.start_vpnlab("lab", "up", "--no-vpn", "--prefix", PREFIX)
+        errors = [up.communicate(timeout=120)[1] for up in (first, second)]
+        assert [first.returncode, second.returncode] == [0, 0], errors
+        assert f"waiting for another vpnlab command (PID {first.pid})" in errors[1]
+        holders = [pid for pid in user_processes(f_user.pw_uid) if b"unshare" in cmdline(pid)]
+        assert len(holders) == 1, "one holder for the one lab"
+        assert status(f)["daemons"]["whoami"]["alive"]
+        down = f.vpnlab("lab", "down", "--prefix", PREFIX)
+        assert down.returncode == 0, down.stderr
+        assert list((f.home / ".vpnlab/labs").iterdir()) == []  # no state folder, no lock file
+        assert wait_until(lambda: user_processes(f_user.pw_uid) == [], 5) is not None
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_sigterm_to_a_users_experiment_removes_its_lab(host):
     """An experiment in a holder of its own (bench --footprint), SIGTERM'd as JupyterHub or a
     CI's timeout does: it removes its lab (its state folder in the home too), exit 143."""

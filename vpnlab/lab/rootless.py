@@ -364,8 +364,9 @@ def forward(command: str, argv: Sequence[str], prefix: str | None, verb: str | N
     """Run ``vpnlab ARGV`` (the ``command`` with the lab verb ``verb``) for an ordinary user.
 
     ``lab up`` starts a fresh holder for ``prefix`` (the old lab and its holder go first),
-    ``lab down`` removes the lab and then its holder, any other lab verb and ``capture`` enter
-    the holder of ``prefix``; the experiments run in a holder of their own.
+    ``lab down`` removes the lab and then its holder; these and the other verbs that change a
+    lab (:data:`CHANGING_VERBS`) wait for the lab's turn first. Any other lab verb and
+    ``capture`` enter the holder of ``prefix``; the experiments run in a holder of their own.
     """
     inner = python_argv("-m", "vpnlab", *argv)
     if command in OWN_LAB_COMMANDS:

@@ -71,6 +71,7 @@ from vpnlab.lab.nodes import python_argv, run_in
 from vpnlab.lab.state import (
     PRIVATE_DIR,
     base_dir,
+    changing,
     record_of,
     save,
     state_dir,
@@ -359,21 +360,22 @@ def prepare(prefix: str, **up_kwargs: Any) -> None:
     if topology is not None and topology.tunnel.lans:
         raise LabError("troubleshooting labs are not site to site")
     up_kwargs.pop("vpn", None)
-    up(prefix, vpn=False, **up_kwargs)
-    start_vpn(
-        prefix,
-        up_kwargs.get("cipher"),
-        reconnect=True,
-        server_args=DAEMON_ARGS,
-        client_args=DAEMON_ARGS,
-        psk=up_kwargs.get("psk", False),
-    )
-    topo = topology_of(prefix)
-    rule = f'oifname "tun0" ip daddr {topo.server_ip} udp dport 4500 counter drop'
-    _nft(local_runner(prefix), _client(topo), _filter(GUARD_TABLE, "output", rule))
-    record = record_of(prefix)
-    record.troubleshooting = True
-    save(record)
+    with changing(prefix):  # one turn: no other command's lab between these steps
+        up(prefix, vpn=False, **up_kwargs)
+        start_vpn(
+            prefix,
+            up_kwargs.get("cipher"),
+            reconnect=True,
+            server_args=DAEMON_ARGS,
+            client_args=DAEMON_ARGS,
+            psk=up_kwargs.get("psk", False),
+        )
+        topo = topology_of(prefix)
+        rule = f'oifname "tun0" ip daddr {topo.server_ip} udp dport 4500 counter drop'
+        _nft(local_runner(prefix), _client(topo), _filter(GUARD_TABLE, "output", rule))
+        record = record_of(prefix)
+        record.troubleshooting = True
+        save(record)
 
 
 def start(prefix: str, fault: str, seed: int | None = None, **up_kwargs: Any) -> dict[str, Any]:
@@ -386,16 +388,17 @@ def start(prefix: str, fault: str, seed: int | None = None, **up_kwargs: Any) ->
     """
     if fault != "random" and fault not in FAULTS:
         raise LabError(f"unknown fault {fault!r} (choose from random, {', '.join(FAULTS)})")
-    prepare(prefix, **up_kwargs)
-    if fault == "random":
-        names = applicable(prefix)
-        student = os.environ.get("SUDO_USER") or getpass.getuser()
-        if seed is not None:
-            fault = choose(names, seed)
-        else:
-            fault = draw(names, student, _secret(), _next_count())
-    inject(prefix, fault)
-    return {**status(prefix), "ticket": FAULTS[fault].ticket}
+    with changing(prefix):  # the lab built and broken in one turn
+        prepare(prefix, **up_kwargs)
+        if fault == "random":
+            names = applicable(prefix)
+            student = os.environ.get("SUDO_USER") or getpass.getuser()
+            if seed is not None:
+                fault = choose(names, seed)
+            else:
+                fault = draw(names, student, _secret(), _next_count())
+        inject(prefix, fault)
+        return {**status(prefix), "ticket": FAULTS[fault].ticket}
 
 
 def inject(prefix: str, name: str) -> None:

@@ -90,7 +90,8 @@ def scripted_lab() -> Iterator[ScriptedLab]:
 def test_up_progress_on_stderr_verify_and_summary_on_stdout(scripted_lab):
     up, prefix = scripted_lab.up, scripted_lab.prefix
     assert_progress_only(up.stderr)
-    assert "[vpnlab] Lab: verifying" in up.stderr.splitlines()
+    assert up.stderr.splitlines()[-1].startswith("[vpnlab] Lab: replacing any previous lab;")
+    assert up.stderr.splitlines()[-1].endswith("; verifying")
     assert ESC not in up.stdout
     assert "[vpnlab]" not in up.stdout
     assert up.stdout.startswith("verify: all checks passed (vpn on)\n")

@@ -93,6 +93,12 @@ def _add_up(sub: Subparsers, common: Parser) -> None:
         "random, grader (on the hub: the grader draws it), or one of ",
     )
     p.add_argument("--seed", type=int, help="with --fault random: the same pick every time")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="then prove it works (as verify) in the same turn, no other command changing the "
+        "lab in between, and print that instead of the status",
+    )
     p.set_defaults(func=cmd_up)
 
 
@@ -203,6 +209,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from vpnlab.lab import faults
     from vpnlab.lab.control import up
     from vpnlab.lab.inspection import format_status, status
+    from vpnlab.lab.state import changing
     from vpnlab.lab.topology import load_topology, make_topology
 
     if args.topology:
@@ -214,6 +221,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = dict(topology=topo, cipher=args.cipher, nat=args.nat == "on", mode=args.mode)
     if args.fault and not args.vpn:
         raise LabError("--fault needs the VPN (leave out --no-vpn)")
+    if args.fault and args.verify:
+        raise LabError("--verify proves a lab works: a troubleshooting lab (--fault) does not")
     if args.fault == "grader":  # the hub: the grader draws and injects the fault
         from vpnlab.grader.client import ask
 
@@ -229,7 +238,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             print("a fault is hidden in this lab: find and repair it (vpnlab check)")
             print(f"the ticket: {info.pop('ticket')}")
     else:
-        info = up(prefix=args.prefix, vpn=args.vpn, psk=bool(args.psk), **options)
+        with changing(args.prefix):  # --verify proves this lab, not one built meanwhile
+            info = up(prefix=args.prefix, vpn=args.vpn, psk=bool(args.psk), **options)
+            if args.verify:
+                return cmd_verify(args)
     print(json.dumps(info, indent=2) if args.json else format_status(info))
     return 0
 

@@ -142,12 +142,22 @@ install_hub_proxy() {
     >"$VENV/hub/npm.log" 2>&1 || { tail -n 5 "$VENV/hub/npm.log" >&2; die "npm failed"; }
 }
 
-# setup [EXTRAS]: everything, in order (as root: apt-get too; as a user: only the venv).
+# setup [EXTRAS]: everything, in order (as root: apt-get too; as a user: only the venv). One
+# setup of a checkout at a time: two commands run at once in a fresh clone both created .venv,
+# and one found it without pip. The lock is the checkout folder itself (flock(1), util-linux),
+# so no lock file is left; it is let go when setup is done.
 setup() {
+  local lock
+  exec {lock}<"$VPNLAB_ROOT"
+  if ! flock -n "$lock"; then
+    say "Setup: waiting for another command's setup of $VPNLAB_ROOT"
+    flock "$lock"
+  fi
   case ",${1:-}," in *,test,* | *,dev,*) DEB_PACKAGES+=("${TEST_DEB_PACKAGES[@]}") ;; esac
   if [ "$(id -u)" -eq 0 ]; then install_debian_packages; else check_debian_packages; fi
   create_venv "${1:-}"
   case ",${1:-}," in *,hub,*) install_hub_proxy ;; esac
+  exec {lock}<&-
 }
 
 # --- the class install (docs/class.md): one copy every user can run, outside anyone's home ---

@@ -11,11 +11,13 @@ and removed in ``finally``; the tests that stop and start its daemons come last.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,3 +266,47 @@ def test_stop_vpn_then_the_daemons_by_hand_then_start_vpn(scripted_lab):
 
 def ss_udp(prefix: str) -> str:
     return lab.exec_in(prefix, "r2", ["ss", "-Hlun"], capture_output=True, text=True).stdout
+
+
+def test_two_runs_at_once_both_prove_the_lab(prefix):
+    """The README's command in two terminals at once: each builds and verifies in one turn
+    (``lab up --verify``), so neither's verify meets the other's lab half built or gone."""
+    argv = ["bash", SCRIPT, "up"]
+    env = {**os.environ, "VPNLAB_PREFIX": prefix}
+    runs = [
+        subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    ]
+    time.sleep(1.0)
+    runs.append(
+        subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    )
+    outputs = [run.communicate(timeout=180) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
+    for out, _ in outputs:
+        assert out.startswith("verify: all checks passed (vpn on)\n")
+
+
+def test_setup_waits_for_another_setup_of_the_checkout():
+    """Two first runs in a fresh clone both made .venv, and one found it without pip: setup
+    holds the checkout (flock(1) on its folder) while it works; here we hold it for a second."""
+    folder = os.open(ROOT, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        waiting = subprocess.Popen(
+            ["bash", SCRIPT, "status"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)
+        assert waiting.poll() is None, "setup went on while another held the checkout"
+    finally:
+        os.close(folder)  # lets the waiting setup go
+    _, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert f"[vpnlab] Setup: waiting for another command's setup of {ROOT}" in err.splitlines()

@@ -56,7 +56,8 @@ def up(
     Starts who-am-I on the web node and, unless ``vpn=False``, the VPN server and clients.
     ``nat=False``: the server forwards without masquerading (see :func:`route_back`).
     Returns :func:`status`. Raises LabError; a failed build is removed again, a VPN that does not
-    connect is left running so its logs and state can be inspected.
+    connect is left running so its logs and state can be inspected. Runs in the lab's turn
+    (``state.changing``): another command changing this lab waits until it is done.
     """
     check_environment()
     with changing(prefix):
@@ -87,7 +88,8 @@ def up(
 
 
 def down(prefix: str = DEFAULT_PREFIX) -> list[str]:
-    """CleanUp: stop the lab's processes, delete its namespaces and state. Idempotent."""
+    """CleanUp: stop the lab's processes, delete its namespaces and state, in the lab's turn
+    (``state.changing``). Idempotent."""
     check_environment()
     with changing(prefix):
         return teardown(prefix)
